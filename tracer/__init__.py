@@ -1,0 +1,75 @@
+"""flightrec's tracer: capture every agent decision as OpenTelemetry spans in a DuckDB store.
+
+Quick start::
+
+    import anthropic, tracer
+
+    rec = tracer.configure()                       # ./flightrec.duckdb
+    client = rec.instrument(anthropic.Anthropic())
+
+    @tracer.tool
+    def get_order(order_id: str) -> dict: ...
+
+    with rec.session(agent="support"):
+        ...  # your agent loop
+"""
+
+from ._decision import ToolKinds
+from ._errors import (
+    ConfigError,
+    FlightrecError,
+    NotRebuildableError,
+    SchemaTooNewError,
+    StoreError,
+    StoreLockedError,
+    UnknownSessionError,
+)
+from ._export import ExportStats, StoreSpanProcessor
+from ._ingest import Ingestor, SpanRecord
+from ._pricing import ModelPrice, PriceTable, Usage
+from ._recorder import ContentMode, Recorder, __version__, configure
+from ._records import LlmCall, SessionAccount, SessionSummary, ToolCallRecord, Turn, VerifyResult
+from ._redact import BUILTIN_REDACTORS, Redactor, redact_api_key, redact_card, redact_email, redact_phone
+from ._session import Session, ToolCall, current_session, tool
+from ._store import DEFAULT_DB, Store, default_db_path
+
+__all__ = [
+    "BUILTIN_REDACTORS",
+    "DEFAULT_DB",
+    "ConfigError",
+    "ContentMode",
+    "ExportStats",
+    "FlightrecError",
+    "Ingestor",
+    "LlmCall",
+    "ModelPrice",
+    "NotRebuildableError",
+    "PriceTable",
+    "Recorder",
+    "Redactor",
+    "SchemaTooNewError",
+    "Session",
+    "SessionAccount",
+    "SessionSummary",
+    "SpanRecord",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "StoreSpanProcessor",
+    "ToolCall",
+    "ToolCallRecord",
+    "ToolKinds",
+    "Turn",
+    "UnknownSessionError",
+    "Usage",
+    "VerifyResult",
+    "__version__",
+    "configure",
+    "current_session",
+    "default_db_path",
+    "redact_api_key",
+    "redact_card",
+    "redact_email",
+    "redact_phone",
+    "tool",
+]

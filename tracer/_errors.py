@@ -1,0 +1,46 @@
+"""Errors raised by the tracer and the store.
+
+Every error a user can meet derives from one root, says what went wrong and what to do next,
+and is printed by the CLI without a traceback::
+
+    FlightrecError
+    ├── ConfigError              bad configuration (content mode, price file, redactor)
+    ├── StoreError               the DuckDB file cannot be used
+    │   ├── StoreLockedError     another process holds the single writer lock
+    │   └── SchemaTooNewError    the file was written by a newer flightrec
+    ├── UnknownSessionError      no session with that id in the store
+    └── NotRebuildableError      a stored call cannot be rebuilt (content not captured)
+
+DuckDB errors are mapped to these at the store boundary (``_store.py``); nothing above it sees
+a ``duckdb.Error``.
+"""
+
+from __future__ import annotations
+
+
+class FlightrecError(Exception):
+    """Root of every flightrec error. The message is meant for the user, as is."""
+
+
+class ConfigError(FlightrecError):
+    """A configuration value is invalid."""
+
+
+class StoreError(FlightrecError):
+    """The trace store cannot be opened, read or written."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the write lock on the store file."""
+
+
+class SchemaTooNewError(StoreError):
+    """The store was written by a newer flightrec than this one."""
+
+
+class UnknownSessionError(FlightrecError):
+    """No session with the given id exists in the store."""
+
+
+class NotRebuildableError(FlightrecError):
+    """A stored LLM call cannot be rebuilt exactly, for example because content was not captured."""

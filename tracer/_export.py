@@ -1,0 +1,202 @@
+"""The in-process exporter: a span processor that writes finished spans into the store.
+
+The agent's thread only puts a span on a bounded queue; a worker thread converts and commits
+batches. When the queue is full the span is dropped and counted, never waited for. When the
+store cannot be opened (locked by another process, unwritable path) spans wait in the queue
+while the worker retries, and whatever is still queued at shutdown is dropped, counted and
+reported. Nothing here raises into the agent.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from ._errors import FlightrecError
+from ._ingest import Ingestor, from_readable
+from ._store import Store
+
+log = logging.getLogger("flightrec")
+
+_MAX_QUEUE = 50_000
+_MAX_BATCH = 4_096
+_FLUSH_INTERVAL_S = 0.5
+_REOPEN_INTERVAL_S = 1.0
+_SHUTDOWN_TIMEOUT_S = 30.0
+
+
+@dataclass
+class ExportStats:
+    """What the exporter has done so far. Read it to see whether tracing is keeping up."""
+
+    written: int = 0
+    """Spans committed to the store."""
+    dropped: int = 0
+    """Spans lost, for the reasons in ``drop_reasons``."""
+    drop_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Dropped span counts by reason."""
+    capture_errors: int = 0
+    """LLM calls that went on untraced because capture failed."""
+
+
+class StoreSpanProcessor(SpanProcessor):
+    """Writes spans to a ``Store`` from a background thread. Never blocks, never raises.
+
+    Args:
+        open_store: Makes the store; called on the worker thread, retried while it fails.
+        max_queue: Spans that may wait; more are dropped and counted.
+    """
+
+    def __init__(self, open_store: Callable[[], Store], *, max_queue: int = _MAX_QUEUE,
+                 max_batch: int = _MAX_BATCH) -> None:
+        self._open_store = open_store
+        self._queue: queue.Queue[ReadableSpan] = queue.Queue(max_queue)
+        self._max_batch = max_batch
+        self._store: Store | None = None
+        self._store_error: str | None = None
+        self._ingestor = Ingestor()
+        self.stats = ExportStats()
+        self._cond = threading.Condition()
+        self._enqueued = 0
+        self._settled = 0
+        self._stopping = False
+        self._worker = threading.Thread(target=self._run, name="flightrec-exporter", daemon=True)
+        self._worker.start()
+
+    # -- agent side --------------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            if self._stopping:
+                self._drop(1, "span ended after shutdown")
+                return
+            self._queue.put_nowait(span)
+            with self._cond:
+                self._enqueued += 1
+        except queue.Full:
+            self._drop(1, "queue full")
+        except Exception:  # never into the agent
+            self._drop(1, "exporter error")
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Waits until every span queued so far is written or dropped."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        with self._cond:
+            target = self._enqueued
+            self._cond.notify_all()
+            while self._settled < target:
+                left = deadline - time.monotonic()
+                # With the store down nothing can be written: waiting would only stall the agent.
+                if left <= 0 or not self._worker.is_alive() or (self._store is None and self._store_error):
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def shutdown(self) -> None:
+        if self._stopping:
+            return
+        self.force_flush(int(_SHUTDOWN_TIMEOUT_S * 1000))
+        self._stopping = True
+        self._worker.join(_SHUTDOWN_TIMEOUT_S)
+        # Whatever the worker could not write (store never opened) is lost: count it.
+        leftover = self._queue.qsize()
+        if leftover:
+            self._drop(leftover, self._store_error or "not written before shutdown")
+        if self._store is not None:
+            try:
+                self._store.close()
+            except FlightrecError:
+                pass
+        if self.stats.dropped:
+            reasons = ", ".join(f"{n} {why}" for why, n in self.stats.drop_reasons.most_common())
+            log.warning("flightrec: %d span(s) were dropped and not stored (%s).", self.stats.dropped, reasons)
+
+    # -- worker side -------------------------------------------------------------------------
+
+    def _drop(self, n: int, reason: str) -> None:
+        with self._cond:
+            self.stats.dropped += n
+            self.stats.drop_reasons[reason] += n
+
+    def _settle(self, n: int) -> None:
+        with self._cond:
+            self._settled += n
+            self._cond.notify_all()
+
+    def _ensure_store(self) -> Store | None:
+        if self._store is not None:
+            return self._store
+        try:
+            self._store = self._open_store()
+            if self._store_error:
+                log.warning("flightrec: the trace store is available again; writing resumes.")
+            self._store_error = None
+        except FlightrecError as exc:
+            if self._store_error is None:
+                log.warning("flightrec: cannot write traces: %s Spans are kept in memory until it can.", exc)
+            self._store_error = f"store unavailable: {exc}"
+        except Exception as exc:  # an unexpected failure must not kill the worker
+            self._store_error = f"store unavailable: {exc!r}"
+            log.warning("flightrec: opening the trace store failed", exc_info=True)
+        return self._store
+
+    def _run(self) -> None:
+        while True:
+            if self._ensure_store() is None:
+                if self._stopping:
+                    return
+                # Spans stay queued while the store is unavailable; a full queue drops new ones.
+                with self._cond:
+                    self._cond.notify_all()  # wake flushes, which give up while the store is down
+                    self._cond.wait(_REOPEN_INTERVAL_S)
+                continue
+            spans = self._take()
+            if spans:
+                self._write(spans)
+                self._settle(len(spans))
+            elif self._stopping:
+                return
+
+    def _take(self) -> list[ReadableSpan]:
+        try:
+            first = self._queue.get(timeout=_FLUSH_INTERVAL_S)
+        except queue.Empty:
+            return []
+        spans = [first]
+        while len(spans) < self._max_batch:
+            try:
+                spans.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return spans
+
+    def _write(self, spans: list[ReadableSpan]) -> None:
+        assert self._store is not None
+        batch = None
+        try:
+            batch = self._ingestor.build([from_readable(s) for s in spans])
+            self._store.write(batch)
+            with self._cond:
+                self.stats.written += len(spans)
+        except FlightrecError as exc:
+            log.warning("flightrec: %s", exc)
+            self._drop(len(spans), "write failed")
+        except Exception:
+            log.warning("flightrec: exporting %d spans failed", len(spans), exc_info=True)
+            self._drop(len(spans), "exporter error")
+        else:
+            return
+        # The failed batch's content was not stored: forget it so that a later call resends it.
+        if batch is not None:
+            self._ingestor.forget(set(batch.content))

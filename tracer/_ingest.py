@@ -1,0 +1,244 @@
+"""From finished spans to store rows: raw spans, content-addressed content, normalised tables.
+
+This runs off the agent's thread (in the exporter's worker, and later in the collector). A span
+from any OpenTelemetry source is kept in ``spans`` as it came, minus the bulky content
+attributes, which move into ``content`` (message by message, tool by tool) so that storage
+grows linearly with session length.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from . import _attributes as A
+from ._canonical import canonical_json, sha256_hex
+
+_MISSING = object()
+
+
+@dataclass
+class SpanRecord:
+    """A finished span in a neutral form, whatever produced it (the SDK or an OTLP request)."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status_code: str
+    status_message: str | None
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
+    scope: str = ""
+
+
+def from_readable(span: ReadableSpan) -> SpanRecord:
+    """Converts an SDK span, as a span processor receives it."""
+    ctx = span.context
+    parent = span.parent
+    return SpanRecord(
+        trace_id=f"{ctx.trace_id:032x}",
+        span_id=f"{ctx.span_id:016x}",
+        parent_span_id=f"{parent.span_id:016x}" if parent is not None else None,
+        name=span.name,
+        kind=span.kind.name,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time or span.start_time or 0,
+        status_code=span.status.status_code.name,
+        status_message=span.status.description,
+        attributes=dict(span.attributes or {}),
+        events=[
+            {"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in span.events
+        ],
+        links=[
+            {"trace_id": f"{link.context.trace_id:032x}", "span_id": f"{link.context.span_id:016x}",
+             "attributes": dict(link.attributes or {})}
+            for link in span.links
+        ],
+        resource=dict(span.resource.attributes) if span.resource else {},
+        scope=span.instrumentation_scope.name if span.instrumentation_scope else "",
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=list)
+
+
+_SESSION_SUMS = (
+    "turns", "llm_calls", "llm_errors", "tool_calls", "tool_errors", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "unpriced_calls",
+)
+
+
+@dataclass
+class SessionDelta:
+    """What one batch adds to a session's row. Counts add up across batches."""
+
+    session_id: str
+    start_ns: int
+    end_ns: int
+    trace_id: str | None = None
+    agent: str | None = None
+    ended: bool = False
+    status: str | None = None
+    status_reason: str | None = None
+    content_mode: str | None = None
+    cost_usd: float = 0.0
+    sums: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SESSION_SUMS, 0))
+
+
+@dataclass
+class Batch:
+    """Rows for one transaction, table by table, in column order of the schema."""
+
+    spans: list[tuple[Any, ...]] = field(default_factory=list)
+    llm_calls: list[tuple[Any, ...]] = field(default_factory=list)
+    tool_calls: list[tuple[Any, ...]] = field(default_factory=list)
+    turns: list[tuple[Any, ...]] = field(default_factory=list)
+    content: dict[str, tuple[str, str]] = field(default_factory=dict)
+    sessions: dict[str, SessionDelta] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+
+class Ingestor:
+    """Turns span records into a ``Batch``. Keeps the hashes it has already emitted, so that
+    the history repeated in every request is sent to the store only once."""
+
+    def __init__(self, known_hash_limit: int = 500_000) -> None:
+        self._known: set[str] = set()
+        self._limit = known_hash_limit
+
+    def forget(self, hashes: set[str] | None = None) -> None:
+        """Drops remembered hashes (all of them by default), e.g. after a failed write."""
+        if hashes is None:
+            self._known.clear()
+        else:
+            self._known -= hashes
+
+    def _put(self, batch: Batch, kind: str, value: Any) -> str:
+        text = canonical_json(value)
+        digest = sha256_hex(text)
+        if digest not in self._known:
+            if len(self._known) >= self._limit:
+                self._known.clear()
+            self._known.add(digest)
+            batch.content[digest] = (kind, text)
+        return digest
+
+    def build(self, records: list[SpanRecord]) -> Batch:
+        batch = Batch()
+        resource_json: dict[int, str] = {}
+        for r in records:
+            attrs = r.attributes
+            session_id = attrs.get(A.CONVERSATION_ID)
+            session_id = str(session_id) if session_id is not None else None
+            kept = {k: v for k, v in attrs.items() if k not in A.CONTENT_ATTRIBUTES}
+            rkey = id(r.resource)
+            if rkey not in resource_json:
+                resource_json[rkey] = _json(r.resource)
+            batch.spans.append((
+                r.trace_id, r.span_id, r.parent_span_id, session_id, r.name, r.kind, r.start_ns, r.end_ns,
+                r.status_code, r.status_message, _json(kept), _json(r.events) if r.events else None,
+                _json(r.links) if r.links else None, resource_json[rkey], r.scope,
+            ))
+            if session_id is None:
+                continue
+            delta = batch.sessions.get(session_id)
+            if delta is None:
+                delta = batch.sessions[session_id] = SessionDelta(session_id, r.start_ns, r.end_ns)
+            else:
+                delta.start_ns = min(delta.start_ns, r.start_ns)
+                delta.end_ns = max(delta.end_ns, r.end_ns)
+            op = attrs.get(A.OPERATION)
+            if op == "chat" and r.scope == "flightrec":
+                self._llm_call(batch, r, session_id, delta)
+            elif op == "execute_tool":
+                self._tool_call(batch, r, session_id, delta)
+            elif op == "invoke_agent":
+                delta.trace_id = r.trace_id
+                delta.agent = attrs.get(A.AGENT_NAME)
+                delta.ended = True
+                delta.status = attrs.get(A.SESSION_STATUS) or ("error" if r.status_code == "ERROR" else "ok")
+                delta.status_reason = attrs.get(A.SESSION_STATUS_REASON) or r.status_message
+                delta.content_mode = attrs.get(A.CONTENT_MODE)
+            elif r.name == "flightrec.turn":
+                batch.turns.append((
+                    session_id, int(attrs.get(A.TURN_INDEX, 0)), r.trace_id, r.span_id, r.start_ns, r.end_ns,
+                    _json(r.events) if r.events else None,
+                ))
+                delta.sums["turns"] += 1
+        return batch
+
+    def _llm_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
+        a = r.attributes
+        system_ref = message_refs = tool_refs = params = None
+        body_text = a.get(A.REQUEST_BODY)
+        if body_text is not None:
+            body = json.loads(body_text)
+            system = body.pop("system", _MISSING)
+            messages = body.pop("messages", _MISSING)
+            tools = body.pop("tools", _MISSING)
+            params = canonical_json(body)
+            if system is not _MISSING:
+                system_ref = self._put(batch, "system", system)
+            if messages is not _MISSING:
+                message_refs = [self._put(batch, "message", m) for m in messages]
+            if tools is not _MISSING:
+                tool_refs = [self._put(batch, "tool", t) for t in tools]
+        ok = r.status_code != "ERROR"
+        cache_read = a.get(A.USAGE_CACHE_READ)
+        cache_write = a.get(A.USAGE_CACHE_CREATION)
+        total_in = a.get(A.USAGE_INPUT)
+        # Stored as the API counts them: input_tokens excludes what the cache served or wrote.
+        uncached = None if total_in is None else total_in - (cache_read or 0) - (cache_write or 0)
+        cost = a.get(A.COST_USD)
+        finish = a.get(A.RESPONSE_FINISH_REASONS)
+        stop_reason = finish[0] if finish else None
+        p = A.CONTEXT_PREFIX
+        batch.llm_calls.append((
+            r.span_id, r.trace_id, session_id, a.get(A.TURN_INDEX), int(a.get(A.ATTEMPT, 0)), r.start_ns, r.end_ns,
+            "ok" if ok else "error", a.get(A.ERROR_TYPE), a.get(A.HTTP_STATUS), bool(a.get(A.REQUEST_STREAM, False)),
+            a.get(A.TTFT_MS), a.get(A.REQUEST_MODEL), a.get(A.RESPONSE_MODEL), a.get(A.RESPONSE_ID),
+            stop_reason or None, a.get(A.ACTION),
+            list(a.get(A.TOOLS_AVAILABLE, ())), list(a.get(A.TOOLS_CHOSEN, ())) if ok else None,
+            a.get(A.REASONING), uncached, a.get(A.USAGE_OUTPUT), cache_read, cache_write, cost,
+            a.get(f"{p}system_tokens"), a.get(f"{p}tools_tokens"), a.get(f"{p}history_tokens"),
+            a.get(f"{p}tool_results_tokens"), a.get(f"{p}retrieved_tokens"),
+            a.get(A.CONTEXT_WINDOW), a.get(A.CONTEXT_UTILISATION), a.get(A.CONTENT_MODE),
+            a.get(A.REQUEST_SHA256), params, system_ref, message_refs, tool_refs, a.get(A.RESPONSE_BODY),
+        ))
+        s = delta.sums
+        s["llm_calls"] += 1
+        if not ok:
+            s["llm_errors"] += 1
+        s["input_tokens"] += uncached or 0
+        s["output_tokens"] += a.get(A.USAGE_OUTPUT) or 0
+        s["cache_read_tokens"] += cache_read or 0
+        s["cache_write_tokens"] += cache_write or 0
+        if cost is not None:
+            delta.cost_usd += cost
+        elif ok:
+            s["unpriced_calls"] += 1
+
+    def _tool_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
+        a = r.attributes
+        status = a.get(A.TOOL_STATUS) or ("error" if r.status_code == "ERROR" else "ok")
+        batch.tool_calls.append((
+            r.span_id, r.trace_id, session_id, a.get(A.TURN_INDEX), a.get(A.TOOL_NAME, r.name),
+            a.get(A.TOOL_CALL_ID), r.start_ns, r.end_ns, status, a.get(A.ERROR_TYPE),
+            r.status_message if status == "error" else None, a.get(A.TOOL_ARGUMENTS), a.get(A.TOOL_RESULT),
+            a.get(A.TOOL_IDEMPOTENCY_KEY), a.get(A.TOOL_RETRIES), a.get(A.TOOL_CIRCUIT_STATE),
+        ))
+        delta.sums["tool_calls"] += 1
+        if status == "error":
+            delta.sums["tool_errors"] += 1

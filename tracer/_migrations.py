@@ -1,0 +1,139 @@
+"""The store's schema, as add-only numbered migrations recorded in ``schema_migrations``.
+
+Never edit a migration that has shipped: add the next one. docs/schema.md documents every
+table and column; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Migration(NamedTuple):
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "initial trace store",
+        """
+        CREATE TABLE spans (
+            trace_id VARCHAR NOT NULL,
+            span_id VARCHAR NOT NULL,
+            parent_span_id VARCHAR,
+            session_id VARCHAR,
+            name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            start_ns BIGINT NOT NULL,
+            end_ns BIGINT NOT NULL,
+            status_code VARCHAR NOT NULL,
+            status_message VARCHAR,
+            attributes JSON NOT NULL,
+            events JSON,
+            links JSON,
+            resource JSON,
+            scope VARCHAR
+        );
+        CREATE TABLE content (
+            hash VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            body VARCHAR NOT NULL
+        );
+        CREATE TABLE sessions (
+            session_id VARCHAR PRIMARY KEY,
+            trace_id VARCHAR,
+            agent VARCHAR,
+            start_ns BIGINT NOT NULL,
+            end_ns BIGINT NOT NULL,
+            ended BOOLEAN NOT NULL,
+            status VARCHAR NOT NULL,
+            status_reason VARCHAR,
+            content_mode VARCHAR,
+            turns INTEGER NOT NULL,
+            llm_calls INTEGER NOT NULL,
+            llm_errors INTEGER NOT NULL,
+            tool_calls INTEGER NOT NULL,
+            tool_errors INTEGER NOT NULL,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            cache_read_tokens BIGINT NOT NULL,
+            cache_write_tokens BIGINT NOT NULL,
+            cost_usd DOUBLE NOT NULL,
+            unpriced_calls INTEGER NOT NULL
+        );
+        CREATE TABLE turns (
+            session_id VARCHAR NOT NULL,
+            turn_index INTEGER NOT NULL,
+            trace_id VARCHAR NOT NULL,
+            span_id VARCHAR NOT NULL,
+            start_ns BIGINT NOT NULL,
+            end_ns BIGINT NOT NULL,
+            events JSON
+        );
+        CREATE TABLE llm_calls (
+            span_id VARCHAR NOT NULL,
+            trace_id VARCHAR NOT NULL,
+            session_id VARCHAR,
+            turn_index INTEGER,
+            attempt INTEGER NOT NULL,
+            start_ns BIGINT NOT NULL,
+            end_ns BIGINT NOT NULL,
+            status VARCHAR NOT NULL,
+            error_type VARCHAR,
+            http_status INTEGER,
+            stream BOOLEAN NOT NULL,
+            ttft_ms DOUBLE,
+            model VARCHAR,
+            response_model VARCHAR,
+            response_id VARCHAR,
+            stop_reason VARCHAR,
+            action VARCHAR,
+            tools_available VARCHAR[],
+            tools_chosen VARCHAR[],
+            reasoning VARCHAR,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            cache_read_tokens BIGINT,
+            cache_write_tokens BIGINT,
+            cost_usd DOUBLE,
+            ctx_system_tokens INTEGER,
+            ctx_tools_tokens INTEGER,
+            ctx_history_tokens INTEGER,
+            ctx_tool_results_tokens INTEGER,
+            ctx_retrieved_tokens INTEGER,
+            ctx_window INTEGER,
+            ctx_utilisation DOUBLE,
+            content_mode VARCHAR,
+            request_sha256 VARCHAR,
+            request_params VARCHAR,
+            system_ref VARCHAR,
+            message_refs VARCHAR[],
+            tool_refs VARCHAR[],
+            response_body VARCHAR
+        );
+        CREATE TABLE tool_calls (
+            span_id VARCHAR NOT NULL,
+            trace_id VARCHAR NOT NULL,
+            session_id VARCHAR,
+            turn_index INTEGER,
+            tool_name VARCHAR NOT NULL,
+            tool_call_id VARCHAR,
+            start_ns BIGINT NOT NULL,
+            end_ns BIGINT NOT NULL,
+            status VARCHAR NOT NULL,
+            error_type VARCHAR,
+            error_message VARCHAR,
+            arguments VARCHAR,
+            result VARCHAR,
+            idempotency_key VARCHAR,
+            retries INTEGER,
+            circuit_state VARCHAR
+        );
+        """,
+    ),
+)
+
+LATEST = MIGRATIONS[-1].version

@@ -1,0 +1,125 @@
+"""The recorder: one object that holds the tracer provider, the exporter and the capture settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Literal, TypeVar, get_args
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from ._capture import CaptureMiddleware
+from ._decision import ToolKinds
+from ._errors import ConfigError
+from ._export import ExportStats, StoreSpanProcessor
+from ._pricing import PriceTable
+from ._redact import BUILTIN_REDACTORS, Redactor
+from ._session import Session, open_session
+from ._store import Store, default_db_path
+
+ContentMode = Literal["full", "redacted", "none"]
+Client = TypeVar("Client")
+
+try:
+    __version__ = version("flightrec")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"
+
+
+class Recorder:
+    """Records agent sessions into a trace store.
+
+    Args:
+        db: The DuckDB file; default ``$FLIGHTREC_DB`` or ``./flightrec.duckdb``.
+        content: ``full`` stores exact bodies; ``redacted`` runs the redactors first (the hash is
+            still of the exact request); ``none`` stores metadata only.
+        redactors: Extra redactors, run after the built-in ones (e-mail, phone, card, API key).
+        prices: A price file that extends the bundled table (default ``$FLIGHTREC_PRICES``).
+        retrieval_tools: Tools whose results count as retrieved context (default: by name).
+        handoff_tools: Tools whose use is a handoff (default: ``transfer_to_*``, ``escalate*``).
+        service_name: The OpenTelemetry ``service.name`` of the spans.
+        max_queue: Spans that may wait for the writer; more are dropped and counted.
+
+    The store is opened lazily by the exporter's thread, so creating a recorder never fails
+    because the store is locked; see ``stats`` for what was written and dropped. Call
+    ``shutdown()`` (or let the interpreter exit) to flush.
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | None = None,
+        *,
+        content: ContentMode = "full",
+        redactors: Iterable[Redactor] = (),
+        prices: str | os.PathLike[str] | None = None,
+        retrieval_tools: Iterable[str] | None = None,
+        handoff_tools: Iterable[str] | None = None,
+        service_name: str = "flightrec-agent",
+        max_queue: int = 50_000,
+    ) -> None:
+        if content not in get_args(ContentMode):
+            raise ConfigError(f"content mode {content!r} is not one of full, redacted, none.")
+        self.content: ContentMode = content
+        self.db_path = default_db_path(db)
+        self.redactors: tuple[Redactor, ...] = (*BUILTIN_REDACTORS, *redactors)
+        self.prices = PriceTable.load(prices)
+        self.tool_kinds = ToolKinds(
+            retrieval=frozenset(retrieval_tools) if retrieval_tools is not None else None,
+            handoff=frozenset(handoff_tools) if handoff_tools is not None else None,
+        )
+        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        self.processor = StoreSpanProcessor(lambda: Store(self.db_path), max_queue=max_queue)
+        self.provider.add_span_processor(self.processor)
+        self.tracer = self.provider.get_tracer("flightrec", __version__)
+
+    @property
+    def stats(self) -> ExportStats:
+        """Spans written and dropped so far, and calls that went untraced."""
+        return self.processor.stats
+
+    def count_capture_error(self) -> None:
+        self.processor.stats.capture_errors += 1
+
+    def instrument(self, client: Client, *, native_spans: bool = False) -> Client:
+        """A copy of an ``anthropic.Anthropic`` or ``AsyncAnthropic`` client that records every call.
+
+        It appends flightrec's middleware to the client's own. The SDK's native spans are turned
+        off unless ``native_spans`` is true, because flightrec's ``chat`` spans carry all they do
+        and more; when on, they go to this recorder's provider.
+        """
+        middleware = [*client.middleware, CaptureMiddleware(self)]  # type: ignore[attr-defined]
+        telemetry: Any = {"tracer_provider": self.provider} if native_spans else False
+        return client.with_options(middleware=middleware, open_telemetry=telemetry)  # type: ignore[attr-defined]
+
+    @contextmanager
+    def session(self, agent: str, *, session_id: str | None = None, **attributes: Any) -> Iterator[Session]:
+        """Runs the body as one agent session (an ``invoke_agent`` span).
+
+        LLM calls through an instrumented client and tools decorated with ``@tool`` inside it
+        are recorded under it, in this thread and in the asyncio tasks it starts.
+        """
+        with open_session(self, agent, session_id, attributes) as session:
+            yield session
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Blocks until every finished span is written or dropped; false on timeout."""
+        return self.provider.force_flush(int(timeout_s * 1000))
+
+    def shutdown(self) -> None:
+        """Flushes and closes the store. Safe to call twice."""
+        self.provider.shutdown()
+
+
+def configure(db: str | os.PathLike[str] | None = None, **options: Any) -> Recorder:
+    """The one-line global setup: a ``Recorder`` whose provider is also OpenTelemetry's global one.
+
+    Other OpenTelemetry instrumentation in the process then records into the same store. Takes
+    the same arguments as ``Recorder``. The store is flushed when the interpreter exits.
+    """
+    recorder = Recorder(db, **options)
+    trace.set_tracer_provider(recorder.provider)
+    return recorder

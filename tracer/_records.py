@@ -1,0 +1,176 @@
+"""What the store returns: pydantic records, so that the CLI's ``--json``, the dashboard and
+later packages all see the same shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class SessionSummary(BaseModel):
+    """One row of ``traces list``."""
+
+    session_id: str
+    """The session id (``gen_ai.conversation.id``)."""
+    agent: str | None
+    """The agent's name (``gen_ai.agent.name``)."""
+    start_ns: int
+    """Start, in nanoseconds since the epoch."""
+    duration_ms: float
+    """From the first span's start to the last span's end."""
+    status: str
+    """``running`` until the session span ends; then ``ok``, ``error`` or what the agent set."""
+    status_reason: str | None
+    """Why the session ended as it did, when the agent or an error said."""
+    content_mode: str | None
+    """How content was captured: ``full``, ``redacted`` or ``none``."""
+    turns: int
+    """Turns (decision plus the tool calls that follow it)."""
+    llm_calls: int
+    """LLM call attempts, retries included."""
+    llm_errors: int
+    """Attempts that failed (HTTP errors, timeouts)."""
+    tool_calls: int
+    """Tool executions."""
+    tool_errors: int
+    """Tool executions that failed."""
+    input_tokens: int
+    """Uncached input tokens."""
+    output_tokens: int
+    """Output tokens."""
+    cache_read_tokens: int
+    """Input tokens read from the prompt cache."""
+    cache_write_tokens: int
+    """Input tokens written to the prompt cache."""
+    cost_usd: float | None
+    """Total cost in USD; ``None`` when any successful call used a model without a known price."""
+    cost_usd_known_part: float
+    """The cost of the calls whose price is known."""
+
+
+class LlmCall(BaseModel):
+    """One LLM call attempt: one decision, or a failed try at one."""
+
+    span_id: str
+    """The ``chat`` span's id."""
+    turn_index: int | None
+    """The turn it belongs to (1-based)."""
+    attempt: int
+    """0 for the first try; retries count up."""
+    start_ns: int
+    """Start, in nanoseconds since the epoch."""
+    latency_ms: float
+    """Wall time of the attempt, stream included."""
+    ttft_ms: float | None
+    """Time to the first streamed byte."""
+    status: str
+    """``ok`` or ``error``."""
+    error_type: str | None
+    """The API's error type (``overloaded_error`` …) or the exception's class."""
+    http_status: int | None
+    """The HTTP status code."""
+    model: str | None
+    """The requested model."""
+    stop_reason: str | None
+    """The API's stop reason."""
+    action: str | None
+    """tool_use | final | handoff | refusal | max_tokens"""
+    tools_available: list[str]
+    """The tools the model could pick."""
+    tools_chosen: list[str]
+    """The tools it picked, in order."""
+    reasoning: str | None
+    """Thinking, or the text written next to tool calls."""
+    input_tokens: int | None
+    """Uncached input tokens."""
+    output_tokens: int | None
+    """Output tokens."""
+    cache_read_tokens: int | None
+    """Input tokens read from the prompt cache."""
+    cache_write_tokens: int | None
+    """Input tokens written to the prompt cache."""
+    cost_usd: float | None
+    """Cost in USD; ``None`` when the model's price is unknown or the call failed."""
+    context_tokens: dict[str, int]
+    """Input tokens by segment: system, tools, history, tool_results, retrieved (estimated split)."""
+    context_window: int | None
+    """The model's context window in tokens."""
+    context_utilisation: float | None
+    """Share of the context window used, 0..1."""
+    request_sha256: str | None
+    """Hash of the canonical request JSON, taken when the call was made."""
+    content_mode: str | None
+    """How content was captured for this call."""
+    output_text: str | None
+    """The text blocks of the response."""
+    tool_uses: list[dict[str, Any]]
+    """The ``tool_use`` blocks of the response (id, name, input)."""
+    newest_messages: list[dict[str, Any]]
+    """The last messages of the request, oldest first (what the model saw most recently)."""
+    message_count: int | None
+    """How many messages the request carried."""
+
+
+class ToolCallRecord(BaseModel):
+    """One tool execution."""
+
+    span_id: str
+    """The ``execute_tool`` span's id."""
+    turn_index: int | None
+    """The turn it belongs to."""
+    tool_name: str
+    """The tool's name."""
+    tool_call_id: str | None
+    """The id of the ``tool_use`` block it answers."""
+    status: str
+    """``ok`` or ``error``."""
+    error_type: str | None
+    """Error class or code, on failure."""
+    error_message: str | None
+    """Error message, on failure."""
+    arguments: str | None
+    """Arguments as JSON text (absent with content mode ``none``)."""
+    result: str | None
+    """Result as text (absent with content mode ``none``)."""
+    latency_ms: float
+    """Wall time of the execution."""
+    idempotency_key: str | None
+    """The key that makes a side effect safe to retry."""
+    retries: int | None
+    """Retries the tool took."""
+    circuit_state: str | None
+    """The circuit breaker's state when it ran."""
+
+
+class Turn(BaseModel):
+    """One turn: its decisions (attempts included) and the tool calls they led to."""
+
+    index: int
+    """1-based."""
+    llm_calls: list[LlmCall]
+    """Attempts in order; the last successful one is the decision."""
+    tool_calls: list[ToolCallRecord]
+    """Tool executions in order."""
+    events: list[dict[str, Any]]
+    """Events recorded on the turn (guards that fired …)."""
+
+
+class SessionAccount(BaseModel):
+    """A session decision by decision: what ``traces show`` prints."""
+
+    session: SessionSummary
+    """The session's totals."""
+    turns: list[Turn]
+    """Every turn in order."""
+
+
+class VerifyResult(BaseModel):
+    """The outcome of rebuilding every stored request and comparing hashes."""
+
+    total: int
+    """Calls checked."""
+    exact: int
+    """Calls rebuilt to the recorded hash."""
+    failures: list[dict[str, str]]
+    """Calls that were not: span id, session id and why."""

@@ -1,0 +1,399 @@
+"""The DuckDB trace store: one file, one writing process, add-only migrations.
+
+``Store`` is the narrow interface that replay, evals and the dashboard use; a ClickHouse
+backend would implement the same methods. ``Store(":memory:")`` is its in-memory twin for tests.
+
+Every ``duckdb.Error`` is mapped here to a ``StoreError`` that says what to do next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ._canonical import canonical_json, sha256_hex
+from ._errors import NotRebuildableError, SchemaTooNewError, StoreError, StoreLockedError, UnknownSessionError
+from ._ingest import _SESSION_SUMS, Batch
+from ._migrations import LATEST, MIGRATIONS
+from ._records import LlmCall, SessionAccount, SessionSummary, ToolCallRecord, Turn, VerifyResult
+
+DEFAULT_DB = "flightrec.duckdb"
+_NEWEST_MESSAGES = 3
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+
+_COLUMNS = {
+    "spans": ("trace_id", "span_id", "parent_span_id", "session_id", "name", "kind", "start_ns", "end_ns",
+              "status_code", "status_message", "attributes", "events", "links", "resource", "scope"),
+    "llm_calls": (
+        "span_id", "trace_id", "session_id", "turn_index", "attempt", "start_ns", "end_ns", "status", "error_type",
+        "http_status", "stream", "ttft_ms", "model", "response_model", "response_id", "stop_reason", "action",
+        "tools_available", "tools_chosen", "reasoning", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_write_tokens", "cost_usd", "ctx_system_tokens", "ctx_tools_tokens", "ctx_history_tokens",
+        "ctx_tool_results_tokens", "ctx_retrieved_tokens", "ctx_window", "ctx_utilisation", "content_mode",
+        "request_sha256", "request_params", "system_ref", "message_refs", "tool_refs", "response_body"),
+    "tool_calls": ("span_id", "trace_id", "session_id", "turn_index", "tool_name", "tool_call_id", "start_ns",
+                   "end_ns", "status", "error_type", "error_message", "arguments", "result", "idempotency_key",
+                   "retries", "circuit_state"),
+    "turns": ("session_id", "turn_index", "trace_id", "span_id", "start_ns", "end_ns", "events"),
+}
+_SESSION_COLUMNS = (
+    "session_id", "trace_id", "agent", "start_ns", "end_ns", "ended", "status", "status_reason", "content_mode",
+    *_SESSION_SUMS, "cost_usd",
+)
+_SESSION_UPSERT = f"""
+INSERT INTO sessions ({", ".join(_SESSION_COLUMNS)}) SELECT * FROM _batch_sessions
+ON CONFLICT (session_id) DO UPDATE SET
+    trace_id = coalesce(excluded.trace_id, sessions.trace_id),
+    agent = coalesce(excluded.agent, sessions.agent),
+    start_ns = least(sessions.start_ns, excluded.start_ns),
+    end_ns = greatest(sessions.end_ns, excluded.end_ns),
+    ended = sessions.ended OR excluded.ended,
+    status = CASE WHEN excluded.ended THEN excluded.status ELSE sessions.status END,
+    status_reason = CASE WHEN excluded.ended THEN excluded.status_reason ELSE sessions.status_reason END,
+    content_mode = coalesce(excluded.content_mode, sessions.content_mode),
+    {", ".join(f"{c} = sessions.{c} + excluded.{c}" for c in (*_SESSION_SUMS, "cost_usd"))}
+"""
+_SUMMARY_SQL = """
+SELECT session_id, agent, start_ns, (end_ns - start_ns) / 1e6, status, status_reason, content_mode, turns,
+       llm_calls, llm_errors, tool_calls, tool_errors, input_tokens, output_tokens, cache_read_tokens,
+       cache_write_tokens, cost_usd, unpriced_calls
+FROM sessions
+"""
+
+
+def default_db_path(db: str | os.PathLike[str] | None = None) -> str:
+    """``db`` if given, else ``$FLIGHTREC_DB``, else ``./flightrec.duckdb``."""
+    return os.fspath(db) if db else os.environ.get("FLIGHTREC_DB") or DEFAULT_DB
+
+
+def _map_open_error(path: str, exc: duckdb.Error) -> StoreError:
+    text = str(exc)
+    holder = _LOCK_HOLDER.search(text)
+    if holder or "Could not set lock" in text:
+        who = f"process {holder.group(2)} ({holder.group(1)})" if holder else "another process"
+        return StoreLockedError(
+            f"the trace store {path} is open for writing in {who}. A DuckDB file has a single writer: "
+            "wait for that process to finish, stop it, or use another file with --db / FLIGHTREC_DB. "
+            "To collect from several processes at once, run `flightrec serve` and send OTLP to it."
+        )
+    if "not a valid DuckDB database" in text or "Invalid Input Error" in text:
+        return StoreError(f"{path} is not a flightrec trace store (not a DuckDB file). Pass another path with --db.")
+    return StoreError(f"cannot open the trace store {path}: {text.splitlines()[0]}. "
+                      "Check that the directory exists and is writable, or pass another path with --db.")
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> pa.Table:
+    return pa.Table.from_arrays([pa.array(col) for col in zip(*rows)], names=list(columns))
+
+
+class Store:
+    """A flightrec trace store in one DuckDB file.
+
+    A writable store takes DuckDB's file lock for as long as it is open, so open it in one
+    process only (the agent's, or ``flightrec serve``). Methods are safe to call from several
+    threads of that process: a lock serialises them.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> None:
+        self.path = default_db_path(path)
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        in_memory = self.path == ":memory:"
+        if read_only and not in_memory and not Path(self.path).exists():
+            raise StoreError(
+                f"no trace store at {self.path}. Record some sessions first (for example `make demo`), "
+                "or point --db / FLIGHTREC_DB at an existing file."
+            )
+        try:
+            self._con = duckdb.connect(self.path, read_only=read_only and not in_memory)
+        except duckdb.Error as exc:
+            raise _map_open_error(self.path, exc) from None
+        try:
+            self._migrate()
+        except BaseException:
+            self._con.close()
+            raise
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        con = self._con
+        has_table = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchone()[0]
+        applied = 0
+        if has_table:
+            applied = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+        if applied > LATEST:
+            raise SchemaTooNewError(
+                f"the trace store {self.path} has schema version {applied}, but this flightrec knows only up to "
+                f"{LATEST}. Upgrade flightrec (pip install -U flightrec), or use another file with --db."
+            )
+        if applied == LATEST:
+            return
+        if self.read_only:
+            raise StoreError(
+                f"the trace store {self.path} needs schema migrations {applied + 1}..{LATEST}, and it is open "
+                "read-only. Open it once for writing (run any recording with this --db), then retry."
+            )
+        try:
+            con.execute("BEGIN")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+            )
+            for m in MIGRATIONS:
+                if m.version > applied:
+                    con.execute(m.sql)
+                    con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [m.version, m.name])
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise StoreError(f"migrating the trace store {self.path} failed: {exc}") from None
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, batch: Batch) -> None:
+        """Commits one batch atomically: all of it lands, or none of it does.
+
+        Raises:
+            StoreError: the write failed (disk full, read-only store …); nothing was written.
+        """
+        if not batch.spans:
+            return
+        con = self._con
+        with self._lock:
+            try:
+                con.execute("BEGIN")
+                con.register("_batch_spans", _table(_COLUMNS["spans"], batch.spans))
+                con.execute("INSERT INTO spans SELECT * FROM _batch_spans")
+                for name in ("llm_calls", "tool_calls", "turns"):
+                    rows = getattr(batch, name)
+                    if rows:
+                        con.register(f"_batch_{name}", _table(_COLUMNS[name], rows))
+                        con.execute(f"INSERT INTO {name} SELECT * FROM _batch_{name}")
+                if batch.content:
+                    con.register("_batch_content", pa.table({
+                        "hash": list(batch.content),
+                        "kind": [k for k, _ in batch.content.values()],
+                        "body": [b for _, b in batch.content.values()],
+                    }))
+                    con.execute("INSERT OR IGNORE INTO content SELECT * FROM _batch_content")
+                if batch.sessions:
+                    rows = [
+                        (d.session_id, d.trace_id, d.agent, d.start_ns, d.end_ns, d.ended,
+                         d.status if d.ended else "running", d.status_reason, d.content_mode,
+                         *(d.sums[c] for c in _SESSION_SUMS), d.cost_usd)
+                        for d in batch.sessions.values()
+                    ]
+                    con.register("_batch_sessions", _table(_SESSION_COLUMNS, rows))
+                    con.execute(_SESSION_UPSERT)
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
+            finally:
+                for name in ("spans", "llm_calls", "tool_calls", "turns", "content", "sessions"):
+                    try:
+                        con.unregister(f"_batch_{name}")
+                    except duckdb.Error:
+                        pass
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._con.execute(sql, params or []).fetchall()
+            except duckdb.Error as exc:
+                raise StoreError(f"reading the trace store {self.path} failed: {exc}") from None
+
+    @staticmethod
+    def _summary(row: tuple[Any, ...]) -> SessionSummary:
+        (sid, agent, start, dur, status, reason, mode, turns, calls, call_err, tools, tool_err,
+         tin, tout, cread, cwrite, cost, unpriced) = row
+        return SessionSummary(
+            session_id=sid, agent=agent, start_ns=start, duration_ms=dur, status=status, status_reason=reason,
+            content_mode=mode, turns=turns, llm_calls=calls, llm_errors=call_err, tool_calls=tools,
+            tool_errors=tool_err, input_tokens=tin, output_tokens=tout, cache_read_tokens=cread,
+            cache_write_tokens=cwrite, cost_usd=None if unpriced else cost, cost_usd_known_part=cost,
+        )
+
+    def list_sessions(self, *, limit: int = 50, offset: int = 0, agent: str | None = None) -> list[SessionSummary]:
+        """Sessions, newest first."""
+        where, params = ("WHERE agent = ?", [agent]) if agent else ("", [])
+        rows = self._query(f"{_SUMMARY_SQL} {where} ORDER BY start_ns DESC LIMIT ? OFFSET ?", [*params, limit, offset])
+        return [self._summary(r) for r in rows]
+
+    def count_sessions(self) -> int:
+        return self._query("SELECT count(*) FROM sessions")[0][0]
+
+    def get_session(self, session_id: str) -> SessionSummary:
+        """One session's totals.
+
+        Raises:
+            UnknownSessionError: no session has this id (a unique prefix of 8+ characters also matches).
+        """
+        rows = self._query(f"{_SUMMARY_SQL} WHERE session_id = ?", [session_id])
+        if not rows and len(session_id) >= 8:
+            rows = self._query(f"{_SUMMARY_SQL} WHERE starts_with(session_id, ?) LIMIT 2", [session_id])
+            if len(rows) > 1:
+                raise UnknownSessionError(f"session id prefix {session_id!r} is ambiguous; give more characters.")
+        if not rows:
+            raise UnknownSessionError(
+                f"no session {session_id!r} in {self.path}. List the sessions with `flightrec traces list"
+                f"{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`."
+            )
+        return self._summary(rows[0])
+
+    def content(self, hashes: Iterable[str]) -> dict[str, Any]:
+        """Stored content by hash, parsed from JSON."""
+        wanted = list(dict.fromkeys(h for h in hashes if h))
+        if not wanted:
+            return {}
+        rows = self._query("SELECT hash, body FROM content WHERE hash IN (SELECT unnest(?))", [wanted])
+        return {h: json.loads(b) for h, b in rows}
+
+    def session_account(self, session_id: str) -> SessionAccount:
+        """Every decision of a session, with what the model saw, chose and was told.
+
+        Raises:
+            UnknownSessionError: no such session.
+        """
+        summary = self.get_session(session_id)
+        sid = summary.session_id
+        calls = self._query(
+            f"""SELECT span_id, turn_index, attempt, start_ns, (end_ns - start_ns) / 1e6, ttft_ms, status, error_type,
+                   http_status, model, stop_reason, action, tools_available, tools_chosen, reasoning, input_tokens,
+                   output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, ctx_system_tokens,
+                   ctx_tools_tokens, ctx_history_tokens, ctx_tool_results_tokens, ctx_retrieved_tokens, ctx_window,
+                   ctx_utilisation, request_sha256, content_mode, response_body,
+                   message_refs[-{_NEWEST_MESSAGES}:], len(message_refs)
+            FROM llm_calls WHERE session_id = ? ORDER BY start_ns""",
+            [sid],
+        )
+        tools = self._query(
+            """SELECT span_id, turn_index, tool_name, tool_call_id, status, error_type, error_message, arguments,
+                      result, (end_ns - start_ns) / 1e6, idempotency_key, retries, circuit_state
+               FROM tool_calls WHERE session_id = ? ORDER BY start_ns""",
+            [sid],
+        )
+        turn_rows = self._query("SELECT turn_index, events FROM turns WHERE session_id = ? ORDER BY turn_index", [sid])
+        bodies = self.content(h for c in calls for h in (c[30] or ()))
+        turns: dict[int, Turn] = {
+            i: Turn(index=i, llm_calls=[], tool_calls=[], events=json.loads(ev) if ev else []) for i, ev in turn_rows
+        }
+
+        def turn(i: int | None) -> Turn:
+            key = i or 0
+            return turns.setdefault(key, Turn(index=key, llm_calls=[], tool_calls=[], events=[]))
+
+        for c in calls:
+            response = json.loads(c[29]) if c[29] else {}
+            blocks = response.get("content") or []
+            turn(c[1]).llm_calls.append(LlmCall(
+                span_id=c[0], turn_index=c[1], attempt=c[2], start_ns=c[3], latency_ms=c[4], ttft_ms=c[5],
+                status=c[6], error_type=c[7], http_status=c[8], model=c[9], stop_reason=c[10], action=c[11],
+                tools_available=c[12] or [], tools_chosen=c[13] or [], reasoning=c[14], input_tokens=c[15],
+                output_tokens=c[16], cache_read_tokens=c[17], cache_write_tokens=c[18], cost_usd=c[19],
+                context_tokens={k: v for k, v in zip(("system", "tools", "history", "tool_results", "retrieved"),
+                                                     c[20:25]) if v is not None},
+                context_window=c[25], context_utilisation=c[26], request_sha256=c[27], content_mode=c[28],
+                output_text="\n".join(b.get("text", "") for b in blocks if b.get("type") == "text") or None,
+                tool_uses=[{"id": b.get("id"), "name": b.get("name"), "input": b.get("input")}
+                           for b in blocks if b.get("type") == "tool_use"],
+                newest_messages=[bodies[h] for h in (c[30] or ()) if h in bodies], message_count=c[31],
+            ))
+        for t in tools:
+            turn(t[1]).tool_calls.append(ToolCallRecord(
+                span_id=t[0], turn_index=t[1], tool_name=t[2], tool_call_id=t[3], status=t[4], error_type=t[5],
+                error_message=t[6], arguments=t[7], result=t[8], latency_ms=t[9], idempotency_key=t[10],
+                retries=t[11], circuit_state=t[12],
+            ))
+        return SessionAccount(session=summary, turns=[turns[k] for k in sorted(turns)])
+
+    # -- exact rebuild -----------------------------------------------------------------------
+
+    def _rebuild_rows(self, where: str, params: list[Any]) -> Iterator[tuple[tuple[Any, ...], dict[str, Any] | str]]:
+        rows = self._query(
+            f"""SELECT span_id, session_id, content_mode, request_sha256, request_params, system_ref, message_refs,
+                       tool_refs FROM llm_calls {where}""",
+            params,
+        )
+        for chunk_start in range(0, len(rows), 500):
+            chunk = rows[chunk_start:chunk_start + 500]
+            bodies = self.content(
+                h for r in chunk for h in ([r[5]] if r[5] else []) + list(r[6] or []) + list(r[7] or [])
+            )
+            for r in chunk:
+                if r[4] is None:
+                    yield r, f"content was not captured (content mode {r[2] or 'none'})"
+                    continue
+                body = json.loads(r[4])
+                missing = [h for h in ([r[5]] if r[5] else []) + list(r[6] or []) + list(r[7] or []) if h not in bodies]
+                if missing:
+                    yield r, f"{len(missing)} content item(s) missing from the store"
+                    continue
+                if r[5]:
+                    body["system"] = bodies[r[5]]
+                if r[6] is not None:
+                    body["messages"] = [bodies[h] for h in r[6]]
+                if r[7] is not None:
+                    body["tools"] = [bodies[h] for h in r[7]]
+                yield r, body
+
+    def rebuild_request(self, span_id: str) -> dict[str, Any]:
+        """The exact request body of a stored LLM call, rebuilt from the store alone.
+
+        Raises:
+            NotRebuildableError: the call is unknown, or its content was not captured.
+        """
+        for _row, body in self._rebuild_rows("WHERE span_id = ?", [span_id]):
+            if isinstance(body, str):
+                raise NotRebuildableError(f"the call {span_id} cannot be rebuilt: {body}.")
+            return body
+        raise NotRebuildableError(f"no LLM call with span id {span_id!r} in {self.path}.")
+
+    def verify_requests(self, session_id: str | None = None) -> VerifyResult:
+        """Rebuilds every stored request (or one session's) and checks it against its recorded hash."""
+        where, params = ("WHERE session_id = ?", [session_id]) if session_id else ("", [])
+        total = exact = 0
+        failures: list[dict[str, str]] = []
+        for row, body in self._rebuild_rows(where, params):
+            total += 1
+            if isinstance(body, str):
+                reason = body
+            elif sha256_hex(canonical_json(body)) == row[3]:
+                exact += 1
+                continue
+            elif row[2] == "redacted":
+                reason = "content was redacted at capture, so the rebuilt body differs by design"
+            else:
+                reason = "the rebuilt body's hash differs from the recorded one"
+            failures.append({"span_id": row[0], "session_id": row[1] or "", "reason": reason})
+        return VerifyResult(total=total, exact=exact, failures=failures)
