@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -31,6 +32,7 @@ _MAX_BATCH = 4_096
 _FLUSH_INTERVAL_S = 0.5
 _REOPEN_INTERVAL_S = 1.0
 _SHUTDOWN_TIMEOUT_S = 30.0
+_WAKE: Any = object()
 
 
 @dataclass
@@ -108,9 +110,13 @@ class StoreSpanProcessor(SpanProcessor):
             return
         self.force_flush(int(_SHUTDOWN_TIMEOUT_S * 1000))
         self._stopping = True
+        try:
+            self._queue.put_nowait(_WAKE)  # so the worker need not wait out its poll interval
+        except queue.Full:
+            pass
         self._worker.join(_SHUTDOWN_TIMEOUT_S)
         # Whatever the worker could not write (store never opened) is lost: count it.
-        leftover = self._queue.qsize()
+        leftover = sum(1 for s in list(self._queue.queue) if s is not _WAKE)
         if leftover:
             self._drop(leftover, self._store_error or "not written before shutdown")
         if self._store is not None:
@@ -179,7 +185,7 @@ class StoreSpanProcessor(SpanProcessor):
                 spans.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        return spans
+        return [s for s in spans if s is not _WAKE]
 
     def _write(self, spans: list[ReadableSpan]) -> None:
         assert self._store is not None
@@ -199,4 +205,4 @@ class StoreSpanProcessor(SpanProcessor):
             return
         # The failed batch's content was not stored: forget it so that a later call resends it.
         if batch is not None:
-            self._ingestor.forget(set(batch.content))
+            self._ingestor.forget({*batch.content, *batch.chain})

@@ -104,6 +104,7 @@ class Batch:
     tool_calls: list[tuple[Any, ...]] = field(default_factory=list)
     turns: list[tuple[Any, ...]] = field(default_factory=list)
     content: dict[str, tuple[str, str]] = field(default_factory=dict)
+    chain: dict[str, tuple[str | None, str, str]] = field(default_factory=dict)
     sessions: dict[str, SessionDelta] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -123,25 +124,47 @@ class Ingestor:
         if hashes is None:
             self._known.clear()
         else:
-            self._known -= hashes
+            self._known -= hashes  # content hashes and chain nodes alike
+
+    def _remember(self, digest: str) -> bool:
+        """Whether ``digest`` is new to this ingestor (and so must be written)."""
+        if digest in self._known:
+            return False
+        if len(self._known) >= self._limit:
+            self._known.clear()
+        self._known.add(digest)
+        return True
 
     def _put(self, batch: Batch, kind: str, value: Any) -> str:
         text = canonical_json(value)
         digest = sha256_hex(text)
-        if digest not in self._known:
-            if len(self._known) >= self._limit:
-                self._known.clear()
-            self._known.add(digest)
+        if self._remember(digest):
             batch.content[digest] = (kind, text)
         return digest
+
+    def _put_messages(self, batch: Batch, messages: list[Any], session_id: str) -> str | None:
+        """Stores a message list as a chain of nodes, each naming its predecessor and its message.
+
+        Every request repeats the conversation so far; as a chain, a request with one new message
+        adds one node, so a session's storage grows linearly with its length, references included.
+        """
+        node: str | None = None
+        for m in messages:
+            digest = self._put(batch, "message", m)
+            nxt = sha256_hex(f"{node or ''}/{digest}")
+            if self._remember(nxt):
+                batch.chain[nxt] = (node, digest, session_id)
+            node = nxt
+        return node
 
     def build(self, records: list[SpanRecord]) -> Batch:
         batch = Batch()
         resource_json: dict[int, str] = {}
         for r in records:
             attrs = r.attributes
-            session_id = attrs.get(A.CONVERSATION_ID)
-            session_id = str(session_id) if session_id is not None else None
+            # Spans outside any session (no conversation id) make a session of their trace.
+            conversation = attrs.get(A.CONVERSATION_ID)
+            session_id = str(conversation) if conversation is not None else r.trace_id
             kept = {k: v for k, v in attrs.items() if k not in A.CONTENT_ATTRIBUTES}
             rkey = id(r.resource)
             if rkey not in resource_json:
@@ -151,14 +174,17 @@ class Ingestor:
                 r.status_code, r.status_message, _json(kept), _json(r.events) if r.events else None,
                 _json(r.links) if r.links else None, resource_json[rkey], r.scope,
             ))
-            if session_id is None:
-                continue
             delta = batch.sessions.get(session_id)
             if delta is None:
                 delta = batch.sessions[session_id] = SessionDelta(session_id, r.start_ns, r.end_ns)
             else:
                 delta.start_ns = min(delta.start_ns, r.start_ns)
                 delta.end_ns = max(delta.end_ns, r.end_ns)
+            if conversation is None and r.parent_span_id is None:
+                # The root span of a session-less trace ends that session.
+                delta.trace_id = r.trace_id
+                delta.ended = True
+                delta.status = "error" if r.status_code == "ERROR" else "ok"
             op = attrs.get(A.OPERATION)
             if op == "chat" and r.scope == "flightrec":
                 self._llm_call(batch, r, session_id, delta)
@@ -181,7 +207,7 @@ class Ingestor:
 
     def _llm_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
         a = r.attributes
-        system_ref = message_refs = tool_refs = params = None
+        system_ref = messages_ref = message_count = tool_refs = params = None
         body_text = a.get(A.REQUEST_BODY)
         if body_text is not None:
             body = json.loads(body_text)
@@ -192,7 +218,8 @@ class Ingestor:
             if system is not _MISSING:
                 system_ref = self._put(batch, "system", system)
             if messages is not _MISSING:
-                message_refs = [self._put(batch, "message", m) for m in messages]
+                messages_ref = self._put_messages(batch, messages, session_id)
+                message_count = len(messages)
             if tools is not _MISSING:
                 tool_refs = [self._put(batch, "tool", t) for t in tools]
         ok = r.status_code != "ERROR"
@@ -215,7 +242,8 @@ class Ingestor:
             a.get(f"{p}system_tokens"), a.get(f"{p}tools_tokens"), a.get(f"{p}history_tokens"),
             a.get(f"{p}tool_results_tokens"), a.get(f"{p}retrieved_tokens"),
             a.get(A.CONTEXT_WINDOW), a.get(A.CONTEXT_UTILISATION), a.get(A.CONTENT_MODE),
-            a.get(A.REQUEST_SHA256), params, system_ref, message_refs, tool_refs, a.get(A.RESPONSE_BODY),
+            a.get(A.REQUEST_SHA256), params, system_ref, messages_ref, message_count, tool_refs,
+            a.get(A.RESPONSE_BODY),
         ))
         s = delta.sums
         s["llm_calls"] += 1

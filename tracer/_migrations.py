@@ -42,6 +42,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             kind VARCHAR NOT NULL,
             body VARCHAR NOT NULL
         );
+        CREATE TABLE message_chain (
+            node VARCHAR PRIMARY KEY,
+            prev VARCHAR,
+            message VARCHAR NOT NULL,
+            session_id VARCHAR
+        );
         CREATE TABLE sessions (
             session_id VARCHAR PRIMARY KEY,
             trace_id VARCHAR,
@@ -110,7 +116,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             request_sha256 VARCHAR,
             request_params VARCHAR,
             system_ref VARCHAR,
-            message_refs VARCHAR[],
+            messages_ref VARCHAR,
+            message_count INTEGER,
             tool_refs VARCHAR[],
             response_body VARCHAR
         );

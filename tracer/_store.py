@@ -38,7 +38,8 @@ _COLUMNS = {
         "tools_available", "tools_chosen", "reasoning", "input_tokens", "output_tokens", "cache_read_tokens",
         "cache_write_tokens", "cost_usd", "ctx_system_tokens", "ctx_tools_tokens", "ctx_history_tokens",
         "ctx_tool_results_tokens", "ctx_retrieved_tokens", "ctx_window", "ctx_utilisation", "content_mode",
-        "request_sha256", "request_params", "system_ref", "message_refs", "tool_refs", "response_body"),
+        "request_sha256", "request_params", "system_ref", "messages_ref", "message_count", "tool_refs",
+        "response_body"),
     "tool_calls": ("span_id", "trace_id", "session_id", "turn_index", "tool_name", "tool_call_id", "start_ns",
                    "end_ns", "status", "error_type", "error_message", "arguments", "result", "idempotency_key",
                    "retries", "circuit_state"),
@@ -201,6 +202,14 @@ class Store:
                         "body": [b for _, b in batch.content.values()],
                     }))
                     con.execute("INSERT OR IGNORE INTO content SELECT * FROM _batch_content")
+                if batch.chain:
+                    con.register("_batch_chain", pa.table({
+                        "node": list(batch.chain),
+                        "prev": [p for p, _, _ in batch.chain.values()],
+                        "message": [m for _, m, _ in batch.chain.values()],
+                        "session_id": [s for _, _, s in batch.chain.values()],
+                    }))
+                    con.execute("INSERT OR IGNORE INTO message_chain SELECT * FROM _batch_chain")
                 if batch.sessions:
                     rows = [
                         (d.session_id, d.trace_id, d.agent, d.start_ns, d.end_ns, d.ended,
@@ -218,7 +227,7 @@ class Store:
                     pass
                 raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
             finally:
-                for name in ("spans", "llm_calls", "tool_calls", "turns", "content", "sessions"):
+                for name in ("spans", "llm_calls", "tool_calls", "turns", "content", "chain", "sessions"):
                     try:
                         con.unregister(f"_batch_{name}")
                     except duckdb.Error:
@@ -279,6 +288,49 @@ class Store:
         rows = self._query("SELECT hash, body FROM content WHERE hash IN (SELECT unnest(?))", [wanted])
         return {h: json.loads(b) for h, b in rows}
 
+    def message_lists(self, tails: Iterable[str | None], *, session_id: str | None = None,
+                      newest: int | None = None) -> dict[str, list[str] | None]:
+        """The message hashes, oldest first, that each chain tail stands for.
+
+        ``newest`` keeps only the last N of each. With ``session_id`` the session's own nodes are
+        read in one query; nodes shared with earlier sessions are then fetched as needed. A chain
+        with a node missing from the store maps to ``None``.
+        """
+        nodes: dict[str, tuple[str | None, str]] = {}
+        if session_id is not None and newest is None:
+            rows = self._query("SELECT node, prev, message FROM message_chain WHERE session_id = ?", [session_id])
+            nodes = {n: (p, m) for n, p, m in rows}
+        out: dict[str, list[str] | None] = {}
+        cursors: dict[str, str] = {}
+        for tail in tails:
+            if tail:
+                out[tail] = []
+                cursors[tail] = tail
+        while cursors:
+            missing = list({n for n in cursors.values() if n not in nodes})
+            if missing:
+                rows = self._query(
+                    "SELECT node, prev, message FROM message_chain WHERE node IN (SELECT unnest(?))", [missing])
+                nodes.update({n: (p, m) for n, p, m in rows})
+            for tail, node in list(cursors.items()):
+                found = out[tail]
+                assert found is not None
+                cur: str | None = node
+                while cur is not None and cur in nodes and (newest is None or len(found) < newest):
+                    prev, msg = nodes[cur]
+                    found.append(msg)
+                    cur = prev
+                if cur is not None and cur not in nodes and (newest is None or len(found) < newest):
+                    if cur in missing:  # asked for and not there: the chain is broken
+                        out[tail] = None
+                        del cursors[tail]
+                    else:
+                        cursors[tail] = cur
+                    continue
+                found.reverse()
+                del cursors[tail]
+        return out
+
     def session_account(self, session_id: str) -> SessionAccount:
         """Every decision of a session, with what the model saw, chose and was told.
 
@@ -292,8 +344,7 @@ class Store:
                    http_status, model, stop_reason, action, tools_available, tools_chosen, reasoning, input_tokens,
                    output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, ctx_system_tokens,
                    ctx_tools_tokens, ctx_history_tokens, ctx_tool_results_tokens, ctx_retrieved_tokens, ctx_window,
-                   ctx_utilisation, request_sha256, content_mode, response_body,
-                   message_refs[-{_NEWEST_MESSAGES}:], len(message_refs)
+                   ctx_utilisation, request_sha256, content_mode, response_body, messages_ref, message_count
             FROM llm_calls WHERE session_id = ? ORDER BY start_ns""",
             [sid],
         )
@@ -304,7 +355,8 @@ class Store:
             [sid],
         )
         turn_rows = self._query("SELECT turn_index, events FROM turns WHERE session_id = ? ORDER BY turn_index", [sid])
-        bodies = self.content(h for c in calls for h in (c[30] or ()))
+        newest = self.message_lists((c[30] for c in calls), newest=_NEWEST_MESSAGES)
+        bodies = self.content(h for hashes in newest.values() for h in hashes or ())
         turns: dict[int, Turn] = {
             i: Turn(index=i, llm_calls=[], tool_calls=[], events=json.loads(ev) if ev else []) for i, ev in turn_rows
         }
@@ -327,7 +379,7 @@ class Store:
                 output_text="\n".join(b.get("text", "") for b in blocks if b.get("type") == "text") or None,
                 tool_uses=[{"id": b.get("id"), "name": b.get("name"), "input": b.get("input")}
                            for b in blocks if b.get("type") == "tool_use"],
-                newest_messages=[bodies[h] for h in (c[30] or ()) if h in bodies], message_count=c[31],
+                newest_messages=[bodies[h] for h in (newest.get(c[30]) or ()) if h in bodies], message_count=c[31],
             ))
         for t in tools:
             turn(t[1]).tool_calls.append(ToolCallRecord(
@@ -340,29 +392,36 @@ class Store:
     # -- exact rebuild -----------------------------------------------------------------------
 
     def _rebuild_rows(self, where: str, params: list[Any]) -> Iterator[tuple[tuple[Any, ...], dict[str, Any] | str]]:
+        """Each matching call with its rebuilt body, or the reason it cannot be rebuilt; session by session."""
         rows = self._query(
-            f"""SELECT span_id, session_id, content_mode, request_sha256, request_params, system_ref, message_refs,
-                       tool_refs FROM llm_calls {where}""",
+            f"""SELECT span_id, session_id, content_mode, request_sha256, request_params, system_ref, messages_ref,
+                       tool_refs, message_count FROM llm_calls {where} ORDER BY session_id, start_ns""",
             params,
         )
-        for chunk_start in range(0, len(rows), 500):
-            chunk = rows[chunk_start:chunk_start + 500]
+        by_session: dict[str | None, list[tuple[Any, ...]]] = {}
+        for r in rows:
+            by_session.setdefault(r[1], []).append(r)
+        for session_id, calls in by_session.items():
+            chains = self.message_lists((r[6] for r in calls), session_id=session_id)
             bodies = self.content(
-                h for r in chunk for h in ([r[5]] if r[5] else []) + list(r[6] or []) + list(r[7] or [])
+                h for r in calls
+                for h in ([r[5]] if r[5] else []) + list(chains.get(r[6]) or []) + list(r[7] or [])
             )
-            for r in chunk:
+            for r in calls:
                 if r[4] is None:
                     yield r, f"content was not captured (content mode {r[2] or 'none'})"
                     continue
-                body = json.loads(r[4])
-                missing = [h for h in ([r[5]] if r[5] else []) + list(r[6] or []) + list(r[7] or []) if h not in bodies]
-                if missing:
-                    yield r, f"{len(missing)} content item(s) missing from the store"
+                messages = chains.get(r[6]) if r[6] else []
+                refs = ([r[5]] if r[5] else []) + list(messages or []) + list(r[7] or [])
+                missing = [h for h in refs if h not in bodies]
+                if messages is None or missing:
+                    yield r, "content referenced by this call is missing from the store"
                     continue
+                body = json.loads(r[4])
                 if r[5]:
                     body["system"] = bodies[r[5]]
-                if r[6] is not None:
-                    body["messages"] = [bodies[h] for h in r[6]]
+                if r[8] is not None:  # a request that had a messages list, empty or not
+                    body["messages"] = [bodies[h] for h in messages]
                 if r[7] is not None:
                     body["tools"] = [bodies[h] for h in r[7]]
                 yield r, body

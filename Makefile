@@ -1,0 +1,23 @@
+# Everything runs in ./.venv, made from scratch on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python docs/quickstart.py
+	$(BIN)/flightrec traces list
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) flightrec.duckdb flightrec.duckdb.wal .pytest_cache

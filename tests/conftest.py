@@ -1,0 +1,15 @@
+"""Shared fixtures: every test runs in its own temp dir with its own store, and no network."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Points every data path at a temp dir, so no test touches ./flightrec.duckdb or the user's env."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLIGHTREC_DB", str(tmp_path / "flightrec.duckdb"))
+    monkeypatch.delenv("FLIGHTREC_PRICES", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)

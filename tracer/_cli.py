@@ -1,0 +1,117 @@
+"""The ``flightrec`` command line.
+
+Each package adds its command group through the ``flightrec.commands`` entry-point group, so
+this module never imports the packages that build on the tracer. Errors that a user can cause
+are printed as one line, without a traceback, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from importlib.metadata import entry_points
+from typing import Any
+
+import click
+
+from ._errors import FlightrecError
+from ._recorder import __version__
+from ._render import session_account, sessions_table
+from ._store import Store
+
+EXIT_ERROR = 2
+_MAX_WIDTH = 100
+
+
+def db_option(fn: Any) -> Any:
+    """The ``--db`` option every command that reads or writes a store takes."""
+    return click.option(
+        "--db", "db", metavar="PATH", envvar="FLIGHTREC_DB", default=None,
+        help="Trace store file (default: $FLIGHTREC_DB or ./flightrec.duckdb).",
+    )(fn)
+
+
+def json_option(fn: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
+
+
+def output_width() -> int:
+    return min(shutil.get_terminal_size((_MAX_WIDTH, 24)).columns, _MAX_WIDTH)
+
+
+class _Root(click.Group):
+    """Loads the command groups of installed packages, and turns our errors into one-line messages."""
+
+    def _plugins(self) -> dict[str, click.Command]:
+        found: dict[str, click.Command] = {}
+        for ep in entry_points(group="flightrec.commands"):
+            found[ep.name] = ep.load()
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugins()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or self._plugins().get(name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FlightrecError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flightrec")
+def main() -> None:
+    """flightrec: a flight recorder for LLM agents.
+
+    Every decision an agent makes is stored as OpenTelemetry spans in a local DuckDB file.
+    """
+
+
+@click.group()
+def traces() -> None:
+    """List and inspect recorded sessions."""
+
+
+@traces.command("list")
+@db_option
+@json_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Sessions to show.")
+@click.option("--offset", default=0, type=click.IntRange(0), help="Skip this many newest sessions.")
+@click.option("--agent", default=None, help="Only sessions of this agent.")
+def traces_list(db: str | None, as_json: bool, limit: int, offset: int, agent: str | None) -> None:
+    """List sessions, newest first."""
+    with Store(db, read_only=True) as store:
+        rows = store.list_sessions(limit=limit, offset=offset, agent=agent)
+        total = store.count_sessions()
+    if as_json:
+        click.echo("[" + ",".join(r.model_dump_json() for r in rows) + "]")
+        return
+    if not rows:
+        click.echo("No sessions recorded yet. Run an instrumented agent (for example `make demo`) first.")
+        return
+    click.echo(sessions_table(rows, output_width()))
+    shown_to = offset + len(rows)
+    if shown_to < total:
+        click.echo(f"\n{shown_to - offset} of {total} sessions shown; more with --offset {shown_to}.")
+    click.echo("Details of one: flightrec traces show SESSION_ID (a unique prefix of 8+ characters works).")
+
+
+@traces.command("show")
+@click.argument("session_id")
+@db_option
+@json_option
+def traces_show(session_id: str, db: str | None, as_json: bool) -> None:
+    """Show a session decision by decision: what the model saw, could pick, picked, why, and the cost."""
+    with Store(db, read_only=True) as store:
+        account = store.session_account(session_id)
+    if as_json:
+        click.echo(account.model_dump_json(indent=2))
+        return
+    click.echo(session_account(account, output_width()))
