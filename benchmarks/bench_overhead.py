@@ -84,13 +84,12 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
-import subprocess
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -102,9 +101,8 @@ os.environ["TRACELOOP_TRACE_CONTENT"] = "true"
 import anthropic
 import httpx2
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import tracer
 
@@ -714,7 +712,7 @@ def markdown(summary: dict[str, Any], checks: dict[str, Any]) -> str:
         out += "\n\nWhat one LLM call recorded:\n\n| Variant | Spans per call | LLM span | Attributes | Attribute chars |"
         out += "\n|---|---:|---|---:|---:|"
         for k, c in recorded:
-            out += (f"\n| {results[k]['label']} | {c['spans_per_call']} | `{c['llm_span']}` | "
+            out += (f"\n| {results[k]['label']} | {c['spans_per_call']:g} | `{c['llm_span']}` | "
                     f"{c['llm_span_attributes']} | {c['llm_span_attribute_chars']:,} |")
     if "flightrec_store" in checks:
         s = checks["flightrec_store"]
@@ -722,17 +720,6 @@ def markdown(summary: dict[str, Any], checks: dict[str, Any]) -> str:
                 f"{s['spans_written']} spans, none dropped; {s['requests_rebuilt_exactly']} requests rebuilt "
                 f"from the store to their recorded hash.")
     return out + "\n"
-
-
-@contextmanager
-def flightrec_recorder() -> Iterator[FlightrecShared]:
-    with tempfile.TemporaryDirectory(prefix="flightrec-bench-") as tmp:
-        db = Path(tmp) / "bench.duckdb"
-        rec = tracer.Recorder(db=db, content="full")
-        try:
-            yield FlightrecShared(rec, db)
-        finally:
-            rec.shutdown()
 
 
 ALL_VARIANTS = ("bare", "flightrec", "flightrec_hot", "sdk_spans", "openllmetry", "openinference",
@@ -762,7 +749,9 @@ def main(argv: list[str] | None = None) -> int:
 
     kwargs = request(args.history)
     originals = patch_points()  # before anything is instrumented
-    with flightrec_recorder() as shared:
+    with tempfile.TemporaryDirectory(prefix="flightrec-bench-") as tmp:
+        db = Path(tmp) / "bench.duckdb"
+        shared = FlightrecShared(tracer.Recorder(db=db, content="full"), db)
         factories: dict[str, Callable[[], Variant]] = {
             "bare": lambda: Bare(kwargs),
             "flightrec": lambda: Flightrec(kwargs, shared),
@@ -774,15 +763,18 @@ def main(argv: list[str] | None = None) -> int:
             "decision_flightrec": lambda: FlightrecDecision(kwargs, shared),
         }
         variants = [factories[k]() for k in wanted]
-        if not args.quiet:
-            print(f"{len(variants)} variants × {args.calls} calls × {args.warmup}+{args.rounds} rounds",
-                  file=sys.stderr)
-        samples = run(variants, args.calls, args.rounds, args.warmup, progress=not args.quiet)
-        checks = {v.key: c for v in variants if (c := v.check())}
-        for v in variants:
-            v.close()
-    if any(isinstance(v, Flightrec | FlightrecDecision) for v in variants):
-        checks["flightrec_store"] = check_store(shared)  # the recorder is shut down: all written
+        try:
+            if not args.quiet:
+                print(f"{len(variants)} variants × {args.calls} calls × {args.warmup}+{args.rounds} rounds",
+                      file=sys.stderr)
+            samples = run(variants, args.calls, args.rounds, args.warmup, progress=not args.quiet)
+            checks = {v.key: c for v in variants if (c := v.check())}
+        finally:
+            for v in variants:
+                v.close()
+            shared.recorder.shutdown()  # writes what is left and closes the store
+        if shared.llm_calls:
+            checks["flightrec_store"] = check_store(shared)
 
     summary = summarise(samples, args)
     summary["checks"] = checks

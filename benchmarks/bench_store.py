@@ -200,6 +200,11 @@ def arrow_tables(batch: Batch, sessions: list[tuple[Any, ...]]) -> dict[str, pa.
     out = {name: tbl(_COLUMNS[name], getattr(batch, name)) for name in ("spans", "llm_calls", "tool_calls", "turns")}
     out["content"] = pa.table({"hash": list(batch.content), "kind": [k for k, _ in batch.content.values()],
                                "body": [b for _, b in batch.content.values()]})
+    chain = getattr(batch, "chain", None)
+    if chain is not None:
+        out["message_chain"] = pa.table({"node": list(chain), "prev": [p for p, _, _ in chain.values()],
+                                         "message": [m for _, m, _ in chain.values()],
+                                         "session_id": [s for _, _, s in chain.values()]})
     out["sessions"] = tbl(_SESSION_COLUMNS, sessions)
     return out
 
@@ -306,11 +311,17 @@ def cmd_throughput(args: argparse.Namespace) -> None:
 # -- 3. storage ---------------------------------------------------------------------------------
 
 
+def store_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [t for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_name <> 'schema_migrations' "
+        "ORDER BY table_name").fetchall()]
+
+
 def logical_bytes(path: str) -> dict[str, int]:
     """Bytes of the stored values, uncompressed: string bytes, 8 per BIGINT/DOUBLE, 4 per INTEGER, 1 per BOOLEAN."""
     con = duckdb.connect(path, read_only=True)
     out = {}
-    for tname in ("spans", "llm_calls", "tool_calls", "turns", "content", "sessions"):
+    for tname in store_tables(con):
         cols = con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
             [tname]).fetchall()
@@ -330,9 +341,6 @@ def logical_bytes(path: str) -> dict[str, int]:
             else:
                 raise ValueError(typ)
         out[tname] = int(con.execute(f"SELECT {' + '.join(parts)} FROM {tname}").fetchone()[0])
-    refs = con.execute("SELECT coalesce(sum(list_sum(list_transform(message_refs, x -> octet_length(x)))), 0) "
-                       "FROM llm_calls").fetchone()[0]
-    out["llm_calls.message_refs"] = int(refs)
     con.close()
     return out
 
@@ -352,8 +360,7 @@ def record_file(path: str, sessions: int, turns: int, seed: int) -> dict[str, An
     assert stats.dropped == 0 and stats.capture_errors == 0, stats
     con = duckdb.connect(path)
     con.execute("CHECKPOINT")
-    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-              for t in ("spans", "llm_calls", "tool_calls", "turns", "content", "sessions")}
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in store_tables(con)}
     blocks = con.execute("SELECT total_blocks, used_blocks, free_blocks, block_size FROM pragma_database_size()").fetchone()
     con.close()
     wal = os.path.getsize(path + ".wal") if os.path.exists(path + ".wal") else 0
@@ -385,7 +392,7 @@ def cmd_storage(args: argparse.Namespace) -> None:
         return x["file"]
 
     def logical(x: dict[str, Any]) -> float:
-        return sum(v for k, v in x["logical"].items() if "." not in k)
+        return sum(x["logical"].values())
 
     def naive(x: dict[str, Any]) -> float:
         return x["naive"]
@@ -421,8 +428,7 @@ def cmd_storage(args: argparse.Namespace) -> None:
                 [(k, fmt_bytes((lb[k] - la[k]) / dn), f"{(lb[k] - la[k]) / (logical(res[hi]['b']) - logical(res[hi]['a'])):.0%}")
                  for k in lb]))
     print()
-    print(table(["file", "spans", "llm_calls", "tool_calls", "turns", "content", "sessions",
-                 "DuckDB blocks total/used/free x size"],
+    print(table(["file", *res[lo]["a"]["counts"], "DuckDB blocks total/used/free x size"],
                 [(f"{t} turns x {res[t][k]['counts']['sessions']}", *res[t][k]["counts"].values(),
                   "{} / {} / {} x {}".format(*res[t][k]["blocks"]))
                  for t in res for k in ("a", "b")]))
@@ -499,8 +505,7 @@ def cmd_queries(args: argparse.Namespace) -> None:
         progress(f"generating {path}")
         gen = generate_store(path, args.spans, args)
     con = duckdb.connect(path, read_only=True)
-    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-              for t in ("spans", "llm_calls", "tool_calls", "turns", "content", "sessions")}
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in store_tables(con)}
     target = con.execute(
         "SELECT session_id FROM sessions WHERE turns = 30 ORDER BY start_ns LIMIT 1 OFFSET "
         "(SELECT count(*) // 2 FROM sessions WHERE turns = 30)").fetchone()[0]
@@ -508,8 +513,9 @@ def cmd_queries(args: argparse.Namespace) -> None:
         SELECT (SELECT sum(llm_calls) FROM sessions) = (SELECT count(*) FROM llm_calls),
                (SELECT sum(tool_calls) FROM sessions) = (SELECT count(*) FROM tool_calls),
                (SELECT sum(turns) FROM sessions) = (SELECT count(*) FROM turns),
-               (SELECT count(*) FROM (SELECT DISTINCT unnest(message_refs) AS h FROM llm_calls) r
-                  ANTI JOIN content c ON c.hash = r.h) = 0
+               (SELECT count(*) FROM llm_calls l ANTI JOIN message_chain m ON m.node = l.messages_ref
+                  WHERE l.messages_ref IS NOT NULL) = 0,
+               (SELECT count(*) FROM message_chain m ANTI JOIN content c ON c.hash = m.message) = 0
     """).fetchone()
     con.close()
     assert counts["spans"] >= 1_000_000 or args.spans < 1_000_000, counts
@@ -518,7 +524,8 @@ def cmd_queries(args: argparse.Namespace) -> None:
     print(table(["store", "value"], [
         ("file", f"`{os.path.relpath(path, HERE.parent)}`, {fmt_bytes(size)}"),
         *((f"rows in {k}", fmt_int(v)) for k, v in counts.items()),
-        ("consistency: sessions sums = llm_calls / tool_calls / turns rows; every message ref in content",
+        ("consistency: sessions sums = llm_calls / tool_calls / turns rows; every messages_ref in message_chain; "
+         "every chain message in content",
          " / ".join(str(bool(x)) for x in consistent)),
         ("generated in", f"{gen['seconds']:.0f} s" if gen else "(reused an existing file; --regenerate to rebuild)"),
         ("session shown", f"`{target}` (30 turns)"),

@@ -1,0 +1,97 @@
+"""The ``flightrec traces`` commands, through click's runner, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import tracer
+from tracer._cli import main
+from tests.tracer.fakes import FakeAPI, run_agent
+from tests.tracer.test_store import locked_store  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def recorded():
+    rec = tracer.Recorder()
+    ids = []
+    for i in range(3):
+        with rec.session(agent=f"agent-{i}") as s:
+            run_agent(rec.instrument(FakeAPI(errors=[529] if i == 0 else []).client()))
+        ids.append(s.id)
+    rec.shutdown()
+    return ids
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_list_shows_every_session_newest_first(recorded):
+    result = run("traces", "list")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["SESSION", "AGENT", "START", "(UTC)", "STATUS", "TURNS", "TOOLS", "TOKENS", "COST",
+                                "DURATION"]
+    assert [line.split()[1] for line in lines[1:4]] == ["agent-2", "agent-1", "agent-0"]
+    assert all(len(line) <= 100 for line in lines)
+
+
+def test_list_json(recorded):
+    rows = json.loads(run("traces", "list", "--json").output)
+    assert [r["session_id"] for r in rows] == recorded[::-1]
+    first = rows[-1]
+    assert (first["turns"], first["llm_calls"], first["llm_errors"], first["tool_calls"]) == (2, 3, 1, 1)
+    assert first["cost_usd"] > 0 and first["duration_ms"] > 0
+
+
+def test_list_pages(recorded):
+    out = run("traces", "list", "--limit", "2").output
+    assert "2 of 3 sessions shown; more with --offset 2" in out
+
+
+def test_show_tells_the_decisions_within_100_columns(recorded):
+    result = run("traces", "show", recorded[0][:13])
+    assert result.exit_code == 0
+    out = result.output
+    assert all(len(line) <= 100 for line in out.splitlines()), max(out.splitlines(), key=len)
+    for expected in ("── Turn 1", "── Turn 2", "failed    attempt 0: overloaded_error (HTTP 529)",
+                     "chose     tool_use: get_order", "why       Let me check the order.",
+                     "could     *get_order*, search_kb, escalate_to_human", "tool      get_order ok",
+                     "user: Where is A-1?", "said      Order A-1 shipped", "tokens = 0.2% of 200k"):
+        assert expected in out
+
+
+def test_show_json(recorded):
+    data = json.loads(run("traces", "show", recorded[1], "--json").output)
+    assert data["session"]["session_id"] == recorded[1]
+    assert data["turns"][0]["llm_calls"][0]["tools_chosen"] == ["get_order"]
+
+
+def test_empty_store_says_what_to_do(tmp_path):
+    tracer.Store(tmp_path / "empty.duckdb").close()
+    out = run("traces", "list", "--db", str(tmp_path / "empty.duckdb")).output
+    assert "No sessions recorded yet" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["traces", "show", "nope"], "no session 'nope'"),
+    (["traces", "list", "--db", "missing.duckdb"], "no trace store at missing.duckdb"),
+])
+def test_errors_are_one_line_and_exit_2(recorded, args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_locked_store_message(locked_store):  # noqa: F811
+    path, pid = locked_store
+    result = CliRunner().invoke(main, ["traces", "list", "--db", str(path)])
+    assert result.exit_code == 2 and f"process {pid}" in result.output
+
+
+def test_db_from_environment(recorded, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLIGHTREC_DB", str(tmp_path / "other.duckdb"))
+    assert "no trace store at" in CliRunner().invoke(main, ["traces", "list"]).output

@@ -1,0 +1,34 @@
+"""The README's example is the quickstart file, and it runs offline on a fresh store."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_readme_example_is_the_quickstart_file():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert (ROOT / "docs" / "quickstart.py").read_text() in blocks
+
+
+def test_readme_starts_with_the_two_commands():
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip()]
+    assert lines[1:4] == ["```sh", "make demo   # set up .venv, record sessions offline, list them",
+                          "make test   # set up .venv and run the tests"]
+
+
+def test_quickstart_runs_and_is_listed(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "FLIGHTREC_DB": str(tmp_path / "q.duckdb")}
+    out = subprocess.run([sys.executable, str(ROOT / "docs" / "quickstart.py")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "recorded session" in out.stdout
+    flightrec = pathlib.Path(sys.executable).parent / "flightrec"  # the installed console script
+    listing = subprocess.run([str(flightrec), "traces", "list"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert "support" in listing.stdout and "ok" in listing.stdout

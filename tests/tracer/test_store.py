@@ -1,0 +1,76 @@
+"""The store: migrations, the single-writer rule, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import pytest
+
+import tracer
+from tracer._migrations import LATEST
+
+
+def test_migrations_are_recorded_once(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with tracer.Store(path) as store:
+        assert store.schema_version() == LATEST
+    with tracer.Store(path) as store:  # re-opening applies nothing twice
+        assert store._query("SELECT count(*) FROM schema_migrations")[0][0] == LATEST
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "s.duckdb"
+    tracer.Store(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', now())")
+    con.close()
+    with pytest.raises(tracer.SchemaTooNewError, match="schema version 999.*Upgrade flightrec"):
+        tracer.Store(path)
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "notes.duckdb"
+    path.write_text("hello")
+    with pytest.raises(tracer.StoreError, match="not a flightrec trace store"):
+        tracer.Store(path)
+
+
+def test_missing_file_read_only(tmp_path):
+    with pytest.raises(tracer.StoreError, match="no trace store at .*make demo"):
+        tracer.Store(tmp_path / "nope.duckdb", read_only=True)
+
+
+def test_unknown_session(tmp_path):
+    with tracer.Store(tmp_path / "s.duckdb") as store, pytest.raises(tracer.UnknownSessionError, match="traces list"):
+        store.get_session("does-not-exist")
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time, tracer
+    store = tracer.Store(sys.argv[1])
+    print("locked", flush=True)
+    sys.stdin.read()
+""")
+
+
+@pytest.fixture
+def locked_store(tmp_path):
+    """A store held open for writing by another process, as an agent would hold it."""
+    path = tmp_path / "held.duckdb"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    yield path, proc.pid
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
+def test_second_writer_gets_a_message_naming_the_holder(locked_store):
+    path, pid = locked_store
+    with pytest.raises(tracer.StoreLockedError) as err:
+        tracer.Store(path)
+    message = str(err.value)
+    assert f"process {pid}" in message and "flightrec serve" in message and "--db" in message
