@@ -16,9 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from . import _attributes as A
 from ._canonical import canonical_json, sha256_hex
-
-_MISSING = object()
-
+from ._split import Splitter
 
 @dataclass
 class SpanRecord:
@@ -118,9 +116,15 @@ class Ingestor:
     def __init__(self, known_hash_limit: int = 500_000) -> None:
         self._known: set[str] = set()
         self._limit = known_hash_limit
+        self._splitter = Splitter()
 
     def forget(self, hashes: set[str] | None = None) -> None:
-        """Drops remembered hashes (all of them by default), e.g. after a failed write."""
+        """Drops remembered hashes (all of them by default), e.g. after a failed write.
+
+        Sessions' last requests are forgotten too, so that no later request reuses a message
+        prefix whose chain nodes were never stored.
+        """
+        self._splitter.forget()
         if hashes is None:
             self._known.clear()
         else:
@@ -135,22 +139,21 @@ class Ingestor:
         self._known.add(digest)
         return True
 
-    def _put(self, batch: Batch, kind: str, value: Any) -> str:
-        text = canonical_json(value)
+    def _put_text(self, batch: Batch, kind: str, text: str) -> str:
+        """Stores canonical JSON text under its hash; returns the hash."""
         digest = sha256_hex(text)
         if self._remember(digest):
             batch.content[digest] = (kind, text)
         return digest
 
-    def _put_messages(self, batch: Batch, messages: list[Any], session_id: str) -> str | None:
-        """Stores a message list as a chain of nodes, each naming its predecessor and its message.
+    def _chain(self, batch: Batch, node: str | None, message_texts: list[str], session_id: str) -> str | None:
+        """Extends a message chain by ``message_texts``; returns the new tail.
 
         Every request repeats the conversation so far; as a chain, a request with one new message
         adds one node, so a session's storage grows linearly with its length, references included.
         """
-        node: str | None = None
-        for m in messages:
-            digest = self._put(batch, "message", m)
+        for text in message_texts:
+            digest = self._put_text(batch, "message", text)
             nxt = sha256_hex(f"{node or ''}/{digest}")
             if self._remember(nxt):
                 batch.chain[nxt] = (node, digest, session_id)
@@ -210,18 +213,18 @@ class Ingestor:
         system_ref = messages_ref = message_count = tool_refs = params = None
         body_text = a.get(A.REQUEST_BODY)
         if body_text is not None:
-            body = json.loads(body_text)
-            system = body.pop("system", _MISSING)
-            messages = body.pop("messages", _MISSING)
-            tools = body.pop("tools", _MISSING)
-            params = canonical_json(body)
-            if system is not _MISSING:
-                system_ref = self._put(batch, "system", system)
-            if messages is not _MISSING:
-                messages_ref = self._put_messages(batch, messages, session_id)
-                message_count = len(messages)
-            if tools is not _MISSING:
-                tool_refs = [self._put(batch, "tool", t) for t in tools]
+            if r.scope != "flightrec":  # not known to be canonical: make it so first
+                body_text = canonical_json(json.loads(body_text))
+            parts, state = self._splitter.split(body_text, session_id)
+            params = parts.params
+            if parts.system is not None:
+                system_ref = self._put_text(batch, "system", parts.system)
+            if parts.new_messages is not None:
+                messages_ref = self._chain(batch, parts.prefix_tail, parts.new_messages, session_id)
+                message_count = parts.message_count
+                state.tail = messages_ref
+            if parts.tools is not None:
+                tool_refs = [self._put_text(batch, "tool", t) for t in parts.tools]
         ok = r.status_code != "ERROR"
         cache_read = a.get(A.USAGE_CACHE_READ)
         cache_write = a.get(A.USAGE_CACHE_CREATION)
