@@ -11,7 +11,6 @@ failure is counted, never raised into the agent.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import zlib
@@ -24,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _attributes as A
-from ._canonical import canonical_json, sha256_hex
+from ._canonical import canonical_json, loads, sha256_hex
 from ._decision import context_chars, context_tokens, decide, tools_available
 from ._pricing import Usage
 from ._redact import redact_value
@@ -106,7 +105,7 @@ class _Call:
         span.set_attribute(A.HTTP_STATUS, response.status_code)
         error_type = str(response.status_code)
         try:
-            error_type = json.loads(response.read())["error"]["type"]
+            error_type = loads(response.read())["error"]["type"]
         except Exception:  # a non-JSON error page keeps the status code as its type
             pass
         span.set_attribute(A.ERROR_TYPE, error_type)
@@ -223,7 +222,7 @@ def _on_response(call: _Call, request: APIRequest, http: httpx2.Response) -> Non
         call.finish_error(http)
         return
     if not request.stream:
-        call.finish(json.loads(http.read()))
+        call.finish(loads(http.read()))
         return
     if http.is_stream_consumed or hasattr(http, "_content"):
         # Already in memory (a mock transport, or a middleware before us read it).
@@ -323,8 +322,8 @@ def accumulate_sse(raw: bytes) -> dict[str, Any] | None:
         if not data:
             continue
         try:
-            ev = json.loads(data)
-        except json.JSONDecodeError:
+            ev = loads(data)
+        except ValueError:
             continue
         kind = ev.get("type")
         if kind == "message_start":
@@ -352,7 +351,7 @@ def accumulate_sse(raw: bytes) -> dict[str, Any] | None:
             idx = ev["index"]
             if idx in partial_json:
                 raw_json = partial_json.pop(idx)
-                message["content"][idx]["input"] = json.loads(raw_json) if raw_json else {}
+                message["content"][idx]["input"] = loads(raw_json) if raw_json else {}
         elif kind == "message_delta":
             message.update(ev.get("delta") or {})
             message["usage"] = {**(message.get("usage") or {}), **(ev.get("usage") or {})}

@@ -7,8 +7,10 @@ never serialise them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from ._attributes import SEGMENTS
 
@@ -24,9 +26,15 @@ class ToolKinds:
 
     retrieval: frozenset[str] | None = None
     handoff: frozenset[str] | None = None
+    _seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def is_retrieval(self, name: str) -> bool:
-        return name in self.retrieval if self.retrieval is not None else bool(_RETRIEVAL_NAME.search(name))
+        if self.retrieval is not None:
+            return name in self.retrieval
+        found = self._seen.get(name)
+        if found is None:
+            found = self._seen[name] = bool(_RETRIEVAL_NAME.search(name))
+        return found
 
     def is_handoff(self, name: str) -> bool:
         return name in self.handoff if self.handoff is not None else bool(_HANDOFF_NAME.search(name))
@@ -48,41 +56,47 @@ def tools_available(body: dict[str, Any]) -> list[str]:
     return [t.get("name", t.get("type", "?")) for t in body.get("tools") or ()]
 
 
-def _text_len(value: Any) -> int:
-    """Characters of content in a message value, without serialising it."""
+def _size(value: Any) -> int:
+    """Characters of a value: its own length for text, its compact JSON length otherwise."""
     if isinstance(value, str):
         return len(value)
-    if isinstance(value, list):
-        return sum(_text_len(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_text_len(v) for k, v in value.items() if k not in ("type", "cache_control", "id", "tool_use_id"))
-    return len(str(value)) if value is not None else 0
+    return len(orjson.dumps(value)) if value is not None else 0
 
 
 def context_chars(body: dict[str, Any], kinds: ToolKinds) -> dict[str, int]:
-    """Characters of the request by segment: system, tools, history, tool_results, retrieved."""
+    """Characters of the request by segment: system, tools, history, tool_results, retrieved.
+
+    Runs on the agent's thread for every call, so it measures with one C-level serialisation
+    per block instead of walking the content in Python.
+    """
     seg = dict.fromkeys(SEGMENTS, 0)
-    seg["system"] = _text_len(body.get("system"))
-    seg["tools"] = _text_len(body.get("tools"))
+    seg["system"] = _size(body.get("system"))
+    seg["tools"] = _size(body.get("tools"))
     names: dict[str, str] = {}
+    history = tool_results = retrieved = 0
     for msg in body.get("messages") or ():
         content = msg.get("content")
         if isinstance(content, str):
-            seg["history"] += len(content)
+            history += len(content)
             continue
         for block in content or ():
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind == "tool_use":
-                names[block.get("id", "")] = block.get("name", "")
-                seg["history"] += _text_len(block.get("input")) + len(block.get("name", ""))
+            kind = block.get("type")
+            if kind == "text":
+                history += len(block.get("text", ""))
             elif kind == "tool_result":
-                name = names.get(block.get("tool_use_id", ""), "")
-                target = "retrieved" if kinds.is_retrieval(name) else "tool_results"
-                seg[target] += _text_len(block.get("content"))
+                size = _size(block.get("content"))
+                if kinds.is_retrieval(names.get(block.get("tool_use_id", ""), "")):
+                    retrieved += size
+                else:
+                    tool_results += size
+            elif kind == "tool_use":
+                names[block.get("id", "")] = block.get("name", "")
+                history += _size(block)
             elif kind in ("document", "search_result"):
-                seg["retrieved"] += _text_len(block)
+                retrieved += _size(block)
             else:
-                seg["history"] += _text_len(block)
+                history += _size(block)
+    seg["history"], seg["tool_results"], seg["retrieved"] = history, tool_results, retrieved
     return seg
 
 

@@ -22,14 +22,20 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._errors import FlightrecError
-from ._ingest import Ingestor, from_readable
+from ._ingest import Batch, Ingestor, from_readable
 from ._store import Store
 
 log = logging.getLogger("flightrec")
 
 _MAX_QUEUE = 50_000
-_MAX_BATCH = 4_096
-_FLUSH_INTERVAL_S = 0.5
+_MAX_BATCH = 16_384
+# A DuckDB transaction has a fixed cost of several milliseconds, so spans are gathered for a
+# moment before they are written; a flush or shutdown cuts the wait short.
+_BATCH_WINDOW_S = 0.25
+_POLL_S = 0.5
+# The worker converts spans in slices and lets the agent's thread take the GIL in between, so
+# that the agent never waits behind a whole batch.
+_SLICE = 16
 _REOPEN_INTERVAL_S = 1.0
 _SHUTDOWN_TIMEOUT_S = 30.0
 _WAKE: Any = object()
@@ -70,6 +76,7 @@ class StoreSpanProcessor(SpanProcessor):
         self._enqueued = 0
         self._settled = 0
         self._stopping = False
+        self._hurry = threading.Event()
         self._worker = threading.Thread(target=self._run, name="flightrec-exporter", daemon=True)
         self._worker.start()
 
@@ -94,6 +101,8 @@ class StoreSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Waits until every span queued so far is written or dropped."""
         deadline = time.monotonic() + timeout_millis / 1000
+        self._hurry.set()
+        self._wake()
         with self._cond:
             target = self._enqueued
             self._cond.notify_all()
@@ -110,10 +119,8 @@ class StoreSpanProcessor(SpanProcessor):
             return
         self.force_flush(int(_SHUTDOWN_TIMEOUT_S * 1000))
         self._stopping = True
-        try:
-            self._queue.put_nowait(_WAKE)  # so the worker need not wait out its poll interval
-        except queue.Full:
-            pass
+        self._hurry.set()
+        self._wake()
         self._worker.join(_SHUTDOWN_TIMEOUT_S)
         # Whatever the worker could not write (store never opened) is lost: count it.
         leftover = sum(1 for s in list(self._queue.queue) if s is not _WAKE)
@@ -129,6 +136,13 @@ class StoreSpanProcessor(SpanProcessor):
             log.warning("flightrec: %d span(s) were dropped and not stored (%s).", self.stats.dropped, reasons)
 
     # -- worker side -------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        """Lets the worker stop waiting for more spans."""
+        try:
+            self._queue.put_nowait(_WAKE)
+        except queue.Full:
+            pass  # a full queue wakes it anyway
 
     def _drop(self, n: int, reason: str) -> None:
         with self._cond:
@@ -175,23 +189,34 @@ class StoreSpanProcessor(SpanProcessor):
                 return
 
     def _take(self) -> list[ReadableSpan]:
+        """The next batch: what arrives within the batch window after the first span."""
         try:
-            first = self._queue.get(timeout=_FLUSH_INTERVAL_S)
+            first = self._queue.get(timeout=_POLL_S)
         except queue.Empty:
             return []
         spans = [first]
+        deadline = time.monotonic() + _BATCH_WINDOW_S
         while len(spans) < self._max_batch:
+            left = deadline - time.monotonic()
             try:
-                spans.append(self._queue.get_nowait())
+                if self._hurry.is_set() or left <= 0:
+                    spans.append(self._queue.get_nowait())
+                else:
+                    spans.append(self._queue.get(timeout=left))
             except queue.Empty:
                 break
+        if self._queue.empty():
+            self._hurry.clear()
         return [s for s in spans if s is not _WAKE]
 
     def _write(self, spans: list[ReadableSpan]) -> None:
         assert self._store is not None
         batch = None
         try:
-            batch = self._ingestor.build([from_readable(s) for s in spans])
+            batch = Batch()
+            for i in range(0, len(spans), _SLICE):
+                self._ingestor.build([from_readable(s) for s in spans[i:i + _SLICE]], batch)
+                time.sleep(0)  # hand the GIL to the agent if it is waiting
             self._store.write(batch)
             with self._cond:
                 self.stats.written += len(spans)

@@ -8,10 +8,12 @@ grows linearly with session length.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import _attributes as A
@@ -38,6 +40,12 @@ class SpanRecord:
     scope: str = ""
 
 
+@functools.lru_cache(maxsize=64)
+def _resource_dict(resource: Resource | None) -> dict[str, Any]:
+    # A process has one or a few resources, shared by all its spans: convert each once.
+    return dict(resource.attributes) if resource is not None else {}
+
+
 def from_readable(span: ReadableSpan) -> SpanRecord:
     """Converts an SDK span, as a span processor receives it."""
     ctx = span.context
@@ -61,7 +69,7 @@ def from_readable(span: ReadableSpan) -> SpanRecord:
              "attributes": dict(link.attributes or {})}
             for link in span.links
         ],
-        resource=dict(span.resource.attributes) if span.resource else {},
+        resource=_resource_dict(span.resource),
         scope=span.instrumentation_scope.name if span.instrumentation_scope else "",
     )
 
@@ -160,8 +168,9 @@ class Ingestor:
             node = nxt
         return node
 
-    def build(self, records: list[SpanRecord]) -> Batch:
-        batch = Batch()
+    def build(self, records: list[SpanRecord], batch: Batch | None = None) -> Batch:
+        """Adds the rows of ``records`` to ``batch`` (a new one by default) and returns it."""
+        batch = batch if batch is not None else Batch()
         resource_json: dict[int, str] = {}
         for r in records:
             attrs = r.attributes

@@ -220,12 +220,15 @@ class Store:
                     con.register("_batch_sessions", _table(_SESSION_COLUMNS, rows))
                     con.execute(_SESSION_UPSERT)
                 con.execute("COMMIT")
-            except duckdb.Error as exc:
+            except BaseException as exc:
+                # Whatever failed, the transaction must not stay open: every later write would fail.
                 try:
                     con.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
-                raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
+                raise
             finally:
                 for name in ("spans", "llm_calls", "tool_calls", "turns", "content", "chain", "sessions"):
                     try:
