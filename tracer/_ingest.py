@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -75,7 +76,16 @@ def from_readable(span: ReadableSpan) -> SpanRecord:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=list)
+    try:
+        return orjson.dumps(value, default=_plain).decode()
+    except TypeError:  # an attribute value orjson cannot take (an int beyond 64 bits)
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    return str(value)
 
 
 _SESSION_SUMS = (

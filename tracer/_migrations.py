@@ -1,7 +1,8 @@
 """The store's schema, as add-only numbered migrations recorded in ``schema_migrations``.
 
 Never edit a migration that has shipped: add the next one. docs/schema.md documents every
-table and column; keep the two in step.
+table and column; keep the two in step. JSON is kept in VARCHAR columns: flightrec writes it
+valid by construction, and DuckDB's JSON type would parse every value again on insert.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             end_ns BIGINT NOT NULL,
             status_code VARCHAR NOT NULL,
             status_message VARCHAR,
-            attributes JSON NOT NULL,
-            events JSON,
-            links JSON,
-            resource JSON,
+            attributes VARCHAR NOT NULL,
+            events VARCHAR,
+            links VARCHAR,
+            resource VARCHAR,
             scope VARCHAR
         );
         CREATE TABLE content (
@@ -77,7 +78,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             span_id VARCHAR NOT NULL,
             start_ns BIGINT NOT NULL,
             end_ns BIGINT NOT NULL,
-            events JSON
+            events VARCHAR
         );
         CREATE TABLE llm_calls (
             span_id VARCHAR NOT NULL,
