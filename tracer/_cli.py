@@ -42,17 +42,19 @@ def output_width() -> int:
 class _Root(click.Group):
     """Loads the command groups of installed packages, and turns our errors into one-line messages."""
 
-    def _plugins(self) -> dict[str, click.Command]:
-        found: dict[str, click.Command] = {}
-        for ep in entry_points(group="flightrec.commands"):
-            found[ep.name] = ep.load()
-        return found
+    @staticmethod
+    def _plugins() -> dict[str, Any]:
+        return {ep.name: ep for ep in entry_points(group="flightrec.commands")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self._plugins()})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return super().get_command(ctx, name) or self._plugins().get(name)
+        # Only the command asked for is imported: some packages (anthropic) are slow to import.
+        command = super().get_command(ctx, name)
+        if command is None and (ep := self._plugins().get(name)) is not None:
+            command = ep.load()
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -12,7 +12,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from ._capture import CaptureMiddleware
 from ._decision import ToolKinds
 from ._errors import ConfigError
 from ._export import ExportStats, StoreSpanProcessor
@@ -91,6 +90,9 @@ class Recorder:
         off unless ``native_spans`` is true, because flightrec's ``chat`` spans carry all they do
         and more; when on, they go to this recorder's provider.
         """
+        # Imported here: the anthropic package takes a second to import, and the CLI never needs it.
+        from ._capture import CaptureMiddleware
+
         middleware = [*client.middleware, CaptureMiddleware(self)]  # type: ignore[attr-defined]
         telemetry: Any = {"tracer_provider": self.provider} if native_spans else False
         return client.with_options(middleware=middleware, open_telemetry=telemetry)  # type: ignore[attr-defined]
