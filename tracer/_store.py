@@ -27,6 +27,7 @@ from ._records import LlmCall, SessionAccount, SessionSummary, ToolCallRecord, T
 
 DEFAULT_DB = "flightrec.duckdb"
 _NEWEST_MESSAGES = 3
+_KEYS_PER_QUERY = 1_000
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 
 _COLUMNS = {
@@ -286,10 +287,16 @@ class Store:
     def content(self, hashes: Iterable[str]) -> dict[str, Any]:
         """Stored content by hash, parsed from JSON."""
         wanted = list(dict.fromkeys(h for h in hashes if h))
-        if not wanted:
-            return {}
-        rows = self._query("SELECT hash, body FROM content WHERE hash IN (SELECT unnest(?))", [wanted])
-        return {h: json.loads(b) for h, b in rows}
+        return {h: json.loads(b) for h, b in self._by_key("SELECT hash, body FROM content WHERE hash", wanted)}
+
+    def _by_key(self, select: str, keys: list[str]) -> list[tuple[Any, ...]]:
+        """Rows whose key is in ``keys``. A literal ``IN (?, ?, …)`` list lets DuckDB use the primary
+        key's index (``IN (SELECT unnest(?))`` scans the table: 150 ms against 20 ms on a 1M-span store)."""
+        rows: list[tuple[Any, ...]] = []
+        for i in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = keys[i:i + _KEYS_PER_QUERY]
+            rows += self._query(f"{select} IN ({', '.join('?' * len(chunk))})", chunk)
+        return rows
 
     def message_lists(self, tails: Iterable[str | None], *, session_id: str | None = None,
                       newest: int | None = None) -> dict[str, list[str] | None]:
@@ -312,8 +319,7 @@ class Store:
         while cursors:
             missing = list({n for n in cursors.values() if n not in nodes})
             if missing:
-                rows = self._query(
-                    "SELECT node, prev, message FROM message_chain WHERE node IN (SELECT unnest(?))", [missing])
+                rows = self._by_key("SELECT node, prev, message FROM message_chain WHERE node", missing)
                 nodes.update({n: (p, m) for n, p, m in rows})
             for tail, node in list(cursors.items()):
                 found = out[tail]
