@@ -23,11 +23,12 @@ import string
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
 import httpx2
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanContext
 
@@ -346,7 +347,9 @@ def retag(spans: Sequence[ReadableSpan], session_id: str, old_tag: str, new_tag_
         if parent is not None:
             parent = SpanContext(parent.trace_id ^ trace_xor, parent.span_id, parent.is_remote, parent.trace_flags)
         out.append(ReadableSpan(
-            name=s.name, context=new_ctx, parent=parent, resource=s.resource, attributes=attrs,
+            # Frozen BoundedAttributes, exactly what the SDK hands a span processor.
+            name=s.name, context=new_ctx, parent=parent, resource=s.resource,
+            attributes=BoundedAttributes(maxlen=None, attributes=attrs, immutable=True, max_value_len=None),
             events=s.events, links=s.links, kind=s.kind, status=s.status, start_time=s.start_time + shift_ns,
             end_time=s.end_time + shift_ns, instrumentation_scope=s.instrumentation_scope,
         ))
@@ -378,17 +381,28 @@ def machine_header(title: str) -> str:
     import duckdb
     import pyarrow
 
+    try:
+        import subprocess
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(tracer.__file__)))
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "tracer"], capture_output=True,
+                               text=True).stdout.strip()
+        commit = f"{rev}{' + uncommitted changes in tracer/' if dirty else ''}"
+    except OSError:
+        commit = "?"
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return "\n".join([
         f"### {title}",
         "",
         f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- command: `{' '.join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv])}`",
+        f"- command: `{' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}` (in {os.getcwd()})",
         f"- machine: {nproc} cores ({cpu}), {mem} RAM, {platform.system()} {platform.release()}",
         f"- load average at start (1/5/15 min): {load}",
         f"- python {platform.python_version()}, duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}, "
-        f"flightrec {tracer.__version__}",
+        f"flightrec {tracer.__version__} at commit {commit}",
         "",
     ])
 
@@ -410,4 +424,4 @@ def chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
 
 
 __all__ = ["AGENT", "MODEL", "SYSTEM_PROMPT", "TOOLS", "Agent", "Collect", "RequestChars", "chunks",
-           "collecting_recorder", "field", "machine_header", "new_tag", "progress", "retag", "table", "words"]
+           "collecting_recorder", "machine_header", "new_tag", "progress", "retag", "table", "words"]

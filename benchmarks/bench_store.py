@@ -34,6 +34,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tracer  # noqa: E402
+import tracer._export  # noqa: E402
 from tracer import _attributes as A  # noqa: E402
 from tracer._ingest import _SESSION_SUMS, Batch, Ingestor, from_readable  # noqa: E402
 from tracer._store import _COLUMNS, _SESSION_COLUMNS, Store  # noqa: E402
@@ -52,7 +53,7 @@ from _workload import (  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-EXPORT_BATCH = 4_096  # the exporter's own _MAX_BATCH
+EXPORT_BATCH = getattr(tracer._export, "_MAX_BATCH", 4_096)  # the exporter's own batch limit
 
 
 def median(xs: Sequence[float]) -> float:
@@ -139,6 +140,26 @@ def span_mix(spans: Sequence[Any]) -> list[tuple[str, str]]:
          f"{fmt_bytes(median(body_chars))} / {fmt_bytes(statistics.fmean(body_chars))} / {fmt_bytes(max(body_chars))}"),
         ("request bodies in total", fmt_bytes(sum(body_chars))),
     ]
+
+
+def profile_table(fn: Any, top: int = 15) -> str:
+    """Runs ``fn`` under cProfile; the functions with the most own time, as a Markdown table."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    prof.disable()
+    st = pstats.Stats(prof)
+    total = st.total_tt  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, name), (_cc, ncalls, tt, ct, _callers) in sorted(
+            st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]:  # type: ignore[attr-defined]
+        where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if file != "~" else "(built-in)"
+        rows.append((f"`{name}`", where, fmt_int(ncalls), f"{tt:.2f}", f"{tt / total:.0%}", f"{ct:.2f}"))
+    return (f"cProfile, {total:.2f} s in total (the profiler inflates Python-level call costs):\n\n"
+            + table(["function", "where", "calls", "own s", "own share", "cumulative s"], rows))
 
 
 # -- 2. throughput -------------------------------------------------------------------------------
@@ -246,6 +267,11 @@ def cmd_throughput(args: argparse.Namespace) -> None:
         sess = session_rows(full)
         prebuilt = arrow_tables(full, sess)
         rows_per_table = {k: t.num_rows for k, t in prebuilt.items()}
+        if not args.no_gc_freeze:
+            # The prepared spans and rows are the benchmark's, not the exporter's: keep them out of
+            # the cyclic GC, or every gen-2 collection during the timed runs walks ~100k spans.
+            gc.collect()
+            gc.freeze()
 
         results: dict[str, list[dict[str, float]]] = defaultdict(list)
         for r in range(args.rounds):
@@ -273,6 +299,13 @@ def cmd_throughput(args: argparse.Namespace) -> None:
         print(table(["workload", "value"], span_mix(spans)))
         print()
         print("Rows written per run: " + ", ".join(f"{k} {v:,}" for k, v in rows_per_table.items()) + ".")
+        print()
+        print(f"The exporter is made with `max_queue={n + 1:,}` so that enqueueing all spans at once drops none "
+              "(default 50,000); its throughput is the rate at which the worker drains that backlog. ")
+        print()
+        print("The prepared spans are " + ("left in" if args.no_gc_freeze else "frozen out of (`gc.freeze()`)")
+              + " the cyclic GC during the timed runs; each run writes a fresh DuckDB file; the four paths run "
+              "interleaved, alternating order, in every round.")
         print()
         labels = {
             "exporter": "exporter: `StoreSpanProcessor.on_end` x N, then `force_flush` (queue + worker thread)",
@@ -302,6 +335,13 @@ def cmd_throughput(args: argparse.Namespace) -> None:
         print()
         print(f"**Target ≥ 20,000 spans/s: {'met' if exp_rate >= 20_000 else 'MISSED'}** "
               f"({fmt_int(exp_rate)} spans/s, {exp_rate / raw_rate:.1%} of the raw bulk insert).")
+        if args.profile:
+            progress("profiling the direct path")
+            path = os.path.join(tmp, "profile.duckdb")
+            print()
+            print("Where the time goes (direct path: from_readable + Ingestor.build + Store.write):")
+            print()
+            print(profile_table(lambda: run_direct(spans, path)))
         print(f"\nLoad average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if not args.keep:
@@ -329,9 +369,9 @@ def logical_bytes(path: str) -> dict[str, int]:
         for name, typ in cols:
             q = f'"{name}"'
             if typ.endswith("[]"):
-                parts.append(f"coalesce(sum(list_sum(list_transform({q}, x -> octet_length(x::VARCHAR)))), 0)")
+                parts.append(f"coalesce(sum(list_sum(list_transform({q}, lambda x: strlen(x::VARCHAR)))), 0)")
             elif typ in ("VARCHAR", "JSON"):
-                parts.append(f"coalesce(sum(octet_length({q}::VARCHAR)), 0)")
+                parts.append(f"coalesce(sum(strlen({q}::VARCHAR)), 0)")
             elif typ in ("BIGINT", "DOUBLE", "TIMESTAMP"):
                 parts.append(f"count({q}) * 8")
             elif typ == "INTEGER":
@@ -364,8 +404,33 @@ def record_file(path: str, sessions: int, turns: int, seed: int) -> dict[str, An
     blocks = con.execute("SELECT total_blocks, used_blocks, free_blocks, block_size FROM pragma_database_size()").fetchone()
     con.close()
     wal = os.path.getsize(path + ".wal") if os.path.exists(path + ".wal") else 0
-    return {"file": os.path.getsize(path) + wal, "naive": naive.chars, "calls": naive.calls, "counts": counts,
-            "logical": logical_bytes(path), "blocks": blocks, "written": stats.written}
+    size = os.path.getsize(path) + wal
+    by_table = {t: compacted_size(path, t) for t in counts}
+    return {"by_table": by_table, "file": size, "used": blocks[1] * blocks[3], "compact": compacted_size(path), "naive": naive.chars,
+            "calls": naive.calls, "counts": counts, "logical": logical_bytes(path), "blocks": blocks,
+            "written": stats.written}
+
+
+def compacted_size(path: str, table_name: str | None = None) -> int:
+    """The size of a fresh copy of the store (COPY FROM DATABASE), i.e. without free blocks; or, with
+    ``table_name``, of a fresh file holding only a copy of that table."""
+    out = path + ".compact"
+    for f in (out, out + ".wal"):
+        if os.path.exists(f):
+            os.remove(f)
+    con = duckdb.connect(path)
+    db = con.execute("SELECT current_database()").fetchone()[0]
+    con.execute(f"ATTACH '{out}' AS compact")
+    if table_name is None:
+        con.execute(f'COPY FROM DATABASE "{db}" TO compact')
+    else:
+        con.execute(f'CREATE TABLE compact.{table_name} AS SELECT * FROM "{db}".main.{table_name}')
+    con.execute("CHECKPOINT compact")
+    con.execute("DETACH compact")
+    con.close()
+    size = os.path.getsize(out)
+    os.remove(out)
+    return size
 
 
 def cmd_storage(args: argparse.Namespace) -> None:
@@ -397,21 +462,34 @@ def cmd_storage(args: argparse.Namespace) -> None:
     def naive(x: dict[str, Any]) -> float:
         return x["naive"]
 
+    def used(x: dict[str, Any]) -> float:
+        return x["used"]
+
+    def compact(x: dict[str, Any]) -> float:
+        return x["compact"]
+
     rows = []
     for turns, r in res.items():
         a, b = r["a"], r["b"]
         rows.append((
-            turns, f"{r['n1']} / {r['n2']}", f"{fmt_bytes(a['file'])} / {fmt_bytes(b['file'])}",
-            fmt_bytes(b["file"] / r["n2"]), fmt_bytes(marg(r, file_)), fmt_bytes(marg(r, file_) / turns),
-            fmt_bytes(marg(r, logical)), fmt_bytes(marg(r, naive)),
+            turns, f"{r['n1']} / {r['n2']}",
+            f"{fmt_bytes(a['file'])} / {fmt_bytes(b['file'])}", fmt_bytes(marg(r, file_)),
+            f"{fmt_bytes(a['used'])} / {fmt_bytes(b['used'])}", fmt_bytes(marg(r, used)),
+            f"{fmt_bytes(a['compact'])} / {fmt_bytes(b['compact'])}", fmt_bytes(marg(r, compact)),
+            fmt_bytes(marg(r, compact) / turns), fmt_bytes(marg(r, logical)), fmt_bytes(marg(r, naive)),
         ))
-    print(table(["turns/session", "sessions in file A / B", "file A / B (after CHECKPOINT)", "file B / sessions",
-                 "marginal file bytes/session (B-A)/(nB-nA)", "marginal file bytes/turn",
-                 "marginal logical bytes/session", "naive bytes/session (full request body per call)"], rows))
+    print("File A holds nA sessions, file B nB (B's first nA sessions are A's). \"Marginal\" is (B - A) / (nB - nA): "
+          "the bytes one more session costs, without DuckDB's fixed per-file overhead.")
+    print()
+    print(table(["turns/ session", "sessions A / B", "file size A / B, as recorded (after CHECKPOINT)",
+                 "marginal, file size", "used blocks A / B (x 256 KiB)", "marginal, used blocks",
+                 "compacted copy A / B", "marginal, compacted", "marginal compacted per turn",
+                 "marginal logical bytes", "naive: full request body per call"], rows))
     print()
     lo, hi = min(res), max(res)
     ratio_rows = []
-    for name, f in (("file bytes, marginal (B-A)", file_), ("file bytes, whole file B / sessions", None),
+    for name, f in (("file size as recorded, marginal", file_), ("used blocks, marginal", used),
+                    ("compacted copy, marginal", compact), ("file size as recorded, whole file B / nB", None),
                     ("logical bytes, marginal", logical), ("naive: full request bodies", naive)):
         if f is None:
             vals = {t: res[t]["b"]["file"] / res[t]["n2"] for t in res}
@@ -420,26 +498,37 @@ def cmd_storage(args: argparse.Namespace) -> None:
         ratio_rows.append((name, *(f"{vals[t] / vals[lo]:.2f}" for t in res if t != lo)))
     print(table(["bytes per session", *(f"{t} turns / {lo} turns" for t in res if t != lo)], ratio_rows))
     print()
-    # Where the bytes go, for the longest sessions.
-    lb = res[hi]["b"]["logical"]
-    la = res[hi]["a"]["logical"]
-    dn = res[hi]["n2"] - res[hi]["n1"]
-    print(table([f"logical bytes per {hi}-turn session, by table (marginal)", "bytes", "share"],
-                [(k, fmt_bytes((lb[k] - la[k]) / dn), f"{(lb[k] - la[k]) / (logical(res[hi]['b']) - logical(res[hi]['a'])):.0%}")
-                 for k in lb]))
+    # Where the bytes go, table by table.
+    def table_marg(t: int, name: str, key: str) -> float:
+        r = res[t]
+        if key == "logical":
+            return (r["b"]["logical"][name] - r["a"]["logical"][name]) / (r["n2"] - r["n1"])
+        return (r["b"]["by_table"][name] - r["a"]["by_table"][name]) / (r["n2"] - r["n1"])
+
+    names = list(res[lo]["a"]["counts"])
+    print(table(["table", *(f"marginal per {t}-turn session: logical / compacted alone" for t in res),
+                 f"compacted {hi}/{lo}"],
+                [(n, *(f"{fmt_bytes(table_marg(t, n, 'logical'))} / {fmt_bytes(table_marg(t, n, 'by_table'))}"
+                       for t in res),
+                  f"{table_marg(hi, n, 'by_table') / table_marg(lo, n, 'by_table'):.1f}"
+                  if table_marg(lo, n, 'by_table') > 0 else "-")
+                 for n in names]))
+    print()
+    print("(\"compacted alone\": a fresh file holding only a copy of that table, so each includes a small fixed "
+          "part and 256 KiB quantisation.)")
     print()
     print(table(["file", *res[lo]["a"]["counts"], "DuckDB blocks total/used/free x size"],
                 [(f"{t} turns x {res[t][k]['counts']['sessions']}", *res[t][k]["counts"].values(),
                   "{} / {} / {} x {}".format(*res[t][k]["blocks"]))
                  for t in res for k in ("a", "b")]))
     print()
-    ratio = marg(res[hi], file_) / marg(res[lo], file_)
-    print(f"**Target bytes({hi})/bytes({lo}) ≤ 12 (marginal file bytes per session): "
-          f"{'met' if ratio <= 12 else 'MISSED'}** ({ratio:.2f}; whole-file average "
-          f"{(res[hi]['b']['file'] / res[hi]['n2']) / (res[lo]['b']['file'] / res[lo]['n2']):.2f}).")
-    fixed = res[lo]["a"]["file"] - res[lo]["n1"] * marg(res[lo], file_)
-    print(f"\nFixed per-file overhead implied by the {lo}-turn files: {fmt_bytes(fixed)} "
-          "(file A minus nA x marginal; DuckDB allocates 256 KiB blocks, so small differences are quantised).")
+    for label, f in (("compacted copy", compact), ("used blocks", used), ("file size as recorded", file_)):
+        ratio = marg(res[hi], f) / marg(res[lo], f)
+        fixed = res[lo]["a"][f.__name__.rstrip("_")] - res[lo]["n1"] * marg(res[lo], f)
+        print(f"- **bytes({hi})/bytes({lo}) ≤ 12, marginal {label}: {'met' if ratio <= 12 else 'MISSED'}** "
+              f"({ratio:.2f}); fixed per-file part implied by the {lo}-turn files: {fmt_bytes(fixed)}.")
+    print("\nDuckDB allocates 256 KiB blocks, so differences of a few blocks are quantisation. Free blocks are "
+          "space that earlier checkpoints released inside the file; later writes reuse it.")
     print(f"\nLoad average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -467,18 +556,57 @@ def generate_store(path: str, target_spans: int, args: argparse.Namespace) -> di
     # Spread the sessions over ~30 days: copy c starts c * step later than copy c - 1.
     step = int(30 * 86400e9 / copies)
     rng = random.Random(args.seed + 7)
+    pending: list[Any] = []
     for c in range(copies):
-        spans = replicate(base, 1, rng.getrandbits(32), time_offset_ns=c * step)
-        for part in chunks(spans, args.write_batch):
-            store.write(ing.build([from_readable(s) for s in part]))
-        written += len(spans)
-        el = time.perf_counter() - t0
-        progress(f"copy {c + 1}/{copies}: {written:,} spans written, {written / el:,.0f} spans/s")
+        pending += replicate(base, 1, rng.getrandbits(32), time_offset_ns=c * step)
+        if len(pending) >= args.write_batch or c == copies - 1:
+            for part in chunks(pending, args.write_batch):
+                store.write(ing.build([from_readable(s) for s in part]))
+            written += len(pending)
+            pending = []
+            el = time.perf_counter() - t0
+            progress(f"copy {c + 1}/{copies}: {written:,} spans written, {written / el:,.0f} spans/s")
     store.close()
     con = duckdb.connect(path)
     con.execute("CHECKPOINT")
     con.close()
     return {"seconds": time.perf_counter() - t0}
+
+
+def query_breakdown(path: str, session_id: str, runs: int) -> str:
+    """The SQL statements of ``session_account`` and ``list_sessions`` on fresh connections, timed one by one."""
+    times: dict[str, list[float]] = defaultdict(list)
+    calls: Counter[str] = Counter()
+    orig = Store._query
+
+    def timed(self: Store, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        t = time.perf_counter()
+        try:
+            return orig(self, sql, params)
+        finally:
+            key = " ".join(sql.split())
+            times[key].append(time.perf_counter() - t)
+            calls[key] += 1
+
+    Store._query = timed  # type: ignore[method-assign]
+    try:
+        totals = []
+        for _ in range(runs):
+            st = Store(path, read_only=True)
+            t = time.perf_counter()
+            st.session_account(session_id)
+            totals.append(time.perf_counter() - t)
+            st.close()
+    finally:
+        Store._query = orig  # type: ignore[method-assign]
+    rows = []
+    for key, ts in sorted(times.items(), key=lambda kv: -sum(kv[1])):
+        short = key if len(key) <= 90 else key[:87] + "…"
+        rows.append((f"`{short}`", f"{calls[key] / runs:.1f}", f"{median(ts) * 1000:.1f}",
+                     f"{sum(ts) / runs * 1000:.1f}"))
+    rows.append(("**session_account total**", "", "", f"{median(totals) * 1000:.1f}"))
+    return ("`session_account` statement by statement (fresh read-only connection per run, "
+            f"{runs} runs):\n\n" + table(["SQL", "calls per run", "median ms per call", "ms per run (mean)"], rows))
 
 
 _FRESH_PROCESS = r"""
@@ -567,6 +695,10 @@ def cmd_queries(args: argparse.Namespace) -> None:
         warm["show"].append(t2 - t1)
     st.close()
 
+    if args.breakdown:
+        print(query_breakdown(path, target, args.runs))
+        print()
+
     progress("timing fresh processes and the CLI")
     py = sys.executable
     proc: dict[str, list[float]] = defaultdict(list)
@@ -614,6 +746,12 @@ def cmd_queries(args: argparse.Namespace) -> None:
          spread(cli["version"]), "-"),
         ("`python -c pass`", "interpreter start-up", args.cli_runs, ms(cli["python"]), spread(cli["python"]), "-"),
     ]
+    print("\"fresh connection\": a new `Store(path, read_only=True)` per run in this process (DuckDB's buffer "
+          "cache starts empty; the OS page cache is warm), the two queries in alternating order. \"warm "
+          "connection\": repeated on one open store. \"fresh process\": a new Python process that imports tracer, "
+          "opens the store and runs each query once. \"CLI end to end\": wall time of the installed `flightrec` "
+          "command, Python start-up and imports included.")
+    print()
     print(table(["operation", "how", "runs", "median ms", "min – max ms", "target ms"], rows))
     print()
     lm, sm = median(fresh["list"]) * 1000, median(fresh["show"]) * 1000
@@ -638,12 +776,15 @@ def main() -> None:
     t.add_argument("--spans", type=int, default=100_000, help="spans per run (base sessions are replayed to reach it)")
     t.add_argument("--rounds", type=int, default=5)
     t.add_argument("--keep", action="store_true", help="keep the temporary files")
+    t.add_argument("--profile", action="store_true", help="also print a cProfile of the direct path")
+    t.add_argument("--no-gc-freeze", action="store_true",
+                   help="leave the prepared spans in the cyclic GC's view (slower, benchmark artefact)")
     t.set_defaults(fn=cmd_throughput)
 
     s = sub.add_parser("storage", help="bytes per session for 10/50/100-turn sessions")
     s.add_argument("--turns", default="10,50,100")
     s.add_argument("--min-sessions", type=int, default=20, help="sessions in file A at least (file B has twice)")
-    s.add_argument("--turn-budget", type=int, default=2000,
+    s.add_argument("--turn-budget", type=int, default=4000,
                    help="file A holds max(min-sessions, budget/turns) sessions, so short sessions get enough data")
     s.add_argument("--seed", type=int, default=1)
     s.set_defaults(fn=cmd_storage)
@@ -656,6 +797,7 @@ def main() -> None:
     q.add_argument("--write-batch", type=int, default=50_000)
     q.add_argument("--runs", type=int, default=25)
     q.add_argument("--cli-runs", type=int, default=7)
+    q.add_argument("--breakdown", action="store_true", help="also time session_account's SQL statement by statement")
     q.set_defaults(fn=cmd_queries)
 
     args = p.parse_args()

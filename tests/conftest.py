@@ -13,3 +13,5 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("FLIGHTREC_PRICES", raising=False)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("FLIGHTREC_WORLD", raising=False)
+    monkeypatch.delenv("FLIGHTREC_SIM_URL", raising=False)

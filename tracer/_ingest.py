@@ -8,7 +8,6 @@ grows linearly with session length.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,10 +40,20 @@ class SpanRecord:
     scope: str = ""
 
 
-@functools.lru_cache(maxsize=64)
+_RESOURCES: dict[int, tuple[Resource, dict[str, Any]]] = {}
+
+
 def _resource_dict(resource: Resource | None) -> dict[str, Any]:
-    # A process has one or a few resources, shared by all its spans: convert each once.
-    return dict(resource.attributes) if resource is not None else {}
+    # A process has one or a few resources, shared by all its spans: convert each once. Keyed by
+    # identity (holding the object keeps the id unique): Resource.__hash__ serialises it to JSON.
+    if resource is None:
+        return {}
+    cached = _RESOURCES.get(id(resource))
+    if cached is None:
+        if len(_RESOURCES) >= 64:
+            _RESOURCES.clear()
+        cached = _RESOURCES[id(resource)] = (resource, dict(resource.attributes))
+    return cached[1]
 
 
 def from_readable(span: ReadableSpan) -> SpanRecord:

@@ -50,10 +50,10 @@ def _clip(text: str, limit: int = _SNIPPET) -> str:
 
 def sessions_table(rows: list[SessionSummary], width: int) -> str:
     """The ``traces list`` table. Ids are shortened to 13 characters, enough to be unique."""
-    headers = ("SESSION", "AGENT", "START (UTC)", "STATUS", "TURNS", "TOOLS", "TOKENS", "COST", "DURATION")
+    headers = ("SESSION", "AGENT", "START UTC", "STATUS", "TURNS", "TOOLS", "TOKENS", "COST", "TIME")
     body = [
         (
-            r.session_id[:13], (r.agent or "-")[:16], fmt_time(r.start_ns), r.status[:14], str(r.turns),
+            r.session_id[:13], (r.agent or "-")[:14], fmt_time(r.start_ns)[5:], r.status[:22], str(r.turns),
             str(r.tool_calls) + (f" ({r.tool_errors}!)" if r.tool_errors else ""),
             fmt_tokens(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens + r.output_tokens),
             fmt_cost(r.cost_usd), fmt_ms(r.duration_ms),

@@ -33,8 +33,8 @@ def test_list_shows_every_session_newest_first(recorded):
     result = run("traces", "list")
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split() == ["SESSION", "AGENT", "START", "(UTC)", "STATUS", "TURNS", "TOOLS", "TOKENS", "COST",
-                                "DURATION"]
+    assert lines[0].split() == ["SESSION", "AGENT", "START", "UTC", "STATUS", "TURNS", "TOOLS", "TOKENS", "COST",
+                                "TIME"]
     assert [line.split()[1] for line in lines[1:4]] == ["agent-2", "agent-1", "agent-0"]
     assert all(len(line) <= 100 for line in lines)
 
