@@ -13,8 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python docs/quickstart.py
-	$(BIN)/flightrec traces list
+	$(BIN)/flightrec demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,210 @@
+"""The demo: every scenario over several seeds, some sessions misbehaving, into one trace store.
+
+The plan is fixed by the session count and a base seed, so two demos with the same arguments
+record the same trajectories. Besides the scenarios' own defaults, the plan mixes in:
+
+- misbehaviours (loop, wrong tool, hallucinated argument, runaway context, ignored rule);
+- model API faults (429, 500, 529, timeouts, latency), which the client's retries absorb;
+- streamed replies;
+- crashes right after a refund is paid, each followed by a resume (no refund is paid twice);
+- a too-tight time limit, so the wall-clock guard fires;
+- a human who approves, rejects, or leaves waiting the refunds held for approval.
+
+Sessions run on a few threads that share one recorder (the tracer keeps each thread's session
+apart), because much of a session's time is spent waiting on backoff and latency.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+import tracer
+
+from ._agent import Agent, AgentConfig, SessionOutcome
+from ._errors import SimulatedCrash
+from ._policy import MISBEHAVIOURS
+from ._scenarios import SCENARIOS, Scenario
+from ._tools import ToolOutcome
+from ._world import World
+
+DEFAULT_SESSIONS = 200
+DEFAULT_WORKERS = 4
+_FAULT_MIX = (("429",), ("500@1",), ("529@0x2",), ("timeout@1",), ("429%25",), ("latency:20@0",), ("529%10",))
+_CRASHABLE = frozenset({"refund_under_threshold", "duplicate_charge", "lost_package", "ambiguous_request"})
+
+
+@dataclass(frozen=True)
+class PlannedSession:
+    """One session of the demo, and what is done to it."""
+
+    index: int
+    scenario: Scenario
+    seed: int
+    misbehave: tuple[str, ...] | None
+    """``None`` keeps the scenario's default."""
+    faults: tuple[str, ...] | None
+    stream: bool
+    crash_after: str | None
+    """Crash right after this tool's side effect, then resume."""
+    human: Literal["approve", "reject", "wait"]
+    """What the human does if the session waits for an approval."""
+    time_limit_s: float | None
+    """A tighter wall-clock limit than the default, to make the guard fire."""
+
+
+def plan(sessions: int = DEFAULT_SESSIONS, *, seed: int = 0) -> list[PlannedSession]:
+    """The demo's sessions: scenarios round-robin, seeds counting up, the extras mixed in by index."""
+    out = []
+    kinds = tuple(MISBEHAVIOURS)
+    for i in range(sessions):
+        scenario = SCENARIOS[i % len(SCENARIOS)]
+        misbehave = faults = None
+        time_limit = None
+        if not scenario.misbehave and not scenario.faults:
+            if i % 8 == 5:
+                misbehave = (kinds[(i // 8) % len(kinds)],)
+            elif i % 7 == 3:
+                faults = _FAULT_MIX[(i // 7) % len(_FAULT_MIX)]
+            elif i % 50 == 21:
+                faults, time_limit = ("latency:40%100",), 0.03
+        crash = "issue_refund" if scenario.name in _CRASHABLE and i % 3 == 0 and misbehave is None else None
+        out.append(PlannedSession(i, scenario, seed + i // len(SCENARIOS), misbehave, faults, i % 4 == 1, crash,
+                                  ("approve", "reject", "wait")[i % 3], time_limit))
+    return out
+
+
+class DemoReport(BaseModel):
+    """What a demo recorded, as the trace store has it (plus what the agent knows about guards)."""
+
+    sessions: int
+    """Sessions recorded."""
+    statuses: dict[str, int]
+    """Sessions by final status."""
+    turns: int
+    """Turns, over all sessions."""
+    llm_calls: int
+    """Model call attempts, retries included."""
+    llm_errors: int
+    """Attempts that failed and were retried (or ended a session)."""
+    tool_calls: int
+    """Tool executions."""
+    tool_errors: int
+    """Tool executions that failed (the model was told how to recover)."""
+    input_tokens: int
+    """Uncached input tokens."""
+    cache_read_tokens: int
+    """Input tokens read from the prompt cache."""
+    cache_write_tokens: int
+    """Input tokens written to the prompt cache."""
+    output_tokens: int
+    """Output tokens."""
+    cost_usd: float
+    """Cost of the calls with a known price."""
+    guards: dict[str, int]
+    """Guards fired, by guard."""
+    misbehaving: int
+    """Sessions with a misbehaviour switched on."""
+    with_faults: int
+    """Sessions with model API faults injected."""
+    crashes_resumed: int
+    """Sessions crashed after a refund and resumed."""
+    duplicate_refunds: int
+    """The same refund (session, order, amount) paid more than once; 0 unless idempotency broke."""
+    approvals: dict[str, int]
+    """Held refunds: approved, rejected, still waiting."""
+    calls_verified: int
+    """Stored calls rebuilt to their recorded hash (whole store)."""
+    calls_stored: int
+    """Stored calls checked (whole store)."""
+    dropped_spans: int
+    """Spans the recorder could not write."""
+    seconds: float
+    """Wall-clock time, store writing and checks included."""
+
+
+@dataclass(frozen=True)
+class _Played:
+    item: PlannedSession
+    outcome: SessionOutcome
+    crashed: bool
+    held: Literal["approved", "rejected", "waiting"] | None
+    """What became of a refund held for approval, if one was."""
+
+
+def _play(item: PlannedSession, world: World, recorder: tracer.Recorder) -> _Played:
+    config = AgentConfig(stream=item.stream, time_limit_s=item.time_limit_s or AgentConfig().time_limit_s)
+
+    def crash(name: str, outcome: ToolOutcome) -> None:
+        session = tracer.current_session()
+        if name == item.crash_after and session is not None and not outcome.is_error and outcome.approval is None:
+            raise SimulatedCrash(session.id, name)
+
+    agent = Agent(world, recorder, config=config)
+    crashed = False
+    try:
+        out = Agent(world, recorder, config=config, after_tool=crash if item.crash_after else None).run(
+            item.scenario, seed=item.seed, misbehave=item.misbehave, faults=item.faults)
+    except SimulatedCrash as exc:
+        out, crashed = agent.resume(exc.session_id), True
+    if out.status != "waiting_human":
+        return _Played(item, out, crashed, None)
+    if item.human == "approve":
+        return _Played(item, agent.approve(out.session_id, note="approved in the demo"), crashed, "approved")
+    if item.human == "reject":
+        return _Played(item, agent.reject(out.session_id, note="refunds of this size need a photo of the damage"),
+                       crashed, "rejected")
+    return _Played(item, out, crashed, "waiting")
+
+
+def run_demo(db: str, world_path: str, *, sessions: int = DEFAULT_SESSIONS, workers: int = DEFAULT_WORKERS,
+             seed: int = 0, progress: Callable[[SessionOutcome], None] | None = None) -> DemoReport:
+    """Records the demo's sessions into ``db`` (its world in ``world_path``) and reports on them.
+
+    Blocking. ``progress`` is called on the calling thread after each session.
+    """
+    started = time.perf_counter()
+    recorder = tracer.Recorder(db)
+    played: list[_Played] = []
+    with World(world_path) as world:
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo") as pool:
+                futures = [pool.submit(_play, item, world, recorder) for item in plan(sessions, seed=seed)]
+                for future in as_completed(futures):
+                    played.append(future.result())
+                    if progress is not None:
+                        progress(played[-1].outcome)
+        finally:
+            recorder.shutdown()
+        paid = [r for p in played for r in world.refunds(p.outcome.session_id)]
+    sums: collections.Counter[str] = collections.Counter()
+    cost = 0.0
+    with tracer.Store(db, read_only=True) as store:
+        for p in played:
+            s = store.get_session(p.outcome.session_id)
+            for key in _SUMS:
+                sums[key] += getattr(s, key)
+            cost += s.cost_usd_known_part
+        verified = store.verify_requests()
+    return DemoReport(
+        sessions=len(played), statuses=dict(collections.Counter(p.outcome.status for p in played).most_common()),
+        **{key: sums[key] for key in _SUMS}, cost_usd=round(cost, 6),
+        guards=dict(collections.Counter(g.guard for p in played for g in p.outcome.guards).most_common()),
+        misbehaving=sum(1 for p in played if p.item.misbehave or p.item.scenario.misbehave),
+        with_faults=sum(1 for p in played if p.item.faults or p.item.scenario.faults),
+        crashes_resumed=sum(p.crashed for p in played),
+        duplicate_refunds=len(paid) - len({(r["session_id"], r["order_id"], r["amount_cents"]) for r in paid}),
+        approvals=dict(collections.Counter(p.held for p in played if p.held)),
+        calls_verified=verified.exact, calls_stored=verified.total, dropped_spans=recorder.stats.dropped,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+_SUMS = ("turns", "llm_calls", "llm_errors", "tool_calls", "tool_errors", "input_tokens", "cache_read_tokens",
+         "cache_write_tokens", "output_tokens")

@@ -1,0 +1,116 @@
+"""The ``flightrec agent``, ``sim`` and ``demo`` commands, through click's runner, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+import tracer
+from reference_agent import SCENARIOS, AgentConfig, ConfigError, RunSpec, default_client
+from tracer._cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def session_id(output: str) -> str:
+    return re.search(r"session\s+([0-9a-f-]{36})", output).group(1)  # type: ignore[union-attr]
+
+
+def test_scenarios_are_listed_one_line_each():
+    result = run("agent", "scenarios")
+    lines = result.output.splitlines()
+    assert result.exit_code == 0 and len(lines) == len(SCENARIOS) >= 12
+    assert lines[0].split()[0] == "order_status" and "where is my order" in lines[0]
+    assert {s["name"] for s in json.loads(run("agent", "scenarios", "--json").output)} == {s.name for s in SCENARIOS}
+
+
+def test_run_then_approve_from_the_command_line():
+    waiting = run("agent", "run", "--scenario", "refund_over_threshold", "--seed", "4")
+    assert waiting.exit_code == 0 and "status   waiting_human: refund $549.00 on A-1003" in waiting.output
+    sid = session_id(waiting.output)
+    assert f"flightrec agent approve {sid}" in waiting.output
+    listed = run("agent", "sessions", "--status", "waiting_human")
+    assert sid in listed.output
+    approved = run("agent", "approve", sid[:13], "--note", "ok", "--json")
+    out = json.loads(approved.output)
+    assert out["status"] == "ok" and out["refunds"] == 1 and out["session_id"] == sid
+    with tracer.Store(read_only=True) as store:
+        assert store.get_session(sid).status == "ok"
+
+
+def test_reject_resume_and_say_from_the_command_line():
+    sid = session_id(run("agent", "run", "--scenario", "refund_over_threshold").output)
+    rejected = run("agent", "reject", sid, "--note", "no photos")
+    assert "status   ok" in rejected.output and "no photos" in rejected.output
+    more = run("agent", "say", sid, "Thanks, that's all.")
+    assert more.exit_code == 0 and "status   ok" in more.output
+    errored = run("agent", "run", "--scenario", "order_status", "--fault", "529@0x9")
+    assert "status   error" in errored.output and "flightrec agent resume" in errored.output
+
+
+def test_guards_and_faults_are_set_from_the_command_line():
+    guarded = run("agent", "run", "--scenario", "order_status", "--misbehave", "loop", "--max-tool-calls", "3")
+    assert "status   guard:max_tool_calls" in guarded.output and "guard    max_tool_calls:" in guarded.output
+    budget = run("agent", "run", "--scenario", "long_conversation", "--token-budget", "5000", "--json")
+    assert json.loads(budget.output)["status"] == "guard:token_budget"
+
+
+def test_a_model_name_without_a_key_runs_on_the_simulator():
+    result = CliRunner().invoke(main, ["agent", "run", "--scenario", "order_status", "--model", "claude-sonnet-4-5"])
+    assert result.exit_code == 0 and "the simulator answers as claude-sonnet-4-5" in result.output
+    with tracer.Store(read_only=True) as store:
+        (call, *_) = store.session_account(session_id(result.output)).turns[0].llm_calls
+    assert call.model == "claude-sonnet-4-5"
+
+
+def test_the_real_api_is_the_same_code_path_given_a_key(monkeypatch):
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        default_client(RunSpec(real=True), AgentConfig())
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    client = default_client(RunSpec(real=True), AgentConfig(max_retries=3))
+    assert str(client.base_url).startswith("https://api.anthropic.com") and client.max_retries == 3
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["agent", "run", "--scenario", "nope"], "no scenario 'nope'. The scenarios are: order_status"),
+    (["agent", "run", "--scenario", "order_status", "--fault", "418"], "bad fault spec '418'"),
+    (["agent", "resume", "0123456789"], "no agent session '0123456789'"),
+    (["agent", "sessions"], "no world file at"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_approving_a_session_that_does_not_wait_is_an_error():
+    sid = session_id(run("agent", "run", "--scenario", "order_status").output)
+    result = CliRunner().invoke(main, ["agent", "approve", sid])
+    assert result.exit_code == 2 and "is ok; it is not waiting for an approval" in result.output
+
+
+def test_the_demo_records_a_store_that_rebuilds_exactly(tmp_path):
+    db = tmp_path / "demo.duckdb"
+    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", "60", "--no-serve"])
+    assert result.exit_code == 0, result.output
+    for label in ("sessions      60:", "turns", "tool calls", "tokens", "cost", "guards fired", "failures",
+                  "approvals"):
+        assert label in result.output
+    assert "0 duplicated refunds" in result.output
+    exact = re.search(r"exact rebuild ([\d,]+) of ([\d,]+) stored calls", result.output)
+    assert exact and exact.group(1) == exact.group(2)
+    with tracer.Store(db, read_only=True) as store:
+        assert store.count_sessions() == 60
+        verified = store.verify_requests()
+        statuses = {s.status for s in store.list_sessions(limit=100)}
+    assert verified.total > 300 and verified.exact == verified.total
+    assert {"ok", "guard:max_tool_calls", "guard:token_budget"} <= statuses
+    world = sqlite3.connect(tmp_path / "demo.world.sqlite")
+    assert world.execute("SELECT count(*) FROM (SELECT session_id, order_id, amount_cents FROM refunds "
+                         "GROUP BY session_id, order_id, amount_cents HAVING count(*) > 1)").fetchone() == (0,)
