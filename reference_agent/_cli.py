@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 import tracer
-from tracer._cli import db_option, json_option
+from tracer._cli import command_name, db_option, json_option
 
 from ._agent import Agent, AgentConfig, SessionOutcome
 from ._demo import DEFAULT_SESSIONS, DEFAULT_WORKERS, DemoReport, run_demo
@@ -297,9 +297,10 @@ def _summary(r: DemoReport, db: str, world_path: str) -> str:
     ]
     if r.dropped_spans:
         lines.append(f"  warning       {r.dropped_spans} spans could not be written")
-    lines += ["", f"Next: flightrec traces list --db {db}"]
+    prog = command_name()
+    lines += ["", f"Next: {prog} traces list --db {db}"]
     if r.approvals.get("waiting"):
-        lines.append(f"      flightrec agent sessions --status waiting_human --db {db}   (then approve or reject one)")
+        lines.append(f"      {prog} agent sessions --status waiting_human --db {db}   (then approve or reject one)")
     return "\n".join(lines)
 
 
@@ -317,7 +318,7 @@ def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: 
     db_path = tracer.default_db_path(db)
     world_path = default_world_path(db_path)
     click.echo(f"Running {sessions} sessions of {len(SCENARIOS)} scenarios on {workers} threads …", err=True)
-    with click.progressbar(length=sessions, label="sessions", file=sys.stderr, show_pos=True) as bar:
+    with click.progressbar(length=sessions, label="recording sessions", file=sys.stderr, show_pos=True) as bar:
         report = run_demo(db_path, world_path, sessions=sessions, workers=workers, seed=seed,
                           progress=lambda _out: bar.update(1))
     click.echo(_summary(report, db_path, world_path))

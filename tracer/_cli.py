@@ -7,6 +7,7 @@ are printed as one line, without a traceback, and exit with status 2.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from importlib.metadata import entry_points
@@ -33,6 +34,19 @@ def db_option(fn: Any) -> Any:
 
 def json_option(fn: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
+
+
+def command_name() -> str:
+    """How to call this command again, for the hints printed after a run: ``flightrec`` when it
+    is on PATH, else the path it was run by (``.venv/bin/flightrec`` after ``make demo``)."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "flightrec"
+    found = shutil.which("flightrec")
+    if found and os.path.realpath(found) == os.path.realpath(argv0):
+        return "flightrec"
+    if os.path.basename(argv0) != "flightrec":
+        return "flightrec"
+    relative = os.path.relpath(argv0)
+    return relative if not relative.startswith("..") else os.path.abspath(argv0)
 
 
 def output_width() -> int:
@@ -102,7 +116,7 @@ def traces_list(db: str | None, as_json: bool, limit: int, offset: int, agent: s
     shown_to = offset + len(rows)
     if shown_to < total:
         click.echo(f"\n{shown_to - offset} of {total} sessions shown; more with --offset {shown_to}.")
-    click.echo("Details of one: flightrec traces show SESSION_ID (a unique prefix of 8+ characters works).")
+    click.echo(f"Details of one: {command_name()} traces show SESSION_ID (a unique prefix of 8+ characters works).")
 
 
 @traces.command("show")
