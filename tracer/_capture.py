@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 from anthropic import Middleware
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _attributes as A
@@ -169,9 +168,9 @@ class _Call:
             self.session.expect_tool_uses(decision.tool_uses)
 
 
-def _guarded(what: str, recorder: Recorder, fn: Callable[[], Any]) -> Any:
+def _guarded(what: str, recorder: Recorder, fn: Callable[..., Any], *args: Any) -> Any:
     try:
-        return fn()
+        return fn(*args)
     except Exception:
         recorder.count_capture_error()
         log.warning("flightrec: %s failed; the call goes on untraced", what, exc_info=True)
@@ -193,7 +192,7 @@ class CaptureMiddleware(Middleware):
         try:
             response = call_next(request)
         except BaseException as exc:
-            _guarded("recording a failed call", self._recorder, lambda: call.fail(exc))
+            _guarded("recording a failed call", self._recorder, call.fail, exc)
             raise
         _guarded("capturing a response", self._recorder, lambda: _on_response(call, request, response.http_response))
         return response
@@ -207,7 +206,7 @@ class CaptureMiddleware(Middleware):
         try:
             response = await call_next(request)
         except BaseException as exc:
-            _guarded("recording a failed call", self._recorder, lambda: call.fail(exc))
+            _guarded("recording a failed call", self._recorder, call.fail, exc)
             raise
         http = response.http_response
         # The handler below reads whole bodies synchronously; a stream stays a stream.

@@ -349,7 +349,7 @@ class Store:
         summary = self.get_session(session_id)
         sid = summary.session_id
         calls = self._query(
-            f"""SELECT span_id, turn_index, attempt, start_ns, (end_ns - start_ns) / 1e6, ttft_ms, status, error_type,
+            """SELECT span_id, turn_index, attempt, start_ns, (end_ns - start_ns) / 1e6, ttft_ms, status, error_type,
                    http_status, model, stop_reason, action, tools_available, tools_chosen, reasoning, input_tokens,
                    output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, ctx_system_tokens,
                    ctx_tools_tokens, ctx_history_tokens, ctx_tool_results_tokens, ctx_retrieved_tokens, ctx_window,

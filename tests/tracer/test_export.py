@@ -8,7 +8,6 @@ import sys
 import textwrap
 import threading
 
-import pytest
 
 import tracer
 from tests.tracer.fakes import FakeAPI, run_agent

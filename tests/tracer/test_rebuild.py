@@ -8,7 +8,7 @@ import random
 import pytest
 
 import tracer
-from tests.tracer.fakes import TOOLS, FakeAPI, message, run_agent
+from tests.tracer.fakes import FakeAPI, message, run_agent
 
 
 def _varied_policy(rng: random.Random):
