@@ -1,0 +1,40 @@
+"""Errors raised by replay.
+
+Every error derives from the tracer's root, so the ``flightrec`` CLI prints it as one line and
+exits 2. Each says what went wrong and what to do next::
+
+    tracer.FlightrecError
+    └── ReplayError                the root of replay's errors
+        ├── UnknownTurnError       the session has no decision at that turn
+        ├── NoContentError         the session was recorded without content (mode ``none``)
+        ├── EditError              an edit does not apply to the request (bad index, unknown id …)
+        └── ModelUnreachableError  the model for the re-run cannot be reached or refused the call
+
+Tracer errors (``UnknownSessionError``, ``StoreError``) pass through unchanged; the anthropic
+SDK's errors are mapped to ``ModelUnreachableError`` where the model is called (``_model.py``).
+"""
+
+from __future__ import annotations
+
+from tracer import FlightrecError
+
+
+class ReplayError(FlightrecError):
+    """Root of replay's errors. The message is meant for the user, as is."""
+
+
+class UnknownTurnError(ReplayError):
+    """The session has no LLM call at the turn asked for."""
+
+
+class NoContentError(ReplayError):
+    """The call's content was not captured, so its request cannot be rebuilt."""
+
+
+class EditError(ReplayError):
+    """An edit does not apply to the request it is meant for."""
+
+
+class ModelUnreachableError(ReplayError):
+    """The model of a re-run cannot be reached, or it refused the request."""
+

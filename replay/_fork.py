@@ -1,0 +1,231 @@
+"""Forks: carry a session on from one turn, with an edited context.
+
+The loop is the Messages API tool-use loop, run by replay itself so that any agent can be
+forked. What is agent-specific comes from an ``AgentFactory``: the live tools, and what the user
+says next when the model ends its turn. Tool calls that match the recording (same tool, same
+arguments) are answered from it, in recorded order, so no side effect happens twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import tracer
+from tracer._canonical import canonical_json
+
+from ._edits import apply_edits
+from ._errors import ReplayError
+from ._model import ClientFactory, default_client_factory, send, target_of
+from ._reconstruct import decisions, open_store, reconstruct_in
+from ._records import Decision, Edits, ForkResult, Origin
+from ._run import replay_attributes
+
+ToolsMode = Literal["live", "recorded-only"]
+_MAX_TURNS = 30
+
+
+@dataclass(frozen=True)
+class ToolReply:
+    """What one live tool call told the model."""
+
+    content: str
+    """The ``tool_result`` content."""
+    is_error: bool = False
+    """The call failed."""
+    stop: str | None = None
+    """A status to stop the fork with after this call (``waiting_human`` …), or ``None``."""
+
+
+class ForkAgent(Protocol):
+    """One fork's agent-specific parts, made by an ``AgentFactory``."""
+
+    def run_tool(self, name: str, arguments: dict[str, Any], tool_use_id: str) -> ToolReply:
+        """Runs a tool call live (one the recording does not have)."""
+        ...
+
+    def follow_up(self, reply: str, recorded: list[str]) -> str | None:
+        """The user's next message after the model ends its turn with ``reply``, or ``None`` to end.
+
+        ``recorded`` holds the user messages that came after the fork point in the recording;
+        take from it (it is the fork's own list) to replay the user's side."""
+        ...
+
+    def close(self) -> None:
+        """Releases what the agent holds (files, connections)."""
+        ...
+
+
+class AgentFactory(Protocol):
+    """Makes the agent side of a fork: the seam through which replay forks any agent."""
+
+    def __call__(self, *, session_id: str, origin: Origin, db: str) -> ForkAgent:
+        """The agent for the fork session ``session_id`` of a session that ran as ``origin``."""
+        ...
+
+
+class _NoAgent:
+    """The agent of a fork without a factory: no live tools, and the recorded user messages in order."""
+
+    def run_tool(self, name: str, arguments: dict[str, Any], tool_use_id: str) -> ToolReply:
+        raise ReplayError(f"the fork needs a live {name} tool call, and no agent factory was given. Pass one (the "
+                          "reference agent's is `--agent reference`), or use --tools recorded-only.")
+
+    def follow_up(self, reply: str, recorded: list[str]) -> str | None:
+        return recorded.pop(0) if recorded else None
+
+    def close(self) -> None:
+        pass
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(b.get("text", "") for b in content or () if isinstance(b, dict) and b.get("type") == "text")
+
+
+def _block(block: Any) -> dict[str, Any]:
+    """A response block as it goes back in the next request."""
+    if block.type == "text":
+        return {"type": "text", "text": block.text}
+    if block.type == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    dumped: dict[str, Any] = block.model_dump(exclude_none=True)
+    return dumped
+
+
+def _call_key(name: str, arguments: Any) -> str:
+    return f"{name}|{canonical_json(arguments)}"
+
+
+def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: ToolsMode = "live",
+         agent_factory: AgentFactory | None = None, db: str | os.PathLike[str] | None = None,
+         real: bool = False, sim_url: str | None = None, client_factory: ClientFactory | None = None,
+         max_turns: int = _MAX_TURNS) -> ForkResult:
+    """Carries a session on from ``turn`` with an edited context, as a new session linked to it.
+
+    The fork's first decision is the edited request of ``turn``; its turns are numbered on from
+    there, so that ``diff ORIGIN FORK`` aligns them. Tool calls that match the recording are
+    answered from it; others go to the agent's live tools, or, with ``tools="recorded-only"``,
+    end the fork with status ``stopped`` and the reason.
+
+    Raises:
+        tracer.UnknownSessionError, UnknownTurnError, NoContentError, EditError, ModelUnreachableError.
+
+    Blocking: records into the store; no other process may be writing it.
+    """
+    edits = edits or Edits()
+    db_path = tracer.default_db_path(db)
+    with open_store(db_path) as store:
+        rec = reconstruct_in(store, session_id, turn)
+        account = store.session_account(rec.session_id)
+        last_turn = max(decisions(store, rec.session_id)[1])
+        last = reconstruct_in(store, rec.session_id, last_turn).request if last_turn != turn else rec.request
+    answered = {b.get("tool_use_id") for m in last.get("messages") or () if isinstance(m.get("content"), list)
+                for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_result"}
+    calls = [c for t in account.turns for c in t.tool_calls]
+    summary = account.session
+    recorded: dict[str, list[ToolReply]] = {}
+    for i, c in enumerate(calls):
+        args = json.loads(c.arguments) if c.arguments else None
+        # The origin's last call, never shown to the model, is where the origin stopped (waiting for
+        # a human, a guard): a fork that reaches the same call stops there too.
+        stopped_here = (i == len(calls) - 1 and c.tool_call_id not in answered
+                        and summary.status not in ("ok", "running"))
+        recorded.setdefault(_call_key(c.tool_name, args), []).append(
+            ToolReply(c.result or "", c.status != "ok", summary.status if stopped_here else None))
+    start = len(rec.request.get("messages") or [])
+    user_said = [_text(m["content"]) for m in (last.get("messages") or [])[start:]
+                 if m.get("role") == "user" and _text(m.get("content"))]
+    body = apply_edits(rec.request, edits)
+    factory = client_factory or default_client_factory(real=real, sim_url=sim_url)
+    target = target_of(real=real, sim_url=sim_url) if client_factory is None else "custom"
+    where = "the Anthropic API" if real else sim_url or "the in-process simulator"
+
+    recorder = tracer.Recorder(db_path)
+    status, reason = "max_turns", f"the fork reached {max_turns} turns"
+    served = live = 0
+    agent: ForkAgent | None = None
+    failure: BaseException | None = None
+    try:
+        with recorder.session(rec.origin.agent or "agent", **replay_attributes(
+                rec.session_id, rec.span_id, turn, "fork", target, rec.origin, edits)) as session:
+            agent = agent_factory(session_id=session.id, origin=rec.origin, db=db_path) if agent_factory \
+                else _NoAgent()
+            client = recorder.instrument(factory(rec.origin, rec.origin.seed))
+            session.turn_index = turn - 1  # the fork's turns carry on the origin's numbering
+            messages = list(body.get("messages") or [])
+            params = {k: v for k, v in body.items() if k != "messages"}
+            try:
+                for _ in range(max_turns):
+                    with session.turn():
+                        reply = send(client, {**params, "messages": messages}, where=where)
+                        content = [_block(b) for b in reply.content] or [{"type": "text", "text": "…"}]
+                        messages.append({"role": "assistant", "content": content})
+                        uses = [b for b in content if b.get("type") == "tool_use"]
+                        if uses:
+                            results: list[dict[str, Any]] = []
+                            stop: str | None = None
+                            for use in uses:
+                                key = _call_key(use["name"], use["input"])
+                                with session.tool_call(use["name"], use["input"], call_id=use["id"]) as call:
+                                    if recorded.get(key):
+                                        answer = recorded[key].pop(0)
+                                        served += 1
+                                        session.event("tool_result_replayed", tool=use["name"], call_id=use["id"])
+                                    elif tools == "recorded-only":
+                                        call.set_error("not in the recording", error_type="not_recorded")
+                                        status = "stopped"
+                                        reason = (f"the model asked for {use['name']}"
+                                                  f"({canonical_json(use['input'])}), which the recording does not "
+                                                  "have; run the fork with --tools live to call it")
+                                        raise _Stop
+                                    else:
+                                        answer = agent.run_tool(use["name"], use["input"], use["id"])
+                                        live += 1
+                                    if answer.is_error:
+                                        call.set_error(answer.content[:200], result=answer.content)
+                                    else:
+                                        call.set_result(answer.content)
+                                block: dict[str, Any] = {"type": "tool_result", "tool_use_id": use["id"],
+                                                         "content": answer.content}
+                                if answer.is_error:
+                                    block["is_error"] = True
+                                results.append(block)
+                                stop = stop or answer.stop
+                            messages.append({"role": "user", "content": results})
+                            if stop:
+                                status = stop
+                                reason = f"the {uses[-1]['name']} call stopped the session ({stop})"
+                                raise _Stop
+                            continue
+                        if reply.stop_reason == "max_tokens":
+                            status, reason = "max_tokens", "the model ran out of output tokens"
+                            raise _Stop
+                        said = agent.follow_up(_text(content), user_said)
+                        if said is None:
+                            status, reason = "ok", "the model ended its turn and the user has nothing more to say"
+                            raise _Stop
+                        messages.append({"role": "user", "content": said})
+            except _Stop:
+                pass
+            except ReplayError as exc:
+                failure = exc
+                status, reason = "error", str(exc)
+            session.set_status(status, reason)
+    finally:
+        if agent is not None:
+            agent.close()
+        recorder.shutdown()
+    if failure is not None:
+        raise failure
+    with open_store(db_path) as store:
+        fork_decisions: list[Decision] = list(decisions(store, session.id)[1].values())
+    return ForkResult(session_id=session.id, origin=rec.decision, status=status, reason=reason,
+                      decisions=fork_decisions, recorded_tool_calls=served, live_tool_calls=live)
+
+
+class _Stop(Exception):
+    """Ends the fork's loop; ``status`` and ``reason`` say why."""

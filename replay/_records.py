@@ -1,0 +1,281 @@
+"""What replay returns: pydantic records, so that the CLI's ``--json``, the dashboard and evals
+all see the same shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class Origin(BaseModel):
+    """Where a recorded session's model came from, as its session span says."""
+
+    agent: str | None = None
+    """The agent's name."""
+    model_target: str | None = None
+    """``sim``, ``sim-http`` or ``anthropic`` (``flightrec.model_target``), when the agent recorded it."""
+    scenario: str | None = None
+    """The simulator scenario (``flightrec.scenario``), when there was one."""
+    seed: int = 0
+    """The simulator seed (``flightrec.seed``)."""
+    misbehave: list[str] = []
+    """Simulator misbehaviours the session ran with."""
+    faults: list[str] = []
+    """Simulator faults the session ran with (not replayed: a re-run asks for the decision, not the fault)."""
+    replay_of: str | None = None
+    """For a replay or fork: ``SESSION_ID:SPAN_ID`` of the decision it started from."""
+    replay_kind: str | None = None
+    """For a replay or fork: ``run``, ``fork`` or ``rerun``."""
+    replay_session: str | None = None
+    """For a replay or fork: the session it started from."""
+    replay_turn: int | None = None
+    """For a replay or fork: the turn it started from."""
+
+
+class Decision(BaseModel):
+    """One decision: what the model chose at one turn, and what it cost."""
+
+    session_id: str
+    """The session it belongs to."""
+    turn: int
+    """The turn (1-based)."""
+    span_id: str
+    """The ``chat`` span of the call."""
+    model: str | None
+    """The model asked."""
+    action: str | None
+    """tool_use | final | handoff | refusal | max_tokens, or ``None`` for a failed call."""
+    stop_reason: str | None
+    """The API's stop reason."""
+    text: str | None
+    """The text the model wrote."""
+    tool_uses: list[dict[str, Any]]
+    """The tools it called, in order: ``{"name": …, "input": …}``."""
+    input_tokens: int
+    """Input tokens, cached or not."""
+    output_tokens: int
+    """Output tokens."""
+    cost_usd: float | None
+    """Cost in USD, ``None`` when unknown."""
+    latency_ms: float
+    """Wall time of the call."""
+    request_sha256: str | None
+    """The hash recorded with the call."""
+    content_mode: str | None = None
+    """How the call's content was captured: ``full``, ``redacted`` or ``none``."""
+
+    def choice(self) -> tuple[str | None, list[tuple[str, str]]]:
+        """What counts as "the same decision": the action and the tool calls with their arguments."""
+        return self.action, [(t.get("name") or "", json.dumps(t.get("input"), sort_keys=True)) for t in self.tool_uses]
+
+
+class Reconstruction(BaseModel):
+    """The exact request of one decision, rebuilt from the store."""
+
+    session_id: str
+    """The session."""
+    turn: int
+    """The turn."""
+    span_id: str
+    """The ``chat`` span of the decision."""
+    request: dict[str, Any]
+    """The request body: model, system, messages, tools, tool_choice and every parameter."""
+    sha256: str
+    """The hash of the rebuilt body's canonical JSON."""
+    recorded_sha256: str | None
+    """``flightrec.request.sha256`` as recorded when the call was made."""
+    exact: bool
+    """The two hashes match."""
+    decision: Decision
+    """What the model decided."""
+    origin: Origin
+    """Which model the session ran against."""
+
+
+class Edits(BaseModel):
+    """Changes to a request before it is sent again. Message indices refer to the original request."""
+
+    model_config = {"extra": "forbid"}
+
+    system: str | None = None
+    """Replace the whole system prompt."""
+    system_append: str | None = None
+    """Append this text to the system prompt (after a blank line)."""
+    system_replace: list[tuple[str, str]] = []
+    """Replace each OLD text in the system prompt with NEW (``""`` removes it); OLD must occur."""
+    drop_messages: list[int] = []
+    """Indices of messages to leave out."""
+    replace_messages: dict[int, dict[str, Any]] = {}
+    """Index -> the message (``{"role": …, "content": …}``) that takes its place."""
+    insert_messages: list[tuple[int, dict[str, Any]]] = []
+    """``(index, message)``: insert before the message at index (the message count appends)."""
+    tool_results: dict[str, Any] = {}
+    """``tool_use_id`` -> the new content of that ``tool_result`` block."""
+    add_tools: list[dict[str, Any]] = []
+    """Tool definitions to offer as well (a tool of the same name is replaced)."""
+    remove_tools: list[str] = []
+    """Names of tools to take away."""
+    model: str | None = None
+    """Ask another model."""
+    temperature: float | None = None
+    """Set the temperature."""
+    max_tokens: int | None = None
+    """Set max_tokens."""
+
+    def is_empty(self) -> bool:
+        return self == Edits()
+
+
+class RunResult(BaseModel):
+    """A decision re-run with edits, once or over several trials."""
+
+    origin: Decision
+    """The recorded decision."""
+    replay_session_id: str
+    """The new session the re-runs were recorded in (trial k is its turn k)."""
+    model_target: str
+    """The model that answered: ``sim``, ``sim-http`` or ``anthropic``."""
+    edits: Edits
+    """The edits applied."""
+    request_sha256: str
+    """The hash of the edited request (equal to the origin's when there are no edits)."""
+    trials: list[Decision]
+    """Each trial's decision, in order."""
+    changed: int
+    """Trials whose decision (action, tools and arguments) differs from the origin's."""
+
+
+class Change(BaseModel):
+    """One field that differs between two decisions."""
+
+    field: str
+    """What differs: action, tools, arguments, text, stop_reason."""
+    a: Any
+    """The value in A."""
+    b: Any
+    """The value in B."""
+    diff: list[str] = []
+    """A line diff, for arguments and text."""
+
+
+class DecisionDiff(BaseModel):
+    """Two decisions side by side."""
+
+    a: Decision
+    """The first decision."""
+    b: Decision
+    """The second decision."""
+    same: bool
+    """Same action, tools and arguments."""
+    changes: list[Change]
+    """What differs."""
+    delta_input_tokens: int
+    """B minus A."""
+    delta_output_tokens: int
+    """B minus A."""
+    delta_cost_usd: float | None
+    """B minus A, ``None`` when either cost is unknown."""
+    delta_latency_ms: float
+    """B minus A."""
+
+
+class ContextDiff(BaseModel):
+    """What the model saw in two decisions, compared."""
+
+    a: str
+    """``SESSION:TURN`` of the first."""
+    b: str
+    """``SESSION:TURN`` of the second."""
+    system_changed: bool
+    """The system prompts differ."""
+    system_diff: list[str]
+    """A unified diff of the system prompts' text."""
+    messages_common: int
+    """Messages both requests start with, unchanged."""
+    messages_removed: list[dict[str, Any]]
+    """Messages only in A, after the common start: ``{"index", "role", "preview"}``."""
+    messages_added: list[dict[str, Any]]
+    """Messages only in B, after the common start."""
+    messages_truncated: list[dict[str, Any]]
+    """Messages at the same place whose B text is a shortened A text."""
+    tools_added: list[str]
+    """Tools offered in B only."""
+    tools_removed: list[str]
+    """Tools offered in A only."""
+    params_changed: dict[str, list[Any]]
+    """Other request parameters that differ: name -> [A, B]."""
+
+
+class TurnPair(BaseModel):
+    """One row of a session diff."""
+
+    turn: int
+    """The turn."""
+    a: str | None
+    """A's decision in short, ``None`` when A has no such turn."""
+    b: str | None
+    """B's decision in short."""
+    same: bool
+    """The decisions are the same."""
+
+
+class SessionDiff(BaseModel):
+    """Two sessions aligned turn by turn."""
+
+    a: str
+    """The first session id."""
+    b: str
+    """The second session id."""
+    turns: list[TurnPair]
+    """Turn by turn."""
+    first_divergence: int | None
+    """The first turn whose decisions differ, ``None`` when they never do."""
+    divergence: DecisionDiff | None
+    """The decisions at that turn, compared (when both sessions have it)."""
+
+
+class ForkResult(BaseModel):
+    """A session carried on from a turn with an edited context."""
+
+    session_id: str
+    """The new session."""
+    origin: Decision
+    """The decision it forked from."""
+    status: str
+    """``ok``, ``waiting_human``, ``stopped`` (a tool call was not recorded under recorded-only), ``max_turns``."""
+    reason: str
+    """Why it ended."""
+    decisions: list[Decision]
+    """The fork's decisions, in order."""
+    recorded_tool_calls: int
+    """Tool calls served from the recording (no side effect repeated)."""
+    live_tool_calls: int
+    """Tool calls that ran live."""
+
+
+class Divergence(BaseModel):
+    """Where a re-execution left the recorded path."""
+
+    turn: int
+    """The turn."""
+    what: str
+    """What differed, in words."""
+    expected: Any
+    """What the recording has."""
+    actual: Any
+    """What the agent did."""
+
+
+class RerunResult(BaseModel):
+    """A session re-executed with every model response and tool result served from the recording."""
+
+    session_id: str
+    """The recorded session."""
+    turns_checked: int
+    """Decisions whose requests were compared."""
+    same_path: bool
+    """The agent took the recorded path all the way."""
+    first_divergence: Divergence | None
+    """Where it did not."""

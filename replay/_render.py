@@ -1,0 +1,115 @@
+"""Text output of the replay commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ._diff import short
+from ._records import ContextDiff, DecisionDiff, ForkResult, Reconstruction, RerunResult, RunResult, SessionDiff
+
+
+def _money(v: float | None) -> str:
+    return "unknown" if v is None else f"${v:.4f}"
+
+
+def _signed(v: float | None, fmt: str = "{:+d}") -> str:
+    return "unknown" if v is None else fmt.format(v)
+
+
+def reconstruction(r: Reconstruction) -> str:
+    check = "matches the recorded hash" if r.exact else f"DIFFERS from the recorded {r.recorded_sha256}"
+    messages = r.request.get("messages") or []
+    lines = [
+        f"session   {r.session_id} · turn {r.turn} · span {r.span_id}",
+        f"sha256    {r.sha256} ({check})",
+        f"decided   {short(r.decision)}",
+        f"request   model {r.request.get('model')} · {len(messages)} messages (indices 0..{len(messages) - 1}) · "
+        f"{len(r.request.get('tools') or [])} tools",
+        "",
+        json.dumps(r.request, indent=2, ensure_ascii=False),
+    ]
+    return "\n".join(lines)
+
+
+def run_result(r: RunResult) -> str:
+    n = len(r.trials)
+    lines = [f"origin    {r.origin.session_id} turn {r.origin.turn}: {short(r.origin)}",
+             f"re-run    {n} trial{'s' * (n != 1)} on {r.model_target} · recorded as session {r.replay_session_id}"]
+    for i, d in enumerate(r.trials, 1):
+        mark = "changed" if d.choice() != r.origin.choice() else "same"
+        lines.append(f"  trial {i}: {mark:7} {short(d)}")
+    lines.append(f"changed   {r.changed}/{n} trials decided differently from the recording")
+    return "\n".join(lines)
+
+
+def decision_diff(d: DecisionDiff) -> str:
+    lines = [f"A  {d.a.session_id}:{d.a.turn}  {short(d.a)}", f"B  {d.b.session_id}:{d.b.turn}  {short(d.b)}",
+             "same decision" if d.same else "the decision changed"]
+    for c in d.changes:
+        if c.diff:
+            lines.append(f"{c.field}:")
+            lines += [f"  {line}" for line in c.diff]
+        else:
+            lines.append(f"{c.field}: {c.a!r} → {c.b!r}")
+    lines.append(f"deltas: input tokens {_signed(d.delta_input_tokens)}, output tokens {_signed(d.delta_output_tokens)}, "
+                 f"cost {_signed(d.delta_cost_usd, '{:+.4f} USD')}, latency {d.delta_latency_ms:+.0f} ms")
+    return "\n".join(lines)
+
+
+def session_diff(d: SessionDiff) -> str:
+    lines = [f"A  {d.a}", f"B  {d.b}", ""]
+    for p in d.turns:
+        mark = " " if p.same else "≠"
+        lines.append(f"{mark} turn {p.turn:>3}  A: {p.a or '—'}")
+        lines.append(f"            B: {p.b or '—'}")
+    lines.append("")
+    if d.first_divergence is None:
+        lines.append("the sessions take the same path")
+    else:
+        lines.append(f"first divergence at turn {d.first_divergence}")
+        if d.divergence is not None:
+            lines.append(decision_diff(d.divergence))
+    return "\n".join(lines)
+
+
+def context_diff(d: ContextDiff) -> str:
+    lines = [f"A  {d.a}", f"B  {d.b}"]
+    if d.system_changed:
+        lines.append("system prompt changed:")
+        lines += [f"  {line}" for line in d.system_diff if not line.startswith(("---", "+++"))]
+    else:
+        lines.append("system prompt unchanged")
+    lines.append(f"messages: {d.messages_common} in common at the start")
+
+    def entries(title: str, items: list[dict[str, Any]]) -> None:
+        if items:
+            lines.append(f"{title}:")
+            lines.extend(f"  [{e['index']}] {e['role']}: {e['preview']}" for e in items)
+
+    entries("removed (only in A)", d.messages_removed)
+    entries("added (only in B)", d.messages_added)
+    entries("truncated in B", d.messages_truncated)
+    if d.tools_added or d.tools_removed:
+        lines.append(f"tools: +{', '.join(d.tools_added) or '—'}  -{', '.join(d.tools_removed) or '—'}")
+    for k, (a, b) in d.params_changed.items():
+        lines.append(f"{k}: {a!r} → {b!r}")
+    return "\n".join(lines)
+
+
+def fork_result(r: ForkResult) -> str:
+    lines = [f"origin    {r.origin.session_id} turn {r.origin.turn}: {short(r.origin)}",
+             f"fork      session {r.session_id} · {r.status}: {r.reason}",
+             f"tools     {r.recorded_tool_calls} served from the recording, {r.live_tool_calls} run live"]
+    lines += [f"  turn {d.turn:>3}: {short(d)}" for d in r.decisions]
+    return "\n".join(lines)
+
+
+def rerun_result(r: RerunResult) -> str:
+    if r.same_path:
+        return f"session {r.session_id}: the agent took the recorded path ({r.turns_checked} decisions checked)"
+    d = r.first_divergence
+    assert d is not None
+    return (f"session {r.session_id}: first divergence at turn {d.turn}: {d.what}\n"
+            f"  recorded: {json.dumps(d.expected, ensure_ascii=False)[:300]}\n"
+            f"  agent:    {json.dumps(d.actual, ensure_ascii=False)[:300]}")

@@ -1,0 +1,87 @@
+"""Counterfactual re-runs: send one rebuilt request again, edited, and record what comes back."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import tracer
+from tracer._canonical import canonical_json, sha256_hex
+
+from ._edits import apply_edits
+from ._errors import ReplayError
+from ._model import ClientFactory, default_client_factory, send, target_of
+from ._reconstruct import REPLAY_OF, decisions, open_store, reconstruct_in
+from ._records import Decision, Edits, Origin, RunResult
+
+
+def replay_attributes(origin_session: str, origin_span: str, turn: int, kind: str, target: str, origin: Origin,
+                      edits: Edits) -> dict[str, Any]:
+    """The session attributes that link a replay to its origin and say which model answered."""
+    attributes: dict[str, Any] = {
+        REPLAY_OF: f"{origin_session}:{origin_span}", "flightrec.replay.session": origin_session,
+        "flightrec.replay.span_id": origin_span, "flightrec.replay.turn": turn, "flightrec.replay.kind": kind,
+        "flightrec.model_target": target, "flightrec.seed": origin.seed,
+        "flightrec.replay.edits": edits.model_dump_json(exclude_defaults=True),
+    }
+    if origin.scenario:
+        attributes["flightrec.scenario"] = origin.scenario
+    return attributes
+
+
+def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int = 1,
+        db: str | os.PathLike[str] | None = None, real: bool = False, sim_url: str | None = None,
+        client_factory: ClientFactory | None = None) -> RunResult:
+    """Re-sends the request of one decision, edited, ``trials`` times, and records the results.
+
+    The re-runs are recorded as one new session (trial k is its turn k) whose session span
+    carries ``flightrec.replay.of`` = ``ORIGIN_SESSION:ORIGIN_SPAN``. With the simulated model,
+    trial k uses the recorded seed plus k, so trials vary and are reproducible.
+
+    Args:
+        session_id: The recorded session (a unique prefix of 8+ characters works).
+        turn: The turn whose decision to re-run.
+        edits: What to change in the request; none re-sends it as recorded.
+        trials: How many times to send it.
+        db: The store; the replay is recorded into it too.
+        real: Use the real Anthropic API (needs ANTHROPIC_API_KEY) instead of the simulator.
+        sim_url: A ``flightrec sim serve`` to use instead of the in-process simulator.
+        client_factory: Makes the client per trial; overrides ``real`` and ``sim_url``.
+
+    Raises:
+        tracer.UnknownSessionError, UnknownTurnError, NoContentError, EditError, ModelUnreachableError.
+
+    Blocking: opens the store, then records into it; no other process may be writing it.
+    """
+    if trials < 1:
+        raise ReplayError(f"--trials must be at least 1, not {trials}.")
+    edits = edits or Edits()
+    with open_store(db) as store:
+        rec = reconstruct_in(store, session_id, turn)
+    body = apply_edits(rec.request, edits)
+    factory = client_factory or default_client_factory(real=real, sim_url=sim_url)
+    target = target_of(real=real, sim_url=sim_url) if client_factory is None else "custom"
+    where = "the Anthropic API" if real else sim_url or "the in-process simulator"
+    recorder = tracer.Recorder(db)
+    failure: BaseException | None = None
+    try:
+        with recorder.session(rec.origin.agent or "agent", **replay_attributes(
+                rec.session_id, rec.span_id, turn, "run", target, rec.origin, edits)) as session:
+            for k in range(trials):
+                client = recorder.instrument(factory(rec.origin, rec.origin.seed + k))
+                with session.turn():
+                    try:
+                        send(client, body, where=where)
+                    except ReplayError as exc:
+                        failure = exc
+                        session.set_status("error", str(exc))
+                        break
+    finally:
+        recorder.shutdown()
+    if failure is not None:
+        raise failure
+    with open_store(db) as store:
+        trial_decisions: list[Decision] = list(decisions(store, session.id)[1].values())
+    changed = sum(1 for d in trial_decisions if d.choice() != rec.decision.choice())
+    return RunResult(origin=rec.decision, replay_session_id=session.id, model_target=target, edits=edits,
+                     request_sha256=sha256_hex(canonical_json(body)), trials=trial_decisions, changed=changed)
