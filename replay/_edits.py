@@ -1,6 +1,6 @@
 """Edits to a rebuilt request: what a counterfactual re-run changes, and the edit file format.
 
-An edit file is JSON (or YAML, when PyYAML is installed) with the fields of ``Edits``::
+An edit file is JSON or YAML with the fields of ``Edits``::
 
     {"system_replace": [["2. Before calling issue_refund, confirm", "2. Never confirm"]],
      "drop_messages": [3], "insert_messages": [[2, {"role": "user", "content": "Hi"}]],
@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from ._errors import EditError
@@ -23,7 +24,7 @@ from ._records import Edits
 
 
 def load_edits(path: str | os.PathLike[str]) -> Edits:
-    """Reads an edit file (``.json``, or ``.yaml``/``.yml`` with PyYAML installed).
+    """Reads an edit file (``.json``, or ``.yaml``/``.yml``).
 
     Raises:
         EditError: the file is missing, not valid JSON/YAML, or has unknown or mistyped fields.
@@ -34,12 +35,6 @@ def load_edits(path: str | os.PathLike[str]) -> Edits:
     except OSError as exc:
         raise EditError(f"cannot read the edit file {p}: {exc.strerror}. Check the path.") from None
     is_yaml = p.suffix in (".yaml", ".yml")
-    if is_yaml:
-        try:
-            import yaml  # type: ignore[import-untyped]
-        except ImportError:
-            raise EditError(f"{p} is YAML, and PyYAML is not installed: `pip install pyyaml`, or write the edits "
-                            "as JSON.") from None
     try:
         data = yaml.safe_load(text) if is_yaml else json.loads(text)
     except Exception as exc:  # json's ValueError, or any of PyYAML's errors

@@ -150,7 +150,8 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
     agent: ForkAgent | None = None
     failure: BaseException | None = None
     try:
-        with recorder.session(rec.origin.agent or "agent", **replay_attributes(
+        origin_link = [(rec.decision.trace_id, rec.span_id)]  # an OpenTelemetry span link to the origin
+        with recorder.session(rec.origin.agent or "agent", links=origin_link, **replay_attributes(
                 rec.session_id, rec.span_id, turn, "fork", target, rec.origin, edits)) as session:
             agent = agent_factory(session_id=session.id, origin=rec.origin, db=db_path) if agent_factory \
                 else _NoAgent()

@@ -46,7 +46,8 @@ def origin_of(store: Store, session_id: str) -> Origin:
 
 _CALLS_SQL = """
 SELECT turn_index, span_id, status, model, action, stop_reason, input_tokens, output_tokens, cache_read_tokens,
-       cache_write_tokens, cost_usd, (end_ns - start_ns) / 1e6, request_sha256, content_mode, response_body
+       cache_write_tokens, cost_usd, (end_ns - start_ns) / 1e6, request_sha256, content_mode, response_body,
+       trace_id
 FROM llm_calls WHERE session_id = ? AND turn_index IS NOT NULL ORDER BY start_ns
 """
 
@@ -72,7 +73,7 @@ def decisions(store: Store, session_id: str) -> tuple[str, dict[int, Decision]]:
         response = json.loads(r[14]) if r[14] else {}
         blocks = response.get("content") or []
         out[turn] = Decision(
-            session_id=sid, turn=turn, span_id=r[1], model=r[3], action=r[4], stop_reason=r[5],
+            session_id=sid, turn=turn, span_id=r[1], trace_id=r[15], model=r[3], action=r[4], stop_reason=r[5],
             text="\n".join(b.get("text", "") for b in blocks if b.get("type") == "text") or None,
             tool_uses=[{"name": b.get("name"), "input": b.get("input")} for b in blocks if b.get("type") == "tool_use"],
             input_tokens=(r[6] or 0) + (r[8] or 0) + (r[9] or 0), output_tokens=r[7] or 0, cost_usd=r[10],

@@ -43,6 +43,8 @@ class Decision(BaseModel):
     """The turn (1-based)."""
     span_id: str
     """The ``chat`` span of the call."""
+    trace_id: str
+    """Its trace."""
     model: str | None
     """The model asked."""
     action: str | None

@@ -65,7 +65,8 @@ def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int =
     recorder = tracer.Recorder(db)
     failure: BaseException | None = None
     try:
-        with recorder.session(rec.origin.agent or "agent", **replay_attributes(
+        origin_link = [(rec.decision.trace_id, rec.span_id)]  # an OpenTelemetry span link to the origin
+        with recorder.session(rec.origin.agent or "agent", links=origin_link, **replay_attributes(
                 rec.session_id, rec.span_id, turn, "run", target, rec.origin, edits)) as session:
             for k in range(trials):
                 client = recorder.instrument(factory(rec.origin, rec.origin.seed + k))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal, TypeVar, get_args
@@ -98,13 +98,16 @@ class Recorder:
         return client.with_options(middleware=middleware, open_telemetry=telemetry)  # type: ignore[attr-defined]
 
     @contextmanager
-    def session(self, agent: str, *, session_id: str | None = None, **attributes: Any) -> Iterator[Session]:
+    def session(self, agent: str, *, session_id: str | None = None, links: Sequence[tuple[str, str]] = (),
+                **attributes: Any) -> Iterator[Session]:
         """Runs the body as one agent session (an ``invoke_agent`` span).
 
         LLM calls through an instrumented client and tools decorated with ``@tool`` inside it
-        are recorded under it, in this thread and in the asyncio tasks it starts.
+        are recorded under it, in this thread and in the asyncio tasks it starts. ``links`` are
+        ``(trace_id, span_id)`` hex pairs of spans this session derives from (a replay's origin),
+        recorded as OpenTelemetry span links.
         """
-        with open_session(self, agent, session_id, attributes) as session:
+        with open_session(self, agent, session_id, attributes, links) as session:
             yield session
 
     def flush(self, timeout_s: float = 30.0) -> bool:

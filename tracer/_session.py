@@ -14,14 +14,14 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from . import _attributes as A
 from ._redact import redact_value
@@ -99,7 +99,8 @@ class ToolCall:
 class Session:
     """One agent session: an ``invoke_agent`` span with its turns. Made by ``Recorder.session``."""
 
-    def __init__(self, recorder: Recorder, agent: str, session_id: str, attributes: dict[str, Any]) -> None:
+    def __init__(self, recorder: Recorder, agent: str, session_id: str, attributes: dict[str, Any],
+                 links: Sequence[tuple[str, str]] = ()) -> None:
         self.id = session_id
         self.agent = agent
         self._recorder = recorder
@@ -116,6 +117,7 @@ class Session:
                 A.CONTENT_MODE: recorder.content,
                 **attributes,
             },
+            links=[Link(SpanContext(int(t, 16), int(sp, 16), is_remote=True)) for t, sp in links],
         )
         self._context = trace.set_span_in_context(self._span)
         self.turn_index = 0
@@ -246,8 +248,9 @@ class Session:
 
 
 @contextmanager
-def open_session(recorder: Recorder, agent: str, session_id: str | None, attributes: dict[str, Any]) -> Iterator[Session]:
-    session = Session(recorder, agent, session_id or new_session_id(), attributes)
+def open_session(recorder: Recorder, agent: str, session_id: str | None, attributes: dict[str, Any],
+                 links: Sequence[tuple[str, str]] = ()) -> Iterator[Session]:
+    session = Session(recorder, agent, session_id or new_session_id(), attributes, links)
     token = _current.set(session)
     try:
         yield session

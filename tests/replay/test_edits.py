@@ -81,3 +81,14 @@ def test_edit_file(tmp_path):
         load_edits(path)
     with pytest.raises(EditError, match="cannot read the edit file"):
         load_edits(tmp_path / "missing.json")
+
+
+def test_yaml_edit_file(tmp_path):
+    path = tmp_path / "edits.yaml"
+    path.write_text("system_replace:\n  - ['Rule two.', '']\nmax_tokens: 64\nremove_tools: [send_email]\n")
+    edits = load_edits(path)
+    assert edits.system_replace == [("Rule two.", "")] and edits.max_tokens == 64
+    assert edits.remove_tools == ["send_email"]
+    path.write_text("remove_tools: [unclosed\n")
+    with pytest.raises(EditError, match="is not valid YAML"):
+        load_edits(path)

@@ -46,10 +46,14 @@ def test_the_replay_is_a_new_session_linked_to_its_origin(refund_session):
     result = replay.run(refund_session, 3, replay.Edits(temperature=0.5), trials=2)
     with tracer.Store(read_only=True) as store:
         summary = store.get_session(result.replay_session_id)
-        rows = store._query("SELECT attributes FROM spans WHERE session_id = ? AND name LIKE 'invoke_agent%'",
+        rows = store._query("SELECT attributes, links FROM spans WHERE session_id = ? AND name LIKE 'invoke_agent%'",
                             [result.replay_session_id])
+        origin_trace = store._query("SELECT trace_id FROM llm_calls WHERE span_id = ?", [result.origin.span_id])[0][0]
         body = store.rebuild_request(result.trials[0].span_id)
     attrs = json.loads(rows[0][0])
+    # A real OpenTelemetry span link to the decision that was replayed.
+    assert [(link["trace_id"], link["span_id"]) for link in json.loads(rows[0][1])] == [
+        (origin_trace, result.origin.span_id)]
     assert summary.turns == 2 and summary.llm_calls == 2
     assert attrs[replay.REPLAY_OF] == f"{refund_session}:{result.origin.span_id}"
     assert attrs["flightrec.model_target"] == "sim" and attrs["flightrec.replay.turn"] == 3
