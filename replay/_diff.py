@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from tracer import Store
-from tracer._canonical import canonical_json
+from tracer import canonical_json
 
 from ._errors import ReplayError
 from ._reconstruct import decision_at, decisions, open_store, origin_of, rebuild

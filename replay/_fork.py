@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import tracer
-from tracer._canonical import canonical_json
+from tracer import canonical_json
 
 from ._edits import apply_edits
 from ._errors import ReplayError

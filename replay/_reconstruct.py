@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tracer import NotRebuildableError, Store
-from tracer._canonical import canonical_json, sha256_hex
+from tracer import canonical_json, sha256_hex
 
 from ._errors import NoContentError, UnknownTurnError
 from ._records import Decision, Origin, Reconstruction

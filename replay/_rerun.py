@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tracer._canonical import canonical_json, sha256_hex
+from tracer import canonical_json, sha256_hex
 
 from ._diff import diff_context
 from ._reconstruct import decisions, open_store, origin_of, rebuild

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 import tracer
-from tracer._canonical import canonical_json, sha256_hex
+from tracer import canonical_json, sha256_hex
 
 from ._edits import apply_edits
 from ._errors import ReplayError

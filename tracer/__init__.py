@@ -14,6 +14,7 @@ Quick start::
         ...  # your agent loop
 """
 
+from ._canonical import canonical_json, sha256_hex
 from ._decision import ToolKinds
 from ._errors import (
     ConfigError,
@@ -35,9 +36,9 @@ from ._store import DEFAULT_DB, Store, default_db_path
 
 __all__ = [
     "BUILTIN_REDACTORS",
-    "DEFAULT_DB",
     "ConfigError",
     "ContentMode",
+    "DEFAULT_DB",
     "ExportStats",
     "FlightrecError",
     "Ingestor",
@@ -64,6 +65,7 @@ __all__ = [
     "Usage",
     "VerifyResult",
     "__version__",
+    "canonical_json",
     "configure",
     "current_session",
     "default_db_path",
@@ -71,5 +73,6 @@ __all__ = [
     "redact_card",
     "redact_email",
     "redact_phone",
+    "sha256_hex",
     "tool",
 ]

@@ -27,7 +27,7 @@ from ._store import Store
 
 log = logging.getLogger("flightrec")
 
-_MAX_QUEUE = 50_000
+MAX_QUEUE = 50_000
 _MAX_BATCH = 16_384
 # A DuckDB transaction has a fixed cost of several milliseconds, so spans are gathered for a
 # moment before they are written; a flush or shutdown cuts the wait short.
@@ -63,7 +63,7 @@ class StoreSpanProcessor(SpanProcessor):
         max_queue: Spans that may wait; more are dropped and counted.
     """
 
-    def __init__(self, open_store: Callable[[], Store], *, max_queue: int = _MAX_QUEUE,
+    def __init__(self, open_store: Callable[[], Store], *, max_queue: int = MAX_QUEUE,
                  max_batch: int = _MAX_BATCH) -> None:
         self._open_store = open_store
         self._queue: queue.Queue[ReadableSpan] = queue.Queue(max_queue)

@@ -132,9 +132,6 @@ class Batch:
     chain: dict[str, tuple[str | None, str, str]] = field(default_factory=dict)
     sessions: dict[str, SessionDelta] = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return len(self.spans)
-
 
 class Ingestor:
     """Turns span records into a ``Batch``. Keeps the hashes it has already emitted, so that

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._decision import ToolKinds
 from ._errors import ConfigError
-from ._export import ExportStats, StoreSpanProcessor
+from ._export import MAX_QUEUE, ExportStats, StoreSpanProcessor
 from ._pricing import PriceTable
 from ._redact import BUILTIN_REDACTORS, Redactor
 from ._session import Session, open_session
@@ -58,7 +58,7 @@ class Recorder:
         retrieval_tools: Iterable[str] | None = None,
         handoff_tools: Iterable[str] | None = None,
         service_name: str = "flightrec-agent",
-        max_queue: int = 50_000,
+        max_queue: int = MAX_QUEUE,
     ) -> None:
         if content not in get_args(ContentMode):
             raise ConfigError(f"content mode {content!r} is not one of full, redacted, none.")

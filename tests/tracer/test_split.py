@@ -6,7 +6,7 @@ import copy
 import random
 
 import tracer
-from tracer._canonical import canonical_json, sha256_hex
+from tracer import canonical_json, sha256_hex
 from tracer._ingest import Ingestor, SpanRecord
 
 
