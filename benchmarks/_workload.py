@@ -190,7 +190,8 @@ def tool_input(rng: random.Random, name: str, tag: str) -> dict[str, Any]:
                 "reason": rng.choice(["damaged", "late", "unwanted", "other"])}
     if name == "update_address":
         return {"order_id": tag, "address": {"street": f"{rng.randint(1, 300)} {rng.choice(_WORDS).title()} Street",
-                                             "city": rng.choice(_WORDS).title(), "postcode": f"{rng.randrange(10**5):05d}",
+                                             "city": rng.choice(_WORDS).title(),
+                                             "postcode": f"{rng.randrange(10**5):05d}",
                                              "country": "DE"}}
     return {"order_id": tag, "summary": words(rng, rng.randint(100, 250), tag), "priority": "normal"}
 

@@ -17,14 +17,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tracer  # noqa: E402
 from _workload import Agent, machine_header, table  # noqa: E402
 
 import replay  # noqa: E402
+import tracer  # noqa: E402
 from replay._diff import diff_in  # noqa: E402
 from replay._reconstruct import reconstruct_in  # noqa: E402
 
@@ -50,13 +52,13 @@ def main() -> None:
         }
         rows = []
         for label, case in cases.items():
-            def public() -> None:
+            def public(case: Callable[..., Any] = case) -> None:
                 assert replay.reconstruct(a, n, db=db).exact
                 case(lambda x, y, **kw: replay.diff(x, y, db=db, **kw))
 
             store = tracer.Store(db, read_only=True)
 
-            def opened() -> None:
+            def opened(case: Callable[..., Any] = case, store: tracer.Store = store) -> None:
                 assert reconstruct_in(store, a, n).exact
                 case(lambda x, y, **kw: diff_in(store, x, y, **kw))
 

@@ -33,12 +33,6 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tracer  # noqa: E402
-import tracer._export  # noqa: E402
-from tracer import _attributes as A  # noqa: E402
-from tracer._ingest import _SESSION_SUMS, Batch, Ingestor, from_readable  # noqa: E402
-from tracer._store import _COLUMNS, _SESSION_COLUMNS, Store  # noqa: E402
-
 from _workload import (  # noqa: E402
     Agent,
     RequestChars,
@@ -50,6 +44,12 @@ from _workload import (  # noqa: E402
     retag,
     table,
 )
+
+import tracer  # noqa: E402
+import tracer._export  # noqa: E402
+from tracer import _attributes as A  # noqa: E402
+from tracer._ingest import _SESSION_SUMS, Batch, Ingestor, from_readable  # noqa: E402
+from tracer._store import _COLUMNS, _SESSION_COLUMNS, Store  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -363,7 +363,8 @@ def logical_bytes(path: str) -> dict[str, int]:
     out = {}
     for tname in store_tables(con):
         cols = con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+            "ORDER BY ordinal_position",
             [tname]).fetchall()
         parts = []
         for name, typ in cols:
@@ -401,12 +402,14 @@ def record_file(path: str, sessions: int, turns: int, seed: int) -> dict[str, An
     con = duckdb.connect(path)
     con.execute("CHECKPOINT")
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in store_tables(con)}
-    blocks = con.execute("SELECT total_blocks, used_blocks, free_blocks, block_size FROM pragma_database_size()").fetchone()
+    blocks = con.execute(
+        "SELECT total_blocks, used_blocks, free_blocks, block_size FROM pragma_database_size()").fetchone()
     con.close()
     wal = os.path.getsize(path + ".wal") if os.path.exists(path + ".wal") else 0
     size = os.path.getsize(path) + wal
     by_table = {t: compacted_size(path, t) for t in counts}
-    return {"by_table": by_table, "file": size, "used": blocks[1] * blocks[3], "compact": compacted_size(path), "naive": naive.chars,
+    return {"by_table": by_table, "file": size, "used": blocks[1] * blocks[3], "compact": compacted_size(path),
+            "naive": naive.chars,
             "calls": naive.calls, "counts": counts, "logical": logical_bytes(path), "blocks": blocks,
             "written": stats.written}
 

@@ -412,8 +412,9 @@ class Agent:
         known = cp if isinstance(cp, Checkpoint) else None
         spec = known.spec if known else spec
         assert spec is not None
+        attributes = {"flightrec.run": how, **_run_attributes(spec, known.config if known else self.config)}
         with self.recorder.session(AGENT_NAME, session_id=known.session_id if known else None,
-                                   **{"flightrec.run": how, **_run_attributes(spec)}) as session:
+                                   **attributes) as session:
             if known is None:
                 assert callable(cp)
                 known = cp(session.id)
@@ -450,9 +451,17 @@ class Agent:
         )
 
 
-def _run_attributes(spec: RunSpec) -> dict[str, Any]:
-    """What the session span says about the run's model target and simulator settings."""
+def _run_attributes(spec: RunSpec, config: AgentConfig) -> dict[str, Any]:
+    """What the session span says about the run's model target, simulator and agent settings.
+
+    Only settings that differ from the defaults are recorded, so that ``replay rerun`` runs the
+    agent's current defaults (code under test) with the session's own choices (stream, limits). A
+    custom system prompt is content, and is left to the requests that carry it.
+    """
     attributes: dict[str, Any] = {"flightrec.model_target": spec.target, "flightrec.seed": spec.seed}
+    overrides = config.model_dump(mode="json", exclude_defaults=True, exclude={"system_prompt"})
+    if overrides:
+        attributes["flightrec.agent.config"] = json.dumps(overrides, sort_keys=True)
     if spec.scenario:
         attributes["flightrec.scenario"] = spec.scenario
     if spec.misbehave:

@@ -37,6 +37,8 @@ import httpx2
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tracer import sse_events
+
 from ._errors import ConfigError
 from ._policy import MISBEHAVIOURS, Act, Mind, Misbehaviour, read_request
 
@@ -335,37 +337,6 @@ def _response(reply: SimReply) -> httpx2.Response:
     if reply.stream and reply.status == 200 and reply.body is not None:
         return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=_EventStream(reply.body))
     return httpx2.Response(reply.status, json=reply.body, headers=reply.headers)
-
-
-def sse_events(message: dict[str, Any]) -> Iterator[bytes]:
-    """The server-sent events the API streams for ``message``, one chunk per event."""
-    usage = message["usage"]
-    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
-    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start}),
-                                                ("ping", {"type": "ping"})]
-    for i, block in enumerate(message["content"]):
-        if block["type"] == "text":
-            events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                   "content_block": {"type": "text", "text": ""}}))
-            text = block["text"]
-            for j in range(0, len(text), 64):
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                       "delta": {"type": "text_delta", "text": text[j:j + 64]}}))
-        else:
-            events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                   "content_block": {**block, "input": {}}}))
-            raw = json.dumps(block["input"])
-            for j in range(0, len(raw), 32):
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                       "delta": {"type": "input_json_delta",
-                                                                 "partial_json": raw[j:j + 32]}}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
-    events.append(("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                     "usage": {"output_tokens": usage["output_tokens"]}}))
-    events.append(("message_stop", {"type": "message_stop"}))
-    for name, data in events:
-        yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 def sim_client(options: SimOptions | None = None, *, url: str | None = None, max_retries: int = 4,

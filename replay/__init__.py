@@ -10,6 +10,8 @@ Quick start::
     print(result.changed, "of", len(result.trials), "trials decided differently")
 """
 
+from ._agents import AGENT_FACTORIES, reference_agent_factory
+from ._diff import diff
 from ._edits import apply_edits, load_edits
 from ._errors import (
     EditError,
@@ -18,6 +20,7 @@ from ._errors import (
     ReplayError,
     UnknownTurnError,
 )
+from ._fork import AgentFactory, ForkAgent, ToolReply, ToolsMode, fork
 from ._model import ClientFactory, default_client_factory
 from ._reconstruct import REPLAY_OF, reconstruct
 from ._records import (
@@ -30,15 +33,15 @@ from ._records import (
     ForkResult,
     Origin,
     Reconstruction,
+    RecordedRun,
+    RecordedSession,
+    RecordedToolResult,
     RerunResult,
     RunResult,
     SessionDiff,
     TurnPair,
 )
-from ._agents import AGENT_FACTORIES, reference_agent_factory
-from ._diff import diff
-from ._fork import AgentFactory, ForkAgent, ToolReply, ToolsMode, fork
-from ._rerun import RerunAgent, reference_rerun, rerun
+from ._rerun import RerunAgent, RerunContext, reference_rerun, rerun
 from ._run import run
 
 __all__ = [
@@ -59,8 +62,12 @@ __all__ = [
     "NoContentError",
     "Origin",
     "Reconstruction",
+    "RecordedRun",
+    "RecordedSession",
+    "RecordedToolResult",
     "ReplayError",
     "RerunAgent",
+    "RerunContext",
     "RerunResult",
     "RunResult",
     "SessionDiff",

@@ -21,8 +21,8 @@ from ._diff import diff
 from ._edits import load_edits
 from ._errors import EditError, ReplayError
 from ._fork import fork
-from ._records import ContextDiff, DecisionDiff, Edits, SessionDiff
 from ._reconstruct import reconstruct
+from ._records import ContextDiff, DecisionDiff, Edits, SessionDiff
 from ._rerun import rerun
 from ._run import run
 
@@ -47,7 +47,8 @@ def edit_options(fn: Any) -> Any:
                      help="Replace OLD with NEW in the system prompt (repeatable)."),
         click.option("--system-remove", multiple=True, metavar="TEXT", help="Remove TEXT from the system prompt."),
         click.option("--drop-message", type=int, multiple=True, metavar="I", help="Leave out message I."),
-        click.option("--replace-message", nargs=2, multiple=True, metavar="I JSON", help="Put JSON in place of message I."),
+        click.option("--replace-message", nargs=2, multiple=True, metavar="I JSON",
+                     help="Put JSON in place of message I."),
         click.option("--insert-message", nargs=2, multiple=True, metavar="I JSON",
                      help="Insert JSON before message I (I = count appends)."),
         click.option("--tool-result", nargs=2, multiple=True, metavar="TOOL_USE_ID CONTENT",

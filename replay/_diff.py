@@ -7,8 +7,7 @@ import json
 import os
 from typing import Any
 
-from tracer import Store
-from tracer import canonical_json
+from tracer import Store, canonical_json
 
 from ._errors import ReplayError
 from ._reconstruct import decision_at, decisions, open_store, origin_of, rebuild

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tracer import NotRebuildableError, Store
-from tracer import canonical_json, sha256_hex
+from tracer import CallOutline, NotRebuildableError, Store, canonical_json, sha256_hex
 
 from ._errors import NoContentError, UnknownTurnError
 from ._records import Decision, Origin, Reconstruction
@@ -29,55 +28,45 @@ def open_store(db: str | os.PathLike[str] | None) -> Iterator[Store]:
 
 
 def origin_of(store: Store, session_id: str) -> Origin:
-    """What the session span says about the model a session ran against."""
-    # The store has no public reader for session attributes yet; this is the one private query.
-    rows = store._query(
-        "SELECT attributes FROM spans WHERE session_id = ? AND parent_span_id IS NULL "
-        "AND name LIKE 'invoke_agent%' ORDER BY start_ns LIMIT 1", [session_id])
-    attrs: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
+    """What the session's first run span says about the agent and the model it ran against."""
+    runs = store.session_runs(session_id)
+    attrs: dict[str, Any] = runs[0].attributes if runs else {}
+    config = attrs.get("flightrec.agent.config")
     return Origin(
         agent=attrs.get("gen_ai.agent.name"), model_target=attrs.get("flightrec.model_target"),
         scenario=attrs.get("flightrec.scenario"), seed=int(attrs.get("flightrec.seed") or 0),
         misbehave=list(attrs.get("flightrec.misbehave") or []), faults=list(attrs.get("flightrec.faults") or []),
+        config=json.loads(config) if config else {},
         replay_of=attrs.get(REPLAY_OF), replay_kind=attrs.get("flightrec.replay.kind"),
         replay_session=attrs.get("flightrec.replay.session"), replay_turn=attrs.get("flightrec.replay.turn"),
     )
-
-
-_CALLS_SQL = """
-SELECT turn_index, span_id, status, model, action, stop_reason, input_tokens, output_tokens, cache_read_tokens,
-       cache_write_tokens, cost_usd, (end_ns - start_ns) / 1e6, request_sha256, content_mode, response_body,
-       trace_id
-FROM llm_calls WHERE session_id = ? AND turn_index IS NOT NULL ORDER BY start_ns
-"""
 
 
 def decisions(store: Store, session_id: str) -> tuple[str, dict[int, Decision]]:
     """The full session id, and each turn's decision: its last successful attempt (or its last
     attempt, if all failed).
 
-    One query on ``llm_calls`` (``Store.session_account`` also reads every call's newest messages,
-    which costs a diff of two 30-turn sessions some 25 ms).
-
     Raises:
         tracer.UnknownSessionError: no such session.
     """
     sid = store.get_session(session_id).session_id
-    chosen: dict[int, tuple[Any, ...]] = {}
-    for row in store._query(_CALLS_SQL, [sid]):
-        turn, ok = row[0], row[2] == "ok"
-        if turn not in chosen or ok or chosen[turn][2] != "ok":
-            chosen[turn] = row
+    calls = store.call_outlines(sid)
+    chosen: dict[int, CallOutline] = {}
+    for c in calls:
+        if c.turn_index is None:
+            continue
+        if c.turn_index not in chosen or c.status == "ok" or chosen[c.turn_index].status != "ok":
+            chosen[c.turn_index] = c
     out: dict[int, Decision] = {}
-    for turn, r in sorted(chosen.items()):
-        response = json.loads(r[14]) if r[14] else {}
-        blocks = response.get("content") or []
+    for turn, c in sorted(chosen.items()):
+        blocks = (c.response or {}).get("content") or []
         out[turn] = Decision(
-            session_id=sid, turn=turn, span_id=r[1], trace_id=r[15], model=r[3], action=r[4], stop_reason=r[5],
+            session_id=sid, turn=turn, span_id=c.span_id, trace_id=c.trace_id, model=c.model, action=c.action,
+            stop_reason=c.stop_reason,
             text="\n".join(b.get("text", "") for b in blocks if b.get("type") == "text") or None,
             tool_uses=[{"name": b.get("name"), "input": b.get("input")} for b in blocks if b.get("type") == "tool_use"],
-            input_tokens=(r[6] or 0) + (r[8] or 0) + (r[9] or 0), output_tokens=r[7] or 0, cost_usd=r[10],
-            latency_ms=r[11], request_sha256=r[12], content_mode=r[13],
+            input_tokens=c.input_tokens, output_tokens=c.output_tokens, cost_usd=c.cost_usd, latency_ms=c.latency_ms,
+            request_sha256=c.request_sha256, content_mode=c.content_mode,
         )
     return sid, out
 

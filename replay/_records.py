@@ -24,6 +24,8 @@ class Origin(BaseModel):
     """Simulator misbehaviours the session ran with."""
     faults: list[str] = []
     """Simulator faults the session ran with (not replayed: a re-run asks for the decision, not the fault)."""
+    config: dict[str, Any] = {}
+    """The agent's settings that differ from its defaults (``flightrec.agent.config``), when it recorded them."""
     replay_of: str | None = None
     """For a replay or fork: ``SESSION_ID:SPAN_ID`` of the decision it started from."""
     replay_kind: str | None = None
@@ -268,6 +270,50 @@ class Divergence(BaseModel):
     """What the recording has."""
     actual: Any
     """What the agent did."""
+
+
+class RecordedRun(BaseModel):
+    """One run of a recorded session, as ``rerun`` hands it to the agent: a session that waited for
+    a human, crashed and resumed, or took a follow-up has several."""
+
+    how: str | None
+    """What started it, as the agent recorded it (``flightrec.run``): the reference agent's are
+    ``start``, ``resume``, ``approved``, ``rejected`` and ``follow_up``."""
+    status: str | None
+    """The session's status when the run ended (``flightrec.session.status``)."""
+    crashed: bool
+    """An exception ended the run (a crash the next run resumed from)."""
+    tool_calls_before_end: int
+    """Tool executions in the session by the run's end, earlier runs included."""
+    opening_message: str | None
+    """The newest user message of the run's first request (a follow-up's text)."""
+    note: str | None
+    """The human's note on an approval or rejection, from the ``human_decision`` event."""
+
+
+class RecordedToolResult(BaseModel):
+    """What a recorded tool call told the model."""
+
+    name: str
+    arguments: Any
+    """The arguments, parsed from JSON."""
+    content: str | None
+    """The result text."""
+    is_error: bool
+
+
+class RecordedSession(BaseModel):
+    """Everything ``rerun`` gives an agent's re-execution about the recording."""
+
+    session_id: str
+    origin: Origin
+    runs: list[RecordedRun]
+    """The session's runs, oldest first."""
+    first_request: dict[str, Any]
+    """The first model request, rebuilt exactly."""
+    tool_results: dict[str, RecordedToolResult]
+    """Each ``tool_use`` id's last recorded result: an agent whose tools have real side effects
+    serves these instead of running them."""
 
 
 class RerunResult(BaseModel):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
 from ._diff import short
 from ._records import ContextDiff, DecisionDiff, ForkResult, Reconstruction, RerunResult, RunResult, SessionDiff
+
+_DIFF_LINES = 40
+"""Lines of a rerun's divergence diff shown before ``--json`` is needed."""
 
 
 def _money(v: float | None) -> str:
@@ -52,7 +56,8 @@ def decision_diff(d: DecisionDiff) -> str:
             lines += [f"  {line}" for line in c.diff]
         else:
             lines.append(f"{c.field}: {c.a!r} → {c.b!r}")
-    lines.append(f"deltas: input tokens {_signed(d.delta_input_tokens)}, output tokens {_signed(d.delta_output_tokens)}, "
+    lines.append(f"deltas: input tokens {_signed(d.delta_input_tokens)}, "
+                 f"output tokens {_signed(d.delta_output_tokens)}, "
                  f"cost {_signed(d.delta_cost_usd, '{:+.4f} USD')}, latency {d.delta_latency_ms:+.0f} ms")
     return "\n".join(lines)
 
@@ -105,11 +110,33 @@ def fork_result(r: ForkResult) -> str:
     return "\n".join(lines)
 
 
+def _readable(value: Any) -> Any:
+    """``value`` with JSON text inside it (tool results) parsed, so that a line diff points at the field."""
+    if isinstance(value, dict):
+        return {k: _readable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_readable(v) for v in value]
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return _readable(json.loads(value))
+        except ValueError:
+            return value
+    return value
+
+
 def rerun_result(r: RerunResult) -> str:
     if r.same_path:
         return f"session {r.session_id}: the agent took the recorded path ({r.turns_checked} decisions checked)"
     d = r.first_divergence
     assert d is not None
-    return (f"session {r.session_id}: first divergence at turn {d.turn}: {d.what}\n"
-            f"  recorded: {json.dumps(d.expected, ensure_ascii=False)[:300]}\n"
-            f"  agent:    {json.dumps(d.actual, ensure_ascii=False)[:300]}")
+    head = f"session {r.session_id}: first divergence at turn {d.turn}: {d.what}"
+    if d.expected is None and d.actual is None:
+        return head
+
+    def lines(v: Any) -> list[str]:
+        return json.dumps(_readable(v), indent=2, ensure_ascii=False, sort_keys=True).splitlines()
+
+    diff = list(difflib.unified_diff(lines(d.expected), lines(d.actual), "recorded", "agent", n=2, lineterm=""))
+    shown = diff[:_DIFF_LINES] + ([f"... {len(diff) - _DIFF_LINES} more lines (--json has all)"]
+                                 if len(diff) > _DIFF_LINES else [])
+    return "\n".join([head, *("  " + x for x in shown)])

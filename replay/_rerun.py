@@ -5,45 +5,146 @@ Each request the agent makes is hashed and compared with the recorded decision o
 position. A request carries the whole conversation so far (tool results included) and the
 agent's system prompt, tools and parameters, so a change in the agent's code or in what its
 tools return shows up as a changed request; the first one ends the re-execution.
+
+A session may have several runs (a wait for a human's approval, a crash and a resume, a
+follow-up message). The agent's re-execution drives the same runs in order; ``RecordedSession``
+tells it what they were.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tracer import canonical_json, sha256_hex
+from tracer import Store, canonical_json, sha256_hex, sse_events
 
 from ._diff import diff_context
+from ._errors import ReplayError
 from ._reconstruct import decisions, open_store, origin_of, rebuild
-from ._records import Divergence, Origin, RerunResult
+from ._records import Divergence, RecordedRun, RecordedSession, RecordedToolResult, RerunResult
 
 if TYPE_CHECKING:
     import anthropic
 
-RerunAgent = Callable[[Origin, "anthropic.Anthropic", str, dict[str, Any]], None]
-"""``(origin, client, workdir, first_request) -> None``: runs the agent's session again against
-``client`` (which serves the recording), keeping any files it writes in ``workdir``."""
+class RerunContext:
+    """What an agent's re-execution works with.
+
+    Attributes:
+        recorded: The recording: origin, runs, first request and tool results.
+        client: An ``anthropic.Anthropic`` that serves the recorded responses (streamed or not).
+        workdir: A temp dir for anything the re-execution writes; removed afterwards.
+    """
+
+    def __init__(self, recorded: RecordedSession, client: anthropic.Anthropic, workdir: str,
+                 model_seconds: Callable[[], float]) -> None:
+        self.recorded = recorded
+        self.client = client
+        self.workdir = workdir
+        self._model_seconds = model_seconds
+
+    def model_seconds(self) -> float:
+        """The recorded wall time of the model calls served so far (retries and backoff included).
+
+        Served calls return at once; an agent with wall-clock guards adds this to its clock so
+        that a recorded time-limit stop happens at the same turn again.
+        """
+        return self._model_seconds()
 
 
-def reference_rerun(origin: Origin, client: anthropic.Anthropic, workdir: str, first: dict[str, Any]) -> None:
-    """Runs the reference agent's session again: its scenario and seed, or its first message."""
+RerunAgent = Callable[[RerunContext], None]
+"""Runs the agent's session again, run by run, against ``RerunContext.client``."""
+
+
+class _Crash(Exception):
+    """Re-enacts a crash the recording has, so that the resume that followed it runs again."""
+
+
+class _RecordedTime:
+    """The real clock plus the recorded model time: what the session's guards saw when it ran."""
+
+    def __init__(self, ctx: RerunContext) -> None:
+        self._ctx = ctx
+
+    def now(self) -> float:
+        return time.monotonic() + self._ctx.model_seconds()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+def reference_rerun(ctx: RerunContext) -> None:
+    """Runs the reference agent's session again, run by run.
+
+    Its tools run against a fresh copy of the scenario's world in ``workdir``, so approvals and
+    idempotency keys behave as they did; a result that differs from the recording shows up in the
+    next request. Crashes are re-enacted after the same tool call; an interruption by a model
+    fault is not (the recording serves the call that succeeded), so its resume has nothing to do.
+    Its clock adds the recorded model time, so wall-clock guards fire where they did.
+    """
+    import pydantic
+
     import tracer
-    from reference_agent import Agent, RunSpec, World, get_scenario
+    from reference_agent import Agent, AgentConfig, RunSpec, SessionStateError, World, get_scenario
+
+    recorded, workdir = ctx.recorded, ctx.workdir
+    origin, runs = recorded.origin, recorded.runs
+    try:
+        config = AgentConfig(**origin.config)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise ReplayError(f"session {recorded.session_id} was recorded with agent settings this version does not "
+                          f"take ({problems}).") from None
+    crash_after = {run.tool_calls_before_end for run, nxt in zip(runs, runs[1:]) if run.crashed and nxt.how == "resume"}
+    state: dict[str, Any] = {"tool_calls": 0, "session": None}
+
+    def after_tool(name: str, outcome: object) -> None:
+        state["tool_calls"] += 1
+        if state["tool_calls"] in crash_after:
+            crash_after.discard(state["tool_calls"])
+            session = tracer.current_session()
+            state["session"] = session.id if session is not None else None
+            raise _Crash
+
+    def run_once(step: Callable[[], Any]) -> None:
+        try:
+            state["session"] = step().session_id
+        except _Crash:
+            pass
 
     recorder = tracer.Recorder(os.path.join(workdir, "rerun.duckdb"))  # the rerun's own trace, thrown away
     try:
         with World(os.path.join(workdir, "rerun.world.sqlite")) as world:
-            agent = Agent(world, recorder, client_factory=lambda spec, config: client)
-            if origin.scenario:
-                agent.run(get_scenario(origin.scenario), seed=origin.seed, misbehave=tuple(origin.misbehave),
-                          faults=())
-            else:
-                text = first["messages"][0]["content"]
-                agent.start(text if isinstance(text, str) else json.dumps(text), spec=RunSpec(seed=origin.seed))
+            agent = Agent(world, recorder, config=config, clock=_RecordedTime(ctx),
+                          client_factory=lambda spec, config: ctx.client, after_tool=after_tool)
+
+            def first() -> Any:
+                if origin.scenario:
+                    return agent.run(get_scenario(origin.scenario), seed=origin.seed,
+                                     misbehave=tuple(origin.misbehave), faults=())
+                text = recorded.first_request["messages"][0]["content"]
+                return agent.start(text if isinstance(text, str) else json.dumps(text), spec=RunSpec(seed=origin.seed))
+
+            run_once(first)
+            sid = state["session"]
+            for run in runs[1:]:
+                if run.how == "resume":
+                    if agent.outcome(sid).status in ("running", "error"):
+                        run_once(lambda: agent.resume(sid))
+                elif run.how in ("approved", "rejected"):
+                    decide = agent.approve if run.how == "approved" else agent.reject
+                    run_once(functools.partial(decide, sid, run.note))
+                elif run.how == "follow_up":
+                    run_once(functools.partial(agent.say, sid, run.opening_message or ""))
+                else:
+                    raise ReplayError(f"the reference agent has no run kind {run.how!r} to re-execute.")
+    except SessionStateError as exc:
+        raise ReplayError(f"the agent could not take the recorded run: {exc}") from None
     finally:
         recorder.shutdown()
 
@@ -62,6 +163,44 @@ def _summary(recorded: dict[str, Any], actual: dict[str, Any]) -> str:
     return "; ".join(parts) or "the request differs (tool definitions' content or message details)"
 
 
+def _first_difference(recorded: dict[str, Any], actual: dict[str, Any]) -> tuple[Any, Any]:
+    """The first differing message (or the whole request's other keys), for the report."""
+    for i, (a, b) in enumerate(zip(recorded.get("messages") or [], actual.get("messages") or [])):
+        if a != b:
+            return {"message": i, **a}, {"message": i, **b}
+    keys = sorted(k for k in set(recorded) | set(actual) if k != "messages" and recorded.get(k) != actual.get(k))
+    return {k: recorded.get(k) for k in keys}, {k: actual.get(k) for k in keys}
+
+
+def _runs(store: Store, sid: str) -> list[RecordedRun]:
+    notes = [e.get("attributes", {}).get("note") for t in store.session_account(sid).turns for e in t.events
+             if e.get("name") == "human_decision"]
+    out = []
+    for run in store.session_runs(sid):
+        how = run.attributes.get("flightrec.run")
+        opener = None
+        if run.first_call_span_id is not None:
+            messages = store.rebuild_request(run.first_call_span_id).get("messages") or []
+            users = [m for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
+            opener = users[-1]["content"] if users else None
+        out.append(RecordedRun(how=how, status=run.attributes.get("flightrec.session.status"),
+                               crashed=run.status_code == "ERROR", tool_calls_before_end=run.tool_calls_before_end,
+                               opening_message=opener,
+                               note=(notes.pop(0) or None) if how in ("approved", "rejected") and notes else None))
+    return out
+
+
+def _tool_results(store: Store, sid: str) -> dict[str, RecordedToolResult]:
+    out = {}
+    for turn in store.session_account(sid).turns:
+        for t in turn.tool_calls:
+            if t.tool_call_id:
+                out[t.tool_call_id] = RecordedToolResult(
+                    name=t.tool_name, arguments=json.loads(t.arguments) if t.arguments else None, content=t.result,
+                    is_error=t.status != "ok")
+    return out
+
+
 def rerun(session_id: str, *, db: str | os.PathLike[str] | None = None,
           agent: RerunAgent = reference_rerun) -> RerunResult:
     """Re-executes a recorded session with every model response served from the recording.
@@ -72,19 +211,24 @@ def rerun(session_id: str, *, db: str | os.PathLike[str] | None = None,
         agent: Runs the agent's code again; the reference agent's by default.
 
     Raises:
-        tracer.UnknownSessionError, NoContentError.
+        tracer.UnknownSessionError, NoContentError, ReplayError (the agent cannot take a recorded run).
     """
     import anthropic
     import httpx2
 
     with open_store(db) as store:
         sid, recorded_decisions = decisions(store, session_id)
-        origin = origin_of(store, sid)
-        steps = []
-        for turn, decision in recorded_decisions.items():
-            rows = store._query("SELECT response_body FROM llm_calls WHERE span_id = ?", [decision.span_id])
-            steps.append((turn, rebuild(store, decision), decision.request_sha256, json.loads(rows[0][0] or "{}")))
-    state: dict[str, Any] = {"calls": 0, "divergence": None}
+        calls = {c.span_id: c for c in store.call_outlines(sid)}
+        first_attempt: dict[int | None, int] = {}
+        for c in calls.values():
+            first_attempt.setdefault(c.turn_index, c.start_ns)
+        # Each step: the turn, its request and hash, the response, and the model's wall time (retries included).
+        steps = [(turn, rebuild(store, d), d.request_sha256, calls[d.span_id].response or {},
+                  (calls[d.span_id].start_ns - first_attempt[turn]) / 1e9 + d.latency_ms / 1e3)
+                 for turn, d in recorded_decisions.items()]
+        recorded = RecordedSession(session_id=sid, origin=origin_of(store, sid), runs=_runs(store, sid),
+                                   first_request=steps[0][1] if steps else {}, tool_results=_tool_results(store, sid))
+    state: dict[str, Any] = {"calls": 0, "divergence": None, "model_s": 0.0}
 
     def handle(request: httpx2.Request) -> httpx2.Response:
         k = state["calls"]
@@ -99,18 +243,30 @@ def rerun(session_id: str, *, db: str | os.PathLike[str] | None = None,
                 f"the agent made model call {k + 1}; the recording has {len(steps)}"), expected=None,
                 actual={"messages": len(body.get("messages") or [])})
             return stop
-        turn, recorded, digest, response = steps[k]
+        turn, expected, digest, response, seconds = steps[k]
         if sha256_hex(canonical_json(body)) != digest:
-            state["divergence"] = Divergence(turn=turn, what=_summary(recorded, body),
-                                             expected={"sha256": digest}, actual={"sha256": sha256_hex(
-                                                 canonical_json(body))})
+            was, now = _first_difference(expected, body)
+            state["divergence"] = Divergence(turn=turn, what=_summary(expected, body), expected=was, actual=now)
             return stop
+        state["model_s"] += seconds
+        if body.get("stream"):
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                                   content=b"".join(sse_events(response)))
         return httpx2.Response(200, json=response)
 
     client = anthropic.Anthropic(api_key="recorded", base_url="http://recording.invalid", max_retries=0,
                                  http_client=httpx2.Client(transport=httpx2.MockTransport(handle)))
     with tempfile.TemporaryDirectory(prefix="flightrec-rerun-") as workdir:
-        agent(origin, client, workdir, steps[0][1] if steps else {})
+        try:
+            agent(RerunContext(recorded, client, workdir, lambda: state["model_s"]))
+        except ReplayError:
+            if state["divergence"] is None:
+                raise
+        except Exception as exc:  # the agent's own code failed: that is where it left the path
+            if state["divergence"] is None:
+                turn = steps[min(state["calls"], len(steps) - 1)][0] if steps else 1
+                state["divergence"] = Divergence(turn=turn, what=f"the agent raised {type(exc).__name__}: {exc}",
+                                                 expected=None, actual=None)
     divergence: Divergence | None = state["divergence"]
     if divergence is None and state["calls"] < len(steps):
         turn = steps[state["calls"]][0]

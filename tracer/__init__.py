@@ -29,13 +29,25 @@ from ._export import ExportStats, StoreSpanProcessor
 from ._ingest import Ingestor, SpanRecord
 from ._pricing import ModelPrice, PriceTable, Usage
 from ._recorder import ContentMode, Recorder, __version__, configure
-from ._records import LlmCall, SessionAccount, SessionSummary, ToolCallRecord, Turn, VerifyResult
+from ._records import (
+    AgentRun,
+    CallOutline,
+    LlmCall,
+    SessionAccount,
+    SessionSummary,
+    ToolCallRecord,
+    Turn,
+    VerifyResult,
+)
 from ._redact import BUILTIN_REDACTORS, Redactor, redact_api_key, redact_card, redact_email, redact_phone
 from ._session import Session, ToolCall, current_session, tool
+from ._sse import sse_events
 from ._store import DEFAULT_DB, Store, default_db_path
 
 __all__ = [
+    "AgentRun",
     "BUILTIN_REDACTORS",
+    "CallOutline",
     "ConfigError",
     "ContentMode",
     "DEFAULT_DB",
@@ -74,5 +86,6 @@ __all__ = [
     "redact_email",
     "redact_phone",
     "sha256_hex",
+    "sse_events",
     "tool",
 ]

@@ -27,6 +27,7 @@ from ._decision import context_chars, context_tokens, decide, tools_available
 from ._pricing import Usage
 from ._redact import redact_value
 from ._session import current_session
+from ._sse import accumulate_sse
 
 if TYPE_CHECKING:
     from anthropic._request import APIRequest
@@ -307,51 +308,3 @@ class _AsyncTee(_Tee, httpx2.AsyncByteStream):
             await self._inner.aclose()
         finally:
             self._end()
-
-
-def accumulate_sse(raw: bytes) -> dict[str, Any] | None:
-    """The final Message that a Messages API event stream describes, or ``None`` if it has none.
-
-    A stream cut short gives the message as far as it got, with ``stop_reason`` left ``None``.
-    """
-    message: dict[str, Any] | None = None
-    partial_json: dict[int, str] = {}
-    for event in raw.decode("utf-8", "replace").split("\n\n"):
-        data = "".join(line[5:].lstrip() for line in event.split("\n") if line.startswith("data:"))
-        if not data:
-            continue
-        try:
-            ev = loads(data)
-        except ValueError:
-            continue
-        kind = ev.get("type")
-        if kind == "message_start":
-            message = dict(ev["message"])
-            message["content"] = list(message.get("content") or [])
-        elif message is None:
-            continue
-        elif kind == "content_block_start":
-            message["content"].append(dict(ev["content_block"]))
-        elif kind == "content_block_delta":
-            idx, delta = ev["index"], ev["delta"]
-            block = message["content"][idx]
-            dtype = delta.get("type")
-            if dtype == "text_delta":
-                block["text"] = block.get("text", "") + delta["text"]
-            elif dtype == "input_json_delta":
-                partial_json[idx] = partial_json.get(idx, "") + delta.get("partial_json", "")
-            elif dtype == "thinking_delta":
-                block["thinking"] = block.get("thinking", "") + delta["thinking"]
-            elif dtype == "signature_delta":
-                block["signature"] = block.get("signature", "") + delta["signature"]
-            elif dtype == "citations_delta":
-                block.setdefault("citations", []).append(delta["citation"])
-        elif kind == "content_block_stop":
-            idx = ev["index"]
-            if idx in partial_json:
-                raw_json = partial_json.pop(idx)
-                message["content"][idx]["input"] = loads(raw_json) if raw_json else {}
-        elif kind == "message_delta":
-            message.update(ev.get("delta") or {})
-            message["usage"] = {**(message.get("usage") or {}), **(ev.get("usage") or {})}
-    return message

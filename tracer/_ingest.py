@@ -20,6 +20,7 @@ from . import _attributes as A
 from ._canonical import canonical_json, sha256_hex
 from ._split import Splitter
 
+
 @dataclass
 class SpanRecord:
     """A finished span in a neutral form, whatever produced it (the SDK or an OTLP request)."""

@@ -112,6 +112,55 @@ class LlmCall(BaseModel):
     """How many messages the request carried."""
 
 
+class AgentRun(BaseModel):
+    """One run of an agent in a session (its root ``invoke_agent`` span): a session that waits
+    for a human, crashes and resumes, or takes a follow-up has several."""
+
+    span_id: str
+    """The run's span."""
+    trace_id: str
+    """The run's trace."""
+    start_ns: int
+    """Start, in nanoseconds since the epoch."""
+    end_ns: int
+    """End, in nanoseconds since the epoch."""
+    status_code: str
+    """The span's OpenTelemetry status: ``ERROR`` when an exception ended the run."""
+    status_message: str | None
+    """The exception's message, when one ended the run."""
+    attributes: dict[str, Any]
+    """The span's attributes (``flightrec.session.status``, the agent's own …)."""
+    tool_calls_before_end: int
+    """Tool executions in the session up to this run's end, earlier runs included."""
+    first_call_span_id: str | None
+    """The run's first LLM call, if it made one."""
+
+
+class CallOutline(BaseModel):
+    """One LLM call attempt in brief, with its response: what a decision-by-decision reader needs,
+    without the context accounting ``session_account`` adds."""
+
+    span_id: str
+    trace_id: str
+    turn_index: int | None
+    start_ns: int
+    """Start, in nanoseconds since the epoch."""
+    status: str
+    """``ok`` or ``error``."""
+    model: str | None
+    action: str | None
+    stop_reason: str | None
+    input_tokens: int
+    """Input tokens, cached or not."""
+    output_tokens: int
+    cost_usd: float | None
+    latency_ms: float
+    request_sha256: str | None
+    content_mode: str | None
+    response: dict[str, Any] | None
+    """The response body, when content was captured."""
+
+
 class ToolCallRecord(BaseModel):
     """One tool execution."""
 

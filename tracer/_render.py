@@ -49,11 +49,16 @@ def _clip(text: str, limit: int = _SNIPPET) -> str:
 
 
 def sessions_table(rows: list[SessionSummary], width: int) -> str:
-    """The ``traces list`` table. Ids are shortened to 13 characters, enough to be unique."""
+    """The ``traces list`` table. Ids are shortened to the shortest prefix (13 characters or more)
+    that tells the listed sessions apart: a UUIDv7's first 13 are its millisecond, which sessions
+    started together share."""
     headers = ("SESSION", "AGENT", "START UTC", "STATUS", "TURNS", "TOOLS", "TOKENS", "COST", "TIME")
+    ids = [r.session_id for r in rows]
+    cut = next((n for n in range(13, max(map(len, ids), default=13)) if len({i[:n] for i in ids}) == len(set(ids))),
+               max(map(len, ids), default=13))
     body = [
         (
-            r.session_id[:13], (r.agent or "-")[:14], fmt_time(r.start_ns)[5:], r.status[:22], str(r.turns),
+            r.session_id[:cut], (r.agent or "-")[:14], fmt_time(r.start_ns)[5:], r.status[:20], str(r.turns),
             str(r.tool_calls) + (f" ({r.tool_errors}!)" if r.tool_errors else ""),
             fmt_tokens(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens + r.output_tokens),
             fmt_cost(r.cost_usd), fmt_ms(r.duration_ms),
@@ -184,7 +189,8 @@ def session_account(account: SessionAccount, width: int) -> str:
     w.field("agent", f"{s.agent or '-'} · {s.status}{f' ({s.status_reason})' if s.status_reason else ''} · "
             f"started {fmt_time(s.start_ns)} UTC · {fmt_ms(s.duration_ms)}", indent=0)
     w.field("totals", f"{plural(s.turns, 'turn')} · {plural(s.llm_calls, 'LLM call')} ({s.llm_errors} failed) · "
-            f"{plural(s.tool_calls, 'tool call')} ({s.tool_errors} failed) · {fmt_tokens(s.input_tokens)} in, {fmt_tokens(s.output_tokens)} out, "
+            f"{plural(s.tool_calls, 'tool call')} ({s.tool_errors} failed) · {fmt_tokens(s.input_tokens)} in, "
+            f"{fmt_tokens(s.output_tokens)} out, "
             f"{fmt_tokens(s.cache_read_tokens)} cache read · {fmt_cost(s.cost_usd)}", indent=0)
     w.field("legend", "context bars: S system · T tool definitions · H history · R tool results · D retrieved",
             indent=0)

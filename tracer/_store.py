@@ -8,6 +8,7 @@ Every ``duckdb.Error`` is mapped here to a ``StoreError`` that says what to do n
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -23,7 +24,16 @@ from ._canonical import canonical_json, sha256_hex
 from ._errors import NotRebuildableError, SchemaTooNewError, StoreError, StoreLockedError, UnknownSessionError
 from ._ingest import _SESSION_SUMS, Batch
 from ._migrations import LATEST, MIGRATIONS
-from ._records import LlmCall, SessionAccount, SessionSummary, ToolCallRecord, Turn, VerifyResult
+from ._records import (
+    AgentRun,
+    CallOutline,
+    LlmCall,
+    SessionAccount,
+    SessionSummary,
+    ToolCallRecord,
+    Turn,
+    VerifyResult,
+)
 
 DEFAULT_DB = "flightrec.duckdb"
 _NEWEST_MESSAGES = 3
@@ -397,6 +407,55 @@ class Store:
                 retries=t[11], circuit_state=t[12],
             ))
         return SessionAccount(session=summary, turns=[turns[k] for k in sorted(turns)])
+
+    def session_runs(self, session_id: str) -> list[AgentRun]:
+        """The session's runs (root spans), oldest first.
+
+        Raises:
+            UnknownSessionError: no such session.
+        """
+        roots = """SELECT span_id, trace_id, start_ns, end_ns, status_code, status_message, attributes FROM spans
+                   WHERE session_id = ? AND parent_span_id IS NULL ORDER BY start_ns"""
+        sid, rows = session_id, self._query(roots, [session_id])
+        if not rows:  # a prefix, or no such session: resolve (or raise) the usual way
+            sid = self.get_session(session_id).session_id
+            rows = self._query(roots, [sid])
+        # One query for every tool and LLM call start, then a bisect per run: correlated subqueries
+        # cost DuckDB 8 ms a session, and each query about 1 ms.
+        starts = self._query(
+            """SELECT start_ns, NULL FROM tool_calls WHERE session_id = ?
+               UNION ALL SELECT start_ns, span_id FROM llm_calls WHERE session_id = ? ORDER BY start_ns""", [sid, sid])
+        tool_starts = [t for t, span in starts if span is None]
+        calls = [(t, span) for t, span in starts if span is not None]
+        call_starts = [c[0] for c in calls]
+        runs = []
+        for r in rows:
+            first = bisect.bisect_left(call_starts, r[2])
+            runs.append(AgentRun(
+                span_id=r[0], trace_id=r[1], start_ns=r[2], end_ns=r[3], status_code=r[4], status_message=r[5],
+                attributes=json.loads(r[6]), tool_calls_before_end=bisect.bisect_right(tool_starts, r[3]),
+                first_call_span_id=calls[first][1] if first < len(calls) and calls[first][0] <= r[3] else None))
+        return runs
+
+    def call_outlines(self, session_id: str) -> list[CallOutline]:
+        """Every LLM call attempt of a session in order, in brief (one query on ``llm_calls``).
+
+        Raises:
+            UnknownSessionError: no such session.
+        """
+        sql = """SELECT span_id, trace_id, turn_index, start_ns, status, model, action, stop_reason,
+                      coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0),
+                      coalesce(output_tokens, 0), cost_usd, (end_ns - start_ns) / 1e6, request_sha256, content_mode,
+                      response_body
+               FROM llm_calls WHERE session_id = ? ORDER BY start_ns"""
+        rows = self._query(sql, [session_id])
+        if not rows:  # a prefix, or no such session: resolve (or raise) the usual way
+            rows = self._query(sql, [self.get_session(session_id).session_id])
+        return [CallOutline(span_id=r[0], trace_id=r[1], turn_index=r[2], start_ns=r[3], status=r[4], model=r[5],
+                            action=r[6], stop_reason=r[7], input_tokens=r[8], output_tokens=r[9], cost_usd=r[10],
+                            latency_ms=r[11], request_sha256=r[12], content_mode=r[13],
+                            response=json.loads(r[14]) if r[14] else None)
+                for r in rows]
 
     # -- exact rebuild -----------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ BODY = {
               {"name": "send_email", "input_schema": {"type": "object"}}],
     "messages": [
         {"role": "user", "content": "Where is A-1?"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": "get_order", "input": {"id": "A-1"}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "{\"status\": \"shipped\"}"}]},
+        {"role": "assistant",
+         "content": [{"type": "tool_use", "id": "tu_1", "name": "get_order", "input": {"id": "A-1"}}]},
+        {"role": "user",
+         "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "{\"status\": \"shipped\"}"}]},
     ],
 }
 

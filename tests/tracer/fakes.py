@@ -37,42 +37,6 @@ def message(content: list[dict[str, Any]], stop: str, *, model: str = "claude-ha
     }
 
 
-def sse_events(msg: dict[str, Any]) -> list[bytes]:
-    """The event stream the API sends for ``msg``, one chunk per event."""
-    start = {**msg, "content": [], "stop_reason": None, "usage": {**msg["usage"], "output_tokens": 1}}
-    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
-    for i, block in enumerate(msg["content"]):
-        if block["type"] == "text":
-            events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                   "content_block": {"type": "text", "text": ""}}))
-            text = block["text"]
-            for part in (text[: len(text) // 2], text[len(text) // 2:]):
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                       "delta": {"type": "text_delta", "text": part}}))
-        elif block["type"] == "thinking":
-            events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                   "content_block": {"type": "thinking", "thinking": "",
-                                                                     "signature": ""}}))
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                   "delta": {"type": "thinking_delta", "thinking": block["thinking"]}}))
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                   "delta": {"type": "signature_delta",
-                                                             "signature": block["signature"]}}))
-        else:
-            events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                   "content_block": {**block, "input": {}}}))
-            raw = json.dumps(block["input"])
-            for part in (raw[:5], raw[5:]):
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                       "delta": {"type": "input_json_delta", "partial_json": part}}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
-    events.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"],
-                                                                         "stop_sequence": None},
-                                     "usage": {"output_tokens": msg["usage"]["output_tokens"]}}))
-    events.append(("message_stop", {"type": "message_stop"}))
-    return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
-
-
 class _Chunks(httpx2.SyncByteStream, httpx2.AsyncByteStream):
     """A body that arrives chunk by chunk, as over a socket (not pre-read like ``content=``)."""
 
@@ -111,7 +75,7 @@ class FakeAPI:
                                    headers={"retry-after-ms": "1"})
         msg = self.policy(body)
         if body.get("stream"):
-            chunks = sse_events(msg)
+            chunks = list(tracer.sse_events(msg, chunk=8))
             headers = {"content-type": "text/event-stream"}
             if self.chunked:
                 return httpx2.Response(200, headers=headers, stream=_Chunks(chunks))

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 import tracer
-from tracer._cli import main
 from tests.tracer.fakes import FakeAPI, run_agent
 from tests.tracer.test_store import locked_store  # noqa: F401  (fixture)
+from tracer._cli import main
 
 
 @pytest.fixture
@@ -95,3 +95,16 @@ def test_locked_store_message(locked_store):  # noqa: F811
 def test_db_from_environment(recorded, monkeypatch, tmp_path):
     monkeypatch.setenv("FLIGHTREC_DB", str(tmp_path / "other.duckdb"))
     assert "no trace store at" in CliRunner().invoke(main, ["traces", "list"]).output
+
+
+def test_list_ids_are_long_enough_to_tell_sessions_of_the_same_millisecond_apart():
+    from tracer._render import sessions_table
+
+    row = dict(session_id="", agent="a", start_ns=0, duration_ms=1.0, status="ok", status_reason=None,
+               content_mode="full", turns=1, llm_calls=1, llm_errors=0, tool_calls=0, tool_errors=0, input_tokens=1,
+               output_tokens=1, cache_read_tokens=0, cache_write_tokens=0, cost_usd=0.0, cost_usd_known_part=0.0)
+    rows = [tracer.SessionSummary(**{**row, "session_id": sid})
+            for sid in ("01a1fe89-94b1-7937-a2cf-d8308bc0a869", "01a1fe89-94b1-71c2-9e4f-0d6c1f7a2b11",
+                        "01a1fe89-9551-707b-9658-7337c3706999")]
+    ids = [line.split()[0] for line in sessions_table(rows, 100).splitlines()[1:]]
+    assert ids == ["01a1fe89-94b1-79", "01a1fe89-94b1-71", "01a1fe89-9551-70"]

@@ -8,7 +8,6 @@ import sys
 import textwrap
 import threading
 
-
 import tracer
 from tests.tracer.fakes import FakeAPI, run_agent
 from tests.tracer.test_store import locked_store  # noqa: F401  (fixture)

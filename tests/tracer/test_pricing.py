@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 import tracer
-from tracer._cli import main
 from tests.tracer.fakes import FakeAPI, message, run_agent
+from tracer._cli import main
 
 
 def test_bundled_prices_cover_cache_reads_and_writes():

@@ -90,4 +90,5 @@ def test_content_mode_none_stores_no_content_and_says_why():
             store.rebuild_request(acc.turns[0].llm_calls[0].span_id)
     assert "Where is A-1" not in dump and "shipped" not in dump
     assert acc.turns[0].llm_calls[0].tools_chosen == ["get_order"]  # metadata is still there
-    assert result.exact == 0 and {f["reason"] for f in result.failures} == {"content was not captured (content mode none)"}
+    assert result.exact == 0
+    assert {f["reason"] for f in result.failures} == {"content was not captured (content mode none)"}

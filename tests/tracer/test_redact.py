@@ -7,9 +7,9 @@ import json
 import pytest
 
 import tracer
+from tests.tracer.fakes import FakeAPI, run_agent
 from tracer import canonical_json, sha256_hex
 from tracer._redact import BUILTIN_REDACTORS, redact_value
-from tests.tracer.fakes import FakeAPI, run_agent
 
 
 @pytest.mark.parametrize("text, marker", [
