@@ -304,6 +304,31 @@ def _summary(r: DemoReport, db: str, world_path: str) -> str:
     return "\n".join(lines)
 
 
+def _gate(ctx: click.Context, db_path: str, seed: int) -> None:
+    """The eval step of the demo, when evals is installed: the bundled suite as the baseline, then
+    the variant without the refund-confirmation rule, which the gate catches."""
+    group = ctx.parent.command.get_command(ctx.parent, "eval") if ctx.parent is not None else None  # type: ignore[attr-defined]
+    run = group.get_command(ctx, "run") if group is not None else None  # type: ignore[attr-defined]
+    if run is None:
+        return
+    steps = [("the support suite, stored as the baseline", ["--label", "baseline"]),
+             ("a variant without the refund-confirmation rule, gated on the baseline",
+              ["--set", "variant=no-refund-confirmation", "--baseline", "baseline"])]
+    caught = False
+    for i, (what, extra) in enumerate(steps):
+        click.echo(f"\nEval {i + 1}/2: {what}")
+        try:
+            run.main(args=["support", "--db", db_path, "--seed", str(seed + i), *extra], prog_name="flightrec eval run",
+                     standalone_mode=False)
+        except SystemExit as exc:  # exit 1 is the gate doing its job, which is what the demo shows
+            if exc.code != 1:
+                raise
+            caught = True
+    name = command_name()
+    click.echo(f"\n{'The gate caught the regression (exit 1 in CI).' if caught else 'The gate did not fire.'} "
+               f"In CI: {name} eval run support --baseline baseline --junit junit.xml --report eval.md")
+
+
 @click.command()
 @db_option
 @click.option("--sessions", default=DEFAULT_SESSIONS, show_default=True, type=click.IntRange(1, 100_000),
@@ -322,6 +347,7 @@ def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: 
         report = run_demo(db_path, world_path, sessions=sessions, workers=workers, seed=seed,
                           progress=lambda _out: bar.update(1))
     click.echo(_summary(report, db_path, world_path))
+    _gate(ctx, db_path, seed)
     if no_serve:
         return
     serve = ctx.parent.command.get_command(ctx.parent, "serve") if ctx.parent is not None else None  # type: ignore[attr-defined]

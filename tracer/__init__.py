@@ -23,6 +23,7 @@ from ._errors import (
     SchemaTooNewError,
     StoreError,
     StoreLockedError,
+    UnknownEvalRunError,
     UnknownSessionError,
 )
 from ._export import ExportStats, StoreSpanProcessor
@@ -32,6 +33,8 @@ from ._recorder import ContentMode, Recorder, __version__, configure
 from ._records import (
     AgentRun,
     CallOutline,
+    EvalResultRecord,
+    EvalRunRecord,
     LlmCall,
     SessionAccount,
     SessionSummary,
@@ -49,6 +52,8 @@ __all__ = [
     "BUILTIN_REDACTORS",
     "CallOutline",
     "ConfigError",
+    "EvalResultRecord",
+    "EvalRunRecord",
     "ContentMode",
     "DEFAULT_DB",
     "ExportStats",
@@ -73,6 +78,7 @@ __all__ = [
     "ToolCallRecord",
     "ToolKinds",
     "Turn",
+    "UnknownEvalRunError",
     "UnknownSessionError",
     "Usage",
     "VerifyResult",

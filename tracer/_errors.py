@@ -9,6 +9,7 @@ and is printed by the CLI without a traceback::
     │   ├── StoreLockedError     another process holds the single writer lock
     │   └── SchemaTooNewError    the file was written by a newer flightrec
     ├── UnknownSessionError      no session with that id in the store
+    ├── UnknownEvalRunError      no eval run with that id or label in the store
     └── NotRebuildableError      a stored call cannot be rebuilt (content not captured)
 
 DuckDB errors are mapped to these at the store boundary (``_store.py``); nothing above it sees
@@ -44,3 +45,7 @@ class UnknownSessionError(FlightrecError):
 
 class NotRebuildableError(FlightrecError):
     """A stored LLM call cannot be rebuilt exactly, for example because content was not captured."""
+
+
+class UnknownEvalRunError(FlightrecError):
+    """No stored eval run matches the id, prefix or label."""

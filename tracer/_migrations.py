@@ -142,6 +142,51 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "eval runs and results",
+        """
+        CREATE TABLE eval_runs (
+            run_id VARCHAR PRIMARY KEY,
+            started_ns BIGINT NOT NULL,
+            ended_ns BIGINT NOT NULL,
+            dataset VARCHAR NOT NULL,
+            dataset_sha256 VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            settings VARCHAR NOT NULL,
+            trials INTEGER NOT NULL,
+            seed BIGINT NOT NULL,
+            case_tags VARCHAR[] NOT NULL,
+            cases INTEGER NOT NULL,
+            passed_trials INTEGER NOT NULL,
+            total_trials INTEGER NOT NULL,
+            mean_score DOUBLE NOT NULL,
+            cost_usd DOUBLE,
+            wall_s DOUBLE NOT NULL
+        );
+        CREATE TABLE eval_results (
+            run_id VARCHAR NOT NULL,
+            case_id VARCHAR NOT NULL,
+            trial INTEGER NOT NULL,
+            session_id VARCHAR,
+            tags VARCHAR[] NOT NULL,
+            passed BOOLEAN NOT NULL,
+            score DOUBLE NOT NULL,
+            scores VARCHAR NOT NULL,
+            error VARCHAR,
+            status VARCHAR,
+            turns INTEGER,
+            cost_usd DOUBLE,
+            latency_ms DOUBLE,
+            PRIMARY KEY (run_id, case_id, trial)
+        );
+        CREATE TABLE eval_labels (
+            label VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            set_ns BIGINT NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

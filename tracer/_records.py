@@ -172,6 +172,8 @@ class ToolCallRecord(BaseModel):
     """The tool's name."""
     tool_call_id: str | None
     """The id of the ``tool_use`` block it answers."""
+    start_ns: int = 0
+    """Start, in nanoseconds since the epoch."""
     status: str
     """``ok`` or ``error``."""
     error_type: str | None
@@ -223,3 +225,73 @@ class VerifyResult(BaseModel):
     """Calls rebuilt to the recorded hash."""
     failures: list[dict[str, str]]
     """Calls that were not: span id, session id and why."""
+
+
+class EvalRunRecord(BaseModel):
+    """One stored eval run: a dataset run against one agent variant, every case K times."""
+
+    run_id: str
+    """The run's id."""
+    started_ns: int
+    """Start, in nanoseconds since the epoch."""
+    ended_ns: int
+    """End, in nanoseconds since the epoch."""
+    dataset: str
+    """The dataset's name."""
+    dataset_sha256: str
+    """Hash of the dataset's cases as run, to tell when a comparison spans two datasets."""
+    agent: str
+    """The agent under test (``reference`` or ``MODULE:FACTORY``)."""
+    settings: dict[str, str]
+    """The variant: ``--set`` values."""
+    trials: int
+    """Trials per case."""
+    seed: int
+    """The run's seed (each trial's seed derives from it)."""
+    case_tags: list[str]
+    """Only cases with one of these tags ran; empty means all."""
+    cases: int
+    """Cases run."""
+    passed_trials: int
+    """Trials that passed."""
+    total_trials: int
+    """Trials run."""
+    mean_score: float
+    """Mean weighted score over trials."""
+    cost_usd: float | None
+    """Total cost; ``None`` when any trial's cost is unknown."""
+    wall_s: float
+    """Wall time of the run."""
+    labels: list[str] = []
+    """Labels that point at this run (``baseline`` …)."""
+
+
+class EvalResultRecord(BaseModel):
+    """One trial of one case in an eval run."""
+
+    run_id: str
+    """The run."""
+    case_id: str
+    """The case."""
+    trial: int
+    """0-based."""
+    session_id: str | None
+    """The traced session (``None`` when the agent failed before one started)."""
+    tags: list[str]
+    """The case's tags."""
+    passed: bool
+    """Every scorer passed."""
+    score: float
+    """The weighted mean of the scores, 0..1."""
+    scores: list[dict[str, Any]]
+    """Each scorer's result: scorer, value, passed, weight, reason."""
+    error: str | None
+    """Why the trial could not run or be scored, when it could not."""
+    status: str | None
+    """How the session ended."""
+    turns: int | None
+    """Turns taken."""
+    cost_usd: float | None
+    """Cost in USD."""
+    latency_ms: float | None
+    """Wall time of the session."""

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,21 @@ import duckdb
 import pyarrow as pa
 
 from ._canonical import canonical_json, sha256_hex
-from ._errors import NotRebuildableError, SchemaTooNewError, StoreError, StoreLockedError, UnknownSessionError
+from ._errors import (
+    NotRebuildableError,
+    SchemaTooNewError,
+    StoreError,
+    StoreLockedError,
+    UnknownEvalRunError,
+    UnknownSessionError,
+)
 from ._ingest import _SESSION_SUMS, Batch
 from ._migrations import LATEST, MIGRATIONS
 from ._records import (
     AgentRun,
     CallOutline,
+    EvalResultRecord,
+    EvalRunRecord,
     LlmCall,
     SessionAccount,
     SessionSummary,
@@ -73,6 +83,13 @@ ON CONFLICT (session_id) DO UPDATE SET
     content_mode = coalesce(excluded.content_mode, sessions.content_mode),
     {", ".join(f"{c} = sessions.{c} + excluded.{c}" for c in (*_SESSION_SUMS, "cost_usd"))}
 """
+_EVAL_RUN_SQL = """
+SELECT run_id, started_ns, ended_ns, dataset, dataset_sha256, agent, settings, trials, seed, case_tags, cases,
+       passed_trials, total_trials, mean_score, cost_usd, wall_s,
+       (SELECT list(label ORDER BY label) FROM eval_labels l WHERE l.run_id = r.run_id)
+FROM eval_runs r
+"""
+
 _SUMMARY_SQL = """
 SELECT session_id, agent, start_ns, (end_ns - start_ns) / 1e6, status, status_reason, content_mode, turns,
        llm_calls, llm_errors, tool_calls, tool_errors, input_tokens, output_tokens, cache_read_tokens,
@@ -369,7 +386,7 @@ class Store:
         )
         tools = self._query(
             """SELECT span_id, turn_index, tool_name, tool_call_id, status, error_type, error_message, arguments,
-                      result, (end_ns - start_ns) / 1e6, idempotency_key, retries, circuit_state
+                      result, (end_ns - start_ns) / 1e6, idempotency_key, retries, circuit_state, start_ns
                FROM tool_calls WHERE session_id = ? ORDER BY start_ns""",
             [sid],
         )
@@ -404,7 +421,7 @@ class Store:
             turn(t[1]).tool_calls.append(ToolCallRecord(
                 span_id=t[0], turn_index=t[1], tool_name=t[2], tool_call_id=t[3], status=t[4], error_type=t[5],
                 error_message=t[6], arguments=t[7], result=t[8], latency_ms=t[9], idempotency_key=t[10],
-                retries=t[11], circuit_state=t[12],
+                retries=t[11], circuit_state=t[12], start_ns=t[13],
             ))
         return SessionAccount(session=summary, turns=[turns[k] for k in sorted(turns)])
 
@@ -456,6 +473,75 @@ class Store:
                             latency_ms=r[11], request_sha256=r[12], content_mode=r[13],
                             response=json.loads(r[14]) if r[14] else None)
                 for r in rows]
+
+    # -- eval runs -----------------------------------------------------------------------------
+
+    def save_eval_run(self, run: EvalRunRecord, results: Iterable[EvalResultRecord]) -> None:
+        """Stores a finished eval run and its results atomically.
+
+        Raises:
+            StoreError: the write failed; nothing was written.
+        """
+        rows = [(r.run_id, r.case_id, r.trial, r.session_id, r.tags, r.passed, r.score, json.dumps(r.scores),
+                 r.error, r.status, r.turns, r.cost_usd, r.latency_ms) for r in results]
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                con.execute(
+                    "INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [run.run_id, run.started_ns, run.ended_ns, run.dataset, run.dataset_sha256, run.agent,
+                     json.dumps(run.settings), run.trials, run.seed, run.case_tags, run.cases, run.passed_trials,
+                     run.total_trials, run.mean_score, run.cost_usd, run.wall_s])
+                if rows:
+                    con.executemany("INSERT INTO eval_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(f"storing eval run {run.run_id} in {self.path} failed: {exc}") from None
+
+    def label_eval_run(self, run_id: str, label: str) -> None:
+        """Points ``label`` (``baseline`` …) at a run, moving it off any other run."""
+        with self._lock:
+            self._con.execute("INSERT OR REPLACE INTO eval_labels VALUES (?, ?, ?)", [label, run_id, time.time_ns()])
+
+    def eval_runs(self, *, limit: int = 50) -> list[EvalRunRecord]:
+        """Eval runs, newest first."""
+        return [self._eval_run(r) for r in self._query(f"{_EVAL_RUN_SQL} ORDER BY started_ns DESC LIMIT ?", [limit])]
+
+    def find_eval_run(self, ref: str) -> EvalRunRecord:
+        """The run a label, a run id or a unique prefix (8+ characters) names.
+
+        Raises:
+            UnknownEvalRunError: nothing matches, or the prefix is ambiguous.
+        """
+        rows = self._query(f"{_EVAL_RUN_SQL} WHERE run_id = (SELECT run_id FROM eval_labels WHERE label = ?)", [ref])
+        rows = rows or self._query(f"{_EVAL_RUN_SQL} WHERE run_id = ?", [ref])
+        if not rows and len(ref) >= 8:
+            rows = self._query(f"{_EVAL_RUN_SQL} WHERE starts_with(run_id, ?) LIMIT 2", [ref])
+            if len(rows) > 1:
+                raise UnknownEvalRunError(f"eval run prefix {ref!r} is ambiguous; give more characters.")
+        if not rows:
+            raise UnknownEvalRunError(
+                f"no eval run or label {ref!r} in {self.path}. List the runs with `flightrec eval list"
+                f"{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`.")
+        return self._eval_run(rows[0])
+
+    def eval_results(self, run_id: str) -> list[EvalResultRecord]:
+        """A run's results, by case and trial."""
+        rows = self._query(
+            """SELECT run_id, case_id, trial, session_id, tags, passed, score, scores, error, status, turns, cost_usd,
+                      latency_ms FROM eval_results WHERE run_id = ? ORDER BY case_id, trial""", [run_id])
+        return [EvalResultRecord(run_id=r[0], case_id=r[1], trial=r[2], session_id=r[3], tags=r[4], passed=r[5],
+                                 score=r[6], scores=json.loads(r[7]), error=r[8], status=r[9], turns=r[10],
+                                 cost_usd=r[11], latency_ms=r[12]) for r in rows]
+
+    @staticmethod
+    def _eval_run(r: tuple[Any, ...]) -> EvalRunRecord:
+        return EvalRunRecord(run_id=r[0], started_ns=r[1], ended_ns=r[2], dataset=r[3], dataset_sha256=r[4],
+                             agent=r[5], settings=json.loads(r[6]), trials=r[7], seed=r[8], case_tags=r[9],
+                             cases=r[10], passed_trials=r[11], total_trials=r[12], mean_score=r[13], cost_usd=r[14],
+                             wall_s=r[15], labels=r[16] or [])
 
     # -- exact rebuild -----------------------------------------------------------------------
 

@@ -1,0 +1,179 @@
+"""``flightrec eval``: run a dataset, compare runs, gate CI; label runs; turn sessions into cases.
+
+Exit codes: 0 no regression, 1 a regression against the baseline, 2 an error (one line, no
+traceback: the root group prints every ``FlightrecError``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+import tracer
+from tracer._cli import db_option, json_option
+
+from . import _report
+from ._add_case import add_case, draft_case
+from ._compare import Comparison, compare_stored
+from ._errors import EvalError
+from ._runner import DEFAULT_CONCURRENCY, DEFAULT_TRIALS, run_eval
+
+EXIT_REGRESSION = 1
+
+
+def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise EvalError(f"--set {pair!r}: use key=value, for example --set model=claude-sonnet-4-5.")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _write(path: str, data: bytes | str) -> None:
+    try:
+        Path(path).write_bytes(data if isinstance(data, bytes) else data.encode())
+    except OSError as exc:
+        raise EvalError(f"cannot write {path}: {exc.strerror}.") from None
+
+
+@click.group("eval")
+def evals() -> None:
+    """Regression evals: run a dataset K times per case, compare with a baseline, gate CI."""
+
+
+@evals.command("run")
+@click.argument("dataset")
+@click.option("--agent", metavar="MODULE:FACTORY", help="The agent under test (default: the reference agent).")
+@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
+              help="Change the variant: model, system_prompt_file, variant, guards (max_tool_calls …).")
+@click.option("--trials", type=int, default=DEFAULT_TRIALS, show_default=True, help="Trials per case.")
+@click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True, help="Trials at once.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Only cases with this tag (repeatable).")
+@click.option("--baseline", metavar="LABEL|RUN_ID", help="Compare with this run; exit 1 on a regression.")
+@click.option("--label", metavar="LABEL", help="Label this run (for example `baseline`) once stored.")
+@click.option("--seed", type=int, help="The run's seed (default: fresh each run).")
+@click.option("--junit", metavar="PATH", help="Write JUnit XML here.")
+@click.option("--report", metavar="PATH.md", help="Write a Markdown summary here (for a pull-request comment).")
+@db_option
+@json_option
+def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int, concurrency: int,
+            tags: tuple[str, ...], baseline: str | None, label: str | None, seed: int | None, junit: str | None,
+            report: str | None, db: str | None, as_json: bool) -> None:
+    """Run DATASET (a YAML or JSONL file, or a bundled suite: `support`) against the agent.
+
+    Every trial is a traced session; its result links to it.
+    """
+    settings = _settings(set_)
+    if baseline:  # a baseline that is not there is an error now, not after the whole run
+        with tracer.Store(db, read_only=True) as store:
+            store.find_eval_run(baseline)
+
+    def progress(result: tracer.EvalResultRecord, done: int, total: int) -> None:
+        if not as_json and sys.stderr.isatty():
+            click.echo(f"\rscored {done}/{total} trials", nl=done == total, err=True)
+
+    result = run_eval(dataset, agent=agent, settings=settings, trials=trials, concurrency=concurrency, tags=tags,
+                      seed=seed, db=db, label=label, progress=progress)
+    comparison: Comparison | None = None
+    if baseline:
+        with tracer.Store(db, read_only=True) as store:
+            comparison = compare_stored(store, baseline, result.run.run_id)
+    if junit:
+        _write(junit, _report.junit(result.run, result.results, comparison))
+    if report:
+        _write(report, _report.markdown(result.run, result.results, comparison))
+    if as_json:
+        click.echo(json.dumps({"run": result.run.model_dump(), "results": [r.model_dump() for r in result.results],
+                               "comparison": comparison.model_dump() if comparison else None}, indent=2))
+    else:
+        click.echo(_report.run_text(result.run, result.results, cases=comparison is None))
+        if comparison:
+            click.echo(_report.comparison_text(comparison))
+    if comparison is not None and comparison.verdict == "regression":
+        sys.exit(EXIT_REGRESSION)
+
+
+@evals.command("compare")
+@click.argument("baseline")
+@click.argument("candidate")
+@click.option("--report", metavar="PATH.md", help="Write a Markdown summary here.")
+@db_option
+@json_option
+def compare_cmd(baseline: str, candidate: str, report: str | None, db: str | None, as_json: bool) -> None:
+    """Compare two stored runs (ids, prefixes or labels); exit 1 if CANDIDATE regresses."""
+    with tracer.Store(db, read_only=True) as store:
+        comparison = compare_stored(store, baseline, candidate)
+        run = store.find_eval_run(candidate)
+        results = store.eval_results(run.run_id)
+    if report:
+        _write(report, _report.markdown(run, results, comparison))
+    click.echo(comparison.model_dump_json(indent=2) if as_json else _report.comparison_text(comparison))
+    if comparison.verdict == "regression":
+        sys.exit(EXIT_REGRESSION)
+
+
+@evals.command("list")
+@click.option("--limit", type=int, default=20, show_default=True)
+@db_option
+@json_option
+def list_cmd(limit: int, db: str | None, as_json: bool) -> None:
+    """Stored eval runs, newest first."""
+    with tracer.Store(db, read_only=True) as store:
+        runs = store.eval_runs(limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.model_dump() for r in runs], indent=2))
+        return
+    if not runs:
+        click.echo("No eval runs yet. Run one with `flightrec eval run DATASET`.")
+        return
+    click.echo(f"{'RUN':<10}{'LABELS':<12}{'DATASET':<14}{'CASES':>6}{'TRIALS':>7}{'PASS':>7}  SETTINGS")
+    for r in runs:
+        settings = " ".join(f"{k}={v}" for k, v in r.settings.items()) or "-"
+        click.echo(f"{r.run_id[:8]:<10}{','.join(r.labels)[:11]:<12}{r.dataset[:13]:<14}{r.cases:>6}{r.trials:>7}"
+                   f"{r.passed_trials / r.total_trials:>7.0%}  {settings}"[:100])
+
+
+@evals.command("show")
+@click.argument("run")
+@db_option
+@json_option
+def show_cmd(run: str, db: str | None, as_json: bool) -> None:
+    """One stored run: totals and the cases that did not pass every trial."""
+    with tracer.Store(db, read_only=True) as store:
+        record = store.find_eval_run(run)
+        results = store.eval_results(record.run_id)
+    if as_json:
+        click.echo(json.dumps({"run": record.model_dump(), "results": [r.model_dump() for r in results]}, indent=2))
+    else:
+        click.echo(_report.run_text(record, results))
+
+
+@evals.command("label")
+@click.argument("run")
+@click.argument("label")
+@db_option
+def label_cmd(run: str, label: str, db: str | None) -> None:
+    """Point LABEL (for example `baseline`) at RUN."""
+    with tracer.Store(db) as store:
+        record = store.find_eval_run(run)
+        store.label_eval_run(record.run_id, label)
+    click.echo(f"{label} → {record.run_id}")
+
+
+@evals.command("add-case")
+@click.argument("session_id")
+@click.option("--dataset", "dataset", required=True, metavar="FILE", help="The dataset to append to (created if new).")
+@click.option("--id", "case_id", metavar="ID", help="The case id (default: scenario or 'session', plus the id).")
+@db_option
+def add_case_cmd(session_id: str, dataset: str, case_id: str | None, db: str | None) -> None:
+    """Turn a recorded session into a draft case; review its expectations before you commit it."""
+    with tracer.Store(db, read_only=True) as store:
+        case = draft_case(store, session_id, case_id=case_id)
+    add_case(dataset, case)
+    click.echo(f"added case {case['id']} to {dataset} with {len(case['expect'])} draft expectations "
+               "(what the session did). Review them: they become the bar every future run must meet.")

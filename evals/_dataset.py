@@ -1,0 +1,229 @@
+"""Datasets: the cases an eval runs, read from YAML or JSONL.
+
+YAML (one file, the dataset's name and cases)::
+
+    name: support                       # optional; default: the file's stem
+    description: the support agent's pre-deploy suite
+    scorers:                            # optional; applied to every case, before its own
+      - {type: max_turns, turns: 20}
+    cases:
+      - id: refund-over-threshold       # unique; letters, digits, '-', '_', '.'
+        tags: [refund, approval]
+        input:
+          scenario: refund_over_threshold       # the reference agent: its world and messages
+          messages:                             # optional: the customer's messages, in order
+            - "The standing desk from order A-1003 arrived dented. I want a refund."
+            - {text: "Yes, please go ahead.", only_if_asked: true}
+          world: {outages: {orders: flaky}}     # optional: the reference agent's world set-up
+          misbehave: []                         # optional: simulated-model misbehaviours
+          faults: []                            # optional: simulated-model API faults
+          human: approve                        # optional: answer an approval wait (approve | reject)
+          extra: {}                             # optional: anything a custom agent reads
+        expect:                                 # scorers (see evals/_scorers.py)
+          - {type: tools_required, tools: [get_order, issue_refund]}
+          - {type: status, equals: waiting_human}
+
+JSONL: one case object per line, in the same shape (``id``, ``tags``, ``input``, ``expect``).
+
+Every problem is reported with the file, the case (index and id) and the field, and the load
+stops there: a dataset that half-loads would make a pass rate mean something else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._errors import DatasetError, ScorerError
+from ._scorers import build_scorer
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class Message(BaseModel):
+    """One scripted customer message."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str
+    """What the customer writes."""
+    only_if_asked: bool = False
+    """Send it only when the agent's last reply asked something."""
+
+
+class CaseInput(BaseModel):
+    """What the agent is given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenario: str | None = None
+    """A reference-agent scenario: its world, messages and simulator defaults."""
+    messages: tuple[Message, ...] = ()
+    """The customer's messages: the first opens the session, the rest follow up."""
+    world: dict[str, Any] | None = None
+    """The reference agent's world set-up (``articles``, ``outages``)."""
+    misbehave: tuple[str, ...] | None = None
+    """Simulated-model misbehaviours (``None``: the scenario's)."""
+    faults: tuple[str, ...] | None = None
+    """Simulated-model API faults (``None``: the scenario's)."""
+    human: Literal["approve", "reject"] | None = None
+    """How a human answers when the session waits for an approval."""
+    extra: dict[str, Any] = {}
+    """Anything a custom agent reads."""
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _plain_strings(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [{"text": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+class Case(BaseModel):
+    """One case: an input and the expectations a trial is scored against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    """Unique in the dataset."""
+    tags: tuple[str, ...] = ()
+    """For ``--tag`` and for grouping in reports."""
+    description: str | None = None
+    """What the case checks, in a line."""
+    input: CaseInput = CaseInput()
+    """What the agent is given."""
+    expect: tuple[dict[str, Any], ...] = Field(min_length=1)
+    """Scorer specs (``{"type": …, …}``); every one must pass for the trial to pass."""
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("use letters, digits, '-', '_' and '.', starting with a letter or digit")
+        return value
+
+
+class Dataset(BaseModel):
+    """A named list of cases."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    """The dataset's name (the file's stem unless the file names it)."""
+    description: str | None = None
+    """What the suite is for."""
+    scorers: tuple[dict[str, Any], ...] = ()
+    """Scorer specs applied to every case, before the case's own."""
+    cases: tuple[Case, ...]
+    """The cases, in file order."""
+    path: str | None = None
+    """Where it was read from."""
+
+    def select(self, tags: list[str] | tuple[str, ...]) -> tuple[Case, ...]:
+        """The cases with any of ``tags`` (all cases when ``tags`` is empty)."""
+        return tuple(c for c in self.cases if not tags or set(tags) & set(c.tags))
+
+    def sha256(self, cases: tuple[Case, ...] | None = None) -> str:
+        """A hash of the cases (and shared scorers) as run: two runs compare like with like when it matches."""
+        body = {"scorers": list(self.scorers), "cases": [c.model_dump(mode="json") for c in cases or self.cases]}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def expectations(self, case: Case) -> list[dict[str, Any]]:
+        """The scorer specs a case's trials are scored with."""
+        return [*self.scorers, *case.expect]
+
+
+def _where(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def load_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Reads and validates a dataset file (``.yaml``/``.yml`` or ``.jsonl``), scorers included.
+
+    A bare name (``support``) that is not a file names a bundled suite (``evals/suites/``).
+
+    Raises:
+        DatasetError: the file is missing, unreadable, or a case does not validate.
+    """
+    p = Path(path)
+    bundled = Path(__file__).with_name("suites") / f"{p}.yaml"
+    if not p.is_file() and not p.suffix and bundled.is_file():
+        p = bundled
+    if not p.is_file():
+        names = ", ".join(sorted(f.stem for f in bundled.parent.glob("*.yaml")))
+        raise DatasetError(f"no dataset file at {p}. Pass a .yaml or .jsonl file, or the name of a bundled suite "
+                           f"({names}).")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read the dataset {p}: {exc}") from None
+    raw: dict[str, Any]
+    if p.suffix in (".yaml", ".yml"):
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise DatasetError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
+        if not isinstance(loaded, dict) or "cases" not in loaded:
+            raise DatasetError(f"{p}: a YAML dataset is a mapping with a `cases:` list (see the format in the README).")
+        raw = loaded
+    elif p.suffix == ".jsonl":
+        cases = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    cases.append(json.loads(line))
+                except ValueError as exc:
+                    raise DatasetError(f"{p}, line {n}: not valid JSON ({exc}).") from None
+        raw = {"cases": cases}
+    else:
+        raise DatasetError(f"{p}: a dataset is a .yaml, .yml or .jsonl file.")
+    raw_cases = raw.get("cases")
+    if not isinstance(raw_cases, list) or not raw_cases:
+        raise DatasetError(f"{p}: `cases` must be a non-empty list.")
+    cases = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw_cases):
+        label = f"case {i + 1}" + (f" ({item.get('id')!r})" if isinstance(item, dict) and item.get("id") else "")
+        where = f"{p}, {label}" + (f" (line {i + 1})" if p.suffix == ".jsonl" else "")
+        try:
+            case = Case.model_validate(item)
+        except ValidationError as exc:
+            raise DatasetError(f"{where}: {_where(exc)}.") from None
+        if case.id in seen:
+            raise DatasetError(f"{where}: the id {case.id!r} is used twice; case ids must be unique.")
+        seen.add(case.id)
+        for spec in case.expect:
+            try:
+                build_scorer(spec)
+            except ScorerError as exc:
+                raise DatasetError(f"{where}: {exc}") from None
+        cases.append(case)
+    try:
+        dataset = Dataset(name=raw.get("name") or p.stem, description=raw.get("description"),
+                          scorers=tuple(raw.get("scorers") or ()), cases=tuple(cases), path=str(p))
+    except ValidationError as exc:
+        raise DatasetError(f"{p}: {_where(exc)}.") from None
+    unknown = set(raw) - {"name", "description", "scorers", "cases"}
+    if unknown:
+        raise DatasetError(f"{p}: unknown top-level field(s) {', '.join(sorted(unknown))}; "
+                           "a dataset has name, description, scorers and cases.")
+    for spec in dataset.scorers:
+        try:
+            build_scorer(spec)
+        except ScorerError as exc:
+            raise DatasetError(f"{p}, shared scorers: {exc}") from None
+    return dataset

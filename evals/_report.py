@@ -1,0 +1,156 @@
+"""What an eval prints and writes: the terminal summary, a Markdown summary for a pull-request
+comment, and JUnit XML for CI."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+
+import tracer
+
+from ._compare import Comparison
+from ._stats import case_status
+
+_REASONS = 3
+"""Distinct failure reasons shown per case."""
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}"
+
+
+def _money(x: float | None) -> str:
+    return "unknown" if x is None else f"${x:.4f}"
+
+
+def _by_case(results: Sequence[tracer.EvalResultRecord]) -> dict[str, list[tracer.EvalResultRecord]]:
+    out: dict[str, list[tracer.EvalResultRecord]] = {}
+    for r in results:
+        out.setdefault(r.case_id, []).append(r)
+    return out
+
+
+def _reasons(trials: Sequence[tracer.EvalResultRecord]) -> list[str]:
+    found = [s["reason"] for r in trials if not r.passed for s in r.scores if not s.get("passed")]
+    found += [r.error for r in trials if r.error]
+    return list(dict.fromkeys(found))[:_REASONS]
+
+
+def run_text(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord], *, cases: bool = True) -> str:
+    """The terminal summary of one run: totals, then (``cases``) each case that did not pass every trial."""
+    by_case = _by_case(results)
+    statuses = {cid: case_status([r.passed for r in rs]) for cid, rs in by_case.items()}
+    settings = " ".join(f"{k}={v}" for k, v in run.settings.items()) or "defaults"
+    lines = [
+        f"run       {run.run_id}{' (' + ', '.join(run.labels) + ')' if run.labels else ''}",
+        f"dataset   {run.dataset} · {run.cases} cases × {run.trials} trials · agent {run.agent} · {settings} · "
+        f"seed {run.seed}",
+        f"passed    {run.passed_trials}/{run.total_trials} trials ({_pct(run.passed_trials / run.total_trials)}) · "
+        f"cases: {sum(s == 'pass' for s in statuses.values())} pass, {sum(s == 'flaky' for s in statuses.values())} "
+        f"flaky, {sum(s == 'fail' for s in statuses.values())} fail · mean score {run.mean_score:.2f}",
+        f"cost      {_money(run.cost_usd)} · wall time {run.wall_s:.1f} s",
+    ]
+    for cid, rs in by_case.items():
+        if statuses[cid] == "pass" or not cases:
+            continue
+        passed = sum(r.passed for r in rs)
+        lines.append(f"  {statuses[cid]:<5} {cid}: {passed}/{len(rs)} trials passed")
+        lines += [f"          - {reason}" for reason in _reasons(rs)]
+        failed = [r.session_id for r in rs if not r.passed and r.session_id]
+        if failed:
+            lines.append(f"          open: flightrec traces show {failed[0]}")
+    return "\n".join(lines)
+
+
+def comparison_text(c: Comparison) -> str:
+    """The terminal summary of a comparison, verdict last."""
+    t = c.test
+
+    def side(name: str, s: object) -> str:
+        from ._compare import RunSide
+        assert isinstance(s, RunSide)
+        label = f" ({', '.join(s.labels)})" if s.labels else ""
+        latency = "?" if s.latency_ms_median is None else f"{s.latency_ms_median:.0f} ms"
+        return (f"{name:<10}{s.run_id[:8]}{label}: pass rate {_pct(s.pass_rate)} · mean score {s.mean_score:.2f} · "
+                f"cost/trial {_money(s.cost_usd)} · median session {latency}")
+
+    lines = [side("baseline", c.baseline), side("candidate", c.candidate),
+             f"effect    {t.effect * 100:+.1f} points of pass rate per case ({t.confidence:.0%} CI "
+             f"{t.ci_low * 100:+.1f} to {t.ci_high * 100:+.1f}) over {t.cases} paired cases",
+             f"test      p = {t.p_value:.4f}, one-sided, alpha {t.alpha}: {t.method}"]
+    if c.cost_delta_usd is not None or c.latency_delta_ms is not None:
+        lines.append(f"deltas    cost/trial {'?' if c.cost_delta_usd is None else f'{c.cost_delta_usd:+.4f} USD'} · "
+                     f"median session {'?' if c.latency_delta_ms is None else f'{c.latency_delta_ms:+.0f} ms'}")
+    lines.append(f"pass→fail {', '.join(c.flips_to_fail) or 'none'}")
+    lines.append(f"fail→pass {', '.join(c.flips_to_pass) or 'none'}")
+    lines.append(f"flaky     {', '.join(c.flaky) or 'none'}")
+    for case in c.cases:
+        if case.delta is not None and case.delta < 0:
+            lines.append(f"  worse {case.case_id}: {sum(case.baseline)}/{len(case.baseline)} → "
+                         f"{sum(case.candidate)}/{len(case.candidate)}")
+            lines += [f"          - {r}" for r in case.reasons[:1]]
+            if case.failing_sessions:
+                lines.append(f"          open: flightrec traces show {case.failing_sessions[0]}")
+    lines.append(f"verdict   {c.verdict.upper()}: {c.verdict_reason}")
+    return "\n".join(lines)
+
+
+def markdown(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord],
+             comparison: Comparison | None) -> str:
+    """A summary for a pull-request comment."""
+    verdict = comparison.verdict if comparison else "no baseline"
+    mark = {"regression": "❌", "no regression": "✅", "improvement": "✅", "no baseline": "ℹ️"}[verdict]
+    out = [f"### {mark} flightrec eval: {verdict} — {run.dataset}", ""]
+    if comparison:
+        out += [comparison.verdict_reason, "", "| run | pass rate | mean score | cost / trial | median session |",
+                "|---|---:|---:|---:|---:|"]
+        for name, s in (("baseline", comparison.baseline), ("candidate", comparison.candidate)):
+            latency = "?" if s.latency_ms_median is None else f"{s.latency_ms_median:.0f} ms"
+            out.append(f"| {name} `{s.run_id[:8]}` | {_pct(s.pass_rate)} | {s.mean_score:.2f} | {_money(s.cost_usd)} "
+                       f"| {latency} |")
+        out += ["", f"**Flips** pass→fail: {', '.join(comparison.flips_to_fail) or 'none'}; "
+                    f"fail→pass: {', '.join(comparison.flips_to_pass) or 'none'}. "
+                    f"**Flaky:** {', '.join(comparison.flaky) or 'none'}.", ""]
+        worse = [c for c in comparison.cases if c.delta is not None and c.delta < 0]
+        if worse:
+            out += ["| case | baseline | candidate | why | session |", "|---|---:|---:|---|---|"]
+            for c in worse:
+                why = (c.reasons[0] if c.reasons else "—").replace("|", "\\|")
+                session = f"`{c.failing_sessions[0]}`" if c.failing_sessions else "—"
+                out.append(f"| {c.case_id} | {sum(c.baseline)}/{len(c.baseline)} | "
+                           f"{sum(c.candidate)}/{len(c.candidate)} | {why} | {session} |")
+            out.append("")
+    else:
+        out += [f"{run.passed_trials}/{run.total_trials} trials passed ({_pct(run.passed_trials / run.total_trials)}) "
+                f"over {run.cases} cases × {run.trials} trials.", ""]
+    out.append(f"<sub>run `{run.run_id}` · agent {run.agent} · "
+               f"{' '.join(f'{k}={v}' for k, v in run.settings.items()) or 'default settings'} · seed {run.seed}. "
+               "Open a failing session with `flightrec traces show SESSION_ID`.</sub>")
+    return "\n".join(out) + "\n"
+
+
+def junit(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord],
+          comparison: Comparison | None) -> bytes:
+    """JUnit XML: one test case per eval case (failed unless every trial passed), plus the gate."""
+    cases = _by_case(results)
+    suite = ET.Element("testsuite", name=f"flightrec eval {run.dataset}", timestamp=str(run.started_ns),
+                       time=f"{run.wall_s:.3f}")
+    failures = 0
+    for cid, rs in cases.items():
+        el = ET.SubElement(suite, "testcase", classname=f"flightrec.{run.dataset}", name=cid,
+                           time=f"{sum(r.latency_ms or 0 for r in rs) / 1000:.3f}")
+        passed = sum(r.passed for r in rs)
+        if passed < len(rs):
+            failures += 1
+            detail = "\n".join([*_reasons(rs), *(f"session {r.session_id}" for r in rs if not r.passed)])
+            ET.SubElement(el, "failure", message=f"{passed}/{len(rs)} trials passed").text = detail
+    if comparison is not None:
+        el = ET.SubElement(suite, "testcase", classname=f"flightrec.{run.dataset}", name="regression gate")
+        if comparison.verdict == "regression":
+            failures += 1
+            ET.SubElement(el, "failure", message="regression against the baseline").text = comparison.verdict_reason
+    suite.set("tests", str(len(cases) + (comparison is not None)))
+    suite.set("failures", str(failures))
+    root = ET.Element("testsuites")
+    root.append(suite)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
