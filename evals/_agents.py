@@ -46,6 +46,8 @@ class EvalAgent(Protocol):
         ...
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
 AgentFactory = Callable[[Mapping[str, str]], EvalAgent]
 """``FACTORY(settings)``: builds the agent under test from the ``--set`` values."""
 
@@ -54,10 +56,10 @@ class ReferenceEvalAgent:
     """The reference support agent, with its settings changed by ``--set``.
 
     Settings: any ``AgentConfig`` field (``model``, ``max_tool_calls``, ``token_budget``,
-    ``time_limit_s``, ``approval_threshold_cents``, ``stream`` …), ``system_prompt_file`` (a file
-    whose text replaces the system prompt), ``variant`` (a named variant, see ``VARIANTS``),
-    ``real`` (``true``: the real Anthropic API, needs ANTHROPIC_API_KEY) and ``sim_latency_ms``
-    (the simulated model's latency per call).
+    ``time_limit_s``, ``approval_threshold_cents``, ``stream``, ``system_prompt`` …),
+    ``system_prompt_file`` (a file whose text replaces the system prompt), ``variant`` (a named
+    variant, see ``VARIANTS``), ``real`` (``true``: the real Anthropic API, needs
+    ANTHROPIC_API_KEY) and ``sim_latency_ms`` (the simulated model's latency per call).
     """
 
     def __init__(self, settings: Mapping[str, str], workdir: str) -> None:
@@ -66,20 +68,31 @@ class ReferenceEvalAgent:
         from reference_agent import SYSTEM_PROMPT, AgentConfig, World
 
         values: dict[str, Any] = dict(settings)
-        self.real = values.pop("real", "false").lower() in ("1", "true", "yes")
-        self.latency_ms = int(values.pop("sim_latency_ms", "0") or 0)
-        prompt = SYSTEM_PROMPT
+        real = values.pop("real", "false").lower()
+        if real not in _BOOLEANS:
+            raise AgentLoadError(f"--set real={real}: use true or false.")
+        self.real = _BOOLEANS[real]
+        latency = values.pop("sim_latency_ms", "0") or "0"
+        try:
+            self.latency_ms = int(latency)
+        except ValueError:
+            raise AgentLoadError(f"--set sim_latency_ms={latency}: use a whole number of milliseconds.") from None
+        # `system_prompt` is an AgentConfig field, so it is listed among the settings: it replaces the
+        # prompt like system_prompt_file does, instead of clashing with the prompt passed below.
+        prompt = values.pop("system_prompt", SYSTEM_PROMPT)
         variant = values.pop("variant", None)
         if variant is not None:
             if variant not in VARIANTS:
-                raise AgentLoadError(f"no reference-agent variant {variant!r}; the variants are: {', '.join(VARIANTS)}.")
+                raise AgentLoadError(f"no reference-agent variant {variant!r}; the variants are: "
+                                     f"{', '.join(VARIANTS)}.")
             prompt = "\n".join(line for line in prompt.splitlines() if not line.startswith(VARIANTS[variant]))
         prompt_file = values.pop("system_prompt_file", None)
         if prompt_file is not None:
             try:
                 prompt = open(prompt_file, encoding="utf-8").read()
             except OSError as exc:
-                raise AgentLoadError(f"--set system_prompt_file={prompt_file}: cannot read it ({exc.strerror}).") from None
+                raise AgentLoadError(f"--set system_prompt_file={prompt_file}: cannot read it "
+                                     f"({exc.strerror}).") from None
         try:
             self.config = AgentConfig(**values, system_prompt=prompt)
         except pydantic.ValidationError as exc:
@@ -91,8 +104,14 @@ class ReferenceEvalAgent:
         self.world = World(os.path.join(workdir, "eval.world.sqlite"))
 
     def check(self, case: Case) -> None:
-        from reference_agent import MISBEHAVIOURS, ConfigError, FaultSpec, WorldSetup, get_scenario
-        from reference_agent import UnknownScenarioError
+        from reference_agent import (
+            MISBEHAVIOURS,
+            ConfigError,
+            FaultSpec,
+            UnknownScenarioError,
+            WorldSetup,
+            get_scenario,
+        )
 
         where = f"case {case.id!r}"
         try:

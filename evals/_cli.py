@@ -36,6 +36,9 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def _write(path: str, data: bytes | str) -> None:
     try:
+        # CI steps name a report directory that does not exist yet (`reports/junit.xml`), as pytest's
+        # --junitxml allows; failing there would throw away a finished run's verdict.
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(data if isinstance(data, bytes) else data.encode())
     except OSError as exc:
         raise EvalError(f"cannot write {path}: {exc.strerror}.") from None
@@ -55,7 +58,8 @@ def evals() -> None:
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True, help="Trials at once.")
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Only cases with this tag (repeatable).")
 @click.option("--baseline", metavar="LABEL|RUN_ID", help="Compare with this run; exit 1 on a regression.")
-@click.option("--label", metavar="LABEL", help="Label this run (for example `baseline`) once stored.")
+@click.option("--label", metavar="LABEL",
+              help="Label this run (for example `baseline`) once stored; with --baseline, only if it passes the gate.")
 @click.option("--seed", type=int, help="The run's seed (default: fresh each run).")
 @click.option("--junit", metavar="PATH", help="Write JUnit XML here.")
 @click.option("--report", metavar="PATH.md", help="Write a Markdown summary here (for a pull-request comment).")
@@ -69,20 +73,31 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
     Every trial is a traced session; its result links to it.
     """
     settings = _settings(set_)
+    baseline_id: str | None = None
     if baseline:  # a baseline that is not there is an error now, not after the whole run
+        path = tracer.default_db_path(db)
+        if not Path(path).exists():
+            raise EvalError(f"no eval run or label {baseline!r}: there is no trace store at {path} yet. Store a "
+                            f"baseline first with `flightrec eval run {dataset} --label {baseline}`.")
         with tracer.Store(db, read_only=True) as store:
-            store.find_eval_run(baseline)
+            # Resolved now: `--label baseline --baseline baseline` may move the label to this run,
+            # which must still be compared with the run the label named before it.
+            baseline_id = store.find_eval_run(baseline).run_id
 
     def progress(result: tracer.EvalResultRecord, done: int, total: int) -> None:
         if not as_json and sys.stderr.isatty():
             click.echo(f"\rscored {done}/{total} trials", nl=done == total, err=True)
 
     result = run_eval(dataset, agent=agent, settings=settings, trials=trials, concurrency=concurrency, tags=tags,
-                      seed=seed, db=db, label=label, progress=progress)
+                      seed=seed, db=db, label=None if baseline_id else label, progress=progress)
     comparison: Comparison | None = None
-    if baseline:
-        with tracer.Store(db, read_only=True) as store:
-            comparison = compare_stored(store, baseline, result.run.run_id)
+    if baseline_id:
+        with tracer.Store(db) as store:
+            comparison = compare_stored(store, baseline_id, result.run.run_id)
+            # A regressed run must not become the bar the next run is held to.
+            if label and comparison.verdict != "regression":
+                store.label_eval_run(result.run.run_id, label)
+                result.run.labels.append(label)
     if junit:
         _write(junit, _report.junit(result.run, result.results, comparison))
     if report:
@@ -94,6 +109,8 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
         click.echo(_report.run_text(result.run, result.results, cases=comparison is None))
         if comparison:
             click.echo(_report.comparison_text(comparison))
+            if label and comparison.verdict == "regression":
+                click.echo(f"not labelled {label!r}: the run regressed against the baseline")
     if comparison is not None and comparison.verdict == "regression":
         sys.exit(EXIT_REGRESSION)
 
@@ -123,8 +140,10 @@ def compare_cmd(baseline: str, candidate: str, report: str | None, db: str | Non
 @json_option
 def list_cmd(limit: int, db: str | None, as_json: bool) -> None:
     """Stored eval runs, newest first."""
-    with tracer.Store(db, read_only=True) as store:
-        runs = store.eval_runs(limit=limit)
+    runs: list[tracer.EvalRunRecord] = []
+    if Path(tracer.default_db_path(db)).exists():  # no store yet is no runs yet, not an error
+        with tracer.Store(db, read_only=True) as store:
+            runs = store.eval_runs(limit=limit)
     if as_json:
         click.echo(json.dumps([r.model_dump() for r in runs], indent=2))
         return

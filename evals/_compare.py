@@ -130,6 +130,11 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
         reason = (f"the difference ({test.effect * 100:+.1f} points per case, {test.confidence:.0%} CI "
                   f"{test.ci_low * 100:+.1f} to {test.ci_high * 100:+.1f}) is within noise: "
                   f"p = {test.p_value:.3f} ≥ {test.alpha}")
+    moved = sum(1 for a, b in outcomes.values() if a and b and sum(a) / len(a) != sum(b) / len(b))
+    if verdict == "no regression" and test.effect < 0 and 2.0 ** -moved > alpha:
+        reason += (f"; only {moved} case(s) changed, and the smallest p-value {moved} cases can give is "
+                   f"{2.0 ** -moved:.3g}: a regression needs at least {_cases_needed(alpha)} changed cases to show, "
+                   "so add cases (or trials, which make smaller changes count)")
     if not same:
         reason += "; note: the two runs used different cases or scorers (dataset hash differs)"
     return Comparison(
@@ -141,6 +146,14 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
         latency_delta_ms=None if base.latency_ms_median is None or cand.latency_ms_median is None
         else cand.latency_ms_median - base.latency_ms_median,
         verdict=verdict, verdict_reason=reason)
+
+
+def _cases_needed(alpha: float) -> int:
+    """The fewest changed cases whose sign-flip test can reach ``alpha`` (all moving one way: p = 2^-n)."""
+    n = 1
+    while 2.0 ** -n > alpha:
+        n += 1
+    return n
 
 
 def compare_stored(store: tracer.Store, baseline: str, candidate: str, *, alpha: float = 0.05) -> Comparison:

@@ -36,7 +36,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -140,11 +140,41 @@ class Dataset(BaseModel):
         return [*self.scorers, *case.expect]
 
 
-def _where(exc: ValidationError) -> str:
+_EXPECT_HINT = "a case needs at least one scorer, for example `expect: [{type: status, equals: ok}]`"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model that holds the field at ``loc`` (``input.messages.0.txt`` -> ``Message``)."""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        inner = [t for t in (field.annotation, *get_args(field.annotation))
+                 if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not inner:
+            return None
+        model = inner[0]
+    return model
+
+
+def _where(exc: ValidationError, model: type[BaseModel]) -> str:
+    """Pydantic's errors as ``field: what is wrong``, each saying what to write instead."""
     parts = []
     for e in exc.errors()[:3]:
         loc = ".".join(str(x) for x in e["loc"])
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "extra_forbidden":
+            holder = _model_at(model, e["loc"])
+            msg = "unknown field" + (f"; the fields are: {', '.join(holder.model_fields)}" if holder else "")
+        elif e["loc"] == ("expect",) and e["type"] in ("missing", "too_short"):
+            msg = _EXPECT_HINT
+        elif e["type"] == "missing":
+            msg = "missing (add it)"
+        elif e["type"] == "model_type" and not e["loc"]:
+            msg = f"a case is a mapping with the fields {', '.join(model.model_fields)}"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
@@ -170,6 +200,7 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read the dataset {p}: {exc}") from None
     raw: dict[str, Any]
+    lines: list[int] = []  # a JSONL case's line in the file (blank lines are skipped)
     if p.suffix in (".yaml", ".yml"):
         try:
             loaded = yaml.safe_load(text)
@@ -178,7 +209,9 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise DatasetError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
         if not isinstance(loaded, dict) or "cases" not in loaded:
-            raise DatasetError(f"{p}: a YAML dataset is a mapping with a `cases:` list (see the format in the README).")
+            found = f" (its top-level keys: {', '.join(map(str, loaded))})" if isinstance(loaded, dict) else ""
+            raise DatasetError(f"{p}: a YAML dataset is a mapping with a `cases:` list{found}; "
+                               "see the format in the README.")
         raw = loaded
     elif p.suffix == ".jsonl":
         cases = []
@@ -188,21 +221,22 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
                     cases.append(json.loads(line))
                 except ValueError as exc:
                     raise DatasetError(f"{p}, line {n}: not valid JSON ({exc}).") from None
+                lines.append(n)
         raw = {"cases": cases}
     else:
         raise DatasetError(f"{p}: a dataset is a .yaml, .yml or .jsonl file.")
     raw_cases = raw.get("cases")
     if not isinstance(raw_cases, list) or not raw_cases:
-        raise DatasetError(f"{p}: `cases` must be a non-empty list.")
+        raise DatasetError(f"{p}: `cases` must be a non-empty list; add at least one case (id, input, expect).")
     cases = []
     seen: set[str] = set()
     for i, item in enumerate(raw_cases):
         label = f"case {i + 1}" + (f" ({item.get('id')!r})" if isinstance(item, dict) and item.get("id") else "")
-        where = f"{p}, {label}" + (f" (line {i + 1})" if p.suffix == ".jsonl" else "")
+        where = f"{p}, {label}" + (f" (line {lines[i]})" if lines else "")
         try:
             case = Case.model_validate(item)
         except ValidationError as exc:
-            raise DatasetError(f"{where}: {_where(exc)}.") from None
+            raise DatasetError(f"{where}: {_where(exc, Case)}.") from None
         if case.id in seen:
             raise DatasetError(f"{where}: the id {case.id!r} is used twice; case ids must be unique.")
         seen.add(case.id)
@@ -216,7 +250,7 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
         dataset = Dataset(name=raw.get("name") or p.stem, description=raw.get("description"),
                           scorers=tuple(raw.get("scorers") or ()), cases=tuple(cases), path=str(p))
     except ValidationError as exc:
-        raise DatasetError(f"{p}: {_where(exc)}.") from None
+        raise DatasetError(f"{p}: {_where(exc, Dataset)}.") from None
     unknown = set(raw) - {"name", "description", "scorers", "cases"}
     if unknown:
         raise DatasetError(f"{p}: unknown top-level field(s) {', '.join(sorted(unknown))}; "

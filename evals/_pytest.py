@@ -50,7 +50,8 @@ class Gate:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--flightrec-db", metavar="PATH", default=None,
-                     help="flightrec_eval: the store runs and traces go to (default $FLIGHTREC_DB or ./flightrec.duckdb)")
+                     help="flightrec_eval: the store runs and traces go to "
+                          "(default $FLIGHTREC_DB or ./flightrec.duckdb)")
 
 
 @pytest.fixture

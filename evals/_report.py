@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import tracer
 
@@ -133,7 +134,9 @@ def junit(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord],
           comparison: Comparison | None) -> bytes:
     """JUnit XML: one test case per eval case (failed unless every trial passed), plus the gate."""
     cases = _by_case(results)
-    suite = ET.Element("testsuite", name=f"flightrec eval {run.dataset}", timestamp=str(run.started_ns),
+    # JUnit's timestamp is an ISO 8601 date-time; CI parsers reject or misread a bare epoch number.
+    started = datetime.fromtimestamp(run.started_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+    suite = ET.Element("testsuite", name=f"flightrec eval {run.dataset}", timestamp=started,
                        time=f"{run.wall_s:.3f}")
     failures = 0
     for cid, rs in cases.items():

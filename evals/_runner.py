@@ -7,17 +7,16 @@ import hashlib
 import os
 import secrets
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from pydantic import BaseModel
 
 import tracer
 
-from ._agents import REFERENCE, load_agent
+from ._agents import REFERENCE, EvalAgent, load_agent
 from ._dataset import Case, Dataset, load_dataset
 from ._errors import DatasetError, EvalError
 from ._scorers import Scorer, build_scorer, score_trial
@@ -90,90 +89,101 @@ def run_eval(dataset: Dataset | str | os.PathLike[str], *, agent: str | None = N
     run_seed = secrets.randbits(31) if seed is None else seed
     settings = dict(settings or {})
     db_path = tracer.default_db_path(db)
-    store = tracer.Store(db_path)  # fails now, with a clear message, if another process holds the file
     started_ns, started = time.time_ns(), time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="flightrec-eval-") as workdir:
-            under_test = load_agent(agent, settings, workdir)
-            try:
-                for case in cases:
-                    under_test.check(case)
-                sessions = _run_trials(under_test, cases, trials, concurrency, run_seed, db_path)
-            finally:
-                under_test.close()
-        run_id = str(uuid.uuid4())
-        results = _score(store, run_id, cases, trials, sessions, scorers, progress)
-        passed = sum(r.passed for r in results)
-        costs = [r.cost_usd for r in results]
-        record = tracer.EvalRunRecord(
-            run_id=run_id, started_ns=started_ns, ended_ns=time.time_ns(), dataset=data.name,
-            dataset_sha256=data.sha256(cases), agent=agent or REFERENCE, settings=settings, trials=trials,
-            seed=run_seed, case_tags=list(tags), cases=len(cases), passed_trials=passed, total_trials=len(results),
-            mean_score=sum(r.score for r in results) / len(results),
-            cost_usd=None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
-            wall_s=time.perf_counter() - started, labels=[label] if label else [])
-        store.save_eval_run(record, results)
-        if label:
-            store.label_eval_run(run_id, label)
-        return EvalRun(run=record, results=results)
-    finally:
-        store.close()
-
-
-def _run_trials(agent: object, cases: Sequence[Case], trials: int, concurrency: int, run_seed: int,
-                db_path: str) -> dict[tuple[str, int], str | BaseException]:
-    """Each trial's session id, or the exception that stopped it."""
-    recorder = tracer.Recorder(db_path)
-    out: dict[tuple[str, int], str | BaseException] = {}
-    lock = threading.Lock()
-
-    def one(case: Case, k: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="flightrec-eval-") as workdir:
+        under_test = load_agent(agent, settings, workdir)  # bad options fail before the store is touched
         try:
-            result: str | BaseException = agent.run_trial(  # type: ignore[attr-defined]
-                case, recorder=recorder, seed=trial_seed(run_seed, case.id, k))
+            for case in cases:
+                under_test.check(case)
+            # Opened now, so that a store held by another process fails the run before any trial runs.
+            with tracer.Store(db_path) as store:
+                run_id = str(uuid.uuid4())
+                results = _execute(under_test, cases, trials, concurrency, run_seed, db_path, store, run_id,
+                                   scorers, progress)
+                costs = [r.cost_usd for r in results]
+                record = tracer.EvalRunRecord(
+                    run_id=run_id, started_ns=started_ns, ended_ns=time.time_ns(), dataset=data.name,
+                    dataset_sha256=data.sha256(cases), agent=agent or REFERENCE, settings=settings, trials=trials,
+                    seed=run_seed, case_tags=list(tags), cases=len(cases), passed_trials=sum(r.passed for r in results),
+                    total_trials=len(results), mean_score=sum(r.score for r in results) / len(results),
+                    cost_usd=None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
+                    wall_s=time.perf_counter() - started, labels=[label] if label else [])
+                store.save_eval_run(record, results)
+                if label:
+                    store.label_eval_run(run_id, label)
+        finally:
+            under_test.close()
+    return EvalRun(run=record, results=results)
+
+
+class _Trial:
+    """One trial in flight: its case, index and seed."""
+
+    def __init__(self, case: Case, k: int, seed: int) -> None:
+        self.case, self.k, self.seed = case, k, seed
+
+
+def _execute(agent: EvalAgent, cases: Sequence[Case], trials: int, concurrency: int, run_seed: int, db_path: str,
+             store: tracer.Store, run_id: str, scorers: Mapping[str, list[Scorer]],
+             progress: Progress | None) -> list[tracer.EvalResultRecord]:
+    """Runs every trial on ``concurrency`` worker threads and scores each on this thread as it ends.
+
+    Scheduling: the first trial of every case goes first; after that, the case whose trials took
+    longest goes next (longest-processing-time first), so that a 5-second case does not start
+    last and leave the other workers idle at the end.
+    """
+    recorder = tracer.Recorder(db_path)
+    waiting = [_Trial(c, k, trial_seed(run_seed, c.id, k)) for k in range(trials) for c in cases]
+    took: dict[str, float] = {}
+    results: dict[tuple[str, int], tracer.EvalResultRecord] = {}
+    total = len(waiting)
+
+    def one(trial: _Trial) -> tuple[str | BaseException, float]:
+        started = time.perf_counter()
+        got: str | BaseException
+        try:
+            got = agent.run_trial(trial.case, recorder=recorder, seed=trial.seed)
         except Exception as exc:  # one trial's failure is that trial's result, not the run's end
-            result = exc
-        with lock:
-            out[(case.id, k)] = result
+            got = exc
+        return got, time.perf_counter() - started
 
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="flightrec-eval") as pool:
-            for f in [pool.submit(one, c, k) for k in range(trials) for c in cases]:
-                f.result()
-        recorder.flush(timeout_s=_FLUSH_S)
+            running: dict[Future[tuple[str | BaseException, float]], _Trial] = {}
+            while waiting or running:
+                while waiting and len(running) < concurrency:
+                    nxt = max(waiting, key=lambda t: took.get(t.case.id, float("inf")))
+                    waiting.remove(nxt)
+                    running[pool.submit(one, nxt)] = nxt
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                ended = [(running.pop(f), *f.result()) for f in done]
+                recorder.flush(timeout_s=_FLUSH_S)  # the ended trials' spans, so that their traces can be read
+                for trial, got, seconds in ended:
+                    took[trial.case.id] = max(took.get(trial.case.id, 0.0), seconds)
+                    result = _score(store, run_id, trial, got, scorers[trial.case.id])
+                    results[(trial.case.id, trial.k)] = result
+                    if progress is not None:
+                        progress(result, len(results), total)
     finally:
         recorder.shutdown()
-    return out
+    return [results[(c.id, k)] for c in cases for k in range(trials)]
 
 
-def _score(store: tracer.Store, run_id: str, cases: Sequence[Case], trials: int,
-           sessions: Mapping[tuple[str, int], str | BaseException], scorers: Mapping[str, list[Scorer]],
-           progress: Progress | None) -> list[tracer.EvalResultRecord]:
-    results = []
-    total = len(cases) * trials
-    for case in cases:
-        for k in range(trials):
-            got = sessions[(case.id, k)]
-            base = dict(run_id=run_id, case_id=case.id, trial=k, tags=list(case.tags))
-            if isinstance(got, BaseException):
-                result = tracer.EvalResultRecord(
-                    **base, session_id=None, passed=False, score=0.0, scores=[], status="error", turns=None,
-                    cost_usd=None, latency_ms=None, error=f"the agent raised {type(got).__name__}: {got}")
-            else:
-                try:
-                    trajectory = trajectory_of(store, got)
-                except tracer.UnknownSessionError:
-                    result = tracer.EvalResultRecord(
-                        **base, session_id=got, passed=False, score=0.0, scores=[], status=None, turns=None,
-                        cost_usd=None, latency_ms=None,
-                        error="the session's trace did not reach the store (see the exporter's dropped spans)")
-                else:
-                    score, passed, scores = score_trial(scorers[case.id], trajectory)
-                    result = tracer.EvalResultRecord(
-                        **base, session_id=got, passed=passed, score=score,
-                        scores=[s.model_dump() for s in scores], error=None, status=trajectory.status,
-                        turns=trajectory.turns, cost_usd=trajectory.cost_usd, latency_ms=trajectory.latency_ms)
-            results.append(result)
-            if progress is not None:
-                progress(result, len(results), total)
-    return results
+def _score(store: tracer.Store, run_id: str, trial: _Trial, got: str | BaseException,
+           scorers: list[Scorer]) -> tracer.EvalResultRecord:
+    base = dict(run_id=run_id, case_id=trial.case.id, trial=trial.k, tags=list(trial.case.tags))
+    if isinstance(got, BaseException):
+        return tracer.EvalResultRecord(**base, session_id=None, passed=False, score=0.0, scores=[], status="error",
+                                       turns=None, cost_usd=None, latency_ms=None,
+                                       error=f"the agent raised {type(got).__name__}: {got}")
+    try:
+        trajectory = trajectory_of(store, got)
+    except tracer.UnknownSessionError:
+        return tracer.EvalResultRecord(
+            **base, session_id=got, passed=False, score=0.0, scores=[], status=None, turns=None, cost_usd=None,
+            latency_ms=None, error="the session's trace did not reach the store (see the exporter's dropped spans)")
+    score, passed, scores = score_trial(scorers, trajectory)
+    return tracer.EvalResultRecord(**base, session_id=got, passed=passed, score=score,
+                                   scores=[s.model_dump() for s in scores], error=None, status=trajectory.status,
+                                   turns=trajectory.turns, cost_usd=trajectory.cost_usd,
+                                   latency_ms=trajectory.latency_ms)

@@ -29,16 +29,23 @@ def _no_judge_model(monkeypatch):
 
 def refund_session() -> Trajectory:
     """The agent looks the order up, hits an error, retries, then refunds: the final answer says little of it."""
-    tools = [ToolStep(start_ns=15, turn=1, name="get_order", arguments={"order_id": "A-1001"}, result="lookup timed out",
+    tools = [ToolStep(
+        start_ns=15, turn=1, name="get_order", arguments={"order_id": "A-1001"}, result="lookup timed out",
                       is_error=True),
-             ToolStep(start_ns=25, turn=2, name="get_order", arguments={"order_id": "A-1001"},
+             ToolStep(
+        start_ns=25, turn=2, name="get_order", arguments={"order_id": "A-1001"},
                       result='{"status": "delivered", "damaged": true}', is_error=False),
-             ToolStep(start_ns=35, turn=3, name="issue_refund", arguments={"order_id": "A-1001", "amount": 40},
+             ToolStep(
+        start_ns=35, turn=3, name="issue_refund", arguments={"order_id": "A-1001", "amount": 40},
                       result='{"refund_id": "R-77"}', is_error=False)]
-    decisions = [Decision(start_ns=10, turn=1, action="tool_use", text="Let me look that up.", tools_chosen=["get_order"]),
-                 Decision(start_ns=20, turn=2, action="tool_use", text=None, tools_chosen=["get_order"]),
-                 Decision(start_ns=30, turn=3, action="tool_use", text=None, tools_chosen=["issue_refund"]),
-                 Decision(start_ns=40, turn=4, action="final", text="Done: you will see $40 back within 5 days.", tools_chosen=[])]
+    decisions = [Decision(
+        start_ns=10, turn=1, action="tool_use", text="Let me look that up.", tools_chosen=["get_order"]),
+                 Decision(
+        start_ns=20, turn=2, action="tool_use", text=None, tools_chosen=["get_order"]),
+                 Decision(
+        start_ns=30, turn=3, action="tool_use", text=None, tools_chosen=["issue_refund"]),
+                 Decision(
+        start_ns=40, turn=4, action="final", text="Done: you will see $40 back within 5 days.", tools_chosen=[])]
     return Trajectory(session_id="s-judge", status="ok", status_reason=None,
                       user_messages=["My order A-1001 arrived broken, I want my money back."],
                       final_answer=decisions[-1].text, decisions=decisions, tool_calls=tools, guards=[], events=[],

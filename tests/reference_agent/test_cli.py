@@ -105,8 +105,13 @@ def test_the_demo_records_a_store_that_rebuilds_exactly(tmp_path):
     assert "0 duplicated refunds" in result.output
     exact = re.search(r"exact rebuild ([\d,]+) of ([\d,]+) stored calls", result.output)
     assert exact and exact.group(1) == exact.group(2)
+    # The demo ends with the eval gate: a baseline run of the bundled suite, then the regressed variant.
+    assert "Eval 2/2" in result.output and "REGRESSION" in result.output
+    assert "The gate caught the regression" in result.output
     with tracer.Store(db, read_only=True) as store:
-        assert store.count_sessions() == 60
+        runs = store.eval_runs()
+        assert [r.labels for r in runs] == [[], ["baseline"]]
+        assert store.count_sessions() == 60 + sum(r.total_trials for r in runs)
         verified = store.verify_requests()
         statuses = {s.status for s in store.list_sessions(limit=100)}
     assert verified.total > 300 and verified.exact == verified.total

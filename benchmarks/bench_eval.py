@@ -1,0 +1,60 @@
+"""Eval throughput: the bundled suite × 5 trials, the simulated model answering in 200 ms a call,
+8 trials at once, against the ideal parallel time.
+
+    python benchmarks/bench_eval.py [--trials 5] [--concurrency 8] [--latency-ms 200] [--repeat 3]
+
+The ideal parallel time is the model's own latency spread perfectly over the workers:
+(LLM calls made × latency) / concurrency, or the longest trial's model time if that is longer.
+Everything else (the agent, tools, tracing, scoring, storing the run) is overhead on top of it.
+Target: wall time ≤ 1.5 × ideal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _workload import machine_header  # noqa: E402
+
+import evals  # noqa: E402
+import tracer  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--latency-ms", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = str(Path(tmp) / "bench.duckdb")
+            started = time.perf_counter()
+            run = evals.run_eval("support", trials=args.trials, concurrency=args.concurrency, seed=i, db=db,
+                                 settings={"sim_latency_ms": str(args.latency_ms)})
+            wall = time.perf_counter() - started
+            with tracer.Store(db, read_only=True) as store:
+                calls = [store.get_session(r.session_id).llm_calls for r in run.results if r.session_id]
+        model_s = [n * args.latency_ms / 1000 for n in calls]
+        ideal = max(sum(model_s) / args.concurrency, max(model_s))
+        rows.append((wall, ideal, sum(calls), len(calls)))
+    print(machine_header("eval throughput"))
+    print(f"suite: support, {run.run.cases} cases × {args.trials} trials, concurrency {args.concurrency}, "
+          f"simulated latency {args.latency_ms} ms per call")
+    print("| repeat | trials | LLM calls | ideal s | wall s | wall / ideal |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for i, (wall, ideal, n, trials) in enumerate(rows):
+        print(f"| {i + 1} | {trials} | {n} | {ideal:.1f} | {wall:.1f} | {wall / ideal:.2f} |")
+    print(f"median wall / ideal: {statistics.median(w / i for w, i, _, _ in rows):.2f}")
+
+
+if __name__ == "__main__":
+    main()
