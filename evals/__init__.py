@@ -1,5 +1,7 @@
 """flightrec's evals: run a dataset of cases against an agent K times each, score every trial
 from its trace, compare with a baseline using a paired test, and gate CI on real regressions.
+The detectors are scorers of live traces: they flag loops, cost blow-ups, unreliable tools and
+unsafe content in the store, online as sessions end or in batch, and deliver alerts to sinks.
 
 Quick start::
 
@@ -13,57 +15,111 @@ Quick start::
 
 from ._add_case import add_case, draft_case
 from ._agents import REFERENCE, VARIANTS, AgentFactory, EvalAgent, ReferenceEvalAgent, load_agent
+from ._alerts import FAMILIES, SEVERITIES, Alert, AlertStatus, Severity
 from ._compare import CaseComparison, Comparison, RunSide, compare, compare_stored
 from ._dataset import Case, CaseInput, Dataset, Message, load_dataset
+from ._detect import (
+    DETECTORS,
+    ApprovalRule,
+    CostLimits,
+    DetectConfig,
+    DetectResult,
+    LoopLimits,
+    OnlineDetector,
+    ReliabilityLimits,
+    SafetyLimits,
+    Scope,
+    config_yaml,
+    detect,
+    load_config,
+)
 from ._errors import AgentLoadError, DatasetError, EvalError, ScorerError
 from ._report import comparison_text, junit, markdown, run_text
 from ._runner import DEFAULT_CONCURRENCY, DEFAULT_TRIALS, EvalRun, run_eval, trial_seed
 from ._scorers import SCORER_TYPES, Score, Scorer, build_scorer, score_trial
+from ._sinks import (
+    ConsoleSink,
+    Dispatcher,
+    JsonlSink,
+    MemorySink,
+    Sink,
+    SinkStats,
+    WebhookSink,
+    parse_route,
+    sink_from_spec,
+)
 from ._stats import RegressionTest, case_status, paired_test
 from ._trajectory import Decision, ToolStep, Trajectory, trajectory_of
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_TRIALS",
+    "DETECTORS",
+    "FAMILIES",
     "REFERENCE",
     "SCORER_TYPES",
+    "SEVERITIES",
     "VARIANTS",
     "AgentFactory",
     "AgentLoadError",
+    "Alert",
+    "AlertStatus",
+    "ApprovalRule",
     "Case",
     "CaseComparison",
     "CaseInput",
     "Comparison",
+    "ConsoleSink",
+    "CostLimits",
     "Dataset",
     "DatasetError",
     "Decision",
+    "DetectConfig",
+    "DetectResult",
+    "Dispatcher",
     "EvalAgent",
     "EvalError",
     "EvalRun",
+    "JsonlSink",
+    "LoopLimits",
+    "MemorySink",
     "Message",
+    "OnlineDetector",
     "ReferenceEvalAgent",
     "RegressionTest",
+    "ReliabilityLimits",
     "RunSide",
+    "SafetyLimits",
+    "Scope",
     "Score",
     "Scorer",
     "ScorerError",
+    "Severity",
+    "Sink",
+    "SinkStats",
     "ToolStep",
     "Trajectory",
+    "WebhookSink",
     "add_case",
     "build_scorer",
     "case_status",
     "compare",
     "compare_stored",
     "comparison_text",
+    "config_yaml",
+    "detect",
     "draft_case",
     "junit",
     "load_agent",
+    "load_config",
     "load_dataset",
     "markdown",
     "paired_test",
+    "parse_route",
     "run_eval",
     "run_text",
     "score_trial",
+    "sink_from_spec",
     "trajectory_of",
     "trial_seed",
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 import tracer
-from tracer._cli import db_option, json_option
+from tracer._cli import db_option, json_option, output_width
 
 from . import _report
 from ._add_case import add_case, draft_case
@@ -196,3 +196,128 @@ def add_case_cmd(session_id: str, dataset: str, case_id: str | None, db: str | N
     add_case(dataset, case)
     click.echo(f"added case {case['id']} to {dataset} with {len(case['expect'])} draft expectations "
                "(what the session did). Review them: they become the bar every future run must meet.")
+
+
+# -- detectors and alerts ----------------------------------------------------------------------------
+
+
+@click.command("detect")
+@click.option("--since", metavar="DURATION", help="Only sessions that ended in the last DURATION (30m, 24h, 7d).")
+@click.option("--config", "config_path", metavar="FILE", help="Detector thresholds (YAML); see --print-config.")
+@click.option("--print-config", is_flag=True, help="Print the default thresholds as YAML and exit.")
+@click.option("--sink", "sinks", multiple=True, metavar="SPEC",
+              help="Deliver new alerts: console, log, jsonl:PATH, webhook:URL or slack:URL (repeatable).")
+@click.option("--route", "routes", multiple=True, metavar="SINK=SEVERITY",
+              help="Send a sink only alerts of at least this severity, e.g. webhook=critical (repeatable).")
+@db_option
+@json_option
+def detect_cmd(since: str | None, config_path: str | None, print_config: bool, sinks: tuple[str, ...],
+               routes: tuple[str, ...], db: str | None, as_json: bool) -> None:
+    """Run the detectors over the store's history; alerts are deduplicated, so a re-run is safe."""
+    import time
+
+    from ._detect import Scope, config_yaml, detect, load_config, parse_duration
+    from ._sinks import Dispatcher, parse_route, sink_from_spec
+
+    if print_config:
+        click.echo(config_yaml(), nl=False)
+        return
+    config = load_config(config_path)
+    scope = Scope(since_ns=time.time_ns() - int(parse_duration(since) * 1e9)) if since else Scope()
+    dispatcher = Dispatcher([sink_from_spec(s) for s in sinks], routes=dict(parse_route(r) for r in routes)) \
+        if sinks else None
+    with tracer.Store(db) as store:
+        result = detect(store, scope=scope, config=config)
+    if dispatcher is not None:
+        dispatcher.publish(result.alerts)
+        dispatcher.close()
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    click.echo(f"looked at {result.sessions} sessions in {result.seconds:.2f} s: {result.findings} findings; "
+               f"{len(result.alerts)} alerts new or seen again (all of them: flightrec alerts list)")
+    for a in result.alerts:
+        click.echo(_alert_line(a))
+
+
+def _alert_line(a: tracer.AlertRecord) -> str:
+    line = f"{a.alert_id}  {a.severity:<8} {a.status:<6} ×{a.count:<3} {a.detector:<23} {a.route or '-'}: {a.title}"
+    return line if len(line) <= output_width() else line[:output_width() - 1] + "…"
+
+
+@click.group("alerts")
+def alerts() -> None:
+    """Alerts raised by the detectors: list, show, acknowledge, resolve."""
+
+
+@alerts.command("list")
+@click.option("--status", type=click.Choice(["open", "acknowledged", "resolved"]), help="Only alerts in this state.")
+@click.option("--severity", type=click.Choice(["info", "warning", "critical"]), help="Only this severity.")
+@click.option("--session", "session_id", metavar="ID", help="Only alerts seen in this session.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@db_option
+@json_option
+def alerts_list(status: str | None, severity: str | None, session_id: str | None, limit: int, db: str | None,
+                as_json: bool) -> None:
+    """Alerts, most recently seen first."""
+    with tracer.Store(db, read_only=True) as store:
+        found = store.alerts(status=status, severity=severity, session_id=session_id, limit=limit)
+    if as_json:
+        click.echo(json.dumps([a.model_dump() for a in found], indent=2))
+    elif not found:
+        click.echo("No alerts. Run the detectors with `flightrec detect`.")
+    else:
+        for a in found:
+            click.echo(_alert_line(a))
+
+
+@alerts.command("show")
+@click.argument("alert_id")
+@db_option
+@json_option
+def alerts_show(alert_id: str, db: str | None, as_json: bool) -> None:
+    """One alert with its evidence."""
+    with tracer.Store(db, read_only=True) as store:
+        a = store.get_alert(alert_id)
+    if as_json:
+        click.echo(a.model_dump_json(indent=2))
+        return
+    click.echo("\n".join([
+        f"alert     {a.alert_id} · {a.severity} · {a.status} · {a.detector} ({a.family})",
+        f"ack/fix   flightrec alerts ack {a.alert_id} · flightrec alerts resolve {a.alert_id}",
+        f"what      {a.title}",
+        f"where     agent {a.agent or '-'} · route {a.route or '-'}",
+        f"seen      {a.count}× · first {_when(a.first_seen_ns)} · last {_when(a.last_seen_ns)}",
+        f"session   {a.session_id or '-'}" + (f" · turns {', '.join(map(str, a.turns))}" if a.turns else ""),
+        f"open it   flightrec traces show {a.session_id}" if a.session_id else "",
+        "evidence",
+        json.dumps(a.evidence, indent=2, ensure_ascii=False, default=str),
+    ]).replace("\n\n", "\n"))
+
+
+def _when(ns: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _set_status(alert_id: str, status: str, db: str | None) -> None:
+    with tracer.Store(db) as store:
+        a = store.set_alert_status(alert_id, status)
+    click.echo(f"{a.alert_id} {status}: {a.title}")
+
+
+@alerts.command("ack")
+@click.argument("alert_id")
+@db_option
+def alerts_ack(alert_id: str, db: str | None) -> None:
+    """Acknowledge an alert (someone is on it)."""
+    _set_status(alert_id, "acknowledged", db)
+
+
+@alerts.command("resolve")
+@click.argument("alert_id")
+@db_option
+def alerts_resolve(alert_id: str, db: str | None) -> None:
+    """Resolve an alert; it reopens if it is seen again."""
+    _set_status(alert_id, "resolved", db)

@@ -61,6 +61,8 @@ Rules:
 
 Be brief, warm and concrete."""
 
+_LOOP_GUARD = tracer.LoopGuard()
+
 Status = str
 """``running``, ``waiting_human``, ``ok``, ``error`` or ``guard:<name>``."""
 _RESUMABLE = frozenset({"running", "error"})
@@ -95,6 +97,8 @@ class AgentConfig(BaseModel):
     """Failed calls in a row that open a tool's circuit breaker."""
     breaker_cooldown_s: float = Field(default=30.0, ge=0)
     """How long an open breaker fails fast before it lets a trial call through."""
+    loop_guard: bool = True
+    """Guard: stop a session whose model repeats a tool call in a loop (``tracer.LoopGuard``)."""
     prompt_cache: bool = True
     """Mark the tools and system prompt as a prompt-cache prefix."""
     stream: bool = False
@@ -585,6 +589,14 @@ class _Loop:
                           f"of {limit} per session")
                 self.stop("guard:max_tool_calls", reason,
                           guards=self.guard("max_tool_calls", reason, limit=limit, value=self.cp.tool_calls + 1))
+            if self.config.loop_guard:
+                asked = [(b["name"], b["input"]) for m in self.cp.messages if m["role"] == "assistant"
+                         for b in m["content"] if b.get("type") == "tool_use"]
+                loop = _LOOP_GUARD.check(asked[:len(asked) - len(unanswered) + i], use["name"], use["input"])
+                if loop is not None:
+                    reason = f"a tool-call loop, stopped before it ran again: {loop}"
+                    self.stop("guard:loop", reason,
+                              guards=self.guard("loop", reason, limit=_LOOP_GUARD.repeat, value=self.cp.tool_calls))
             self.run_tool(use)
             if i < len(unanswered) - 1:
                 self.check_limits()

@@ -304,6 +304,16 @@ def _summary(r: DemoReport, db: str, world_path: str) -> str:
     return "\n".join(lines)
 
 
+def _detect(ctx: click.Context, db_path: str) -> None:
+    """The detectors' step of the demo, when they are installed: what the misbehaving sessions raised."""
+    detect = ctx.parent.command.get_command(ctx.parent, "detect") if ctx.parent is not None else None  # type: ignore[attr-defined]
+    if detect is None:
+        return
+    click.echo("\nDetectors: loops, cost, reliability and safety over the recorded sessions")
+    detect.main(args=["--db", db_path], prog_name="flightrec detect", standalone_mode=False)
+    click.echo(f"Evidence: {command_name()} alerts show ALERT_ID --db {db_path}")
+
+
 def _gate(ctx: click.Context, db_path: str, seed: int) -> None:
     """The eval step of the demo, when evals is installed: the bundled suite as the baseline, then
     the variant without the refund-confirmation rule, which the gate catches."""
@@ -347,6 +357,7 @@ def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: 
         report = run_demo(db_path, world_path, sessions=sessions, workers=workers, seed=seed,
                           progress=lambda _out: bar.update(1))
     click.echo(_summary(report, db_path, world_path))
+    _detect(ctx, db_path)
     _gate(ctx, db_path, seed)
     if no_serve:
         return

@@ -187,10 +187,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         expect=Expectation(tools=("get_order",)),
     ),
     Scenario(
-        name="stuck_tracking", title="misbehaving model: the same call in a loop, stopped by the tool-call guard",
+        name="stuck_tracking", title="misbehaving model: the same call in a loop, stopped by the loop guard",
         messages=_say("Has my order A-1002 shipped yet?"),
         misbehave=("loop",),
-        expect=Expectation(status="guard:max_tool_calls"),
+        expect=Expectation(status="guard:loop"),
     ),
     Scenario(
         name="runaway_research", title="misbehaving model: runaway context, stopped by the token budget",

@@ -23,15 +23,18 @@ from ._errors import (
     SchemaTooNewError,
     StoreError,
     StoreLockedError,
+    UnknownAlertError,
     UnknownEvalRunError,
     UnknownSessionError,
 )
 from ._export import ExportStats, StoreSpanProcessor
 from ._ingest import Ingestor, SpanRecord
+from ._loops import LoopGuard
 from ._pricing import ModelPrice, PriceTable, Usage
 from ._recorder import ContentMode, Recorder, __version__, configure
 from ._records import (
     AgentRun,
+    AlertRecord,
     CallOutline,
     EvalResultRecord,
     EvalRunRecord,
@@ -49,6 +52,7 @@ from ._store import DEFAULT_DB, Store, default_db_path
 
 __all__ = [
     "AgentRun",
+    "AlertRecord",
     "BUILTIN_REDACTORS",
     "CallOutline",
     "ConfigError",
@@ -60,6 +64,7 @@ __all__ = [
     "FlightrecError",
     "Ingestor",
     "LlmCall",
+    "LoopGuard",
     "ModelPrice",
     "NotRebuildableError",
     "PriceTable",
@@ -78,6 +83,7 @@ __all__ = [
     "ToolCallRecord",
     "ToolKinds",
     "Turn",
+    "UnknownAlertError",
     "UnknownEvalRunError",
     "UnknownSessionError",
     "Usage",

@@ -10,6 +10,7 @@ and is printed by the CLI without a traceback::
     │   └── SchemaTooNewError    the file was written by a newer flightrec
     ├── UnknownSessionError      no session with that id in the store
     ├── UnknownEvalRunError      no eval run with that id or label in the store
+    ├── UnknownAlertError        no alert with that id in the store
     └── NotRebuildableError      a stored call cannot be rebuilt (content not captured)
 
 DuckDB errors are mapped to these at the store boundary (``_store.py``); nothing above it sees
@@ -49,3 +50,7 @@ class NotRebuildableError(FlightrecError):
 
 class UnknownEvalRunError(FlightrecError):
     """No stored eval run matches the id, prefix or label."""
+
+
+class UnknownAlertError(FlightrecError):
+    """No stored alert matches the id or prefix."""

@@ -64,8 +64,9 @@ class StoreSpanProcessor(SpanProcessor):
     """
 
     def __init__(self, open_store: Callable[[], Store], *, max_queue: int = MAX_QUEUE,
-                 max_batch: int = _MAX_BATCH) -> None:
+                 max_batch: int = _MAX_BATCH, on_sessions_ended: Callable[[list[str]], None] | None = None) -> None:
         self._open_store = open_store
+        self._on_sessions_ended = on_sessions_ended
         self._queue: queue.Queue[ReadableSpan] = queue.Queue(max_queue)
         self._max_batch = max_batch
         self._store: Store | None = None
@@ -220,6 +221,12 @@ class StoreSpanProcessor(SpanProcessor):
             self._store.write(batch)
             with self._cond:
                 self.stats.written += len(spans)
+            ended = [d.session_id for d in batch.sessions.values() if d.ended]
+            if ended and self._on_sessions_ended is not None:
+                try:
+                    self._on_sessions_ended(ended)
+                except Exception:  # a hook's failure is the hook's, never the export's
+                    log.warning("flightrec: the sessions-ended hook failed", exc_info=True)
         except FlightrecError as exc:
             log.warning("flightrec: %s", exc)
             self._drop(len(spans), "write failed")

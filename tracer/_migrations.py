@@ -187,6 +187,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "alerts",
+        """
+        CREATE TABLE alerts (
+            fingerprint VARCHAR PRIMARY KEY,
+            alert_id VARCHAR NOT NULL,
+            detector VARCHAR NOT NULL,
+            family VARCHAR NOT NULL,
+            severity VARCHAR NOT NULL,
+            title VARCHAR NOT NULL,
+            agent VARCHAR,
+            route VARCHAR,
+            session_id VARCHAR,
+            turns INTEGER[] NOT NULL,
+            session_ids VARCHAR[] NOT NULL,
+            evidence VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            first_seen_ns BIGINT NOT NULL,
+            last_seen_ns BIGINT NOT NULL,
+            count INTEGER NOT NULL
+        );
+        CREATE TABLE alert_observations (
+            fingerprint VARCHAR NOT NULL,
+            observation VARCHAR NOT NULL,
+            seen_ns BIGINT NOT NULL,
+            PRIMARY KEY (fingerprint, observation)
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal, TypeVar, get_args
@@ -42,6 +42,9 @@ class Recorder:
         handoff_tools: Tools whose use is a handoff (default: ``transfer_to_*``, ``escalate*``).
         service_name: The OpenTelemetry ``service.name`` of the spans.
         max_queue: Spans that may wait for the writer; more are dropped and counted.
+        on_sessions_ended: Called on the writer's thread with the ids of the sessions whose
+            session span a write just committed (``evals.OnlineDetector`` runs the detectors on
+            them). It must return quickly; what it raises is logged and ignored.
 
     The store is opened lazily by the exporter's thread, so creating a recorder never fails
     because the store is locked; see ``stats`` for what was written and dropped. Call
@@ -59,6 +62,7 @@ class Recorder:
         handoff_tools: Iterable[str] | None = None,
         service_name: str = "flightrec-agent",
         max_queue: int = MAX_QUEUE,
+        on_sessions_ended: Callable[[list[str]], None] | None = None,
     ) -> None:
         if content not in get_args(ContentMode):
             raise ConfigError(f"content mode {content!r} is not one of full, redacted, none.")
@@ -71,7 +75,8 @@ class Recorder:
             handoff=frozenset(handoff_tools) if handoff_tools is not None else None,
         )
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-        self.processor = StoreSpanProcessor(lambda: Store(self.db_path), max_queue=max_queue)
+        self.processor = StoreSpanProcessor(lambda: Store(self.db_path), max_queue=max_queue,
+                                            on_sessions_ended=on_sessions_ended)
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("flightrec", __version__)
 

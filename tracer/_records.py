@@ -295,3 +295,42 @@ class EvalResultRecord(BaseModel):
     """Cost in USD."""
     latency_ms: float | None
     """Wall time of the session."""
+
+
+class AlertRecord(BaseModel):
+    """One alert. Alerts with the same fingerprint are one alert seen again: its count and
+    last-seen time go up, and its evidence is the latest observation's."""
+
+    alert_id: str
+    """A short stable id derived from the fingerprint (``flightrec alerts show ID``)."""
+    fingerprint: str
+    """What makes two observations the same alert: the detector and its subject (agent, route,
+    tool and arguments …), hashed."""
+    detector: str
+    """The detector that raised it (``loop.repeat``, ``cost.anomaly`` …)."""
+    family: str
+    """The detector's family."""
+    severity: str
+    """``info``, ``warning`` or ``critical``."""
+    title: str
+    """One line: what happened, with the numbers."""
+    agent: str | None
+    """The agent it concerns."""
+    route: str | None
+    """The route or scenario it concerns, when the detector groups by one."""
+    session_id: str | None
+    """The latest session it was seen in."""
+    turns: list[int]
+    """The turns of that session it points at."""
+    session_ids: list[str]
+    """Sessions it was seen in, newest last (at most 20)."""
+    evidence: dict[str, Any]
+    """What the detector saw: the repeating calls, the numbers, the baseline and how it was built."""
+    status: str
+    """``open`` until someone acknowledges or resolves it; a resolved alert seen again reopens."""
+    first_seen_ns: int
+    """When it was first observed (the session's end, for a batch run)."""
+    last_seen_ns: int
+    """When it was last observed."""
+    count: int
+    """Distinct observations (sessions, or windows for fleet-wide detectors)."""

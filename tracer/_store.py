@@ -27,6 +27,7 @@ from ._errors import (
     SchemaTooNewError,
     StoreError,
     StoreLockedError,
+    UnknownAlertError,
     UnknownEvalRunError,
     UnknownSessionError,
 )
@@ -34,6 +35,7 @@ from ._ingest import _SESSION_SUMS, Batch
 from ._migrations import LATEST, MIGRATIONS
 from ._records import (
     AgentRun,
+    AlertRecord,
     CallOutline,
     EvalResultRecord,
     EvalRunRecord,
@@ -83,6 +85,12 @@ ON CONFLICT (session_id) DO UPDATE SET
     content_mode = coalesce(excluded.content_mode, sessions.content_mode),
     {", ".join(f"{c} = sessions.{c} + excluded.{c}" for c in (*_SESSION_SUMS, "cost_usd"))}
 """
+_ALERT_COLUMNS = ("fingerprint", "alert_id", "detector", "family", "severity", "title", "agent", "route", "session_id",
+                  "turns", "session_ids", "evidence", "status", "first_seen_ns", "last_seen_ns", "count")
+_ALERT_SQL = f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts"
+_ALERT_SESSIONS = 20
+"""Sessions an alert remembers."""
+
 _EVAL_RUN_SQL = """
 SELECT run_id, started_ns, ended_ns, dataset, dataset_sha256, agent, settings, trials, seed, case_tags, cases,
        passed_trials, total_trials, mean_score, cost_usd, wall_s,
@@ -542,6 +550,127 @@ class Store:
                              agent=r[5], settings=json.loads(r[6]), trials=r[7], seed=r[8], case_tags=r[9],
                              cases=r[10], passed_trials=r[11], total_trials=r[12], mean_score=r[13], cost_usd=r[14],
                              wall_s=r[15], labels=r[16] or [])
+
+    # -- alerts ----------------------------------------------------------------------------------
+
+    def record_alerts(self, observed: Iterable[tuple[AlertRecord, str]]) -> list[AlertRecord]:
+        """Folds observations into the stored alerts; returns the alerts that are new or seen again.
+
+        Each item is an alert as one observation shows it (count 1) and the observation's key (a
+        session id, a window). An observation already recorded changes nothing, so re-running a
+        detector over the same history is idempotent. A new one raises its alert's count and
+        last-seen time, takes over its title and evidence if it is the latest, and reopens it if it
+        was resolved.
+
+        Raises:
+            StoreError: the write failed; nothing was written.
+        """
+        fresh: dict[tuple[str, str], AlertRecord] = {}
+        for alert, key in observed:
+            fresh.setdefault((alert.fingerprint, key), alert)
+        if not fresh:
+            return []
+        fps = list({fp for fp, _ in fresh})
+        seen = {(fp, k) for fp, k in self._by_key(
+            "SELECT fingerprint, observation FROM alert_observations WHERE fingerprint", fps)}
+        new = {fk: a for fk, a in fresh.items() if fk not in seen}
+        if not new:
+            return []
+        current = {r[0]: self._alert(r) for r in self._by_key(f"{_ALERT_SQL} WHERE fingerprint", fps)}
+        changed: dict[str, AlertRecord] = {}
+        for (fp, _), obs in sorted(new.items(), key=lambda item: item[1].last_seen_ns):
+            was = changed.get(fp) or current.get(fp)
+            if was is None:
+                changed[fp] = obs.model_copy(update={"count": 1, "session_ids": obs.session_ids[-_ALERT_SESSIONS:]})
+                continue
+            latest = obs if obs.last_seen_ns >= was.last_seen_ns else was
+            changed[fp] = latest.model_copy(update={
+                "alert_id": was.alert_id, "count": was.count + 1,
+                "first_seen_ns": min(was.first_seen_ns, obs.first_seen_ns),
+                "last_seen_ns": max(was.last_seen_ns, obs.last_seen_ns),
+                "session_ids": [s for s in dict.fromkeys([*was.session_ids, *obs.session_ids])][-_ALERT_SESSIONS:],
+                "status": "open" if was.status == "resolved" else was.status,
+            })
+        rows = [(a.fingerprint, a.alert_id, a.detector, a.family, a.severity, a.title, a.agent, a.route, a.session_id,
+                 a.turns, a.session_ids, json.dumps(a.evidence, default=str), a.status, a.first_seen_ns, a.last_seen_ns,
+                 a.count) for a in changed.values()]
+        obs_rows = [(fp, key, a.last_seen_ns) for (fp, key), a in new.items()]
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                con.register("_alert_rows", _table(_ALERT_COLUMNS, rows))
+                con.execute("INSERT OR REPLACE INTO alerts SELECT * FROM _alert_rows")
+                con.register("_alert_obs", _table(("fingerprint", "observation", "seen_ns"), obs_rows))
+                con.execute("INSERT OR IGNORE INTO alert_observations SELECT * FROM _alert_obs")
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(f"storing alerts in {self.path} failed: {exc}") from None
+            finally:
+                for name in ("_alert_rows", "_alert_obs"):
+                    con.unregister(name)
+        return list(changed.values())
+
+    def alerts(self, *, status: str | None = None, severity: str | None = None, session_id: str | None = None,
+               limit: int = 100) -> list[AlertRecord]:
+        """Alerts, most recently seen first; ``session_id`` keeps those seen in that session."""
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if severity:
+            where.append("severity = ?")
+            params.append(severity)
+        if session_id:
+            where.append("list_contains(session_ids, ?)")
+            params.append(session_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(f"{_ALERT_SQL} {clause} ORDER BY last_seen_ns DESC LIMIT ?", [*params, limit])
+        return [self._alert(r) for r in rows]
+
+    def get_alert(self, alert_id: str) -> AlertRecord:
+        """One alert by id (a unique prefix of 4+ characters works).
+
+        Raises:
+            UnknownAlertError: none matches, or the prefix is ambiguous.
+        """
+        rows = self._query(f"{_ALERT_SQL} WHERE starts_with(alert_id, ?) LIMIT 2", [alert_id]) \
+            if len(alert_id) >= 4 else []
+        if len(rows) > 1:
+            raise UnknownAlertError(f"alert id prefix {alert_id!r} is ambiguous; give more characters.")
+        if not rows:
+            raise UnknownAlertError(f"no alert {alert_id!r} in {self.path}. List them with `flightrec alerts list"
+                                    f"{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`.")
+        return self._alert(rows[0])
+
+    def set_alert_status(self, alert_id: str, status: str) -> AlertRecord:
+        """Acknowledges, resolves or reopens an alert.
+
+        Raises:
+            UnknownAlertError: no such alert.
+        """
+        alert = self.get_alert(alert_id)
+        with self._lock:
+            self._con.execute("UPDATE alerts SET status = ? WHERE fingerprint = ?", [status, alert.fingerprint])
+        return alert.model_copy(update={"status": status})
+
+    @staticmethod
+    def _alert(r: tuple[Any, ...]) -> AlertRecord:
+        return AlertRecord(fingerprint=r[0], alert_id=r[1], detector=r[2], family=r[3], severity=r[4], title=r[5],
+                           agent=r[6], route=r[7], session_id=r[8], turns=r[9], session_ids=r[10],
+                           evidence=json.loads(r[11]), status=r[12], first_seen_ns=r[13], last_seen_ns=r[14],
+                           count=r[15])
+
+    def sql(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Runs a read query over the documented schema (docs/schema.md) and returns its rows.
+
+        For analytics that belong in the database, such as the detectors; not for writing.
+
+        Raises:
+            StoreError: the query failed.
+        """
+        return self._query(query, params)
 
     # -- exact rebuild -----------------------------------------------------------------------
 

@@ -87,7 +87,7 @@ def test_a_draft_keeps_the_simulated_misbehaviour_it_ran_with():
     assert add(sid, "new.yaml").exit_code == 0
     case = load_dataset("new.yaml").cases[0]
     assert case.input.misbehave == ("loop",)
-    assert {"type": "status", "equals": "guard:max_tool_calls"} in case.expect
+    assert {"type": "status", "equals": "guard:loop"} in case.expect
     result = flightrec("run", "new.yaml", "--trials", "1", "--seed", "1")
     assert result.exit_code == 0, result.output
     assert "passed    1/1 trials (100%)" in result.stdout

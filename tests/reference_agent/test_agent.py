@@ -34,9 +34,19 @@ FLIGHTREC = str(Path(sys.executable).with_name("flightrec"))
 # -- guards ------------------------------------------------------------------------------------------
 
 
+def test_the_loop_guard_stops_a_loop_before_it_runs_again(world, recorder):
+    out = Agent(world, recorder).run(get_scenario("stuck_tracking"))
+    assert out.status == "guard:loop" and out.tool_calls == 3
+    acc = account(recorder, out.session_id)
+    assert acc.session.status_reason == ("a tool-call loop, stopped before it ran again: get_order called 4 times in "
+                                         "a row with the same arguments")
+    assert [(e["guard"], e["limit"], e["value"]) for e in events(acc, "guard_fired")] == [("loop", 4, 3)]
+
+
 @pytest.mark.parametrize("limit", [25, 5])
 def test_the_tool_call_guard_stops_a_loop_and_the_trace_says_why(world, recorder, limit):
-    config = AgentConfig() if limit == 25 else AgentConfig(max_tool_calls=limit)
+    # With the loop guard off, the tool-call limit is what stops a loop.
+    config = AgentConfig(loop_guard=False, max_tool_calls=limit)
     out = Agent(world, recorder, config=config).run(get_scenario("stuck_tracking"))
     assert out.status == "guard:max_tool_calls" and out.tool_calls == limit
     acc = account(recorder, out.session_id)
@@ -69,8 +79,8 @@ def test_the_wall_clock_guard_runs_on_a_fake_clock(world, recorder):
 
 
 def test_a_circuit_breaker_opens_and_later_calls_fail_fast(world, recorder):
-    out = Agent(world, recorder, config=AgentConfig(max_tool_calls=6)).run(get_scenario("tool_outage"),
-                                                                          misbehave=("loop",))
+    config = AgentConfig(max_tool_calls=6, loop_guard=False)
+    out = Agent(world, recorder, config=config).run(get_scenario("tool_outage"), misbehave=("loop",))
     acc = account(recorder, out.session_id)
     calls = tool_calls(acc)
     assert [(c.status, c.retries, c.circuit_state) for c in calls[:4]] == [

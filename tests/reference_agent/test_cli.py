@@ -55,7 +55,7 @@ def test_reject_resume_and_say_from_the_command_line():
 
 
 def test_guards_and_faults_are_set_from_the_command_line():
-    guarded = run("agent", "run", "--scenario", "order_status", "--misbehave", "loop", "--max-tool-calls", "3")
+    guarded = run("agent", "run", "--scenario", "order_status", "--misbehave", "loop", "--max-tool-calls", "2")
     assert "status   guard:max_tool_calls" in guarded.output and "guard    max_tool_calls:" in guarded.output
     budget = run("agent", "run", "--scenario", "long_conversation", "--token-budget", "5000", "--json")
     assert json.loads(budget.output)["status"] == "guard:token_budget"
@@ -115,7 +115,7 @@ def test_the_demo_records_a_store_that_rebuilds_exactly(tmp_path):
         verified = store.verify_requests()
         statuses = {s.status for s in store.list_sessions(limit=100)}
     assert verified.total > 300 and verified.exact == verified.total
-    assert {"ok", "guard:max_tool_calls", "guard:token_budget"} <= statuses
+    assert {"ok", "guard:loop", "guard:token_budget"} <= statuses
     world = sqlite3.connect(tmp_path / "demo.world.sqlite")
     assert world.execute("SELECT count(*) FROM (SELECT session_id, order_id, amount_cents FROM refunds "
                          "GROUP BY session_id, order_id, amount_cents HAVING count(*) > 1)").fetchone() == (0,)

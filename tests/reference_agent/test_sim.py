@@ -151,9 +151,9 @@ def test_each_misbehaviour_shows(agent, recorder, mode):
     out = agent.run(scenario, misbehave=(mode,))
     calls = tool_calls(account(recorder, out.session_id))
     if mode == "loop":
-        assert out.status == "guard:max_tool_calls"
+        assert out.status == "guard:loop"
         repeats = collections.Counter((c.tool_name, c.arguments) for c in calls).most_common(1)[0][1]
-        assert len(calls) == 25 and repeats >= 24
+        assert repeats <= 4 and len(calls) <= 5  # stopped before a fourth identical call in a row
     elif mode == "wrong_tool":
         assert calls[0].tool_name == "search_kb" and "get_order" in out.tools_called and out.status == "ok"
     elif mode == "hallucinate":
@@ -186,7 +186,7 @@ def test_sim_serve_answers_over_loopback_http(agent):
         assert out.status == "ok" and out.refunds == 1
         # Misbehaviour travels to the server in the request headers, like the seed and the faults.
         looped = agent.run(get_scenario("order_status"), sim_url=server.url, misbehave=("loop",))
-        assert looped.status == "guard:max_tool_calls"
+        assert looped.status == "guard:loop"
     local = agent.run(get_scenario("duplicate_charge"), seed=2)
     assert agent.load(local.session_id).messages == agent.load(out.session_id).messages
 
