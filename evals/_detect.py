@@ -368,21 +368,28 @@ def _loop_no_progress(store: tracer.Store, scope: Scope, config: DetectConfig) -
             for sid, agent, route, tool, rh, result, count, variants, turns, seen in rows]
 
 
-def _loop_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+def _guard_stops(store: tracer.Store, scope: Scope, guard: str) -> list[tuple[Any, ...]]:
+    """Sessions in which the agent's own ``guard`` fired: (session, agent, route, turns, seen, the event)."""
     head, params = _with(scope, _ROUTES)
     rows = store.sql(f"""{head}
         SELECT u.session_id, any_value(t.agent), any_value(o.route), list(u.turn_index), max(u.end_ns),
-               any_value(u.events)
+               list(u.events)
         FROM turns u JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
-        WHERE u.events LIKE '%guard_fired%' AND u.events LIKE '%"loop"%' GROUP BY u.session_id""", params)
+        WHERE u.events LIKE '%guard_fired%' AND contains(u.events, ?) GROUP BY u.session_id""",
+                     [*params, f'"{guard}"'])
     out = []
     for sid, agent, route, turns, seen, events in rows:
-        fired = next((e["attributes"] for e in json.loads(events) if e.get("name") == "guard_fired"
-                      and e.get("attributes", {}).get("guard") == "loop"), None)
+        fired = next((e["attributes"] for ev in events for e in json.loads(ev) if e.get("name") == "guard_fired"
+                      and e.get("attributes", {}).get("guard") == guard), None)
         if fired is not None:
-            out.append(Finding("loop.guard", "warning", f"the agent's loop guard stopped it: {fired.get('reason', '')}",
-                               agent, route, sid, route or "", seen, turns, {"guard": fired}))
+            out.append((sid, agent, route, turns, seen, fired))
     return out
+
+
+def _loop_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+    return [Finding("loop.guard", "warning", f"the agent's loop guard stopped it: {fired.get('reason', '')}",
+                    agent, route, sid, route or "", seen, turns, {"guard": fired})
+            for sid, agent, route, turns, seen, fired in _guard_stops(store, scope, "loop")]
 
 
 def _loop_turns(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
@@ -425,20 +432,10 @@ def _cost_budget(store: tracer.Store, scope: Scope, config: DetectConfig) -> lis
 
 
 def _cost_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    head, params = _with(scope, _ROUTES)
-    rows = store.sql(f"""{head}
-        SELECT u.session_id, any_value(t.agent), any_value(o.route), list(u.turn_index), max(u.end_ns),
-               any_value(u.events)
-        FROM turns u JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
-        WHERE u.events LIKE '%guard_fired%' AND u.events LIKE '%token_budget%' GROUP BY u.session_id""", params)
-    out = []
-    for sid, agent, route, turns, seen, events in rows:
-        fired = next((e["attributes"] for e in json.loads(events) if e.get("name") == "guard_fired"
-                      and e.get("attributes", {}).get("guard") == "token_budget"), {})
-        out.append(Finding("cost.guard", "warning",
-                           f"stopped by its token budget: {fired.get('reason', 'the token budget guard fired')}",
-                           agent, route, sid, route or "", seen, turns, {"guard": fired}))
-    return out
+    return [Finding("cost.guard", "warning",
+                    f"stopped by its token budget: {fired.get('reason', 'the token budget guard fired')}",
+                    agent, route, sid, route or "", seen, turns, {"guard": fired})
+            for sid, agent, route, turns, seen, fired in _guard_stops(store, scope, "token_budget")]
 
 
 _BASELINE = """
