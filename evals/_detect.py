@@ -883,3 +883,11 @@ class OnlineDetector:
         self.flush(timeout_s)
         self._closed.set()
         self._thread.join(timeout_s)
+
+
+def serve_hook(db: str) -> OnlineDetector:
+    """``flightrec serve``'s online detection: the default thresholds, new alerts to the console."""
+    from ._sinks import ConsoleSink, Dispatcher
+
+    dispatcher = Dispatcher([ConsoleSink()])
+    return OnlineDetector(db, publish=dispatcher.publish)

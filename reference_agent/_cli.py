@@ -361,7 +361,12 @@ def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: 
     _gate(ctx, db_path, seed)
     if no_serve:
         return
-    serve = ctx.parent.command.get_command(ctx.parent, "serve") if ctx.parent is not None else None  # type: ignore[attr-defined]
+    # The dashboard serves the store at the end; until it is installed, the collector alone would
+    # only make `make demo` wait forever, so the hand-over keys on the dashboard.
+    if ctx.parent is None or ctx.parent.command.get_command(ctx.parent, "dashboard") is None:  # type: ignore[attr-defined]
+        serve = None
+    else:
+        serve = ctx.parent.command.get_command(ctx.parent, "serve")  # type: ignore[attr-defined]
     if serve is None:
         click.echo("(The dashboard is not installed in this build; browse with the commands above.)")
         return

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from ._errors import FlightrecError
 from ._ingest import Batch, Ingestor, from_readable
@@ -238,3 +240,42 @@ class StoreSpanProcessor(SpanProcessor):
         # The failed batch's content was not stored: forget it so that a later call resends it.
         if batch is not None:
             self._ingestor.forget({*batch.content, *batch.chain})
+
+
+class OtlpSpanProcessor(BatchSpanProcessor):
+    """Sends spans to an OTLP/HTTP collector with the standard exporter, counting what landed.
+
+    The collector commits before it answers, so ``written`` counts committed spans; a batch the
+    exporter gives up on (after its retries) is counted as dropped.
+    """
+
+    def __init__(self, endpoint: str, *, max_queue: int = MAX_QUEUE) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        token = os.environ.get("FLIGHTREC_TOKEN")
+        self.stats = ExportStats()
+        exporter = _Counting(OTLPSpanExporter(
+            endpoint=endpoint.rstrip("/") + "/v1/traces",
+            headers={"Authorization": f"Bearer {token}"} if token else None), self.stats)
+        super().__init__(exporter, max_queue_size=max_queue)
+
+
+class _Counting(SpanExporter):
+    def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
+        self._inner = inner
+        self._stats = stats
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self._inner.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            self._stats.written += len(spans)
+        else:
+            self._stats.dropped += len(spans)
+            self._stats.drop_reasons["the collector did not take them"] += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)

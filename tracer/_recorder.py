@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._decision import ToolKinds
 from ._errors import ConfigError
-from ._export import MAX_QUEUE, ExportStats, StoreSpanProcessor
+from ._export import MAX_QUEUE, ExportStats, OtlpSpanProcessor, StoreSpanProcessor
 from ._pricing import PriceTable
 from ._redact import BUILTIN_REDACTORS, Redactor
 from ._session import Session, open_session
@@ -42,6 +42,9 @@ class Recorder:
         handoff_tools: Tools whose use is a handoff (default: ``transfer_to_*``, ``escalate*``).
         service_name: The OpenTelemetry ``service.name`` of the spans.
         max_queue: Spans that may wait for the writer; more are dropped and counted.
+        endpoint: An OTLP/HTTP collector (``flightrec serve``, ``http://127.0.0.1:4318``) to send
+            spans to instead of writing a store; default ``$OTEL_EXPORTER_OTLP_ENDPOINT`` when no
+            ``db`` is given. ``$FLIGHTREC_TOKEN`` is sent as its bearer token.
         on_sessions_ended: Called on the writer's thread with the ids of the sessions whose
             session span a write just committed (``evals.OnlineDetector`` runs the detectors on
             them). It must return quickly; what it raises is logged and ignored.
@@ -63,6 +66,7 @@ class Recorder:
         service_name: str = "flightrec-agent",
         max_queue: int = MAX_QUEUE,
         on_sessions_ended: Callable[[list[str]], None] | None = None,
+        endpoint: str | None = None,
     ) -> None:
         if content not in get_args(ContentMode):
             raise ConfigError(f"content mode {content!r} is not one of full, redacted, none.")
@@ -75,8 +79,18 @@ class Recorder:
             handoff=frozenset(handoff_tools) if handoff_tools is not None else None,
         )
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-        self.processor = StoreSpanProcessor(lambda: Store(self.db_path), max_queue=max_queue,
-                                            on_sessions_ended=on_sessions_ended)
+        # An explicit store wins over the environment's endpoint: a test or a demo that names its
+        # file must not send its spans elsewhere because a shell exported OTEL_EXPORTER_OTLP_ENDPOINT.
+        self.endpoint = endpoint or (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") if db is None else None)
+        self.processor: StoreSpanProcessor | OtlpSpanProcessor
+        if self.endpoint:
+            if on_sessions_ended is not None:
+                raise ConfigError("on_sessions_ended runs where the store is written: with an endpoint, that is "
+                                  "`flightrec serve`, which runs the detectors itself.")
+            self.processor = OtlpSpanProcessor(self.endpoint, max_queue=max_queue)
+        else:
+            self.processor = StoreSpanProcessor(lambda: Store(self.db_path), max_queue=max_queue,
+                                                on_sessions_ended=on_sessions_ended)
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("flightrec", __version__)
 

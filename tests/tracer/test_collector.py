@@ -1,0 +1,245 @@
+"""The OTLP/HTTP collector, driven over loopback by the real OTLP exporter, by hostile payloads,
+and by a SIGKILL in the middle of a load."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import tracer
+from tests.tracer.fakes import FakeAPI, run_agent
+from tracer._collector import Collector, wait_until_serving
+from tracer._ingest import Batch, Ingestor, from_readable
+
+PROTOBUF = "application/x-protobuf"
+
+
+def post(url: str, body: bytes, content_type: str = PROTOBUF, **headers: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"{url}/v1/traces", data=body, method="POST",
+                                     headers={"Content-Type": content_type, **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def agent_spans() -> list:
+    """A recorded agent session (LLM calls, a retry, a tool call) as the SDK's finished spans."""
+    memory = InMemorySpanExporter()
+    rec = tracer.Recorder(":memory:")
+    rec.provider.add_span_processor(SimpleSpanProcessor(memory))
+    with rec.session(agent="support"):
+        run_agent(rec.instrument(FakeAPI(errors=[529]).client()))
+    rec.shutdown()
+    return list(memory.get_finished_spans())
+
+
+TABLES = ("spans", "llm_calls", "tool_calls", "turns", "sessions", "content", "message_chain")
+
+
+def dump(db: str) -> dict[str, list]:
+    with tracer.Store(db, read_only=True) as store:
+        return {t: sorted(map(repr, store.sql(f"SELECT * FROM {t}"))) for t in TABLES}
+
+
+def test_spans_sent_over_otlp_are_stored_exactly_as_the_embedded_exporter_stores_them(tmp_path):
+    spans = agent_spans()
+    embedded = str(tmp_path / "embedded.duckdb")
+    with tracer.Store(embedded) as store:
+        batch = Batch()
+        Ingestor().build([from_readable(s) for s in spans], batch)
+        store.write(batch)
+    served = str(tmp_path / "served.duckdb")
+    with Collector(served, port=0) as collector:
+        status, _ = post(collector.url, encode_spans(spans).SerializeToString())
+        assert status == 200
+    assert dump(served) == dump(embedded)
+    with tracer.Store(served, read_only=True) as store:
+        assert store.verify_requests().exact == store.verify_requests().total > 0
+
+
+def test_a_recorder_with_an_endpoint_sends_to_the_collector(tmp_path):
+    db = str(tmp_path / "served.duckdb")
+    with Collector(db, port=0) as collector:
+        rec = tracer.Recorder(endpoint=collector.url)
+        with rec.session(agent="support") as session:
+            run_agent(rec.instrument(FakeAPI().client()))
+        rec.shutdown()
+        assert rec.stats.written > 0 and rec.stats.dropped == 0
+    with tracer.Store(db, read_only=True) as store:
+        assert store.get_session(session.id).llm_calls == 2
+
+
+SENDER = r"""
+import sys, tracer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1] + "/v1/traces"),
+                                               max_export_batch_size=200))
+t = provider.get_tracer("load")
+for i in range(int(sys.argv[3])):
+    with t.start_as_current_span(f"{sys.argv[2]}-{i}", attributes={"gen_ai.conversation.id": sys.argv[2]}):
+        pass
+provider.shutdown()
+"""
+
+
+def test_several_processes_send_at_once_and_every_span_arrives_exactly_once(tmp_path):
+    db = str(tmp_path / "many.duckdb")
+    script = tmp_path / "sender.py"
+    script.write_text(SENDER)
+    with Collector(db, port=0) as collector:
+        procs = [subprocess.Popen([sys.executable, str(script), collector.url, f"p{k}", "1500"])
+                 for k in range(4)]
+        assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
+    with tracer.Store(db, read_only=True) as store:
+        rows = store.sql("SELECT count(*), count(DISTINCT span_id), count(DISTINCT name) FROM spans")
+    assert rows == [(6000, 6000, 6000)]
+
+
+@pytest.fixture
+def collector(tmp_path):
+    with Collector(str(tmp_path / "c.duckdb"), port=0, max_body=1_000_000) as c:
+        yield c
+
+
+def test_hostile_and_malformed_requests_get_a_clear_4xx_and_the_server_stays_up(collector):
+    good = encode_spans(agent_spans()).SerializeToString()
+    cases = [
+        (good[: len(good) // 2], PROTOBUF, {}, 400),                               # truncated protobuf
+        (b"\xff" * 200, PROTOBUF, {}, 400),                                          # garbage
+        (b"{not json", "application/json", {}, 400),                                 # broken JSON
+        (json.dumps({"resourceSpans": "nope"}).encode(), "application/json", {}, 400),
+        (good, "text/plain", {}, 415),                                               # wrong content type
+        (good, PROTOBUF, {"Content-Encoding": "br"}, 415),                           # unknown encoding
+        (b"x" * 2_000_000, PROTOBUF, {}, 413),                                       # over the size limit
+        (gzip.compress(b"\0" * 50_000_000), PROTOBUF, {"Content-Encoding": "gzip"}, 413),  # a gzip bomb
+        (b"\x1f\x8b not gzip", PROTOBUF, {"Content-Encoding": "gzip"}, 400),
+    ]
+    for body, content_type, headers, expected in cases:
+        status, text = post(collector.url, body, content_type, **headers)
+        assert status == expected, (expected, text)
+        assert text.strip(), "every error says what was wrong"
+    assert post(collector.url, good)[0] == 200  # still serving
+    assert collector.stats.bad_requests == len(cases)
+
+
+def test_invalid_spans_are_rejected_as_a_partial_success(collector):
+    spans = agent_spans()
+    request = encode_spans(spans)
+    request.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\0" * 16
+    status, body = post(collector.url, request.SerializeToString())
+    assert status == 200
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    response = ExportTraceServiceResponse.FromString(body)
+    assert response.partial_success.rejected_spans == 1 and "trace_id" in response.partial_success.error_message
+    assert collector.stats.spans_committed == len(spans) - 1
+
+
+def test_a_token_is_required_off_loopback_and_checked_when_set(tmp_path):
+    with pytest.raises(tracer.ConfigError, match="bearer token"):
+        Collector(str(tmp_path / "t.duckdb"), host="0.0.0.0", port=0)
+    good = encode_spans(agent_spans()).SerializeToString()
+    with Collector(str(tmp_path / "t.duckdb"), port=0, token="s3cret") as c:
+        assert post(c.url, good)[0] == 401
+        assert post(c.url, good, Authorization="Bearer wrong")[0] == 401
+        assert post(c.url, good, Authorization="Bearer s3cret")[0] == 200
+
+
+def test_a_full_queue_answers_503_with_retry_after(tmp_path, monkeypatch):
+    with Collector(str(tmp_path / "busy.duckdb"), port=0, max_pending_spans=10) as c:
+        release = threading.Event()
+        real = c.store.write
+        monkeypatch.setattr(c.store, "write", lambda batch: (release.wait(30), real(batch)))
+        body = encode_spans(agent_spans()).SerializeToString()
+        first = threading.Thread(target=post, args=(c.url, body))
+        first.start()
+        deadline = time.monotonic() + 10
+        while c._pending == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        request = urllib.request.Request(f"{c.url}/v1/traces", data=body, headers={"Content-Type": PROTOBUF})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=10)
+        assert info.value.code == 503 and info.value.headers["Retry-After"] == "1"
+        release.set()
+        first.join(30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(db: str, port: int) -> subprocess.Popen:
+    flightrec = Path(sys.executable).with_name("flightrec")
+    proc = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_until_serving(f"http://127.0.0.1:{port}", 30)
+    return proc
+
+
+def test_a_sigkill_mid_load_loses_nothing_acknowledged_and_a_restart_resumes(tmp_path):
+    db, port = str(tmp_path / "kill.duckdb"), free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve(db, port)
+    acked: list[str] = []
+    stop = threading.Event()
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    t = provider.get_tracer("kill")
+
+    def send() -> None:
+        n = 0
+        while not stop.is_set():
+            for _ in range(50):
+                with t.start_as_current_span(f"s{n}"):
+                    n += 1
+            spans = memory.get_finished_spans()
+            memory.clear()
+            try:
+                status, _ = post(url, encode_spans(spans).SerializeToString())
+            except OSError:
+                return
+            if status == 200:
+                acked.extend(f"{s.context.span_id:016x}" for s in spans)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    stop.set()
+    sender.join(30)
+    assert len(acked) > 500
+    restarted = serve(db, port)
+    try:
+        status, _ = post(url, encode_spans(agent_spans()).SerializeToString())
+        assert status == 200  # the restarted collector writes on the same file
+    finally:
+        restarted.send_signal(signal.SIGINT)
+        restarted.wait(30)
+    with tracer.Store(db, read_only=True) as store:
+        stored = {r[0] for r in store.sql("SELECT span_id FROM spans")}
+    assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged spans lost"

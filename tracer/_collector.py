@@ -1,0 +1,304 @@
+"""The OTLP/HTTP collector: the store's single writer for agents in any process or language.
+
+Requests are decoded on the HTTP threads (``_otlp.py``), then queued for one writer thread,
+which groups whatever is waiting into one transaction (group commit). A request is answered
+only after the transaction holding its spans has committed, so an acknowledged span survives a
+``kill -9``: DuckDB's write-ahead log has it. Memory is bounded by the spans waiting for the
+writer: past ``max_pending_spans`` a request is answered 503 with ``Retry-After`` (the OTLP
+exporters back off and retry), never queued.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from ._errors import ConfigError, FlightrecError
+from ._ingest import Batch, Ingestor, SpanRecord
+from ._otlp import MAX_BODY, OtlpError, decode_request, encode_response
+from ._store import Store, default_db_path
+
+log = logging.getLogger("flightrec.collector")
+
+MAX_PENDING_SPANS = 100_000
+"""Spans decoded and waiting for the writer; more are refused with 503 until it catches up."""
+_GROUP_SPANS = 20_000
+"""Spans the writer commits in one transaction at most."""
+_ACK_TIMEOUT_S = 60.0
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass
+class _Job:
+    records: list[SpanRecord]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+@dataclass
+class CollectorStats:
+    """What the collector has done since it started."""
+
+    requests: int = 0
+    spans_committed: int = 0
+    spans_rejected: int = 0
+    refused_busy: int = 0
+    """Requests answered 503 because the writer was behind."""
+    bad_requests: int = 0
+    """Requests answered 4xx."""
+    transactions: int = 0
+
+
+class Collector:
+    """An OTLP/HTTP receiver on ``/v1/traces`` that writes into one store.
+
+    Args:
+        db: The store (default ``$FLIGHTREC_DB`` or ``./flightrec.duckdb``); opened for writing.
+        host: Interface to bind; loopback by default. Any other needs ``token``.
+        port: 4318 is OTLP/HTTP's; 0 picks a free one (see ``url``).
+        token: Bearer token requests must carry (``Authorization: Bearer …``).
+        max_body: Largest request body accepted, after decompression.
+        max_pending_spans: Spans that may wait for the writer.
+        on_sessions_ended: Called on the writer's thread with the ids of sessions whose end a
+            transaction just committed (``evals.OnlineDetector``); must return quickly.
+
+    Raises:
+        ConfigError: a non-loopback host without a token.
+        StoreLockedError, StoreError: the store cannot be opened for writing.
+    """
+
+    def __init__(self, db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 4318,
+                 token: str | None = None, max_body: int = MAX_BODY, max_pending_spans: int = MAX_PENDING_SPANS,
+                 on_sessions_ended: Callable[[list[str]], None] | None = None) -> None:
+        if host not in _LOOPBACK and not token:
+            raise ConfigError(f"binding to {host} exposes the collector beyond this machine: give a bearer token "
+                              "(--token or FLIGHTREC_TOKEN), or bind to 127.0.0.1.")
+        self.store = Store(default_db_path(db))  # fails now if another process holds the file
+        self.token = token
+        self.max_body = max_body
+        self.max_pending_spans = max_pending_spans
+        self.stats = CollectorStats()
+        self._on_sessions_ended = on_sessions_ended
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._ingestor = Ingestor()
+        self._writer = threading.Thread(target=self._write_loop, name="flightrec-collector-writer", daemon=True)
+        self._writer.start()
+        collector = self
+
+        class Handler(_Handler):
+            owner = collector
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Collector:
+        """Serves on a background thread; returns at once."""
+        self._thread = threading.Thread(target=self._server.serve_forever, name="flightrec-collector", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serves on this thread until ``close()`` (or Ctrl-C)."""
+        self._server.serve_forever()
+
+    def close(self) -> None:
+        """Stops taking requests, lets the writer finish what is queued, and closes the store."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._jobs.put(None)
+        self._writer.join(_ACK_TIMEOUT_S)
+        self.store.close()
+
+    def __enter__(self) -> Collector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the HTTP side -----------------------------------------------------------------------
+
+    def submit(self, records: list[SpanRecord]) -> _Job | None:
+        """Queues spans for the writer; ``None`` when too many are already waiting."""
+        with self._lock:
+            if self._pending + len(records) > self.max_pending_spans and self._pending > 0:
+                return None
+            self._pending += len(records)
+        job = _Job(records)
+        self._jobs.put(job)
+        return job
+
+    # -- the writer --------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            group = [job]
+            spans = len(job.records)
+            while spans < _GROUP_SPANS:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._jobs.put(None)
+                    break
+                group.append(more)
+                spans += len(more.records)
+            self._commit(group, spans)
+
+    def _commit(self, group: list[_Job], spans: int) -> None:
+        batch = Batch()
+        error: str | None = None
+        try:
+            self._ingestor.build([r for job in group for r in job.records], batch)
+            self.store.write(batch)
+        except FlightrecError as exc:
+            error = str(exc)
+        except Exception as exc:  # a bug in ingest must fail these requests, not the collector
+            log.exception("flightrec collector: ingesting %d spans failed", spans)
+            error = f"ingest failed: {type(exc).__name__}"
+        if error is not None:
+            # Nothing was committed: forget the content so that the client's retry sends it again.
+            self._ingestor.forget({*batch.content, *batch.chain})
+        with self._lock:
+            self._pending -= spans
+            if error is None:
+                self.stats.spans_committed += spans
+                self.stats.transactions += 1
+        for job in group:
+            job.error = error
+            job.done.set()
+        ended = [d.session_id for d in batch.sessions.values() if d.ended]
+        if error is None and ended and self._on_sessions_ended is not None:
+            try:
+                self._on_sessions_ended(ended)
+            except Exception:
+                log.warning("flightrec collector: the sessions-ended hook failed", exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: Collector
+    protocol_version = "HTTP/1.1"  # keep-alive: exporters send many requests on one connection
+    server_version = "flightrec-collector"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
+        log.debug("%s " + format, self.address_string(), *args)  # never content, never at INFO
+
+    def _reply(self, status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",
+               headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        if status < 500:
+            self.owner.stats.bad_requests += 1
+        self._reply(status, (message + "\n").encode(), headers=headers)
+
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        if self.path in ("/", "/health"):
+            self._reply(200, b"flightrec collector: POST OTLP/HTTP traces to /v1/traces\n")
+        else:
+            self._error(404, "not found: POST OTLP traces to /v1/traces")
+
+    def do_POST(self) -> None:  # noqa: N802
+        owner = self.owner
+        owner.stats.requests += 1
+        if self.path.split("?", 1)[0] != "/v1/traces":
+            self._discard()
+            self._error(404, f"no OTLP endpoint at {self.path}: send traces to /v1/traces")
+            return
+        if owner.token is not None:
+            given = self.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {owner.token}".encode()):
+                self._discard()
+                self._error(401, "missing or wrong bearer token: send Authorization: Bearer <token>",
+                            {"WWW-Authenticate": "Bearer"})
+                return
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._error(411, "a Content-Length is required", {"Connection": "close"})
+            self.close_connection = True
+            return
+        if int(length) > owner.max_body:
+            # Read a moderately oversized body away, so that the client hears the 413 instead of a
+            # broken pipe; an absurd one is not worth reading, and the connection closes.
+            if int(length) <= 4 * owner.max_body:
+                remaining = int(length)
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+            self._error(413, f"request body of {length} bytes is over the limit of {owner.max_body}; send smaller "
+                             "batches", {"Connection": "close"})
+            self.close_connection = True
+            return
+        body = self.rfile.read(int(length))
+        content_type = self.headers.get("Content-Type")
+        try:
+            records, rejected, message = decode_request(body, content_type, self.headers.get("Content-Encoding"),
+                                                        max_body=owner.max_body)
+        except OtlpError as exc:
+            self._error(exc.status, str(exc))
+            return
+        owner.stats.spans_rejected += rejected
+        if not records and rejected:
+            self._error(400, message)
+            return
+        reply_type = "application/json" if "json" in (content_type or "") else "application/x-protobuf"
+        if records:
+            job = owner.submit(records)
+            if job is None:
+                owner.stats.refused_busy += 1
+                self._reply(503, b"the collector's writer is behind; retry shortly\n", headers={"Retry-After": "1"})
+                return
+            if not job.done.wait(_ACK_TIMEOUT_S) or job.error is not None:
+                self._reply(503, f"not stored: {job.error or 'the write timed out'}; retry\n".encode(),
+                            headers={"Retry-After": "2"})
+                return
+        self._reply(200, encode_response(rejected, message, reply_type), reply_type)
+
+    def _discard(self) -> None:
+        length = self.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) <= self.owner.max_body:
+            self.rfile.read(int(length))
+        else:
+            self.close_connection = True
+
+
+def wait_until_serving(url: str, timeout_s: float = 10.0) -> None:
+    """Blocks until a collector answers at ``url`` (for scripts that start one in another process)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
