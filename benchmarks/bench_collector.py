@@ -1,0 +1,113 @@
+"""Collector throughput: realistic agent spans over OTLP/HTTP protobuf from 4 sender processes to
+``flightrec serve``, which acknowledges each request only after committing it.
+
+    python benchmarks/bench_collector.py [--senders 4] [--sessions 300] [--turns 8] [--batch 512]
+
+Each sender first records ``--sessions`` sessions of ``--turns`` LLM calls with the real
+capture path (``_workload.Agent``: instrumented anthropic client, tools, content included) into
+memory and encodes them with the OTLP exporter's own encoder in requests of ``--batch`` spans.
+Then, all at once, every sender POSTs its requests on one keep-alive connection, one at a time,
+as the SDK's exporter does, and times each request until its 200. Reported: spans committed per
+second over the whole load (first send to last acknowledgement), and the p50 and p99 latency of
+an acknowledgement. Target: ≥ 10,000 spans/s with 4 senders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _workload import Agent, collecting_recorder, machine_header  # noqa: E402
+
+from tracer._collector import wait_until_serving  # noqa: E402
+
+
+def _prepare(k: int, sessions: int, turns: int, batch: int, tmp: str) -> list[bytes]:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    rec, collect = collecting_recorder(str(Path(tmp) / f"unused{k}.duckdb"))
+    agent = Agent(rec)
+    for s in range(sessions):
+        agent.run(turns, seed=k * 1_000_000 + s)
+    spans = collect.spans
+    return [encode_spans(spans[i:i + batch]).SerializeToString() for i in range(0, len(spans), batch)]
+
+
+def _sender(k: int, args: argparse.Namespace, port: int, tmp: str, start: mp.Event, out: mp.Queue) -> None:
+    bodies = _prepare(k, args.sessions, args.turns, args.batch, tmp)
+    out.put(("ready", k))
+    start.wait()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    latencies, first = [], time.perf_counter()
+    for body in bodies:
+        t0 = time.perf_counter()
+        conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"sender {k}: HTTP {response.status}")
+        latencies.append(time.perf_counter() - t0)
+    out.put(("done", k, first, time.perf_counter(), latencies))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--sessions", type=int, default=300)
+    parser.add_argument("--turns", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=512)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "collector.duckdb")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        flightrec = Path(sys.executable).with_name("flightrec")
+        server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until_serving(f"http://127.0.0.1:{port}", 30)
+            start, out = mp.Event(), mp.Queue()
+            procs = [mp.Process(target=_sender, args=(k, args, port, tmp, start, out)) for k in range(args.senders)]
+            for p in procs:
+                p.start()
+            for _ in procs:
+                assert out.get(timeout=600)[0] == "ready"
+            start.set()
+            done = [out.get(timeout=600) for _ in procs]
+            for p in procs:
+                p.join(60)
+        finally:
+            server.send_signal(2)
+            server.wait(60)
+        import duckdb
+
+        con = duckdb.connect(db, read_only=True)
+        stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]
+        sessions = con.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        con.close()
+    first = min(d[2] for d in done)
+    last = max(d[3] for d in done)
+    latencies = sorted(x for d in done for x in d[4])
+    p = lambda q: latencies[min(int(q * len(latencies)), len(latencies) - 1)] * 1e3  # noqa: E731
+    print(machine_header("collector throughput"))
+    print(json.dumps({"senders": args.senders, "spans_committed": stored, "sessions": sessions,
+                      "requests": len(latencies), "spans_per_request": args.batch, "seconds": round(last - first, 2),
+                      "spans_per_s": round(stored / (last - first)), "ack_p50_ms": round(p(0.5), 1),
+                      "ack_p99_ms": round(p(0.99), 1), "ack_mean_ms": round(statistics.mean(latencies) * 1e3, 1)},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()
