@@ -16,10 +16,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+
+if TYPE_CHECKING:  # pandas costs the CLI a third of a second to import; only the dashboard uses frame()
+    import pandas as pd
 
 from ._canonical import canonical_json, sha256_hex
 from ._errors import (
@@ -671,6 +674,18 @@ class Store:
             StoreError: the query failed.
         """
         return self._query(query, params)
+
+    def frame(self, query: str, params: list[Any] | None = None) -> pd.DataFrame:
+        """Like ``sql``, as a pandas DataFrame with the query's column names (the dashboard's tables).
+
+        Raises:
+            StoreError: the query failed.
+        """
+        with self._lock:
+            try:
+                return self._con.execute(query, params or []).df()
+            except duckdb.Error as exc:
+                raise StoreError(f"reading the trace store {self.path} failed: {exc}") from None
 
     # -- exact rebuild -----------------------------------------------------------------------
 
