@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from typing import Any
 
 from tracer import Store, canonical_json
 
 from ._errors import ReplayError
-from ._reconstruct import decision_at, decisions, open_store, origin_of, rebuild
+from ._reconstruct import Db, decision_at, decisions, open_store, origin_of, rebuild
 from ._records import Change, ContextDiff, Decision, DecisionDiff, SessionDiff, TurnPair
 
 _PREVIEW = 80
@@ -183,7 +182,7 @@ def diff_in(store: Store, a: str, b: str, *, context: bool = False) -> DecisionD
 
 
 def diff(a: str, b: str, *, context: bool = False,
-         db: str | os.PathLike[str] | None = None) -> DecisionDiff | SessionDiff | ContextDiff:
+         db: Db = None) -> DecisionDiff | SessionDiff | ContextDiff:
     """Compares two decisions (``SESSION:TURN``), two sessions (``SESSION``), or with ``context``
     what the model saw in two decisions.
 

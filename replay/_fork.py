@@ -9,7 +9,6 @@ arguments) are answered from it, in recorded order, so no side effect happens tw
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -19,7 +18,7 @@ from tracer import canonical_json
 from ._edits import apply_edits
 from ._errors import ReplayError
 from ._model import ClientFactory, default_client_factory, send, target_of
-from ._reconstruct import decisions, open_store, reconstruct_in
+from ._reconstruct import Db, db_path, decisions, open_store, reconstruct_in
 from ._records import Decision, Edits, ForkResult, Origin
 from ._run import replay_attributes
 
@@ -101,7 +100,7 @@ def _call_key(name: str, arguments: Any) -> str:
 
 
 def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: ToolsMode = "live",
-         agent_factory: AgentFactory | None = None, db: str | os.PathLike[str] | None = None,
+         agent_factory: AgentFactory | None = None, db: Db = None,
          real: bool = False, sim_url: str | None = None, client_factory: ClientFactory | None = None,
          max_turns: int = _MAX_TURNS) -> ForkResult:
     """Carries a session on from ``turn`` with an edited context, as a new session linked to it.
@@ -117,8 +116,8 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
     Blocking: records into the store; no other process may be writing it.
     """
     edits = edits or Edits()
-    db_path = tracer.default_db_path(db)
-    with open_store(db_path) as store:
+    path = db_path(db)
+    with open_store(db) as store:
         rec = reconstruct_in(store, session_id, turn)
         account = store.session_account(rec.session_id)
         last_turn = max(decisions(store, rec.session_id)[1])
@@ -144,7 +143,7 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
     target = target_of(real=real, sim_url=sim_url) if client_factory is None else "custom"
     where = "the Anthropic API" if real else sim_url or "the in-process simulator"
 
-    recorder = tracer.Recorder(db_path)
+    recorder = tracer.Recorder(path)
     status, reason = "max_turns", f"the fork reached {max_turns} turns"
     served = live = 0
     agent: ForkAgent | None = None
@@ -153,7 +152,7 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
         origin_link = [(rec.decision.trace_id, rec.span_id)]  # an OpenTelemetry span link to the origin
         with recorder.session(rec.origin.agent or "agent", links=origin_link, **replay_attributes(
                 rec.session_id, rec.span_id, turn, "fork", target, rec.origin, edits)) as session:
-            agent = agent_factory(session_id=session.id, origin=rec.origin, db=db_path) if agent_factory \
+            agent = agent_factory(session_id=session.id, origin=rec.origin, db=path) if agent_factory \
                 else _NoAgent()
             client = recorder.instrument(factory(rec.origin, rec.origin.seed))
             session.turn_index = turn - 1  # the fork's turns carry on the origin's numbering
@@ -222,7 +221,7 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
         recorder.shutdown()
     if failure is not None:
         raise failure
-    with open_store(db_path) as store:
+    with open_store(db) as store:
         fork_decisions: list[Decision] = list(decisions(store, session.id)[1].values())
     return ForkResult(session_id=session.id, origin=rec.decision, status=status, reason=reason,
                       decisions=fork_decisions, recorded_tool_calls=served, live_tool_calls=live)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tracer import CallOutline, NotRebuildableError, Store, canonical_json, sha256_hex
+from tracer import CallOutline, NotRebuildableError, Store, canonical_json, default_db_path, sha256_hex
 
 from ._errors import NoContentError, UnknownTurnError
 from ._records import Decision, Origin, Reconstruction
@@ -17,9 +17,23 @@ REPLAY_OF = "flightrec.replay.of"
 """The session attribute that links a replay or fork to the decision it started from."""
 
 
+Db = str | os.PathLike[str] | Store | None
+"""A store file, or a store this process already has open for writing (``flightrec serve``'s
+dashboard hands its own, since DuckDB allows one configuration per file per process)."""
+
+
+def db_path(db: Db) -> str:
+    """The file behind ``db``."""
+    return db.path if isinstance(db, Store) else default_db_path(db)
+
+
 @contextmanager
-def open_store(db: str | os.PathLike[str] | None) -> Iterator[Store]:
-    """A read-only store, closed on exit so that a recorder can write the same file afterwards."""
+def open_store(db: Db) -> Iterator[Store]:
+    """The store to read: an open one as it is, or the file read-only, closed on exit so that a
+    recorder can write the same file afterwards."""
+    if isinstance(db, Store):
+        yield db
+        return
     store = Store(db, read_only=True)
     try:
         yield store
@@ -113,7 +127,7 @@ def reconstruct_in(store: Store, session_id: str, turn: int) -> Reconstruction:
                           origin=origin_of(store, decision.session_id))
 
 
-def reconstruct(session_id: str, turn: int, *, db: str | os.PathLike[str] | None = None) -> Reconstruction:
+def reconstruct(session_id: str, turn: int, *, db: Db = None) -> Reconstruction:
     """The exact request of one decision, rebuilt from the store, with its hash.
 
     Args:

@@ -25,7 +25,7 @@ from tracer import Store, canonical_json, sha256_hex, sse_events
 
 from ._diff import diff_context
 from ._errors import ReplayError
-from ._reconstruct import decisions, open_store, origin_of, rebuild
+from ._reconstruct import Db, decisions, open_store, origin_of, rebuild
 from ._records import Divergence, RecordedRun, RecordedSession, RecordedToolResult, RerunResult
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def _tool_results(store: Store, sid: str) -> dict[str, RecordedToolResult]:
     return out
 
 
-def rerun(session_id: str, *, db: str | os.PathLike[str] | None = None,
+def rerun(session_id: str, *, db: Db = None,
           agent: RerunAgent = reference_rerun) -> RerunResult:
     """Re-executes a recorded session with every model response served from the recording.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import tracer
@@ -11,7 +10,7 @@ from tracer import canonical_json, sha256_hex
 from ._edits import apply_edits
 from ._errors import ReplayError
 from ._model import ClientFactory, default_client_factory, send, target_of
-from ._reconstruct import REPLAY_OF, decisions, open_store, reconstruct_in
+from ._reconstruct import REPLAY_OF, Db, db_path, decisions, open_store, reconstruct_in
 from ._records import Decision, Edits, Origin, RunResult
 
 
@@ -30,7 +29,7 @@ def replay_attributes(origin_session: str, origin_span: str, turn: int, kind: st
 
 
 def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int = 1,
-        db: str | os.PathLike[str] | None = None, real: bool = False, sim_url: str | None = None,
+        db: Db = None, real: bool = False, sim_url: str | None = None,
         client_factory: ClientFactory | None = None) -> RunResult:
     """Re-sends the request of one decision, edited, ``trials`` times, and records the results.
 
@@ -62,7 +61,7 @@ def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int =
     factory = client_factory or default_client_factory(real=real, sim_url=sim_url)
     target = target_of(real=real, sim_url=sim_url) if client_factory is None else "custom"
     where = "the Anthropic API" if real else sim_url or "the in-process simulator"
-    recorder = tracer.Recorder(db)
+    recorder = tracer.Recorder(db_path(db))
     failure: BaseException | None = None
     try:
         origin_link = [(rec.decision.trace_id, rec.span_id)]  # an OpenTelemetry span link to the origin

@@ -1,0 +1,70 @@
+"""``flightrec dashboard`` and ``flightrec serve`` (the collector and the dashboard in one process)."""
+
+from __future__ import annotations
+
+import threading
+
+import click
+
+from tracer._cli import db_option
+from tracer._store import default_db_path
+
+from ._launch import run
+
+
+@click.command("dashboard")
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port.")
+def dashboard(db: str | None, host: str, port: int) -> None:
+    """Browse a store in the browser: sessions, decisions, replay, evals, alerts and costs.
+
+    The file is opened read-only, so nothing may be writing it; to watch agents live, run
+    `flightrec serve` instead, which is the store's writer and serves this dashboard too."""
+    path = default_db_path(db)
+    click.echo(f"flightrec dashboard on http://{host}:{port}, reading {path} (Ctrl-C to stop)")
+    run(path, host=host, port=port, mode="read_only")
+
+
+@click.command("serve")
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (the collector and "
+              "the dashboard); off loopback a --token is required.")
+@click.option("--port", default=4318, show_default=True, type=click.IntRange(1, 65535), help="Collector port.")
+@click.option("--token", envvar="FLIGHTREC_TOKEN", default=None,
+              help="Bearer token senders must present (default $FLIGHTREC_TOKEN); required off loopback.")
+@click.option("--dashboard-port", default=8501, show_default=True, type=click.IntRange(1, 65535),
+              help="Dashboard port.")
+@click.option("--no-dashboard", is_flag=True, help="Run the collector alone.")
+def serve(db: str | None, host: str, port: int, token: str | None, dashboard_port: int, no_dashboard: bool) -> None:
+    """Run the store's single writer: an OTLP/HTTP collector on /v1/traces that agents in any
+    process or language send traces to, and the dashboard, which shows them as they land.
+    Installed packages add to it (the detectors run online)."""
+    from importlib.metadata import entry_points
+
+    from tracer._collector import Collector
+
+    db_path = default_db_path(db)
+    hooks = [ep.load()(db_path) for ep in entry_points(group="flightrec.serve_hooks")]
+
+    def ended(session_ids: list[str]) -> None:
+        for hook in hooks:
+            hook(session_ids)
+
+    collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None)
+    click.echo(f"flightrec collector on {collector.url}/v1/traces, writing {db_path} (Ctrl-C to stop)")
+    click.echo(f"send traces: OTEL_EXPORTER_OTLP_ENDPOINT={collector.url} (any OpenTelemetry SDK), or "
+               f"tracer.configure(endpoint=\"{collector.url}\")")
+    try:
+        if no_dashboard:
+            collector.serve_forever()
+        else:
+            threading.Thread(target=collector.serve_forever, name="flightrec-collector", daemon=True).start()
+            click.echo(f"flightrec dashboard on http://{host}:{dashboard_port}")
+            run(db_path, host=host, port=dashboard_port, mode="shared")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        collector.close()
+        for hook in hooks:
+            getattr(hook, "close", lambda: None)()

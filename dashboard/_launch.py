@@ -1,0 +1,49 @@
+"""Starting the Streamlit server in this process, on one store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import tracer
+
+from ._source import DB_ENV, MODE_ENV, Mode
+
+APP = str(Path(__file__).with_name("app.py"))
+
+
+def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 8501,
+        mode: Mode = "read_only") -> None:
+    """Serves the dashboard on ``http://HOST:PORT`` until interrupted.
+
+    Args:
+        db: The store to show (default ``$FLIGHTREC_DB`` or ``./flightrec.duckdb``).
+        host: The interface to bind; loopback by default.
+        port: The port.
+        mode: ``read_only`` to open the file read-only (``flightrec dashboard``), ``shared`` when
+            this process already writes it (``flightrec serve``).
+
+    Raises:
+        tracer.StoreError: the file does not exist, or (read-only) another process writes it.
+
+    Blocking: runs Streamlit's event loop on this thread, which must be the main thread.
+    """
+    path = tracer.default_db_path(db)
+    if mode == "read_only":  # fail here, in the terminal, rather than in the browser
+        tracer.Store(path, read_only=True).close()
+    os.environ[DB_ENV] = path
+    os.environ[MODE_ENV] = mode
+    # Imported here: Streamlit takes a second to import, and no other command needs it.
+    from streamlit.web import bootstrap
+
+    bootstrap.load_config_options({
+        "server_port": port,
+        "server_address": host,
+        "server_headless": True,
+        "server_fileWatcherType": "none",
+        "server_runOnSave": False,
+        "browser_gatherUsageStats": False,
+        "global_developmentMode": False,
+        "client_toolbarMode": "viewer",
+    })
+    bootstrap.run(APP, False, [], {})

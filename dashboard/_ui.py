@@ -1,0 +1,140 @@
+"""What every page shares: the store, cached queries, formatting, links and error boxes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pandas as pd
+import streamlit as st
+
+import tracer
+
+from . import _source
+
+T = TypeVar("T")
+
+PAGES = {
+    "overview": "pages/overview.py",
+    "sessions": "pages/sessions.py",
+    "session": "pages/session.py",
+    "replay": "pages/replay.py",
+    "evals": "pages/evals.py",
+    "alerts": "pages/alerts.py",
+    "costs": "pages/costs.py",
+}
+"""Each page's script, relative to ``app.py``; its key is its URL path (``/session?id=…``)."""
+
+_TTL_LIVE_S = 2
+_TTL_FILE_S = 60
+
+
+def source() -> _source.Source:
+    return _source.current()
+
+
+def cached(fn: Callable[..., T]) -> Callable[..., T]:
+    """Caches a query on its arguments, the store and the source's write generation. A live store
+    (serve mode) is re-read every couple of seconds; a file no one writes, every minute."""
+    live = st.cache_data(ttl=_TTL_LIVE_S, show_spinner=False, max_entries=256)(_keyed(fn))
+    still = st.cache_data(ttl=_TTL_FILE_S, show_spinner=False, max_entries=256)(_keyed(fn))
+
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        src = source()
+        return (live if src.live else still)(src.db_path, src.generation, *args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def _keyed(fn: Callable[..., T]) -> Callable[..., T]:
+    def run(_db: str, _generation: int, *args: Any, **kwargs: Any) -> T:
+        return fn(*args, **kwargs)
+
+    run.__name__ = run.__qualname__ = f"{fn.__module__}.{fn.__name__}"
+    return run
+
+
+def frame(sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    """A query's rows as a DataFrame."""
+    return source().frame(sql, params)
+
+
+def param(name: str) -> str | None:
+    """A deep-link query parameter (``?id=…&turn=…``)."""
+    value = st.query_params.get(name)
+    return value or None
+
+
+def int_param(name: str) -> int | None:
+    value = param(name)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        st.warning(f"`{name}={value}` in the URL is not a number; it was ignored.")
+        return None
+
+
+def show_error(exc: BaseException) -> None:
+    """A flightrec error as the CLI prints it: what went wrong and what to do next."""
+    st.error(str(exc), icon=":material/error:")
+
+
+def guarded(render: Callable[[], None]) -> None:
+    """Runs a page body; our errors become one clear box instead of a traceback."""
+    try:
+        render()
+    except tracer.FlightrecError as exc:
+        show_error(exc)
+
+
+def usd(value: float | None) -> str:
+    if value is None or pd.isna(value):
+        return "unknown"
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def ms(value: float | None) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"
+
+
+def tokens(value: int | float | None) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value / 1000:,.1f}k" if value >= 10_000 else f"{int(value):,}"
+
+
+def when(ns: int | None) -> str:
+    if ns is None or pd.isna(ns):
+        return "–"
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def raw_json(label: str, value: Any) -> None:
+    """Raw JSON, collapsed until asked for."""
+    with st.expander(label, expanded=False):
+        st.json(value if not isinstance(value, str) else _maybe_json(value), expanded=2)
+
+
+def _maybe_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def link(page: str, label: str, **query: Any) -> None:
+    """A link to another page, carrying the ids that make it a deep link."""
+    st.page_link(PAGES[page], label=label, query_params={k: str(v) for k, v in query.items() if v is not None})
+
+
+def url(page: str, **query: Any) -> str:
+    """The relative URL of a page with its query, for link columns in tables."""
+    from urllib.parse import urlencode
+
+    q = urlencode({k: v for k, v in query.items() if v is not None})
+    return f"/{page}?{q}" if q else f"/{page}"
