@@ -28,15 +28,17 @@ def dashboard(db: str | None, host: str, port: int) -> None:
 
 @click.command("serve")
 @db_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (the collector and "
-              "the dashboard); off loopback a --token is required.")
-@click.option("--port", default=4318, show_default=True, type=click.IntRange(1, 65535), help="Collector port.")
-@click.option("--token", envvar="FLIGHTREC_TOKEN", default=None,
-              help="Bearer token senders must present (default $FLIGHTREC_TOKEN); required off loopback.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Collector interface (others need --token).")
+@click.option("--port", default=4318, show_default=True, type=click.IntRange(0, 65535), help="OTLP/HTTP port.")
+@click.option("--token", envvar="FLIGHTREC_TOKEN", default=None, metavar="TOKEN",
+              help="Bearer token senders must present (required off loopback; default $FLIGHTREC_TOKEN).")
+@click.option("--dashboard-host", default="127.0.0.1", show_default=True,
+              help="Dashboard interface. It has no login of its own: put it behind one before binding elsewhere.")
 @click.option("--dashboard-port", default=8501, show_default=True, type=click.IntRange(1, 65535),
               help="Dashboard port.")
 @click.option("--no-dashboard", is_flag=True, help="Run the collector alone.")
-def serve(db: str | None, host: str, port: int, token: str | None, dashboard_port: int, no_dashboard: bool) -> None:
+def serve(db: str | None, host: str, port: int, token: str | None, dashboard_host: str, dashboard_port: int,
+          no_dashboard: bool) -> None:
     """Run the store's single writer: an OTLP/HTTP collector on /v1/traces that agents in any
     process or language send traces to, and the dashboard, which shows them as they land.
     Installed packages add to it (the detectors run online)."""
@@ -60,8 +62,8 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_por
             collector.serve_forever()
         else:
             threading.Thread(target=collector.serve_forever, name="flightrec-collector", daemon=True).start()
-            click.echo(f"flightrec dashboard on http://{host}:{dashboard_port}")
-            run(db_path, host=host, port=dashboard_port, mode="shared")
+            click.echo(f"flightrec dashboard on http://{dashboard_host}:{dashboard_port}")
+            run(db_path, host=dashboard_host, port=dashboard_port, mode="shared")
     except KeyboardInterrupt:
         pass
     finally:

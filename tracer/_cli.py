@@ -18,7 +18,7 @@ import click
 from ._errors import FlightrecError
 from ._recorder import __version__
 from ._render import session_account, sessions_table
-from ._store import Store, default_db_path
+from ._store import Store
 
 EXIT_ERROR = 2
 _MAX_WIDTH = 100
@@ -131,37 +131,3 @@ def traces_show(session_id: str, db: str | None, as_json: bool) -> None:
         click.echo(account.model_dump_json(indent=2))
         return
     click.echo(session_account(account, output_width()))
-
-
-@click.command("serve")
-@db_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (others need --token).")
-@click.option("--port", default=4318, show_default=True, type=click.IntRange(0, 65535), help="OTLP/HTTP port.")
-@click.option("--token", envvar="FLIGHTREC_TOKEN", default=None, metavar="TOKEN",
-              help="Bearer token senders must present (required off loopback; default $FLIGHTREC_TOKEN).")
-def serve(db: str | None, host: str, port: int, token: str | None) -> None:
-    """Run the store's single writer: an OTLP/HTTP collector on /v1/traces that agents in any
-    process or language send traces to. Installed packages add to it (the detectors run online)."""
-    from importlib.metadata import entry_points
-
-    from ._collector import Collector
-
-    db_path = default_db_path(db)
-    hooks = [ep.load()(db_path) for ep in entry_points(group="flightrec.serve_hooks")]
-
-    def ended(session_ids: list[str]) -> None:
-        for hook in hooks:
-            hook(session_ids)
-
-    collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None)
-    click.echo(f"flightrec collector on {collector.url}/v1/traces, writing {db_path} (Ctrl-C to stop)")
-    click.echo(f"send traces: OTEL_EXPORTER_OTLP_ENDPOINT={collector.url} (any OpenTelemetry SDK), or "
-               f"tracer.configure(endpoint=\"{collector.url}\")")
-    try:
-        collector.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        collector.close()
-        for hook in hooks:
-            getattr(hook, "close", lambda: None)()
