@@ -1,0 +1,5 @@
+"""alerts: being built."""
+
+import streamlit as st
+
+st.title("alerts")

@@ -1,0 +1,5 @@
+"""evals: being built."""
+
+import streamlit as st
+
+st.title("evals")

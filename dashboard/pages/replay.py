@@ -1,0 +1,5 @@
+"""replay: being built."""
+
+import streamlit as st
+
+st.title("replay")

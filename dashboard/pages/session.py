@@ -1,0 +1,5 @@
+"""session: being built."""
+
+import streamlit as st
+
+st.title("session")

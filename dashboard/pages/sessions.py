@@ -1,0 +1,107 @@
+"""Sessions: every recorded session, filterable and sortable, searchable by id and by text."""
+
+import streamlit as st
+
+from dashboard import _ui
+
+_PAGE_SIZE = 100
+_SORTS = {
+    "newest": "s.start_ns DESC",
+    "oldest": "s.start_ns ASC",
+    "cost": "s.cost_usd DESC NULLS LAST",
+    "turns": "s.turns DESC",
+    "tool calls": "s.tool_calls DESC",
+    "duration": "duration_ms DESC",
+    "tokens": "tokens DESC",
+    "alerts": "alerts DESC, s.start_ns DESC",
+}
+
+
+@_ui.cached
+def _facets() -> tuple[list[str], list[str]]:
+    agents = _ui.frame("SELECT DISTINCT agent FROM sessions WHERE agent IS NOT NULL ORDER BY 1")["agent"].tolist()
+    statuses = _ui.frame("SELECT status FROM sessions GROUP BY 1 ORDER BY count(*) DESC")["status"].tolist()
+    return agents, statuses
+
+
+def _where(search: str, agents: list[str], statuses: list[str]) -> tuple[str, list[object]]:
+    clauses, params = [], []
+    if agents:
+        clauses.append(f"s.agent IN ({', '.join('?' * len(agents))})")
+        params += agents
+    if statuses:
+        clauses.append(f"s.status IN ({', '.join('?' * len(statuses))})")
+        params += statuses
+    if search:
+        # An id (or a prefix of one) is looked up directly; anything else is searched in what the
+        # sessions said and did: the model's replies, tool arguments and results, status reasons.
+        like = f"%{search}%"
+        clauses.append("""(starts_with(s.session_id, ?) OR s.status_reason ILIKE ? OR s.agent ILIKE ?
+            OR s.session_id IN (SELECT session_id FROM tool_calls WHERE arguments ILIKE ? OR result ILIKE ?
+                                UNION SELECT session_id FROM llm_calls WHERE response_body ILIKE ?))""")
+        params += [search.lower(), like, like, like, like, like]
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+@_ui.cached
+def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], sort: str, page: int):
+    where, params = _where(search, list(agents), list(statuses))
+    total = int(_ui.frame(f"SELECT count(*) AS n FROM sessions s {where}", params)["n"].iloc[0])
+    rows = _ui.frame(
+        f"""WITH open_alerts AS (
+                SELECT sid AS session_id, count(*) AS alerts
+                FROM (SELECT unnest(session_ids) AS sid FROM alerts WHERE status <> 'resolved') GROUP BY 1)
+            SELECT s.session_id, s.agent, s.start_ns, s.status, s.status_reason, s.turns, s.tool_calls,
+                   s.tool_errors, s.llm_errors,
+                   s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens AS tokens,
+                   CASE WHEN s.unpriced_calls > 0 THEN NULL ELSE s.cost_usd END AS cost_usd,
+                   (s.end_ns - s.start_ns) / 1e6 AS duration_ms, coalesce(a.alerts, 0) AS alerts
+            FROM sessions s LEFT JOIN open_alerts a USING (session_id) {where}
+            ORDER BY {_SORTS[sort]} LIMIT ? OFFSET ?""",
+        [*params, _PAGE_SIZE, page * _PAGE_SIZE],
+    )
+    return total, rows
+
+
+def render() -> None:
+    st.title("Sessions")
+    agents, statuses = _facets()
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
+    search = c1.text_input("Search", value=_ui.param("q") or "", placeholder="a session id, or text the agent "
+                           "or its tools said", key="sessions_q").strip()
+    chosen_agents = c2.multiselect("Agent", agents, key="sessions_agents")
+    chosen_status = c3.multiselect("Status", statuses, key="sessions_status")
+    sort = c4.selectbox("Sort by", list(_SORTS), key="sessions_sort")
+    total, rows = _sessions(search, tuple(chosen_agents), tuple(chosen_status), sort,
+                            st.session_state.get("sessions_page", 1) - 1)
+    pages = max(1, -(-total // _PAGE_SIZE))
+    left, right = st.columns([4, 1])
+    right.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="sessions_page")
+    left.caption(f"{total:,} sessions match" + (f"; showing {len(rows):,}" if total > len(rows) else ""))
+    if rows.empty:
+        st.info("No session matches. Clear the search or the filters, or record some sessions "
+                "(`make demo`, or point an agent at this store).")
+        return
+    table = rows.assign(
+        open=[_ui.url("session", id=sid) for sid in rows["session_id"]],
+        started=[_ui.when(ns) for ns in rows["start_ns"]],
+    )[["open", "agent", "started", "status", "turns", "tool_calls", "tool_errors", "tokens", "cost_usd",
+       "duration_ms", "alerts", "status_reason"]]
+    event = st.dataframe(
+        table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+        key="sessions_table",
+        column_config={
+            "open": st.column_config.LinkColumn("session", display_text=r"/session\?id=(.{13})", width="small"),
+            "tool_calls": st.column_config.NumberColumn("tool calls"),
+            "tool_errors": st.column_config.NumberColumn("tool errors"),
+            "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+            "duration_ms": st.column_config.NumberColumn("duration", format="%.0f ms"),
+            "status_reason": st.column_config.TextColumn("why it ended", width="large"),
+        },
+    )
+    picked = event.selection.rows if event else []
+    if picked:
+        st.switch_page(_ui.PAGES["session"], query_params={"id": rows["session_id"].iloc[picked[0]]})
+
+
+_ui.guarded(render)

@@ -1,0 +1,58 @@
+"""A real store for the dashboard's pages: the demo's sessions, its alerts and its two eval runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from streamlit.testing.v1 import AppTest
+
+from dashboard import APP
+from dashboard._source import DB_ENV, MODE_ENV
+from tracer._cli import main
+
+DEMO_SESSIONS = 40
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory) -> Path:
+    """Built once: ``flightrec demo --sessions 40 --no-serve`` (sessions, detectors, baseline and
+    regressed eval runs). Tests that write take a copy (``store``)."""
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", str(DEMO_SESSIONS), "--no-serve"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return db
+
+
+@pytest.fixture
+def store(demo_store, tmp_path, monkeypatch) -> Path:
+    """A copy of the demo store (and its world) that this test's dashboard reads and may write."""
+    db = tmp_path / "dash.duckdb"
+    for src in demo_store.parent.iterdir():
+        shutil.copy(src, tmp_path / src.name.replace(demo_store.stem, db.stem, 1))
+    monkeypatch.setenv(DB_ENV, str(db))
+    monkeypatch.setenv(MODE_ENV, "read_only")
+    return db
+
+
+def app(page: str | None = None, **query: str) -> AppTest:
+    """The dashboard as a browser opens it: ``app("session", id=…)`` is ``/session?id=…``."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py")
+        for k, v in query.items():
+            at.query_params[k] = v
+        at.run()
+    return at
+
+
+def no_exceptions(at: AppTest) -> None:
+    """Asserts the page rendered without an exception or an error box."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
