@@ -38,23 +38,21 @@ def source() -> _source.Source:
 def cached(fn: Callable[..., T]) -> Callable[..., T]:
     """Caches a query on its arguments, the store and the source's write generation. A live store
     (serve mode) is re-read every couple of seconds; a file no one writes, every minute."""
-    live = st.cache_data(ttl=_TTL_LIVE_S, show_spinner=False, max_entries=256)(_keyed(fn))
-    still = st.cache_data(ttl=_TTL_FILE_S, show_spinner=False, max_entries=256)(_keyed(fn))
 
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        src = source()
-        return (live if src.live else still)(src.db_path, src.generation, *args, **kwargs)
-
-    wrapper.__name__ = fn.__name__
-    return wrapper
-
-
-def _keyed(fn: Callable[..., T]) -> Callable[..., T]:
     def run(_db: str, _generation: int, *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
 
-    run.__name__ = run.__qualname__ = f"{fn.__module__}.{fn.__name__}"
-    return run
+    # Streamlit keys a cache on the function's name and code; every page's queries share ``run``.
+    run.__qualname__ = f"{fn.__module__}.{fn.__qualname__}"
+    run.__name__ = fn.__name__
+    query = st.cache_data(ttl=_TTL_LIVE_S if source().live else _TTL_FILE_S, show_spinner=False,
+                          max_entries=256)(run)
+
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        src = source()
+        return query(src.db_path, src.generation, *args, **kwargs)
+
+    return wrapper
 
 
 def frame(sql: str, params: list[Any] | None = None) -> pd.DataFrame:

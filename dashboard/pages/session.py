@@ -1,5 +1,373 @@
-"""session: being built."""
+"""Session: one session decision by decision: what the model saw, could pick, picked, why, and
+what it cost; its trace as a tree and a waterfall; and what changed in the context between two
+decisions."""
 
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import altair as alt
+import pandas as pd
 import streamlit as st
 
-st.title("session")
+import replay
+import tracer
+from dashboard import _ui
+
+_SEGMENTS = ("system", "tools", "history", "tool_results", "retrieved")
+_CLIP = 1500  # characters of one message block shown before the rest is folded away
+_REDACTED = re.compile(r"\[REDACTED:[a-z_]+\]")
+# Context-window utilisation that the detectors call a warning and critical. (A page script
+# shows a bare string literal on the page, so constants here are explained in comments.)
+_WARN, _CRITICAL = 0.70, 0.85
+
+
+@_ui.cached
+def _account(session_id: str) -> tracer.SessionAccount:
+    return _ui.source().store().session_account(session_id)
+
+
+@_ui.cached
+def _request(session_id: str, turn: int) -> dict[str, Any] | str:
+    """The turn's exact request, or why it cannot be rebuilt."""
+    try:
+        return replay.reconstruct(session_id, turn, db=_ui.source().store()).request
+    except tracer.FlightrecError as exc:
+        return str(exc)
+
+
+@_ui.cached
+def _context_diff(session_id: str, a: int, b: int) -> replay.ContextDiff | str:
+    try:
+        return replay.diff(f"{session_id}:{a}", f"{session_id}:{b}", context=True, db=_ui.source().store())
+    except tracer.FlightrecError as exc:
+        return str(exc)
+
+
+@_ui.cached
+def _spans(session_id: str) -> pd.DataFrame:
+    return _ui.frame(
+        """SELECT span_id, parent_span_id, name, start_ns, end_ns, status_code, status_message
+           FROM spans WHERE session_id = ? ORDER BY start_ns, end_ns DESC""", [session_id])
+
+
+@_ui.cached
+def _related(session_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    alerts = _ui.frame(
+        """SELECT alert_id, severity, title, status FROM alerts
+           WHERE list_contains(session_ids, ?) ORDER BY last_seen_ns DESC""", [session_id])
+    evals = _ui.frame(
+        """SELECT r.run_id, r.case_id, r.trial, r.passed, r.score, coalesce(l.labels, '') AS labels
+           FROM eval_results r LEFT JOIN (SELECT run_id, string_agg(label, ', ') AS labels FROM eval_labels
+                                          GROUP BY 1) l USING (run_id)
+           WHERE r.session_id = ?""", [session_id])
+    return alerts, evals
+
+
+@_ui.cached
+def _recent() -> pd.DataFrame:
+    return _ui.frame("SELECT session_id, agent, status, turns FROM sessions ORDER BY start_ns DESC LIMIT 200")
+
+
+def _decision_label(turn: tracer.Turn) -> str:
+    call = _decision(turn)
+    if call is None:
+        return f"turn {turn.index}"
+    what = ", ".join(call.tools_chosen) if call.tools_chosen else (call.action or call.status)
+    return f"turn {turn.index} · {call.action or 'error'}{' → ' + what if call.tools_chosen else ''}"
+
+
+def _decision(turn: tracer.Turn) -> tracer.LlmCall | None:
+    """The turn's decision: its last successful attempt, or its last attempt if all failed."""
+    ok = [c for c in turn.llm_calls if c.status == "ok"]
+    return (ok or turn.llm_calls or [None])[-1]
+
+
+def _text(value: str) -> None:
+    """A block of text, long ones folded, redactions marked."""
+    if _REDACTED.search(value):
+        st.caption(":orange[redacted: " + ", ".join(sorted(set(_REDACTED.findall(value)))) + "]")
+    if len(value) <= _CLIP:
+        st.markdown(value)
+        return
+    st.markdown(value[:_CLIP] + " …")
+    with st.expander(f"{len(value) - _CLIP:,} more characters (shown shortened)"):
+        st.text(value[_CLIP:])
+
+
+def _blocks(content: Any) -> None:
+    if isinstance(content, str):
+        _text(content)
+        return
+    for block in content or ():
+        kind = block.get("type")
+        if kind == "text":
+            _text(block.get("text", ""))
+        elif kind == "tool_use":
+            st.markdown(f"calls **`{block.get('name')}`**")
+            st.code(json.dumps(block.get("input"), indent=2, ensure_ascii=False), language="json")
+        elif kind == "tool_result":
+            inner = block.get("content")
+            label = ":red[tool error]" if block.get("is_error") else "tool result"
+            st.caption(f"{label} for `{block.get('tool_use_id', '')}`")
+            if isinstance(inner, list):
+                inner = "\n".join(b.get("text", "") for b in inner if isinstance(b, dict))
+            _text(str(inner or ""))
+        elif kind in ("thinking", "redacted_thinking"):
+            with st.expander("thinking"):
+                st.text(block.get("thinking") or "(redacted by the API)")
+        else:
+            st.caption(f"{kind} block")
+
+
+def _conversation(request: dict[str, Any], previous: replay.ContextDiff | str | None) -> None:
+    system = request.get("system")
+    if system:
+        with st.expander("system prompt", expanded=False):
+            if isinstance(system, list):
+                system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+            _text(str(system))
+    if isinstance(previous, replay.ContextDiff):
+        if previous.messages_removed:
+            st.warning(f"{len(previous.messages_removed)} message(s) the previous decision saw are no longer in "
+                       "the context (the history was cut).", icon=":material/content_cut:")
+        for m in previous.messages_truncated:
+            st.warning(f"message {m['index']} ({m['role']}) was shortened since the previous decision.",
+                       icon=":material/short_text:")
+    for i, message in enumerate(request.get("messages") or ()):
+        role = message.get("role", "user")
+        with st.chat_message(role, avatar=":material/smart_toy:" if role == "assistant" else ":material/person:"):
+            st.caption(f"message {i} · {role}")
+            _blocks(message.get("content"))
+
+
+def _composition(call: tracer.LlmCall) -> None:
+    parts = pd.DataFrame({"segment": list(call.context_tokens), "tokens": list(call.context_tokens.values())})
+    if not parts.empty:
+        chart = alt.Chart(parts).mark_bar().encode(
+            x=alt.X("sum(tokens):Q", title="input tokens"),
+            color=alt.Color("segment:N", sort=list(_SEGMENTS), legend=alt.Legend(orient="bottom", title=None)),
+            order=alt.Order("segment:N"), tooltip=["segment", "tokens"],
+        ).properties(height=70)
+        st.altair_chart(chart, width="stretch")
+    if call.context_utilisation is not None:
+        u = call.context_utilisation
+        color = "red" if u >= _CRITICAL else "orange" if u >= _WARN else "green"
+        st.progress(min(u, 1.0), text=f":{color}[{u:.0%} of the {call.context_window:,}-token window]")
+
+
+def _tools(call: tracer.LlmCall) -> None:
+    chosen = set(call.tools_chosen)
+    names = call.tools_available or sorted(chosen)
+    if not names:
+        st.caption("no tools were offered")
+        return
+    st.markdown(" ".join(f":green-badge[:material/check: {n}]" if n in chosen else f":gray-badge[{n}]"
+                         for n in names))
+
+
+def _costs(call: tracer.LlmCall, attempts: int) -> None:
+    a, b, c = st.columns(3)
+    a.metric("input", _ui.tokens((call.input_tokens or 0) + (call.cache_read_tokens or 0)
+                                 + (call.cache_write_tokens or 0)),
+             help=f"uncached {call.input_tokens or 0:,}, cache read {call.cache_read_tokens or 0:,}, "
+                  f"cache write {call.cache_write_tokens or 0:,}")
+    b.metric("output", _ui.tokens(call.output_tokens))
+    c.metric("cost", _ui.usd(call.cost_usd))
+    a, b, c = st.columns(3)
+    a.metric("latency", _ui.ms(call.latency_ms))
+    b.metric("first byte", _ui.ms(call.ttft_ms))
+    c.metric("attempts", attempts, help="retries included")
+
+
+def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
+    sid = account.session.session_id
+    call = _decision(turn)
+    if call is None:
+        st.info("This turn made no LLM call.")
+        return
+    failed = [c for c in turn.llm_calls if c.status != "ok"]
+    left, right = st.columns([3, 2], gap="large")
+    with right:
+        st.subheader("Decision")
+        st.markdown(f"**{call.action or 'failed'}**" + (f" → `{', '.join(call.tools_chosen)}`"
+                                                         if call.tools_chosen else "")
+                    + f" · stop reason `{call.stop_reason or '–'}` · model `{call.model}`")
+        _ui.link("replay", "Replay this turn", id=sid, turn=turn.index)
+        st.markdown("**Context**")
+        _composition(call)
+        st.markdown("**Tools it could pick**")
+        _tools(call)
+        _costs(call, len(turn.llm_calls))
+        # Recorded failures are data, not a fault of this page: marked in red, not in an error box.
+        for f in failed:
+            st.markdown(f":red[:material/sync_problem: attempt {f.attempt} failed: {f.error_type or 'error'}"
+                        + (f" (HTTP {f.http_status})" if f.http_status else "") + f" after {_ui.ms(f.latency_ms)}]")
+        for event in turn.events:
+            attrs = event.get("attributes") or {}
+            st.warning(f"{event.get('name')}: " + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in attrs.items()),
+                       icon=":material/front_hand:")
+    with left:
+        if call.reasoning:
+            st.markdown("**Why** (the model's reasoning)")
+            _text(call.reasoning)
+        if call.output_text and call.output_text != call.reasoning:
+            st.markdown("**What it said**")
+            _text(call.output_text)
+        for use in call.tool_uses:
+            st.markdown(f"**Called `{use.get('name')}`** with")
+            st.code(json.dumps(use.get("input"), indent=2, ensure_ascii=False), language="json")
+        for t in turn.tool_calls:
+            ok = t.status == "ok"
+            head = f"{'✅' if ok else '❌'} `{t.tool_name}` returned in {_ui.ms(t.latency_ms)}"
+            extra = [f"retries {t.retries}" if t.retries else "", f"circuit {t.circuit_state}" if t.circuit_state
+                     and t.circuit_state != "closed" else "", f"idempotency key `{t.idempotency_key}`"
+                     if t.idempotency_key else ""]
+            st.markdown(head + " · ".join(["", *filter(None, extra)]))
+            if not ok:
+                st.markdown(f":red[:material/build: {t.error_type}: {t.error_message}]")
+            if t.result is not None:
+                with st.expander("tool result", expanded=not ok):
+                    st.code(t.result[:20_000], language="json" if t.result[:1] in "{[" else None)
+        st.divider()
+        st.markdown(f"**What the model saw** ({call.message_count or 0} messages)")
+        request = _request(sid, turn.index)
+        if isinstance(request, str):
+            st.info(request, icon=":material/visibility_off:")
+            return
+        previous = _context_diff(sid, turn.index - 1, turn.index) if turn.index > 1 else None
+        _conversation(request, previous)
+        _ui.raw_json("the exact request (JSON)", request)
+
+
+def _trace(session_id: str) -> None:
+    spans = _spans(session_id)
+    if spans.empty:
+        st.info("No spans recorded for this session.")
+        return
+    t0 = int(spans["start_ns"].min())
+    depth: dict[str, int] = {}
+    for sid, parent in zip(spans["span_id"], spans["parent_span_id"]):
+        depth[sid] = depth.get(parent, -1) + 1 if parent in depth else 0
+    view = spans.assign(
+        depth=[depth[s] for s in spans["span_id"]],
+        start_ms=(spans["start_ns"] - t0) / 1e6, end_ms=(spans["end_ns"] - t0) / 1e6,
+        duration_ms=(spans["end_ns"] - spans["start_ns"]) / 1e6,
+    )
+    view["span"] = [f"{i:03d} " + "  " * d + n for i, (d, n) in enumerate(zip(view["depth"], view["name"]))]
+    chart = alt.Chart(view).mark_bar().encode(
+        x=alt.X("start_ms:Q", title="ms since the session started"), x2="end_ms:Q",
+        y=alt.Y("span:N", sort=None, title=None, axis=alt.Axis(labelLimit=360, labelFontSize=11)),
+        color=alt.Color("status_code:N", scale=alt.Scale(domain=["UNSET", "OK", "ERROR"],
+                                                          range=["#4c78a8", "#54a24b", "#e45756"]), legend=None),
+        tooltip=["name", alt.Tooltip("duration_ms:Q", format=",.1f"), "status_code", "status_message"],
+    ).properties(height=max(120, 18 * len(view)))
+    st.altair_chart(chart, width="stretch")
+    with st.expander("span table", expanded=False):
+        st.dataframe(view[["span", "duration_ms", "status_code", "status_message", "span_id"]], hide_index=True,
+                     width="stretch", column_config={"duration_ms": st.column_config.NumberColumn(format="%.1f ms")})
+
+
+def _context_diff_view(session_id: str, turns: list[int], current: int) -> None:
+    if len(turns) < 2:
+        st.info("A context diff needs two decisions; this session has one.")
+        return
+    a_col, b_col = st.columns(2)
+    b_default = turns.index(current) if current in turns else len(turns) - 1
+    b = b_col.selectbox("B", turns, index=max(b_default, 1), format_func=lambda t: f"turn {t}", key="ctx_b")
+    a = a_col.selectbox("A", turns, index=max(turns.index(b) - 1, 0), format_func=lambda t: f"turn {t}",
+                        key="ctx_a")
+    d = _context_diff(session_id, a, b)
+    if isinstance(d, str):
+        st.info(d)
+        return
+    st.markdown(f"**{d.messages_common}** messages in common at the start; "
+                f"**{len(d.messages_added)}** added, **{len(d.messages_removed)}** removed, "
+                f"**{len(d.messages_truncated)}** truncated in B.")
+    if d.system_changed:
+        st.markdown("**System prompt changed**")
+        st.code("\n".join(d.system_diff), language="diff")
+    else:
+        st.caption("system prompt unchanged")
+    for title, items in (("Added in B", d.messages_added), ("Only in A (removed)", d.messages_removed),
+                         ("Truncated in B", d.messages_truncated)):
+        if items:
+            st.markdown(f"**{title}**")
+            st.dataframe(pd.DataFrame(items), hide_index=True, width="stretch")
+    if d.tools_added or d.tools_removed:
+        st.markdown(f"**Tools** added: {', '.join(d.tools_added) or '–'}; removed: {', '.join(d.tools_removed) or '–'}")
+    if d.params_changed:
+        st.markdown("**Parameters changed**")
+        st.dataframe(pd.DataFrame([{"parameter": k, "A": str(v[0]), "B": str(v[1])}
+                                   for k, v in d.params_changed.items()]), hide_index=True)
+
+
+def _pick_session() -> None:
+    recent = _recent()
+    st.title("Session")
+    if recent.empty:
+        st.info("No sessions recorded yet. Run `make demo`, or point an agent at this store.")
+        return
+    st.info("Pick a session here, or open one from the Sessions page.")
+    sid = st.selectbox("Recent sessions", recent["session_id"], index=None, placeholder="a session id",
+                       format_func=lambda s: f"{s} · " + " · ".join(
+                           str(v) for v in recent.loc[recent["session_id"] == s, ["agent", "status"]].iloc[0]))
+    if sid:
+        st.query_params["id"] = sid
+        st.rerun()
+
+
+def render() -> None:
+    sid = _ui.param("id")
+    if sid is None:
+        _pick_session()
+        return
+    account = _account(sid)
+    s = account.session
+    st.title(f"Session `{s.session_id[:13]}…`", help=s.session_id)
+    cols = st.columns(7)
+    cols[0].metric("agent", s.agent or "–")
+    cols[1].metric("status", s.status, help=s.status_reason)
+    cols[2].metric("turns", s.turns)
+    cols[3].metric("tool calls", s.tool_calls, delta=f"{s.tool_errors} failed" if s.tool_errors else None,
+                   delta_color="inverse")
+    cols[4].metric("tokens", _ui.tokens(s.input_tokens + s.output_tokens + s.cache_read_tokens
+                                        + s.cache_write_tokens))
+    cols[5].metric("cost", _ui.usd(s.cost_usd))
+    cols[6].metric("duration", _ui.ms(s.duration_ms))
+    if s.status_reason:
+        st.caption(f"ended {s.status}: {s.status_reason}")
+    alerts, evals = _related(s.session_id)
+    if not alerts.empty or not evals.empty:
+        with st.container(horizontal=True):
+            for a in alerts.itertuples():
+                _ui.link("alerts", f"{a.severity}: {a.title[:60]}", alert=a.alert_id)
+            for e in evals.itertuples():
+                _ui.link("evals", f"eval {e.case_id} trial {e.trial}: {'pass' if e.passed else 'fail'}"
+                         + (f" ({e.labels})" if e.labels else ""), run=e.run_id)
+    turns = [t for t in account.turns if t.llm_calls or t.tool_calls]
+    if not turns:
+        st.info("This session has no decisions recorded yet." + (" It is still running." if s.status == "running"
+                                                                  else ""))
+        return
+    by_index = {t.index: t for t in turns}
+    wanted = _ui.int_param("turn")
+    if wanted is not None and wanted not in by_index:
+        st.warning(f"This session has no turn {wanted}; it has turns {min(by_index)}–{max(by_index)}.")
+    indexes = list(by_index)
+    current = st.selectbox("Decision", indexes, index=indexes.index(wanted) if wanted in by_index else 0,
+                           format_func=lambda i: _decision_label(by_index[i]), key=f"turn_{s.session_id}")
+    if str(current) != _ui.param("turn"):
+        st.query_params["turn"] = str(current)  # keeps the URL a deep link to what is on screen
+    decisions, trace, context = st.tabs(["Decision", "Trace", "Context diff"])
+    with decisions:
+        _decision_view(account, by_index[current])
+    with trace:
+        _trace(s.session_id)
+    with context:
+        _context_diff_view(s.session_id, [i for i in indexes if by_index[i].llm_calls], current)
+
+
+_ui.guarded(render)

@@ -1,0 +1,83 @@
+"""The Session page against the demo store: the decision view, the trace and the context diff."""
+
+from __future__ import annotations
+
+import pytest
+
+import tracer
+from tests.dashboard.conftest import app, no_exceptions
+
+
+def _longest(store, where: str = "TRUE") -> tracer.SessionAccount:
+    with tracer.Store(str(store), read_only=True) as s:
+        sid = s.sql(f"SELECT session_id FROM sessions WHERE {where} ORDER BY turns DESC, session_id LIMIT 1")[0][0]
+        return s.session_account(sid)
+
+
+def test_a_deep_link_opens_that_decision_with_what_the_model_saw_picked_and_paid(store):
+    account = _longest(store, "tool_calls > 2")
+    turn = next(t for t in account.turns if t.index == 2)
+    call = [c for c in turn.llm_calls if c.status == "ok"][-1]
+    at = app("session", id=account.session.session_id, turn="2")
+    no_exceptions(at)
+    assert account.session.session_id[:13] in at.title[0].value
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["turns"] == str(account.session.turns)
+    assert metrics["tool calls"] == str(account.session.tool_calls)
+    assert at.selectbox(key=f"turn_{account.session.session_id}").value == 2
+    markdown = "\n".join(m.value for m in at.markdown)
+    for name in call.tools_available:  # every candidate tool, the chosen ones marked
+        assert name in markdown
+    for name in call.tools_chosen:
+        assert f":green-badge[:material/check: {name}]" in markdown
+    assert f"({call.message_count} messages)" in markdown
+    assert len(at.chat_message) == call.message_count  # the conversation, message by message
+    assert at.query_params["turn"] == "2"
+
+
+def test_choosing_another_decision_updates_the_view_and_the_url(store):
+    account = _longest(store)
+    at = app("session", id=account.session.session_id)
+    no_exceptions(at)
+    last = max(t.index for t in account.turns if t.llm_calls)
+    at.selectbox(key=f"turn_{account.session.session_id}").set_value(last).run()
+    no_exceptions(at)
+    assert at.query_params["turn"] == str(last)
+
+
+def test_the_context_diff_shows_what_was_added_between_two_decisions(store):
+    account = _longest(store)
+    at = app("session", id=account.session.session_id, turn="3")
+    no_exceptions(at)
+    at.selectbox(key="ctx_a").set_value(1).run()
+    at.selectbox(key="ctx_b").set_value(3).run()
+    no_exceptions(at)
+    summary = next(m.value for m in at.markdown if "messages in common at the start" in m.value)
+    assert "**1** messages in common" in summary and "**4** added" in summary
+
+
+def test_a_session_recorded_without_content_says_why_the_conversation_is_missing(store, tmp_path):
+    from tests.replay.conftest import record
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLIGHTREC_DB", str(store))
+        sid = record("order_status", content="none")
+    at = app("session", id=sid, turn="1")
+    no_exceptions(at)
+    assert any("content mode `none`" in i.value for i in at.info)
+
+
+def test_an_unknown_session_or_turn_gets_a_clear_message(store):
+    at = app("session", id="no-such-session")
+    assert not at.exception
+    assert "no session 'no-such-session'" in at.error[0].value
+    account = _longest(store)
+    at = app("session", id=account.session.session_id, turn="999")
+    assert not at.exception
+    assert "has no turn 999" in at.warning[0].value
+
+
+def test_without_an_id_the_page_offers_recent_sessions(store):
+    at = app("session")
+    no_exceptions(at)
+    assert at.selectbox[0].options
