@@ -28,6 +28,7 @@ PAGES = {
 """Each page's script, relative to ``app.py``; its key is its URL path (``/session?id=…``)."""
 
 _TTL_LIVE_S = 2
+_LIVE_RERUN_S = 5
 _TTL_FILE_S = 60
 
 
@@ -80,12 +81,24 @@ def show_error(exc: BaseException) -> None:
     st.error(str(exc), icon=":material/error:")
 
 
-def guarded(render: Callable[[], None]) -> None:
-    """Runs a page body; our errors become one clear box instead of a traceback."""
-    try:
-        render()
-    except tracer.FlightrecError as exc:
-        show_error(exc)
+def guarded(render: Callable[[], None], *, live: bool = False) -> None:
+    """Runs a page body; our errors become one clear box instead of a traceback.
+
+    With ``live``, in serve mode (agents writing while you watch), the body re-runs every few
+    seconds unless the sidebar's Live toggle is off.
+    """
+
+    def body() -> None:
+        try:
+            render()
+        except tracer.FlightrecError as exc:
+            show_error(exc)
+
+    if live and source().live and st.sidebar.toggle("Live", value=True, key="live",
+                                                     help=f"Re-read the store every {_LIVE_RERUN_S} seconds."):
+        st.fragment(run_every=_LIVE_RERUN_S)(body)()
+    else:
+        body()
 
 
 def usd(value: float | None) -> str:

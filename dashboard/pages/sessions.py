@@ -104,4 +104,4 @@ def render() -> None:
         st.switch_page(_ui.PAGES["session"], query_params={"id": rows["session_id"].iloc[picked[0]]})
 
 
-_ui.guarded(render)
+_ui.guarded(render, live=True)
