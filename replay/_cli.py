@@ -135,6 +135,11 @@ def verify(db: str | None, as_json: bool, session_id: str | None) -> None:
         click.echo(f"{result.exact}/{result.total} calls rebuilt exactly")
         for f in result.failures:
             click.echo(f"  {f['session_id']} span {f['span_id']}: {f['reason']}")
+        if result.not_rebuildable:
+            click.echo(f"{len(result.not_rebuildable)} calls recorded by other instrumentation cannot be rebuilt "
+                       "(not failures):")
+            for f in result.not_rebuildable:
+                click.echo(f"  {f['session_id']} span {f['span_id']}: {f['reason']}")
     if result.failures:
         sys.exit(EXIT_FAILED)
 

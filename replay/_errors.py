@@ -6,7 +6,8 @@ exits 2. Each says what went wrong and what to do next::
     tracer.FlightrecError
     └── ReplayError                the root of replay's errors
         ├── UnknownTurnError       the session has no decision at that turn
-        ├── NoContentError         the session was recorded without content (mode ``none``)
+        ├── NoContentError         the call cannot be rebuilt: recorded without content (mode ``none``)
+        │                          or by other instrumentation, which keeps no exact request
         ├── EditError              an edit does not apply to the request (bad index, unknown id …)
         └── ModelUnreachableError  the model for the re-run cannot be reached or refused the call
 
@@ -28,7 +29,8 @@ class UnknownTurnError(ReplayError):
 
 
 class NoContentError(ReplayError):
-    """The call's content was not captured, so its request cannot be rebuilt."""
+    """The call's exact request was not captured (content mode ``none``, or other instrumentation),
+    so it cannot be rebuilt."""
 
 
 class EditError(ReplayError):

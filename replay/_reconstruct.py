@@ -80,7 +80,7 @@ def decisions(store: Store, session_id: str) -> tuple[str, dict[int, Decision]]:
             text="\n".join(b.get("text", "") for b in blocks if b.get("type") == "text") or None,
             tool_uses=[{"name": b.get("name"), "input": b.get("input")} for b in blocks if b.get("type") == "tool_use"],
             input_tokens=c.input_tokens, output_tokens=c.output_tokens, cost_usd=c.cost_usd, latency_ms=c.latency_ms,
-            request_sha256=c.request_sha256, content_mode=c.content_mode,
+            request_sha256=c.request_sha256, content_mode=c.content_mode, not_rebuildable=c.not_rebuildable,
         )
     return sid, out
 
@@ -104,8 +104,15 @@ def rebuild(store: Store, decision: Decision) -> dict[str, Any]:
     """The exact request body of a decision.
 
     Raises:
-        NoContentError: the session was recorded without content, or the content is missing.
+        NoContentError: the session was recorded without content, or by other instrumentation, or
+            the content is missing.
     """
+    if decision.not_rebuildable:
+        raise NoContentError(
+            f"turn {decision.turn} of session {decision.session_id} cannot be rebuilt exactly: "
+            f"{decision.not_rebuildable}. "
+            f"`flightrec traces show {decision.session_id}` shows what was recorded; to replay the agent's calls, "
+            "record it with flightrec's tracer (Recorder.instrument on its anthropic client).")
     if decision.content_mode == "none":
         raise NoContentError(
             f"session {decision.session_id} was recorded with content mode `none` (metadata only), so its requests "
@@ -138,7 +145,8 @@ def reconstruct(session_id: str, turn: int, *, db: Db = None) -> Reconstruction:
     Raises:
         tracer.UnknownSessionError: no such session.
         UnknownTurnError: no decision at that turn.
-        NoContentError: the session was recorded without content.
+        NoContentError: the session was recorded without content, or by other instrumentation
+            (the message says why).
 
     Blocking: opens the store read-only for the duration of the call.
     """

@@ -69,6 +69,8 @@ class Decision(BaseModel):
     """The hash recorded with the call."""
     content_mode: str | None = None
     """How the call's content was captured: ``full``, ``redacted`` or ``none``."""
+    not_rebuildable: str | None = None
+    """Why its exact request cannot be rebuilt, for a call recorded by other instrumentation."""
 
     def choice(self) -> tuple[str | None, list[tuple[str, str]]]:
         """What counts as "the same decision": the action and the tool calls with their arguments."""

@@ -11,7 +11,7 @@ and is printed by the CLI without a traceback::
     ├── UnknownSessionError      no session with that id in the store
     ├── UnknownEvalRunError      no eval run with that id or label in the store
     ├── UnknownAlertError        no alert with that id in the store
-    ├── NotRebuildableError      a stored call cannot be rebuilt (content not captured)
+    ├── NotRebuildableError      a stored call cannot be rebuilt (content not captured, other instrumentation)
     └── OtlpError                an OTLP request the collector cannot take (its .status: 400, 413, 415)
 
 DuckDB errors are mapped to these at the store boundary (``_store.py``); nothing above it sees

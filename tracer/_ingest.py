@@ -3,12 +3,14 @@
 This runs off the agent's thread (in the exporter's worker, and later in the collector). A span
 from any OpenTelemetry source is kept in ``spans`` as it came, minus the bulky content
 attributes, which move into ``content`` (message by message, tool by tool) so that storage
-grows linearly with session length.
+grows linearly with session length. LLM, tool and agent spans of other instrumentation
+(``_foreign.py``) are normalised into the same tables, marked as not rebuildable.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +19,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import _attributes as A
+from . import _foreign
 from ._canonical import canonical_json, sha256_hex
+from ._decision import ToolKinds, context_chars, context_tokens
+from ._pricing import PriceTable, Usage
 from ._split import Splitter
+
+log = logging.getLogger("flightrec")
+_FOREIGN_SESSIONS = 100_000
+"""Sessions of other instrumentation whose last turn an ingestor remembers."""
 
 
 @dataclass
@@ -138,10 +147,14 @@ class Ingestor:
     """Turns span records into a ``Batch``. Keeps the hashes it has already emitted, so that
     the history repeated in every request is sent to the store only once."""
 
-    def __init__(self, known_hash_limit: int = 500_000) -> None:
+    def __init__(self, known_hash_limit: int = 500_000, *, prices: PriceTable | None = None) -> None:
         self._known: set[str] = set()
         self._limit = known_hash_limit
         self._splitter = Splitter()
+        self._prices = prices
+        self._kinds = ToolKinds()
+        # Other instrumentation has no turn spans: a session's turns are counted from its LLM calls.
+        self._turns: dict[str, int] = {}
 
     def forget(self, hashes: set[str] | None = None) -> None:
         """Drops remembered hashes (all of them by default), e.g. after a failed write.
@@ -193,6 +206,9 @@ class Ingestor:
             attrs = r.attributes
             # Spans outside any session (no conversation id) make a session of their trace.
             conversation = attrs.get(A.CONVERSATION_ID)
+            own = r.scope == "flightrec"
+            if conversation is None and not own:
+                conversation = _foreign.session_of(attrs)
             session_id = str(conversation) if conversation is not None else r.trace_id
             kept = {k: v for k, v in attrs.items() if k not in A.CONTENT_ATTRIBUTES}
             rkey = id(r.resource)
@@ -209,13 +225,14 @@ class Ingestor:
             else:
                 delta.start_ns = min(delta.start_ns, r.start_ns)
                 delta.end_ns = max(delta.end_ns, r.end_ns)
-            if conversation is None and r.parent_span_id is None:
-                # The root span of a session-less trace ends that session.
+            if r.parent_span_id is None and (conversation is None or not own):
+                # The root span of a session-less trace, or of another instrumentation's trace, ends
+                # that session (a later trace of the same conversation carries it on).
                 delta.trace_id = r.trace_id
                 delta.ended = True
                 delta.status = "error" if r.status_code == "ERROR" else "ok"
             op = attrs.get(A.OPERATION)
-            if op == "chat" and r.scope == "flightrec":
+            if op == "chat" and own:
                 self._llm_call(batch, r, session_id, delta)
             elif op == "execute_tool":
                 self._tool_call(batch, r, session_id, delta)
@@ -232,7 +249,103 @@ class Ingestor:
                     _json(r.events) if r.events else None,
                 ))
                 delta.sums["turns"] += 1
+            elif not own:
+                self._foreign(batch, r, session_id, delta)
         return batch
+
+    def _foreign(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
+        """Normalises a span of other instrumentation; one that cannot be read stays raw only."""
+        if A.REQUEST_SHA256 in r.attributes and r.attributes.get(A.OPERATION) == "chat":
+            self._llm_call(batch, r, session_id, delta)  # flightrec's conventions, sent from another SDK
+            return
+        try:
+            found = _foreign.recognise(r.scope, r.attributes, r.resource)
+            if found is None:
+                return
+            convention, role = found
+            if role == "llm":
+                call = _foreign.llm_call(convention, r.attributes, self._kinds)
+                self._foreign_call(batch, r, session_id, delta, call)
+            elif role == "tool":
+                t = _foreign.tool_call(convention, r.name, r.attributes)
+                self._tool_row(batch, r, session_id, delta, t.name, t.call_id, t.arguments, t.result,
+                               self._turns.get(session_id))
+            else:
+                delta.agent = _foreign.agent_name(convention, r.name, r.attributes)
+        except Exception as exc:  # a span shaped in a way we did not foresee must not fail its batch
+            # The type only: the message could quote the span's content, which is never logged above DEBUG.
+            log.warning("flightrec: span %s (scope %r) could not be normalised (%s); it is kept raw", r.span_id,
+                        r.scope, type(exc).__name__)
+            log.debug("flightrec: normalising span %s failed", r.span_id, exc_info=True)
+
+    def _foreign_turn(self, session_id: str, messages: list[dict[str, Any]] | None) -> tuple[int, bool]:
+        """The turn of a foreign LLM call, and whether it starts a new turn.
+
+        With messages, the turn is one more than the assistant messages the model was shown, so a
+        retry stays in its turn and a restart of the collector numbers alike; without, calls count up.
+        """
+        last = self._turns.get(session_id, 0)
+        if messages is not None:
+            turn = 1 + sum(1 for m in messages if m.get("role") == "assistant")
+        else:
+            turn = last + 1
+        if turn > last:
+            if len(self._turns) >= _FOREIGN_SESSIONS:
+                self._turns.clear()
+            self._turns[session_id] = turn
+        return turn, turn > last
+
+    def _foreign_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta,
+                      c: _foreign.ForeignCall) -> None:
+        if self._prices is None:
+            self._prices = PriceTable.load()
+        system_ref = messages_ref = message_count = tool_refs = None
+        if c.system is not None:
+            system_ref = self._put_text(batch, "system", canonical_json(c.system))
+        if c.messages is not None:
+            messages_ref = self._chain(batch, None, [canonical_json(m) for m in c.messages], session_id)
+            message_count = len(c.messages)
+        if c.tools is not None:
+            tool_refs = [self._put_text(batch, "tool", canonical_json(t)) for t in c.tools]
+        turn, new_turn = self._foreign_turn(session_id, c.messages)
+        if new_turn:
+            batch.turns.append((session_id, turn, r.trace_id, r.span_id, r.start_ns, r.end_ns, None))
+            delta.sums["turns"] += 1
+        ok = r.status_code != "ERROR"
+        read, write = c.cache_read_tokens or 0, c.cache_write_tokens or 0
+        uncached = None if c.total_input_tokens is None else max(c.total_input_tokens - read - write, 0)
+        model = c.response_model or c.model
+        cost = None
+        if ok and uncached is not None:
+            cost = self._prices.cost(model, Usage(input_tokens=uncached, output_tokens=c.output_tokens or 0,
+                                                  cache_read_tokens=read, cache_write_5m_tokens=write))
+        window = self._prices.context_window(model)
+        segments: dict[str, int | None] = dict.fromkeys(A.SEGMENTS)
+        if c.messages is not None:
+            body = {"system": c.system, "messages": c.messages, "tools": c.tools}
+            segments.update(context_tokens(context_chars(body, self._kinds), c.total_input_tokens))
+        batch.llm_calls.append((
+            r.span_id, r.trace_id, session_id, turn, 0, r.start_ns, r.end_ns, "ok" if ok else "error",
+            c.error_type, r.attributes.get(A.HTTP_STATUS), c.stream, c.ttft_ms, c.model, c.response_model,
+            c.response_id, c.stop_reason, c.action if ok else None, c.tools_available,
+            c.tools_chosen if ok else None, c.reasoning, uncached, c.output_tokens, c.cache_read_tokens,
+            c.cache_write_tokens, cost, *(segments[s] for s in A.SEGMENTS), window,
+            c.total_input_tokens / window if window and c.total_input_tokens is not None else None,
+            None, None, canonical_json(c.params), system_ref, messages_ref, message_count, tool_refs,
+            canonical_json(c.response) if c.response is not None else None, c.not_rebuildable,
+        ))
+        s = delta.sums
+        s["llm_calls"] += 1
+        if not ok:
+            s["llm_errors"] += 1
+        s["input_tokens"] += uncached or 0
+        s["output_tokens"] += c.output_tokens or 0
+        s["cache_read_tokens"] += read
+        s["cache_write_tokens"] += write
+        if cost is not None:
+            delta.cost_usd += cost
+        elif ok:
+            s["unpriced_calls"] += 1
 
     def _llm_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
         a = r.attributes
@@ -272,7 +385,7 @@ class Ingestor:
             a.get(f"{p}tool_results_tokens"), a.get(f"{p}retrieved_tokens"),
             a.get(A.CONTEXT_WINDOW), a.get(A.CONTEXT_UTILISATION), a.get(A.CONTENT_MODE),
             a.get(A.REQUEST_SHA256), params, system_ref, messages_ref, message_count, tool_refs,
-            a.get(A.RESPONSE_BODY),
+            a.get(A.RESPONSE_BODY), None,
         ))
         s = delta.sums
         s["llm_calls"] += 1
@@ -289,11 +402,24 @@ class Ingestor:
 
     def _tool_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
         a = r.attributes
+        turn = a.get(A.TURN_INDEX)
+        result = a.get(A.TOOL_RESULT)
+        if r.scope != "flightrec":  # GenAI tool spans from elsewhere: no turn attribute, the SDK's own result key
+            turn = self._turns.get(session_id) if turn is None else turn
+            result = _foreign.as_text(a.get("anthropic.tool_result.content") if result is None else result)
+            arguments = _foreign.as_text(a.get(A.TOOL_ARGUMENTS))
+        else:
+            arguments = a.get(A.TOOL_ARGUMENTS)
+        self._tool_row(batch, r, session_id, delta, a.get(A.TOOL_NAME, r.name), a.get(A.TOOL_CALL_ID),
+                       arguments, result, turn)
+
+    def _tool_row(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta, name: str,
+                  call_id: str | None, arguments: Any, result: Any, turn: int | None) -> None:
+        a = r.attributes
         status = a.get(A.TOOL_STATUS) or ("error" if r.status_code == "ERROR" else "ok")
         batch.tool_calls.append((
-            r.span_id, r.trace_id, session_id, a.get(A.TURN_INDEX), a.get(A.TOOL_NAME, r.name),
-            a.get(A.TOOL_CALL_ID), r.start_ns, r.end_ns, status, a.get(A.ERROR_TYPE),
-            r.status_message if status == "error" else None, a.get(A.TOOL_ARGUMENTS), a.get(A.TOOL_RESULT),
+            r.span_id, r.trace_id, session_id, turn, name, call_id, r.start_ns, r.end_ns, status,
+            a.get(A.ERROR_TYPE), r.status_message if status == "error" else None, arguments, result,
             a.get(A.TOOL_IDEMPOTENCY_KEY), a.get(A.TOOL_RETRIES), a.get(A.TOOL_CIRCUIT_STATE),
         ))
         delta.sums["tool_calls"] += 1

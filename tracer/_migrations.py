@@ -217,6 +217,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        4,
+        "llm calls from other instrumentation say why they cannot be rebuilt",
+        "ALTER TABLE llm_calls ADD COLUMN not_rebuildable VARCHAR;",
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from ._decision import ToolKinds
 from ._errors import ConfigError
 from ._export import MAX_QUEUE, ExportStats, OtlpSpanProcessor, StoreSpanProcessor
+from ._foreign import RECORDER_MARKER
 from ._pricing import PriceTable
 from ._redact import BUILTIN_REDACTORS, Redactor
 from ._session import Session, open_session
@@ -78,7 +79,9 @@ class Recorder:
             retrieval=frozenset(retrieval_tools) if retrieval_tools is not None else None,
             handoff=frozenset(handoff_tools) if handoff_tools is not None else None,
         )
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        # The marker tells ingest that this process's anthropic SDK spans duplicate flightrec's chat spans.
+        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name,
+                                                                 RECORDER_MARKER: __version__}))
         # An explicit store wins over the environment's endpoint: a test or a demo that names its
         # file must not send its spans elsewhere because a shell exported OTEL_EXPORTER_OTLP_ENDPOINT.
         self.endpoint = endpoint or (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") if db is None else None)

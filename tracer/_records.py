@@ -159,6 +159,8 @@ class CallOutline(BaseModel):
     content_mode: str | None
     response: dict[str, Any] | None
     """The response body, when content was captured."""
+    not_rebuildable: str | None = None
+    """Why the exact request cannot be rebuilt, for a call recorded by other instrumentation."""
 
 
 class ToolCallRecord(BaseModel):
@@ -225,6 +227,9 @@ class VerifyResult(BaseModel):
     """Calls rebuilt to the recorded hash."""
     failures: list[dict[str, str]]
     """Calls that were not: span id, session id and why."""
+    not_rebuildable: list[dict[str, str]] = []
+    """Calls recorded by other instrumentation, which kept no exact request: span id, session id and why.
+    Counted in ``total``, never in ``exact`` nor as failures."""
 
 
 class EvalRunRecord(BaseModel):

@@ -65,7 +65,7 @@ _COLUMNS = {
         "cache_write_tokens", "cost_usd", "ctx_system_tokens", "ctx_tools_tokens", "ctx_history_tokens",
         "ctx_tool_results_tokens", "ctx_retrieved_tokens", "ctx_window", "ctx_utilisation", "content_mode",
         "request_sha256", "request_params", "system_ref", "messages_ref", "message_count", "tool_refs",
-        "response_body"),
+        "response_body", "not_rebuildable"),
     "tool_calls": ("span_id", "trace_id", "session_id", "turn_index", "tool_name", "tool_call_id", "start_ns",
                    "end_ns", "status", "error_type", "error_message", "arguments", "result", "idempotency_key",
                    "retries", "circuit_state"),
@@ -474,7 +474,7 @@ class Store:
         sql = """SELECT span_id, trace_id, turn_index, start_ns, status, model, action, stop_reason,
                       coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0),
                       coalesce(output_tokens, 0), cost_usd, (end_ns - start_ns) / 1e6, request_sha256, content_mode,
-                      response_body
+                      response_body, not_rebuildable
                FROM llm_calls WHERE session_id = ? ORDER BY start_ns"""
         rows = self._query(sql, [session_id])
         if not rows:  # a prefix, or no such session: resolve (or raise) the usual way
@@ -482,7 +482,7 @@ class Store:
         return [CallOutline(span_id=r[0], trace_id=r[1], turn_index=r[2], start_ns=r[3], status=r[4], model=r[5],
                             action=r[6], stop_reason=r[7], input_tokens=r[8], output_tokens=r[9], cost_usd=r[10],
                             latency_ms=r[11], request_sha256=r[12], content_mode=r[13],
-                            response=json.loads(r[14]) if r[14] else None)
+                            response=json.loads(r[14]) if r[14] else None, not_rebuildable=r[15])
                 for r in rows]
 
     # -- eval runs -----------------------------------------------------------------------------
@@ -693,7 +693,8 @@ class Store:
         """Each matching call with its rebuilt body, or the reason it cannot be rebuilt; session by session."""
         rows = self._query(
             f"""SELECT span_id, session_id, content_mode, request_sha256, request_params, system_ref, messages_ref,
-                       tool_refs, message_count FROM llm_calls {where} ORDER BY session_id, start_ns""",
+                       tool_refs, message_count, not_rebuildable FROM llm_calls {where}
+                ORDER BY session_id, start_ns""",
             params,
         )
         by_session: dict[str | None, list[tuple[Any, ...]]] = {}
@@ -706,6 +707,9 @@ class Store:
                 for h in ([r[5]] if r[5] else []) + list(chains.get(r[6]) or []) + list(r[7] or [])
             )
             for r in calls:
+                if r[9] is not None:
+                    yield r, f"its exact request is unknown: {r[9]}"
+                    continue
                 if r[4] is None:
                     yield r, f"content was not captured (content mode {r[2] or 'none'})"
                     continue
@@ -737,12 +741,20 @@ class Store:
         raise NotRebuildableError(f"no LLM call with span id {span_id!r} in {self.path}.")
 
     def verify_requests(self, session_id: str | None = None) -> VerifyResult:
-        """Rebuilds every stored request (or one session's) and checks it against its recorded hash."""
+        """Rebuilds every stored request (or one session's) and checks it against its recorded hash.
+
+        Calls recorded by other instrumentation never had an exact request to check: they are
+        listed in ``not_rebuildable`` with the reason, not counted as failures.
+        """
         where, params = ("WHERE session_id = ?", [session_id]) if session_id else ("", [])
         total = exact = 0
         failures: list[dict[str, str]] = []
+        foreign: list[dict[str, str]] = []
         for row, body in self._rebuild_rows(where, params):
             total += 1
+            if row[9] is not None:
+                foreign.append({"span_id": row[0], "session_id": row[1] or "", "reason": row[9]})
+                continue
             if isinstance(body, str):
                 reason = body
             elif sha256_hex(canonical_json(body)) == row[3]:
@@ -753,4 +765,4 @@ class Store:
             else:
                 reason = "the rebuilt body's hash differs from the recorded one"
             failures.append({"span_id": row[0], "session_id": row[1] or "", "reason": reason})
-        return VerifyResult(total=total, exact=exact, failures=failures)
+        return VerifyResult(total=total, exact=exact, failures=failures, not_rebuildable=foreign)
