@@ -1,5 +1,394 @@
-"""replay: being built."""
+"""Replay: rebuild one decision's exact request, edit it, re-run it (once or K trials) or fork the
+session from there, and compare the outcomes.
 
+Every step is a call to the replay package (``reconstruct``, ``apply_edits``, ``run``, ``fork``,
+``diff``); this page only turns widgets into ``replay.Edits`` and shows the records it gets back.
+"""
+
+import json
+from typing import Any
+
+import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
-st.title("replay")
+import replay
+import tracer
+from dashboard import _ui
+
+_RECENT = 200
+_MAX_TRIALS = 50
+_NO_AGENT = "none"
+# The last run and fork are kept in the browser session, so that the script's reruns (any widget
+# change) show them again without redoing them.
+_RUN, _FORK = "replay_run_result", "replay_fork_result"
+
+
+@_ui.cached
+def _recent() -> pd.DataFrame:
+    return _ui.frame("SELECT session_id, agent, status, turns, start_ns FROM sessions ORDER BY start_ns DESC LIMIT ?",
+                     [_RECENT])
+
+
+@_ui.cached
+def _turns(session_id: str) -> pd.DataFrame:
+    """What each turn of a session decided, in brief, so that the right turn is easy to pick."""
+    return _ui.frame("""SELECT turn_index AS turn, arg_max(action, start_ns) AS action,
+                               nullif(array_to_string(arg_max(tools_chosen, start_ns), ', '), '') AS tools
+                        FROM llm_calls WHERE session_id = ? AND turn_index IS NOT NULL GROUP BY 1 ORDER BY 1""",
+                     [session_id])
+
+
+@_ui.cached
+def _reconstruct(session_id: str, turn: int) -> replay.Reconstruction:
+    return replay.reconstruct(session_id, turn, db=_ui.source().store())
+
+
+def _pick() -> tuple[str | None, int]:
+    """The session and turn: from the URL (``?id=…&turn=…``), else the newest session; written back
+    to the URL so that the page stays a deep link."""
+    recent = _recent()
+    labels = {r.session_id: f"{r.session_id} · {r.agent} · {r.status} · {r.turns} turns · {_ui.when(r.start_ns)}"
+              for r in recent.itertuples()}
+    ids = list(labels)
+    wanted = _ui.param("id")
+    if wanted and wanted not in labels:
+        ids.insert(0, wanted)  # an older session, or a wrong id: the replay API says which
+    left, right = st.columns([5, 1])
+    session_id = left.selectbox(
+        "Session", ids, index=ids.index(wanted) if wanted else (0 if ids else None),
+        format_func=lambda sid: labels.get(sid, sid), accept_new_options=True, key="replay_session",
+        placeholder="pick a recent session, or paste a session id")
+    turn = int(right.number_input("Turn", min_value=1, value=max(1, _ui.int_param("turn") or 1), step=1,
+                                  key="replay_turn"))
+    if session_id:
+        st.query_params.update(id=session_id, turn=str(turn))
+    return session_id, turn
+
+
+def _system_text(system: Any) -> str:
+    if system is None or isinstance(system, str):
+        return system or ""
+    return "\n".join(block.get("text", "") for block in system)
+
+
+def _json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise replay.EditError(f"{what} is not valid JSON ({exc}). Fix it in the editor above.") from None
+
+
+def _decision(d: replay.Decision) -> None:
+    st.markdown(f"**{d.action or 'failed call'}** · stop reason `{d.stop_reason}` · model `{d.model}`")
+    for use in d.tool_uses:
+        st.markdown(f"calls `{use['name']}` with")
+        st.json(use["input"])
+    if d.text:
+        st.code(d.text, language=None, wrap_lines=True)
+    st.caption(f"{_ui.tokens(d.input_tokens)} input + {_ui.tokens(d.output_tokens)} output tokens · "
+               f"{_ui.usd(d.cost_usd)} · {_ui.ms(d.latency_ms)}")
+
+
+def _decision_diff(d: replay.DecisionDiff) -> None:
+    changed = ", ".join(c.field for c in d.changes)
+    if not d.same:
+        st.warning(f"The decision changed: {changed}.", icon=":material/call_split:")
+    else:
+        st.success("Same decision: same action, tools and arguments" + (f" ({changed} differs)." if changed else "."),
+                   icon=":material/check:")
+    for c in d.changes:
+        if c.diff:
+            st.markdown(f"**{c.field}**")
+            st.code("\n".join(c.diff), language="diff", wrap_lines=True)
+        else:
+            st.markdown(f"**{c.field}**: `{c.a}` → `{c.b}`")
+    cols = st.columns(4)
+    _delta(cols[0], "input tokens", _ui.tokens(d.b.input_tokens), d.delta_input_tokens, f"{d.delta_input_tokens:+,}")
+    _delta(cols[1], "output tokens", _ui.tokens(d.b.output_tokens), d.delta_output_tokens,
+           f"{d.delta_output_tokens:+,}")
+    _delta(cols[2], "cost", _ui.usd(d.b.cost_usd), d.delta_cost_usd,
+           None if d.delta_cost_usd is None else f"{d.delta_cost_usd:+.4f} USD")
+    _delta(cols[3], "latency", _ui.ms(d.b.latency_ms), d.delta_latency_ms, f"{d.delta_latency_ms:+,.0f} ms")
+
+
+def _delta(where: DeltaGenerator, label: str, value: str, delta: float | None, shown: str | None) -> None:
+    """B's value with its change from A: more is worse (red), and no change is grey, not an up arrow."""
+    where.metric(label, value, shown, delta_color="off" if not delta else "inverse",
+                 delta_arrow="off" if not delta else "auto")
+
+
+def _request(rec: replay.Reconstruction) -> None:
+    body = rec.request
+    st.markdown(f"**Rebuilt request** · model `{body.get('model')}` · {len(body.get('messages') or [])} messages · "
+                f"{len(body.get('tools') or [])} tools")
+    if rec.exact:
+        st.caption(f":material/verified: sha256 `{rec.sha256}` matches the hash recorded with the call.")
+    else:
+        st.warning(f"The rebuilt request's sha256 `{rec.sha256}` differs from the recorded "
+                   f"`{rec.recorded_sha256 or 'none'}`, so a re-run does not start from exactly what the model saw. "
+                   "`flightrec replay verify` lists the calls that cannot be rebuilt and why.")
+    _ui.raw_json("Request JSON", body)
+
+
+def _message_edits(messages: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    st.dataframe(pd.DataFrame({
+        "index": range(len(messages)), "role": [m.get("role") for m in messages],
+        "content": [m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
+                    for m in messages],
+    }), hide_index=True, width="stretch", height=min(400, 36 + 35 * len(messages)))
+
+    def label(i: int) -> str:
+        return f"{i} · {messages[i].get('role')}"
+
+    drop = st.multiselect("Drop messages", range(len(messages)), format_func=label, key=f"replay_drop_{key}")
+    left, right = st.columns(2)
+    replace: dict[int, dict[str, Any]] = {}
+    at = left.selectbox("Replace message", range(len(messages)), index=None, format_func=label,
+                        placeholder="none", key=f"replay_replace_at_{key}")
+    if at is not None:
+        text = left.text_area(f"Message {at} (JSON: role and content)",
+                              json.dumps(messages[at], indent=2, ensure_ascii=False), height=200,
+                              key=f"replay_replace_{key}_{at}")
+        new = _json(text, f"message {at}")
+        if new != messages[at]:
+            replace[at] = new
+    before = right.number_input(f"Insert a message before index ({len(messages)} appends)", min_value=0,
+                                max_value=len(messages), value=len(messages), key=f"replay_insert_at_{key}")
+    role = right.radio("Its role", ["user", "assistant"], horizontal=True, key=f"replay_insert_role_{key}")
+    said = right.text_area("Its text (leave empty to insert nothing)", key=f"replay_insert_{key}")
+    return {"drop_messages": list(drop), "replace_messages": replace,
+            "insert_messages": [(int(before), {"role": role, "content": said})] if said.strip() else []}
+
+
+def _tool_result_edits(messages: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    blocks = [(i, b) for i, m in enumerate(messages) if isinstance(m.get("content"), list)
+              for b in m["content"] if isinstance(b, dict)]
+    names = {b.get("id"): b.get("name") for _, b in blocks if b.get("type") == "tool_use"}
+    results = [(i, b) for i, b in blocks if b.get("type") == "tool_result"]
+    if not results:
+        st.caption("This request has no tool results to edit.")
+        return {}
+    edits: dict[str, Any] = {}
+    for i, block in results:
+        tid, recorded = block.get("tool_use_id"), block.get("content")
+        as_text = recorded if isinstance(recorded, str) else json.dumps(recorded, ensure_ascii=False)
+        text = st.text_area(f"{names.get(tid, 'tool')} · {tid} (message {i})", as_text, height=100,
+                            key=f"replay_result_{key}_{tid}")
+        if text != as_text:
+            # Content given as blocks is edited as their JSON and goes back as blocks.
+            edits[tid] = text if isinstance(recorded, str) else _json(text, f"the result of {tid}")
+    return edits
+
+
+def _tool_edits(tools: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    names = [t.get("name") for t in tools]
+    st.dataframe(pd.DataFrame({"tool": names, "description": [t.get("description") for t in tools]}),
+                 hide_index=True, width="stretch")
+    remove = st.multiselect("Stop offering", names, key=f"replay_remove_tools_{key}")
+    text = st.text_area("Offer another tool: its JSON definition (a list for several)", key=f"replay_add_tools_{key}",
+                        placeholder='{"name": "…", "description": "…", "input_schema": {"type": "object", '
+                                    '"properties": {}}}')
+    added = _json(text, "the tool definition") if text.strip() else []
+    return {"remove_tools": remove, "add_tools": added if isinstance(added, list) else [added]}
+
+
+def _parameter_edits(body: dict[str, Any], key: str) -> dict[str, Any]:
+    recorded_t, recorded_max = body.get("temperature"), body.get("max_tokens")
+    a, b, c = st.columns(3)
+    model = a.text_input("Model", body.get("model") or "", key=f"replay_model_{key}").strip()
+    temperature = b.number_input("Temperature", min_value=0.0, max_value=1.0, step=0.1, placeholder="not set",
+                                 value=None if recorded_t is None else float(recorded_t), key=f"replay_temp_{key}")
+    max_tokens = c.number_input("max_tokens", min_value=1, step=1, placeholder="not set",
+                                value=None if recorded_max is None else int(recorded_max), key=f"replay_max_{key}")
+    return {"model": model if model and model != body.get("model") else None,
+            "temperature": temperature if temperature is not None and temperature != recorded_t else None,
+            "max_tokens": int(max_tokens) if max_tokens is not None and max_tokens != recorded_max else None}
+
+
+def _edits(rec: replay.Reconstruction) -> replay.Edits:
+    """The edits the widgets describe: only what differs from the recorded request becomes an edit.
+
+    Raises:
+        replay.EditError: a JSON field does not parse.
+    """
+    body, key = rec.request, rec.span_id  # widgets per decision: another turn starts from its own request
+    messages = body.get("messages") or []
+    system, conversation, results, tools, params = st.tabs(
+        ["System prompt", "Messages", "Tool results", "Tools", "Model parameters"])
+    with system:
+        recorded = _system_text(body.get("system"))
+        text = st.text_area("System prompt", recorded, height=280, key=f"replay_system_{key}")
+    with conversation:
+        fields = _message_edits(messages, key)
+    with results:
+        fields["tool_results"] = _tool_result_edits(messages, key)
+    with tools:
+        fields.update(_tool_edits(body.get("tools") or [], key))
+    with params:
+        fields.update(_parameter_edits(body, key))
+    return replay.Edits(system=text if text != recorded else None, **fields)
+
+
+def _run(rec: replay.Reconstruction, edits: replay.Edits, trials: int) -> None:
+    with st.spinner(f"Re-running turn {rec.turn} ({trials} trial{'s' * (trials != 1)})…"), \
+            _ui.source().writing() as store:
+        result = replay.run(rec.session_id, rec.turn, edits, trials=trials, db=store)
+        diffs = [replay.diff(f"{rec.session_id}:{rec.turn}", f"{result.replay_session_id}:{k}", db=store)
+                 for k in range(1, len(result.trials) + 1)]
+    st.session_state[_RUN] = {"span": rec.span_id, "edits": edits, "trials": trials, "result": result,
+                              "diffs": diffs}
+
+
+def _fork(rec: replay.Reconstruction, edits: replay.Edits, tools: replay.ToolsMode, agent: str) -> None:
+    with st.spinner(f"Forking the session at turn {rec.turn}…"), _ui.source().writing() as store:
+        result = replay.fork(rec.session_id, rec.turn, edits, tools=tools,
+                             agent_factory=replay.AGENT_FACTORIES.get(agent), db=store)
+        trajectory = replay.diff(rec.session_id, result.session_id, db=store)
+    st.session_state[_FORK] = {"span": rec.span_id, "edits": edits, "how": (tools, agent), "result": result,
+                               "diff": trajectory}
+
+
+def _actions(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
+    """The run and fork buttons; ``edits`` is ``None`` while an edit is invalid."""
+    run_box, fork_box = st.columns(2)
+    with run_box.container(border=True):
+        st.markdown("**Re-run this decision**, recorded as a new session linked to this one")
+        trials = int(st.number_input("Trials", min_value=1, max_value=_MAX_TRIALS, value=1, key="replay_trials",
+                                     help="How many times to send the request; each trial is one turn of the "
+                                          "replay session, and the simulated model varies its seed per trial."))
+        if st.button("Run", type="primary", icon=":material/play_arrow:", disabled=edits is None, key="replay_run"):
+            try:
+                _run(rec, edits or replay.Edits(), trials)
+            except tracer.FlightrecError as exc:
+                _ui.show_error(exc)
+    with fork_box.container(border=True):
+        st.markdown("**Fork the session from this turn**, carrying the agent loop on with the edits")
+        tools = st.radio("Tool calls the recording does not have", ["live", "recorded-only"], horizontal=True,
+                         key="replay_fork_tools",
+                         help="Calls that match the recording always get the recorded result, so no side effect "
+                              "happens twice. Others run live, or with recorded-only end the fork.")
+        agent = st.selectbox("Agent whose tools and customer the fork uses", [*replay.AGENT_FACTORIES, _NO_AGENT],
+                             key="replay_fork_agent")
+        if st.button("Fork", icon=":material/call_split:", disabled=edits is None, key="replay_fork"):
+            try:
+                _fork(rec, edits or replay.Edits(), "live" if tools == "live" else "recorded-only", agent)
+            except tracer.FlightrecError as exc:
+                _ui.show_error(exc)
+
+
+def _stale(done: dict[str, Any], edits: replay.Edits | None, what: str) -> None:
+    if done["edits"] != edits:
+        st.info(f"The edits have changed since this {what}; press the button again to apply them.",
+                icon=":material/info:")
+
+
+def _run_result(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
+    done = st.session_state.get(_RUN)
+    if not done or done["span"] != rec.span_id:
+        return
+    result: replay.RunResult = done["result"]
+    diffs: list[replay.DecisionDiff] = done["diffs"]
+    st.subheader("Re-run")
+    _stale(done, edits, "run")
+    n = len(result.trials)
+    st.markdown(f"**{result.changed} of {n} trial{'s' * (n != 1)}** decided differently from the recording · "
+                f"answered by `{result.model_target}` · edited request sha256 `{result.request_sha256[:16]}…`")
+    _ui.link("session", f"Open the replay session {result.replay_session_id}", id=result.replay_session_id)
+    shown = 1
+    if n > 1:
+        st.dataframe(pd.DataFrame({
+            "trial": range(1, n + 1), "changed": [not d.same for d in diffs],
+            "action": [t.action for t in result.trials],
+            "tools": [", ".join(u["name"] for u in t.tool_uses) for t in result.trials],
+            "text": [t.text for t in result.trials],
+        }), hide_index=True, width="stretch", height=min(300, 36 + 35 * n))
+        first_changed = next((k for k, d in enumerate(diffs, 1) if not d.same), 1)
+        shown = st.selectbox("Compare trial", range(1, n + 1), index=first_changed - 1,
+                             format_func=lambda k: f"trial {k} ({'same' if diffs[k - 1].same else 'changed'})",
+                             key=f"replay_trial_{result.replay_session_id}")
+    left, right = st.columns(2)
+    with left.container(border=True):
+        st.markdown(f"**Recorded** · turn {rec.turn}")
+        _decision(result.origin)
+    with right.container(border=True):
+        st.markdown(f"**Replayed** · trial {shown}")
+        _decision(result.trials[shown - 1])
+    _decision_diff(diffs[shown - 1])
+
+
+def _fork_result(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
+    done = st.session_state.get(_FORK)
+    if not done or done["span"] != rec.span_id:
+        return
+    result: replay.ForkResult = done["result"]
+    trajectory: replay.SessionDiff = done["diff"]
+    st.subheader("Fork")
+    _stale(done, edits, "fork")
+    st.markdown(f"Ended **{result.status}** · tool calls answered from the recording: {result.recorded_tool_calls}, "
+                f"run live: {result.live_tool_calls}")
+    st.text(f"Why: {result.reason}")
+    _ui.link("session", f"Open the fork session {result.session_id}", id=result.session_id)
+    st.dataframe(pd.DataFrame({
+        "turn": [p.turn for p in trajectory.turns], "same": [p.same for p in trajectory.turns],
+        "origin": [p.a or "—" for p in trajectory.turns], "fork": [p.b or "—" for p in trajectory.turns],
+    }), hide_index=True, width="stretch", column_config={
+        "origin": st.column_config.TextColumn(f"origin {trajectory.a[:13]}", width="large"),
+        "fork": st.column_config.TextColumn(f"fork {trajectory.b[:13]}", width="large"),
+    })
+    if trajectory.first_divergence is None:
+        st.success("The fork takes the same path as its origin.", icon=":material/check:")
+        return
+    st.markdown(f"**First divergence at turn {trajectory.first_divergence}**")
+    if trajectory.divergence is not None:
+        _decision_diff(trajectory.divergence)
+
+
+def render() -> None:
+    st.title("Replay")
+    session_id, turn = _pick()
+    if not session_id:
+        st.info("No sessions yet. Record some (`make demo`, or point an agent at this store), then pick one here.")
+        return
+    turns = _turns(session_id)
+    if not turns.empty:
+        st.caption("Turns: " + " · ".join(f"{t.turn} {t.action}" + (f" {t.tools}" if isinstance(t.tools, str) else "")
+                                          for t in turns.itertuples()))
+    try:
+        rec = _reconstruct(session_id, turn)
+    except tracer.FlightrecError as exc:
+        _ui.show_error(exc)
+        st.caption("Pick another session or turn above, or find the session on the Sessions page.")
+        _ui.link("sessions", "Sessions", q=session_id)
+        return
+    if rec.origin.replay_session:
+        st.caption(f"This session is a {rec.origin.replay_kind} of session {rec.origin.replay_session}, "
+                   f"turn {rec.origin.replay_turn}.")
+    _ui.link("session", "Open this session", id=rec.session_id, turn=turn)
+
+    recorded, request = st.columns(2)
+    with recorded.container(border=True):
+        st.markdown(f"**Recorded decision** · turn {turn}")
+        _decision(rec.decision)
+    with request.container(border=True):
+        _request(rec)
+
+    st.subheader("Edit the request")
+    edits: replay.Edits | None = None
+    try:
+        edits = _edits(rec)
+        edited = replay.apply_edits(rec.request, edits)
+    except replay.EditError as exc:
+        _ui.show_error(exc)
+    else:
+        if edits.is_empty():
+            st.caption("No edits: a re-run sends the request as recorded.")
+        else:
+            _ui.raw_json("The edits, as the replay session records them", edits.model_dump(exclude_defaults=True))
+            _ui.raw_json("The edited request", edited)
+    _actions(rec, edits)
+    _run_result(rec, edits)
+    _fork_result(rec, edits)
+
+
+_ui.guarded(render)

@@ -1,0 +1,118 @@
+"""The Replay page against the demo store: the README's walkthrough, clicked through."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import replay
+import tracer
+from tests.dashboard.conftest import app, no_exceptions
+from tests.replay.conftest import RULE_2
+
+
+@pytest.fixture(scope="module")
+def asks_to_confirm(demo_store) -> tuple[str, int]:
+    """A refund_over_threshold session recorded with rule 2, and the turn where the agent asks the
+    customer to confirm the refund instead of issuing it."""
+    with tracer.Store(str(demo_store), read_only=True) as store:
+        for summary in store.list_sessions(limit=1000):
+            runs = store.session_runs(summary.session_id)
+            if not runs or runs[0].attributes.get("flightrec.scenario") != "refund_over_threshold":
+                continue
+            finals = store.sql("SELECT min(turn_index) FROM llm_calls WHERE session_id = ? AND action = 'final'",
+                               [summary.session_id])
+            turn = finals[0][0]
+            if turn is not None and RULE_2 in str(replay.reconstruct(summary.session_id, turn, db=store).request):
+                return summary.session_id, turn
+    pytest.fail("the demo store has no refund_over_threshold session that asks for confirmation")
+
+
+def _links(at: AppTest) -> dict[str, str]:
+    """Each page link's label -> the session id it opens."""
+    return {link.proto.label: parse_qs(link.proto.query_string).get("id", [""])[0] for link in at.get("page_link")}
+
+
+def _drop_the_approval_rule(at: AppTest) -> None:
+    prompt = next(t for t in at.text_area if t.label == "System prompt")
+    assert RULE_2 in prompt.value
+    prompt.set_value(prompt.value.replace(RULE_2 + "\n", "")).run()
+
+
+def test_a_deep_link_shows_the_recorded_decision_and_its_rebuilt_request(store, asks_to_confirm):
+    session_id, turn = asks_to_confirm
+    at = app("replay", id=session_id, turn=str(turn))
+    no_exceptions(at)
+    assert any(m.value.startswith("**final**") for m in at.markdown)
+    assert any("Shall I go ahead?" in c.value for c in at.code)
+    assert any("matches the hash recorded with the call" in c.value for c in at.caption)
+    assert _links(at)["Open this session"] == session_id
+
+
+def test_without_the_approval_rule_the_rerun_refunds_at_once(store, asks_to_confirm):
+    session_id, turn = asks_to_confirm
+    at = app("replay", id=session_id, turn=str(turn))
+    _drop_the_approval_rule(at)
+    at.button(key="replay_run").click().run()
+    no_exceptions(at)
+    assert "The decision changed" in at.warning[0].value
+    assert "**1 of 1 trial** decided differently" in "\n".join(m.value for m in at.markdown)
+    assert "calls `issue_refund` with" in [m.value for m in at.markdown]
+
+    replay_id = next(sid for label, sid in _links(at).items() if label.startswith("Open the replay session"))
+    with tracer.Store(str(store), read_only=True) as s:
+        rerun = replay.reconstruct(replay_id, 1, db=s)
+    assert rerun.origin.replay_session == session_id and rerun.origin.replay_kind == "run"
+    assert [use["name"] for use in rerun.decision.tool_uses] == ["issue_refund"]
+    assert RULE_2 not in str(rerun.request["system"])
+
+
+def test_trials_are_counted(store, asks_to_confirm):
+    session_id, turn = asks_to_confirm
+    at = app("replay", id=session_id, turn=str(turn))
+    _drop_the_approval_rule(at)
+    at.number_input(key="replay_trials").set_value(3)
+    at.button(key="replay_run").click().run()
+    no_exceptions(at)
+    assert "of 3 trials** decided differently" in "\n".join(m.value for m in at.markdown)
+    assert len(at.dataframe[-1].value) == 3  # one row per trial
+
+
+def test_a_fork_without_the_rule_diverges_at_the_edited_turn(store, asks_to_confirm):
+    session_id, turn = asks_to_confirm
+    at = app("replay", id=session_id, turn=str(turn))
+    _drop_the_approval_rule(at)
+    at.button(key="replay_fork").click().run()
+    no_exceptions(at)
+    assert f"**First divergence at turn {turn}**" in [m.value for m in at.markdown]
+    trajectory = at.dataframe[-1].value
+    assert trajectory.loc[trajectory["turn"] == turn, "fork"].iloc[0].startswith("tool_use issue_refund")
+    fork_id = next(sid for label, sid in _links(at).items() if label.startswith("Open the fork session"))
+    with tracer.Store(str(store), read_only=True) as s:
+        assert replay.reconstruct(fork_id, turn, db=s).origin.replay_kind == "fork"
+
+
+def test_an_unknown_session_is_a_clear_error(store):
+    at = app("replay", id="no-such-session", turn="1")
+    assert not at.exception
+    assert "no session 'no-such-session'" in at.error[0].value
+    assert not [b for b in at.button if b.key == "replay_run"]  # nothing to run
+
+
+def test_a_turn_past_the_end_is_a_clear_error(store, asks_to_confirm):
+    session_id, _ = asks_to_confirm
+    at = app("replay", id=session_id, turn="99")
+    assert not at.exception
+    assert f"session {session_id} has no decision at turn 99; it has turns 1.." in at.error[0].value
+
+
+def test_an_edit_that_does_not_parse_says_so_and_cannot_run(store, asks_to_confirm):
+    session_id, turn = asks_to_confirm
+    at = app("replay", id=session_id, turn=str(turn))
+    tool = next(t for t in at.text_area if t.label.startswith("Offer another tool"))
+    tool.set_value("{not json").run()
+    assert not at.exception
+    assert "the tool definition is not valid JSON" in at.error[0].value
+    assert at.button(key="replay_run").disabled
