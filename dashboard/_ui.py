@@ -40,7 +40,9 @@ def cached(fn: Callable[..., T]) -> Callable[..., T]:
     """Caches a query on its arguments, the store and the source's write generation. A live store
     (serve mode) is re-read every couple of seconds; a file no one writes, every minute."""
 
-    def run(_db: str, _generation: int, *args: Any, **kwargs: Any) -> T:
+    # No leading underscore on ``db`` and ``generation``: Streamlit leaves such arguments out of the
+    # key, and then one store's results (or those from before a write) would be served for another.
+    def run(db: str, generation: int, *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
 
     # Streamlit keys a cache on the function's name and code; every page's queries share ``run``.
