@@ -33,8 +33,13 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
         tracer.Store(path, read_only=True).close()
     os.environ[DB_ENV] = path
     os.environ[MODE_ENV] = mode
-    # Imported here: Streamlit takes a second to import, and no other command needs it.
+    # Imported here: Streamlit takes a second to import, and no other command needs it. The pages
+    # import the others; loading them now spares the first visitor a second or two.
+    import altair  # noqa: F401
     from streamlit.web import bootstrap
+
+    import evals  # noqa: F401
+    import replay  # noqa: F401
 
     bootstrap.load_config_options({
         "server_port": port,

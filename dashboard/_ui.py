@@ -48,8 +48,10 @@ def cached(fn: Callable[..., T]) -> Callable[..., T]:
     # Streamlit keys a cache on the function's name and code; every page's queries share ``run``.
     run.__qualname__ = f"{fn.__module__}.{fn.__qualname__}"
     run.__name__ = fn.__name__
-    query = st.cache_data(ttl=_TTL_LIVE_S if source().live else _TTL_FILE_S, show_spinner=False,
-                          max_entries=256)(run)
+    # cache_resource hands out the cached object itself (cache_data would unpickle a copy on every
+    # hit): callers treat results as read-only.
+    query = st.cache_resource(ttl=_TTL_LIVE_S if source().live else _TTL_FILE_S, show_spinner=False,
+                              max_entries=256)(run)
 
     def wrapper(*args: Any, **kwargs: Any) -> T:
         src = source()

@@ -16,6 +16,7 @@ import replay
 import tracer
 from dashboard import _ui
 
+_VIEWS = {"decision": "Decision", "trace": "Trace", "context": "Context diff"}
 _SEGMENTS = ("system", "tools", "history", "tool_results", "retrieved")
 _CLIP = 1500  # characters of one message block shown before the rest is folded away
 _REDACTED = re.compile(r"\[REDACTED:[a-z_]+\]")
@@ -122,20 +123,16 @@ def _blocks(content: Any) -> None:
             st.caption(f"{kind} block")
 
 
-def _conversation(request: dict[str, Any], previous: replay.ContextDiff | str | None) -> None:
+def _conversation(request: dict[str, Any], cut: int) -> None:
     system = request.get("system")
     if system:
         with st.expander("system prompt", expanded=False):
             if isinstance(system, list):
                 system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict))
             _text(str(system))
-    if isinstance(previous, replay.ContextDiff):
-        if previous.messages_removed:
-            st.warning(f"{len(previous.messages_removed)} message(s) the previous decision saw are no longer in "
-                       "the context (the history was cut).", icon=":material/content_cut:")
-        for m in previous.messages_truncated:
-            st.warning(f"message {m['index']} ({m['role']}) was shortened since the previous decision.",
-                       icon=":material/short_text:")
+    if cut > 0:
+        st.warning(f"The history was cut: this request has {cut} message(s) fewer than the previous decision's. "
+                   "The Context diff view shows which.", icon=":material/content_cut:")
     for i, message in enumerate(request.get("messages") or ()):
         role = message.get("role", "user")
         with st.chat_message(role, avatar=":material/smart_toy:" if role == "assistant" else ":material/person:"):
@@ -180,6 +177,15 @@ def _costs(call: tracer.LlmCall, attempts: int) -> None:
     a.metric("latency", _ui.ms(call.latency_ms))
     b.metric("first byte", _ui.ms(call.ttft_ms))
     c.metric("attempts", attempts, help="retries included")
+
+
+def _messages_cut(account: tracer.SessionAccount, turn: tracer.Turn, call: tracer.LlmCall) -> int:
+    """How many messages fewer than the previous decision's request this one carries: a request
+    normally repeats the whole history and adds to it, so fewer means the agent cut its context."""
+    before = [d for t in account.turns if t.index < turn.index and (d := _decision(t)) is not None]
+    if not before or before[-1].message_count is None or call.message_count is None:
+        return 0
+    return max(before[-1].message_count - call.message_count, 0)
 
 
 def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
@@ -237,8 +243,7 @@ def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
         if isinstance(request, str):
             st.info(request, icon=":material/visibility_off:")
             return
-        previous = _context_diff(sid, turn.index - 1, turn.index) if turn.index > 1 else None
-        _conversation(request, previous)
+        _conversation(request, _messages_cut(account, turn, call))
         _ui.raw_json("the exact request (JSON)", request)
 
 
@@ -361,13 +366,18 @@ def render() -> None:
                            format_func=lambda i: _decision_label(by_index[i]), key=f"turn_{s.session_id}")
     if str(current) != _ui.param("turn"):
         st.query_params["turn"] = str(current)  # keeps the URL a deep link to what is on screen
-    decisions, trace, context = st.tabs(["Decision", "Trace", "Context diff"])
-    with decisions:
-        _decision_view(account, by_index[current])
-    with trace:
+    # One view at a time: tabs would compute all three on every run.
+    view = st.segmented_control("View", list(_VIEWS), default=_ui.param("view") if _ui.param("view") in _VIEWS
+                                else "decision", format_func=_VIEWS.get, key="session_view",
+                                label_visibility="collapsed") or "decision"
+    if view != (_ui.param("view") or "decision"):
+        st.query_params["view"] = view
+    if view == "trace":
         _trace(s.session_id)
-    with context:
+    elif view == "context":
         _context_diff_view(s.session_id, [i for i in indexes if by_index[i].llm_calls], current)
+    else:
+        _decision_view(account, by_index[current])
 
 
 _ui.guarded(render)

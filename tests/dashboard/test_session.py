@@ -47,7 +47,7 @@ def test_choosing_another_decision_updates_the_view_and_the_url(store):
 
 def test_the_context_diff_shows_what_was_added_between_two_decisions(store):
     account = _longest(store)
-    at = app("session", id=account.session.session_id, turn="3")
+    at = app("session", id=account.session.session_id, turn="3", view="context")
     no_exceptions(at)
     at.selectbox(key="ctx_a").set_value(1).run()
     at.selectbox(key="ctx_b").set_value(3).run()
@@ -65,6 +65,17 @@ def test_a_session_recorded_without_content_says_why_the_conversation_is_missing
     at = app("session", id=sid, turn="1")
     no_exceptions(at)
     assert any("content mode `none`" in i.value for i in at.info)
+
+
+def test_the_trace_view_draws_every_span_of_the_session(store):
+    account = _longest(store)
+    at = app("session", id=account.session.session_id, view="trace")
+    no_exceptions(at)
+    with tracer.Store(str(store), read_only=True) as s:
+        spans = s.sql("SELECT count(*) FROM spans WHERE session_id = ?", [account.session.session_id])[0][0]
+    assert len(at.dataframe[0].value) == spans
+    at.segmented_control(key="session_view").set_value("decision").run()
+    assert at.query_params["view"] == "decision"
 
 
 def test_an_unknown_session_or_turn_gets_a_clear_message(store):
