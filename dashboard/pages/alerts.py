@@ -1,5 +1,193 @@
-"""alerts: being built."""
+"""Alerts: what the detectors flagged, filterable, each with its evidence and the sessions it points
+at (``?alert=ID``), and acknowledged or resolved from here."""
 
+from typing import Any
+
+import pandas as pd
 import streamlit as st
 
-st.title("alerts")
+import tracer
+from dashboard import _ui
+
+_STATUSES = ("open", "acknowledged", "resolved")
+_SEVERITIES = ("critical", "warning", "info")
+_LIST_LIMIT = 500
+_SEVERITY_COLORS = {"critical": "red", "warning": "orange", "info": "blue"}
+
+
+@_ui.cached
+def _families() -> list[str]:
+    return _ui.frame("SELECT DISTINCT family FROM alerts ORDER BY 1")["family"].tolist()
+
+
+@_ui.cached
+def _alerts(statuses: tuple[str, ...], severities: tuple[str, ...], families: tuple[str, ...]):
+    clauses, params = [], []
+    for column, values in (("status", statuses), ("severity", severities), ("family", families)):
+        if values:
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params += values
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    total = int(_ui.frame(f"SELECT count(*) AS n FROM alerts {where}", params)["n"].iloc[0])
+    rows = _ui.frame(
+        f"""SELECT alert_id, severity, status, detector, family, title, agent, route, count, last_seen_ns
+            FROM alerts {where}
+            ORDER BY CASE status WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END,
+                     CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, last_seen_ns DESC
+            LIMIT ?""", [*params, _LIST_LIMIT])
+    return total, rows
+
+
+@_ui.cached
+def _alert(alert_id: str) -> tracer.AlertRecord:
+    return _ui.source().store().get_alert(alert_id)
+
+
+def _chosen(name: str, options: tuple[str, ...] | list[str], default: list[str]) -> list[str]:
+    """A filter's starting value: the URL's (``?status=open,acknowledged``), else ``default``."""
+    asked = _ui.param(name)
+    return [v for v in asked.split(",") if v in options] if asked else default
+
+
+def _alert_list() -> None:
+    families = _families()
+    c1, c2, c3 = st.columns(3)
+    statuses = c1.multiselect("Status", _STATUSES, default=_chosen("status", _STATUSES, ["open", "acknowledged"]),
+                              key="alerts_status")
+    severities = c2.multiselect("Severity", _SEVERITIES, default=_chosen("severity", _SEVERITIES, []),
+                                key="alerts_severity")
+    chosen_families = c3.multiselect("Detector family", families, default=_chosen("family", families, []),
+                                     key="alerts_family")
+    for name, values in (("status", statuses), ("severity", severities), ("family", chosen_families)):
+        if values:
+            st.query_params[name] = ",".join(values)
+        else:
+            st.query_params.pop(name, None)
+    total, rows = _alerts(tuple(statuses), tuple(severities), tuple(chosen_families))
+    st.caption(f"{total:,} alerts match" + (f"; showing the first {len(rows):,}" if total > len(rows) else ""))
+    if rows.empty:
+        st.info("No alert matches. Widen the filters (resolved alerts are hidden by default), or run the "
+                "detectors with `flightrec detect`.")
+        return
+    table = rows.assign(
+        open=[_ui.url("alerts", alert=a) for a in rows["alert_id"]],
+        last_seen=[_ui.when(ns) for ns in rows["last_seen_ns"]],
+    )[["open", "severity", "status", "title", "detector", "route", "count", "last_seen"]]
+    event = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                         key="alerts_table", column_config={
+        "open": st.column_config.LinkColumn("alert", display_text=r"/alerts\?alert=(.{10})", width="small"),
+        "title": st.column_config.TextColumn("what happened", width="large"),
+        "count": st.column_config.NumberColumn("seen", format="%d×"),
+        "last_seen": st.column_config.TextColumn("last seen"),
+    })
+    picked = event.selection.rows if event else []
+    if picked:
+        st.query_params["alert"] = rows["alert_id"].iloc[picked[0]]
+        st.rerun()
+
+
+def _label(key: str) -> str:
+    return key.replace("_", " ")
+
+
+def _value(key: str, value: Any) -> str:
+    if isinstance(value, float) and key.endswith("_usd"):
+        return _ui.usd(value)
+    if isinstance(value, float) and key.endswith("_ms"):
+        return _ui.ms(value)
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def _numbers(values: dict[str, Any]) -> None:
+    rows = {_label(k): _value(k, v) for k, v in values.items() if not isinstance(v, dict) and k != "rule"}
+    if rows:
+        # A static table wraps long values (a guard's reason, a tool's arguments) instead of cutting them.
+        st.table(pd.Series(rows, name="value"))
+
+
+def _evidence(evidence: dict[str, Any]) -> None:
+    """The detector's evidence as a person reads it: its numbers, then each nested part (the baseline
+    and the rule it was built by, the guard that fired, the repeating calls) under its own name."""
+    flat = {k: v for k, v in evidence.items()
+            if not isinstance(v, dict) and not (isinstance(v, list) and v and isinstance(v[0], dict))}
+    _numbers(flat)
+    for key, part in evidence.items():
+        if key in flat:
+            continue
+        st.markdown(f"**{_label(key).capitalize()}**")
+        if isinstance(part, list):
+            st.dataframe(pd.DataFrame(part), hide_index=True, width="stretch")
+        elif key == "arguments" or not all(not isinstance(v, dict) for v in part.values()):
+            st.json(part, expanded=1)
+        else:
+            if part.get("rule"):
+                st.caption(f"Rule: {part['rule']}")
+            _numbers(part)
+
+
+def _set_status(alert_id: str, status: str) -> None:
+    """Writes the new status, then reruns so that everything on the page shows it."""
+    with _ui.source().writing() as store:
+        store.set_alert_status(alert_id, status)
+    st.session_state["alerts_done"] = (alert_id, status)
+    st.rerun()
+
+
+def _one_alert(alert_id: str) -> None:
+    a = _alert(alert_id)
+    done = st.session_state.pop("alerts_done", None)
+    if done == (a.alert_id, a.status):
+        st.success(f"Alert {a.alert_id} is now **{a.status}**.", icon=":material/check:")
+    st.subheader(a.title)
+    color = _SEVERITY_COLORS.get(a.severity, "gray")
+    st.markdown(f":{color}-badge[{a.severity}] :gray-badge[{a.status}] `{a.alert_id}` · {a.detector} ({a.family}) · "
+                f"agent {a.agent or '–'} · route {a.route or '–'}")
+    st.caption(f"seen {a.count}× · first {_ui.when(a.first_seen_ns)} · last {_ui.when(a.last_seen_ns)}")
+    buttons = st.container(horizontal=True)
+    # Plain buttons, not on_click callbacks: a write that fails (the file is locked by a writer) must
+    # raise inside the page body, where it becomes an error box.
+    if buttons.button("Acknowledge", key="alerts_ack", disabled=a.status != "open", icon=":material/visibility:",
+                      help="Someone is on it."):
+        _set_status(a.alert_id, "acknowledged")
+    if buttons.button("Resolve", key="alerts_resolve", disabled=a.status == "resolved", icon=":material/done_all:",
+                      help="It reopens if it is seen again."):
+        _set_status(a.alert_id, "resolved")
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown("#### Evidence")
+        _evidence(a.evidence)
+        _ui.raw_json("Raw alert (JSON)", a.model_dump())
+    with right:
+        st.markdown("#### Where it was seen")
+        if a.session_id:
+            _ui.link("session", f"Latest session {a.session_id[:13]}…", id=a.session_id)
+            for turn in a.turns:
+                _ui.link("session", f"turn {turn} of that session", id=a.session_id, turn=turn)
+        earlier = [s for s in reversed(a.session_ids) if s != a.session_id]
+        if earlier:
+            st.caption(f"{len(earlier)} earlier session(s), newest first")
+            for sid in earlier:
+                _ui.link("session", sid[:13] + "…", id=sid)
+        if not a.session_ids and not a.session_id:
+            st.caption("A fleet-wide alert: it points at no single session.")
+
+
+def render() -> None:
+    st.title("Alerts")
+    alert_id = _ui.param("alert")
+    if alert_id is not None:
+        _ui.link("alerts", "All alerts")
+        _one_alert(alert_id)
+        return
+    if not _families():
+        st.info("No alerts in this store. The detectors raise them as sessions end in `flightrec serve`, or run "
+                "them over the history with `flightrec detect`.")
+        return
+    _alert_list()
+
+
+_ui.guarded(render, live=True)

@@ -1,5 +1,204 @@
-"""evals: being built."""
+"""Evals: the stored runs, one run case by case (``?run=ID``), and two runs compared (``?a=RUN&b=RUN``).
 
+The comparison is ``evals.compare_stored``, the same one ``flightrec eval compare`` and the CI gate
+print: this page lays it out and computes nothing of its own.
+"""
+
+import pandas as pd
 import streamlit as st
 
-st.title("evals")
+import evals
+import tracer
+from dashboard import _ui
+
+_RUNS = 200
+_SESSION_LINK = st.column_config.LinkColumn("session", display_text=r"/session\?id=(.{13})", width="small")
+
+
+@_ui.cached
+def _runs() -> list[tracer.EvalRunRecord]:
+    return _ui.source().store().eval_runs(limit=_RUNS)
+
+
+@_ui.cached
+def _run(ref: str) -> tuple[tracer.EvalRunRecord, list[tracer.EvalResultRecord]]:
+    store = _ui.source().store()
+    run = store.find_eval_run(ref)
+    return run, store.eval_results(run.run_id)
+
+
+@_ui.cached
+def _comparison(a: str, b: str) -> evals.Comparison:
+    return evals.compare_stored(_ui.source().store(), a, b)
+
+
+def _settings(run: tracer.EvalRunRecord) -> str:
+    return " ".join(f"{k}={v}" for k, v in run.settings.items())
+
+
+def _name(run: tracer.EvalRunRecord) -> str:
+    labels = f" ({', '.join(run.labels)})" if run.labels else ""
+    settings = f" · {_settings(run)}" if run.settings else ""
+    return f"{run.run_id[:8]}{labels} · {run.dataset}{settings} · {_ui.when(run.started_ns)}"
+
+
+def _run_list(runs: list[tracer.EvalRunRecord]) -> None:
+    st.subheader("Runs")
+    table = pd.DataFrame([{
+        "run": _ui.url("evals", run=r.run_id), "labels": ", ".join(r.labels), "dataset": r.dataset,
+        "started": _ui.when(r.started_ns), "settings": _settings(r),
+        "cases": r.cases, "trials": r.trials,
+        "pass_rate": r.passed_trials / r.total_trials if r.total_trials else None,
+        "mean_score": r.mean_score, "cost_usd": r.cost_usd, "wall_s": r.wall_s} for r in runs])
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "run": st.column_config.LinkColumn("run", display_text=r"/evals\?run=(.{8})", width="small"),
+        "trials": st.column_config.NumberColumn("trials / case"),
+        "pass_rate": st.column_config.ProgressColumn("pass rate", format="percent", min_value=0, max_value=1),
+        "mean_score": st.column_config.NumberColumn("mean score", format="%.2f"),
+        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+        "wall_s": st.column_config.NumberColumn("wall time", format="%.1f s"),
+    })
+
+
+def _why(result: tracer.EvalResultRecord) -> str:
+    if result.error:
+        return result.error
+    return "; ".join(s["reason"] for s in result.scores if not s.get("passed") and s.get("reason"))
+
+
+def _one_run(ref: str) -> None:
+    run, results = _run(ref)
+    st.subheader(f"Run {_name(run)}")
+    cols = st.columns(4)
+    cols[0].metric("Pass rate", f"{run.passed_trials / run.total_trials:.1%}" if run.total_trials else "–",
+                   help=f"{run.passed_trials} of {run.total_trials} trials passed.")
+    cols[1].metric("Mean score", f"{run.mean_score:.2f}")
+    cols[2].metric("Cost", _ui.usd(run.cost_usd), help="Unknown when any trial's model has no known price.")
+    cols[3].metric("Cases × trials", f"{run.cases} × {run.trials}")
+    st.caption(f"agent {run.agent} · seed {run.seed} · wall time {run.wall_s:.1f} s · run id `{run.run_id}`")
+    if not results:
+        st.info("This run stored no results.")
+        return
+    trials = pd.DataFrame([{
+        "case": r.case_id, "trial": r.trial, "passed": r.passed, "score": r.score, "status": r.status,
+        "turns": r.turns, "cost_usd": r.cost_usd, "latency_ms": r.latency_ms, "why": _why(r),
+        "session": _ui.url("session", id=r.session_id) if r.session_id else None} for r in results])
+    cases = trials.groupby("case", sort=True).agg(
+        trials=("passed", "size"), passed=("passed", "sum"), score=("score", "mean"),
+        # min_count keeps a case with an unpriced trial unknown instead of cheaper than it was.
+        cost_usd=("cost_usd", lambda c: c.sum(min_count=len(c))), latency_ms=("latency_ms", "median"))
+    cases["status"] = [evals.case_status(list(group["passed"])) for _, group in trials.groupby("case", sort=True)]
+    # The session to open for a case: its first failing trial, else its first trial.
+    first = trials.sort_values(["case", "passed", "trial"]).groupby("case").first()
+    cases = cases.assign(pass_rate=cases["passed"] / cases["trials"], why=first["why"],
+                         session=first["session"]).reset_index()
+    cases = cases.sort_values(["pass_rate", "case"])
+    only_failing = st.toggle("Only cases that did not pass every trial", key="evals_failing")
+    shown = cases[cases["status"] != "pass"] if only_failing else cases
+    st.dataframe(shown[["case", "status", "pass_rate", "passed", "trials", "score", "cost_usd", "latency_ms",
+                        "session", "why"]],
+                 hide_index=True, width="stretch", column_config={
+        "pass_rate": st.column_config.ProgressColumn("pass rate", format="percent", min_value=0, max_value=1),
+        "score": st.column_config.NumberColumn("mean score", format="%.2f"),
+        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+        "latency_ms": st.column_config.NumberColumn("median latency", format="%.0f ms"),
+        "session": _SESSION_LINK,
+        "why": st.column_config.TextColumn("why it failed", width="large"),
+    })
+    with st.expander(f"All {len(trials)} trials", expanded=False):
+        st.dataframe(trials, hide_index=True, width="stretch", column_config={
+            "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+            "latency_ms": st.column_config.NumberColumn("latency", format="%.0f ms"),
+            "session": _SESSION_LINK})
+    _ui.raw_json("Raw run record (JSON)", run.model_dump())
+
+
+def _pick_pair(runs: list[tracer.EvalRunRecord]) -> tuple[str, str]:
+    """The two runs to compare: the URL's, or the baseline against the newest other run (the two
+    newest when nothing is labelled baseline). Both pickers write back to the URL."""
+    a, b = _ui.param("a"), _ui.param("b")
+    if a is None or b is None:
+        baseline = next((r for r in runs if "baseline" in r.labels), None)
+        newest = next(r for r in runs if r is not baseline)
+        default = (baseline or runs[1], newest)
+        a, b = a or default[0].run_id, b or default[1].run_id
+    # Labels and prefixes in the URL resolve to ids; an unknown one stops here with the store's message.
+    a_run, b_run = _run(a)[0], _run(b)[0]
+    by_id = {r.run_id: r for r in [*runs, a_run, b_run]}
+    ids = list(by_id)
+    left, right = st.columns(2)
+    a_id = left.selectbox("Baseline", ids, index=ids.index(a_run.run_id), format_func=lambda i: _name(by_id[i]),
+                          key="evals_a")
+    b_id = right.selectbox("Candidate", ids, index=ids.index(b_run.run_id), format_func=lambda i: _name(by_id[i]),
+                           key="evals_b")
+    st.query_params.update({"a": a_id, "b": b_id})
+    return a_id, b_id
+
+
+def _compare(a: str, b: str) -> None:
+    c = _comparison(a, b)
+    t = c.test
+    cols = st.columns(4)
+    cols[0].metric("Pass rate", f"{c.candidate.pass_rate:.1%}",
+                   delta=f"{(c.candidate.pass_rate - c.baseline.pass_rate) * 100:+.1f} points",
+                   help=f"Baseline {c.baseline.pass_rate:.1%}.")
+    cols[1].metric("Mean score", f"{c.candidate.mean_score:.2f}",
+                   delta=f"{c.candidate.mean_score - c.baseline.mean_score:+.2f}")
+    cols[2].metric("Cost per trial", _ui.usd(c.candidate.cost_usd),
+                   delta=None if c.cost_delta_usd is None else f"{c.cost_delta_usd:+.4f} USD", delta_color="inverse")
+    cols[3].metric("Median session", _ui.ms(c.candidate.latency_ms_median),
+                   delta=None if c.latency_delta_ms is None else f"{c.latency_delta_ms:+.0f} ms",
+                   delta_color="inverse")
+    message = f"**{c.verdict.upper()}**: {c.verdict_reason}"
+    # A regression is a finding about the agent, not a failure of this page: a warning, not an error box.
+    {"regression": st.warning, "improvement": st.success}.get(c.verdict, st.info)(message)
+    st.markdown(
+        f"**Significance** · effect {t.effect * 100:+.1f} points of pass rate per case, {t.confidence:.0%} CI "
+        f"{t.ci_low * 100:+.1f} to {t.ci_high * 100:+.1f} · p = {t.p_value:.4f} (worse), "
+        f"{t.p_value_improvement:.4f} (better), one-sided at α = {t.alpha} · {t.cases} paired cases  \n"
+        f"<small>{t.method}</small>", unsafe_allow_html=True)
+    if t.unpaired:
+        st.caption(f"Left out of the test (in one run only): {', '.join(t.unpaired)}")
+    if not c.same_dataset:
+        st.caption("The two runs used different cases or scorers (dataset hash differs).")
+    flips = st.columns(3)
+    for col, title, names in ((flips[0], "pass → fail", c.flips_to_fail), (flips[1], "fail → pass", c.flips_to_pass),
+                              (flips[2], "flaky", c.flaky)):
+        col.markdown(f"**{title}** ({len(names)})  \n" + (", ".join(f"`{n}`" for n in names) or "none"))
+    cases = pd.DataFrame([{
+        "case": k.case_id, "baseline": f"{sum(k.baseline)}/{len(k.baseline)}" if k.baseline else "–",
+        "candidate": f"{sum(k.candidate)}/{len(k.candidate)}" if k.candidate else "–",
+        "delta": k.delta, "change": f"{k.baseline_status or '–'} → {k.candidate_status or '–'}", "flip": k.flip,
+        "session": _ui.url("session", id=k.failing_sessions[0]) if k.failing_sessions else None,
+        "why": k.reasons[0] if k.reasons else ""} for k in c.cases])
+    changed = st.toggle("Only cases whose pass rate changed", value=True, key="evals_changed")
+    shown = cases[cases["delta"].fillna(0) != 0] if changed else cases
+    st.dataframe(shown.sort_values(["delta", "case"]), hide_index=True, width="stretch", column_config={
+        "delta": st.column_config.NumberColumn("Δ pass rate", format="percent"),
+        "session": _SESSION_LINK,
+        "why": st.column_config.TextColumn("why the candidate failed", width="large"),
+    })
+    _ui.raw_json("Raw comparison (JSON)", c.model_dump())
+
+
+def render() -> None:
+    st.title("Evals")
+    runs = _runs()
+    ref = _ui.param("run")
+    if ref is not None:
+        _ui.link("evals", "All runs")
+        _one_run(ref)
+        return
+    if not runs:
+        st.info("No eval run in this store yet. Run one with `flightrec eval run support --label baseline`, "
+                "or `make demo`.")
+        return
+    _run_list(runs)
+    st.subheader("Compare two runs")
+    if len(runs) < 2:
+        st.info("One run so far: run the dataset again (with a change) to compare.")
+        return
+    _compare(*_pick_pair(runs))
+
+
+_ui.guarded(render)

@@ -1,0 +1,103 @@
+"""The Evals and Alerts pages against the demo store (a baseline run, a regressed variant, and the
+detectors' alerts)."""
+
+from __future__ import annotations
+
+import evals
+import tracer
+from tests.dashboard.conftest import app, no_exceptions
+
+
+def _metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_evals_lists_runs_and_compares_baseline_with_latest(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        runs = s.eval_runs()
+        expected = evals.compare_stored(s, "baseline", runs[0].run_id)
+    at = app("evals")
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert len(table) == len(runs)
+    assert table["labels"].tolist().count("baseline") == 1
+    # Baseline against the newest run by default: the demo's variant is a caught regression.
+    assert at.warning[0].value.startswith("**REGRESSION**")
+    assert _metrics(at)["Pass rate"] == f"{expected.candidate.pass_rate:.1%}"
+    flips = next(m.value for m in at.markdown if m.value.startswith("**pass → fail**"))
+    assert f"({len(expected.flips_to_fail)})" in flips
+    assert all(f"`{case}`" in flips for case in expected.flips_to_fail)
+    assert at.query_params["a"] == runs[1].run_id
+
+
+def test_evals_one_run_shows_each_case_with_its_session(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        run = s.find_eval_run("baseline")
+        results = s.eval_results(run.run_id)
+    at = app("evals", run=run.run_id[:8])
+    no_exceptions(at)
+    assert _metrics(at)["Pass rate"] == f"{run.passed_trials / run.total_trials:.1%}"
+    cases = at.dataframe[0].value.set_index("case")
+    assert len(cases) == run.cases
+    flaky = next(c for c in cases.index if cases.loc[c, "status"] != "pass")
+    trials = [r for r in results if r.case_id == flaky]
+    assert cases.loc[flaky, "pass_rate"] == sum(r.passed for r in trials) / len(trials)
+    failing = next(r for r in trials if not r.passed)
+    assert cases.loc[flaky, "session"] == f"/session?id={failing.session_id}"
+
+
+def test_evals_unknown_run_is_a_clear_error(store):
+    at = app("evals", run="no-such-run")
+    assert not at.exception
+    assert "no eval run or label 'no-such-run'" in at.error[0].value
+    at = app("evals", a="baseline", b="no-such-run")
+    assert not at.exception
+    assert "no eval run or label 'no-such-run'" in at.error[0].value
+
+
+def test_alerts_lists_open_and_acknowledged_alerts(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        active = [a for a in s.alerts(limit=1000) if a.status != "resolved"]
+        critical = [a for a in active if a.severity == "critical"]
+    at = app("alerts")
+    no_exceptions(at)
+    assert at.caption[0].value == f"{len(active):,} alerts match"
+    assert len(at.dataframe[0].value) == len(active)
+    at = app("alerts", severity="critical")
+    no_exceptions(at)
+    assert at.dataframe[0].value["open"].tolist() == [f"/alerts?alert={a.alert_id}" for a in critical]
+
+
+def test_an_alert_shows_its_evidence_and_links_to_its_turn(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        alert = next(a for a in s.alerts(limit=1000) if a.detector == "loop.guard" and a.turns)
+    at = app("alerts", alert=alert.alert_id)
+    no_exceptions(at)
+    assert at.subheader[0].value.endswith(alert.title)
+    evidence = at.table[0].value
+    assert alert.evidence["guard"]["reason"] in evidence["value"].tolist()
+    links = {(p.proto.page, p.proto.label, p.proto.query_string) for p in at.get("page_link")}
+    assert any(f"turn={alert.turns[0]}" in q and alert.session_id in q for _, _, q in links), links
+    assert [e.label for e in at.expander] == ["Raw alert (JSON)"]
+
+
+def test_acknowledging_then_resolving_an_alert_writes_the_store(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        alert = s.alerts(status="open")[0]
+    at = app("alerts", alert=alert.alert_id)
+    at.button(key="alerts_ack").click().run()
+    no_exceptions(at)
+    assert f"Alert {alert.alert_id} is now **acknowledged**." in at.success[0].value
+    assert at.button(key="alerts_ack").disabled
+    with tracer.Store(str(store), read_only=True) as s:
+        assert s.get_alert(alert.alert_id).status == "acknowledged"
+    at.button(key="alerts_resolve").click().run()
+    no_exceptions(at)
+    with tracer.Store(str(store), read_only=True) as s:
+        assert s.get_alert(alert.alert_id).status == "resolved"
+
+
+def test_an_unknown_alert_is_a_clear_error(store):
+    at = app("alerts", alert="ffffffffff")
+    assert not at.exception
+    assert "no alert 'ffffffffff'" in at.error[0].value
