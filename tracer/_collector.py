@@ -32,6 +32,10 @@ MAX_PENDING_SPANS = 100_000
 """Spans decoded and waiting for the writer; more are refused with 503 until it catches up."""
 _GROUP_SPANS = 20_000
 """Spans the writer commits in one transaction at most."""
+_CHECKPOINT_WAL = "128MB"
+"""Write-ahead log the writer lets grow before DuckDB checkpoints it (its default is 16MB): fewer,
+larger checkpoints cost the writer less CPU per span (benchmarks/RESULTS.md §12), and a restart
+after a crash replays at most this much log."""
 _ACK_TIMEOUT_S = 60.0
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -82,6 +86,7 @@ class Collector:
             raise ConfigError(f"binding to {host} exposes the collector beyond this machine: give a bearer token "
                               "(--token or FLIGHTREC_TOKEN), or bind to 127.0.0.1.")
         self.store = Store(default_db_path(db))  # fails now if another process holds the file
+        self.store.defer_checkpoints(_CHECKPOINT_WAL)
         self.token = token
         self.max_body = max_body
         self.max_pending_spans = max_pending_spans

@@ -130,8 +130,33 @@ def _map_open_error(path: str, exc: duckdb.Error) -> StoreError:
                       "Check that the directory exists and is writable, or pass another path with --db.")
 
 
-def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> pa.Table:
-    return pa.Table.from_arrays([pa.array(col) for col in zip(*rows)], names=list(columns))
+def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]], types: list[pa.DataType] | None = None,
+           ) -> pa.Table:
+    if types is None:
+        return pa.Table.from_arrays([pa.array(col) for col in zip(*rows)], names=list(columns))
+    return pa.Table.from_arrays([_column(col, t) for col, t in zip(zip(*rows), types)], names=list(columns))
+
+
+def _column(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
+    # Given its column's type, pyarrow converts without inferring one first: half the time.
+    try:
+        return pa.array(values, type=type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        # A value of another type (a turn index sent as a string by other instrumentation): DuckDB
+        # casts it on insert, as it did before columns were typed.
+        return pa.array(values)
+
+
+_INSERTS = (
+    ("spans", "INSERT INTO spans SELECT * FROM _batch_spans"),
+    ("llm_calls", "INSERT INTO llm_calls SELECT * FROM _batch_llm_calls"),
+    ("tool_calls", "INSERT INTO tool_calls SELECT * FROM _batch_tool_calls"),
+    ("turns", "INSERT INTO turns SELECT * FROM _batch_turns"),
+    ("content", "INSERT OR IGNORE INTO content SELECT * FROM _batch_content"),
+    ("chain", "INSERT OR IGNORE INTO message_chain SELECT * FROM _batch_chain"),
+    ("sessions", _SESSION_UPSERT),
+)
+"""What ``write`` runs for each table of a batch, in this order."""
 
 
 class Store:
@@ -215,49 +240,76 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------------
 
+    def defer_checkpoints(self, wal_size: str) -> None:
+        """Lets the write-ahead log grow to ``wal_size`` (``"128MB"``) before DuckDB checkpoints it.
+
+        A commit is durable either way (the log is synced); fewer, larger checkpoints cost less in
+        all, and a restart after a crash replays at most this much log.
+        """
+        with self._lock:
+            self._con.execute(f"SET checkpoint_threshold = '{wal_size}'")
+
+    _write_types: dict[str, list[pa.DataType]] | None = None
+    """The Arrow type of each column ``_tables`` fills, read from the schema on first use."""
+
+    def _tables(self, batch: Batch) -> dict[str, pa.Table]:
+        """A batch's rows as the Arrow tables ``write`` inserts, by name in ``_INSERTS``."""
+        types = self._write_types
+        if types is None:
+            with self._lock, self._con.cursor() as cursor:  # a cursor: the connection may hold a result
+                types = self._write_types = {
+                    name: cursor.sql(f"SELECT {', '.join(columns)} FROM {name} LIMIT 0").to_arrow_table().schema.types
+                    for name, columns in _COLUMNS.items()
+                }
+        tables: dict[str, pa.Table] = {}
+        if not batch.spans:
+            return tables
+        for name, columns in _COLUMNS.items():
+            rows = getattr(batch, name)
+            if rows:
+                tables[name] = _table(columns, rows, types[name])
+        string = pa.string()
+        if batch.content:
+            tables["content"] = pa.table({
+                "hash": pa.array(list(batch.content), string),
+                "kind": pa.array([k for k, _ in batch.content.values()], string),
+                "body": pa.array([b for _, b in batch.content.values()], string),
+            })
+        if batch.chain:
+            tables["chain"] = pa.table({
+                "node": pa.array(list(batch.chain), string),
+                "prev": pa.array([p for p, _, _ in batch.chain.values()], string),
+                "message": pa.array([m for _, m, _ in batch.chain.values()], string),
+                "session_id": pa.array([s for _, _, s in batch.chain.values()], string),
+            })
+        if batch.sessions:
+            rows = [
+                (d.session_id, d.trace_id, d.agent, d.start_ns, d.end_ns, d.ended,
+                 d.status if d.ended else "running", d.status_reason, d.content_mode,
+                 *(d.sums[c] for c in _SESSION_SUMS), d.cost_usd)
+                for d in batch.sessions.values()
+            ]
+            tables["sessions"] = _table(_SESSION_COLUMNS, rows)
+        return tables
+
     def write(self, batch: Batch) -> None:
         """Commits one batch atomically: all of it lands, or none of it does.
 
         Raises:
             StoreError: the write failed (disk full, read-only store …); nothing was written.
         """
-        if not batch.spans:
+        tables = self._tables(batch)
+        if not tables:
             return
         con = self._con
         with self._lock:
             try:
                 con.execute("BEGIN")
-                con.register("_batch_spans", _table(_COLUMNS["spans"], batch.spans))
-                con.execute("INSERT INTO spans SELECT * FROM _batch_spans")
-                for name in ("llm_calls", "tool_calls", "turns"):
-                    rows = getattr(batch, name)
-                    if rows:
-                        con.register(f"_batch_{name}", _table(_COLUMNS[name], rows))
-                        con.execute(f"INSERT INTO {name} SELECT * FROM _batch_{name}")
-                if batch.content:
-                    con.register("_batch_content", pa.table({
-                        "hash": list(batch.content),
-                        "kind": [k for k, _ in batch.content.values()],
-                        "body": [b for _, b in batch.content.values()],
-                    }))
-                    con.execute("INSERT OR IGNORE INTO content SELECT * FROM _batch_content")
-                if batch.chain:
-                    con.register("_batch_chain", pa.table({
-                        "node": list(batch.chain),
-                        "prev": [p for p, _, _ in batch.chain.values()],
-                        "message": [m for _, m, _ in batch.chain.values()],
-                        "session_id": [s for _, _, s in batch.chain.values()],
-                    }))
-                    con.execute("INSERT OR IGNORE INTO message_chain SELECT * FROM _batch_chain")
-                if batch.sessions:
-                    rows = [
-                        (d.session_id, d.trace_id, d.agent, d.start_ns, d.end_ns, d.ended,
-                         d.status if d.ended else "running", d.status_reason, d.content_mode,
-                         *(d.sums[c] for c in _SESSION_SUMS), d.cost_usd)
-                        for d in batch.sessions.values()
-                    ]
-                    con.register("_batch_sessions", _table(_SESSION_COLUMNS, rows))
-                    con.execute(_SESSION_UPSERT)
+                for name, sql in _INSERTS:
+                    table = tables.get(name)
+                    if table is not None:
+                        con.register(f"_batch_{name}", table)
+                        con.execute(sql)
                 con.execute("COMMIT")
             except BaseException as exc:
                 # Whatever failed, the transaction must not stay open: every later write would fail.
@@ -269,7 +321,7 @@ class Store:
                     raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
                 raise
             finally:
-                for name in ("spans", "llm_calls", "tool_calls", "turns", "content", "chain", "sessions"):
+                for name in tables:
                     try:
                         con.unregister(f"_batch_{name}")
                     except duckdb.Error:
