@@ -35,7 +35,7 @@ _GROUP_SPANS = 20_000
 _CHECKPOINT_WAL = "128MB"
 """Write-ahead log the writer lets grow before DuckDB checkpoints it (its default is 16MB): fewer,
 larger checkpoints cost the writer less CPU per span (benchmarks/RESULTS.md §12), and a restart
-after a crash replays at most this much log."""
+after a crash replays about this much log at most."""
 _ACK_TIMEOUT_S = 60.0
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

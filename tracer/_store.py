@@ -138,7 +138,7 @@ def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]], types: list[pa
 
 
 def _column(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
-    # Given its column's type, pyarrow converts without inferring one first: half the time.
+    # Given its column's type, pyarrow converts without inferring one first, in about half the time.
     try:
         return pa.array(values, type=type_)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
@@ -244,7 +244,7 @@ class Store:
         """Lets the write-ahead log grow to ``wal_size`` (``"128MB"``) before DuckDB checkpoints it.
 
         A commit is durable either way (the log is synced); fewer, larger checkpoints cost less in
-        all, and a restart after a crash replays at most this much log.
+        all, and a restart after a crash replays about this much log at most.
         """
         with self._lock:
             self._con.execute(f"SET checkpoint_threshold = '{wal_size}'")
