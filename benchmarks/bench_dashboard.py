@@ -115,7 +115,7 @@ for name in ("frame", "_query"):
     setattr(tracer.Store, name, timed)
 page, query = sys.argv[1], json.loads(sys.argv[2])
 at = AppTest.from_file(APP, default_timeout=300)
-at.switch_page(f"pages/{page}.py")
+at.switch_page(f"views/{page}.py")
 for k, v in query.items():
     at.query_params[k] = v
 t = time.perf_counter()

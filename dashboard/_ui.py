@@ -17,13 +17,13 @@ from . import _source
 T = TypeVar("T")
 
 PAGES = {
-    "overview": "pages/overview.py",
-    "sessions": "pages/sessions.py",
-    "session": "pages/session.py",
-    "replay": "pages/replay.py",
-    "evals": "pages/evals.py",
-    "alerts": "pages/alerts.py",
-    "costs": "pages/costs.py",
+    "overview": "views/overview.py",
+    "sessions": "views/sessions.py",
+    "session": "views/session.py",
+    "replay": "views/replay.py",
+    "evals": "views/evals.py",
+    "alerts": "views/alerts.py",
+    "costs": "views/costs.py",
 }
 """Each page's script, relative to ``app.py``; its key is its URL path (``/session?id=…``)."""
 

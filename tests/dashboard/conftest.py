@@ -45,7 +45,7 @@ def app(page: str | None = None, **query: str) -> AppTest:
         at.query_params[k] = v
     at.run()
     if page is not None:
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"views/{page}.py")
         for k, v in query.items():
             at.query_params[k] = v
         at.run()

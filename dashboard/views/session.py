@@ -18,6 +18,8 @@ from dashboard import _ui
 
 _VIEWS = {"decision": "Decision", "trace": "Trace", "context": "Context diff"}
 _SEGMENTS = ("system", "tools", "history", "tool_results", "retrieved")
+_COLORS = {"system": "#4c78a8", "tools": "#72b7b2", "history": "#f58518", "tool_results": "#54a24b",
+           "retrieved": "#b279a2"}
 _CLIP = 1500  # characters of one message block shown before the rest is folded away
 _REDACTED = re.compile(r"\[REDACTED:[a-z_]+\]")
 # Context-window utilisation that the detectors call a warning and critical. (A page script
@@ -141,14 +143,17 @@ def _conversation(request: dict[str, Any], cut: int) -> None:
 
 
 def _composition(call: tracer.LlmCall) -> None:
-    parts = pd.DataFrame({"segment": list(call.context_tokens), "tokens": list(call.context_tokens.values())})
-    if not parts.empty:
-        chart = alt.Chart(parts).mark_bar().encode(
-            x=alt.X("sum(tokens):Q", title="input tokens"),
-            color=alt.Color("segment:N", sort=list(_SEGMENTS), legend=alt.Legend(orient="bottom", title=None)),
-            order=alt.Order("segment:N"), tooltip=["segment", "tokens"],
-        ).properties(height=70)
-        st.altair_chart(chart, width="stretch")
+    """A stacked bar of the input tokens by segment, drawn as HTML: light, and it needs no chart
+    library to finish rendering."""
+    parts = [(k, call.context_tokens[k]) for k in _SEGMENTS if call.context_tokens.get(k)]
+    total = sum(n for _, n in parts)
+    if total:
+        bar = "".join(f'<div title="{k}: {n:,} tokens" style="width:{100 * n / total:.2f}%;background:{_COLORS[k]}">'
+                      "</div>" for k, n in parts)
+        legend = " ".join(f'<span style="white-space:nowrap"><span style="color:{_COLORS[k]}">■</span> {k} {n:,}'
+                          "</span>" for k, n in parts)
+        st.html(f'<div style="display:flex;height:18px;border-radius:3px;overflow:hidden">{bar}</div>'
+                f'<div style="font-size:0.8rem;margin-top:4px">{legend}</div>')
     if call.context_utilisation is not None:
         u = call.context_utilisation
         color = "red" if u >= _CRITICAL else "orange" if u >= _WARN else "green"
@@ -261,10 +266,11 @@ def _trace(session_id: str) -> None:
         start_ms=(spans["start_ns"] - t0) / 1e6, end_ms=(spans["end_ns"] - t0) / 1e6,
         duration_ms=(spans["end_ns"] - spans["start_ns"]) / 1e6,
     )
-    view["span"] = [f"{i:03d} " + "  " * d + n for i, (d, n) in enumerate(zip(view["depth"], view["name"]))]
+    # Vega trims leading spaces, so the tree's depth is drawn with dots.
+    view["span"] = [f"{i:03d} " + "· " * d + n for i, (d, n) in enumerate(zip(view["depth"], view["name"]))]
     chart = alt.Chart(view).mark_bar().encode(
         x=alt.X("start_ms:Q", title="ms since the session started"), x2="end_ms:Q",
-        y=alt.Y("span:N", sort=None, title=None, axis=alt.Axis(labelLimit=360, labelFontSize=11)),
+        y=alt.Y("span:N", sort=None, title=None, axis=alt.Axis(labelLimit=360, labelFontSize=11, labelOverlap=False)),
         color=alt.Color("status_code:N", scale=alt.Scale(domain=["UNSET", "OK", "ERROR"],
                                                           range=["#4c78a8", "#54a24b", "#e45756"]), legend=None),
         tooltip=["name", alt.Tooltip("duration_ms:Q", format=",.1f"), "status_code", "status_message"],
@@ -332,18 +338,17 @@ def render() -> None:
     account = _account(sid)
     s = account.session
     st.title(f"Session `{s.session_id[:13]}…`", help=s.session_id)
-    cols = st.columns(7)
-    cols[0].metric("agent", s.agent or "–")
-    cols[1].metric("status", s.status, help=s.status_reason)
-    cols[2].metric("turns", s.turns)
-    cols[3].metric("tool calls", s.tool_calls, delta=f"{s.tool_errors} failed" if s.tool_errors else None,
+    color = "green" if s.status == "ok" else "blue" if s.status in ("running", "waiting_human") else "red"
+    st.markdown(f"agent **{s.agent or '–'}** · :{color}-badge[{s.status}]"
+                + (f" {s.status_reason}" if s.status_reason else ""))
+    cols = st.columns(5)
+    cols[0].metric("turns", s.turns)
+    cols[1].metric("tool calls", s.tool_calls, delta=f"{s.tool_errors} failed" if s.tool_errors else None,
                    delta_color="inverse")
-    cols[4].metric("tokens", _ui.tokens(s.input_tokens + s.output_tokens + s.cache_read_tokens
+    cols[2].metric("tokens", _ui.tokens(s.input_tokens + s.output_tokens + s.cache_read_tokens
                                         + s.cache_write_tokens))
-    cols[5].metric("cost", _ui.usd(s.cost_usd))
-    cols[6].metric("duration", _ui.ms(s.duration_ms))
-    if s.status_reason:
-        st.caption(f"ended {s.status}: {s.status_reason}")
+    cols[3].metric("cost", _ui.usd(s.cost_usd))
+    cols[4].metric("duration", _ui.ms(s.duration_ms))
     alerts, evals = _related(s.session_id)
     if not alerts.empty or not evals.empty:
         with st.container(horizontal=True):
