@@ -21,6 +21,7 @@ _SEGMENTS = ("system", "tools", "history", "tool_results", "retrieved")
 _COLORS = {"system": "#4c78a8", "tools": "#72b7b2", "history": "#f58518", "tool_results": "#54a24b",
            "retrieved": "#b279a2"}
 _CLIP = 1500  # characters of one message block shown before the rest is folded away
+_NEWEST = 8  # messages of the conversation shown before "show all"
 _REDACTED = re.compile(r"\[REDACTED:[a-z_]+\]")
 # Context-window utilisation that the detectors call a warning and critical. (A page script
 # shows a bare string literal on the page, so constants here are explained in comments.)
@@ -135,7 +136,15 @@ def _conversation(request: dict[str, Any], cut: int) -> None:
     if cut > 0:
         st.warning(f"The history was cut: this request has {cut} message(s) fewer than the previous decision's. "
                    "The Context diff view shows which.", icon=":material/content_cut:")
-    for i, message in enumerate(request.get("messages") or ()):
+    messages = request.get("messages") or []
+    first = 0
+    if len(messages) > _NEWEST:
+        # The newest messages are what the model weighed most; a long history is drawn on request,
+        # since every message is a dozen elements for the browser to lay out.
+        everything = st.toggle(f"Show all {len(messages)} messages (the {len(messages) - _NEWEST} earlier ones "
+                               "are hidden)", key="all_messages")
+        first = 0 if everything else len(messages) - _NEWEST
+    for i, message in enumerate(messages[first:], start=first):
         role = message.get("role", "user")
         with st.chat_message(role, avatar=":material/smart_toy:" if role == "assistant" else ":material/person:"):
             st.caption(f"message {i} · {role}")

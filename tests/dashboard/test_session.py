@@ -31,8 +31,21 @@ def test_a_deep_link_opens_that_decision_with_what_the_model_saw_picked_and_paid
     for name in call.tools_chosen:
         assert f":green-badge[:material/check: {name}]" in markdown
     assert f"({call.message_count} messages)" in markdown
-    assert len(at.chat_message) == call.message_count  # the conversation, message by message
+    assert len(at.chat_message) == min(call.message_count, 8)  # the newest messages, one by one
     assert at.query_params["turn"] == "2"
+
+
+def test_a_long_conversation_shows_its_newest_messages_and_all_on_request(store):
+    account = _longest(store)
+    last = max(t.index for t in account.turns if t.llm_calls)
+    at = app("session", id=account.session.session_id, turn=str(last))
+    total = [c for c in account.turns[-1].llm_calls if c.status == "ok"][-1].message_count
+    assert total > 8
+    assert len(at.chat_message) == 8
+    assert at.chat_message[-1].caption[0].value.startswith(f"message {total - 1} ")
+    at.toggle(key="all_messages").set_value(True).run()
+    no_exceptions(at)
+    assert len(at.chat_message) == total
 
 
 def test_choosing_another_decision_updates_the_view_and_the_url(store):
