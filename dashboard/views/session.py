@@ -4,6 +4,7 @@ decisions."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from typing import Any
@@ -89,71 +90,101 @@ def _decision(turn: tracer.Turn) -> tracer.LlmCall | None:
     return (ok or turn.llm_calls or [None])[-1]
 
 
-def _text(value: str) -> None:
+# The decision view is drawn as a few HTML blocks rather than dozens of Streamlit elements: each
+# element costs the browser tens of milliseconds to lay out, and the page must be ready in a second.
+_CSS = """<style>
+.fr{font-size:0.92rem;line-height:1.5}
+.fr h4{margin:0.9rem 0 0.3rem 0;font-size:0.95rem}
+.fr code,.fr pre{font-size:0.8rem}
+.fr pre{white-space:pre-wrap;word-break:break-word;background:rgba(128,132,149,0.08);padding:8px 10px;
+  border-radius:6px;max-height:420px;overflow:auto;margin:4px 0}
+.fr .badge{display:inline-block;padding:1px 8px;margin:2px 4px 2px 0;border-radius:6px;font-size:0.8rem;
+  background:rgba(128,132,149,0.15)}
+.fr .badge.on{background:rgba(33,195,84,0.2);color:#177233;font-weight:600}
+.fr .grid{display:grid;grid-template-columns:repeat(3,1fr);gap:8px 12px;margin:10px 0}
+.fr .grid small{display:block;color:#808495;font-size:0.78rem}
+.fr .grid b{font-size:1.2rem;font-weight:500}
+.fr .bar{display:flex;height:16px;border-radius:3px;overflow:hidden;background:rgba(128,132,149,0.15)}
+.fr .red{color:#d33}.fr .orange{color:#c77700}.fr .green{color:#177233}.fr .muted{color:#808495}
+.fr .msg{border-left:3px solid rgba(128,132,149,0.4);padding:2px 0 2px 10px;margin:10px 0}
+.fr .msg.assistant{border-left-color:#ff8a5b}
+.fr mark{background:#ffe8a3}
+.fr details summary{cursor:pointer;color:#808495;font-size:0.85rem}
+</style>"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _text(value: str) -> str:
     """A block of text, long ones folded, redactions marked."""
-    if _REDACTED.search(value):
-        st.caption(":orange[redacted: " + ", ".join(sorted(set(_REDACTED.findall(value)))) + "]")
+    def marked(part: str) -> str:
+        return _REDACTED.sub(lambda m: f"<mark>{m.group()}</mark>", _esc(part))
+
     if len(value) <= _CLIP:
-        st.markdown(value)
-        return
-    st.markdown(value[:_CLIP] + " …")
-    with st.expander(f"{len(value) - _CLIP:,} more characters (shown shortened)"):
-        st.text(value[_CLIP:])
+        return f'<div style="white-space:pre-wrap">{marked(value)}</div>'
+    return (f'<div style="white-space:pre-wrap">{marked(value[:_CLIP])} …</div><details><summary>'
+            f"{len(value) - _CLIP:,} more characters</summary>"
+            f'<div style="white-space:pre-wrap">{marked(value[_CLIP:])}</div></details>')
 
 
-def _blocks(content: Any) -> None:
+def _json(value: Any) -> str:
+    return f"<pre>{_esc(json.dumps(value, indent=2, ensure_ascii=False))}</pre>"
+
+
+def _blocks(content: Any) -> str:
     if isinstance(content, str):
-        _text(content)
-        return
+        return _text(content)
+    out = []
     for block in content or ():
         kind = block.get("type")
         if kind == "text":
-            _text(block.get("text", ""))
+            out.append(_text(block.get("text", "")))
         elif kind == "tool_use":
-            st.markdown(f"calls **`{block.get('name')}`**")
-            st.code(json.dumps(block.get("input"), indent=2, ensure_ascii=False), language="json")
+            out.append(f"calls <b><code>{_esc(block.get('name'))}</code></b>{_json(block.get('input'))}")
         elif kind == "tool_result":
             inner = block.get("content")
-            label = ":red[tool error]" if block.get("is_error") else "tool result"
-            st.caption(f"{label} for `{block.get('tool_use_id', '')}`")
             if isinstance(inner, list):
                 inner = "\n".join(b.get("text", "") for b in inner if isinstance(b, dict))
-            _text(str(inner or ""))
+            label = '<span class="red">tool error</span>' if block.get("is_error") else "tool result"
+            out.append(f'<div class="muted">{label} for <code>{_esc(block.get("tool_use_id", ""))}</code></div>'
+                       + _text(str(inner or "")))
         elif kind in ("thinking", "redacted_thinking"):
-            with st.expander("thinking"):
-                st.text(block.get("thinking") or "(redacted by the API)")
+            out.append(f"<details><summary>thinking</summary>{_text(block.get('thinking') or '(redacted by the API)')}"
+                       "</details>")
         else:
-            st.caption(f"{kind} block")
+            out.append(f'<div class="muted">{_esc(kind)} block</div>')
+    return "".join(out)
 
 
 def _conversation(request: dict[str, Any], cut: int) -> None:
-    system = request.get("system")
-    if system:
-        with st.expander("system prompt", expanded=False):
-            if isinstance(system, list):
-                system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict))
-            _text(str(system))
-    if cut > 0:
-        st.warning(f"The history was cut: this request has {cut} message(s) fewer than the previous decision's. "
-                   "The Context diff view shows which.", icon=":material/content_cut:")
     messages = request.get("messages") or []
     first = 0
     if len(messages) > _NEWEST:
-        # The newest messages are what the model weighed most; a long history is drawn on request,
-        # since every message is a dozen elements for the browser to lay out.
+        # The newest messages are what the model weighed most; a long history is drawn on request.
         everything = st.toggle(f"Show all {len(messages)} messages (the {len(messages) - _NEWEST} earlier ones "
                                "are hidden)", key="all_messages")
         first = 0 if everything else len(messages) - _NEWEST
+    parts = []
+    system = request.get("system")
+    if system:
+        if isinstance(system, list):
+            system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+        parts.append(f"<details><summary>system prompt</summary>{_text(str(system))}</details>")
+    if cut > 0:
+        parts.append(f'<p class="orange">✂ The history was cut: this request has {cut} message(s) fewer than the '
+                     "previous decision's. The Context diff view shows which.</p>")
     for i, message in enumerate(messages[first:], start=first):
         role = message.get("role", "user")
-        with st.chat_message(role, avatar=":material/smart_toy:" if role == "assistant" else ":material/person:"):
-            st.caption(f"message {i} · {role}")
-            _blocks(message.get("content"))
+        parts.append(f'<div class="msg {_esc(role)}"><div class="muted">message {i} · {_esc(role)}</div>'
+                     f"{_blocks(message.get('content'))}</div>")
+    st.html(_CSS + f'<div class="fr">{"".join(parts)}</div>')
 
 
-def _composition(call: tracer.LlmCall) -> None:
-    """A stacked bar of the input tokens by segment, drawn as HTML: light, and it needs no chart
-    library to finish rendering."""
+def _composition(call: tracer.LlmCall) -> str:
+    """A stacked bar of the input tokens by segment, and the share of the context window used."""
+    out = []
     parts = [(k, call.context_tokens[k]) for k in _SEGMENTS if call.context_tokens.get(k)]
     total = sum(n for _, n in parts)
     if total:
@@ -161,36 +192,38 @@ def _composition(call: tracer.LlmCall) -> None:
                       "</div>" for k, n in parts)
         legend = " ".join(f'<span style="white-space:nowrap"><span style="color:{_COLORS[k]}">■</span> {k} {n:,}'
                           "</span>" for k, n in parts)
-        st.html(f'<div style="display:flex;height:18px;border-radius:3px;overflow:hidden">{bar}</div>'
-                f'<div style="font-size:0.8rem;margin-top:4px">{legend}</div>')
+        out.append(f'<div class="bar">{bar}</div><div style="font-size:0.8rem;margin-top:3px">{legend}</div>')
     if call.context_utilisation is not None:
         u = call.context_utilisation
         color = "red" if u >= _CRITICAL else "orange" if u >= _WARN else "green"
-        st.progress(min(u, 1.0), text=f":{color}[{u:.0%} of the {call.context_window:,}-token window]")
+        out.append(f'<div class="{color}" style="margin-top:6px">{u:.0%} of the {call.context_window:,}-token window'
+                   f'</div><div class="bar" style="height:6px"><div style="width:{min(u, 1) * 100:.1f}%;'
+                   f'background:currentColor" class="{color}"></div></div>')
+    return "".join(out)
 
 
-def _tools(call: tracer.LlmCall) -> None:
+def _tools(call: tracer.LlmCall) -> str:
     chosen = set(call.tools_chosen)
     names = call.tools_available or sorted(chosen)
     if not names:
-        st.caption("no tools were offered")
-        return
-    st.markdown(" ".join(f":green-badge[:material/check: {n}]" if n in chosen else f":gray-badge[{n}]"
-                         for n in names))
+        return '<span class="muted">no tools were offered</span>'
+    return "".join(f'<span class="badge on">✓ {_esc(n)}</span>' if n in chosen else f'<span class="badge">{_esc(n)}'
+                   "</span>" for n in names)
 
 
-def _costs(call: tracer.LlmCall, attempts: int) -> None:
-    a, b, c = st.columns(3)
-    a.metric("input", _ui.tokens((call.input_tokens or 0) + (call.cache_read_tokens or 0)
-                                 + (call.cache_write_tokens or 0)),
-             help=f"uncached {call.input_tokens or 0:,}, cache read {call.cache_read_tokens or 0:,}, "
-                  f"cache write {call.cache_write_tokens or 0:,}")
-    b.metric("output", _ui.tokens(call.output_tokens))
-    c.metric("cost", _ui.usd(call.cost_usd))
-    a, b, c = st.columns(3)
-    a.metric("latency", _ui.ms(call.latency_ms))
-    b.metric("first byte", _ui.ms(call.ttft_ms))
-    c.metric("attempts", attempts, help="retries included")
+def _costs(call: tracer.LlmCall, attempts: int) -> str:
+    total_in = (call.input_tokens or 0) + (call.cache_read_tokens or 0) + (call.cache_write_tokens or 0)
+    cells = [
+        ("input tokens", _ui.tokens(total_in), f"uncached {call.input_tokens or 0:,}, cache read "
+         f"{call.cache_read_tokens or 0:,}, cache write {call.cache_write_tokens or 0:,}"),
+        ("output tokens", _ui.tokens(call.output_tokens), ""),
+        ("cost", _ui.usd(call.cost_usd), ""),
+        ("latency", _ui.ms(call.latency_ms), ""),
+        ("first byte", _ui.ms(call.ttft_ms), "time to the first streamed byte"),
+        ("attempts", str(attempts), "retries included"),
+    ]
+    return '<div class="grid">' + "".join(f'<div title="{_esc(tip)}"><small>{label}</small><b>{_esc(value)}</b></div>'
+                                          for label, value, tip in cells) + "</div>"
 
 
 def _messages_cut(account: tracer.SessionAccount, turn: tracer.Turn, call: tracer.LlmCall) -> int:
@@ -202,56 +235,63 @@ def _messages_cut(account: tracer.SessionAccount, turn: tracer.Turn, call: trace
     return max(before[-1].message_count - call.message_count, 0)
 
 
+def _decision_card(call: tracer.LlmCall, turn: tracer.Turn) -> str:
+    """What was decided, in what context, among which tools, at what cost; and what went wrong."""
+    chosen = f" → <code>{_esc(', '.join(call.tools_chosen))}</code>" if call.tools_chosen else ""
+    out = [f"<h4>Decision</h4><b>{_esc(call.action or 'failed')}</b>{chosen} · stop reason "
+           f"<code>{_esc(call.stop_reason or '–')}</code> · model <code>{_esc(call.model)}</code>",
+           "<h4>Context</h4>", _composition(call), "<h4>Tools it could pick</h4>", _tools(call),
+           _costs(call, len(turn.llm_calls))]
+    # Recorded failures are data, not a fault of this page: marked in red, not in an error box.
+    for f in turn.llm_calls:
+        if f.status != "ok":
+            out.append(f'<div class="red">⟳ attempt {f.attempt} failed: {_esc(f.error_type or "error")}'
+                       + (f" (HTTP {f.http_status})" if f.http_status else "") + f" after {_ui.ms(f.latency_ms)}</div>")
+    for event in turn.events:
+        attrs = event.get("attributes") or {}
+        out.append(f'<div class="orange">✋ {_esc(event.get("name"))}: '
+                   + _esc(", ".join(f"{k.split('.')[-1]}={v}" for k, v in attrs.items())) + "</div>")
+    return _CSS + f'<div class="fr">{"".join(out)}</div>'
+
+
+def _what_it_did(call: tracer.LlmCall, turn: tracer.Turn) -> str:
+    """The model's reasoning and words, the calls it made, and what the tools answered."""
+    out = []
+    if call.reasoning:
+        out.append(f"<h4>Why <span class='muted'>(the model's reasoning)</span></h4>{_text(call.reasoning)}")
+    if call.output_text and call.output_text != call.reasoning:
+        out.append(f"<h4>What it said</h4>{_text(call.output_text)}")
+    for use in call.tool_uses:
+        out.append(f"<h4>Called <code>{_esc(use.get('name'))}</code> with</h4>{_json(use.get('input'))}")
+    for t in turn.tool_calls:
+        ok = t.status == "ok"
+        extra = [f"retries {t.retries}" if t.retries else "",
+                 f"circuit {t.circuit_state}" if t.circuit_state and t.circuit_state != "closed" else "",
+                 f"idempotency key <code>{_esc(t.idempotency_key)}</code>" if t.idempotency_key else ""]
+        out.append(f"<div>{'✅' if ok else '❌'} <code>{_esc(t.tool_name)}</code> returned in {_ui.ms(t.latency_ms)}"
+                   + "".join(f" · {x}" for x in extra if x) + "</div>")
+        if not ok:
+            out.append(f'<div class="red">{_esc(t.error_type)}: {_esc(t.error_message)}</div>')
+        if t.result is not None:
+            out.append(f"<details{' open' if not ok else ''}><summary>tool result</summary>"
+                       f"<pre>{_esc(t.result[:20_000])}</pre></details>")
+    return _CSS + f'<div class="fr">{"".join(out)}</div>' if out else ""
+
+
 def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
     sid = account.session.session_id
     call = _decision(turn)
     if call is None:
         st.info("This turn made no LLM call.")
         return
-    failed = [c for c in turn.llm_calls if c.status != "ok"]
     left, right = st.columns([3, 2], gap="large")
     with right:
-        st.subheader("Decision")
-        st.markdown(f"**{call.action or 'failed'}**" + (f" → `{', '.join(call.tools_chosen)}`"
-                                                         if call.tools_chosen else "")
-                    + f" · stop reason `{call.stop_reason or '–'}` · model `{call.model}`")
+        st.html(_decision_card(call, turn))
         _ui.link("replay", "Replay this turn", id=sid, turn=turn.index)
-        st.markdown("**Context**")
-        _composition(call)
-        st.markdown("**Tools it could pick**")
-        _tools(call)
-        _costs(call, len(turn.llm_calls))
-        # Recorded failures are data, not a fault of this page: marked in red, not in an error box.
-        for f in failed:
-            st.markdown(f":red[:material/sync_problem: attempt {f.attempt} failed: {f.error_type or 'error'}"
-                        + (f" (HTTP {f.http_status})" if f.http_status else "") + f" after {_ui.ms(f.latency_ms)}]")
-        for event in turn.events:
-            attrs = event.get("attributes") or {}
-            st.warning(f"{event.get('name')}: " + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in attrs.items()),
-                       icon=":material/front_hand:")
     with left:
-        if call.reasoning:
-            st.markdown("**Why** (the model's reasoning)")
-            _text(call.reasoning)
-        if call.output_text and call.output_text != call.reasoning:
-            st.markdown("**What it said**")
-            _text(call.output_text)
-        for use in call.tool_uses:
-            st.markdown(f"**Called `{use.get('name')}`** with")
-            st.code(json.dumps(use.get("input"), indent=2, ensure_ascii=False), language="json")
-        for t in turn.tool_calls:
-            ok = t.status == "ok"
-            head = f"{'✅' if ok else '❌'} `{t.tool_name}` returned in {_ui.ms(t.latency_ms)}"
-            extra = [f"retries {t.retries}" if t.retries else "", f"circuit {t.circuit_state}" if t.circuit_state
-                     and t.circuit_state != "closed" else "", f"idempotency key `{t.idempotency_key}`"
-                     if t.idempotency_key else ""]
-            st.markdown(head + " · ".join(["", *filter(None, extra)]))
-            if not ok:
-                st.markdown(f":red[:material/build: {t.error_type}: {t.error_message}]")
-            if t.result is not None:
-                with st.expander("tool result", expanded=not ok):
-                    st.code(t.result[:20_000], language="json" if t.result[:1] in "{[" else None)
-        st.divider()
+        did = _what_it_did(call, turn)
+        if did:
+            st.html(did)
         st.markdown(f"**What the model saw** ({call.message_count or 0} messages)")
         request = _request(sid, turn.index)
         if isinstance(request, str):
@@ -350,14 +390,13 @@ def render() -> None:
     color = "green" if s.status == "ok" else "blue" if s.status in ("running", "waiting_human") else "red"
     st.markdown(f"agent **{s.agent or '–'}** · :{color}-badge[{s.status}]"
                 + (f" {s.status_reason}" if s.status_reason else ""))
-    cols = st.columns(5)
-    cols[0].metric("turns", s.turns)
-    cols[1].metric("tool calls", s.tool_calls, delta=f"{s.tool_errors} failed" if s.tool_errors else None,
-                   delta_color="inverse")
-    cols[2].metric("tokens", _ui.tokens(s.input_tokens + s.output_tokens + s.cache_read_tokens
-                                        + s.cache_write_tokens))
-    cols[3].metric("cost", _ui.usd(s.cost_usd))
-    cols[4].metric("duration", _ui.ms(s.duration_ms))
+    totals = [("turns", f"{s.turns}"),
+              ("tool calls", f"{s.tool_calls}" + (f' <span class="red">({s.tool_errors} failed)</span>'
+                                                  if s.tool_errors else "")),
+              ("tokens", _ui.tokens(s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens)),
+              ("cost", _ui.usd(s.cost_usd)), ("duration", _ui.ms(s.duration_ms))]
+    st.html(_CSS + '<div class="fr"><div class="grid" style="grid-template-columns:repeat(5,1fr)">'
+            + "".join(f"<div><small>{k}</small><b>{v}</b></div>" for k, v in totals) + "</div></div>")
     alerts, evals = _related(s.session_id)
     if not alerts.empty or not evals.empty:
         with st.container(horizontal=True):

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 import tracer
+from dashboard import _ui
 from tests.dashboard.conftest import app, no_exceptions
+
+
+def _html(at) -> str:
+    """Everything the page drew as HTML (the decision view is HTML, to keep the page light)."""
+    return "\n".join(h.proto.body for h in at.html)
 
 
 def _longest(store, where: str = "TRUE") -> tracer.SessionAccount:
@@ -21,17 +27,19 @@ def test_a_deep_link_opens_that_decision_with_what_the_model_saw_picked_and_paid
     at = app("session", id=account.session.session_id, turn="2")
     no_exceptions(at)
     assert account.session.session_id[:13] in at.title[0].value
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["turns"] == str(account.session.turns)
-    assert metrics["tool calls"] == str(account.session.tool_calls)
+    page = _html(at)
+    assert f"<small>turns</small><b>{account.session.turns}</b>" in page
+    assert f"<small>tool calls</small><b>{account.session.tool_calls}" in page
     assert at.selectbox(key=f"turn_{account.session.session_id}").value == 2
-    markdown = "\n".join(m.value for m in at.markdown)
     for name in call.tools_available:  # every candidate tool, the chosen ones marked
-        assert name in markdown
+        assert f">{name}</span>" in page or f">✓ {name}</span>" in page
     for name in call.tools_chosen:
-        assert f":green-badge[:material/check: {name}]" in markdown
-    assert f"({call.message_count} messages)" in markdown
-    assert len(at.chat_message) == min(call.message_count, 8)  # the newest messages, one by one
+        assert f'<span class="badge on">✓ {name}</span>' in page
+    assert f"<small>cost</small><b>{_ui.usd(call.cost_usd)}</b>" in page
+    for use in call.tool_uses:
+        assert f"Called <code>{use['name']}</code>" in page
+    assert f"({call.message_count} messages)" in "\n".join(m.value for m in at.markdown)
+    assert page.count('<div class="msg ') == min(call.message_count, 8)  # the newest messages, one by one
     assert at.query_params["turn"] == "2"
 
 
@@ -41,11 +49,11 @@ def test_a_long_conversation_shows_its_newest_messages_and_all_on_request(store)
     at = app("session", id=account.session.session_id, turn=str(last))
     total = [c for c in account.turns[-1].llm_calls if c.status == "ok"][-1].message_count
     assert total > 8
-    assert len(at.chat_message) == 8
-    assert at.chat_message[-1].caption[0].value.startswith(f"message {total - 1} ")
+    assert _html(at).count('<div class="msg ') == 8
+    assert f"message {total - 9} ·" not in _html(at) and f"message {total - 1} ·" in _html(at)
     at.toggle(key="all_messages").set_value(True).run()
     no_exceptions(at)
-    assert len(at.chat_message) == total
+    assert _html(at).count('<div class="msg ') == total
 
 
 def test_choosing_another_decision_updates_the_view_and_the_url(store):
@@ -89,6 +97,18 @@ def test_the_trace_view_draws_every_span_of_the_session(store):
     assert len(at.dataframe[0].value) == spans
     at.segmented_control(key="session_view").set_value("decision").run()
     assert at.query_params["view"] == "decision"
+
+
+def test_redacted_parts_of_the_conversation_are_marked(store):
+    from tests.replay.conftest import record
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLIGHTREC_DB", str(store))
+        sid = record("unknown_order", content="redacted")
+    at = app("session", id=sid, turn="1")
+    no_exceptions(at)
+    assert "<mark>[REDACTED:email]</mark>" in _html(at)
+    assert "@example.com" not in _html(at)
 
 
 def test_an_unknown_session_or_turn_gets_a_clear_message(store):
