@@ -13,16 +13,18 @@ moment Streamlit has finished the page's script run and every element is drawn: 
 It is polled every 20 ms and confirmed by a second poll.
 
 - **cold**: the first load of that page by a freshly started ``flightrec dashboard`` process
-  (new DuckDB connection with an empty buffer cache, empty ``st.cache_data``), with the browser's
+  (new DuckDB connection with an empty buffer cache, empty query cache), with the browser's
   cache cleared. The OS page cache holds the file (it was just read by earlier runs).
 - **warm**: later loads of the same URL on the same server: new browser page and new Streamlit
-  session each time, but the page's cached queries (``st.cache_data``, 60 s for a file) hit.
+  session each time, but the page's cached queries (``st.cache_resource``, 60 s for a file) hit.
 
-Each cold run starts its own server; the two pages alternate which is measured first. Then
-``--profile`` runs each page once in-process (``streamlit.testing`` AppTest, fresh process
-state) and times every store statement it issues, to name the slow query.
+Each cold run starts its own server; the two pages alternate which is measured first. The same
+loads of a one-title Streamlit page (``--floor``) show what Streamlit itself takes on this machine
+before any of the dashboard's work. Then ``--profile`` runs each page once in-process
+(``streamlit.testing`` AppTest, fresh process state) and times every store statement it issues,
+to name the slow query.
 
-    .venv/bin/python benchmarks/bench_dashboard.py [--db FILE] [--runs 5] [--warm 5] [--profile]
+    .venv/bin/python benchmarks/bench_dashboard.py [--db FILE] [--runs 5] [--warm 5] [--floor] [--profile]
 """
 
 from __future__ import annotations
@@ -48,6 +50,44 @@ from tests.dashboard.test_browser import Browser, chromium, served  # noqa: E402
 
 TARGETS_S = {"sessions": 1.5, "session": 1.0}
 _CONTENT = {"sessions": '[data-testid="stDataFrame"]', "session": None}
+_FLOOR_APP = """import streamlit as st
+st.set_page_config(layout="wide")
+st.navigation([st.Page(lambda: st.title("Floor"), title="Floor", url_path="floor")]).run()
+"""
+
+
+def _floor(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Cold and warm page-ready of a Streamlit page with nothing but a title, loaded the same way."""
+    import time
+
+    from tests.dashboard.test_browser import _get, free_port
+
+    times: dict[str, list[float]] = defaultdict(list)
+    with Browser() as browser, tempfile.TemporaryDirectory() as tmp:
+        app = Path(tmp, "floor.py")
+        app.write_text(_FLOOR_APP)
+        for _ in range(args.runs):
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+                                     "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        if _get(f"http://127.0.0.1:{port}/_stcore/health") == b"ok":
+                            break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                    time.sleep(0.1)
+                browser.send("Network.clearBrowserCache")
+                for i in range(1 + args.warm):
+                    times["cold" if i == 0 else "warm"].append(browser.load(f"http://127.0.0.1:{port}/").seconds)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    return times
 
 
 def _store(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -158,6 +198,7 @@ def main() -> None:
     p.add_argument("--regenerate", action="store_true")
     p.add_argument("--runs", type=int, default=5, help="cold runs per page (each on a fresh server)")
     p.add_argument("--warm", type=int, default=5, help="warm loads after each cold one")
+    p.add_argument("--floor", action="store_true", help="also time a one-title Streamlit page, the same way")
     p.add_argument("--profile", action="store_true", help="also time each page's store statements in-process")
     p.add_argument("--screenshots", default=str(OUT / "screenshots"), help="where the first cold loads are saved")
     args = p.parse_args()
@@ -197,6 +238,10 @@ def main() -> None:
         print(f"**{page.capitalize()} ≤ {TARGETS_S[page]} s (cold, median): {verdict}** ({m:.2f} s; warm "
               f"{median(times[page]['warm']):.2f} s).")
     print(f"\nScreenshots of the first cold loads: `{shots}`.")
+    if args.floor:
+        floor = _floor(args)
+        print(f"\nStreamlit's floor, a page with one title loaded the same way: cold {median(floor['cold']):.2f} s, "
+              f"warm {median(floor['warm']):.2f} s (medians of {len(floor['cold'])} and {len(floor['warm'])}).")
 
     if args.profile:
         prof = _profile(path, urls, facts["session"])

@@ -20,7 +20,7 @@ def test_readme_starts_with_the_two_commands():
     lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip()]
     assert lines[1:4] == ["```sh",
                           "make demo   # set up .venv, record 200 support-agent sessions offline, "
-                          "then gate a regression",
+                          "gate a regression, open the dashboard",
                           "make test   # set up .venv and run the tests"]
 
 
