@@ -25,7 +25,8 @@ PAGES = {
     "alerts": "views/alerts.py",
     "costs": "views/costs.py",
 }
-"""Each page's script, relative to ``app.py``; its key is its URL path (``/session?id=…``)."""
+"""Each page's script, relative to ``app.py``; its key is its URL path (``/session?id=…``), except
+the default page, Overview, which Streamlit serves at ``/`` only."""
 
 _TTL_LIVE_S = 2
 _LIVE_RERUN_S = 5
@@ -120,6 +121,8 @@ def ms(value: float | None) -> str:
 def tokens(value: int | float | None) -> str:
     if value is None or pd.isna(value):
         return "–"
+    if value >= 1_000_000:
+        return f"{value / 1e6:,.2f}M"
     return f"{value / 1000:,.1f}k" if value >= 10_000 else f"{int(value):,}"
 
 

@@ -39,8 +39,9 @@ WINDOW = (1440, 900)
 # Whether the page's script run has finished, and what it shows. Streamlit marks the app root with
 # the script's run state ("initial" before the first run, then "running" / "notRunning"); the test
 # ids are those of Streamlit's own front end (static/js: stApp, stStatusWidget, stException,
-# stAlertContent{Kind}, stSidebarNavLink). Heavy elements (tables, selects, charts) load their code
-# lazily and show an stSkeleton until then, so a page with skeletons is not ready yet.
+# stAlertContent{Kind}, stSidebarNavLink; a "Page not found" modal is a role=dialog). Heavy
+# elements (tables, selects, charts) load their code lazily and show an stSkeleton until then, so a
+# page with skeletons is not ready yet.
 _PROBE = """(() => {
   const app = document.querySelector('[data-testid="stApp"]');
   const q = (sel) => Array.from(document.querySelectorAll(sel));
@@ -53,7 +54,8 @@ _PROBE = """(() => {
     skeleton: q('[data-testid="stAppSkeleton"], [data-testid="stSkeleton"]').length > 0,
     title: h1 ? h1.innerText.trim() : null,
     content: %s,
-    errors: q('[data-testid="stException"], [data-testid="stAlertContentError"]').map(e => e.innerText.slice(0, 800)),
+    errors: q('[data-testid="stException"], [data-testid="stAlertContentError"], [role="dialog"]')
+      .map(e => e.innerText.slice(0, 800)),
     nav: q('[data-testid="stSidebarNavLink"]').map(e => e.innerText.trim().split('\\n').pop()),
     current: q('[data-testid="stSidebarNavLink"][aria-current="page"]').map(e => e.innerText.trim().split('\\n').pop()),
     path: location.pathname,
@@ -294,7 +296,8 @@ _DEEP = {"session", "replay"}  # opened on a real session and turn, as their lin
 def test_page_loads_without_errors(page, browser, dashboard, deep_link, screenshots):
     from urllib.parse import urlencode
 
-    url = f"{dashboard}/{page}" + (f"?{urlencode(deep_link)}" if page in _DEEP else "")
+    path = "" if page == "overview" else page  # the default page lives at /, and only there
+    url = f"{dashboard}/{path}" + (f"?{urlencode(deep_link)}" if page in _DEEP else "")
     loaded = browser.load(url)
     shot = browser.screenshot(screenshots / f"{page}.png")
     assert loaded.errors == [], f"{url} shows an error box (screenshot {shot}):\n" + "\n---\n".join(loaded.errors)
