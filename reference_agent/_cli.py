@@ -370,5 +370,7 @@ def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: 
     if serve is None:
         click.echo("(The dashboard is not installed in this build; browse with the commands above.)")
         return
+    click.echo(f"\nBrowse what was recorded: http://127.0.0.1:8501 (the dashboard, served with the collector until "
+               f"Ctrl-C; `{command_name()} demo --no-serve` skips this step).\n")
     serve.main(args=["--db", db_path], prog_name="flightrec serve", standalone_mode=False)
 

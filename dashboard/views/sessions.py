@@ -91,7 +91,7 @@ def render() -> None:
         table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
         key="sessions_table",
         column_config={
-            "open": st.column_config.LinkColumn("session", display_text=r"/session\?id=(.{13})", width="small"),
+            "open": st.column_config.LinkColumn("session", display_text=r"/session\?id=(.{13})", width="medium"),
             "tool_calls": st.column_config.NumberColumn("tool calls"),
             "tool_errors": st.column_config.NumberColumn("tool errors"),
             "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
