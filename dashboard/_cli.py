@@ -21,9 +21,7 @@ def dashboard(db: str | None, host: str, port: int) -> None:
 
     The file is opened read-only, so nothing may be writing it; to watch agents live, run
     `flightrec serve` instead, which is the store's writer and serves this dashboard too."""
-    path = default_db_path(db)
-    click.echo(f"flightrec dashboard on http://{host}:{port}, reading {path} (Ctrl-C to stop)")
-    run(path, host=host, port=port, mode="read_only")
+    run(default_db_path(db), host=host, port=port, mode="read_only")
 
 
 @click.command("serve")
@@ -62,7 +60,6 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_hos
             collector.serve_forever()
         else:
             threading.Thread(target=collector.serve_forever, name="flightrec-collector", daemon=True).start()
-            click.echo(f"flightrec dashboard on http://{dashboard_host}:{dashboard_port}")
             run(db_path, host=dashboard_host, port=dashboard_port, mode="shared")
     except KeyboardInterrupt:
         pass

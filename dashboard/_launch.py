@@ -31,6 +31,8 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
     path = tracer.default_db_path(db)
     if mode == "read_only":  # fail here, in the terminal, rather than in the browser
         tracer.Store(path, read_only=True).close()
+    print(f"flightrec dashboard on http://{host}:{port}, {'reading' if mode == 'read_only' else 'sharing'} {path} "
+          "(Ctrl-C to stop)", flush=True)
     os.environ[DB_ENV] = path
     os.environ[MODE_ENV] = mode
     # Imported here: Streamlit takes a second to import, and no other command needs it. The pages
