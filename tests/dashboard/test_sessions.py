@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import tracer
 from tests.dashboard.conftest import app, no_exceptions
 
@@ -15,3 +17,37 @@ def test_sessions_lists_every_session_with_links(store):
     assert len(table) == min(total, 100)
     assert table["open"].iloc[0].startswith("/session?id=")
     assert f"{total:,} sessions match" in at.caption[0].value
+
+
+def _count(at) -> int:
+    return int(at.caption[0].value.split()[0].replace(",", ""))
+
+
+def test_filters_and_sorting_match_the_store(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        loops = s.sql("SELECT count(*) FROM sessions WHERE status = 'guard:loop'")[0][0]
+        costs = [c for (c,) in s.sql("SELECT cost_usd FROM sessions WHERE unpriced_calls = 0 "
+                                     "ORDER BY cost_usd DESC LIMIT 5")]
+    assert loops > 0
+    at = app("sessions")
+    at.multiselect(key="sessions_status").set_value(["guard:loop"]).run()
+    no_exceptions(at)
+    assert _count(at) == loops
+    assert set(at.dataframe[0].value["status"]) == {"guard:loop"}
+    at.multiselect(key="sessions_status").set_value([]).run()
+    at.selectbox(key="sessions_sort").set_value("cost").run()
+    assert at.dataframe[0].value["cost_usd"].head(5).tolist() == pytest.approx(costs)  # sessions can tie
+
+
+def test_search_finds_a_session_by_id_prefix_and_by_what_its_tools_returned(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        sid = s.sql("SELECT session_id FROM sessions ORDER BY start_ns LIMIT 1")[0][0]
+        hits = s.sql("SELECT count(DISTINCT session_id) FROM tool_calls WHERE result ILIKE '%Standing desk%'")[0][0]
+    at = app("sessions", q=sid[:13])
+    no_exceptions(at)
+    assert at.dataframe[0].value["open"].tolist() == [f"/session?id={sid}"]
+    at.text_input(key="sessions_q").input("Standing desk").run()
+    assert _count(at) >= hits > 0
+    at.text_input(key="sessions_q").input("no session says this").run()
+    no_exceptions(at)
+    assert any("No session matches" in i.value for i in at.info)
