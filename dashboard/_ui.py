@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -64,6 +64,18 @@ def cached(fn: Callable[..., T]) -> Callable[..., T]:
 def frame(sql: str, params: list[Any] | None = None) -> pd.DataFrame:
     """A query's rows as a DataFrame."""
     return source().frame(sql, params)
+
+
+def where_in(filters: dict[str, Sequence[Any]]) -> tuple[list[str], list[Any]]:
+    """SQL conditions for the filters that have values (``{"s.agent": ["support"]}`` gives
+    ``s.agent IN (?)``), and their parameters; a filter with no value chosen filters nothing."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, values in filters.items():
+        if values:
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params += values
+    return clauses, params
 
 
 def param(name: str) -> str | None:

@@ -22,11 +22,7 @@ def _families() -> list[str]:
 
 @_ui.cached
 def _alerts(statuses: tuple[str, ...], severities: tuple[str, ...], families: tuple[str, ...]):
-    clauses, params = [], []
-    for column, values in (("status", statuses), ("severity", severities), ("family", families)):
-        if values:
-            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
-            params += values
+    clauses, params = _ui.where_in({"status": statuses, "severity": severities, "family": families})
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     total = int(_ui.frame(f"SELECT count(*) AS n FROM alerts {where}", params)["n"].iloc[0])
     rows = _ui.frame(

@@ -25,13 +25,7 @@ def _facets() -> tuple[list[str], list[str]]:
 
 
 def _where(search: str, agents: list[str], statuses: list[str]) -> tuple[str, list[object]]:
-    clauses, params = [], []
-    if agents:
-        clauses.append(f"s.agent IN ({', '.join('?' * len(agents))})")
-        params += agents
-    if statuses:
-        clauses.append(f"s.status IN ({', '.join('?' * len(statuses))})")
-        params += statuses
+    clauses, params = _ui.where_in({"s.agent": agents, "s.status": statuses})
     if search:
         # An id (or a prefix of one) is looked up directly; anything else is searched in what the
         # sessions said and did: the model's replies, tool arguments and results, status reasons.
