@@ -48,10 +48,24 @@ from ._sinks import (
     parse_route,
     sink_from_spec,
 )
-from ._stats import RegressionTest, case_status, paired_test
+from ._stats import (
+    CRITICAL_TAG,
+    CaseTest,
+    GateResult,
+    RegressionTest,
+    case_status,
+    detection_power,
+    fisher_exact_worse,
+    gate,
+    holm_tarone,
+    min_attainable_p,
+    paired_test,
+    trials_needed,
+)
 from ._trajectory import Decision, ToolStep, Trajectory, trajectory_of
 
 __all__ = [
+    "CRITICAL_TAG",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_TRIALS",
     "DETECTORS",
@@ -68,6 +82,7 @@ __all__ = [
     "Case",
     "CaseComparison",
     "CaseInput",
+    "CaseTest",
     "Comparison",
     "ConsoleSink",
     "CostLimits",
@@ -80,6 +95,7 @@ __all__ = [
     "EvalAgent",
     "EvalError",
     "EvalRun",
+    "GateResult",
     "JsonlSink",
     "LoopLimits",
     "MemorySink",
@@ -108,12 +124,17 @@ __all__ = [
     "comparison_text",
     "config_yaml",
     "detect",
+    "detection_power",
     "draft_case",
+    "fisher_exact_worse",
+    "gate",
+    "holm_tarone",
     "junit",
     "load_agent",
     "load_config",
     "load_dataset",
     "markdown",
+    "min_attainable_p",
     "paired_test",
     "parse_route",
     "run_eval",
@@ -122,4 +143,5 @@ __all__ = [
     "sink_from_spec",
     "trajectory_of",
     "trial_seed",
+    "trials_needed",
 ]

@@ -52,11 +52,56 @@ The number of trials per case
 The effect comes with a bootstrap confidence interval: the cases are resampled with
 replacement ``resamples`` times and the percentile interval of the mean ``d_i`` is reported.
 Everything random draws from ``numpy.random.default_rng(seed)``, so a result is reproducible.
+
+Why the sign-flip test is not enough: the gate (``gate``)
+    The sign-flip p-value of ``m`` changed cases can never fall below ``2**-m``: a regression
+    confined to 4 or fewer cases (a removed tool, a dropped safety rule) can never reach 0.05,
+    however many trials are run, because the test only sees the *signs* that moved. ``gate``
+    therefore adds a per-case test and fails when either family finds a regression:
+
+    - **per case**: one-sided Fisher's exact test on each case's 2x2 table (baseline and
+      candidate passes and failures), ``fisher_exact_worse``. Conditioned on the case's total
+      passes it is the hypergeometric lower tail, exact for any trial counts, and needs no
+      large-sample approximation. Boschloo's test is more powerful but needs a search over a
+      nuisance parameter per case; Fisher's is exact, fast and well known, and the
+      multiplicity refinement below recovers most of what its discreteness costs.
+    - **multiplicity**: Holm's step-down procedure controls the family-wise error rate (the
+      chance of *any* false alarm), which is what a CI gate needs: one false red build per 20
+      is already the budget. Benjamini-Hochberg controls the false discovery rate instead, the
+      right choice for screening many effects, not for a pass/fail gate. Plain Holm over 30
+      cases is too strict for discrete tests: with 5 trials a side a case going 5/5 -> 0/5 has
+      p = 1/252 = 0.004, above 0.025/30. But a case that passed 5/5 in both runs, or that
+      lost one trial, *cannot* reach significance whatever happened: with its margins the
+      smallest p it can give (``min_attainable_p``) is 1 or 0.5. Tarone's refinement counts
+      only the cases whose smallest attainable p is below the level: at each Holm step the
+      level is ``alpha / k`` for the smallest ``k`` such that at most ``k`` of the remaining
+      cases could reach ``alpha / k`` (``holm_tarone``). It is a valid closed-testing shortcut
+      (each step's test is a Bonferroni test over a subset fixed by the margins alone), so the
+      family-wise error rate stays at most ``alpha``; stable cases stop diluting the level.
+    - **critical cases** (tag ``critical``: safety, money, escalation) have a stricter rule: they
+      form a family of their own, held to half of ``alpha`` by themselves. Critical cases are
+      few and mostly stable, so Tarone's count there is usually 1 and a critical case is tested
+      at 0.025 with no correction for the rest of the suite: with 5 trials a side, 5/5 -> 1/5
+      (p = 0.024) fails the gate, where an ordinary case needs 5/5 -> 0/5.
+    - **the budget**: ``alpha`` (0.05) is split by Bonferroni between the families, so the
+      A/A false-alarm rate of the whole gate is at most ``alpha`` for *any* suite, not only the
+      ones simulated. Without critical cases: half to the aggregate sign-flip test, half to the
+      per-case family. With critical cases: half to the critical family, a quarter each to the
+      other two (``CRITICAL_SHARE``, ``AGGREGATE_SHARE``). Both tests are conservative on
+      discrete data, so the measured rate is far below ``alpha`` (benchmarks/bench_gate.py).
+
+Power, said aloud
+    ``detection_power`` is the exact probability that the per-case test flags one case whose
+    true pass rate falls from ``p_base`` to ``p_cand``, summed over every pair of trial counts
+    the two runs can give; ``trials_needed`` finds the fewest trials per run that reach a
+    target power. The reports use them to say what a run could and could not have caught.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from functools import lru_cache
+from math import comb
 from typing import Literal
 
 import numpy as np
@@ -78,6 +123,22 @@ Distinct sums of pass-rate differences differ by far more than this for any real
 
 _CHUNK_ELEMENTS = 1 << 22
 """Resampling works on blocks of about this many numbers, to bound memory on large datasets."""
+
+AGGREGATE_SHARE = 0.5
+"""The share of the gate's non-critical budget spent on the aggregate sign-flip test; the rest goes
+to the per-case family."""
+
+CRITICAL_SHARE = 0.5
+"""The share of the gate's ``alpha`` reserved for the critical cases' own family, when the suite
+has any: 0.05 splits into 0.025 critical, 0.0125 aggregate and 0.0125 per case (0.025 and 0.025
+without critical cases)."""
+
+CRITICAL_TAG = "critical"
+"""Cases with this tag are also tested in a family of their own (safety, money, escalation)."""
+
+_LEVEL_TOLERANCE = 1e-9
+"""A p-value this close above a level counts as at the level: 1/252 computed two ways may differ in
+the last bit, and p <= level is the rule."""
 
 
 class RegressionTest(BaseModel):
@@ -265,3 +326,276 @@ def _bootstrap_interval(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+# -- the per-case test and the gate ------------------------------------------------------------
+
+
+class CaseTest(BaseModel):
+    """One case's own test: did its pass count drop by more than chance explains?"""
+
+    case_id: str
+    """The case."""
+    baseline_passed: int
+    """Baseline trials that passed."""
+    baseline_trials: int
+    """Baseline trials run."""
+    candidate_passed: int
+    """Candidate trials that passed."""
+    candidate_trials: int
+    """Candidate trials run."""
+    p_value: float
+    """One-sided Fisher's exact p-value against "the candidate passes this case less often"."""
+    min_p_value: float
+    """The smallest p-value a table with these margins can give; above the level, the case cannot
+    be significant whatever happened, so it does not count towards the multiplicity correction."""
+    critical: bool
+    """Tagged ``critical``: tested in the critical family instead of the per-case one."""
+    level: float
+    """The level ``p_value`` was held to: where its family's Holm-Tarone procedure rejected it, or
+    where it stopped."""
+    regression: bool
+    """The case dropped significantly on its own: ``p_value <= level``."""
+
+
+class GateResult(BaseModel):
+    """The regression gate: the aggregate test, every case's own test, and the verdict."""
+
+    alpha: float
+    """The gate's false-alarm budget, split between the families by Bonferroni."""
+    aggregate_alpha: float
+    """The aggregate sign-flip test's share of ``alpha``."""
+    case_alpha: float
+    """The per-case family's share (Fisher's exact, Holm-Tarone over the paired non-critical cases)."""
+    critical_alpha: float
+    """The critical family's share (the same test over the ``critical`` cases only); 0 when none."""
+    aggregate: RegressionTest
+    """The paired sign-flip test over all cases, at ``aggregate_alpha``."""
+    cases: list[CaseTest]
+    """Every paired case's own test, by case id."""
+    testable: int
+    """Tarone's count at the per-case family's first step: the cases that could reach significance."""
+    critical_testable: int
+    """The same count in the critical family."""
+    regressions: list[str]
+    """Cases that dropped significantly on their own, by case id."""
+    regression: bool
+    """The gate fails: the aggregate test or a case's own test found a regression."""
+
+
+def fisher_exact_worse(baseline_passed: int, baseline_trials: int, candidate_passed: int,
+                       candidate_trials: int) -> float:
+    """One-sided Fisher's exact test: the p-value of "the candidate passes less often".
+
+    Conditioned on the case's total passes, the candidate's passes are hypergeometric under "no
+    change"; the p-value is the chance of as few candidate passes as observed, or fewer.
+
+    Raises:
+        ValueError: a count is negative, or more passes than trials, or a side has no trials.
+    """
+    _check_counts(baseline_passed, baseline_trials, candidate_passed, candidate_trials)
+    tails = _lower_tails(baseline_passed + candidate_passed, baseline_trials, candidate_trials)
+    return tails[candidate_passed]
+
+
+def min_attainable_p(baseline_passed: int, baseline_trials: int, candidate_passed: int,
+                     candidate_trials: int) -> float:
+    """The smallest ``fisher_exact_worse`` p-value a table with these margins can give.
+
+    The most extreme table puts as many of the case's failures as fit on the candidate's side. A
+    case that passed every trial in both runs gives 1; one that lost a single trial, 0.5 or so.
+    """
+    _check_counts(baseline_passed, baseline_trials, candidate_passed, candidate_trials)
+    total = baseline_passed + candidate_passed
+    tails = _lower_tails(total, baseline_trials, candidate_trials)
+    return tails[max(0, total - baseline_trials)]
+
+
+def holm_tarone(p_values: Mapping[str, float], min_p_values: Mapping[str, float],
+                alpha: float) -> tuple[set[str], dict[str, float], int]:
+    """Holm's step-down procedure with Tarone's count of testable hypotheses, for discrete tests.
+
+    At each step the smallest remaining p-value is held to ``alpha / k``, where ``k`` is the
+    smallest number such that at most ``k`` of the remaining hypotheses have a smallest
+    attainable p-value at or below ``alpha / k``; it is rejected if it is at or below that level,
+    and the procedure stops at the first one that is not. The family-wise error rate is at most
+    ``alpha``.
+
+    Args:
+        p_values: Hypothesis -> p-value.
+        min_p_values: Hypothesis -> the smallest p-value its test could give (same keys).
+        alpha: The family-wise error rate.
+
+    Returns:
+        The rejected hypotheses; each hypothesis's level (where it was rejected, or the level at
+        which the procedure stopped); and Tarone's ``k`` at the first step (1 for no hypothesis).
+    """
+    remaining = dict(min_p_values)
+    rejected: set[str] = set()
+    levels: dict[str, float] = {}
+    first_k = _tarone_k(remaining.values(), alpha)
+    level = alpha / first_k
+    for h in sorted(p_values, key=lambda h: (p_values[h], h)):
+        level = alpha / _tarone_k(remaining.values(), alpha)
+        if not _at_most(p_values[h], level):
+            break
+        rejected.add(h)
+        levels[h] = level
+        del remaining[h]
+    for h in p_values:
+        levels.setdefault(h, level)
+    return rejected, levels, first_k
+
+
+def gate(
+    outcomes: Mapping[str, tuple[Sequence[bool], Sequence[bool]]],
+    *,
+    critical: Collection[str] = (),
+    alpha: float = 0.05,
+    resamples: int = 20_000,
+    seed: int = 0,
+    exact_max_cases: int = EXACT_MAX_CASES,
+) -> GateResult:
+    """The regression gate: the aggregate sign-flip test, plus each case's own test.
+
+    The gate fails when the candidate is worse overall (``paired_test``), or when any case
+    dropped significantly on its own (Fisher's exact test, Holm-Tarone over the non-critical
+    paired cases), or when a ``critical`` case did (the same over the critical cases alone). The
+    families' shares add up to ``alpha`` (see ``CRITICAL_SHARE``), so a candidate no different
+    from the baseline fails the gate with probability at most ``alpha`` (Bonferroni).
+
+    Args:
+        outcomes: Case id -> (baseline trial outcomes, candidate trial outcomes), as for
+            ``paired_test``; cases with no trials on a side are left out.
+        critical: Ids of the critical cases (those tagged ``critical``).
+        alpha: The gate's false-alarm budget, in (0, 1).
+        resamples, seed, exact_max_cases: As for ``paired_test``.
+
+    Returns:
+        Every test's outcome and the verdict.
+
+    Raises:
+        ValueError: A parameter is out of range, or no case has trials in both runs.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}; 0.05 is the usual gate")
+    counts = {case: (sum(1 for t in base if t), len(base), sum(1 for t in cand if t), len(cand))
+              for case, (base, cand) in outcomes.items() if len(base) > 0 and len(cand) > 0}
+    crit = {case for case in counts if case in critical}
+    critical_alpha = alpha * CRITICAL_SHARE if crit else 0.0
+    aggregate_alpha = (alpha - critical_alpha) * AGGREGATE_SHARE
+    case_alpha = alpha - critical_alpha - aggregate_alpha
+    aggregate = paired_test(outcomes, alpha=aggregate_alpha, resamples=resamples, seed=seed,
+                            exact_max_cases=exact_max_cases)
+    p = {case: fisher_exact_worse(*c) for case, c in counts.items()}
+    min_p = {case: min_attainable_p(*c) for case, c in counts.items()}
+    ordinary = [c for c in counts if c not in crit]
+    rejected, levels, testable = holm_tarone({c: p[c] for c in ordinary}, {c: min_p[c] for c in ordinary},
+                                             case_alpha)
+    critical_testable = 0
+    if crit:
+        crit_rejected, crit_levels, critical_testable = holm_tarone(
+            {c: p[c] for c in crit}, {c: min_p[c] for c in crit}, critical_alpha)
+        rejected |= crit_rejected
+        levels.update(crit_levels)
+    cases = [CaseTest(case_id=case, baseline_passed=counts[case][0], baseline_trials=counts[case][1],
+                      candidate_passed=counts[case][2], candidate_trials=counts[case][3], p_value=p[case],
+                      min_p_value=min_p[case], critical=case in crit, level=levels[case],
+                      regression=case in rejected) for case in sorted(counts)]
+    return GateResult(alpha=alpha, aggregate_alpha=aggregate_alpha, case_alpha=case_alpha,
+                      critical_alpha=critical_alpha, aggregate=aggregate, cases=cases, testable=testable,
+                      critical_testable=critical_testable, regressions=sorted(rejected),
+                      regression=aggregate.regression or bool(rejected))
+
+
+def detection_power(base_rate: float, cand_rate: float, *, base_trials: int, cand_trials: int,
+                    level: float) -> float:
+    """The chance that one case's own test flags a drop from ``base_rate`` to ``cand_rate``.
+
+    Exact: the sum, over every pair of pass counts the two runs can give, of its binomial
+    probability when the test's p-value is at or below ``level``.
+
+    Args:
+        base_rate: The case's true pass rate in the baseline, in [0, 1].
+        cand_rate: Its true pass rate in the candidate, in [0, 1].
+        base_trials: Baseline trials of the case, at least 1.
+        cand_trials: Candidate trials of the case, at least 1.
+        level: The level the case's p-value is held to (for example ``alpha / testable``).
+
+    Raises:
+        ValueError: A rate or level is out of range, or a trial count is below 1.
+    """
+    if not (0.0 <= base_rate <= 1.0 and 0.0 <= cand_rate <= 1.0):
+        raise ValueError(f"pass rates must be in [0, 1], got {base_rate} and {cand_rate}")
+    if base_trials < 1 or cand_trials < 1:
+        raise ValueError(f"trial counts must be at least 1, got {base_trials} and {cand_trials}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    pb, pc = _binomial(base_trials, base_rate), _binomial(cand_trials, cand_rate)
+    power = 0.0
+    for xb, wb in enumerate(pb):
+        if wb == 0.0:
+            continue
+        for xc, wc in enumerate(pc):
+            if wc != 0.0 and _at_most(_lower_tails(xb + xc, base_trials, cand_trials)[xc], level):
+                power += wb * wc
+    return min(power, 1.0)
+
+
+def trials_needed(base_rate: float, cand_rate: float, *, level: float, power: float = 0.8,
+                  base_trials: int | None = None, max_trials: int = 50) -> int | None:
+    """The fewest trials per case that give ``detection_power`` of at least ``power``.
+
+    Args:
+        base_rate, cand_rate, level: As for ``detection_power``.
+        power: The power wanted, in (0, 1).
+        base_trials: The baseline's trials per case; ``None``: the same as the candidate's (both
+            runs at the new count).
+        max_trials: Search no further than this.
+
+    Returns:
+        The trial count, or ``None`` when even ``max_trials`` falls short.
+    """
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power must be in (0, 1), got {power}")
+    for n in range(1, max_trials + 1):
+        if detection_power(base_rate, cand_rate, base_trials=base_trials or n, cand_trials=n, level=level) >= power:
+            return n
+    return None
+
+
+def _check_counts(bp: int, bn: int, cp: int, cn: int) -> None:
+    if bn < 1 or cn < 1 or not 0 <= bp <= bn or not 0 <= cp <= cn:
+        raise ValueError(f"bad 2x2 table: {bp}/{bn} baseline and {cp}/{cn} candidate passes; each side needs "
+                         "at least one trial and at most as many passes as trials")
+
+
+def _at_most(p: float, level: float) -> bool:
+    return p <= level * (1.0 + _LEVEL_TOLERANCE)
+
+
+def _tarone_k(min_ps: Collection[float], alpha: float) -> int:
+    """The smallest k >= 1 with at most k of ``min_ps`` at or below ``alpha / k``."""
+    k = 1
+    while sum(1 for m in min_ps if _at_most(m, alpha / k)) > k:
+        k += 1
+    return k
+
+
+@lru_cache(maxsize=65_536)
+def _lower_tails(total_passed: int, base_trials: int, cand_trials: int) -> tuple[float, ...]:
+    """P(candidate passes <= x | total passes), for x = 0 .. cand_trials: exact, in integers."""
+    n = base_trials + cand_trials
+    fails = n - total_passed
+    weights = [comb(total_passed, x) * comb(fails, cand_trials - x) if 0 <= cand_trials - x <= fails else 0
+               for x in range(cand_trials + 1)]
+    whole = comb(n, cand_trials)
+    out, running = [], 0
+    for w in weights:
+        running += w
+        out.append(running / whole)
+    return tuple(out)
+
+
+def _binomial(n: int, p: float) -> list[float]:
+    return [comb(n, x) * p**x * (1.0 - p) ** (n - x) for x in range(n + 1)]

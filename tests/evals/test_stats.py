@@ -1,4 +1,5 @@
-"""The regression test behind eval comparisons: it flags real regressions, and not noise."""
+"""The tests behind the eval gate: the aggregate sign-flip test, each case's Fisher test with its
+Holm-Tarone correction, the gate that combines them, and the power figures the reports quote."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ import time
 import numpy as np
 import pytest
 
-from evals._stats import RegressionTest, case_status, paired_test
+from evals._stats import (
+    RegressionTest,
+    case_status,
+    detection_power,
+    fisher_exact_worse,
+    gate,
+    holm_tarone,
+    min_attainable_p,
+    paired_test,
+    trials_needed,
+)
 
 PASS5 = [True] * 5
 FAIL5 = [False] * 5
@@ -194,3 +205,107 @@ def test_case_status():
     assert case_status([False]) == "fail"
     with pytest.raises(ValueError):
         case_status([])
+
+
+# -- each case's own test ------------------------------------------------------------------------
+
+
+def test_fisher_exact_by_hand():
+    # 5/5 -> 0/5: of the C(10, 5) = 252 ways to place the 5 passes, one puts none in the candidate.
+    assert fisher_exact_worse(5, 5, 0, 5) == pytest.approx(1 / 252)
+    # 4/5 -> 0/5: 4 passes, all in the baseline: C(5, 4) / C(10, 4) = 5 / 210.
+    assert fisher_exact_worse(4, 5, 0, 5) == pytest.approx(5 / 210)
+    # The issue's example: 15/15 -> 0/5 is 1 / C(20, 5).
+    assert fisher_exact_worse(15, 15, 0, 5) == pytest.approx(1 / 15504)
+    # No drop, or a rise, is no evidence of one.
+    assert fisher_exact_worse(3, 5, 3, 5) > 0.5 and fisher_exact_worse(0, 5, 5, 5) == 1.0
+    assert fisher_exact_worse(5, 5, 5, 5) == 1.0
+
+
+def test_a_case_that_cannot_reach_significance_says_so():
+    assert min_attainable_p(5, 5, 5, 5) == 1.0  # nothing failed anywhere
+    assert min_attainable_p(5, 5, 4, 5) == pytest.approx(0.5)  # one failure: either side, even odds
+    assert min_attainable_p(4, 5, 3, 5) == pytest.approx(10 / 120)
+    assert min_attainable_p(5, 5, 0, 5) == pytest.approx(1 / 252)
+
+
+@pytest.mark.parametrize("counts", [(6, 5, 0, 5), (0, 0, 0, 5), (1, 5, -1, 5)])
+def test_a_bad_table_is_rejected(counts):
+    with pytest.raises(ValueError, match="bad 2x2 table"):
+        fisher_exact_worse(*counts)
+
+
+def test_holm_tarone_does_not_count_cases_that_cannot_reach_significance():
+    p = {"broken": 1 / 252, **{f"stable-{i}": 1.0 for i in range(29)}}
+    min_p = {"broken": 1 / 252, **{f"stable-{i}": 1.0 for i in range(29)}}
+    rejected, levels, k = holm_tarone(p, min_p, 0.025)
+    assert rejected == {"broken"} and k == 1 and levels["broken"] == 0.025
+    # Plain Holm would hold it to 0.025 / 30 and miss it.
+    assert 1 / 252 > 0.025 / 30
+
+
+def test_holm_tarone_steps_down_and_stops_at_the_first_miss():
+    p = {"a": 0.001, "b": 0.008, "c": 0.02, "d": 0.5}
+    min_p = {"a": 0.001, "b": 0.004, "c": 0.004, "d": 0.004}
+    rejected, levels, k = holm_tarone(p, min_p, 0.025)
+    # Step 1: four testable at 0.025 / 4, so k = 4: a passes. Step 2: three left, 0.025 / 3: b passes.
+    # Step 3: two left, 0.0125: c (0.02) does not, and d is never reached.
+    assert k == 4 and rejected == {"a", "b"}
+    assert levels["a"] == pytest.approx(0.025 / 4) and levels["b"] == pytest.approx(0.025 / 3)
+    assert levels["c"] == levels["d"] == pytest.approx(0.0125)
+    assert holm_tarone({}, {}, 0.05) == (set(), {}, 1)
+
+
+def test_the_gate_splits_alpha_between_its_families():
+    plain = gate({"a": (PASS5, FAIL5), "b": (PASS5, PASS5)})
+    assert (plain.aggregate_alpha, plain.case_alpha, plain.critical_alpha) == (0.025, 0.025, 0.0)
+    assert plain.aggregate.alpha == 0.025 and plain.regression and plain.regressions == ["a"]
+    crit = gate({"a": (PASS5, FAIL5), "b": (PASS5, PASS5)}, critical={"b", "not-in-the-runs"})
+    assert (crit.aggregate_alpha, crit.case_alpha, crit.critical_alpha) == (0.0125, 0.0125, 0.025)
+    assert [c.critical for c in crit.cases] == [False, True]
+    assert gate({"a": (PASS5, FAIL5)}, critical={"elsewhere"}).critical_alpha == 0.0  # no critical case ran
+
+
+def test_the_gate_does_not_fail_on_identical_runs_or_flaky_noise():
+    same = {f"c{i}": ([j < i % 6 for j in range(5)],) * 2 for i in range(30)}
+    assert not gate(same).regression
+    noise = {"a": ([True, True, False, True, True], [True, False, True, True, False]), **{
+        f"s{i}": (PASS5, PASS5) for i in range(29)}}
+    assert not gate(noise).regression
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.05])
+def test_the_gate_rejects_a_bad_alpha_and_says_what_is_usual(alpha):
+    with pytest.raises(ValueError, match="0.05 is the usual gate"):
+        gate({"a": (PASS5, FAIL5)}, alpha=alpha)
+
+
+# -- power -----------------------------------------------------------------------------------------
+
+
+def test_detection_power_by_hand():
+    # One trial a side at level 0.5: flagged only by 1/1 -> 0/1 (p = 1/2), which has probability 0.9 * 0.4.
+    assert detection_power(0.9, 0.4, base_trials=1, cand_trials=1, level=0.5) == pytest.approx(0.9 * 0.6)
+    # A certain total break at 5 trials a side gives p = 1/252 every time.
+    assert detection_power(1.0, 0.0, base_trials=5, cand_trials=5, level=0.025) == pytest.approx(1.0)
+    assert detection_power(1.0, 0.0, base_trials=5, cand_trials=5, level=0.003) == 0.0
+    # No change is flagged at most `level` of the time.
+    for rate in (0.5, 0.8, 0.95):
+        assert detection_power(rate, rate, base_trials=5, cand_trials=5, level=0.025) <= 0.025
+
+
+def test_more_trials_catch_smaller_drops():
+    five = detection_power(1.0, 0.4, base_trials=5, cand_trials=5, level=0.025)
+    ten = detection_power(1.0, 0.4, base_trials=10, cand_trials=10, level=0.025)
+    assert five < 0.8 <= ten
+    assert trials_needed(1.0, 0.0, level=0.025) == 4
+    assert trials_needed(1.0, 0.4, level=0.025) == 10
+    assert trials_needed(0.9, 0.6, level=0.025) == 36
+    assert trials_needed(0.9, 0.85, level=0.025, max_trials=20) is None
+
+
+@pytest.mark.parametrize("kwargs", [dict(base_rate=1.2), dict(base_trials=0), dict(level=0.0)])
+def test_detection_power_rejects_bad_input(kwargs):
+    args = dict(base_rate=1.0, cand_rate=0.0, base_trials=5, cand_trials=5, level=0.025) | kwargs
+    with pytest.raises(ValueError):
+        detection_power(args.pop("base_rate"), args.pop("cand_rate"), **args)
