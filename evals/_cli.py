@@ -17,7 +17,7 @@ from tracer._cli import db_option, json_option, output_width
 
 from . import _report
 from ._add_case import add_case, draft_case
-from ._compare import Comparison, compare_stored
+from ._compare import Comparison, compare_stored, power_note
 from ._errors import EvalError
 from ._runner import DEFAULT_CONCURRENCY, DEFAULT_TRIALS, run_eval
 
@@ -111,6 +111,8 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
             click.echo(_report.comparison_text(comparison))
             if label and comparison.verdict == "regression":
                 click.echo(f"not labelled {label!r}: the run regressed against the baseline")
+        else:
+            click.echo(f"power     {power_note(None, trials, trials)}")
     if comparison is not None and comparison.verdict == "regression":
         sys.exit(EXIT_REGRESSION)
 

@@ -1,5 +1,14 @@
 """Comparing two eval runs: pass rates, per-case flips, flaky cases, cost and latency, and a
-verdict from a paired test (``_stats.py``) instead of a difference of two noisy numbers."""
+verdict from the regression gate (``_stats.gate``: the aggregate paired test, each case's own
+test, and the critical cases' rule) instead of a difference of two noisy numbers.
+
+What the reports call a case, so that they agree with the gate:
+
+- ``regression``: the case dropped significantly on its own (its Fisher test, corrected).
+- ``worse``: a lower pass rate that is not significant on its own. When the aggregate test fails
+  the gate, these cases are the drop it found, so they count as regressed too (``regressed``).
+- ``flaky``: mixed outcomes in either run, and not regressed: it passes with a note.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +21,16 @@ from pydantic import BaseModel
 import tracer
 
 from ._errors import EvalError
-from ._stats import RegressionTest, case_status, paired_test
+from ._stats import CRITICAL_TAG, GateResult, RegressionTest, case_status, detection_power, gate, trials_needed
 
 Verdict = Literal["regression", "no regression", "improvement"]
+Change = Literal["regression", "worse", "better", "same"]
+
+POWER_SCENARIOS = ((1.0, 0.0), (1.0, 0.4), (0.9, 0.6))
+"""The drops (true pass rate before, after) every report says it could or could not catch."""
+
+POWER = 0.8
+"""A drop counts as caught when the per-case test flags it at least this often."""
 
 
 class CaseComparison(BaseModel):
@@ -37,6 +53,18 @@ class CaseComparison(BaseModel):
     """The candidate's failing trials' sessions, to open in ``traces show`` and ``replay``."""
     reasons: list[str]
     """Why the candidate's failing trials failed (distinct scorer reasons)."""
+    critical: bool = False
+    """Tagged ``critical``: held to the critical cases' stricter rule."""
+    p_value: float | None = None
+    """The case's own one-sided Fisher p-value (``None`` when it is in one run only)."""
+    level: float | None = None
+    """The level that p-value was held to, after the multiplicity correction."""
+    change: Change | None = None
+    """``regression`` (a significant drop on its own), ``worse``, ``better`` or ``same`` (``None``
+    when the case is in one run only)."""
+    regressed: bool = False
+    """The gate counts this case as regressed: a significant drop on its own, or a worse case
+    when the aggregate test failed the gate. JUnit fails exactly these cases."""
 
 
 class RunSide(BaseModel):
@@ -62,18 +90,25 @@ class Comparison(BaseModel):
     same_dataset: bool
     """Both runs ran the same cases and scorers (the dataset hash matches)."""
     test: RegressionTest
-    """The paired test over the cases both runs have."""
+    """The aggregate paired test over the cases both runs have (``gate.aggregate``)."""
+    gate: GateResult
+    """The whole gate: the aggregate test, each case's own test, the critical rule."""
     cases: list[CaseComparison]
     flips_to_fail: list[str]
     flips_to_pass: list[str]
+    regressions: list[str] = []
+    """Cases the gate counts as regressed (``CaseComparison.regressed``)."""
     flaky: list[str]
-    """Cases with mixed outcomes in either run."""
+    """Cases with mixed outcomes in either run that did not regress."""
     cost_delta_usd: float | None
     """Candidate minus baseline mean cost per trial."""
     latency_delta_ms: float | None
     """Candidate minus baseline median session time."""
     verdict: Verdict
     verdict_reason: str
+    power: str = ""
+    """What the per-case test could and could not catch at these trial counts, and what
+    ``--trials`` would."""
 
 
 def _side(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord]) -> RunSide:
@@ -102,7 +137,12 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
     if not any(a and b for a, b in outcomes.values()):
         raise EvalError(f"runs {baseline.run_id[:8]} and {candidate.run_id[:8]} share no case ({baseline.dataset} vs "
                         f"{candidate.dataset}); compare two runs of the same dataset.")
-    test = paired_test(outcomes, alpha=alpha)
+    if not 0.0 < alpha < 1.0:
+        raise EvalError(f"alpha {alpha} is out of range: give a false-alarm rate between 0 and 1, such as 0.05.")
+    critical = {case for case, t in tags.items() if CRITICAL_TAG in t}
+    result = gate(outcomes, critical=critical, alpha=alpha)
+    test = result.aggregate
+    own = {c.case_id: c for c in result.cases}
     cases = []
     for case_id in sorted(outcomes):
         a, b = outcomes[case_id]
@@ -111,49 +151,114 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
         bad = failing.get(case_id, [])
         reasons = list(dict.fromkeys(
             [s["reason"] for r in bad for s in r.scores if not s.get("passed")] + [r.error for r in bad if r.error]))
+        delta = (sum(b) / len(b) - sum(a) / len(a)) if a and b else None
+        t = own.get(case_id)
+        change: Change | None = None
+        if t is not None and delta is not None:
+            change = ("regression" if t.regression else "worse" if delta < 0 else "better" if delta > 0 else "same")
         cases.append(CaseComparison(
             case_id=case_id, tags=tags[case_id], baseline=a, candidate=b, baseline_status=sa, candidate_status=sb,
-            flip=flip, delta=(sum(b) / len(b) - sum(a) / len(a)) if a and b else None,
-            failing_sessions=[r.session_id for r in bad if r.session_id], reasons=reasons))
+            flip=flip, delta=delta, failing_sessions=[r.session_id for r in bad if r.session_id], reasons=reasons,
+            critical=case_id in critical, p_value=t.p_value if t else None, level=t.level if t else None,
+            change=change, regressed=change == "regression" or (change == "worse" and test.regression)))
     base, cand = _side(baseline, baseline_results), _side(candidate, candidate_results)
     same = baseline.dataset_sha256 == candidate.dataset_sha256
-    if test.regression:
+    own_drops = [c for c in cases if c.change == "regression"]
+    if result.regression:
         verdict: Verdict = "regression"
-        reason = (f"the candidate's pass rate is {-test.effect * 100:.1f} points lower per case on average "
-                  f"({test.confidence:.0%} CI {test.ci_low * 100:+.1f} to {test.ci_high * 100:+.1f}); "
-                  f"p = {test.p_value:.4f} < {test.alpha}")
+        parts = []
+        if test.regression:
+            parts.append(f"the candidate's pass rate is {-test.effect * 100:.1f} points lower per case on average "
+                         f"({test.confidence:.0%} CI {test.ci_low * 100:+.1f} to {test.ci_high * 100:+.1f}); "
+                         f"p = {test.p_value:.4f} < {test.alpha:g}")
+        if own_drops:
+            parts.append(f"{len(own_drops)} case(s) dropped significantly on their own: " + ", ".join(
+                f"{c.case_id}{' (critical)' if c.critical else ''} {_count(c.baseline)} → {_count(c.candidate)} "
+                f"(p = {c.p_value:.2g} ≤ {c.level:.2g})" for c in own_drops))
+        reason = "; ".join(parts)
     elif test.improvement:
         verdict, reason = "improvement", (f"the candidate's pass rate is {test.effect * 100:.1f} points higher per "
                                           f"case (p = {test.p_value_improvement:.4f}); no regression")
     else:
         verdict = "no regression"
+        smallest = min(result.cases, key=lambda c: c.p_value)
         reason = (f"the difference ({test.effect * 100:+.1f} points per case, {test.confidence:.0%} CI "
                   f"{test.ci_low * 100:+.1f} to {test.ci_high * 100:+.1f}) is within noise: "
-                  f"p = {test.p_value:.3f} ≥ {test.alpha}")
-    moved = sum(1 for a, b in outcomes.values() if a and b and sum(a) / len(a) != sum(b) / len(b))
-    if verdict == "no regression" and test.effect < 0 and 2.0 ** -moved > alpha:
-        reason += (f"; only {moved} case(s) changed, and the smallest p-value {moved} cases can give is "
-                   f"{2.0 ** -moved:.3g}: a regression needs at least {_cases_needed(alpha)} changed cases to show, "
-                   "so add cases (or trials, which make smaller changes count)")
+                  f"p = {test.p_value:.3f} ≥ {test.alpha:g}; and no case dropped significantly on its own "
+                  f"(the smallest case p-value, {smallest.case_id}'s, is {smallest.p_value:.2g} > "
+                  f"{smallest.level:.2g})")
     if not same:
         reason += "; note: the two runs used different cases or scorers (dataset hash differs)"
     return Comparison(
-        baseline=base, candidate=cand, same_dataset=same, test=test, cases=cases,
+        baseline=base, candidate=cand, same_dataset=same, test=test, gate=result, cases=cases,
         flips_to_fail=[c.case_id for c in cases if c.flip == "pass→fail"],
         flips_to_pass=[c.case_id for c in cases if c.flip == "fail→pass"],
-        flaky=[c.case_id for c in cases if "flaky" in (c.baseline_status, c.candidate_status)],
+        regressions=[c.case_id for c in cases if c.regressed],
+        flaky=[c.case_id for c in cases if "flaky" in (c.baseline_status, c.candidate_status) and not c.regressed],
         cost_delta_usd=None if base.cost_usd is None or cand.cost_usd is None else cand.cost_usd - base.cost_usd,
         latency_delta_ms=None if base.latency_ms_median is None or cand.latency_ms_median is None
         else cand.latency_ms_median - base.latency_ms_median,
-        verdict=verdict, verdict_reason=reason)
+        verdict=verdict, verdict_reason=reason,
+        power=power_note(result, _typical([len(a) for a, _ in outcomes.values() if a]),
+                         _typical([len(b) for _, b in outcomes.values() if b])))
 
 
-def _cases_needed(alpha: float) -> int:
-    """The fewest changed cases whose sign-flip test can reach ``alpha`` (all moving one way: p = 2^-n)."""
-    n = 1
-    while 2.0 ** -n > alpha:
-        n += 1
-    return n
+def _count(trials: Sequence[bool]) -> str:
+    return f"{sum(trials)}/{len(trials)}"
+
+
+def _typical(counts: Sequence[int]) -> int:
+    """The most common trial count (runs give every case the same count; ties go to the smaller)."""
+    return max(sorted(set(counts)), key=counts.count)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}"
+
+
+def power_note(result: GateResult | None, base_trials: int, cand_trials: int, *, alpha: float = 0.05) -> str:
+    """What the per-case test could and could not catch at these trial counts, in a sentence or two.
+
+    Args:
+        result: The gate's outcome, for the level a newly dropped case would be held to (its
+            family's ``alpha`` over the cases that could reach significance); ``None`` for a run
+            without a baseline: the level of a gate with no critical case and one testable case.
+        base_trials: The baseline's trials per case.
+        cand_trials: The candidate's trials per case.
+        alpha: The gate's budget, when ``result`` is ``None``.
+    """
+    if result is None:
+        level, where = alpha / 2, f"level {alpha / 2:g}"
+    else:
+        level = result.case_alpha / max(1, result.testable)
+        where = (f"level {level:.2g}: {result.case_alpha:g} over {result.testable} case(s) that could reach "
+                 "significance")
+    caught, missed = [], []
+    for before, after in POWER_SCENARIOS:
+        p = detection_power(before, after, base_trials=base_trials, cand_trials=cand_trials, level=level)
+        (caught if p >= POWER else missed).append(f"{_pct(before)} → {_pct(after)} ({_pct(p)} of the time)")
+    out = f"With {base_trials} baseline and {cand_trials} candidate trials per case ({where}), one case's own test "
+    if caught:
+        out += f"catches a case falling {', '.join(caught)}"
+        out += f"; it does not reliably catch {', '.join(missed)}." if missed else "."
+    else:
+        out += f"does not reliably catch even a case falling {', '.join(missed)}."
+    hints = []
+    for before, after in POWER_SCENARIOS:
+        if detection_power(before, after, base_trials=base_trials, cand_trials=cand_trials, level=level) >= POWER:
+            continue
+        n = trials_needed(before, after, level=level, power=POWER)
+        hints.append(f"--trials {n} (both runs) would catch {_pct(before)} → {_pct(after)}" if n else
+                     f"not even --trials 50 would catch {_pct(before)} → {_pct(after)} case by case")
+    if hints:
+        out += " " + "; ".join(hints) + "."
+    if result is not None and result.critical_alpha:
+        crit = result.critical_alpha / max(1, result.critical_testable)
+        p = detection_power(1.0, 0.4, base_trials=base_trials, cand_trials=cand_trials, level=crit)
+        out += f" Critical cases are held to {crit:.2g}: 100% → 40% is caught {_pct(p)} of the time."
+    out += (" Drops spread over many cases are the aggregate test's to catch "
+            "(README, Evals: its measured rates).")
+    return out
 
 
 def compare_stored(store: tracer.Store, baseline: str, candidate: str, *, alpha: float = 0.05) -> Comparison:

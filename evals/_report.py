@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import tracer
 
-from ._compare import Comparison
+from ._compare import CaseComparison, Comparison, power_note
 from ._stats import case_status
 
 _REASONS = 3
@@ -63,6 +63,40 @@ def run_text(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecor
     return "\n".join(lines)
 
 
+def _counts(case: CaseComparison) -> str:
+    return f"{sum(case.baseline)}/{len(case.baseline)} → {sum(case.candidate)}/{len(case.candidate)}"
+
+
+def _label(case: CaseComparison) -> str:
+    """``regression``, ``worse`` or ``flaky``, and ``critical`` when it is."""
+    label = case.change if case.change in ("regression", "worse") else "flaky"
+    return f"{label} (critical)" if case.critical else label
+
+
+def _significance(case: CaseComparison) -> str:
+    """The case's own test in words: significant or not, and whether the aggregate drop counts it."""
+    if case.p_value is None or case.level is None:
+        return "in one run only"
+    rule = "critical rule, " if case.critical else ""
+    if case.change == "regression":
+        return f"{rule}p = {case.p_value:.2g} ≤ {case.level:.2g}: a significant drop on its own"
+    if case.regressed:
+        return f"{rule}p = {case.p_value:.2g} > {case.level:.2g} on its own; part of the aggregate drop"
+    return f"{rule}p = {case.p_value:.2g} > {case.level:.2g}: within noise"
+
+
+def _gate_summary(c: Comparison) -> str:
+    g = c.gate
+    parts = [f"aggregate sign-flip p = {g.aggregate.p_value:.4f} vs {g.aggregate_alpha:g} "
+             f"({'REGRESSION' if g.aggregate.regression else 'ok'})",
+             f"per case (Fisher exact, Holm-Tarone at {g.case_alpha:g} over {g.testable} testable) "
+             f"{len([x for x in g.cases if x.regression and not x.critical])} regressed"]
+    if g.critical_alpha:
+        parts.append(f"critical cases (at {g.critical_alpha:g} over {g.critical_testable} testable) "
+                     f"{len([x for x in g.cases if x.regression and x.critical])} regressed")
+    return " · ".join(parts) + f" · false-alarm budget {g.alpha:g} in all"
+
+
 def comparison_text(c: Comparison) -> str:
     """The terminal summary of a comparison, verdict last."""
     t = c.test
@@ -82,16 +116,18 @@ def comparison_text(c: Comparison) -> str:
     if c.cost_delta_usd is not None or c.latency_delta_ms is not None:
         lines.append(f"deltas    cost/trial {'?' if c.cost_delta_usd is None else f'{c.cost_delta_usd:+.4f} USD'} · "
                      f"median session {'?' if c.latency_delta_ms is None else f'{c.latency_delta_ms:+.0f} ms'}")
+    lines.append(f"gate      {_gate_summary(c)}")
     lines.append(f"pass→fail {', '.join(c.flips_to_fail) or 'none'}")
     lines.append(f"fail→pass {', '.join(c.flips_to_pass) or 'none'}")
+    lines.append(f"regressed {', '.join(c.regressions) or 'none'}")
     lines.append(f"flaky     {', '.join(c.flaky) or 'none'}")
     for case in c.cases:
         if case.delta is not None and case.delta < 0:
-            lines.append(f"  worse {case.case_id}: {sum(case.baseline)}/{len(case.baseline)} → "
-                         f"{sum(case.candidate)}/{len(case.candidate)}")
+            lines.append(f"  {_label(case):<10} {case.case_id}: {_counts(case)} ({_significance(case)})")
             lines += [f"          - {r}" for r in case.reasons[:1]]
             if case.failing_sessions:
                 lines.append(f"          open: flightrec traces show {case.failing_sessions[0]}")
+    lines.append(f"power     {c.power}")
     lines.append(f"verdict   {c.verdict.upper()}: {c.verdict_reason}")
     return "\n".join(lines)
 
@@ -109,21 +145,27 @@ def markdown(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecor
             latency = "?" if s.latency_ms_median is None else f"{s.latency_ms_median:.0f} ms"
             out.append(f"| {name} `{s.run_id[:8]}` | {_pct(s.pass_rate)} | {s.mean_score:.2f} | {_money(s.cost_usd)} "
                        f"| {latency} |")
-        out += ["", f"**Flips** pass→fail: {', '.join(comparison.flips_to_fail) or 'none'}; "
+        out += ["", f"**Regressed:** {', '.join(comparison.regressions) or 'none'}. "
+                    f"**Flips** pass→fail: {', '.join(comparison.flips_to_fail) or 'none'}; "
                     f"fail→pass: {', '.join(comparison.flips_to_pass) or 'none'}. "
-                    f"**Flaky:** {', '.join(comparison.flaky) or 'none'}.", ""]
+                    f"**Flaky** (mixed outcomes, no regression; they pass): {', '.join(comparison.flaky) or 'none'}.",
+                "", f"**Gate:** {_gate_summary(comparison)}.", "", f"**What this run could catch:** {comparison.power}",
+                ""]
         worse = [c for c in comparison.cases if c.delta is not None and c.delta < 0]
         if worse:
-            out += ["| case | baseline | candidate | why | session |", "|---|---:|---:|---|---|"]
+            out += ["| case | baseline | candidate | verdict | why | session |", "|---|---:|---:|---|---|---|"]
             for c in worse:
                 why = (c.reasons[0] if c.reasons else "—").replace("|", "\\|")
                 session = f"`{c.failing_sessions[0]}`" if c.failing_sessions else "—"
                 out.append(f"| {c.case_id} | {sum(c.baseline)}/{len(c.baseline)} | "
-                           f"{sum(c.candidate)}/{len(c.candidate)} | {why} | {session} |")
+                           f"{sum(c.candidate)}/{len(c.candidate)} | {_label(c)}: {_significance(c)} | {why} | "
+                           f"{session} |")
             out.append("")
     else:
         out += [f"{run.passed_trials}/{run.total_trials} trials passed ({_pct(run.passed_trials / run.total_trials)}) "
-                f"over {run.cases} cases × {run.trials} trials.", ""]
+                f"over {run.cases} cases × {run.trials} trials.", "",
+                f"**What a comparison at this trial count could catch:** "
+                f"{power_note(None, run.trials, run.trials)}", ""]
     out.append(f"<sub>run `{run.run_id}` · agent {run.agent} · "
                f"{' '.join(f'{k}={v}' for k, v in run.settings.items()) or 'default settings'} · seed {run.seed}. "
                "Open a failing session with `flightrec traces show SESSION_ID`.</sub>")
@@ -132,8 +174,15 @@ def markdown(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecor
 
 def junit(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord],
           comparison: Comparison | None) -> bytes:
-    """JUnit XML: one test case per eval case (failed unless every trial passed), plus the gate."""
+    """JUnit XML: one test case per eval case, plus the gate when there is a baseline.
+
+    With a baseline, a case's test fails exactly when the gate counts the case as regressed; a
+    case with failed trials that did not regress (flaky) passes, with a note in ``system-out``,
+    so that a "no regression" verdict never turns CI red. Without a baseline, a case fails when
+    it did not pass every trial (its pass threshold).
+    """
     cases = _by_case(results)
+    compared = {c.case_id: c for c in comparison.cases} if comparison else {}
     # JUnit's timestamp is an ISO 8601 date-time; CI parsers reject or misread a bare epoch number.
     started = datetime.fromtimestamp(run.started_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
     suite = ET.Element("testsuite", name=f"flightrec eval {run.dataset}", timestamp=started,
@@ -143,15 +192,26 @@ def junit(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord],
         el = ET.SubElement(suite, "testcase", classname=f"flightrec.{run.dataset}", name=cid,
                            time=f"{sum(r.latency_ms or 0 for r in rs) / 1000:.3f}")
         passed = sum(r.passed for r in rs)
-        if passed < len(rs):
+        detail = "\n".join([*_reasons(rs), *(f"session {r.session_id}" for r in rs if not r.passed)])
+        case = compared.get(cid)
+        if comparison is None:
+            if passed < len(rs):
+                failures += 1
+                ET.SubElement(el, "failure", message=f"{passed}/{len(rs)} trials passed").text = detail
+        elif case is not None and case.regressed:
             failures += 1
-            detail = "\n".join([*_reasons(rs), *(f"session {r.session_id}" for r in rs if not r.passed)])
-            ET.SubElement(el, "failure", message=f"{passed}/{len(rs)} trials passed").text = detail
+            ET.SubElement(el, "failure", message=f"regressed: {_counts(case)} trials passed "
+                                                 f"({_significance(case)})").text = detail
+        elif passed < len(rs):
+            note = (f"{_label(case)}: {_counts(case)} trials passed ({_significance(case)})" if case is not None
+                    and case.baseline else f"{passed}/{len(rs)} trials passed; not in the baseline")
+            ET.SubElement(el, "system-out").text = f"{note}; not a regression\n{detail}"
     if comparison is not None:
         el = ET.SubElement(suite, "testcase", classname=f"flightrec.{run.dataset}", name="regression gate")
         if comparison.verdict == "regression":
             failures += 1
             ET.SubElement(el, "failure", message="regression against the baseline").text = comparison.verdict_reason
+        ET.SubElement(el, "system-out").text = f"{_gate_summary(comparison)}\n{comparison.power}"
     suite.set("tests", str(len(cases) + (comparison is not None)))
     suite.set("failures", str(failures))
     root = ET.Element("testsuites")

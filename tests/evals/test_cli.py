@@ -120,7 +120,9 @@ def test_a_regression_exits_1_and_fails_the_junit_gate_and_the_markdown_verdict(
     datetime.fromisoformat(suite.get("timestamp", ""))  # CI tools read an ISO 8601 time, not epoch nanoseconds
     failed = {tc.get("name"): tc.find("failure") for tc in suite.iter("testcase")}
     assert sorted(name for name, f in failed.items() if f is not None) == sorted([*REGRESSED, "regression gate"])
-    assert failed["refund-kettle"].get("message") == "0/2 trials passed"
+    # With 2 trials no case is significant on its own (p = 1/6); the aggregate drop is made of them.
+    assert failed["refund-kettle"].get("message") == ("regressed: 2/2 → 0/2 trials passed (p = 0.17 > 0.025 on its "
+                                                      "own; part of the aggregate drop)")
     assert "without asking the customer to confirm first" in failed["refund-kettle"].text
     assert failed["regression gate"].get("message") == "regression against the baseline"
     assert "points lower per case" in failed["regression gate"].text
@@ -131,7 +133,10 @@ def test_a_regression_exits_1_and_fails_the_junit_gate_and_the_markdown_verdict(
     assert "| run | pass rate | mean score | cost / trial | median session |" in lines
     assert any(line.startswith(f"| baseline `{base_id[:8]}` | 100% |") for line in lines)
     assert any(line.startswith(f"| candidate `{candidate_id[:8]}` | 14% |") for line in lines)
-    assert any(line.startswith("| refund-kettle | 2/2 | 0/2 | issue_refund was called") for line in lines)
+    assert any(line.startswith("| refund-kettle | 2/2 | 0/2 | worse: p = 0.17 > 0.025 on its own; part of the "
+                               "aggregate drop | issue_refund was called") for line in lines)
+    assert any(line.startswith("**What this run could catch:** With 2 baseline and 2 candidate trials")
+               for line in lines)
     assert not any(line.startswith("| duplicate-charge") for line in lines)  # it still asks first
 
 

@@ -1,4 +1,5 @@
-"""Comparing two stored runs: what the verdict says when the evidence is thin."""
+"""Comparing two stored runs: the gate's three rules (aggregate, per case, critical), each with a
+case that must fail it and one that must not, and what the verdict says."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import evals
 import tracer
 
 
-def run(run_id: str, outcomes: dict[str, list[bool]], sha: str = "same") -> tuple[tracer.EvalRunRecord, list]:
-    results = [tracer.EvalResultRecord(run_id=run_id, case_id=c, trial=k, session_id=f"{run_id}-{c}-{k}", tags=[],
+def run(run_id: str, outcomes: dict[str, list[bool]], sha: str = "same",
+        critical: list[str] = ()) -> tuple[tracer.EvalRunRecord, list]:
+    results = [tracer.EvalResultRecord(run_id=run_id, case_id=c, trial=k, session_id=f"{run_id}-{c}-{k}",
+                                       tags=["critical"] if c in critical else [],
                                        passed=p, score=float(p), scores=[{"scorer": "s", "passed": p, "value": float(p),
                                                                           "weight": 1.0, "reason": f"{c} said {p}"}],
                                        error=None, status="ok", turns=1, cost_usd=0.01, latency_ms=10.0)
@@ -22,12 +25,73 @@ def run(run_id: str, outcomes: dict[str, list[bool]], sha: str = "same") -> tupl
     return record, results
 
 
-def test_too_few_changed_cases_says_the_gate_cannot_fire_and_what_to_do():
-    a = run("a", {"x": [True] * 5, "y": [True] * 5, "z": [True] * 5})
-    b = run("b", {"x": [False] * 5, "y": [False] * 5, "z": [True] * 5})
+STABLE = {f"ok-{i}": [True] * 5 for i in range(28)}
+"""28 cases that pass every trial in both runs: they cannot reach significance, so they must not
+dilute the per-case test's level."""
+
+
+def test_one_case_broken_completely_fails_the_gate_though_the_aggregate_test_cannot():
+    # The issue's measurement: the sign-flip test of 1 changed case can never go below 1/2.
+    a = run("a", {**STABLE, "x": [True] * 5, "flaky": [True, False, True, True, True]})
+    b = run("b", {**STABLE, "x": [False] * 5, "flaky": [True, True, False, True, False]})
     c = evals.compare(*a, *b)
-    assert c.verdict == "no regression" and c.flips_to_fail == ["x", "y"]
-    assert "only 2 case(s) changed" in c.verdict_reason and "at least 5 changed cases" in c.verdict_reason
+    assert c.verdict == "regression" and not c.test.regression
+    assert c.regressions == ["x"] and c.gate.regressions == ["x"]
+    x = next(k for k in c.cases if k.case_id == "x")
+    assert (x.change, x.regressed, x.p_value) == ("regression", True, pytest.approx(1 / 252))
+    assert x.level == pytest.approx(0.025)  # only x could reach significance: no correction for the rest
+    assert "1 case(s) dropped significantly on their own: x 5/5 → 0/5 (p = 0.004 ≤ 0.025)" in c.verdict_reason
+    assert c.flaky == ["flaky"]  # 4/5 -> 3/5 is noise, and says so
+
+
+def test_a_case_falling_a_little_is_not_a_regression_and_the_report_says_what_could_be_caught():
+    a = run("a", {**STABLE, "x": [True] * 5})
+    b = run("b", {**STABLE, "x": [True, True, True, False, False]})
+    c = evals.compare(*a, *b)
+    assert c.verdict == "no regression" and c.regressions == []
+    x = next(k for k in c.cases if k.case_id == "x")
+    assert (x.change, x.regressed) == ("worse", False) and x.p_value == pytest.approx(2 / 9)
+    assert "no case dropped significantly on its own (the smallest case p-value, x's, is 0.22 > 0.025)" \
+        in c.verdict_reason
+    assert c.power.startswith("With 5 baseline and 5 candidate trials per case (level 0.025")
+    assert "catches a case falling 100% → 0% (100% of the time)" in c.power
+    assert "does not reliably catch 100% → 40% (34% of the time), 90% → 60%" in c.power
+    assert "--trials 10 (both runs) would catch 100% → 40%" in c.power
+
+
+def test_a_case_from_4_of_5_to_0_of_5_is_a_regression_not_flaky():
+    a = run("a", {**STABLE, "x": [True, True, False, True, True]})
+    b = run("b", {**STABLE, "x": [False] * 5})
+    c = evals.compare(*a, *b)
+    assert c.verdict == "regression" and c.regressions == ["x"] and c.flaky == []
+
+
+def test_a_critical_case_is_held_to_its_own_stricter_rule():
+    # Two flaky ordinary cases that could reach significance (5 failures in 10 trials each) make the
+    # ordinary level 0.025 / 2; a 5/5 -> 1/5 drop (p = 0.024) passes there, but a critical case is
+    # judged among the critical cases only.
+    noisy = {"n1": [True, True, True, False, False], "n2": [True, True, False, False, False]}
+    noisy_b = {"n1": [True, True, False, False, False], "n2": [False, True, True, True, False]}
+    a = run("a", {**STABLE, **noisy, "x": [True] * 5})
+    b = run("b", {**STABLE, **noisy_b, "x": [True] + [False] * 4})
+    ordinary = evals.compare(*a, *b)
+    assert ordinary.verdict == "no regression" and ordinary.gate.testable == 2
+    crit = evals.compare(*run("a", {**STABLE, **noisy, "x": [True] * 5}, critical=["x"]),
+                         *run("b", {**STABLE, **noisy_b, "x": [True] + [False] * 4}, critical=["x"]))
+    assert crit.verdict == "regression" and crit.regressions == ["x"]
+    assert (crit.gate.critical_alpha, crit.gate.case_alpha, crit.gate.aggregate_alpha) == (0.025, 0.0125, 0.0125)
+    assert "x (critical) 5/5 → 1/5 (p = 0.024 ≤ 0.025)" in crit.verdict_reason
+    assert "Critical cases are held to 0.025" in crit.power
+    # ... and a critical case that merely lost one trial is not.
+    calm = evals.compare(*run("a", {**STABLE, "x": [True] * 5}, critical=["x"]),
+                         *run("b", {**STABLE, "x": [True] * 4 + [False]}, critical=["x"]))
+    assert calm.verdict == "no regression" and calm.flaky == ["x"]
+
+
+def test_a_bad_alpha_says_what_to_give():
+    a = run("a", {"x": [True]})
+    with pytest.raises(evals.EvalError, match="give a false-alarm rate between 0 and 1, such as 0.05"):
+        evals.compare(*a, *a, alpha=5)
 
 
 def test_enough_changed_cases_are_a_regression_with_the_reasons_and_sessions():
@@ -36,6 +100,22 @@ def test_enough_changed_cases_are_a_regression_with_the_reasons_and_sessions():
     c = evals.compare(*a, *b)
     assert c.verdict == "regression" and c.test.p_value == pytest.approx(1 / 64)
     assert c.cases[0].reasons == ["c0 said False"] and c.cases[0].failing_sessions[0] == "b-c0-0"
+
+
+def test_a_diffuse_drop_is_the_aggregate_tests_and_its_cases_count_as_regressed():
+    # Eight cases each lose one trial of three: none is significant on its own (p = 0.5), together they are.
+    a = run("a", {**STABLE, **{f"d{i}": [True] * 3 for i in range(8)}})
+    b = run("b", {**STABLE, **{f"d{i}": [True, True, False] for i in range(8)}})
+    c = evals.compare(*a, *b)
+    assert c.verdict == "regression" and c.test.regression and c.gate.regressions == []
+    assert c.test.p_value == pytest.approx(1 / 256)
+    assert c.regressions == [f"d{i}" for i in range(8)] and c.flaky == []
+    assert all(k.change == "worse" and k.regressed for k in c.cases if k.case_id.startswith("d"))
+    # The same drop in four cases is within noise for both tests.
+    a = run("a", {**STABLE, **{f"d{i}": [True] * 3 for i in range(4)}})
+    b = run("b", {**STABLE, **{f"d{i}": [True, True, False] for i in range(4)}})
+    c = evals.compare(*a, *b)
+    assert c.verdict == "no regression" and c.regressions == [] and c.flaky == [f"d{i}" for i in range(4)]
 
 
 def test_runs_of_different_datasets_are_flagged_or_refused():
