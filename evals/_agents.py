@@ -135,8 +135,27 @@ class ReferenceEvalAgent:
         if self.real and (case.input.misbehave or case.input.faults):
             raise DatasetError(f"{where}: misbehave and faults are simulator features; the real API cannot take them.")
 
+    def client(self, spec: Any, config: Any) -> Any:
+        """The Anthropic client one trial talks to: the simulated model, or the real API with ``real``.
+
+        The seam for user-style variants: a subclass can wrap or replace the client (a proxy that
+        rewrites requests, a different model endpoint) without copying ``run_trial``.
+
+        Args:
+            spec: The trial's ``reference_agent.RunSpec`` (scenario, seed, misbehaviours, faults).
+            config: The agent's ``reference_agent.AgentConfig`` (retries, timeout).
+        """
+        from reference_agent import sim_client, sim_options
+
+        if self.real:
+            from reference_agent import default_client
+            return default_client(spec, config)
+        options = sim_options(seed=spec.seed, scenario=spec.scenario, misbehave=spec.misbehave, faults=spec.faults,
+                              latency_ms=self.latency_ms)
+        return sim_client(options, max_retries=config.max_retries, timeout=config.request_timeout_s)
+
     def run_trial(self, case: Case, *, recorder: tracer.Recorder, seed: int) -> str:
-        from reference_agent import Agent, RunSpec, UserTurn, WorldSetup, get_scenario, sim_client, sim_options
+        from reference_agent import Agent, RunSpec, UserTurn, WorldSetup, get_scenario
 
         scenario = get_scenario(case.input.scenario) if case.input.scenario else None
         turns = ([UserTurn(text=m.text, only_if_asked=m.only_if_asked) for m in case.input.messages]
@@ -151,15 +170,7 @@ class ReferenceEvalAgent:
             faults=tuple(case.input.faults if case.input.faults is not None
                          else scenario.faults if scenario and sim else ()))
 
-        def client(spec: RunSpec, config: Any) -> Any:
-            if self.real:
-                from reference_agent import default_client
-                return default_client(spec, config)
-            options = sim_options(seed=spec.seed, scenario=spec.scenario, misbehave=spec.misbehave, faults=spec.faults,
-                                  latency_ms=self.latency_ms)
-            return sim_client(options, max_retries=config.max_retries, timeout=config.request_timeout_s)
-
-        agent = Agent(self.world, recorder, config=self.config, client_factory=client)
+        agent = Agent(self.world, recorder, config=self.config, client_factory=self.client)
         out = agent.start(turns[0].text, spec=spec, world=world, follow_ups=turns[1:])
         if out.status == "waiting_human" and case.input.human is not None:
             decide = agent.approve if case.input.human == "approve" else agent.reject
