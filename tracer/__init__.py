@@ -29,7 +29,19 @@ from ._errors import (
 )
 from ._export import ExportStats, StoreSpanProcessor
 from ._ingest import Ingestor, SpanRecord
-from ._loops import LoopGuard
+from ._loops import (
+    VOLATILE_PATTERNS,
+    Loop,
+    LoopCall,
+    LoopGuard,
+    LoopRules,
+    call_keys,
+    canonical_arguments,
+    find_loops,
+    normalise_outcome,
+    outcome_key,
+    outcome_key_sql,
+)
 from ._pricing import ModelPrice, PriceTable, Usage
 from ._recorder import ContentMode, Recorder, __version__, configure
 from ._records import (
@@ -64,7 +76,10 @@ __all__ = [
     "FlightrecError",
     "Ingestor",
     "LlmCall",
+    "Loop",
+    "LoopCall",
     "LoopGuard",
+    "LoopRules",
     "ModelPrice",
     "NotRebuildableError",
     "PriceTable",
@@ -87,12 +102,19 @@ __all__ = [
     "UnknownEvalRunError",
     "UnknownSessionError",
     "Usage",
+    "VOLATILE_PATTERNS",
     "VerifyResult",
     "__version__",
+    "call_keys",
+    "canonical_arguments",
     "canonical_json",
     "configure",
     "current_session",
     "default_db_path",
+    "find_loops",
+    "normalise_outcome",
+    "outcome_key",
+    "outcome_key_sql",
     "redact_api_key",
     "redact_card",
     "redact_email",

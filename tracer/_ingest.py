@@ -22,6 +22,7 @@ from . import _attributes as A
 from . import _foreign
 from ._canonical import canonical_json, sha256_hex
 from ._decision import ToolKinds, context_chars, context_tokens
+from ._loops import call_keys
 from ._pricing import PriceTable, Usage
 from ._split import Splitter
 
@@ -421,6 +422,7 @@ class Ingestor:
             r.span_id, r.trace_id, session_id, turn, name, call_id, r.start_ns, r.end_ns, status,
             a.get(A.ERROR_TYPE), r.status_message if status == "error" else None, arguments, result,
             a.get(A.TOOL_IDEMPOTENCY_KEY), a.get(A.TOOL_RETRIES), a.get(A.TOOL_CIRCUIT_STATE),
+            *call_keys(str(name), arguments),
         ))
         delta.sums["tool_calls"] += 1
         if status == "error":

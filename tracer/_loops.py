@@ -1,55 +1,437 @@
-"""Spotting a tool-call loop while it happens, so that an agent can stop it before its budget runs out.
+"""What a tool-call loop is: the one definition, used by the in-process ``LoopGuard`` and by
+``flightrec detect`` alike.
 
-``flightrec detect`` finds the same loops afterwards, in SQL (``evals``); this is the in-process
-twin, with the same default thresholds, for an agent to consult before each tool call.
+A loop is repetition without progress. Each tool call has
+
+- an **identity**: the tool and its canonical arguments (key order, JSON whitespace, ``1`` against
+  ``1.0`` and runs of spaces inside strings do not matter);
+- a **shape**: the tool with its *identifying* argument values kept (ids, SKUs, e-mail addresses,
+  names, and any argument whose key says it names a thing) and its *soft* values (free text,
+  dates, counts, page sizes, flags) masked. Calls of one shape are about the same thing;
+- an **outcome**: the result, or the error, after volatile fields are normalised away (UUIDs,
+  timestamps and dates, clock times, epoch numbers, long hex strings, request and trace ids, and
+  JSON fields such as ``request_id`` or ``updated_at``), so that a fresh request id does not look
+  like news. A call whose result was not recorded (content mode ``none``) has no known outcome.
+
+A call is **wasted** when the previous call of its shape had similar arguments (the same ones,
+or soft values that differ only a little: a paraphrased query, a page size nudged, a date
+shifted) and the same outcome: it told the agent nothing new. A **stall** is a stretch of
+consecutive wasted calls. A stall is **followed by progress** when a later call of one of its
+shapes, with similar arguments, got a different outcome: the job it polled finished, the call
+it retried succeeded.
+
+The rules (``LoopRules``):
+
+- a stall of ``repeat - 1`` wasted calls or more that is not followed by progress is a loop
+  (``repeat`` identical answers to one call, or a cycle of calls going round unchanged);
+- a stall followed by progress is waiting, not a loop, unless one call's identical answers ran
+  past ``wait_polls`` (``retries`` when the answers were failures);
+- a call made more than ``poll_budget`` times with the same arguments is a loop, whatever it
+  returned (a poll with no end).
+
+Distinct entities that share an answer (five parcels, each "delivered") are different shapes,
+so they never waste a call. ``find_loops`` judges a finished sequence; ``LoopGuard`` asks, before
+a call runs, whether it would be a loop even if it then made progress, since it cannot yet see
+what comes after: it is the forgiving half of the same rules, and never stops a poll that the
+batch detectors would let pass.
+
+``VOLATILE_PATTERNS`` is applied by the detectors' SQL as well (DuckDB's ``regexp_replace``), to
+find the sessions worth a look; the patterns are written in the syntax both engines share.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+import orjson
 
 from ._canonical import canonical_json
 
 LOOP_REPEAT = 4
-LOOP_WINDOW = 10
-LOOP_WINDOW_REPEATS = 5
-LOOP_CYCLE_REPEATS = 3
+LOOP_WAIT_POLLS = 10
+LOOP_RETRIES = 5
+LOOP_POLL_BUDGET = 30
+
+VOLATILE_PATTERNS: tuple[tuple[str, str], ...] = (
+    # JSON fields that change on every call by nature: ids of the request, not of the thing.
+    (r'"(request_?id|requestId|req_?id|trace_?id|traceId|span_?id|correlation_?id|nonce|etag|e_tag|timestamp|ts|'
+     r'time|now|created_at|updated_at|generated_at|fetched_at|checked_at|polled_at|server_time|as_of|'
+     r'duration_ms|elapsed_ms|latency_ms|took_ms|took|x-request-id)"\s*:\s*("([^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*)',
+     r'"\1":"~"'),
+    (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<uuid>"),
+    (r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?",
+     "<date>"),
+    (r"\b[0-9]{1,2}:[0-9]{2}(:[0-9]{2})?\b", "<time>"),
+    (r"\b(req|request|rid|trace|txn|msg|evt|run|corr)[_-][A-Za-z0-9]{6,}\b", "<rid>"),
+    (r"\b[0-9a-fA-F]{16,}\b", "<hex>"),
+    (r"\b1[0-9]{9}([0-9]{3})?([0-9]{3})?([0-9]{3})?\b", "<epoch>"),
+)
+"""(pattern, replacement) pairs that take volatile parts out of a result or error text; runs of
+whitespace then become one space."""
+
+_VOLATILE = [(re.compile(p, re.ASCII), r) for p, r in VOLATILE_PATTERNS]
+_SPACE = "[ \t\n\r\f]+"
+"""Runs of whitespace become one space (written out: RE2's and Python's ``\\s`` differ beyond ASCII)."""
+_SPACES = re.compile(_SPACE)
+_MAX_TEXT = 65_536
+"""Longer results are compared on their first 64 KiB plus their length: enough to tell them apart."""
+
+_ID_KEY = re.compile(
+    r"(^|[_\-.])(ids?|uuids?|skus?|codes?|numbers?|num|no|refs?|keys?|names?|emails?|users?|usernames?|accounts?|"
+    r"customers?|orders?|parcels?|packages?|shipments?|tracking|tickets?|invoices?|cit(y|ies)|countr(y|ies)|"
+    r"symbols?|tickers?|urls?|uris?|paths?|files?|filenames?|hosts?|address(es)?|phones?|jobs?|tasks?)$"
+    r"|[a-z](Id|ID|Ids|IDs)$", re.IGNORECASE)
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ].*)?$")
+_DATES = _VOLATILE[2][0]
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("a an and are at be by can do for from how i in is it me my of on or our the to what when where "
+                  "which who why with you your please".split())
+_MASK = "\x00~"
+
+
+def canonical_arguments(arguments: Any) -> str:
+    """The identity of a call's arguments: canonical JSON, with numbers and whitespace normalised.
+
+    ``arguments`` may be the parsed value or its JSON text (as stored); text that is not JSON is
+    compared as text, with runs of whitespace collapsed.
+    """
+    return canonical_json(_normal(_parsed(arguments)))
+
+
+def normalise_outcome(text: str | None) -> str | None:
+    """A result or error text with its volatile parts replaced (see ``VOLATILE_PATTERNS``)."""
+    if text is None:
+        return None
+    suffix = f"…{len(text)}" if len(text) > _MAX_TEXT else ""
+    text = text[:_MAX_TEXT]
+    for pattern, replacement in _VOLATILE:
+        text = pattern.sub(replacement, text)
+    return _SPACES.sub(" ", text).strip(" ") + suffix
+
+
+def outcome_text(result: str | None, error: str | None) -> str | None:
+    """What a call's answer is compared on: its normalised error, else its normalised result."""
+    return "error " + (normalise_outcome(error) or "") if error is not None else normalise_outcome(result)
+
+
+def outcome_key_sql(result: str, error_type: str, error_message: str, status: str) -> str:
+    """A DuckDB expression over the given columns that equals ``outcome_key`` of the same call.
+
+    The store computes the key this way as rows are inserted, in DuckDB's vectorised regular
+    expressions, which are several times faster than Python's on this work.
+    """
+    def norm(text: str) -> str:
+        expr = f"left({text}, {_MAX_TEXT})"
+        for pattern, replacement in VOLATILE_PATTERNS:
+            expr = f"regexp_replace({expr}, '{pattern.replace(chr(39), chr(39) * 2)}', '{replacement}', 'g')"
+        expr = f"trim(regexp_replace({expr}, '{_SPACE}', ' ', 'g'), ' ')"
+        return f"{expr} || CASE WHEN length({text}) > {_MAX_TEXT} THEN '…' || length({text}) ELSE '' END"
+
+    error = f"coalesce({error_type}, 'error') || ': ' || coalesce({error_message}, '')"
+    return (f"CASE WHEN {status} <> 'ok' THEN md5('error ' || {norm(error)}) "
+            f"WHEN {result} IS NULL THEN NULL ELSE md5({norm(result)}) END")
+
+
+def outcome_key(result: str | None, error: str | None) -> str | None:
+    """The hash of ``outcome_text``; ``None`` when the answer is unknown. ``error`` is
+    ``"type: message"`` for a failed call."""
+    text = outcome_text(result, error)
+    return None if text is None else hashlib.md5(text.encode()).hexdigest()
+
+
+def call_keys(tool: str, arguments: Any) -> tuple[str, str]:
+    """A call's identity and shape, hashed: what the store keeps so that SQL can find repeats."""
+    p = _Prepared(LoopCall(tool, arguments))
+    return hashlib.md5(p.identity.encode()).hexdigest(), hashlib.md5(p.shape.encode()).hexdigest()
+
+
+def _parsed(arguments: Any) -> Any:
+    if isinstance(arguments, str | bytes):
+        try:
+            return orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            return arguments if isinstance(arguments, str) else arguments.decode("utf-8", "replace")
+    return arguments
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _normal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, str):
+        return " ".join(value.split())
+    return value
+
+
+def _identifying(key: str, value: Any) -> bool:
+    """Whether a leaf names a thing (kept in the shape) rather than qualifying a request (masked)."""
+    if isinstance(value, bool) or value is None:
+        return False
+    if _ID_KEY.search(key):
+        return True
+    if isinstance(value, str):
+        if _DATE.match(value) or " " in value.strip():
+            return False
+        return "@" in value or (any(c.isdigit() for c in value) and len(value) >= 3)
+    return False
+
+
+def _shape(value: Any, key: str, soft: list[Any]) -> Any:
+    if isinstance(value, dict):
+        return {k: _shape(v, k, soft) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v, key, soft) for v in value]
+    if _identifying(key, value):
+        return value
+    soft.append(value)
+    return _MASK
+
+
+def _tokens(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """A text's content words (plural 's' dropped) and, apart, its tokens that carry digits (ids)."""
+    words = _WORD.findall(_DATES.sub("date", text.lower()))
+    plain = frozenset(w.removesuffix("s") for w in words if not any(c.isdigit() for c in w) and w not in _STOP)
+    return plain, frozenset(w for w in words if any(c.isdigit() for c in w))
+
+
+def _similar(a: Any, b: Any) -> bool:
+    """Two soft values that differ only a little: a nudged number, a shifted date, a paraphrase."""
+    if a == b:
+        return True
+    if isinstance(a, bool) or isinstance(b, bool):
+        return True
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        lo, hi = sorted((abs(a), abs(b)))
+        return abs(a - b) <= 2 or (lo > 0 and (a > 0) == (b > 0) and hi <= 2 * lo)
+    if isinstance(a, str) and isinstance(b, str):
+        if _DATE.match(a) and _DATE.match(b):
+            return True
+        (wa, da), (wb, db) = _tokens(a), _tokens(b)
+        if da != db:  # "parcel 123" and "parcel 456" ask about different things
+            return False
+        if not wa or not wb:
+            return wa == wb
+        return len(wa & wb) / len(wa | wb) >= 1 / 3 or wa <= wb or wb <= wa
+    return False
+
+
+@dataclass(frozen=True)
+class LoopCall:
+    """One tool call as the loop rules see it."""
+
+    tool: str
+    arguments: Any = None
+    """The arguments, parsed or as JSON text."""
+    result: str | None = None
+    """The result as text; ``None`` when unknown."""
+    error: str | None = None
+    """The error (type and message) when the call failed."""
+
+
+@dataclass(frozen=True)
+class LoopRules:
+    """The thresholds of the loop rules (see the module docstring).
+
+    Attributes:
+        repeat: Answers that told the agent nothing new, in a row, that make a loop when no
+            progress follows (``repeat - 1`` wasted calls after the first).
+        wait_polls: Identical answers to one call that are still waiting when the answer then
+            changes (a job polled until it finishes).
+        retries: Identical failures that are still a retry when the call then succeeds.
+        poll_budget: Calls with the same arguments per session, whatever they return.
+    """
+
+    repeat: int = LOOP_REPEAT
+    wait_polls: int = LOOP_WAIT_POLLS
+    retries: int = LOOP_RETRIES
+    poll_budget: int = LOOP_POLL_BUDGET
+
+
+LoopKind = Literal["repeat", "failure", "near", "cycle", "polling"]
+
+
+@dataclass(frozen=True)
+class Loop:
+    """One loop in a sequence of tool calls."""
+
+    kind: LoopKind
+    """``repeat``: one call, the same answer; ``failure``: one call, the same error; ``near``:
+    near-identical calls, the same answer; ``cycle``: several calls going round; ``polling``: one
+    call made more than the polling budget allows."""
+    calls: tuple[int, ...]
+    """Positions (0-based) of the calls in the loop, the first informative one included."""
+    tools: tuple[str, ...]
+    """The tools in the loop, in order of first appearance."""
+    wasted: int
+    """Calls in it that told the agent nothing new."""
+    repeats: int
+    """The most identical answers one call got in it."""
+    progressed: bool
+    """An answer changed afterwards (the loop ran past a waiting budget)."""
+    reason: str
+    """One line for a person."""
+
+
+class _Prepared:
+    """A call ready for comparison. Its outcome is normalised only when two raw answers differ:
+    most calls are never compared, and normalising is the expensive part."""
+
+    __slots__ = ("tool", "identity", "shape", "soft", "raw", "failed", "_outcome", "_call")
+
+    def __init__(self, call: LoopCall) -> None:
+        args = _normal(_parsed(call.arguments))
+        self.soft: list[Any] = []
+        self.tool = call.tool
+        self.identity = f"{call.tool}\x00{canonical_json(args)}"
+        self.shape = f"{call.tool}\x00{canonical_json(_shape(args, '', self.soft))}"
+        self.failed = call.error is not None
+        self.raw = call.error if self.failed else call.result
+        self._outcome: str | None = None
+        self._call = call
+
+    @property
+    def outcome(self) -> str:
+        if self._outcome is None:
+            self._outcome = outcome_text(self._call.result, self._call.error) or ""
+        return self._outcome
+
+
+def _same_answer(a: _Prepared, b: _Prepared) -> bool:
+    if a.raw is None or b.raw is None:  # unknown results: only the same call counts as the same
+        return a.raw is None and b.raw is None and a.identity == b.identity
+    return a.failed == b.failed and (a.raw == b.raw or a.outcome == b.outcome)
+
+
+def _close(a: _Prepared, b: _Prepared) -> bool:
+    return a.identity == b.identity or all(_similar(x, y) for x, y in zip(a.soft, b.soft))
+
+
+def find_loops(calls: Sequence[LoopCall], rules: LoopRules | None = None, *,
+               final: bool = True) -> list[Loop]:
+    """The loops in a session's tool calls, oldest first.
+
+    Args:
+        calls: The session's tool calls in the order they ran.
+        rules: Thresholds (default ``LoopRules()``).
+        final: The sequence is complete. When false (a session still running), every stall is
+            judged as if progress could still follow, so that only what is a loop in any future
+            is reported.
+    """
+    rules = rules or LoopRules()
+    prepared = [_Prepared(c) for c in calls]
+    last: dict[str, int] = {}
+    wasted = [False] * len(prepared)
+    changed = [False] * len(prepared)  # a similar call before it got another answer: progress
+    before: list[int | None] = [None] * len(prepared)
+    for i, p in enumerate(prepared):
+        j = last.get(p.shape)
+        if j is not None and _close(prepared[j], p):
+            before[i] = j
+            if _same_answer(prepared[j], p):
+                wasted[i] = True
+            else:
+                changed[i] = True
+        last[p.shape] = i
+    loops: list[Loop] = []
+    i = 0
+    while i < len(prepared):
+        if not wasted[i]:
+            i += 1
+            continue
+        end = i
+        while end + 1 < len(prepared) and wasted[end + 1]:
+            end += 1
+        loops += _judge(prepared, before, changed, range(i, end + 1), rules, final)
+        i = end + 1
+    loops += _over_budget(prepared, rules)
+    return sorted(loops, key=lambda loop: loop.calls[0])
+
+
+def _judge(prepared: list[_Prepared], before: list[int | None], changed: list[bool], stall: range,
+           rules: LoopRules, final: bool) -> list[Loop]:
+    per_shape: dict[str, int] = {}
+    for k in stall:
+        per_shape[prepared[k].shape] = per_shape.get(prepared[k].shape, 0) + 1
+    members = sorted({k for k in stall} | {b for k in stall if (b := _first(before, k)) is not None})
+    progressed = any(changed[k] and prepared[k].shape in per_shape for k in range(stall.stop, len(prepared)))
+    repeats = max(per_shape.values()) + 1
+    failed = all(prepared[k].failed for k in stall)
+    if progressed or not final:
+        if repeats <= (rules.retries if failed else rules.wait_polls):
+            return []
+    elif len(stall) < rules.repeat - 1:
+        return []
+    tools = tuple(dict.fromkeys(prepared[k].tool for k in members))
+    if len(per_shape) > 1:
+        kind: LoopKind = "cycle"
+        reason = f"a cycle of {len(per_shape)} calls ({' → '.join(tools)}) went round {repeats} times unchanged"
+    elif failed:
+        kind, reason = "failure", f"{tools[0]} failed the same way {repeats} times"
+    elif len({prepared[k].identity for k in members}) == 1:
+        kind, reason = "repeat", f"{tools[0]} called {repeats} times with the same arguments and the same result"
+    else:
+        kind, reason = "near", (f"{tools[0]} called {repeats} times with near-identical arguments and the same "
+                                "result")
+    if progressed:
+        reason += f", before its answer changed (over the budget of {rules.retries if failed else rules.wait_polls})"
+    return [Loop(kind, tuple(members), tools, len(stall), repeats, progressed, reason)]
+
+
+def _first(before: list[int | None], k: int) -> int | None:
+    """The informative call a wasted call repeats (the start of its chain)."""
+    j = before[k]
+    while j is not None and before[j] is not None:
+        j = before[j]
+    return j
+
+
+def _over_budget(prepared: list[_Prepared], rules: LoopRules) -> list[Loop]:
+    seen: dict[str, list[int]] = {}
+    for i, p in enumerate(prepared):
+        seen.setdefault(p.identity, []).append(i)
+    return [Loop("polling", tuple(calls), (prepared[calls[0]].tool,), sum(1 for _ in calls) - 1, len(calls), False,
+                 f"{prepared[calls[0]].tool} called {len(calls)} times with the same arguments, over the polling "
+                 f"budget of {rules.poll_budget}")
+            for calls in seen.values() if len(calls) > rules.poll_budget]
 
 
 @dataclass(frozen=True)
 class LoopGuard:
-    """The loop rules, applied to a session's tool calls so far plus the one about to run.
+    """The loop rules, asked before a tool call runs, so that an agent can stop a loop before its
+    budget runs out.
 
-    Attributes:
-        repeat: The same tool with the same arguments this many times in a row is a loop.
-        window: Of the last ``window`` calls ...
-        window_repeats: ... this many being the same call is a loop.
-        cycle_repeats: A cycle of 2 to 4 calls repeated this many times is a loop.
+    The guard cannot see what comes after, so it holds a call to be a loop only when it would be
+    one even if the answer then changed: past ``wait_polls`` identical answers (``retries``
+    identical failures), or past the polling budget. An agent that never polls can be stricter,
+    for example ``LoopGuard(LoopRules(wait_polls=4, retries=4))``.
     """
 
-    repeat: int = LOOP_REPEAT
-    window: int = LOOP_WINDOW
-    window_repeats: int = LOOP_WINDOW_REPEATS
-    cycle_repeats: int = LOOP_CYCLE_REPEATS
+    rules: LoopRules = LoopRules()
 
-    def check(self, calls: Sequence[tuple[str, Any]], name: str, arguments: Any) -> str | None:
-        """Why running ``name(arguments)`` after ``calls`` (``(name, arguments)`` pairs, oldest first)
-        would be a loop, or ``None``. Pure: the caller keeps the history."""
-        seq = [(n, canonical_json(a)) for n, a in calls] + [(name, canonical_json(arguments))]
-        last = seq[-1]
-        run = next((i for i, call in enumerate(reversed(seq)) if call != last), len(seq))
-        if run >= self.repeat:
-            return f"{name} called {run} times in a row with the same arguments"
-        recent = seq[-self.window:]
-        if recent.count(last) >= self.window_repeats:
-            return f"{name} called {recent.count(last)} times with the same arguments within {len(recent)} calls"
-        k = self.cycle_repeats
-        for p in (2, 3, 4):
-            span = p * k
-            if len(seq) >= span and seq[-1] != seq[-2] and all(seq[-1 - i] == seq[-1 - i - p]
-                                                               for i in range(span - p)):
-                cycle = " → ".join(n for n, _ in seq[-p:])
-                return f"a cycle of {p} calls ({cycle}) repeated {k} times"
-        return None
+    def check(self, calls: Sequence[LoopCall | tuple[str, Any]], name: str, arguments: Any) -> str | None:
+        """Why running ``name(arguments)`` after ``calls`` (oldest first; ``(name, arguments)`` pairs
+        when the results are not at hand) would be a loop, or ``None``. Pure: the caller keeps the
+        history.
+
+        The pending call is assumed to answer as the same call did last time: a loop is what
+        happens when it does.
+        """
+        history = [c if isinstance(c, LoopCall) else LoopCall(c[0], c[1]) for c in calls]
+        pending = LoopCall(name, arguments)
+        me = _Prepared(pending)
+        for c in reversed(history):
+            p = _Prepared(c)
+            if p.shape == me.shape and _close(p, me):
+                pending = LoopCall(name, arguments, c.result, c.error)
+                break
+        loops = find_loops([*history, pending], self.rules, final=False)
+        last = len(history)
+        hit = next((loop for loop in loops if last in loop.calls), None)
+        return hit.reason if hit is not None else None

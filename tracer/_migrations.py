@@ -222,6 +222,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "llm calls from other instrumentation say why they cannot be rebuilt",
         "ALTER TABLE llm_calls ADD COLUMN not_rebuildable VARCHAR;",
     ),
+    Migration(
+        5,
+        "tool calls carry the keys the loop rules compare (tracer._loops): identity, shape and outcome",
+        """
+        ALTER TABLE tool_calls ADD COLUMN args_key VARCHAR;
+        ALTER TABLE tool_calls ADD COLUMN shape_key VARCHAR;
+        ALTER TABLE tool_calls ADD COLUMN outcome_key VARCHAR;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -35,6 +35,7 @@ from ._errors import (
     UnknownSessionError,
 )
 from ._ingest import _SESSION_SUMS, Batch
+from ._loops import outcome_key_sql
 from ._migrations import LATEST, MIGRATIONS
 from ._records import (
     AgentRun,
@@ -68,7 +69,7 @@ _COLUMNS = {
         "response_body", "not_rebuildable"),
     "tool_calls": ("span_id", "trace_id", "session_id", "turn_index", "tool_name", "tool_call_id", "start_ns",
                    "end_ns", "status", "error_type", "error_message", "arguments", "result", "idempotency_key",
-                   "retries", "circuit_state"),
+                   "retries", "circuit_state", "args_key", "shape_key"),
     "turns": ("session_id", "turn_index", "trace_id", "span_id", "start_ns", "end_ns", "events"),
 }
 _SESSION_COLUMNS = (
@@ -150,7 +151,9 @@ def _column(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
 _INSERTS = (
     ("spans", "INSERT INTO spans SELECT * FROM _batch_spans"),
     ("llm_calls", "INSERT INTO llm_calls SELECT * FROM _batch_llm_calls"),
-    ("tool_calls", "INSERT INTO tool_calls SELECT * FROM _batch_tool_calls"),
+    # The outcome key is computed here, in DuckDB's vectorised regular expressions (see tracer._loops).
+    ("tool_calls", "INSERT INTO tool_calls SELECT *, "
+                   f"{outcome_key_sql('result', 'error_type', 'error_message', 'status')} FROM _batch_tool_calls"),
     ("turns", "INSERT INTO turns SELECT * FROM _batch_turns"),
     ("content", "INSERT OR IGNORE INTO content SELECT * FROM _batch_content"),
     ("chain", "INSERT OR IGNORE INTO message_chain SELECT * FROM _batch_chain"),
