@@ -780,7 +780,8 @@ class Parcels(Episode):
     ``bulk_status`` tracks 3-12 parcels, most of them "delivered"; ``stock_check`` checks 3-10
     SKUs, most "in_stock"; ``carrier_digest`` is a nightly digest whose prompt carries notes from
     earlier runs (in a ``drift`` session the notes grow 5% of the session's cost a night).
-    ``shared_answer``: 8-12 distinct parcels, all delivered. Loops: ``loop_same`` re-checks one SKU,
+    ``shared_answer``: 8-12 distinct parcels, all delivered. About one session in seven checks its
+    first item twice (a double check). Loops: ``loop_same`` re-checks one SKU,
     ``loop_volatile`` re-tracks one parcel (fresh request id each time), ``loop_nudged`` re-tracks
     it with its number's case or spacing changed, or re-checks a SKU with keys reordered and
     ``1.0`` for ``1``. ``wander`` opens many of the merchant's other orders.
@@ -811,7 +812,9 @@ class Parcels(Episode):
         self.items = [f"1Z{r.getrandbits(44):011X}" if self.route != "stock_check" else f"SKU-{r.randint(10000, 99999)}"
                       for _ in range(n)]
         self.delivered = 1.0 if self.kind == "shared_answer" else 0.75
-        self.repeat = r.randint(4, 20) if self.kind in ("loop_same", "loop_volatile", "loop_nudged") else 0
+        # Outside the loops, an item is sometimes checked twice: a double check, not a loop.
+        self.repeat = r.randint(4, 20) if self.kind in ("loop_same", "loop_volatile", "loop_nudged") \
+            else int(r.random() < 0.15)
         self.wander = r.randint(3, 4) * self._TYPICAL_CALLS[self.route] if self.kind == "wander" else 0
         self.batch = r.randint(2, 4)
         self.warehouse = r.choice(["AMS-1", "FRA-2", "MAD-1"])
@@ -1018,7 +1021,7 @@ class Scheduler(Episode):
     days; 3-6 in ``date_scan``); ``team_sync`` reads 3-8 attendees' calendars first;
     ``offsite_planning`` (a new route) also lists rooms. ``loop_nudged`` re-asks the same two days,
     with the date shifted back and forth and the duration written 30, 30.0 or "30", and never books;
-    ``loop_cycle`` alternates between a calendar and the slot search; ``loop_same`` repeats one slot
+    ``loop_cycle`` re-reads two calendars before each slot search; ``loop_same`` repeats one slot
     search. ``runaway_context`` (and this route's cold-start spike) lists every room with its full
     description. ``wander`` reads the calendars of many people who are not invited.
     """
@@ -1083,8 +1086,12 @@ class Scheduler(Episode):
         searches = [c for c in calls if c.name == "find_slots"]
         base = {"attendees": self.attendees, "duration_min": duration}
         if self.cycles and len(searches) < self.cycles:
-            if calls[-1].name == "find_slots":
+            # A cycle of three: two calendars re-read before each search, and nothing changes.
+            last = calls[-1]
+            if last.name == "find_slots":
                 return self.say(15, ("get_calendar", {"person": self.attendees[0], "week_of": week}))
+            if searches and last.name == "get_calendar" and last.input["person"] == self.attendees[0]:
+                return self.say(15, ("get_calendar", {"person": self.attendees[1], "week_of": week}))
             return self.say(15, ("find_slots", {**base, "date": str(self.day)}))
         if self.repeat:
             if len(searches) < self.repeat:
