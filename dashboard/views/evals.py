@@ -135,6 +135,13 @@ def _pick_pair(runs: list[tracer.EvalRunRecord]) -> tuple[str, str]:
     return a_id, b_id
 
 
+def _gate_label(k: evals.CaseComparison) -> str:
+    """What the gate made of the case, as the reports say it."""
+    label = ("regression" if k.change == "regression" else "regressed (aggregate)" if k.regressed
+             else k.change or "one run only")
+    return f"{label}, critical" if k.critical else label
+
+
 def _compare(a: str, b: str) -> None:
     c = _comparison(a, b)
     t = c.test
@@ -161,20 +168,27 @@ def _compare(a: str, b: str) -> None:
         st.caption(f"Left out of the test (in one run only): {', '.join(t.unpaired)}")
     if not c.same_dataset:
         st.caption("The two runs used different cases or scorers (dataset hash differs).")
-    flips = st.columns(3)
-    for col, title, names in ((flips[0], "pass → fail", c.flips_to_fail), (flips[1], "fail → pass", c.flips_to_pass),
-                              (flips[2], "flaky", c.flaky)):
+    g = c.gate
+    st.caption(f"Gate: aggregate p = {g.aggregate.p_value:.4f} vs {g.aggregate_alpha:g}; each case's own test "
+               f"(Fisher, Holm-Tarone) at {g.case_alpha:g} over {g.testable} testable case(s)"
+               + (f"; critical cases at {g.critical_alpha:g}" if g.critical_alpha else "") + f". {c.power}")
+    flips = st.columns(4)
+    for col, title, names in ((flips[0], "regressed", c.regressions), (flips[1], "pass → fail", c.flips_to_fail),
+                              (flips[2], "fail → pass", c.flips_to_pass), (flips[3], "flaky", c.flaky)):
         col.markdown(f"**{title}** ({len(names)})  \n" + (", ".join(f"`{n}`" for n in names) or "none"))
     cases = pd.DataFrame([{
         "case": k.case_id, "baseline": f"{sum(k.baseline)}/{len(k.baseline)}" if k.baseline else "–",
         "candidate": f"{sum(k.candidate)}/{len(k.candidate)}" if k.candidate else "–",
         "delta": k.delta, "change": f"{k.baseline_status or '–'} → {k.candidate_status or '–'}", "flip": k.flip,
+        "gate": _gate_label(k), "p (worse)": k.p_value,
         "session": _ui.url("session", id=k.failing_sessions[0]) if k.failing_sessions else None,
         "why": k.reasons[0] if k.reasons else ""} for k in c.cases])
     changed = st.toggle("Only cases whose pass rate changed", value=True, key="evals_changed")
     shown = cases[cases["delta"].fillna(0) != 0] if changed else cases
     st.dataframe(shown.sort_values(["delta", "case"]), hide_index=True, width="stretch", column_config={
         "delta": st.column_config.NumberColumn("Δ pass rate", format="percent"),
+        "p (worse)": st.column_config.NumberColumn("p (worse)", format="%.3g",
+                                                   help="The case's own one-sided Fisher test, before correction."),
         "session": _SESSION_LINK,
         "why": st.column_config.TextColumn("why the candidate failed", width="large"),
     })

@@ -27,6 +27,8 @@ def test_evals_lists_runs_and_compares_baseline_with_latest(store):
     flips = next(m.value for m in at.markdown if m.value.startswith("**pass → fail**"))
     assert f"({len(expected.flips_to_fail)})" in flips
     assert all(f"`{case}`" in flips for case in expected.flips_to_fail)
+    regressed = next(m.value for m in at.markdown if m.value.startswith("**regressed**"))
+    assert expected.regressions and all(f"`{case}`" in regressed for case in expected.regressions)
     assert at.query_params["a"] == runs[1].run_id
 
 
