@@ -44,6 +44,12 @@ def _write(path: str, data: bytes | str) -> None:
         raise EvalError(f"cannot write {path}: {exc.strerror}.") from None
 
 
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 < alpha < 0.5:
+        raise EvalError(f"--alpha {alpha:g}: give the gate's false-alarm rate, above 0 and below 0.5: 0.05 (the "
+                        "default) fails 1 run in 20 at most when nothing changed, 0.01 one in 100.")
+
+
 @click.group("eval")
 def evals() -> None:
     """Regression evals: run a dataset K times per case, compare with a baseline, gate CI."""
@@ -61,18 +67,21 @@ def evals() -> None:
 @click.option("--label", metavar="LABEL",
               help="Label this run (for example `baseline`) once stored; with --baseline, only if it passes the gate.")
 @click.option("--seed", type=int, help="The run's seed (default: fresh each run).")
+@click.option("--alpha", type=float, default=0.05, show_default=True,
+              help="The gate's false-alarm budget: how often a candidate no different from the baseline may fail.")
 @click.option("--junit", metavar="PATH", help="Write JUnit XML here.")
 @click.option("--report", metavar="PATH.md", help="Write a Markdown summary here (for a pull-request comment).")
 @db_option
 @json_option
 def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int, concurrency: int,
-            tags: tuple[str, ...], baseline: str | None, label: str | None, seed: int | None, junit: str | None,
-            report: str | None, db: str | None, as_json: bool) -> None:
+            tags: tuple[str, ...], baseline: str | None, label: str | None, seed: int | None, alpha: float,
+            junit: str | None, report: str | None, db: str | None, as_json: bool) -> None:
     """Run DATASET (a YAML or JSONL file, or a bundled suite: `support`) against the agent.
 
     Every trial is a traced session; its result links to it.
     """
     settings = _settings(set_)
+    _check_alpha(alpha)
     baseline_id: str | None = None
     if baseline:  # a baseline that is not there is an error now, not after the whole run
         path = tracer.default_db_path(db)
@@ -93,7 +102,7 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
     comparison: Comparison | None = None
     if baseline_id:
         with tracer.Store(db) as store:
-            comparison = compare_stored(store, baseline_id, result.run.run_id)
+            comparison = compare_stored(store, baseline_id, result.run.run_id, alpha=alpha)
             # A regressed run must not become the bar the next run is held to.
             if label and comparison.verdict != "regression":
                 store.label_eval_run(result.run.run_id, label)
@@ -121,12 +130,15 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
 @click.argument("baseline")
 @click.argument("candidate")
 @click.option("--report", metavar="PATH.md", help="Write a Markdown summary here.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="The gate's false-alarm budget.")
 @db_option
 @json_option
-def compare_cmd(baseline: str, candidate: str, report: str | None, db: str | None, as_json: bool) -> None:
+def compare_cmd(baseline: str, candidate: str, report: str | None, alpha: float, db: str | None,
+                as_json: bool) -> None:
     """Compare two stored runs (ids, prefixes or labels); exit 1 if CANDIDATE regresses."""
+    _check_alpha(alpha)
     with tracer.Store(db, read_only=True) as store:
-        comparison = compare_stored(store, baseline, candidate)
+        comparison = compare_stored(store, baseline, candidate, alpha=alpha)
         run = store.find_eval_run(candidate)
         results = store.eval_results(run.run_id)
     if report:

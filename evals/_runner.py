@@ -23,9 +23,10 @@ from ._scorers import Scorer, build_scorer, score_trial
 from ._trajectory import trajectory_of
 
 DEFAULT_TRIALS = 5
-"""Trials per case. With the simulated model, 5 keeps the A/A false-alarm rate under 5% and
-flags the bundled regression every time (tests/evals/test_gate.py); 3 already misses small
-regressions, 10 doubles the run for little gain. See the README's "Statistics"."""
+"""Trials per case. With 5 a side the gate catches any case that breaks outright (100% -> 0%)
+every time, and falsely alarms in about 1% of A/A runs; 10 catches a case falling to 40% about
+60% of the time instead of 16%, at twice the cost (benchmarks/bench_gate.py). Every comparison
+says what its trial count could catch; see the README's "The gate"."""
 
 DEFAULT_CONCURRENCY = 4
 """Trials in flight at once."""

@@ -254,6 +254,8 @@ def test_an_unknown_baseline_fails_before_any_trial_runs(tiny):
     pytest.param(["--tag", "billing"], "no case in tiny has the tag(s) billing; its tags are: orders, policy, refund.",
                  id="tag matching no case"),
     pytest.param(["--trials", "0"], "--trials and --concurrency must be at least 1.", id="zero trials"),
+    pytest.param(["--alpha", "5"], "--alpha 5: give the gate's false-alarm rate, above 0 and below 0.5: 0.05 (the "
+                                   "default)", id="alpha out of range"),
 ])
 def test_bad_options_are_one_line_errors_before_any_trial(tiny, args, expected):
     result = flightrec("run", tiny, *args)
