@@ -31,8 +31,11 @@ Families and detectors (``name``: what it flags):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import json
+import math
 import os
 import re
 import time
@@ -52,64 +55,118 @@ from ._alerts import Alert, Severity
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The docstring under each field is its description, so that --print-config can explain it.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class LoopLimits(_Section):
-    repeat: int = Field(default=tracer.LoopGuard.repeat, ge=2)
-    """loop.repeat: identical calls in a row."""
-    window: int = Field(default=tracer.LoopGuard.window, ge=2)
-    """loop.window: the last W calls looked at ..."""
-    window_repeats: int = Field(default=tracer.LoopGuard.window_repeats, ge=2)
-    """... and how many of them may be the same call."""
-    cycle_repeats: int = Field(default=tracer.LoopGuard.cycle_repeats, ge=2)
-    """loop.cycle: repetitions of a cycle of 2 to 4 calls."""
-    no_progress: int = Field(default=4, ge=2)
-    """loop.no_progress: the same result from one tool, in a row, for different arguments."""
-    max_turns: int = Field(default=30, ge=1)
-    """loop.turns: turns per session."""
-    max_tokens_stops: int = Field(default=2, ge=1)
-    """loop.max_tokens: ``max_tokens`` stops per session."""
+    repeat: int = Field(default=tracer.LoopRules.repeat, ge=2)
+    """loop.calls: answers in a row that told the agent nothing new (the same call, or near-identical calls, with the same normalised result) that make a loop when no answer changes afterwards ..."""
+    wait_polls: int = Field(default=tracer.LoopRules.wait_polls, ge=1)
+    """... identical answers to one call that are still waiting, not a loop, when the answer then changes (a job polled until it is done) ..."""
+    retries: int = Field(default=tracer.LoopRules.retries, ge=1)
+    """... identical failures that are still a retry, not a loop, when the call then succeeds ..."""
+    poll_budget: int = Field(default=tracer.LoopRules.poll_budget, ge=2)
+    """... and calls with the same arguments per session, whatever they return (a poll with no end)."""
+    max_tokens_stops: int = Field(default=3, ge=1)
+    """loop.max_tokens: replies cut off at max_tokens in one session."""
+
+    def rules(self) -> tracer.LoopRules:
+        return tracer.LoopRules(repeat=self.repeat, wait_polls=self.wait_polls, retries=self.retries,
+                                poll_budget=self.poll_budget)
+
+
+class BaselineLimits(_Section):
+    """How a session is judged against the history of its agent and route (every ``*.anomaly``)."""
+
+    window: int = Field(default=200, ge=5)
+    """The most previous sessions of the route a baseline uses (the trailing window)."""
+    min_sessions: int = Field(default=3, ge=1)
+    """Previous sessions of the route needed before its sessions are judged at all (the centre is their median)."""
+    history: int = Field(default=20, ge=3)
+    """Previous sessions of the route needed for its own spread; with fewer it borrows a wider one ..."""
+    borrow_agent: float = Field(default=1.5, ge=1)
+    """... the spread of the agent's other sessions around their routes' medians, this many times wider ..."""
+    borrow_store: float = Field(default=2.0, ge=1)
+    """... else the whole store's, this many times wider ..."""
+    cold_spread: float = Field(default=1.0, gt=0)
+    """... else this spread (natural log units) when the store itself is new."""
+    z: float = Field(default=3.5, gt=0)
+    """A session is flagged this many robust standard deviations (1.4826 × MAD, on a log scale) above the median ..."""
+    min_spread: float = Field(default=0.1, gt=0)
+    """... with a spread of at least this (log units), so that a route of identical sessions does not flag a 5% rise ..."""
+    upper_margin: float = Field(default=1.25, ge=1)
+    """... and above the route's 95th percentile times this: a route with a legitimate costly mode keeps it."""
 
 
 class CostLimits(_Section):
-    session_usd: float = Field(default=1.0, gt=0)
-    """cost.budget: USD per session."""
-    history: int = Field(default=20, ge=5)
-    """cost.anomaly, cost.cache_drop: previous sessions a baseline needs."""
-    baseline_sessions: int = Field(default=200, ge=5)
-    """... and the most it uses (the trailing window)."""
-    iqr_k: float = Field(default=3.0, gt=0)
-    """cost.anomaly: flagged above the baseline's third quartile plus k interquartile ranges ..."""
-    min_ratio: float = Field(default=3.0, ge=1)
-    """... and at least this many times its median."""
-    spike_ratio: float = Field(default=3.0, gt=1)
-    """cost.token_spike: a turn's input tokens over the previous turn's, at least ..."""
-    spike_tokens: int = Field(default=20_000, ge=1)
+    ratio: float = Field(default=2.0, ge=1)
+    """cost.anomaly: a session's cost at least this many times its route's median (and beyond the baseline's band)."""
+    tokens_ratio: float = Field(default=2.0, ge=1)
+    """cost.tokens: the same for total tokens, for sessions whose cost is unknown (unpriced models)."""
+    jump_ratio: float = Field(default=3.0, ge=1)
+    """cost.token_jump: the largest one-turn growth of the input at least this many times the route's usual ..."""
+    jump_min_tokens: int = Field(default=5_000, ge=0)
     """... and by at least this many tokens."""
+    drift_recent: int = Field(default=10, ge=3)
+    """cost.drift: the route's last N sessions ..."""
+    drift_reference: int = Field(default=50, ge=5)
+    """... against the M sessions before them ..."""
+    drift_ratio: float = Field(default=2.0, gt=1)
+    """... whose median they exceed by this factor (and so does the session flagged)."""
     context_warning: float = Field(default=0.70, gt=0, le=1)
-    """cost.context: window utilisation for a warning ..."""
+    """context.window: window utilisation for a warning ..."""
     context_critical: float = Field(default=0.85, gt=0, le=1)
     """... and for a critical alert."""
     cache_drop: float = Field(default=0.3, gt=0, le=1)
-    """cost.cache_drop: cache-hit ratio this far below the baseline's median ..."""
+    """cost.cache_drop: cache-hit ratio this far below the route's median ..."""
     cache_baseline_min: float = Field(default=0.4, ge=0, le=1)
-    """... when the baseline's median is at least this ..."""
+    """... when that median is at least this ..."""
     cache_min_input_tokens: int = Field(default=4_000, ge=0)
     """... and the session read at least this many input tokens."""
 
 
+class StepLimits(_Section):
+    ratio: float = Field(default=3.0, ge=1)
+    """steps.anomaly: tool calls plus turns at least this many times the route's median (the seeds' "3× more steps than usual") ..."""
+    min_extra: int = Field(default=4, ge=0)
+    """... and at least this many more."""
+
+
+class Budget(_Section):
+    """Absolute limits for an agent, or one of its routes. None applies unless set."""
+
+    agent: str | None = None
+    """The agent; every agent when omitted."""
+    route: str | None = None
+    """The route; every route when omitted."""
+    session_usd: float | None = Field(default=None, gt=0)
+    """cost.budget: USD per session."""
+    tokens: int | None = Field(default=None, ge=1)
+    """cost.budget: tokens per session (input, cache and output)."""
+    turns: int | None = Field(default=None, ge=1)
+    """steps.budget: turns per session."""
+    tool_calls: int | None = Field(default=None, ge=1)
+    """steps.budget: tool calls per session."""
+
+
 class ReliabilityLimits(_Section):
     tool_error_rate: float = Field(default=0.5, gt=0, le=1)
-    """reliability.tool_errors: failed share of a session's tool calls ..."""
+    """reliability.tool_errors: share of a session's tool calls that failed and were never retried successfully ..."""
     tool_error_min_calls: int = Field(default=4, ge=1)
     """... over at least this many calls ..."""
     tool_error_ignore: list[str] = ["not_found", "invalid_arguments", "not_allowed", "approval_rejected"]
     """... not counting these error types: answers about the request, not failures of the tool."""
     retry_storm: int = Field(default=5, ge=1)
     """reliability.retry_storm: failed model-call attempts per session."""
+    latency_ratio: float = Field(default=3.0, ge=1)
+    """reliability.latency: a session's wall time at least this many times its route's median ..."""
+    latency_min_s: float = Field(default=30.0, ge=0)
+    """... and at least this many seconds longer."""
     latency_drift: float = Field(default=1.5, gt=1)
-    """reliability.latency_drift: p95 over the baseline's p95, at least ..."""
+    """reliability.latency_drift: model-call p95 over the baseline's p95, at least ..."""
+    latency_drift_min_ms: float = Field(default=500.0, ge=0)
+    """... and at least this many milliseconds more ..."""
     latency_min_calls: int = Field(default=50, ge=5)
     """... with at least this many calls on each side."""
 
@@ -145,9 +202,13 @@ class DetectConfig(_Section):
     """Every detector's thresholds. A YAML file gives any subset; the rest keep their defaults."""
 
     loops: LoopLimits = LoopLimits()
+    baseline: BaselineLimits = BaselineLimits()
     cost: CostLimits = CostLimits()
+    steps: StepLimits = StepLimits()
     reliability: ReliabilityLimits = ReliabilityLimits()
     safety: SafetyLimits = SafetyLimits()
+    budgets: list[Budget] = []
+    """Absolute budgets per agent and route; the most specific match applies. None by default."""
     disabled: list[str] = []
     """Detectors to skip, by name (``loop.window``) or family (``cost``)."""
 
@@ -252,28 +313,10 @@ _ROUTES = """routes AS (
     SELECT session_id, any_value(coalesce(json_extract_string(attributes, '$."flightrec.route"'),
                                           json_extract_string(attributes, '$."flightrec.scenario"'))) AS route
     FROM spans WHERE parent_span_id IS NULL {filter} GROUP BY session_id)"""
-_CALLS = """calls AS (
-    SELECT t.session_id, t.turn_index, t.tool_name, t.arguments, t.result, t.status, t.start_ns,
-           md5(coalesce(t.arguments, '')) AS ah, md5(coalesce(t.result, '')) AS rh,
-           row_number() OVER (PARTITION BY t.session_id ORDER BY t.start_ns) AS i
-    FROM tool_calls t JOIN {source} USING (session_id))"""
-
-
-def _candidates(key: str, n: int) -> str:
-    """Sessions where some (tool, ``key``) occurs at least ``n`` times: the only ones a run or window
-    of ``n`` can be in. Filtering first keeps the window sorts off every other session's calls
-    (4 s down to 1 s for ``loop.no_progress`` over 100,000 sessions) and cannot change a result."""
-    return f"""cand AS (
-    SELECT DISTINCT t.session_id FROM tool_calls t JOIN target USING (session_id)
-    GROUP BY t.session_id, t.tool_name, md5(coalesce(t.{key}, '')) HAVING count(*) >= {int(n)})"""
-
-
 def _with(scope: Scope, *parts: str) -> tuple[str, list[Any]]:
     where, params = scope.where()
     ctes = [_TARGET.format(where=where)]
-    for part in parts:
-        ctes.append(part.format(filter="AND session_id IN (SELECT session_id FROM target)",
-                                source="cand" if any(p.startswith("cand AS") for p in parts) else "target"))
+    ctes += [part.format(filter="AND session_id IN (SELECT session_id FROM target)") for part in parts]
     return "WITH " + ",\n".join(ctes), params
 
 
@@ -287,85 +330,58 @@ def _args(text: str | None) -> Any:
 # -- loops -------------------------------------------------------------------------------------------
 
 
-def _loop_repeat(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    n = config.loops.repeat
-    head, params = _with(scope, _ROUTES, _candidates("arguments", n), _CALLS)
+def _loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+    """``tracer.find_loops`` over each session that could hold a loop.
+
+    The rules live in one place (``tracer._loops``), shared with the in-process ``LoopGuard``;
+    SQL only narrows the sessions, with the keys the store keeps for every tool call. A call can
+    be wasted only if the previous call of its shape got the same answer (the rules then also ask
+    for similar arguments), and any loop needs ``min(repeat - 1, wait_polls, retries)`` wasted
+    calls in a row; so a session is looked at when it has such a run, or a call past the polling
+    budget, or rows stored before the keys existed.
+    """
+    limits = config.loops
+    stall = min(limits.repeat - 1, limits.wait_polls, limits.retries)
+    head, params = _with(scope, _ROUTES)
     rows = store.sql(f"""{head},
-        runs AS (SELECT *, i - row_number() OVER (PARTITION BY session_id, tool_name, ah ORDER BY i) AS grp FROM calls)
-        SELECT r.session_id, any_value(t.agent), any_value(o.route), r.tool_name, r.ah, any_value(r.arguments),
-               count(*) AS n, list(DISTINCT r.turn_index ORDER BY r.turn_index), max(r.start_ns), min(r.i)
-        FROM runs r JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
-        GROUP BY r.session_id, r.tool_name, r.ah, r.grp HAVING count(*) >= ?""", [*params, n])
+        calls AS (
+            SELECT t.session_id, t.args_key, t.shape_key, t.outcome_key,
+                   row_number() OVER (PARTITION BY t.session_id ORDER BY t.start_ns, t.end_ns) AS i
+            FROM tool_calls t JOIN target USING (session_id)),
+        marked AS (
+            SELECT *, lag(i) OVER s IS NOT NULL AND (outcome_key = lag(outcome_key) OVER s
+                      OR (outcome_key IS NULL AND lag(outcome_key) OVER s IS NULL AND args_key = lag(args_key) OVER s))
+                      AS wasted
+            FROM calls WINDOW s AS (PARTITION BY session_id, shape_key ORDER BY i)),
+        runs AS (SELECT session_id, i - row_number() OVER (PARTITION BY session_id ORDER BY i) AS g
+                 FROM marked WHERE wasted),
+        cand AS (
+            SELECT session_id FROM runs GROUP BY session_id, g HAVING count(*) >= ?
+            UNION SELECT session_id FROM calls GROUP BY session_id, args_key HAVING count(*) > ?
+            UNION SELECT session_id FROM calls WHERE shape_key IS NULL)
+        SELECT t.session_id, s.agent, o.route, t.tool_name, t.arguments, t.result,
+               CASE WHEN t.status <> 'ok' THEN coalesce(t.error_type, 'error') || ': ' || coalesce(t.error_message, '')
+               END, t.turn_index, t.end_ns
+        FROM tool_calls t JOIN (SELECT DISTINCT session_id FROM cand) USING (session_id)
+        JOIN target s USING (session_id) LEFT JOIN routes o USING (session_id)
+        ORDER BY t.session_id, t.start_ns, t.end_ns""", [*params, stall, limits.poll_budget])
+    rules = limits.rules()
     out = []
-    for sid, agent, route, tool, ah, args, count, turns, seen, first in rows:
-        out.append(Finding(
-            "loop.repeat", "critical" if count >= 2 * n else "warning",
-            f"{tool} called {count} times in a row with the same arguments", agent, route, sid, f"{tool}:{ah}",
-            seen, turns, {"tool": tool, "arguments": _args(args), "repeats": count, "threshold": n,
-                          "first_call": first}))
+    for sid, calls in itertools.groupby(rows, key=lambda r: r[0]):
+        calls = list(calls)
+        _, agent, route = calls[0][:3]
+        for loop in tracer.find_loops([tracer.LoopCall(c[3], c[4], c[5], c[6]) for c in calls], rules):
+            first = calls[loop.calls[0]]
+            turns = sorted({calls[i][7] for i in loop.calls if calls[i][7] is not None})
+            severity: Severity = "critical" if loop.wasted >= 2 * (limits.repeat - 1) else "warning"
+            out.append(Finding(
+                "loop.calls", severity, loop.reason, agent, route, sid,
+                f"{loop.kind}:{'→'.join(loop.tools)}", max(calls[i][8] for i in loop.calls), turns,
+                {"kind": loop.kind, "tools": list(loop.tools), "arguments": _args(first[4]),
+                 "result": (first[6] or first[5] or "")[:500], "calls": len(loop.calls), "wasted": loop.wasted,
+                 "repeats": loop.repeats, "answer_changed_after": loop.progressed,
+                 "first_call": loop.calls[0] + 1, "rules": dataclasses.asdict(rules)}))
     return out
-
-
-def _loop_window(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    w, n = config.loops.window, config.loops.window_repeats
-    head, params = _with(scope, _ROUTES, _candidates("arguments", n), _CALLS)
-    rows = store.sql(f"""{head},
-        counted AS (SELECT *, count(*) OVER (PARTITION BY session_id, tool_name, ah ORDER BY i
-                                              RANGE BETWEEN {w - 1} PRECEDING AND CURRENT ROW) AS cnt FROM calls)
-        SELECT c.session_id, any_value(t.agent), any_value(o.route), c.tool_name, c.ah, any_value(c.arguments),
-               max(c.cnt), list(DISTINCT c.turn_index ORDER BY c.turn_index), max(c.start_ns)
-        FROM counted c JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
-        WHERE c.cnt >= ? GROUP BY c.session_id, c.tool_name, c.ah""", [*params, n])
-    return [Finding("loop.window", "warning", f"{tool} called {cnt} times with the same arguments within {w} calls",
-                    agent, route, sid, f"{tool}:{ah}", seen, turns,
-                    {"tool": tool, "arguments": _args(args), "count": cnt, "window": w, "threshold": n})
-            for sid, agent, route, tool, ah, args, cnt, turns, seen in rows]
-
-
-def _loop_cycle(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    k = config.loops.cycle_repeats
-    head, params = _with(scope, _ROUTES, _CALLS)
-    found: dict[str, Finding] = {}
-    for p in (2, 3, 4):
-        rows = store.sql(f"""{head},
-            sig AS (SELECT *, tool_name || ':' || ah AS s FROM calls),
-            marked AS (SELECT *, s = lag(s, {p}) OVER w AND s <> lag(s, 1) OVER w AS m
-                       FROM sig WINDOW w AS (PARTITION BY session_id ORDER BY i)),
-            isl AS (SELECT *, i - row_number() OVER (PARTITION BY session_id ORDER BY i) AS grp FROM marked WHERE m)
-            SELECT i2.session_id, any_value(t.agent), any_value(o.route), count(*) + {p} AS calls,
-                   min(i2.i) - {p} AS first, list(DISTINCT i2.turn_index ORDER BY i2.turn_index), max(i2.start_ns),
-                   (SELECT list(c.tool_name ORDER BY c.i) FROM calls c WHERE c.session_id = i2.session_id
-                    AND c.i >= min(i2.i) - {p} AND c.i < min(i2.i)) AS cycle
-            FROM isl i2 JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
-            GROUP BY i2.session_id, i2.grp HAVING count(*) >= {p * (k - 1)}""", params)
-        for sid, agent, route, calls, first, turns, seen, cycle in rows:
-            if sid in found:  # a cycle of 4 that is two cycles of 2 is reported once, as the shorter
-                continue
-            found[sid] = Finding(
-                "loop.cycle", "warning", f"a cycle of {p} calls ({' → '.join(cycle)}) repeated {calls // p} times",
-                agent, route, sid, "→".join(cycle), seen, turns,
-                {"cycle": cycle, "period": p, "repeats": calls // p, "threshold": k, "first_call": first})
-    return list(found.values())
-
-
-def _loop_no_progress(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    n = config.loops.no_progress
-    head, params = _with(scope, _ROUTES, _candidates("result", n), _CALLS)
-    rows = store.sql(f"""{head},
-        per_tool AS (SELECT *, row_number() OVER (PARTITION BY session_id, tool_name ORDER BY i) AS j FROM calls
-                     WHERE result IS NOT NULL),
-        runs AS (SELECT *, j - row_number() OVER (PARTITION BY session_id, tool_name, rh ORDER BY j) AS grp
-                 FROM per_tool)
-        SELECT r.session_id, any_value(t.agent), any_value(o.route), r.tool_name, r.rh, any_value(r.result),
-               count(*), count(DISTINCT r.ah), list(DISTINCT r.turn_index ORDER BY r.turn_index), max(r.start_ns)
-        FROM runs r JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
-        GROUP BY r.session_id, r.tool_name, r.rh, r.grp HAVING count(*) >= ? AND count(DISTINCT r.ah) > 1""",
-                     [*params, n])
-    return [Finding("loop.no_progress", "warning",
-                    f"{tool} returned the same result {count} times in a row for {variants} different arguments",
-                    agent, route, sid, f"{tool}:{rh}", seen, turns,
-                    {"tool": tool, "result": (result or "")[:500], "repeats": count, "threshold": n})
-            for sid, agent, route, tool, rh, result, count, variants, turns, seen in rows]
 
 
 def _guard_stops(store: tracer.Store, scope: Scope, guard: str) -> list[tuple[Any, ...]]:
@@ -392,17 +408,6 @@ def _loop_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
             for sid, agent, route, turns, seen, fired in _guard_stops(store, scope, "loop")]
 
 
-def _loop_turns(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    n = config.loops.max_turns
-    head, params = _with(scope, _ROUTES)
-    rows = store.sql(f"""{head}
-        SELECT s.session_id, s.agent, o.route, s.turns, s.end_ns FROM sessions s JOIN target USING (session_id)
-        LEFT JOIN routes o USING (session_id) WHERE s.turns > ?""", [*params, n])
-    return [Finding("loop.turns", "warning", f"{turns} turns, over the budget of {n}", agent, route, sid,
-                    route or "", seen, [turns], {"turns": turns, "budget": n})
-            for sid, agent, route, turns, seen in rows]
-
-
 def _loop_max_tokens(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     n = config.loops.max_tokens_stops
     head, params = _with(scope, _ROUTES)
@@ -416,19 +421,227 @@ def _loop_max_tokens(store: tracer.Store, scope: Scope, config: DetectConfig) ->
             for sid, agent, route, count, turns, seen in rows]
 
 
-# -- cost --------------------------------------------------------------------------------------------
+# -- budgets -----------------------------------------------------------------------------------------
 
 
-def _cost_budget(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    budget = config.cost.session_usd
+def _budget_for(budgets: list[Budget], agent: str | None, route: str | None) -> Budget | None:
+    """The most specific budget that applies: agent and route, then agent, then route, then any."""
+    fits = [b for b in budgets if b.agent in (None, agent) and b.route in (None, route)]
+    return max(fits, key=lambda b: (b.agent is not None, b.route is not None), default=None)
+
+
+def _budgets(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+    """Sessions over the budget set for their agent and route (cost and tokens; turns and tool calls)."""
+    if not config.budgets:
+        return []
     head, params = _with(scope, _ROUTES)
     rows = store.sql(f"""{head}
-        SELECT s.session_id, s.agent, o.route, s.cost_usd, s.turns, s.end_ns
-        FROM sessions s JOIN target USING (session_id) LEFT JOIN routes o USING (session_id)
-        WHERE s.cost_usd > ?""", [*params, budget])
-    return [Finding("cost.budget", "critical", f"the session cost ${cost:.2f}, over its ${budget:.2f} budget",
-                    agent, route, sid, route or "", seen, [], {"cost_usd": cost, "budget_usd": budget, "turns": turns})
-            for sid, agent, route, cost, turns, seen in rows]
+        SELECT s.session_id, s.agent, o.route, s.cost_usd, s.unpriced_calls,
+               s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens, s.turns, s.tool_calls,
+               s.end_ns
+        FROM sessions s JOIN target USING (session_id) LEFT JOIN routes o USING (session_id)""", params)
+    out = []
+    for sid, agent, route, cost, unpriced, tokens, turns, tool_calls, seen in rows:
+        b = _budget_for(config.budgets, agent, route)
+        if b is None:
+            continue
+        where = f"agent {b.agent or 'any'}" + (f", route {b.route}" if b.route else "")
+        over = [(name, value, limit) for name, value, limit in (
+            ("cost_usd", cost if not unpriced else None, b.session_usd), ("tokens", tokens, b.tokens))
+            if limit is not None and value is not None and value > limit]
+        if over:
+            out.append(Finding("cost.budget", "critical", "over budget: " + ", ".join(
+                f"{name} {value:,.4g} > {limit:,.4g}" for name, value, limit in over) + f" ({where})", agent, route,
+                sid, route or "", seen, [], {name: {"value": value, "budget": limit} for name, value, limit in over}))
+        over = [(name, value, limit) for name, value, limit in (("turns", turns, b.turns),
+                                                                ("tool_calls", tool_calls, b.tool_calls))
+                if limit is not None and value > limit]
+        if over:
+            out.append(Finding("steps.budget", "warning", "over budget: " + ", ".join(
+                f"{value} {name.replace('_', ' ')} > {limit}" for name, value, limit in over) + f" ({where})", agent,
+                route, sid, route or "", seen, [], {name: {"value": value, "budget": limit} for name, value, limit in over}))
+    return out
+
+
+# -- baselines ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Metric:
+    """A per-session value that is judged against the history of its agent and route."""
+
+    detector: str
+    value: str
+    """SQL over the session ``s`` (and its largest one-turn input growth ``j.jump``); NULL where it does not apply."""
+    what: str
+    unit: str
+    fmt: str
+    log: bool = True
+    """Judged on a log scale (skewed, multiplicative values); the cache-hit ratio is not."""
+
+
+_TOTAL_IN = "(s.input_tokens + s.cache_read_tokens + s.cache_write_tokens)"
+_METRICS = (
+    _Metric("cost.anomaly", "CASE WHEN s.unpriced_calls = 0 AND s.cost_usd > 0 THEN s.cost_usd END",
+            "the session cost $", "usd", ".4f"),
+    # Tokens stand in for cost where the model has no known price.
+    _Metric("cost.tokens", f"CASE WHEN s.unpriced_calls > 0 THEN {_TOTAL_IN} + s.output_tokens END",
+            "the session used tokens:", "tokens", ",.0f"),
+    _Metric("cost.token_jump", "CASE WHEN j.jump > 0 THEN j.jump END", "the input grew in one turn by tokens:",
+            "tokens", ",.0f"),
+    _Metric("steps.anomaly", "s.tool_calls + s.turns", "steps (tool calls and turns):", "steps", ".0f"),
+    _Metric("reliability.latency", "CASE WHEN s.end_ns > s.start_ns THEN (s.end_ns - s.start_ns) / 1e9 END",
+            "the session took seconds:", "s", ",.1f"),
+    _Metric("cost.cache_drop", f"CASE WHEN {_TOTAL_IN} >= {{cache_min}} THEN s.cache_read_tokens / {_TOTAL_IN} END",
+            "cache hits", "ratio", ".0%", log=False),
+)
+
+_JUMPS = """jumps AS (
+    SELECT session_id, max(tin - prev) AS jump FROM (
+        SELECT c.session_id, coalesce(c.input_tokens, 0) + coalesce(c.cache_read_tokens, 0)
+                             + coalesce(c.cache_write_tokens, 0) AS tin,
+               lag(tin) OVER (PARTITION BY c.session_id ORDER BY c.end_ns) AS prev
+        FROM llm_calls c JOIN sessions s USING (session_id)
+        WHERE c.status = 'ok' AND s.agent IN (SELECT agent FROM target))
+    GROUP BY session_id)"""
+
+
+def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
+    """Every metric's value for each target session, with the baselines it is judged against, in
+    one pass: the windows over a route's previous sessions are sorted once for all of them.
+
+    Per metric ``i``: the route's previous ``window`` sessions give ``n_r``, the median, the MAD
+    and the 95th percentile; each session's distance from its own route's median (``d``), pooled
+    over the agent's sessions and over the store's, gives the spread that a young route borrows:
+    the 90th percentile of ``d``, so that a route whose costly mode has not shown yet is judged
+    with the agent's width, not the width of its routes' cheap majorities. (The pooled spreads take
+    the whole history, not only the sessions before: they describe how much an agent's sessions vary
+    around their routes, which one session more or less hardly moves.)
+    """
+    b = config.baseline
+    where, params = scope.where()
+    frame = f"ROWS BETWEEN {b.window} PRECEDING AND 1 PRECEDING"
+    k = range(len(_METRICS))
+    values = ", ".join(f"{m.value.format(cache_min=int(config.cost.cache_min_input_tokens))} AS v{i}"
+                       for i, m in enumerate(_METRICS))
+    xs = ", ".join(f"CASE WHEN v{i} > 0 THEN ln(v{i}) END AS x{i}" if m.log else f"v{i} AS x{i}"
+                   for i, m in enumerate(_METRICS))
+    own = ", ".join(f"count(x{i}) OVER rw AS n{i}, quantile_cont(x{i}, [0.5, 0.95]) OVER rw AS q{i}, "
+                    f"mad(x{i}) OVER rw AS mad{i}" for i in k)
+    devs = ", ".join(f"CASE WHEN n{i} >= {b.min_sessions} THEN abs(x{i} - q{i}[1]) END AS d{i}" for i in k)
+    pooled = ", ".join(f"count(d{i}) AS n{i}, quantile_cont(d{i}, 0.9) AS m{i}" for i in k)
+    cols = ", ".join(f"p.v{i}, p.n{i}, p.q{i}[1], p.mad{i}, p.q{i}[2], a.n{i}, a.m{i}, g.n{i}, g.m{i}" for i in k)
+    return f"""WITH {_TARGET.format(where=where)},
+        {_ROUTES.format(filter="").replace("routes AS", "routes_all AS")}, {_JUMPS},
+        hist AS (
+            SELECT s.session_id, s.agent, coalesce(r.route, '') AS route, s.end_ns, {values}
+            FROM sessions s LEFT JOIN routes_all r USING (session_id) LEFT JOIN jumps j USING (session_id)
+            WHERE s.ended AND s.agent IN (SELECT agent FROM target)),
+        logged AS (SELECT *, {xs} FROM hist),
+        own AS (SELECT *, {own} FROM logged WINDOW rw AS (PARTITION BY agent, route ORDER BY end_ns {frame})),
+        dev AS (SELECT *, {devs} FROM own),
+        by_agent AS (SELECT agent, {pooled} FROM dev GROUP BY agent),
+        by_store AS (SELECT {pooled} FROM dev)
+        SELECT p.session_id, p.agent, nullif(p.route, ''), p.end_ns, {cols}
+        FROM dev p JOIN target t USING (session_id) JOIN by_agent a ON a.agent = p.agent CROSS JOIN by_store g""", params
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A session's value against its baseline."""
+
+    session_id: str
+    agent: str | None
+    route: str | None
+    value: float
+    seen_ns: int
+    median: float
+    """The route's median, in the value's own units."""
+    threshold: float
+    """The value beyond which a session is flagged, in the value's own units."""
+    sessions: int
+    """Previous sessions of the route in the baseline."""
+    spread_from: str
+    """Where the spread came from: the route, the agent, the store or the cold-start default."""
+
+
+_MAD_TO_SD = 1.4826
+"""A normal distribution's standard deviation is 1.4826 times its median absolute deviation ..."""
+_Q90_TO_SD = 1.645
+"""... and 1/1.645 times the 90th percentile of its absolute deviations."""
+
+
+def _judge(row: tuple[Any, ...], b: BaselineLimits, ratio: float, min_extra: float = 0.0) -> tuple[float, str] | None:
+    """The value above which a session is far from its baseline, and where the spread came from;
+    ``None`` when the route has too little history to judge.
+
+    On a log scale (costs, tokens and steps are skewed: a multiplicative band fits them), with the
+    route's median as the centre and a robust spread (1.4826 × MAD). A route with fewer than
+    ``history`` sessions borrows a wider spread: the agent's (each session's distance from its own
+    route's median), then the store's, then ``cold_spread``. The threshold is ``z`` spreads above
+    the median, at least ``ratio`` times it and ``min_extra`` more, and above the route's 95th
+    percentile by ``upper_margin``, so that a route with a legitimate costly mode keeps it.
+    """
+    _, n_r, med, mad_r, hi, n_a, q90_a, n_g, q90_g = row
+    if n_r < b.min_sessions or med is None:
+        return None
+    if n_r >= b.history:
+        spread, source = _MAD_TO_SD * mad_r, "route"
+    elif n_a >= b.history:
+        spread, source = q90_a / _Q90_TO_SD * b.borrow_agent, "agent"
+    elif n_g >= b.history:
+        spread, source = q90_g / _Q90_TO_SD * b.borrow_store, "store"
+    else:
+        spread, source = b.cold_spread, "default"
+    limit = max(med + b.z * max(spread, b.min_spread), med + math.log(ratio), hi + math.log(b.upper_margin))
+    return max(math.exp(limit), math.exp(med) + min_extra), source
+
+
+def _of(agent: str | None, route: str | None) -> str:
+    return f"agent {agent}" + (f", route {route}" if route else "")
+
+
+def _baselines(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+    """``cost.anomaly``, ``cost.tokens``, ``cost.token_jump``, ``steps.anomaly``,
+    ``reliability.latency`` and ``cost.cache_drop``: each session against its route's history."""
+    c, b = config.cost, config.baseline
+    rules = {"cost.anomaly": (c.ratio, 0.0), "cost.tokens": (c.tokens_ratio, 0.0),
+             "cost.token_jump": (c.jump_ratio, c.jump_min_tokens),
+             "steps.anomaly": (config.steps.ratio, config.steps.min_extra),
+             "reliability.latency": (config.reliability.latency_ratio, config.reliability.latency_min_s)}
+    sql, params = _baseline_sql(scope, config)
+    out = []
+    for row in store.sql(sql, params):
+        sid, agent, route, seen = row[:4]
+        for i, m in enumerate(_METRICS):
+            stats = row[4 + 9 * i: 13 + 9 * i]
+            value, n, med = stats[0], stats[1], stats[2]
+            if value is None:
+                continue
+            if m.detector == "cost.cache_drop":
+                if n >= b.history and med >= c.cache_baseline_min and value <= med - c.cache_drop:
+                    out.append(Finding(
+                        m.detector, "warning", f"cache hits {value:.0%} of input, against {med:.0%} for "
+                        f"{_of(agent, route)}: the prompt prefix changed?", agent, route, sid, route or "", seen, [],
+                        {"cache_hit_ratio": value, "baseline": {"of": _of(agent, route), "sessions": n,
+                                                                "median_ratio": med}, "drop_threshold": c.cache_drop}))
+                continue
+            judged = _judge(stats, b, *rules[m.detector])
+            if judged is None or value <= judged[0]:
+                continue
+            threshold, source = judged
+            usual = math.exp(med)
+            out.append(Finding(
+                m.detector, "warning",
+                f"{m.what} {value:{m.fmt}}, {value / usual:.1f}× the usual {usual:{m.fmt}} of {_of(agent, route)} "
+                f"(flagged above {threshold:{m.fmt}}; {n} earlier sessions)", agent, route, sid, route or "", seen, [],
+                {"value": value, "unit": m.unit, "ratio_to_median": value / usual,
+                 "baseline": {"of": _of(agent, route), "sessions": n, "median": usual, "threshold": threshold,
+                              "spread_from": source}}))
+    return out
+
+
+# -- cost --------------------------------------------------------------------------------------------
 
 
 def _cost_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
@@ -438,89 +651,39 @@ def _cost_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
             for sid, agent, route, turns, seen, fired in _guard_stops(store, scope, "token_budget")]
 
 
-_BASELINE = """
-    hist AS (
-        SELECT s.session_id, s.agent, r.route, s.end_ns, {value} AS v
-        FROM sessions s LEFT JOIN routes_all r USING (session_id)
-        WHERE s.ended AND {usable}),
-    base AS (
-        SELECT *,
-            count(v) OVER rw AS n_r, median(v) OVER rw AS med_r, quantile_cont(v, 0.25) OVER rw AS q1_r,
-            quantile_cont(v, 0.75) OVER rw AS q3_r
-        FROM hist
-        WINDOW rw AS (PARTITION BY agent, route ORDER BY end_ns ROWS BETWEEN {w} PRECEDING AND 1 PRECEDING))
-"""
-
-
-def _baseline_rows(store: tracer.Store, scope: Scope, config: DetectConfig, value: str,
-                   usable: str) -> list[tuple[Any, ...]]:
-    """Each target session's value, and the trailing baseline of its agent and route."""
+def _cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+    """A route whose recent sessions cost several times what it cost before: a slow drift, or a
+    step change, that no single session stands out in."""
+    c = config.cost
     where, params = scope.where()
-    sql = f"""WITH {_TARGET.format(where=where)},
+    rows = store.sql(f"""WITH {_TARGET.format(where=where)},
         {_ROUTES.format(filter="").replace("routes AS", "routes_all AS")},
-        {_BASELINE.format(value=value, usable=usable, w=config.cost.baseline_sessions)}
-        SELECT b.session_id, b.agent, b.route, b.v, b.end_ns, b.n_r, b.med_r, b.q1_r, b.q3_r
-        FROM base b JOIN target USING (session_id)"""
-    return store.sql(sql, params)
+        hist AS (SELECT s.session_id, s.agent, coalesce(r.route, '') AS route, s.end_ns, ln(s.cost_usd) AS x
+                 FROM sessions s LEFT JOIN routes_all r USING (session_id)
+                 WHERE s.ended AND s.agent IN (SELECT agent FROM target) AND s.unpriced_calls = 0 AND s.cost_usd > 0),
+        windows AS (
+            SELECT *, count(*) OVER rec AS n_rec, median(x) OVER rec AS med_rec,
+                   count(*) OVER ref AS n_ref, median(x) OVER ref AS med_ref
+            FROM hist WINDOW
+                rec AS (PARTITION BY agent, route ORDER BY end_ns ROWS BETWEEN {c.drift_recent - 1} PRECEDING
+                        AND CURRENT ROW),
+                ref AS (PARTITION BY agent, route ORDER BY end_ns
+                        ROWS BETWEEN {c.drift_recent + c.drift_reference - 1} PRECEDING AND {c.drift_recent} PRECEDING))
+        SELECT w.session_id, w.agent, nullif(w.route, ''), exp(w.x), w.end_ns, exp(w.med_rec), exp(w.med_ref), w.n_ref
+        FROM windows w JOIN target USING (session_id)
+        WHERE w.n_rec = ? AND w.n_ref >= ? AND w.med_rec - w.med_ref >= ? AND w.x - w.med_ref >= ?""",
+                     [*params, c.drift_recent, max(c.drift_reference // 2, 3), math.log(c.drift_ratio),
+                      math.log(c.drift_ratio)])
+    return [Finding("cost.drift", "warning",
+                    f"{_of(agent, route)} drifted: the last {c.drift_recent} sessions' median cost ${rec:.4f} is "
+                    f"{rec / ref:.1f}× the ${ref:.4f} of the {n_ref} before them (this session ${cost:.4f})",
+                    agent, route, sid, route or "", seen, [],
+                    {"cost_usd": cost, "recent_median_usd": rec, "reference_median_usd": ref,
+                     "recent_sessions": c.drift_recent, "reference_sessions": n_ref, "ratio_threshold": c.drift_ratio})
+            for sid, agent, route, cost, seen, rec, ref, n_ref in rows]
 
 
-def _pick_baseline(row: tuple[Any, ...], history: int) -> tuple[str, int, float, float, float] | None:
-    """The baseline of the session's agent and route, or ``None`` before it has the history.
-
-    There is no fallback to the agent's other routes: routes differ in cost by design (a long
-    conversation costs ten quick lookups), and a mixed baseline would flag the expensive ones.
-    """
-    _, agent, route, _, _, n_r, med_r, q1_r, q3_r = row
-    if n_r >= history:
-        return f"agent {agent}" + (f", route {route}" if route else ""), n_r, med_r, q1_r, q3_r
-    return None
-
-
-def _cost_anomaly(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    c = config.cost
-    out = []
-    for row in _baseline_rows(store, scope, config, "s.cost_usd", "s.unpriced_calls = 0"):
-        sid, agent, route, cost, seen = row[:5]
-        base = _pick_baseline(row, c.history)
-        if base is None or cost is None:
-            continue
-        label, n, med, q1, q3 = base
-        fence = q3 + c.iqr_k * (q3 - q1)
-        if cost > fence and cost >= c.min_ratio * med and cost > 0:
-            out.append(Finding(
-                "cost.anomaly", "warning",
-                f"${cost:.4f}, {cost / med:.1f}× the median of {label} (${med:.4f} over the last {n} sessions)",
-                agent, route, sid, route or "", seen, [],
-                {"cost_usd": cost, "baseline": {"of": label, "sessions": n, "median_usd": med, "q1_usd": q1,
-                                                "q3_usd": q3, "fence_usd": fence,
-                                                "rule": f"above Q3 + {c.iqr_k} × IQR and ≥ {c.min_ratio}× the median"},
-                 "ratio_to_median": cost / med if med else None}))
-    return out
-
-
-def _cost_token_spike(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    c = config.cost
-    head, params = _with(scope, _ROUTES)
-    rows = store.sql(f"""{head},
-        ins AS (SELECT c.session_id, c.turn_index, c.end_ns,
-                       coalesce(c.input_tokens, 0) + coalesce(c.cache_read_tokens, 0)
-                       + coalesce(c.cache_write_tokens, 0)
-                       AS tin
-                FROM llm_calls c JOIN target USING (session_id) WHERE c.status = 'ok'),
-        jumps AS (SELECT *, lag(tin) OVER (PARTITION BY session_id ORDER BY end_ns) AS prev FROM ins)
-        SELECT j.session_id, any_value(t.agent), any_value(o.route), arg_max(j.turn_index, j.tin - j.prev),
-               max(j.tin - j.prev), arg_max(j.prev, j.tin - j.prev), arg_max(j.tin, j.tin - j.prev), max(j.end_ns)
-        FROM jumps j JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
-        WHERE j.prev > 0 AND j.tin >= ? * j.prev AND j.tin - j.prev >= ? GROUP BY j.session_id""",
-                     [*params, c.spike_ratio, c.spike_tokens])
-    return [Finding("cost.token_spike", "warning",
-                    f"input tokens jumped from {prev:,} to {now:,} at turn {turn}", agent, route, sid, route or "",
-                    seen, [turn], {"turn": turn, "previous_input_tokens": prev, "input_tokens": now,
-                                   "ratio_threshold": c.spike_ratio, "tokens_threshold": c.spike_tokens})
-            for sid, agent, route, turn, _, prev, now, seen in rows]
-
-
-def _cost_context(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+def _context_window(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     c = config.cost
     head, params = _with(scope, _ROUTES)
     rows = store.sql(f"""{head}
@@ -531,31 +694,10 @@ def _cost_context(store: tracer.Store, scope: Scope, config: DetectConfig) -> li
     out = []
     for sid, agent, route, used, turn, model, seen in rows:
         severity: Severity = "critical" if used >= c.context_critical else "warning"
-        out.append(Finding("cost.context", severity, f"context window {used:.0%} full at turn {turn} ({model})",
+        out.append(Finding("context.window", severity, f"context window {used:.0%} full at turn {turn} ({model})",
                            agent, route, sid, f"{route or ''}:{severity}", seen, [turn],
                            {"utilisation": used, "model": model, "warning_at": c.context_warning,
                             "critical_at": c.context_critical}))
-    return out
-
-
-def _cost_cache_drop(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    c = config.cost
-    total = "(s.input_tokens + s.cache_read_tokens + s.cache_write_tokens)"
-    out = []
-    for row in _baseline_rows(store, scope, config, f"s.cache_read_tokens / {total}",
-                              f"{total} >= {int(c.cache_min_input_tokens)}"):
-        sid, agent, route, ratio, seen = row[:5]
-        base = _pick_baseline(row, c.history)
-        if base is None or ratio is None:
-            continue
-        label, n, med, _, _ = base
-        if med >= c.cache_baseline_min and ratio <= med - c.cache_drop:
-            out.append(Finding(
-                "cost.cache_drop", "warning",
-                f"cache hits {ratio:.0%} of input, against {med:.0%} for {label}: the prompt prefix changed?",
-                agent, route, sid, route or "", seen, [],
-                {"cache_hit_ratio": ratio, "baseline": {"of": label, "sessions": n, "median_ratio": med},
-                 "drop_threshold": c.cache_drop}))
     return out
 
 
@@ -563,19 +705,25 @@ def _cost_cache_drop(store: tracer.Store, scope: Scope, config: DetectConfig) ->
 
 
 def _tool_errors(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+    """Sessions whose tools kept failing. A failure that a later call of the same tool recovered
+    from (a retry that then succeeded) is how a flaky dependency is meant to be handled: it does
+    not count."""
     r = config.reliability
     head, params = _with(scope, _ROUTES)
     ignore = ", ".join("?" * len(r.tool_error_ignore)) or "NULL"
-    rows = store.sql(f"""{head}
-        SELECT t.session_id, any_value(s.agent), any_value(o.route),
-               count(*) FILTER (WHERE t.status <> 'ok' AND coalesce(t.error_type, '') NOT IN ({ignore})) AS failed,
-               count(*), max(t.end_ns),
-               list(DISTINCT t.tool_name) FILTER (WHERE t.status <> 'ok'
-                                                  AND coalesce(t.error_type, '') NOT IN ({ignore})) AS tools
-        FROM tool_calls t JOIN target s USING (session_id) LEFT JOIN routes o USING (session_id)
-        GROUP BY t.session_id HAVING count(*) >= ? AND failed >= ? * count(*) AND failed > 0""",
-                     [*params, *r.tool_error_ignore, *r.tool_error_ignore, r.tool_error_min_calls, r.tool_error_rate])
-    return [Finding("reliability.tool_errors", "warning", f"{errors} of {calls} tool calls failed ({', '.join(tools)})",
+    rows = store.sql(f"""{head},
+        marked AS (
+            SELECT t.*, t.status <> 'ok' AND coalesce(t.error_type, '') NOT IN ({ignore})
+                        AND coalesce(max(t.start_ns) FILTER (WHERE t.status = 'ok')
+                                     OVER (PARTITION BY t.session_id, t.tool_name), 0) <= t.start_ns AS failed
+            FROM tool_calls t JOIN target USING (session_id))
+        SELECT m.session_id, any_value(s.agent), any_value(o.route), count(*) FILTER (WHERE m.failed) AS failed,
+               count(*), max(m.end_ns), list(DISTINCT m.tool_name) FILTER (WHERE m.failed) AS tools
+        FROM marked m JOIN target s USING (session_id) LEFT JOIN routes o USING (session_id)
+        GROUP BY m.session_id HAVING count(*) >= ? AND failed >= ? * count(*) AND failed > 0""",
+                     [*params, *r.tool_error_ignore, r.tool_error_min_calls, r.tool_error_rate])
+    return [Finding("reliability.tool_errors", "warning",
+                    f"{errors} of {calls} tool calls failed for good ({', '.join(tools)})",
                     agent, route, sid, ",".join(sorted(tools)), seen, [],
                     {"failed": errors, "calls": calls, "tools": tools, "rate_threshold": r.tool_error_rate})
             for sid, agent, route, errors, calls, seen, tools in rows]
@@ -628,7 +776,8 @@ def _latency_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> l
         FROM calls GROUP BY agent, model""", params)
     out = []
     for agent, model, n_now, p95_now, n_base, p95_base, first, last in rows:
-        if n_now >= r.latency_min_calls and n_base >= r.latency_min_calls and p95_now >= r.latency_drift * p95_base:
+        if (n_now >= r.latency_min_calls and n_base >= r.latency_min_calls and p95_now >= r.latency_drift * p95_base
+                and p95_now - p95_base >= r.latency_drift_min_ms):
             out.append(Finding(
                 "reliability.latency_drift", "warning",
                 f"{model} p95 latency {p95_now:.0f} ms, {p95_now / p95_base:.1f}× the baseline's {p95_base:.0f} ms",
@@ -693,14 +842,13 @@ def _unapproved(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 
 
 DETECTORS: dict[str, Detector] = {
-    "loop.repeat": _loop_repeat, "loop.window": _loop_window, "loop.cycle": _loop_cycle,
-    "loop.no_progress": _loop_no_progress, "loop.guard": _loop_guard, "loop.turns": _loop_turns,
-    "loop.max_tokens": _loop_max_tokens,
-    "cost.budget": _cost_budget, "cost.guard": _cost_guard, "cost.anomaly": _cost_anomaly,
-    "cost.token_spike": _cost_token_spike,
-    "cost.context": _cost_context, "cost.cache_drop": _cost_cache_drop,
+    "loop.calls": _loop_calls, "loop.guard": _loop_guard, "loop.max_tokens": _loop_max_tokens,
+    "cost.anomaly": _baselines, "cost.tokens": _baselines, "cost.token_jump": _baselines,
+    "cost.drift": _cost_drift, "cost.cache_drop": _baselines, "cost.guard": _cost_guard,
+    "cost.budget": _budgets, "steps.anomaly": _baselines, "steps.budget": _budgets, "context.window": _context_window,
     "reliability.tool_errors": _tool_errors, "reliability.breaker": _breaker,
-    "reliability.retry_storm": _retry_storm, "reliability.latency_drift": _latency_drift,
+    "reliability.retry_storm": _retry_storm, "reliability.latency": _baselines,
+    "reliability.latency_drift": _latency_drift,
     "safety.injection": _injection, "safety.unapproved": _unapproved,
 }
 """Every detector by name, in the order they run."""
@@ -722,12 +870,6 @@ def _alert(f: Finding) -> Alert:
         first_seen_ns=f.seen_ns, last_seen_ns=f.seen_ns, count=1)
 
 
-def _dedupe(findings: list[Finding]) -> list[Finding]:
-    """A loop that is N in a row is also N within a window: report the stronger finding only."""
-    repeated = {(f.session_id, f.subject) for f in findings if f.detector == "loop.repeat"}
-    return [f for f in findings if not (f.detector == "loop.window" and (f.session_id, f.subject) in repeated)]
-
-
 class DetectResult(BaseModel):
     """What one detection run found."""
 
@@ -740,7 +882,7 @@ class DetectResult(BaseModel):
     seconds: float
     """Wall time."""
     by_detector: dict[str, float]
-    """Seconds per detector."""
+    """Seconds per detector (detectors that share one pass over the store: their names, joined by ", ")."""
 
 
 def detect(store: tracer.Store, *, scope: Scope | None = None, config: DetectConfig | None = None,
@@ -765,11 +907,14 @@ def detect(store: tracer.Store, *, scope: Scope | None = None, config: DetectCon
     findings: list[Finding] = []
     timings: dict[str, float] = {}
     if sessions:
+        # Detectors that share a pass over the store (the baselines, the budgets) run it once.
+        passes: dict[Detector, list[str]] = {}
         for name in names:
+            passes.setdefault(DETECTORS[name], []).append(name)
+        for run, wanted in passes.items():
             t0 = time.perf_counter()
-            findings += DETECTORS[name](store, scope, config)
-            timings[name] = time.perf_counter() - t0
-    findings = _dedupe(findings)
+            findings += [f for f in run(store, scope, config) if f.detector in wanted]
+            timings[", ".join(wanted)] = time.perf_counter() - t0
     alerts = store.record_alerts((_alert(f), f.observation or f.session_id or str(f.seen_ns)) for f in findings)
     return DetectResult(sessions=sessions, findings=len(findings), alerts=alerts,
                         seconds=time.perf_counter() - started, by_detector=timings)

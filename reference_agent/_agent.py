@@ -61,7 +61,8 @@ Rules:
 
 Be brief, warm and concrete."""
 
-_LOOP_GUARD = tracer.LoopGuard()
+# The support agent never polls, so a fourth identical answer is already a loop for it.
+_LOOP_GUARD = tracer.LoopGuard(tracer.LoopRules(wait_polls=3, retries=3))
 
 Status = str
 """``running``, ``waiting_human``, ``ok``, ``error`` or ``guard:<name>``."""
@@ -271,6 +272,22 @@ def _last_reply(messages: list[dict[str, Any]]) -> str:
         if msg["role"] == "assistant":
             return "\n".join(b.get("text", "") for b in msg["content"] if b.get("type") == "text")
     return ""
+
+
+def _tool_history(cp: Checkpoint) -> list[tracer.LoopCall]:
+    """The session's answered tool calls with their results, oldest first: what the loop guard weighs."""
+    answers = {r["tool_use_id"]: r for m in cp.messages if m["role"] == "user" and isinstance(m["content"], list)
+               for r in m["content"] if r.get("type") == "tool_result"}
+    answers.update({r["tool_use_id"]: r for r in cp.results})
+    out = []
+    for m in cp.messages:
+        for b in m["content"] if m["role"] == "assistant" and isinstance(m["content"], list) else ():
+            r = answers.get(b["id"]) if b.get("type") == "tool_use" else None
+            if r is not None:
+                text = r["content"] if isinstance(r["content"], str) else json.dumps(r["content"], sort_keys=True)
+                out.append(tracer.LoopCall(b["name"], b["input"], None if r.get("is_error") else text,
+                                           text if r.get("is_error") else None))
+    return out
 
 
 def _unanswered(cp: Checkpoint) -> list[dict[str, Any]]:
@@ -590,13 +607,12 @@ class _Loop:
                 self.stop("guard:max_tool_calls", reason,
                           guards=self.guard("max_tool_calls", reason, limit=limit, value=self.cp.tool_calls + 1))
             if self.config.loop_guard:
-                asked = [(b["name"], b["input"]) for m in self.cp.messages if m["role"] == "assistant"
-                         for b in m["content"] if b.get("type") == "tool_use"]
-                loop = _LOOP_GUARD.check(asked[:len(asked) - len(unanswered) + i], use["name"], use["input"])
+                loop = _LOOP_GUARD.check(_tool_history(self.cp), use["name"], use["input"])
                 if loop is not None:
                     reason = f"a tool-call loop, stopped before it ran again: {loop}"
                     self.stop("guard:loop", reason,
-                              guards=self.guard("loop", reason, limit=_LOOP_GUARD.repeat, value=self.cp.tool_calls))
+                              guards=self.guard("loop", reason, limit=_LOOP_GUARD.rules.wait_polls + 1,
+                                                    value=self.cp.tool_calls))
             self.run_tool(use)
             if i < len(unanswered) - 1:
                 self.check_limits()

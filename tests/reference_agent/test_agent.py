@@ -38,8 +38,8 @@ def test_the_loop_guard_stops_a_loop_before_it_runs_again(world, recorder):
     out = Agent(world, recorder).run(get_scenario("stuck_tracking"))
     assert out.status == "guard:loop" and out.tool_calls == 3
     acc = account(recorder, out.session_id)
-    assert acc.session.status_reason == ("a tool-call loop, stopped before it ran again: get_order called 4 times in "
-                                         "a row with the same arguments")
+    assert acc.session.status_reason == ("a tool-call loop, stopped before it ran again: get_order called 4 times "
+                                         "with the same arguments and the same result")
     assert [(e["guard"], e["limit"], e["value"]) for e in events(acc, "guard_fired")] == [("loop", 4, 3)]
 
 
