@@ -174,7 +174,7 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
         if own_drops:
             parts.append(f"{len(own_drops)} case(s) dropped significantly on their own: " + ", ".join(
                 f"{c.case_id}{' (critical)' if c.critical else ''} {_count(c.baseline)} → {_count(c.candidate)} "
-                f"(p = {c.p_value:.2g} ≤ {c.level:.2g})" for c in own_drops))
+                f"(p = {c.p_value:.2g} ≤ {c.level:.3g})" for c in own_drops))
         reason = "; ".join(parts)
     elif test.improvement:
         verdict, reason = "improvement", (f"the candidate's pass rate is {test.effect * 100:.1f} points higher per "
@@ -186,7 +186,7 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
                   f"{test.ci_low * 100:+.1f} to {test.ci_high * 100:+.1f}) is within noise: "
                   f"p = {test.p_value:.3f} ≥ {test.alpha:g}; and no case dropped significantly on its own "
                   f"(the smallest case p-value, {smallest.case_id}'s, is {smallest.p_value:.2g} > "
-                  f"{smallest.level:.2g})")
+                  f"{smallest.level:.3g})")
     if not same:
         reason += "; note: the two runs used different cases or scorers (dataset hash differs)"
     return Comparison(
@@ -231,8 +231,8 @@ def power_note(result: GateResult | None, base_trials: int, cand_trials: int, *,
         level, where = alpha / 2, f"level {alpha / 2:g}"
     else:
         level = result.case_alpha / max(1, result.testable)
-        where = (f"level {level:.2g}: {result.case_alpha:g} over {result.testable} case(s) that could reach "
-                 "significance")
+        where = (f"level {level:.3g}: {result.case_alpha:g} shared by the {result.testable} case(s) that could "
+                 "reach significance")
     caught, missed = [], []
     for before, after in POWER_SCENARIOS:
         p = detection_power(before, after, base_trials=base_trials, cand_trials=cand_trials, level=level)
@@ -255,7 +255,7 @@ def power_note(result: GateResult | None, base_trials: int, cand_trials: int, *,
     if result is not None and result.critical_alpha:
         crit = result.critical_alpha / max(1, result.critical_testable)
         p = detection_power(1.0, 0.4, base_trials=base_trials, cand_trials=cand_trials, level=crit)
-        out += f" Critical cases are held to {crit:.2g}: 100% → 40% is caught {_pct(p)} of the time."
+        out += f" Critical cases are held to {crit:.3g}: 100% → 40% is caught {_pct(p)} of the time."
     out += (" Drops spread over many cases are the aggregate test's to catch "
             "(README, Evals: its measured rates).")
     return out

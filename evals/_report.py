@@ -79,20 +79,22 @@ def _significance(case: CaseComparison) -> str:
         return "in one run only"
     rule = "critical rule, " if case.critical else ""
     if case.change == "regression":
-        return f"{rule}p = {case.p_value:.2g} ≤ {case.level:.2g}: a significant drop on its own"
+        return f"{rule}p = {case.p_value:.2g} ≤ {case.level:.3g}: a significant drop on its own"
     if case.regressed:
-        return f"{rule}p = {case.p_value:.2g} > {case.level:.2g} on its own; part of the aggregate drop"
-    return f"{rule}p = {case.p_value:.2g} > {case.level:.2g}: within noise"
+        return f"{rule}p = {case.p_value:.2g} > {case.level:.3g} on its own; part of the aggregate drop"
+    return f"{rule}p = {case.p_value:.2g} > {case.level:.3g}: within noise"
 
 
 def _gate_summary(c: Comparison) -> str:
     g = c.gate
     parts = [f"aggregate sign-flip p = {g.aggregate.p_value:.4f} vs {g.aggregate_alpha:g} "
              f"({'REGRESSION' if g.aggregate.regression else 'ok'})",
-             f"per case (Fisher exact, Holm-Tarone at {g.case_alpha:g} over {g.testable} testable) "
+             f"per case (Fisher exact, Holm-Tarone from {g.case_alpha:g}, first level "
+             f"{g.case_alpha / g.testable:.3g}) "
              f"{len([x for x in g.cases if x.regression and not x.critical])} regressed"]
     if g.critical_alpha:
-        parts.append(f"critical cases (at {g.critical_alpha:g} over {g.critical_testable} testable) "
+        parts.append(f"critical cases (the same from {g.critical_alpha:g}, first level "
+                     f"{g.critical_alpha / g.critical_testable:.3g}) "
                      f"{len([x for x in g.cases if x.regression and x.critical])} regressed")
     return " · ".join(parts) + f" · false-alarm budget {g.alpha:g} in all"
 

@@ -47,8 +47,8 @@ def test_a_case_that_regressed_fails_in_junit_and_is_listed_as_a_regression_not_
     text = evals.comparison_text(c)
     assert "regressed x\n" in text and "flaky     y\n" in text
     assert "  regression x: 4/5 → 0/5 (p = 0.024 ≤ 0.025: a significant drop on its own)" in text
-    assert "gate      aggregate sign-flip p = 0.5000 vs 0.025 (ok) · per case (Fisher exact, Holm-Tarone at " \
-           "0.025 over 1 testable) 1 regressed · false-alarm budget 0.05 in all" in text
+    assert "gate      aggregate sign-flip p = 0.5000 vs 0.025 (ok) · per case (Fisher exact, Holm-Tarone from " \
+           "0.025, first level 0.025) 1 regressed · false-alarm budget 0.05 in all" in text
     md = evals.markdown(*run("b", {**STABLE, "x": [False] * 5, "y": [True, True, False, True, True]}), c)
     assert "**Regressed:** x." in md and "**Flaky** (mixed outcomes, no regression; they pass): y." in md
     assert "| x | 4/5 | 0/5 | regression: p = 0.024 ≤ 0.025: a significant drop on its own |" in md
