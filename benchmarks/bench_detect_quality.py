@@ -7,7 +7,7 @@ over every *clean* bundled scenario: a standard world (no outages, no planted ar
 default misbehaviour or faults. Two stores:
 
 - **A (loop guard on, the agent's default).** First a warm-up of ``--warmup`` normal sessions per
-  scenario, so that every agent + route has the history ``cost.anomaly`` needs (20 sessions);
+  scenario, so that every agent + route has a baseline of its own (20 sessions);
   then the labelled phase: ``--seeds`` seeds × scenarios × 6 modes (normal, ``loop``, ``runaway``,
   ``wrong_tool``, ``hallucinate``, ``ignore_rule``), shuffled with a fixed seed.
 - **B (loop guard off).** ``--seeds`` seeds × scenarios with ``misbehave=("loop",)`` and
@@ -47,12 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _workload import machine_header, progress, table  # noqa: E402
 
 import tracer  # noqa: E402
-from evals._detect import DETECTORS, FAMILIES_OF, DetectConfig, Scope, _baseline_rows, detect  # noqa: E402
+from evals import FAMILIES  # noqa: E402
+from evals._detect import DETECTORS, FAMILIES_OF, detect  # noqa: E402
 from reference_agent import SCENARIOS, Agent, AgentConfig, Scenario, World  # noqa: E402
 
 MODES: tuple[str, ...] = ("normal", "loop", "runaway", "wrong_tool", "hallucinate", "ignore_rule")
 LOOP_OFF = "loop, guard off"
-FAMILIES = ("loops", "cost", "reliability", "safety")
 
 
 @dataclass(frozen=True)
@@ -117,23 +117,6 @@ def observations(store: tracer.Store) -> dict[str, list[tuple[str, str, str]]]:
     return out
 
 
-def cost_margins(store: tracer.Store) -> dict[str, float | None]:
-    """Each session's cost over the cost.anomaly threshold it had to clear (``None``: no baseline yet).
-
-    The threshold is max(Q3 + k × IQR, min_ratio × median) of the trailing baseline of its agent
-    and route, exactly as ``cost.anomaly`` computes it; above 1 means flagged.
-    """
-    c = DetectConfig().cost
-    out: dict[str, float | None] = {}
-    for sid, _agent, _route, cost, _end, n, med, q1, q3 in _baseline_rows(
-            store, Scope(), DetectConfig(), "s.cost_usd", "s.unpriced_calls = 0"):
-        if n < c.history or cost is None:
-            out[sid] = None
-        else:
-            out[sid] = cost / max(q3 + c.iqr_k * (q3 - q1), c.min_ratio * med)
-    return out
-
-
 def prf(tp: int, fp: int, fn: int) -> tuple[str, str]:
     p = tp / (tp + fp) if tp + fp else float("nan")
     r = tp / (tp + fn) if tp + fn else float("nan")
@@ -174,7 +157,6 @@ def main() -> None:
             res_a = detect(store)
             obs_a = observations(store)
             n_obs_a = store.sql("SELECT count(*) FROM alert_observations")[0][0]
-            margins = cost_margins(store)
             routes = dict(store.sql("""SELECT session_id, json_extract_string(attributes, '$."flightrec.scenario"')
                                         FROM spans WHERE parent_span_id IS NULL"""))
         with tracer.Store(db_b) as store:
@@ -268,18 +250,6 @@ def main() -> None:
     fired = [d for d in DETECTORS if any(d in dets_of(p) for g in groups.values() for p in g)]
     print(table(["detector", *groups], [
         (d, *(str(sum(1 for p in g if d in dets_of(p))) for g in groups.values())) for d in fired]))
-    print()
-
-    print("**cost.anomaly margin**: each session's cost over the threshold it had to clear, "
-          "max(Q3 + 3 × IQR, 3 × median) of its route's trailing baseline (> 1 is flagged)\n")
-    mrows = []
-    for name, g in groups.items():
-        if name.startswith(LOOP_OFF):
-            continue
-        ms = sorted(x for p in g if (x := margins.get(p.session_id)) is not None)
-        mrows.append((name, len(ms), len(g) - len(ms), f"{ms[0]:.2f}" if ms else "-",
-                      f"{ms[len(ms) // 2]:.2f}" if ms else "-", f"{ms[-1]:.2f}" if ms else "-"))
-    print(table(["mode", "with a baseline", "without", "min", "median", "max"], mrows))
     print()
 
     # -- clean normal sessions ---------------------------------------------------------------------

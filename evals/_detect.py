@@ -335,9 +335,9 @@ def _loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 
     The rules live in one place (``tracer._loops``), shared with the in-process ``LoopGuard``;
     SQL only narrows the sessions, with the keys the store keeps for every tool call. A call can
-    be wasted only if the previous call of its shape got the same answer (the rules then also ask
-    for similar arguments), and any loop needs ``min(repeat - 1, wait_polls, retries)`` wasted
-    calls in a row; so a session is looked at when it has such a run, or a call past the polling
+    be wasted only if the previous call of its shape, or the same call asked before, got the same
+    answer (the rules then also ask for similar arguments), and any loop needs
+    ``min(repeat - 1, wait_polls, retries)`` wasted calls in a row; so a session is looked at when it has such a run, or a call past the polling
     budget, or rows stored before the keys existed.
     """
     limits = config.loops
@@ -349,10 +349,11 @@ def _loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
                    row_number() OVER (PARTITION BY t.session_id ORDER BY t.start_ns, t.end_ns) AS i
             FROM tool_calls t JOIN target USING (session_id)),
         marked AS (
-            SELECT *, lag(i) OVER s IS NOT NULL AND (outcome_key = lag(outcome_key) OVER s
-                      OR (outcome_key IS NULL AND lag(outcome_key) OVER s IS NULL AND args_key = lag(args_key) OVER s))
+            SELECT *, outcome_key = lag(outcome_key) OVER s OR outcome_key = lag(outcome_key) OVER a
+                      OR (outcome_key IS NULL AND lag(i) OVER a IS NOT NULL AND lag(outcome_key) OVER a IS NULL)
                       AS wasted
-            FROM calls WINDOW s AS (PARTITION BY session_id, shape_key ORDER BY i)),
+            FROM calls WINDOW s AS (PARTITION BY session_id, shape_key ORDER BY i),
+                              a AS (PARTITION BY session_id, args_key ORDER BY i)),
         runs AS (SELECT session_id, i - row_number() OVER (PARTITION BY session_id ORDER BY i) AS g
                  FROM marked WHERE wasted),
         cand AS (

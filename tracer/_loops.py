@@ -16,9 +16,9 @@ A loop is repetition without progress. Each tool call has
 A call is **wasted** when the previous call of its shape had similar arguments (the same ones,
 or soft values that differ only a little: a paraphrased query, a page size nudged, a date
 shifted) and the same outcome: it told the agent nothing new. A **stall** is a stretch of
-consecutive wasted calls. A stall is **followed by progress** when a later call of one of its
-shapes, with similar arguments, got a different outcome: the job it polled finished, the call
-it retried succeeded.
+consecutive wasted calls. A stall is **followed by progress** when one of its calls, made
+again later with the same arguments, got a different outcome: the job it polled finished, the
+call it retried succeeded. (An agent that moves on to another query has given up, not progressed.)
 
 The rules (``LoopRules``):
 
@@ -54,7 +54,7 @@ from ._canonical import canonical_json
 LOOP_REPEAT = 4
 LOOP_WAIT_POLLS = 10
 LOOP_RETRIES = 5
-LOOP_POLL_BUDGET = 30
+LOOP_POLL_BUDGET = 50
 
 VOLATILE_PATTERNS: tuple[tuple[str, str], ...] = (
     # JSON fields that change on every call by nature: ids of the request, not of the thing.
@@ -88,6 +88,8 @@ _ID_KEY = re.compile(
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ].*)?$")
 _DATES = _VOLATILE[2][0]
 _WORD = re.compile(r"[a-z0-9]+")
+_YEAR = re.compile(r"(19|20)[0-9]{2}")
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]+)?")
 _STOP = frozenset("a an and are at be by can do for from how i in is it me my of on or our the to what when where "
                   "which who why with you your please".split())
 _MASK = "\x00~"
@@ -166,7 +168,9 @@ def _normal(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return int(value)
     if isinstance(value, str):
-        return " ".join(value.split())
+        text = " ".join(value.split())
+        # A number sent as a string is the same number ("1196.72" and 1196.72); "0042" is not.
+        return _normal(float(text)) if _NUMBER.fullmatch(text) else text
     return value
 
 
@@ -195,10 +199,12 @@ def _shape(value: Any, key: str, soft: list[Any]) -> Any:
 
 
 def _tokens(text: str) -> tuple[frozenset[str], frozenset[str]]:
-    """A text's content words (plural 's' dropped) and, apart, its tokens that carry digits (ids)."""
+    """A text's content words (plural 's' dropped) and, apart, its tokens that carry digits and may
+    name a thing (an order number; a year only qualifies a query)."""
     words = _WORD.findall(_DATES.sub("date", text.lower()))
-    plain = frozenset(w.removesuffix("s") for w in words if not any(c.isdigit() for c in w) and w not in _STOP)
-    return plain, frozenset(w for w in words if any(c.isdigit() for c in w))
+    plain = frozenset(s for w in words if not any(c.isdigit() for c in w) and w not in _STOP
+                      if len(s := w.removesuffix("s")) > 1)
+    return plain, frozenset(w for w in words if any(c.isdigit() for c in w) and not _YEAR.fullmatch(w))
 
 
 def _similar(a: Any, b: Any) -> bool:
@@ -214,7 +220,7 @@ def _similar(a: Any, b: Any) -> bool:
         if _DATE.match(a) and _DATE.match(b):
             return True
         (wa, da), (wb, db) = _tokens(a), _tokens(b)
-        if da != db:  # "parcel 123" and "parcel 456" ask about different things
+        if da and db and da != db:  # "parcel 123" and "parcel 456" ask about different things
             return False
         if not wa or not wb:
             return wa == wb
@@ -326,19 +332,18 @@ def find_loops(calls: Sequence[LoopCall], rules: LoopRules | None = None, *,
     """
     rules = rules or LoopRules()
     prepared = [_Prepared(c) for c in calls]
-    last: dict[str, int] = {}
+    last_shape: dict[str, int] = {}
+    last_same: dict[str, int] = {}
     wasted = [False] * len(prepared)
-    changed = [False] * len(prepared)  # a similar call before it got another answer: progress
     before: list[int | None] = [None] * len(prepared)
     for i, p in enumerate(prepared):
-        j = last.get(p.shape)
-        if j is not None and _close(prepared[j], p):
-            before[i] = j
-            if _same_answer(prepared[j], p):
-                wasted[i] = True
-            else:
-                changed[i] = True
-        last[p.shape] = i
+        # The same call asked again (however long ago: pages 2, 3, 2, 3 …), or the shape's last call
+        # asked a little differently (a paraphrase, the next day).
+        for j in (last_same.get(p.identity), last_shape.get(p.shape)):
+            if j is not None and _close(prepared[j], p) and _same_answer(prepared[j], p):
+                before[i], wasted[i] = j, True
+                break
+        last_shape[p.shape] = last_same[p.identity] = i
     loops: list[Loop] = []
     i = 0
     while i < len(prepared):
@@ -348,20 +353,31 @@ def find_loops(calls: Sequence[LoopCall], rules: LoopRules | None = None, *,
         end = i
         while end + 1 < len(prepared) and wasted[end + 1]:
             end += 1
-        loops += _judge(prepared, before, changed, range(i, end + 1), rules, final)
+        loops += _judge(prepared, before, range(i, end + 1), rules, final)
         i = end + 1
     loops += _over_budget(prepared, rules)
     return sorted(loops, key=lambda loop: loop.calls[0])
 
 
-def _judge(prepared: list[_Prepared], before: list[int | None], changed: list[bool], stall: range,
+def _judge(prepared: list[_Prepared], before: list[int | None], stall: range,
            rules: LoopRules, final: bool) -> list[Loop]:
     per_shape: dict[str, int] = {}
+    per_call: dict[str, int] = {}  # wasted calls per call asked again, or per shape asked a little differently
     for k in stall:
         per_shape[prepared[k].shape] = per_shape.get(prepared[k].shape, 0) + 1
+        same = prepared[k].identity == prepared[before[k]].identity  # type: ignore[index]
+        key = prepared[k].identity if same else prepared[k].shape
+        per_call[key] = per_call.get(key, 0) + 1
     members = sorted({k for k in stall} | {b for k in stall if (b := _first(before, k)) is not None})
-    progressed = any(changed[k] and prepared[k].shape in per_shape for k in range(stall.stop, len(prepared)))
-    repeats = max(per_shape.values()) + 1
+    # Progress is the same call answering differently (the job finished, the retry worked), or a
+    # scan reaching an answer (the next day had a free slot); an agent that moves on to another
+    # query has given up, not progressed.
+    stalled = {prepared[k].identity: prepared[k] for k in stall}
+    scan = len(per_shape) == 1 and _scans([prepared[k] for k in members])
+    progressed = any(not _same_answer(was, prepared[k]) for k in range(stall.stop, len(prepared))
+                     if (was := stalled.get(prepared[k].identity)
+                         or (prepared[stall[-1]] if scan and prepared[k].shape in per_shape else None)) is not None)
+    repeats = max(per_call.values()) + 1
     failed = all(prepared[k].failed for k in stall)
     if progressed or not final:
         if repeats <= (rules.retries if failed else rules.wait_polls):
@@ -369,11 +385,11 @@ def _judge(prepared: list[_Prepared], before: list[int | None], changed: list[bo
     elif len(stall) < rules.repeat - 1:
         return []
     tools = tuple(dict.fromkeys(prepared[k].tool for k in members))
-    if len(per_shape) > 1:
-        kind: LoopKind = "cycle"
-        reason = f"a cycle of {len(per_shape)} calls ({' → '.join(tools)}) went round {repeats} times unchanged"
-    elif failed:
-        kind, reason = "failure", f"{tools[0]} failed the same way {repeats} times"
+    if failed and len(tools) == 1:
+        kind: LoopKind = "failure"
+        reason = f"{tools[0]} failed the same way {repeats} times"
+    elif len(per_call) > 1:
+        kind, reason = "cycle", f"a cycle of {len(per_call)} calls ({' → '.join(tools)}) went round {repeats} times unchanged"
     elif len({prepared[k].identity for k in members}) == 1:
         kind, reason = "repeat", f"{tools[0]} called {repeats} times with the same arguments and the same result"
     else:
@@ -382,6 +398,30 @@ def _judge(prepared: list[_Prepared], before: list[int | None], changed: list[bo
     if progressed:
         reason += f", before its answer changed (over the budget of {rules.retries if failed else rules.wait_polls})"
     return [Loop(kind, tuple(members), tools, len(stall), repeats, progressed, reason)]
+
+
+def _scans(calls: list[_Prepared]) -> bool:
+    """Whether near-identical calls step through new values in order (the next day, the next page)
+    rather than going back and forth: a search that may still find something."""
+    if len({c.identity for c in calls}) < len(calls):
+        return False
+    for values in zip(*(c.soft for c in calls)):
+        if len(set(map(repr, values))) == 1:
+            continue
+        keys = [_order_key(v) for v in values]
+        if None in keys or not (all(a < b for a, b in zip(keys, keys[1:]))
+                                or all(a > b for a, b in zip(keys, keys[1:]))):
+            return False
+    return True
+
+
+def _order_key(value: Any) -> float | str | None:
+    """Where a number or a date stands in its order; ``None`` for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and _DATE.match(value):
+        return value[:10]
+    return None
 
 
 def _first(before: list[int | None], k: int) -> int | None:

@@ -53,7 +53,12 @@ CASES: list[Case] = [
     Case("a cycle of two calls going round",
          [c for _ in range(3) for c in (C("search", {"q": "tracking"}, j(hits=["doc-7"])),
                                         C("read", {"doc_id": "doc-7"}, "Tracking numbers are emailed."))], "cycle"),
-    Case("a job polled past the budget", [C("job_status", {"job_id": "J-9"}, j(progress=i)) for i in range(40)],
+    Case("pages 2 and 3 asked again and again",
+         [C("list", {"page": p}, j(items=[f"r{p}"])) for p in (1, 2, 3, 2, 3, 2, 3, 2, 3)], "cycle"),
+    Case("an amount sent as a number, a string and rounded, refused each time",
+         [C("payout", {"account_id": "SUP-7", "amount": a}, error="invalid_request: account SUP-7 cannot receive EUR")
+          for a in (1196.72, "1196.72", 1196, 1196.72, "1196.72")], "failure"),
+    Case("a job polled past the budget", [C("job_status", {"job_id": "J-9"}, j(progress=i)) for i in range(60)],
          "polling"),
     Case("a stuck job polled until the session ended",
          [C("job_status", {"job_id": "J-9"}, j(status="running", checked_at=f"2026-03-01T10:00:{i:02d}Z"))
@@ -78,6 +83,9 @@ CASES: list[Case] = [
     Case("cursor pagination",
          [C("list_records", {"cursor": f"c{p:03d}x"}, j(records=[f"r{p}"], next=f"c{p + 1:03d}x")) for p in range(15)],
          None),
+    Case("free slots looked for day after day until one has some",
+         [C("find_slots", {"people": ["a@x", "b@x"], "date": f"2026-12-{d}"}, j(slots=[])) for d in range(16, 22)]
+         + [C("find_slots", {"people": ["a@x", "b@x"], "date": "2026-12-22"}, j(slots=["11:00"]))], None),
     Case("distinct parcels that share an answer",
          [C("track_parcel", {"tracking_number": f"1Z{k:06d}"}, j(status="delivered")) for k in range(8)], None),
     Case("distinct entities named in free text",
