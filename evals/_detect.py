@@ -77,7 +77,7 @@ class LoopLimits(_Section):
 
 
 class BaselineLimits(_Section):
-    """How a session is judged against the history of its agent and route (every ``*.anomaly``)."""
+    """How a session is judged against the history of its agent and route (cost, tokens, steps, latency)."""
 
     window: int = Field(default=200, ge=5)
     """The most previous sessions of the route a baseline uses (the trailing window)."""
@@ -104,8 +104,10 @@ class CostLimits(_Section):
     """cost.anomaly: a session's cost at least this many times its route's median (and beyond the baseline's band)."""
     tokens_ratio: float = Field(default=2.0, ge=1)
     """cost.tokens: the same for total tokens, for sessions whose cost is unknown (unpriced models)."""
+    price_ratio: float = Field(default=2.0, ge=1)
+    """cost.price: the price paid per token at least this many times the route's usual (a pricier model, the cache gone)."""
     jump_ratio: float = Field(default=3.0, ge=1)
-    """cost.token_jump: the largest one-turn growth of the input at least this many times the route's usual ..."""
+    """cost.token_jump: the most tokens one turn added (input growth plus output) this many times the route's usual ..."""
     jump_min_tokens: int = Field(default=5_000, ge=0)
     """... and by at least this many tokens."""
     drift_recent: int = Field(default=10, ge=3)
@@ -114,10 +116,10 @@ class CostLimits(_Section):
     """... against the M sessions before them ..."""
     drift_ratio: float = Field(default=2.0, gt=1)
     """... whose median they exceed by this factor (and so does the session flagged)."""
-    context_warning: float = Field(default=0.70, gt=0, le=1)
-    """context.window: window utilisation for a warning ..."""
+    context_warning: float | None = Field(default=None, gt=0, le=1)
+    """context.window: window utilisation for a warning (off by default: long legitimate sessions fill the window) ..."""
     context_critical: float = Field(default=0.85, gt=0, le=1)
-    """... and for a critical alert."""
+    """... and for a critical alert: the next turns may not fit."""
     cache_drop: float = Field(default=0.3, gt=0, le=1)
     """cost.cache_drop: cache-hit ratio this far below the route's median ..."""
     cache_baseline_min: float = Field(default=0.4, ge=0, le=1)
@@ -252,19 +254,27 @@ def config_yaml(config: DetectConfig | None = None) -> str:
     """The thresholds as YAML, with each one's meaning as a comment: a starting point for a config file."""
     config = config or DetectConfig()
     lines = ["# flightrec detector thresholds (flightrec detect --config FILE). Omit what you keep."]
-    for name, section in (("loops", config.loops), ("cost", config.cost), ("reliability", config.reliability),
-                          ("safety", config.safety)):
-        lines.append(f"{name}:")
-        for key, info in type(section).model_fields.items():
+    for name, info in DetectConfig.model_fields.items():
+        section = getattr(config, name)
+        if not isinstance(section, _Section):
+            continue
+        lines.append(f"{name}:" + (f"   # {type(section).__doc__.splitlines()[0]}" if type(section).__doc__ else ""))
+        for key, field_info in type(section).model_fields.items():
             value = getattr(section, key)
             if isinstance(value, BaseModel | dict | list):
                 dumped = yaml.safe_dump({key: json.loads(json.dumps(value, default=lambda m: m.model_dump()))},
                                         sort_keys=False, width=200)
-                lines.append(f"  # {info.description or ''}")
+                lines.append(f"  # {field_info.description or ''}")
                 lines += ["  " + line for line in dumped.rstrip().splitlines()]
             else:
-                lines.append(f"  {key}: {value}   # {info.description or ''}")
-    lines.append("disabled: []   # detectors or families to skip")
+                lines.append(f"  {key}: {'null' if value is None else value}   # {field_info.description or ''}")
+    lines.append("# Absolute budgets, none by default; the most specific entry (agent and route, then agent, then")
+    lines.append("# route, then neither) applies. Each limit is optional:")
+    lines.append("#   - {agent: research, route: due_diligence, session_usd: 5.0, tokens: 2000000, turns: 40, "
+                 "tool_calls: 120}")
+    lines.append("budgets: " + (yaml.safe_dump([b.model_dump(exclude_none=True) for b in config.budgets],
+                                               default_flow_style=True, width=200).strip() if config.budgets else "[]"))
+    lines.append("disabled: []   # detectors (loop.calls) or families (cost) to skip")
     return "\n".join(lines) + "\n"
 
 
@@ -337,8 +347,9 @@ def _loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
     SQL only narrows the sessions, with the keys the store keeps for every tool call. A call can
     be wasted only if the previous call of its shape, or the same call asked before, got the same
     answer (the rules then also ask for similar arguments), and any loop needs
-    ``min(repeat - 1, wait_polls, retries)`` wasted calls in a row; so a session is looked at when it has such a run, or a call past the polling
-    budget, or rows stored before the keys existed.
+    ``min(repeat - 1, wait_polls, retries)`` wasted calls in a row, or one call asked
+    ``repeat + 1`` times with one answer; so a session is looked at when it has such a run or such
+    a call, or a call past the polling budget, or rows stored before the keys existed.
     """
     limits = config.loops
     stall = min(limits.repeat - 1, limits.wait_polls, limits.retries)
@@ -358,6 +369,7 @@ def _loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
                  FROM marked WHERE wasted),
         cand AS (
             SELECT session_id FROM runs GROUP BY session_id, g HAVING count(*) >= ?
+            UNION SELECT session_id FROM calls GROUP BY session_id, args_key, outcome_key HAVING count(*) > ?
             UNION SELECT session_id FROM calls GROUP BY session_id, args_key HAVING count(*) > ?
             UNION SELECT session_id FROM calls WHERE shape_key IS NULL)
         SELECT t.session_id, s.agent, o.route, t.tool_name, t.arguments, t.result,
@@ -365,7 +377,7 @@ def _loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
                END, t.turn_index, t.end_ns
         FROM tool_calls t JOIN (SELECT DISTINCT session_id FROM cand) USING (session_id)
         JOIN target s USING (session_id) LEFT JOIN routes o USING (session_id)
-        ORDER BY t.session_id, t.start_ns, t.end_ns""", [*params, stall, limits.poll_budget])
+        ORDER BY t.session_id, t.start_ns, t.end_ns""", [*params, stall, limits.repeat, limits.poll_budget])
     rules = limits.rules()
     out = []
     for sid, calls in itertools.groupby(rows, key=lambda r: r[0]):
@@ -488,8 +500,10 @@ _METRICS = (
     # Tokens stand in for cost where the model has no known price.
     _Metric("cost.tokens", f"CASE WHEN s.unpriced_calls > 0 THEN {_TOTAL_IN} + s.output_tokens END",
             "the session used tokens:", "tokens", ",.0f"),
-    _Metric("cost.token_jump", "CASE WHEN j.jump > 0 THEN j.jump END", "the input grew in one turn by tokens:",
-            "tokens", ",.0f"),
+    _Metric("cost.token_jump", "CASE WHEN j.jump > 0 THEN j.jump END", "one turn added tokens:", "tokens", ",.0f"),
+    # A pricier model (or the cache gone) shows as the price of a token, whatever the session's length.
+    _Metric("cost.price", f"CASE WHEN s.unpriced_calls = 0 AND s.cost_usd > 0 THEN s.cost_usd * 1e6 / "
+            f"nullif({_TOTAL_IN} + s.output_tokens, 0) END", "it paid per million tokens $", "usd_per_mtok", ".2f"),
     _Metric("steps.anomaly", "s.tool_calls + s.turns", "steps (tool calls and turns):", "steps", ".0f"),
     _Metric("reliability.latency", "CASE WHEN s.end_ns > s.start_ns THEN (s.end_ns - s.start_ns) / 1e9 END",
             "the session took seconds:", "s", ",.1f"),
@@ -498,13 +512,15 @@ _METRICS = (
 )
 
 _JUMPS = """jumps AS (
-    SELECT session_id, max(tin - prev) AS jump FROM (
+    SELECT session_id, max(greatest(tin - coalesce(prev, tin), 0) + tout) AS jump FROM (
         SELECT c.session_id, coalesce(c.input_tokens, 0) + coalesce(c.cache_read_tokens, 0)
-                             + coalesce(c.cache_write_tokens, 0) AS tin,
+                             + coalesce(c.cache_write_tokens, 0) AS tin, coalesce(c.output_tokens, 0) AS tout,
                lag(tin) OVER (PARTITION BY c.session_id ORDER BY c.end_ns) AS prev
         FROM llm_calls c JOIN sessions s USING (session_id)
         WHERE c.status = 'ok' AND s.agent IN (SELECT agent FROM target))
     GROUP BY session_id)"""
+"""The most tokens one model call added to the session: its input's growth over the call before it
+(a huge tool result, a document pasted in) plus its output (a runaway generation)."""
 
 
 def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
@@ -527,7 +543,7 @@ def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
                        for i, m in enumerate(_METRICS))
     xs = ", ".join(f"CASE WHEN v{i} > 0 THEN ln(v{i}) END AS x{i}" if m.log else f"v{i} AS x{i}"
                    for i, m in enumerate(_METRICS))
-    own = ", ".join(f"count(x{i}) OVER rw AS n{i}, quantile_cont(x{i}, [0.5, 0.95]) OVER rw AS q{i}, "
+    own = ", ".join(f"count(x{i}) OVER rw AS n{i}, quantile_cont(x{i}, [0.5, 0.9]) OVER rw AS q{i}, "
                     f"mad(x{i}) OVER rw AS mad{i}" for i in k)
     devs = ", ".join(f"CASE WHEN n{i} >= {b.min_sessions} THEN abs(x{i} - q{i}[1]) END AS d{i}" for i in k)
     pooled = ", ".join(f"count(d{i}) AS n{i}, quantile_cont(d{i}, 0.9) AS m{i}" for i in k)
@@ -606,7 +622,7 @@ def _baselines(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
     """``cost.anomaly``, ``cost.tokens``, ``cost.token_jump``, ``steps.anomaly``,
     ``reliability.latency`` and ``cost.cache_drop``: each session against its route's history."""
     c, b = config.cost, config.baseline
-    rules = {"cost.anomaly": (c.ratio, 0.0), "cost.tokens": (c.tokens_ratio, 0.0),
+    rules = {"cost.anomaly": (c.ratio, 0.0), "cost.tokens": (c.tokens_ratio, 0.0), "cost.price": (c.price_ratio, 0.0),
              "cost.token_jump": (c.jump_ratio, c.jump_min_tokens),
              "steps.anomaly": (config.steps.ratio, config.steps.min_extra),
              "reliability.latency": (config.reliability.latency_ratio, config.reliability.latency_min_s)}
@@ -654,7 +670,9 @@ def _cost_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 
 def _cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     """A route whose recent sessions cost several times what it cost before: a slow drift, or a
-    step change, that no single session stands out in."""
+    step change, that no single session stands out in. The whole recent window must have risen
+    (its 20th percentile by the square root of the ratio, its median by the ratio): a few costly
+    sessions among ordinary ones are ``cost.anomaly``'s, not a drift."""
     c = config.cost
     where, params = scope.where()
     rows = store.sql(f"""WITH {_TARGET.format(where=where)},
@@ -663,18 +681,20 @@ def _cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
                  FROM sessions s LEFT JOIN routes_all r USING (session_id)
                  WHERE s.ended AND s.agent IN (SELECT agent FROM target) AND s.unpriced_calls = 0 AND s.cost_usd > 0),
         windows AS (
-            SELECT *, count(*) OVER rec AS n_rec, median(x) OVER rec AS med_rec,
+            SELECT *, count(*) OVER rec AS n_rec, quantile_cont(x, [0.2, 0.5]) OVER rec AS q_rec,
                    count(*) OVER ref AS n_ref, median(x) OVER ref AS med_ref
             FROM hist WINDOW
                 rec AS (PARTITION BY agent, route ORDER BY end_ns ROWS BETWEEN {c.drift_recent - 1} PRECEDING
                         AND CURRENT ROW),
                 ref AS (PARTITION BY agent, route ORDER BY end_ns
                         ROWS BETWEEN {c.drift_recent + c.drift_reference - 1} PRECEDING AND {c.drift_recent} PRECEDING))
-        SELECT w.session_id, w.agent, nullif(w.route, ''), exp(w.x), w.end_ns, exp(w.med_rec), exp(w.med_ref), w.n_ref
+        SELECT w.session_id, w.agent, nullif(w.route, ''), exp(w.x), w.end_ns, exp(w.q_rec[2]), exp(w.med_ref),
+               w.n_ref
         FROM windows w JOIN target USING (session_id)
-        WHERE w.n_rec = ? AND w.n_ref >= ? AND w.med_rec - w.med_ref >= ? AND w.x - w.med_ref >= ?""",
+        WHERE w.n_rec = ? AND w.n_ref >= ? AND w.q_rec[2] - w.med_ref >= ? AND w.x - w.med_ref >= ?
+          AND w.q_rec[1] - w.med_ref >= ?""",
                      [*params, c.drift_recent, max(c.drift_reference // 2, 3), math.log(c.drift_ratio),
-                      math.log(c.drift_ratio)])
+                      math.log(c.drift_ratio), math.log(c.drift_ratio) / 2])
     return [Finding("cost.drift", "warning",
                     f"{_of(agent, route)} drifted: the last {c.drift_recent} sessions' median cost ${rec:.4f} is "
                     f"{rec / ref:.1f}× the ${ref:.4f} of the {n_ref} before them (this session ${cost:.4f})",
@@ -691,7 +711,7 @@ def _context_window(store: tracer.Store, scope: Scope, config: DetectConfig) -> 
         SELECT c.session_id, any_value(t.agent), any_value(o.route), max(c.ctx_utilisation),
                arg_max(c.turn_index, c.ctx_utilisation), arg_max(c.model, c.ctx_utilisation), max(c.end_ns)
         FROM llm_calls c JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
-        WHERE c.ctx_utilisation >= ? GROUP BY c.session_id""", [*params, c.context_warning])
+        WHERE c.ctx_utilisation >= ? GROUP BY c.session_id""", [*params, c.context_warning or c.context_critical])
     out = []
     for sid, agent, route, used, turn, model, seen in rows:
         severity: Severity = "critical" if used >= c.context_critical else "warning"
@@ -844,7 +864,7 @@ def _unapproved(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 
 DETECTORS: dict[str, Detector] = {
     "loop.calls": _loop_calls, "loop.guard": _loop_guard, "loop.max_tokens": _loop_max_tokens,
-    "cost.anomaly": _baselines, "cost.tokens": _baselines, "cost.token_jump": _baselines,
+    "cost.anomaly": _baselines, "cost.tokens": _baselines, "cost.token_jump": _baselines, "cost.price": _baselines,
     "cost.drift": _cost_drift, "cost.cache_drop": _baselines, "cost.guard": _cost_guard,
     "cost.budget": _budgets, "steps.anomaly": _baselines, "steps.budget": _budgets, "context.window": _context_window,
     "reliability.tool_errors": _tool_errors, "reliability.breaker": _breaker,

@@ -26,6 +26,8 @@ The rules (``LoopRules``):
   (``repeat`` identical answers to one call, or a cycle of calls going round unchanged);
 - a stall followed by progress is waiting, not a loop, unless one call's identical answers ran
   past ``wait_polls`` (``retries`` when the answers were failures);
+- one call asked more than ``repeat`` times with the same answer, other calls in between, is a
+  loop too (under the same budgets when its answer then changes);
 - a call made more than ``poll_budget`` times with the same arguments is a loop, whatever it
   returned (a poll with no end).
 
@@ -355,6 +357,8 @@ def find_loops(calls: Sequence[LoopCall], rules: LoopRules | None = None, *,
             end += 1
         loops += _judge(prepared, before, range(i, end + 1), rules, final)
         i = end + 1
+    covered = {k for loop in loops for k in loop.calls}
+    loops += _asked_again(prepared, rules, final, covered)
     loops += _over_budget(prepared, rules)
     return sorted(loops, key=lambda loop: loop.calls[0])
 
@@ -430,6 +434,42 @@ def _first(before: list[int | None], k: int) -> int | None:
     while j is not None and before[j] is not None:
         j = before[j]
     return j
+
+
+def _asked_again(prepared: list[_Prepared], rules: LoopRules, final: bool, covered: set[int]) -> list[Loop]:
+    """One call asked ``repeat + 1`` times with the same answer, with other calls in between (a
+    search re-run between page reads that differ a little): a loop no stall shows."""
+    by_call: dict[str, list[int]] = {}
+    for i, p in enumerate(prepared):
+        by_call.setdefault(p.identity, []).append(i)
+    out = []
+    for calls in by_call.values():
+        start = 0
+        for end in range(1, len(calls) + 1):
+            if end < len(calls) and _same_answer(prepared[calls[start]], prepared[calls[end]]):
+                continue
+            run = calls[start:end]
+            failed = prepared[run[0]].failed
+            progressed = end < len(calls) or _waited(prepared, by_call, run)
+            budget = (rules.retries if failed else rules.wait_polls) if progressed or not final else rules.repeat
+            if len(run) > budget and not set(run) <= covered:
+                tool = prepared[run[0]].tool
+                out.append(Loop("failure" if failed else "repeat", tuple(run), (tool,), len(run) - 1, len(run),
+                                progressed, f"{tool} asked {len(run)} times with the same arguments and "
+                                f"{'the same failure' if failed else 'the same result'}, other calls in between"))
+            start = end
+    return out
+
+
+def _waited(prepared: list[_Prepared], by_call: dict[str, list[int]], run: list[int]) -> bool:
+    """Whether, while ``run`` repeated itself, another call was stuck on one answer that then
+    changed: ``sleep`` between the polls of a job that ended up done was waiting, not looping."""
+    for calls in by_call.values():
+        inside = [k for k in calls if run[0] <= k <= run[-1]]
+        stuck = any(_same_answer(prepared[a], prepared[b]) for a, b in zip(inside, inside[1:]))
+        if stuck and any(not _same_answer(prepared[inside[-1]], prepared[k]) for k in calls if k > inside[-1]):
+            return True
+    return False
 
 
 def _over_budget(prepared: list[_Prepared], rules: LoopRules) -> list[Loop]:
