@@ -61,9 +61,11 @@ class _Section(BaseModel):
 
 class LoopLimits(_Section):
     repeat: int = Field(default=tracer.LoopRules.repeat, ge=2)
-    """loop.calls: answers in a row that told the agent nothing new (the same call, or near-identical calls, with the same normalised result) that make a loop when no answer changes afterwards ..."""
+    """loop.calls: calls in a row that told the agent nothing new (the same call, or a near-identical one,
+    with the same normalised answer) that make a loop when no answer changes afterwards ..."""
     wait_polls: int = Field(default=tracer.LoopRules.wait_polls, ge=1)
-    """... identical answers to one call that are still waiting, not a loop, when the answer then changes (a job polled until it is done) ..."""
+    """... identical answers to one call that are still waiting, not a loop, when the answer then changes
+    (a job polled until it is done) ..."""
     retries: int = Field(default=tracer.LoopRules.retries, ge=1)
     """... identical failures that are still a retry, not a loop, when the call then succeeds ..."""
     poll_budget: int = Field(default=tracer.LoopRules.poll_budget, ge=2)
@@ -94,7 +96,7 @@ class BaselineLimits(_Section):
     z: float = Field(default=3.5, gt=0)
     """A session is flagged this many robust standard deviations (1.4826 × MAD, on a log scale) above the median ..."""
     min_spread: float = Field(default=0.1, gt=0)
-    """... with a spread of at least this (log units), so that a route of identical sessions does not flag a 5% rise ..."""
+    """... with a spread of at least this (log units): a route of identical sessions does not flag a 5% rise ..."""
     upper_margin: float = Field(default=1.25, ge=1)
     """... and above the route's 95th percentile times this: a route with a legitimate costly mode keeps it."""
 
@@ -105,19 +107,19 @@ class CostLimits(_Section):
     tokens_ratio: float = Field(default=2.0, ge=1)
     """cost.tokens: the same for total tokens, for sessions whose cost is unknown (unpriced models)."""
     price_ratio: float = Field(default=2.0, ge=1)
-    """cost.price: the price paid per token at least this many times the route's usual (a pricier model, the cache gone)."""
+    """cost.price: the price paid per token this many times the route's usual (a pricier model, no cache)."""
     jump_ratio: float = Field(default=3.0, ge=1)
-    """cost.token_jump: the most tokens one turn added (input growth plus output) this many times the route's usual ..."""
+    """cost.token_jump: the most tokens one turn added (input growth plus output), this many times the usual ..."""
     jump_min_tokens: int = Field(default=5_000, ge=0)
     """... and by at least this many tokens."""
     drift_recent: int = Field(default=10, ge=3)
     """cost.drift: the route's last N sessions ..."""
     drift_reference: int = Field(default=50, ge=5)
     """... against the M sessions before them ..."""
-    drift_ratio: float = Field(default=2.0, gt=1)
+    drift_ratio: float = Field(default=1.8, gt=1)
     """... whose median they exceed by this factor (and so does the session flagged)."""
     context_warning: float | None = Field(default=None, gt=0, le=1)
-    """context.window: window utilisation for a warning (off by default: long legitimate sessions fill the window) ..."""
+    """context.window: window utilisation for a warning (off by default: long sessions fill the window) ..."""
     context_critical: float = Field(default=0.85, gt=0, le=1)
     """... and for a critical alert: the next turns may not fit."""
     cache_drop: float = Field(default=0.3, gt=0, le=1)
@@ -130,7 +132,8 @@ class CostLimits(_Section):
 
 class StepLimits(_Section):
     ratio: float = Field(default=3.0, ge=1)
-    """steps.anomaly: tool calls plus turns at least this many times the route's median (the seeds' "3× more steps than usual") ..."""
+    """steps.anomaly: steps (distinct tool calls, and turns without one) this many times the route's median
+    (the seeds' "3× more steps than usual") ..."""
     min_extra: int = Field(default=4, ge=0)
     """... and at least this many more."""
 
@@ -254,7 +257,7 @@ def config_yaml(config: DetectConfig | None = None) -> str:
     """The thresholds as YAML, with each one's meaning as a comment: a starting point for a config file."""
     config = config or DetectConfig()
     lines = ["# flightrec detector thresholds (flightrec detect --config FILE). Omit what you keep."]
-    for name, info in DetectConfig.model_fields.items():
+    for name in DetectConfig.model_fields:
         section = getattr(config, name)
         if not isinstance(section, _Section):
             continue
@@ -264,10 +267,11 @@ def config_yaml(config: DetectConfig | None = None) -> str:
             if isinstance(value, BaseModel | dict | list):
                 dumped = yaml.safe_dump({key: json.loads(json.dumps(value, default=lambda m: m.model_dump()))},
                                         sort_keys=False, width=200)
-                lines.append(f"  # {field_info.description or ''}")
+                lines.append(f"  # {' '.join((field_info.description or '').split())}")
                 lines += ["  " + line for line in dumped.rstrip().splitlines()]
             else:
-                lines.append(f"  {key}: {'null' if value is None else value}   # {field_info.description or ''}")
+                lines.append(f"  {key}: {'null' if value is None else value}   "
+                             f"# {' '.join((field_info.description or '').split())}")
     lines.append("# Absolute budgets, none by default; the most specific entry (agent and route, then agent, then")
     lines.append("# route, then neither) applies. Each limit is optional:")
     lines.append("#   - {agent: research, route: due_diligence, session_usd: 5.0, tokens: 2000000, turns: 40, "
@@ -472,7 +476,8 @@ def _budgets(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fi
         if over:
             out.append(Finding("steps.budget", "warning", "over budget: " + ", ".join(
                 f"{value} {name.replace('_', ' ')} > {limit}" for name, value, limit in over) + f" ({where})", agent,
-                route, sid, route or "", seen, [], {name: {"value": value, "budget": limit} for name, value, limit in over}))
+                route, sid, route or "", seen, [],
+                {name: {"value": value, "budget": limit} for name, value, limit in over}))
     return out
 
 
@@ -504,12 +509,20 @@ _METRICS = (
     # A pricier model (or the cache gone) shows as the price of a token, whatever the session's length.
     _Metric("cost.price", f"CASE WHEN s.unpriced_calls = 0 AND s.cost_usd > 0 THEN s.cost_usd * 1e6 / "
             f"nullif({_TOTAL_IN} + s.output_tokens, 0) END", "it paid per million tokens $", "usd_per_mtok", ".2f"),
-    _Metric("steps.anomaly", "s.tool_calls + s.turns", "steps (tool calls and turns):", "steps", ".0f"),
+    _Metric("steps.anomaly", "coalesce(w.steps, 0) + greatest(s.turns - s.tool_calls, 0)",
+            "steps (distinct tool calls, and turns without one):", "steps", ".0f"),
     _Metric("reliability.latency", "CASE WHEN s.end_ns > s.start_ns THEN (s.end_ns - s.start_ns) / 1e9 END",
             "the session took seconds:", "s", ",.1f"),
     _Metric("cost.cache_drop", f"CASE WHEN {_TOTAL_IN} >= {{cache_min}} THEN s.cache_read_tokens / {_TOTAL_IN} END",
             "cache hits", "ratio", ".0%", log=False),
 )
+
+_WORK = """work AS (
+    SELECT t.session_id, count(DISTINCT coalesce(t.shape_key, t.span_id)) AS steps
+    FROM tool_calls t JOIN sessions s USING (session_id) WHERE s.agent IN (SELECT agent FROM target)
+    GROUP BY t.session_id)"""
+"""The distinct things a session's tools were asked: its call shapes. A hundred pages of one
+listing are one, a poll is one, five parcels are five; repeating one call is a loop's business."""
 
 _JUMPS = """jumps AS (
     SELECT session_id, max(greatest(tin - coalesce(prev, tin), 0) + tout) AS jump FROM (
@@ -549,10 +562,11 @@ def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
     pooled = ", ".join(f"count(d{i}) AS n{i}, quantile_cont(d{i}, 0.9) AS m{i}" for i in k)
     cols = ", ".join(f"p.v{i}, p.n{i}, p.q{i}[1], p.mad{i}, p.q{i}[2], a.n{i}, a.m{i}, g.n{i}, g.m{i}" for i in k)
     return f"""WITH {_TARGET.format(where=where)},
-        {_ROUTES.format(filter="").replace("routes AS", "routes_all AS")}, {_JUMPS},
+        {_ROUTES.format(filter="").replace("routes AS", "routes_all AS")}, {_JUMPS}, {_WORK},
         hist AS (
             SELECT s.session_id, s.agent, coalesce(r.route, '') AS route, s.end_ns, {values}
             FROM sessions s LEFT JOIN routes_all r USING (session_id) LEFT JOIN jumps j USING (session_id)
+            LEFT JOIN work w USING (session_id)
             WHERE s.ended AND s.agent IN (SELECT agent FROM target)),
         logged AS (SELECT *, {xs} FROM hist),
         own AS (SELECT *, {own} FROM logged WINDOW rw AS (PARTITION BY agent, route ORDER BY end_ns {frame})),
@@ -560,7 +574,8 @@ def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
         by_agent AS (SELECT agent, {pooled} FROM dev GROUP BY agent),
         by_store AS (SELECT {pooled} FROM dev)
         SELECT p.session_id, p.agent, nullif(p.route, ''), p.end_ns, {cols}
-        FROM dev p JOIN target t USING (session_id) JOIN by_agent a ON a.agent = p.agent CROSS JOIN by_store g""", params
+        FROM dev p JOIN target t USING (session_id) JOIN by_agent a ON a.agent = p.agent
+        CROSS JOIN by_store g""", params
 
 
 @dataclass(frozen=True)

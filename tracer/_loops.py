@@ -87,6 +87,10 @@ _ID_KEY = re.compile(
     r"customers?|orders?|parcels?|packages?|shipments?|tracking|tickets?|invoices?|cit(y|ies)|countr(y|ies)|"
     r"symbols?|tickers?|urls?|uris?|paths?|files?|filenames?|hosts?|address(es)?|phones?|jobs?|tasks?)$"
     r"|[a-z](Id|ID|Ids|IDs)$", re.IGNORECASE)
+_POSITION_KEY = re.compile(r"(^|[_\-.])(cursor|page_?token|next_?token|continuation|offset|after|before|start_after|"
+                           r"starting_after|ending_before|marker|since|until)$|[a-z](Cursor|Token)$",
+                           re.IGNORECASE)
+"""Keys of a position in a listing: an opaque cursor moves through one listing, it names nothing."""
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ].*)?$")
 _DATES = _VOLATILE[2][0]
 _WORD = re.compile(r"[a-z0-9]+")
@@ -178,7 +182,7 @@ def _normal(value: Any) -> Any:
 
 def _identifying(key: str, value: Any) -> bool:
     """Whether a leaf names a thing (kept in the shape) rather than qualifying a request (masked)."""
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool) or value is None or _POSITION_KEY.search(key):
         return False
     if _ID_KEY.search(key):
         return True
@@ -393,7 +397,8 @@ def _judge(prepared: list[_Prepared], before: list[int | None], stall: range,
         kind: LoopKind = "failure"
         reason = f"{tools[0]} failed the same way {repeats} times"
     elif len(per_call) > 1:
-        kind, reason = "cycle", f"a cycle of {len(per_call)} calls ({' → '.join(tools)}) went round {repeats} times unchanged"
+        kind = "cycle"
+        reason = f"a cycle of {len(per_call)} calls ({' → '.join(tools)}) went round {repeats} times unchanged"
     elif len({prepared[k].identity for k in members}) == 1:
         kind, reason = "repeat", f"{tools[0]} called {repeats} times with the same arguments and the same result"
     else:

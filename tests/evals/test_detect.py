@@ -93,7 +93,8 @@ def record(agent: str, route: str, calls: list[tracer.LoopCall]) -> str:
 def test_the_sql_detector_agrees_with_the_loop_rules_on_the_shared_corpus():
     sessions = {record("corpus", f"r{i}", case.calls): case for i, case in enumerate(CASES)}
     flagged = {a.session_id: a.evidence["kind"] for a in by_detector(run()).get("loop.calls", [])}
-    wrong = [(case.name, case.loop, flagged.get(sid)) for sid, case in sessions.items() if flagged.get(sid) != case.loop]
+    wrong = [(case.name, case.loop, flagged.get(sid)) for sid, case in sessions.items()
+             if flagged.get(sid) != case.loop]
     assert wrong == []
 
 
@@ -248,14 +249,14 @@ def test_config_files_and_their_errors(tmp_path):
     config = D.load_config(good)
     assert config.loops.repeat == 6 and config.loops.wait_polls == 10 and config.disabled == ["cost"]
     assert D.load_config(None) == D.DetectConfig()
-    for text, message in (("loops: {repet: 6}", "loops.repet: unknown setting"),
+    for text, error in (("loops: {repet: 6}", "loops.repet: unknown setting"),
                           ("loops: {repeat: 1}", "greater than or equal to 2"),
                           ("disabled: [nope]", r"unknown detector\(s\) nope"),
                           ("safety: {injection_patterns: ['(']}", "is not a regular expression"),
                           ("loops: [", "not valid YAML")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
-        with pytest.raises(tracer.ConfigError, match=message):
+        with pytest.raises(tracer.ConfigError, match=error):
             D.load_config(bad)
     with pytest.raises(tracer.ConfigError, match="cannot read"):
         D.load_config(tmp_path / "missing.yaml")
