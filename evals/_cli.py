@@ -18,6 +18,7 @@ from tracer._cli import db_option, json_option, output_width
 from . import _report
 from ._add_case import add_case, draft_case
 from ._compare import Comparison, compare_stored, power_note
+from ._dataset import load_dataset
 from ._errors import EvalError
 from ._runner import DEFAULT_CONCURRENCY, DEFAULT_TRIALS, run_eval
 
@@ -97,7 +98,8 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
         if not as_json and sys.stderr.isatty():
             click.echo(f"\rscored {done}/{total} trials", nl=done == total, err=True)
 
-    result = run_eval(dataset, agent=agent, settings=settings, trials=trials, concurrency=concurrency, tags=tags,
+    data = load_dataset(dataset)
+    result = run_eval(data, agent=agent, settings=settings, trials=trials, concurrency=concurrency, tags=tags,
                       seed=seed, db=db, label=None if baseline_id else label, progress=progress)
     comparison: Comparison | None = None
     if baseline_id:
@@ -108,9 +110,9 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
                 store.label_eval_run(result.run.run_id, label)
                 result.run.labels.append(label)
     if junit:
-        _write(junit, _report.junit(result.run, result.results, comparison))
+        _write(junit, _report.junit(result.run, result.results, comparison, thresholds=data.thresholds()))
     if report:
-        _write(report, _report.markdown(result.run, result.results, comparison))
+        _write(report, _report.markdown(result.run, result.results, comparison, thresholds=data.thresholds()))
     if as_json:
         click.echo(json.dumps({"run": result.run.model_dump(), "results": [r.model_dump() for r in result.results],
                                "comparison": comparison.model_dump() if comparison else None}, indent=2))

@@ -6,6 +6,7 @@ YAML (one file, the dataset's name and cases)::
     description: the support agent's pre-deploy suite
     scorers:                            # optional; applied to every case, before its own
       - {type: max_turns, turns: 20}
+    pass_threshold: 1.0                 # optional; without a baseline, the share of trials to pass
     cases:
       - id: refund-over-threshold       # unique; letters, digits, '-', '_', '.'
         tags: [refund, approval]
@@ -22,6 +23,7 @@ YAML (one file, the dataset's name and cases)::
         expect:                                 # scorers (see evals/_scorers.py)
           - {type: tools_required, tools: [get_order, issue_refund]}
           - {type: status, equals: waiting_human}
+        pass_threshold: 0.8                     # optional: this case's own (default: the dataset's)
 
 JSONL: one case object per line, in the same shape (``id``, ``tags``, ``input``, ``expect``).
 
@@ -101,6 +103,10 @@ class Case(BaseModel):
     """What the agent is given."""
     expect: tuple[dict[str, Any], ...] = Field(min_length=1)
     """Scorer specs (``{"type": …, …}``); every one must pass for the trial to pass."""
+    pass_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Without a baseline, the share of trials that must pass for the case to pass in JUnit
+    (``None``: the dataset's ``pass_threshold``, by default every trial). With a baseline the
+    gate decides instead."""
 
     @field_validator("id")
     @classmethod
@@ -121,6 +127,8 @@ class Dataset(BaseModel):
     """What the suite is for."""
     scorers: tuple[dict[str, Any], ...] = ()
     """Scorer specs applied to every case, before the case's own."""
+    pass_threshold: float = Field(default=1.0, gt=0.0, le=1.0)
+    """The share of a case's trials that must pass without a baseline, unless the case sets its own."""
     cases: tuple[Case, ...]
     """The cases, in file order."""
     path: str | None = None
@@ -131,9 +139,18 @@ class Dataset(BaseModel):
         return tuple(c for c in self.cases if not tags or set(tags) & set(c.tags))
 
     def sha256(self, cases: tuple[Case, ...] | None = None) -> str:
-        """A hash of the cases (and shared scorers) as run: two runs compare like with like when it matches."""
-        body = {"scorers": list(self.scorers), "cases": [c.model_dump(mode="json") for c in cases or self.cases]}
+        """A hash of the cases (and shared scorers) as run: two runs compare like with like when it matches.
+
+        Pass thresholds are left out: they change how a run is reported, not what it measures, so a
+        run keeps comparing with its baseline when a threshold is added.
+        """
+        body = {"scorers": list(self.scorers),
+                "cases": [c.model_dump(mode="json", exclude={"pass_threshold"}) for c in cases or self.cases]}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def thresholds(self) -> dict[str, float]:
+        """Case id -> the share of its trials that must pass without a baseline."""
+        return {c.id: c.pass_threshold if c.pass_threshold is not None else self.pass_threshold for c in self.cases}
 
     def expectations(self, case: Case) -> list[dict[str, Any]]:
         """The scorer specs a case's trials are scored with."""
@@ -248,13 +265,14 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
         cases.append(case)
     try:
         dataset = Dataset(name=raw.get("name") or p.stem, description=raw.get("description"),
-                          scorers=tuple(raw.get("scorers") or ()), cases=tuple(cases), path=str(p))
+                          scorers=tuple(raw.get("scorers") or ()), cases=tuple(cases), path=str(p),
+                          **({"pass_threshold": raw["pass_threshold"]} if "pass_threshold" in raw else {}))
     except ValidationError as exc:
         raise DatasetError(f"{p}: {_where(exc, Dataset)}.") from None
-    unknown = set(raw) - {"name", "description", "scorers", "cases"}
+    unknown = set(raw) - {"name", "description", "scorers", "pass_threshold", "cases"}
     if unknown:
         raise DatasetError(f"{p}: unknown top-level field(s) {', '.join(sorted(unknown))}; "
-                           "a dataset has name, description, scorers and cases.")
+                           "a dataset has name, description, scorers, pass_threshold and cases.")
     for spec in dataset.scorers:
         try:
             build_scorer(spec)

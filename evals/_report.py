@@ -4,7 +4,7 @@ comment, and JUnit XML for CI."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import tracer
@@ -135,8 +135,9 @@ def comparison_text(c: Comparison) -> str:
 
 
 def markdown(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord],
-             comparison: Comparison | None) -> str:
-    """A summary for a pull-request comment."""
+             comparison: Comparison | None, *, thresholds: Mapping[str, float] | None = None) -> str:
+    """A summary for a pull-request comment; without a baseline, the cases below their pass threshold
+    (``thresholds``, as for ``junit``)."""
     verdict = comparison.verdict if comparison else "no baseline"
     mark = {"regression": "❌", "no regression": "✅", "improvement": "✅", "no baseline": "ℹ️"}[verdict]
     out = [f"### {mark} flightrec eval: {verdict} — {run.dataset}", ""]
@@ -164,8 +165,12 @@ def markdown(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecor
                            f"{session} |")
             out.append("")
     else:
+        below = [f"{cid} {sum(r.passed for r in rs)}/{len(rs)} (threshold {(thresholds or {}).get(cid, 1.0):.0%})"
+                 for cid, rs in _by_case(results).items()
+                 if _below(sum(r.passed for r in rs), len(rs), (thresholds or {}).get(cid, 1.0))]
         out += [f"{run.passed_trials}/{run.total_trials} trials passed ({_pct(run.passed_trials / run.total_trials)}) "
-                f"over {run.cases} cases × {run.trials} trials.", "",
+                f"over {run.cases} cases × {run.trials} trials. **Below their pass threshold:** "
+                f"{', '.join(below) or 'none'}.", "",
                 f"**What a comparison at this trial count could catch:** "
                 f"{power_note(None, run.trials, run.trials)}", ""]
     out.append(f"<sub>run `{run.run_id}` · agent {run.agent} · "
@@ -174,14 +179,20 @@ def markdown(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecor
     return "\n".join(out) + "\n"
 
 
+def _below(passed: int, trials: int, threshold: float) -> bool:
+    # 4 of 5 against a threshold of 0.8 must pass: compare in integers, not 4/5 < 0.8 in floats.
+    return passed < threshold * trials - 1e-9
+
+
 def junit(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord],
-          comparison: Comparison | None) -> bytes:
+          comparison: Comparison | None, *, thresholds: Mapping[str, float] | None = None) -> bytes:
     """JUnit XML: one test case per eval case, plus the gate when there is a baseline.
 
     With a baseline, a case's test fails exactly when the gate counts the case as regressed; a
     case with failed trials that did not regress (flaky) passes, with a note in ``system-out``,
     so that a "no regression" verdict never turns CI red. Without a baseline, a case fails when
-    it did not pass every trial (its pass threshold).
+    fewer of its trials passed than its pass threshold asks (``thresholds``: case id -> share of
+    trials, ``Dataset.thresholds()``; every trial for a case not in it).
     """
     cases = _by_case(results)
     compared = {c.case_id: c for c in comparison.cases} if comparison else {}
@@ -197,9 +208,14 @@ def junit(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecord],
         detail = "\n".join([*_reasons(rs), *(f"session {r.session_id}" for r in rs if not r.passed)])
         case = compared.get(cid)
         if comparison is None:
-            if passed < len(rs):
+            threshold = (thresholds or {}).get(cid, 1.0)
+            if passed < len(rs) and _below(passed, len(rs), threshold):
                 failures += 1
-                ET.SubElement(el, "failure", message=f"{passed}/{len(rs)} trials passed").text = detail
+                ET.SubElement(el, "failure", message=f"{passed}/{len(rs)} trials passed, below the case's pass "
+                                                     f"threshold of {threshold:.0%}").text = detail
+            elif passed < len(rs):
+                ET.SubElement(el, "system-out").text = (f"flaky: {passed}/{len(rs)} trials passed, at or above the "
+                                                        f"case's pass threshold of {threshold:.0%}\n{detail}")
         elif case is not None and case.regressed:
             failures += 1
             ET.SubElement(el, "failure", message=f"regressed: {_counts(case)} trials passed "

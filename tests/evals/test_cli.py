@@ -175,6 +175,17 @@ def test_the_baseline_label_moves_only_to_a_run_that_passes_the_gate():
     assert flightrec("show", "baseline").stdout.startswith(f"run       {run_id(good)} (baseline)")
 
 
+def test_without_a_baseline_junit_holds_each_case_to_the_datasets_pass_threshold(tiny):
+    Path(tiny).write_text("pass_threshold: 0.5\n" + TINY, encoding="utf-8")
+    result = flightrec("run", tiny, "--trials", "2", "--seed", "1", "--set", "variant=no-refund-confirmation",
+                       "--junit", "junit.xml", "--report", "eval.md")
+    assert result.exit_code == 0, result.output
+    failed = {tc.get("name"): tc.find("failure") for tc in ET.parse("junit.xml").getroot().iter("testcase")}
+    assert failed["refund"].get("message") == "0/2 trials passed, below the case's pass threshold of 50%"
+    assert failed["order-status"] is None and "regression gate" not in failed
+    assert "**Below their pass threshold:** refund 0/2 (threshold 50%)." in Path("eval.md").read_text()
+
+
 def test_list_says_when_there_are_no_runs_then_lists_them(tiny):
     empty = flightrec("list")
     assert empty.exit_code == 0, empty.output

@@ -92,7 +92,8 @@ def test_a_missing_file_says_so_and_names_the_bundled_suites():
     pytest.param("shared.yaml", "scorers: [{type: max_turns, turns: many}]\ncases:\n" + CASE_A,
                  ["shared.yaml, shared scorers: scorer 'max_turns': field 'turns'"], id="bad shared scorer"),
     pytest.param("top.yaml", "nmae: top\ncases:\n" + CASE_A,
-                 ["top.yaml: unknown top-level field(s) nmae", "a dataset has name, description, scorers and cases"],
+                 ["top.yaml: unknown top-level field(s) nmae",
+                  "a dataset has name, description, scorers, pass_threshold and cases"],
                  id="unknown top-level field"),
     pytest.param("cases.json", '{"cases": []}', ["cases.json: a dataset is a .yaml, .yml or .jsonl file"],
                  id="wrong suffix"),
@@ -131,3 +132,24 @@ def test_the_hash_changes_when_a_case_changes():
     one, same, two = load_dataset("one.yaml"), load_dataset("same.yaml"), load_dataset("two.yaml")
     assert one.sha256() == same.sha256()  # comments and file names do not make two runs incomparable
     assert one.sha256() != two.sha256()
+
+
+def test_pass_thresholds_default_to_every_trial_and_do_not_change_the_hash():
+    case = "  - id: a\n    expect: [{type: status, equals: ok}]\n"
+    Path("plain.yaml").write_text("cases:\n" + case + case.replace("id: a", "id: b"), encoding="utf-8")
+    Path("lenient.yaml").write_text("pass_threshold: 0.6\ncases:\n" + case + case.replace("id: a", "id: b")
+                                    + "    pass_threshold: 0.8\n", encoding="utf-8")
+    plain, lenient = load_dataset("plain.yaml"), load_dataset("lenient.yaml")
+    assert plain.thresholds() == {"a": 1.0, "b": 1.0}
+    assert lenient.thresholds() == {"a": 0.6, "b": 0.8}
+    # A threshold changes how a run is reported, not what it measures: old baselines still compare.
+    assert plain.sha256() == lenient.sha256()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("pass_threshold: 1.5\ncases:\n" + CASE_A, "t.yaml: pass_threshold: Input should be less than or equal to 1"),
+    ("cases:\n" + CASE_A + "    pass_threshold: 0\n", "t.yaml, case 1 ('a'): pass_threshold: Input should be greater "
+                                                      "than 0"),
+])
+def test_a_pass_threshold_out_of_range_names_its_field(text, expected):
+    assert expected in error_of("t.yaml", text)

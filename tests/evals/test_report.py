@@ -65,3 +65,17 @@ def test_without_a_baseline_junit_fails_cases_below_their_threshold_and_markdown
     assert ("**What a comparison at this trial count could catch:** With 5 baseline and 5 candidate trials per case "
             "(level 0.025), one case's own test catches a case falling 100% → 0% (100% of the time); it does not "
             "reliably catch 100% → 40% (34% of the time), 90% → 60% (5% of the time).") in md
+
+
+def test_without_a_baseline_a_case_at_its_pass_threshold_passes_with_a_note():
+    b = run("b", {"four": [True, True, False, True, True], "three": [True, False, True, False, True]})
+    suite = ET.fromstring(evals.junit(*b, None, thresholds={"four": 0.8, "three": 0.8})).find("testsuite")
+    assert suite is not None
+    cases = _testcases(suite)
+    assert cases["four"].find("failure") is None
+    assert cases["four"].findtext("system-out", "").startswith(
+        "flaky: 4/5 trials passed, at or above the case's pass threshold of 80%")
+    assert cases["three"].find("failure").get("message") == (  # type: ignore[union-attr]
+        "3/5 trials passed, below the case's pass threshold of 80%")
+    md = evals.markdown(*b, None, thresholds={"four": 0.8, "three": 0.8})
+    assert "**Below their pass threshold:** three 3/5 (threshold 80%)." in md
