@@ -1,5 +1,6 @@
 """flightrec's evals: run a dataset of cases against an agent K times each, score every trial
-from its trace, compare with a baseline using a paired test, and gate CI on real regressions.
+from its trace, compare with a baseline through the regression gate (a paired test over all
+cases, each case's own test, a stricter rule for critical cases), and gate CI on real regressions.
 The detectors are scorers of live traces: they flag loops, cost blow-ups, unreliable tools and
 unsafe content in the store, online as sessions end or in batch, and deliver alerts to sinks.
 
