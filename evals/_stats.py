@@ -87,13 +87,15 @@ Why the sign-flip test is not enough: the gate (``gate``)
       A/A false-alarm rate of the whole gate is at most ``alpha`` for *any* suite, not only the
       ones simulated. Without critical cases: half to the aggregate sign-flip test, half to the
       per-case family. With critical cases: half to the critical family, a quarter each to the
-      other two (``CRITICAL_SHARE``, ``AGGREGATE_SHARE``). Both tests are conservative on
-      discrete data, so the measured rate is far below ``alpha`` (benchmarks/bench_gate.py).
+      other two (``CRITICAL_SHARE``, ``AGGREGATE_SHARE``): tagging cases critical costs the
+      other cases some power, so tag the few that must never break. Both tests are conservative
+      on discrete data, so the measured rate is well below ``alpha``: 1-3% in simulation, under
+      1% on the bundled suite (benchmarks/bench_gate.py, benchmarks/RESULTS.md section 14).
 
 Power, said aloud
     ``detection_power`` is the exact probability that the per-case test flags one case whose
-    true pass rate falls from ``p_base`` to ``p_cand``, summed over every pair of trial counts
-    the two runs can give; ``trials_needed`` finds the fewest trials per run that reach a
+    true pass rate falls from ``base_rate`` to ``cand_rate``, summed over every pair of pass
+    counts the two runs can give; ``trials_needed`` finds the fewest trials per run that reach a
     target power. The reports use them to say what a run could and could not have caught.
 """
 
