@@ -494,6 +494,7 @@ class _Metric:
     what: str
     unit: str
     fmt: str
+    """How a value reads: a format spec, after a ``$`` when the unit is dollars."""
     log: bool = True
     """Judged on a log scale (skewed, multiplicative values); the cache-hit ratio is not."""
 
@@ -501,14 +502,14 @@ class _Metric:
 _TOTAL_IN = "(s.input_tokens + s.cache_read_tokens + s.cache_write_tokens)"
 _METRICS = (
     _Metric("cost.anomaly", "CASE WHEN s.unpriced_calls = 0 AND s.cost_usd > 0 THEN s.cost_usd END",
-            "the session cost $", "usd", ".4f"),
+            "the session cost", "usd", ".4f"),
     # Tokens stand in for cost where the model has no known price.
     _Metric("cost.tokens", f"CASE WHEN s.unpriced_calls > 0 THEN {_TOTAL_IN} + s.output_tokens END",
             "the session used tokens:", "tokens", ",.0f"),
     _Metric("cost.token_jump", "CASE WHEN j.jump > 0 THEN j.jump END", "one turn added tokens:", "tokens", ",.0f"),
     # A pricier model (or the cache gone) shows as the price of a token, whatever the session's length.
     _Metric("cost.price", f"CASE WHEN s.unpriced_calls = 0 AND s.cost_usd > 0 THEN s.cost_usd * 1e6 / "
-            f"nullif({_TOTAL_IN} + s.output_tokens, 0) END", "it paid per million tokens $", "usd_per_mtok", ".2f"),
+            f"nullif({_TOTAL_IN} + s.output_tokens, 0) END", "it paid per million tokens", "usd_per_mtok", ".2f"),
     _Metric("steps.anomaly", "coalesce(w.steps, 0) + greatest(s.turns - s.tool_calls, 0)",
             "steps (distinct tool calls, and turns without one):", "steps", ".0f"),
     _Metric("reliability.latency", "CASE WHEN s.end_ns > s.start_ns THEN (s.end_ns - s.start_ns) / 1e9 END",
@@ -663,10 +664,12 @@ def _baselines(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
                 continue
             threshold, source = judged
             usual = math.exp(med)
+            money = "$" if m.unit.startswith("usd") else ""
             out.append(Finding(
                 m.detector, "warning",
-                f"{m.what} {value:{m.fmt}}, {value / usual:.1f}× the usual {usual:{m.fmt}} of {_of(agent, route)} "
-                f"(flagged above {threshold:{m.fmt}}; {n} earlier sessions)", agent, route, sid, route or "", seen, [],
+                f"{m.what} {money}{value:{m.fmt}}, {value / usual:.1f}× the usual {money}{usual:{m.fmt}} of "
+                f"{_of(agent, route)} (flagged above {money}{threshold:{m.fmt}}; {n} earlier sessions)", agent, route,
+                sid, route or "", seen, [],
                 {"value": value, "unit": m.unit, "ratio_to_median": value / usual,
                  "baseline": {"of": _of(agent, route), "sessions": n, "median": usual, "threshold": threshold,
                               "spread_from": source}}))
@@ -686,8 +689,9 @@ def _cost_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 def _cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     """A route whose recent sessions cost several times what it cost before: a slow drift, or a
     step change, that no single session stands out in. The whole recent window must have risen
-    (its 20th percentile by the square root of the ratio, its median by the ratio): a few costly
-    sessions among ordinary ones are ``cost.anomaly``'s, not a drift."""
+    (its 20th percentile by the square root of the ratio, its median by the ratio), and have been
+    so for the session before too: a few costly sessions among ordinary ones are
+    ``cost.anomaly``'s, not a drift."""
     c = config.cost
     where, params = scope.where()
     rows = store.sql(f"""WITH {_TARGET.format(where=where)},
@@ -702,14 +706,19 @@ def _cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
                 rec AS (PARTITION BY agent, route ORDER BY end_ns ROWS BETWEEN {c.drift_recent - 1} PRECEDING
                         AND CURRENT ROW),
                 ref AS (PARTITION BY agent, route ORDER BY end_ns
-                        ROWS BETWEEN {c.drift_recent + c.drift_reference - 1} PRECEDING AND {c.drift_recent} PRECEDING))
+                        ROWS BETWEEN {c.drift_recent + c.drift_reference - 1} PRECEDING
+                        AND {c.drift_recent} PRECEDING)),
+        shifted AS (
+            SELECT *, n_rec = ? AND n_ref >= ? AND q_rec[2] - med_ref >= ? AND q_rec[1] - med_ref >= ? AS up
+            FROM windows),
+        held AS (SELECT *, up AND coalesce(lag(up) OVER (PARTITION BY agent, route ORDER BY end_ns), FALSE) AS held
+                 FROM shifted)
         SELECT w.session_id, w.agent, nullif(w.route, ''), exp(w.x), w.end_ns, exp(w.q_rec[2]), exp(w.med_ref),
                w.n_ref
-        FROM windows w JOIN target USING (session_id)
-        WHERE w.n_rec = ? AND w.n_ref >= ? AND w.q_rec[2] - w.med_ref >= ? AND w.x - w.med_ref >= ?
-          AND w.q_rec[1] - w.med_ref >= ?""",
+        FROM held w JOIN target USING (session_id)
+        WHERE w.held AND w.x - w.med_ref >= ?""",
                      [*params, c.drift_recent, max(c.drift_reference // 2, 3), math.log(c.drift_ratio),
-                      math.log(c.drift_ratio), math.log(c.drift_ratio) / 2])
+                      math.log(c.drift_ratio) / 2, math.log(c.drift_ratio)])
     return [Finding("cost.drift", "warning",
                     f"{_of(agent, route)} drifted: the last {c.drift_recent} sessions' median cost ${rec:.4f} is "
                     f"{rec / ref:.1f}× the ${ref:.4f} of the {n_ref} before them (this session ${cost:.4f})",
