@@ -186,6 +186,24 @@ def test_steps_far_above_the_routes_usual_are_flagged():
     assert alert.session_id == wander and alert.family == "steps"
 
 
+def test_a_switch_to_a_pricier_model_shows_in_the_price_per_token():
+    rng = random.Random(5)
+    costly("triage", "inbox", [0.004 * rng.lognormvariate(0, 0.6) for _ in range(30)], model="claude-haiku-4-5")
+    # The same work on a model that costs three times as much per token: within the route's
+    # spread of session costs, but not of what a token costs.
+    (switched,) = costly("triage", "inbox", [0.012], model="claude-sonnet-4-5")
+    found = by_detector(run())
+    assert [a.session_id for a in found["cost.price"]] == [switched]
+    assert "cost.anomaly" not in found
+
+
+def test_pages_of_one_listing_are_one_step_not_an_anomaly():
+    for i in range(25):
+        record("crm", "export", [tracer.LoopCall("list", {"cursor": f"c{p}x"}, f"rows {p}") for p in range(2 + i % 3)])
+    record("crm", "export", [tracer.LoopCall("list", {"cursor": f"c{p}x"}, f"rows {p}") for p in range(40)])
+    assert by_detector(run()) == {}
+
+
 def test_budgets_apply_only_where_set_the_most_specific_first():
     (sid,) = play(("long_conversation", {}))
     assert not {"cost.budget", "steps.budget"} & set(by_detector(run()))
