@@ -87,9 +87,9 @@ class BaselineLimits(_Section):
     """Previous sessions of the route needed before its sessions are judged at all (the centre is their median)."""
     history: int = Field(default=20, ge=3)
     """Previous sessions of the route needed for its own spread; with fewer it borrows a wider one ..."""
-    borrow_agent: float = Field(default=1.5, ge=1)
+    borrow_agent: float = Field(default=1.25, ge=1)
     """... the spread of the agent's other sessions around their routes' medians, this many times wider ..."""
-    borrow_store: float = Field(default=2.0, ge=1)
+    borrow_store: float = Field(default=1.5, ge=1)
     """... else the whole store's, this many times wider ..."""
     cold_spread: float = Field(default=1.0, gt=0)
     """... else this spread (natural log units) when the store itself is new."""
@@ -98,7 +98,7 @@ class BaselineLimits(_Section):
     min_spread: float = Field(default=0.1, gt=0)
     """... with a spread of at least this (log units): a route of identical sessions does not flag a 5% rise ..."""
     upper_margin: float = Field(default=1.25, ge=1)
-    """... and above the route's 95th percentile times this: a route with a legitimate costly mode keeps it."""
+    """... and above the route's 90th percentile times this: a route with a legitimate costly mode keeps it."""
 
 
 class CostLimits(_Section):
@@ -542,10 +542,9 @@ def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
     one pass: the windows over a route's previous sessions are sorted once for all of them.
 
     Per metric ``i``: the route's previous ``window`` sessions give ``n_r``, the median, the MAD
-    and the 95th percentile; each session's distance from its own route's median (``d``), pooled
-    over the agent's sessions and over the store's, gives the spread that a young route borrows:
-    the 90th percentile of ``d``, so that a route whose costly mode has not shown yet is judged
-    with the agent's width, not the width of its routes' cheap majorities. (The pooled spreads take
+    and the 90th percentile; each session's distance from its own route's median (``d``), pooled
+    over the agent's sessions and over the store's, gives the spread that a young route borrows
+    (their median, so that the costly sessions the detectors exist for do not widen it). (The pooled spreads take
     the whole history, not only the sessions before: they describe how much an agent's sessions vary
     around their routes, which one session more or less hardly moves.)
     """
@@ -560,7 +559,7 @@ def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
     own = ", ".join(f"count(x{i}) OVER rw AS n{i}, quantile_cont(x{i}, [0.5, 0.9]) OVER rw AS q{i}, "
                     f"mad(x{i}) OVER rw AS mad{i}" for i in k)
     devs = ", ".join(f"CASE WHEN n{i} >= {b.min_sessions} THEN abs(x{i} - q{i}[1]) END AS d{i}" for i in k)
-    pooled = ", ".join(f"count(d{i}) AS n{i}, quantile_cont(d{i}, 0.9) AS m{i}" for i in k)
+    pooled = ", ".join(f"count(d{i}) AS n{i}, median(d{i}) AS m{i}" for i in k)
     cols = ", ".join(f"p.v{i}, p.n{i}, p.q{i}[1], p.mad{i}, p.q{i}[2], a.n{i}, a.m{i}, g.n{i}, g.m{i}" for i in k)
     return f"""WITH {_TARGET.format(where=where)},
         {_ROUTES.format(filter="").replace("routes AS", "routes_all AS")}, {_JUMPS}, {_WORK},
@@ -599,9 +598,7 @@ class _Judged:
 
 
 _MAD_TO_SD = 1.4826
-"""A normal distribution's standard deviation is 1.4826 times its median absolute deviation ..."""
-_Q90_TO_SD = 1.645
-"""... and 1/1.645 times the 90th percentile of its absolute deviations."""
+"""A normal distribution's standard deviation is 1.4826 times its median absolute deviation."""
 
 
 def _judge(row: tuple[Any, ...], b: BaselineLimits, ratio: float, min_extra: float = 0.0) -> tuple[float, str] | None:
@@ -612,18 +609,18 @@ def _judge(row: tuple[Any, ...], b: BaselineLimits, ratio: float, min_extra: flo
     route's median as the centre and a robust spread (1.4826 × MAD). A route with fewer than
     ``history`` sessions borrows a wider spread: the agent's (each session's distance from its own
     route's median), then the store's, then ``cold_spread``. The threshold is ``z`` spreads above
-    the median, at least ``ratio`` times it and ``min_extra`` more, and above the route's 95th
+    the median, at least ``ratio`` times it and ``min_extra`` more, and above the route's 90th
     percentile by ``upper_margin``, so that a route with a legitimate costly mode keeps it.
     """
-    _, n_r, med, mad_r, hi, n_a, q90_a, n_g, q90_g = row
+    _, n_r, med, mad_r, hi, n_a, mad_a, n_g, mad_g = row
     if n_r < b.min_sessions or med is None:
         return None
     if n_r >= b.history:
         spread, source = _MAD_TO_SD * mad_r, "route"
     elif n_a >= b.history:
-        spread, source = q90_a / _Q90_TO_SD * b.borrow_agent, "agent"
+        spread, source = _MAD_TO_SD * mad_a * b.borrow_agent, "agent"
     elif n_g >= b.history:
-        spread, source = q90_g / _Q90_TO_SD * b.borrow_store, "store"
+        spread, source = _MAD_TO_SD * mad_g * b.borrow_store, "store"
     else:
         spread, source = b.cold_spread, "default"
     limit = max(med + b.z * max(spread, b.min_spread), med + math.log(ratio), hi + math.log(b.upper_margin))
