@@ -18,7 +18,9 @@ default misbehaviour or faults. Two stores:
 Then ``evals._detect.detect(store)`` over each whole store with the default thresholds. A session
 is predicted positive for a family when an alert of that family has an observation for it
 (``alert_observations`` joined to ``alerts``). Labels: loops-positive iff ``misbehave=("loop",)``,
-cost-positive iff ``misbehave=("runaway",)``; the warm-up and labelled normal sessions are the
+cost-positive iff ``misbehave=("runaway",)``; runaway sessions are left out of the loops score
+(their 17 searches cycle through 11 queries, repeating six with the same results, a real
+repetition that the label does not mean) and counted apart; the warm-up and labelled normal sessions are the
 clean normal sessions, on which no alert of any family should be raised.
 
 The guard-off loops row takes its negatives from store A's labelled non-loop sessions, counted
@@ -208,7 +210,10 @@ def main() -> None:
         misses[f"{name}: false alarm"] += [p for p in negatives if flagged(p)]
 
     loops_pos = [p for p in lab if p.item.mode == "loop"]
-    loops_neg = [p for p in lab if p.item.mode != "loop"]
+    # The runaway policy cycles through 11 knowledge-base queries, so its 17 searches repeat six of
+    # them with the same results: a real repetition (loop.calls reports it), which the runaway
+    # label does not mean. Those sessions are left out of the loops score and counted apart.
+    loops_neg = [p for p in lab if p.item.mode not in ("loop", "runaway")]
     score("loops (guard on)", loops_pos, loops_neg, lambda p: "loops" in fam_a[p.session_id])
     sql_loops = {d for d in DETECTORS if FAMILIES_OF[d] == "loops" and d != "loop.guard"}
 
@@ -228,6 +233,10 @@ def main() -> None:
           lambda p: "loops" in fam_a[p.session_id])
     score("loops (guard off), loops that made a tool call", [p for p in played_b if p.tool_calls], loops_neg,
           flagged_off)
+    runaway = [p for p in lab if p.item.mode == "runaway"]
+    rows.append(("*runaway sessions (left out of loops) flagged as loops*",
+                 f"{sum(1 for p in runaway if 'loops' in fam_a[p.session_id])} / {len(runaway)}", "", "", "", "", "",
+                 ""))
     print("**Precision and recall per session (labelled phase)**\n")
     print(table(["family", "positives", "negatives", "TP", "FP", "FN", "precision", "recall"], rows))
     print()
