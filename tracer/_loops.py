@@ -153,8 +153,13 @@ def outcome_key(result: str | None, error: str | None) -> str | None:
 
 def call_keys(tool: str, arguments: Any) -> tuple[str, str]:
     """A call's identity and shape, hashed: what the store keeps so that SQL can find repeats."""
-    p = _Prepared(LoopCall(tool, arguments))
-    return hashlib.md5(p.identity.encode()).hexdigest(), hashlib.md5(p.shape.encode()).hexdigest()
+    try:
+        p = _Prepared(LoopCall(tool, arguments))
+        identity, shape = p.identity, p.shape
+    except (RecursionError, TypeError, ValueError):
+        # Ingest must store any span: arguments too deep or too odd to canonicalise are their own text.
+        identity = shape = f"{tool}\x00{arguments!r}"
+    return hashlib.md5(identity.encode()).hexdigest(), hashlib.md5(shape.encode()).hexdigest()
 
 
 def _parsed(arguments: Any) -> Any:

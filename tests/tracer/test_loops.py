@@ -104,3 +104,10 @@ def test_call_keys_tell_identity_from_shape():
     assert len({i for i, _ in ids}) == 2 and len({s for _, s in ids}) == 2  # two parcels: two things
     pages = [tracer.call_keys("list", {"q": "x", "page": p}) for p in (1, 2)]
     assert pages[0][0] != pages[1][0] and pages[0][1] == pages[1][1]  # one search, two pages
+
+
+def test_call_keys_take_any_arguments_ingest_may_see():
+    deep = "[" * 5000 + "]" * 5000
+    for arguments in (deep, None, "", "not json", {"a": [1, {"b": None}]}, 2**70, float("nan")):
+        identity, shape = tracer.call_keys("tool", arguments)
+        assert len(identity) == len(shape) == 32
