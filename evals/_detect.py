@@ -61,8 +61,8 @@ class _Section(BaseModel):
 
 class LoopLimits(_Section):
     repeat: int = Field(default=tracer.LoopRules.repeat, ge=2)
-    """loop.calls: calls in a row that told the agent nothing new (the same call, or a near-identical one,
-    with the same normalised answer) that make a loop when no answer changes afterwards ..."""
+    """loop.calls: identical answers in a row (the same call, or a near-identical one, answered the same
+    once volatile fields are normalised) that make a loop when no answer changes afterwards ..."""
     wait_polls: int = Field(default=tracer.LoopRules.wait_polls, ge=1)
     """... identical answers to one call that are still waiting, not a loop, when the answer then changes
     (a job polled until it is done) ..."""
