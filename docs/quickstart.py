@@ -28,7 +28,7 @@ def fake_messages_api(request: httpx2.Request) -> httpx2.Response:
     })
 
 
-recorder = tracer.configure()  # writes ./flightrec.duckdb (or --db / $FLIGHTREC_DB)
+recorder = tracer.configure()  # writes ./flightrec.duckdb, or the file $FLIGHTREC_DB names
 client = recorder.instrument(anthropic.Anthropic(
     api_key="offline", http_client=httpx2.Client(transport=httpx2.MockTransport(fake_messages_api)),
 ))
@@ -45,7 +45,7 @@ TOOLS = [{
     "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
 }]
 
-with recorder.session(agent="support") as session:
+with recorder.session(agent="quickstart") as session:
     messages = [{"role": "user", "content": "Where is my order A-1001?"}]
     while True:
         reply = client.messages.create(
