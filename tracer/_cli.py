@@ -7,10 +7,13 @@ are printed as one line, without a traceback, and exit with status 2.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 import click
@@ -70,6 +73,22 @@ class _Root(click.Group):
             command = ep.load()
         return command
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own version loads every command for its one-line help, which imports anthropic,
+        # streamlit and pandas and made `flightrec --help` take seconds. The line is read from the
+        # command's source instead; a command declared in a way this cannot read is loaded.
+        plugins = self._plugins()
+        commands: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name) or (_declared(plugins[name]) if name in plugins else None)
+            command = command or self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                commands.append((name, command))
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -79,6 +98,51 @@ class _Root(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+
+
+_HELP_KEYWORDS = frozenset({"help", "short_help", "hidden", "deprecated"})
+
+
+def _declared(ep: EntryPoint) -> click.Command | None:
+    """A stand-in for the command ``ep`` names, with the help it declares, read from its source
+    without importing it; None when the source is not a plain ``@click.command``/``@click.group``
+    function with literal help arguments (the caller then loads the real one)."""
+    module, _, rest = ep.module.partition(".")
+    # A top-level package is found without being imported; `find_spec("pkg.mod")` would import pkg.
+    spec = find_spec(module)
+    if spec is None or "." in ep.attr:
+        return None
+    parts = rest.split(".") if rest else []
+    roots = list(spec.submodule_search_locations or [])
+    candidates = ([Path(spec.origin)] if spec.origin and not parts else
+                  [p for root in roots for p in (Path(root, *parts).with_suffix(".py"),
+                                                 Path(root, *parts, "__init__.py"))])
+    source = next((p for p in candidates if p.suffix == ".py" and p.is_file()), None)
+    if source is None:
+        return None
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    function = next((node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == ep.attr), None)
+    if function is None:
+        return None
+    for decorator in function.decorator_list:
+        call = decorator if isinstance(decorator, ast.Call) else None
+        target = call.func if call is not None else decorator
+        if isinstance(target, ast.Attribute) and target.attr in ("command", "group"):
+            break
+    else:
+        return None
+    attrs: dict[str, Any] = {"help": ast.get_docstring(function)}
+    for keyword in call.keywords if call is not None else []:
+        if keyword.arg is None:  # **options: what they hold is only known at run time
+            return None
+        if keyword.arg in _HELP_KEYWORDS:
+            if not isinstance(keyword.value, ast.Constant):
+                return None
+            attrs[keyword.arg] = keyword.value.value
+    return click.Command(ep.name, **attrs)
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})

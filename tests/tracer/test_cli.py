@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from importlib.metadata import EntryPoint, entry_points
 
 import pytest
 from click.testing import CliRunner
@@ -10,7 +13,7 @@ from click.testing import CliRunner
 import tracer
 from tests.tracer.fakes import FakeAPI, run_agent
 from tests.tracer.test_store import locked_store  # noqa: F401  (fixture)
-from tracer._cli import main
+from tracer._cli import _declared, _Root, main
 
 
 @pytest.fixture
@@ -108,3 +111,46 @@ def test_list_ids_are_long_enough_to_tell_sessions_of_the_same_millisecond_apart
                         "01a1fe89-9551-707b-9658-7337c3706999")]
     ids = [line.split()[0] for line in sessions_table(rows, 100).splitlines()[1:]]
     assert ids == ["01a1fe89-94b1-79", "01a1fe89-94b1-71", "01a1fe89-9551-70"]
+
+
+# -- the root command's help ------------------------------------------------------------------------
+
+
+def test_top_level_help_imports_no_command_module():
+    # In a fresh interpreter: this process has imported everything already.
+    code = ("import sys\nfrom tracer._cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('anthropic', 'streamlit', 'pandas', 'reference_agent', 'evals', 'replay',"
+            " 'dashboard') if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "[]"
+    assert "Commands:" in out.stdout and "traces" in out.stdout
+
+
+def test_help_read_from_source_is_the_help_of_the_loaded_command():
+    for ep in entry_points(group="flightrec.commands"):
+        declared = _declared(ep)
+        assert declared is not None, f"{ep.value}: its help could not be read without importing it"
+        loaded = ep.load()
+        assert (declared.get_short_help_str(60), declared.hidden) == (loaded.get_short_help_str(60), loaded.hidden)
+
+
+def test_a_command_whose_help_cannot_be_read_is_loaded(tmp_path, monkeypatch):
+    (tmp_path / "plugin_pkg").mkdir()
+    (tmp_path / "plugin_pkg" / "__init__.py").write_text("")
+    (tmp_path / "plugin_pkg" / "_cli.py").write_text(
+        "import click\nHELP = 'Built at run time.'\n\n@click.command(help=HELP)\ndef hello():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = EntryPoint("hello", "plugin_pkg._cli:hello", "flightrec.commands")
+    assert _declared(ep) is None
+    monkeypatch.setattr(_Root, "_plugins", staticmethod(lambda: {"hello": ep}))
+    result = run("--help")
+    assert result.exit_code == 0
+    assert "hello  Built at run time." in result.output
+
+
+def test_commands_still_load_on_demand():
+    assert "Usage: main traces list [OPTIONS]" in run("traces", "list", "--help").output
+    result = CliRunner().invoke(main, ["no-such-command"])
+    assert result.exit_code == 2
+    assert "No such command 'no-such-command'" in result.output
