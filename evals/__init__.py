@@ -37,7 +37,7 @@ from ._detect import (
     detect,
     load_config,
 )
-from ._errors import AgentLoadError, DatasetError, EvalError, ScorerError
+from ._errors import AgentLoadError, DatasetError, DeliveryError, EvalError, ScorerError
 from ._report import comparison_text, junit, markdown, run_text
 from ._runner import DEFAULT_CONCURRENCY, DEFAULT_TRIALS, EvalRun, run_eval, trial_seed
 from ._scorers import SCORER_TYPES, Score, Scorer, build_scorer, score_trial
@@ -95,6 +95,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "Decision",
+    "DeliveryError",
     "DetectConfig",
     "DetectResult",
     "Dispatcher",

@@ -1,19 +1,21 @@
 """``flightrec eval``: run a dataset, compare runs, gate CI; label runs; turn sessions into cases.
 
 Exit codes: 0 no regression, 1 a regression against the baseline, 2 an error (one line, no
-traceback: the root group prints every ``FlightrecError``).
+traceback: the root group prints every ``FlightrecError``). ``flightrec detect`` exits 2 when an
+alert could not be delivered to a sink, after one line per failed sink.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 import tracer
-from tracer._cli import db_option, json_option, output_width
+from tracer._cli import EXIT_ERROR, db_option, json_option, output_width
 
 from . import _report
 from ._add_case import add_case, draft_case
@@ -23,6 +25,15 @@ from ._errors import EvalError
 from ._runner import DEFAULT_CONCURRENCY, DEFAULT_TRIALS, run_eval
 
 EXIT_REGRESSION = 1
+# A command-line run waits for its alerts, so it retries briefly: a refused connection or a 5xx
+# gets 3 attempts, 0.25-0.5 s and 0.5-1 s apart; the whole wait (a receiver that never answers
+# takes 5 s an attempt) is cut at _DELIVERY_WAIT_S. A long-running serve keeps the patient defaults.
+_DELIVERY_RETRIES = 2
+_DELIVERY_BACKOFF_S = 0.5
+_DELIVERY_MAX_BACKOFF_S = 2.0
+_DELIVERY_WAIT_S = 20.0
+_retry_sleep: Callable[[float], None] | None = None
+"""The dispatcher's wait between retries; None waits for real. Tests record the waits instead."""
 
 
 def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -222,7 +233,8 @@ def add_case_cmd(session_id: str, dataset: str, case_id: str | None, db: str | N
 @click.option("--config", "config_path", metavar="FILE", help="Detector thresholds (YAML); see --print-config.")
 @click.option("--print-config", is_flag=True, help="Print the default thresholds as YAML and exit.")
 @click.option("--sink", "sinks", multiple=True, metavar="SPEC",
-              help="Deliver new alerts: console, log, jsonl:PATH, webhook:URL or slack:URL (repeatable).")
+              help="Deliver new alerts: console, log, jsonl:PATH, webhook:URL or slack:URL (repeatable); "
+                   "exit 2 if a sink could not take them.")
 @click.option("--route", "routes", multiple=True, metavar="SINK=SEVERITY",
               help="Send a sink only alerts of at least this severity, e.g. webhook=critical (repeatable).")
 @db_option
@@ -240,20 +252,32 @@ def detect_cmd(since: str | None, config_path: str | None, print_config: bool, s
         return
     config = load_config(config_path)
     scope = Scope(since_ns=time.time_ns() - int(parse_duration(since) * 1e9)) if since else Scope()
-    dispatcher = Dispatcher([sink_from_spec(s) for s in sinks], routes=dict(parse_route(r) for r in routes)) \
-        if sinks else None
-    with tracer.Store(db) as store:
-        result = detect(store, scope=scope, config=config)
-    if dispatcher is not None:
-        dispatcher.publish(result.alerts)
-        dispatcher.close()
+    dispatcher = Dispatcher([sink_from_spec(s) for s in sinks], routes=dict(parse_route(r) for r in routes),
+                            retries=_DELIVERY_RETRIES, backoff_s=_DELIVERY_BACKOFF_S,
+                            max_backoff_s=_DELIVERY_MAX_BACKOFF_S, sleep=_retry_sleep) if sinks else None
+    problems: list[str] = []
+    try:
+        with tracer.Store(db) as store:
+            result = detect(store, scope=scope, config=config)
+        if dispatcher is not None:
+            dispatcher.publish(result.alerts)
+    finally:
+        if dispatcher is not None:
+            dispatcher.close(_DELIVERY_WAIT_S)
+            problems = [p for stats in dispatcher.stats().values() if (p := stats.problem)]
     if as_json:
         click.echo(result.model_dump_json(indent=2))
-        return
-    click.echo(f"looked at {result.sessions} sessions in {result.seconds:.2f} s: {result.findings} findings; "
-               f"{len(result.alerts)} alerts new or seen again (all of them: flightrec alerts list)")
-    for a in result.alerts:
-        click.echo(_alert_line(a))
+    else:
+        click.echo(f"looked at {result.sessions} sessions in {result.seconds:.2f} s: {result.findings} findings; "
+                   f"{len(result.alerts)} alerts new or seen again (all of them: flightrec alerts list)")
+        for a in result.alerts:
+            click.echo(_alert_line(a))
+    if problems:
+        for problem in problems:
+            click.echo(f"error: {problem}", err=True)
+        # A re-run does not send them again (they are no longer new), so say where they are.
+        click.echo("The alerts are stored all the same: `flightrec alerts list` shows them.", err=True)
+        sys.exit(EXIT_ERROR)
 
 
 def _alert_line(a: tracer.AlertRecord) -> str:

@@ -3,9 +3,11 @@
 A ``Sink`` sends one batch and may raise. The ``Dispatcher`` gives every sink its own bounded
 queue and daemon worker thread, so a slow or dead webhook never delays the console or the file.
 ``publish`` only enqueues: it never blocks on delivery and never raises. A failed batch is
-retried with capped, jittered exponential backoff, then given up, counted and logged as a
-warning on the ``flightrec.alerts`` logger. When a queue is full its oldest alert is dropped
-and counted.
+retried with capped, jittered exponential backoff while a retry may help (a refused connection,
+a timeout, HTTP 5xx, 408 or 429; not another 4xx), then given up, counted and logged as a warning
+on the ``flightrec.alerts`` logger. When a queue is full its oldest alert is dropped and counted.
+``stats()`` says per sink what was delivered and what was not, after how many attempts, why, and
+what to do (``SinkStats.problem``); ``flightrec detect`` prints that and exits 2.
 
 Quick start::
 
@@ -13,6 +15,9 @@ Quick start::
                             routes=dict([parse_route("slack=critical")]))
     dispatcher.publish(alerts)
     dispatcher.close()      # waits up to 10 s for delivery
+    for stats in dispatcher.stats().values():
+        if stats.problem:
+            print(stats.problem)
 
 The console, log and Slack sinks show an alert's title and ids only, never its evidence, which
 can quote prompts and tool results; the JSONL file and the generic webhook carry the whole alert.
@@ -41,7 +46,7 @@ from typing import Any, Protocol, TextIO
 from tracer import ConfigError, FlightrecError
 
 from ._alerts import SEVERITIES, Alert, Severity
-from ._errors import EvalError
+from ._errors import DeliveryError
 
 log = logging.getLogger("flightrec.alerts")
 
@@ -55,6 +60,7 @@ _RETRIES = 5
 _BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 30.0
 _FLUSH_TIMEOUT_S = 10.0
+_CLOSE_GRACE_S = 0.5
 _WEBHOOK_TIMEOUT_S = 5.0
 _RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 _LOG_LEVELS: dict[str, int] = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
@@ -90,9 +96,38 @@ class SinkStats:
     dropped: int = 0
     """Alerts dropped unsent: the oldest, when the queue was full, and those still queued at close."""
     given_up: int = 0
-    """Alerts in batches that still failed after every retry."""
+    """Alerts in batches that still failed after every retry (or at once, when a retry could not help)."""
     last_error: str | None = None
     """The most recent failed attempt's error; kept after later successes."""
+    target: str = ""
+    """The sink as a user knows it: ``webhook http://host:port`` (never a URL's path), ``jsonl PATH``."""
+    gave_up_after: int = 0
+    """Attempts made on the last batch given up."""
+    gave_up_on: str | None = None
+    """Why the last batch given up failed, in short: ``connection refused``, ``HTTP 500 Internal Server Error``."""
+    hint: str | None = None
+    """What to do about that failure."""
+
+    @property
+    def undelivered(self) -> int:
+        """Alerts that did not reach the sink: given up or dropped."""
+        return self.given_up + self.dropped
+
+    @property
+    def problem(self) -> str | None:
+        """One line saying what was not delivered and what to do next; None when nothing was lost.
+
+        ``webhook http://127.0.0.1:9: 3 attempts failed (connection refused); check the URL or
+        that the receiver is up``
+        """
+        if not self.undelivered:
+            return None
+        lost = f"{self.undelivered} alert{'s' if self.undelivered != 1 else ''} not delivered"
+        if self.gave_up_on is None:  # dropped unsent: the queue overflowed or the wait ran out
+            return (f"{self.target}: {lost} (not sent before the wait for delivery ended); "
+                    "the sink is too slow for this many alerts: route it fewer with --route")
+        attempts = f"{self.gave_up_after} attempt{'s' if self.gave_up_after != 1 else ''} failed"
+        return f"{self.target}: {attempts} ({self.gave_up_on}), {lost}; {self.hint}"
 
 
 # --- sinks ------------------------------------------------------------------------------------
@@ -165,13 +200,24 @@ class JsonlSink:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
 
+    @property
+    def where(self) -> str:
+        """The file, for messages."""
+        return str(self.path)
+
     def send(self, alerts: Sequence[Alert]) -> None:
         lines = "".join(json.dumps(_alert_json(alert), ensure_ascii=False) + "\n" for alert in alerts)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(lines)
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write(lines)
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as exc:
+            reason = (exc.strerror or type(exc).__name__).lower()
+            raise DeliveryError(f"cannot append to {self.path} ({reason})", reason=reason,
+                                hint="check that the path is a file you may write, on a disk with room",
+                                retry=not isinstance(exc, (PermissionError, IsADirectoryError))) from None
 
 
 class WebhookSink:
@@ -210,6 +256,11 @@ class WebhookSink:
     def __repr__(self) -> str:
         return f"WebhookSink({self._where!r}, slack={self.slack})"
 
+    @property
+    def where(self) -> str:
+        """Scheme, host and port: the URL's path is left out, as it is a Slack webhook's secret."""
+        return self._where
+
     def send(self, alerts: Sequence[Alert]) -> None:
         payload = slack_payload(alerts) if self.slack else {"alerts": [_alert_json(alert) for alert in alerts]}
         request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=self._headers,
@@ -221,16 +272,41 @@ class WebhookSink:
                 status = response.status
         except urllib.error.HTTPError as exc:
             body = _error_body(exc)
-            raise EvalError(f"{self._where} answered HTTP {exc.code} {exc.reason}{body}") from None
+            raise _http_error(self._where, exc.code, f"HTTP {exc.code} {exc.reason}", body) from None
         except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise self._timeout() from None
             reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
-            raise EvalError(f"cannot reach {self._where} ({reason})") from None
+            raise DeliveryError(f"cannot reach {self._where} ({reason})", reason=str(reason).lower(),
+                                hint="check the URL or that the receiver is up", retry=True) from None
         except TimeoutError:
-            raise EvalError(f"{self._where} did not answer within {self.timeout_s:g} s") from None
+            raise self._timeout() from None
         except (OSError, HTTPException) as exc:
-            raise EvalError(f"{self._where} broke the connection ({type(exc).__name__}: {exc})") from None
+            raise DeliveryError(f"{self._where} broke the connection ({type(exc).__name__}: {exc})",
+                                reason=f"connection broken: {type(exc).__name__}",
+                                hint="check that the receiver is up and speaks HTTP", retry=True) from None
         if not 200 <= status < 300:
-            raise EvalError(f"{self._where} answered HTTP {status}")
+            raise _http_error(self._where, status, f"HTTP {status}", "")
+
+    def _timeout(self) -> DeliveryError:
+        return DeliveryError(f"{self._where} did not answer within {self.timeout_s:g} s",
+                             reason=f"no answer within {self.timeout_s:g} s",
+                             hint="check that the receiver is up and reachable from here", retry=True)
+
+
+def _http_error(where: str, code: int, status: str, body: str) -> DeliveryError:
+    """Maps an HTTP status to a delivery error; only a status that may pass (5xx, 408, 429) is retried."""
+    if code >= 500 or code == 408:
+        hint, retry = "the receiver is failing; check its logs", True
+    elif code == 429:
+        hint, retry = "the receiver is rate-limiting; route it fewer alerts with --route or try later", True
+    elif code in (401, 403):
+        hint, retry = "check the URL's token or the credentials the receiver expects", False
+    elif 300 <= code < 400:
+        hint, retry = "the URL redirects, and alerts are not re-posted; use the URL it redirects to", False
+    else:
+        hint, retry = "check the URL and what the receiver accepts", False
+    return DeliveryError(f"{where} answered {status}{body}", reason=status, hint=hint, retry=retry)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -381,7 +457,8 @@ class _Lane:
         self.queue: collections.deque[Alert] = collections.deque(maxlen=max_queue)
         self.cond = threading.Condition()
         self.in_flight = 0
-        self.stats = SinkStats()
+        where = getattr(sink, "where", "")
+        self.stats = SinkStats(target=f"{sink.name} {where}" if where else sink.name)
         self.warned_full = False
         self.thread: threading.Thread | None = None
 
@@ -496,8 +573,9 @@ class Dispatcher:
         """Delivers what it can within ``timeout_s``, then stops the workers.
 
         Alerts still queued are dropped, counted and logged; a batch still being retried is given
-        up. Later ``publish`` calls drop their alerts. Blocks up to about ``timeout_s``; calling it
-        again does nothing.
+        up, and one still being sent when the time is up (a receiver that does not answer) is
+        counted dropped. Later ``publish`` calls drop their alerts. Blocks up to about
+        ``timeout_s``; calling it again does nothing. ``stats()`` then says what was not delivered.
         """
         if self._closed:
             return
@@ -517,14 +595,26 @@ class Dispatcher:
                             lane.sink.name, left)
         for lane in self._lanes:
             assert lane.thread is not None
-            lane.thread.join(max(0.0, deadline - time.monotonic()))
+            # A worker cut out of its backoff wait gives up at once; the grace lets it say why.
+            lane.thread.join(max(_CLOSE_GRACE_S, deadline - time.monotonic()))
+            with lane.cond:
+                if lane.thread.is_alive() and lane.in_flight:
+                    log.warning("Alert sink %r: %d alert(s) were still being sent at close and are counted "
+                                "as dropped.", lane.sink.name, lane.in_flight)
 
     def stats(self) -> dict[str, SinkStats]:
-        """A snapshot of each sink's counters, by sink name."""
+        """A snapshot of each sink's counters, by sink name.
+
+        After ``close``, a batch its worker is still sending (to a receiver that does not answer)
+        counts as dropped: nobody waits for it any more.
+        """
         result = {}
         for lane in self._lanes:
             with lane.cond:
-                result[lane.sink.name] = lane.stats
+                stats = lane.stats
+                if self._closed and lane.in_flight:
+                    stats = replace(stats, dropped=stats.dropped + lane.in_flight)
+                result[lane.sink.name] = stats
         return result
 
     def _work(self, lane: _Lane) -> None:
@@ -555,10 +645,14 @@ class Dispatcher:
                 lane.sink.send(batch)
             except Exception as exc:
                 error = str(exc) if isinstance(exc, FlightrecError) else f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, DeliveryError):
+                    reason, hint, retry = exc.reason, exc.hint, exc.retry
+                else:  # a custom sink's own error: its text is all there is to go on
+                    reason, hint, retry = error, "check the sink's settings", True
                 with lane.cond:
                     lane.stats = replace(lane.stats, failed_attempts=lane.stats.failed_attempts + 1, last_error=error)
                 log.debug("Alert sink %r: attempt %d failed: %s", lane.sink.name, attempts, error)
-                if attempts > self._retries or self._stop.is_set():
+                if not retry or attempts > self._retries or self._stop.is_set():
                     break
                 self._sleep(self._backoff(attempts))
                 if self._stop.is_set():
@@ -569,8 +663,9 @@ class Dispatcher:
             return
         with lane.cond:
             lane.count(given_up=len(batch))
-        log.warning("Alert sink %r gave up on %d alert(s) after %d attempt(s): %s", lane.sink.name, len(batch),
-                    attempts, error)
+            lane.stats = replace(lane.stats, gave_up_after=attempts, gave_up_on=reason, hint=hint)
+        log.warning("Alert sink %r gave up on %d alert(s) after %d attempt(s): %s; %s", lane.sink.name, len(batch),
+                    attempts, error, hint)
 
     def _wait(self, seconds: float) -> None:
         self._stop.wait(seconds)

@@ -358,3 +358,170 @@ def test_dispatcher_rejects_routes_to_missing_sinks_and_duplicate_names():
         Dispatcher([MemorySink("webhook")], routes={"webhook": "severe"})  # type: ignore[dict-item]
     with pytest.raises(tracer.ConfigError, match="Two alert sinks are named 'webhook'"):
         Dispatcher([MemorySink("webhook"), MemorySink("webhook")])
+
+
+# --- delivery outcomes ------------------------------------------------------------------------
+
+
+def test_a_webhook_that_rejects_the_alerts_is_not_retried_and_says_what_to_do(hook):
+    hook.statuses = [404]
+    sleeps = _Sleeps()
+
+    with Dispatcher([WebhookSink(hook.url)], sleep=sleeps) as dispatcher:
+        dispatcher.publish([_alert(1), _alert(2)])
+        assert dispatcher.flush(5)
+        stats = dispatcher.stats()["webhook"]
+
+    assert len(hook.requests) == 1 and sleeps.calls == []  # a 404 will not pass on retry
+    assert (stats.given_up, stats.gave_up_after, stats.gave_up_on) == (2, 1, "HTTP 404 Not Found")
+    port = hook.url.split(":")[2].split("/")[0]
+    assert stats.problem == (f"webhook http://127.0.0.1:{port}: 1 attempt failed (HTTP 404 Not Found), 2 alerts not "
+                             "delivered; check the URL and what the receiver accepts")
+    assert "SECRET" not in stats.problem
+
+
+def test_a_rate_limited_webhook_is_retried_with_backoff(hook):
+    hook.statuses = [429, 503]
+    sleeps = _Sleeps()
+
+    with Dispatcher([WebhookSink(hook.url)], retries=2, sleep=sleeps) as dispatcher:
+        dispatcher.publish([_alert(1)])
+        assert dispatcher.flush(5)
+        stats = dispatcher.stats()["webhook"]
+
+    assert len(hook.requests) == 3 and len(sleeps.calls) == 2
+    assert (stats.delivered, stats.failed_attempts, stats.problem) == (1, 2, None)
+
+
+def test_a_webhook_that_never_answers_times_out_with_its_reason():
+    with socket.socket() as listener:  # accepts connections into its backlog and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with Dispatcher([WebhookSink(f"http://127.0.0.1:{port}/x", timeout_s=0.05)], retries=0) as dispatcher:
+            dispatcher.publish([_alert(1)])
+            assert dispatcher.flush(5)
+            stats = dispatcher.stats()["webhook"]
+
+    assert stats.gave_up_on == "no answer within 0.05 s"
+    assert stats.problem is not None and stats.problem.endswith("check that the receiver is up and reachable from here")
+
+
+def test_a_batch_still_being_sent_at_close_counts_as_not_delivered():
+    class Hung:
+        name = "hung"
+
+        def __init__(self) -> None:
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def send(self, alerts):
+            self.entered.set()
+            assert self.release.wait(5)
+
+    sink = Hung()
+    dispatcher = Dispatcher([sink])
+    dispatcher.publish([_alert(1)])
+    assert sink.entered.wait(5)
+
+    dispatcher.close(timeout_s=0)
+    stats = dispatcher.stats()["hung"]
+    sink.release.set()
+
+    assert (stats.delivered, stats.dropped) == (0, 1)
+    assert stats.problem is not None and "hung: 1 alert not delivered (not sent before the wait" in stats.problem
+
+
+def test_an_unwritable_jsonl_file_is_a_failed_delivery(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with Dispatcher([JsonlSink(tmp_path / "taken")], sleep=_Sleeps()) as dispatcher:
+        dispatcher.publish([_alert(1)])
+        assert dispatcher.flush(5)
+        stats = dispatcher.stats()["jsonl"]
+
+    assert stats.gave_up_after == 1 and stats.gave_up_on == "is a directory"
+    assert stats.problem is not None and stats.problem.startswith(f"jsonl {tmp_path / 'taken'}: 1 attempt failed")
+
+
+# --- flightrec detect --sink ------------------------------------------------------------------
+
+
+@pytest.fixture
+def detect_cli(monkeypatch):
+    """Runs `flightrec detect` on a store holding one looping session; backoff waits are recorded."""
+    from click.testing import CliRunner
+
+    import evals._cli
+    from tests.evals.test_detect import play
+    from tracer._cli import main
+
+    sleeps = _Sleeps()
+    monkeypatch.setattr(evals._cli, "_retry_sleep", sleeps)
+    play(("stuck_tracking", {}))
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, ["detect", *args])
+
+    run.sleeps = sleeps  # type: ignore[attr-defined]
+    return run
+
+
+def test_cli_detect_delivers_to_a_webhook_that_recovers_and_says_nothing_more(hook, detect_cli):
+    hook.statuses = [500]
+
+    out = detect_cli("--sink", f"webhook:{hook.url}")
+
+    assert out.exit_code == 0, out.output
+    assert len(hook.requests) == 2 and len(detect_cli.sleeps.calls) == 1
+    assert hook.requests[-1][2]["alerts"][0]["detector"] == "loop.guard"
+    assert "error" not in out.output and "not delivered" not in out.output
+
+
+def test_cli_detect_exits_2_and_says_which_webhook_failed_and_why(hook, detect_cli):
+    hook.statuses = [500] * 10
+
+    out = detect_cli("--sink", f"webhook:{hook.url}", "--sink", "console")
+
+    assert out.exit_code == 2
+    assert len(hook.requests) == 3 and len(detect_cli.sleeps.calls) == 2
+    assert "looked at 1 sessions" in out.output  # the run's own report is still there
+    port = hook.url.split(":")[2].split("/")[0]
+    assert (f"error: webhook http://127.0.0.1:{port}: 3 attempts failed (HTTP 500 Internal Server Error), 1 alert "
+            "not delivered; the receiver is failing; check its logs") in out.output
+    assert "console" not in out.output.split("error:", 1)[1]  # the console sink delivered: no line for it
+    assert "flightrec alerts list" in out.output.splitlines()[-1]
+
+
+def test_cli_detect_fails_fast_on_a_closed_port(dead_url, detect_cli):
+    out = detect_cli("--sink", f"webhook:{dead_url}", "--json")
+
+    assert out.exit_code == 2
+    # Two short backoff waits (0.25-0.5 s, 0.5-1 s), not the patient defaults of a long-running serve.
+    assert len(detect_cli.sleeps.calls) == 2 and sum(detect_cli.sleeps.calls) <= 1.5
+    port = dead_url.split(":")[2].split("/")[0]
+    assert (f"error: webhook http://127.0.0.1:{port}: 3 attempts failed (connection refused), 1 alert not "
+            "delivered; check the URL or that the receiver is up") in out.output
+    assert "SECRET" not in out.output
+
+
+def test_online_detection_logs_and_counts_a_failed_delivery_and_never_raises(dead_url, caplog):
+    from evals._detect import OnlineDetector
+    from reference_agent import Agent, World, default_world_path, get_scenario
+    from tests.evals.test_detect import db
+
+    caplog.set_level(logging.WARNING, logger="flightrec.alerts")
+    dispatcher = Dispatcher([WebhookSink(dead_url)], retries=1, sleep=_Sleeps())
+    online = OnlineDetector(db(), publish=dispatcher.publish, interval_s=0.05)
+    recorder = tracer.Recorder(db(), on_sessions_ended=online)
+    with World(default_world_path(db())) as world:
+        session = Agent(world, recorder).run(get_scenario("stuck_tracking"))
+    recorder.flush()
+    assert online.flush(10)
+    online.close()
+    recorder.shutdown()
+    assert dispatcher.flush(5)
+    dispatcher.close()
+
+    stats = dispatcher.stats()["webhook"]
+    assert session.session_id and online.errors == 0 and online.alerts == 1
+    assert (stats.given_up, stats.gave_up_after, stats.gave_up_on) == (1, 2, "connection refused")
+    assert "'webhook' gave up on 1 alert(s) after 2 attempt(s): cannot reach" in caplog.text
