@@ -6,7 +6,7 @@ import threading
 
 import click
 
-from tracer._cli import db_option
+from tracer._cli import check_port_free, db_option, serve_port_options
 from tracer._store import default_db_path
 
 from ._launch import run
@@ -21,19 +21,18 @@ def dashboard(db: str | None, host: str, port: int) -> None:
 
     The file is opened read-only, so nothing may be writing it; to watch agents live, run
     `flightrec serve` instead, which is the store's writer and serves this dashboard too."""
+    check_port_free(host, port, "--port")
     run(default_db_path(db), host=host, port=port, mode="read_only")
 
 
 @click.command("serve")
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Collector interface (others need --token).")
-@click.option("--port", default=4318, show_default=True, type=click.IntRange(0, 65535), help="OTLP/HTTP port.")
+@serve_port_options
 @click.option("--token", envvar="FLIGHTREC_TOKEN", default=None, metavar="TOKEN",
               help="Bearer token senders must present (required off loopback; default $FLIGHTREC_TOKEN).")
 @click.option("--dashboard-host", default="127.0.0.1", show_default=True,
               help="Dashboard interface. It has no login of its own: put it behind one before binding elsewhere.")
-@click.option("--dashboard-port", default=8501, show_default=True, type=click.IntRange(1, 65535),
-              help="Dashboard port.")
 @click.option("--no-dashboard", is_flag=True, help="Run the collector alone.")
 def serve(db: str | None, host: str, port: int, token: str | None, dashboard_host: str, dashboard_port: int,
           no_dashboard: bool) -> None:
@@ -44,6 +43,9 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_hos
 
     from tracer._collector import Collector
 
+    check_port_free(host, port, "--port")
+    if not no_dashboard:
+        check_port_free(dashboard_host, dashboard_port, "--dashboard-port")
     db_path = default_db_path(db)
     hooks = [ep.load()(db_path) for ep in entry_points(group="flightrec.serve_hooks")]
 

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 import tracer
-from tracer._cli import command_name, db_option, json_option
+from tracer._cli import check_port_free, command_name, db_option, json_option, serve_port_options
 
 from ._agent import Agent, AgentConfig, SessionOutcome
 from ._demo import DEFAULT_SESSIONS, DEFAULT_WORKERS, DemoReport, run_demo
@@ -347,9 +347,15 @@ def _gate(ctx: click.Context, db_path: str, seed: int) -> None:
               help="Sessions run at once.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Base seed of the plan.")
 @click.option("--no-serve", is_flag=True, help="Do not open the dashboard afterwards.")
+@serve_port_options
 @click.pass_context
-def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: int, no_serve: bool) -> None:
+def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: int, no_serve: bool, port: int,
+         dashboard_port: int) -> None:
     """Record every scenario over several seeds, some misbehaving, and summarise what was recorded."""
+    serve = None if no_serve else _serve_command(ctx)
+    if serve is not None:  # a port in use is told now, not after the recording
+        check_port_free("127.0.0.1", port, "--port")
+        check_port_free("127.0.0.1", dashboard_port, "--dashboard-port")
     db_path = tracer.default_db_path(db)
     world_path = default_world_path(db_path)
     click.echo(f"Running {sessions} sessions of {len(SCENARIOS)} scenarios on {workers} threads …", err=True)
@@ -361,16 +367,20 @@ def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: 
     _gate(ctx, db_path, seed)
     if no_serve:
         return
-    # The dashboard serves the store at the end; until it is installed, the collector alone would
-    # only make `make demo` wait forever, so the hand-over keys on the dashboard.
-    if ctx.parent is None or ctx.parent.command.get_command(ctx.parent, "dashboard") is None:  # type: ignore[attr-defined]
-        serve = None
-    else:
-        serve = ctx.parent.command.get_command(ctx.parent, "serve")  # type: ignore[attr-defined]
     if serve is None:
         click.echo("(The dashboard is not installed in this build; browse with the commands above.)")
         return
-    click.echo(f"\nBrowse what was recorded: http://127.0.0.1:8501 (the dashboard, served with the collector until "
-               f"Ctrl-C; `{command_name()} demo --no-serve` skips this step).\n")
-    serve.main(args=["--db", db_path], prog_name="flightrec serve", standalone_mode=False)
+    click.echo(f"\nBrowse what was recorded: http://127.0.0.1:{dashboard_port} (the dashboard, served with the "
+               f"collector until Ctrl-C; `{command_name()} demo --no-serve` skips this step).\n")
+    serve.main(args=["--db", db_path, "--port", str(port), "--dashboard-port", str(dashboard_port)],
+               prog_name="flightrec serve", standalone_mode=False)
 
+
+def _serve_command(ctx: click.Context) -> click.Command | None:
+    """``flightrec serve``, which the demo hands over to, or None without the dashboard."""
+    # The dashboard serves the store at the end; until it is installed, the collector alone would
+    # only make `make demo` wait forever, so the hand-over keys on the dashboard.
+    root = ctx.parent
+    if root is None or root.command.get_command(root, "dashboard") is None:  # type: ignore[attr-defined]
+        return None
+    return root.command.get_command(root, "serve")  # type: ignore[attr-defined]

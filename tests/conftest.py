@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 
@@ -16,3 +18,12 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("FLIGHTREC_WORLD", raising=False)
     monkeypatch.delenv("FLIGHTREC_SIM_URL", raising=False)
     monkeypatch.delenv("FLIGHTREC_JUDGE_MODEL", raising=False)
+
+
+@pytest.fixture
+def taken_port():
+    """A loopback port something listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]

@@ -8,8 +8,10 @@ are printed as one line, without a traceback, and exit with status 2.
 from __future__ import annotations
 
 import ast
+import errno
 import os
 import shutil
+import socket
 import sys
 from importlib.metadata import EntryPoint, entry_points
 from importlib.util import find_spec
@@ -18,13 +20,15 @@ from typing import Any
 
 import click
 
-from ._errors import FlightrecError
+from ._errors import ConfigError, FlightrecError
 from ._recorder import __version__
 from ._render import session_account, sessions_table
 from ._store import Store
 
 EXIT_ERROR = 2
 _MAX_WIDTH = 100
+_OTLP_PORT = 4318  # OTLP/HTTP's registered port
+_DASHBOARD_PORT = 8501  # Streamlit's
 
 
 def db_option(fn: Any) -> Any:
@@ -33,6 +37,37 @@ def db_option(fn: Any) -> Any:
         "--db", "db", metavar="PATH", envvar="FLIGHTREC_DB", default=None,
         help="Trace store file (default: $FLIGHTREC_DB or ./flightrec.duckdb).",
     )(fn)
+
+
+def serve_port_options(fn: Any) -> Any:
+    """``--port`` and ``--dashboard-port``: what ``flightrec serve`` binds, taken also by the
+    commands that hand over to it (``flightrec demo``), so both spell them the same."""
+    fn = click.option("--dashboard-port", default=_DASHBOARD_PORT, show_default=True, type=click.IntRange(1, 65535),
+                      help="Dashboard port.")(fn)
+    return click.option("--port", default=_OTLP_PORT, show_default=True, type=click.IntRange(0, 65535),
+                        help="The collector's OTLP/HTTP port (0 picks a free one).")(fn)
+
+
+def check_port_free(host: str, port: int, option: str) -> None:
+    """Fails with a one-line ``ConfigError`` naming ``option`` when ``host:port`` cannot be bound,
+    so that a server fails in the terminal before anything starts, rather than with a traceback
+    (the collector) or a log line (Streamlit) after a minute of work (the demo).
+
+    Port 0 (any free port) always passes. The port is bound and released at once, so another
+    process may still take it before the server binds it; the server's own error then shows.
+    """
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers do: a port whose last connection lingers in TIME_WAIT is free to them.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror.lower() if exc.strerror else exc}): "
+                              f"pass {option} with a free port.") from None
 
 
 def json_option(fn: Any) -> Any:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
+import tracer
 from tests.tracer.test_store import locked_store  # noqa: F401  (fixture)
 from tracer._cli import main
 
@@ -21,3 +23,26 @@ def test_dashboard_on_a_store_another_process_writes_names_it_and_points_at_serv
     assert result.exit_code == 2
     assert "Traceback" not in result.output and "http://" not in result.output
     assert f"process {pid}" in result.output and "flightrec serve" in result.output
+
+
+def test_serve_on_a_taken_port_names_the_option_to_change(tmp_path, taken_port):
+    result = CliRunner().invoke(main, ["serve", "--db", str(tmp_path / "s.duckdb"), "--port", str(taken_port)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{taken_port} (address already in use): pass --port with a free port."]
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0", "--dashboard-port"], ["dashboard", "--port"]])
+def test_the_dashboard_on_a_taken_port_names_the_option_to_change(tmp_path, taken_port, monkeypatch, command):
+    import dashboard._cli
+
+    def streamlit(*args, **kwargs):
+        raise AssertionError("the dashboard started on a taken port")
+
+    monkeypatch.setattr(dashboard._cli, "run", streamlit)
+    db = tmp_path / "s.duckdb"
+    tracer.Store(db).close()
+    result = CliRunner().invoke(main, [command[0], "--db", str(db), *command[1:], str(taken_port)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{taken_port} (address already "
+                                                  f"in use): pass {command[-1]} with a free port."]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sqlite3
 
 import pytest
 from click.testing import CliRunner
 
+import reference_agent._cli
 import tracer
 from reference_agent import SCENARIOS, AgentConfig, ConfigError, RunSpec, default_client
 from tracer._cli import main
@@ -119,3 +121,39 @@ def test_the_demo_records_a_store_that_rebuilds_exactly(tmp_path):
     world = sqlite3.connect(tmp_path / "demo.world.sqlite")
     assert world.execute("SELECT count(*) FROM (SELECT session_id, order_id, amount_cents FROM refunds "
                          "GROUP BY session_id, order_id, amount_cents HAVING count(*) > 1)").fetchone() == (0,)
+
+
+# -- the demo's hand-over to `flightrec serve` ------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("option", ["--port", "--dashboard-port"])
+def test_the_demo_names_the_option_to_change_when_a_port_is_taken_before_recording(tmp_path, taken_port, option):
+    db = tmp_path / "demo.duckdb"
+    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", "2", option, str(taken_port)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{taken_port} (address already in use): pass {option} with a free port."]
+    assert not db.exists()
+
+
+def test_the_demo_hands_its_ports_to_serve_and_prints_the_dashboard_url(tmp_path, monkeypatch):
+    import dashboard._cli
+
+    served = {}
+    monkeypatch.setattr(dashboard._cli.serve, "callback", lambda **params: served.update(params))
+    # The detectors and the eval gate have their own test; this one is about what follows them.
+    monkeypatch.setattr(reference_agent._cli, "_detect", lambda ctx, db_path: None)
+    monkeypatch.setattr(reference_agent._cli, "_gate", lambda ctx, db_path, seed: None)
+    port, dashboard_port = free_port(), free_port()
+    db = tmp_path / "demo.duckdb"
+    result = run("demo", "--db", str(db), "--sessions", "2", "--port", str(port), "--dashboard-port",
+                 str(dashboard_port))
+    assert result.exit_code == 0, result.output
+    assert f"Browse what was recorded: http://127.0.0.1:{dashboard_port} " in result.output
+    assert (served["db"], served["port"], served["dashboard_port"]) == (str(db), port, dashboard_port)
