@@ -15,7 +15,7 @@ Quick start::
 """
 
 from ._add_case import add_case, draft_case
-from ._agents import REFERENCE, VARIANTS, AgentFactory, EvalAgent, ReferenceEvalAgent, load_agent
+from ._agents import REFERENCE, AgentFactory, EvalAgent, load_agent
 from ._alerts import FAMILIES, SEVERITIES, Alert, AlertStatus, Severity
 from ._compare import CaseComparison, Comparison, RunSide, compare, compare_stored
 from ._dataset import Case, CaseInput, Dataset, Message, load_dataset
@@ -38,6 +38,7 @@ from ._detect import (
     load_config,
 )
 from ._errors import AgentLoadError, DatasetError, DeliveryError, EvalError, ScorerError
+from ._protocol import INPUT_ATTRIBUTE, agent
 from ._report import comparison_text, junit, markdown, run_text
 from ._runner import DEFAULT_CONCURRENCY, DEFAULT_TRIALS, EvalRun, run_eval, trial_seed
 from ._scorers import SCORER_TYPES, Score, Scorer, build_scorer, score_trial
@@ -77,9 +78,9 @@ __all__ = [
     "REFERENCE",
     "SCORER_TYPES",
     "SEVERITIES",
-    "VARIANTS",
     "AgentFactory",
     "AgentLoadError",
+    "INPUT_ATTRIBUTE",
     "Alert",
     "AlertStatus",
     "ApprovalRule",
@@ -108,7 +109,6 @@ __all__ = [
     "MemorySink",
     "Message",
     "OnlineDetector",
-    "ReferenceEvalAgent",
     "RegressionTest",
     "ReliabilityLimits",
     "RunSide",
@@ -125,6 +125,7 @@ __all__ = [
     "Trajectory",
     "WebhookSink",
     "add_case",
+    "agent",
     "build_scorer",
     "case_status",
     "compare",

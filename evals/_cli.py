@@ -69,9 +69,12 @@ def evals() -> None:
 
 @evals.command("run")
 @click.argument("dataset")
-@click.option("--agent", metavar="MODULE:FACTORY", help="The agent under test (default: the reference agent).")
+@click.option("--agent", metavar="NAME|MODULE:ATTR",
+              help="The agent under test: a registered NAME or MODULE:ATTR (default: the dataset's `agent:`, else "
+                   "the reference agent).")
 @click.option("--set", "set_", multiple=True, metavar="KEY=VALUE",
-              help="Change the variant: model, system_prompt_file, variant, guards (max_tool_calls …).")
+              help="A setting the agent takes (the reference agent: model, system_prompt_file, variant, guards such "
+                   "as max_tool_calls …; an evals.agent: model_url, real).")
 @click.option("--trials", type=int, default=DEFAULT_TRIALS, show_default=True, help="Trials per case.")
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True, help="Trials at once.")
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Only cases with this tag (repeatable).")

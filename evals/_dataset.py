@@ -125,6 +125,8 @@ class Dataset(BaseModel):
     """The dataset's name (the file's stem unless the file names it)."""
     description: str | None = None
     """What the suite is for."""
+    agent: str | None = None
+    """The agent it runs against when ``--agent`` is not given: a registered NAME or MODULE:ATTR."""
     scorers: tuple[dict[str, Any], ...] = ()
     """Scorer specs applied to every case, before the case's own."""
     pass_threshold: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -264,15 +266,15 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
                 raise DatasetError(f"{where}: {exc}") from None
         cases.append(case)
     try:
-        dataset = Dataset(name=raw.get("name") or p.stem, description=raw.get("description"),
+        dataset = Dataset(name=raw.get("name") or p.stem, description=raw.get("description"), agent=raw.get("agent"),
                           scorers=tuple(raw.get("scorers") or ()), cases=tuple(cases), path=str(p),
                           **({"pass_threshold": raw["pass_threshold"]} if "pass_threshold" in raw else {}))
     except ValidationError as exc:
         raise DatasetError(f"{p}: {_where(exc, Dataset)}.") from None
-    unknown = set(raw) - {"name", "description", "scorers", "pass_threshold", "cases"}
+    unknown = set(raw) - {"name", "description", "agent", "scorers", "pass_threshold", "cases"}
     if unknown:
         raise DatasetError(f"{p}: unknown top-level field(s) {', '.join(sorted(unknown))}; "
-                           "a dataset has name, description, scorers, pass_threshold and cases.")
+                           "a dataset has name, description, agent, scorers, pass_threshold and cases.")
     for spec in dataset.scorers:
         try:
             build_scorer(spec)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -61,7 +60,7 @@ def run_eval(dataset: Dataset | str | os.PathLike[str], *, agent: str | None = N
 
     Args:
         dataset: A ``Dataset`` or the path of a YAML/JSONL file.
-        agent: ``reference`` (default) or ``MODULE:FACTORY``.
+        agent: A registered agent's NAME or ``MODULE:ATTR``; default: the dataset's ``agent``, else ``reference``.
         settings: The variant: ``--set`` values the agent's factory takes.
         trials: Trials per case.
         concurrency: Trials in flight at once.
@@ -89,31 +88,31 @@ def run_eval(dataset: Dataset | str | os.PathLike[str], *, agent: str | None = N
     scorers: dict[str, list[Scorer]] = {c.id: [build_scorer(s) for s in data.expectations(c)] for c in cases}
     run_seed = secrets.randbits(31) if seed is None else seed
     settings = dict(settings or {})
+    agent = agent or data.agent or REFERENCE
     db_path = tracer.default_db_path(db)
     started_ns, started = time.time_ns(), time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="flightrec-eval-") as workdir:
-        under_test = load_agent(agent, settings, workdir)  # bad options fail before the store is touched
-        try:
-            for case in cases:
-                under_test.check(case)
-            # Opened now, so that a store held by another process fails the run before any trial runs.
-            with tracer.Store(db_path) as store:
-                run_id = str(uuid.uuid4())
-                results = _execute(under_test, cases, trials, concurrency, run_seed, db_path, store, run_id,
-                                   scorers, progress)
-                costs = [r.cost_usd for r in results]
-                record = tracer.EvalRunRecord(
-                    run_id=run_id, started_ns=started_ns, ended_ns=time.time_ns(), dataset=data.name,
-                    dataset_sha256=data.sha256(cases), agent=agent or REFERENCE, settings=settings, trials=trials,
-                    seed=run_seed, case_tags=list(tags), cases=len(cases), passed_trials=sum(r.passed for r in results),
-                    total_trials=len(results), mean_score=sum(r.score for r in results) / len(results),
-                    cost_usd=None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
-                    wall_s=time.perf_counter() - started, labels=[label] if label else [])
-                store.save_eval_run(record, results)
-                if label:
-                    store.label_eval_run(run_id, label)
-        finally:
-            under_test.close()
+    under_test = load_agent(agent, settings)  # bad options fail before the store is touched
+    try:
+        for case in cases:
+            under_test.check(case)
+        # Opened now, so that a store held by another process fails the run before any trial runs.
+        with tracer.Store(db_path) as store:
+            run_id = str(uuid.uuid4())
+            results = _execute(under_test, cases, trials, concurrency, run_seed, db_path, store, run_id,
+                               scorers, progress)
+            costs = [r.cost_usd for r in results]
+            record = tracer.EvalRunRecord(
+                run_id=run_id, started_ns=started_ns, ended_ns=time.time_ns(), dataset=data.name,
+                dataset_sha256=data.sha256(cases), agent=agent, settings=settings, trials=trials,
+                seed=run_seed, case_tags=list(tags), cases=len(cases), passed_trials=sum(r.passed for r in results),
+                total_trials=len(results), mean_score=sum(r.score for r in results) / len(results),
+                cost_usd=None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
+                wall_s=time.perf_counter() - started, labels=[label] if label else [])
+            store.save_eval_run(record, results)
+            if label:
+                store.label_eval_run(run_id, label)
+    finally:
+        under_test.close()
     return EvalRun(run=record, results=results)
 
 

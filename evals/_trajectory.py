@@ -133,7 +133,10 @@ def trajectory_of(store: Store, session_id: str) -> Trajectory:
     except NotRebuildableError:
         messages = []
     users = [m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
-    final = next((d.text for d in reversed(decisions) if d.text and d.action != "tool_use"), None)
+    # An agent that says what its answer was (``evals.agent`` records what ``run`` returned) is taken at its word.
+    said = [e["attributes"].get("text") for e in events if e.get("name") == "final_answer" and e.get("attributes")]
+    final = said[-1] if said else next((d.text for d in reversed(decisions) if d.text and d.action != "tool_use"),
+                                       None)
     guards = [str(e["attributes"]["guard"]) for e in events
               if e.get("name") == "guard_fired" and (e.get("attributes") or {}).get("guard")]
     return Trajectory(

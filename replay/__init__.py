@@ -7,21 +7,22 @@ Quick start::
     rec = replay.reconstruct(session_id, turn=3)           # the exact request, hash-checked
     edits = replay.Edits(system_replace=[("2. Before calling issue_refund", "2. Never")])
     result = replay.run(session_id, 3, edits, trials=5)    # recorded as a new, linked session
-    print(result.changed, "of", len(result.trials), "trials decided differently")
+    print(result.changed, "of", len(result.trials), "trials decided differently; answered by", result.model)
 """
 
-from ._agents import AGENT_FACTORIES, reference_agent_factory
 from ._diff import diff
 from ._edits import apply_edits, load_edits
 from ._errors import (
+    AgentNotFoundError,
     EditError,
     ModelUnreachableError,
     NoContentError,
+    NoModelError,
     ReplayError,
     UnknownTurnError,
 )
 from ._fork import AgentFactory, ForkAgent, ToolReply, ToolsMode, fork
-from ._model import ClientFactory, default_client_factory
+from ._model import ClientFactory, ModelChoice, choose_model
 from ._reconstruct import REPLAY_OF, reconstruct
 from ._records import (
     Change,
@@ -41,13 +42,16 @@ from ._records import (
     SessionDiff,
     TurnPair,
 )
-from ._rerun import RerunAgent, RerunContext, reference_rerun, rerun
+from ._registry import GROUP, AgentRegistration, find_agent, load_target, registered_agents
+from ._rerun import RerunAgent, RerunContext, rerun
 from ._run import run
 
 __all__ = [
-    "AGENT_FACTORIES",
+    "GROUP",
     "REPLAY_OF",
     "AgentFactory",
+    "AgentNotFoundError",
+    "AgentRegistration",
     "Change",
     "ClientFactory",
     "ContextDiff",
@@ -58,8 +62,10 @@ __all__ = [
     "Edits",
     "ForkAgent",
     "ForkResult",
+    "ModelChoice",
     "ModelUnreachableError",
     "NoContentError",
+    "NoModelError",
     "Origin",
     "Reconstruction",
     "RecordedRun",
@@ -76,13 +82,14 @@ __all__ = [
     "TurnPair",
     "UnknownTurnError",
     "apply_edits",
-    "default_client_factory",
+    "choose_model",
     "diff",
+    "find_agent",
     "fork",
     "load_edits",
+    "load_target",
     "reconstruct",
-    "reference_agent_factory",
-    "reference_rerun",
+    "registered_agents",
     "rerun",
     "run",
 ]

@@ -16,7 +16,6 @@ from tracer import Store
 from tracer._cli import db_option, json_option
 
 from . import _render
-from ._agents import AGENT_FACTORIES
 from ._diff import diff
 from ._edits import load_edits
 from ._errors import EditError, ReplayError
@@ -98,9 +97,14 @@ def build_edits(edits_file: str | None, system: str | None, system_append: str |
 
 
 def model_options(fn: Any) -> Any:
-    fn = click.option("--real", is_flag=True, help="Use the real Anthropic API (needs ANTHROPIC_API_KEY).")(fn)
-    return click.option("--sim-url", metavar="URL", envvar="FLIGHTREC_SIM_URL",
-                        help="A `flightrec sim serve` to use instead of the in-process simulator.")(fn)
+    """The options that name the model a re-run asks, and the agent it belongs to."""
+    fn = click.option("--agent", "agent", metavar="NAME|MODULE:ATTR", default=None,
+                      help="The session's agent: a registered NAME or MODULE:ATTR (default: the one registered under "
+                           "the name the session recorded).")(fn)
+    fn = click.option("--real", is_flag=True, help="Ask the real Anthropic API (needs ANTHROPIC_API_KEY).")(fn)
+    return click.option("--model-url", metavar="URL", envvar="FLIGHTREC_MODEL_URL",
+                        help="Ask this Messages-API-compatible endpoint (default: the agent's own model, if it "
+                             "registers one).")(fn)
 
 
 @click.group()
@@ -152,11 +156,11 @@ def verify(db: str | None, as_json: bool, session_id: str | None) -> None:
 @model_options
 @db_option
 @json_option
-def run_cmd(session_id: str, turn: int, trials: int, real: bool, sim_url: str | None, db: str | None,
-            as_json: bool, **edit_flags: Any) -> None:
+def run_cmd(session_id: str, turn: int, trials: int, model_url: str | None, real: bool, agent: str | None,
+            db: str | None, as_json: bool, **edit_flags: Any) -> None:
     """Re-send one decision's request with edits, record the result as a new linked session, and compare."""
     edits = build_edits(**edit_flags)
-    result = run(session_id, turn, edits, trials=trials, db=db, real=real, sim_url=sim_url)
+    result = run(session_id, turn, edits, trials=trials, db=db, model_url=model_url, real=real, agent=agent)
     click.echo(result.model_dump_json(indent=2) if as_json else _render.run_result(result))
 
 
@@ -183,36 +187,37 @@ def diff_cmd(a: str, b: str, context: bool, db: str | None, as_json: bool) -> No
 @replay.command("fork")
 @click.argument("session_id")
 @click.option("--turn", type=click.IntRange(1), required=True, help="The turn to fork at (its request is edited).")
-@click.option("--tools", "tools_mode", type=click.Choice(["live", "recorded-only"]), default="live", show_default=True,
-              help="Run tool calls the recording lacks live, or stop at the first one.")
-@click.option("--agent", "agent_name", type=click.Choice([*AGENT_FACTORIES, "none"]), default="reference",
-              show_default=True, help="The agent whose live tools and user a fork uses.")
+@click.option("--tools", "tools_mode", type=click.Choice(["live", "recorded"]), default="live", show_default=True,
+              help="Tool calls the recording lacks: run them with the agent's own tools, or stop the fork at the "
+                   "first one (no agent code runs).")
 @click.option("--max-turns", type=click.IntRange(1, 200), default=30, show_default=True, help="Stop after this many.")
 @edit_options
 @model_options
 @db_option
 @json_option
-def fork_cmd(session_id: str, turn: int, tools_mode: str, agent_name: str, max_turns: int, real: bool,
-             sim_url: str | None, db: str | None, as_json: bool, **edit_flags: Any) -> None:
+def fork_cmd(session_id: str, turn: int, tools_mode: str, max_turns: int, model_url: str | None, real: bool,
+             agent: str | None, db: str | None, as_json: bool, **edit_flags: Any) -> None:
     """Carry a session on from a turn with an edited context, as a new session linked to it."""
     edits = build_edits(**edit_flags)
-    result = fork(session_id, turn, edits, tools="live" if tools_mode == "live" else "recorded-only",
-                  agent_factory=AGENT_FACTORIES.get(agent_name), db=db, real=real, sim_url=sim_url,
-                  max_turns=max_turns)
+    result = fork(session_id, turn, edits, tools="live" if tools_mode == "live" else "recorded", agent=agent, db=db,
+                  model_url=model_url, real=real, max_turns=max_turns)
     click.echo(result.model_dump_json(indent=2) if as_json else _render.fork_result(result))
 
 
 @replay.command("rerun")
 @click.argument("session_id")
 @click.option("--recorded", is_flag=True, help="Serve every model response from the recording (required).")
+@click.option("--agent", "agent", metavar="NAME|MODULE:ATTR", default=None,
+              help="The session's agent, whose code runs again (default: the one registered under the name the "
+                   "session recorded).")
 @db_option
 @json_option
-def rerun_cmd(session_id: str, recorded: bool, db: str | None, as_json: bool) -> None:
+def rerun_cmd(session_id: str, recorded: bool, agent: str | None, db: str | None, as_json: bool) -> None:
     """Re-execute a session's agent code against the recording and report the first divergence (exit 1)."""
     if not recorded:
         raise ReplayError("rerun needs --recorded: it re-executes the session with the recorded model responses. "
                           "To re-ask the model, use `flightrec replay run` or `fork`.")
-    result = rerun(session_id, db=db)
+    result = rerun(session_id, db=db, agent=agent)
     click.echo(result.model_dump_json(indent=2) if as_json else _render.rerun_result(result))
     if not result.same_path:
         sys.exit(EXIT_FAILED)

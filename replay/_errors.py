@@ -9,7 +9,9 @@ exits 2. Each says what went wrong and what to do next::
         ├── NoContentError         the call cannot be rebuilt: recorded without content (mode ``none``)
         │                          or by other instrumentation, which keeps no exact request
         ├── EditError              an edit does not apply to the request (bad index, unknown id …)
-        └── ModelUnreachableError  the model for the re-run cannot be reached or refused the call
+        ├── ModelUnreachableError  the model for the re-run cannot be reached or refused the call
+        ├── NoModelError           no model is named for a session of an agent that brings none
+        └── AgentNotFoundError     --agent names no registered agent, or the session's agent is not one
 
 Tracer errors (``UnknownSessionError``, ``StoreError``) pass through unchanged; the anthropic
 SDK's errors are mapped to ``ModelUnreachableError`` where the model is called (``_model.py``).
@@ -40,3 +42,11 @@ class EditError(ReplayError):
 class ModelUnreachableError(ReplayError):
     """The model of a re-run cannot be reached, or it refused the request."""
 
+
+
+class NoModelError(ReplayError):
+    """A replay has no model to ask: none was named, and the session's agent registers none."""
+
+
+class AgentNotFoundError(ReplayError):
+    """``--agent`` cannot be loaded, or no registered agent matches the session's (never another agent's tools)."""

@@ -1,9 +1,14 @@
 """Forks: carry a session on from one turn, with an edited context.
 
 The loop is the Messages API tool-use loop, run by replay itself so that any agent can be
-forked. What is agent-specific comes from an ``AgentFactory``: the live tools, and what the user
-says next when the model ends its turn. Tool calls that match the recording (same tool, same
-arguments) are answered from it, in recorded order, so no side effect happens twice.
+forked. Tool calls that match the recording (same tool, same canonical arguments) are answered
+from it, in recorded order, so no side effect happens twice. The rest depends on ``tools``:
+
+- ``recorded``: no agent code runs. The first call the recording lacks stops the fork there, with
+  the call in the reason (nothing is faked), and the user's side is the recorded user messages.
+- ``live``: the session's registered agent (its ``AgentFactory``) runs the other calls and says
+  what the user says next. A session whose agent is not registered is refused, never handed to
+  another agent's tools.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from tracer import canonical_json
 
 from ._edits import apply_edits
 from ._errors import ReplayError
-from ._model import ClientFactory, default_client_factory, send, target_of
+from ._model import ClientFactory, send
 from ._reconstruct import Db, db_path, decisions, open_store, reconstruct_in
 from ._records import Decision, Edits, ForkResult, Origin
-from ._run import replay_attributes
+from ._registry import AgentRegistration, agent_for, missing_agent
+from ._run import model_for, replay_attributes
 
-ToolsMode = Literal["live", "recorded-only"]
+ToolsMode = Literal["live", "recorded"]
 _MAX_TURNS = 30
 
 
@@ -65,12 +71,8 @@ class AgentFactory(Protocol):
         ...
 
 
-class _NoAgent:
-    """The agent of a fork without a factory: no live tools, and the recorded user messages in order."""
-
-    def run_tool(self, name: str, arguments: dict[str, Any], tool_use_id: str) -> ToolReply:
-        raise ReplayError(f"the fork needs a live {name} tool call, and no agent factory was given. Pass one (the "
-                          "reference agent's is `--agent reference`), or use --tools recorded-only.")
+class _RecordedUser:
+    """The user's side of a fork that runs no agent code: the recorded user messages, in order."""
 
     def follow_up(self, reply: str, recorded: list[str]) -> str | None:
         return recorded.pop(0) if recorded else None
@@ -100,18 +102,22 @@ def _call_key(name: str, arguments: Any) -> str:
 
 
 def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: ToolsMode = "live",
-         agent_factory: AgentFactory | None = None, db: Db = None,
-         real: bool = False, sim_url: str | None = None, client_factory: ClientFactory | None = None,
-         max_turns: int = _MAX_TURNS) -> ForkResult:
+         agent: str | AgentRegistration | None = None, db: Db = None, model_url: str | None = None,
+         real: bool = False, client_factory: ClientFactory | None = None, max_turns: int = _MAX_TURNS) -> ForkResult:
     """Carries a session on from ``turn`` with an edited context, as a new session linked to it.
 
     The fork's first decision is the edited request of ``turn``; its turns are numbered on from
     there, so that ``diff ORIGIN FORK`` aligns them. Tool calls that match the recording are
-    answered from it; others go to the agent's live tools, or, with ``tools="recorded-only"``,
-    end the fork with status ``stopped`` and the reason.
+    answered from it; others go to the agent's live tools, or, with ``tools="recorded"``, end the
+    fork with status ``stopped`` and the reason. The model is chosen as for ``run``.
+
+    Args:
+        agent: The session's agent (a registration, or NAME or MODULE:ATTR); by default the one
+            registered under the recorded name. ``tools="live"`` needs one with a ``fork`` part.
 
     Raises:
-        tracer.UnknownSessionError, UnknownTurnError, NoContentError, EditError, ModelUnreachableError.
+        tracer.UnknownSessionError, UnknownTurnError, NoContentError, EditError, ModelUnreachableError,
+        NoModelError, AgentNotFoundError (``live`` with no registered agent for the session).
 
     Blocking: records into the store; no other process may be writing it.
     """
@@ -139,29 +145,35 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
     user_said = [_text(m["content"]) for m in (last.get("messages") or [])[start:]
                  if m.get("role") == "user" and _text(m.get("content"))]
     body = apply_edits(rec.request, edits)
-    factory = client_factory or default_client_factory(real=real, sim_url=sim_url)
-    target = target_of(real=real, sim_url=sim_url) if client_factory is None else "custom"
-    where = "the Anthropic API" if real else sim_url or "the in-process simulator"
+    registered: AgentRegistration | None = None
+    if tools == "live":
+        registered = agent_for(agent, rec.origin.agent, job="a fork with live tools")
+        if registered is None or registered.fork is None:
+            raise missing_agent(rec.origin.agent, job="a fork with live tools", instead=(
+                "or fork with --tools recorded, which serves the recorded tool results and stops at the first call "
+                "the recording lacks"))
+    model = model_for(rec.origin, registered or agent, model_url=model_url, real=real, client_factory=client_factory,
+                      job="a fork")
 
     recorder = tracer.Recorder(path)
     status, reason = "max_turns", f"the fork reached {max_turns} turns"
     served = live = 0
-    agent: ForkAgent | None = None
+    live_agent: ForkAgent | _RecordedUser | None = None
     failure: BaseException | None = None
     try:
         origin_link = [(rec.decision.trace_id, rec.span_id)]  # an OpenTelemetry span link to the origin
         with recorder.session(rec.origin.agent or "agent", links=origin_link, **replay_attributes(
-                rec.session_id, rec.span_id, turn, "fork", target, rec.origin, edits)) as session:
-            agent = agent_factory(session_id=session.id, origin=rec.origin, db=path) if agent_factory \
-                else _NoAgent()
-            client = recorder.instrument(factory(rec.origin, rec.origin.seed))
+                rec.session_id, rec.span_id, turn, "fork", model, rec.origin, edits)) as session:
+            live_agent = registered.fork(session_id=session.id, origin=rec.origin, db=path) \
+                if registered is not None and registered.fork is not None else _RecordedUser()
+            client = recorder.instrument(model.factory(rec.origin, rec.origin.seed))
             session.turn_index = turn - 1  # the fork's turns carry on the origin's numbering
             messages = list(body.get("messages") or [])
             params = {k: v for k, v in body.items() if k != "messages"}
             try:
                 for _ in range(max_turns):
                     with session.turn():
-                        reply = send(client, {**params, "messages": messages}, where=where)
+                        reply = send(client, {**params, "messages": messages}, where=model.label)
                         content = [_block(b) for b in reply.content] or [{"type": "text", "text": "…"}]
                         messages.append({"role": "assistant", "content": content})
                         uses = [b for b in content if b.get("type") == "tool_use"]
@@ -175,15 +187,16 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
                                         answer = recorded[key].pop(0)
                                         served += 1
                                         session.event("tool_result_replayed", tool=use["name"], call_id=use["id"])
-                                    elif tools == "recorded-only":
+                                    elif isinstance(live_agent, _RecordedUser):
                                         call.set_error("not in the recording", error_type="not_recorded")
                                         status = "stopped"
                                         reason = (f"the model asked for {use['name']}"
                                                   f"({canonical_json(use['input'])}), which the recording does not "
-                                                  "have; run the fork with --tools live to call it")
+                                                  "have; nothing was faked. Fork with --tools live and the agent's "
+                                                  "registration to run it")
                                         raise _Stop
                                     else:
-                                        answer = agent.run_tool(use["name"], use["input"], use["id"])
+                                        answer = live_agent.run_tool(use["name"], use["input"], use["id"])
                                         live += 1
                                     if answer.is_error:
                                         call.set_error(answer.content[:200], result=answer.content)
@@ -204,7 +217,7 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
                         if reply.stop_reason == "max_tokens":
                             status, reason = "max_tokens", "the model ran out of output tokens"
                             raise _Stop
-                        said = agent.follow_up(_text(content), user_said)
+                        said = live_agent.follow_up(_text(content), user_said)
                         if said is None:
                             status, reason = "ok", "the model ended its turn and the user has nothing more to say"
                             raise _Stop
@@ -216,14 +229,16 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
                 status, reason = "error", str(exc)
             session.set_status(status, reason)
     finally:
-        if agent is not None:
-            agent.close()
+        if live_agent is not None:
+            live_agent.close()
         recorder.shutdown()
     if failure is not None:
         raise failure
     with open_store(db) as store:
         fork_decisions: list[Decision] = list(decisions(store, session.id)[1].values())
     return ForkResult(session_id=session.id, origin=rec.decision, status=status, reason=reason,
+                      model_target=model.target, model=model.label,
+                      agent=registered.name if registered is not None else None,
                       decisions=fork_decisions, recorded_tool_calls=served, live_tool_calls=live)
 
 

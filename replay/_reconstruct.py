@@ -53,6 +53,7 @@ def origin_of(store: Store, session_id: str) -> Origin:
         config=json.loads(config) if config else {},
         replay_of=attrs.get(REPLAY_OF), replay_kind=attrs.get("flightrec.replay.kind"),
         replay_session=attrs.get("flightrec.replay.session"), replay_turn=attrs.get("flightrec.replay.turn"),
+        attributes=attrs,
     )
 
 

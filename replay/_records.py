@@ -15,7 +15,8 @@ class Origin(BaseModel):
     agent: str | None = None
     """The agent's name."""
     model_target: str | None = None
-    """``sim``, ``sim-http`` or ``anthropic`` (``flightrec.model_target``), when the agent recorded it."""
+    """Which model answered (``flightrec.model_target``), when the agent recorded it: for replays ``url``,
+    ``anthropic``, ``agent`` or ``custom``; the reference agent records ``sim``, ``sim-http`` or ``anthropic``."""
     scenario: str | None = None
     """The simulator scenario (``flightrec.scenario``), when there was one."""
     seed: int = 0
@@ -34,6 +35,9 @@ class Origin(BaseModel):
     """For a replay or fork: the session it started from."""
     replay_turn: int | None = None
     """For a replay or fork: the turn it started from."""
+    attributes: dict[str, Any] = {}
+    """Every attribute of the session's first run span, for an agent's own facts (``evals.agent`` keeps
+    the eval case's input in ``flightrec.eval.input``)."""
 
 
 class Decision(BaseModel):
@@ -142,7 +146,9 @@ class RunResult(BaseModel):
     replay_session_id: str
     """The new session the re-runs were recorded in (trial k is its turn k)."""
     model_target: str
-    """The model that answered: ``sim``, ``sim-http`` or ``anthropic``."""
+    """The kind of model that answered: ``url``, ``anthropic``, ``agent`` (the agent's own) or ``custom``."""
+    model: str
+    """The model that answered, for the user: its URL, "the Anthropic API", or the agent's model."""
     edits: Edits
     """The edits applied."""
     request_sha256: str
@@ -250,9 +256,16 @@ class ForkResult(BaseModel):
     origin: Decision
     """The decision it forked from."""
     status: str
-    """``ok``, ``waiting_human``, ``stopped`` (a tool call was not recorded under recorded-only), ``max_turns``."""
+    """``ok``, ``waiting_human``, ``stopped`` (a tool call was not recorded, under ``--tools recorded``),
+    ``max_turns``."""
     reason: str
     """Why it ended."""
+    model_target: str
+    """The kind of model that answered (as ``RunResult.model_target``)."""
+    model: str
+    """The model that answered, for the user."""
+    agent: str | None
+    """The registered agent whose tools and user ran live, or ``None`` (``--tools recorded``)."""
     decisions: list[Decision]
     """The fork's decisions, in order."""
     recorded_tool_calls: int
@@ -313,6 +326,8 @@ class RecordedSession(BaseModel):
     """The session's runs, oldest first."""
     first_request: dict[str, Any]
     """The first model request, rebuilt exactly."""
+    user_messages: list[str] = []
+    """What the user wrote (the plain-text user messages of the last request), in order."""
     tool_results: dict[str, RecordedToolResult]
     """Each ``tool_use`` id's last recorded result: an agent whose tools have real side effects
     serves these instead of running them."""

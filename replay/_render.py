@@ -39,11 +39,15 @@ def reconstruction(r: Reconstruction) -> str:
 def run_result(r: RunResult) -> str:
     n = len(r.trials)
     lines = [f"origin    {r.origin.session_id} turn {r.origin.turn}: {short(r.origin)}",
-             f"re-run    {n} trial{'s' * (n != 1)} on {r.model_target} · recorded as session {r.replay_session_id}"]
+             f"re-run    {n} trial{'s' * (n != 1)} · answered by {r.model} · recorded as session "
+             f"{r.replay_session_id}"]
     for i, d in enumerate(r.trials, 1):
         mark = "changed" if d.choice() != r.origin.choice() else "same"
         lines.append(f"  trial {i}: {mark:7} {short(d)}")
-    lines.append(f"changed   {r.changed}/{n} trials decided differently from the recording")
+    if r.changed:
+        lines.append(f"changed   {r.changed}/{n} trials decided differently from the recording")
+    else:
+        lines.append(f"unchanged {n}/{n} trials decided as the recording did")
     return "\n".join(lines)
 
 
@@ -105,6 +109,7 @@ def context_diff(d: ContextDiff) -> str:
 def fork_result(r: ForkResult) -> str:
     lines = [f"origin    {r.origin.session_id} turn {r.origin.turn}: {short(r.origin)}",
              f"fork      session {r.session_id} · {r.status}: {r.reason}",
+             f"model     {r.model}" + (f" · live tools of agent {r.agent}" if r.agent else ""),
              f"tools     {r.recorded_tool_calls} served from the recording, {r.live_tool_calls} run live"]
     lines += [f"  turn {d.turn:>3}: {short(d)}" for d in r.decisions]
     return "\n".join(lines)

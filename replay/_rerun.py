@@ -13,11 +13,8 @@ tells it what they were.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import tempfile
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +24,7 @@ from ._diff import diff_context
 from ._errors import ReplayError
 from ._reconstruct import Db, decisions, open_store, origin_of, rebuild
 from ._records import Divergence, RecordedRun, RecordedSession, RecordedToolResult, RerunResult
+from ._registry import AgentRegistration, agent_for, missing_agent
 
 if TYPE_CHECKING:
     import anthropic
@@ -58,95 +56,6 @@ class RerunContext:
 
 RerunAgent = Callable[[RerunContext], None]
 """Runs the agent's session again, run by run, against ``RerunContext.client``."""
-
-
-class _Crash(Exception):
-    """Re-enacts a crash the recording has, so that the resume that followed it runs again."""
-
-
-class _RecordedTime:
-    """The real clock plus the recorded model time: what the session's guards saw when it ran."""
-
-    def __init__(self, ctx: RerunContext) -> None:
-        self._ctx = ctx
-
-    def now(self) -> float:
-        return time.monotonic() + self._ctx.model_seconds()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
-
-
-def reference_rerun(ctx: RerunContext) -> None:
-    """Runs the reference agent's session again, run by run.
-
-    Its tools run against a fresh copy of the scenario's world in ``workdir``, so approvals and
-    idempotency keys behave as they did; a result that differs from the recording shows up in the
-    next request. Crashes are re-enacted after the same tool call; an interruption by a model
-    fault is not (the recording serves the call that succeeded), so its resume has nothing to do.
-    Its clock adds the recorded model time, so wall-clock guards fire where they did.
-    """
-    import pydantic
-
-    import tracer
-    from reference_agent import Agent, AgentConfig, RunSpec, SessionStateError, World, get_scenario
-
-    recorded, workdir = ctx.recorded, ctx.workdir
-    origin, runs = recorded.origin, recorded.runs
-    try:
-        config = AgentConfig(**origin.config)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
-        raise ReplayError(f"session {recorded.session_id} was recorded with agent settings this version does not "
-                          f"take ({problems}).") from None
-    crash_after = {run.tool_calls_before_end for run, nxt in zip(runs, runs[1:]) if run.crashed and nxt.how == "resume"}
-    state: dict[str, Any] = {"tool_calls": 0, "session": None}
-
-    def after_tool(name: str, outcome: object) -> None:
-        state["tool_calls"] += 1
-        if state["tool_calls"] in crash_after:
-            crash_after.discard(state["tool_calls"])
-            session = tracer.current_session()
-            state["session"] = session.id if session is not None else None
-            raise _Crash
-
-    def run_once(step: Callable[[], Any]) -> None:
-        try:
-            state["session"] = step().session_id
-        except _Crash:
-            pass
-
-    recorder = tracer.Recorder(os.path.join(workdir, "rerun.duckdb"))  # the rerun's own trace, thrown away
-    try:
-        with World(os.path.join(workdir, "rerun.world.sqlite")) as world:
-            agent = Agent(world, recorder, config=config, clock=_RecordedTime(ctx),
-                          client_factory=lambda spec, config: ctx.client, after_tool=after_tool)
-
-            def first() -> Any:
-                if origin.scenario:
-                    return agent.run(get_scenario(origin.scenario), seed=origin.seed,
-                                     misbehave=tuple(origin.misbehave), faults=())
-                text = recorded.first_request["messages"][0]["content"]
-                return agent.start(text if isinstance(text, str) else json.dumps(text), spec=RunSpec(seed=origin.seed))
-
-            run_once(first)
-            sid = state["session"]
-            for run in runs[1:]:
-                if run.how == "resume":
-                    if agent.outcome(sid).status in ("running", "error"):
-                        run_once(lambda: agent.resume(sid))
-                elif run.how in ("approved", "rejected"):
-                    decide = agent.approve if run.how == "approved" else agent.reject
-                    run_once(functools.partial(decide, sid, run.note))
-                elif run.how == "follow_up":
-                    run_once(functools.partial(agent.say, sid, run.opening_message or ""))
-                else:
-                    raise ReplayError(f"the reference agent has no run kind {run.how!r} to re-execute.")
-    except SessionStateError as exc:
-        raise ReplayError(f"the agent could not take the recorded run: {exc}") from None
-    finally:
-        recorder.shutdown()
 
 
 def _summary(recorded: dict[str, Any], actual: dict[str, Any]) -> str:
@@ -201,22 +110,24 @@ def _tool_results(store: Store, sid: str) -> dict[str, RecordedToolResult]:
     return out
 
 
-def rerun(session_id: str, *, db: Db = None,
-          agent: RerunAgent = reference_rerun) -> RerunResult:
+def rerun(session_id: str, *, db: Db = None, agent: str | AgentRegistration | RerunAgent | None = None) -> RerunResult:
     """Re-executes a recorded session with every model response served from the recording.
 
     Args:
         session_id: The recorded session.
         db: The store (read only; the re-execution's own trace goes to a temp dir).
-        agent: Runs the agent's code again; the reference agent's by default.
+        agent: The session's agent (a registration, or NAME or MODULE:ATTR), whose ``rerun`` part runs
+            its code again, or a ``RerunAgent`` function itself; by default the one registered under the
+            recorded name.
 
     Raises:
-        tracer.UnknownSessionError, NoContentError, ReplayError (the agent cannot take a recorded run).
+        tracer.UnknownSessionError, NoContentError, AgentNotFoundError (no registered agent can re-execute
+        the session), ReplayError (the agent cannot take a recorded run).
     """
     import anthropic
     import httpx2
 
-    with open_store(db) as store:
+    with open_store(db, through_serve=True) as store:
         sid, recorded_decisions = decisions(store, session_id)
         calls = {c.span_id: c for c in store.call_outlines(sid)}
         first_attempt: dict[int | None, int] = {}
@@ -227,7 +138,18 @@ def rerun(session_id: str, *, db: Db = None,
                   (calls[d.span_id].start_ns - first_attempt[turn]) / 1e9 + d.latency_ms / 1e3)
                  for turn, d in recorded_decisions.items()]
         recorded = RecordedSession(session_id=sid, origin=origin_of(store, sid), runs=_runs(store, sid),
-                                   first_request=steps[0][1] if steps else {}, tool_results=_tool_results(store, sid))
+                                   first_request=steps[0][1] if steps else {}, tool_results=_tool_results(store, sid),
+                                   user_messages=[m["content"] for m in (steps[-1][1].get("messages") or [] if steps
+                                                                         else [])
+                                                  if m.get("role") == "user" and isinstance(m.get("content"), str)])
+    if callable(agent) and not isinstance(agent, AgentRegistration):
+        rerun_agent = agent
+    else:
+        registered = agent_for(agent, recorded.origin.agent, job="rerun")
+        if registered is None or registered.rerun is None:
+            raise missing_agent(recorded.origin.agent, job="rerun", instead=(
+                "or compare the recording with a new run through `flightrec replay run` or `fork`"))
+        rerun_agent = registered.rerun
     state: dict[str, Any] = {"calls": 0, "divergence": None, "model_s": 0.0}
 
     def handle(request: httpx2.Request) -> httpx2.Response:
@@ -258,7 +180,7 @@ def rerun(session_id: str, *, db: Db = None,
                                  http_client=httpx2.Client(transport=httpx2.MockTransport(handle)))
     with tempfile.TemporaryDirectory(prefix="flightrec-rerun-") as workdir:
         try:
-            agent(RerunContext(recorded, client, workdir, lambda: state["model_s"]))
+            rerun_agent(RerunContext(recorded, client, workdir, lambda: state["model_s"]))
         except ReplayError:
             if state["divergence"] is None:
                 raise

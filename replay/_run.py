@@ -9,18 +9,27 @@ from tracer import canonical_json, sha256_hex
 
 from ._edits import apply_edits
 from ._errors import ReplayError
-from ._model import ClientFactory, default_client_factory, send, target_of
+from ._model import ClientFactory, ModelChoice, choose_model, send
 from ._reconstruct import REPLAY_OF, Db, db_path, decisions, open_store, reconstruct_in
 from ._records import Decision, Edits, Origin, RunResult
+from ._registry import AgentRegistration, agent_for
 
 
-def replay_attributes(origin_session: str, origin_span: str, turn: int, kind: str, target: str, origin: Origin,
-                      edits: Edits) -> dict[str, Any]:
+def model_for(origin: Origin, agent: str | AgentRegistration | None, *, model_url: str | None, real: bool,
+              client_factory: ClientFactory | None, job: str) -> ModelChoice:
+    """``choose_model`` for a re-run; the registry is read only when no model is named or ``agent`` is given."""
+    named = client_factory is not None or bool(model_url) or real
+    registered = agent_for(agent, origin.agent, job=job) if agent is not None or not named else None
+    return choose_model(origin, agent=registered, model_url=model_url, real=real, client_factory=client_factory)
+
+
+def replay_attributes(origin_session: str, origin_span: str, turn: int, kind: str, model: ModelChoice,
+                      origin: Origin, edits: Edits) -> dict[str, Any]:
     """The session attributes that link a replay to its origin and say which model answered."""
     attributes: dict[str, Any] = {
         REPLAY_OF: f"{origin_session}:{origin_span}", "flightrec.replay.session": origin_session,
         "flightrec.replay.span_id": origin_span, "flightrec.replay.turn": turn, "flightrec.replay.kind": kind,
-        "flightrec.model_target": target, "flightrec.seed": origin.seed,
+        "flightrec.model_target": model.target, "flightrec.model": model.label, "flightrec.seed": origin.seed,
         "flightrec.replay.edits": edits.model_dump_json(exclude_defaults=True),
     }
     if origin.scenario:
@@ -28,14 +37,15 @@ def replay_attributes(origin_session: str, origin_span: str, turn: int, kind: st
     return attributes
 
 
-def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int = 1,
-        db: Db = None, real: bool = False, sim_url: str | None = None,
+def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int = 1, db: Db = None,
+        model_url: str | None = None, real: bool = False, agent: str | AgentRegistration | None = None,
         client_factory: ClientFactory | None = None) -> RunResult:
     """Re-sends the request of one decision, edited, ``trials`` times, and records the results.
 
     The re-runs are recorded as one new session (trial k is its turn k) whose session span
-    carries ``flightrec.replay.of`` = ``ORIGIN_SESSION:ORIGIN_SPAN``. With the simulated model,
-    trial k uses the recorded seed plus k, so trials vary and are reproducible.
+    carries ``flightrec.replay.of`` = ``ORIGIN_SESSION:ORIGIN_SPAN`` and says which model answered
+    (chosen as ``choose_model`` says). Trial k's client is made with the recorded seed plus k, so a
+    seeded model (the reference agent's simulator) varies per trial, reproducibly.
 
     Args:
         session_id: The recorded session (a unique prefix of 8+ characters works).
@@ -43,12 +53,15 @@ def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int =
         edits: What to change in the request; none re-sends it as recorded.
         trials: How many times to send it.
         db: The store; the replay is recorded into it too.
-        real: Use the real Anthropic API (needs ANTHROPIC_API_KEY) instead of the simulator.
-        sim_url: A ``flightrec sim serve`` to use instead of the in-process simulator.
-        client_factory: Makes the client per trial; overrides ``real`` and ``sim_url``.
+        model_url: A Messages-API-compatible endpoint to ask.
+        real: Ask the real Anthropic API (needs ANTHROPIC_API_KEY).
+        agent: The session's agent (a registration, or NAME or MODULE:ATTR); by default the one
+            registered under the recorded name. Its model answers when none is named.
+        client_factory: Makes the client per trial; overrides the rest.
 
     Raises:
-        tracer.UnknownSessionError, UnknownTurnError, NoContentError, EditError, ModelUnreachableError.
+        tracer.UnknownSessionError, UnknownTurnError, NoContentError, EditError, ModelUnreachableError,
+        NoModelError, AgentNotFoundError.
 
     Blocking: opens the store, then records into it; no other process may be writing it.
     """
@@ -58,20 +71,19 @@ def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int =
     with open_store(db) as store:
         rec = reconstruct_in(store, session_id, turn)
     body = apply_edits(rec.request, edits)
-    factory = client_factory or default_client_factory(real=real, sim_url=sim_url)
-    target = target_of(real=real, sim_url=sim_url) if client_factory is None else "custom"
-    where = "the Anthropic API" if real else sim_url or "the in-process simulator"
+    model = model_for(rec.origin, agent, model_url=model_url, real=real, client_factory=client_factory,
+                      job="replay run")
     recorder = tracer.Recorder(db_path(db))
     failure: BaseException | None = None
     try:
         origin_link = [(rec.decision.trace_id, rec.span_id)]  # an OpenTelemetry span link to the origin
         with recorder.session(rec.origin.agent or "agent", links=origin_link, **replay_attributes(
-                rec.session_id, rec.span_id, turn, "run", target, rec.origin, edits)) as session:
+                rec.session_id, rec.span_id, turn, "run", model, rec.origin, edits)) as session:
             for k in range(trials):
-                client = recorder.instrument(factory(rec.origin, rec.origin.seed + k))
+                client = recorder.instrument(model.factory(rec.origin, rec.origin.seed + k))
                 with session.turn():
                     try:
-                        send(client, body, where=where)
+                        send(client, body, where=model.label)
                     except ReplayError as exc:
                         failure = exc
                         session.set_status("error", str(exc))
@@ -83,5 +95,6 @@ def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int =
     with open_store(db) as store:
         trial_decisions: list[Decision] = list(decisions(store, session.id)[1].values())
     changed = sum(1 for d in trial_decisions if d.choice() != rec.decision.choice())
-    return RunResult(origin=rec.decision, replay_session_id=session.id, model_target=target, edits=edits,
+    return RunResult(origin=rec.decision, replay_session_id=session.id, model_target=model.target, model=model.label,
+                     edits=edits,
                      request_sha256=sha256_hex(canonical_json(body)), trials=trial_decisions, changed=changed)

@@ -17,6 +17,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("FLIGHTREC_WORLD", raising=False)
     monkeypatch.delenv("FLIGHTREC_SIM_URL", raising=False)
+    monkeypatch.delenv("FLIGHTREC_MODEL_URL", raising=False)
     monkeypatch.delenv("FLIGHTREC_JUDGE_MODEL", raising=False)
 
 

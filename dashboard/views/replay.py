@@ -18,7 +18,6 @@ from dashboard import _ui
 
 _RECENT = 200
 _MAX_TRIALS = 50
-_NO_AGENT = "none"
 # The last run and fork are kept in the browser session, so that the script's reruns (any widget
 # change) show them again without redoing them.
 _RUN, _FORK = "replay_run_result", "replay_fork_result"
@@ -230,27 +229,31 @@ def _edits(rec: replay.Reconstruction) -> replay.Edits:
     return replay.Edits(system=text if text != recorded else None, **fields)
 
 
-def _run(rec: replay.Reconstruction, edits: replay.Edits, trials: int) -> None:
+def _run(rec: replay.Reconstruction, edits: replay.Edits, trials: int, model_url: str | None) -> None:
     with st.spinner(f"Re-running turn {rec.turn} ({trials} trial{'s' * (trials != 1)})…"), \
             _ui.source().writing() as store:
-        result = replay.run(rec.session_id, rec.turn, edits, trials=trials, db=store)
+        result = replay.run(rec.session_id, rec.turn, edits, trials=trials, model_url=model_url, db=store)
         diffs = [replay.diff(f"{rec.session_id}:{rec.turn}", f"{result.replay_session_id}:{k}", db=store)
                  for k in range(1, len(result.trials) + 1)]
     st.session_state[_RUN] = {"span": rec.span_id, "edits": edits, "trials": trials, "result": result,
                               "diffs": diffs}
 
 
-def _fork(rec: replay.Reconstruction, edits: replay.Edits, tools: replay.ToolsMode, agent: str) -> None:
+def _fork(rec: replay.Reconstruction, edits: replay.Edits, tools: replay.ToolsMode, model_url: str | None) -> None:
     with st.spinner(f"Forking the session at turn {rec.turn}…"), _ui.source().writing() as store:
-        result = replay.fork(rec.session_id, rec.turn, edits, tools=tools,
-                             agent_factory=replay.AGENT_FACTORIES.get(agent), db=store)
+        result = replay.fork(rec.session_id, rec.turn, edits, tools=tools, model_url=model_url, db=store)
         trajectory = replay.diff(rec.session_id, result.session_id, db=store)
-    st.session_state[_FORK] = {"span": rec.span_id, "edits": edits, "how": (tools, agent), "result": result,
+    st.session_state[_FORK] = {"span": rec.span_id, "edits": edits, "how": tools, "result": result,
                                "diff": trajectory}
 
 
 def _actions(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
     """The run and fork buttons; ``edits`` is ``None`` while an edit is invalid."""
+    model_url = st.text_input(
+        "Model URL", key="replay_model_url", placeholder="the agent's own model",
+        help="Any Messages-API-compatible endpoint to ask. Empty: the model the session's agent registers (the "
+             "reference agent's simulator for its sessions); an agent that registers none needs one here.").strip() \
+        or None
     run_box, fork_box = st.columns(2)
     with run_box.container(border=True):
         st.markdown("**Re-run this decision**, recorded as a new session linked to this one")
@@ -259,20 +262,19 @@ def _actions(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
                                           "replay session, and the simulated model varies its seed per trial."))
         if st.button("Run", type="primary", icon=":material/play_arrow:", disabled=edits is None, key="replay_run"):
             try:
-                _run(rec, edits or replay.Edits(), trials)
+                _run(rec, edits or replay.Edits(), trials, model_url)
             except tracer.FlightrecError as exc:
                 _ui.show_error(exc)
     with fork_box.container(border=True):
         st.markdown("**Fork the session from this turn**, carrying the agent loop on with the edits")
-        tools = st.radio("Tool calls the recording does not have", ["live", "recorded-only"], horizontal=True,
+        tools = st.radio("Tool calls the recording does not have", ["live", "recorded"], horizontal=True,
                          key="replay_fork_tools",
                          help="Calls that match the recording always get the recorded result, so no side effect "
-                              "happens twice. Others run live, or with recorded-only end the fork.")
-        agent = st.selectbox("Agent whose tools and customer the fork uses", [*replay.AGENT_FACTORIES, _NO_AGENT],
-                             key="replay_fork_agent")
+                              "happens twice. Others run on the session's registered agent's own tools (live), or "
+                              "end the fork at the first one (recorded: no agent code runs).")
         if st.button("Fork", icon=":material/call_split:", disabled=edits is None, key="replay_fork"):
             try:
-                _fork(rec, edits or replay.Edits(), "live" if tools == "live" else "recorded-only", agent)
+                _fork(rec, edits or replay.Edits(), "live" if tools == "live" else "recorded", model_url)
             except tracer.FlightrecError as exc:
                 _ui.show_error(exc)
 
@@ -293,7 +295,7 @@ def _run_result(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
     _stale(done, edits, "run")
     n = len(result.trials)
     st.markdown(f"**{result.changed} of {n} trial{'s' * (n != 1)}** decided differently from the recording · "
-                f"answered by `{result.model_target}` · edited request sha256 `{result.request_sha256[:16]}…`")
+                f"answered by {result.model} · edited request sha256 `{result.request_sha256[:16]}…`")
     _ui.link("session", f"Open the replay session {result.replay_session_id}", id=result.replay_session_id)
     shown = 1
     if n > 1:
@@ -325,8 +327,9 @@ def _fork_result(rec: replay.Reconstruction, edits: replay.Edits | None) -> None
     trajectory: replay.SessionDiff = done["diff"]
     st.subheader("Fork")
     _stale(done, edits, "fork")
-    st.markdown(f"Ended **{result.status}** · tool calls answered from the recording: {result.recorded_tool_calls}, "
-                f"run live: {result.live_tool_calls}")
+    st.markdown(f"Ended **{result.status}** · answered by {result.model} · tool calls answered from the recording: "
+                f"{result.recorded_tool_calls}, run live: {result.live_tool_calls}"
+                + (f" (agent {result.agent})" if result.agent else ""))
     st.text(f"Why: {result.reason}")
     _ui.link("session", f"Open the fork session {result.session_id}", id=result.session_id)
     st.dataframe(pd.DataFrame({

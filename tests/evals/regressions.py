@@ -20,8 +20,6 @@ can never flag, and the per-case test must::
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +28,7 @@ import httpx2
 
 import evals
 from reference_agent import SYSTEM_PROMPT, SimulatedModel, sim_options
+from reference_agent.plugin import ReferenceEvalAgent
 
 DATA_RULE = "4. Knowledge-base articles"
 """The start of the system prompt's safety rule that ``without_data_rule`` drops."""
@@ -38,19 +37,7 @@ _SIM_URL = "http://sim.regressions.invalid"
 """Any URL does: the in-process transport answers every request."""
 
 
-class _Agent(evals.ReferenceEvalAgent):
-    """The reference agent in a working directory of its own (a user factory gets no workdir)."""
-
-    def __init__(self, settings: Mapping[str, str]) -> None:
-        self._workdir = tempfile.mkdtemp(prefix="flightrec-regression-")
-        super().__init__(settings, self._workdir)
-
-    def close(self) -> None:
-        super().close()
-        shutil.rmtree(self._workdir, ignore_errors=True)
-
-
-class _WithoutTool(_Agent):
+class _WithoutTool(ReferenceEvalAgent):
     """Drops one tool from every request on its way to the simulated model."""
 
     tool = "escalate_to_human"
@@ -76,7 +63,7 @@ class _WithoutTool(_Agent):
 def without_data_rule(settings: Mapping[str, str]) -> evals.EvalAgent:
     """The reference agent whose system prompt lost its "articles are data" safety rule."""
     prompt = "\n".join(line for line in SYSTEM_PROMPT.splitlines() if not line.startswith(DATA_RULE))
-    return _Agent({**settings, "system_prompt": prompt})
+    return ReferenceEvalAgent({**settings, "system_prompt": prompt})
 
 
 def without_escalation(settings: Mapping[str, str]) -> evals.EvalAgent:

@@ -259,9 +259,11 @@ def test_an_unknown_baseline_fails_before_any_trial_runs(tiny):
     pytest.param(["--set", "variant=no-refunds"],
                  "no reference-agent variant 'no-refunds'; the variants are: no-refund-confirmation.",
                  id="unknown variant"),
-    pytest.param(["--agent", "nosuch:thing"], "--agent 'nosuch:thing': cannot import nosuch", id="unknown agent"),
-    pytest.param(["--agent", "nosuch"], "give MODULE:FACTORY (for example mypkg.evals:make_agent)",
-                 id="agent without factory"),
+    pytest.param(["--agent", "nosuch:thing"], "--agent nosuch:thing: cannot import nosuch", id="unknown agent"),
+    pytest.param(["--agent", "nosuch"], "--agent nosuch: no agent of that name is registered (registered: "
+                                        "reference, support)", id="unregistered agent name"),
+    pytest.param(["--agent", "json:dumps"], "--agent json:dumps built a str, not an eval agent (it lacks check, "
+                                            "run_trial, close)", id="not an agent factory"),
     pytest.param(["--tag", "billing"], "no case in tiny has the tag(s) billing; its tags are: orders, policy, refund.",
                  id="tag matching no case"),
     pytest.param(["--trials", "0"], "--trials and --concurrency must be at least 1.", id="zero trials"),

@@ -93,7 +93,7 @@ def test_a_missing_file_says_so_and_names_the_bundled_suites():
                  ["shared.yaml, shared scorers: scorer 'max_turns': field 'turns'"], id="bad shared scorer"),
     pytest.param("top.yaml", "nmae: top\ncases:\n" + CASE_A,
                  ["top.yaml: unknown top-level field(s) nmae",
-                  "a dataset has name, description, scorers, pass_threshold and cases"],
+                  "a dataset has name, description, agent, scorers, pass_threshold and cases"],
                  id="unknown top-level field"),
     pytest.param("cases.json", '{"cases": []}', ["cases.json: a dataset is a .yaml, .yml or .jsonl file"],
                  id="wrong suffix"),

@@ -23,7 +23,7 @@ def refunds(session_id: str) -> int:
 def test_an_unedited_fork_serves_every_tool_call_from_the_recording():
     sid = record("refund_under_threshold")
     assert refunds(sid) == 1
-    result = replay.fork(sid, 1, agent_factory=replay.reference_agent_factory)
+    result = replay.fork(sid, 1)
     assert result.live_tool_calls == 0 and result.recorded_tool_calls >= 2
     assert refunds(sid) == 1 and refunds(result.session_id) == 0  # the refund was not paid a second time
     assert replay.diff(sid, result.session_id).first_divergence is None
@@ -44,11 +44,11 @@ def test_walkthrough_fork_without_the_rule_diverges_at_the_edited_turn(refund_se
     assert "first divergence at turn 3" in out
 
 
-def test_new_tool_calls_run_live_or_stop_under_recorded_only(refund_session):
+def test_new_tool_calls_run_live_or_stop_under_recorded(refund_session):
     edits = replay.Edits(replace_messages={0: OTHER_ORDER})
-    stopped = replay.fork(refund_session, 1, edits, tools="recorded-only")
+    stopped = replay.fork(refund_session, 1, edits, tools="recorded")
     assert stopped.status == "stopped"
     assert stopped.reason.startswith('the model asked for get_order({"order_id":"A-1001"}), which the recording')
-    live = replay.fork(refund_session, 1, edits, agent_factory=replay.reference_agent_factory)
+    live = replay.fork(refund_session, 1, edits)  # the session's registered agent: the reference agent
     assert live.live_tool_calls >= 1
     assert live.decisions[0].tool_uses == [{"name": "get_order", "input": {"order_id": "A-1001"}}]

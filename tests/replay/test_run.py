@@ -56,7 +56,8 @@ def test_the_replay_is_a_new_session_linked_to_its_origin(refund_session):
         (origin_trace, result.origin.span_id)]
     assert summary.turns == 2 and summary.llm_calls == 2
     assert attrs[replay.REPLAY_OF] == f"{refund_session}:{result.origin.span_id}"
-    assert attrs["flightrec.model_target"] == "sim" and attrs["flightrec.replay.turn"] == 3
+    assert attrs["flightrec.model_target"] == "agent" and attrs["flightrec.replay.turn"] == 3
+    assert attrs["flightrec.model"] == "the reference agent's simulator (in process)" == result.model
     assert json.loads(attrs["flightrec.replay.edits"]) == {"temperature": 0.5}
     assert body["temperature"] == 0.5  # the edit reached the wire
 
@@ -70,8 +71,8 @@ def test_an_unreachable_model_is_a_clear_error(refund_session):
     with socket.socket() as s:  # a loopback port with nobody listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code, out = cli("run", refund_session, "--turn", "3", "--sim-url", f"http://127.0.0.1:{port}")
-    assert code == 2 and out.startswith("error: cannot reach the model at http://127.0.0.1:") and "Traceback" not in out
+    code, out = cli("run", refund_session, "--turn", "3", "--model-url", f"http://127.0.0.1:{port}")
+    assert code == 2 and out.startswith("error: cannot reach http://127.0.0.1:") and "Traceback" not in out
 
 
 def test_the_real_api_needs_a_key(refund_session):

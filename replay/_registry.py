@@ -1,0 +1,175 @@
+"""The agent registry: how replay and evals find an agent's code without importing it.
+
+An agent registers an ``AgentRegistration`` under the ``flightrec.agents`` entry-point group, as
+commands do under ``flightrec.commands``::
+
+    [project.entry-points."flightrec.agents"]
+    trip-planner = "trips.flightrec:REGISTRATION"
+
+``--agent NAME`` finds it by that name; ``--agent MODULE:ATTR`` imports it directly (for an agent
+that is not installed as a package). A session records its agent's name (``gen_ai.agent.name``),
+so fork and rerun pick the registered agent of that name by default, and refuse, saying why, when
+none matches: a fork never runs another agent's tools.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from ._errors import AgentNotFoundError
+
+if TYPE_CHECKING:
+    from ._fork import AgentFactory
+    from ._model import ClientFactory
+    from ._rerun import RerunAgent
+
+GROUP = "flightrec.agents"
+"""The entry-point group agents register under."""
+
+
+@dataclass(frozen=True)
+class AgentRegistration:
+    """What flightrec can do with one agent. Every part but ``name`` is optional; a job that needs
+    a missing part says so.
+
+    Example (the quickest way to fill it is ``evals.agent``, which builds every part from one
+    ``run(case, client)`` function)::
+
+        REGISTRATION = replay.AgentRegistration(
+            name="trip-planner", model=lambda origin, seed: my_fake_model.client(),
+            model_label="trip-planner's fake model", eval=make_eval_agent, fork=make_fork_agent)
+    """
+
+    name: str
+    """The name its sessions record (``gen_ai.agent.name``, the ``agent`` of ``recorder.session``)."""
+    model: ClientFactory | None = None
+    """The model a replay of its sessions asks when the user names none (a simulator, a test double).
+    ``None``: replay asks the user to name one (``--model-url``, ``--real``)."""
+    model_label: str | None = None
+    """How replay names that model to the user (default: "NAME's own model")."""
+    eval: Callable[[Mapping[str, str]], Any] | None = None
+    """``eval(settings) -> evals.EvalAgent``: the agent under test, built from ``--set`` values."""
+    fork: AgentFactory | None = None
+    """Its live tools and user for ``replay fork --tools live``."""
+    rerun: RerunAgent | None = None
+    """Re-executes one of its sessions for ``replay rerun --recorded``."""
+    description: str = ""
+    """One line for listings."""
+
+    @property
+    def label(self) -> str:
+        return self.model_label or f"{self.name}'s own model"
+
+
+def registered_agents() -> dict[str, AgentRegistration]:
+    """Every agent installed packages register, by entry-point name.
+
+    Raises:
+        AgentNotFoundError: an entry point does not load, or is not an ``AgentRegistration``.
+    """
+    out: dict[str, AgentRegistration] = {}
+    for ep in entry_points(group=GROUP):
+        out[ep.name] = _checked(_load(ep.load, f"the {GROUP} entry point {ep.name!r} ({ep.value})"),
+                                f"the {GROUP} entry point {ep.name!r} ({ep.value})")
+    return out
+
+
+def load_target(spec: str) -> Any:
+    """What ``--agent SPEC`` names: a registered agent (``NAME``), or any object (``MODULE:ATTR``).
+
+    Raises:
+        AgentNotFoundError: no such registered agent, module or attribute.
+    """
+    if ":" not in spec:
+        agents = registered_agents()
+        if spec not in agents:
+            raise AgentNotFoundError(f"--agent {spec}: no agent of that name is registered ({_known(agents)}). "
+                                     f"Register it under the {GROUP!r} entry-point group, or pass MODULE:ATTR.")
+        return agents[spec]
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise AgentNotFoundError(f"--agent {spec!r}: give NAME or MODULE:ATTR (for example trips.agent:REGISTRATION).")
+
+    def load() -> Any:
+        # As uvicorn does for its APP: the working directory's modules are importable without PYTHONPATH.
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise AgentNotFoundError(f"--agent {spec}: cannot import {module_name} ({exc}). Run from the directory "
+                                     "that holds it (it is importable from there), or add its directory to "
+                                     "PYTHONPATH.") from None
+        if not hasattr(module, attr):
+            raise AgentNotFoundError(f"--agent {spec}: {module_name} has no {attr!r}.")
+        return getattr(module, attr)
+
+    return _load(load, f"--agent {spec}")
+
+
+def find_agent(spec: str) -> AgentRegistration:
+    """The ``AgentRegistration`` that ``--agent SPEC`` names.
+
+    Raises:
+        AgentNotFoundError: there is none, or SPEC names something else.
+    """
+    return _checked(load_target(spec), f"--agent {spec}")
+
+
+def agent_for(spec: str | AgentRegistration | None, recorded: str | None, *, job: str) -> AgentRegistration | None:
+    """The agent that acts on a session recorded by agent ``recorded``: the one ``spec`` is or names
+    (``--agent`` NAME or MODULE:ATTR), else the one registered under the recorded name. ``None`` when
+    no spec is given and none is registered.
+
+    Raises:
+        AgentNotFoundError: ``spec`` cannot be loaded, or it is a different agent than the recorded
+            one (its tools and code would act on a conversation they were never part of).
+    """
+    if spec is None:
+        return registered_agents().get(recorded) if recorded else None
+    registration = spec if isinstance(spec, AgentRegistration) else find_agent(spec)
+    if recorded and registration.name != recorded:
+        raise AgentNotFoundError(
+            f"--agent {registration.name if isinstance(spec, AgentRegistration) else spec} is the agent "
+            f"{registration.name!r}, and the session was recorded by {recorded!r}: "
+            f"{job} would run one agent's code on another's conversation. Name the registration of {recorded!r}, "
+            "or leave --agent out.")
+    return registration
+
+
+def missing_agent(recorded: str | None, *, job: str, instead: str) -> AgentNotFoundError:
+    """The error for a job that needs the session's agent when none is registered."""
+    who = f"agent {recorded!r}" if recorded else "an agent that recorded no name"
+    try:
+        known = _known(registered_agents())
+    except AgentNotFoundError as exc:
+        known = str(exc)
+    return AgentNotFoundError(
+        f"{job} needs the session's own agent code, and the session was recorded by {who}, which is not registered "
+        f"({known}). Register it under the {GROUP!r} entry-point group or pass --agent MODULE:ATTR; {instead}.")
+
+
+def _load(load: Callable[[], Any], what: str) -> Any:
+    try:
+        return load()
+    except AgentNotFoundError:
+        raise
+    except Exception as exc:  # the agent's own module failed to import: say where
+        raise AgentNotFoundError(f"{what} failed to load: {type(exc).__name__}: {exc}") from None
+
+
+def _checked(target: Any, what: str) -> AgentRegistration:
+    if not isinstance(target, AgentRegistration):
+        raise AgentNotFoundError(f"{what} is a {type(target).__name__}, not a replay.AgentRegistration. Point it at "
+                                 "the registration (evals.agent(...) makes one from a run(case, client) function).")
+    return target
+
+
+def _known(agents: Mapping[str, AgentRegistration]) -> str:
+    return "registered: " + ", ".join(sorted(agents)) if agents else "none are registered"
