@@ -247,6 +247,12 @@ def _fork(rec: replay.Reconstruction, edits: replay.Edits, tools: replay.ToolsMo
                                "diff": trajectory}
 
 
+def _failed(exc: tracer.FlightrecError) -> None:
+    _ui.show_error(exc)
+    if isinstance(exc, replay.NoModelError):
+        st.info("On this page, put the endpoint in **Model URL** above.", icon=":material/info:")
+
+
 def _actions(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
     """The run and fork buttons; ``edits`` is ``None`` while an edit is invalid."""
     model_url = st.text_input(
@@ -264,7 +270,7 @@ def _actions(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
             try:
                 _run(rec, edits or replay.Edits(), trials, model_url)
             except tracer.FlightrecError as exc:
-                _ui.show_error(exc)
+                _failed(exc)
     with fork_box.container(border=True):
         st.markdown("**Fork the session from this turn**, carrying the agent loop on with the edits")
         tools = st.radio("Tool calls the recording does not have", ["live", "recorded"], horizontal=True,
@@ -276,7 +282,7 @@ def _actions(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
             try:
                 _fork(rec, edits or replay.Edits(), "live" if tools == "live" else "recorded", model_url)
             except tracer.FlightrecError as exc:
-                _ui.show_error(exc)
+                _failed(exc)
 
 
 def _stale(done: dict[str, Any], edits: replay.Edits | None, what: str) -> None:

@@ -116,3 +116,29 @@ def test_an_edit_that_does_not_parse_says_so_and_cannot_run(store, asks_to_confi
     assert not at.exception
     assert "the tool definition is not valid JSON" in at.error[0].value
     assert at.button(key="replay_run").disabled
+
+
+def test_a_custom_agents_session_asks_for_a_model_and_uses_the_one_named(tmp_path, monkeypatch):
+    """A session of an agent that is not registered: the page says how to name a model, then uses it."""
+    from tests.dashboard.conftest import DB_ENV, MODE_ENV
+    from tests.replay import invoice_agent
+
+    db = tmp_path / "clerk.duckdb"
+    recorder = tracer.Recorder(str(db))
+    try:
+        session_id = invoice_agent.record(recorder)
+    finally:
+        recorder.shutdown()
+    monkeypatch.setenv(DB_ENV, str(db))
+    monkeypatch.setenv(MODE_ENV, "read_only")
+    at = app("replay", id=session_id, turn="2")
+    at.button(key="replay_run").click().run()
+    assert not at.exception
+    assert at.error[0].value.startswith("no model to ask: the session was recorded by agent 'invoice-clerk'")
+    assert "put the endpoint in **Model URL** above" in at.info[0].value
+    with invoice_agent.MODEL.serve() as url:
+        at.text_input(key="replay_model_url").set_value(url).run()
+        at.button(key="replay_run").click().run()
+    no_exceptions(at)
+    assert f"**0 of 1 trial** decided differently from the recording · answered by {url}" in "\n".join(
+        m.value for m in at.markdown)
