@@ -1,0 +1,26 @@
+"""Test doubles for agents on the ``anthropic`` SDK: a fake Messages API, scripted or computed.
+
+Quick start::
+
+    from tracer.testing import FakeModel, reply, tool_use
+
+    fake = FakeModel([reply("Checking.", tool_use("get_weather", {"city": "Paris"})), reply("Sunny.")])
+    client = fake.client()                 # the real anthropic client, answered offline
+    with fake.serve() as url:              # or over a loopback port, for another process
+        ...
+"""
+
+from ._fake_model import Answer, FakeError, FakeModel, Policy, ScriptExhausted, error, reply, text, thinking, tool_use
+
+__all__ = [
+    "Answer",
+    "FakeError",
+    "FakeModel",
+    "Policy",
+    "ScriptExhausted",
+    "error",
+    "reply",
+    "text",
+    "thinking",
+    "tool_use",
+]
