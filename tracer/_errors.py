@@ -6,7 +6,7 @@ and is printed by the CLI without a traceback::
     FlightrecError
     ├── ConfigError              bad configuration (content mode, price file, redactor)
     ├── StoreError               the DuckDB file cannot be used
-    │   ├── StoreLockedError     another process holds the single writer lock
+    │   ├── StoreLockedError     another process holds the file's lock
     │   └── SchemaTooNewError    the file was written by a newer flightrec
     ├── UnknownSessionError      no session with that id in the store
     ├── UnknownEvalRunError      no eval run with that id or label in the store
@@ -19,6 +19,11 @@ a ``duckdb.Error``.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._holder import Holder
 
 
 class FlightrecError(Exception):
@@ -34,7 +39,12 @@ class StoreError(FlightrecError):
 
 
 class StoreLockedError(StoreError):
-    """Another process holds the write lock on the store file."""
+    """Another process holds the lock on the store file."""
+
+    def __init__(self, message: str, *, holder: Holder | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+        """The ``flightrec serve`` that holds it, when one does (``tracer.connect`` reads through it)."""
 
 
 class SchemaTooNewError(StoreError):

@@ -34,6 +34,7 @@ from ._errors import (
     UnknownEvalRunError,
     UnknownSessionError,
 )
+from ._holder import find_holder
 from ._ingest import _SESSION_SUMS, Batch
 from ._loops import outcome_key_sql
 from ._migrations import LATEST, MIGRATIONS
@@ -117,9 +118,22 @@ def default_db_path(db: str | os.PathLike[str] | None = None) -> str:
 
 def _map_open_error(path: str, exc: duckdb.Error) -> StoreError:
     text = str(exc)
-    holder = _LOCK_HOLDER.search(text)
-    if holder or "Could not set lock" in text:
-        who = f"process {holder.group(2)} ({holder.group(1)})" if holder else "another process"
+    lock = _LOCK_HOLDER.search(text)
+    if lock or "Could not set lock" in text:
+        served = find_holder(path, int(lock.group(2)) if lock else None)
+        if served is not None:
+            again = "flightrec traces list" + ("" if path == DEFAULT_DB else f" --db {path}")
+            return StoreLockedError(
+                f"the trace store {path} is held by `flightrec serve` (PID {served.pid}, {served.url}). Commands "
+                f"that read it, and alert and label changes, go through that serve (`{again}` works now); this one "
+                "needs the file itself: stop that serve (Ctrl-C where it runs), or use another file with --db / "
+                "FLIGHTREC_DB.", holder=served)
+        who = f"process {lock.group(2)} ({lock.group(1)})" if lock else "another process"
+        if "read-only mode" in text:  # DuckDB's hint when the holder only reads: readers may share the file
+            return StoreLockedError(
+                f"the trace store {path} is open read-only in {who} (`flightrec dashboard` opens it so), which "
+                "keeps writers out until it closes: stop that process, or use another file with --db / "
+                "FLIGHTREC_DB. Commands that only read work beside it.")
         return StoreLockedError(
             f"the trace store {path} is open for writing in {who}. A DuckDB file has a single writer: "
             "wait for that process to finish, stop it, or use another file with --db / FLIGHTREC_DB. "
