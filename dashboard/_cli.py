@@ -38,10 +38,12 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_hos
           no_dashboard: bool) -> None:
     """Run the store's single writer: an OTLP/HTTP collector on /v1/traces that agents in any
     process or language send traces to, and the dashboard, which shows them as they land.
-    Installed packages add to it (the detectors run online)."""
+    Other commands read the file through it meanwhile. Installed packages add to it (the
+    detectors run online)."""
     from importlib.metadata import entry_points
 
     from tracer._collector import Collector
+    from tracer._read_api import ReadApi
 
     check_port_free(host, port, "--port")
     if not no_dashboard:
@@ -54,6 +56,7 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_hos
             hook(session_ids)
 
     collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None)
+    read_api = ReadApi(db_path, collector_url=collector.url).start()  # other commands read the file through it
     click.echo(f"flightrec collector on {collector.url}/v1/traces, writing {db_path} (Ctrl-C to stop)")
     click.echo(f"send traces: OTEL_EXPORTER_OTLP_ENDPOINT={collector.url} (any OpenTelemetry SDK), or "
                f"tracer.configure(endpoint=\"{collector.url}\")")
@@ -66,6 +69,7 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_hos
     except KeyboardInterrupt:
         pass
     finally:
+        read_api.close()
         collector.close()
         for hook in hooks:
             getattr(hook, "close", lambda: None)()

@@ -153,7 +153,7 @@ def compare_cmd(baseline: str, candidate: str, report: str | None, alpha: float,
                 as_json: bool) -> None:
     """Compare two stored runs (ids, prefixes or labels); exit 1 if CANDIDATE regresses."""
     _check_alpha(alpha)
-    with tracer.Store(db, read_only=True) as store:
+    with tracer.connect(db) as store:
         comparison = compare_stored(store, baseline, candidate, alpha=alpha)
         run = store.find_eval_run(candidate)
         results = store.eval_results(run.run_id)
@@ -172,7 +172,7 @@ def list_cmd(limit: int, db: str | None, as_json: bool) -> None:
     """Stored eval runs, newest first."""
     runs: list[tracer.EvalRunRecord] = []
     if Path(tracer.default_db_path(db)).exists():  # no store yet is no runs yet, not an error
-        with tracer.Store(db, read_only=True) as store:
+        with tracer.connect(db) as store:
             runs = store.eval_runs(limit=limit)
     if as_json:
         click.echo(json.dumps([r.model_dump() for r in runs], indent=2))
@@ -193,7 +193,7 @@ def list_cmd(limit: int, db: str | None, as_json: bool) -> None:
 @json_option
 def show_cmd(run: str, db: str | None, as_json: bool) -> None:
     """One stored run: totals and the cases that did not pass every trial."""
-    with tracer.Store(db, read_only=True) as store:
+    with tracer.connect(db) as store:
         record = store.find_eval_run(run)
         results = store.eval_results(record.run_id)
     if as_json:
@@ -208,7 +208,7 @@ def show_cmd(run: str, db: str | None, as_json: bool) -> None:
 @db_option
 def label_cmd(run: str, label: str, db: str | None) -> None:
     """Point LABEL (for example `baseline`) at RUN."""
-    with tracer.Store(db) as store:
+    with tracer.connect(db, read_only=False) as store:
         record = store.find_eval_run(run)
         store.label_eval_run(record.run_id, label)
     click.echo(f"{label} → {record.run_id}")
@@ -221,7 +221,7 @@ def label_cmd(run: str, label: str, db: str | None) -> None:
 @db_option
 def add_case_cmd(session_id: str, dataset: str, case_id: str | None, db: str | None) -> None:
     """Turn a recorded session into a draft case; review its expectations before you commit it."""
-    with tracer.Store(db, read_only=True) as store:
+    with tracer.connect(db) as store:
         case = draft_case(store, session_id, case_id=case_id)
     add_case(dataset, case)
     click.echo(f"added case {case['id']} to {dataset} with {len(case['expect'])} draft expectations "
@@ -303,7 +303,7 @@ def alerts() -> None:
 def alerts_list(status: str | None, severity: str | None, session_id: str | None, limit: int, db: str | None,
                 as_json: bool) -> None:
     """Alerts, most recently seen first."""
-    with tracer.Store(db, read_only=True) as store:
+    with tracer.connect(db) as store:
         found = store.alerts(status=status, severity=severity, session_id=session_id, limit=limit)
     if as_json:
         click.echo(json.dumps([a.model_dump() for a in found], indent=2))
@@ -320,7 +320,7 @@ def alerts_list(status: str | None, severity: str | None, session_id: str | None
 @json_option
 def alerts_show(alert_id: str, db: str | None, as_json: bool) -> None:
     """One alert with its evidence."""
-    with tracer.Store(db, read_only=True) as store:
+    with tracer.connect(db) as store:
         a = store.get_alert(alert_id)
     if as_json:
         click.echo(a.model_dump_json(indent=2))
@@ -345,7 +345,7 @@ def _when(ns: int) -> str:
 
 
 def _set_status(alert_id: str, status: str, db: str | None) -> None:
-    with tracer.Store(db) as store:
+    with tracer.connect(db, read_only=False) as store:
         a = store.set_alert_status(alert_id, status)
     click.echo(f"{a.alert_id} {status}: {a.title}")
 

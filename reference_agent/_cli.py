@@ -48,6 +48,9 @@ def _world_path(db: str | None, world_path: str | None) -> str:
 @contextmanager
 def _agent(db: str | None, world_path: str | None, **options: Any) -> Iterator[Agent]:
     """An agent on the given stores; the recorder is flushed and the world closed afterwards."""
+    # The recorder would drop the whole trace of a store another process holds (tracing never
+    # breaks an agent); a command can still refuse to start, with a message naming the holder.
+    tracer.Store(db).close()
     recorder = tracer.Recorder(db)
     try:
         with World(_world_path(db, world_path)) as world:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from tracer import Store
+from tracer import connect
 from tracer._cli import db_option, json_option
 
 from . import _render
@@ -129,7 +129,7 @@ def show(session_id: str, turn: int, db: str | None, as_json: bool) -> None:
 @click.option("--session", "session_id", default=None, help="Only this session.")
 def verify(db: str | None, as_json: bool, session_id: str | None) -> None:
     """Rebuild every stored call and check it against its recorded hash (exit 1 if any fails)."""
-    with Store(db, read_only=True) as store:
+    with connect(db) as store:
         if session_id:
             session_id = store.get_session(session_id).session_id
         result = store.verify_requests(session_id)

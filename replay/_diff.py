@@ -189,8 +189,9 @@ def diff(a: str, b: str, *, context: bool = False,
     Raises:
         tracer.UnknownSessionError, UnknownTurnError, NoContentError (``context`` only), ReplayError.
 
-    Blocking: opens the store read-only for the duration of the call.
+    Blocking: opens the store read-only for the duration of the call (or reads it through the
+    ``flightrec serve`` that holds it).
     """
-    with open_store(db) as store:
+    with open_store(db, through_serve=True) as store:
         return diff_in(store, a, b, context=context)
 

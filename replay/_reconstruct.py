@@ -8,7 +8,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tracer import CallOutline, NotRebuildableError, Store, canonical_json, default_db_path, sha256_hex
+from tracer import (
+    CallOutline,
+    NotRebuildableError,
+    ServedStore,
+    Store,
+    canonical_json,
+    connect,
+    default_db_path,
+    sha256_hex,
+)
 
 from ._errors import NoContentError, UnknownTurnError
 from ._records import Decision, Origin, Reconstruction
@@ -28,13 +37,18 @@ def db_path(db: Db) -> str:
 
 
 @contextmanager
-def open_store(db: Db) -> Iterator[Store]:
+def open_store(db: Db, *, through_serve: bool = False) -> Iterator[Store | ServedStore]:
     """The store to read: an open one as it is, or the file read-only, closed on exit so that a
-    recorder can write the same file afterwards."""
+    recorder can write the same file afterwards.
+
+    With ``through_serve``, a file that ``flightrec serve`` holds is read through it
+    (``tracer.connect``): for callers that only read. One that records into the file afterwards
+    opens it directly, so that it fails at once with a message naming the serve.
+    """
     if isinstance(db, Store):
         yield db
         return
-    store = Store(db, read_only=True)
+    store = connect(db) if through_serve else Store(db, read_only=True)
     try:
         yield store
     finally:
@@ -149,7 +163,8 @@ def reconstruct(session_id: str, turn: int, *, db: Db = None) -> Reconstruction:
         NoContentError: the session was recorded without content, or by other instrumentation
             (the message says why).
 
-    Blocking: opens the store read-only for the duration of the call.
+    Blocking: opens the store read-only for the duration of the call (or reads it through the
+    ``flightrec serve`` that holds it).
     """
-    with open_store(db) as store:
+    with open_store(db, through_serve=True) as store:
         return reconstruct_in(store, session_id, turn)

@@ -15,6 +15,7 @@ Quick start::
 """
 
 from ._canonical import canonical_json, sha256_hex
+from ._connect import ServedStore, connect
 from ._decision import ToolKinds
 from ._errors import (
     ConfigError,
@@ -86,6 +87,7 @@ __all__ = [
     "Recorder",
     "Redactor",
     "SchemaTooNewError",
+    "ServedStore",
     "Session",
     "SessionAccount",
     "SessionSummary",
@@ -109,6 +111,7 @@ __all__ = [
     "canonical_arguments",
     "canonical_json",
     "configure",
+    "connect",
     "current_session",
     "default_db_path",
     "find_loops",

@@ -20,10 +20,10 @@ from typing import Any
 
 import click
 
+from ._connect import connect
 from ._errors import ConfigError, FlightrecError
 from ._recorder import __version__
 from ._render import session_account, sessions_table
-from ._store import Store
 
 EXIT_ERROR = 2
 _MAX_WIDTH = 100
@@ -202,7 +202,7 @@ def traces() -> None:
 @click.option("--agent", default=None, help="Only sessions of this agent.")
 def traces_list(db: str | None, as_json: bool, limit: int, offset: int, agent: str | None) -> None:
     """List sessions, newest first."""
-    with Store(db, read_only=True) as store:
+    with connect(db) as store:
         rows = store.list_sessions(limit=limit, offset=offset, agent=agent)
         total = store.count_sessions()
     if as_json:
@@ -224,7 +224,7 @@ def traces_list(db: str | None, as_json: bool, limit: int, offset: int, agent: s
 @json_option
 def traces_show(session_id: str, db: str | None, as_json: bool) -> None:
     """Show a session decision by decision: what the model saw, could pick, picked, why, and the cost."""
-    with Store(db, read_only=True) as store:
+    with connect(db) as store:
         account = store.session_account(session_id)
     if as_json:
         click.echo(account.model_dump_json(indent=2))

@@ -199,9 +199,10 @@ class Collector:
                 log.warning("flightrec collector: the sessions-ended hook failed", exc_info=True)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    owner: Collector
-    protocol_version = "HTTP/1.1"  # keep-alive: exporters send many requests on one connection
+class Replying(BaseHTTPRequestHandler):
+    """What flightrec's HTTP handlers share: keep-alive, replies with a length, quiet logs."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive: clients send many requests on one connection
     server_version = "flightrec-collector"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
@@ -216,6 +217,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
+
+
+class _Handler(Replying):
+    owner: Collector
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         if status < 500:
