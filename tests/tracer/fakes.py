@@ -1,20 +1,20 @@
-"""A scripted Messages API behind an httpx2 transport, and a small agent loop to drive it.
+"""The support agent the tracer tests record, on ``tracer.testing.FakeModel``, and its tool-use loop.
 
-The real ``anthropic`` client talks to it, so the tests exercise the SDK's own request building,
-retries, streaming and middleware exactly as in production.
+The real ``anthropic`` client talks to the fake, so the tests exercise the SDK's own request
+building, retries, streaming and middleware exactly as in production.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anthropic
-import httpx2
 
 import tracer
+from tracer.testing import FakeModel, error, reply, tool_use
 
 TOOLS = [
     {"name": "get_order", "description": "Look up an order by id.",
@@ -29,79 +29,34 @@ TOOLS = [
 
 def message(content: list[dict[str, Any]], stop: str, *, model: str = "claude-haiku-4-5", input_tokens: int = 400,
             output_tokens: int = 40, cache_read: int = 0, cache_write: int = 0) -> dict[str, Any]:
-    return {
-        "id": "msg_test", "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": stop, "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                  "cache_read_input_tokens": cache_read, "cache_creation_input_tokens": cache_write},
-    }
+    """A reply with fixed usage (400 input and 40 output tokens unless told), so that costs are round."""
+    return reply(*content, stop_reason=stop, model=model, input_tokens=input_tokens, output_tokens=output_tokens,
+                 cache_read_input_tokens=cache_read, cache_creation_input_tokens=cache_write)
 
 
-class _Chunks(httpx2.SyncByteStream, httpx2.AsyncByteStream):
-    """A body that arrives chunk by chunk, as over a socket (not pre-read like ``content=``)."""
+class FakeAPI(FakeModel):
+    """A FakeModel that plays a policy: by default, look the order up, then answer.
 
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = chunks
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._chunks
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for c in self._chunks:
-            yield c
-
-
-class FakeAPI:
-    """A Messages API that plays a policy: by default, look the order up, then answer.
-
-    ``errors`` is a list of HTTP statuses to return, one per request, before normal answers.
+    ``errors`` is a list of HTTP statuses to answer, one per request, before the policy's answers.
     ``chunked`` streams bodies as a live socket would, so the tee path of capture is exercised.
     """
 
     def __init__(self, policy: Callable[[dict[str, Any]], dict[str, Any]] | None = None, *,
-                 errors: list[int] | None = None, chunked: bool = True) -> None:
-        self.policy = policy or support_policy
-        self.errors = list(errors or [])
-        self.chunked = chunked
-        self.requests: list[dict[str, Any]] = []
+                 errors: Sequence[int] | None = None, chunked: bool = True) -> None:
+        failures = [error(status, "try later") for status in errors or ()]
+        answer = policy or support_policy
 
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        body = json.loads(request.content)
-        self.requests.append(body)
-        if self.errors:
-            status = self.errors.pop(0)
-            kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
-            return httpx2.Response(status, json={"type": "error", "error": {"type": kind, "message": "try later"}},
-                                   headers={"retry-after-ms": "1"})
-        msg = self.policy(body)
-        if body.get("stream"):
-            chunks = list(tracer.sse_events(msg, chunk=8))
-            headers = {"content-type": "text/event-stream"}
-            if self.chunked:
-                return httpx2.Response(200, headers=headers, stream=_Chunks(chunks))
-            return httpx2.Response(200, headers=headers, content=b"".join(chunks))
-        return httpx2.Response(200, json=msg)
+        def play(body: dict[str, Any]) -> Any:
+            return failures.pop(0) if failures else answer(body)
 
-    async def handle_async(self, request: httpx2.Request) -> httpx2.Response:
-        await request.aread()
-        return self(request)
-
-    def client(self, **kwargs: Any) -> anthropic.Anthropic:
-        return anthropic.Anthropic(api_key="test", http_client=httpx2.Client(transport=httpx2.MockTransport(self)),
-                                   **kwargs)
-
-    def async_client(self, **kwargs: Any) -> anthropic.AsyncAnthropic:
-        transport = httpx2.MockTransport(self.handle_async)
-        return anthropic.AsyncAnthropic(api_key="test", http_client=httpx2.AsyncClient(transport=transport),
-                                        **kwargs)
+        super().__init__(policy=play, chunked=chunked)
 
 
 def support_policy(body: dict[str, Any]) -> dict[str, Any]:
     last = body["messages"][-1]["content"]
     if isinstance(last, str):
         return message([{"type": "text", "text": "Let me check the order."},
-                        {"type": "tool_use", "id": f"toolu_{len(body['messages'])}", "name": "get_order",
-                         "input": {"order_id": "A-1"}}], "tool_use")
+                        tool_use("get_order", {"order_id": "A-1"}, id=f"toolu_{len(body['messages'])}")], "tool_use")
     return message([{"type": "text", "text": "Order A-1 shipped. Contact: help@shop.example"}], "end_turn")
 
 
