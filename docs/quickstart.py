@@ -2,36 +2,17 @@
 
 import json
 
-import anthropic
-import httpx2
-
 import tracer
+from tracer.testing import FakeModel, reply, tool_use
 
-
-def fake_messages_api(request: httpx2.Request) -> httpx2.Response:
-    """Answers like the Messages API: first asks for a tool, then answers from its result."""
-    body = json.loads(request.content)
-    last = body["messages"][-1]["content"]
-    if isinstance(last, str):
-        content = [
-            {"type": "text", "text": "I'll look the order up."},
-            {"type": "tool_use", "id": "toolu_01", "name": "get_order", "input": {"order_id": "A-1001"}},
-        ]
-        stop = "tool_use"
-    else:
-        content = [{"type": "text", "text": "Order A-1001 shipped yesterday; it arrives Friday."}]
-        stop = "end_turn"
-    return httpx2.Response(200, json={
-        "id": "msg_01", "type": "message", "role": "assistant", "model": body["model"],
-        "content": content, "stop_reason": stop, "stop_sequence": None,
-        "usage": {"input_tokens": 412, "output_tokens": 38},
-    })
-
+# The model's answers, one per call: ask for a tool, then answer from its result.
+fake = FakeModel([
+    reply("I'll look the order up.", tool_use("get_order", {"order_id": "A-1001"})),
+    reply("Order A-1001 shipped yesterday; it arrives Friday."),
+])
 
 recorder = tracer.configure()  # writes ./flightrec.duckdb, or the file $FLIGHTREC_DB names
-client = recorder.instrument(anthropic.Anthropic(
-    api_key="offline", http_client=httpx2.Client(transport=httpx2.MockTransport(fake_messages_api)),
-))
+client = recorder.instrument(fake.client())  # with a key: recorder.instrument(anthropic.Anthropic())
 
 
 @tracer.tool
@@ -48,16 +29,16 @@ TOOLS = [{
 with recorder.session(agent="quickstart") as session:
     messages = [{"role": "user", "content": "Where is my order A-1001?"}]
     while True:
-        reply = client.messages.create(
+        response = client.messages.create(
             model="claude-haiku-4-5", max_tokens=1024, system="You are a support agent.",
             messages=messages, tools=TOOLS,
         )
-        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]})
-        if reply.stop_reason != "tool_use":
+        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in response.content]})
+        if response.stop_reason != "tool_use":
             break
         results = [
             {"type": "tool_result", "tool_use_id": b.id, "content": json.dumps(get_order(**b.input))}
-            for b in reply.content if b.type == "tool_use"
+            for b in response.content if b.type == "tool_use"
         ]
         messages.append({"role": "user", "content": results})
 

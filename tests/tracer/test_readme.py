@@ -42,3 +42,14 @@ def test_quickstart_comments_promise_no_flag():
     # The script reads no command line, so a comment naming a --flag sends the reader after nothing.
     comments = re.findall(r"#.*", (ROOT / "docs" / "quickstart.py").read_text())
     assert comments and not [c for c in comments if re.search(r"(^|\s)--?[a-z]", c)]
+
+
+def test_the_offline_testing_example_runs_as_printed(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Test your agent offline\n"):readme.index("### Options\n")]
+    assert readme.index("## Instrument an agent\n") < readme.index("### Test your agent offline\n")
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    printed = re.findall(r"```text\n(.*?)```", section, re.S)[0]
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == printed
