@@ -1,10 +1,10 @@
 """A realistic agent workload for the store benchmarks, recorded through the real pipeline.
 
 A support agent with a fixed system prompt and five tools talks to an anthropic client whose
-transport is an ``httpx2.MockTransport``. Every turn but the last asks for one or two tool
-calls (run through ``@tracer.tool``); the last one answers in text. The history grows by two
-messages per turn (the assistant's turn and the user's tool results), each a few hundred
-characters, so a chat span's ``flightrec.request.body`` repeats the conversation so far.
+model is a ``tracer.testing.FakeModel`` with a policy (``MockModel``). Every turn but the last
+asks for one or two tool calls (run through ``@tracer.tool``); the last one answers in text. The
+history grows by two messages per turn (the assistant's turn and the user's tool results), each a
+few hundred characters, so a chat span's ``flightrec.request.body`` repeats the conversation so far.
 
 Every message of a session mentions the session's ticket tag (10 characters), as a real
 support conversation mentions its order; ``retag`` swaps it for another one of the same length
@@ -26,14 +26,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import anthropic
-import httpx2
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanContext
 
 import tracer
 from tracer import _attributes as A
+from tracer.testing import FakeModel, reply, text, tool_use
 
 MODEL = "claude-sonnet-4-5"
 AGENT = "support"
@@ -144,40 +143,35 @@ class Script:
 
 
 class MockModel:
-    """A Messages API stand-in: tool calls until the session's last turn, then a text answer."""
+    """The policy of a ``FakeModel``: tool calls until the session's last turn, then a text answer."""
 
     def __init__(self) -> None:
         self.script: Script | None = None
         self._n = 0
 
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
         s = self.script
         assert s is not None
-        body = json.loads(request.content)
         s.calls += 1
         self._n += 1
         rng, tag = s.rng, s.tag
         last = s.calls >= s.turns
-        content: list[dict[str, Any]] = [{"type": "text", "text": words(rng, rng.randint(150, 350), tag)}]
+        content: list[dict[str, Any]] = [text(words(rng, rng.randint(150, 350), tag))]
         if last:
             content[0]["text"] = words(rng, rng.randint(300, 600), tag)
         else:
             for _ in range(rng.choice((1, 1, 2))):
                 name = rng.choice(TOOL_NAMES)
-                content.append({"type": "tool_use", "id": f"toolu_{self._n:08d}{rng.getrandbits(40):010x}",
-                                "name": name, "input": tool_input(rng, name, tag)})
-        request_chars = len(request.content)
+                content.append(tool_use(name, id=f"toolu_{self._n:08d}{rng.getrandbits(40):010x}",
+                                        input=tool_input(rng, name, tag)))
+        # The size of the request as the SDK sent it (compact JSON, UTF-8), about 4 bytes a token.
+        request_chars = len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
         out_tokens = sum(len(json.dumps(b)) for b in content) // 4
         in_tokens = request_chars // 4
         cached = min(in_tokens, len(SYSTEM_PROMPT) // 4 + 600) if s.calls > 1 else 0
-        message = {
-            "id": f"msg_{self._n:012d}{rng.getrandbits(48):012x}", "type": "message", "role": "assistant",
-            "model": body.get("model", MODEL), "content": content,
-            "stop_reason": "end_turn" if last else "tool_use", "stop_sequence": None,
-            "usage": {"input_tokens": in_tokens - cached, "output_tokens": out_tokens,
-                      "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0},
-        }
-        return httpx2.Response(200, json=message, headers={"request-id": f"req_{self._n}"})
+        message = reply(*content, stop_reason="end_turn" if last else "tool_use", model=body.get("model", MODEL),
+                        input_tokens=in_tokens - cached, output_tokens=out_tokens, cache_read_input_tokens=cached)
+        return {**message, "id": f"msg_{self._n:012d}{rng.getrandbits(48):012x}"}
 
 
 def tool_input(rng: random.Random, name: str, tag: str) -> dict[str, Any]:
@@ -249,10 +243,8 @@ class Agent:
     def __init__(self, recorder: tracer.Recorder) -> None:
         self.recorder = recorder
         self.model = MockModel()
-        base = anthropic.Anthropic(
-            api_key="sk-ant-bench", base_url="https://api.invalid", max_retries=0,
-            http_client=httpx2.Client(transport=httpx2.MockTransport(self.model)),
-        )
+        base = FakeModel(policy=self.model).client(api_key="sk-ant-bench", base_url="https://api.invalid",
+                                                   max_retries=0)
         self.client = recorder.instrument(base)
         self.request_chars = 0  # what naive storage would keep: every full request body
 

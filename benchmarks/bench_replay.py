@@ -3,7 +3,7 @@
     python benchmarks/bench_replay.py [--turns 30] [--repeat 50]
 
 Two sessions of ``--turns`` turns are recorded through the real pipeline (``_workload.py``: a
-``tracer.Recorder`` with an instrumented anthropic client over an ``httpx2.MockTransport``).
+``tracer.Recorder`` with an instrumented anthropic client on a ``tracer.testing.FakeModel``).
 Then, timed: ``replay.reconstruct`` of the last turn plus one ``replay.diff``: of the two
 sessions (turn-by-turn alignment), or of the two last decisions' contexts (both rebuilt). Each
 public call opens the store read-only and closes it, as the CLI does; the "open store" rows time

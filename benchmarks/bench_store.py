@@ -6,7 +6,7 @@
 
 Every subcommand prints the machine, the date, the command and Markdown tables on stdout
 (progress goes to stderr). The sessions are produced by the real pipeline: a ``tracer.Recorder``
-with an instrumented anthropic client over an ``httpx2.MockTransport`` (see ``_workload.py``).
+with an instrumented anthropic client on a ``tracer.testing.FakeModel`` (see ``_workload.py``).
 Generated files go to ``benchmarks/out/`` (git-ignored).
 """
 
