@@ -164,14 +164,19 @@ class MockModel:
                 name = rng.choice(TOOL_NAMES)
                 content.append(tool_use(name, id=f"toolu_{self._n:08d}{rng.getrandbits(40):010x}",
                                         input=tool_input(rng, name, tag)))
-        # The size of the request as the SDK sent it (compact JSON, UTF-8), about 4 bytes a token.
-        request_chars = len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+        request_chars = request_bytes(body)
         out_tokens = sum(len(json.dumps(b)) for b in content) // 4
         in_tokens = request_chars // 4
         cached = min(in_tokens, len(SYSTEM_PROMPT) // 4 + 600) if s.calls > 1 else 0
         message = reply(*content, stop_reason="end_turn" if last else "tool_use", model=body.get("model", MODEL),
                         input_tokens=in_tokens - cached, output_tokens=out_tokens, cache_read_input_tokens=cached)
         return {**message, "id": f"msg_{self._n:012d}{rng.getrandbits(48):012x}"}
+
+
+def request_bytes(body: dict[str, Any]) -> int:
+    """The size of a request body as the anthropic SDK sends it (compact JSON, UTF-8): a fake
+    model's token counts are about a quarter of it."""
+    return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def tool_input(rng: random.Random, name: str, tag: str) -> dict[str, Any]:
@@ -417,4 +422,5 @@ def chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
 
 
 __all__ = ["AGENT", "MODEL", "SYSTEM_PROMPT", "TOOLS", "Agent", "Collect", "RequestChars", "chunks",
-           "collecting_recorder", "machine_header", "new_tag", "progress", "retag", "table", "words"]
+           "collecting_recorder", "machine_header", "new_tag", "progress", "request_bytes", "retag", "table",
+           "words"]

@@ -2,9 +2,10 @@
 
 Each agent is an ``Episode`` subclass: one session of it holds the agent's system prompt and
 tools, its tools' world (seeded state: a job, a dataset, a flaky bank API …) and its scripted
-model. The model is a function of the request body: it reads the conversation so far (which tools
-were called and what they returned) and decides the next turn, and it reports ``usage`` measured
-from the request it got (about 4 bytes a token), so input tokens grow with the conversation.
+model, a ``tracer.testing.FakeModel`` policy: a function of the request body, it reads the
+conversation so far (which tools were called and what they returned) and decides the next turn,
+and it reports ``usage`` measured from the request it got (about 4 bytes a token), so input
+tokens grow with the conversation.
 The agent loop itself is the plain tool-use loop of the README, recorded through flightrec's
 public API (``Recorder.instrument``, ``Recorder.session``, ``Session.tool_call``).
 
@@ -48,10 +49,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import anthropic
-import httpx2
+from _workload import request_bytes
 
 import tracer
+from tracer.testing import FakeModel, reply, text, tool_use
 
 
 @dataclass(frozen=True)
@@ -249,24 +250,19 @@ class Episode:
 
     # -- the fake Messages API ------------------------------------------------------------------
 
-    def respond(self, request: httpx2.Request) -> httpx2.Response:
-        """The scripted model behind an httpx2 transport: the next turn for this conversation."""
-        body = json.loads(request.content)
+    def respond(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The scripted model, a ``FakeModel`` policy: the next turn for this conversation."""
         turn = self.decide(conversation(body))
-        content: list[dict[str, Any]] = [{"type": "text", "text": turn.text}]
+        content: list[dict[str, Any]] = [text(turn.text)]
         for name, tool_input in turn.uses:
-            content.append({"type": "tool_use", "id": f"toolu_{self.rng.getrandbits(80):020x}", "name": name,
-                            "input": tool_input})
+            content.append(tool_use(name, tool_input, id=f"toolu_{self.rng.getrandbits(80):020x}"))
         stop = turn.stop or ("tool_use" if turn.uses else "end_turn")
         output = len(json.dumps(content)) // 4 + self.rng.randint(5, 60)
         if stop == "max_tokens":
             output = self.max_tokens
-        usage = {"output_tokens": output, **self._input_usage(len(request.content), body)}
-        return httpx2.Response(200, json={
-            "id": f"msg_{self.rng.getrandbits(80):020x}", "type": "message", "role": "assistant",
-            "model": body["model"], "content": content, "stop_reason": stop, "stop_sequence": None,
-            "usage": usage,
-        })
+        message = reply(*content, stop_reason=stop, model=body["model"], output_tokens=output,
+                        **self._input_usage(request_bytes(body), body))
+        return {**message, "id": f"msg_{self.rng.getrandbits(80):020x}"}
 
     def _input_usage(self, n_bytes: int, body: dict[str, Any]) -> dict[str, int]:
         prompt = n_bytes // 4
@@ -288,8 +284,7 @@ def run_session(recorder: tracer.Recorder, spec: Spec) -> str:
     Blocking; safe to call from several threads at once (each call has its own client and model).
     """
     ep = EPISODES[spec.agent](spec)
-    client = recorder.instrument(anthropic.Anthropic(
-        api_key="offline", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(ep.respond))))
+    client = recorder.instrument(FakeModel(policy=ep.respond).client(api_key="offline", max_retries=0))
     system: Any = ep.system_prompt()
     if ep.cache:
         system = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
