@@ -3,9 +3,7 @@ a real model gets, odd answers and unreachable models."""
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -15,6 +13,7 @@ import pytest
 from evals._errors import ScorerError
 from evals._judge import UNCHECKABLE, default_judge_client, judge, sim_judge_client
 from evals._trajectory import Decision, ToolStep, Trajectory
+from tracer.testing import FakeModel, error, reply
 
 # Read at import: the suite's autouse fixture removes the key from every test's environment.
 _KEY = os.environ.get("ANTHROPIC_API_KEY")
@@ -52,15 +51,12 @@ def refund_session() -> Trajectory:
                       turns=4, input_tokens=3000, output_tokens=400, cost_usd=0.004, latency_ms=5200.0)
 
 
-def client_for(handle: Callable[[httpx2.Request], httpx2.Response]) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key="test-key", base_url="http://judge.test", max_retries=0,
-                               http_client=httpx2.Client(transport=httpx2.MockTransport(handle)))
+def client_for(fake: FakeModel) -> anthropic.Anthropic:
+    return fake.client(api_key="test-key", base_url="http://judge.test", max_retries=0)
 
 
-def reply(content: list[dict[str, Any]], stop: str = "tool_use", model: str = "claude-sonnet-4-5") -> httpx2.Response:
-    return httpx2.Response(200, json={
-        "id": "msg_judge", "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": stop, "stop_sequence": None, "usage": {"input_tokens": 900, "output_tokens": 120}})
+def judge_answer(*content: dict[str, Any], stop: str = "tool_use") -> dict[str, Any]:
+    return reply(*content, stop_reason=stop, model="claude-sonnet-4-5", input_tokens=900, output_tokens=120)
 
 
 def verdict_use(criteria: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,16 +122,11 @@ def test_an_empty_rubric_is_refused():
 
 def test_the_request_forces_the_verdict_tool_at_temperature_zero_with_the_whole_transcript(monkeypatch):
     monkeypatch.setenv("FLIGHTREC_JUDGE_MODEL", "claude-sonnet-4-5")
-    seen: list[dict[str, Any]] = []
-
-    def handle(request: httpx2.Request) -> httpx2.Response:
-        seen.append(json.loads(request.content))
-        return reply([verdict_use([{"index": 1, "met": True, "reason": "It refunds at turn 3."},
-                                   {"index": 2, "met": False, "reason": "No apology."}])])
-
+    fake = FakeModel([judge_answer(verdict_use([{"index": 1, "met": True, "reason": "It refunds at turn 3."},
+                                                {"index": 2, "met": False, "reason": "No apology."}]))])
     t = refund_session()
-    v = judge(t, ["Refunds the damaged order", "Apologises"], client=client_for(handle))
-    body = seen[0]
+    v = judge(t, ["Refunds the damaged order", "Apologises"], client=client_for(fake))
+    body = fake.requests[0]
     assert body["model"] == "claude-sonnet-4-5" and body["temperature"] == 0
     assert body["tool_choice"] == {"type": "tool", "name": "record_verdict"}
     assert body["tools"][0]["input_schema"]["properties"]["criteria"]["items"]["required"] == ["index", "met",
@@ -149,7 +140,7 @@ def test_the_request_forces_the_verdict_tool_at_temperature_zero_with_the_whole_
 
 
 def test_an_answer_without_a_verdict_fails_every_criterion_rather_than_the_run():
-    text = client_for(lambda r: reply([{"type": "text", "text": "I cannot judge this."}], stop="end_turn"))
+    text = client_for(FakeModel([judge_answer({"type": "text", "text": "I cannot judge this."}, stop="end_turn")]))
     v = judge(refund_session(), ["Refunds", "Apologises"], client=text)
     assert v.share_met == 0.0
     assert {c.reason for c in v.criteria} == {"the judge returned no verdict (stop_reason end_turn); re-run, or try "
@@ -157,27 +148,23 @@ def test_an_answer_without_a_verdict_fails_every_criterion_rather_than_the_run()
 
 
 def test_criteria_the_judge_skipped_or_garbled_count_as_unmet():
-    partial = client_for(lambda r: reply([verdict_use([{"index": 2, "met": True, "reason": "Sorry at turn 4."},
-                                                       {"index": 9, "met": True, "reason": "out of range"},
-                                                       {"index": 1, "met": "yes", "reason": "not a bool"}])]))
+    partial = client_for(FakeModel([judge_answer(verdict_use([
+        {"index": 2, "met": True, "reason": "Sorry at turn 4."},
+        {"index": 9, "met": True, "reason": "out of range"},
+        {"index": 1, "met": "yes", "reason": "not a bool"}]))]))
     v = judge(refund_session(), ["Refunds", "Apologises"], client=partial)
     assert [c.met for c in v.criteria] == [False, True]
     assert v.criteria[0].reason.startswith("the judge returned no verdict on this criterion")
 
 
-@pytest.mark.parametrize("handle, expected", [
-    (lambda r: httpx2.Response(500, json={"type": "error", "error": {"type": "api_error", "message": "boom"}}),
-     "answered HTTP 500: boom. Retry later"),
-    (lambda r: httpx2.Response(401, json={"type": "error", "error": {"type": "authentication_error",
-                                                                      "message": "invalid x-api-key"}}),
-     "rejected the API key (HTTP 401): invalid x-api-key. Check ANTHROPIC_API_KEY"),
-    (lambda r: httpx2.Response(404, json={"type": "error", "error": {"type": "not_found_error",
-                                                                      "message": "model: claude-nope"}}),
-     "does not exist (HTTP 404): model: claude-nope. Check the judge's model name"),
+@pytest.mark.parametrize("answer, expected", [
+    (error(500, "boom"), "answered HTTP 500: boom. Retry later"),
+    (error(401, "invalid x-api-key"), "rejected the API key (HTTP 401): invalid x-api-key. Check ANTHROPIC_API_KEY"),
+    (error(404, "model: claude-nope"), "does not exist (HTTP 404): model: claude-nope. Check the judge's model name"),
 ], ids=["500", "401", "404"])
-def test_a_judge_that_answers_with_an_error_raises_scorer_error(handle, expected):
+def test_a_judge_that_answers_with_an_error_raises_scorer_error(answer, expected):
     with pytest.raises(ScorerError) as e:
-        judge(refund_session(), ["Refunds"], model="claude-nope", client=client_for(handle))
+        judge(refund_session(), ["Refunds"], model="claude-nope", client=client_for(FakeModel([answer])))
     assert expected in str(e.value)
     assert "the judge model claude-nope at http://judge.test" in str(e.value)
 
@@ -186,9 +173,11 @@ def test_an_unreachable_judge_raises_scorer_error():
     def refuse(request: httpx2.Request) -> httpx2.Response:
         raise httpx2.ConnectError("connection refused", request=request)
 
+    unreachable = anthropic.Anthropic(api_key="test-key", base_url="http://judge.test", max_retries=0,
+                                      http_client=httpx2.Client(transport=httpx2.MockTransport(refuse)))
     with pytest.raises(ScorerError, match="cannot reach the judge model claude-haiku-4-5 at http://judge.test.*"
                                           "unset FLIGHTREC_JUDGE_MODEL to use the simulated judge"):
-        judge(refund_session(), ["Refunds"], client=client_for(refuse))
+        judge(refund_session(), ["Refunds"], client=unreachable)
 
 
 # -- which judge ---------------------------------------------------------------------------------
