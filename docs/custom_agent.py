@@ -82,7 +82,8 @@ def plan_trip(case: evals.Case, client: anthropic.Anthropic, tools: list[dict[st
     return "I could not finish planning the trip."
 
 
-TRIP_PLANNER = evals.agent("trip-planner", model=lambda seed: MODEL.client(), model_label="the trip planner's fake model",
+TRIP_PLANNER = evals.agent("trip-planner", model=lambda seed: MODEL.client(),
+                           model_label="the trip planner's fake model",
                            tools={"get_weather": get_weather, "find_flights": find_flights})(plan_trip)
 """The agent, registered: ``--agent docs.custom_agent:TRIP_PLANNER`` (``docs/trips.yaml`` names it)."""
 

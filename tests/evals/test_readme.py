@@ -31,7 +31,6 @@ def test_the_readme_custom_agent_example_is_the_runnable_file():
 
 def test_the_readme_path_for_a_custom_agent_runs_as_printed(tmp_path):
     """Every command of "Your own agent", from the repository's root, on a store of the test's own."""
-    import os
     import subprocess
     import sys
 

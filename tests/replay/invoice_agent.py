@@ -82,7 +82,8 @@ def chase(case: evals.Case, client: anthropic.Anthropic, *, system: str = SYSTEM
 
 INVOICE_CLERK = evals.agent(NAME, model=lambda seed: MODEL.client(),
                             tools={"list_invoices": list_invoices, "send_reminder": send_reminder})(chase)
-"""Registered by the tests' entry point (``conftest``), and importable as ``tests.replay.invoice_agent:INVOICE_CLERK``."""
+"""Registered by the tests' entry point (``test_custom_agents.registered``); also ``--agent
+tests.replay.invoice_agent:INVOICE_CLERK``."""
 
 
 def _terse(case: evals.Case, client: anthropic.Anthropic) -> str:
