@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 import tracer
-from tracer._cli import EXIT_ERROR, db_option, json_option, output_width
+from tracer._cli import EXIT_ERROR, db_option, hint, json_option, output_width
 
 from . import _report
 from ._add_case import add_case, draft_case
@@ -102,7 +102,7 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
         path = tracer.default_db_path(db)
         if not Path(path).exists():
             raise EvalError(f"no eval run or label {baseline!r}: there is no trace store at {path} yet. Store a "
-                            f"baseline first with `flightrec eval run {dataset} --label {baseline}`.")
+                            f"baseline first with `{hint('eval', 'run', dataset, '--label', baseline, db=db)}`.")
         with tracer.Store(db, read_only=True) as store:
             # Resolved now: `--label baseline --baseline baseline` may move the label to this run,
             # which must still be compared with the run the label named before it.
@@ -178,7 +178,7 @@ def list_cmd(limit: int, db: str | None, as_json: bool) -> None:
         click.echo(json.dumps([r.model_dump() for r in runs], indent=2))
         return
     if not runs:
-        click.echo("No eval runs yet. Run one with `flightrec eval run DATASET`.")
+        click.echo(f"No eval runs yet. Run one with `{hint('eval', 'run', 'DATASET', db=db)}`.")
         return
     click.echo(f"{'RUN':<10}{'LABELS':<12}{'DATASET':<14}{'CASES':>6}{'TRIALS':>7}{'PASS':>7}  SETTINGS")
     for r in runs:
@@ -272,14 +272,14 @@ def detect_cmd(since: str | None, config_path: str | None, print_config: bool, s
         click.echo(result.model_dump_json(indent=2))
     else:
         click.echo(f"looked at {result.sessions} sessions in {result.seconds:.2f} s: {result.findings} findings; "
-                   f"{len(result.alerts)} alerts new or seen again (all of them: flightrec alerts list)")
+                   f"{len(result.alerts)} alerts new or seen again (all of them: {hint('alerts', 'list', db=db)})")
         for a in result.alerts:
             click.echo(_alert_line(a))
     if problems:
         for problem in problems:
             click.echo(f"error: {problem}", err=True)
         # A re-run does not send them again (they are no longer new), so say where they are.
-        click.echo("The alerts are stored all the same: `flightrec alerts list` shows them.", err=True)
+        click.echo(f"The alerts are stored all the same: `{hint('alerts', 'list', db=db)}` shows them.", err=True)
         sys.exit(EXIT_ERROR)
 
 
@@ -308,7 +308,7 @@ def alerts_list(status: str | None, severity: str | None, session_id: str | None
     if as_json:
         click.echo(json.dumps([a.model_dump() for a in found], indent=2))
     elif not found:
-        click.echo("No alerts. Run the detectors with `flightrec detect`.")
+        click.echo(f"No alerts. Run the detectors with `{hint('detect', db=db)}`.")
     else:
         for a in found:
             click.echo(_alert_line(a))
@@ -327,12 +327,12 @@ def alerts_show(alert_id: str, db: str | None, as_json: bool) -> None:
         return
     click.echo("\n".join([
         f"alert     {a.alert_id} · {a.severity} · {a.status} · {a.detector} ({a.family})",
-        f"ack/fix   flightrec alerts ack {a.alert_id} · flightrec alerts resolve {a.alert_id}",
+        f"ack/fix   {hint('alerts', 'ack', a.alert_id, db=db)} · {hint('alerts', 'resolve', a.alert_id, db=db)}",
         f"what      {a.title}",
         f"where     agent {a.agent or '-'} · route {a.route or '-'}",
         f"seen      {a.count}× · first {_when(a.first_seen_ns)} · last {_when(a.last_seen_ns)}",
         f"session   {a.session_id or '-'}" + (f" · turns {', '.join(map(str, a.turns))}" if a.turns else ""),
-        f"open it   flightrec traces show {a.session_id}" if a.session_id else "",
+        f"open it   {hint('traces', 'show', a.session_id, db=db)}" if a.session_id else "",
         "evidence",
         json.dumps(a.evidence, indent=2, ensure_ascii=False, default=str),
     ]).replace("\n\n", "\n"))

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 import tracer
-from tracer._cli import check_port_free, command_name, db_option, json_option, serve_port_options
+from tracer._cli import check_port_free, command_name, db_option, hint, json_option, serve_port_options
 
 from ._agent import Agent, AgentConfig, SessionOutcome
 from ._demo import DEFAULT_SESSIONS, DEFAULT_WORKERS, DemoReport, run_demo
@@ -62,7 +62,7 @@ def _agent(db: str | None, world_path: str | None, **options: Any) -> Iterator[A
                        f"{recorder.db_path}; the session itself is intact in the world file.", err=True)
 
 
-def _print(out: SessionOutcome, as_json: bool) -> None:
+def _print(out: SessionOutcome, as_json: bool, db: str | None) -> None:
     if as_json:
         click.echo(out.model_dump_json(indent=2))
         return
@@ -76,10 +76,11 @@ def _print(out: SessionOutcome, as_json: bool) -> None:
     if out.reply:
         click.echo(f"reply    {out.reply}")
     if out.status == "waiting_human":
-        click.echo(f"next     flightrec agent approve {sid}   (or: flightrec agent reject {sid} --note WHY)")
+        click.echo(f"next     {hint('agent', 'approve', sid, db=db)}   (or: "
+                   f"{hint('agent', 'reject', sid, '--note', 'WHY', db=db)})")
     elif out.status in ("running", "error"):
-        click.echo(f"next     flightrec agent resume {sid}")
-    click.echo(f"trace    flightrec traces show {sid}")
+        click.echo(f"next     {hint('agent', 'resume', sid, db=db)}")
+    click.echo(f"trace    {hint('traces', 'show', sid, db=db)}")
 
 
 # -- flightrec agent --------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ def agent_run(scenario_name: str, seed: int, model: str | None, db: str | None, 
     with _agent(db, world_path, config=config, after_tool=kill if crash_after else None) as a:
         out = a.run(scenario, seed=seed, misbehave=misbehave or None, faults=faults or None, sim_url=sim_url,
                     real=real)
-    _print(out, as_json)
+    _print(out, as_json, db)
 
 
 @agent.command("scenarios")
@@ -166,7 +167,7 @@ def agent_resume(session_id: str, db: str | None, world_path: str | None, as_jso
     """Carry on an interrupted session (killed, or stopped by a model error) from its last checkpoint."""
     with _agent(db, world_path) as a:
         out = a.resume(session_id)
-    _print(out, as_json)
+    _print(out, as_json, db)
 
 
 @agent.command("approve")
@@ -179,7 +180,7 @@ def agent_approve(session_id: str, note: str | None, db: str | None, world_path:
     """Approve the refund a session waits for; the session carries on."""
     with _agent(db, world_path) as a:
         out = a.approve(session_id, note)
-    _print(out, as_json)
+    _print(out, as_json, db)
 
 
 @agent.command("reject")
@@ -192,7 +193,7 @@ def agent_reject(session_id: str, note: str | None, db: str | None, world_path: 
     """Decline the refund a session waits for; the session carries on and tells the customer."""
     with _agent(db, world_path) as a:
         out = a.reject(session_id, note)
-    _print(out, as_json)
+    _print(out, as_json, db)
 
 
 @agent.command("say")
@@ -205,7 +206,7 @@ def agent_say(session_id: str, text: str, db: str | None, world_path: str | None
     """Continue a finished session with a new customer message."""
     with _agent(db, world_path) as a:
         out = a.say(session_id, text)
-    _print(out, as_json)
+    _print(out, as_json, db)
 
 
 @agent.command("sessions")

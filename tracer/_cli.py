@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import errno
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -85,6 +86,12 @@ def command_name() -> str:
         return "flightrec"
     relative = os.path.relpath(argv0)
     return relative if not relative.startswith("..") else os.path.abspath(argv0)
+
+
+def hint(*words: str, db: str | None = None) -> str:
+    """A command to print as a hint, that runs as printed: this binary as it was run, the words, and
+    ``--db`` when the user named a store (so the hint reaches the same file)."""
+    return " ".join([command_name(), *words, *(("--db", shlex.quote(db)) if db else ())])
 
 
 def output_width() -> int:
@@ -215,7 +222,8 @@ def traces_list(db: str | None, as_json: bool, limit: int, offset: int, agent: s
     shown_to = offset + len(rows)
     if shown_to < total:
         click.echo(f"\n{shown_to - offset} of {total} sessions shown; more with --offset {shown_to}.")
-    click.echo(f"Details of one: {command_name()} traces show SESSION_ID (a unique prefix of 8+ characters works).")
+    click.echo(f"Details of one: {hint('traces', 'show', 'SESSION_ID', db=db)} (a unique prefix of 8+ characters "
+               "works).")
 
 
 @traces.command("show")

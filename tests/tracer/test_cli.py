@@ -154,3 +154,21 @@ def test_commands_still_load_on_demand():
     result = CliRunner().invoke(main, ["no-such-command"])
     assert result.exit_code == 2
     assert "No such command 'no-such-command'" in result.output
+
+
+def test_hints_run_as_printed_with_the_store_the_user_named(tmp_path):
+    from reference_agent import Agent, World, get_scenario
+    from tracer._cli import main as root
+
+    db = str(tmp_path / "my store.duckdb")
+    recorder = tracer.Recorder(db)
+    with World(str(tmp_path / "w.sqlite")) as world:
+        sid = Agent(world, recorder).run(get_scenario("refund_over_threshold"), seed=0).session_id
+    recorder.shutdown()
+    listed = CliRunner().invoke(root, ["traces", "list", "--db", db]).output
+    assert f"Details of one: flightrec traces show SESSION_ID --db '{db}'" in listed
+    approve = CliRunner().invoke(root, ["agent", "approve", sid, "--db", db,
+                                        "--world", str(tmp_path / "w.sqlite")]).output
+    assert f"trace    flightrec traces show {sid} --db '{db}'" in approve, approve
+    alerts = CliRunner().invoke(root, ["alerts", "list", "--db", db]).output
+    assert alerts == f"No alerts. Run the detectors with `flightrec detect --db '{db}'`.\n"
