@@ -90,8 +90,11 @@ def command_name() -> str:
 
 def hint(*words: str, db: str | None = None) -> str:
     """A command to print as a hint, that runs as printed: this binary as it was run, the words, and
-    ``--db`` when the user named a store (so the hint reaches the same file)."""
-    return " ".join([command_name(), *words, *(("--db", shlex.quote(db)) if db else ())])
+    ``--db`` when the user named a store on the command line (so the hint reaches the same file).
+    A store named by ``$FLIGHTREC_DB`` is left out: the variable reaches the next command too."""
+    ctx = click.get_current_context(silent=True)
+    typed = ctx is None or ctx.get_parameter_source("db") in (None, click.core.ParameterSource.COMMANDLINE)
+    return " ".join([command_name(), *words, *(("--db", shlex.quote(db)) if db and typed else ())])
 
 
 def output_width() -> int:

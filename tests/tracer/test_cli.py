@@ -172,3 +172,12 @@ def test_hints_run_as_printed_with_the_store_the_user_named(tmp_path):
     assert f"trace    flightrec traces show {sid} --db '{db}'" in approve, approve
     alerts = CliRunner().invoke(root, ["alerts", "list", "--db", db]).output
     assert alerts == f"No alerts. Run the detectors with `flightrec detect --db '{db}'`.\n"
+
+
+def test_hints_leave_out_a_store_named_by_the_environment(tmp_path, monkeypatch):
+    from tracer._cli import main as root
+
+    monkeypatch.setenv("FLIGHTREC_DB", str(tmp_path / "env.duckdb"))
+    tracer.Recorder(str(tmp_path / "env.duckdb")).shutdown()
+    alerts = CliRunner().invoke(root, ["alerts", "list"]).output
+    assert alerts == "No alerts. Run the detectors with `flightrec detect`.\n"
