@@ -351,7 +351,7 @@ def build(path: str, n: int, child_spans: bool) -> dict[str, float]:
                    c.end_ns, CASE WHEN c.status = 'ok' THEN 'UNSET' ELSE 'ERROR' END,
                    CASE WHEN c.status <> 'ok' THEN 'rate_limit_error' END,
                    '{{"gen_ai.operation.name":"chat","gen_ai.provider.name":"anthropic","gen_ai.request.model":"'
-                   || c.model || '","flightrec.attempt":' || c.attempt || ',"flightrec.request.stream":false,'
+                   || c.model || '","flightrec.attempt":' || c.attempt || ',"gen_ai.request.stream":false,'
                    || '"flightrec.content.mode":"full","gen_ai.request.max_tokens":1024,"flightrec.request.sha256":"'
                    || c.request_sha256 || '","flightrec.decision.tools_available":' || to_json(c.tools_available)
                    || ',"gen_ai.conversation.id":"' || c.session_id || '","gen_ai.agent.name":"' || tp.agent

@@ -1,9 +1,13 @@
-"""Span attribute names: the OpenTelemetry GenAI conventions (v1.41) plus flightrec's own.
+"""Span attribute names: the OpenTelemetry GenAI conventions plus flightrec's own.
 
-Kept in one place so that capture, ingest and the collector can never drift apart.
+Kept in one place so that capture, ingest and the collector can never drift apart. Where the
+conventions name a thing, the name comes from the ``opentelemetry-semantic-conventions`` package.
 """
 
 from __future__ import annotations
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _genai
+from opentelemetry.semconv.attributes import server_attributes as _server
 
 # GenAI semantic conventions.
 OPERATION = "gen_ai.operation.name"
@@ -28,6 +32,15 @@ TOOL_CALL_ID = "gen_ai.tool.call.id"
 TOOL_TYPE = "gen_ai.tool.type"
 TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
 TOOL_RESULT = "gen_ai.tool.call.result"
+REQUEST_STREAM = _genai.GEN_AI_REQUEST_STREAM
+TTFT_S = _genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
+"""Seconds to the first chunk of a streamed response."""
+INPUT_MESSAGES = _genai.GEN_AI_INPUT_MESSAGES
+OUTPUT_MESSAGES = _genai.GEN_AI_OUTPUT_MESSAGES
+SYSTEM_INSTRUCTIONS = _genai.GEN_AI_SYSTEM_INSTRUCTIONS
+TOOL_DEFINITIONS = _genai.GEN_AI_TOOL_DEFINITIONS
+SERVER_ADDRESS = _server.SERVER_ADDRESS
+SERVER_PORT = _server.SERVER_PORT
 ERROR_TYPE = "error.type"
 HTTP_STATUS = "http.response.status_code"
 
@@ -37,9 +50,9 @@ ATTEMPT = "flightrec.attempt"
 CONTENT_MODE = "flightrec.content.mode"
 REQUEST_SHA256 = "flightrec.request.sha256"
 REQUEST_BODY = "flightrec.request.body"
-REQUEST_STREAM = "flightrec.request.stream"
+REQUEST_BETAS = "flightrec.request.betas"
+"""The ``anthropic-beta`` header's values: replay sends them again so the beta features stay on."""
 RESPONSE_BODY = "flightrec.response.body"
-TTFT_MS = "flightrec.response.time_to_first_token_ms"
 CACHE_WRITE_1H = "flightrec.usage.cache_write_1h.input_tokens"
 COST_USD = "flightrec.cost.usd"
 ACTION = "flightrec.decision.action"
@@ -56,9 +69,14 @@ TOOL_IDEMPOTENCY_KEY = "flightrec.tool.idempotency_key"
 TOOL_RETRIES = "flightrec.tool.retries"
 TOOL_CIRCUIT_STATE = "flightrec.tool.circuit_state"
 
+# Names flightrec used before the conventions had them; ingest still reads them from older senders.
+LEGACY_REQUEST_STREAM = "flightrec.request.stream"
+LEGACY_TTFT_MS = "flightrec.response.time_to_first_token_ms"
+
 # Context segments, in the order they are shown.
 SEGMENTS = ("system", "tools", "history", "tool_results", "retrieved")
 
 # Attributes that carry content: the ingest moves them out of the raw span into the
 # content-addressed tables, and `content="none"` never sets them.
-CONTENT_ATTRIBUTES = frozenset({REQUEST_BODY, RESPONSE_BODY, REASONING, TOOL_ARGUMENTS, TOOL_RESULT})
+CONTENT_ATTRIBUTES = frozenset({REQUEST_BODY, RESPONSE_BODY, REASONING, TOOL_ARGUMENTS, TOOL_RESULT, INPUT_MESSAGES,
+                                OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS, TOOL_DEFINITIONS})

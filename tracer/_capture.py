@@ -117,7 +117,7 @@ class _Call:
         span, rec = self.span, self.recorder
         span.set_attribute(A.HTTP_STATUS, 200)
         if ttft_ms is not None:
-            span.set_attribute(A.TTFT_MS, ttft_ms)
+            span.set_attribute(A.TTFT_S, ttft_ms / 1000)
         if message is None:
             span.end()
             return

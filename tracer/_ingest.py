@@ -377,8 +377,8 @@ class Ingestor:
         p = A.CONTEXT_PREFIX
         batch.llm_calls.append((
             r.span_id, r.trace_id, session_id, a.get(A.TURN_INDEX), int(a.get(A.ATTEMPT, 0)), r.start_ns, r.end_ns,
-            "ok" if ok else "error", a.get(A.ERROR_TYPE), a.get(A.HTTP_STATUS), bool(a.get(A.REQUEST_STREAM, False)),
-            a.get(A.TTFT_MS), a.get(A.REQUEST_MODEL), a.get(A.RESPONSE_MODEL), a.get(A.RESPONSE_ID),
+            "ok" if ok else "error", a.get(A.ERROR_TYPE), a.get(A.HTTP_STATUS), bool(a.get(A.REQUEST_STREAM, a.get(A.LEGACY_REQUEST_STREAM, False))),
+            _ttft_ms(a), a.get(A.REQUEST_MODEL), a.get(A.RESPONSE_MODEL), a.get(A.RESPONSE_ID),
             stop_reason or None, a.get(A.ACTION),
             list(a.get(A.TOOLS_AVAILABLE, ())), list(a.get(A.TOOLS_CHOSEN, ())) if ok else None,
             a.get(A.REASONING), uncached, a.get(A.USAGE_OUTPUT), cache_read, cache_write, cost,
@@ -427,3 +427,11 @@ class Ingestor:
         delta.sums["tool_calls"] += 1
         if status == "error":
             delta.sums["tool_errors"] += 1
+
+
+def _ttft_ms(attrs: dict[str, Any]) -> float | None:
+    """Milliseconds to the first chunk: the conventions' seconds, or what older senders sent in ms."""
+    seconds = attrs.get(A.TTFT_S)
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        return seconds * 1000
+    return attrs.get(A.LEGACY_TTFT_MS)
