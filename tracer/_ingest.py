@@ -377,7 +377,8 @@ class Ingestor:
         p = A.CONTEXT_PREFIX
         batch.llm_calls.append((
             r.span_id, r.trace_id, session_id, a.get(A.TURN_INDEX), int(a.get(A.ATTEMPT, 0)), r.start_ns, r.end_ns,
-            "ok" if ok else "error", a.get(A.ERROR_TYPE), a.get(A.HTTP_STATUS), bool(a.get(A.REQUEST_STREAM, a.get(A.LEGACY_REQUEST_STREAM, False))),
+            "ok" if ok else "error", a.get(A.ERROR_TYPE), a.get(A.HTTP_STATUS),
+            bool(a.get(A.REQUEST_STREAM, a.get(A.LEGACY_REQUEST_STREAM, False))),
             _ttft_ms(a), a.get(A.REQUEST_MODEL), a.get(A.RESPONSE_MODEL), a.get(A.RESPONSE_ID),
             stop_reason or None, a.get(A.ACTION),
             list(a.get(A.TOOLS_AVAILABLE, ())), list(a.get(A.TOOLS_CHOSEN, ())) if ok else None,
