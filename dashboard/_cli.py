@@ -34,8 +34,11 @@ def dashboard(db: str | None, host: str, port: int) -> None:
 @click.option("--dashboard-host", default="127.0.0.1", show_default=True,
               help="Dashboard interface. It has no login of its own: put it behind one before binding elsewhere.")
 @click.option("--no-dashboard", is_flag=True, help="Run the collector alone.")
+@click.option("--session-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="MINUTES",
+              help="Close a session that no span ended after this long with no new span, so that metrics and "
+                   "detectors see it (0: never).")
 def serve(db: str | None, host: str, port: int, token: str | None, dashboard_host: str, dashboard_port: int,
-          no_dashboard: bool) -> None:
+          no_dashboard: bool, session_timeout: float) -> None:
     """Run the store's single writer: an OTLP/HTTP collector on /v1/traces that agents in any
     process or language send traces to, and the dashboard, which shows them as they land.
     Other commands read the file through it meanwhile. Installed packages add to it (the
@@ -55,7 +58,8 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_hos
         for hook in hooks:
             hook(session_ids)
 
-    collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None)
+    collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None,
+                          session_timeout_s=session_timeout * 60 or None)
     read_api = ReadApi(db_path, collector_url=collector.url).start()  # other commands read the file through it
     click.echo(f"flightrec collector on {collector.url}/v1/traces, writing {db_path} (Ctrl-C to stop)")
     click.echo(f"send traces: OTEL_EXPORTER_OTLP_ENDPOINT={collector.url} (any OpenTelemetry SDK), or "

@@ -37,6 +37,8 @@ _CHECKPOINT_WAL = "128MB"
 larger checkpoints cost the writer less CPU per span (benchmarks/RESULTS.md §12), and a restart
 after a crash replays about this much log at most."""
 _ACK_TIMEOUT_S = 60.0
+SESSION_TIMEOUT_S = 30 * 60.0
+"""Inactivity after which a session that no span ended is closed (``flightrec serve --session-timeout``)."""
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -72,7 +74,11 @@ class Collector:
         max_body: Largest request body accepted, after decompression.
         max_pending_spans: Spans that may wait for the writer.
         on_sessions_ended: Called on the writer's thread with the ids of sessions whose end a
-            transaction just committed (``evals.OnlineDetector``); must return quickly.
+            transaction just committed (``evals.OnlineDetector``), or that were closed for
+            inactivity; must return quickly.
+        session_timeout_s: A session still running with no span for this long is closed (many
+            producers never send a span that ends a session); ``None`` never closes one.
+        clock: Nanoseconds since the epoch, for the inactivity check (tests pass their own).
 
     Raises:
         ConfigError: a non-loopback host without a token.
@@ -81,7 +87,10 @@ class Collector:
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 4318,
                  token: str | None = None, max_body: int = MAX_BODY, max_pending_spans: int = MAX_PENDING_SPANS,
-                 on_sessions_ended: Callable[[list[str]], None] | None = None) -> None:
+                 on_sessions_ended: Callable[[list[str]], None] | None = None,
+                 session_timeout_s: float | None = SESSION_TIMEOUT_S, clock: Callable[[], int] = time.time_ns) -> None:
+        if session_timeout_s is not None and session_timeout_s <= 0:
+            raise ConfigError(f"the session timeout must be above 0 seconds, not {session_timeout_s:g}.")
         if host not in _LOOPBACK and not token:
             raise ConfigError(f"binding to {host} exposes the collector beyond this machine: give a bearer token "
                               "(--token or FLIGHTREC_TOKEN), or bind to 127.0.0.1.")
@@ -92,6 +101,10 @@ class Collector:
         self.max_pending_spans = max_pending_spans
         self.stats = CollectorStats()
         self._on_sessions_ended = on_sessions_ended
+        self.session_timeout_s = session_timeout_s
+        self._clock = clock
+        # Checked ten times per timeout, at most once a minute: a session closes at most 10% late.
+        self._sweep_every_s = min(session_timeout_s / 10, 60.0) if session_timeout_s else None
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
@@ -150,9 +163,47 @@ class Collector:
 
     # -- the writer --------------------------------------------------------------------------
 
+    def close_inactive_sessions(self) -> list[str]:
+        """Closes the running sessions with no span for ``session_timeout_s``; returns their ids.
+
+        The writer calls it when idle and between commits; the detectors see the sessions it closes.
+        """
+        if not self.session_timeout_s:
+            return []
+        before = self._clock() - int(self.session_timeout_s * 1e9)
+        reason = (f"no span for {_duration(self.session_timeout_s)} and none ended the session; "
+                  "closed by flightrec serve (--session-timeout)")
+        closed = self.store.close_inactive(before, reason)
+        self._sessions_ended(closed)
+        return closed
+
+    def _sessions_ended(self, session_ids: list[str]) -> None:
+        if session_ids and self._on_sessions_ended is not None:
+            try:
+                self._on_sessions_ended(session_ids)
+            except Exception:
+                log.warning("flightrec collector: the sessions-ended hook failed", exc_info=True)
+
+    def _sweep(self) -> None:
+        try:
+            self.close_inactive_sessions()
+        except FlightrecError as exc:  # the next sweep tries again; spans keep being taken meanwhile
+            log.warning("flightrec collector: closing inactive sessions failed: %s", exc)
+
     def _write_loop(self) -> None:
+        every = self._sweep_every_s
+        next_sweep = time.monotonic() + every if every else None
         while True:
-            job = self._jobs.get()
+            try:
+                job = self._jobs.get(timeout=max(next_sweep - time.monotonic(), 0) if next_sweep else None)
+                idle = False
+            except queue.Empty:  # nothing to write: time to look for inactive sessions
+                job, idle = None, True
+            if next_sweep is not None and time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + (every or 0)
+            if idle:
+                continue
             if job is None:
                 return
             group = [job]
@@ -182,7 +233,7 @@ class Collector:
             error = f"ingest failed: {type(exc).__name__}"
         if error is not None:
             # Nothing was committed: forget the content so that the client's retry sends it again.
-            self._ingestor.forget({*batch.content, *batch.chain})
+            self._ingestor.rollback(batch)
         with self._lock:
             self._pending -= spans
             if error is None:
@@ -191,12 +242,8 @@ class Collector:
         for job in group:
             job.error = error
             job.done.set()
-        ended = [d.session_id for d in batch.sessions.values() if d.ended]
-        if error is None and ended and self._on_sessions_ended is not None:
-            try:
-                self._on_sessions_ended(ended)
-            except Exception:
-                log.warning("flightrec collector: the sessions-ended hook failed", exc_info=True)
+        if error is None:
+            self._sessions_ended([d.session_id for d in batch.sessions.values() if d.ended])
 
 
 class Replying(BaseHTTPRequestHandler):
@@ -297,6 +344,14 @@ class _Handler(Replying):
             self.rfile.read(int(length))
         else:
             self.close_connection = True
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 def wait_until_serving(url: str, timeout_s: float = 10.0) -> None:

@@ -37,9 +37,16 @@ _SESSION_KEYS = ("session.id", "traceloop.association.properties.session_id",
 _GENAI_CHAT_OPS = frozenset({"chat", "text_completion", "generate_content"})
 _OPENINFERENCE_ROLES: dict[str, Role] = {"LLM": "llm", "TOOL": "tool", "AGENT": "agent"}
 _TRACELOOP_ROLES: dict[str, Role] = {"tool": "tool", "agent": "agent", "workflow": "agent"}
-# Finish reasons of other APIs, in the Messages API's words (decide() reads those).
-_STOP_WORDS = {"length": "max_tokens", "max_output_tokens": "max_tokens", "content_filter": "refusal",
-               "tool_calls": "tool_use", "function_call": "tool_use", "stop": "end_turn"}
+# Finish reasons of every convention and API, in the Messages API's words (decide() reads those,
+# and the store keeps them so). Keys are lower case: Gemini writes its reasons in capitals.
+_STOP_WORDS = {
+    "tool_call": "tool_use", "tool_calls": "tool_use", "function_call": "tool_use", "tool_use": "tool_use",
+    "stop": "end_turn", "end_turn": "end_turn", "complete": "end_turn", "completed": "end_turn",
+    "length": "max_tokens", "max_tokens": "max_tokens", "max_output_tokens": "max_tokens",
+    "content_filter": "refusal", "safety": "refusal", "recitation": "refusal", "blocklist": "refusal",
+    "prohibited_content": "refusal", "spii": "refusal", "refusal": "refusal",
+    "stop_sequence": "stop_sequence", "pause_turn": "pause_turn", "error": "error",
+}
 
 _REASONS: dict[Convention, str] = {
     "anthropic-sdk": "it was recorded by the anthropic SDK's own spans, which keep the messages (in content mode) "
@@ -110,6 +117,20 @@ def recognise(scope: str, attrs: dict[str, Any], resource: dict[str, Any]) -> tu
     return None
 
 
+# Attributes of other conventions that hold content. Once a span is mapped, its content lives in the
+# content-addressed tables (messages as a chain, tools by hash, arguments and results in tool_calls),
+# so the raw copy of the span drops them: kept whole, every call would repeat the whole history.
+_CONTENT_PREFIXES = ("llm.input_messages.", "llm.output_messages.", "llm.tools.", "llm.prompts",
+                     "gen_ai.prompt.", "gen_ai.completion.", "llm.request.functions.")
+_CONTENT_KEYS = frozenset({"input.value", "output.value", "traceloop.entity.input", "traceloop.entity.output",
+                           "anthropic.tool_result.content", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result"})
+
+
+def is_content(key: str) -> bool:
+    """Whether a mapped span's attribute holds content that the mapping stored elsewhere."""
+    return key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES)
+
+
 def session_of(attrs: dict[str, Any]) -> str | None:
     """The session id another convention gives (flightrec's own, ``gen_ai.conversation.id``, is read first)."""
     for key in _SESSION_KEYS:
@@ -149,7 +170,10 @@ def llm_call(convention: Convention, attrs: dict[str, Any], kinds: ToolKinds) ->
     system, messages, tools, output, usage, finish = (fields[k] for k in (
         "system", "messages", "tools", "output", "usage", "finish"))
     params = fields["params"]
-    stop = _STOP_WORDS.get(finish, finish) if finish else None
+    output = _one_block_per_tool_use(output) if output is not None else None
+    if messages is not None:
+        messages = [{**m, "content": _one_block_per_tool_use(m["content"])} for m in messages]
+    stop = normalise_finish(finish)
     response = decision = None
     if output is not None:
         if stop is None:
@@ -165,7 +189,7 @@ def llm_call(convention: Convention, attrs: dict[str, Any], kinds: ToolKinds) ->
     ttft = attrs.get("gen_ai.response.time_to_first_chunk")
     return ForeignCall(
         convention=convention, model=fields["model"], response_model=fields["response_model"],
-        response_id=fields["response_id"], stop_reason=finish, action=action,
+        response_id=fields["response_id"], stop_reason=stop, action=action,
         tools_available=_tool_names(tools) if tools is not None else None,
         tools_chosen=list(decision.tools_chosen) if decision is not None and output is not None else None,
         reasoning=(decision.reasoning or None) if decision is not None else None,
@@ -177,11 +201,49 @@ def llm_call(convention: Convention, attrs: dict[str, Any], kinds: ToolKinds) ->
     )
 
 
+def normalise_finish(reason: Any) -> str | None:
+    """A finish reason of any convention in the Messages API's words (``tool_call`` → ``tool_use``,
+    ``stop`` → ``end_turn``, ``length`` → ``max_tokens`` …); one we do not know is kept, in lower case."""
+    if reason is None or reason == "":
+        return None
+    word = str(reason).strip().lower().removeprefix("finish_reason_")
+    return _STOP_WORDS.get(word, word)
+
+
 def _not_rebuildable(convention: Convention, messages: list[dict[str, Any]] | None) -> str:
     reason = _REASONS[convention]
     if messages is None:
         reason += "; no messages were recorded either (content capture was off)"
     return reason
+
+
+def _one_block_per_tool_use(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drops the second record of a tool use and tool uses with no name.
+
+    Some instrumentation writes one ``tool_use`` block twice (OpenInference's anthropic
+    instrumentation, as a content part and as a tool call), so that a decision would show a
+    phantom tool named ``None``. A tool use without a name says nothing a named one does not.
+    """
+    def call(block: dict[str, Any]) -> str:
+        return json.dumps([block.get("name"), block.get("input")], sort_keys=True, default=str)
+
+    uses = [b for b in blocks if b.get("type") == "tool_use" and b.get("name")]
+    with_id = {call(b) for b in uses if b.get("id")}
+    kept: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for block in blocks:
+        if block.get("type") != "tool_use":
+            kept.append(block)
+            continue
+        if not block.get("name"):
+            continue
+        # One record per id; a record without an id is the same call as a record with one.
+        key = str(block["id"]) if block.get("id") else call(block)
+        if key in seen or (not block.get("id") and key in with_id):
+            continue
+        seen.add(key)
+        kept.append(block)
+    return kept
 
 
 # -- the anthropic SDK's spans and the GenAI conventions ------------------------------------------
@@ -245,7 +307,9 @@ def _parts_to_blocks(parts: Any) -> list[dict[str, Any]]:
             blocks.append({"type": "tool_use", "id": p.get("id"), "name": p.get("name"),
                            "input": _json_value(args) if isinstance(args, str) else args})
         elif kind == "tool_call_response":
-            blocks.append({"type": "tool_result", "tool_use_id": p.get("id"), "content": _result(p.get("response"))})
+            # The conventions name the value "response"; some producers write "result".
+            value = p.get("response", p.get("result"))
+            blocks.append({"type": "tool_result", "tool_use_id": p.get("id"), "content": _result(value)})
         else:
             blocks.append(dict(p))  # kept as the convention wrote it
     return blocks
@@ -404,12 +468,22 @@ def _result(value: Any) -> Any:
 
 
 def _json_value(value: Any) -> Any:
+    """A structured attribute, sent as a JSON string or as an OTLP array/kvlist value, as JSON data."""
     if not isinstance(value, str):
-        return value
+        return _as_json_data(value)
     try:
         return json.loads(value)
     except ValueError:
         return value if value else None
+
+
+def _as_json_data(value: Any) -> Any:
+    # OTLP arrays arrive as tuples (as the SDK holds them) and kvlists as dicts.
+    if isinstance(value, (tuple, list)):
+        return [_as_json_data(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _as_json_data(v) for k, v in value.items()}
+    return value
 
 
 def as_text(value: Any) -> str | None:

@@ -28,7 +28,21 @@ from ._split import Splitter
 
 log = logging.getLogger("flightrec")
 _FOREIGN_SESSIONS = 100_000
-"""Sessions of other instrumentation whose last turn an ingestor remembers."""
+"""Sessions of other instrumentation whose last turn and recent calls an ingestor remembers."""
+_TRACES = 200_000
+"""Traces whose session an ingestor remembers, so that spans sent later join it."""
+_CALLS_PER_SESSION = 64
+"""Recent LLM calls of a foreign session that its tool calls are matched against."""
+
+
+@dataclass(frozen=True)
+class _CallMark:
+    """What a foreign LLM call leaves for the tool calls that follow it to find their turn."""
+
+    span_id: str
+    turn: int
+    start_ns: int
+    tool_use_ids: frozenset[str]
 
 
 @dataclass
@@ -142,6 +156,9 @@ class Batch:
     content: dict[str, tuple[str, str]] = field(default_factory=dict)
     chain: dict[str, tuple[str | None, str, str]] = field(default_factory=dict)
     sessions: dict[str, SessionDelta] = field(default_factory=dict)
+    merges: dict[str, str] = field(default_factory=dict)
+    """Sessions stored under a trace id before the trace's conversation id arrived: trace id → session id.
+    The store moves their rows into the named session."""
 
 
 class Ingestor:
@@ -156,6 +173,11 @@ class Ingestor:
         self._kinds = ToolKinds()
         # Other instrumentation has no turn spans: a session's turns are counted from its LLM calls.
         self._turns: dict[str, int] = {}
+        self._calls: dict[str, list[_CallMark]] = {}
+        # A conversation id given on some spans of a trace (often only the root's) names them all.
+        self._trace_sessions: dict[str, str] = {}
+        self._anonymous: set[str] = set()
+        """Traces whose spans were stored under the trace id, for want of a conversation id."""
 
     def forget(self, hashes: set[str] | None = None) -> None:
         """Drops remembered hashes (all of them by default), e.g. after a failed write.
@@ -168,6 +190,12 @@ class Ingestor:
             self._known.clear()
         else:
             self._known -= hashes  # content hashes and chain nodes alike
+
+    def rollback(self, batch: Batch) -> None:
+        """Undoes what ``build`` remembered of a batch that was not committed: its content, and the
+        sessions it would have joined (they are joined again when the spans are sent again)."""
+        self.forget({*batch.content, *batch.chain})
+        self._anonymous.update(batch.merges)
 
     def _remember(self, digest: str) -> bool:
         """Whether ``digest`` is new to this ingestor (and so must be written)."""
@@ -203,15 +231,18 @@ class Ingestor:
         """Adds the rows of ``records`` to ``batch`` (a new one by default) and returns it."""
         batch = batch if batch is not None else Batch()
         resource_json: dict[int, str] = {}
-        for r in records:
+        sessions = self._sessions(records, batch)
+        # In start order: a foreign tool call then meets the LLM calls that came before it, whatever
+        # order the instrumentation scopes of a request list them in.
+        for i in sorted(range(len(records)), key=lambda i: records[i].start_ns):
+            r, session_id = records[i], sessions[i]
             attrs = r.attributes
-            # Spans outside any session (no conversation id) make a session of their trace.
-            conversation = attrs.get(A.CONVERSATION_ID)
             own = r.scope == "flightrec"
-            if conversation is None and not own:
-                conversation = _foreign.session_of(attrs)
-            session_id = str(conversation) if conversation is not None else r.trace_id
-            kept = {k: v for k, v in attrs.items() if k not in A.CONTENT_ATTRIBUTES}
+            found = None if own else self._recognise(r)
+            if found is not None and found[1] != "agent":
+                kept = {k: v for k, v in attrs.items() if k not in A.CONTENT_ATTRIBUTES and not _foreign.is_content(k)}
+            else:
+                kept = {k: v for k, v in attrs.items() if k not in A.CONTENT_ATTRIBUTES}
             rkey = id(r.resource)
             if rkey not in resource_json:
                 resource_json[rkey] = _json(r.resource)
@@ -226,14 +257,14 @@ class Ingestor:
             else:
                 delta.start_ns = min(delta.start_ns, r.start_ns)
                 delta.end_ns = max(delta.end_ns, r.end_ns)
-            if r.parent_span_id is None and (conversation is None or not own):
-                # The root span of a session-less trace, or of another instrumentation's trace, ends
-                # that session (a later trace of the same conversation carries it on).
+            if r.parent_span_id is None and (not own or A.CONVERSATION_ID not in attrs):
+                # The root span of another instrumentation's trace (or of a trace with no session)
+                # ends its session; a later trace of the same conversation carries it on.
                 delta.trace_id = r.trace_id
                 delta.ended = True
                 delta.status = "error" if r.status_code == "ERROR" else "ok"
             op = attrs.get(A.OPERATION)
-            if op == "chat" and own:
+            if op == "chat" and (own or A.REQUEST_SHA256 in attrs):  # flightrec's conventions, from any SDK
                 self._llm_call(batch, r, session_id, delta)
             elif op == "execute_tool":
                 self._tool_call(batch, r, session_id, delta)
@@ -250,19 +281,72 @@ class Ingestor:
                     _json(r.events) if r.events else None,
                 ))
                 delta.sums["turns"] += 1
-            elif not own:
-                self._foreign(batch, r, session_id, delta)
+            elif found is not None:
+                self._foreign(batch, r, session_id, delta, found)
         return batch
 
-    def _foreign(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
-        """Normalises a span of other instrumentation; one that cannot be read stays raw only."""
-        if A.REQUEST_SHA256 in r.attributes and r.attributes.get(A.OPERATION) == "chat":
-            self._llm_call(batch, r, session_id, delta)  # flightrec's conventions, sent from another SDK
-            return
+    def _sessions(self, records: list[SpanRecord], batch: Batch) -> list[str]:
+        """The session of each record.
+
+        A span's own conversation id comes first. A span without one takes its parent's, then its
+        trace's, as given by any span of the trace, in this request or an earlier one: producers
+        often put the id on the root span only. A trace with no id at all is a session of its own,
+        under the trace id; when its id arrives later, ``batch.merges`` moves it into the named one.
+        """
+        named: list[str | None] = []
+        for r in records:
+            conversation = r.attributes.get(A.CONVERSATION_ID)
+            if conversation is None and r.scope != "flightrec":
+                conversation = _foreign.session_of(r.attributes)
+            named.append(str(conversation) if conversation is not None and conversation != "" else None)
+        by_span: dict[str, str] = {}
+        for r, session_id in zip(records, named):
+            if session_id is None:
+                continue
+            by_span[r.span_id] = session_id
+            if r.trace_id not in self._trace_sessions:
+                if len(self._trace_sessions) >= _TRACES:
+                    self._trace_sessions.clear()
+                self._trace_sessions[r.trace_id] = session_id
+                if r.trace_id in self._anonymous:
+                    self._anonymous.discard(r.trace_id)
+                    batch.merges[r.trace_id] = session_id
+                    self._carry_over(r.trace_id, session_id)
+        sessions: list[str] = []
+        for r, session_id in zip(records, named):
+            if session_id is None:
+                parent = by_span.get(r.parent_span_id) if r.parent_span_id else None
+                session_id = parent or self._trace_sessions.get(r.trace_id)
+            if session_id is None:
+                session_id = r.trace_id
+                if len(self._anonymous) >= _TRACES:
+                    self._anonymous.clear()
+                self._anonymous.add(r.trace_id)
+            sessions.append(session_id)
+        return sessions
+
+    def _carry_over(self, old: str, new: str) -> None:
+        """What is remembered of a trace's session goes to the named session it joins."""
+        if old in self._turns:
+            self._turns[new] = max(self._turns.pop(old), self._turns.get(new, 0))
+        if old in self._calls:
+            self._calls[new] = sorted([*self._calls.get(new, ()), *self._calls.pop(old)],
+                                      key=lambda m: m.start_ns)[-_CALLS_PER_SESSION:]
+
+    def _recognise(self, r: SpanRecord) -> tuple[_foreign.Convention, _foreign.Role] | None:
+        """The convention of a span of other instrumentation, or ``None``; never raises."""
+        if A.REQUEST_SHA256 in r.attributes:
+            return None  # flightrec's own conventions, sent from another SDK
         try:
-            found = _foreign.recognise(r.scope, r.attributes, r.resource)
-            if found is None:
-                return
+            return _foreign.recognise(r.scope, r.attributes, r.resource)
+        except Exception:  # a span shaped in a way we did not foresee is kept raw
+            log.debug("flightrec: recognising span %s failed", r.span_id, exc_info=True)
+            return None
+
+    def _foreign(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta,
+                 found: tuple[_foreign.Convention, _foreign.Role]) -> None:
+        """Normalises a span of other instrumentation; one that cannot be read stays raw only."""
+        try:
             convention, role = found
             if role == "llm":
                 call = _foreign.llm_call(convention, r.attributes, self._kinds)
@@ -270,7 +354,7 @@ class Ingestor:
             elif role == "tool":
                 t = _foreign.tool_call(convention, r.name, r.attributes)
                 self._tool_row(batch, r, session_id, delta, t.name, t.call_id, t.arguments, t.result,
-                               self._turns.get(session_id))
+                               self._tool_turn(session_id, r, t.call_id))
             else:
                 delta.agent = _foreign.agent_name(convention, r.name, r.attributes)
         except Exception as exc:  # a span shaped in a way we did not foresee must not fail its batch
@@ -278,6 +362,22 @@ class Ingestor:
             log.warning("flightrec: span %s (scope %r) could not be normalised (%s); it is kept raw", r.span_id,
                         r.scope, type(exc).__name__)
             log.debug("flightrec: normalising span %s failed", r.span_id, exc_info=True)
+
+    def _tool_turn(self, session_id: str, r: SpanRecord, call_id: str | None) -> int | None:
+        """The turn of a foreign tool call: that of the LLM call it runs under (its parent span), else
+        of the call whose output asked for its call id, else of the last call that started before it."""
+        marks = self._calls.get(session_id, ())
+        for m in marks:
+            if m.span_id == r.parent_span_id:
+                return m.turn
+        if call_id:
+            for m in reversed(marks):
+                if call_id in m.tool_use_ids:
+                    return m.turn
+        before = [m for m in marks if m.start_ns <= r.start_ns]
+        if before:
+            return before[-1].turn
+        return self._turns.get(session_id)
 
     def _foreign_turn(self, session_id: str, messages: list[dict[str, Any]] | None) -> tuple[int, bool]:
         """The turn of a foreign LLM call, and whether it starts a new turn.
@@ -296,6 +396,18 @@ class Ingestor:
             self._turns[session_id] = turn
         return turn, turn > last
 
+    def _mark_call(self, session_id: str, r: SpanRecord, turn: int, c: _foreign.ForeignCall) -> None:
+        ids = frozenset(str(b["id"]) for b in (c.response or {}).get("content", ())
+                        if b.get("type") == "tool_use" and b.get("id"))
+        marks = self._calls.get(session_id)
+        if marks is None:
+            if len(self._calls) >= _FOREIGN_SESSIONS:
+                self._calls.clear()
+            marks = self._calls[session_id] = []
+        marks.append(_CallMark(r.span_id, turn, r.start_ns, ids))
+        marks.sort(key=lambda m: m.start_ns)
+        del marks[:-_CALLS_PER_SESSION]
+
     def _foreign_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta,
                       c: _foreign.ForeignCall) -> None:
         if self._prices is None:
@@ -309,6 +421,7 @@ class Ingestor:
         if c.tools is not None:
             tool_refs = [self._put_text(batch, "tool", canonical_json(t)) for t in c.tools]
         turn, new_turn = self._foreign_turn(session_id, c.messages)
+        self._mark_call(session_id, r, turn, c)
         if new_turn:
             batch.turns.append((session_id, turn, r.trace_id, r.span_id, r.start_ns, r.end_ns, None))
             delta.sums["turns"] += 1
@@ -333,7 +446,7 @@ class Ingestor:
             c.cache_write_tokens, cost, *(segments[s] for s in A.SEGMENTS), window,
             c.total_input_tokens / window if window and c.total_input_tokens is not None else None,
             None, None, canonical_json(c.params), system_ref, messages_ref, message_count, tool_refs,
-            canonical_json(c.response) if c.response is not None else None, c.not_rebuildable,
+            canonical_json(c.response) if c.response is not None else None, c.not_rebuildable, None,
         ))
         s = delta.sums
         s["llm_calls"] += 1
@@ -387,7 +500,7 @@ class Ingestor:
             a.get(f"{p}tool_results_tokens"), a.get(f"{p}retrieved_tokens"),
             a.get(A.CONTEXT_WINDOW), a.get(A.CONTEXT_UTILISATION), a.get(A.CONTENT_MODE),
             a.get(A.REQUEST_SHA256), params, system_ref, messages_ref, message_count, tool_refs,
-            a.get(A.RESPONSE_BODY), None,
+            a.get(A.RESPONSE_BODY), None, list(a[A.REQUEST_BETAS]) if a.get(A.REQUEST_BETAS) else None,
         ))
         s = delta.sums
         s["llm_calls"] += 1
@@ -407,7 +520,7 @@ class Ingestor:
         turn = a.get(A.TURN_INDEX)
         result = a.get(A.TOOL_RESULT)
         if r.scope != "flightrec":  # GenAI tool spans from elsewhere: no turn attribute, the SDK's own result key
-            turn = self._turns.get(session_id) if turn is None else turn
+            turn = self._tool_turn(session_id, r, a.get(A.TOOL_CALL_ID)) if turn is None else turn
             result = _foreign.as_text(a.get("anthropic.tool_result.content") if result is None else result)
             arguments = _foreign.as_text(a.get(A.TOOL_ARGUMENTS))
         else:

@@ -231,6 +231,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE tool_calls ADD COLUMN outcome_key VARCHAR;
         """,
     ),
+    Migration(
+        6,
+        "llm calls keep the beta features they asked for (the anthropic-beta header), so that replay asks again",
+        "ALTER TABLE llm_calls ADD COLUMN betas VARCHAR[];",
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -110,6 +110,8 @@ class LlmCall(BaseModel):
     """The last messages of the request, oldest first (what the model saw most recently)."""
     message_count: int | None
     """How many messages the request carried."""
+    betas: list[str] | None = None
+    """The beta features the call asked for (its ``anthropic-beta`` header), which a replay asks for again."""
 
 
 class AgentRun(BaseModel):

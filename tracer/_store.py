@@ -67,7 +67,7 @@ _COLUMNS = {
         "cache_write_tokens", "cost_usd", "ctx_system_tokens", "ctx_tools_tokens", "ctx_history_tokens",
         "ctx_tool_results_tokens", "ctx_retrieved_tokens", "ctx_window", "ctx_utilisation", "content_mode",
         "request_sha256", "request_params", "system_ref", "messages_ref", "message_count", "tool_refs",
-        "response_body", "not_rebuildable"),
+        "response_body", "not_rebuildable", "betas"),
     "tool_calls": ("span_id", "trace_id", "session_id", "turn_index", "tool_name", "tool_call_id", "start_ns",
                    "end_ns", "status", "error_type", "error_message", "arguments", "result", "idempotency_key",
                    "retries", "circuit_state", "args_key", "shape_key"),
@@ -89,6 +89,29 @@ ON CONFLICT (session_id) DO UPDATE SET
     status_reason = CASE WHEN excluded.ended THEN excluded.status_reason ELSE sessions.status_reason END,
     content_mode = coalesce(excluded.content_mode, sessions.content_mode),
     {", ".join(f"{c} = sessions.{c} + excluded.{c}" for c in (*_SESSION_SUMS, "cost_usd"))}
+"""
+_MERGED_TABLES = ("spans", "llm_calls", "tool_calls", "turns", "message_chain")
+_SESSION_MERGE = f"""
+UPDATE sessions SET
+    trace_id = coalesce(sessions.trace_id, a.trace_id),
+    agent = coalesce(sessions.agent, a.agent),
+    start_ns = least(sessions.start_ns, a.start_ns),
+    end_ns = greatest(sessions.end_ns, a.end_ns),
+    ended = sessions.ended OR a.ended,
+    status = CASE WHEN sessions.ended THEN sessions.status ELSE a.status END,
+    status_reason = CASE WHEN sessions.ended THEN sessions.status_reason ELSE a.status_reason END,
+    content_mode = coalesce(sessions.content_mode, a.content_mode),
+    {", ".join(f"{c} = sessions.{c} + a.{c}" for c in (*_SESSION_SUMS, "cost_usd"))}
+FROM (SELECT * FROM sessions WHERE session_id = $old) a
+WHERE sessions.session_id = $new
+"""
+"""Adds a session stored under its trace id into the named session it turned out to belong to."""
+_CLOSE_INACTIVE = """
+UPDATE sessions SET ended = true, status_reason = $reason,
+    status = CASE WHEN (SELECT last(c.action ORDER BY c.start_ns) FROM llm_calls c
+                        WHERE c.session_id = sessions.session_id) = 'final' THEN 'ok' ELSE 'incomplete' END
+WHERE NOT ended AND end_ns < $before
+RETURNING session_id
 """
 _ALERT_COLUMNS = ("fingerprint", "alert_id", "detector", "family", "severity", "title", "agent", "route", "session_id",
                   "turns", "session_ids", "evidence", "status", "first_seen_ns", "last_seen_ns", "count")
@@ -327,6 +350,8 @@ class Store:
                     if table is not None:
                         con.register(f"_batch_{name}", table)
                         con.execute(sql)
+                for old, new in batch.merges.items():
+                    self._merge_session(old, new)
                 con.execute("COMMIT")
             except BaseException as exc:
                 # Whatever failed, the transaction must not stay open: every later write would fail.
@@ -343,6 +368,30 @@ class Store:
                         con.unregister(f"_batch_{name}")
                     except duckdb.Error:
                         pass
+
+    def _merge_session(self, old: str, new: str) -> None:
+        """Moves the rows of session ``old`` into ``new`` (in the caller's transaction)."""
+        con = self._con
+        for table in _MERGED_TABLES:
+            con.execute(f"UPDATE {table} SET session_id = $new WHERE session_id = $old", {"old": old, "new": new})
+        if con.execute("SELECT 1 FROM sessions WHERE session_id = $old", {"old": old}).fetchone() is None:
+            return
+        con.execute(_SESSION_MERGE, {"old": old, "new": new})
+        con.execute("DELETE FROM sessions WHERE session_id = $old", {"old": old})
+
+    def close_inactive(self, before_ns: int, reason: str) -> list[str]:
+        """Ends the sessions still running whose last span ended before ``before_ns``; returns their ids.
+
+        For sessions whose end never arrives (a producer that sends no root span, an agent that
+        died): metrics and detectors look only at ended sessions. The status is ``ok`` when the
+        last decision was a final answer and ``incomplete`` otherwise; ``reason`` says why it ended.
+        """
+        with self._lock:
+            try:
+                rows = self._con.execute(_CLOSE_INACTIVE, {"before": before_ns, "reason": reason}).fetchall()
+            except duckdb.Error as exc:
+                raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
+        return [r[0] for r in rows]
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -460,7 +509,7 @@ class Store:
                    http_status, model, stop_reason, action, tools_available, tools_chosen, reasoning, input_tokens,
                    output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, ctx_system_tokens,
                    ctx_tools_tokens, ctx_history_tokens, ctx_tool_results_tokens, ctx_retrieved_tokens, ctx_window,
-                   ctx_utilisation, request_sha256, content_mode, response_body, messages_ref, message_count
+                   ctx_utilisation, request_sha256, content_mode, response_body, messages_ref, message_count, betas
             FROM llm_calls WHERE session_id = ? ORDER BY start_ns""",
             [sid],
         )
@@ -496,6 +545,7 @@ class Store:
                 tool_uses=[{"id": b.get("id"), "name": b.get("name"), "input": b.get("input")}
                            for b in blocks if b.get("type") == "tool_use"],
                 newest_messages=[bodies[h] for h in (newest.get(c[30]) or ()) if h in bodies], message_count=c[31],
+                betas=c[32],
             ))
         for t in tools:
             turn(t[1]).tool_calls.append(ToolCallRecord(
