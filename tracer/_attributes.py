@@ -80,3 +80,6 @@ SEGMENTS = ("system", "tools", "history", "tool_results", "retrieved")
 # content-addressed tables, and `content="none"` never sets them.
 CONTENT_ATTRIBUTES = frozenset({REQUEST_BODY, RESPONSE_BODY, REASONING, TOOL_ARGUMENTS, TOOL_RESULT, INPUT_MESSAGES,
                                 OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS, TOOL_DEFINITIONS})
+
+# OpenInference's span kind (AGENT, CHAIN, LLM, TOOL …), which Arize Phoenix reads before anything else.
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"

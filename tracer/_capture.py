@@ -26,6 +26,7 @@ from ._canonical import canonical_json, loads, sha256_hex
 from ._decision import context_chars, context_tokens, decide, tools_available
 from ._pricing import Usage
 from ._redact import redact_value
+from ._semconv import output_attributes, request_attributes
 from ._session import current_session
 from ._sse import accumulate_sse
 
@@ -44,8 +45,28 @@ _PARAM_ATTRIBUTES = {
 }
 
 
+_BETA_HEADER = "anthropic-beta"
+
+
 def _is_messages_call(request: APIRequest) -> bool:
     return request.method.lower() == "post" and request.url.split("?", 1)[0].rstrip("/").endswith("/messages")
+
+
+def _betas(headers: Any) -> list[str] | None:
+    """The ``anthropic-beta`` values of a header mapping (comma-separated, any case), or ``None`` without one."""
+    for key, value in (headers or {}).items():
+        if isinstance(key, str) and key.lower() == _BETA_HEADER and isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+    return None
+
+
+def server_attributes(url: str | httpx2.URL) -> dict[str, Any]:
+    """``server.address`` and ``server.port`` of a URL (the port its scheme implies when it names none)."""
+    parsed = httpx2.URL(str(url))
+    if not parsed.host:
+        return {}
+    port = parsed.port or {"https": 443, "http": 80}.get(parsed.scheme)
+    return {A.SERVER_ADDRESS: parsed.host, **({A.SERVER_PORT: port} if port else {})}
 
 
 class _Call:
@@ -53,7 +74,7 @@ class _Call:
 
     __slots__ = ("span", "body", "start", "recorder", "session")
 
-    def __init__(self, recorder: Recorder, request: APIRequest) -> None:
+    def __init__(self, recorder: Recorder, request: APIRequest, client: _ClientFacts) -> None:
         self.recorder = recorder
         self.start = time.perf_counter()
         body = dict(request.json or {})
@@ -71,7 +92,14 @@ class _Call:
             A.ATTEMPT: request.retries_taken,
             A.REQUEST_STREAM: bool(body.get("stream")),
             A.CONTENT_MODE: recorder.content,
+            **(server_attributes(request.url) if "://" in request.url else client.server),
         }
+        # A per-call ``betas=`` (the SDK sends it as this header) replaces the client's default header.
+        betas = _betas(request.headers)
+        if betas is None:
+            betas = client.betas
+        if betas:
+            attrs[A.REQUEST_BETAS] = betas
         for key, name in _PARAM_ATTRIBUTES.items():
             if key in body and body[key] is not None:
                 attrs[name] = body[key]
@@ -81,8 +109,13 @@ class _Call:
         attrs[A.REQUEST_SHA256] = sha256_hex(text)
         if recorder.content == "full":
             attrs[A.REQUEST_BODY] = text
+            if recorder.standard_content:
+                attrs.update(request_attributes(body))
         elif recorder.content == "redacted":
-            attrs[A.REQUEST_BODY] = canonical_json(redact_value(body, recorder.redactors))
+            shown = redact_value(body, recorder.redactors)
+            attrs[A.REQUEST_BODY] = canonical_json(shown)
+            if recorder.standard_content:
+                attrs.update(request_attributes(shown))
         attrs[A.TOOLS_AVAILABLE] = tools_available(body)
         context = None
         if session is not None:
@@ -160,6 +193,8 @@ class _Call:
         if rec.content != "none":
             out = message if rec.content == "full" else redact_value(message, rec.redactors)
             attrs[A.RESPONSE_BODY] = canonical_json(out)
+            if rec.standard_content:
+                attrs.update(output_attributes(out))
             if decision.reasoning:
                 reasoning = decision.reasoning
                 attrs[A.REASONING] = reasoning if rec.content == "full" else redact_value(reasoning, rec.redactors)
@@ -178,16 +213,35 @@ def _guarded(what: str, recorder: Recorder, fn: Callable[..., Any], *args: Any) 
         return None
 
 
-class CaptureMiddleware(Middleware):
-    """Records every attempt of ``messages.create`` (streaming or not) as a ``chat`` span."""
+class _ClientFacts:
+    """What the middleware cannot see in a request: the client's server and its default beta header."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    __slots__ = ("server", "betas")
+
+    def __init__(self, base_url: str | httpx2.URL | None, default_headers: Any) -> None:
+        self.server = server_attributes(base_url) if base_url else {}
+        self.betas = _betas(default_headers) or []
+
+
+class CaptureMiddleware(Middleware):
+    """Records every attempt of ``messages.create`` (streaming or not) as a ``chat`` span.
+
+    ``base_url`` and ``default_headers`` are the client's: requests name only their path, and the
+    client's own headers (a default ``anthropic-beta``) are added after the middleware.
+    """
+
+    def __init__(self, recorder: Recorder, *, base_url: str | httpx2.URL | None = None,
+                 default_headers: Any = None) -> None:
         self._recorder = recorder
+        self._client = _ClientFacts(base_url, default_headers)
+
+    def _start(self, request: APIRequest) -> _Call:
+        return _Call(self._recorder, request, self._client)
 
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
         if not _is_messages_call(request):
             return call_next(request)
-        call: _Call | None = _guarded("capturing a request", self._recorder, lambda: _Call(self._recorder, request))
+        call: _Call | None = _guarded("capturing a request", self._recorder, self._start, request)
         if call is None:
             return call_next(request)
         try:
@@ -201,7 +255,7 @@ class CaptureMiddleware(Middleware):
     async def handle_async(self, request: APIRequest, call_next: Callable[[APIRequest], Any]) -> Any:
         if not _is_messages_call(request):
             return await call_next(request)
-        call: _Call | None = _guarded("capturing a request", self._recorder, lambda: _Call(self._recorder, request))
+        call: _Call | None = _guarded("capturing a request", self._recorder, self._start, request)
         if call is None:
             return await call_next(request)
         try:

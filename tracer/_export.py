@@ -15,6 +15,9 @@ import os
 import queue
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +26,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from ._errors import FlightrecError
+from . import _attributes as A
+from ._errors import ConfigError, FlightrecError
 from ._ingest import Batch, Ingestor, from_readable
 from ._store import Store
 
@@ -242,22 +246,148 @@ class StoreSpanProcessor(SpanProcessor):
             self._ingestor.forget({*batch.content, *batch.chain})
 
 
+_TRACES_PATH = "/v1/traces"
+_ANTHROPIC_SCOPE = "com.anthropic.sdk.python"
+# What our own collector answers on GET /health (its Server header, and its text behind a proxy).
+_COLLECTOR_MARK = "flightrec"
+_PROBE_TIMEOUT_S = 2.0
+_BODY_ATTRIBUTES = (A.REQUEST_BODY, A.RESPONSE_BODY)
+_STANDARD_CONTENT = (A.INPUT_MESSAGES, A.OUTPUT_MESSAGES, A.SYSTEM_INSTRUCTIONS, A.TOOL_DEFINITIONS)
+_USAGE_PREFIX = "gen_ai.usage."
+
+
+def _checked_url(url: str, where: str) -> str:
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{where} {url!r} is not an http(s) URL: give the OTLP/HTTP collector's address, "
+                          "like http://127.0.0.1:4318.")
+    return url.strip()
+
+
+def traces_url(endpoint: str | None = None, *, use_environment: bool = True) -> str | None:
+    """The URL that spans are posted to, or ``None`` when no collector is named.
+
+    An ``endpoint`` given in code is a collector's base address, and ``/v1/traces`` is added
+    unless it already ends so. Otherwise, as the OpenTelemetry specification says,
+    ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is used as it is, and ``$OTEL_EXPORTER_OTLP_ENDPOINT`` is
+    a base that gets ``/v1/traces``. Raises ``ConfigError`` for a value that is not an http(s) URL.
+    """
+    if endpoint:
+        url = _checked_url(endpoint, "endpoint")
+        return url if url.rstrip("/").endswith(_TRACES_PATH) else url.rstrip("/") + _TRACES_PATH
+    if not use_environment:
+        return None
+    signal = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if signal:
+        return _checked_url(signal, "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if base:
+        return _checked_url(base, "$OTEL_EXPORTER_OTLP_ENDPOINT").rstrip("/") + _TRACES_PATH
+    return None
+
+
+def is_flightrec_collector(url: str) -> bool | None:
+    """Whether the collector behind a traces URL is ``flightrec serve``; ``None`` when it did not answer.
+
+    Blocks for up to two seconds: it runs on the exporter's thread, never on the agent's.
+    """
+    base = url.rstrip("/")
+    base = base[: -len(_TRACES_PATH)] if base.endswith(_TRACES_PATH) else base
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=_PROBE_TIMEOUT_S) as response:
+            server, text = response.headers.get("Server", ""), response.read(200)
+    except urllib.error.HTTPError as exc:  # an answer all the same: another backend
+        server, text = exc.headers.get("Server", "") if exc.headers else "", b""
+    except (OSError, ValueError):
+        return None
+    return server.startswith(_COLLECTOR_MARK) or text.startswith(_COLLECTOR_MARK.encode())
+
+
 class OtlpSpanProcessor(BatchSpanProcessor):
     """Sends spans to an OTLP/HTTP collector with the standard exporter, counting what landed.
 
     The collector commits before it answers, so ``written`` counts committed spans; a batch the
     exporter gives up on (after its retries) is counted as dropped.
+
+    Args:
+        url: The traces URL (see ``traces_url``).
+        bodies: Whether the exact request and response bodies travel. ``None`` sends them only to
+            ``flightrec serve`` (asked once, on the exporter's thread), which needs them for
+            replay; another backend reads the conventions' content attributes instead.
     """
 
-    def __init__(self, endpoint: str, *, max_queue: int = MAX_QUEUE) -> None:
+    def __init__(self, url: str, *, max_queue: int = MAX_QUEUE, bodies: bool | None = None) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         token = os.environ.get("FLIGHTREC_TOKEN")
         self.stats = ExportStats()
-        exporter = _Counting(OTLPSpanExporter(
-            endpoint=endpoint.rstrip("/") + "/v1/traces",
-            headers={"Authorization": f"Bearer {token}"} if token else None), self.stats)
-        super().__init__(exporter, max_queue_size=max_queue)
+        self.outbound = _Outbound(OTLPSpanExporter(
+            endpoint=url, headers={"Authorization": f"Bearer {token}"} if token else None), url, bodies)
+        super().__init__(_Counting(self.outbound, self.stats), max_queue_size=max_queue)
+
+
+class _Outbound(SpanExporter):
+    """Shapes spans for where they go.
+
+    To ``flightrec serve``: as they are, less the conventions' content attributes (the exact
+    bodies carry the same, and the collector keeps only those). To another backend: without the
+    exact bodies unless asked (every call repeats the whole conversation in them), and the anthropic
+    SDK's own chat spans, which duplicate flightrec's, lose their token counts and are marked as
+    OpenInference ``CHAIN`` spans, so that no backend counts a call's tokens and cost twice.
+    """
+
+    def __init__(self, inner: SpanExporter, url: str, bodies: bool | None) -> None:
+        self._inner = inner
+        self._url = url
+        self._bodies = bodies
+        self.flightrec: bool | None = None
+        """Whether the endpoint is ``flightrec serve``, once it has answered."""
+
+    def _destination(self) -> bool | None:
+        if self.flightrec is None:
+            self.flightrec = is_flightrec_collector(self._url)
+            if self.flightrec is not None:
+                log.info("flightrec: %s is %s", self._url, "flightrec serve" if self.flightrec else
+                         "another OpenTelemetry backend: spans carry the GenAI content attributes"
+                         + ("" if self._bodies else ", not the exact bodies (otlp_bodies=True sends them)"))
+        return self.flightrec
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            flightrec = self._destination()
+            # Not known yet (no answer): everything goes, which is right for either kind of backend.
+            bodies = self._bodies if self._bodies is not None else flightrec is not False
+            spans = [_shaped(s, bodies=bodies, flightrec=flightrec) for s in spans]
+        except Exception:  # shaping must never cost the spans
+            log.warning("flightrec: shaping spans for %s failed; they are sent as they are", self._url,
+                        exc_info=True)
+        return self._inner.export(spans)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def _shaped(span: ReadableSpan, *, bodies: bool, flightrec: bool | None) -> ReadableSpan:
+    attrs = span.attributes or {}
+    drop: tuple[str, ...] = ()
+    add: dict[str, Any] = {}
+    scope = span.instrumentation_scope.name if span.instrumentation_scope else ""
+    if scope == "flightrec":
+        drop = (() if bodies else _BODY_ATTRIBUTES) + (_STANDARD_CONTENT if flightrec and bodies else ())
+    elif scope == _ANTHROPIC_SCOPE and attrs.get(A.OPERATION) == "chat" and flightrec is not True:
+        drop = tuple(k for k in attrs if k.startswith(_USAGE_PREFIX))
+        add = {A.OPENINFERENCE_SPAN_KIND: "CHAIN"}
+    if not add and not any(k in attrs for k in drop):
+        return span
+    kept = {k: v for k, v in attrs.items() if k not in drop}
+    kept.update(add)
+    return ReadableSpan(
+        name=span.name, context=span.context, parent=span.parent, resource=span.resource, attributes=kept,
+        events=span.events, links=span.links, kind=span.kind, status=span.status, start_time=span.start_time,
+        end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
 
 
 class _Counting(SpanExporter):

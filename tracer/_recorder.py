@@ -10,15 +10,15 @@ from typing import Any, Literal, TypeVar, get_args
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from ._decision import ToolKinds
 from ._errors import ConfigError
-from ._export import MAX_QUEUE, ExportStats, OtlpSpanProcessor, StoreSpanProcessor
+from ._export import MAX_QUEUE, ExportStats, OtlpSpanProcessor, StoreSpanProcessor, traces_url
 from ._foreign import RECORDER_MARKER
 from ._pricing import PriceTable
 from ._redact import BUILTIN_REDACTORS, Redactor
-from ._session import Session, open_session
+from ._session import Session, SessionTracerProvider, open_session
 from ._store import Store, default_db_path
 
 ContentMode = Literal["full", "redacted", "none"]
@@ -28,6 +28,18 @@ try:
     __version__ = version("flightrec")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
+
+
+class _Provider(TracerProvider):
+    """The recorder's tracer provider; it notes when a span processor of someone else's is added."""
+
+    shared = False
+    """Whether spans also go somewhere other than flightrec's own exporter."""
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        if not isinstance(span_processor, StoreSpanProcessor):
+            self.shared = True
+        super().add_span_processor(span_processor)
 
 
 class Recorder:
@@ -43,9 +55,16 @@ class Recorder:
         handoff_tools: Tools whose use is a handoff (default: ``transfer_to_*``, ``escalate*``).
         service_name: The OpenTelemetry ``service.name`` of the spans.
         max_queue: Spans that may wait for the writer; more are dropped and counted.
-        endpoint: An OTLP/HTTP collector (``flightrec serve``, ``http://127.0.0.1:4318``) to send
-            spans to instead of writing a store; default ``$OTEL_EXPORTER_OTLP_ENDPOINT`` when no
-            ``db`` is given. ``$FLIGHTREC_TOKEN`` is sent as its bearer token.
+        endpoint: An OTLP/HTTP collector (``flightrec serve``, ``http://127.0.0.1:4318``, or any
+            other OpenTelemetry backend) to send spans to instead of writing a store; ``/v1/traces``
+            is added unless the URL ends with it. When neither ``endpoint`` nor ``db`` is given,
+            ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (used as it is) or ``$OTEL_EXPORTER_OTLP_ENDPOINT``
+            (a base URL) names it. ``$FLIGHTREC_TOKEN`` is sent as its bearer token.
+        otlp_bodies: Whether the exact request and response bodies (``flightrec.request.body``,
+            ``flightrec.response.body``) travel to the endpoint. Each repeats the whole conversation
+            so far. By default they go only to ``flightrec serve``, which needs them for replay (it
+            is recognised when the exporter first sends); another backend gets the conventions'
+            ``gen_ai.input.messages`` and friends instead. ``True`` or ``False`` decides for any.
         on_sessions_ended: Called on the writer's thread with the ids of the sessions whose
             session span a write just committed (``evals.OnlineDetector`` runs the detectors on
             them). It must return quickly; what it raises is logged and ignored.
@@ -68,6 +87,7 @@ class Recorder:
         max_queue: int = MAX_QUEUE,
         on_sessions_ended: Callable[[list[str]], None] | None = None,
         endpoint: str | None = None,
+        otlp_bodies: bool | None = None,
     ) -> None:
         if content not in get_args(ContentMode):
             raise ConfigError(f"content mode {content!r} is not one of full, redacted, none.")
@@ -80,22 +100,32 @@ class Recorder:
             handoff=frozenset(handoff_tools) if handoff_tools is not None else None,
         )
         # The marker tells ingest that this process's anthropic SDK spans duplicate flightrec's chat spans.
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name,
+        self.provider = _Provider(resource=Resource.create({"service.name": service_name,
                                                                  RECORDER_MARKER: __version__}))
         # An explicit store wins over the environment's endpoint: a test or a demo that names its
         # file must not send its spans elsewhere because a shell exported OTEL_EXPORTER_OTLP_ENDPOINT.
-        self.endpoint = endpoint or (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") if db is None else None)
+        self.endpoint = traces_url(endpoint, use_environment=db is None)
+        """The URL spans are posted to, or ``None`` when they are written to the store."""
         self.processor: StoreSpanProcessor | OtlpSpanProcessor
         if self.endpoint:
             if on_sessions_ended is not None:
                 raise ConfigError("on_sessions_ended runs where the store is written: with an endpoint, that is "
                                   "`flightrec serve`, which runs the detectors itself.")
-            self.processor = OtlpSpanProcessor(self.endpoint, max_queue=max_queue)
+            self.processor = OtlpSpanProcessor(self.endpoint, max_queue=max_queue, bodies=otlp_bodies)
         else:
             self.processor = StoreSpanProcessor(lambda: Store(self.db_path), max_queue=max_queue,
                                                 on_sessions_ended=on_sessions_ended)
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("flightrec", __version__)
+
+    @property
+    def standard_content(self) -> bool:
+        """Whether chat spans get the conventions' content attributes (``gen_ai.input.messages`` …).
+
+        Only when spans leave flightrec's own store: through an endpoint, or a span processor added
+        to ``provider``. The store keeps the exact bodies, so there they would be work for nothing.
+        """
+        return self.content != "none" and (self.endpoint is not None or self.provider.shared)
 
     @property
     def stats(self) -> ExportStats:
@@ -110,13 +140,16 @@ class Recorder:
 
         It appends flightrec's middleware to the client's own. The SDK's native spans are turned
         off unless ``native_spans`` is true, because flightrec's ``chat`` spans carry all they do
-        and more; when on, they go to this recorder's provider.
+        and more; when on, they go to this recorder's provider, each API call's span in the turn of
+        its decision (beside flightrec's chat spans of its attempts, which carry the tokens and cost).
         """
         # Imported here: the anthropic package takes a second to import, and the CLI never needs it.
         from ._capture import CaptureMiddleware
 
-        middleware = [*client.middleware, CaptureMiddleware(self)]  # type: ignore[attr-defined]
-        telemetry: Any = {"tracer_provider": self.provider} if native_spans else False
+        capture = CaptureMiddleware(self, base_url=getattr(client, "base_url", None),
+                                    default_headers=getattr(client, "default_headers", None))
+        middleware = [*client.middleware, capture]  # type: ignore[attr-defined]
+        telemetry: Any = {"tracer_provider": SessionTracerProvider(self.provider)} if native_spans else False
         return client.with_options(middleware=middleware, open_telemetry=telemetry)  # type: ignore[attr-defined]
 
     @contextmanager

@@ -4,6 +4,11 @@ The active session lives in a context variable, so it follows the agent's code i
 ``asyncio`` tasks without any global registry. A turn opens by itself at each new LLM call
 (one turn = one decision and the tool calls that follow it); an agent that wants another
 grouping opens turns explicitly with ``session.turn()``.
+
+While a session runs, its span is also OpenTelemetry's current span (and an explicit turn's
+while it runs), so that spans of other instrumentation in the agent land inside the session.
+The anthropic SDK's own spans get a tracer that starts each API call's span in the turn that
+the call opens (``SessionTracerProvider``), as flightrec's chat span of the call is.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
     from ._recorder import Recorder
 
 _current: ContextVar[Session | None] = ContextVar("flightrec_session", default=None)
+_SDK_CALL_SPAN = "anthropic.messages.create"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -136,7 +142,10 @@ class Session:
         self._turn = self._tracer.start_span(
             "flightrec.turn",
             context=self._context,
-            attributes={A.TURN_INDEX: self.turn_index, A.CONVERSATION_ID: self.id},
+            # The conventions have no turn; OpenInference's CHAIN (a step of the agent) is what
+            # Phoenix and other OpenInference readers show it as.
+            attributes={A.TURN_INDEX: self.turn_index, A.CONVERSATION_ID: self.id,
+                        A.OPENINFERENCE_SPAN_KIND: "CHAIN"},
         )
         self._turn_context = trace.set_span_in_context(self._turn)
         self._turn_explicit = explicit
@@ -154,9 +163,13 @@ class Session:
         with self._lock:
             self._begin_turn(explicit=True)
             index = self.turn_index
+            context = self._turn_context
+        assert context is not None
+        token = otel_context.attach(context)
         try:
             yield index
         finally:
+            otel_context.detach(token)
             with self._lock:
                 self._end_turn()
 
@@ -169,6 +182,21 @@ class Session:
             self._turn_has_call = True
             assert self._turn_context is not None
             return self._turn_context, self.turn_index
+
+    def sdk_parent(self, name: str) -> otel_context.Context | None:
+        """The context a span of the anthropic SDK starts in, or ``None`` to leave it to the current one.
+
+        An API call's span (``anthropic.messages.create``) opens the turn of the decision it makes,
+        exactly as the call's first attempt would; other SDK spans go in the current turn. A span
+        the application started inside the session keeps the SDK's spans as its children.
+        """
+        current = trace.get_current_span()
+        with self._lock:
+            if current is not self._span and current is not self._turn:
+                return None
+            if name == _SDK_CALL_SPAN and (self._turn is None or (not self._turn_explicit and self._turn_has_call)):
+                self._begin_turn(explicit=False)
+            return self._turn_context or self._context
 
     def expect_tool_uses(self, tool_uses: tuple[dict[str, Any], ...]) -> None:
         """Remembers the tool calls a decision asked for, to link tool spans to their call ids."""
@@ -253,6 +281,8 @@ def open_session(recorder: Recorder, agent: str, session_id: str | None, attribu
                  links: Sequence[tuple[str, str]] = ()) -> Iterator[Session]:
     session = Session(recorder, agent, session_id or new_session_id(), attributes, links)
     token = _current.set(session)
+    # Detached in the same context it was attached in: a `with` block never changes task or thread.
+    otel_token = otel_context.attach(session._context)
     try:
         yield session
     except BaseException as exc:
@@ -261,7 +291,41 @@ def open_session(recorder: Recorder, agent: str, session_id: str | None, attribu
     else:
         session._close(None)
     finally:
+        otel_context.detach(otel_token)
         _current.reset(token)
+
+
+class SessionTracerProvider(trace.TracerProvider):
+    """The tracer provider handed to the anthropic SDK: its spans start inside the running session's turns.
+
+    Outside a session, and for spans given an explicit context, it is the wrapped provider.
+    """
+
+    def __init__(self, inner: trace.TracerProvider) -> None:
+        self._inner = inner
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return _SessionTracer(self._inner.get_tracer(*args, **kwargs))
+
+
+def _sdk_context(name: str, context: otel_context.Context | None) -> otel_context.Context | None:
+    if context is not None:
+        return context
+    session = _current.get()
+    return session.sdk_parent(name) if session is not None else None
+
+
+class _SessionTracer(trace.Tracer):
+    def __init__(self, inner: trace.Tracer) -> None:
+        self._inner = inner
+
+    def start_span(self, name: str, context: otel_context.Context | None = None, *args: Any,
+                   **kwargs: Any) -> Span:
+        return self._inner.start_span(name, _sdk_context(name, context), *args, **kwargs)
+
+    def start_as_current_span(self, name: str, context: otel_context.Context | None = None, *args: Any,
+                              **kwargs: Any) -> Any:
+        return self._inner.start_as_current_span(name, _sdk_context(name, context), *args, **kwargs)
 
 
 def tool(fn: F | None = None, *, name: str | None = None) -> Any:
