@@ -15,6 +15,7 @@ from ._edits import apply_edits, load_edits
 from ._errors import (
     AgentNotFoundError,
     EditError,
+    IncompleteRequestError,
     ModelUnreachableError,
     NoContentError,
     NoModelError,
@@ -62,6 +63,7 @@ __all__ = [
     "Edits",
     "ForkAgent",
     "ForkResult",
+    "IncompleteRequestError",
     "ModelChoice",
     "ModelUnreachableError",
     "NoContentError",

@@ -118,7 +118,8 @@ def replay() -> None:
 @db_option
 @json_option
 def show(session_id: str, turn: int, db: str | None, as_json: bool) -> None:
-    """Print the exact request of one decision, rebuilt from the store, with its hash."""
+    """Print the exact request of one decision, rebuilt from the store, with its hash (a call recorded by other
+    instrumentation: reconstructed from semantic conventions, and marked so)."""
     r = reconstruct(session_id, turn, db=db)
     click.echo(r.model_dump_json(indent=2) if as_json else _render.reconstruction(r))
 
@@ -128,7 +129,8 @@ def show(session_id: str, turn: int, db: str | None, as_json: bool) -> None:
 @json_option
 @click.option("--session", "session_id", default=None, help="Only this session.")
 def verify(db: str | None, as_json: bool, session_id: str | None) -> None:
-    """Rebuild every stored call and check it against its recorded hash (exit 1 if any fails)."""
+    """Rebuild every stored call and check it against its recorded hash (exit 1 if any fails; calls recorded by other
+    instrumentation have no hash and are listed apart)."""
     with connect(db) as store:
         if session_id:
             session_id = store.get_session(session_id).session_id
@@ -140,8 +142,9 @@ def verify(db: str | None, as_json: bool, session_id: str | None) -> None:
         for f in result.failures:
             click.echo(f"  {f['session_id']} span {f['span_id']}: {f['reason']}")
         if result.not_rebuildable:
-            click.echo(f"{len(result.not_rebuildable)} calls recorded by other instrumentation cannot be rebuilt "
-                       "(not failures):")
+            click.echo(f"{len(result.not_rebuildable)} calls recorded by other instrumentation have no recorded hash "
+                       "to verify (not failures): `flightrec replay show` reconstructs them from semantic conventions, "
+                       "without a hash check. They kept no exact request because:")
             for f in result.not_rebuildable:
                 click.echo(f"  {f['session_id']} span {f['span_id']}: {f['reason']}")
     if result.failures:

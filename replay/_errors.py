@@ -6,8 +6,10 @@ exits 2. Each says what went wrong and what to do next::
     tracer.FlightrecError
     └── ReplayError                the root of replay's errors
         ├── UnknownTurnError       the session has no decision at that turn
-        ├── NoContentError         the call cannot be rebuilt: recorded without content (mode ``none``)
-        │                          or by other instrumentation, which keeps no exact request
+        ├── NoContentError         the call cannot be rebuilt: recorded without content (mode ``none``),
+        │   │                      or by other instrumentation that kept no messages
+        │   └── IncompleteRequestError  a request reconstructed from semantic conventions lacks a part
+        │                          the API requires (model, max_tokens) and no edit supplies it
         ├── EditError              an edit does not apply to the request (bad index, unknown id …)
         ├── ModelUnreachableError  the model for the re-run cannot be reached or refused the call
         ├── NoModelError           no model is named for a session of an agent that brings none
@@ -35,13 +37,17 @@ class NoContentError(ReplayError):
     so it cannot be rebuilt."""
 
 
+class IncompleteRequestError(NoContentError):
+    """A request reconstructed from another instrumentation's spans lacks ``model`` or ``max_tokens``,
+    and the edits do not supply it."""
+
+
 class EditError(ReplayError):
     """An edit does not apply to the request it is meant for."""
 
 
 class ModelUnreachableError(ReplayError):
     """The model of a re-run cannot be reached, or it refused the request."""
-
 
 
 class NoModelError(ReplayError):

@@ -26,7 +26,8 @@ from ._model import ClientFactory, send
 from ._reconstruct import Db, db_path, decisions, open_store, reconstruct_in
 from ._records import Decision, Edits, ForkResult, Origin
 from ._registry import AgentRegistration, agent_for, missing_agent
-from ._run import model_for, replay_attributes
+from ._run import model_for_reconstruction, replay_attributes
+from ._semconv import check_complete
 
 ToolsMode = Literal["live", "recorded"]
 _MAX_TURNS = 30
@@ -145,6 +146,7 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
     user_said = [_text(m["content"]) for m in (last.get("messages") or [])[start:]
                  if m.get("role") == "user" and _text(m.get("content"))]
     body = apply_edits(rec.request, edits)
+    check_complete(rec, body)
     registered: AgentRegistration | None = None
     if tools == "live":
         registered = agent_for(agent, rec.origin.agent, job="a fork with live tools")
@@ -152,8 +154,8 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
             raise missing_agent(rec.origin.agent, job="a fork with live tools", instead=(
                 "or fork with --tools recorded, which serves the recorded tool results and stops at the first call "
                 "the recording lacks"))
-    model = model_for(rec.origin, registered or agent, model_url=model_url, real=real, client_factory=client_factory,
-                      job="a fork")
+    model = model_for_reconstruction(rec, registered or agent, model_url=model_url, real=real,
+                                     client_factory=client_factory, job="a fork")
 
     recorder = tracer.Recorder(path)
     status, reason = "max_turns", f"the fork reached {max_turns} turns"
@@ -163,7 +165,8 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
     try:
         origin_link = [(rec.decision.trace_id, rec.span_id)]  # an OpenTelemetry span link to the origin
         with recorder.session(rec.origin.agent or "agent", links=origin_link, **replay_attributes(
-                rec.session_id, rec.span_id, turn, "fork", model, rec.origin, edits)) as session:
+                rec.session_id, rec.span_id, turn, "fork", model, rec.origin, edits,
+                reconstructed_from=rec.reconstructed_from)) as session:
             live_agent = registered.fork(session_id=session.id, origin=rec.origin, db=path) \
                 if registered is not None and registered.fork is not None else _RecordedUser()
             client = recorder.instrument(model.factory(rec.origin, rec.origin.seed))
@@ -173,7 +176,7 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
             try:
                 for _ in range(max_turns):
                     with session.turn():
-                        reply = send(client, {**params, "messages": messages}, where=model.label)
+                        reply = send(client, {**params, "messages": messages}, where=model.label, betas=rec.betas)
                         content = [_block(b) for b in reply.content] or [{"type": "text", "text": "…"}]
                         messages.append({"role": "assistant", "content": content})
                         uses = [b for b in content if b.get("type") == "tool_use"]
@@ -239,7 +242,8 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
     return ForkResult(session_id=session.id, origin=rec.decision, status=status, reason=reason,
                       model_target=model.target, model=model.label,
                       agent=registered.name if registered is not None else None,
-                      decisions=fork_decisions, recorded_tool_calls=served, live_tool_calls=live)
+                      decisions=fork_decisions, recorded_tool_calls=served, live_tool_calls=live,
+                      reconstructed_from=rec.reconstructed_from, notes=rec.notes)
 
 
 class _Stop(Exception):

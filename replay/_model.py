@@ -105,8 +105,9 @@ def _create_params() -> frozenset[str]:
     return _CREATE_PARAMS
 
 
-def send(client: anthropic.Anthropic, body: dict[str, Any], *, where: str) -> Any:
-    """Sends ``body`` as it is (unknown keys such as ``temperature`` ride in ``extra_body``).
+def send(client: anthropic.Anthropic, body: dict[str, Any], *, where: str, betas: list[str] | None = None) -> Any:
+    """Sends ``body`` as it is (unknown keys such as ``temperature`` ride in ``extra_body``), with the
+    ``anthropic-beta`` header of the recorded call when it had ``betas``, so that beta features stay on.
 
     Raises:
         ModelUnreachableError: the model cannot be reached, or answered with an error.
@@ -118,7 +119,8 @@ def send(client: anthropic.Anthropic, body: dict[str, Any], *, where: str) -> An
     kwargs = {k: v for k, v in body.items() if k in known}
     extra = {k: v for k, v in body.items() if k not in known and k != "stream"}
     try:
-        return client.messages.create(**kwargs, extra_body=extra or None)
+        headers = {"anthropic-beta": ",".join(betas)} if betas else None
+        return client.messages.create(**kwargs, extra_body=extra or None, extra_headers=headers)
     except anthropic.APIStatusError as exc:
         if exc.status_code == 400:
             raise EditError(f"the model rejected the edited request (HTTP 400): {exc.message}. Check the edits "

@@ -21,6 +21,7 @@ from tracer import (
 
 from ._errors import NoContentError, UnknownTurnError
 from ._records import Decision, Origin, Reconstruction
+from ._semconv import semantic_request
 
 REPLAY_OF = "flightrec.replay.of"
 """The session attribute that links a replay or fork to the decision it started from."""
@@ -96,6 +97,8 @@ def decisions(store: Store, session_id: str) -> tuple[str, dict[int, Decision]]:
             tool_uses=[{"name": b.get("name"), "input": b.get("input")} for b in blocks if b.get("type") == "tool_use"],
             input_tokens=c.input_tokens, output_tokens=c.output_tokens, cost_usd=c.cost_usd, latency_ms=c.latency_ms,
             request_sha256=c.request_sha256, content_mode=c.content_mode, not_rebuildable=c.not_rebuildable,
+            # Stores from before the llm_calls.betas column have none (an older tracer's CallOutline neither).
+            betas=getattr(c, "betas", None) or None,
         )
     return sid, out
 
@@ -141,16 +144,30 @@ def rebuild(store: Store, decision: Decision) -> dict[str, Any]:
 def reconstruct_in(store: Store, session_id: str, turn: int) -> Reconstruction:
     """``reconstruct`` on an open store."""
     decision = decision_at(store, session_id, turn)
+    origin = origin_of(store, decision.session_id)
+    if decision.not_rebuildable:
+        s = semantic_request(store, decision)
+        return Reconstruction(session_id=decision.session_id, turn=turn, span_id=decision.span_id, request=s.body,
+                              sha256=sha256_hex(canonical_json(s.body)), recorded_sha256=None, exact=False,
+                              decision=decision, origin=origin, reconstructed_from=s.convention.label,
+                              notes=s.notes, missing=s.missing, betas=s.betas or decision.betas)
     body = rebuild(store, decision)
     digest = sha256_hex(canonical_json(body))
     return Reconstruction(session_id=decision.session_id, turn=turn, span_id=decision.span_id, request=body,
                           sha256=digest, recorded_sha256=decision.request_sha256,
-                          exact=digest == decision.request_sha256, decision=decision,
-                          origin=origin_of(store, decision.session_id))
+                          exact=digest == decision.request_sha256, decision=decision, origin=origin,
+                          betas=decision.betas)
 
 
 def reconstruct(session_id: str, turn: int, *, db: Db = None) -> Reconstruction:
     """The exact request of one decision, rebuilt from the store, with its hash.
+
+    A call recorded by other instrumentation (OpenInference, OpenLLMetry, the anthropic SDK's
+    spans, the GenAI conventions) kept no exact request: its request is *reconstructed from
+    semantic conventions* out of the messages, system instructions, tool definitions and
+    parameters the spans recorded, and marked so (``reconstructed_from``, ``exact`` false, no
+    recorded hash; ``notes`` says what was changed or left out, ``missing`` what a re-run must
+    supply).
 
     Args:
         session_id: The session (a unique prefix of 8+ characters works).
@@ -160,8 +177,10 @@ def reconstruct(session_id: str, turn: int, *, db: Db = None) -> Reconstruction:
     Raises:
         tracer.UnknownSessionError: no such session.
         UnknownTurnError: no decision at that turn.
-        NoContentError: the session was recorded without content, or by other instrumentation
-            (the message says why).
+        NoContentError: the session was recorded without content, or by other instrumentation that
+            kept no messages (the message says which setting records them).
+        ReplayError: a call recorded by other instrumentation, in a store that ``flightrec serve``
+            holds (the parts it is reconstructed from are read from the file).
 
     Blocking: opens the store read-only for the duration of the call (or reads it through the
     ``flightrec serve`` that holds it).

@@ -75,6 +75,8 @@ class Decision(BaseModel):
     """How the call's content was captured: ``full``, ``redacted`` or ``none``."""
     not_rebuildable: str | None = None
     """Why its exact request cannot be rebuilt, for a call recorded by other instrumentation."""
+    betas: list[str] | None = None
+    """The ``anthropic-beta`` header values the call was sent with, ``None`` when it had none."""
 
     def choice(self) -> tuple[str | None, list[tuple[str, str]]]:
         """What counts as "the same decision": the action and the tool calls with their arguments."""
@@ -95,13 +97,28 @@ class Reconstruction(BaseModel):
     sha256: str
     """The hash of the rebuilt body's canonical JSON."""
     recorded_sha256: str | None
-    """``flightrec.request.sha256`` as recorded when the call was made."""
+    """``flightrec.request.sha256`` as recorded when the call was made (``None`` for a call recorded by
+    other instrumentation)."""
     exact: bool
-    """The two hashes match."""
+    """The two hashes match (never, for a request reconstructed from semantic conventions)."""
     decision: Decision
     """What the model decided."""
     origin: Origin
     """Which model the session ran against."""
+    reconstructed_from: str | None = None
+    """For a call recorded by other instrumentation: the convention whose attributes the request was
+    *reconstructed from* (``OpenInference``, ``OpenLLMetry``, ``the anthropic SDK's own spans``, ``the
+    OpenTelemetry GenAI conventions``). Such a request is the instrumentation's account of what was sent,
+    normalised to the Messages API, not the exact body: there is no recorded hash to verify it by.
+    ``None`` for a request rebuilt exactly."""
+    notes: list[str] = []
+    """For a reconstructed request: what had to be changed or left out to make it a Messages API request
+    (tools that were not recorded, unsigned thinking, parts the API does not take …), one line each."""
+    missing: list[str] = []
+    """For a reconstructed request: what the Messages API requires and the recording lacks (``model``,
+    ``max_tokens``); a re-run needs an edit that supplies it."""
+    betas: list[str] | None = None
+    """The ``anthropic-beta`` header values a re-run sends again, as the call was sent."""
 
 
 class Edits(BaseModel):
@@ -157,6 +174,11 @@ class RunResult(BaseModel):
     """Each trial's decision, in order."""
     changed: int
     """Trials whose decision (action, tools and arguments) differs from the origin's."""
+    reconstructed_from: str | None = None
+    """The convention the origin's request was reconstructed from (see ``Reconstruction``), ``None``
+    when it was rebuilt exactly."""
+    notes: list[str] = []
+    """What the reconstruction changed or left out (``Reconstruction.notes``)."""
 
 
 class Change(BaseModel):
@@ -272,6 +294,11 @@ class ForkResult(BaseModel):
     """Tool calls served from the recording (no side effect repeated)."""
     live_tool_calls: int
     """Tool calls that ran live."""
+    reconstructed_from: str | None = None
+    """The convention the origin's request was reconstructed from (see ``Reconstruction``), ``None``
+    when it was rebuilt exactly."""
+    notes: list[str] = []
+    """What the reconstruction changed or left out (``Reconstruction.notes``)."""
 
 
 class Divergence(BaseModel):

@@ -21,15 +21,33 @@ def _signed(v: float | None, fmt: str = "{:+d}") -> str:
     return "unknown" if v is None else fmt.format(v)
 
 
+_FLAGS = {"model": "--model NAME", "max_tokens": "--max-tokens N"}
+
+
+def reconstructed(source: str | None, notes: list[str]) -> list[str]:
+    """The marking of a request reconstructed from semantic conventions, and what it changed or left out."""
+    if source is None:
+        return []
+    return [f"source    RECONSTRUCTED FROM SEMANTIC CONVENTIONS ({source}), not the exact request sent: "
+            "there is no recorded hash to verify it by",
+            *(f"note      {n}" for n in notes)]
+
+
 def reconstruction(r: Reconstruction) -> str:
-    check = "matches the recorded hash" if r.exact else f"DIFFERS from the recorded {r.recorded_sha256}"
+    if r.reconstructed_from is not None:
+        check = "of the reconstructed request; no hash was recorded to check it against"
+    else:
+        check = "matches the recorded hash" if r.exact else f"DIFFERS from the recorded {r.recorded_sha256}"
     messages = r.request.get("messages") or []
     lines = [
         f"session   {r.session_id} · turn {r.turn} · span {r.span_id}",
+        *reconstructed(r.reconstructed_from, r.notes),
+        *(f"missing   {m}: not recorded, and the Messages API requires it; a re-run needs {_FLAGS.get(m, m)}"
+          for m in r.missing),
         f"sha256    {r.sha256} ({check})",
         f"decided   {short(r.decision)}",
         f"request   model {r.request.get('model')} · {len(messages)} messages (indices 0..{len(messages) - 1}) · "
-        f"{len(r.request.get('tools') or [])} tools",
+        f"{len(r.request.get('tools') or [])} tools" + (f" · betas {', '.join(r.betas)}" if r.betas else ""),
         "",
         json.dumps(r.request, indent=2, ensure_ascii=False),
     ]
@@ -39,6 +57,7 @@ def reconstruction(r: Reconstruction) -> str:
 def run_result(r: RunResult) -> str:
     n = len(r.trials)
     lines = [f"origin    {r.origin.session_id} turn {r.origin.turn}: {short(r.origin)}",
+             *reconstructed(r.reconstructed_from, r.notes),
              f"re-run    {n} trial{'s' * (n != 1)} · answered by {r.model} · recorded as session "
              f"{r.replay_session_id}"]
     for i, d in enumerate(r.trials, 1):
@@ -108,6 +127,7 @@ def context_diff(d: ContextDiff) -> str:
 
 def fork_result(r: ForkResult) -> str:
     lines = [f"origin    {r.origin.session_id} turn {r.origin.turn}: {short(r.origin)}",
+             *reconstructed(r.reconstructed_from, r.notes),
              f"fork      session {r.session_id} · {r.status}: {r.reason}",
              f"model     {r.model}" + (f" · live tools of agent {r.agent}" if r.agent else ""),
              f"tools     {r.recorded_tool_calls} served from the recording, {r.live_tool_calls} run live"]

@@ -8,11 +8,12 @@ import tracer
 from tracer import canonical_json, sha256_hex
 
 from ._edits import apply_edits
-from ._errors import ReplayError
+from ._errors import NoModelError, ReplayError
 from ._model import ClientFactory, ModelChoice, choose_model, send
 from ._reconstruct import REPLAY_OF, Db, db_path, decisions, open_store, reconstruct_in
-from ._records import Decision, Edits, Origin, RunResult
+from ._records import Decision, Edits, Origin, Reconstruction, RunResult
 from ._registry import AgentRegistration, agent_for
+from ._semconv import check_complete
 
 
 def model_for(origin: Origin, agent: str | AgentRegistration | None, *, model_url: str | None, real: bool,
@@ -23,8 +24,23 @@ def model_for(origin: Origin, agent: str | AgentRegistration | None, *, model_ur
     return choose_model(origin, agent=registered, model_url=model_url, real=real, client_factory=client_factory)
 
 
+def model_for_reconstruction(rec: Reconstruction, agent: str | AgentRegistration | None, *, model_url: str | None,
+                             real: bool, client_factory: ClientFactory | None, job: str) -> ModelChoice:
+    """``model_for`` the origin of a re-run; for a call recorded by other instrumentation, which no
+    registered agent answers for, the error says to name a model."""
+    try:
+        return model_for(rec.origin, agent, model_url=model_url, real=real, client_factory=client_factory, job=job)
+    except NoModelError:
+        if rec.reconstructed_from is None:
+            raise
+        raise NoModelError(
+            f"no model to ask: session {rec.session_id} was recorded by other instrumentation "
+            f"({rec.reconstructed_from}), and no registered agent answers for it. Name one with --model-url URL "
+            "(any Messages-API-compatible endpoint) or --real (with ANTHROPIC_API_KEY).") from None
+
+
 def replay_attributes(origin_session: str, origin_span: str, turn: int, kind: str, model: ModelChoice,
-                      origin: Origin, edits: Edits) -> dict[str, Any]:
+                      origin: Origin, edits: Edits, *, reconstructed_from: str | None = None) -> dict[str, Any]:
     """The session attributes that link a replay to its origin and say which model answered."""
     attributes: dict[str, Any] = {
         REPLAY_OF: f"{origin_session}:{origin_span}", "flightrec.replay.session": origin_session,
@@ -34,6 +50,9 @@ def replay_attributes(origin_session: str, origin_span: str, turn: int, kind: st
     }
     if origin.scenario:
         attributes["flightrec.scenario"] = origin.scenario
+    if reconstructed_from:
+        # The origin's request was not the exact one sent: the replay says so wherever it is shown.
+        attributes["flightrec.replay.reconstructed_from"] = reconstructed_from
     return attributes
 
 
@@ -46,6 +65,9 @@ def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int =
     carries ``flightrec.replay.of`` = ``ORIGIN_SESSION:ORIGIN_SPAN`` and says which model answered
     (chosen as ``choose_model`` says). Trial k's client is made with the recorded seed plus k, so a
     seeded model (the reference agent's simulator) varies per trial, reproducibly.
+
+    A call recorded by other instrumentation is re-sent as ``reconstruct`` reconstructs it from
+    semantic conventions, and the result says so (``reconstructed_from``, ``notes``).
 
     Args:
         session_id: The recorded session (a unique prefix of 8+ characters works).
@@ -60,7 +82,8 @@ def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int =
         client_factory: Makes the client per trial; overrides the rest.
 
     Raises:
-        tracer.UnknownSessionError, UnknownTurnError, NoContentError, EditError, ModelUnreachableError,
+        tracer.UnknownSessionError, UnknownTurnError, NoContentError (IncompleteRequestError: a reconstructed
+        request lacks model or max_tokens and the edits do not set it), EditError, ModelUnreachableError,
         NoModelError, AgentNotFoundError.
 
     Blocking: opens the store, then records into it; no other process may be writing it.
@@ -71,19 +94,21 @@ def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int =
     with open_store(db) as store:
         rec = reconstruct_in(store, session_id, turn)
     body = apply_edits(rec.request, edits)
-    model = model_for(rec.origin, agent, model_url=model_url, real=real, client_factory=client_factory,
-                      job="replay run")
+    check_complete(rec, body)
+    model = model_for_reconstruction(rec, agent, model_url=model_url, real=real, client_factory=client_factory,
+                                     job="replay run")
     recorder = tracer.Recorder(db_path(db))
     failure: BaseException | None = None
     try:
         origin_link = [(rec.decision.trace_id, rec.span_id)]  # an OpenTelemetry span link to the origin
         with recorder.session(rec.origin.agent or "agent", links=origin_link, **replay_attributes(
-                rec.session_id, rec.span_id, turn, "run", model, rec.origin, edits)) as session:
+                rec.session_id, rec.span_id, turn, "run", model, rec.origin, edits,
+                reconstructed_from=rec.reconstructed_from)) as session:
             for k in range(trials):
                 client = recorder.instrument(model.factory(rec.origin, rec.origin.seed + k))
                 with session.turn():
                     try:
-                        send(client, body, where=model.label)
+                        send(client, body, where=model.label, betas=rec.betas)
                     except ReplayError as exc:
                         failure = exc
                         session.set_status("error", str(exc))
@@ -96,5 +121,5 @@ def run(session_id: str, turn: int, edits: Edits | None = None, *, trials: int =
         trial_decisions: list[Decision] = list(decisions(store, session.id)[1].values())
     changed = sum(1 for d in trial_decisions if d.choice() != rec.decision.choice())
     return RunResult(origin=rec.decision, replay_session_id=session.id, model_target=model.target, model=model.label,
-                     edits=edits,
-                     request_sha256=sha256_hex(canonical_json(body)), trials=trial_decisions, changed=changed)
+                     edits=edits, request_sha256=sha256_hex(canonical_json(body)), trials=trial_decisions,
+                     changed=changed, reconstructed_from=rec.reconstructed_from, notes=rec.notes)
