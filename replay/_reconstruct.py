@@ -97,8 +97,6 @@ def decisions(store: Store, session_id: str) -> tuple[str, dict[int, Decision]]:
             tool_uses=[{"name": b.get("name"), "input": b.get("input")} for b in blocks if b.get("type") == "tool_use"],
             input_tokens=c.input_tokens, output_tokens=c.output_tokens, cost_usd=c.cost_usd, latency_ms=c.latency_ms,
             request_sha256=c.request_sha256, content_mode=c.content_mode, not_rebuildable=c.not_rebuildable,
-            # Stores from before the llm_calls.betas column have none (an older tracer's CallOutline neither).
-            betas=getattr(c, "betas", None) or None,
         )
     return sid, out
 
@@ -141,6 +139,16 @@ def rebuild(store: Store, decision: Decision) -> dict[str, Any]:
         raise NoContentError(f"{exc} Record the session with content='full' to replay it.") from None
 
 
+def recorded_betas(store: Store, decision: Decision) -> list[str] | None:
+    """The ``anthropic-beta`` values the decision's call was sent with (``llm_calls.betas``), from its
+    ``LlmCall`` record (``CallOutline``, which ``decisions`` reads, does not carry them)."""
+    for t in store.session_account(decision.session_id).turns:
+        for c in t.llm_calls:
+            if c.span_id == decision.span_id:
+                return c.betas or None
+    return None
+
+
 def reconstruct_in(store: Store, session_id: str, turn: int) -> Reconstruction:
     """``reconstruct`` on an open store."""
     decision = decision_at(store, session_id, turn)
@@ -150,13 +158,13 @@ def reconstruct_in(store: Store, session_id: str, turn: int) -> Reconstruction:
         return Reconstruction(session_id=decision.session_id, turn=turn, span_id=decision.span_id, request=s.body,
                               sha256=sha256_hex(canonical_json(s.body)), recorded_sha256=None, exact=False,
                               decision=decision, origin=origin, reconstructed_from=s.convention.label,
-                              notes=s.notes, missing=s.missing, betas=s.betas or decision.betas)
+                              notes=s.notes, missing=s.missing, betas=s.betas or recorded_betas(store, decision))
     body = rebuild(store, decision)
     digest = sha256_hex(canonical_json(body))
     return Reconstruction(session_id=decision.session_id, turn=turn, span_id=decision.span_id, request=body,
                           sha256=digest, recorded_sha256=decision.request_sha256,
                           exact=digest == decision.request_sha256, decision=decision, origin=origin,
-                          betas=decision.betas)
+                          betas=recorded_betas(store, decision))
 
 
 def reconstruct(session_id: str, turn: int, *, db: Db = None) -> Reconstruction:

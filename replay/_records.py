@@ -75,9 +75,6 @@ class Decision(BaseModel):
     """How the call's content was captured: ``full``, ``redacted`` or ``none``."""
     not_rebuildable: str | None = None
     """Why its exact request cannot be rebuilt, for a call recorded by other instrumentation."""
-    betas: list[str] | None = None
-    """The ``anthropic-beta`` header values the call was sent with, ``None`` when it had none."""
-
     def choice(self) -> tuple[str | None, list[tuple[str, str]]]:
         """What counts as "the same decision": the action and the tool calls with their arguments."""
         return self.action, [(t.get("name") or "", json.dumps(t.get("input"), sort_keys=True)) for t in self.tool_uses]
@@ -118,7 +115,8 @@ class Reconstruction(BaseModel):
     """For a reconstructed request: what the Messages API requires and the recording lacks (``model``,
     ``max_tokens``); a re-run needs an edit that supplies it."""
     betas: list[str] | None = None
-    """The ``anthropic-beta`` header values a re-run sends again, as the call was sent."""
+    """The ``anthropic-beta`` header values the call was sent with (a beta call), which a re-run sends
+    again so that the beta features stay on; ``None`` when it had none."""
 
 
 class Edits(BaseModel):

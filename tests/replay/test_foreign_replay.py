@@ -371,8 +371,6 @@ def test_a_beta_call_is_resent_with_its_beta_header(memory, db):
     assert headers == ["context-management-2025-06-27"]
 
 
-@pytest.mark.skipif("betas" not in tracer.CallOutline.model_fields,
-                    reason="needs the llm_calls.betas column (CallOutline.betas)")
 def test_flightrecs_own_beta_call_is_resent_with_its_betas():
     recorder = tracer.Recorder()  # $FLIGHTREC_DB, the test's own
     model = FakeModel([reply("Hi.")])
