@@ -121,7 +121,15 @@ def _request(rec: replay.Reconstruction) -> None:
     body = rec.request
     st.markdown(f"**Rebuilt request** · model `{body.get('model')}` · {len(body.get('messages') or [])} messages · "
                 f"{len(body.get('tools') or [])} tools")
-    if rec.exact:
+    if rec.reconstructed_from is not None:
+        said = "\n".join(f"- {n}" for n in rec.notes)
+        lacking = "".join(f"\n- **{m}** was not recorded; the Messages API requires it: set it under Model parameters "
+                          "before a run." for m in rec.missing)
+        st.warning(f"**Reconstructed from semantic conventions** ({rec.reconstructed_from}): other instrumentation "
+                   "recorded this call and kept no exact request, so this is its account of what was sent, "
+                   f"normalised to the Messages API. There is no recorded hash to verify it by.\n{said}{lacking}",
+                   icon=":material/construction:")
+    elif rec.exact:
         st.caption(f":material/verified: sha256 `{rec.sha256}` matches the hash recorded with the call.")
     else:
         st.warning(f"The rebuilt request's sha256 `{rec.sha256}` differs from the recorded "

@@ -407,3 +407,21 @@ def test_verify_lists_reconstructed_calls_apart_without_failing(memory, db):
     assert "0/1 calls rebuilt exactly" in result.output
     assert "1 calls recorded by other instrumentation have no recorded hash to verify (not failures)" \
         in result.output and "reconstructs them from semantic conventions" in result.output
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+
+
+def test_the_replay_page_marks_a_reconstructed_request_and_what_it_lacks(db, monkeypatch):
+    from dashboard._source import DB_ENV, MODE_ENV
+    from tests.dashboard.conftest import app, no_exceptions
+
+    genai_otlp_json(db, max_tokens=False)
+    monkeypatch.setenv(DB_ENV, db)
+    monkeypatch.setenv(MODE_ENV, "read_only")
+    at = app("replay", id="go-1", turn="1")
+    no_exceptions(at)
+    [marked] = [w.value for w in at.warning if "Reconstructed from semantic conventions" in w.value]
+    assert "(the OpenTelemetry GenAI conventions)" in marked and "no recorded hash to verify" in marked
+    assert "**max_tokens** was not recorded" in marked and "OpenAI function shape" in marked
+    assert not any("matches the hash recorded" in c.value for c in at.caption)
