@@ -414,6 +414,17 @@ def _pair_tool_ids(messages: list[dict[str, Any]], notes: _Notes) -> None:
                     waiting.remove(b["tool_use_id"])
     if made:
         notes.add("tool calls and results recorded without ids were paired in order, with made-up ids")
+    for i, m in enumerate(messages[:-1]):
+        uses = [b["id"] for b in m["content"] if b["type"] == "tool_use"] \
+            if m["role"] == "assistant" and isinstance(m.get("content"), list) else []
+        after = messages[i + 1].get("content")
+        answered = {b.get("tool_use_id") for b in after if b["type"] == "tool_result"} if isinstance(after, list) \
+            else set()
+        lost = [u for u in uses if u not in answered]
+        if lost:
+            notes.add(f"message {i} calls {', '.join(lost)} and message {i + 1} holds no result for it (the recording "
+                      "did not keep it): the API refuses such a request; give the result with --replace-message "
+                      f"{i + 1} JSON, or leave the calls out with --drop-message")
 
 
 # -- tools ----------------------------------------------------------------------------------------

@@ -136,14 +136,14 @@ def openllmetry(provider: TracerProvider, *, content: bool = True) -> None:
         pass
 
 
-def genai_otlp_json(db: str, *, max_tokens: bool) -> None:
+def genai_otlp_json(db: str, *, max_tokens: bool, history: list[dict[str, Any]] | None = None) -> None:
     """A chat span of the plain GenAI conventions from another language (OTLP/JSON), whose tool
     definitions are in OpenAI function shape and which recorded no max_tokens."""
     chat = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
             "gen_ai.conversation.id": "go-1", "gen_ai.request.model": "claude-haiku-4-5",
             "gen_ai.request.stop_sequences": ["END"], "gen_ai.request.frequency_penalty": 0.1,
             "gen_ai.system_instructions": json.dumps([{"type": "text", "content": "Be brief."}]),
-            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [
+            "gen_ai.input.messages": json.dumps(history or [{"role": "user", "parts": [
                 {"type": "text", "content": QUESTION},
                 {"type": "uri", "modality": "image", "uri": "https://example.com/receipt.png"},
                 {"type": "file", "modality": "image", "file_id": "file_1"}]}]),
@@ -244,6 +244,16 @@ def test_calls_recorded_without_content_name_the_setting_that_records_it(memory,
         assert setting in line, line
         with pytest.raises(replay.NoContentError, match="content capture was off"):
             replay.run(session, 1, db=db, model_url="http://127.0.0.1:9")
+
+
+def test_a_tool_call_whose_result_was_not_recorded_is_named(db):
+    genai_otlp_json(db, max_tokens=True, history=[
+        {"role": "user", "parts": [{"type": "text", "content": QUESTION}]},
+        {"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "get_order", "arguments": {}}]},
+        {"role": "user", "parts": [{"type": "text", "content": "And?"}]}])
+    rec = replay.reconstruct("go-1", 2, db=db)
+    assert ("message 1 calls c1 and message 2 holds no result for it (the recording did not keep it): the API "
+            "refuses such a request; give the result with --replace-message 2 JSON") in "\n".join(rec.notes)
 
 
 # -- run ------------------------------------------------------------------------------------------
