@@ -10,8 +10,8 @@ records sessions of each length as that instrumentation writes them (each turn: 
 that asks for a tool, one tool span, a history growing by two messages of a few hundred
 characters), ingests them into a fresh store as `flightrec serve` does, and reports the bytes
 per session: the values stored (strings at their length, numbers at their width) and the size
-of a compacted copy of the file, less that of an empty store. The target (issue 14) is a ratio of at most 12× from 10 to 100
-turns. "sent" is what the producer put in the spans' attributes, for scale.
+of a compacted copy of the file, less that of an empty store. The target (issue 14) is a ratio
+of at most 12× from 10 to 100 turns. "sent" is what the producer put in the spans' attributes, for scale.
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ def main() -> None:
                   f"| {fmt(b['stored'])} / {fmt(b['file'])} / {fmt(b['sent'])} "
                   f"| {ratios['stored']:.1f}× | {ratios['file']:.1f}× | {ratios['sent']:.1f}× |")
     target = long / short * 1.2
-    print(f"\nworst ratio {worst:.1f}× against a target of at most {target:g}×: {'PASS' if worst <= target else 'FAIL'}")
+    verdict = "PASS" if worst <= target else "FAIL"
+    print(f"\nworst ratio {worst:.1f}× against a target of at most {target:g}×: {verdict}")
 
 
 if __name__ == "__main__":

@@ -264,6 +264,8 @@ class Ingestor:
                 delta.ended = True
                 delta.status = "error" if r.status_code == "ERROR" else "ok"
             op = attrs.get(A.OPERATION)
+            if not own and r.scope == _foreign.ANTHROPIC_SCOPE and _foreign.RECORDER_MARKER in r.resource:
+                continue  # the SDK's own spans in a process the Recorder traces: ours hold all they do
             if op == "chat" and (own or A.REQUEST_SHA256 in attrs):  # flightrec's conventions, from any SDK
                 self._llm_call(batch, r, session_id, delta)
             elif op == "execute_tool":

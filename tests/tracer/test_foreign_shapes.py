@@ -13,6 +13,7 @@ import json
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,8 +21,8 @@ from opentelemetry.trace import set_span_in_context
 
 import tracer
 from tests.tracer.test_collector import post
-from tests.tracer.test_foreign import _kv
 from tracer._collector import Collector
+from tracer._foreign import ANTHROPIC_SCOPE, RECORDER_MARKER
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -30,9 +31,9 @@ MS = 1_000_000
 class Producer:
     """Spans with explicit times, from any number of instrumentation scopes of one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, resource: dict | None = None) -> None:
         self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
+        self.provider = TracerProvider(resource=Resource.create(resource or {}))
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
 
     def span(self, scope: str, name: str, start_ms: int, end_ms: int, attrs: dict, parent=None):
@@ -179,6 +180,31 @@ def test_a_conversation_over_several_traces_is_one_session(tmp_path):
     assert sessions(db) == [("web-5", "ok", 3, 3, 0)]
 
 
+def test_the_sdks_own_spans_in_a_recorded_process_add_nothing_to_its_session(tmp_path):
+    # With native_spans=True the SDK's spans (its tool runner's too) sit in our session's trace: our
+    # spans already hold what they say, so they must neither count twice nor rename the session.
+    db = str(tmp_path / "t.duckdb")
+    p = Producer({RECORDER_MARKER: "0.1.0"})
+    root = p.open("flightrec", "invoke_agent trips", 0, {
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "trips", "gen_ai.conversation.id": "native",
+        "flightrec.content.mode": "full"})
+    runner = p.span(ANTHROPIC_SCOPE, "anthropic.messages.tool_runner", 1, 30,
+                    {"gen_ai.operation.name": "invoke_agent"}, root)
+    p.span(ANTHROPIC_SCOPE, "chat", 2, 10, genai_chat("c1", "tool_use", tools=["find_flights"]), runner)
+    p.span(ANTHROPIC_SCOPE, "anthropic.custom_tool_use", 11, 12, genai_tool("find_flights", "c1-find_flights"),
+           runner)
+    p.span("flightrec", "execute_tool find_flights", 11, 12, {
+        **genai_tool("find_flights", "c1-find_flights"), "gen_ai.conversation.id": "native",
+        "flightrec.turn.index": 1}, root)
+    root.end(end_time=T0 + 31 * MS)
+    with Collector(db, port=0) as collector:
+        send(collector, p.take())
+    assert sessions(db) == [("native", "ok", 0, 0, 1)]
+    with tracer.Store(db, read_only=True) as store:
+        assert store.get_session("native").agent == "trips"
+        assert store.get_session("native").content_mode == "full"
+
+
 # -- tools in their turn ---------------------------------------------------------------------------
 
 
@@ -250,7 +276,8 @@ def test_structured_content_sent_as_otlp_arrays_and_kvlists_is_stored(tmp_path):
                                          "arguments": {"city": "Rome"}}]},
         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "w1", "result": {"sky": "sunny"}}]},
     ]
-    attrs = {"gen_ai.conversation.id": "kv", "gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-haiku-4-5",
+    attrs = {"gen_ai.conversation.id": "kv", "gen_ai.operation.name": "chat",
+             "gen_ai.request.model": "claude-haiku-4-5",
              "gen_ai.usage.input_tokens": 50, "gen_ai.usage.output_tokens": 5,
              "gen_ai.system_instructions": [{"type": "text", "content": "You plan trips."}],
              "gen_ai.tool.definitions": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
