@@ -153,9 +153,21 @@ def tool_call(convention: Convention, span_name: str, attrs: dict[str, Any]) -> 
             call_id=as_text(attrs.get("tool_call.id") or attrs.get("tool.id")),
             arguments=as_text(attrs.get("input.value")),
             result=as_text(attrs.get("output.value")))
-    return ForeignTool(name=str(attrs.get("traceloop.entity.name") or span_name), call_id=None,
-                       arguments=as_text(attrs.get("traceloop.entity.input")),
+    return ForeignTool(name=str(attrs.get("traceloop.entity.name") or span_name),
+                       call_id=as_text(attrs.get(A.TOOL_CALL_ID)),
+                       arguments=_traceloop_arguments(attrs.get("traceloop.entity.input")),
                        result=as_text(attrs.get("traceloop.entity.output")))
+
+
+def _traceloop_arguments(value: Any) -> str | None:
+    """OpenLLMetry's ``@tool`` input, ``{"args": [], "kwargs": {…}}``, as the arguments the model gave
+    (the keyword arguments, when there are no positional ones), so that loop rules compare calls alike."""
+    parsed = _json_value(value)
+    if isinstance(parsed, dict) and set(parsed) <= {"args", "kwargs"} and not parsed.get("args"):
+        kwargs = parsed.get("kwargs")
+        if isinstance(kwargs, dict):
+            return json.dumps(kwargs, ensure_ascii=False)
+    return as_text(value)
 
 
 def llm_call(convention: Convention, attrs: dict[str, Any], kinds: ToolKinds) -> ForeignCall:
@@ -194,7 +206,8 @@ def llm_call(convention: Convention, attrs: dict[str, Any], kinds: ToolKinds) ->
         tools_chosen=list(decision.tools_chosen) if decision is not None and output is not None else None,
         reasoning=(decision.reasoning or None) if decision is not None else None,
         total_input_tokens=usage[0], output_tokens=usage[1], cache_read_tokens=usage[2], cache_write_tokens=usage[3],
-        stream=bool(attrs.get("gen_ai.request.stream") or attrs.get("llm.is_streaming") or params.get("stream")),
+        stream=bool(attrs.get(A.REQUEST_STREAM) or attrs.get("gen_ai.is_streaming") or attrs.get("llm.is_streaming")
+                    or params.get("stream")),
         ttft_ms=ttft * 1000 if isinstance(ttft, (int, float)) else None,
         error_type=as_text(attrs.get(A.ERROR_TYPE)), system=system, messages=messages, tools=tools, params=params,
         response=response, not_rebuildable=_not_rebuildable(convention, messages),
@@ -331,7 +344,8 @@ def _openinference(a: dict[str, Any]) -> dict[str, Any]:
             role = m.get("message.role")
             if role == "system":
                 system = (system or []) + _oi_blocks(m)
-            elif role in ("tool", "function"):
+            elif m.get("message.tool_call_id") is not None or role in ("tool", "function"):
+                # The anthropic instrumentation writes a tool result as a user message with its call id.
                 messages.append({"role": "user", "content": [{
                     "type": "tool_result", "tool_use_id": m.get("message.tool_call_id"),
                     "content": as_text(m.get("message.content")) or ""}]})
@@ -342,11 +356,27 @@ def _openinference(a: dict[str, Any]) -> dict[str, Any]:
     tools = [_json_value(t.get("tool.json_schema")) for t in _indexed(a, "llm.tools.")] or None
     if tools is None and isinstance(params.get("tools"), list):
         tools = params["tools"]
+    finish = as_text(a.get("llm.finish_reason"))
+    # For the anthropic instrumentation, input.value and output.value hold the Messages API's request
+    # and response as JSON: exact where the flattened messages are lossy (several text blocks or tool
+    # results of one message overwrite each other there). Other providers' requests have other shapes.
+    anthropic = "anthropic" in (str(a.get("llm.provider", "")).lower(), str(a.get("llm.system", "")).lower())
+    request = _json_value(a.get("input.value")) if anthropic else None
+    if isinstance(request, dict) and isinstance(request.get("messages"), list):
+        messages = [m for m in request["messages"] if isinstance(m, dict)]
+        system = request.get("system", system)
+        tools = request["tools"] if isinstance(request.get("tools"), list) else tools
+        params = {k: v for k, v in request.items() if k not in ("messages", "system", "tools")} | params
+    response = _json_value(a.get("output.value")) if anthropic else None
+    if isinstance(response, dict) and isinstance(response.get("content"), list):
+        output = [b for b in response["content"] if isinstance(b, dict)]
+        finish = as_text(response.get("stop_reason")) or finish
     prompt = _int(a.get("llm.token_count.prompt"))
     return {
         "model": model, "response_model": as_text(a.get("llm.response.model_name") or a.get("llm.model_name")),
-        "response_id": None, "system": system, "messages": messages, "tools": tools, "output": output,
-        "finish": as_text(a.get("llm.finish_reason")), "params": {**params, **({"model": model} if model else {})},
+        "response_id": as_text(response.get("id")) if isinstance(response, dict) else None,
+        "system": system, "messages": messages, "tools": tools, "output": output,
+        "finish": finish, "params": {**params, **({"model": model} if model else {})},
         # OpenInference counts cached tokens in the prompt count too.
         "usage": (prompt, _int(a.get("llm.token_count.completion")),
                   _int(a.get("llm.token_count.prompt_details.cache_read")),
@@ -357,13 +387,23 @@ def _openinference(a: dict[str, Any]) -> dict[str, Any]:
 def _oi_blocks(m: dict[str, Any]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     contents = _indexed(m, "message.contents.")
-    if contents:
-        for c in contents:
-            if c.get("message_content.type", "text") == "text":
-                blocks.append({"type": "text", "text": str(c.get("message_content.text", ""))})
+    for c in contents:
+        kind = c.get("message_content.type", "text")
+        if kind == "text":
+            blocks.append({"type": "text", "text": str(c.get("message_content.text", ""))})
+        elif kind == "tool_use":  # the same call as in message.tool_calls; one of the two is dropped later
+            blocks.append({"type": "tool_use", "id": c.get("tool_call.id"), "name": c.get("tool_call.function.name"),
+                           "input": _json_value(c.get("tool_call.function.arguments"))})
+        elif kind == "reasoning":
+            if c.get("message_content.data") is not None:
+                blocks.append({"type": "redacted_thinking", "data": c["message_content.data"]})
             else:
-                blocks.append({k.removeprefix("message_content."): v for k, v in c.items()})
-    elif m.get("message.content") is not None:
+                blocks.append({"type": "thinking", "thinking": str(c.get("message_content.text", "")),
+                               **({"signature": c["message_content.signature"]}
+                                  if c.get("message_content.signature") else {})})
+        else:
+            blocks.append({k.removeprefix("message_content."): v for k, v in c.items()})
+    if not contents and m.get("message.content") is not None:
         blocks.append({"type": "text", "text": str(m["message.content"])})
     for call in _indexed(m, "message.tool_calls."):
         blocks.append({"type": "tool_use", "id": call.get("tool_call.id"), "name": call.get("tool_call.function.name"),

@@ -328,25 +328,95 @@ def test_finish_reasons_of_every_convention_are_stored_in_one_vocabulary(tmp_pat
 
 
 def test_a_tool_use_written_twice_is_one_tool_choice(tmp_path):
+    # OpenInference's anthropic instrumentation writes each tool_use block as a content part and as a
+    # tool call, in input and output messages alike; and a tool result as a user message with its id.
     db = str(tmp_path / "t.duckdb")
     p = Producer()
-    out = "llm.output_messages.0.message."
+
+    def tool_use(prefix: str) -> dict:
+        return {f"{prefix}contents.0.message_content.type": "tool_use",
+                f"{prefix}contents.0.tool_call.id": "toolu_1",
+                f"{prefix}contents.0.tool_call.function.name": "get_order",
+                f"{prefix}contents.0.tool_call.function.arguments": '{"id": "A-1"}',
+                f"{prefix}tool_calls.0.tool_call.id": "toolu_1",
+                f"{prefix}tool_calls.0.tool_call.function.name": "get_order",
+                f"{prefix}tool_calls.0.tool_call.function.arguments": '{"id": "A-1"}'}
+
+    base = {"openinference.span.kind": "LLM", "session.id": "twice", "llm.model_name": "claude-haiku-4-5",
+            "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "Where is A-1?"}
     p.span("openinference.instrumentation.anthropic", "Messages", 0, 5, {
-        "openinference.span.kind": "LLM", "session.id": "twice", "llm.model_name": "claude-haiku-4-5",
-        "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "Where is A-1?",
-        f"{out}role": "assistant",
-        f"{out}contents.0.message_content.type": "tool_use",  # the block as a content part, with no name
-        f"{out}contents.0.message_content.id": "toolu_1",
-        f"{out}tool_calls.0.tool_call.id": "toolu_1",
-        f"{out}tool_calls.0.tool_call.function.name": "get_order",
-        f"{out}tool_calls.0.tool_call.function.arguments": '{"id": "A-1"}',
-        f"{out}tool_calls.1.tool_call.function.name": "get_order",  # and again, without its id
-        f"{out}tool_calls.1.tool_call.function.arguments": '{"id": "A-1"}'})
+        **base, "llm.output_messages.0.message.role": "assistant", **tool_use("llm.output_messages.0.message."),
+        "llm.output_messages.0.message.tool_calls.1.tool_call.function.name": "get_order",  # again, with no id
+        "llm.output_messages.0.message.tool_calls.1.tool_call.function.arguments": '{"id": "A-1"}'})
+    p.span("openinference.instrumentation.anthropic", "Messages", 10, 15, {
+        **base, "llm.input_messages.1.message.role": "assistant", **tool_use("llm.input_messages.1.message."),
+        "llm.input_messages.2.message.role": "user", "llm.input_messages.2.message.tool_call_id": "toolu_1",
+        "llm.input_messages.2.message.content": "shipped",
+        "llm.output_messages.0.message.role": "assistant", "llm.output_messages.0.message.content": "Shipped."})
     with Collector(db, port=0) as collector:
         send(collector, p.take())
-    [call] = [c for t in account(db, "twice").turns for c in t.llm_calls]
-    assert call.tools_chosen == ["get_order"]
-    assert call.tool_uses == [{"id": "toolu_1", "name": "get_order", "input": {"id": "A-1"}}]
+    first, second = [c for t in account(db, "twice").turns for c in t.llm_calls]
+    assert first.tools_chosen == ["get_order"]
+    assert first.tool_uses == [{"id": "toolu_1", "name": "get_order", "input": {"id": "A-1"}}]
+    assert second.newest_messages[1:] == [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_order",
+                                           "input": {"id": "A-1"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "shipped"}]}]
+
+
+def test_openinference_anthropic_requests_are_read_from_input_value_whole(tmp_path):
+    # The flattened messages keep one text per message; input.value keeps the request as it was sent.
+    db = str(tmp_path / "t.duckdb")
+    request = {"model": "claude-haiku-4-5", "max_tokens": 512, "system": "You help.",
+               "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi."},
+                                                         {"type": "text", "text": "Where is A-1?"}]}],
+               "tools": [{"name": "get_order", "input_schema": {"type": "object"}}]}
+    response = {"id": "msg_1", "type": "message", "role": "assistant", "stop_reason": "end_turn",
+                "content": [{"type": "text", "text": "Shipped."}]}
+    p = Producer()
+    p.span("openinference.instrumentation.anthropic", "Messages", 0, 5, {
+        "openinference.span.kind": "LLM", "session.id": "whole", "llm.provider": "anthropic",
+        "llm.model_name": "claude-haiku-4-5-20251001", "input.value": json.dumps(request),
+        "input.mime_type": "application/json", "output.value": json.dumps(response),
+        "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "Where is A-1?",
+        "llm.output_messages.0.message.role": "assistant", "llm.output_messages.0.message.content": "Shipped."})
+    with Collector(db, port=0) as collector:
+        send(collector, p.take())
+    [call] = [c for t in account(db, "whole").turns for c in t.llm_calls]
+    assert call.newest_messages == request["messages"] and call.tools_available == ["get_order"]
+    assert (call.stop_reason, call.output_text) == ("end_turn", "Shipped.")
+    with tracer.Store(db, read_only=True) as store:
+        [(params, raw)] = store.sql(
+            "SELECT l.request_params, s.attributes FROM llm_calls l JOIN spans s USING (span_id)")
+    assert json.loads(params)["max_tokens"] == 512
+    assert "input.value" not in json.loads(raw)  # stored once, in the content tables
+
+
+def test_openllmetry_0_62_spans_read_as_the_genai_conventions(tmp_path):
+    # 0.62 emits the GenAI conventions (no gen_ai.prompt.N), its own streaming flag, and tool spans
+    # from the traceloop SDK's @tool with the arguments wrapped as {"args", "kwargs"}.
+    db = str(tmp_path / "t.duckdb")
+    p = Producer()
+    assoc = {"traceloop.association.properties.session_id": "tl-62"}
+    root = p.open("traceloop.sdk", "trips.workflow", 0, {"traceloop.span.kind": "workflow", **assoc})
+    p.span("opentelemetry.instrumentation.anthropic", "anthropic.chat", 1, 10, {
+        **genai_chat("c1", "tool_call", tools=["get_weather"]), "gen_ai.is_streaming": True, **assoc}, root)
+    p.span("traceloop.sdk", "get_weather.tool", 11, 12, {
+        "traceloop.span.kind": "tool", "traceloop.entity.name": "get_weather", "gen_ai.tool.name": "get_weather",
+        "traceloop.entity.input": json.dumps({"args": [], "kwargs": {"city": "Rome"}}),
+        "traceloop.entity.output": '"sunny"', **assoc}, root)
+    p.span("opentelemetry.instrumentation.anthropic", "anthropic.chat", 13, 20, {
+        **genai_chat("c2", "stop", history=1), **assoc}, root)
+    root.end(end_time=T0 + 21 * MS)
+    with Collector(db, port=0) as collector:
+        send(collector, p.take())
+    acc = account(db, "tl-62")
+    first, last = [c for t in acc.turns for c in t.llm_calls]
+    assert (first.action, first.stop_reason, last.action) == ("tool_use", "tool_use", "final")
+    [tool] = [t for turn in acc.turns for t in turn.tool_calls]
+    assert (tool.turn_index, json.loads(tool.arguments)) == (1, {"city": "Rome"})
+    with tracer.Store(db, read_only=True) as store:
+        assert store.sql("SELECT stream FROM llm_calls ORDER BY start_ns") == [(True,), (False,)]
 
 
 # -- sessions nobody ends ---------------------------------------------------------------------------
