@@ -241,9 +241,10 @@ class StoreSpanProcessor(SpanProcessor):
             self._drop(len(spans), "exporter error")
         else:
             return
-        # The failed batch's content was not stored: forget it so that a later call resends it.
+        # The failed batch was not stored: forget its content (a later call resends it) and the
+        # sessions it would have joined.
         if batch is not None:
-            self._ingestor.forget({*batch.content, *batch.chain})
+            self._ingestor.rollback(batch)
 
 
 _TRACES_PATH = "/v1/traces"

@@ -179,22 +179,13 @@ class Ingestor:
         self._anonymous: set[str] = set()
         """Traces whose spans were stored under the trace id, for want of a conversation id."""
 
-    def forget(self, hashes: set[str] | None = None) -> None:
-        """Drops remembered hashes (all of them by default), e.g. after a failed write.
-
-        Sessions' last requests are forgotten too, so that no later request reuses a message
-        prefix whose chain nodes were never stored.
-        """
-        self._splitter.forget()
-        if hashes is None:
-            self._known.clear()
-        else:
-            self._known -= hashes  # content hashes and chain nodes alike
-
     def rollback(self, batch: Batch) -> None:
-        """Undoes what ``build`` remembered of a batch that was not committed: its content, and the
-        sessions it would have joined (they are joined again when the spans are sent again)."""
-        self.forget({*batch.content, *batch.chain})
+        """Undoes what ``build`` remembered of a batch that was not committed, so that the spans,
+        when sent again, are written whole: its content hashes and chain nodes, every session's last
+        request (no later request may reuse a message prefix whose chain nodes were never stored),
+        and the sessions it would have joined."""
+        self._splitter.forget()
+        self._known -= {*batch.content, *batch.chain}
         self._anonymous.update(batch.merges)
 
     def _remember(self, digest: str) -> bool:

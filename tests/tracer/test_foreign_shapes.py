@@ -452,3 +452,20 @@ def test_a_session_with_no_end_is_closed_after_the_inactivity_timeout(tmp_path):
 def test_the_session_timeout_must_be_positive(tmp_path):
     with pytest.raises(tracer.ConfigError, match="session timeout must be above 0"):
         Collector(str(tmp_path / "t.duckdb"), port=0, session_timeout_s=0)
+
+
+def test_a_join_whose_write_failed_is_made_again_when_the_spans_are_resent():
+    from tracer._ingest import Ingestor, from_readable
+
+    p = Producer()
+    root = p.open("app", "invoke_agent", 0, {"gen_ai.operation.name": "invoke_agent",
+                                             "gen_ai.conversation.id": "retry"})
+    p.span("sdk", "chat", 1, 10, genai_chat("c1", "stop"), root)
+    ingestor = Ingestor()
+    ingestor.build([from_readable(s) for s in p.take()])
+    root.end(end_time=T0 + 11 * MS)
+    spans = [from_readable(s) for s in p.take()]
+    lost = ingestor.build(spans)
+    assert lost.merges == {f"{root.get_span_context().trace_id:032x}": "retry"}
+    ingestor.rollback(lost)  # as the collector does when the write fails
+    assert ingestor.build(spans).merges == lost.merges

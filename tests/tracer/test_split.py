@@ -67,7 +67,7 @@ def test_a_failed_write_does_not_leave_a_broken_chain():
     ingestor = Ingestor()
     body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "one"}]}
     lost = ingestor.build([_record(1, "s", body)])
-    ingestor.forget({*lost.content, *lost.chain})  # as the exporter does when a write fails
+    ingestor.rollback(lost)  # as the exporter does when a write fails
     body["messages"].append({"role": "assistant", "content": "two"})
     store.write(ingestor.build([_record(2, "s", body)]))
     assert store.verify_requests().failures == []
