@@ -186,7 +186,9 @@ class Ingestor:
         and the sessions it would have joined."""
         self._splitter.forget()
         self._known -= {*batch.content, *batch.chain}
-        self._anonymous.update(batch.merges)
+        for trace_id in batch.merges:
+            self._trace_sessions.pop(trace_id, None)
+            self._anonymous.add(trace_id)
 
     def _remember(self, digest: str) -> bool:
         """Whether ``digest`` is new to this ingestor (and so must be written)."""
