@@ -187,8 +187,6 @@ def reconstruct(session_id: str, turn: int, *, db: Db = None) -> Reconstruction:
         UnknownTurnError: no decision at that turn.
         NoContentError: the session was recorded without content, or by other instrumentation that
             kept no messages (the message says which setting records them).
-        ReplayError: a call recorded by other instrumentation, in a store that ``flightrec serve``
-            holds (the parts it is reconstructed from are read from the file).
 
     Blocking: opens the store read-only for the duration of the call (or reads it through the
     ``flightrec serve`` that holds it).

@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracer import Store
+from tracer import CallParts, ServedStore, Store
 
-from ._errors import IncompleteRequestError, NoContentError, ReplayError
+from ._errors import IncompleteRequestError, NoContentError
 from ._records import Decision, Reconstruction
 
 
@@ -89,17 +89,10 @@ class SemanticRequest:
     betas: list[str] | None
 
 
-def convention_of(store: Store, decision: Decision) -> Convention:
-    """The convention of the span that recorded ``decision``, from its scope and attribute names."""
-    rows = store.sql("SELECT scope, attributes FROM spans WHERE span_id = ? AND trace_id = ? LIMIT 1",
-                     [decision.span_id, decision.trace_id])
-    scope, raw = rows[0] if rows else ("", "{}")
-    try:
-        attrs = json.loads(raw or "{}")
-    except ValueError:
-        attrs = {}
-    keys = list(attrs) if isinstance(attrs, dict) else []
-    if scope == _SDK_SCOPE:
+def convention_of(parts: CallParts) -> Convention:
+    """The convention of the span that recorded a call, from its scope and attribute names."""
+    keys = parts.attribute_keys
+    if parts.scope == _SDK_SCOPE:
         return _SDK
     if "openinference.span.kind" in keys:
         return _OPENINFERENCE
@@ -108,41 +101,26 @@ def convention_of(store: Store, decision: Decision) -> Convention:
     return _GENAI
 
 
-def semantic_request(store: Store, decision: Decision) -> SemanticRequest:
+def semantic_request(store: Store | ServedStore, decision: Decision) -> SemanticRequest:
     """The request of a call recorded by other instrumentation, reconstructed from what it kept.
 
     Raises:
         NoContentError: no messages were recorded (content capture was off); the message names the
             instrumentation's setting that turns it on.
-        ReplayError: the store is read through ``flightrec serve``, which does not serve these parts.
     """
     where = f"turn {decision.turn} of session {decision.session_id}"
-    if not isinstance(store, Store):
-        raise ReplayError(f"{where} was recorded by other instrumentation; reconstructing it needs the store file, "
-                          "which `flightrec serve` holds. Use the Replay page of that serve's dashboard, or stop the "
-                          "serve and run the command again.")
-    convention = convention_of(store, decision)
-    rows = store.sql("""SELECT request_params, system_ref, messages_ref, message_count, tool_refs FROM llm_calls
-                        WHERE span_id = ? AND session_id = ?""", [decision.span_id, decision.session_id])
-    params_json, system_ref, messages_ref, message_count, tool_refs = rows[0]
-    if messages_ref is None and not message_count:
+    parts = store.call_parts(decision.span_id)
+    convention = convention_of(parts)
+    if parts.messages is None:
         raise NoContentError(
             f"{where} cannot be replayed: no messages were recorded for it by {convention.label} (content capture "
             "was off). "
             f"To replay such calls, {convention.capture}, and record the session again.")
-    chain = store.message_lists([messages_ref], session_id=decision.session_id).get(messages_ref) \
-        if messages_ref else []
-    refs = ([system_ref] if system_ref else []) + list(chain or []) + list(tool_refs or [])
-    content = store.content(refs)
-    if chain is None or any(h not in content for h in refs):
+    if parts.content_missing:
         raise NoContentError(f"{where} cannot be replayed: content its recording refers to is missing from the "
                              f"store {store.path}. `flightrec replay verify` checks the store.")
     notes = _Notes()
-    try:
-        recorded = json.loads(params_json) if params_json else {}
-    except ValueError:
-        recorded = {}
-    params, betas = _params(recorded if isinstance(recorded, dict) else {}, notes)
+    params, betas = _params(parts.params or {}, notes)
     body: dict[str, Any] = {}
     model = params.pop("model", None) or decision.model
     max_tokens = params.pop("max_tokens", None)
@@ -150,18 +128,18 @@ def semantic_request(store: Store, decision: Decision) -> SemanticRequest:
         body["model"] = model
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
-    system = _system(content[system_ref], notes) if system_ref else None
+    system = _system(parts.system, notes) if parts.system is not None else None
     if system:
         body["system"] = system
-    body["messages"] = _messages([content[h] for h in chain], notes)
-    if tool_refs is None:
+    body["messages"] = _messages(parts.messages, notes)
+    if parts.tools is None:
         uses = any(b.get("type") == "tool_use" for m in body["messages"] if isinstance(m.get("content"), list)
                    for b in m["content"])
         notes.add("the tool definitions were not recorded, so the request offers no tools; add them with "
                   "--add-tool JSON" + (" (the Anthropic API refuses a history with tool_use blocks and no tools)"
                                        if uses else ""))
     else:
-        body["tools"] = _tools([content[h] for h in tool_refs], notes)
+        body["tools"] = _tools(parts.tools, notes)
     body.update(params)
     missing = [k for k in ("model", "max_tokens") if k not in body]
     return SemanticRequest(body=body, convention=convention, notes=notes.lines, missing=missing, betas=betas)

@@ -24,10 +24,11 @@ from ._store import Store, default_db_path
 PATH = "/flightrec/v1/store"
 """Where the read API answers."""
 READS = frozenset({
-    "alerts", "call_outlines", "count_sessions", "eval_results", "eval_runs", "find_eval_run", "get_alert",
-    "get_session", "list_sessions", "rebuild_request", "session_account", "session_runs", "verify_requests",
+    "alerts", "call_outlines", "call_parts", "count_sessions", "eval_results", "eval_runs", "find_eval_run",
+    "get_alert", "get_session", "list_sessions", "rebuild_request", "session_account", "session_runs",
+    "verify_requests",
 })
-"""The ``Store`` methods the read commands call (traces, replay show/diff/verify/rerun, eval
+"""The ``Store`` methods the read commands call (traces, replay show/diff/verify/rerun/run, eval
 list/show/compare/add-case, alerts list/show). Raw SQL (``sql``, ``frame``) is not served: no
 command needs it."""
 WRITES = frozenset({"label_eval_run", "set_alert_status"})

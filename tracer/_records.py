@@ -114,6 +114,26 @@ class LlmCall(BaseModel):
     """The beta features the call asked for (its ``anthropic-beta`` header), which a replay asks for again."""
 
 
+class CallParts(BaseModel):
+    """What the store keeps of one LLM call's request, content resolved, and of the span that
+    recorded it: what replay reconstructs a request from when it cannot rebuild it exactly."""
+
+    scope: str
+    """The recording span's instrumentation scope."""
+    attribute_keys: list[str]
+    """The names of the recording span's attributes, as stored."""
+    params: dict[str, Any] | None
+    """The request parameters as recorded (model, max_tokens …)."""
+    system: Any
+    """The system prompt or instructions; ``None`` when none were recorded."""
+    messages: list[Any] | None
+    """The messages; ``None`` when none were recorded."""
+    tools: list[Any] | None
+    """The tool definitions; ``None`` when none were recorded."""
+    content_missing: bool
+    """Content the call refers to is not in the store."""
+
+
 class AgentRun(BaseModel):
     """One run of an agent in a session (its root ``invoke_agent`` span): a session that waits
     for a human, crashes and resumes, or takes a follow-up has several."""

@@ -42,6 +42,7 @@ from ._records import (
     AgentRun,
     AlertRecord,
     CallOutline,
+    CallParts,
     EvalResultRecord,
     EvalRunRecord,
     LlmCall,
@@ -846,6 +847,36 @@ class Store:
                 if r[7] is not None:
                     body["tools"] = [bodies[h] for h in r[7]]
                 yield r, body
+
+    def call_parts(self, span_id: str) -> CallParts:
+        """The recorded parts of one LLM call's request, content resolved (see ``CallParts``).
+
+        Raises:
+            NotRebuildableError: no LLM call with this span id.
+        """
+        rows = self._query(
+            """SELECT s.scope, s.attributes, l.request_params, l.system_ref, l.messages_ref, l.message_count,
+                      l.tool_refs, l.session_id
+               FROM llm_calls l LEFT JOIN spans s ON s.span_id = l.span_id AND s.trace_id = l.trace_id
+               WHERE l.span_id = ? LIMIT 1""", [span_id])
+        if not rows:
+            raise NotRebuildableError(f"no LLM call with span id {span_id!r} in {self.path}.")
+        scope, raw, params, system_ref, messages_ref, count, tool_refs, session_id = rows[0]
+        chain: list[str] | None = []
+        if messages_ref:
+            chain = self.message_lists([messages_ref], session_id=session_id).get(messages_ref)
+        refs = [*([system_ref] if system_ref else []), *(chain or []), *(tool_refs or [])]
+        content = self.content(refs)
+        attrs = json.loads(raw) if raw else {}
+        return CallParts(
+            scope=scope or "", attribute_keys=list(attrs) if isinstance(attrs, dict) else [],
+            params=json.loads(params) if params else None,
+            system=content.get(system_ref) if system_ref else None,
+            messages=[content[h] for h in chain if h in content] if (messages_ref or count) and chain is not None
+            else None,
+            tools=[content[h] for h in tool_refs if h in content] if tool_refs is not None else None,
+            content_missing=chain is None or any(h not in content for h in refs),
+        )
 
     def rebuild_request(self, span_id: str) -> dict[str, Any]:
         """The exact request body of a stored LLM call, rebuilt from the store alone.

@@ -5,6 +5,7 @@ what cannot be reconstructed is named in one line with what to do."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import anthropic
@@ -435,3 +436,26 @@ def test_the_replay_page_marks_a_reconstructed_request_and_what_it_lacks(db, mon
     assert "(the OpenTelemetry GenAI conventions)" in marked and "no recorded hash to verify" in marked
     assert "**max_tokens** was not recorded" in marked and "OpenAI function shape" in marked
     assert not any("matches the hash recorded" in c.value for c in at.caption)
+
+
+def test_a_foreign_call_is_reconstructed_through_the_serve_that_holds_the_store(tmp_path):
+    # Users look at traces while their collector runs: the parts are read through serve's read API.
+    from replay._reconstruct import reconstruct_in
+    from tests.tracer.test_foreign_shapes import Producer, genai_chat, send
+    from tracer._holder import find_holder
+    from tracer._read_api import ReadApi
+
+    db = str(tmp_path / "held.duckdb")
+    p = Producer()
+    p.span("sdk", "chat", 0, 5, {**genai_chat("c1", "stop"), "gen_ai.conversation.id": "held",
+                                 "gen_ai.request.max_tokens": 256})
+    with Collector(db, port=0) as collector:
+        send(collector, p.take())
+        api = ReadApi(db, collector_url=collector.url).start()
+        try:
+            rebuilt = reconstruct_in(tracer.ServedStore(db, find_holder(db, os.getpid())), "held", 1)
+        finally:
+            api.close()
+    assert rebuilt.reconstructed_from == "the OpenTelemetry GenAI conventions" and rebuilt.missing == []
+    assert rebuilt.request["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "Book me a trip to Rome"}]}]

@@ -80,7 +80,7 @@ def test_every_served_method_returns_what_the_store_returns(api):
         "list_sessions": {"limit": 1, "offset": 1, "agent": "support"}, "count_sessions": {},
         "get_session": {"session_id": sid[:13]}, "session_account": {"session_id": sid},
         "session_runs": {"session_id": sid}, "call_outlines": {"session_id": sid},
-        "rebuild_request": {"span_id": span}, "verify_requests": {"session_id": None},
+        "rebuild_request": {"span_id": span}, "call_parts": {"span_id": span}, "verify_requests": {"session_id": None},
         "alerts": {"status": "open", "limit": 5}, "get_alert": {"alert_id": "al000002"},
         "eval_runs": {}, "find_eval_run": {"ref": "run-0123"}, "eval_results": {"run_id": "run-0123456789"},
     }
