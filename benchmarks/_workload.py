@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanContext
 
 import tracer
@@ -313,8 +313,9 @@ def collecting_recorder(tmp_db: str) -> tuple[tracer.Recorder, Collect]:
     rec = tracer.Recorder(db=tmp_db)
     rec.processor.shutdown()  # its store is never opened; we only want the capture side
     collect = Collect()
-    provider = TracerProvider(resource=rec.provider.resource)
+    provider = type(rec.provider)(resource=rec.provider.resource)  # the recorder's own kind of provider
     provider.add_span_processor(collect)
+    provider.shared = False  # the list stands in for the store: spans go nowhere else
     rec.provider = provider
     rec.tracer = provider.get_tracer("flightrec", tracer.__version__)
     return rec, collect
