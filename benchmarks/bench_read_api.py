@@ -54,7 +54,7 @@ def serving(db: str) -> Iterator[None]:
         assert "flightrec collector on" in proc.stdout.readline()  # type: ignore[union-attr]
         yield
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         proc.wait(30)
 
 

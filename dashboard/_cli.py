@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+from types import FrameType
 
 import click
 
@@ -23,6 +25,10 @@ def dashboard(db: str | None, host: str, port: int) -> None:
     `flightrec serve` instead, which is the store's writer and serves this dashboard too."""
     check_port_free(host, port, "--port")
     run(default_db_path(db), host=host, port=port, mode="read_only")
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @click.command("serve")
@@ -58,6 +64,9 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_hos
         for hook in hooks:
             hook(session_ids)
 
+    # SIGTERM (systemd, docker stop, kill) stops serve as Ctrl-C does: the queued spans are
+    # written and the holder file is removed. In dashboard mode Streamlit installs its own.
+    signal.signal(signal.SIGTERM, _stop)
     collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None,
                           session_timeout_s=session_timeout * 60 or None)
     read_api = ReadApi(db_path, collector_url=collector.url).start()  # other commands read the file through it

@@ -34,7 +34,7 @@ def serving(db: str) -> Iterator[tuple[subprocess.Popen, str]]:
         assert "flightrec collector on" in line, proc.stderr.read()
         yield proc, line.split(" on ")[1].split("/v1/traces")[0]
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         proc.wait(30)
 
 
@@ -116,7 +116,7 @@ def test_commands_that_write_the_file_name_the_serve_and_what_to_do(served):
     with pytest.raises(tracer.StoreLockedError) as err:
         tracer.Store(db, read_only=True)
     assert err.value.holder is not None and err.value.holder.pid == proc.pid
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     assert not holder_path(db).exists()  # a clean exit takes it away
     with tracer.connect(db) as store:

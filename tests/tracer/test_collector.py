@@ -237,7 +237,7 @@ def test_a_sigkill_mid_load_loses_nothing_acknowledged_and_a_restart_resumes(tmp
         status, _ = post(url, encode_spans(agent_spans()).SerializeToString())
         assert status == 200  # the restarted collector writes on the same file
     finally:
-        restarted.send_signal(signal.SIGINT)
+        restarted.send_signal(signal.SIGTERM)
         restarted.wait(30)
     with tracer.Store(db, read_only=True) as store:
         stored = {r[0] for r in store.sql("SELECT span_id FROM spans")}
