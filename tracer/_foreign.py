@@ -240,7 +240,11 @@ def _one_block_per_tool_use(blocks: list[dict[str, Any]]) -> list[dict[str, Any]
     def call(block: dict[str, Any]) -> str:
         return json.dumps([block.get("name"), block.get("input")], sort_keys=True, default=str)
 
-    uses = [b for b in blocks if b.get("type") == "tool_use" and b.get("name")]
+    uses = [b for b in blocks if b.get("type") == "tool_use"]
+    ids = [b.get("id") for b in uses]
+    if all(ids) and all(b.get("name") for b in uses) and len(set(map(str, ids))) == len(ids):
+        return blocks  # the usual case, and every message of the history is checked on every call
+    uses = [b for b in uses if b.get("name")]
     with_id = {call(b) for b in uses if b.get("id")}
     kept: list[dict[str, Any]] = []
     seen: set[str] = set()
