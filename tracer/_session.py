@@ -112,8 +112,15 @@ class Session:
         self._recorder = recorder
         self._tracer = recorder.tracer
         self._lock = threading.Lock()
+        # A session is the root of a trace of its own, even when the agent runs inside a span of the
+        # application (a web request): its runs are its root spans, and an application span must not
+        # end or judge it. The application's span is kept as a link.
+        ambient = trace.get_current_span().get_span_context()
+        if ambient.is_valid:
+            links = [*links, (f"{ambient.trace_id:032x}", f"{ambient.span_id:016x}")]
         self._span = self._tracer.start_span(
             f"invoke_agent {agent}",
+            context=otel_context.Context(),
             kind=SpanKind.INTERNAL,
             attributes={
                 A.OPERATION: "invoke_agent",

@@ -371,3 +371,17 @@ def test_bodies_stay_home_when_told_even_for_flightrec_serve(tmp_path):
     with tracer.Store(db, read_only=True) as store:
         assert store.get_session(s.id).llm_calls == 1
         assert store.verify_requests().exact == 0
+
+
+def test_a_session_run_inside_an_application_span_is_the_root_of_its_own_trace():
+    # Its runs are its root spans, and an application span (a web request) must not end or judge it.
+    rec = tracer.Recorder(":memory:")
+    memory = InMemorySpanExporter()
+    rec.provider.add_span_processor(SimpleSpanProcessor(memory))
+    app = rec.provider.get_tracer("my.app")
+    with app.start_as_current_span("POST /chat") as request, rec.session(agent="support"):
+        pass
+    rec.shutdown()
+    [session] = [sp for sp in memory.get_finished_spans() if sp.name == "invoke_agent support"]
+    assert session.parent is None
+    assert [link.context.span_id for link in session.links] == [request.get_span_context().span_id]
