@@ -47,6 +47,8 @@ class _Job:
     records: list[SpanRecord]
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
+    final: bool = False
+    """The error is the spans' own (they can never be stored): answered 400, not 503 "retry"."""
 
 
 @dataclass
@@ -221,29 +223,40 @@ class Collector:
             self._commit(group, spans)
 
     def _commit(self, group: list[_Job], spans: int) -> None:
-        batch = Batch()
-        error: str | None = None
-        try:
-            self._ingestor.build([r for job in group for r in job.records], batch)
-            self.store.write(batch)
-        except FlightrecError as exc:
-            error = str(exc)
-        except Exception as exc:  # a bug in ingest must fail these requests, not the collector
-            log.exception("flightrec collector: ingesting %d spans failed", spans)
-            error = f"ingest failed: {type(exc).__name__}"
-        if error is not None:
-            # Nothing was committed: forget the content so that the client's retry sends it again.
-            self._ingestor.rollback(batch)
+        outcome = self._write([r for job in group for r in job.records], spans)
+        outcomes = [outcome] * len(group)
+        if outcome is not None and len(group) > 1:
+            # One request that cannot be stored must not fail the others that shared its
+            # transaction: each is committed alone, and only what fails alone is answered so.
+            outcomes = [self._write(job.records, len(job.records)) for job in group]
         with self._lock:
             self._pending -= spans
-            if error is None:
+        for job, failed in zip(group, outcomes):
+            job.error, job.final = failed or (None, False)
+            job.done.set()
+
+    def _write(self, records: list[SpanRecord], spans: int) -> tuple[str, bool] | None:
+        """Ingests and commits ``records`` in one transaction; ``None``, or the error and whether it
+        is the spans' own (final) rather than the store's (worth a retry)."""
+        batch = Batch()
+        try:
+            self._ingestor.build(records, batch)
+            self.store.write(batch)
+        except FlightrecError as exc:
+            failed = (str(exc), False)
+        except Exception as exc:  # spans that ingest or the store's types cannot take: theirs, not the store's
+            log.warning("flightrec collector: %d spans cannot be stored (%s)", spans, type(exc).__name__)
+            log.debug("flightrec collector: ingesting %d spans failed", spans, exc_info=True)
+            failed = (f"these spans cannot be stored ({type(exc).__name__})", True)
+        else:
+            with self._lock:
                 self.stats.spans_committed += spans
                 self.stats.transactions += 1
-        for job in group:
-            job.error = error
-            job.done.set()
-        if error is None:
             self._sessions_ended([d.session_id for d in batch.sessions.values() if d.ended])
+            return None
+        # Nothing was committed: forget the content so that the client's retry sends it again.
+        self._ingestor.rollback(batch)
+        return failed
 
 
 class Replying(BaseHTTPRequestHandler):
@@ -332,7 +345,10 @@ class _Handler(Replying):
                 owner.stats.refused_busy += 1
                 self._reply(503, b"the collector's writer is behind; retry shortly\n", headers={"Retry-After": "1"})
                 return
-            if not job.done.wait(_ACK_TIMEOUT_S) or job.error is not None:
+            if job.done.wait(_ACK_TIMEOUT_S) and job.final:
+                self._error(400, f"{job.error}; they were not stored, and would not be if sent again")
+                return
+            if not job.done.is_set() or job.error is not None:
                 self._reply(503, f"not stored: {job.error or 'the write timed out'}; retry\n".encode(),
                             headers={"Retry-After": "2"})
                 return

@@ -242,3 +242,39 @@ def test_a_sigkill_mid_load_loses_nothing_acknowledged_and_a_restart_resumes(tmp
     with tracer.Store(db, read_only=True) as store:
         stored = {r[0] for r in store.sql("SELECT span_id FROM spans")}
     assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged spans lost"
+
+
+# -- one bad request among many ----------------------------------------------------------------------
+
+
+def test_a_request_that_cannot_be_stored_does_not_fail_the_others_in_its_transaction(tmp_path):
+    from tests.tracer.test_foreign_shapes import Producer, genai_chat, sessions
+    from tracer._ingest import from_readable
+
+    def request(session: str, tokens: int) -> list:
+        p = Producer()
+        for k in range(2):  # two calls whose token counts overflow the session's sum when tokens is huge
+            p.span("sdk", "chat", k * 10, k * 10 + 5, {**genai_chat(f"c{k}", "stop", history=k),
+                                                       "gen_ai.conversation.id": session,
+                                                       "gen_ai.usage.input_tokens": tokens})
+        return [from_readable(s) for s in p.take()]
+
+    db = str(tmp_path / "t.duckdb")
+    with Collector(db, port=0) as collector:
+        with collector.store._lock:  # the writer blocks on its first write, so the rest queue up together
+            first = collector.submit(request("ok-0", 100))
+            jobs = [collector.submit(request("poison", 2**62)), collector.submit(request("ok-1", 100)),
+                    collector.submit(request("ok-2", 100))]
+        for job in [first, *jobs]:
+            assert job is not None and job.done.wait(30)
+        assert [job.error is None for job in [first, *jobs]] == [True, False, True, True]
+        assert jobs[0].final  # the spans' own fault: a retry would fail the same way
+        p = Producer()
+        p.span("sdk", "chat", 0, 5, {**genai_chat("c", "stop"), "gen_ai.conversation.id": "again",
+                                     "gen_ai.usage.input_tokens": 2**62})
+        p.span("sdk", "chat", 10, 15, {**genai_chat("c", "stop", history=1), "gen_ai.conversation.id": "again",
+                                       "gen_ai.usage.input_tokens": 2**62})
+        status, body = post(collector.url, encode_spans(p.take()).SerializeToString())
+        assert status == 400 and b"would not be if sent again" in body, body
+        stored = {s[0] for s in sessions(collector)}
+    assert stored == {"ok-0", "ok-1", "ok-2"}

@@ -469,3 +469,4 @@ def test_a_join_whose_write_failed_is_made_again_when_the_spans_are_resent():
     assert lost.merges == {f"{root.get_span_context().trace_id:032x}": "retry"}
     ingestor.rollback(lost)  # as the collector does when the write fails
     assert ingestor.build(spans).merges == lost.merges
+
