@@ -334,6 +334,11 @@ class _Handler(Replying):
         except OtlpError as exc:
             self._error(exc.status, str(exc))
             return
+        except Exception as exc:  # a body shaped in a way the decoder did not foresee still gets an answer
+            log.warning("flightrec collector: a request could not be decoded (%s)", type(exc).__name__)
+            self._error(400, f"malformed OTLP request ({type(exc).__name__}); send a valid "
+                             "ExportTraceServiceRequest")
+            return
         owner.stats.spans_rejected += rejected
         if not records and rejected:
             self._error(400, message)

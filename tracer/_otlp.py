@@ -341,7 +341,7 @@ def _json_message(parent: dict[str, Any], key: str, message: Any) -> Any:
         raise _malformed_json(f"{key} must be an object, got {type(value).__name__}")
     try:
         return json_format.ParseDict(value, message, ignore_unknown_fields=True)
-    except (json_format.ParseError, RecursionError) as exc:
+    except (json_format.ParseError, RecursionError, OverflowError, ValueError, TypeError) as exc:
         raise _malformed_json(f"bad {key} ({_clip(str(exc))})") from None
 
 
@@ -369,7 +369,8 @@ def _json_span(obj: Any) -> Span | str:
     try:
         span = json_format.ParseDict(fields, Span(), ignore_unknown_fields=True,
                                      max_recursion_depth=_JSON_MESSAGE_DEPTH)
-    except (json_format.ParseError, RecursionError) as exc:
+    # protobuf's parser lets some bad numbers through as Python errors ("kind": 1e400 is an OverflowError).
+    except (json_format.ParseError, RecursionError, OverflowError, ValueError, TypeError) as exc:
         return f"malformed span: {_clip(str(exc))}"
     for name, value in zip(("trace_id", "span_id", "parent_span_id"), ids):
         if value is None:

@@ -133,6 +133,11 @@ def test_hostile_and_malformed_requests_get_a_clear_4xx_and_the_server_stays_up(
         (b"x" * 2_000_000, PROTOBUF, {}, 413),                                       # over the size limit
         (gzip.compress(b"\0" * 50_000_000), PROTOBUF, {"Content-Encoding": "gzip"}, 413),  # a gzip bomb
         (b"\x1f\x8b not gzip", PROTOBUF, {"Content-Encoding": "gzip"}, 400),
+        # Numbers protobuf's JSON parser lets through as Python errors, which used to drop the connection.
+        (b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c",'
+         b'"spanId":"aaaaaaaaaaaaaaa1","name":"x","kind":1e400}]}]}]}', "application/json", {}, 400),
+        (b'{"resourceSpans":[{"scopeSpans":[{"scope":{"name":"s","droppedAttributesCount":-1e400}}]}]}',
+         "application/json", {}, 400),
     ]
     for body, content_type, headers, expected in cases:
         status, text = post(collector.url, body, content_type, **headers)
