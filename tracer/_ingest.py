@@ -33,6 +33,9 @@ _TRACES = 200_000
 """Traces whose session an ingestor remembers, so that spans sent later join it."""
 _CALLS_PER_SESSION = 64
 """Recent LLM calls of a foreign session that its tool calls are matched against."""
+_SPANS = 100_000
+"""Spans (trace and span id) an ingestor remembers having built, so that a retried request is not
+counted twice. Retries come within seconds; older duplicates are caught by the store."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ class Ingestor:
         self._trace_sessions: dict[str, str] = {}
         self._anonymous: set[str] = set()
         """Traces whose spans were stored under the trace id, for want of a conversation id."""
+        self._spans: set[str] = set()
+        """Spans already built (trace id + span id): a retried request's spans are skipped."""
 
     def rollback(self, batch: Batch) -> None:
         """Undoes what ``build`` remembered of a batch that was not committed, so that the spans,
@@ -186,6 +191,7 @@ class Ingestor:
         and the sessions it would have joined."""
         self._splitter.forget()
         self._known -= {*batch.content, *batch.chain}
+        self._spans -= {row[0] + row[1] for row in batch.spans}
         for trace_id in batch.merges:
             self._trace_sessions.pop(trace_id, None)
             self._anonymous.add(trace_id)
@@ -223,6 +229,16 @@ class Ingestor:
     def build(self, records: list[SpanRecord], batch: Batch | None = None) -> Batch:
         """Adds the rows of ``records`` to ``batch`` (a new one by default) and returns it."""
         batch = batch if batch is not None else Batch()
+        # A span seen before (a client retrying a request whose answer it never got) or twice in one
+        # request is built once: its cost, tokens and counts must not be added to its session again.
+        fresh: set[str] = set()
+        unseen: list[SpanRecord] = []
+        for r in records:
+            key = r.trace_id + r.span_id
+            if key not in fresh and key not in self._spans:
+                fresh.add(key)
+                unseen.append(r)
+        records = unseen
         resource_json: dict[int, str] = {}
         sessions = self._sessions(records, batch)
         # In start order: a foreign tool call then meets the LLM calls that came before it, whatever
@@ -278,6 +294,11 @@ class Ingestor:
                 delta.sums["turns"] += 1
             elif found is not None:
                 self._foreign(batch, r, session_id, delta, found)
+        # Remembered only once built whole: if building failed half-way, ``rollback`` forgets what is
+        # in the batch, and nothing else may stay remembered either.
+        if len(self._spans) + len(fresh) > _SPANS:
+            self._spans.clear()
+        self._spans |= fresh
         return batch
 
     def _sessions(self, records: list[SpanRecord], batch: Batch) -> list[str]:

@@ -9,6 +9,7 @@ Every ``duckdb.Error`` is mapped here to a ``StoreError`` that says what to do n
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:  # pandas costs the CLI a third of a second to import; only the dashboard uses frame()
     import pandas as pd
@@ -74,6 +76,13 @@ _COLUMNS = {
                    "retries", "circuit_state", "args_key", "shape_key"),
     "turns": ("session_id", "turn_index", "trace_id", "span_id", "start_ns", "end_ns", "events"),
 }
+_STORED_SPANS = """
+SELECT b.trace_id, b.span_id FROM _batch_spans b
+SEMI JOIN (SELECT trace_id, span_id FROM spans WHERE start_ns BETWEEN $lo AND $hi) s USING (trace_id, span_id)
+"""
+"""The spans of a batch already in the store. A retry repeats a span's start time, and spans arrive
+roughly in time order, so the range lets DuckDB skip all but the newest row groups."""
+_LLM = {c: i for i, c in enumerate(_COLUMNS["llm_calls"])}
 _SESSION_COLUMNS = (
     "session_id", "trace_id", "agent", "start_ns", "end_ns", "ended", "status", "status_reason", "content_mode",
     *_SESSION_SUMS, "cost_usd",
@@ -174,6 +183,54 @@ def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]], types: list[pa
     if types is None:
         return pa.Table.from_arrays([pa.array(col) for col in zip(*rows)], names=list(columns))
     return pa.Table.from_arrays([_column(col, t) for col, t in zip(zip(*rows), types)], names=list(columns))
+
+
+def _without(batch: Batch, stored: set[tuple[str, str]]) -> Batch:
+    """``batch`` less the spans in ``stored`` and all but the first of a span given twice, with the
+    rows derived from them; its sessions' sums are counted again from the rows kept, in the order
+    the ingestor added them (so that a cost sums to the same float)."""
+    kept = Batch(content=batch.content, chain=batch.chain, merges=batch.merges)
+    kept.spans = _first(batch.spans, stored, 0, 1)
+    kept.llm_calls = _first(batch.llm_calls, stored, 1, 0)
+    kept.tool_calls = _first(batch.tool_calls, stored, 1, 0)
+    kept.turns = _first(batch.turns, stored, 2, 3)
+    live = {r[3] for r in kept.spans}
+    # A session whose spans were all stored before gets no row: one stored under its trace id and
+    # since merged into a named session must not come back.
+    sessions = kept.sessions = {k: dataclasses.replace(d, cost_usd=0.0, sums=dict.fromkeys(_SESSION_SUMS, 0))
+                                for k, d in batch.sessions.items() if k in live}
+    for row in kept.llm_calls:
+        d = sessions[row[_LLM["session_id"]]]
+        s = d.sums
+        ok = row[_LLM["status"]] != "error"
+        s["llm_calls"] += 1
+        s["llm_errors"] += not ok
+        for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+            s[c] += row[_LLM[c]] or 0
+        if row[_LLM["cost_usd"]] is not None:
+            d.cost_usd += row[_LLM["cost_usd"]]
+        elif ok:
+            s["unpriced_calls"] += 1
+    for row in kept.tool_calls:
+        s = sessions[row[2]].sums
+        s["tool_calls"] += 1
+        s["tool_errors"] += row[8] == "error"
+    for row in kept.turns:
+        sessions[row[0]].sums["turns"] += 1
+    return kept
+
+
+def _first(rows: list[tuple[Any, ...]], stored: set[tuple[str, str]], trace: int, span: int,
+           ) -> list[tuple[Any, ...]]:
+    """The rows of spans not in ``stored``, each span's first only."""
+    seen = set(stored)
+    kept: list[tuple[Any, ...]] = []
+    for row in rows:
+        key = (row[trace], row[span])
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept
 
 
 def _column(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
@@ -336,6 +393,9 @@ class Store:
     def write(self, batch: Batch) -> None:
         """Commits one batch atomically: all of it lands, or none of it does.
 
+        A span the store has already (a retried request) or that the batch gives twice is stored
+        once, with its calls and turn, and counts once in its session's sums.
+
         Raises:
             StoreError: the write failed (disk full, read-only store …); nothing was written.
         """
@@ -346,6 +406,12 @@ class Store:
         with self._lock:
             try:
                 con.execute("BEGIN")
+                # Checked inside the transaction, under the lock: nothing can store these spans meanwhile.
+                stored = self._stored_spans(batch, tables["spans"])
+                if stored is not None:
+                    batch = _without(batch, stored)
+                    con.unregister("_batch_spans")
+                    tables = self._tables(batch)
                 for name, sql in _INSERTS:
                     table = tables.get(name)
                     if table is not None:
@@ -369,6 +435,18 @@ class Store:
                         con.unregister(f"_batch_{name}")
                     except duckdb.Error:
                         pass
+
+    def _stored_spans(self, batch: Batch, spans: pa.Table) -> set[tuple[str, str]] | None:
+        """The (trace id, span id) of the batch's spans that the store has already, or ``None`` when
+        there are none and no span comes twice in the batch (the usual case: nothing to drop)."""
+        con = self._con
+        con.register("_batch_spans", spans)
+        bounds = pc.min_max(spans.column("start_ns"))
+        stored = {tuple(r) for r in con.execute(
+            _STORED_SPANS, {"lo": bounds["min"].as_py(), "hi": bounds["max"].as_py()}).fetchall()}
+        if not stored and len({(r[0], r[1]) for r in batch.spans}) == len(batch.spans):
+            return None
+        return stored
 
     def _merge_session(self, old: str, new: str) -> None:
         """Moves the rows of session ``old`` into ``new`` (in the caller's transaction)."""
