@@ -59,7 +59,8 @@ def _read_commands(db: str) -> list[list[str]]:
     a, b = sessions[0].session_id, sessions[1].session_id
     commands = [
         ["traces", "list"], ["traces", "list", "--json", "--agent", "support", "--limit", "5", "--offset", "3"],
-        ["traces", "show", a], ["traces", "show", b[:13], "--json"], ["traces", "show", "no-such-session"],
+        # A prefix with random bits: the first 13 characters are the millisecond, which sessions share.
+        ["traces", "show", a], ["traces", "show", b[:23], "--json"], ["traces", "show", "no-such-session"],
         ["replay", "show", a, "--turn", "2"], ["replay", "show", b, "--turn", "1", "--json"],
         ["replay", "show", a, "--turn", "99"],
         ["replay", "diff", a, b], ["replay", "diff", f"{a}:1", f"{b}:1"], ["replay", "diff", f"{a}:1", f"{a}:2",
