@@ -822,7 +822,10 @@ def _latency_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> l
                 and p95_now - p95_base >= r.latency_drift_min_ms):
             out.append(Finding(
                 "reliability.latency_drift", "warning",
-                f"{model} p95 latency {p95_now:.0f} ms, {p95_now / p95_base:.1f}× the baseline's {p95_base:.0f} ms",
+                f"{model} p95 latency {p95_now:.0f} ms, "
+                # A baseline of 0 ms: calls whose spans start and end at once (some producers' clocks).
+                + (f"{p95_now / p95_base:.1f}× the baseline's {p95_base:.0f} ms" if p95_base > 0 else
+                   f"against a baseline of {p95_base:.0f} ms"),
                 agent, None, None, str(model), last, [],
                 {"model": model, "p95_ms": p95_now, "calls": n_now, "baseline": {"p95_ms": p95_base, "calls": n_base,
                  "of": "every earlier call of the agent and model"}, "ratio_threshold": r.latency_drift},

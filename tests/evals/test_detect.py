@@ -318,3 +318,23 @@ def test_cli_detect_delivers_new_alerts_to_a_jsonl_sink(tmp_path):
     assert out.exit_code == 0, out.output
     (line,) = sink.read_text().splitlines()
     assert json.loads(line)["detector"] == "loop.guard"
+
+
+def test_latency_drift_against_a_baseline_of_zero_ms_is_reported_not_a_crash():
+    # Some producers' spans start and end at the same nanosecond: the baseline's p95 is then 0 ms.
+    from tests.tracer.test_foreign_shapes import Producer, genai_chat, send
+    from tracer._collector import Collector
+
+    p = Producer()
+    for i in range(120):  # 60 calls at 0 ms, then 60 at 900 ms
+        start = i * 2_000
+        root = p.open("app", "POST /chat", start, {"gen_ai.conversation.id": f"z{i:03d}"})
+        p.span("sdk", "chat", start + 1, start + 1 + (900 if i >= 60 else 0), genai_chat("c", "stop"), root)
+        root.end(end_time=root.start_time + 1_000_000_000)
+    with Collector(db(), port=0) as collector:
+        send(collector, p.take())
+    with tracer.Store(db()) as store:
+        since = store.sql("SELECT min(end_ns) FROM sessions WHERE session_id >= 'z060'")[0][0]
+        result = D.detect(store, scope=D.Scope(since_ns=since))
+    (drift,) = by_detector(result)["reliability.latency_drift"]
+    assert "900 ms, against a baseline of 0 ms" in drift.title
