@@ -87,31 +87,31 @@ _SESSION_COLUMNS = (
     "session_id", "trace_id", "agent", "start_ns", "end_ns", "ended", "status", "status_reason", "content_mode",
     *_SESSION_SUMS, "cost_usd",
 )
+
+
+def _combined_session(first: str, other: str) -> str:
+    """The SET clause that adds session row ``other`` into ``first``: counts add up, the span of
+    time widens, and ``first``'s end, status and names win where it has them."""
+    return f"""
+    trace_id = coalesce({first}.trace_id, {other}.trace_id),
+    agent = coalesce({first}.agent, {other}.agent),
+    start_ns = least({first}.start_ns, {other}.start_ns),
+    end_ns = greatest({first}.end_ns, {other}.end_ns),
+    ended = {first}.ended OR {other}.ended,
+    status = CASE WHEN {first}.ended THEN {first}.status ELSE {other}.status END,
+    status_reason = CASE WHEN {first}.ended THEN {first}.status_reason ELSE {other}.status_reason END,
+    content_mode = coalesce({first}.content_mode, {other}.content_mode),
+    {", ".join(f"{c} = {first}.{c} + {other}.{c}" for c in (*_SESSION_SUMS, "cost_usd"))}"""
+
+
+# A batch's row is the newer one: its end and status win.
 _SESSION_UPSERT = f"""
 INSERT INTO sessions ({", ".join(_SESSION_COLUMNS)}) SELECT * FROM _batch_sessions
-ON CONFLICT (session_id) DO UPDATE SET
-    trace_id = coalesce(excluded.trace_id, sessions.trace_id),
-    agent = coalesce(excluded.agent, sessions.agent),
-    start_ns = least(sessions.start_ns, excluded.start_ns),
-    end_ns = greatest(sessions.end_ns, excluded.end_ns),
-    ended = sessions.ended OR excluded.ended,
-    status = CASE WHEN excluded.ended THEN excluded.status ELSE sessions.status END,
-    status_reason = CASE WHEN excluded.ended THEN excluded.status_reason ELSE sessions.status_reason END,
-    content_mode = coalesce(excluded.content_mode, sessions.content_mode),
-    {", ".join(f"{c} = sessions.{c} + excluded.{c}" for c in (*_SESSION_SUMS, "cost_usd"))}
+ON CONFLICT (session_id) DO UPDATE SET {_combined_session("excluded", "sessions")}
 """
 _MERGED_TABLES = ("spans", "llm_calls", "tool_calls", "turns", "message_chain")
 _SESSION_MERGE = f"""
-UPDATE sessions SET
-    trace_id = coalesce(sessions.trace_id, a.trace_id),
-    agent = coalesce(sessions.agent, a.agent),
-    start_ns = least(sessions.start_ns, a.start_ns),
-    end_ns = greatest(sessions.end_ns, a.end_ns),
-    ended = sessions.ended OR a.ended,
-    status = CASE WHEN sessions.ended THEN sessions.status ELSE a.status END,
-    status_reason = CASE WHEN sessions.ended THEN sessions.status_reason ELSE a.status_reason END,
-    content_mode = coalesce(sessions.content_mode, a.content_mode),
-    {", ".join(f"{c} = sessions.{c} + a.{c}" for c in (*_SESSION_SUMS, "cost_usd"))}
+UPDATE sessions SET {_combined_session("sessions", "a")}
 FROM (SELECT * FROM sessions WHERE session_id = $old) a
 WHERE sessions.session_id = $new
 """
