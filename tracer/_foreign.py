@@ -96,7 +96,7 @@ class ForeignTool:
     result: str | None
 
 
-def recognise(scope: str, attrs: dict[str, Any], resource: dict[str, Any]) -> tuple[Convention, Role] | None:
+def recognise(scope: str, attrs: dict[str, Any]) -> tuple[Convention, Role] | None:
     """The convention of a span and what it stands for, or ``None`` for a span to keep raw only."""
     kind = attrs.get(_OPENINFERENCE_KIND)
     if kind is not None:
@@ -104,8 +104,7 @@ def recognise(scope: str, attrs: dict[str, Any], resource: dict[str, Any]) -> tu
         return ("openinference", role) if role else None
     op = attrs.get(A.OPERATION)
     if scope == ANTHROPIC_SCOPE and op == "chat":
-        # In a process that flightrec's Recorder traces, these duplicate its own chat spans.
-        return None if RECORDER_MARKER in resource else ("anthropic-sdk", "llm")
+        return "anthropic-sdk", "llm"
     kind = attrs.get(_TRACELOOP_KIND)
     if kind is not None:
         role = _TRACELOOP_ROLES.get(str(kind).lower())

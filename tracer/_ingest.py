@@ -247,7 +247,9 @@ class Ingestor:
             r, session_id = records[i], sessions[i]
             attrs = r.attributes
             own = r.scope == "flightrec"
-            found = None if own else self._recognise(r)
+            # The SDK's own spans in a process the Recorder traces: flightrec's spans hold all they do.
+            duplicate = not own and r.scope == _foreign.ANTHROPIC_SCOPE and _foreign.RECORDER_MARKER in r.resource
+            found = None if own or duplicate else self._recognise(r)
             if found is not None and found[1] != "agent":
                 kept = {k: v for k, v in attrs.items() if k not in A.CONTENT_ATTRIBUTES and not _foreign.is_content(k)}
             else:
@@ -273,8 +275,8 @@ class Ingestor:
                 delta.ended = True
                 delta.status = "error" if r.status_code == "ERROR" else "ok"
             op = attrs.get(A.OPERATION)
-            if not own and r.scope == _foreign.ANTHROPIC_SCOPE and _foreign.RECORDER_MARKER in r.resource:
-                continue  # the SDK's own spans in a process the Recorder traces: ours hold all they do
+            if duplicate:
+                continue
             if op == "chat" and (own or A.REQUEST_SHA256 in attrs):  # flightrec's conventions, from any SDK
                 self._llm_call(batch, r, session_id, delta)
             elif op == "execute_tool":
@@ -354,7 +356,7 @@ class Ingestor:
         if A.REQUEST_SHA256 in r.attributes:
             return None  # flightrec's own conventions, sent from another SDK
         try:
-            return _foreign.recognise(r.scope, r.attributes, r.resource)
+            return _foreign.recognise(r.scope, r.attributes)
         except Exception:  # a span shaped in a way we did not foresee is kept raw
             log.debug("flightrec: recognising span %s failed", r.span_id, exc_info=True)
             return None
