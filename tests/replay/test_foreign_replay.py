@@ -14,8 +14,6 @@ import pytest
 from click.testing import CliRunner
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import replay
 import tracer
@@ -30,15 +28,6 @@ MARK = "RECONSTRUCTED FROM SEMANTIC CONVENTIONS"
 GET_ORDER = {"name": "get_order", "description": "Look an order up.",
              "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}
 ESCALATE = {"name": "escalate_to_human", "description": "Hand over.", "input_schema": {"type": "object"}}
-
-
-@pytest.fixture
-def memory():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 @pytest.fixture

@@ -26,15 +26,6 @@ ANSWER = "Order A-1 shipped."
 
 
 @pytest.fixture
-def memory():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
-
-
-@pytest.fixture
 def db(tmp_path):
     return str(tmp_path / "served.duckdb")
 
