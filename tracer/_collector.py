@@ -51,6 +51,25 @@ class _Job:
     """The error is the spans' own (they can never be stored): answered 400, not 503 "retry"."""
 
 
+@dataclass(frozen=True)
+class Answer:
+    """How the collector answers one export, whatever carried it: HTTP statuses, which the gRPC
+    service maps to its codes (400 → INVALID_ARGUMENT, 503 → UNAVAILABLE, …)."""
+
+    status: int
+    body: bytes
+    """The ``ExportTraceServiceResponse`` when ``status`` is 200, else the message as text."""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+    rejected: int = 0
+    """Spans of an accepted request that were rejected (OTLP partial success)."""
+
+    @property
+    def message(self) -> str:
+        """What went wrong, for a status other than 200."""
+        return self.body.decode(errors="replace").strip() if self.status != 200 else ""
+
+
 @dataclass
 class CollectorStats:
     """What the collector has done since it started."""
@@ -162,6 +181,49 @@ class Collector:
         job = _Job(records)
         self._jobs.put(job)
         return job
+
+    def authorized(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` value (header or gRPC metadata) carries the token."""
+        if self.token is None:
+            return True
+        return hmac.compare_digest((authorization or "").encode(), f"Bearer {self.token}".encode())
+
+    def unauthorized(self) -> Answer:
+        return self.refuse(401, "missing or wrong bearer token: send Authorization: Bearer <token>",
+                           {"WWW-Authenticate": "Bearer"})
+
+    def refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
+        """An answer that stores nothing; 4xx are counted as bad requests."""
+        if status < 500:
+            self.stats.bad_requests += 1
+        return Answer(status, (message + "\n").encode(), headers=headers or {})
+
+    def export(self, body: bytes, content_type: str | None, content_encoding: str | None = None) -> Answer:
+        """Decodes one OTLP export request, stores its spans and answers only once they are
+        committed (or can never be). Blocks the calling thread meanwhile; any thread may call it.
+        """
+        try:
+            records, rejected, message = decode_request(body, content_type, content_encoding, max_body=self.max_body)
+        except OtlpError as exc:
+            return self.refuse(exc.status, str(exc))
+        except Exception as exc:  # a body shaped in a way the decoder did not foresee still gets an answer
+            log.warning("flightrec collector: a request could not be decoded (%s)", type(exc).__name__)
+            return self.refuse(400, f"malformed OTLP request ({type(exc).__name__}); send a valid "
+                                    "ExportTraceServiceRequest")
+        self.stats.spans_rejected += rejected
+        if not records and rejected:
+            return self.refuse(400, message)
+        if records:
+            job = self.submit(records)
+            if job is None:
+                self.stats.refused_busy += 1
+                return self.refuse(503, "the collector's writer is behind; retry shortly", {"Retry-After": "1"})
+            if job.done.wait(_ACK_TIMEOUT_S) and job.final:
+                return self.refuse(400, f"{job.error}; they were not stored, and would not be if sent again")
+            if not job.done.is_set() or job.error is not None:
+                return self.refuse(503, f"not stored: {job.error or 'the write timed out'}; retry", {"Retry-After": "2"})
+        reply_type = "application/json" if "json" in (content_type or "") else "application/x-protobuf"
+        return Answer(200, encode_response(rejected, message, reply_type), reply_type, rejected=rejected)
 
     # -- the writer --------------------------------------------------------------------------
 
@@ -282,34 +344,29 @@ class Replying(BaseHTTPRequestHandler):
 class _Handler(Replying):
     owner: Collector
 
-    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        if status < 500:
-            self.owner.stats.bad_requests += 1
-        self._reply(status, (message + "\n").encode(), headers=headers)
+    def _answer(self, answer: Answer) -> None:
+        self._reply(answer.status, answer.body, answer.content_type, answer.headers)
 
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
         if self.path in ("/", "/health"):
             self._reply(200, b"flightrec collector: POST OTLP/HTTP traces to /v1/traces\n")
         else:
-            self._error(404, "not found: POST OTLP traces to /v1/traces")
+            self._answer(self.owner.refuse(404, "not found: POST OTLP traces to /v1/traces"))
 
     def do_POST(self) -> None:  # noqa: N802
         owner = self.owner
         owner.stats.requests += 1
         if self.path.split("?", 1)[0] != "/v1/traces":
             self._discard()
-            self._error(404, f"no OTLP endpoint at {self.path}: send traces to /v1/traces")
+            self._answer(owner.refuse(404, f"no OTLP endpoint at {self.path}: send traces to /v1/traces"))
             return
-        if owner.token is not None:
-            given = self.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {owner.token}".encode()):
-                self._discard()
-                self._error(401, "missing or wrong bearer token: send Authorization: Bearer <token>",
-                            {"WWW-Authenticate": "Bearer"})
-                return
+        if not owner.authorized(self.headers.get("Authorization")):
+            self._discard()
+            self._answer(owner.unauthorized())
+            return
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
-            self._error(411, "a Content-Length is required", {"Connection": "close"})
+            self._answer(owner.refuse(411, "a Content-Length is required", {"Connection": "close"}))
             self.close_connection = True
             return
         if int(length) > owner.max_body:
@@ -322,42 +379,12 @@ class _Handler(Replying):
                     if not chunk:
                         break
                     remaining -= len(chunk)
-            self._error(413, f"request body of {length} bytes is over the limit of {owner.max_body}; send smaller "
-                             "batches", {"Connection": "close"})
+            self._answer(owner.refuse(413, f"request body of {length} bytes is over the limit of {owner.max_body}; "
+                                           "send smaller batches", {"Connection": "close"}))
             self.close_connection = True
             return
         body = self.rfile.read(int(length))
-        content_type = self.headers.get("Content-Type")
-        try:
-            records, rejected, message = decode_request(body, content_type, self.headers.get("Content-Encoding"),
-                                                        max_body=owner.max_body)
-        except OtlpError as exc:
-            self._error(exc.status, str(exc))
-            return
-        except Exception as exc:  # a body shaped in a way the decoder did not foresee still gets an answer
-            log.warning("flightrec collector: a request could not be decoded (%s)", type(exc).__name__)
-            self._error(400, f"malformed OTLP request ({type(exc).__name__}); send a valid "
-                             "ExportTraceServiceRequest")
-            return
-        owner.stats.spans_rejected += rejected
-        if not records and rejected:
-            self._error(400, message)
-            return
-        reply_type = "application/json" if "json" in (content_type or "") else "application/x-protobuf"
-        if records:
-            job = owner.submit(records)
-            if job is None:
-                owner.stats.refused_busy += 1
-                self._reply(503, b"the collector's writer is behind; retry shortly\n", headers={"Retry-After": "1"})
-                return
-            if job.done.wait(_ACK_TIMEOUT_S) and job.final:
-                self._error(400, f"{job.error}; they were not stored, and would not be if sent again")
-                return
-            if not job.done.is_set() or job.error is not None:
-                self._reply(503, f"not stored: {job.error or 'the write timed out'}; retry\n".encode(),
-                            headers={"Retry-After": "2"})
-                return
-        self._reply(200, encode_response(rejected, message, reply_type), reply_type)
+        self._answer(owner.export(body, self.headers.get("Content-Type"), self.headers.get("Content-Encoding")))
 
     def _discard(self) -> None:
         length = self.headers.get("Content-Length")
