@@ -42,6 +42,17 @@ SESSION_TIMEOUT_S = 30 * 60.0
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def check_exposure(host: str, token: str | None) -> None:
+    """Refuses a non-loopback ``host`` without a bearer token: one rule for every transport.
+
+    Raises:
+        ConfigError: ``host`` is not loopback and ``token`` is empty.
+    """
+    if host not in _LOOPBACK and not token:
+        raise ConfigError(f"binding to {host} exposes the collector beyond this machine: give a bearer token "
+                          "(--token or FLIGHTREC_TOKEN), or bind to 127.0.0.1.")
+
+
 @dataclass
 class _Job:
     records: list[SpanRecord]
@@ -112,9 +123,7 @@ class Collector:
                  session_timeout_s: float | None = SESSION_TIMEOUT_S, clock: Callable[[], int] = time.time_ns) -> None:
         if session_timeout_s is not None and session_timeout_s <= 0:
             raise ConfigError(f"the session timeout must be above 0 seconds, not {session_timeout_s:g}.")
-        if host not in _LOOPBACK and not token:
-            raise ConfigError(f"binding to {host} exposes the collector beyond this machine: give a bearer token "
-                              "(--token or FLIGHTREC_TOKEN), or bind to 127.0.0.1.")
+        check_exposure(host, token)
         self.store = Store(default_db_path(db))  # fails now if another process holds the file
         self.store.defer_checkpoints(_CHECKPOINT_WAL)
         self.token = token
