@@ -82,7 +82,7 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         flightrec = Path(sys.executable).with_name("flightrec")
-        server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port)],
+        server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), "--no-grpc"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until_serving(f"http://127.0.0.1:{port}", 30)

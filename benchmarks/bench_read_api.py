@@ -47,7 +47,7 @@ FLIGHTREC = str(Path(sys.executable).with_name("flightrec"))
 
 @contextmanager
 def serving(db: str) -> Iterator[None]:
-    proc = subprocess.Popen([FLIGHTREC, "serve", "--db", db, "--port", "0", "--no-dashboard"],
+    proc = subprocess.Popen([FLIGHTREC, "serve", "--db", db, "--port", "0", "--no-grpc", "--no-dashboard"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

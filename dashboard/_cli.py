@@ -35,6 +35,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Collector interface (others need --token).")
 @serve_port_options
+@click.option("--no-grpc", is_flag=True, help="Serve OTLP/HTTP alone, with no OTLP/gRPC port.")
 @click.option("--token", envvar="FLIGHTREC_TOKEN", default=None, metavar="TOKEN",
               help="Bearer token senders must present (required off loopback; default $FLIGHTREC_TOKEN).")
 @click.option("--dashboard-host", default="127.0.0.1", show_default=True,
@@ -43,18 +44,21 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 @click.option("--session-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="MINUTES",
               help="Close a session that no span ended after this long with no new span, so that metrics and "
                    "detectors see it (0: never).")
-def serve(db: str | None, host: str, port: int, token: str | None, dashboard_host: str, dashboard_port: int,
-          no_dashboard: bool, session_timeout: float) -> None:
-    """Run the store's single writer: an OTLP/HTTP collector on /v1/traces that agents in any
-    process or language send traces to, and the dashboard, which shows them as they land.
+def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, token: str | None,
+          dashboard_host: str, dashboard_port: int, no_dashboard: bool, session_timeout: float) -> None:
+    """Run the store's single writer: an OTLP collector (HTTP on /v1/traces, and gRPC) that agents
+    in any process or language send traces to, and the dashboard, which shows them as they land.
     Other commands read the file through it meanwhile. Installed packages add to it (the
     detectors run online)."""
     from importlib.metadata import entry_points
 
     from tracer._collector import Collector
+    from tracer._grpc import GrpcReceiver
     from tracer._read_api import ReadApi
 
     check_port_free(host, port, "--port")
+    if not no_grpc:
+        check_port_free(host, grpc_port, "--grpc-port")
     if not no_dashboard:
         check_port_free(dashboard_host, dashboard_port, "--dashboard-port")
     db_path = default_db_path(db)
@@ -69,10 +73,14 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_hos
     signal.signal(signal.SIGTERM, _stop)
     collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None,
                           session_timeout_s=session_timeout * 60 or None)
+    receiver = None if no_grpc else GrpcReceiver(collector, host=host, port=grpc_port).start()
     read_api = ReadApi(db_path, collector_url=collector.url).start()  # other commands read the file through it
-    click.echo(f"flightrec collector on {collector.url}/v1/traces, writing {db_path} (Ctrl-C to stop)")
+    over_grpc = "" if receiver is None else f", OTLP/gRPC on {receiver.url}"
+    click.echo(f"flightrec collector on {collector.url}/v1/traces{over_grpc}, writing {db_path} (Ctrl-C to stop)")
     click.echo(f"send traces: OTEL_EXPORTER_OTLP_ENDPOINT={collector.url} (any OpenTelemetry SDK), or "
                f"tracer.configure(endpoint=\"{collector.url}\")")
+    if receiver is not None:
+        click.echo(f"or over gRPC: OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT={receiver.url}")
     try:
         if no_dashboard:
             collector.serve_forever()
@@ -82,6 +90,8 @@ def serve(db: str | None, host: str, port: int, token: str | None, dashboard_hos
     except KeyboardInterrupt:
         pass
     finally:
+        if receiver is not None:  # its requests under way are answered while the writer still runs
+            receiver.close()
         read_api.close()
         collector.close()
         for hook in hooks:

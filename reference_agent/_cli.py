@@ -354,11 +354,12 @@ def _gate(ctx: click.Context, db_path: str, seed: int) -> None:
 @serve_port_options
 @click.pass_context
 def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: int, no_serve: bool, port: int,
-         dashboard_port: int) -> None:
+         grpc_port: int, dashboard_port: int) -> None:
     """Record every scenario over several seeds, some misbehaving, and summarise what was recorded."""
     serve = None if no_serve else _serve_command(ctx)
     if serve is not None:  # a port in use is told now, not after the recording
         check_port_free("127.0.0.1", port, "--port")
+        check_port_free("127.0.0.1", grpc_port, "--grpc-port")
         check_port_free("127.0.0.1", dashboard_port, "--dashboard-port")
     db_path = tracer.default_db_path(db)
     world_path = default_world_path(db_path)
@@ -376,7 +377,8 @@ def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: 
         return
     click.echo(f"\nBrowse what was recorded: http://127.0.0.1:{dashboard_port} (the dashboard, served with the "
                f"collector until Ctrl-C; `{command_name()} demo --no-serve` skips this step).\n")
-    serve.main(args=["--db", db_path, "--port", str(port), "--dashboard-port", str(dashboard_port)],
+    serve.main(args=["--db", db_path, "--port", str(port), "--grpc-port", str(grpc_port),
+                     "--dashboard-port", str(dashboard_port)],
                prog_name="flightrec serve", standalone_mode=False)
 
 

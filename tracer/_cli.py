@@ -29,6 +29,7 @@ from ._render import session_account, sessions_table
 EXIT_ERROR = 2
 _MAX_WIDTH = 100
 _OTLP_PORT = 4318  # OTLP/HTTP's registered port
+_OTLP_GRPC_PORT = 4317  # OTLP/gRPC's
 _DASHBOARD_PORT = 8501  # Streamlit's
 
 
@@ -41,10 +42,12 @@ def db_option(fn: Any) -> Any:
 
 
 def serve_port_options(fn: Any) -> Any:
-    """``--port`` and ``--dashboard-port``: what ``flightrec serve`` binds, taken also by the
-    commands that hand over to it (``flightrec demo``), so both spell them the same."""
+    """``--port``, ``--grpc-port`` and ``--dashboard-port``: what ``flightrec serve`` binds, taken
+    also by the commands that hand over to it (``flightrec demo``), so both spell them the same."""
     fn = click.option("--dashboard-port", default=_DASHBOARD_PORT, show_default=True, type=click.IntRange(1, 65535),
                       help="Dashboard port.")(fn)
+    fn = click.option("--grpc-port", default=_OTLP_GRPC_PORT, show_default=True, type=click.IntRange(0, 65535),
+                      help="The collector's OTLP/gRPC port, on the same interface (0 picks a free one).")(fn)
     return click.option("--port", default=_OTLP_PORT, show_default=True, type=click.IntRange(0, 65535),
                         help="The collector's OTLP/HTTP port (0 picks a free one).")(fn)
 

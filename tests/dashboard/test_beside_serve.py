@@ -26,7 +26,7 @@ FLIGHTREC = str(Path(sys.executable).with_name("flightrec"))
 @contextmanager
 def serving(db: str) -> Iterator[tuple[subprocess.Popen, str]]:
     """``flightrec serve --no-dashboard`` holding ``db``: its process and its URL."""
-    proc = subprocess.Popen([FLIGHTREC, "serve", "--db", db, "--port", "0", "--no-dashboard"],
+    proc = subprocess.Popen([FLIGHTREC, "serve", "--db", db, "--port", "0", "--no-grpc", "--no-dashboard"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

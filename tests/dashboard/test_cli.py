@@ -32,7 +32,8 @@ def test_serve_on_a_taken_port_names_the_option_to_change(tmp_path, taken_port):
         f"error: cannot listen on 127.0.0.1:{taken_port} (address already in use): pass --port with a free port."]
 
 
-@pytest.mark.parametrize("command", [["serve", "--port", "0", "--dashboard-port"], ["dashboard", "--port"]])
+@pytest.mark.parametrize("command", [["serve", "--port", "0", "--no-grpc", "--dashboard-port"],
+                                     ["dashboard", "--port"]])
 def test_the_dashboard_on_a_taken_port_names_the_option_to_change(tmp_path, taken_port, monkeypatch, command):
     import dashboard._cli
 

@@ -132,10 +132,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("option", ["--port", "--dashboard-port"])
+@pytest.mark.parametrize("option", ["--port", "--grpc-port", "--dashboard-port"])
 def test_the_demo_names_the_option_to_change_when_a_port_is_taken_before_recording(tmp_path, taken_port, option):
     db = tmp_path / "demo.duckdb"
-    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", "2", option, str(taken_port)])
+    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", "2", "--grpc-port", "0", option,
+                                       str(taken_port)])  # the last --grpc-port is the one taken
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"error: cannot listen on 127.0.0.1:{taken_port} (address already in use): pass {option} with a free port."]
@@ -150,10 +151,11 @@ def test_the_demo_hands_its_ports_to_serve_and_prints_the_dashboard_url(tmp_path
     # The detectors and the eval gate have their own test; this one is about what follows them.
     monkeypatch.setattr(reference_agent._cli, "_detect", lambda ctx, db_path: None)
     monkeypatch.setattr(reference_agent._cli, "_gate", lambda ctx, db_path, seed: None)
-    port, dashboard_port = free_port(), free_port()
+    port, grpc_port, dashboard_port = free_port(), free_port(), free_port()
     db = tmp_path / "demo.duckdb"
-    result = run("demo", "--db", str(db), "--sessions", "2", "--port", str(port), "--dashboard-port",
-                 str(dashboard_port))
+    result = run("demo", "--db", str(db), "--sessions", "2", "--port", str(port), "--grpc-port", str(grpc_port),
+                 "--dashboard-port", str(dashboard_port))
     assert result.exit_code == 0, result.output
     assert f"Browse what was recorded: http://127.0.0.1:{dashboard_port} " in result.output
-    assert (served["db"], served["port"], served["dashboard_port"]) == (str(db), port, dashboard_port)
+    assert (served["db"], served["port"], served["grpc_port"], served["dashboard_port"]) == (
+        str(db), port, grpc_port, dashboard_port)

@@ -197,7 +197,8 @@ def free_port() -> int:
 
 def serve(db: str, port: int) -> subprocess.Popen:
     flightrec = Path(sys.executable).with_name("flightrec")
-    proc = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), "--no-dashboard"],
+    proc = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), "--no-grpc",
+                             "--no-dashboard"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until_serving(f"http://127.0.0.1:{port}", 30)
     return proc

@@ -3,11 +3,17 @@ token, limits, partial success and backpressure come out as the gRPC codes OTLP 
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
+from click.testing import CliRunner
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -17,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 import tracer
 from tests.tracer.test_collector import agent_spans, dump, post
+from tracer._cli import main
 from tracer._collector import Collector
 from tracer._grpc import EXPORT_METHOD, GrpcReceiver
 
@@ -151,7 +158,7 @@ def test_close_answers_the_requests_under_way_before_it_returns(tmp_path, spans)
             assert closing.is_alive(), "close() returned with a request under way"
         closing.join(30)
         assert not closing.is_alive()
-        assert future.result(0) == b""  # answered, not cancelled
+        assert future.result(30) == b""  # answered, not cancelled (it may still be on its way when close returns)
     with tracer.Store(db, read_only=True) as store:
         assert store.sql("SELECT count(*) FROM spans")[0][0] == len(spans)
 
@@ -165,3 +172,36 @@ def test_idle_connections_are_closed(served):
             channel.subscribe(lambda state: state == grpc.ChannelConnectivity.IDLE and idle.set())
             assert idle.wait(30), "the server kept an idle connection open"
 
+
+# -- flightrec serve ------------------------------------------------------------------------------
+
+
+def test_serve_takes_otlp_grpc_on_grpc_port_and_says_how_to_send(tmp_path, spans):
+    db = str(tmp_path / "serve.duckdb")
+    flightrec = str(Path(sys.executable).with_name("flightrec"))
+    proc = subprocess.Popen([flightrec, "serve", "--db", db, "--port", "0", "--grpc-port", "0", "--no-dashboard"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith("flightrec collector on http://127.0.0.1:"), proc.stderr.read()
+        hint = lines[2].split()
+        assert hint[:-1] == ["or", "over", "gRPC:", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"]
+        endpoint = hint[-1].removeprefix("OTEL_EXPORTER_OTLP_ENDPOINT=")
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+        assert exporter.export(spans) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    with tracer.Store(db, read_only=True) as store:
+        assert store.sql("SELECT count(*) FROM spans")[0][0] == len(spans)
+
+
+def test_serve_on_a_taken_grpc_port_says_what_to_do(tmp_path, taken_port):
+    result = CliRunner().invoke(main, ["serve", "--db", str(tmp_path / "s.duckdb"), "--port", "0",
+                                       "--grpc-port", str(taken_port), "--no-dashboard"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{taken_port} (address already in use): pass --grpc-port with a free port."]
+    assert not (tmp_path / "s.duckdb").exists()
