@@ -19,15 +19,19 @@ collector's answer         gRPC
                            exporter reads it (``google.rpc.retryinfo-bin``)
 =========================  ============================================================
 
-gRPC itself answers RESOURCE_EXHAUSTED to a message over ``max_body`` (after decompression) and
-to an RPC past the concurrency cap, and UNIMPLEMENTED to the metrics and logs services.
+A request whose message does not arrive whole within ``receive_timeout_s`` is answered
+DEADLINE_EXCEEDED (retried). gRPC itself answers RESOURCE_EXHAUSTED to a message over ``max_body``
+(after decompression) and to a request past ``max_concurrent_rpcs``, and UNIMPLEMENTED to the
+metrics and logs services.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyMessage
@@ -35,36 +39,33 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 
-from ._collector import _ACK_TIMEOUT_S, Answer, Collector, check_exposure
+from ._collector import Answer, Collector, check_exposure
 from ._errors import ConfigError
 
-log = logging.getLogger("flightrec.collector")
+_T = TypeVar("_T")
 
 OTLP_GRPC_PORT = 4317
 """OTLP/gRPC's registered port."""
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 _WORKERS = 8
-"""Requests served at once. Each holds a thread while its message arrives and until its spans are
-committed, and up to ``max_body`` bytes: 8 × 16 MiB is the most the received messages take."""
-_MAX_CONCURRENT_RPCS = 64
-"""Requests past ``_WORKERS`` wait for a thread, their messages mostly unread (HTTP/2 flow control
-holds them back); past this many, gRPC answers RESOURCE_EXHAUSTED at once."""
+"""Requests decoded and waiting for their commit at once, each on a thread of its own: a request
+takes one only once its message has arrived whole, so a slow sender holds none."""
+_MAX_CONCURRENT_RPCS = 16
+"""Requests under way at once, arriving or served; past this many, gRPC answers RESOURCE_EXHAUSTED
+at once. Each holds up to ``max_body`` bytes: 16 × 16 MiB is the most the messages take."""
+_RECEIVE_TIMEOUT_S = 30.0
+"""A request whose message has not arrived whole this long after it started is answered
+DEADLINE_EXCEEDED (retryable) and lets go of its place: a stalled client cannot hold one."""
 _IDLE_TIMEOUT_S = 120.0
 """A connection with no request for this long is closed (GOAWAY); the client reconnects when it
 next exports, so idle agents hold nothing."""
-_MAX_CONNECTION_AGE_S = 600.0
-"""Every connection is closed after this long, and the client reconnects. It is what bounds a
-client that never finishes sending a request: the synchronous server waits for the message on
-one of the ``_WORKERS`` threads."""
-_CONNECTION_GRACE_S = _ACK_TIMEOUT_S + 5
-"""A request under way when its connection ages out gets the collector's longest wait for a commit."""
 _KEEPALIVE_S = 60.0
 """The server pings a connection silent for this long, and drops it if the ping goes unanswered for
 ``_KEEPALIVE_TIMEOUT_S``: a peer that vanished (a killed host, a dropped network) is let go."""
 _KEEPALIVE_TIMEOUT_S = 20.0
 _CLOSE_GRACE_S = 5.0
-"""How long ``close()`` lets requests under way finish before cancelling them (a slow sender)."""
+"""How long ``close()`` lets requests under way finish before cancelling them."""
 
 
 class GrpcReceiver:
@@ -73,14 +74,19 @@ class GrpcReceiver:
     Binds at once (``port`` 0 picks a free one: see ``port``); ``start()`` serves. Close it before
     the collector, so that the requests under way are answered while the writer still runs.
 
+    The server is gRPC's asyncio one, on an event loop of its own thread: a request's message
+    arrives without holding a thread, and only a whole one is handed to ``Collector.export`` on one
+    of ``workers`` threads, where it waits for its commit.
+
     Args:
         collector: Decodes, stores and acknowledges what arrives; its ``token`` (``authorization``
             metadata, ``Bearer <token>``) and ``max_body`` (the largest message, after
             decompression) apply.
         host: Interface to bind; loopback by default. Any other needs the collector's token.
         port: 4317 is OTLP/gRPC's.
-        workers: Requests served at once (see ``_WORKERS``).
-        max_concurrent_rpcs: Requests accepted at once, serving or waiting for a worker.
+        workers: Requests decoded and waiting for their commit at once.
+        max_concurrent_rpcs: Requests under way at once, arriving or served.
+        receive_timeout_s: Longest wait for a request's message to arrive whole.
         idle_timeout_s: A connection with no request for this long is closed.
 
     Raises:
@@ -89,15 +95,14 @@ class GrpcReceiver:
 
     def __init__(self, collector: Collector, *, host: str = "127.0.0.1", port: int = OTLP_GRPC_PORT,
                  workers: int = _WORKERS, max_concurrent_rpcs: int = _MAX_CONCURRENT_RPCS,
-                 idle_timeout_s: float = _IDLE_TIMEOUT_S) -> None:
+                 receive_timeout_s: float = _RECEIVE_TIMEOUT_S, idle_timeout_s: float = _IDLE_TIMEOUT_S) -> None:
         check_exposure(host, collector.token)
         self.collector = collector
         self.host = host
+        self.receive_timeout_s = receive_timeout_s
         options = [
             ("grpc.max_receive_message_length", collector.max_body),
             ("grpc.max_connection_idle_ms", int(idle_timeout_s * 1000)),
-            ("grpc.max_connection_age_ms", int(_MAX_CONNECTION_AGE_S * 1000)),
-            ("grpc.max_connection_age_grace_ms", int(_CONNECTION_GRACE_S * 1000)),
             ("grpc.keepalive_time_ms", int(_KEEPALIVE_S * 1000)),
             ("grpc.keepalive_timeout_ms", int(_KEEPALIVE_TIMEOUT_S * 1000)),
             # gRPC sets SO_REUSEPORT by default, and a second server would then share the port
@@ -105,22 +110,31 @@ class GrpcReceiver:
             ("grpc.so_reuseport", 0),
         ]
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flightrec-grpc")
-        handler = grpc.method_handlers_generic_handler(
-            EXPORT_METHOD.split("/")[1],
-            # No deserializer: the collector parses the bytes, as it does a body over HTTP.
-            {"Export": grpc.unary_unary_rpc_method_handler(self._export)},
-        )
-        self._server = grpc.server(self._pool, handlers=[handler], options=options,
-                                   maximum_concurrent_rpcs=max_concurrent_rpcs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="flightrec-grpc", daemon=True)
+        self._thread.start()
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            self.port = self._run(self._bind(address, options, max_concurrent_rpcs))
         except RuntimeError:
             self.port = 0
         if not self.port:
-            self._pool.shutdown(wait=False)
+            self._stop_loop()
             raise ConfigError(f"cannot listen for OTLP/gRPC on {address}: the port is taken or the address is not "
                               "this machine's; choose a free port (flightrec serve --grpc-port, or --no-grpc).")
+
+    async def _bind(self, address: str, options: list[tuple[str, Any]], max_concurrent_rpcs: int) -> int:
+        # An asyncio server belongs to the loop it is made on: made here, on the receiver's own.
+        # The method is served as stream-unary, which a unary client cannot tell apart on the
+        # wire, so that the wait for its one message can be bounded (receive_timeout_s).
+        handler = grpc.method_handlers_generic_handler(
+            EXPORT_METHOD.split("/")[1],
+            # No deserializer: the collector parses the bytes, as it does a body over HTTP.
+            {"Export": grpc.stream_unary_rpc_method_handler(self._export)},
+        )
+        self._server = grpc.aio.server(handlers=[handler], options=options,
+                                       maximum_concurrent_rpcs=max_concurrent_rpcs)
+        return self._server.add_insecure_port(address)
 
     @property
     def url(self) -> str:
@@ -129,8 +143,8 @@ class GrpcReceiver:
         return f"http://{host}:{self.port}"
 
     def start(self) -> GrpcReceiver:
-        """Serves on gRPC's own threads; returns at once."""
-        self._server.start()
+        """Serves on the receiver's own thread; returns at once."""
+        self._run(self._server.start())
         return self
 
     def close(self, grace_s: float = _CLOSE_GRACE_S) -> None:
@@ -139,8 +153,8 @@ class GrpcReceiver:
 
         Blocks until every request has ended; the collector must still be open.
         """
-        self._server.stop(grace_s).wait()
-        self._pool.shutdown(wait=True)
+        self._run(self._server.stop(grace_s))
+        self._stop_loop()
 
     def __enter__(self) -> GrpcReceiver:
         return self.start()
@@ -148,19 +162,41 @@ class GrpcReceiver:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def _run(self, work: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+        self._pool.shutdown(wait=True)
+
+    async def _export(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         collector = self.collector
         collector.stats.requests += 1
-        metadata: dict[str, Any] = dict(context.invocation_metadata())
-        if collector.authorized(metadata.get("authorization")):
-            answer = collector.export(request, "application/x-protobuf")
-        else:
-            answer = collector.unauthorized()
-        if answer.status == 200:
-            return answer.body
+        metadata = dict(context.invocation_metadata() or ())
+        if not collector.authorized(metadata.get("authorization")):  # refused before its message is read
+            await self._refuse(context, collector.unauthorized())
+        try:
+            request = await asyncio.wait_for(anext(requests), self.receive_timeout_s)
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"the request did not arrive whole within {self.receive_timeout_s:g} s; "
+                                "send it again, faster, or in smaller batches")
+        except StopAsyncIteration:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message: send one "
+                                                                  "ExportTraceServiceRequest")
+        # On a worker thread: the export blocks until the commit.
+        answer = await asyncio.get_running_loop().run_in_executor(
+            self._pool, collector.export, request, "application/x-protobuf")
+        if answer.status != 200:
+            await self._refuse(context, answer)
+        return answer.body
+
+    @staticmethod
+    async def _refuse(context: grpc.aio.ServicerContext, answer: Answer) -> NoReturn:
         code, trailers = _status(answer)
-        context.set_trailing_metadata(trailers)
-        context.abort(code, answer.message)  # raises: gRPC answers with the status
+        await context.abort(code, answer.message, trailers)
 
 
 def _status(answer: Answer) -> tuple[grpc.StatusCode, tuple[tuple[str, bytes], ...]]:

@@ -163,6 +163,26 @@ def test_close_answers_the_requests_under_way_before_it_returns(tmp_path, spans)
         assert store.sql("SELECT count(*) FROM spans")[0][0] == len(spans)
 
 
+def test_a_stalled_sender_holds_no_worker_and_is_let_go(served, spans):
+    collector, _ = served
+    arrived = threading.Event()
+
+    def stalled():  # a client that opens its request and never sends the message
+        arrived.wait(30)
+        yield b""
+
+    with GrpcReceiver(collector, port=0, workers=1, receive_timeout_s=1) as receiver:
+        with grpc.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
+            stuck = channel.stream_unary(EXPORT_METHOD).future(stalled(), timeout=60)
+            # The one worker is free for a request that arrives whole (the stalled one was sent first).
+            assert channel.unary_unary(EXPORT_METHOD)(encode_spans(spans).SerializeToString(), timeout=30) == b""
+            with pytest.raises(grpc.RpcError) as info:
+                stuck.result(30)
+            arrived.set()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "did not arrive whole" in info.value.details()
+    assert stored(collector) == len(spans)
+
+
 def test_idle_connections_are_closed(served):
     collector, _ = served
     with GrpcReceiver(collector, port=0, idle_timeout_s=0.1) as receiver:
