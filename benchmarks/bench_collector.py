@@ -1,13 +1,15 @@
-"""Collector throughput: realistic agent spans over OTLP/HTTP protobuf from 4 sender processes to
-``flightrec serve``, which acknowledges each request only after committing it.
+"""Collector throughput: realistic agent spans over OTLP/HTTP protobuf (or OTLP/gRPC) from 4 sender
+processes to ``flightrec serve``, which acknowledges each request only after committing it.
 
     python benchmarks/bench_collector.py [--senders 4] [--sessions 300] [--turns 8] [--batch 512]
+                                         [--transport http|grpc]
 
 Each sender first records ``--sessions`` sessions of ``--turns`` LLM calls with the real
 capture path (``_workload.Agent``: instrumented anthropic client, tools, content included) into
 memory and encodes them with the OTLP exporter's own encoder in requests of ``--batch`` spans.
 Then, all at once, every sender POSTs its requests on one keep-alive connection, one at a time,
-as the SDK's exporter does, and times each request until its 200. Reported: spans committed per
+as the SDK's exporter does, and times each request until its 200 (over gRPC: one channel each,
+one ``Export`` at a time, until its OK). Reported: spans committed per
 second over the whole load (first send to last acknowledgement), the p50 and p99 latency of an
 acknowledgement, and the collector process's CPU time per span over the load (less sensitive
 than throughput to what else runs on a shared machine). Target: ≥ 10,000 spans/s with 4 senders.
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,17 +53,50 @@ def _sender(k: int, args: argparse.Namespace, port: int, tmp: str, start: mp.Eve
     bodies = _prepare(k, args.sessions, args.turns, args.batch, tmp)
     out.put(("ready", k))
     start.wait()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    send = _grpc_send(port) if args.transport == "grpc" else _http_send(port)
     latencies, first = [], time.perf_counter()
     for body in bodies:
         t0 = time.perf_counter()
+        failed = send(body)
+        if failed:
+            raise SystemExit(f"sender {k}: {failed}")
+        latencies.append(time.perf_counter() - t0)
+    out.put(("done", k, first, time.perf_counter(), latencies))
+
+
+def _http_send(port: int) -> Callable[[bytes], str | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def send(body: bytes) -> str | None:
         conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
         response = conn.getresponse()
         response.read()
-        if response.status != 200:
-            raise SystemExit(f"sender {k}: HTTP {response.status}")
-        latencies.append(time.perf_counter() - t0)
-    out.put(("done", k, first, time.perf_counter(), latencies))
+        return None if response.status == 200 else f"HTTP {response.status}"
+
+    return send
+
+
+def _grpc_send(port: int) -> Callable[[bytes], str | None]:
+    import grpc
+
+    from tracer._grpc import EXPORT_METHOD
+
+    export = grpc.insecure_channel(f"127.0.0.1:{port}").unary_unary(EXPORT_METHOD)
+
+    def send(body: bytes) -> str | None:
+        try:
+            export(body, timeout=60)
+        except grpc.RpcError as error:
+            return f"gRPC {error.code().name}: {error.details()}"
+        return None
+
+    return send
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _cpu_s(pid: int) -> float:
@@ -75,19 +111,20 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--transport", choices=("http", "grpc"), default="http")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "collector.duckdb")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port, grpc_port = _free_port(), _free_port()
         flightrec = Path(sys.executable).with_name("flightrec")
-        server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), "--no-grpc"],
+        grpc_args = ["--grpc-port", str(grpc_port)] if args.transport == "grpc" else ["--no-grpc"]
+        server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), *grpc_args],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until_serving(f"http://127.0.0.1:{port}", 30)
             start, out = mp.Event(), mp.Queue()
-            procs = [mp.Process(target=_sender, args=(k, args, port, tmp, start, out)) for k in range(args.senders)]
+            to = grpc_port if args.transport == "grpc" else port
+            procs = [mp.Process(target=_sender, args=(k, args, to, tmp, start, out)) for k in range(args.senders)]
             for p in procs:
                 p.start()
             for _ in procs:
@@ -112,8 +149,9 @@ def main() -> None:
     latencies = sorted(x for d in done for x in d[4])
     p = lambda q: latencies[min(int(q * len(latencies)), len(latencies) - 1)] * 1e3  # noqa: E731
     print(machine_header("collector throughput"))
-    print(json.dumps({"senders": args.senders, "spans_committed": stored, "sessions": sessions,
-                      "requests": len(latencies), "spans_per_request": args.batch, "seconds": round(last - first, 2),
+    print(json.dumps({"transport": args.transport, "senders": args.senders, "spans_committed": stored,
+                      "sessions": sessions, "requests": len(latencies), "spans_per_request": args.batch,
+                      "seconds": round(last - first, 2),
                       "spans_per_s": round(stored / (last - first)), "ack_p50_ms": round(p(0.5), 1),
                       "ack_p99_ms": round(p(0.99), 1), "ack_mean_ms": round(statistics.mean(latencies) * 1e3, 1),
                       "server_cpu_us_per_span": round(cpu / stored * 1e6)},
