@@ -183,6 +183,13 @@ def test_a_stalled_sender_holds_no_worker_and_is_let_go(served, spans):
     assert stored(collector) == len(spans)
 
 
+def test_a_second_receiver_on_a_taken_port_is_refused(served):
+    collector, receiver = served
+    # gRPC's default SO_REUSEPORT would let it share the port silently, and take half the requests.
+    with pytest.raises(tracer.ConfigError, match="choose a free port"):
+        GrpcReceiver(collector, port=receiver.port)
+
+
 def test_idle_connections_are_closed(served):
     collector, _ = served
     with GrpcReceiver(collector, port=0, idle_timeout_s=0.1) as receiver:
