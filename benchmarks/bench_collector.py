@@ -75,6 +75,12 @@ def _sender(k: int, args: argparse.Namespace, port: int, tmp: str, start: mp.Eve
     out.put(("done", k, first, time.perf_counter(), latencies))
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _cpu_s(pid: int) -> float:
     """User plus system CPU seconds of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -146,11 +152,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "collector.duckdb")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port, dashboard_port = _free_port(), _free_port()  # not 8501: another serve may run on this machine
         flightrec = Path(sys.executable).with_name("flightrec")
-        server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port)],
+        server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port),
+                                   "--dashboard-port", str(dashboard_port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until_serving(f"http://127.0.0.1:{port}", 30)
