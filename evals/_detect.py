@@ -1076,9 +1076,9 @@ class OnlineDetector:
 
 SERVE_INTERVAL_S = 10.0
 """How long ``flightrec serve`` gathers ended sessions before one detection run. A run costs about
-0.3 s of CPU whatever its size, plus about 0.3 ms a session (benchmarks/RESULTS.md §22): every
-second, it took a quarter of the collector's CPU at 5,000 spans/s; every 10 s, alerts come at
-most about 10 s after their session ended."""
+0.3 s of CPU on a 63,000-span store however few sessions it covers (its queries scan the tables):
+run every second, detection took about a fifth of the collector's CPU under load
+(benchmarks/RESULTS.md §22). Every 10 s, an alert comes up to about 10 s after its session ended."""
 
 
 def serve_hook(db: str) -> OnlineDetector:
