@@ -2,7 +2,7 @@
 processes to ``flightrec serve``, which acknowledges each request only after committing it.
 
     python benchmarks/bench_collector.py [--senders 4] [--sessions 300] [--turns 8] [--batch 512]
-                                         [--transport http|grpc]
+                                         [--transport http|grpc] [--stages]
 
 Each sender first records ``--sessions`` sessions of ``--turns`` LLM calls with the real
 capture path (``_workload.Agent``: instrumented anthropic client, tools, content included) into
@@ -11,8 +11,18 @@ Then, all at once, every sender POSTs its requests on one keep-alive connection,
 as the SDK's exporter does, and times each request until its 200 (over gRPC: one channel each,
 one ``Export`` at a time, until its OK). Reported: spans committed per
 second over the whole load (first send to last acknowledgement), the p50 and p99 latency of an
-acknowledgement, and the collector process's CPU time per span over the load (less sensitive
-than throughput to what else runs on a shared machine). Target: ≥ 10,000 spans/s with 4 senders.
+acknowledgement, the collector process's CPU time per span over the load (less sensitive than
+throughput to what else runs on a shared machine), the same from the load's start to the
+process's exit after SIGINT (``..._to_exit``: it adds what the load left to do, the online
+detectors' last run and the final checkpoint), and the file's size per span once serve has
+exited (its last checkpoint done). Target: ≥ 10,000 spans/s with 4 senders.
+
+``--stages`` runs no server: it takes the same requests in one process and reports the process
+CPU per span of each stage of the collector's path, with the writer's transactions as the load
+groups them (one request of each sender per transaction) and as one request alone: decoding
+(``decode_request``), ingest (``Ingestor.build``), the Arrow conversion (``Store._tables``), the
+write (``Store.write``: conversion, inserts, commit), and the online detectors over the ended
+sessions, in runs of 150 sessions (about what one second brings at 4,000 spans/s) and of 1,200.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -30,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -105,6 +117,58 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _stages(args: argparse.Namespace) -> None:
+    """Process CPU per span of each stage, in this process (see the module docstring)."""
+    from evals._detect import Scope, detect
+    from tracer._ingest import Batch, Ingestor
+    from tracer._otlp import decode_request
+    from tracer._store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sent = [_prepare(k, args.sessions, args.turns, args.batch, tmp) for k in range(args.senders)]
+        # As the writer sees them: the senders' requests in turn.
+        bodies = [b for i in range(max(map(len, sent))) for b in (s[i] for s in sent if i < len(s))]
+        out: dict[str, Any] = {}
+        for label, group in (("by_senders", args.senders), ("alone", 1)):
+            cpu = dict.fromkeys(("decode", "build", "tables", "write"), 0.0)
+            store = Store(str(Path(tmp) / f"{label}.duckdb"))
+            store.defer_checkpoints("128MB")  # as the collector
+            ingestor, spans, commits, ended = Ingestor(), 0, 0, []
+            for i in range(0, len(bodies), group):
+                t0 = _process_cpu_s()
+                records = [r for body in bodies[i:i + group] for r in decode_request(body, "application/x-protobuf")[0]]
+                t1 = _process_cpu_s()
+                batch = ingestor.build(records, Batch())
+                t2 = _process_cpu_s()
+                store._tables(batch)  # timed apart; write converts again
+                t3 = _process_cpu_s()
+                store.write(batch)
+                t4 = _process_cpu_s()
+                for stage, took in zip(cpu, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                    cpu[stage] += took
+                spans += len(records)
+                commits += 1
+                ended += [d.session_id for d in batch.sessions.values() if d.ended]
+            row = {f"{stage}_us": round(v / spans * 1e6, 1) for stage, v in cpu.items()}
+            row |= {"spans_per_commit": round(spans / commits), "write_ms_per_commit": round(cpu["write"] / commits * 1e3, 1)}
+            if label == "by_senders":
+                for size in (150, 1200):
+                    t0 = _process_cpu_s()
+                    for i in range(0, len(ended), size):
+                        detect(store, scope=Scope(session_ids=tuple(ended[i:i + size])))
+                    row[f"detect_us_runs_of_{size}"] = round((_process_cpu_s() - t0) / spans * 1e6, 1)
+            store.close()
+            row["bytes_per_span"] = round(os.path.getsize(Path(tmp) / f"{label}.duckdb") / spans)
+            out[label] = row
+    print(machine_header("collector stages"))
+    print(json.dumps({"spans": spans, "sessions": len(ended), **out}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--senders", type=int, default=4)
@@ -112,13 +176,19 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--transport", choices=("http", "grpc"), default="http")
+    parser.add_argument("--stages", action="store_true", help="no server: the CPU of each stage, in process")
     args = parser.parse_args()
+    if args.stages:
+        _stages(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "collector.duckdb")
-        port, grpc_port = _free_port(), _free_port()
+        # Free ports, not 8501 and 4317: another serve may run on this machine.
+        port, grpc_port, dashboard_port = _free_port(), _free_port(), _free_port()
         flightrec = Path(sys.executable).with_name("flightrec")
         grpc_args = ["--grpc-port", str(grpc_port)] if args.transport == "grpc" else ["--no-grpc"]
-        server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), *grpc_args],
+        server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), *grpc_args,
+                                   "--dashboard-port", str(dashboard_port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until_serving(f"http://127.0.0.1:{port}", 30)
@@ -129,7 +199,7 @@ def main() -> None:
                 p.start()
             for _ in procs:
                 assert out.get(timeout=600)[0] == "ready"
-            cpu = _cpu_s(server.pid)
+            cpu = cpu_at_start = _cpu_s(server.pid)
             start.set()
             done = [out.get(timeout=600) for _ in procs]
             cpu = _cpu_s(server.pid) - cpu
@@ -137,7 +207,12 @@ def main() -> None:
                 p.join(60)
         finally:
             server.send_signal(2)
-            server.wait(60)
+            # The child's whole CPU, from its rusage: what it did after the load (the detectors'
+            # last run, the final checkpoint) belongs to the load too.
+            _, _, usage = os.wait4(server.pid, 0)
+            server.returncode = 0
+        cpu_to_exit = usage.ru_utime + usage.ru_stime - cpu_at_start
+        size = os.path.getsize(db)  # serve checkpoints on exit: the log is in the file
         import duckdb
 
         con = duckdb.connect(db, read_only=True)
@@ -154,7 +229,9 @@ def main() -> None:
                       "seconds": round(last - first, 2),
                       "spans_per_s": round(stored / (last - first)), "ack_p50_ms": round(p(0.5), 1),
                       "ack_p99_ms": round(p(0.99), 1), "ack_mean_ms": round(statistics.mean(latencies) * 1e3, 1),
-                      "server_cpu_us_per_span": round(cpu / stored * 1e6)},
+                      "server_cpu_us_per_span": round(cpu / stored * 1e6),
+                      "server_cpu_us_per_span_to_exit": round(cpu_to_exit / stored * 1e6),
+                      "bytes_per_span": round(size / stored)},
                      indent=2))
 
 

@@ -263,6 +263,19 @@ def test_online_detection_as_sessions_end():
     assert [a.detector for a in got] == ["loop.guard"] and online.errors == 0
 
 
+def test_online_detection_gathers_sessions_for_its_interval_and_closing_does_not_wait_it_out():
+    # serve gathers ended sessions for SERVE_INTERVAL_S so that one run covers many: the sessions
+    # handed over are looked at in one run when the detector closes, not after the interval.
+    sessions = play(("stuck_tracking", {}), ("stuck_tracking", {"seed": 2}))
+    got: list[tracer.AlertRecord] = []
+    online = D.OnlineDetector(db(), publish=got.extend, interval_s=3600)
+    for sid in sessions:
+        online([sid])
+    online.close(timeout_s=30)
+    assert online.runs == 1 and online.errors == 0
+    assert [a.detector for a in got] == ["loop.guard"] and got[0].count == 2
+
+
 def test_config_files_and_their_errors(tmp_path):
     good = tmp_path / "detect.yaml"
     good.write_text("loops: {repeat: 6}\ndisabled: [cost]\n")
