@@ -35,6 +35,7 @@ from ._errors import (
     UnknownAlertError,
     UnknownEvalRunError,
     UnknownSessionError,
+    UnstorableError,
 )
 from ._holder import find_holder
 from ._ingest import _SESSION_SUMS, Batch
@@ -397,6 +398,7 @@ class Store:
         once, with its calls and turn, and counts once in its session's sums.
 
         Raises:
+            UnstorableError: a value of the batch does not fit its column; nothing was written.
             StoreError: the write failed (disk full, read-only store …); nothing was written.
         """
         tables = self._tables(batch)
@@ -426,6 +428,8 @@ class Store:
                     con.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
+                if isinstance(exc, (duckdb.DataError, duckdb.IntegrityError)):  # conversions, ranges, NOT NULL
+                    raise UnstorableError(f"the trace store {self.path} cannot take these spans: {exc}") from None
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
                 raise
