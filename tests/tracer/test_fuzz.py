@@ -15,6 +15,7 @@ import copy
 import gzip
 import http.client
 import json
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,8 @@ import tracer
 from tests.tracer.test_collector import agent_spans
 from tracer._collector import Collector
 
-SEED = 15
+SEED = int(os.environ.get("FLIGHTREC_FUZZ_SEED", "15"))
+"""Another seed explores further: ``FLIGHTREC_FUZZ_SEED=7 pytest tests/tracer/test_fuzz.py``."""
 BYTE_MUTANTS = 150
 JSON_MUTANTS = 48
 PROTOBUF = "application/x-protobuf"

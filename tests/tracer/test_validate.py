@@ -165,3 +165,18 @@ def test_the_store_answers_a_value_its_schema_refuses_as_unstorable_not_as_a_ret
             store.write(Ingestor().build([record]))
         store.write(Ingestor().build([SpanRecord(**{**record.__dict__, "attributes": {}})]))  # still writable
         assert store.sql("SELECT count(*) FROM spans") == [(1,)]
+
+
+def test_the_store_failing_is_answered_503_retry_and_a_value_it_refuses_400_final(collector, monkeypatch):
+    def failing(error: Exception):
+        def write(batch):
+            raise error
+        return write
+
+    request = span("eeeeeeeeeeeeeee1", "fine", {})
+    monkeypatch.setattr(collector.store, "write", failing(tracer.StoreError("disk full")))
+    status, body = export(collector, request)
+    assert status == 503 and b"disk full" in body and b"retry" in body
+    monkeypatch.setattr(collector.store, "write", failing(tracer.UnstorableError("NOT NULL constraint failed")))
+    status, body = export(collector, span("eeeeeeeeeeeeeee2", "fine", {}))
+    assert status == 400 and b"would not be if sent again" in body
