@@ -212,7 +212,8 @@ class Collector:
                                     "ExportTraceServiceRequest")
         self.stats.spans_rejected += rejected
         if not records and rejected:
-            return self.refuse(400, message)
+            return self.refuse(400, f"{message}; nothing in this request can be stored: fix these spans, sending "
+                                    "them again will not help")
         if records:
             job = self.submit(records)
             if job is None:

@@ -8,7 +8,8 @@ hold as sent is normalised, or dropped with its span kept, and named in the answ
 
 The rules follow the schema (``_migrations.py``) and what ingest derives from each attribute:
 
-- start and end times are BIGINT: a time of 2^63 ns or more (past the year 2262) rejects the span.
+- start and end times are BIGINT: a time of 2^63 ns or more (past the year 2262), or before 1970, rejects
+  the span.
 - the attributes ingest reads into typed columns (``_RULES``) must be of their column's kind. A
   numeric string or an integral float becomes the integer it spells, one string where a list of
   strings is expected becomes a list of it, and structured tool arguments or results become JSON
@@ -63,6 +64,8 @@ def _integer(value: Any, low: int) -> int | None:
         return value if low <= value <= _MAX_INT else None
     if isinstance(value, bool):
         return None
+    if isinstance(value, int):  # a subclass (an IntEnum): stored as the plain integer
+        return int(value) if low <= value <= _MAX_INT else None
     if isinstance(value, float):  # NaN and infinities are not integral
         return int(value) if value.is_integer() and low <= value <= _MAX_INT else None
     if isinstance(value, str):
@@ -168,7 +171,7 @@ def check(record: SpanRecord, notes: Counter[str], *, from_sdk: bool = False) ->
         Why the span can never be stored, or ``None`` when it is kept.
     """
     if not (0 <= record.start_ns <= _MAX_NS and 0 <= record.end_ns <= _MAX_NS):
-        return "start or end time past 2^63 ns (the year 2262)"
+        return "start or end time outside 0 to 2^63 - 1 ns (1970 to 2262)"
     attrs = record.attributes
     changed: dict[str, Any] | None = None
     for key, value in attrs.items():

@@ -98,9 +98,9 @@ def test_a_span_past_2262_is_rejected_alone_and_a_request_of_nothing_else_is_ans
     late = span("bbbbbbbbbbbbbbb2", "late", {}, start=2**63)
     status, response = export(collector, merged(good, late))
     assert status == 200 and response.partial_success.rejected_spans == 1
-    assert "start or end time past 2^63 ns" in response.partial_success.error_message
+    assert "start or end time outside 0 to 2^63 - 1 ns" in response.partial_success.error_message
     status, body = export(collector, late)
-    assert status == 400 and b"past 2^63 ns" in body
+    assert status == 400 and b"outside 0 to 2^63 - 1 ns (1970 to 2262)" in body
     assert collector.store.sql("SELECT name FROM spans") == [("fine",)]
 
 
@@ -147,7 +147,7 @@ def test_the_embedded_exporter_drops_only_the_unstorable_span_and_repairs_text(t
     t.start_span("fine", attributes={"gen_ai.conversation.id": "e", "gen_ai.usage.input_tokens": "12"}).end()
     assert processor.force_flush()
     assert processor.stats.written == 2 and processor.stats.drop_reasons == {
-        "start or end time past 2^63 ns (the year 2262)": 1}
+        "start or end time outside 0 to 2^63 - 1 ns (1970 to 2262)": 1}
     provider.shutdown()
     with tracer.Store(db, read_only=True) as store:
         rows = store.sql("SELECT name, attributes FROM spans ORDER BY name")
