@@ -16,7 +16,8 @@ The rules follow the schema (``_migrations.py``) and what ingest derives from ea
   text; any other mistyped value is dropped (the raw span keeps its other attributes).
 - counts of tokens and context sizes are at most 2^31 - 1 (INTEGER; no model reads a billion
   tokens), and a cost is finite, from 0 to ``_MAX_COST_USD``: per-call values so bounded keep a
-  session's sums (BIGINT, DOUBLE) from overflowing, so that a session stays writable.
+  session's sums (BIGINT, DOUBLE) from overflowing short of about 2^31 calls, and past that the
+  store holds each sum at its column's bound (``_store._saturated``), so that a session stays writable.
 - a ``flightrec.request.body`` that is not a JSON object's text is kept: ingest stores the call as
   not rebuildable (``_ingest``), and the answer says so.
 - strings must be UTF-8. OTLP's decoder refuses any other; the SDK's spans may hold unpaired

@@ -180,3 +180,14 @@ def test_the_store_failing_is_answered_503_retry_and_a_value_it_refuses_400_fina
     monkeypatch.setattr(collector.store, "write", failing(tracer.UnstorableError("NOT NULL constraint failed")))
     status, body = export(collector, span("eeeeeeeeeeeeeee2", "fine", {}))
     assert status == 400 and b"would not be if sent again" in body
+
+
+def test_a_session_at_its_counters_bounds_stays_writable_and_its_counts_stay_at_the_bound(collector):
+    # Bounded calls reach the bounds only after about 2^31 spans: set the counts there directly.
+    p = Producer()
+    p.span("sdk", "chat", 0, 5, {**genai_chat("c0", "stop"), "gen_ai.conversation.id": "full"})
+    assert post(collector.url, encode_spans(p.take()).SerializeToString())[0] == 200
+    collector.store._con.execute(f"UPDATE sessions SET llm_calls = {2**31 - 1}, input_tokens = {2**63 - 10}")
+    p.span("sdk", "chat", 10, 15, {**genai_chat("c1", "stop", history=1), "gen_ai.conversation.id": "full"})
+    assert post(collector.url, encode_spans(p.take()).SerializeToString())[0] == 200
+    assert collector.store.sql("SELECT llm_calls, input_tokens FROM sessions") == [(2**31 - 1, 2**63 - 1)]
