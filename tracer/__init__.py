@@ -27,6 +27,7 @@ from ._errors import (
     UnknownAlertError,
     UnknownEvalRunError,
     UnknownSessionError,
+    UnstorableError,
 )
 from ._export import ExportStats, StoreSpanProcessor
 from ._ingest import Ingestor, SpanRecord
@@ -105,6 +106,7 @@ __all__ = [
     "UnknownAlertError",
     "UnknownEvalRunError",
     "UnknownSessionError",
+    "UnstorableError",
     "Usage",
     "VOLATILE_PATTERNS",
     "VerifyResult",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ._errors import ConfigError, FlightrecError
+from ._errors import ConfigError, FlightrecError, UnstorableError
 from ._ingest import Batch, Ingestor, SpanRecord
 from ._otlp import MAX_BODY, OtlpError, decode_request, encode_response
 from ._store import Store, default_db_path
@@ -221,7 +221,8 @@ class Collector:
                                     "ExportTraceServiceRequest")
         self.stats.spans_rejected += rejected
         if not records and rejected:
-            return self.refuse(400, message)
+            return self.refuse(400, f"{message}; nothing in this request can be stored: fix these spans, sending "
+                                    "them again will not help")
         if records:
             job = self.submit(records)
             if job is None:
@@ -313,7 +314,11 @@ class Collector:
         try:
             self._ingestor.build(records, batch)
             self.store.write(batch)
-        except FlightrecError as exc:
+        except UnstorableError as exc:  # _validate let through a value the schema refuses: a bug to fix there
+            log.warning("flightrec collector: %d spans hold a value the store's schema refuses", spans)
+            log.debug("flightrec collector: %s", exc)  # the message may quote content: never above DEBUG
+            failed = (str(exc), True)
+        except FlightrecError as exc:  # the store's own trouble (disk full, lock): worth a retry
             failed = (str(exc), False)
         except Exception as exc:  # spans that ingest or the store's types cannot take: theirs, not the store's
             log.warning("flightrec collector: %d spans cannot be stored (%s)", spans, type(exc).__name__)

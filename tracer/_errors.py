@@ -7,7 +7,8 @@ and is printed by the CLI without a traceback::
     ├── ConfigError              bad configuration (content mode, price file, redactor)
     ├── StoreError               the DuckDB file cannot be used
     │   ├── StoreLockedError     another process holds the file's lock
-    │   └── SchemaTooNewError    the file was written by a newer flightrec
+    │   ├── SchemaTooNewError    the file was written by a newer flightrec
+    │   └── UnstorableError      a write holds a value the schema cannot take (the data's fault, not the file's)
     ├── UnknownSessionError      no session with that id in the store
     ├── UnknownEvalRunError      no eval run with that id or label in the store
     ├── UnknownAlertError        no alert with that id in the store
@@ -49,6 +50,11 @@ class StoreLockedError(StoreError):
 
 class SchemaTooNewError(StoreError):
     """The store was written by a newer flightrec than this one."""
+
+
+class UnstorableError(StoreError):
+    """A write failed on its data (a value out of a column's range, a NULL where none may be): writing
+    the same data again fails the same way, whereas another ``StoreError`` may pass on a retry."""
 
 
 class UnknownSessionError(FlightrecError):

@@ -30,6 +30,7 @@ from . import _attributes as A
 from ._errors import ConfigError, FlightrecError
 from ._ingest import Batch, Ingestor, from_readable
 from ._store import Store
+from ._validate import check, describe
 
 log = logging.getLogger("flightrec")
 
@@ -219,14 +220,26 @@ class StoreSpanProcessor(SpanProcessor):
     def _write(self, spans: list[ReadableSpan]) -> None:
         assert self._store is not None
         batch = None
+        rejected = 0
         try:
             batch = Batch()
+            notes: collections.Counter[str] = collections.Counter()
             for i in range(0, len(spans), _SLICE):
-                self._ingestor.build([from_readable(s) for s in spans[i:i + _SLICE]], batch)
+                records = []
+                for record in map(from_readable, spans[i:i + _SLICE]):
+                    reason = check(record, notes, from_sdk=True)
+                    if reason is None:
+                        records.append(record)
+                    else:  # never storable: dropped and counted now, so that the rest of the batch is stored
+                        self._drop(1, reason)
+                        rejected += 1
+                self._ingestor.build(records, batch)
                 time.sleep(0)  # hand the GIL to the agent if it is waiting
+            if notes:
+                log.warning("flightrec: %s", describe(collections.Counter(), notes))
             self._store.write(batch)
             with self._cond:
-                self.stats.written += len(spans)
+                self.stats.written += len(spans) - rejected
             ended = [d.session_id for d in batch.sessions.values() if d.ended]
             if ended and self._on_sessions_ended is not None:
                 try:
@@ -235,10 +248,10 @@ class StoreSpanProcessor(SpanProcessor):
                     log.warning("flightrec: the sessions-ended hook failed", exc_info=True)
         except FlightrecError as exc:
             log.warning("flightrec: %s", exc)
-            self._drop(len(spans), "write failed")
+            self._drop(len(spans) - rejected, "write failed")
         except Exception:
             log.warning("flightrec: exporting %d spans failed", len(spans), exc_info=True)
-            self._drop(len(spans), "exporter error")
+            self._drop(len(spans) - rejected, "exporter error")
         else:
             return
         # The failed batch was not stored: forget its content (a later call resends it) and the

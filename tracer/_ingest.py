@@ -25,6 +25,7 @@ from ._decision import ToolKinds, context_chars, context_tokens
 from ._loops import call_keys
 from ._pricing import PriceTable, Usage
 from ._split import Splitter
+from ._validate import BAD_BODY
 
 log = logging.getLogger("flightrec")
 _FOREIGN_SESSIONS = 100_000
@@ -481,12 +482,19 @@ class Ingestor:
 
     def _llm_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
         a = r.attributes
-        system_ref = messages_ref = message_count = tool_refs = params = None
+        system_ref = messages_ref = message_count = tool_refs = params = not_rebuildable = None
         body_text = a.get(A.REQUEST_BODY)
         if body_text is not None:
-            if r.scope != "flightrec":  # not known to be canonical: make it so first
-                body_text = canonical_json(json.loads(body_text))
-            parts, state = self._splitter.split(body_text, session_id)
+            try:
+                if r.scope != "flightrec":  # not known to be canonical: make it so first
+                    body_text = canonical_json(json.loads(body_text))
+                parts, state = self._splitter.split(body_text, session_id)
+            # Not a JSON object's text (cut short by an SDK's length limit, or corrupt): the call is
+            # stored without its request; _validate checked what it cheaply could, and said so.
+            except (TypeError, ValueError, IndexError, KeyError, RecursionError):
+                not_rebuildable = f"its {A.REQUEST_BODY} is {BAD_BODY}"
+                body_text = None
+        if body_text is not None:
             params = parts.params
             if parts.system is not None:
                 system_ref = self._put_text(batch, "system", parts.system)
@@ -518,7 +526,7 @@ class Ingestor:
             a.get(f"{p}tool_results_tokens"), a.get(f"{p}retrieved_tokens"),
             a.get(A.CONTEXT_WINDOW), a.get(A.CONTEXT_UTILISATION), a.get(A.CONTENT_MODE),
             a.get(A.REQUEST_SHA256), params, system_ref, messages_ref, message_count, tool_refs,
-            a.get(A.RESPONSE_BODY), None, list(a[A.REQUEST_BETAS]) if a.get(A.REQUEST_BETAS) else None,
+            a.get(A.RESPONSE_BODY), not_rebuildable, list(a[A.REQUEST_BETAS]) if a.get(A.REQUEST_BETAS) else None,
         ))
         s = delta.sums
         s["llm_calls"] += 1

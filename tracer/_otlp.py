@@ -3,8 +3,8 @@
 A request body is checked in this order, and the first failure is the answer for the whole
 request: media type (415), content encoding (415), size after decompression (413), then the
 payload itself (400). Inside a well-formed request each span is checked on its own: a span with
-bad ids, an end before its start or attributes nested too deeply is rejected and counted, and
-the others are kept (OTLP partial success).
+bad ids, an end before its start or attributes nested too deeply is rejected and counted, then
+checked for what the store can take (``_validate``), and the others are kept (OTLP partial success).
 
 Both encodings become the same ``opentelemetry.proto`` messages before they are read, so that
 one function (``_record``) maps a span to a ``SpanRecord`` whatever the wire format was. The
@@ -44,6 +44,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from ._errors import FlightrecError
 from ._ingest import SpanRecord
+from ._validate import check, describe
 
 MAX_BODY = 16 * 1024 * 1024
 """Largest request body accepted, in bytes after decompression."""
@@ -102,8 +103,9 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
             one byte past it, so a gzip bomb costs at most that much memory.
 
     Returns:
-        The accepted spans, the number of spans rejected and, when some were, a message saying
-        why (``"3 spans rejected: invalid trace_id (2), end before start (1)"``), else ``""``.
+        The accepted spans, the number of spans rejected and, when some were or some values
+        were not stored as sent, a message saying why (``"3 spans rejected: invalid trace_id (2),
+        end before start (1)"``, see ``_validate.describe``), else ``""``.
 
     Raises:
         OtlpError: The request as a whole cannot be accepted; its ``status`` says how to answer.
@@ -116,30 +118,31 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
         spans = _protobuf_spans(data)
     records: list[SpanRecord] = []
     reasons: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
     for item in spans:
         if isinstance(item, SpanRecord):
-            records.append(item)
-        else:
-            reasons[item] += 1
-    rejected = sum(reasons.values())
-    if not rejected:
-        return records, 0, ""
-    counts = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common())
-    return records, rejected, f"{rejected} span{'s' if rejected != 1 else ''} rejected: {counts}"
+            reason = check(item, notes)  # what the store cannot take, found before the writer meets it
+            if reason is None:
+                records.append(item)
+                continue
+            item = reason
+        reasons[item] += 1
+    return records, sum(reasons.values()), describe(reasons, notes)
 
 
 def encode_response(rejected: int, message: str, content_type: str) -> bytes:
     """The body of a successful answer: an ``ExportTraceServiceResponse``.
 
     Args:
-        rejected: Spans rejected from the request; when above 0 the response carries
-            ``partial_success`` with this count and ``message``.
-        message: Why they were rejected, as ``decode_request`` returned it.
+        rejected: Spans rejected from the request; when above 0, or when there is a message,
+            the response carries ``partial_success`` with this count and ``message`` (with 0
+            rejected, OTLP reads the message as a warning).
+        message: Why, as ``decode_request`` returned it.
         content_type: The request's ``Content-Type``; the answer is OTLP/JSON for
             ``application/json`` and protobuf otherwise.
     """
     response = ExportTraceServiceResponse()
-    if rejected > 0:
+    if rejected > 0 or message:
         response.partial_success.rejected_spans = rejected
         response.partial_success.error_message = message
     if _media_type(content_type) == _JSON_TYPE:

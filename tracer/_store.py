@@ -35,6 +35,7 @@ from ._errors import (
     UnknownAlertError,
     UnknownEvalRunError,
     UnknownSessionError,
+    UnstorableError,
 )
 from ._holder import find_holder
 from ._ingest import _SESSION_SUMS, Batch
@@ -101,7 +102,20 @@ def _combined_session(first: str, other: str) -> str:
     status = CASE WHEN {first}.ended THEN {first}.status ELSE {other}.status END,
     status_reason = CASE WHEN {first}.ended THEN {first}.status_reason ELSE {other}.status_reason END,
     content_mode = coalesce({first}.content_mode, {other}.content_mode),
-    {", ".join(f"{c} = {first}.{c} + {other}.{c}" for c in (*_SESSION_SUMS, "cost_usd"))}"""
+    {", ".join(f"{c} = {_saturated(f'{first}.{c}', f'{other}.{c}', c)}" for c in _SESSION_SUMS)},
+    cost_usd = {first}.cost_usd + {other}.cost_usd"""
+
+
+_BIGINT_SUMS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"})
+
+
+def _saturated(a: str, b: str, column: str) -> str:
+    """``a + b`` held at the column's largest value: a session whose count would overflow stays
+    writable (its count stays at the bound). Ingest bounds each call's counts (``_validate``), so
+    only about 2^31 spans in one session reach it."""
+    if column in _BIGINT_SUMS:
+        return f"CAST(least(CAST({a} AS HUGEINT) + {b}, {2**63 - 1}) AS BIGINT)"
+    return f"CAST(least(CAST({a} AS BIGINT) + {b}, {2**31 - 1}) AS INTEGER)"
 
 
 # A batch's row is the newer one: its end and status win.
@@ -397,6 +411,7 @@ class Store:
         once, with its calls and turn, and counts once in its session's sums.
 
         Raises:
+            UnstorableError: a value of the batch does not fit its column; nothing was written.
             StoreError: the write failed (disk full, read-only store …); nothing was written.
         """
         tables = self._tables(batch)
@@ -426,6 +441,8 @@ class Store:
                     con.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
+                if isinstance(exc, (duckdb.DataError, duckdb.IntegrityError)):  # conversions, ranges, NOT NULL
+                    raise UnstorableError(f"the trace store {self.path} cannot take these spans: {exc}") from None
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
                 raise
