@@ -142,9 +142,10 @@ def verify(db: str | None, as_json: bool, session_id: str | None) -> None:
         for f in result.failures:
             click.echo(f"  {f['session_id']} span {f['span_id']}: {f['reason']}")
         if result.not_rebuildable:
-            click.echo(f"{len(result.not_rebuildable)} calls recorded by other instrumentation have no recorded hash "
-                       "to verify (not failures): `flightrec replay show` reconstructs them from semantic conventions, "
-                       "without a hash check. They kept no exact request because:")
+            click.echo(f"{len(result.not_rebuildable)} calls kept no exact request (recorded by other instrumentation, "
+                       "or sent with a request body that was not JSON) and have no hash to verify (not failures): "
+                       "`flightrec replay show` reconstructs them from what was recorded, without a hash check. "
+                       "Why each kept none:")
             for f in result.not_rebuildable:
                 click.echo(f"  {f['session_id']} span {f['span_id']}: {f['reason']}")
     if result.failures:
