@@ -194,9 +194,19 @@ class Spill:
     # -- internals ---------------------------------------------------------------------------
 
     def _new_segment(self) -> Segment:
+        path = self.directory / f"{self._pid}-{self._token}-{len(self._segments):06d}{SUFFIX}"
+        try:
+            segment = self._create(path)
+        except FileNotFoundError:
+            # Once more: another process may have removed the directory as it emptied it, or taken
+            # the .tmp file for a dead process's in the moment before it was locked.
+            segment = self._create(path)
+        self._segments.append(segment)
+        return segment
+
+    def _create(self, path: Path) -> Segment:
+        """A new segment at ``path``, locked, with its header; under a .tmp name until it is locked."""
         self.directory.mkdir(mode=0o700, exist_ok=True)
-        name = f"{self._pid}-{self._token}-{len(self._segments):06d}{SUFFIX}"
-        path = self.directory / name
         partial = path.with_suffix(".tmp")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
@@ -207,9 +217,7 @@ class Spill:
             os.close(fd)
             partial.unlink(missing_ok=True)
             raise
-        segment = Segment(path, fd, len(_HEADER))
-        self._segments.append(segment)
-        return segment
+        return Segment(path, fd, len(_HEADER))
 
     def _turn_off(self, exc: Exception) -> None:
         self._off = True
@@ -266,12 +274,12 @@ def recover(store: Store) -> int:
     directory = spill_dir(store.path)
     if fcntl is None or not directory.is_dir():
         return 0
-    recovered = 0
-    ingestor = Ingestor()
     try:
         names = sorted(os.listdir(directory))
     except OSError:
         return 0
+    recovered = 0
+    ingestor = Ingestor()
     for name in names:
         path = directory / name
         if not name.endswith((SUFFIX, ".tmp")):

@@ -32,12 +32,14 @@ def test_locked_store_the_agent_finishes_and_its_spans_are_kept_for_the_next_ope
     assert "6 span(s) were not stored" in caplog.text and f"kept in {path}.spill" in caplog.text
 
 
-def test_unwritable_path_the_agent_finishes(tmp_path):
+def test_unwritable_path_the_agent_finishes(tmp_path, caplog):
     rec = tracer.Recorder(tmp_path / "no" / "such" / "dir" / "t.duckdb")
-    _agent_finishes(rec)
-    rec.shutdown()
+    with caplog.at_level(logging.WARNING, logger="flightrec"):
+        _agent_finishes(rec)
+        rec.shutdown()
     # The spill's directory cannot be made either: nothing is kept, and that is said.
     assert rec.stats.dropped == 6 and "cannot open the trace store" in next(iter(rec.stats.drop_reasons))
+    assert "cannot write the spill" in caplog.text and "check that the directory is writable" in caplog.text
 
 
 def test_store_that_comes_back_is_written_to(tmp_path, monkeypatch):
