@@ -117,6 +117,8 @@ class Spill:
         self._pid = os.getpid()
         self._token = uuid.uuid4().hex[:8]
         self._segments: list[Segment] = []
+        self._made = 0
+        """Segments made so far: the next one's number in its name."""
         self._off = fcntl is None
 
     def append(self, record: SpanRecord) -> Segment | None:
@@ -194,10 +196,11 @@ class Spill:
     # -- internals ---------------------------------------------------------------------------
 
     def _new_segment(self) -> Segment:
-        path = self.directory / f"{self._pid}-{self._token}-{len(self._segments):06d}{SUFFIX}"
+        path = self.directory / f"{self._pid}-{self._token}-{self._made:06d}{SUFFIX}"
+        self._made += 1
         try:
             segment = self._create(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, BlockingIOError):
             # Once more: another process may have removed the directory as it emptied it, or taken
             # the .tmp file for a dead process's in the moment before it was locked.
             segment = self._create(path)

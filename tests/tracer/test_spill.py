@@ -95,6 +95,23 @@ def test_a_clean_shutdown_leaves_no_spill(tmp_path):
     assert rec.stats.written == 6 and rec.stats.kept == 0 and not spill_dir(db).exists()
 
 
+def test_segments_whose_spans_are_committed_are_removed_as_the_writer_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr("tracer._spill.SEGMENT_BYTES", 2_000)  # about a span a segment
+    db = tmp_path / "t.duckdb"
+    spans = agent_spans()
+    spill = spilled(db, spans)
+    segments = list(spill._segments)
+    assert len(segments) > 3 and len(list(spill_dir(db).iterdir())) == len(segments)
+    committed = segments[0].pending + segments[1].pending  # the writer committed the first two
+    spill.release({segments[0]: segments[0].pending, segments[1]: segments[1].pending})
+    assert sorted(spill_dir(db).iterdir()) == sorted(s.path for s in segments[2:])
+    spill.close()
+    with tracer.Store(db) as store:
+        stored = {r[0] for r in store.sql("SELECT span_id FROM spans")}
+    assert stored == {f"{s.context.span_id:016x}" for s in spans[committed:]}
+    assert not spill_dir(db).exists()
+
+
 def spilled(db: Path, spans: list) -> Spill:
     """A spill of ``db`` holding ``spans``, as a recorder whose writer stored none of them leaves it."""
     spill = Spill(spill_dir(db))
