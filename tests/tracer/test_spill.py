@@ -77,7 +77,11 @@ def test_a_kill_9_under_load_loses_no_session_that_ended(tmp_path):
         watchdog.cancel()
         proc.kill()
     # Meaningful only while the writer lags: at least the last session was not committed by the agent.
-    assert len(whole(db, reported, read_only=True)) < len(reported)
+    try:
+        committed = whole(db, reported, read_only=True)
+    except tracer.StoreError:  # its writer had not even made the store, or its schema
+        committed = set()
+    assert len(committed) < len(reported)
     assert whole(db, reported, read_only=False) == set(reported)  # opened for writing: the spill is stored
     assert not spill_dir(db).exists()
     with tracer.Store(db, read_only=True) as store:
