@@ -19,7 +19,7 @@ from tests.tracer.test_collector import agent_spans, dump
 from tests.tracer.test_store import HOLD_LOCK
 from tracer import _attributes as A
 from tracer._ingest import Ingestor, from_readable
-from tracer._spill import Spill, spill_dir
+from tracer._spill import Spill, read_segment, spill_dir
 
 ROOT = str(Path(__file__).resolve().parents[2])
 TURNS = 6
@@ -123,6 +123,18 @@ def spilled(db: Path, spans: list) -> Spill:
         with spill.lock:
             spill.append(from_readable(span))
     return spill
+
+
+def test_a_spilled_span_reads_back_as_the_record_the_writer_builds(tmp_path, memory):
+    provider, exporter = memory
+    with provider.get_tracer("t").start_as_current_span("odd", attributes={
+            "big": 2**70, "raw": b"\x00\xff", "seq": (1, 2), "inf": float("inf"), "words": ("a", "b")}) as span:
+        span.add_event("e", {"k": "v"})
+    spans = [*exporter.get_finished_spans(), *agent_spans()]
+    spill = spilled(tmp_path / "t.duckdb", spans)
+    (segment,) = spill._segments
+    assert list(read_segment(segment.path.read_bytes())) == [from_readable(s) for s in spans]
+    spill.close()
 
 
 def test_spans_kept_while_the_store_was_locked_are_stored_by_the_next_open(tmp_path):
