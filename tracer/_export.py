@@ -1,10 +1,12 @@
 """The in-process exporter: a span processor that writes finished spans into the store.
 
-The agent's thread only puts a span on a bounded queue; a worker thread converts and commits
-batches. When the queue is full the span is dropped and counted, never waited for. When the
-store cannot be opened (locked by another process, unwritable path) spans wait in the queue
-while the worker retries, and whatever is still queued at shutdown is dropped, counted and
-reported. Nothing here raises into the agent.
+The agent's thread converts each ended span to a ``SpanRecord``, appends it to the spill beside
+the store (``_spill.py``: from then on a ``kill -9`` of the process cannot lose it) and puts it on
+a bounded queue; a worker thread builds and commits batches. When the queue is full the span is
+dropped and counted, never waited for. When the store cannot be opened (locked by another process,
+unwritable path) spans wait in the queue while the worker retries; whatever is still queued at
+shutdown stays in the spill, and the next open of the store for writing stores it. Nothing here
+raises into the agent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.context import Context
@@ -28,7 +31,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from . import _attributes as A
 from ._errors import ConfigError, FlightrecError
-from ._ingest import Batch, Ingestor, from_readable
+from ._ingest import Batch, Ingestor, SpanRecord, from_readable
+from ._spill import Segment, Spill
 from ._store import Store
 from ._validate import check, describe
 
@@ -60,6 +64,9 @@ class ExportStats:
     """Dropped span counts by reason."""
     capture_errors: int = 0
     """LLM calls that went on untraced because capture failed."""
+    kept: int = 0
+    """Spans this process did not store (the store was locked, a write failed) but kept in the spill
+    beside the store: the next process that opens the store for writing stores them."""
 
 
 class StoreSpanProcessor(SpanProcessor):
@@ -68,13 +75,17 @@ class StoreSpanProcessor(SpanProcessor):
     Args:
         open_store: Makes the store; called on the worker thread, retried while it fails.
         max_queue: Spans that may wait; more are dropped and counted.
+        spill: The spill directory of the store (``<db>.spill``), or ``None`` for no spill (an
+            in-memory store). Each span is appended to it on the agent's thread before it is queued.
     """
 
     def __init__(self, open_store: Callable[[], Store], *, max_queue: int = MAX_QUEUE,
-                 max_batch: int = _MAX_BATCH, on_sessions_ended: Callable[[list[str]], None] | None = None) -> None:
+                 max_batch: int = _MAX_BATCH, on_sessions_ended: Callable[[list[str]], None] | None = None,
+                 spill: str | os.PathLike[str] | None = None) -> None:
         self._open_store = open_store
         self._on_sessions_ended = on_sessions_ended
-        self._queue: queue.Queue[ReadableSpan] = queue.Queue(max_queue)
+        self._spill = Spill(Path(spill)) if spill is not None else None
+        self._queue: queue.Queue[tuple[SpanRecord, Segment | None]] = queue.Queue(max_queue)
         self._max_batch = max_batch
         self._store: Store | None = None
         self._store_error: str | None = None
@@ -98,7 +109,19 @@ class StoreSpanProcessor(SpanProcessor):
             if self._stopping:
                 self._drop(1, "span ended after shutdown")
                 return
-            self._queue.put_nowait(span)
+            record = from_readable(span)
+            spill = self._spill
+            if spill is None:
+                self._queue.put_nowait((record, None))
+            else:
+                with spill.lock:  # the span is in the spill before the writer can take it
+                    segment = spill.append(record)
+                    try:
+                        self._queue.put_nowait((record, segment))
+                    except queue.Full:
+                        if segment is not None:
+                            spill.undo(segment)  # not queued, not kept: the queue bounds the spill
+                        raise
             with self._cond:
                 self._enqueued += 1
         except queue.Full:
@@ -130,18 +153,23 @@ class StoreSpanProcessor(SpanProcessor):
         self._hurry.set()
         self._wake()
         self._worker.join(_SHUTDOWN_TIMEOUT_S)
-        # Whatever the worker could not write (store never opened) is lost: count it.
-        leftover = sum(1 for s in list(self._queue.queue) if s is not _WAKE)
-        if leftover:
-            self._drop(leftover, self._store_error or "not written before shutdown")
+        # Whatever the worker could not write (store never opened) stays in the spill, or is lost.
+        self._settle_unwritten([item for item in list(self._queue.queue) if item is not _WAKE],
+                               self._store_error or "not written before shutdown")
         if self._store is not None:
             try:
                 self._store.close()
             except FlightrecError:
                 pass
+        if self._spill is not None:
+            self._spill.close()
         if self.stats.dropped:
             reasons = ", ".join(f"{n} {why}" for why, n in self.stats.drop_reasons.most_common())
             log.warning("flightrec: %d span(s) were dropped and not stored (%s).", self.stats.dropped, reasons)
+        if self.stats.kept and self._spill is not None:
+            log.warning("flightrec: %d span(s) were not stored (%s); they are kept in %s, and the next process "
+                        "that opens the store for writing stores them.", self.stats.kept,
+                        self._store_error or "a write failed", self._spill.directory)
 
     # -- worker side -------------------------------------------------------------------------
 
@@ -153,9 +181,18 @@ class StoreSpanProcessor(SpanProcessor):
             pass  # a full queue wakes it anyway
 
     def _drop(self, n: int, reason: str) -> None:
+        if not n:
+            return
         with self._cond:
             self.stats.dropped += n
             self.stats.drop_reasons[reason] += n
+
+    def _settle_unwritten(self, items: list[tuple[SpanRecord, Segment | None]], reason: str) -> None:
+        """Counts spans this process will not store: kept when they are in the spill, else dropped."""
+        kept = sum(1 for _, segment in items if segment is not None)
+        with self._cond:
+            self.stats.kept += kept
+        self._drop(len(items) - kept, reason)
 
     def _settle(self, n: int) -> None:
         with self._cond:
@@ -172,7 +209,7 @@ class StoreSpanProcessor(SpanProcessor):
             self._store_error = None
         except FlightrecError as exc:
             if self._store_error is None:
-                log.warning("flightrec: cannot write traces: %s Spans are kept in memory until it can.", exc)
+                log.warning("flightrec: cannot write traces: %s Spans wait until it can.", exc)
             self._store_error = f"store unavailable: {exc}"
         except Exception as exc:  # an unexpected failure must not kill the worker
             self._store_error = f"store unavailable: {exc!r}"
@@ -196,7 +233,7 @@ class StoreSpanProcessor(SpanProcessor):
             elif self._stopping:
                 return
 
-    def _take(self) -> list[ReadableSpan]:
+    def _take(self) -> list[tuple[SpanRecord, Segment | None]]:
         """The next batch: what arrives within the batch window after the first span."""
         try:
             first = self._queue.get(timeout=_POLL_S)
@@ -217,29 +254,31 @@ class StoreSpanProcessor(SpanProcessor):
             self._hurry.clear()
         return [s for s in spans if s is not _WAKE]
 
-    def _write(self, spans: list[ReadableSpan]) -> None:
+    def _write(self, spans: list[tuple[SpanRecord, Segment | None]]) -> None:
         assert self._store is not None
         batch = None
-        rejected = 0
+        rejected: set[int] = set()  # ids of the items dropped by the check: settled, not unwritten
         try:
             batch = Batch()
             notes: collections.Counter[str] = collections.Counter()
             for i in range(0, len(spans), _SLICE):
                 records = []
-                for record in map(from_readable, spans[i:i + _SLICE]):
-                    reason = check(record, notes, from_sdk=True)
+                for item in spans[i:i + _SLICE]:
+                    reason = check(item[0], notes, from_sdk=True)
                     if reason is None:
-                        records.append(record)
+                        records.append(item[0])
                     else:  # never storable: dropped and counted now, so that the rest of the batch is stored
                         self._drop(1, reason)
-                        rejected += 1
+                        rejected.add(id(item))
                 self._ingestor.build(records, batch)
                 time.sleep(0)  # hand the GIL to the agent if it is waiting
             if notes:
                 log.warning("flightrec: %s", describe(collections.Counter(), notes))
             self._store.write(batch)
             with self._cond:
-                self.stats.written += len(spans) - rejected
+                self.stats.written += len(spans) - len(rejected)
+            if self._spill is not None:  # the rejected too: recovery could never store them either
+                self._spill.release(collections.Counter(segment for _, segment in spans if segment is not None))
             ended = [d.session_id for d in batch.sessions.values() if d.ended]
             if ended and self._on_sessions_ended is not None:
                 try:
@@ -248,10 +287,10 @@ class StoreSpanProcessor(SpanProcessor):
                     log.warning("flightrec: the sessions-ended hook failed", exc_info=True)
         except FlightrecError as exc:
             log.warning("flightrec: %s", exc)
-            self._drop(len(spans) - rejected, "write failed")
+            self._settle_unwritten([item for item in spans if id(item) not in rejected], "write failed")
         except Exception:
             log.warning("flightrec: exporting %d spans failed", len(spans), exc_info=True)
-            self._drop(len(spans) - rejected, "exporter error")
+            self._settle_unwritten([item for item in spans if id(item) not in rejected], "exporter error")
         else:
             return
         # The failed batch was not stored: forget its content (a later call resends it) and the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,15 @@ def _resource_dict(resource: Resource | None) -> dict[str, Any]:
     return cached[1]
 
 
+def _plain_dict(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    # A finished span's attributes are a read-only view of the SDK's BoundedAttributes, whose copy()
+    # runs in C; dict() of the view would call it back key by key (twenty times slower on a chat
+    # span), and this runs on the agent's thread (the spill). dict() of the copy: older SDKs keep an
+    # OrderedDict, and the spill takes plain values only.
+    copy = getattr(attributes, "copy", None)
+    return dict(copy()) if copy is not None else dict(attributes or {})
+
+
 def from_readable(span: ReadableSpan) -> SpanRecord:
     """Converts an SDK span, as a span processor receives it."""
     ctx = span.context
@@ -99,7 +109,7 @@ def from_readable(span: ReadableSpan) -> SpanRecord:
         end_ns=span.end_time or span.start_time or 0,
         status_code=span.status.status_code.name,
         status_message=span.status.description,
-        attributes=dict(span.attributes or {}),
+        attributes=_plain_dict(span.attributes),
         events=[
             {"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in span.events
         ],

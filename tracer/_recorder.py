@@ -19,6 +19,7 @@ from ._foreign import RECORDER_MARKER
 from ._pricing import PriceTable
 from ._redact import BUILTIN_REDACTORS, Redactor
 from ._session import Session, SessionTracerProvider, open_session
+from ._spill import spill_dir
 from ._store import Store, default_db_path
 
 ContentMode = Literal["full", "redacted", "none"]
@@ -70,7 +71,9 @@ class Recorder:
             them). It must return quickly; what it raises is logged and ignored.
 
     The store is opened lazily by the exporter's thread, so creating a recorder never fails
-    because the store is locked; see ``stats`` for what was written and dropped. Call
+    because the store is locked; see ``stats`` for what was written, dropped and kept. Every span
+    is appended to a spill beside the store (``<db>.spill/``) as it ends, so a ``kill -9`` of the
+    process loses none that ended: the next open of the store for writing stores them. Call
     ``shutdown()`` (or let the interpreter exit) to flush.
     """
 
@@ -113,8 +116,9 @@ class Recorder:
                                   "`flightrec serve`, which runs the detectors itself.")
             self.processor = OtlpSpanProcessor(self.endpoint, max_queue=max_queue, bodies=otlp_bodies)
         else:
-            self.processor = StoreSpanProcessor(lambda: Store(self.db_path), max_queue=max_queue,
-                                                on_sessions_ended=on_sessions_ended)
+            self.processor = StoreSpanProcessor(
+                lambda: Store(self.db_path), max_queue=max_queue, on_sessions_ended=on_sessions_ended,
+                spill=None if self.db_path == ":memory:" else spill_dir(self.db_path))
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("flightrec", __version__)
 

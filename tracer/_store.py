@@ -55,6 +55,7 @@ from ._records import (
     Turn,
     VerifyResult,
 )
+from ._spill import recover
 
 DEFAULT_DB = "flightrec.duckdb"
 _NEWEST_MESSAGES = 3
@@ -276,7 +277,8 @@ class Store:
 
     A writable store takes DuckDB's file lock for as long as it is open, so open it in one
     process only (the agent's, or ``flightrec serve``). Methods are safe to call from several
-    threads of that process: a lock serialises them.
+    threads of that process: a lock serialises them. Opening it for writing first stores the spans
+    that killed recorders left in the spill beside it (``<db>.spill/``, see ``_spill.py``).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> None:
@@ -298,6 +300,8 @@ class Store:
         except BaseException:
             self._con.close()
             raise
+        if not read_only and not in_memory:
+            recover(self)  # the spans a killed recorder left in the spill beside the file; never raises
 
     # -- schema ------------------------------------------------------------------------------
 
