@@ -306,7 +306,16 @@ def recover(store: Store) -> int:
             with open(fd, "rb", closefd=False) as f:
                 data = f.read()
             # Checked as the exporter checks them: what it would have dropped is dropped here too.
-            records = [r for r in read_segment(data) if check(r, Counter(), from_sdk=True) is None]
+            records, unstorable = [], Counter()
+            for r in read_segment(data):
+                reason = check(r, Counter(), from_sdk=True)
+                if reason is None:
+                    records.append(r)
+                else:
+                    unstorable[reason] += 1
+            if unstorable:
+                log.warning("flightrec: %d span(s) of the spill %s can never be stored (%s); they are skipped.",
+                            unstorable.total(), name, ", ".join(unstorable))
             n = _store_all(store, ingestor, records, name)
             if n is None:
                 continue
