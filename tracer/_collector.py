@@ -50,9 +50,11 @@ MAX_PENDING_BYTES = 256 * 1024 * 1024
 """Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
 more are refused with 503 until some are answered (benchmarks/RESULTS.md §21)."""
 DECODED_BYTES_PER_BYTE = 16
-"""Memory a byte of OTLP payload takes, at worst, once decoded into span records, built into the
-writer's batch and written (a span of tiny attributes: 15; realistic spans with content: 4–7):
-measured in benchmarks/RESULTS.md §21. Every request is charged the worst."""
+"""Memory a byte of OTLP payload takes once decoded into span records, built into the writer's
+batch and written into a warm store: 15 for spans of one-byte attributes, the worst shape
+measured, 4–7 for realistic spans with content (benchmarks/RESULTS.md §21). Every request is
+charged the worst, since the shape is known only once decoded. A fresh process retains more
+(§21): this bounds what requests hold at once, not the process's RSS."""
 MAX_CONNECTIONS = 1000
 """Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
 HEADER_TIMEOUT_S = 5.0
