@@ -406,6 +406,9 @@ class Collector:
                 group.append(more)
                 spans += len(more.records)
             self._commit(group, spans)
+            # Let the group's spans go now, not when the next request comes: the budget no longer counts them.
+            job = more = None
+            group = []
 
     def _commit(self, group: list[_Job], spans: int) -> None:
         outcome = self._write([r for job in group for r in job.records], spans)
