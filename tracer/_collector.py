@@ -1,25 +1,35 @@
 """The OTLP/HTTP collector: the store's single writer for agents in any process or language.
 
-Requests are decoded on the HTTP threads (``_otlp.py``), then queued for one writer thread,
-which groups whatever is waiting into one transaction (group commit). A request is answered
-only after the transaction holding its spans has committed, so an acknowledged span survives a
-``kill -9``: DuckDB's write-ahead log has it. Memory is bounded by the spans waiting for the
-writer: past ``max_pending_spans`` a request is answered 503 with ``Retry-After`` (the OTLP
-exporters back off and retry), never queued.
+uvicorn serves OTLP/HTTP on an event loop of its own thread (``_App``, ``_Protocol``); each
+request is decoded (``_otlp.py``) on a worker thread, then queued for one writer thread, which
+groups whatever is waiting into one transaction (group commit). A request is answered only
+after the transaction holding its spans has committed, so an acknowledged span survives a
+``kill -9``: DuckDB's write-ahead log has it.
+
+One client cannot hurt the others: memory is bounded by bytes (``max_pending_bytes``: bodies,
+decompressed, decoded and queued) and by spans waiting for the writer (``max_pending_spans``);
+past either, a request is answered 503 with ``Retry-After`` (the OTLP exporters back off and
+retry), never queued. Connections are capped, and idle or slow ones closed (``_Protocol``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
 import queue
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ._errors import ConfigError, FlightrecError, UnstorableError
 from ._ingest import Batch, Ingestor, SpanRecord
@@ -36,6 +46,28 @@ _CHECKPOINT_WAL = "128MB"
 """Write-ahead log the writer lets grow before DuckDB checkpoints it (its default is 16MB): fewer,
 larger checkpoints cost the writer less CPU per span (benchmarks/RESULTS.md §12), and a restart
 after a crash replays about this much log at most."""
+MAX_PENDING_BYTES = 256 * 1024 * 1024
+"""Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
+more are refused with 503 until some are answered (benchmarks/RESULTS.md §21)."""
+DECODED_BYTES_PER_BYTE = 16
+"""Memory a byte of OTLP payload takes once decoded into span records, built into the writer's
+batch and written into a warm store: 15 for spans of one-byte attributes, the worst shape
+measured, 4–7 for realistic spans with content (benchmarks/RESULTS.md §21). Every request is
+charged the worst, since the shape is known only once decoded. A fresh process retains more
+(§21): this bounds what requests hold at once, not the process's RSS."""
+MAX_CONNECTIONS = 1000
+"""Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
+HEADER_TIMEOUT_S = 5.0
+"""A request's headers must arrive within this of its first byte (or of the connection)."""
+IDLE_TIMEOUT_S = 15.0
+"""A kept-alive connection with no request for this long is closed: above the OTel SDKs' 5 s
+export interval, so that an exporter's connection is not closed just as it sends."""
+BODY_TIMEOUT_S = 10.0
+BODY_RATE = 1024 * 1024
+"""A body must arrive within ``BODY_TIMEOUT_S`` plus its length at this many bytes a second
+(26 s for 16 MB): loopback and any LAN do much better; a slow client holds its budget no longer."""
+_EXPORT_THREADS = 32
+"""Requests decoded or waiting for their commit at once; more wait for a thread, their body read."""
 _ACK_TIMEOUT_S = 60.0
 SESSION_TIMEOUT_S = 30 * 60.0
 """Inactivity after which a session that no span ended is closed (``flightrec serve --session-timeout``)."""
@@ -93,10 +125,23 @@ class CollectorStats:
     bad_requests: int = 0
     """Requests answered 4xx."""
     transactions: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, **counts: int) -> None:
+        """Adds to counters; safe from any thread (requests are answered on many at once)."""
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
 
 
 class Collector:
     """An OTLP/HTTP receiver on ``/v1/traces`` that writes into one store.
+
+    It serves with uvicorn on an event loop of its own thread; each request's export runs on a
+    worker thread, so a slow commit never holds up the loop. Memory is bounded by bytes: a
+    request is admitted only while the bytes held by requests in flight (read, decompressed,
+    decoded, queued) stay under ``max_pending_bytes``, else answered 503 with ``Retry-After``.
+    Slow and idle connections are closed (the timeouts below), and connections are capped.
 
     Args:
         db: The store (default ``$FLIGHTREC_DB`` or ``./flightrec.duckdb``); opened for writing.
@@ -105,6 +150,15 @@ class Collector:
         token: Bearer token requests must carry (``Authorization: Bearer …``).
         max_body: Largest request body accepted, after decompression.
         max_pending_spans: Spans that may wait for the writer.
+        max_pending_bytes: Bytes that requests in flight may hold, counted from their
+            ``Content-Length``, their decompressed size and what their spans take once decoded.
+        max_connections: Connections and requests in progress at once (uvicorn's
+            ``limit_concurrency``): a request past it is answered 503.
+        header_timeout_s: A connection whose request headers take longer is closed.
+        idle_timeout_s: A kept-alive connection with no request for this long is closed.
+        body_timeout_s: A body must arrive within this, plus its length at ``body_rate``
+            bytes a second, or the connection is closed.
+        body_rate: See ``body_timeout_s``.
         on_sessions_ended: Called on the writer's thread with the ids of sessions whose end a
             transaction just committed (``evals.OnlineDetector``), or that were closed for
             inactivity; must return quickly.
@@ -113,22 +167,34 @@ class Collector:
         clock: Nanoseconds since the epoch, for the inactivity check (tests pass their own).
 
     Raises:
-        ConfigError: a non-loopback host without a token.
+        ConfigError: a non-loopback host without a token, or a limit out of range.
+        OSError: the port cannot be bound.
         StoreLockedError, StoreError: the store cannot be opened for writing.
     """
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 4318,
                  token: str | None = None, max_body: int = MAX_BODY, max_pending_spans: int = MAX_PENDING_SPANS,
+                 max_pending_bytes: int = MAX_PENDING_BYTES, max_connections: int = MAX_CONNECTIONS,
+                 header_timeout_s: float = HEADER_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                 body_timeout_s: float = BODY_TIMEOUT_S, body_rate: int = BODY_RATE,
                  on_sessions_ended: Callable[[list[str]], None] | None = None,
                  session_timeout_s: float | None = SESSION_TIMEOUT_S, clock: Callable[[], int] = time.time_ns) -> None:
         if session_timeout_s is not None and session_timeout_s <= 0:
             raise ConfigError(f"the session timeout must be above 0 seconds, not {session_timeout_s:g}.")
+        if min(header_timeout_s, idle_timeout_s, body_timeout_s, body_rate, max_connections) <= 0:
+            raise ConfigError("the collector's timeouts, body rate and connection limit must be above 0.")
         check_exposure(host, token)
-        self.store = Store(default_db_path(db))  # fails now if another process holds the file
+        self._socket = _bind(host, port)  # before the store: a port in use leaves the file alone
+        try:
+            self.store = Store(default_db_path(db))  # fails now if another process holds the file
+        except BaseException:
+            self._socket.close()
+            raise
         self.store.defer_checkpoints(_CHECKPOINT_WAL)
         self.token = token
         self.max_body = max_body
         self.max_pending_spans = max_pending_spans
+        self.budget = _Budget(max_pending_bytes)
         self.stats = CollectorStats()
         self._on_sessions_ended = on_sessions_ended
         self.session_timeout_s = session_timeout_s
@@ -141,43 +207,71 @@ class Collector:
         self._ingestor = Ingestor()
         self._writer = threading.Thread(target=self._write_loop, name="flightrec-collector-writer", daemon=True)
         self._writer.start()
-        collector = self
 
-        class Handler(_Handler):
-            owner = collector
+        class Protocol(_Protocol):
+            deadlines = _Deadlines(header_timeout_s, body_timeout_s, body_rate)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._app = _App(self, _EXPORT_THREADS)
+        config = uvicorn.Config(self._app, http=Protocol, lifespan="off", access_log=False, log_config=None,
+                                log_level="warning", server_header=False, limit_concurrency=max_connections,
+                                timeout_keep_alive=idle_timeout_s,  # type: ignore[arg-type]
+                                timeout_graceful_shutdown=int(_ACK_TIMEOUT_S))
+        self._server = _Server(config)
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._closed = False
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        host, port = self._socket.getsockname()[:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self) -> Collector:
-        """Serves on a background thread; returns at once."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="flightrec-collector", daemon=True)
-        self._thread.start()
+        """Serves on a background thread; returns once it is listening."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="flightrec-collector", daemon=True)
+            self._thread.start()
+            while not self._server.serving.wait(0.05):
+                if not self._thread.is_alive():
+                    raise FlightrecError("the collector's HTTP server did not start; its log says why")
         return self
 
     def serve_forever(self) -> None:
-        """Serves on this thread until ``close()`` (or Ctrl-C)."""
-        self._server.serve_forever()
+        """Serves until ``close()`` is called from another thread, or Ctrl-C (``KeyboardInterrupt``,
+        which this thread receives: the caller's ``close()`` then writes what is queued)."""
+        self.start()
+        self._stopped.wait()
 
     def close(self) -> None:
-        """Stops taking requests, lets the writer finish what is queued, and closes the store."""
-        self._server.shutdown()
-        self._server.server_close()
+        """Stops taking requests, answers those in progress, lets the writer finish what is queued,
+        and closes the store."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(_ACK_TIMEOUT_S + 10)
+        self._socket.close()
+        self._app.pool.shutdown(wait=True)
         self._jobs.put(None)
         self._writer.join(_ACK_TIMEOUT_S)
         self.store.close()
+        self._stopped.set()
 
     def __enter__(self) -> Collector:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _serve(self) -> None:
+        try:
+            # On this thread of its own uvicorn installs no signal handlers: the caller keeps its own.
+            asyncio.run(self._server.serve(sockets=[self._socket]))
+        except BaseException:  # noqa: BLE001 (SystemExit from a failed startup too): say so, and let waiters go
+            log.exception("flightrec collector: the HTTP server stopped")
+        finally:
+            self._stopped.set()
 
     # -- the HTTP side -----------------------------------------------------------------------
 
@@ -201,37 +295,74 @@ class Collector:
         return self.refuse(401, "missing or wrong bearer token: send Authorization: Bearer <token>",
                            {"WWW-Authenticate": "Bearer"})
 
+    def busy(self) -> Answer:
+        """The 503 for a request that the byte budget cannot take now; the exporters retry."""
+        self.stats.count(refused_busy=1)
+        return self.refuse(503, "the collector holds as many request bytes as it may; retry shortly",
+                           {"Retry-After": "1"})
+
     def refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
         """An answer that stores nothing; 4xx are counted as bad requests."""
         if status < 500:
-            self.stats.bad_requests += 1
+            self.stats.count(bad_requests=1)
         return Answer(status, (message + "\n").encode(), headers=headers or {})
 
     def export(self, body: bytes, content_type: str | None, content_encoding: str | None = None) -> Answer:
         """Decodes one OTLP export request, stores its spans and answers only once they are
         committed (or can never be). Blocks the calling thread meanwhile; any thread may call it.
+
+        The payload's decompressed and decoded forms are reserved from the byte budget as it is
+        decompressed, before it is decoded; past the budget the answer is 503 with ``Retry-After``.
+        The caller accounts for ``body`` itself (the HTTP transport, from its ``Content-Length``).
         """
+        return self.export_held(body, content_type, content_encoding, 0)
+
+    def export_held(self, body: bytes, content_type: str | None, content_encoding: str | None, own: int) -> Answer:
+        """``export``, for a transport that already holds ``own`` bytes of the budget for ``body``:
+        a request that holds all that is held is never refused for the budget."""
+        held = 0
+
+        def reserve(size: int) -> None:
+            nonlocal held
+            cost = size * (1 + DECODED_BYTES_PER_BYTE)  # a decompressed copy (or the body), and what it decodes to
+            if not self.budget.take(cost, own + held):
+                raise _Busy
+            held += cost
+
         try:
-            records, rejected, message = decode_request(body, content_type, content_encoding, max_body=self.max_body)
+            return self._export(body, content_type, content_encoding, reserve)
+        except _Busy:
+            return self.busy()
+        finally:
+            self.budget.give(held)
+
+    def _export(self, body: bytes, content_type: str | None, content_encoding: str | None,
+                reserve: Callable[[int], None]) -> Answer:
+        try:
+            records, rejected, message = decode_request(body, content_type, content_encoding, max_body=self.max_body,
+                                                        reserve=reserve)
+        except _Busy:
+            raise
         except OtlpError as exc:
             return self.refuse(exc.status, str(exc))
         except Exception as exc:  # a body shaped in a way the decoder did not foresee still gets an answer
             log.warning("flightrec collector: a request could not be decoded (%s)", type(exc).__name__)
             return self.refuse(400, f"malformed OTLP request ({type(exc).__name__}); send a valid "
                                     "ExportTraceServiceRequest")
-        self.stats.spans_rejected += rejected
+        self.stats.count(spans_rejected=rejected)
         if not records and rejected:
             return self.refuse(400, f"{message}; nothing in this request can be stored: fix these spans, sending "
                                     "them again will not help")
         if records:
             job = self.submit(records)
             if job is None:
-                self.stats.refused_busy += 1
+                self.stats.count(refused_busy=1)
                 return self.refuse(503, "the collector's writer is behind; retry shortly", {"Retry-After": "1"})
             if job.done.wait(_ACK_TIMEOUT_S) and job.final:
                 return self.refuse(400, f"{job.error}; they were not stored, and would not be if sent again")
             if not job.done.is_set() or job.error is not None:
-                return self.refuse(503, f"not stored: {job.error or 'the write timed out'}; retry", {"Retry-After": "2"})
+                return self.refuse(503, f"not stored: {job.error or 'the write timed out'}; retry",
+                                   {"Retry-After": "2"})
         reply_type = "application/json" if "json" in (content_type or "") else "application/x-protobuf"
         return Answer(200, encode_response(rejected, message, reply_type), reply_type, rejected=rejected)
 
@@ -293,6 +424,9 @@ class Collector:
                 group.append(more)
                 spans += len(more.records)
             self._commit(group, spans)
+            # Let the group's spans go now, not when the next request comes: the budget no longer counts them.
+            job = more = None
+            group = []
 
     def _commit(self, group: list[_Job], spans: int) -> None:
         outcome = self._write([r for job in group for r in job.records], spans)
@@ -325,9 +459,7 @@ class Collector:
             log.debug("flightrec collector: ingesting %d spans failed", spans, exc_info=True)
             failed = (f"these spans cannot be stored ({type(exc).__name__})", True)
         else:
-            with self._lock:
-                self.stats.spans_committed += spans
-                self.stats.transactions += 1
+            self.stats.count(spans_committed=spans, transactions=1)
             self._sessions_ended([d.session_id for d in batch.sessions.values() if d.ended])
             return None
         # Nothing was committed: forget the content so that the client's retry sends it again.
@@ -335,77 +467,226 @@ class Collector:
         return failed
 
 
-class Replying(BaseHTTPRequestHandler):
-    """What flightrec's HTTP handlers share: keep-alive, replies with a length, quiet logs."""
-
-    protocol_version = "HTTP/1.1"  # keep-alive: clients send many requests on one connection
-    server_version = "flightrec-collector"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
-        log.debug("%s " + format, self.address_string(), *args)  # never content, never at INFO
-
-    def _reply(self, status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",
-               headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+# -- the HTTP transport ------------------------------------------------------------------------
 
 
-class _Handler(Replying):
-    owner: Collector
+class _Busy(Exception):
+    """The byte budget is spent: the request is answered 503 with ``Retry-After``."""
 
-    def _answer(self, answer: Answer) -> None:
-        self._reply(answer.status, answer.body, answer.content_type, answer.headers)
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-        if self.path in ("/", "/health"):
-            self._reply(200, b"flightrec collector: POST OTLP/HTTP traces to /v1/traces\n")
-        else:
-            self._answer(self.owner.refuse(404, "not found: POST OTLP traces to /v1/traces"))
+class _Budget:
+    """Bytes held by requests in flight: bodies read, decompressed, decoded and waiting for the writer.
 
-    def do_POST(self) -> None:  # noqa: N802
-        owner = self.owner
-        owner.stats.requests += 1
-        if self.path.split("?", 1)[0] != "/v1/traces":
-            self._discard()
-            self._answer(owner.refuse(404, f"no OTLP endpoint at {self.path}: send traces to /v1/traces"))
+    A reservation is refused once ``limit`` would be passed, except when the request asking holds
+    all that is held (``own``): one request of any accepted size always goes through, so a large
+    one is never refused for ever.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int, own: int = 0) -> bool:
+        with self._lock:
+            if self.held > own and self.held + n > self.limit:
+                return False
+            self.held += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.held -= n
+
+
+@dataclass(frozen=True)
+class _Deadlines:
+    header_s: float
+    body_s: float
+    body_rate: int
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with the deadlines it lacks.
+
+    uvicorn (0.55, ``h11_impl.py`` and ``httptools_impl.py`` alike) times out only a kept-alive
+    connection idle after a response (``timeout_keep_alive``). A connection that never sends a
+    request, one whose headers trickle in (each byte cancels the keep-alive timer
+    and arms nothing), and a body that trickles in are held for ever. Here the request's headers must
+    arrive within ``header_s`` of its first byte (or of the connection, for the first request),
+    and its body within ``body_s`` plus its length at ``body_rate`` bytes a second; past either,
+    the connection is closed (the application then reads ``http.disconnect``). The same body
+    deadline bounds a body drained after an early answer (401, 404, 413, 503).
+    """
+
+    deadlines: ClassVar[_Deadlines]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._timer: asyncio.TimerHandle | None = None
+        self._phase: str | None = None
+        self._arm("headers", self.deadlines.header_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._arm(None, 0)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase is None and self.conn.their_state is h11.IDLE:
+            self._arm("headers", self.deadlines.header_s)  # the next request on a kept-alive connection
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        state = self.conn.their_state
+        if self._phase == "headers" and state is not h11.IDLE:
+            if state is h11.SEND_BODY:
+                length = dict(self.headers or []).get(b"content-length", b"")
+                size = int(length) if length.isdigit() else 0
+                self._arm("body", self.deadlines.body_s + size / self.deadlines.body_rate)
+            else:
+                self._arm(None, 0)
+        elif self._phase == "body" and state is not h11.SEND_BODY:
+            self._arm(None, 0)
+
+    def _arm(self, phase: str | None, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._phase = phase
+        self._timer = self.loop.call_later(seconds, self._expire) if phase else None
+
+    def _expire(self) -> None:
+        log.debug("flightrec collector: closing a connection whose request %s did not arrive in time", self._phase)
+        self._timer = self._phase = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying when it is listening."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.serving = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.serving.set()
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _reply(send: Callable[[dict[str, Any]], Awaitable[None]], answer: Answer) -> None:
+    headers = [(b"content-type", answer.content_type.encode()), (b"content-length", str(len(answer.body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+async def _drain(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
             return
-        if not owner.authorized(self.headers.get("Authorization")):
-            self._discard()
-            self._answer(owner.unauthorized())
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes | None:
+    """The request's body, or ``None`` when the client went away (or was timed out) first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+
+
+class _App:
+    """The collector's ASGI application: health on ``/`` and ``/health``, OTLP on ``/v1/traces``.
+
+    A plain ASGI callable rather than Starlette: three routes, and the body must be read under
+    the byte budget and handed to a worker thread as it is, which Starlette's request object
+    would only wrap.
+    """
+
+    def __init__(self, collector: Collector, workers: int) -> None:
+        self.collector = collector
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="flightrec-export")
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
             return
-        length = self.headers.get("Content-Length")
+        owner = self.collector
+        if scope["method"] in ("GET", "HEAD"):
+            if scope["path"] in ("/", "/health"):
+                await _reply(send, Answer(200, b"flightrec collector: POST OTLP/HTTP traces to /v1/traces\n"))
+            else:
+                await _reply(send, owner.refuse(404, "not found: POST OTLP traces to /v1/traces"))
+            return
+        if scope["method"] != "POST":
+            await _reply(send, owner.refuse(405, f"{scope['method']} is not served: POST OTLP traces to /v1/traces",
+                                            {"Allow": "GET, HEAD, POST"}))
+            return
+        owner.stats.count(requests=1)
+        if scope["path"] != "/v1/traces":
+            answer = owner.refuse(404, f"no OTLP endpoint at {scope['path']}: send traces to /v1/traces")
+            await self._refuse(scope, receive, send, answer)
+            return
+        if not owner.authorized(_header(scope, b"authorization")):
+            await self._refuse(scope, receive, send, owner.unauthorized())
+            return
+        length = _header(scope, b"content-length")
         if length is None or not length.isdigit():
-            self._answer(owner.refuse(411, "a Content-Length is required", {"Connection": "close"}))
-            self.close_connection = True
+            await _reply(send, owner.refuse(411, "a Content-Length is required", {"Connection": "close"}))
             return
-        if int(length) > owner.max_body:
-            # Read a moderately oversized body away, so that the client hears the 413 instead of a
-            # broken pipe; an absurd one is not worth reading, and the connection closes.
-            if int(length) <= 4 * owner.max_body:
-                remaining = int(length)
-                while remaining > 0:
-                    chunk = self.rfile.read(min(remaining, 1 << 16))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-            self._answer(owner.refuse(413, f"request body of {length} bytes is over the limit of {owner.max_body}; "
-                                           "send smaller batches", {"Connection": "close"}))
-            self.close_connection = True
+        size = int(length)
+        if size > owner.max_body:
+            answer = owner.refuse(413, f"request body of {size} bytes is over the limit of {owner.max_body}; "
+                                       "send smaller batches")
+            await self._refuse(scope, receive, send, answer)
             return
-        body = self.rfile.read(int(length))
-        self._answer(owner.export(body, self.headers.get("Content-Type"), self.headers.get("Content-Encoding")))
+        cost = 2 * size  # the chunks as received, and their join
+        if not owner.budget.take(cost):
+            await self._refuse(scope, receive, send, owner.busy())
+            return
+        try:
+            body = await _read_body(receive)
+            if body is None:
+                return
+            answer = await asyncio.get_running_loop().run_in_executor(
+                self.pool, owner.export_held, body, _header(scope, b"content-type"),
+                _header(scope, b"content-encoding"), cost)
+            del body
+        finally:
+            owner.budget.give(cost)
+        await _reply(send, answer)
 
-    def _discard(self) -> None:
-        length = self.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) <= self.owner.max_body:
-            self.rfile.read(int(length))
+    async def _refuse(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                      send: Callable[[dict[str, Any]], Awaitable[None]], answer: Answer) -> None:
+        """Answers without taking the body. A body of moderate size is read away first, a piece at
+        a time and kept nowhere, so that the client hears the answer rather than a broken pipe
+        (urllib, for one, sends ``Connection: close`` and reads only once its body is sent); a
+        larger one is not worth reading, and the connection closes after the answer."""
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > 4 * self.collector.max_body):
+            answer = Answer(answer.status, answer.body, answer.content_type, {**answer.headers, "Connection": "close"})
         else:
-            self.close_connection = True
+            await _drain(receive)
+        await _reply(send, answer)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket for uvicorn, bound here so that ``url`` names the real port of ``port=0``."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.create_server(address[:2], family=family, backlog=2048)
+    return sock
 
 
 def _duration(seconds: float) -> str:

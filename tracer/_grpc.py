@@ -173,7 +173,7 @@ class GrpcReceiver:
 
     async def _export(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         collector = self.collector
-        collector.stats.requests += 1
+        collector.stats.count(requests=1)
         metadata = dict(context.invocation_metadata() or ())
         if not collector.authorized(metadata.get("authorization")):  # refused before its message is read
             await self._refuse(context, collector.unauthorized())

@@ -1,10 +1,12 @@
 """Decoding OTLP/HTTP trace requests into span records, and encoding the collector's answer.
 
 A request body is checked in this order, and the first failure is the answer for the whole
-request: media type (415), content encoding (415), size after decompression (413), then the
-payload itself (400). Inside a well-formed request each span is checked on its own: a span with
-bad ids, an end before its start or attributes nested too deeply is rejected and counted, then
-checked for what the store can take (``_validate``), and the others are kept (OTLP partial success).
+request: media type (415), content encoding (415), size after decompression (413), the number
+of spans and, over OTLP/JSON, of values (413: decoding costs per item, and a small body can
+hold millions), then the payload itself (400). Inside a well-formed request each span is checked
+on its own: a span with bad ids, an end before its start or attributes nested too deeply is
+rejected and counted, then checked for what the store can take (``_validate``), and the others
+are kept (OTLP partial success).
 
 Both encodings become the same ``opentelemetry.proto`` messages before they are read, so that
 one function (``_record``) maps a span to a ``SpanRecord`` whatever the wire format was. The
@@ -28,7 +30,7 @@ import binascii
 import json
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from google.protobuf import json_format
@@ -48,6 +50,15 @@ from ._validate import check, describe
 
 MAX_BODY = 16 * 1024 * 1024
 """Largest request body accepted, in bytes after decompression."""
+
+MAX_SPANS = 50_000
+"""Spans one request may hold. Decoding costs per span, not per byte: 16 MB of empty OTLP/JSON
+spans (``{},``), 16 KB once gzipped, took about a minute of CPU to reject span by span."""
+_JSON_VALUES = 500_000
+"""Objects, arrays and commas an OTLP/JSON body may hold: counted in the raw bytes before it is
+parsed, because parsing costs per value (about 5 µs each for OTLP/JSON, against 1 µs over
+protobuf) and a value takes as little as 2 bytes. Real OTLP/JSON has about 23,000 a MB
+(benchmarks/RESULTS.md §21), so a 16 MB body of real spans passes."""
 
 _MAX_DEPTH = 32
 """Levels of arrays and maps an attribute value may nest; a deeper one rejects its span."""
@@ -91,7 +102,8 @@ class _Rejected(Exception):
 
 
 def decode_request(body: bytes, content_type: str | None, content_encoding: str | None = None,
-                   *, max_body: int = MAX_BODY) -> tuple[list[SpanRecord], int, str]:
+                   *, max_body: int = MAX_BODY,
+                   reserve: Callable[[int], None] = lambda size: None) -> tuple[list[SpanRecord], int, str]:
     """Decodes the body of an OTLP/HTTP ``/v1/traces`` request.
 
     Args:
@@ -101,6 +113,9 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
         content_encoding: The ``Content-Encoding`` header: absent, ``identity`` or ``gzip``.
         max_body: Largest body accepted after decompression, in bytes. Decompression stops
             one byte past it, so a gzip bomb costs at most that much memory.
+        reserve: Called with each number of payload bytes before they are decoded: the body
+            when uncompressed, else each piece (at most 1 MiB) as it is decompressed. It may
+            raise to refuse them (the collector's byte budget); the exception propagates.
 
     Returns:
         The accepted spans, the number of spans rejected and, when some were or some values
@@ -111,7 +126,7 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
         OtlpError: The request as a whole cannot be accepted; its ``status`` says how to answer.
     """
     is_json = _is_json(content_type)
-    data = _decompress(body, content_encoding, max_body)
+    data = _decompress(body, content_encoding, max_body, reserve)
     if is_json:
         spans = _json_spans(data)
     else:
@@ -169,35 +184,59 @@ def _too_large(max_body: int) -> OtlpError:
                           "send smaller batches")
 
 
-def _decompress(body: bytes, content_encoding: str | None, max_body: int) -> bytes:
+_INFLATE_STEP = 1024 * 1024
+"""Bytes decompressed at a time, each piece reserved as it comes out."""
+_GZIP_MEMBERS = 64
+"""Concatenated gzip members a body may hold: clients send one, and each costs a new inflater."""
+
+
+def _check_spans(count: int) -> None:
+    if count > MAX_SPANS:
+        raise OtlpError(413, f"request of {count} spans is over the limit of {MAX_SPANS} a request; "
+                             "send smaller batches")
+
+
+def _decompress(body: bytes, content_encoding: str | None, max_body: int,
+                reserve: Callable[[int], None]) -> bytes:
     encoding = (content_encoding or "").strip().lower()
     if encoding in ("", "identity"):
         if len(body) > max_body:
             raise _too_large(max_body)
+        reserve(len(body))
         return body
     if encoding not in ("gzip", "x-gzip"):
         raise OtlpError(415, f"unsupported Content-Encoding {content_encoding!r}; send the body uncompressed "
                              "or with Content-Encoding: gzip")
     chunks: list[bytes] = []
-    total = 0
+    total = members = 0
     data = body
-    while True:  # one pass per gzip member: concatenated members are one valid gzip body
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    while True:  # a step at a time; a new inflater per gzip member
         try:
             # max_length keeps the output, hence memory, at most one byte over the limit.
-            chunk = inflater.decompress(data, max_body + 1 - total)
+            step = min(_INFLATE_STEP, max_body + 1 - total)
+            chunk = inflater.decompress(data, step)
         except zlib.error as exc:
             raise OtlpError(400, f"corrupt gzip body ({exc}); send a valid gzip stream or an uncompressed "
                                  "body") from None
         total += len(chunk)
         if total > max_body:
             raise _too_large(max_body)
+        reserve(len(chunk))
         chunks.append(chunk)
         if not inflater.eof:
-            raise OtlpError(400, "truncated gzip body; send the complete gzip stream")
+            if not inflater.unconsumed_tail and len(chunk) < step:
+                raise OtlpError(400, "truncated gzip body; send the complete gzip stream")
+            data = inflater.unconsumed_tail  # the step is out; the member goes on
+            continue
         data = inflater.unused_data
-        if not data:
+        if not data:  # concatenated members are one valid gzip body
             return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        members += 1
+        if members >= _GZIP_MEMBERS:
+            raise OtlpError(400, f"gzip body of more than {_GZIP_MEMBERS} concatenated members; "
+                                 "compress the request as one gzip stream")
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
 
 # --- protobuf ---------------------------------------------------------------------------------
@@ -210,6 +249,8 @@ def _protobuf_spans(data: bytes) -> Iterator[SpanRecord | str]:
     except (DecodeError, RecursionError) as exc:
         raise OtlpError(400, f"malformed protobuf ({exc}); send a serialized ExportTraceServiceRequest "
                              "(opentelemetry.proto.collector.trace.v1)") from None
+    _check_spans(sum(len(scope_spans.spans) for resource_spans in request.resource_spans
+                     for scope_spans in resource_spans.scope_spans))
     for resource_spans in request.resource_spans:
         scopes = ((scope_spans.scope.name, scope_spans.spans) for scope_spans in resource_spans.scope_spans)
         yield from _resource_records(resource_spans.resource, scopes)
@@ -305,6 +346,10 @@ def _malformed_json(what: str) -> OtlpError:
 
 
 def _json_spans(data: bytes) -> Iterator[SpanRecord | str]:
+    values = data.count(b"{") + data.count(b"[") + data.count(b",")  # at C speed; strings' own count too
+    if values > _JSON_VALUES:
+        raise OtlpError(413, f"OTLP/JSON body with over {_JSON_VALUES} values ({values} objects, arrays and commas); "
+                             "send smaller batches, or OTLP/protobuf")
     try:
         request = json.loads(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -313,7 +358,10 @@ def _json_spans(data: bytes) -> Iterator[SpanRecord | str]:
         raise _malformed_json("the body is not a JSON object")
     # Parse the whole structure before yielding: a shape error anywhere fails the whole request.
     resources = []
-    for resource_spans in _json_list(request, "resourceSpans", "resource_spans"):
+    resource_list = _json_list(request, "resourceSpans", "resource_spans")
+    _check_spans(sum(len(_json_list(scope_spans, "spans", "spans")) for resource_spans in resource_list
+                     for scope_spans in _json_list(resource_spans, "scopeSpans", "scope_spans")))
+    for resource_spans in resource_list:
         scope_list = _json_list(resource_spans, "scopeSpans", "scope_spans")
         resource = _json_message(resource_spans, "resource", Resource())
         scopes = []

@@ -22,12 +22,11 @@ import os
 import secrets
 import threading
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ._collector import Replying
 from ._connect import PATH, READS, WRITES, hints, result_adapter, signature
 from ._errors import FlightrecError
 from ._holder import Holder, remove_holder, write_holder
@@ -125,12 +124,23 @@ def _argument_adapters(method: str) -> dict[str, TypeAdapter[Any]]:
     return {name: TypeAdapter(t) for name, t in hints(method).items() if name != "return"}
 
 
-class _Handler(Replying):
+class _Handler(BaseHTTPRequestHandler):
     owner: ReadApi
+    protocol_version = "HTTP/1.1"  # keep-alive: a client makes many calls on one connection
     server_version = "flightrec-read-api"
     # A reply goes out as two writes (headers, body); with Nagle's algorithm the body waited for
     # the client's delayed ACK of the headers: 40 ms a call on a kept-alive connection.
     disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
+        log.debug("%s " + format, self.address_string(), *args)  # never content, never at INFO
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _json(self, status: int, error: str, message: str) -> None:
         self._reply(status, json.dumps({"error": error, "message": message}).encode(), "application/json")

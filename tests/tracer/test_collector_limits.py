@@ -1,0 +1,192 @@
+"""The collector's transport under clients that misbehave: idle, slow and oversized requests,
+too many connections, and more bytes in flight than the budget allows (issue 15, items 3–5)."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.tracer.test_collector import PROTOBUF, agent_spans, post
+from tracer._collector import Collector
+from tracer._otlp import MAX_SPANS
+
+EOF_WITHIN_S = 20.0
+"""A generous bound on how long a closed connection may take to read EOF: the timeouts under test
+are a fraction of a second, and the bound only keeps a broken server from hanging the test."""
+
+
+@pytest.fixture(scope="module")
+def good() -> bytes:
+    return encode_spans(agent_spans()).SerializeToString()
+
+
+def address(collector: Collector) -> tuple[str, int]:
+    return collector._socket.getsockname()[:2]
+
+
+def reads_eof(sock: socket.socket) -> bool:
+    """Reads until the server closes the connection; False if it is still open after the bound."""
+    try:
+        read_until_eof(sock)
+    except TimeoutError:
+        return False
+    return True
+
+
+def read_until_eof(sock: socket.socket) -> bytes:
+    sock.settimeout(EOF_WITHIN_S)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def trickle(sock: socket.socket, data: bytes, stop: threading.Event) -> None:
+    """Sends ``data`` a byte at a time, as a slow client would, until it is sent or stopped."""
+    for byte in data:
+        if stop.wait(0.05):
+            return
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            return
+
+
+@pytest.fixture
+def strict(tmp_path):
+    with Collector(str(tmp_path / "s.duckdb"), port=0, header_timeout_s=0.3, idle_timeout_s=0.3,
+                   body_timeout_s=0.3, body_rate=1_000_000) as c:
+        yield c
+
+
+def test_a_connection_that_sends_nothing_is_closed(strict, good):
+    with socket.create_connection(address(strict)) as idle:
+        assert reads_eof(idle)
+    assert post(strict.url, good)[0] == 200
+
+
+def test_a_kept_alive_connection_left_idle_after_a_response_is_closed(strict):
+    with socket.create_connection(address(strict)) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert reads_eof(sock)
+
+
+def test_headers_that_trickle_in_are_cut_off(strict):
+    stop = threading.Event()
+    with socket.create_connection(address(strict)) as slow:
+        headers = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 2000 + b"\r\n\r\n"
+        sender = threading.Thread(target=trickle, args=(slow, headers, stop))
+        sender.start()
+        try:
+            assert reads_eof(slow)
+        finally:
+            stop.set()
+            sender.join()
+
+
+def test_a_body_that_trickles_in_is_cut_off_and_the_server_still_serves(strict, good):
+    stop = threading.Event()
+    with socket.create_connection(address(strict)) as slow:
+        slow.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 5000\r\n\r\n")
+        sender = threading.Thread(target=trickle, args=(slow, b"\0" * 5000, stop))
+        sender.start()
+        try:
+            assert reads_eof(slow)
+        finally:
+            stop.set()
+            sender.join()
+    assert post(strict.url, good)[0] == 200
+    assert strict.budget.held == 0  # the cut-off request gave its reservation back
+
+
+def test_a_client_that_behaves_is_served_while_hundreds_of_connections_idle(tmp_path, good):
+    with Collector(str(tmp_path / "i.duckdb"), port=0) as collector:
+        idle = [socket.create_connection(address(collector)) for _ in range(300)]
+        try:
+            for s in idle[::2]:  # half of them halfway through their headers
+                s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
+            assert post(collector.url, good)[0] == 200
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_connections_past_the_cap_are_answered_503(tmp_path, good):
+    with Collector(str(tmp_path / "cap.duckdb"), port=0, max_connections=4) as collector:
+        idle = [socket.create_connection(address(collector)) for _ in range(4)]
+        try:
+            status, text = post(collector.url, good)
+            assert status == 503 and text
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_an_oversized_content_length_is_refused_before_the_body_is_sent(strict):
+    with socket.create_connection(address(strict)) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 999999999\r\n\r\n")  # and no body at all
+        reply = read_until_eof(sock)
+        assert reply.startswith(b"HTTP/1.1 413") and b"send smaller batches" in reply, reply
+
+
+def test_past_the_byte_budget_a_request_gets_503_until_the_writer_catches_up(tmp_path, monkeypatch, good):
+    # A budget smaller than one request's cost: the first request is taken (it holds all that is
+    # held), and the next waits for it, answered 503 with Retry-After rather than queued.
+    with Collector(str(tmp_path / "b.duckdb"), port=0, max_pending_bytes=len(good)) as collector:
+        release = threading.Event()
+        real = collector.store.write
+        monkeypatch.setattr(collector.store, "write", lambda batch: (release.wait(30), real(batch)))
+        first: list[int] = []
+        sender = threading.Thread(target=lambda: first.append(post(collector.url, good)[0]))
+        sender.start()
+        deadline = time.monotonic() + 30
+        while collector._pending == 0 and time.monotonic() < deadline:  # the first is queued for the writer
+            time.sleep(0.01)
+        status, text = post_with_headers(collector.url, good)
+        assert status == 503 and text["retry-after"] == "1"
+        assert collector.stats.refused_busy == 1
+        release.set()
+        sender.join(30)
+        assert first == [200]
+        assert collector.budget.held == 0
+        assert post(collector.url, good)[0] == 200  # the retry is taken once the writer caught up
+
+
+def post_with_headers(url: str, body: bytes) -> tuple[int, dict[str, str]]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/v1/traces", data=body, method="POST", headers={"Content-Type": PROTOBUF})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}
+
+
+def test_a_small_gzip_body_that_decodes_to_millions_of_items_gets_a_quick_413(tmp_path, good):
+    empty_spans = (b'{"resourceSpans":[{"scopeSpans":[{"spans":[' + b"{}," * 2_000_000 + b"{}]}]}]}")
+    many_spans = ExportTraceServiceRequest()
+    scope = many_spans.resource_spans.add().scope_spans.add()
+    for _ in range(MAX_SPANS + 1):
+        scope.spans.add()
+    with Collector(str(tmp_path / "g.duckdb"), port=0) as collector:
+        status, text = post(collector.url, gzip.compress(empty_spans), "application/json",
+                            **{"Content-Encoding": "gzip"})
+        assert status == 413 and b"send smaller batches" in text, text
+        status, text = post(collector.url, gzip.compress(many_spans.SerializeToString()), PROTOBUF,
+                            **{"Content-Encoding": "gzip"})
+        assert status == 413 and f"limit of {MAX_SPANS}".encode() in text, text
+        assert post(collector.url, good)[0] == 200
