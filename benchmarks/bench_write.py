@@ -27,10 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import duckdb  # noqa: E402
 from _workload import machine_header  # noqa: E402
 from bench_collector import _prepare  # noqa: E402
-
-import duckdb  # noqa: E402
 
 from tracer._ingest import Batch, Ingestor  # noqa: E402
 from tracer._otlp import decode_request  # noqa: E402

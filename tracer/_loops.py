@@ -81,8 +81,8 @@ _SPACE = "[ \t\n\r\f]+"
 _SPACES = re.compile(_SPACE)
 _SQL_SPACE = "[ \t\n\r\f]*[\t\n\r\f][ \t\n\r\f]*|  [ \t\n\r\f]*"
 """The runs of ``_SPACE`` that are not already one space: replacing only these gives the same text.
-Nearly every JSON result has single spaces, and each match sends RE2 to its slower submatch
-engine, so in DuckDB this costs about a fifth of ``_SPACE`` (benchmarks/RESULTS.md §24)."""
+Nearly every JSON result has single spaces, and matching them all (most likely RE2's slower
+submatch engine at each match) made ``_SPACE`` cost five times this in DuckDB (benchmarks/RESULTS.md §24)."""
 _MAX_TEXT = 65_536
 """Longer results are compared on their first 64 KiB plus their length: enough to tell them apart."""
 
