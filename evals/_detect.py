@@ -291,6 +291,9 @@ class Scope:
 
     since_ns: int = 0
     session_ids: tuple[str, ...] | None = None
+    rows_from_ns: int = 0
+    """No row of a session in scope starts before this; ``detect`` sets it from the sessions' own
+    starts. The per-session detectors read only the rows from then on (see ``_with``)."""
 
     def where(self, alias: str = "s") -> tuple[str, list[Any]]:
         """A SQL condition on ``sessions`` (as ``alias``) and its parameters."""
@@ -327,9 +330,21 @@ _ROUTES = """routes AS (
     SELECT session_id, any_value(coalesce(json_extract_string(attributes, '$."flightrec.route"'),
                                           json_extract_string(attributes, '$."flightrec.scenario"'))) AS route
     FROM spans WHERE parent_span_id IS NULL {filter} GROUP BY session_id)"""
+_PER_SESSION_TABLES = ("spans", "llm_calls", "tool_calls", "turns")
+
+
 def _with(scope: Scope, *parts: str) -> tuple[str, list[Any]]:
+    """The ``WITH`` head of a per-session detector: ``target``, the sessions in scope, and each table
+    it reads cut down to those sessions' rows, under the table's own name (``main.x`` is the table).
+
+    Joining a whole table on session id costs as much as the table, however few sessions a run
+    covers; the constant bound on ``start_ns`` (rows are stored about in time order) lets DuckDB
+    skip the older row groups and segments by their min/max, so a run's cost follows its sessions.
+    """
     where, params = scope.where()
     ctes = [_TARGET.format(where=where)]
+    ctes += [f"{t} AS (SELECT * FROM main.{t} WHERE start_ns >= {int(scope.rows_from_ns)} "
+             "AND session_id IN (SELECT session_id FROM target))" for t in _PER_SESSION_TABLES]
     ctes += [part.format(filter="AND session_id IN (SELECT session_id FROM target)") for part in parts]
     return "WITH " + ",\n".join(ctes), params
 
@@ -948,7 +963,8 @@ def detect(store: tracer.Store, *, scope: Scope | None = None, config: DetectCon
         n for n in DETECTORS if n not in config.disabled and FAMILIES_OF[n] not in config.disabled]
     started = time.perf_counter()
     where, params = scope.where()
-    sessions = store.sql(f"SELECT count(*) FROM sessions s WHERE {where}", params)[0][0]
+    sessions, first_ns = store.sql(f"SELECT count(*), min(start_ns) FROM sessions s WHERE {where}", params)[0]
+    scope = dataclasses.replace(scope, rows_from_ns=max(scope.rows_from_ns, first_ns or 0))
     findings: list[Finding] = []
     timings: dict[str, float] = {}
     if sessions:

@@ -79,6 +79,10 @@ _VOLATILE = [(re.compile(p, re.ASCII), r) for p, r in VOLATILE_PATTERNS]
 _SPACE = "[ \t\n\r\f]+"
 """Runs of whitespace become one space (written out: RE2's and Python's ``\\s`` differ beyond ASCII)."""
 _SPACES = re.compile(_SPACE)
+_SQL_SPACE = "[ \t\n\r\f]*[\t\n\r\f][ \t\n\r\f]*|  [ \t\n\r\f]*"
+"""The runs of ``_SPACE`` that are not already one space: replacing only these gives the same text.
+Nearly every JSON result has single spaces, and matching them all (most likely RE2's slower
+submatch engine at each match) made ``_SPACE`` cost five times this in DuckDB (benchmarks/RESULTS.md §24)."""
 _MAX_TEXT = 65_536
 """Longer results are compared on their first 64 KiB plus their length: enough to tell them apart."""
 
@@ -136,7 +140,7 @@ def outcome_key_sql(result: str, error_type: str, error_message: str, status: st
         expr = f"left({text}, {_MAX_TEXT})"
         for pattern, replacement in VOLATILE_PATTERNS:
             expr = f"regexp_replace({expr}, '{pattern.replace(chr(39), chr(39) * 2)}', '{replacement}', 'g')"
-        expr = f"trim(regexp_replace({expr}, '{_SPACE}', ' ', 'g'), ' ')"
+        expr = f"trim(regexp_replace({expr}, '{_SQL_SPACE}', ' ', 'g'), ' ')"
         return f"{expr} || CASE WHEN length({text}) > {_MAX_TEXT} THEN '…' || length({text}) ELSE '' END"
 
     error = f"coalesce({error_type}, 'error') || ': ' || coalesce({error_message}, '')"

@@ -86,7 +86,8 @@ def test_volatile_fields_are_normalised_and_the_rest_is_kept():
 
 def test_the_stores_outcome_keys_from_duckdb_equal_pythons():
     texts = [json.dumps({"status": "ok", "request_id": "r-1", "at": "2026-03-01 10:00:00"}), "plain  text\n",
-             "non-ASCII\u00a0space at 12:30, ref deadbeefdeadbeef00", "x" * 70_000, "it's 'quoted' \\ and \"so\"", ""]
+             "non-ASCII\u00a0space at 12:30, ref deadbeefdeadbeef00", "x" * 70_000, "it's 'quoted' \\ and \"so\"", "",
+             " a \t b  c\n\nd e  \r\n f\f\fg \t\t h  "]
     rows = [(t, None, None, "ok") for t in texts] + [(None, "Timeout", t, "error") for t in texts[:3]]
     rows += [(None, None, None, "ok"), (None, None, None, "error")]
     con = duckdb.connect()
