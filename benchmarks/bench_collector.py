@@ -155,7 +155,8 @@ def _stages(args: argparse.Namespace) -> None:
                 commits += 1
                 ended += [d.session_id for d in batch.sessions.values() if d.ended]
             row = {f"{stage}_us": round(v / spans * 1e6, 1) for stage, v in cpu.items()}
-            row |= {"spans_per_commit": round(spans / commits), "write_ms_per_commit": round(cpu["write"] / commits * 1e3, 1)}
+            row |= {"spans_per_commit": round(spans / commits),
+                    "write_ms_per_commit": round(cpu["write"] / commits * 1e3, 1)}
             if label == "by_senders":
                 for size in (150, 1200):
                     t0 = _process_cpu_s()
