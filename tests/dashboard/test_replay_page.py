@@ -22,8 +22,10 @@ def asks_to_confirm(demo_store) -> tuple[str, int]:
             runs = store.session_runs(summary.session_id)
             if not runs or runs[0].attributes.get("flightrec.scenario") != "refund_over_threshold":
                 continue
-            finals = store.sql("SELECT min(turn_index) FROM llm_calls WHERE session_id = ? AND action = 'final'",
-                               [summary.session_id])
+            # The agent words its question one of two ways (a seeded choice), and which session the
+            # demo's concurrent workers start first varies: pick one that asks in the words checked below.
+            finals = store.sql("SELECT min(turn_index) FROM llm_calls WHERE session_id = ? AND action = 'final' "
+                               "AND response_body LIKE '%Shall I go ahead?%'", [summary.session_id])
             turn = finals[0][0]
             if turn is not None and RULE_2 in str(replay.reconstruct(summary.session_id, turn, db=store).request):
                 return summary.session_id, turn
