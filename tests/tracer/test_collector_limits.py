@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import socket
 import threading
-import time
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -81,31 +80,29 @@ def test_a_kept_alive_connection_left_idle_after_a_response_is_closed(strict):
         assert reads_eof(sock)
 
 
-def test_headers_that_trickle_in_are_cut_off(strict):
+def cut_off_while_trickling(sock: socket.socket, data: bytes) -> bool:
+    """Trickles ``data`` into ``sock`` while waiting for the server to close it (``reads_eof``)."""
     stop = threading.Event()
+    sender = threading.Thread(target=trickle, args=(sock, data, stop))
+    sender.start()
+    try:
+        return reads_eof(sock)
+    finally:
+        stop.set()
+        sender.join()
+
+
+def test_headers_that_trickle_in_are_cut_off(strict):
     with socket.create_connection(address(strict)) as slow:
         headers = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 2000 + b"\r\n\r\n"
-        sender = threading.Thread(target=trickle, args=(slow, headers, stop))
-        sender.start()
-        try:
-            assert reads_eof(slow)
-        finally:
-            stop.set()
-            sender.join()
+        assert cut_off_while_trickling(slow, headers)
 
 
 def test_a_body_that_trickles_in_is_cut_off_and_the_server_still_serves(strict, good):
-    stop = threading.Event()
     with socket.create_connection(address(strict)) as slow:
         slow.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
                      b"Content-Length: 5000\r\n\r\n")
-        sender = threading.Thread(target=trickle, args=(slow, b"\0" * 5000, stop))
-        sender.start()
-        try:
-            assert reads_eof(slow)
-        finally:
-            stop.set()
-            sender.join()
+        assert cut_off_while_trickling(slow, b"\0" * 5000)
     assert post(strict.url, good)[0] == 200
     assert strict.budget.held == 0  # the cut-off request gave its reservation back
 
@@ -145,15 +142,13 @@ def test_past_the_byte_budget_a_request_gets_503_until_the_writer_catches_up(tmp
     # A budget smaller than one request's cost: the first request is taken (it holds all that is
     # held), and the next waits for it, answered 503 with Retry-After rather than queued.
     with Collector(str(tmp_path / "b.duckdb"), port=0, max_pending_bytes=len(good)) as collector:
-        release = threading.Event()
+        writing, release = threading.Event(), threading.Event()
         real = collector.store.write
-        monkeypatch.setattr(collector.store, "write", lambda batch: (release.wait(30), real(batch)))
+        monkeypatch.setattr(collector.store, "write", lambda batch: (writing.set(), release.wait(30), real(batch)))
         first: list[int] = []
         sender = threading.Thread(target=lambda: first.append(post(collector.url, good)[0]))
         sender.start()
-        deadline = time.monotonic() + 30
-        while collector._pending == 0 and time.monotonic() < deadline:  # the first is queued for the writer
-            time.sleep(0.01)
+        assert writing.wait(30)  # the first request is with the writer, holding its budget
         status, text = post_with_headers(collector.url, good)
         assert status == 503 and text["retry-after"] == "1"
         assert collector.stats.refused_busy == 1
