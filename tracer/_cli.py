@@ -60,6 +60,7 @@ def check_port_free(host: str, port: int, option: str) -> None:
 
     Port 0 (any free port) always passes. The port is bound and released at once, so another
     process may still take it before the server binds it; the server's own error then shows.
+    A host that is not this machine's (a mistyped address or name) fails here too.
     """
     if port == 0:
         return
@@ -69,10 +70,13 @@ def check_port_free(host: str, port: int, option: str) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
+            why = exc.strerror.lower() if exc.strerror else str(exc)
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"cannot listen on {host}:{port} ({why}): {host} is not an address of this machine; "
+                                  "bind to one of its own, 127.0.0.1 (this machine only) or 0.0.0.0 (all).") from None
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 raise
-            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror.lower() if exc.strerror else exc}): "
-                              f"pass {option} with a free port.") from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({why}): pass {option} with a free port.") from None
 
 
 def actor_option(fn: Any) -> Any:
