@@ -60,7 +60,8 @@ def render() -> None:
     actors = c2.multiselect("Actor", _seen("actor"), key="audit_actor")
     vias = c3.multiselect("From", tracer.AUDIT_VIAS, key="audit_via")
     total, rows = _entries(tuple(actions), tuple(actors), tuple(vias))
-    st.caption(f"{total:,} entries match" + (f"; showing the newest {len(rows):,}" if total > len(rows) else ""))
+    st.caption(f"{total:,} {'entry matches' if total == 1 else 'entries match'}"
+               + (f"; showing the newest {len(rows):,}" if total > len(rows) else ""))
     if rows.empty:
         st.info("No entry matches these filters.")
         return

@@ -94,7 +94,8 @@ def test_loopback_is_localhost_127_8_and_ipv6_one_only():
         check_exposure("0.0.0.0", None)
 
 
-@pytest.mark.parametrize("host", ["192.0.2.7", "10.255.255.1"])  # TEST-NET and a private address: not bound here, no lookup
+# A TEST-NET and a private address: no interface of a test machine has them, and no name is looked up.
+@pytest.mark.parametrize("host", ["192.0.2.7", "10.255.255.1"])
 def test_a_host_that_is_not_this_machines_is_a_clear_error(tmp_path, host):
     db = tmp_path / "s.duckdb"
     tracer.Store(db).close()
