@@ -14,6 +14,7 @@ Quick start::
         ...  # your agent loop
 """
 
+from ._audit import ACTOR_ENV, AUDIT_ACTIONS, AUDIT_VIAS, AuditAction, AuditVia, actor_name
 from ._canonical import canonical_json, sha256_hex
 from ._connect import ServedStore, connect
 from ._decision import ToolKinds
@@ -49,6 +50,7 @@ from ._recorder import ContentMode, Recorder, __version__, configure
 from ._records import (
     AgentRun,
     AlertRecord,
+    AuditEntry,
     CallOutline,
     CallParts,
     EvalResultRecord,
@@ -66,8 +68,14 @@ from ._sse import sse_events
 from ._store import DEFAULT_DB, Store, default_db_path
 
 __all__ = [
+    "ACTOR_ENV",
+    "AUDIT_ACTIONS",
+    "AUDIT_VIAS",
     "AgentRun",
     "AlertRecord",
+    "AuditAction",
+    "AuditEntry",
+    "AuditVia",
     "BUILTIN_REDACTORS",
     "CallOutline",
     "CallParts",
@@ -111,6 +119,7 @@ __all__ = [
     "VOLATILE_PATTERNS",
     "VerifyResult",
     "__version__",
+    "actor_name",
     "call_keys",
     "canonical_arguments",
     "canonical_json",

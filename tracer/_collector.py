@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import os
 import queue
@@ -71,7 +72,17 @@ _EXPORT_THREADS = 32
 _ACK_TIMEOUT_S = 60.0
 SESSION_TIMEOUT_S = 30 * 60.0
 """Inactivity after which a session that no span ended is closed (``flightrec serve --session-timeout``)."""
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only: ``localhost``,
+    127.0.0.0/8 or ``::1``. Any other name or address (``0.0.0.0``, ``""``, a LAN address) is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_exposure(host: str, token: str | None) -> None:
@@ -80,7 +91,7 @@ def check_exposure(host: str, token: str | None) -> None:
     Raises:
         ConfigError: ``host`` is not loopback and ``token`` is empty.
     """
-    if host not in _LOOPBACK and not token:
+    if not is_loopback(host) and not token:
         raise ConfigError(f"binding to {host} exposes the collector beyond this machine: give a bearer token "
                           "(--token or FLIGHTREC_TOKEN), or bind to 127.0.0.1.")
 
