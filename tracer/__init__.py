@@ -44,8 +44,8 @@ from ._loops import (
     outcome_key,
     outcome_key_sql,
 )
-from ._pricing import ModelPrice, PriceTable, Usage
 from ._presidio import presidio_redactor
+from ._pricing import ModelPrice, PriceTable, Usage
 from ._recorder import Recorder, __version__, configure
 from ._records import (
     AgentRun,

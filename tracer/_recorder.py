@@ -121,8 +121,8 @@ class Recorder:
                                                policy=self.policy)
         else:
             self.processor = StoreSpanProcessor(
-                lambda: Store(self.db_path), max_queue=max_queue, on_sessions_ended=on_sessions_ended, policy=self.policy,
-                spill=None if self.db_path == ":memory:" else spill_dir(self.db_path))
+                lambda: Store(self.db_path), max_queue=max_queue, on_sessions_ended=on_sessions_ended,
+                spill=None if self.db_path == ":memory:" else spill_dir(self.db_path), policy=self.policy)
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("flightrec", __version__)
 

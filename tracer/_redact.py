@@ -15,10 +15,11 @@ instrumentation's attributes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -39,7 +40,7 @@ _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 # numbers are shorter or unseparated, which keeps false positives down. Neither a phone nor a card
 # number starts or ends inside a word or a dashed id, so that the digit runs of UUIDs and hex
 # hashes in ids stay whole.
-_PHONE = re.compile(r"(?<![\w+-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w-])")
+_PHONE = re.compile(r"(?<![\w+-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{2,4}){1,5}(?![\w-])")
 _CARD = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
 _API_KEY = re.compile(
     r"\b(?:sk-ant-[A-Za-z0-9_-]{10,}|sk-[A-Za-z0-9_-]{20,}|(?:sk|rk)_live_[A-Za-z0-9]{16,}"
@@ -60,13 +61,18 @@ _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-
 # A JWT is three base64url parts; its header always starts with `{"`, which is `eyJ` in base64.
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 # The credential must hold a digit: "basic questions" is English, "Basic dXNlcjpwYXNz0=" is not.
-_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)(?=[A-Za-z0-9._~+/-]*\d)[A-Za-z0-9._~+/-]{8,}=*")
+_BEARER = re.compile(r"\b([Bb](?i:earer|asic))(\s+)(?=[A-Za-z0-9._~+/-]*\d)[A-Za-z0-9._~+/-]{8,}=*")
 # Two capital letters, two check digits, then up to 30 capitals and digits, printed with or without
 # spaces every four. The mod-97 check in `redact_iban` keeps words and codes that look alike.
 _IBAN = re.compile(r"(?<![\w-])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
-_SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\d-])")
+# The look-behind comes after the first digit: a pattern that starts with a character class is
+# scanned for that class first, several times faster than testing a look-behind at every position.
+_SSN = re.compile(r"\d(?<![\d-]\d)(?<!0\d)(?<!6\d)(?<!9\d)\d\d(?<!000)(?<!666)([- ])(?!00)\d{2}\1(?!0000)\d{4}"
+                  r"(?![\d-])")
 _SSN_NAMED = re.compile(r"(?i)\b(ssn|social security(?: number| no\.?)?)(\W{1,3})\d{9}\b")
-_IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])")
+# An address ends a sentence with a period, but is not part of a longer dotted number or a word (v1.2.3.4).
+_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+                   r"(?!\w|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?:%\w+)?"
                    r"(?![\w:])")
 
@@ -98,8 +104,11 @@ def redact_phone(text: str) -> str:
     """Replaces phone numbers written with separators or a country code."""
 
     def sub(m: re.Match[str]) -> str:
-        digits = re.sub(r"\D", "", m.group())
-        return "[REDACTED:phone]" if 9 <= len(digits) <= 15 else m.group()
+        found = m.group()
+        digits = re.sub(r"\D", "", found)
+        # A one-digit first group (+33 6 12 34 56 78) only after a country code: "5 10 15 …" is a list.
+        lone_first = found[0].isdigit() and not found[1].isdigit()
+        return "[REDACTED:phone]" if 9 <= len(digits) <= 15 and not lone_first else found
 
     return _PHONE.sub(sub, text)
 
@@ -183,20 +192,17 @@ BUILTIN_REDACTORS: tuple[Redactor, ...] = (
 
 def redact_value(value: Any, redactors: Iterable[Redactor]) -> Any:
     """A copy of a JSON value with every string run through every redactor. Keys are kept."""
-    chain = tuple(redactors)
+    return ContentPolicy("redacted", tuple(redactors)).content(value)
 
-    def walk(v: Any) -> Any:
-        if isinstance(v, str):
-            for r in chain:
-                v = r(v)
-            return v
-        if isinstance(v, (list, tuple)):
-            return [walk(x) for x in v]
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        return v
 
-    return walk(value)
+def _walk(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return [_walk(x, redact) for x in value]
+    if isinstance(value, dict):
+        return {k: _walk(x, redact) for k, x in value.items()}
+    return value
 
 
 # Attributes of flightrec's own spans that hold identifiers, hashes and settings, never free text:
@@ -206,6 +212,7 @@ _IDENTIFIERS = frozenset({
 })
 # What an exception event may keep in `none` mode: its type, not its message or stack.
 _EXCEPTION_TYPE = "exception.type"
+_CACHED_STRINGS = 4096
 
 
 @dataclass(frozen=True)
@@ -214,6 +221,19 @@ class ContentPolicy:
 
     mode: ContentMode = "full"
     redactors: tuple[Redactor, ...] = BUILTIN_REDACTORS
+    _redact: Callable[[str], str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Each call's request repeats the whole conversation so far: remembering the strings already
+        # redacted keeps redaction linear in a session's length, not quadratic.
+        chain = self.redactors
+
+        def redact(text: str) -> str:
+            for r in chain:
+                text = r(text)
+            return text
+
+        object.__setattr__(self, "_redact", functools.lru_cache(maxsize=_CACHED_STRINGS)(redact))
 
     def content(self, value: Any) -> Any:
         """Content (bodies, tool arguments and results, messages): as it is, redacted, or ``None`` to leave out."""
@@ -221,7 +241,7 @@ class ContentPolicy:
             return value
         if self.mode == "none":
             return None
-        return redact_value(value, self.redactors)
+        return _walk(value, self._redact)
 
     def metadata(self, value: Any) -> Any:
         """Free text an agent puts in metadata (session and event attributes): redacted unless the mode is full.
@@ -230,7 +250,7 @@ class ContentPolicy:
         """
         if self.mode == "full" or value is None:
             return value
-        return redact_value(value, self.redactors)
+        return _walk(value, self._redact)
 
     def text(self, value: str) -> str:
         """A string attribute whose value may be JSON: redacted as JSON, so that the result still parses."""
@@ -240,8 +260,8 @@ class ContentPolicy:
             except ValueError:
                 pass
             else:
-                return canonical_json(redact_value(parsed, self.redactors))
-        return redact_value(value, self.redactors)
+                return canonical_json(_walk(parsed, self._redact))
+        return self._redact(value)
 
     def span(self, span: ReadableSpan) -> ReadableSpan:
         """The span as it may be stored or exported: a copy when anything in it had to change.
