@@ -264,8 +264,9 @@ class Session:
         """Records a named event (a guard that fired, an approval) on the current turn or the session."""
         with self._lock:
             span = self._turn or self._span
-        span.add_event(name, {k: v if isinstance(v, (str, int, float, bool)) else _to_text(v)
-                              for k, v in self._recorder.policy.metadata(attributes).items()})
+        policy = self._recorder.policy
+        span.add_event(policy.metadata(name), {k: v if isinstance(v, (str, int, float, bool)) else _to_text(v)
+                                               for k, v in policy.metadata(attributes).items()})
 
     def _close(self, exc: BaseException | None) -> None:
         with self._lock:

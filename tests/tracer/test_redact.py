@@ -81,8 +81,8 @@ def test_redacted_mode_stores_no_secret_and_keeps_the_exact_hash():
 def _span_with_everything(provider) -> None:
     """Another instrumentation's span with content in an attribute, an exception event and its status."""
     with pytest.raises(ValueError), provider.get_tracer("app").start_as_current_span(
-            "lookup", attributes={"customer": "bob@example.com", "gen_ai.input.messages": '[{"content": "bob@example.com"}]',
-                                  "http.status_code": 500}):
+            "lookup", attributes={"customer": "bob@example.com", "http.status_code": 500,
+                                  "gen_ai.input.messages": '[{"content": "bob@example.com"}]'}):
         raise ValueError("no order for bob@example.com")
 
 
