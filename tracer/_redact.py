@@ -213,6 +213,8 @@ _IDENTIFIERS = frozenset({
 # What an exception event may keep in `none` mode: its type, not its message or stack.
 _EXCEPTION_TYPE = "exception.type"
 _CACHED_STRINGS = 4096
+# What capture shapes as it sets it on flightrec's spans, so that the span pass need not parse it again.
+_SHAPED_AT_CAPTURE = A.CONTENT_ATTRIBUTES | {A.SESSION_STATUS_REASON}
 
 
 @dataclass(frozen=True)
@@ -267,8 +269,10 @@ class ContentPolicy:
         """The span as it may be stored or exported: a copy when anything in it had to change.
 
         The status description and every event (exception messages and stack traces included)
-        are treated as content. flightrec's own attributes were shaped when they were set; other
-        instrumentation's are: content attributes left out in ``none`` mode, every string redacted.
+        are treated as content. Attributes: content attributes are left out in ``none`` mode and
+        every other string is redacted, except those of flightrec's spans that capture shaped as it
+        set them (bodies, tool arguments and results, reasoning, the status reason): other code can
+        set attributes on flightrec's spans too, as the current span.
         """
         if self.mode == "full":
             return span
@@ -285,10 +289,10 @@ class ContentPolicy:
                 event, changed = Event(event.name, attrs, event.timestamp), True
             events.append(event)
         attrs = span.attributes or {}
-        if span.instrumentation_scope is None or span.instrumentation_scope.name != "flightrec":
-            shaped = self._attributes(attrs)
-            changed = changed or shaped is not attrs
-            attrs = shaped
+        own = span.instrumentation_scope is not None and span.instrumentation_scope.name == "flightrec"
+        shaped = self._attributes(attrs, skip=_SHAPED_AT_CAPTURE if own else frozenset())
+        changed = changed or shaped is not attrs
+        attrs = shaped
         if not changed:
             return span
         return ReadableSpan(
@@ -299,12 +303,13 @@ class ContentPolicy:
     def _free_text(self, value: str) -> str | None:
         return None if self.mode == "none" else self.text(value)
 
-    def _attributes(self, attrs: Mapping[str, Any], *, exception: bool = False) -> Mapping[str, Any]:
-        """``attrs`` itself when nothing changes, else a shaped copy."""
+    def _attributes(self, attrs: Mapping[str, Any], *, exception: bool = False,
+                    skip: frozenset[str] = frozenset()) -> Mapping[str, Any]:
+        """``attrs`` itself when nothing changes, else a shaped copy; ``skip`` names keys kept as they are."""
         out: dict[str, Any] = {}
         changed = False
         for key, value in attrs.items():
-            if key in _IDENTIFIERS:
+            if key in _IDENTIFIERS or key in skip:
                 out[key] = value
                 continue
             is_content = (exception and key != _EXCEPTION_TYPE or key in A.CONTENT_ATTRIBUTES

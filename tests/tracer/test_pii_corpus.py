@@ -2,13 +2,13 @@
 
 A small agent on the fake model puts the whole corpus in each place: the system prompt and the
 customer's message, the model's text, reasoning and tool arguments, a tool's result and a tool's
-error, session and event attributes, the session's status reason and its exception, OpenTelemetry's
-``record_exception`` (on the session and on another instrumentation's span, whose attributes hold the
-conventions' content keys too), and an API error's message. Then every column
-of every table (found in DuckDB's catalog, so that a new table is scanned too) and the raw bytes of
-the database, its WAL and the spill are searched, and so are the bytes posted to an OTLP endpoint
-(tests/evals/test_redaction.py does the same for eval records).
-``redacted`` and ``none`` must leak nothing; ``full``, the control, must leak everything.
+error, session and event attributes (and one that other code sets on the session's span), the
+session's status reason and its exception, OpenTelemetry's ``record_exception`` (on the session and
+on another instrumentation's span, whose attributes hold the conventions' content keys too), and an
+API error's message. Then every column of every table (found in DuckDB's catalog, so that a new
+table is scanned too) and the raw bytes of the database, its WAL and the spill are searched, and so
+are the bytes posted to an OTLP endpoint (tests/evals/test_redaction.py does the same for eval
+records). ``redacted`` and ``none`` must leak nothing; ``full``, the control, must leak everything.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def run_corpus_agent(rec: tracer.Recorder) -> None:
         with app.start_as_current_span("crm.status") as span:
             span.set_status(Status(StatusCode.ERROR, TEXT))
         trace.get_current_span().record_exception(KeyError(TEXT))
+        trace.get_current_span().set_attribute("app.customer", TEXT)  # other code, on flightrec's session span
         session.set_status("escalated", TEXT)
         raise RuntimeError(TEXT)
 
