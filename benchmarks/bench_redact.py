@@ -31,8 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import tracer  # noqa: E402
 from bench_overhead import ONE_TOOL, bare_client, request  # noqa: E402
+
+import tracer  # noqa: E402
 from tracer._redact import BUILTIN_REDACTORS, redact_value  # noqa: E402
 
 MODES = ("full", "redacted", "none")
