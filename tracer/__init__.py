@@ -45,8 +45,9 @@ from ._loops import (
     outcome_key,
     outcome_key_sql,
 )
+from ._presidio import presidio_redactor
 from ._pricing import ModelPrice, PriceTable, Usage
-from ._recorder import ContentMode, Recorder, __version__, configure
+from ._recorder import Recorder, __version__, configure
 from ._records import (
     AgentRun,
     AlertRecord,
@@ -62,7 +63,21 @@ from ._records import (
     Turn,
     VerifyResult,
 )
-from ._redact import BUILTIN_REDACTORS, Redactor, redact_api_key, redact_card, redact_email, redact_phone
+from ._redact import (
+    BUILTIN_REDACTORS,
+    ContentMode,
+    ContentPolicy,
+    Redactor,
+    redact_api_key,
+    redact_bearer,
+    redact_card,
+    redact_email,
+    redact_iban,
+    redact_ip,
+    redact_jwt,
+    redact_phone,
+    redact_ssn,
+)
 from ._session import Session, ToolCall, current_session, tool
 from ._sse import sse_events
 from ._store import DEFAULT_DB, Store, default_db_path
@@ -83,6 +98,7 @@ __all__ = [
     "EvalResultRecord",
     "EvalRunRecord",
     "ContentMode",
+    "ContentPolicy",
     "DEFAULT_DB",
     "ExportStats",
     "FlightrecError",
@@ -131,10 +147,16 @@ __all__ = [
     "normalise_outcome",
     "outcome_key",
     "outcome_key_sql",
+    "presidio_redactor",
     "redact_api_key",
+    "redact_bearer",
     "redact_card",
     "redact_email",
+    "redact_iban",
+    "redact_ip",
+    "redact_jwt",
     "redact_phone",
+    "redact_ssn",
     "sha256_hex",
     "sse_events",
     "tool",
