@@ -33,6 +33,9 @@ list/show/compare/add-case, alerts list/show). Raw SQL (``sql``, ``frame``) is n
 command needs it."""
 WRITES = frozenset({"label_eval_run", "set_alert_status"})
 """Writes that are one small ``Store`` call each, so the holder makes them for the caller."""
+MAINTENANCE = frozenset({"checkpoint", "delete_session", "prune_step"})
+"""Writes that remove data (``_retention.py``): the holder's writer makes them between its commits,
+so that they never remove content a batch being written refers to."""
 
 
 @functools.cache
@@ -75,7 +78,7 @@ def connect(db: str | os.PathLike[str] | None = None, *, read_only: bool = True)
 class ServedStore:
     """A store whose file a running ``flightrec serve`` holds, read through that serve.
 
-    It has the ``Store`` methods in ``READS`` and ``WRITES``, with the same arguments and results;
+    It has the ``Store`` methods in ``READS``, ``WRITES`` and ``MAINTENANCE``, with the same arguments and results;
     errors such as ``UnknownSessionError`` come back as themselves, naming ``path``. One
     keep-alive connection carries its calls, one at a time.
     """
@@ -86,7 +89,7 @@ class ServedStore:
         self._http: Any = None  # an http.client.HTTPConnection, made at the first call
 
     def __getattr__(self, name: str) -> Any:
-        if name not in READS and name not in WRITES:
+        if name not in READS and name not in WRITES and name not in MAINTENANCE:
             raise AttributeError(f"Store.{name} is not served by flightrec serve's read API")
         bound_to = signature(name)
 

@@ -236,6 +236,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         "llm calls keep the beta features they asked for (the anthropic-beta header), so that replay asks again",
         "ALTER TABLE llm_calls ADD COLUMN betas VARCHAR[];",
     ),
+    Migration(
+        7,
+        "retention: llm calls and sessions say when their content was pruned, so that replay says so",
+        """
+        ALTER TABLE llm_calls ADD COLUMN content_pruned_ns BIGINT;
+        ALTER TABLE sessions ADD COLUMN content_pruned_ns BIGINT;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
