@@ -467,8 +467,8 @@ class Collector:
                 return False
             if step.removed():
                 removed = True
-                log.info("flightrec collector: retention removed %s of %d sessions older than %s",
-                         "the content" if content_only else "all", step.sessions, _duration(keep_s))
+                log.info("flightrec collector: retention removed %s%d sessions that ended over %s ago",
+                         "the content of " if content_only else "", step.sessions, _duration(keep_s))
             more = more or step.more
         if removed:
             self._ingestor.forget_stored()

@@ -297,3 +297,12 @@ def test_serve_applies_its_retention_policy_on_its_own(tmp_path):
         assert reference_problems(collector.store) == {}
     with pytest.raises(tracer.ConfigError, match="content retention .* is longer than session retention"):
         Collector(db, port=0, retain_s=86_400, retain_content_s=2 * 86_400)
+
+
+def test_serve_takes_its_policy_from_options_or_the_environment_and_refuses_a_bad_one():
+    out = run("serve", "--retain", "30x")
+    assert out.exit_code == 2 and "Invalid value for '--retain': '30x' is not a duration" in out.output
+    out = CliRunner().invoke(main, ["serve", "--port", "0", "--no-grpc", "--no-dashboard"],
+                             env={"FLIGHTREC_RETAIN": "1d", "FLIGHTREC_RETAIN_CONTENT": "2d"})
+    assert out.exit_code == 2
+    assert out.output.startswith("error: content retention (48 h) is longer than session retention (24 h)")
