@@ -296,7 +296,8 @@ def _report(result: PruneResult, sizes: tuple[int, int] | None, what: str, as_js
         click.echo(json.dumps({**result.model_dump(), "file_bytes_before": sizes and sizes[0],
                                "file_bytes_after": sizes and sizes[1]}))
         return
-    rows = ((result.spans, "spans" if not result.content_only else "spans' events"), (result.turns, "turns"),
+    rows = ((result.spans, "spans" if not result.content_only else "spans' events"),
+            (result.turns, "turns" if not result.content_only else "turns' events"),
             (result.llm_calls, "LLM calls"), (result.tool_calls, "tool calls"),
             (result.chain_nodes, "message chain nodes"), (result.content, "content bodies"))
     counts = ", ".join(f"{n:,} {label}" for n, label in rows if n)

@@ -270,7 +270,7 @@ class PruneResult(BaseModel):
     spans: int = 0
     """Raw spans deleted."""
     turns: int = 0
-    """Turns deleted."""
+    """Turns deleted, or whose events lost their attributes."""
     llm_calls: int = 0
     """LLM calls deleted, or whose content was removed."""
     tool_calls: int = 0

@@ -10,7 +10,8 @@ holds still resolves.
 Expiring content keeps what trends need (tokens, costs, decisions, timings, the spans and their
 attributes) and drops what a person said or was told: message, system and tool bodies, request
 parameters, responses, reasoning, tool arguments, results and error messages, span events and
-status descriptions. Each call is marked (``llm_calls.content_pruned_ns``) so that replay says
+status descriptions, the attributes of turn events (their names and times stay) and the
+session's status reason (its status stays). Each call is marked (``llm_calls.content_pruned_ns``) so that replay says
 "pruned" rather than failing a hash check.
 
 Alerts are the operators' record of what the detectors found, so they outlive the sessions they
@@ -62,6 +63,13 @@ WHERE {rows}
 _DROP_SPAN_CONTENT = """
 UPDATE spans SET events = NULL, status_message = NULL
 WHERE {rows} AND (events IS NOT NULL OR status_message IS NOT NULL)
+"""
+# A turn event keeps its name and time (a guard fired, an approval was asked for): its attributes
+# quote the conversation ("refund $549.00 on A-1003 …").
+_DROP_TURN_CONTENT = """
+UPDATE turns SET events = to_json(list_transform(CAST(events AS JSON[]),
+    lambda e: {{'name': e->>'name', 'time_ns': CAST(e->>'time_ns' AS BIGINT)}}))::VARCHAR
+WHERE {rows} AND events IS NOT NULL
 """
 _LIVE_SEEDS = """
 SELECT l.messages_ref, l.session_id FROM llm_calls l SEMI JOIN _nodes n ON l.messages_ref = n.node
@@ -119,7 +127,9 @@ def remove_sessions(con: duckdb.DuckDBPyConnection, session_ids: list[str], *, c
             result.llm_calls = _count(con, _DROP_CALL_CONTENT.format(rows=_ROWS), {**span, "now": now_ns})
             result.tool_calls = _count(con, _DROP_TOOL_CONTENT.format(rows=_ROWS), span)
             result.spans = _count(con, _DROP_SPAN_CONTENT.format(rows=_ROWS), span)
-            con.execute(f"UPDATE sessions SET content_pruned_ns = $now WHERE session_id IN ({_GONE})", {"now": now_ns})
+            result.turns = _count(con, _DROP_TURN_CONTENT.format(rows=_ROWS), span)
+            con.execute(f"UPDATE sessions SET content_pruned_ns = $now, status_reason = NULL "
+                        f"WHERE session_id IN ({_GONE})", {"now": now_ns})
         else:
             for table in ("spans", "turns", "llm_calls", "tool_calls"):
                 setattr(result, table, _count(con, f"DELETE FROM {table} WHERE {_ROWS}", span))

@@ -112,6 +112,9 @@ def test_durations_are_a_number_and_a_unit():
 def test_content_expires_and_metadata_stays(sessions):
     db, ids = sessions
     with tracer.Store(db) as store:
+        store._con.execute("""UPDATE turns SET events = '[{"name": "approval_requested", "time_ns": 7,
+                                  "attributes": {"summary": "refund $549.00 on A-1003"}}]'
+                              WHERE session_id = ? AND turn_index = 1""", [ids[0]])
         before = store.get_session(ids[0])
         result = store.prune_step(end_of(store, ids[0]) + 1, content_only=True)
         assert (result.sessions, result.llm_calls, result.tool_calls, result.more) == (1, 2, 1, False)
@@ -120,7 +123,9 @@ def test_content_expires_and_metadata_stays(sessions):
         assert store.sql("SELECT count(*) FROM message_chain WHERE session_id = ?", [ids[0]]) == [(0,)]
         assert reference_problems(store) == {}
         after = store.get_session(ids[0])
-        assert after == before  # tokens, costs, counts, status
+        assert after == before.model_copy(update={"status_reason": None})  # tokens, costs, counts, status
+        assert store.sql("SELECT events FROM turns WHERE session_id = ? AND turn_index = 1", [ids[0]]) == \
+            [('[{"name":"approval_requested","time_ns":7}]',)]
         calls = store.sql("""SELECT action, tools_chosen, input_tokens, cost_usd, request_sha256, reasoning,
                                     response_body, request_params, messages_ref, system_ref, tool_refs
                              FROM llm_calls WHERE session_id = ? ORDER BY start_ns""", [ids[0]])
