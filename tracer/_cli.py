@@ -296,22 +296,31 @@ def _report(result: PruneResult, sizes: tuple[int, int] | None, what: str, as_js
         click.echo(json.dumps({**result.model_dump(), "file_bytes_before": sizes and sizes[0],
                                "file_bytes_after": sizes and sizes[1]}))
         return
-    rows = ((result.spans, "spans" if not result.content_only else "spans' events"),
-            (result.turns, "turns" if not result.content_only else "turns' events"),
-            (result.llm_calls, "LLM calls"), (result.tool_calls, "tool calls"),
-            (result.chain_nodes, "message chain nodes"), (result.content, "content bodies"))
-    counts = ", ".join(f"{n:,} {label}" for n, label in rows if n)
+    content = result.content_only
+    rows = ((result.spans, "span's events" if content else "span"),
+            (result.turns, "turn's events" if content else "turn"), (result.llm_calls, "LLM call"),
+            (result.tool_calls, "tool call"), (result.chain_nodes, "message chain node"),
+            (result.content, "content body"))
+    counts = ", ".join(_counted(n, label) for n, label in rows if n)
     click.echo(f"{what}: {counts or 'no rows'}.")
-    if result.content_only:
+    if content:
         click.echo("Their tokens, costs and decisions stay; replay reports their calls as pruned.")
-    notes = [(result.eval_results, "eval results unlinked (they stay, without their session)"),
-             (result.alerts_changed, "alerts lost the evidence that came from them" if result.content_only
-              else "alerts no longer cite them"),
-             (result.alerts_deleted, "alerts deleted (observed in these sessions alone)")]
-    for n, note in notes:
+    notes = [(result.eval_results, "eval result", "unlinked (kept, without its session)"),
+             (result.alerts_changed, "alert",
+              "lost evidence that came from them" if content else "stopped citing them"),
+             (result.alerts_deleted, "alert", "deleted (observed in these sessions alone)")]
+    for n, noun, note in notes:
         if n:
-            click.echo(f"{n:,} {note}.")
+            click.echo(f"{_counted(n, noun)} {note}.")
     _report_sizes(sizes)
+
+
+def _counted(n: int, noun: str) -> str:
+    """``1 LLM call``, ``2 LLM calls``, ``3 span's events`` → ``3 spans' events``."""
+    if n == 1:
+        return f"1 {noun}"
+    plural = noun.replace("'s ", "s' ") if "'s " in noun else noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{n:,} {plural}"
 
 
 def _report_sizes(sizes: tuple[int, int] | None) -> None:

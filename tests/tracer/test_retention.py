@@ -229,7 +229,7 @@ def test_the_commands_report_what_went_and_refuse_bad_input(sessions):
     assert out.exit_code == 2 and out.output.startswith("error: no session 'nope'") and "Traceback" not in out.output
     out = run("delete", "--session", ids[0], "--db", db)
     assert out.exit_code == 0, out.output
-    assert out.output.startswith(f"Deleted session {ids[0]}: 6 spans, 2 turns, 2 LLM calls, 1 tool calls")
+    assert out.output.startswith(f"Deleted session {ids[0]}: 6 spans, 2 turns, 2 LLM calls, 1 tool call")
     assert "--compact rewrites it without them" in out.output
     out = run("prune", "--older-than", "0.001s", "--content-only", "--json", "--db", db)
     assert json.loads(out.output)["llm_calls"] == 4 and json.loads(out.output)["content_only"] is True
