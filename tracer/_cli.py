@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from ._connect import ServedStore, connect
-from ._errors import ConfigError, FlightrecError
+from ._errors import ConfigError, FlightrecError, StoreError
 from ._recorder import __version__
 from ._records import PruneResult
 from ._render import session_account, sessions_table
@@ -279,6 +279,10 @@ def _compact_option(fn: Any) -> Any:
 def _removal(db: str | None, do: Any, *, compacting: bool) -> tuple[PruneResult, tuple[int, int] | None]:
     """Runs ``do(store)`` on the store for writing (through the serve that holds it, if one does),
     checkpoints, and compacts the file when asked; returns what went and the file's sizes."""
+    path = default_db_path(db)
+    if not Path(path).exists():  # opening it for writing would make an empty store
+        raise StoreError(f"no trace store at {path}: nothing to remove. Point --db / FLIGHTREC_DB at an existing "
+                         "file.")
     with connect(db, read_only=False) as store:
         if compacting and isinstance(store, ServedStore):
             raise ConfigError(
@@ -287,7 +291,7 @@ def _removal(db: str | None, do: Any, *, compacting: bool) -> tuple[PruneResult,
                 "and run this again.")
         result = do(store)
         store.checkpoint()
-    sizes = compact(default_db_path(db)) if compacting else None
+    sizes = compact(path) if compacting else None
     return result, sizes
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ._errors import ConfigError
+from ._errors import ConfigError, StoreError
 from ._records import PruneResult
 
 PRUNE_BATCH = 200
@@ -235,7 +235,7 @@ def compact(path: str) -> tuple[int, int]:
     The caller must have closed its own connection: the file must be free of every process.
 
     Raises:
-        duckdb.Error: the file is held by another process, or the copy failed (the old file stays).
+        StoreError: the file is held by another process, or the copy failed; the old file stays.
     """
     fresh = f"{path}.compact"
     Path(fresh).unlink(missing_ok=True)
@@ -247,9 +247,12 @@ def compact(path: str) -> tuple[int, int]:
         con.execute("COPY FROM DATABASE old TO fresh")
         con.execute("DETACH fresh")
         con.execute("DETACH old")
-    except BaseException:
+    except BaseException as exc:
         con.close()
         Path(fresh).unlink(missing_ok=True)
+        if isinstance(exc, duckdb.Error):
+            raise StoreError(f"compacting {path} failed, and the file is as it was: {str(exc).splitlines()[0]}. If "
+                             "another process holds the file, stop it and run this again.") from None
         raise
     con.close()
     os.replace(fresh, path)

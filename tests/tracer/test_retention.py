@@ -12,11 +12,12 @@ from click.testing import CliRunner
 
 import tracer
 from tests.tracer.fakes import FakeAPI, run_agent
+from tests.tracer.test_store import locked_store  # noqa: F401  (fixture)
 from tracer._cli import main
 from tracer._collector import Collector
 from tracer._holder import find_holder
 from tracer._read_api import ReadApi
-from tracer._retention import parse_duration
+from tracer._retention import compact, parse_duration
 
 NS_PER_DAY = 86_400 * 10**9
 
@@ -225,6 +226,9 @@ def test_the_commands_report_what_went_and_refuse_bad_input(sessions):
         assert out.exit_code == 2 and "Invalid value for '--older-than'" in out.output
     out = run("prune", "--older-than", "30d", "--db", db)
     assert out.exit_code == 0 and out.output.startswith("Nothing to prune: no session ended before ")
+    out = run("prune", "--older-than", "30d", "--db", "typo.duckdb")
+    assert out.exit_code == 2 and out.output.startswith("error: no trace store at typo.duckdb: nothing to remove")
+    assert not os.path.exists("typo.duckdb")
     out = run("delete", "--session", "nope", "--db", db)
     assert out.exit_code == 2 and out.output.startswith("error: no session 'nope'") and "Traceback" not in out.output
     out = run("delete", "--session", ids[0], "--db", db)
@@ -233,6 +237,13 @@ def test_the_commands_report_what_went_and_refuse_bad_input(sessions):
     assert "--compact rewrites it without them" in out.output
     out = run("prune", "--older-than", "0.001s", "--content-only", "--json", "--db", db)
     assert json.loads(out.output)["llm_calls"] == 4 and json.loads(out.output)["content_only"] is True
+
+
+def test_compaction_of_a_held_file_is_refused_and_leaves_it_alone(locked_store):  # noqa: F811
+    path, pid = locked_store
+    with pytest.raises(tracer.StoreError, match=f"compacting {path} failed, and the file is as it was: .*{pid}"):
+        compact(str(path))
+    assert not os.path.exists(f"{path}.compact")
 
 
 def test_compaction_shrinks_the_file_and_drops_the_deleted_bytes(tmp_path):
