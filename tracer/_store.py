@@ -531,11 +531,12 @@ class Store:
             StoreError: the write failed; nothing was removed.
         """
         pending = "AND content_pruned_ns IS NULL" if content_only else ""
-        return self._retain(
+        result = self._retain(
             f"SELECT session_id FROM sessions WHERE end_ns < ? {pending} ORDER BY end_ns LIMIT ?", [before_ns, batch],
-            batch=batch, content_only=content_only,
+            content_only=content_only,
             why="this alert's evidence came from a session whose content retention removed" if content_only
             else "this alert's evidence came from a session that retention removed")
+        return result.model_copy(update={"more": result.sessions >= batch})
 
     def delete_session(self, session_id: str) -> PruneResult:
         """Removes one session entirely (a person's data, on request) and what only it used; returns
@@ -553,10 +554,10 @@ class Store:
             raise UnknownSessionError(
                 f"no session {session_id!r} in {self.path}.{also} Deleting takes a session's full id: list them with "
                 f"`flightrec traces list{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`.")
-        return self._retain("SELECT ?", [session_id], batch=1, content_only=False, forget_observations=True,
+        return self._retain("SELECT ?", [session_id], content_only=False, forget_observations=True,
                             why="this alert's evidence came from a session deleted on request")
 
-    def _retain(self, select: str, params: list[Any], *, batch: int, content_only: bool, why: str,
+    def _retain(self, select: str, params: list[Any], *, content_only: bool, why: str,
                 forget_observations: bool = False) -> PruneResult:
         con = self._con
         with self._lock:
@@ -574,7 +575,7 @@ class Store:
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(f"removing sessions from the trace store {self.path} failed: {exc}") from None
                 raise
-        return result.model_copy(update={"more": len(ids) >= batch > 1})
+        return result
 
     def checkpoint(self) -> bool:
         """Writes the log into the file (``CHECKPOINT``), so that the blocks removed rows held are

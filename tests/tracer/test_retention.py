@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -322,3 +324,32 @@ def test_serve_takes_its_policy_from_options_or_the_environment_and_refuses_a_ba
                              env={"FLIGHTREC_RETAIN": "1d", "FLIGHTREC_RETAIN_CONTENT": "2d"})
     assert out.exit_code == 2
     assert out.output.startswith("error: content retention (48 h) is longer than session retention (24 h)")
+
+
+def test_serve_commits_what_is_queued_between_two_retention_steps(tmp_path, monkeypatch):
+    from tracer._collector import _Task
+
+    db = str(tmp_path / "steps.duckdb")
+    rec = tracer.Recorder(db)
+    record(rec, "Where is A-1?", "Where is B-2?", "Where is C-3?")
+    rec.shutdown()
+    order: list[str] = []
+    queued = threading.Event()
+    prune_step = tracer.Store.prune_step
+
+    def one_at_a_time(self, before_ns, *, content_only=False, batch=0):
+        queued.wait(30)  # until the test has queued its work, behind this first step
+        result = prune_step(self, before_ns, content_only=content_only, batch=1)
+        order.append(f"step {result.sessions}")
+        return result
+
+    monkeypatch.setattr(tracer.Store, "prune_step", one_at_a_time)
+    later = time.time_ns() + NS_PER_DAY
+    with Collector(db, port=0, retain_s=3600, clock=lambda: later) as collector:
+        task = _Task(lambda store: order.append("other work"))
+        collector._jobs.put(task)
+        queued.set()
+        assert task.done.wait(30)
+        while collector.maintain(lambda store: store.count_sessions()):  # each waits for a step at least
+            pass
+    assert order[:3] == ["step 1", "other work", "step 1"] and order.count("step 1") == 3
