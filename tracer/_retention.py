@@ -11,8 +11,8 @@ Expiring content keeps what trends need (tokens, costs, decisions, timings, the 
 attributes) and drops what a person said or was told: message, system and tool bodies, request
 parameters, responses, reasoning, tool arguments, results and error messages, span events and
 status descriptions, the attributes of turn events (their names and times stay) and the
-session's status reason (its status stays). Each call is marked (``llm_calls.content_pruned_ns``) so that replay says
-"pruned" rather than failing a hash check.
+session's status reason (its status stays). Each call is marked (``llm_calls.content_pruned_ns``)
+so that replay says "pruned" rather than failing a hash check.
 
 Alerts are the operators' record of what the detectors found, so they outlive the sessions they
 cite. A session that goes whole leaves the alerts' session lists, and an alert whose evidence
