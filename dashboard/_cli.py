@@ -8,7 +8,7 @@ from types import FrameType
 
 import click
 
-from tracer._cli import check_port_free, db_option, serve_port_options
+from tracer._cli import DURATION, check_port_free, db_option, serve_port_options
 from tracer._store import default_db_path
 
 from ._launch import run
@@ -45,8 +45,15 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 @click.option("--session-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="MINUTES",
               help="Close a session that no span ended after this long with no new span, so that metrics and "
                    "detectors see it (0: never).")
+@click.option("--retain", type=DURATION, envvar="FLIGHTREC_RETAIN", default=None, metavar="DURATION",
+              help="Remove sessions whose last span ended longer ago than this (30d, 12h …), checked hourly "
+                   "(default $FLIGHTREC_RETAIN; none: keep them).")
+@click.option("--retain-content", type=DURATION, envvar="FLIGHTREC_RETAIN_CONTENT", default=None, metavar="DURATION",
+              help="Remove only the content of sessions older than this, keeping tokens, costs and decisions "
+                   "(default $FLIGHTREC_RETAIN_CONTENT; at most --retain).")
 def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, token: str | None,
-          dashboard_host: str, dashboard_port: int, no_dashboard: bool, session_timeout: float) -> None:
+          dashboard_host: str, dashboard_port: int, no_dashboard: bool, session_timeout: float, retain: int | None,
+          retain_content: int | None) -> None:
     """Run the store's single writer: an OTLP collector (HTTP on /v1/traces, and gRPC) that agents
     in any process or language send traces to, and the dashboard, which shows them as they land.
     Other commands read the file through it meanwhile. Installed packages add to it (the
@@ -73,9 +80,11 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     # written and the holder file is removed. In dashboard mode Streamlit installs its own.
     signal.signal(signal.SIGTERM, _stop)
     collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None,
-                          session_timeout_s=session_timeout * 60 or None)
+                          session_timeout_s=session_timeout * 60 or None, retain_s=retain and retain / 1e9,
+                          retain_content_s=retain_content and retain_content / 1e9)
     receiver = None if no_grpc else GrpcReceiver(collector, host=host, port=grpc_port).start()
-    read_api = ReadApi(db_path, collector_url=collector.url).start()  # other commands read the file through it
+    # Other commands read the file through it; those that remove data hand that to the writer.
+    read_api = ReadApi(db_path, collector_url=collector.url, maintain=collector.maintain).start()
     over_grpc = "" if receiver is None else f", OTLP/gRPC on {receiver.url}"
     click.echo(f"flightrec collector on {collector.url}/v1/traces{over_grpc}, writing {db_path} (Ctrl-C to stop)")
     click.echo(f"send traces: OTEL_EXPORTER_OTLP_ENDPOINT={collector.url} (any OpenTelemetry SDK), or "

@@ -131,7 +131,7 @@ def show(session_id: str, turn: int, db: str | None, as_json: bool) -> None:
 @click.option("--session", "session_id", default=None, help="Only this session.")
 def verify(db: str | None, as_json: bool, session_id: str | None) -> None:
     """Rebuild every stored call and check it against its recorded hash (exit 1 if any fails; calls recorded by other
-    instrumentation have no hash and are listed apart)."""
+    instrumentation have no hash, and calls whose content retention pruned have no content: both are listed apart)."""
     with connect(db) as store:
         if session_id:
             session_id = store.get_session(session_id).session_id
@@ -149,6 +149,10 @@ def verify(db: str | None, as_json: bool, session_id: str | None) -> None:
                        "Why each kept none:")
             for f in result.not_rebuildable:
                 click.echo(f"  {f['session_id']} span {f['span_id']}: {f['reason']}")
+        if result.pruned:
+            days = sorted({f["pruned_on"] for f in result.pruned})
+            click.echo(f"{len(result.pruned)} calls pruned: retention removed their content ({', '.join(days)}), "
+                       "so they cannot be rebuilt (not failures; their tokens, costs and decisions remain).")
     if result.failures:
         sys.exit(EXIT_FAILED)
 

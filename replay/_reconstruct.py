@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 from tracer import (
@@ -97,6 +98,7 @@ def decisions(store: Store, session_id: str) -> tuple[str, dict[int, Decision]]:
             tool_uses=[{"name": b.get("name"), "input": b.get("input")} for b in blocks if b.get("type") == "tool_use"],
             input_tokens=c.input_tokens, output_tokens=c.output_tokens, cost_usd=c.cost_usd, latency_ms=c.latency_ms,
             request_sha256=c.request_sha256, content_mode=c.content_mode, not_rebuildable=c.not_rebuildable,
+            content_pruned_ns=c.content_pruned_ns,
         )
     return sid, out
 
@@ -130,6 +132,12 @@ def rebuild(store: Store, decision: Decision) -> dict[str, Any]:
         NoContentError: the session was recorded without content, or by other instrumentation, or
             the content is missing.
     """
+    if decision.content_pruned_ns is not None:
+        day = datetime.fromtimestamp(decision.content_pruned_ns / 1e9, timezone.utc).strftime("%Y-%m-%d")
+        raise NoContentError(
+            f"turn {decision.turn} of session {decision.session_id} cannot be rebuilt: its content was pruned by "
+            f"retention on {day} (`flightrec prune --content-only` or `serve --retain-content`). Its tokens, cost "
+            f"and decision remain: `flightrec traces show {decision.session_id}`.")
     if decision.not_rebuildable:
         raise NoContentError(
             f"turn {decision.turn} of session {decision.session_id} cannot be rebuilt exactly: "
@@ -160,7 +168,7 @@ def reconstruct_in(store: Store, session_id: str, turn: int) -> Reconstruction:
     """``reconstruct`` on an open store."""
     decision = decision_at(store, session_id, turn)
     origin = origin_of(store, decision.session_id)
-    if decision.not_rebuildable:
+    if decision.not_rebuildable and decision.content_pruned_ns is None:
         s = semantic_request(store, decision)
         return Reconstruction(session_id=decision.session_id, turn=turn, span_id=decision.span_id, request=s.body,
                               sha256=sha256_hex(canonical_json(s.body)), recorded_sha256=None, exact=False,

@@ -75,6 +75,9 @@ class Decision(BaseModel):
     """How the call's content was captured: ``full``, ``redacted`` or ``none``."""
     not_rebuildable: str | None = None
     """Why its exact request cannot be rebuilt, for a call recorded by other instrumentation."""
+    content_pruned_ns: int | None = None
+    """When retention removed its content (tokens, cost and the decision stay), if it did."""
+
     def choice(self) -> tuple[str | None, list[tuple[str, str]]]:
         """What counts as "the same decision": the action and the tool calls with their arguments."""
         return self.action, [(t.get("name") or "", json.dumps(t.get("input"), sort_keys=True)) for t in self.tool_uses]

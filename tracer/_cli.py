@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import ast
 import errno
+import json
 import os
 import shlex
 import shutil
 import socket
 import sys
+import time
+from datetime import datetime, timezone
 from importlib.metadata import EntryPoint, entry_points
 from importlib.util import find_spec
 from pathlib import Path
@@ -21,11 +24,14 @@ from typing import Any
 
 import click
 
-from ._audit import AUDIT_ACTIONS
-from ._connect import connect
-from ._errors import ConfigError, FlightrecError
+from ._audit import AUDIT_ACTIONS, AuditAction
+from ._connect import ServedStore, connect
+from ._errors import ConfigError, FlightrecError, StoreError
 from ._recorder import __version__
+from ._records import PruneResult
 from ._render import audit_table, session_account, sessions_table
+from ._retention import compact, parse_duration
+from ._store import default_db_path
 
 EXIT_ERROR = 2
 _MAX_WIDTH = 100
@@ -85,6 +91,23 @@ def actor_option(fn: Any) -> Any:
         "--actor", metavar="NAME", envvar="FLIGHTREC_ACTOR", default=None,
         help="Who is acting, for the audit log (default: $FLIGHTREC_ACTOR, else your OS user name).",
     )(fn)
+
+
+class Duration(click.ParamType):
+    """A duration such as ``30d`` or ``12h`` (``_retention.parse_duration``), in nanoseconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
 
 
 def json_option(fn: Any) -> Any:
@@ -282,3 +305,126 @@ def audit_list(db: str | None, as_json: bool, limit: int, action: str | None) ->
                    "alert, labelling an eval run, replaying, forking or exporting a session records one.")
         return
     click.echo(audit_table(entries, output_width()))
+
+
+def _compact_option(fn: Any) -> Any:
+    return click.option(
+        "--compact", is_flag=True,
+        help="Then rewrite the file with its live data only, so that it shrinks and the removed bytes are gone from "
+             "it (needs the file to itself: not while serve runs).")(fn)
+
+
+def _removal(db: str | None, do: Any, *, compacting: bool, actor: str | None, action: AuditAction, target: str,
+             detail: dict[str, Any]) -> tuple[PruneResult, tuple[int, int] | None]:
+    """Runs ``do(store)`` on the store for writing (through the serve that holds it, if one does),
+    records it in the audit log, checkpoints, and compacts the file when asked; returns what went
+    and the file's sizes."""
+    path = default_db_path(db)
+    if not Path(path).exists():  # opening it for writing would make an empty store
+        raise StoreError(f"no trace store at {path}: nothing to remove. Point --db / FLIGHTREC_DB at an existing "
+                         "file.")
+    with connect(db, read_only=False) as store:
+        if compacting and isinstance(store, ServedStore):
+            raise ConfigError(
+                f"--compact rewrites {store.path}, which `flightrec serve` (PID {store.holder.pid}) holds. Run "
+                "without --compact (serve then removes the data, and reuses the space it held), or stop serve "
+                "and run this again.")
+        result = do(store)
+        store.audit(actor, action, target, {**detail, "sessions": result.sessions}, via="cli")
+        store.checkpoint()
+    sizes = compact(path) if compacting else None
+    return result, sizes
+
+
+def _report(result: PruneResult, sizes: tuple[int, int] | None, what: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({**result.model_dump(), "file_bytes_before": sizes and sizes[0],
+                               "file_bytes_after": sizes and sizes[1]}))
+        return
+    content = result.content_only
+    rows = ((result.spans, "span's events" if content else "span"),
+            (result.turns, "turn's events" if content else "turn"), (result.llm_calls, "LLM call"),
+            (result.tool_calls, "tool call"), (result.chain_nodes, "message chain node"),
+            (result.content, "content body"))
+    counts = ", ".join(_counted(n, label) for n, label in rows if n)
+    click.echo(f"{what}: {counts or 'no rows'}.")
+    if content:
+        click.echo("Their tokens, costs and decisions stay; replay reports their calls as pruned.")
+    notes = [(result.eval_results, "eval result", "unlinked (kept, without its session)"),
+             (result.alerts_changed, "alert",
+              "lost evidence that came from them" if content else "stopped citing them"),
+             (result.alerts_deleted, "alert", "deleted (observed in these sessions alone)")]
+    for n, noun, note in notes:
+        if n:
+            click.echo(f"{_counted(n, noun)} {note}.")
+    _report_sizes(sizes)
+
+
+def _counted(n: int, noun: str) -> str:
+    """``1 LLM call``, ``2 LLM calls``, ``3 span's events`` → ``3 spans' events``."""
+    if n == 1:
+        return f"1 {noun}"
+    plural = noun.replace("'s ", "s' ") if "'s " in noun else noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{n:,} {plural}"
+
+
+def _report_sizes(sizes: tuple[int, int] | None) -> None:
+    if sizes:
+        click.echo(f"Compacted the file: {sizes[0] / 1e6:,.1f} MB -> {sizes[1] / 1e6:,.1f} MB.")
+    else:
+        click.echo("The space it held is reused for new data; the file keeps its size (--compact shrinks it).")
+
+
+@click.command("prune")
+@click.option("--older-than", "older_than", type=DURATION, required=True, metavar="DURATION",
+              help="Remove sessions whose last span ended longer ago than this: 30d, 12h, 90m, 2w.")
+@click.option("--content-only", is_flag=True,
+              help="Remove only their content (messages, request and response bodies, tool arguments and results, "
+                   "reasoning); keep tokens, costs, decisions and spans for trends.")
+@_compact_option
+@db_option
+@json_option
+@actor_option
+def prune(older_than: int, content_only: bool, compact: bool, db: str | None, as_json: bool, actor: str | None) -> None:
+    """Remove old sessions, or only their content, keeping the store consistent (retention).
+
+    Works a batch of sessions at a time, so that a running `flightrec serve`, which makes the
+    removal itself, keeps taking spans in between."""
+    before_ns = time.time_ns() - older_than
+
+    def steps(store: Any) -> PruneResult:
+        total = PruneResult(content_only=content_only)
+        while True:
+            total = total.plus(store.prune_step(before_ns, content_only=content_only))
+            if not total.more:
+                return total
+
+    result, sizes = _removal(db, steps, compacting=compact, actor=actor, action="prune", target="store",
+                             detail={"older_than_s": older_than // 1_000_000_000, "content_only": content_only})
+    cutoff = datetime.fromtimestamp(before_ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if not result.sessions and not as_json:
+        click.echo(f"Nothing to prune: no session{' with content' if content_only else ''} ended before {cutoff}.")
+        if sizes:
+            _report_sizes(sizes)
+        return
+    what = (f"Removed the content of {result.sessions:,} sessions" if content_only
+            else f"Removed {result.sessions:,} sessions") + f" that ended before {cutoff}"
+    _report(result, sizes, what, as_json)
+
+
+@click.command("delete")
+@click.option("--session", "session_id", required=True, metavar="ID",
+              help="The session's full id (`flightrec traces list` shows them).")
+@_compact_option
+@db_option
+@json_option
+@actor_option
+def delete(session_id: str, compact: bool, db: str | None, as_json: bool, actor: str | None) -> None:
+    """Delete one session entirely, on request (a person's data): its spans, calls, content only it
+    used, and its links from eval results and alerts."""
+    result, sizes = _removal(db, lambda store: store.delete_session(session_id), compacting=compact, actor=actor,
+                             action="delete", target=session_id, detail={})
+    _report(result, sizes, f"Deleted session {session_id}", as_json)
+    if not sizes and not as_json:
+        click.echo("Until that space is reused, the file may still hold the deleted bytes: --compact rewrites it "
+                   "without them.")

@@ -32,7 +32,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ._errors import ConfigError, FlightrecError, UnstorableError
+from ._errors import ConfigError, FlightrecError, StoreError, UnstorableError
 from ._ingest import Batch, Ingestor, SpanRecord
 from ._otlp import MAX_BODY, OtlpError, decode_request, encode_response
 from ._store import Store, default_db_path
@@ -85,6 +85,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+RETAIN_EVERY_S = 3600.0
+"""How often the writer looks for sessions its retention policy lets go (``serve --retain``), once
+the previous round found none left: an hour late at most, on a policy counted in days."""
+
+
 def check_exposure(host: str, token: str | None) -> None:
     """Refuses a non-loopback ``host`` without a bearer token: one rule for every transport.
 
@@ -103,6 +108,16 @@ class _Job:
     error: str | None = None
     final: bool = False
     """The error is the spans' own (they can never be stored): answered 400, not 503 "retry"."""
+
+
+@dataclass
+class _Task:
+    """Work for the writer's thread, between two commits: ``fn`` gets the store (``Collector.maintain``)."""
+
+    fn: Callable[[Store], Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,11 @@ class Collector:
             inactivity; must return quickly.
         session_timeout_s: A session still running with no span for this long is closed (many
             producers never send a span that ends a session); ``None`` never closes one.
+        retain_s: Sessions whose last span ended longer ago than this are removed whole, by the
+            writer, a bounded step at a time between its commits (``Store.prune_step``), at start
+            and then every ``RETAIN_EVERY_S``; ``None`` keeps them.
+        retain_content_s: The same for the sessions' content alone (their tokens, costs and
+            decisions stay); at most ``retain_s``.
         clock: Nanoseconds since the epoch, for the inactivity check (tests pass their own).
 
     Raises:
@@ -189,9 +209,16 @@ class Collector:
                  header_timeout_s: float = HEADER_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S,
                  body_timeout_s: float = BODY_TIMEOUT_S, body_rate: int = BODY_RATE,
                  on_sessions_ended: Callable[[list[str]], None] | None = None,
-                 session_timeout_s: float | None = SESSION_TIMEOUT_S, clock: Callable[[], int] = time.time_ns) -> None:
+                 session_timeout_s: float | None = SESSION_TIMEOUT_S, retain_s: float | None = None,
+                 retain_content_s: float | None = None, clock: Callable[[], int] = time.time_ns) -> None:
         if session_timeout_s is not None and session_timeout_s <= 0:
             raise ConfigError(f"the session timeout must be above 0 seconds, not {session_timeout_s:g}.")
+        if min(retain_s or 1, retain_content_s or 1) <= 0:
+            raise ConfigError("retention periods must be above 0 seconds.")
+        if retain_s and retain_content_s and retain_content_s > retain_s:
+            raise ConfigError(f"content retention ({_duration(retain_content_s)}) is longer than session retention "
+                              f"({_duration(retain_s)}), which removes sessions whole, content included: give a "
+                              "shorter content retention, or none.")
         if min(header_timeout_s, idle_timeout_s, body_timeout_s, body_rate, max_connections) <= 0:
             raise ConfigError("the collector's timeouts, body rate and connection limit must be above 0.")
         check_exposure(host, token)
@@ -212,7 +239,9 @@ class Collector:
         self._clock = clock
         # Checked ten times per timeout, at most once a minute: a session closes at most 10% late.
         self._sweep_every_s = min(session_timeout_s / 10, 60.0) if session_timeout_s else None
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self.retain_s = retain_s
+        self.retain_content_s = retain_content_s
+        self._jobs: queue.Queue[_Job | _Task | None] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
         self._ingestor = Ingestor()
@@ -406,22 +435,94 @@ class Collector:
         except FlightrecError as exc:  # the next sweep tries again; spans keep being taken meanwhile
             log.warning("flightrec collector: closing inactive sessions failed: %s", exc)
 
-    def _write_loop(self) -> None:
-        every = self._sweep_every_s
-        next_sweep = time.monotonic() + every if every else None
-        while True:
+    def maintain(self, fn: Callable[[Store], Any]) -> Any:
+        """Runs ``fn(store)`` on the writer's thread between two commits and returns its result (or
+        raises its error). For the store's maintenance writes (a prune step, a deletion): made by
+        the writer, they never remove content that a batch being built refers to, and the ingestor
+        forgets what it has written before it builds the next batch. Blocks until done.
+
+        Raises:
+            StoreError: the collector is closing, so the writer takes no more work.
+        """
+        task = _Task(fn)
+        if self._closed:
+            raise StoreError("flightrec serve is stopping and takes no more work; run the command again once it "
+                             "has stopped, on the file itself.")
+        self._jobs.put(task)
+        while not task.done.wait(1.0):
+            if not self._writer.is_alive():
+                raise StoreError("flightrec serve's writer stopped before it ran this; run the command again.")
+        if task.error is not None:
+            raise task.error
+        return task.result
+
+    def _run(self, task: _Task) -> None:
+        try:
+            task.result = task.fn(self.store)
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread, which raises it)
+            task.error = exc
+        finally:
+            self._ingestor.forget_stored()  # whatever it removed must be written again when referred to
+            task.done.set()
+
+    def _retain(self) -> bool:
+        """One step of the retention policy (each period's oldest sessions, a bounded batch);
+        returns whether more are due, so that the writer takes the next step after one commit."""
+        now = self._clock()
+        more = removed = False
+        for keep_s, content_only in ((self.retain_s, False), (self.retain_content_s, True)):
+            if not keep_s:
+                continue
             try:
-                job = self._jobs.get(timeout=max(next_sweep - time.monotonic(), 0) if next_sweep else None)
-                idle = False
-            except queue.Empty:  # nothing to write: time to look for inactive sessions
-                job, idle = None, True
+                step = self.store.prune_step(now - int(keep_s * 1e9), content_only=content_only)
+            except FlightrecError as exc:  # the next round tries again; spans keep being taken meanwhile
+                log.warning("flightrec collector: retention failed: %s", exc)
+                return False
+            if step.removed():
+                removed = True
+                try:  # serve's own policy: the actor is whoever runs serve ($FLIGHTREC_ACTOR, else the OS user)
+                    self.store.audit(None, "prune", "store", {"policy": "serve --retain-content" if content_only
+                                                              else "serve --retain", "older_than_s": keep_s,
+                                                              "content_only": content_only,
+                                                              "sessions": step.sessions})
+                except FlightrecError as exc:
+                    log.warning("flightrec collector: recording retention in the audit log failed: %s", exc)
+                log.info("flightrec collector: retention removed %s%d sessions that ended over %s ago",
+                         "the content of " if content_only else "", step.sessions, _duration(keep_s))
+            more = more or step.more
+        if removed:
+            self._ingestor.forget_stored()
+            if not more:  # the round is over: free the blocks it emptied for new data
+                try:
+                    self.store.checkpoint()
+                except FlightrecError as exc:
+                    log.info("flightrec collector: %s", exc)
+        return more
+
+    def _write_loop(self) -> None:
+        sweep_every = self._sweep_every_s
+        next_sweep = time.monotonic() + sweep_every if sweep_every else None
+        next_retain = time.monotonic() if self.retain_s or self.retain_content_s else None  # a first round at once
+        pending: _Job | _Task | None = None  # taken from the queue while grouping a commit; handled next
+        while True:
             if next_sweep is not None and time.monotonic() >= next_sweep:
                 self._sweep()
-                next_sweep = time.monotonic() + (every or 0)
-            if idle:
-                continue
+                next_sweep = time.monotonic() + (sweep_every or 0)
+            if next_retain is not None and time.monotonic() >= next_retain:
+                next_retain = time.monotonic() + (0 if self._retain() else RETAIN_EVERY_S)
+            if pending is not None:
+                job, pending = pending, None
+            else:
+                due = [t for t in (next_sweep, next_retain) if t is not None]
+                try:
+                    job = self._jobs.get(timeout=max(min(due) - time.monotonic(), 0) if due else None)
+                except queue.Empty:  # nothing to write: time for a sweep or a retention step
+                    continue
             if job is None:
                 return
+            if isinstance(job, _Task):
+                self._run(job)
+                continue
             group = [job]
             spans = len(job.records)
             while spans < _GROUP_SPANS:
@@ -431,6 +532,9 @@ class Collector:
                     break
                 if more is None:
                     self._jobs.put(None)
+                    break
+                if isinstance(more, _Task):
+                    pending = more
                     break
                 group.append(more)
                 spans += len(more.records)

@@ -34,6 +34,9 @@ command needs it."""
 WRITES = frozenset({"audit", "label_eval_run", "set_alert_status"})
 """Writes that are one small ``Store`` call each, so the holder makes them for the caller (the
 audit log's entries among them: serve is the file's one writer)."""
+MAINTENANCE = frozenset({"checkpoint", "delete_session", "prune_step"})
+"""Writes that remove data (``_retention.py``): the holder's writer makes them between its commits,
+so that they never remove content a batch being written refers to."""
 
 
 @functools.cache
@@ -76,7 +79,7 @@ def connect(db: str | os.PathLike[str] | None = None, *, read_only: bool = True)
 class ServedStore:
     """A store whose file a running ``flightrec serve`` holds, read through that serve.
 
-    It has the ``Store`` methods in ``READS`` and ``WRITES``, with the same arguments and results;
+    It has the ``Store`` methods in ``READS``, ``WRITES`` and ``MAINTENANCE``, with the same arguments and results;
     errors such as ``UnknownSessionError`` come back as themselves, naming ``path``. One
     keep-alive connection carries its calls, one at a time.
     """
@@ -87,7 +90,7 @@ class ServedStore:
         self._http: Any = None  # an http.client.HTTPConnection, made at the first call
 
     def __getattr__(self, name: str) -> Any:
-        if name not in READS and name not in WRITES:
+        if name not in READS and name not in WRITES and name not in MAINTENANCE:
             raise AttributeError(f"Store.{name} is not served by flightrec serve's read API")
         bound_to = signature(name)
 

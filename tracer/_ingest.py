@@ -207,6 +207,13 @@ class Ingestor:
             self._trace_sessions.pop(trace_id, None)
             self._anonymous.add(trace_id)
 
+    def forget_stored(self) -> None:
+        """Forgets the content hashes and chain nodes it has emitted, and every session's last
+        request: after retention removed rows from the store, a later span must write again
+        whatever it refers to (``INSERT OR IGNORE`` skips what is still there)."""
+        self._splitter.forget()
+        self._known.clear()
+
     def _remember(self, digest: str) -> bool:
         """Whether ``digest`` is new to this ingestor (and so must be written)."""
         if digest in self._known:

@@ -250,6 +250,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        8,
+        "retention: llm calls and sessions say when their content was pruned, so that replay says so",
+        """
+        ALTER TABLE llm_calls ADD COLUMN content_pruned_ns BIGINT;
+        ALTER TABLE sessions ADD COLUMN content_pruned_ns BIGINT;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -2,7 +2,8 @@
 machine read it through serve (``tracer.connect``), with the same results as from the file.
 
 ``POST /flightrec/v1/store`` takes ``{"method", "kwargs", "path"}``, calls that ``Store`` method
-(one of ``READS`` or ``WRITES``) on serve's own connection and answers its result as JSON
+(one of ``READS`` or ``WRITES``) on serve's own connection, or one of ``MAINTENANCE`` on its
+writer's thread between two commits, and answers its result as JSON
 (``_connect.py`` parses it back by the method's return annotation). ``path`` is the file as the
 caller named it, so that messages name it as a direct read would. A method's own error (an
 unknown session …) is answered 422 with its class and message, for the caller to raise.
@@ -27,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ._connect import PATH, READS, WRITES, hints, result_adapter, signature
+from ._connect import MAINTENANCE, PATH, READS, WRITES, hints, result_adapter, signature
 from ._errors import FlightrecError
 from ._holder import Holder, remove_holder, write_holder
 from ._store import Store, default_db_path
@@ -56,13 +57,17 @@ class ReadApi:
             here joins the same database.
         collector_url: Where agents send OTLP, for the messages of processes that find the file
             locked.
+        maintain: Runs a function of the store on the writer's thread (``Collector.maintain``),
+            for the methods in ``MAINTENANCE``; without it, they are not served.
 
     Threading: requests run on their own threads, one ``Store`` call at a time on a connection
     of its own, so a long read does not hold up the collector's commits.
     """
 
-    def __init__(self, db: str | os.PathLike[str] | None, *, collector_url: str) -> None:
+    def __init__(self, db: str | os.PathLike[str] | None, *, collector_url: str,
+                 maintain: Callable[[Callable[[Store], Any]], Any] | None = None) -> None:
         self.db_path = default_db_path(db)
+        self.maintain = maintain
         self.store = Store(self.db_path)
         self.token = secrets.token_urlsafe(32)
         self.collector_url = collector_url
@@ -104,7 +109,8 @@ class ReadApi:
             TypeError: the method is not served, or its arguments are wrong.
         """
         method = request.method
-        if method not in READS and method not in WRITES:
+        writer = method in MAINTENANCE and self.maintain is not None
+        if method not in READS and method not in WRITES and not writer:
             raise TypeError(f"{method!r} is not a served Store method")
         view = copy.copy(self.store)  # the same connection and lock, under the caller's name for the file
         view.path = request.path
@@ -116,6 +122,16 @@ class ReadApi:
                 kwargs[name] = adapters[name].validate_python(value)
             except ValidationError as exc:
                 raise TypeError(f"{method}() argument {name}: {exc.errors()[0]['msg']}") from None
+        if writer:
+            assert self.maintain is not None
+            maintain, path = self.maintain, request.path
+
+            def on_writer(store: Store) -> Any:
+                named = copy.copy(store)  # the writer's connection, under the caller's name for the file
+                named.path = path
+                return getattr(named, method)(**kwargs)
+
+            return lambda: result_adapter(method).dump_json(maintain(on_writer))
         return lambda: result_adapter(method).dump_json(getattr(view, method)(**kwargs))
 
 

@@ -183,6 +183,8 @@ class CallOutline(BaseModel):
     """The response body, when content was captured."""
     not_rebuildable: str | None = None
     """Why the exact request cannot be rebuilt, for a call recorded by other instrumentation."""
+    content_pruned_ns: int | None = None
+    """When retention removed the call's content (its metadata stays), if it did."""
 
 
 class ToolCallRecord(BaseModel):
@@ -252,6 +254,49 @@ class VerifyResult(BaseModel):
     not_rebuildable: list[dict[str, str]] = []
     """Calls recorded by other instrumentation, which kept no exact request: span id, session id and why.
     Counted in ``total``, never in ``exact`` nor as failures."""
+    pruned: list[dict[str, str]] = []
+    """Calls whose content retention removed (``flightrec prune --content-only``, ``serve --retain-content``):
+    span id, session id and when. Counted in ``total``, never in ``exact`` nor as failures."""
+
+
+class PruneResult(BaseModel):
+    """What one prune step or one session's deletion removed from the store: counts of rows, for
+    the command's report (and an audit record)."""
+
+    sessions: int = 0
+    """Sessions removed whole, or whose content was removed (``content_only``)."""
+    content_only: bool = False
+    """Only content went: the sessions' metadata (tokens, costs, decisions, spans) stays."""
+    spans: int = 0
+    """Raw spans deleted."""
+    turns: int = 0
+    """Turns deleted, or whose events lost their attributes."""
+    llm_calls: int = 0
+    """LLM calls deleted, or whose content was removed."""
+    tool_calls: int = 0
+    """Tool calls deleted, or whose arguments, results and error messages were removed."""
+    chain_nodes: int = 0
+    """``message_chain`` nodes deleted (nodes that a kept call still needs stay)."""
+    content: int = 0
+    """``content`` bodies deleted (bodies that a kept call still references stay)."""
+    eval_results: int = 0
+    """Eval results unlinked from a deleted session (the result stays; its ``session_id`` becomes NULL)."""
+    alerts_changed: int = 0
+    """Alerts that cited these sessions and lost those citations (and their evidence, when it came from them)."""
+    alerts_deleted: int = 0
+    """Alerts deleted because the deleted session was all they were observed in (``delete`` only)."""
+    more: bool = False
+    """A prune step stopped at its batch size: more sessions are due."""
+
+    def plus(self, other: PruneResult) -> PruneResult:
+        """The counts of two steps together (``more`` is the later step's)."""
+        counts = {k: getattr(self, k) + getattr(other, k) for k, v in self if isinstance(v, int)
+                  and not isinstance(v, bool)}
+        return self.model_copy(update={**counts, "more": other.more})
+
+    def removed(self) -> bool:
+        """Whether any row went, or changed."""
+        return any(v for k, v in self if k not in ("content_only", "more"))
 
 
 class EvalRunRecord(BaseModel):

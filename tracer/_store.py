@@ -14,7 +14,9 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,12 +53,14 @@ from ._records import (
     EvalResultRecord,
     EvalRunRecord,
     LlmCall,
+    PruneResult,
     SessionAccount,
     SessionSummary,
     ToolCallRecord,
     Turn,
     VerifyResult,
 )
+from ._retention import PRUNE_BATCH, remove_sessions
 from ._spill import recover
 
 DEFAULT_DB = "flightrec.duckdb"
@@ -168,6 +172,11 @@ FROM sessions
 """
 
 
+def _day(ns: int) -> str:
+    """A date for messages, in UTC."""
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d")
+
+
 def default_db_path(db: str | os.PathLike[str] | None = None) -> str:
     """``db`` if given, else ``$FLIGHTREC_DB``, else ``./flightrec.duckdb``."""
     return os.fspath(db) if db else os.environ.get("FLIGHTREC_DB") or DEFAULT_DB
@@ -269,7 +278,8 @@ def _column(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
 
 _INSERTS = (
     ("spans", "INSERT INTO spans SELECT * FROM _batch_spans"),
-    ("llm_calls", "INSERT INTO llm_calls SELECT * FROM _batch_llm_calls"),
+    # Named: columns the ingest never fills (content_pruned_ns, written by retention) stay NULL.
+    ("llm_calls", f"INSERT INTO llm_calls ({', '.join(_COLUMNS['llm_calls'])}) SELECT * FROM _batch_llm_calls"),
     # The outcome key is computed here, in DuckDB's vectorised regular expressions (see tracer._loops).
     ("tool_calls", "INSERT INTO tool_calls SELECT *, "
                    f"{outcome_key_sql('result', 'error_type', 'error_message', 'status')} FROM _batch_tool_calls"),
@@ -315,12 +325,14 @@ class Store:
 
     def _migrate(self) -> None:
         con = self._con
+        # fetchall, not fetchone: a result left unread keeps its transaction open, and an open
+        # transaction on any connection makes the writer's CHECKPOINT fail (serve's read API opens one).
         has_table = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         applied = 0
         if has_table:
-            applied = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+            applied = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
         if applied > LATEST:
             raise SchemaTooNewError(
                 f"the trace store {self.path} has schema version {applied}, but this flightrec knows only up to "
@@ -513,6 +525,82 @@ class Store:
             except duckdb.Error as exc:
                 raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
         return [r[0] for r in rows]
+
+    # -- retention (_retention.py) ----------------------------------------------------------
+
+    def prune_step(self, before_ns: int, *, content_only: bool = False, batch: int = PRUNE_BATCH) -> PruneResult:
+        """Removes the oldest sessions whose last span ended before ``before_ns`` (with
+        ``content_only``, their content alone, from those that still have it), at most ``batch``
+        of them, in one transaction; returns what went. Call it again while the result says
+        ``more``: a writer sharing the file commits between two steps.
+
+        Raises:
+            StoreError: the write failed; nothing was removed.
+        """
+        pending = "AND content_pruned_ns IS NULL" if content_only else ""
+        result = self._retain(
+            f"SELECT session_id FROM sessions WHERE end_ns < ? {pending} ORDER BY end_ns LIMIT ?", [before_ns, batch],
+            content_only=content_only,
+            why="this alert's evidence came from a session whose content retention removed" if content_only
+            else "this alert's evidence came from a session that retention removed")
+        return result.model_copy(update={"more": result.sessions >= batch})
+
+    def delete_session(self, session_id: str) -> PruneResult:
+        """Removes one session entirely (a person's data, on request) and what only it used; returns
+        what went. Eval results that ran it stay, unlinked; see ``_retention.py`` for alerts.
+
+        Raises:
+            UnknownSessionError: no session has exactly this id (a prefix is not enough to delete).
+            StoreError: the write failed; nothing was removed.
+        """
+        if not self._query("SELECT 1 FROM sessions WHERE session_id = ?", [session_id]):
+            found = self._query("SELECT session_id FROM sessions WHERE starts_with(session_id, ?) LIMIT 2",
+                                [session_id]) if session_id else []
+            also = f" It is the start of session {found[0][0]}: pass the full id to delete that one." \
+                if len(found) == 1 else ""
+            raise UnknownSessionError(
+                f"no session {session_id!r} in {self.path}.{also} Deleting takes a session's full id: list them with "
+                f"`flightrec traces list{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`.")
+        return self._retain("SELECT ?", [session_id], content_only=False, forget_observations=True,
+                            why="this alert's evidence came from a session deleted on request")
+
+    def _retain(self, select: str, params: list[Any], *, content_only: bool, why: str,
+                forget_observations: bool = False) -> PruneResult:
+        con = self._con
+        with self._lock:
+            try:
+                con.execute("BEGIN")
+                ids = [r[0] for r in con.execute(select, params).fetchall()]
+                result = remove_sessions(con, ids, content_only=content_only, now_ns=time.time_ns(), why=why,
+                                         forget_observations=forget_observations)
+                con.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(f"removing sessions from the trace store {self.path} failed: {exc}") from None
+                raise
+        return result
+
+    def checkpoint(self) -> bool:
+        """Writes the log into the file (``CHECKPOINT``), so that the blocks removed rows held are
+        free for new data; the file does not shrink (see ``_retention.compact``). Returns False
+        when another connection's transaction is open (a read under way in serve): DuckDB's next
+        automatic checkpoint then frees them.
+
+        Raises:
+            StoreError: the checkpoint failed otherwise (disk full …).
+        """
+        with self._lock:
+            try:
+                self._con.execute("CHECKPOINT")
+            except duckdb.TransactionException:
+                return False
+            except duckdb.Error as exc:
+                raise StoreError(f"checkpointing the trace store {self.path} failed: {exc}") from None
+        return True
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -714,7 +802,7 @@ class Store:
         sql = """SELECT span_id, trace_id, turn_index, start_ns, status, model, action, stop_reason,
                       coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0),
                       coalesce(output_tokens, 0), cost_usd, (end_ns - start_ns) / 1e6, request_sha256, content_mode,
-                      response_body, not_rebuildable
+                      response_body, not_rebuildable, content_pruned_ns
                FROM llm_calls WHERE session_id = ? ORDER BY start_ns"""
         rows = self._query(sql, [session_id])
         if not rows:  # a prefix, or no such session: resolve (or raise) the usual way
@@ -722,7 +810,8 @@ class Store:
         return [CallOutline(span_id=r[0], trace_id=r[1], turn_index=r[2], start_ns=r[3], status=r[4], model=r[5],
                             action=r[6], stop_reason=r[7], input_tokens=r[8], output_tokens=r[9], cost_usd=r[10],
                             latency_ms=r[11], request_sha256=r[12], content_mode=r[13],
-                            response=json.loads(r[14]) if r[14] else None, not_rebuildable=r[15])
+                            response=json.loads(r[14]) if r[14] else None, not_rebuildable=r[15],
+                            content_pruned_ns=r[16])
                 for r in rows]
 
     # -- eval runs -----------------------------------------------------------------------------
@@ -999,7 +1088,7 @@ class Store:
         """Each matching call with its rebuilt body, or the reason it cannot be rebuilt; session by session."""
         rows = self._query(
             f"""SELECT span_id, session_id, content_mode, request_sha256, request_params, system_ref, messages_ref,
-                       tool_refs, message_count, not_rebuildable FROM llm_calls {where}
+                       tool_refs, message_count, not_rebuildable, content_pruned_ns FROM llm_calls {where}
                 ORDER BY session_id, start_ns""",
             params,
         )
@@ -1013,6 +1102,9 @@ class Store:
                 for h in ([r[5]] if r[5] else []) + list(chains.get(r[6]) or []) + list(r[7] or [])
             )
             for r in calls:
+                if r[10] is not None:
+                    yield r, f"its content was pruned by retention on {_day(r[10])}"
+                    continue
                 if r[9] is not None:
                     yield r, f"its exact request is unknown: {r[9]}"
                     continue
@@ -1080,14 +1172,19 @@ class Store:
         """Rebuilds every stored request (or one session's) and checks it against its recorded hash.
 
         Calls recorded by other instrumentation never had an exact request to check: they are
-        listed in ``not_rebuildable`` with the reason, not counted as failures.
+        listed in ``not_rebuildable`` with the reason, not counted as failures; nor are calls whose
+        content retention removed, which are listed in ``pruned``.
         """
         where, params = ("WHERE session_id = ?", [session_id]) if session_id else ("", [])
         total = exact = 0
         failures: list[dict[str, str]] = []
         foreign: list[dict[str, str]] = []
+        pruned: list[dict[str, str]] = []
         for row, body in self._rebuild_rows(where, params):
             total += 1
+            if row[10] is not None:
+                pruned.append({"span_id": row[0], "session_id": row[1] or "", "pruned_on": _day(row[10])})
+                continue
             if row[9] is not None:
                 foreign.append({"span_id": row[0], "session_id": row[1] or "", "reason": row[9]})
                 continue
@@ -1101,4 +1198,4 @@ class Store:
             else:
                 reason = "the rebuilt body's hash differs from the recorded one"
             failures.append({"span_id": row[0], "session_id": row[1] or "", "reason": reason})
-        return VerifyResult(total=total, exact=exact, failures=failures, not_rebuildable=foreign)
+        return VerifyResult(total=total, exact=exact, failures=failures, not_rebuildable=foreign, pruned=pruned)
