@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from . import _attributes as A
 from . import _chat_attributes as _chat
 from . import _foreign
-from ._canonical import canonical_json, sha256_hex
+from ._canonical import canonical_json, content_key
 from ._decision import ToolKinds, context_chars, context_tokens
 from ._loops import call_keys
 from ._pricing import PriceTable, Usage
@@ -230,8 +230,8 @@ class Ingestor:
         return True
 
     def _put_text(self, batch: Batch, kind: str, text: str) -> str:
-        """Stores canonical JSON text under its hash; returns the hash."""
-        digest = sha256_hex(text)
+        """Stores canonical JSON text under its key (``content_key``); returns the key."""
+        digest = content_key(text)
         if self._remember(digest):
             batch.content[digest] = (kind, text)
         return digest
@@ -244,7 +244,7 @@ class Ingestor:
         """
         for text in message_texts:
             digest = self._put_text(batch, "message", text)
-            nxt = sha256_hex(f"{node or ''}/{digest}")
+            nxt = content_key(f"{node or ''}/{digest}")
             if self._remember(nxt):
                 batch.chain[nxt] = (node, digest, session_id)
             node = nxt

@@ -236,6 +236,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         "llm calls keep the beta features they asked for (the anthropic-beta header), so that replay asks again",
         "ALTER TABLE llm_calls ADD COLUMN betas VARCHAR[];",
     ),
+    Migration(
+        7,
+        "flightrec's chat spans keep in spans.attributes only what llm_calls does not hold; content keys are 128-bit",
+        # No column changes: the comments say what changed, and the version keeps earlier flightrecs,
+        # which would read such a chat span's attributes in part, from opening the file.
+        """
+        COMMENT ON COLUMN spans.attributes IS 'a flightrec chat span keeps only what its llm_calls row does not hold';
+        COMMENT ON COLUMN content.hash IS 'the first 128 bits of the SHA-256 of body, in hex (64 digits before v7)';
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -115,3 +115,24 @@ def test_the_read_api_gives_a_root_chat_span_whole(recorded):
             assert served.call_parts(run.span_id).attribute_keys == list(original[run.span_id])
     finally:
         read_api.close()
+
+
+def test_a_store_with_content_keys_of_both_lengths_rebuilds_every_request(tmp_path, monkeypatch):
+    db = str(tmp_path / "s.duckdb")
+
+    def record() -> None:
+        rec = tracer.Recorder(db)
+        with rec.session(agent="support"):
+            run_agent(rec.instrument(FakeAPI().client()))
+        rec.shutdown()
+
+    monkeypatch.setattr("tracer._ingest.content_key", tracer.sha256_hex)  # as versions before 7 keyed content
+    record()
+    monkeypatch.undo()
+    record()  # the same system prompt, tools and first message again, now under 128-bit keys
+    with tracer.Store(db, read_only=True) as store:
+        lengths = store.sql("SELECT length(hash), count(*) FROM content GROUP BY 1 ORDER BY 1")
+        assert [n for n, _ in lengths] == [32, 64]
+        assert store.sql("SELECT DISTINCT length(node) FROM message_chain ORDER BY 1") == [(32,), (64,)]
+        verified = store.verify_requests()
+        assert verified.total == 4 and verified.exact == 4
