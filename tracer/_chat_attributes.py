@@ -27,75 +27,51 @@ from . import _attributes as A
 SCOPE = "flightrec"
 """Only flightrec's own chat spans are stored this way: their attributes come from one place (capture)."""
 
-COLUMNS = (
-    "model", "attempt", "stream", "content_mode", "betas", "request_sha256", "tools_available", "turn_index",
-    "http_status", "error_type", "response_id", "response_model", "stop_reason", "input_tokens",
-    "output_tokens", "cache_read_tokens", "cache_write_tokens", "action", "tools_chosen", "cost_usd",
-    "ctx_system_tokens", "ctx_tools_tokens", "ctx_history_tokens", "ctx_tool_results_tokens", "ctx_retrieved_tokens",
-    "ctx_window", "ctx_utilisation",
-)
-"""The ``llm_calls`` columns ``restore`` reads, in the order it takes them."""
 
-_C = {c: i for i, c in enumerate(COLUMNS)}
-
-
-def _column(name: str, kind: Callable[[Any], Any]) -> Callable[[Sequence[Any]], Any]:
-    # ``kind`` is the column's Python type: the identity on what DuckDB gives back, and at ingest what
-    # the insert would make of the value, so that a value the column would change is never dropped.
-    i = _C[name]
-
-    def get(values: Sequence[Any]) -> Any:
-        v = values[i]
-        return None if v is None else kind(v)
-
-    return get
 
 
 def _strings(v: Any) -> list[str]:
     return [str(x) for x in v]
 
 
-def _total_input(values: Sequence[Any]) -> int | None:
-    # The conventions count cached tokens in input_tokens; llm_calls stores them as the API does.
-    uncached = values[_C["input_tokens"]]
-    if uncached is None:
-        return None
-    return int(uncached) + int(values[_C["cache_read_tokens"]] or 0) + int(values[_C["cache_write_tokens"]] or 0)
+def _one(v: Any) -> list[str]:
+    # llm_calls keeps the first finish reason only: a list of one is all it gives back.
+    return [str(v)]
 
 
-def _finish(values: Sequence[Any]) -> list[str] | None:
-    stop = values[_C["stop_reason"]]
-    return None if stop is None else [str(stop)]
-
+_TOTAL = "total"
+"""The conventions count cached tokens in input_tokens; llm_calls stores them as the API does."""
 
 _P = A.CONTEXT_PREFIX
-_HELD: dict[str, Callable[[Sequence[Any]], Any]] = {
-    A.OPERATION: lambda values: "chat",
-    A.REQUEST_MODEL: _column("model", str),
-    A.ATTEMPT: _column("attempt", int),
-    A.REQUEST_STREAM: _column("stream", bool),
-    A.CONTENT_MODE: _column("content_mode", str),
-    A.REQUEST_BETAS: _column("betas", _strings),
-    A.REQUEST_SHA256: _column("request_sha256", str),
-    A.TOOLS_AVAILABLE: _column("tools_available", _strings),
-    A.TURN_INDEX: _column("turn_index", int),
-    A.HTTP_STATUS: _column("http_status", int),
-    A.ERROR_TYPE: _column("error_type", str),
-    A.RESPONSE_ID: _column("response_id", str),
-    A.RESPONSE_MODEL: _column("response_model", str),
-    A.RESPONSE_FINISH_REASONS: _finish,
-    A.USAGE_INPUT: _total_input,
-    A.USAGE_OUTPUT: _column("output_tokens", int),
-    A.USAGE_CACHE_READ: _column("cache_read_tokens", int),
-    A.USAGE_CACHE_CREATION: _column("cache_write_tokens", int),
-    A.ACTION: _column("action", str),
-    A.TOOLS_CHOSEN: _column("tools_chosen", _strings),
-    A.COST_USD: _column("cost_usd", float),
-    **{f"{_P}{s}_tokens": _column(f"ctx_{s}_tokens", int) for s in A.SEGMENTS},
-    A.CONTEXT_WINDOW: _column("ctx_window", int),
-    A.CONTEXT_UTILISATION: _column("ctx_utilisation", float),
+_HELD: dict[str, tuple[str, Callable[[Any], Any] | str]] = {
+    A.REQUEST_MODEL: ("model", str),
+    A.ATTEMPT: ("attempt", int),
+    A.REQUEST_STREAM: ("stream", bool),
+    A.CONTENT_MODE: ("content_mode", str),
+    A.REQUEST_BETAS: ("betas", _strings),
+    A.REQUEST_SHA256: ("request_sha256", str),
+    A.TOOLS_AVAILABLE: ("tools_available", _strings),
+    A.TURN_INDEX: ("turn_index", int),
+    A.HTTP_STATUS: ("http_status", int),
+    A.ERROR_TYPE: ("error_type", str),
+    A.RESPONSE_ID: ("response_id", str),
+    A.RESPONSE_MODEL: ("response_model", str),
+    A.RESPONSE_FINISH_REASONS: ("stop_reason", _one),
+    A.USAGE_INPUT: ("input_tokens", _TOTAL),
+    A.USAGE_OUTPUT: ("output_tokens", int),
+    A.USAGE_CACHE_READ: ("cache_read_tokens", int),
+    A.USAGE_CACHE_CREATION: ("cache_write_tokens", int),
+    A.ACTION: ("action", str),
+    A.TOOLS_CHOSEN: ("tools_chosen", _strings),
+    A.COST_USD: ("cost_usd", float),
+    **{f"{_P}{s}_tokens": (f"ctx_{s}_tokens", int) for s in A.SEGMENTS},
+    A.CONTEXT_WINDOW: ("ctx_window", int),
+    A.CONTEXT_UTILISATION: ("ctx_utilisation", float),
 }
-"""The attributes ``llm_calls`` holds exactly, and how to read each back from ``COLUMNS``."""
+"""The attributes ``llm_calls`` holds exactly (besides ``gen_ai.operation.name``, always ``chat``): the
+column of each and its Python type. The type is the identity on what DuckDB gives back, and at
+ingest it makes of a value what the insert would, so that a value the column would change is
+never dropped."""
 
 _ORDER = (
     A.OPERATION, A.PROVIDER, A.REQUEST_MODEL, A.ATTEMPT, A.REQUEST_STREAM, A.CONTENT_MODE, A.SERVER_ADDRESS,
@@ -108,7 +84,10 @@ _ORDER = (
 """The order capture sets a chat span's attributes in (``tracer._capture``): ``restore`` puts the held
 ones back where they were among the kept ones."""
 _RANK = {k: i for i, k in enumerate(_ORDER)}
-_HELD_IN_ORDER = tuple((k, _RANK[k], get) for k in _ORDER if (get := _HELD.get(k)) is not None)
+COLUMNS = tuple(_HELD[k][0] for k in _ORDER if k in _HELD) + ("cache_read_tokens", "cache_write_tokens")
+"""The ``llm_calls`` columns ``restore`` reads, in the order it takes them (the cached tokens twice:
+the conventions' input tokens add them up)."""
+_SPEC = tuple((k, _RANK[k], i, _HELD[k][1]) for i, k in enumerate(k for k in _ORDER if k in _HELD))
 
 
 def restore(kept: dict[str, Any], values: Sequence[Any]) -> dict[str, Any]:
@@ -120,17 +99,25 @@ def restore(kept: dict[str, Any], values: Sequence[Any]) -> dict[str, Any]:
     """
     if A.OPERATION in kept:  # stored whole (by ``stored``, or by a version before it)
         return kept
-    held = [(k, rank, v) for k, rank, get in _HELD_IN_ORDER if (v := get(values)) is not None]
+    held: list[tuple[int, str, Any]] = [(0, A.OPERATION, "chat")]
+    for key, rank, i, kind in _SPEC:
+        v = values[i]
+        if v is not None:
+            if kind is _TOTAL:
+                v = int(v) + int(values[-2] or 0) + int(values[-1] or 0)
+            else:
+                v = kind(v)  # type: ignore[operator]
+            held.append((rank, key, v))
     out: dict[str, Any] = {}
-    i = 0
+    i, n = 0, len(held)
     for key, value in kept.items():
         rank = _RANK.get(key)
-        if rank is not None:
-            while i < len(held) and held[i][1] < rank:
-                out[held[i][0]] = held[i][2]
+        if rank is not None:  # the held keys capture sets before this one go first
+            while i < n and held[i][0] < rank:
+                out[held[i][1]] = held[i][2]
                 i += 1
         out[key] = value
-    for key, _rank, value in held[i:]:
+    for _rank, key, value in held[i:]:
         out[key] = value
     return out
 
@@ -141,7 +128,7 @@ def stored(attributes: dict[str, Any], values: Sequence[Any]) -> dict[str, Any]:
     gives them back exactly."""
     if A.OPERATION not in attributes:  # could not be told from a span stored this way
         return attributes
-    kept = {k: v for k, v in attributes.items() if k not in _HELD}
+    kept = {k: v for k, v in attributes.items() if k not in _HELD and k != A.OPERATION}
     try:
         # Compared as the JSON text that would be stored: the same keys, order, values and JSON types.
         same = orjson.dumps(restore(kept, values)) == orjson.dumps(attributes)
