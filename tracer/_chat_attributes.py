@@ -105,7 +105,7 @@ def restore(kept: dict[str, Any], values: Sequence[Any]) -> dict[str, Any]:
         if v is not None:
             if kind is _TOTAL:
                 v = int(v) + int(values[-2] or 0) + int(values[-1] or 0)
-            else:
+            elif type(v) is not kind:  # already of its column's type (all of them, read from DuckDB)
                 v = kind(v)  # type: ignore[operator]
             held.append((rank, key, v))
     out: dict[str, Any] = {}
