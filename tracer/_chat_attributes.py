@@ -28,8 +28,6 @@ SCOPE = "flightrec"
 """Only flightrec's own chat spans are stored this way: their attributes come from one place (capture)."""
 
 
-
-
 def _strings(v: Any) -> list[str]:
     return [str(x) for x in v]
 
