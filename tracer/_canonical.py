@@ -31,6 +31,17 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def content_key(text: str) -> str:
+    """The key a piece of content (a message, a system prompt, a tool) or a message chain node is
+    stored under: the first 128 bits of the SHA-256 of ``text``, in hex.
+
+    Half the hash is enough to tell apart all the content a store will ever hold, and the keys are
+    most of what the primary-key indexes of ``content`` and ``message_chain`` take on disk. Keys are
+    opaque: stores written before keep the whole hash, and nothing recomputes a key from content.
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
 def loads(data: str | bytes) -> Any:
     """Parses JSON (orjson's parser: the responses on the hot path are parsed with it)."""
     return orjson.loads(data)

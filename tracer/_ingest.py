@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import _attributes as A
+from . import _chat_attributes as _chat
 from . import _foreign
-from ._canonical import canonical_json, sha256_hex
+from ._canonical import canonical_json, content_key
 from ._decision import ToolKinds, context_chars, context_tokens
 from ._loops import call_keys
 from ._pricing import PriceTable, Usage
@@ -35,6 +37,17 @@ _TRACES = 200_000
 """Traces whose session an ingestor remembers, so that spans sent later join it."""
 _CALLS_PER_SESSION = 64
 """Recent LLM calls of a foreign session that its tool calls are matched against."""
+LLM_CALL_COLUMNS = (
+    "span_id", "trace_id", "session_id", "turn_index", "attempt", "start_ns", "end_ns", "status", "error_type",
+    "http_status", "stream", "ttft_ms", "model", "response_model", "response_id", "stop_reason", "action",
+    "tools_available", "tools_chosen", "reasoning", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "cost_usd", "ctx_system_tokens", "ctx_tools_tokens", "ctx_history_tokens",
+    "ctx_tool_results_tokens", "ctx_retrieved_tokens", "ctx_window", "ctx_utilisation", "content_mode",
+    "request_sha256", "request_params", "system_ref", "messages_ref", "message_count", "tool_refs",
+    "response_body", "not_rebuildable", "betas")
+"""The columns of an ``llm_calls`` row as ingest builds it, in the schema's order."""
+_HELD_VALUES = operator.itemgetter(*(LLM_CALL_COLUMNS.index(c) for c in _chat.COLUMNS))
+"""The values of an ``llm_calls`` row that a chat span's attributes are put back from."""
 _SPANS = 100_000
 """Spans (trace and span id) an ingestor remembers having built, so that a retried request is not
 counted twice. Retries come within seconds; older duplicates are caught by the store."""
@@ -224,8 +237,8 @@ class Ingestor:
         return True
 
     def _put_text(self, batch: Batch, kind: str, text: str) -> str:
-        """Stores canonical JSON text under its hash; returns the hash."""
-        digest = sha256_hex(text)
+        """Stores canonical JSON text under its key (``content_key``); returns the key."""
+        digest = content_key(text)
         if self._remember(digest):
             batch.content[digest] = (kind, text)
         return digest
@@ -238,7 +251,7 @@ class Ingestor:
         """
         for text in message_texts:
             digest = self._put_text(batch, "message", text)
-            nxt = sha256_hex(f"{node or ''}/{digest}")
+            nxt = content_key(f"{node or ''}/{digest}")
             if self._remember(nxt):
                 batch.chain[nxt] = (node, digest, session_id)
             node = nxt
@@ -275,11 +288,6 @@ class Ingestor:
             rkey = id(r.resource)
             if rkey not in resource_json:
                 resource_json[rkey] = _json(r.resource)
-            batch.spans.append((
-                r.trace_id, r.span_id, r.parent_span_id, session_id, r.name, r.kind, r.start_ns, r.end_ns,
-                r.status_code, r.status_message, _json(kept), _json(r.events) if r.events else None,
-                _json(r.links) if r.links else None, resource_json[rkey], r.scope,
-            ))
             delta = batch.sessions.get(session_id)
             if delta is None:
                 delta = batch.sessions[session_id] = SessionDelta(session_id, r.start_ns, r.end_ns)
@@ -293,11 +301,19 @@ class Ingestor:
                 delta.ended = True
                 delta.status = "error" if r.status_code == "ERROR" else "ok"
             op = attrs.get(A.OPERATION)
-            if duplicate:
+            call = None
+            if not duplicate and op == "chat" and (own or A.REQUEST_SHA256 in attrs):  # flightrec's conventions
+                call = self._llm_call(batch, r, session_id, delta)
+                if own:  # what llm_calls holds is not kept twice (see tracer._chat_attributes)
+                    kept = _chat.stored(kept, _HELD_VALUES(call))
+            batch.spans.append((
+                r.trace_id, r.span_id, r.parent_span_id, session_id, r.name, r.kind, r.start_ns, r.end_ns,
+                r.status_code, r.status_message, _json(kept), _json(r.events) if r.events else None,
+                _json(r.links) if r.links else None, resource_json[rkey], r.scope,
+            ))
+            if duplicate or call is not None:
                 continue
-            if op == "chat" and (own or A.REQUEST_SHA256 in attrs):  # flightrec's conventions, from any SDK
-                self._llm_call(batch, r, session_id, delta)
-            elif op == "execute_tool":
+            if op == "execute_tool":
                 self._tool_call(batch, r, session_id, delta)
             elif op == "invoke_agent":
                 delta.trace_id = r.trace_id
@@ -497,7 +513,8 @@ class Ingestor:
         elif ok:
             s["unpriced_calls"] += 1
 
-    def _llm_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
+    def _llm_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> tuple[Any, ...]:
+        """Adds the call's ``llm_calls`` row (``LLM_CALL_COLUMNS``) and returns it."""
         a = r.attributes
         system_ref = messages_ref = message_count = tool_refs = params = not_rebuildable = None
         body_text = a.get(A.REQUEST_BODY)
@@ -531,7 +548,7 @@ class Ingestor:
         finish = a.get(A.RESPONSE_FINISH_REASONS)
         stop_reason = finish[0] if finish else None
         p = A.CONTEXT_PREFIX
-        batch.llm_calls.append((
+        row = (
             r.span_id, r.trace_id, session_id, a.get(A.TURN_INDEX), int(a.get(A.ATTEMPT, 0)), r.start_ns, r.end_ns,
             "ok" if ok else "error", a.get(A.ERROR_TYPE), a.get(A.HTTP_STATUS),
             bool(a.get(A.REQUEST_STREAM, a.get(A.LEGACY_REQUEST_STREAM, False))),
@@ -544,7 +561,8 @@ class Ingestor:
             a.get(A.CONTEXT_WINDOW), a.get(A.CONTEXT_UTILISATION), a.get(A.CONTENT_MODE),
             a.get(A.REQUEST_SHA256), params, system_ref, messages_ref, message_count, tool_refs,
             a.get(A.RESPONSE_BODY), not_rebuildable, list(a[A.REQUEST_BETAS]) if a.get(A.REQUEST_BETAS) else None,
-        ))
+        )
+        batch.llm_calls.append(row)
         s = delta.sums
         s["llm_calls"] += 1
         if not ok:
@@ -557,6 +575,7 @@ class Ingestor:
             delta.cost_usd += cost
         elif ok:
             s["unpriced_calls"] += 1
+        return row
 
     def _tool_call(self, batch: Batch, r: SpanRecord, session_id: str, delta: SessionDelta) -> None:
         a = r.attributes

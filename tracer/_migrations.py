@@ -258,6 +258,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE sessions ADD COLUMN content_pruned_ns BIGINT;
         """,
     ),
+    Migration(
+        9,
+        "flightrec's chat spans keep in spans.attributes only what llm_calls does not hold; content keys are 128-bit",
+        # No column changes: the comments say what changed, and the version keeps earlier flightrecs,
+        # which would read such a chat span's attributes in part, from opening the file.
+        """
+        COMMENT ON COLUMN spans.attributes IS 'a flightrec chat span keeps only what its llm_calls row does not hold';
+        COMMENT ON COLUMN content.hash IS 'the first 128 bits of the SHA-256 of body, in hex (64 digits before v9)';
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

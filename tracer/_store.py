@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 if TYPE_CHECKING:  # pandas costs the CLI a third of a second to import; only the dashboard uses frame()
     import pandas as pd
 
+from . import _chat_attributes as _chat
 from ._audit import ALERT_ACTIONS, AuditAction, AuditVia, audit_entry
 from ._canonical import canonical_json, sha256_hex
 from ._errors import (
@@ -41,7 +42,7 @@ from ._errors import (
     UnstorableError,
 )
 from ._holder import find_holder
-from ._ingest import _SESSION_SUMS, Batch
+from ._ingest import _SESSION_SUMS, LLM_CALL_COLUMNS, Batch
 from ._loops import outcome_key_sql
 from ._migrations import LATEST, MIGRATIONS
 from ._records import (
@@ -71,14 +72,7 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 _COLUMNS = {
     "spans": ("trace_id", "span_id", "parent_span_id", "session_id", "name", "kind", "start_ns", "end_ns",
               "status_code", "status_message", "attributes", "events", "links", "resource", "scope"),
-    "llm_calls": (
-        "span_id", "trace_id", "session_id", "turn_index", "attempt", "start_ns", "end_ns", "status", "error_type",
-        "http_status", "stream", "ttft_ms", "model", "response_model", "response_id", "stop_reason", "action",
-        "tools_available", "tools_chosen", "reasoning", "input_tokens", "output_tokens", "cache_read_tokens",
-        "cache_write_tokens", "cost_usd", "ctx_system_tokens", "ctx_tools_tokens", "ctx_history_tokens",
-        "ctx_tool_results_tokens", "ctx_retrieved_tokens", "ctx_window", "ctx_utilisation", "content_mode",
-        "request_sha256", "request_params", "system_ref", "messages_ref", "message_count", "tool_refs",
-        "response_body", "not_rebuildable", "betas"),
+    "llm_calls": LLM_CALL_COLUMNS,
     "tool_calls": ("span_id", "trace_id", "session_id", "turn_index", "tool_name", "tool_call_id", "start_ns",
                    "end_ns", "status", "error_type", "error_message", "arguments", "result", "idempotency_key",
                    "retries", "circuit_state", "args_key", "shape_key"),
@@ -770,8 +764,11 @@ class Store:
         Raises:
             UnknownSessionError: no such session.
         """
-        roots = """SELECT span_id, trace_id, start_ns, end_ns, status_code, status_message, attributes FROM spans
-                   WHERE session_id = ? AND parent_span_id IS NULL ORDER BY start_ns"""
+        # A chat span is a root when its call was made outside a session: its call's row completes it.
+        roots = f"""SELECT s.span_id, s.trace_id, s.start_ns, s.end_ns, s.status_code, s.status_message, s.attributes,
+                           s.scope, l.span_id IS NOT NULL, {_chat.call_columns("l")}
+                    FROM spans s LEFT JOIN llm_calls l ON l.span_id = s.span_id AND l.trace_id = s.trace_id
+                    WHERE s.session_id = ? AND s.parent_span_id IS NULL ORDER BY s.start_ns"""
         sid, rows = session_id, self._query(roots, [session_id])
         if not rows:  # a prefix, or no such session: resolve (or raise) the usual way
             sid = self.get_session(session_id).session_id
@@ -789,7 +786,8 @@ class Store:
             first = bisect.bisect_left(call_starts, r[2])
             runs.append(AgentRun(
                 span_id=r[0], trace_id=r[1], start_ns=r[2], end_ns=r[3], status_code=r[4], status_message=r[5],
-                attributes=json.loads(r[6]), tool_calls_before_end=bisect.bisect_right(tool_starts, r[3]),
+                attributes=_chat.read(r[7], r[6], r[9:] if r[8] else None),
+                tool_calls_before_end=bisect.bisect_right(tool_starts, r[3]),
                 first_call_span_id=calls[first][1] if first < len(calls) and calls[first][0] <= r[3] else None))
         return runs
 
@@ -1133,19 +1131,19 @@ class Store:
             NotRebuildableError: no LLM call with this span id.
         """
         rows = self._query(
-            """SELECT s.scope, s.attributes, l.request_params, l.system_ref, l.messages_ref, l.message_count,
-                      l.tool_refs, l.session_id
+            f"""SELECT s.scope, s.attributes, l.request_params, l.system_ref, l.messages_ref, l.message_count,
+                      l.tool_refs, l.session_id, {_chat.call_columns("l")}
                FROM llm_calls l LEFT JOIN spans s ON s.span_id = l.span_id AND s.trace_id = l.trace_id
                WHERE l.span_id = ? LIMIT 1""", [span_id])
         if not rows:
             raise NotRebuildableError(f"no LLM call with span id {span_id!r} in {self.path}.")
-        scope, raw, params, system_ref, messages_ref, count, tool_refs, session_id = rows[0]
+        scope, raw, params, system_ref, messages_ref, count, tool_refs, session_id = rows[0][:8]
         chain: list[str] | None = []
         if messages_ref:
             chain = self.message_lists([messages_ref], session_id=session_id).get(messages_ref)
         refs = [*([system_ref] if system_ref else []), *(chain or []), *(tool_refs or [])]
         content = self.content(refs)
-        attrs = json.loads(raw) if raw else {}
+        attrs = _chat.read(scope, raw, rows[0][8:])
         return CallParts(
             scope=scope or "", attribute_keys=list(attrs) if isinstance(attrs, dict) else [],
             params=json.loads(params) if params else None,
