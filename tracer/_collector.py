@@ -143,7 +143,7 @@ class CollectorStats:
 def tune_gc() -> None:
     """Sets the garbage collector of a process that runs a ``Collector`` for its throughput.
 
-    The objects alive now (the imported modules: the dashboard's are many) are moved out of the
+    The objects alive now (the modules imported so far, the hooks) are moved out of the garbage
     collector's reach (``gc.freeze``), and the youngest generation is collected every
     ``_GC_YOUNG`` allocations instead of 700. Reference counting frees the collector's data as
     before; only reference cycles wait longer. Process-wide: call it once, from the command that
