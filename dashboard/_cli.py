@@ -16,7 +16,8 @@ from ._launch import run
 
 @click.command("dashboard")
 @db_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind. The dashboard has no login: another prints a warning; put a login in front.")
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port.")
 def dashboard(db: str | None, host: str, port: int) -> None:
     """Browse a store in the browser: sessions, decisions, replay, evals, alerts and costs.

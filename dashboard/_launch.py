@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import tracer
@@ -10,6 +11,17 @@ import tracer
 from ._source import DB_ENV, MODE_ENV, Mode
 
 APP = str(Path(__file__).with_name("app.py"))
+
+
+def exposure_warning(host: str, port: int) -> str:
+    """What ``run`` prints when the dashboard is bound beyond loopback. Streamlit has no login and no
+    hook to check a token on its HTTP and WebSocket endpoints, so the dashboard cannot require one as
+    the collector does; a login belongs in front of it (README, "Exposing the dashboard")."""
+    return (f"WARNING: the dashboard on {host}:{port} is reachable from other machines, and it has no login: anyone "
+            "who reaches it can read every recorded conversation, acknowledge and resolve alerts, and run replays "
+            "and forks (which call the model), and the audit log cannot tell who. Bind it to 127.0.0.1 and reach it "
+            f"through an SSH tunnel (ssh -L {port}:127.0.0.1:{port} HOST), or put a reverse proxy with a login and "
+            "TLS in front of it.")
 
 
 def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 8501,
@@ -28,11 +40,15 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
 
     Blocking: runs Streamlit's event loop on this thread, which must be the main thread.
     """
+    from tracer._collector import is_loopback
+
     path = tracer.default_db_path(db)
     if mode == "read_only":  # fail here, in the terminal, rather than in the browser
         tracer.Store(path, read_only=True).close()
     print(f"flightrec dashboard on http://{host}:{port}, {'reading' if mode == 'read_only' else 'sharing'} {path} "
           "(Ctrl-C to stop)", flush=True)
+    if not is_loopback(host):
+        print(exposure_warning(host, port), file=sys.stderr, flush=True)
     os.environ[DB_ENV] = path
     os.environ[MODE_ENV] = mode
     # Imported here: Streamlit takes a second to import, and no other command needs it. The pages

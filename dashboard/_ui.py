@@ -24,6 +24,7 @@ PAGES = {
     "evals": "views/evals.py",
     "alerts": "views/alerts.py",
     "costs": "views/costs.py",
+    "audit": "views/audit.py",
 }
 """Each page's script, relative to ``app.py``; its key is its URL path (``/session?id=…``), except
 the default page, Overview, which Streamlit serves at ``/`` only."""
@@ -35,6 +36,12 @@ _TTL_FILE_S = 60
 
 def source() -> _source.Source:
     return _source.current()
+
+
+def actor() -> str:
+    """Who the audit log names for an action taken here. The dashboard has no login, so it cannot
+    tell people apart: ``$FLIGHTREC_ACTOR`` of the process that serves it, else that process's OS user."""
+    return tracer.actor_name()
 
 
 def cached(fn: Callable[..., T]) -> Callable[..., T]:

@@ -14,6 +14,7 @@ _TITLES = {
     "evals": ("Evals", ":material/fact_check:"),
     "alerts": ("Alerts", ":material/notifications:"),
     "costs": ("Costs", ":material/payments:"),
+    "audit": ("Audit", ":material/policy:"),
 }
 
 pages = [st.Page(PAGES[key], title=title, icon=icon, url_path=key, default=key == "overview")

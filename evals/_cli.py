@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 import tracer
-from tracer._cli import EXIT_ERROR, db_option, hint, json_option, output_width
+from tracer._cli import EXIT_ERROR, actor_option, db_option, hint, json_option, output_width
 
 from . import _report
 from ._add_case import add_case, draft_case
@@ -88,13 +88,15 @@ def evals() -> None:
 @click.option("--report", metavar="PATH.md", help="Write a Markdown summary here (for a pull-request comment).")
 @db_option
 @json_option
+@actor_option
 def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int, concurrency: int,
             tags: tuple[str, ...], baseline: str | None, label: str | None, seed: int | None, alpha: float,
-            junit: str | None, report: str | None, db: str | None, as_json: bool) -> None:
+            junit: str | None, report: str | None, db: str | None, as_json: bool, actor: str | None) -> None:
     """Run DATASET (a YAML or JSONL file, or a bundled suite: `support`) against the agent.
 
     Every trial is a traced session; its result links to it.
     """
+    who = tracer.actor_name(actor) if label else None  # a blank --actor fails now, not after the run
     settings = _settings(set_)
     _check_alpha(alpha)
     baseline_id: str | None = None
@@ -114,14 +116,15 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
 
     data = load_dataset(dataset)
     result = run_eval(data, agent=agent, settings=settings, trials=trials, concurrency=concurrency, tags=tags,
-                      seed=seed, db=db, label=None if baseline_id else label, progress=progress)
+                      seed=seed, db=db, progress=progress)
     comparison: Comparison | None = None
-    if baseline_id:
+    if baseline_id or label:
         with tracer.Store(db) as store:
-            comparison = compare_stored(store, baseline_id, result.run.run_id, alpha=alpha)
+            if baseline_id:
+                comparison = compare_stored(store, baseline_id, result.run.run_id, alpha=alpha)
             # A regressed run must not become the bar the next run is held to.
-            if label and comparison.verdict != "regression":
-                store.label_eval_run(result.run.run_id, label)
+            if label and (comparison is None or comparison.verdict != "regression"):
+                store.label_eval_run(result.run.run_id, label, actor=who, via="cli")
                 result.run.labels.append(label)
     if junit:
         _write(junit, _report.junit(result.run, result.results, comparison, thresholds=data.thresholds()))
@@ -206,11 +209,12 @@ def show_cmd(run: str, db: str | None, as_json: bool) -> None:
 @click.argument("run")
 @click.argument("label")
 @db_option
-def label_cmd(run: str, label: str, db: str | None) -> None:
+@actor_option
+def label_cmd(run: str, label: str, db: str | None, actor: str | None) -> None:
     """Point LABEL (for example `baseline`) at RUN."""
     with tracer.connect(db, read_only=False) as store:
         record = store.find_eval_run(run)
-        store.label_eval_run(record.run_id, label)
+        store.label_eval_run(record.run_id, label, actor=actor, via="cli")
     click.echo(f"{label} → {record.run_id}")
 
 
@@ -219,11 +223,15 @@ def label_cmd(run: str, label: str, db: str | None) -> None:
 @click.option("--dataset", "dataset", required=True, metavar="FILE", help="The dataset to append to (created if new).")
 @click.option("--id", "case_id", metavar="ID", help="The case id (default: scenario or 'session', plus the id).")
 @db_option
-def add_case_cmd(session_id: str, dataset: str, case_id: str | None, db: str | None) -> None:
+@actor_option
+def add_case_cmd(session_id: str, dataset: str, case_id: str | None, db: str | None, actor: str | None) -> None:
     """Turn a recorded session into a draft case; review its expectations before you commit it."""
-    with tracer.connect(db) as store:
+    # Opened for writing first: the session's content leaves the store only if the audit log can say so.
+    with tracer.connect(db, read_only=False) as store:
         case = draft_case(store, session_id, case_id=case_id)
-    add_case(dataset, case)
+        add_case(dataset, case)
+        store.audit(actor, "export", store.get_session(session_id).session_id,
+                    {"to": "dataset", "dataset": dataset, "case": case["id"]}, via="cli")
     click.echo(f"added case {case['id']} to {dataset} with {len(case['expect'])} draft expectations "
                "(what the session did). Review them: they become the bar every future run must meet.")
 
@@ -344,23 +352,25 @@ def _when(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _set_status(alert_id: str, status: str, db: str | None) -> None:
+def _set_status(alert_id: str, status: str, db: str | None, actor: str | None) -> None:
     with tracer.connect(db, read_only=False) as store:
-        a = store.set_alert_status(alert_id, status)
+        a = store.set_alert_status(alert_id, status, actor=actor, via="cli")
     click.echo(f"{a.alert_id} {status}: {a.title}")
 
 
 @alerts.command("ack")
 @click.argument("alert_id")
 @db_option
-def alerts_ack(alert_id: str, db: str | None) -> None:
+@actor_option
+def alerts_ack(alert_id: str, db: str | None, actor: str | None) -> None:
     """Acknowledge an alert (someone is on it)."""
-    _set_status(alert_id, "acknowledged", db)
+    _set_status(alert_id, "acknowledged", db, actor)
 
 
 @alerts.command("resolve")
 @click.argument("alert_id")
 @db_option
-def alerts_resolve(alert_id: str, db: str | None) -> None:
+@actor_option
+def alerts_resolve(alert_id: str, db: str | None, actor: str | None) -> None:
     """Resolve an alert; it reopens if it is seen again."""
-    _set_status(alert_id, "resolved", db)
+    _set_status(alert_id, "resolved", db, actor)

@@ -114,13 +114,17 @@ class _ProtocolAgent:
         """Any case: what it holds is ``run``'s to read."""
 
     def run_trial(self, case: Case, *, recorder: tracer.Recorder, seed: int) -> str:
-        attributes = {INPUT_ATTRIBUTE: case.input.model_dump_json(exclude_defaults=True), "flightrec.seed": seed}
+        # The case's input and the answer are content: kept as the recorder's content mode says.
+        policy = recorder.policy
+        kept_input = policy.content(case.input.model_dump_json(exclude_defaults=True))
+        attributes = {"flightrec.seed": seed, **({INPUT_ATTRIBUTE: kept_input} if kept_input is not None else {})}
         with recorder.session(self._name, **attributes) as session:
             answer = self._run(case, recorder.instrument(self._client(seed)))
             if not isinstance(answer, str):
                 raise TypeError(f"the agent {self._name!r} returned a {type(answer).__name__}; run(case, client) "
                                 "returns the final answer as a str")
-            session.event("final_answer", text=answer)
+            said = policy.content(answer)
+            session.event("final_answer", **({"text": said} if said is not None else {}))
         return session.id
 
     def close(self) -> None:

@@ -160,7 +160,7 @@ def _execute(agent: EvalAgent, cases: Sequence[Case], trials: int, concurrency: 
                 recorder.flush(timeout_s=_FLUSH_S)  # the ended trials' spans, so that their traces can be read
                 for trial, got, seconds in ended:
                     took[trial.case.id] = max(took.get(trial.case.id, 0.0), seconds)
-                    result = _score(store, run_id, trial, got, scorers[trial.case.id])
+                    result = _score(store, run_id, trial, got, scorers[trial.case.id], recorder.policy)
                     results[(trial.case.id, trial.k)] = result
                     if progress is not None:
                         progress(result, len(results), total)
@@ -170,12 +170,15 @@ def _execute(agent: EvalAgent, cases: Sequence[Case], trials: int, concurrency: 
 
 
 def _score(store: tracer.Store, run_id: str, trial: _Trial, got: str | BaseException,
-           scorers: list[Scorer]) -> tracer.EvalResultRecord:
+           scorers: list[Scorer], policy: tracer.ContentPolicy) -> tracer.EvalResultRecord:
+    """The trial's result record, its texts shaped by the run's content policy like the trial's spans."""
     base = dict(run_id=run_id, case_id=trial.case.id, trial=trial.k, tags=list(trial.case.tags))
     if isinstance(got, BaseException):
+        message = policy.content(str(got))
         return tracer.EvalResultRecord(**base, session_id=None, passed=False, score=0.0, scores=[], status="error",
                                        turns=None, cost_usd=None, latency_ms=None,
-                                       error=f"the agent raised {type(got).__name__}: {got}")
+                                       error=f"the agent raised {type(got).__name__}" + (f": {message}" if message
+                                                                                         else ""))
     try:
         trajectory = trajectory_of(store, got)
     except tracer.UnknownSessionError:
@@ -184,6 +187,7 @@ def _score(store: tracer.Store, run_id: str, trial: _Trial, got: str | BaseExcep
             latency_ms=None, error="the session's trace did not reach the store (see the exporter's dropped spans)")
     score, passed, scores = score_trial(scorers, trajectory)
     return tracer.EvalResultRecord(**base, session_id=got, passed=passed, score=score,
-                                   scores=[s.model_dump() for s in scores], error=None, status=trajectory.status,
+                                   scores=policy.metadata([s.model_dump() for s in scores]), error=None,
+                                   status=trajectory.status,
                                    turns=trajectory.turns, cost_usd=trajectory.cost_usd,
                                    latency_ms=trajectory.latency_ms)

@@ -10,6 +10,7 @@ Quick start::
     print(result.changed, "of", len(result.trials), "trials decided differently; answered by", result.model)
 """
 
+from ._audit import audit
 from ._diff import diff
 from ._edits import apply_edits, load_edits
 from ._errors import (
@@ -84,6 +85,7 @@ __all__ = [
     "TurnPair",
     "UnknownTurnError",
     "apply_edits",
+    "audit",
     "choose_model",
     "diff",
     "find_agent",

@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
-from tracer import connect
-from tracer._cli import db_option, json_option
+from tracer import actor_name, connect
+from tracer._cli import actor_option, db_option, json_option
 
 from . import _render
+from ._audit import audit
 from ._diff import diff
 from ._edits import load_edits
 from ._errors import EditError, ReplayError
@@ -160,11 +161,15 @@ def verify(db: str | None, as_json: bool, session_id: str | None) -> None:
 @model_options
 @db_option
 @json_option
+@actor_option
 def run_cmd(session_id: str, turn: int, trials: int, model_url: str | None, real: bool, agent: str | None,
-            db: str | None, as_json: bool, **edit_flags: Any) -> None:
+            db: str | None, as_json: bool, actor: str | None, **edit_flags: Any) -> None:
     """Re-send one decision's request with edits, record the result as a new linked session, and compare."""
+    who = actor_name(actor)
     edits = build_edits(**edit_flags)
     result = run(session_id, turn, edits, trials=trials, db=db, model_url=model_url, real=real, agent=agent)
+    with connect(db, read_only=False) as store:
+        audit(store, result, actor=who, via="cli")
     click.echo(result.model_dump_json(indent=2) if as_json else _render.run_result(result))
 
 
@@ -199,12 +204,16 @@ def diff_cmd(a: str, b: str, context: bool, db: str | None, as_json: bool) -> No
 @model_options
 @db_option
 @json_option
+@actor_option
 def fork_cmd(session_id: str, turn: int, tools_mode: str, max_turns: int, model_url: str | None, real: bool,
-             agent: str | None, db: str | None, as_json: bool, **edit_flags: Any) -> None:
+             agent: str | None, db: str | None, as_json: bool, actor: str | None, **edit_flags: Any) -> None:
     """Carry a session on from a turn with an edited context, as a new session linked to it."""
+    who = actor_name(actor)
     edits = build_edits(**edit_flags)
     result = fork(session_id, turn, edits, tools="live" if tools_mode == "live" else "recorded", agent=agent, db=db,
                   model_url=model_url, real=real, max_turns=max_turns)
+    with connect(db, read_only=False) as store:
+        audit(store, result, actor=who, via="cli", edits=edits)
     click.echo(result.model_dump_json(indent=2) if as_json else _render.fork_result(result))
 
 
@@ -216,12 +225,17 @@ def fork_cmd(session_id: str, turn: int, tools_mode: str, max_turns: int, model_
                    "session recorded).")
 @db_option
 @json_option
-def rerun_cmd(session_id: str, recorded: bool, agent: str | None, db: str | None, as_json: bool) -> None:
+@actor_option
+def rerun_cmd(session_id: str, recorded: bool, agent: str | None, db: str | None, as_json: bool,
+              actor: str | None) -> None:
     """Re-execute a session's agent code against the recording and report the first divergence (exit 1)."""
     if not recorded:
         raise ReplayError("rerun needs --recorded: it re-executes the session with the recorded model responses. "
                           "To re-ask the model, use `flightrec replay run` or `fork`.")
+    who = actor_name(actor)
     result = rerun(session_id, db=db, agent=agent)
+    with connect(db, read_only=False) as store:
+        audit(store, result, actor=who, via="cli")
     click.echo(result.model_dump_json(indent=2) if as_json else _render.rerun_result(result))
     if not result.same_path:
         sys.exit(EXIT_FAILED)

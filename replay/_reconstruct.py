@@ -116,6 +116,13 @@ def decision_at(store: Store, session_id: str, turn: int) -> Decision:
     return found[turn]
 
 
+REDACTED_NOTE = ("REDACTED AT CAPTURE: this call was recorded with content mode `redacted`, and the redactors "
+                 "replaced parts of its content with [REDACTED:…] markers, so it cannot be rebuilt exactly (its hash "
+                 "differs from the recorded one) and a re-run sends the redacted text. Record with content='full' "
+                 "to replay a call exactly.")
+"""The note a rebuilt request carries when redaction changed it."""
+
+
 def rebuild(store: Store, decision: Decision) -> dict[str, Any]:
     """The exact request body of a decision.
 
@@ -161,10 +168,11 @@ def reconstruct_in(store: Store, session_id: str, turn: int) -> Reconstruction:
                               notes=s.notes, missing=s.missing, betas=s.betas or recorded_betas(store, decision))
     body = rebuild(store, decision)
     digest = sha256_hex(canonical_json(body))
+    exact = digest == decision.request_sha256
     return Reconstruction(session_id=decision.session_id, turn=turn, span_id=decision.span_id, request=body,
-                          sha256=digest, recorded_sha256=decision.request_sha256,
-                          exact=digest == decision.request_sha256, decision=decision, origin=origin,
-                          betas=recorded_betas(store, decision))
+                          sha256=digest, recorded_sha256=decision.request_sha256, exact=exact, decision=decision,
+                          origin=origin, betas=recorded_betas(store, decision),
+                          notes=[REDACTED_NOTE] if decision.content_mode == "redacted" and not exact else [])
 
 
 def reconstruct(session_id: str, turn: int, *, db: Db = None) -> Reconstruction:

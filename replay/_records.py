@@ -110,7 +110,9 @@ class Reconstruction(BaseModel):
     ``None`` for a request rebuilt exactly."""
     notes: list[str] = []
     """For a reconstructed request: what had to be changed or left out to make it a Messages API request
-    (tools that were not recorded, unsigned thinking, parts the API does not take …), one line each."""
+    (tools that were not recorded, unsigned thinking, parts the API does not take …), one line each. For
+    a call recorded with content mode ``redacted`` whose content the redactors changed: that it cannot
+    be rebuilt exactly."""
     missing: list[str] = []
     """For a reconstructed request: what the Messages API requires and the recording lacks (``model``,
     ``max_tokens``); a re-run needs an edit that supplies it."""

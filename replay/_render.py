@@ -25,12 +25,12 @@ _FLAGS = {"model": "--model NAME", "max_tokens": "--max-tokens N"}
 
 
 def reconstructed(source: str | None, notes: list[str]) -> list[str]:
-    """The marking of a request reconstructed from semantic conventions, and what it changed or left out."""
-    if source is None:
-        return []
-    return [f"source    RECONSTRUCTED FROM SEMANTIC CONVENTIONS ({source}), not the exact request sent: "
-            "there is no recorded hash to verify it by",
-            *(f"note      {n}" for n in notes)]
+    """The marking of a request that is not the exact one sent (reconstructed from semantic conventions, or
+    redacted at capture), and what it changed or left out."""
+    source_line = [] if source is None else [
+        f"source    RECONSTRUCTED FROM SEMANTIC CONVENTIONS ({source}), not the exact request sent: "
+        "there is no recorded hash to verify it by"]
+    return [*source_line, *(f"note      {n}" for n in notes)]
 
 
 def reconstruction(r: Reconstruction) -> str:

@@ -22,6 +22,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("FLIGHTREC_SIM_URL", raising=False)
     monkeypatch.delenv("FLIGHTREC_MODEL_URL", raising=False)
     monkeypatch.delenv("FLIGHTREC_JUDGE_MODEL", raising=False)
+    monkeypatch.delenv("FLIGHTREC_ACTOR", raising=False)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ Quick start::
         ...  # your agent loop
 """
 
+from ._audit import ACTOR_ENV, AUDIT_ACTIONS, AUDIT_VIAS, AuditAction, AuditVia, actor_name
 from ._canonical import canonical_json, sha256_hex
 from ._connect import ServedStore, connect
 from ._decision import ToolKinds
@@ -44,11 +45,13 @@ from ._loops import (
     outcome_key,
     outcome_key_sql,
 )
+from ._presidio import presidio_redactor
 from ._pricing import ModelPrice, PriceTable, Usage
-from ._recorder import ContentMode, Recorder, __version__, configure
+from ._recorder import Recorder, __version__, configure
 from ._records import (
     AgentRun,
     AlertRecord,
+    AuditEntry,
     CallOutline,
     CallParts,
     EvalResultRecord,
@@ -60,14 +63,34 @@ from ._records import (
     Turn,
     VerifyResult,
 )
-from ._redact import BUILTIN_REDACTORS, Redactor, redact_api_key, redact_card, redact_email, redact_phone
+from ._redact import (
+    BUILTIN_REDACTORS,
+    ContentMode,
+    ContentPolicy,
+    Redactor,
+    redact_api_key,
+    redact_bearer,
+    redact_card,
+    redact_email,
+    redact_iban,
+    redact_ip,
+    redact_jwt,
+    redact_phone,
+    redact_ssn,
+)
 from ._session import Session, ToolCall, current_session, tool
 from ._sse import sse_events
 from ._store import DEFAULT_DB, Store, default_db_path
 
 __all__ = [
+    "ACTOR_ENV",
+    "AUDIT_ACTIONS",
+    "AUDIT_VIAS",
     "AgentRun",
     "AlertRecord",
+    "AuditAction",
+    "AuditEntry",
+    "AuditVia",
     "BUILTIN_REDACTORS",
     "CallOutline",
     "CallParts",
@@ -75,6 +98,7 @@ __all__ = [
     "EvalResultRecord",
     "EvalRunRecord",
     "ContentMode",
+    "ContentPolicy",
     "DEFAULT_DB",
     "ExportStats",
     "FlightrecError",
@@ -111,6 +135,7 @@ __all__ = [
     "VOLATILE_PATTERNS",
     "VerifyResult",
     "__version__",
+    "actor_name",
     "call_keys",
     "canonical_arguments",
     "canonical_json",
@@ -122,10 +147,16 @@ __all__ = [
     "normalise_outcome",
     "outcome_key",
     "outcome_key_sql",
+    "presidio_redactor",
     "redact_api_key",
+    "redact_bearer",
     "redact_card",
     "redact_email",
+    "redact_iban",
+    "redact_ip",
+    "redact_jwt",
     "redact_phone",
+    "redact_ssn",
     "sha256_hex",
     "sse_events",
     "tool",

@@ -25,7 +25,6 @@ from . import _attributes as A
 from ._canonical import canonical_json, loads, sha256_hex
 from ._decision import context_chars, context_tokens, decide, tools_available
 from ._pricing import Usage
-from ._redact import redact_value
 from ._semconv import output_attributes, request_attributes
 from ._session import current_session
 from ._sse import accumulate_sse
@@ -107,13 +106,9 @@ class _Call:
             attrs[A.REQUEST_STOP_SEQUENCES] = list(body["stop_sequences"])
         text = canonical_json(body)
         attrs[A.REQUEST_SHA256] = sha256_hex(text)
-        if recorder.content == "full":
-            attrs[A.REQUEST_BODY] = text
-            if recorder.standard_content:
-                attrs.update(request_attributes(body))
-        elif recorder.content == "redacted":
-            shown = redact_value(body, recorder.redactors)
-            attrs[A.REQUEST_BODY] = canonical_json(shown)
+        shown = recorder.policy.content(body)
+        if shown is not None:
+            attrs[A.REQUEST_BODY] = text if shown is body else canonical_json(shown)
             if recorder.standard_content:
                 attrs.update(request_attributes(shown))
         attrs[A.TOOLS_AVAILABLE] = tools_available(body)
@@ -129,7 +124,7 @@ class _Call:
 
     def fail(self, exc: BaseException) -> None:
         self.span.set_attribute(A.ERROR_TYPE, type(exc).__name__)
-        self.span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
+        self.span.set_status(Status(StatusCode.ERROR, self.recorder.policy.content(str(exc)[:500])))
         self.span.end()
 
     def finish_error(self, response: httpx2.Response) -> None:
@@ -190,14 +185,13 @@ class _Call:
         if window:
             attrs[A.CONTEXT_WINDOW] = window
             attrs[A.CONTEXT_UTILISATION] = usage.total_input / window
-        if rec.content != "none":
-            out = message if rec.content == "full" else redact_value(message, rec.redactors)
+        out = rec.policy.content(message)
+        if out is not None:
             attrs[A.RESPONSE_BODY] = canonical_json(out)
             if rec.standard_content:
                 attrs.update(output_attributes(out))
             if decision.reasoning:
-                reasoning = decision.reasoning
-                attrs[A.REASONING] = reasoning if rec.content == "full" else redact_value(reasoning, rec.redactors)
+                attrs[A.REASONING] = rec.policy.content(decision.reasoning)
         span.set_attributes(attrs)
         span.end()
         if self.session is not None:

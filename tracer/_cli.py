@@ -21,10 +21,11 @@ from typing import Any
 
 import click
 
+from ._audit import AUDIT_ACTIONS
 from ._connect import connect
 from ._errors import ConfigError, FlightrecError
 from ._recorder import __version__
-from ._render import session_account, sessions_table
+from ._render import audit_table, session_account, sessions_table
 
 EXIT_ERROR = 2
 _MAX_WIDTH = 100
@@ -59,6 +60,7 @@ def check_port_free(host: str, port: int, option: str) -> None:
 
     Port 0 (any free port) always passes. The port is bound and released at once, so another
     process may still take it before the server binds it; the server's own error then shows.
+    A host that is not this machine's (a mistyped address or name) fails here too.
     """
     if port == 0:
         return
@@ -68,10 +70,21 @@ def check_port_free(host: str, port: int, option: str) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
+            why = exc.strerror.lower() if exc.strerror else str(exc)
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"cannot listen on {host}:{port} ({why}): {host} is not an address of this machine; "
+                                  "bind to one of its own, 127.0.0.1 (this machine only) or 0.0.0.0 (all).") from None
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 raise
-            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror.lower() if exc.strerror else exc}): "
-                              f"pass {option} with a free port.") from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({why}): pass {option} with a free port.") from None
+
+
+def actor_option(fn: Any) -> Any:
+    """The ``--actor`` option every command the audit log records takes (``tracer._audit.actor_name``)."""
+    return click.option(
+        "--actor", metavar="NAME", envvar="FLIGHTREC_ACTOR", default=None,
+        help="Who is acting, for the audit log (default: $FLIGHTREC_ACTOR, else your OS user name).",
+    )(fn)
 
 
 def json_option(fn: Any) -> Any:
@@ -244,3 +257,28 @@ def traces_show(session_id: str, db: str | None, as_json: bool) -> None:
         click.echo(account.model_dump_json(indent=2))
         return
     click.echo(session_account(account, output_width()))
+
+
+@click.group()
+def audit() -> None:
+    """Show the audit log: who acknowledged, resolved, replayed, forked, exported, labelled, pruned or deleted
+    what, when, and from where."""
+
+
+@audit.command("list")
+@db_option
+@json_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000), help="Entries to show.")
+@click.option("--action", type=click.Choice(AUDIT_ACTIONS), default=None, help="Only entries of this action.")
+def audit_list(db: str | None, as_json: bool, limit: int, action: str | None) -> None:
+    """List audit log entries, newest first."""
+    with connect(db) as store:
+        entries = store.audit_entries(limit=limit, action=action)
+    if as_json:
+        click.echo("[" + ",".join(e.model_dump_json() for e in entries) + "]")
+        return
+    if not entries:
+        click.echo(f"No {action + ' ' if action else ''}entries in the audit log yet. Acknowledging or resolving an "
+                   "alert, labelling an eval run, replaying, forking or exporting a session records one.")
+        return
+    click.echo(audit_table(entries, output_width()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
+import ipaddress
 import logging
 import os
 import queue
@@ -72,12 +73,22 @@ _EXPORT_THREADS = 32
 _ACK_TIMEOUT_S = 60.0
 SESSION_TIMEOUT_S = 30 * 60.0
 """Inactivity after which a session that no span ended is closed (``flightrec serve --session-timeout``)."""
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _GC_YOUNG = 50_000
 """Container objects allocated (less those freed) between two collections of the garbage collector's
 youngest generation in a collector process; Python's default is 700. Decoding and ingest allocate a
 dozen containers a span that all live until their batch is written, so at 700 each was scanned by
-every generation in turn: 13 µs of CPU a span, against 1 µs at this (benchmarks/RESULTS.md §27)."""
+every generation in turn: 13 µs of CPU a span, against 1 µs at this (benchmarks/RESULTS.md §29)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only: ``localhost``,
+    127.0.0.0/8 or ``::1``. Any other name or address (``0.0.0.0``, ``""``, a LAN address) is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_exposure(host: str, token: str | None) -> None:
@@ -86,7 +97,7 @@ def check_exposure(host: str, token: str | None) -> None:
     Raises:
         ConfigError: ``host`` is not loopback and ``token`` is empty.
     """
-    if host not in _LOOPBACK and not token:
+    if not is_loopback(host) and not token:
         raise ConfigError(f"binding to {host} exposes the collector beyond this machine: give a bearer token "
                           "(--token or FLIGHTREC_TOKEN), or bind to 127.0.0.1.")
 

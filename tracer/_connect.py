@@ -24,15 +24,16 @@ from ._store import Store, default_db_path
 PATH = "/flightrec/v1/store"
 """Where the read API answers."""
 READS = frozenset({
-    "alerts", "call_outlines", "call_parts", "count_sessions", "eval_results", "eval_runs", "find_eval_run",
-    "get_alert", "get_session", "list_sessions", "rebuild_request", "session_account", "session_runs",
-    "verify_requests",
+    "alerts", "audit_entries", "call_outlines", "call_parts", "count_sessions", "eval_results", "eval_runs",
+    "find_eval_run", "get_alert", "get_session", "list_sessions", "rebuild_request", "session_account",
+    "session_runs", "verify_requests",
 })
 """The ``Store`` methods the read commands call (traces, replay show/diff/verify/rerun/run, eval
-list/show/compare/add-case, alerts list/show). Raw SQL (``sql``, ``frame``) is not served: no
+list/show/compare/add-case, alerts list/show, audit list). Raw SQL (``sql``, ``frame``) is not served: no
 command needs it."""
-WRITES = frozenset({"label_eval_run", "set_alert_status"})
-"""Writes that are one small ``Store`` call each, so the holder makes them for the caller."""
+WRITES = frozenset({"audit", "label_eval_run", "set_alert_status"})
+"""Writes that are one small ``Store`` call each, so the holder makes them for the caller (the
+audit log's entries among them: serve is the file's one writer)."""
 
 
 @functools.cache

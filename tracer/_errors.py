@@ -4,7 +4,7 @@ Every error a user can meet derives from one root, says what went wrong and what
 and is printed by the CLI without a traceback::
 
     FlightrecError
-    ├── ConfigError              bad configuration (content mode, price file, redactor)
+    ├── ConfigError              bad configuration (content mode, flightrec.toml, price file, redactor)
     ├── StoreError               the DuckDB file cannot be used
     │   ├── StoreLockedError     another process holds the file's lock
     │   ├── SchemaTooNewError    the file was written by a newer flightrec

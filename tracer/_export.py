@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from . import _attributes as A
 from ._errors import ConfigError, FlightrecError
 from ._ingest import Batch, Ingestor, SpanRecord, from_readable
+from ._redact import ContentPolicy
 from ._spill import Segment, Spill
 from ._store import Store
 from ._validate import check, describe
@@ -77,12 +78,14 @@ class StoreSpanProcessor(SpanProcessor):
         max_queue: Spans that may wait; more are dropped and counted.
         spill: The spill directory of the store (``<db>.spill``), or ``None`` for no spill (an
             in-memory store). Each span is appended to it on the agent's thread before it is queued.
+        policy: The content policy every span passes before it is spilled or stored.
     """
 
     def __init__(self, open_store: Callable[[], Store], *, max_queue: int = MAX_QUEUE,
                  max_batch: int = _MAX_BATCH, on_sessions_ended: Callable[[list[str]], None] | None = None,
-                 spill: str | os.PathLike[str] | None = None) -> None:
+                 spill: str | os.PathLike[str] | None = None, policy: ContentPolicy | None = None) -> None:
         self._open_store = open_store
+        self._policy = policy or ContentPolicy()
         self._on_sessions_ended = on_sessions_ended
         self._spill = Spill(Path(spill)) if spill is not None else None
         self._queue: queue.Queue[tuple[SpanRecord, Segment | None]] = queue.Queue(max_queue)
@@ -109,7 +112,7 @@ class StoreSpanProcessor(SpanProcessor):
             if self._stopping:
                 self._drop(1, "span ended after shutdown")
                 return
-            record = from_readable(span)
+            record = from_readable(self._policy.span(span))
             spill = self._spill
             if spill is None:
                 self._queue.put_nowait((record, None))
@@ -367,15 +370,18 @@ class OtlpSpanProcessor(BatchSpanProcessor):
         bodies: Whether the exact request and response bodies travel. ``None`` sends them only to
             ``flightrec serve`` (asked once, on the exporter's thread), which needs them for
             replay; another backend reads the conventions' content attributes instead.
+        policy: The content policy every span passes before it is sent.
     """
 
-    def __init__(self, url: str, *, max_queue: int = MAX_QUEUE, bodies: bool | None = None) -> None:
+    def __init__(self, url: str, *, max_queue: int = MAX_QUEUE, bodies: bool | None = None,
+                 policy: ContentPolicy | None = None) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         token = os.environ.get("FLIGHTREC_TOKEN")
         self.stats = ExportStats()
         self.outbound = _Outbound(OTLPSpanExporter(
-            endpoint=url, headers={"Authorization": f"Bearer {token}"} if token else None), url, bodies)
+            endpoint=url, headers={"Authorization": f"Bearer {token}"} if token else None), url, bodies,
+            policy or ContentPolicy())
         super().__init__(_Counting(self.outbound, self.stats), max_queue_size=max_queue)
 
 
@@ -389,8 +395,9 @@ class _Outbound(SpanExporter):
     OpenInference ``CHAIN`` spans, so that no backend counts a call's tokens and cost twice.
     """
 
-    def __init__(self, inner: SpanExporter, url: str, bodies: bool | None) -> None:
+    def __init__(self, inner: SpanExporter, url: str, bodies: bool | None, policy: ContentPolicy) -> None:
         self._inner = inner
+        self._policy = policy
         self._url = url
         self._bodies = bodies
         self.flightrec: bool | None = None
@@ -406,6 +413,11 @@ class _Outbound(SpanExporter):
         return self.flightrec
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            spans = [self._policy.span(s) for s in spans]
+        except Exception:  # not sent as they are: that would leak what the policy keeps in
+            log.warning("flightrec: applying the content policy failed; the spans are dropped", exc_info=True)
+            return SpanExportResult.FAILURE
         try:
             flightrec = self._destination()
             # Not known yet (no answer): everything goes, which is right for either kind of backend.

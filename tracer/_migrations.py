@@ -236,6 +236,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "llm calls keep the beta features they asked for (the anthropic-beta header), so that replay asks again",
         "ALTER TABLE llm_calls ADD COLUMN betas VARCHAR[];",
     ),
+    Migration(
+        7,
+        "an append-only audit log: who acknowledged, replayed, exported or deleted what, when, and from where",
+        """
+        CREATE TABLE audit_log (
+            at_ns BIGINT NOT NULL,
+            actor VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            target VARCHAR NOT NULL,
+            via VARCHAR NOT NULL,
+            detail VARCHAR NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -6,23 +6,23 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from ._config import content_mode
 from ._decision import ToolKinds
 from ._errors import ConfigError
 from ._export import MAX_QUEUE, ExportStats, OtlpSpanProcessor, StoreSpanProcessor, traces_url
 from ._foreign import RECORDER_MARKER
 from ._pricing import PriceTable
-from ._redact import BUILTIN_REDACTORS, Redactor
+from ._redact import BUILTIN_REDACTORS, ContentMode, ContentPolicy, Redactor
 from ._session import Session, SessionTracerProvider, open_session
 from ._spill import spill_dir
 from ._store import Store, default_db_path
 
-ContentMode = Literal["full", "redacted", "none"]
 Client = TypeVar("Client")
 
 try:
@@ -48,9 +48,13 @@ class Recorder:
 
     Args:
         db: The DuckDB file; default ``$FLIGHTREC_DB`` or ``./flightrec.duckdb``.
-        content: ``full`` stores exact bodies; ``redacted`` runs the redactors first (the hash is
-            still of the exact request); ``none`` stores metadata only.
-        redactors: Extra redactors, run after the built-in ones (e-mail, phone, card, API key).
+        content: ``full`` stores exact bodies; ``redacted`` runs the redactors over every string of
+            content and free-text metadata first (the hash is still of the exact request); ``none``
+            stores metadata only. Default ``$FLIGHTREC_CONTENT``, else ``content`` in
+            ``flightrec.toml``, else ``full``.
+        redactors: Extra redactors, run after the built-in ones (keys and tokens, JWTs, bearer
+            credentials, e-mail, IBAN, US SSN, IP addresses, cards, phones); ``presidio_redactor()``
+            adds Microsoft Presidio's recognisers.
         prices: A price file that extends the bundled table (default ``$FLIGHTREC_PRICES``).
         retrieval_tools: Tools whose results count as retrieved context (default: by name).
         handoff_tools: Tools whose use is a handoff (default: ``transfer_to_*``, ``escalate*``).
@@ -81,7 +85,7 @@ class Recorder:
         self,
         db: str | os.PathLike[str] | None = None,
         *,
-        content: ContentMode = "full",
+        content: ContentMode | None = None,
         redactors: Iterable[Redactor] = (),
         prices: str | os.PathLike[str] | None = None,
         retrieval_tools: Iterable[str] | None = None,
@@ -92,11 +96,10 @@ class Recorder:
         endpoint: str | None = None,
         otlp_bodies: bool | None = None,
     ) -> None:
-        if content not in get_args(ContentMode):
-            raise ConfigError(f"content mode {content!r} is not one of full, redacted, none.")
-        self.content: ContentMode = content
+        self.content: ContentMode = content_mode(content)
         self.db_path = default_db_path(db)
-        self.redactors: tuple[Redactor, ...] = (*BUILTIN_REDACTORS, *redactors)
+        self.policy = ContentPolicy(self.content, (*BUILTIN_REDACTORS, *redactors))
+        """What of each piece of content reaches the store or the endpoint."""
         self.prices = PriceTable.load(prices)
         self.tool_kinds = ToolKinds(
             retrieval=frozenset(retrieval_tools) if retrieval_tools is not None else None,
@@ -114,11 +117,12 @@ class Recorder:
             if on_sessions_ended is not None:
                 raise ConfigError("on_sessions_ended runs where the store is written: with an endpoint, that is "
                                   "`flightrec serve`, which runs the detectors itself.")
-            self.processor = OtlpSpanProcessor(self.endpoint, max_queue=max_queue, bodies=otlp_bodies)
+            self.processor = OtlpSpanProcessor(self.endpoint, max_queue=max_queue, bodies=otlp_bodies,
+                                               policy=self.policy)
         else:
             self.processor = StoreSpanProcessor(
                 lambda: Store(self.db_path), max_queue=max_queue, on_sessions_ended=on_sessions_ended,
-                spill=None if self.db_path == ":memory:" else spill_dir(self.db_path))
+                spill=None if self.db_path == ":memory:" else spill_dir(self.db_path), policy=self.policy)
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("flightrec", __version__)
 

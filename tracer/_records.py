@@ -361,3 +361,22 @@ class AlertRecord(BaseModel):
     """When it was last observed."""
     count: int
     """Distinct observations (sessions, or windows for fleet-wide detectors)."""
+
+
+class AuditEntry(BaseModel):
+    """One line of the audit log (``flightrec audit list``): an action a person took on stored data."""
+
+    at_ns: int
+    """When, in nanoseconds since the epoch."""
+    actor: str
+    """Who: ``--actor``, ``$FLIGHTREC_ACTOR`` or the operating-system user (see ``tracer._audit``)."""
+    action: str
+    """What: ``acknowledge``, ``resolve``, ``reopen``, ``replay``, ``fork``, ``export``, ``label``, ``prune`` or
+    ``delete``."""
+    target: str
+    """The object's id: an alert, a session, an eval run, or a store for ``prune``."""
+    via: str
+    """From where: ``cli``, ``dashboard`` or ``api``."""
+    detail: dict[str, Any]
+    """Ids and settings that say more (the new session of a fork, the label moved …); never content, since
+    the audit log outlives pruning."""

@@ -1,4 +1,4 @@
-"""Terminal rendering of sessions: the tables and decision accounts that ``traces`` prints.
+"""Terminal rendering of sessions: the tables and decision accounts that ``traces`` prints, and the audit log.
 
 Everything wraps to the given width (at most 100 columns), so that a decision stays readable
 in a narrow terminal.
@@ -11,7 +11,7 @@ import textwrap
 from datetime import datetime, timezone
 from typing import Any
 
-from ._records import LlmCall, SessionAccount, SessionSummary, ToolCallRecord
+from ._records import AuditEntry, LlmCall, SessionAccount, SessionSummary, ToolCallRecord
 
 _LABEL = 10  # width of the left-hand labels in a decision
 _SNIPPET = 240
@@ -65,8 +65,20 @@ def sessions_table(rows: list[SessionSummary], width: int) -> str:
         )
         for r in rows
     ]
+    return _columns(headers, body, {4, 5, 6, 7, 8}, width)
+
+
+def audit_table(entries: list[AuditEntry], width: int) -> str:
+    """The ``audit list`` table; the detail column takes what the width leaves."""
+    headers = ("WHEN UTC", "ACTOR", "ACTION", "TARGET", "VIA", "DETAIL")
+    body = [(fmt_time(e.at_ns), e.actor[:20], e.action, e.target[:36], e.via,
+             " ".join(f"{k}={v}" for k, v in e.detail.items() if v is not None) or "-") for e in entries]
+    return _columns(headers, body, set(), width)
+
+
+def _columns(headers: tuple[str, ...], body: list[tuple[str, ...]], right: set[int], width: int) -> str:
+    """Rows under headers, each column as wide as its widest cell, lines cut at ``width``."""
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(headers)]
-    right = {4, 5, 6, 7, 8}
 
     def line(cells: tuple[str, ...]) -> str:
         out = "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))

@@ -29,7 +29,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from . import _attributes as A
-from ._redact import redact_value
 
 if TYPE_CHECKING:
     from ._recorder import Recorder
@@ -72,12 +71,9 @@ class ToolCall:
         self.status = "ok"
 
     def _content(self, key: str, value: Any) -> None:
-        mode = self._recorder.content
-        if mode == "none":
-            return
-        if mode == "redacted":
-            value = redact_value(value, self._recorder.redactors)
-        self._span.set_attribute(key, _to_text(value))
+        value = self._recorder.policy.content(value)
+        if value is not None:
+            self._span.set_attribute(key, _to_text(value))
 
     def set_result(self, result: Any) -> None:
         """The value the tool returned (stored as JSON when it can be)."""
@@ -87,7 +83,7 @@ class ToolCall:
         """Marks the call failed; ``result`` is what the model was told, if anything."""
         self.status = "error"
         self._span.set_attribute(A.ERROR_TYPE, error_type)
-        self._span.set_status(Status(StatusCode.ERROR, message[:500]))
+        self._span.set_status(Status(StatusCode.ERROR, self._recorder.policy.content(message[:500])))
         if result is not None:
             self.set_result(result)
 
@@ -128,7 +124,7 @@ class Session:
                 A.AGENT_NAME: agent,
                 A.CONVERSATION_ID: session_id,
                 A.CONTENT_MODE: recorder.content,
-                **attributes,
+                **recorder.policy.metadata(attributes),
             },
             links=[Link(SpanContext(int(t, 16), int(sp, 16), is_remote=True)) for t, sp in links],
         )
@@ -260,6 +256,7 @@ class Session:
         """The session's outcome as the agent sees it (``ok``, ``waiting_human``, ``guard:max_tool_calls`` …)."""
         self._status = status
         self._span.set_attribute(A.SESSION_STATUS, status)
+        reason = self._recorder.policy.content(reason)
         if reason:
             self._span.set_attribute(A.SESSION_STATUS_REASON, reason)
 
@@ -267,15 +264,16 @@ class Session:
         """Records a named event (a guard that fired, an approval) on the current turn or the session."""
         with self._lock:
             span = self._turn or self._span
-        span.add_event(name, {k: v if isinstance(v, (str, int, float, bool)) else _to_text(v)
-                              for k, v in attributes.items()})
+        policy = self._recorder.policy
+        span.add_event(policy.metadata(name), {k: v if isinstance(v, (str, int, float, bool)) else _to_text(v)
+                                               for k, v in policy.metadata(attributes).items()})
 
     def _close(self, exc: BaseException | None) -> None:
         with self._lock:
             self._end_turn()
         if exc is not None:
             self._span.set_attribute(A.ERROR_TYPE, type(exc).__name__)
-            self._span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
+            self._span.set_status(Status(StatusCode.ERROR, self._recorder.policy.content(str(exc)[:500])))
             if self._status is None:
                 self._span.set_attribute(A.SESSION_STATUS, "error")
         elif self._status is None:

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +25,10 @@ import pyarrow.compute as pc
 if TYPE_CHECKING:  # pandas costs the CLI a third of a second to import; only the dashboard uses frame()
     import pandas as pd
 
+from ._audit import ALERT_ACTIONS, AuditAction, AuditVia, audit_entry
 from ._canonical import canonical_json, sha256_hex
 from ._errors import (
+    ConfigError,
     NotRebuildableError,
     SchemaTooNewError,
     StoreError,
@@ -44,6 +45,7 @@ from ._migrations import LATEST, MIGRATIONS
 from ._records import (
     AgentRun,
     AlertRecord,
+    AuditEntry,
     CallOutline,
     CallParts,
     EvalResultRecord,
@@ -146,6 +148,10 @@ _ALERT_COLUMNS = ("fingerprint", "alert_id", "detector", "family", "severity", "
 _ALERT_SQL = f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts"
 _ALERT_SESSIONS = 20
 """Sessions an alert remembers."""
+
+_AUDIT_COLUMNS = ("at_ns", "actor", "action", "target", "via", "detail")
+_AUDIT_INSERT = f"INSERT INTO audit_log ({', '.join(_AUDIT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
+"""The one statement that writes the audit log: nothing updates or deletes a row."""
 
 _EVAL_RUN_SQL = """
 SELECT run_id, started_ns, ended_ns, dataset, dataset_sha256, agent, settings, trials, seed, case_tags, cases,
@@ -745,10 +751,19 @@ class Store:
                 con.execute("ROLLBACK")
                 raise StoreError(f"storing eval run {run.run_id} in {self.path} failed: {exc}") from None
 
-    def label_eval_run(self, run_id: str, label: str) -> None:
-        """Points ``label`` (``baseline`` …) at a run, moving it off any other run."""
+    def label_eval_run(self, run_id: str, label: str, *, actor: str | None = None, via: AuditVia = "api") -> None:
+        """Points ``label`` (``baseline`` …) at a run, moving it off any other run, and records who did
+        it in the audit log (``actor`` None: ``tracer._audit.actor_name()``), in one transaction.
+
+        Raises:
+            ConfigError: a blank ``actor``.
+            StoreError: the write failed; nothing was written.
+        """
         with self._lock:
-            self._con.execute("INSERT OR REPLACE INTO eval_labels VALUES (?, ?, ?)", [label, run_id, time.time_ns()])
+            was = self._query("SELECT run_id FROM eval_labels WHERE label = ?", [label])
+            entry = audit_entry(actor, "label", run_id, {"label": label, "moved_from": was[0][0] if was else None},
+                                via)
+            self._audited(entry, "INSERT OR REPLACE INTO eval_labels VALUES (?, ?, ?)", [label, run_id, entry.at_ns])
 
     def eval_runs(self, *, limit: int = 50) -> list[EvalRunRecord]:
         """Eval runs, newest first."""
@@ -881,15 +896,23 @@ class Store:
                                     f"{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`.")
         return self._alert(rows[0])
 
-    def set_alert_status(self, alert_id: str, status: str) -> AlertRecord:
-        """Acknowledges, resolves or reopens an alert.
+    def set_alert_status(self, alert_id: str, status: str, *, actor: str | None = None, via: AuditVia = "api",
+                         ) -> AlertRecord:
+        """Acknowledges, resolves or reopens an alert (``status`` ``acknowledged``, ``resolved`` or
+        ``open``), and records who did it in the audit log (``actor`` None:
+        ``tracer._audit.actor_name()``), in one transaction.
 
         Raises:
             UnknownAlertError: no such alert.
+            ConfigError: another status, or a blank ``actor``.
+            StoreError: the write failed; nothing was written.
         """
+        action = ALERT_ACTIONS.get(status)
+        if action is None:
+            raise ConfigError(f"an alert's status is one of {', '.join(ALERT_ACTIONS)}, not {status!r}.")
         alert = self.get_alert(alert_id)
-        with self._lock:
-            self._con.execute("UPDATE alerts SET status = ? WHERE fingerprint = ?", [status, alert.fingerprint])
+        entry = audit_entry(actor, action, alert.alert_id, {"status": status, "was": alert.status}, via)
+        self._audited(entry, "UPDATE alerts SET status = ? WHERE fingerprint = ?", [status, alert.fingerprint])
         return alert.model_copy(update={"status": status})
 
     @staticmethod
@@ -898,6 +921,55 @@ class Store:
                            agent=r[6], route=r[7], session_id=r[8], turns=r[9], session_ids=r[10],
                            evidence=json.loads(r[11]), status=r[12], first_seen_ns=r[13], last_seen_ns=r[14],
                            count=r[15])
+
+    # -- audit log -------------------------------------------------------------------------------
+
+    def audit(self, actor: str | None, action: AuditAction, target: str, detail: dict[str, Any] | None = None, *,
+              via: AuditVia = "api") -> AuditEntry:
+        """Appends one entry to the audit log: ``actor`` did ``action`` to ``target``, now, through ``via``.
+
+        For actions that are not a ``Store`` write of their own (replay, fork, export, prune, delete);
+        ``set_alert_status`` and ``label_eval_run`` record theirs. ``detail`` holds ids and settings,
+        never content: the log is never pruned. Through a running serve (``tracer.connect``), serve
+        writes it on its own connection, like the other writes it makes for callers.
+
+        Args:
+            actor: Who (``--actor``); None is ``tracer._audit.actor_name()``.
+            action: What was done.
+            target: The id of the object it was done to (an alert, a session, an eval run, the store).
+            detail: JSON-able ids and settings.
+            via: ``cli``, ``dashboard`` or ``api``.
+
+        Raises:
+            ConfigError: an unknown action or interface, a blank actor, or no target.
+            StoreError: the write failed.
+        """
+        entry = audit_entry(actor, action, target, detail, via)
+        self._audited(entry)
+        return entry
+
+    def _audited(self, entry: AuditEntry, sql: str | None = None, params: list[Any] | None = None) -> None:
+        """Runs ``sql`` (a change a person made) and appends ``entry`` for it, in one transaction."""
+        row = [entry.at_ns, entry.actor, entry.action, entry.target, entry.via, json.dumps(entry.detail, default=str)]
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                if sql is not None:
+                    con.execute(sql, params or [])
+                con.execute(_AUDIT_INSERT, row)
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(f"writing {entry.action} of {entry.target} to {self.path} failed: {exc}") from None
+
+    def audit_entries(self, *, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
+        """Audit log entries, newest first; ``action`` keeps one kind."""
+        where, params = ("WHERE action = ?", [action]) if action else ("", [])
+        rows = self._query(f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit_log {where} ORDER BY at_ns DESC LIMIT ?",
+                           [*params, limit])
+        return [AuditEntry(at_ns=r[0], actor=r[1], action=r[2], target=r[3], via=r[4], detail=json.loads(r[5]))
+                for r in rows]
 
     def sql(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Runs a read query over the documented schema (docs/schema.md) and returns its rows.

@@ -128,7 +128,7 @@ def _evidence(evidence: dict[str, Any]) -> None:
 def _set_status(alert_id: str, status: str) -> None:
     """Writes the new status, then reruns so that everything on the page shows it."""
     with _ui.source().writing() as store:
-        store.set_alert_status(alert_id, status)
+        store.set_alert_status(alert_id, status, actor=_ui.actor(), via="dashboard")
     st.session_state["alerts_done"] = (alert_id, status)
     st.rerun()
 

@@ -241,6 +241,7 @@ def _run(rec: replay.Reconstruction, edits: replay.Edits, trials: int, model_url
     with st.spinner(f"Re-running turn {rec.turn} ({trials} trial{'s' * (trials != 1)})…"), \
             _ui.source().writing() as store:
         result = replay.run(rec.session_id, rec.turn, edits, trials=trials, model_url=model_url, db=store)
+        replay.audit(store, result, actor=_ui.actor(), via="dashboard")
         diffs = [replay.diff(f"{rec.session_id}:{rec.turn}", f"{result.replay_session_id}:{k}", db=store)
                  for k in range(1, len(result.trials) + 1)]
     st.session_state[_RUN] = {"span": rec.span_id, "edits": edits, "trials": trials, "result": result,
@@ -250,6 +251,7 @@ def _run(rec: replay.Reconstruction, edits: replay.Edits, trials: int, model_url
 def _fork(rec: replay.Reconstruction, edits: replay.Edits, tools: replay.ToolsMode, model_url: str | None) -> None:
     with st.spinner(f"Forking the session at turn {rec.turn}…"), _ui.source().writing() as store:
         result = replay.fork(rec.session_id, rec.turn, edits, tools=tools, model_url=model_url, db=store)
+        replay.audit(store, result, actor=_ui.actor(), via="dashboard", edits=edits)
         trajectory = replay.diff(rec.session_id, result.session_id, db=store)
     st.session_state[_FORK] = {"span": rec.span_id, "edits": edits, "how": tools, "result": result,
                                "diff": trajectory}

@@ -47,3 +47,61 @@ def test_the_dashboard_on_a_taken_port_names_the_option_to_change(tmp_path, take
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{taken_port} (address already "
                                                   f"in use): pass {command[-1]} with a free port."]
+
+
+@pytest.mark.parametrize(("command", "option"), [("dashboard", "host"), ("serve", "dashboard_host"), ("serve", "host")])
+def test_the_dashboard_and_the_collector_bind_loopback_unless_told_otherwise(command, option):
+    import dashboard._cli
+
+    (param,) = [p for p in getattr(dashboard._cli, command).params if p.name == option]
+    assert param.default == "127.0.0.1"
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("", True), ("::", True),
+                                              ("127.0.0.1", False), ("localhost", False), ("::1", False)])
+def test_a_dashboard_bound_beyond_loopback_warns_that_it_has_no_login(tmp_path, monkeypatch, host, warned):
+    from streamlit.web import bootstrap
+
+    from dashboard._source import DB_ENV, MODE_ENV
+
+    started = []
+    monkeypatch.setattr(bootstrap, "load_config_options", lambda options: started.append(options["server_address"]))
+    monkeypatch.setattr(bootstrap, "run", lambda *args: None)
+    monkeypatch.setenv(DB_ENV, "")  # run() sets both for Streamlit's pages; restored after the test
+    monkeypatch.setenv(MODE_ENV, "")
+    db = tmp_path / "s.duckdb"
+    tracer.Store(db).close()
+    result = CliRunner().invoke(main, ["dashboard", "--db", str(db), "--host", host, "--port", "8599"])
+    assert result.exit_code == 0, result.output
+    assert started == [host]
+    assert result.stdout.startswith(f"flightrec dashboard on http://{host}:8599, reading {db}")
+    if warned:
+        assert result.stderr.startswith(f"WARNING: the dashboard on {host}:8599 is reachable from other machines, "
+                                        "and it has no login: anyone who reaches it can read every recorded "
+                                        "conversation")
+        assert "ssh -L 8599:127.0.0.1:8599 HOST" in result.stderr and "reverse proxy with a login" in result.stderr
+    else:
+        assert result.stderr == ""
+
+
+def test_loopback_is_localhost_127_8_and_ipv6_one_only():
+    from tracer._collector import check_exposure, is_loopback
+
+    assert all(is_loopback(h) for h in ("localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "", "::", "192.0.2.7", "example.com", "localhost.evil"))
+    check_exposure("127.0.0.2", None)  # the collector's rule uses the same test
+    with pytest.raises(tracer.ConfigError, match="binding to 0.0.0.0 exposes the collector"):
+        check_exposure("0.0.0.0", None)
+
+
+# A TEST-NET and a private address: no interface of a test machine has them, and no name is looked up.
+@pytest.mark.parametrize("host", ["192.0.2.7", "10.255.255.1"])
+def test_a_host_that_is_not_this_machines_is_a_clear_error(tmp_path, host):
+    db = tmp_path / "s.duckdb"
+    tracer.Store(db).close()
+    result = CliRunner().invoke(main, ["dashboard", "--db", str(db), "--host", host, "--port", "8599"])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: cannot listen on {host}:8599 (") and line.endswith(
+        f"{host} is not an address of this machine; bind to one of its own, 127.0.0.1 (this machine only) or "
+        "0.0.0.0 (all).")

@@ -83,7 +83,8 @@ def test_an_alert_shows_its_evidence_and_links_to_its_turn(store):
     assert [e.label for e in at.expander] == ["Raw alert (JSON)"]
 
 
-def test_acknowledging_then_resolving_an_alert_writes_the_store(store):
+def test_acknowledging_then_resolving_an_alert_writes_the_store(store, monkeypatch):
+    monkeypatch.setenv("FLIGHTREC_ACTOR", "dash-ops")  # the dashboard has no login: the serving process's actor
     with tracer.Store(str(store), read_only=True) as s:
         alert = s.alerts(status="open")[0]
     at = app("alerts", alert=alert.alert_id)
@@ -97,6 +98,8 @@ def test_acknowledging_then_resolving_an_alert_writes_the_store(store):
     no_exceptions(at)
     with tracer.Store(str(store), read_only=True) as s:
         assert s.get_alert(alert.alert_id).status == "resolved"
+        assert [(e.actor, e.action, e.target) for e in s.audit_entries() if e.via == "dashboard"] == [
+            ("dash-ops", "resolve", alert.alert_id), ("dash-ops", "acknowledge", alert.alert_id)]
 
 
 def test_an_unknown_alert_is_a_clear_error(store):

@@ -69,6 +69,10 @@ def test_without_the_approval_rule_the_rerun_refunds_at_once(store, asks_to_conf
     assert rerun.origin.replay_session == session_id and rerun.origin.replay_kind == "run"
     assert [use["name"] for use in rerun.decision.tool_uses] == ["issue_refund"]
     assert RULE_2 not in str(rerun.request["system"])
+    with tracer.Store(str(store), read_only=True) as s:
+        (entry,) = [e for e in s.audit_entries() if e.via == "dashboard"]
+    assert (entry.action, entry.target, entry.detail["new_session"]) == ("replay", session_id, replay_id)
+    assert entry.detail["edited"] == ["system"]
 
 
 def test_trials_are_counted(store, asks_to_confirm):
@@ -94,6 +98,8 @@ def test_a_fork_without_the_rule_diverges_at_the_edited_turn(store, asks_to_conf
     fork_id = next(sid for label, sid in _links(at).items() if label.startswith("Open the fork session"))
     with tracer.Store(str(store), read_only=True) as s:
         assert replay.reconstruct(fork_id, turn, db=s).origin.replay_kind == "fork"
+        (entry,) = [e for e in s.audit_entries() if e.via == "dashboard"]
+    assert (entry.action, entry.target, entry.detail["new_session"]) == ("fork", session_id, fork_id)
 
 
 def test_an_unknown_session_is_a_clear_error(store):

@@ -43,6 +43,9 @@ def test_a_session_becomes_a_loadable_draft_case():
     assert result.stdout.startswith(f"added case {case.id} to new.yaml with 6 draft expectations")
     assert "Review them" in result.stdout
     assert case.id.startswith("refund_under_threshold-") and sid.replace("-", "").endswith(case.id[-8:])
+    with tracer.Store(read_only=True) as store:
+        assert [(e.action, e.target, e.via, e.detail) for e in store.audit_entries()] == [
+            ("export", sid, "cli", {"to": "dataset", "dataset": "new.yaml", "case": case.id})]
     assert case.tags == ("from-production", "draft")
     assert sid in (case.description or "")
     assert case.input.scenario == "refund_under_threshold"

@@ -173,6 +173,9 @@ def test_the_baseline_label_moves_only_to_a_run_that_passes_the_gate():
                      "--label", "baseline")
     assert good.exit_code == 0, good.output
     assert flightrec("show", "baseline").stdout.startswith(f"run       {run_id(good)} (baseline)")
+    with tracer.Store(read_only=True) as store:  # the regressed run never took the label, so no entry says it did
+        assert [(e.action, e.target, e.via) for e in store.audit_entries()] == [
+            ("label", run_id(good), "cli"), ("label", base_id, "cli")]
 
 
 def test_without_a_baseline_junit_holds_each_case_to_the_datasets_pass_threshold(tiny):
@@ -222,6 +225,10 @@ def test_label_points_a_label_at_a_run_and_moves_it(tiny):
     assert flightrec("show", "baseline").stdout.startswith(f"run       {second} (baseline)")
     labelled = [row.split()[:2] for row in flightrec("list").stdout.splitlines()[1:]]
     assert labelled == [[second[:8], "baseline"], [first[:8], "tiny"]]  # moved, not copied
+    with tracer.Store(read_only=True) as store:
+        assert [(e.action, e.target, e.via, e.detail) for e in store.audit_entries()] == [
+            ("label", second, "cli", {"label": "baseline", "moved_from": first}),
+            ("label", first, "cli", {"label": "baseline", "moved_from": None})]
 
 
 def stored_sessions() -> int:

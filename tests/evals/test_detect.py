@@ -312,9 +312,15 @@ def test_cli_detect_list_show_ack_resolve():
     (alert,) = json.loads(listed.output)
     shown = cli.invoke(main, ["alerts", "show", alert["alert_id"][:6]])
     assert shown.exit_code == 0 and "evidence" in shown.output and "flightrec traces show" in shown.output
-    assert "acknowledged" in cli.invoke(main, ["alerts", "ack", alert["alert_id"]]).output
+    assert "acknowledged" in cli.invoke(main, ["alerts", "ack", alert["alert_id"], "--actor", "ana"]).output
     assert cli.invoke(main, ["alerts", "list", "--status", "open"]).output.startswith("No alerts")
-    assert "resolved" in cli.invoke(main, ["alerts", "resolve", alert["alert_id"]]).output
+    assert "resolved" in cli.invoke(main, ["alerts", "resolve", alert["alert_id"]],
+                                    env={"FLIGHTREC_ACTOR": "oncall-bot"}).output
+    blank = cli.invoke(main, ["alerts", "resolve", alert["alert_id"], "--actor", " "])
+    assert blank.exit_code == 2 and "error: the actor name is empty: pass --actor NAME" in blank.output
+    with tracer.Store(read_only=True) as store:
+        assert [(e.actor, e.action, e.target, e.via) for e in store.audit_entries()] == [
+            ("oncall-bot", "resolve", alert["alert_id"], "cli"), ("ana", "acknowledge", alert["alert_id"], "cli")]
     missing = cli.invoke(main, ["alerts", "show", "zzzzzz"])
     assert missing.exit_code == 2 and "no alert 'zzzzzz'" in missing.output
     bad = cli.invoke(main, ["detect", "--since", "yesterday"])

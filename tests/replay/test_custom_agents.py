@@ -165,6 +165,9 @@ def test_rerun_takes_the_recorded_path_for_a_registered_agent(registered):
     code, out = cli("replay", "rerun", sid, "--recorded")
     assert code == 0, out
     assert f"session {sid}: the agent took the recorded path (5 decisions checked)" in out
+    with tracer.Store(read_only=True) as store:
+        assert [(e.action, e.target, e.detail) for e in store.audit_entries()] == [
+            ("replay", sid, {"kind": "rerun", "turns_checked": 5, "same_path": True})]
 
 
 def test_rerun_finds_a_code_change():

@@ -7,6 +7,7 @@ import os
 from click.testing import CliRunner
 
 import replay
+import tracer
 from reference_agent import World, default_world_path
 from tracer._cli import main
 
@@ -31,9 +32,14 @@ def test_an_unedited_fork_serves_every_tool_call_from_the_recording():
 
 def test_walkthrough_fork_without_the_rule_diverges_at_the_edited_turn(refund_session):
     code = CliRunner().invoke(main, ["replay", "fork", refund_session, "--turn", "3", "--system-remove", RULE_2,
-                                     "--json"])
+                                     "--json", "--actor", "ana"])
     assert code.exit_code == 0, code.output
     result = replay.ForkResult.model_validate_json(code.output)
+    with tracer.Store(read_only=True) as store:
+        (entry,) = store.audit_entries()
+    assert (entry.actor, entry.action, entry.target, entry.via) == ("ana", "fork", refund_session, "cli")
+    assert entry.detail == {"turn": 3, "model": result.model, "edited": ["system_replace"],
+                            "new_session": result.session_id, "status": "waiting_human"}
     assert result.decisions[0].turn == 3 and result.decisions[0].tool_uses[0]["name"] == "issue_refund"
     assert result.status == "waiting_human" and result.recorded_tool_calls == 1
     session_diff = replay.diff(refund_session, result.session_id)

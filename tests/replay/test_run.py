@@ -40,6 +40,12 @@ def test_walkthrough_removing_the_confirmation_rule_refunds_at_once(refund_sessi
     context = replay.diff(f"{refund_session}:3", f"{result.replay_session_id}:1", context=True)
     assert context.system_changed and any(RULE_2 in line for line in context.system_diff)
     assert context.messages_added == [] and context.messages_removed == []
+    with tracer.Store(read_only=True) as store:
+        (entry,) = store.audit_entries()
+    assert (entry.action, entry.target, entry.via) == ("replay", refund_session, "cli")
+    assert entry.detail == {"kind": "run", "turn": 3, "model": result.model, "edited": ["system_replace"],
+                            "trials": 3, "new_session": result.replay_session_id}
+    assert RULE_2 not in entry.model_dump_json()  # the edit's text is content: the never-pruned log keeps its name
 
 
 def test_the_replay_is_a_new_session_linked_to_its_origin(refund_session):

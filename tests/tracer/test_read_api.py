@@ -83,6 +83,7 @@ def test_every_served_method_returns_what_the_store_returns(api):
         "rebuild_request": {"span_id": span}, "call_parts": {"span_id": span}, "verify_requests": {"session_id": None},
         "alerts": {"status": "open", "limit": 5}, "get_alert": {"alert_id": "al000002"},
         "eval_runs": {}, "find_eval_run": {"ref": "run-0123"}, "eval_results": {"run_id": "run-0123456789"},
+        "audit_entries": {"limit": 5, "action": "label"},
     }
     assert set(calls) == READS
     with tracer.ServedStore(api.db_path, holder) as served:
@@ -93,13 +94,22 @@ def test_every_served_method_returns_what_the_store_returns(api):
             served.session_account("no-such-session")
         assert str(err.value) == f"no session 'no-such-session' in {api.db_path}. List the sessions with " \
                                  f"`flightrec traces list --db {api.db_path}`."
-        assert served.set_alert_status("al000001", "acknowledged").status == "acknowledged"
-        served.label_eval_run("run-0123456789", "baseline")
-        assert WRITES == {"set_alert_status", "label_eval_run"}
+        assert served.set_alert_status("al000001", "acknowledged", actor="ana", via="cli").status == "acknowledged"
+        served.label_eval_run("run-0123456789", "baseline", actor="ana", via="cli")
+        entry = served.audit("bo", "export", sid, {"to": "dataset"}, via="cli")
+        assert WRITES == {"set_alert_status", "label_eval_run", "audit"}
         with pytest.raises(AttributeError, match="not served"):
             served.sql("SELECT 1")
+        with pytest.raises(tracer.StoreError, match="audit\\(\\) argument action: Input should be 'acknowledge'"):
+            served.audit("bo", "erase", sid)  # refused by serve, before any write
     assert store.get_alert("al000001").status == "acknowledged"
     assert store.find_eval_run("baseline").run_id == "run-0123456789"
+    # Serve wrote the audit entries, as the callers named themselves.
+    assert store.audit_entries()[0] == entry
+    assert [(e.actor, e.action, e.target, e.via, e.detail) for e in store.audit_entries()] == [
+        ("bo", "export", sid, "cli", {"to": "dataset"}),
+        ("ana", "label", "run-0123456789", "cli", {"label": "baseline", "moved_from": None}),
+        ("ana", "acknowledge", "al000001", "cli", {"status": "acknowledged", "was": "open"})]
 
 
 def test_the_holder_file_is_private_and_goes_when_the_api_closes(tmp_path):
