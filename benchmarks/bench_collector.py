@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _workload import Agent, collecting_recorder, machine_header  # noqa: E402
 
-from tracer._collector import wait_until_serving  # noqa: E402
+from tracer._collector import tune_gc, wait_until_serving  # noqa: E402
 
 
 def _prepare(k: int, sessions: int, turns: int, batch: int, tmp: str) -> list[bytes]:
@@ -133,11 +133,13 @@ def _stages(args: argparse.Namespace) -> None:
         sent = [_prepare(k, args.sessions, args.turns, args.batch, tmp) for k in range(args.senders)]
         # As the writer sees them: the senders' requests in turn.
         bodies = [b for i in range(max(map(len, sent))) for b in (s[i] for s in sent if i < len(s))]
+        tune_gc()  # as `flightrec serve` does
         out: dict[str, Any] = {}
         for label, group in (("by_senders", args.senders), ("alone", 1)):
             cpu = dict.fromkeys(("decode", "build", "tables", "write"), 0.0)
             store = Store(str(Path(tmp) / f"{label}.duckdb"))
             store.defer_checkpoints("128MB")  # as the collector
+            store._tables(Batch())  # reads the column types (and imports pandas) once: not a span's cost
             ingestor, spans, commits, ended = Ingestor(), 0, 0, []
             for i in range(0, len(bodies), group):
                 t0 = _process_cpu_s()

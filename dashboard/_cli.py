@@ -60,7 +60,7 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     detectors run online)."""
     from importlib.metadata import entry_points
 
-    from tracer._collector import Collector
+    from tracer._collector import Collector, tune_gc
     from tracer._grpc import GrpcReceiver
     from tracer._read_api import ReadApi
 
@@ -79,6 +79,7 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     # SIGTERM (systemd, docker stop, kill) stops serve as Ctrl-C does: the queued spans are
     # written and the holder file is removed. In dashboard mode Streamlit installs its own.
     signal.signal(signal.SIGTERM, _stop)
+    tune_gc()
     collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None,
                           session_timeout_s=session_timeout * 60 or None, retain_s=retain and retain / 1e9,
                           retain_content_s=retain_content and retain_content / 1e9)

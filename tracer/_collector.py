@@ -15,6 +15,7 @@ retry), never queued. Connections are capped, and idle or slow ones closed (``_P
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import ipaddress
 import logging
@@ -72,6 +73,11 @@ _EXPORT_THREADS = 32
 _ACK_TIMEOUT_S = 60.0
 SESSION_TIMEOUT_S = 30 * 60.0
 """Inactivity after which a session that no span ended is closed (``flightrec serve --session-timeout``)."""
+_GC_YOUNG = 50_000
+"""Container objects allocated (less those freed) between two collections of the garbage collector's
+youngest generation in a collector process; Python's default is 700. Decoding and ingest allocate a
+dozen containers a span that all live until their batch is written, so at 700 each was scanned by
+every generation in turn: 13 µs of CPU a span, against 1 µs at this (benchmarks/RESULTS.md §29)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -158,6 +164,19 @@ class CollectorStats:
         with self._lock:
             for name, n in counts.items():
                 setattr(self, name, getattr(self, name) + n)
+
+
+def tune_gc() -> None:
+    """Sets the garbage collector of a process that runs a ``Collector`` for its throughput.
+
+    The objects alive now (the modules imported so far, the hooks) are moved out of the garbage
+    collector's reach (``gc.freeze``), and the youngest generation is collected every
+    ``_GC_YOUNG`` allocations instead of 700. Reference counting frees the collector's data as
+    before; only reference cycles wait longer. Process-wide: call it once, from the command that
+    owns the process (``flightrec serve``), after its imports; never from a library.
+    """
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
 
 
 class Collector:

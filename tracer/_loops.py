@@ -43,6 +43,7 @@ find the sessions worth a look; the patterns are written in the syntax both engi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -158,8 +159,7 @@ def outcome_key(result: str | None, error: str | None) -> str | None:
 def call_keys(tool: str, arguments: Any) -> tuple[str, str]:
     """A call's identity and shape, hashed: what the store keeps so that SQL can find repeats."""
     try:
-        p = _Prepared(LoopCall(tool, arguments))
-        identity, shape = p.identity, p.shape
+        identity, shape, _ = _texts(tool, arguments)
     except (RecursionError, TypeError, ValueError):
         # Ingest must store any span: arguments too deep or too odd to canonicalise are their own text.
         identity = shape = f"{tool}\x00{arguments!r}"
@@ -189,12 +189,19 @@ def _normal(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=4096)  # a session's calls use a few argument names over and over
+def _key_role(key: str) -> bool | None:
+    """``False`` for a key of a position in a listing, ``True`` for one that names a thing, else ``None``."""
+    return False if _POSITION_KEY.search(key) else True if _ID_KEY.search(key) else None
+
+
 def _identifying(key: str, value: Any) -> bool:
     """Whether a leaf names a thing (kept in the shape) rather than qualifying a request (masked)."""
-    if isinstance(value, bool) or value is None or _POSITION_KEY.search(key):
+    if isinstance(value, bool) or value is None:
         return False
-    if _ID_KEY.search(key):
-        return True
+    role = _key_role(key)
+    if role is not None:
+        return role
     if isinstance(value, str):
         if _DATE.match(value) or " " in value.strip():
             return False
@@ -300,6 +307,13 @@ class Loop:
     """One line for a person."""
 
 
+def _texts(tool: str, arguments: Any) -> tuple[str, str, list[Any]]:
+    """A call's identity and shape texts, and its soft values (those the shape masks), in order."""
+    args = _normal(_parsed(arguments))
+    soft: list[Any] = []
+    return f"{tool}\x00{canonical_json(args)}", f"{tool}\x00{canonical_json(_shape(args, '', soft))}", soft
+
+
 class _Prepared:
     """A call ready for comparison. Its outcome is normalised only when two raw answers differ:
     most calls are never compared, and normalising is the expensive part."""
@@ -307,11 +321,8 @@ class _Prepared:
     __slots__ = ("tool", "identity", "shape", "soft", "raw", "failed", "_outcome", "_call")
 
     def __init__(self, call: LoopCall) -> None:
-        args = _normal(_parsed(call.arguments))
-        self.soft: list[Any] = []
         self.tool = call.tool
-        self.identity = f"{call.tool}\x00{canonical_json(args)}"
-        self.shape = f"{call.tool}\x00{canonical_json(_shape(args, '', self.soft))}"
+        self.identity, self.shape, self.soft = _texts(call.tool, call.arguments)
         self.failed = call.error is not None
         self.raw = call.error if self.failed else call.result
         self._outcome: str | None = None
