@@ -127,7 +127,8 @@ def _run(mix: str, senders: list[list[tuple[bytes, bool]]], tmp: str) -> dict[st
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     flightrec = Path(sys.executable).with_name("flightrec")
-    server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), "--no-dashboard"],
+    server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), "--grpc-port", "0",
+                               "--no-dashboard"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_serving(f"http://127.0.0.1:{port}", 30)
