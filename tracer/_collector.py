@@ -1,10 +1,11 @@
 """The OTLP/HTTP collector: the store's single writer for agents in any process or language.
 
 uvicorn serves OTLP/HTTP on an event loop of its own thread (``_App``, ``_Protocol``); each
-request is decoded (``_otlp.py``) on a worker thread, then queued for one writer thread, which
-groups whatever is waiting into one transaction (group commit). A request is answered only
-after the transaction holding its spans has committed, so an acknowledged span survives a
-``kill -9``: DuckDB's write-ahead log has it.
+request is decoded (``_otlp.py``) on a worker thread a slice at a time, each slice queued for one
+writer thread, which groups whatever is waiting into one transaction (group commit), and the next
+slice decoded once it has committed. A request is answered only after the transaction holding its
+last slice has committed, so an acknowledged span survives a ``kill -9``: DuckDB's write-ahead log
+has it.
 
 One client cannot hurt the others: memory is bounded by bytes (``max_pending_bytes``: bodies,
 decompressed, decoded and queued) and by spans waiting for the writer (``max_pending_spans``);
@@ -46,15 +47,18 @@ _CHECKPOINT_WAL = "128MB"
 """Write-ahead log the writer lets grow before DuckDB checkpoints it (its default is 16MB): fewer,
 larger checkpoints cost the writer less CPU per span (benchmarks/RESULTS.md §12), and a restart
 after a crash replays about this much log at most."""
-MAX_PENDING_BYTES = 256 * 1024 * 1024
+MAX_PENDING_BYTES = 128 * 1024 * 1024
 """Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
-more are refused with 503 until some are answered (benchmarks/RESULTS.md §21)."""
+more are refused with 503 until some are answered. Two 14 MB requests at once (each charged 58 MB),
+or dozens of small ones: a serving process holds about 340 MB before any request (its imports, and
+what its first write allocates for good), so this is what is left under 500 MB (benchmarks/RESULTS.md
+§27; the target is not met yet)."""
 DECODED_BYTES_PER_BYTE = 16
-"""Memory a byte of OTLP payload takes once decoded into span records, built into the writer's
-batch and written into a warm store: 15 for spans of one-byte attributes, the worst shape
-measured, 4–7 for realistic spans with content (benchmarks/RESULTS.md §21). Every request is
-charged the worst, since the shape is known only once decoded. A fresh process retains more
-(§21): this bounds what requests hold at once, not the process's RSS."""
+"""Memory a byte of OTLP payload takes once parsed, decoded into span records and built into the
+writer's batch: about 17 for spans of one-byte attributes (8 of them the protobuf messages), the
+worst shape measured, 3 for realistic spans with content (benchmarks/RESULTS.md §27). Every request
+is charged the worst for the part of it decoded at once (``SLICE_BYTES``; an OTLP/JSON body
+whole), since the shape is known only once decoded."""
 MAX_CONNECTIONS = 1000
 """Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
 HEADER_TIMEOUT_S = 5.0

@@ -56,10 +56,11 @@ from ._validate import check, describe
 MAX_BODY = 16 * 1024 * 1024
 """Largest request body accepted, in bytes after decompression."""
 
-SLICE_BYTES = 2 * 1024 * 1024
+SLICE_BYTES = 1024 * 1024
 """Payload bytes of a request decoded and handed to the writer at a time: decoded, a byte of
-payload takes up to 20 in memory (benchmarks/RESULTS.md §27), so a 16 MB request is not held
-whole in its decoded form."""
+payload takes up to 17 in memory (benchmarks/RESULTS.md §27), so a 16 MB request is not held
+whole in its decoded form. A MiB is about 270 realistic spans, enough for a commit's fixed cost
+not to dominate, and slices of requests in flight together share a transaction."""
 
 MAX_SPANS = 50_000
 """Spans one request may hold. Decoding costs per span, not per byte: 16 MB of empty OTLP/JSON
