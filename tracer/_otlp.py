@@ -406,7 +406,7 @@ def _parsed(data: bytes, fields: list[tuple[int, int]], depth: int) -> ExportTra
     the decoder's nesting limit falls where it falls on the whole request.
 
     Raises:
-        OtlpError: (400) they are not protobuf; ``DecodeError`` is not caught for spans (``_parsed_spans``).
+        OtlpError: (400) they are not valid protobuf (``_parsed_spans`` then rejects spans one by one).
     """
     view = memoryview(data)
     parts = [view[begin:end] for begin, end in fields]
@@ -439,7 +439,8 @@ def _parsed_spans(data: bytes, fields: list[tuple[int, int]]) -> list[Span | str
         return list(_parsed(data, fields, 2).resource_spans[0].scope_spans[0].spans)
     except OtlpError:
         if len(fields) == 1:
-            return ["malformed span (not protobuf, or nested too deeply)"]
+            return ["malformed span (not valid protobuf: a string not UTF-8, a field cut short, or values nested "
+                    "too deeply)"]
     return [span for field in fields for span in _parsed_spans(data, [field])]
 
 
