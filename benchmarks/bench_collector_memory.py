@@ -19,6 +19,7 @@ import argparse
 import gzip
 import http.client
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -127,10 +128,11 @@ def _run(mix: str, senders: list[list[tuple[bytes, bool]]], tmp: str) -> dict[st
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     flightrec = Path(sys.executable).with_name("flightrec")
-    server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), "--no-dashboard"],
+    server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), "--grpc-port", "0",
+                               "--no-dashboard"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until_serving(f"http://127.0.0.1:{port}", 30)
+        wait_until_serving(f"http://127.0.0.1:{port}", 120)  # a loaded machine starts serve slowly
         baseline = _status(server.pid, "VmRSS")
         out, lock = {"503": 0, "reconnects": 0}, threading.Lock()
         threads = [threading.Thread(target=_send, args=(port, bodies, out, lock)) for bodies in senders]
@@ -142,7 +144,7 @@ def _run(mix: str, senders: list[list[tuple[bytes, bool]]], tmp: str) -> dict[st
         seconds = time.perf_counter() - t0
         peak = _status(server.pid, "VmHWM")
     finally:
-        server.send_signal(2)
+        server.send_signal(signal.SIGTERM)  # as Ctrl-C; SIGINT is ignored by a job a shell started in the background
         server.wait(120)
     requests = sum(len(b) for b in senders)
     mb = sum(len(body) for bodies in senders for body, _ in bodies) / 1e6

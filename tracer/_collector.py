@@ -1,10 +1,11 @@
 """The OTLP/HTTP collector: the store's single writer for agents in any process or language.
 
 uvicorn serves OTLP/HTTP on an event loop of its own thread (``_App``, ``_Protocol``); each
-request is decoded (``_otlp.py``) on a worker thread, then queued for one writer thread, which
-groups whatever is waiting into one transaction (group commit). A request is answered only
-after the transaction holding its spans has committed, so an acknowledged span survives a
-``kill -9``: DuckDB's write-ahead log has it.
+request is decoded (``_otlp.py``) on a worker thread a slice at a time, each slice queued for one
+writer thread, which groups whatever is waiting into one transaction (group commit), and the next
+slice decoded once it has committed. A request is answered only after the transaction holding its
+last slice has committed, so an acknowledged span survives a ``kill -9``: DuckDB's write-ahead log
+has it.
 
 One client cannot hurt the others: memory is bounded by bytes (``max_pending_bytes``: bodies,
 decompressed, decoded and queued) and by spans waiting for the writer (``max_pending_spans``);
@@ -35,7 +36,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ._errors import ConfigError, FlightrecError, StoreError, UnstorableError
 from ._ingest import Batch, Ingestor, SpanRecord
-from ._otlp import MAX_BODY, OtlpError, decode_request, encode_response
+from ._otlp import MAX_BODY, SLICE_BYTES, Decoded, OtlpError, decode_slices, encode_response
 from ._store import Store, default_db_path
 
 log = logging.getLogger("flightrec.collector")
@@ -48,15 +49,18 @@ _CHECKPOINT_WAL = "128MB"
 """Write-ahead log the writer lets grow before DuckDB checkpoints it (its default is 16MB): fewer,
 larger checkpoints cost the writer less CPU per span (benchmarks/RESULTS.md §12), and a restart
 after a crash replays about this much log at most."""
-MAX_PENDING_BYTES = 256 * 1024 * 1024
+MAX_PENDING_BYTES = 128 * 1024 * 1024
 """Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
-more are refused with 503 until some are answered (benchmarks/RESULTS.md §21)."""
+more are refused with 503 until some are answered. Two 14 MB requests at once (each charged 58 MB),
+or dozens of small ones: a serving process holds about 340 MB before any request (its imports, and
+what its first write allocates for good), so this is what is left under 500 MB (benchmarks/RESULTS.md
+§32; the target is not met yet)."""
 DECODED_BYTES_PER_BYTE = 16
-"""Memory a byte of OTLP payload takes once decoded into span records, built into the writer's
-batch and written into a warm store: 15 for spans of one-byte attributes, the worst shape
-measured, 4–7 for realistic spans with content (benchmarks/RESULTS.md §21). Every request is
-charged the worst, since the shape is known only once decoded. A fresh process retains more
-(§21): this bounds what requests hold at once, not the process's RSS."""
+"""Memory a byte of OTLP payload takes once parsed, decoded into span records and built into the
+writer's batch: about 17 for spans of one-byte attributes (8 of them the protobuf messages), the
+worst shape measured, 3 for realistic spans with content (benchmarks/RESULTS.md §32). Every request
+is charged the worst for the part of it decoded at once (``SLICE_BYTES``; an OTLP/JSON body
+whole), since the shape is known only once decoded."""
 MAX_CONNECTIONS = 1000
 """Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
 HEADER_TIMEOUT_S = 5.0
@@ -334,10 +338,11 @@ class Collector:
 
     # -- the HTTP side -----------------------------------------------------------------------
 
-    def submit(self, records: list[SpanRecord]) -> _Job | None:
-        """Queues spans for the writer; ``None`` when too many are already waiting."""
+    def submit(self, records: list[SpanRecord], *, admitted: bool = False) -> _Job | None:
+        """Queues spans for the writer; ``None`` when too many are already waiting, unless they are a
+        later slice of a request ``admitted`` already (refusing it then would waste what was stored)."""
         with self._lock:
-            if self._pending + len(records) > self.max_pending_spans and self._pending > 0:
+            if self._pending + len(records) > self.max_pending_spans and self._pending > 0 and not admitted:
                 return None
             self._pending += len(records)
         job = _Job(records)
@@ -379,14 +384,19 @@ class Collector:
     def export_held(self, body: bytes, content_type: str | None, content_encoding: str | None, own: int) -> Answer:
         """``export``, for a transport that already holds ``own`` bytes of the budget for ``body``:
         a request that holds all that is held is never refused for the budget."""
-        held = 0
+        held = payload = 0
+        # An OTLP/protobuf request is decoded a slice at a time; OTLP/JSON is parsed whole.
+        decoded_at_once = self.max_body if "json" in (content_type or "") else SLICE_BYTES
 
         def reserve(size: int) -> None:
-            nonlocal held
-            cost = size * (1 + DECODED_BYTES_PER_BYTE)  # a decompressed copy (or the body), and what it decodes to
+            nonlocal held, payload
+            # The decompressed copy (or the body), and what the part of it decoded at once takes.
+            at_once = min(payload + size, decoded_at_once) - min(payload, decoded_at_once)
+            cost = size + DECODED_BYTES_PER_BYTE * at_once
             if not self.budget.take(cost, own + held):
                 raise _Busy
             held += cost
+            payload += size
 
         try:
             return self._export(body, content_type, content_encoding, reserve)
@@ -398,8 +408,9 @@ class Collector:
     def _export(self, body: bytes, content_type: str | None, content_encoding: str | None,
                 reserve: Callable[[int], None]) -> Answer:
         try:
-            records, rejected, message = decode_request(body, content_type, content_encoding, max_body=self.max_body,
-                                                        reserve=reserve)
+            decoded = decode_slices(body, content_type, content_encoding, max_body=self.max_body, reserve=reserve,
+                                    slice_bytes=SLICE_BYTES)
+            answer = self._store_slices(decoded)
         except _Busy:
             raise
         except OtlpError as exc:
@@ -408,22 +419,50 @@ class Collector:
             log.warning("flightrec collector: a request could not be decoded (%s)", type(exc).__name__)
             return self.refuse(400, f"malformed OTLP request ({type(exc).__name__}); send a valid "
                                     "ExportTraceServiceRequest")
-        self.stats.count(spans_rejected=rejected)
-        if not records and rejected:
-            return self.refuse(400, f"{message}; nothing in this request can be stored: fix these spans, sending "
-                                    "them again will not help")
-        if records:
-            job = self.submit(records)
+        if answer is not None:
+            return answer
+        reply_type = "application/json" if "json" in (content_type or "") else "application/x-protobuf"
+        return Answer(200, encode_response(decoded.rejected, decoded.message, reply_type), reply_type,
+                      rejected=decoded.rejected)
+
+    def _store_slices(self, decoded: Decoded) -> Answer | None:
+        """Hands the request's spans to the writer a slice at a time, each decoded once the one before
+        has committed, so that a large request's decoded form is never in memory whole; ``None``
+        once every slice is stored, else the answer.
+
+        A slice that fails for the store's sake stops the request with a 503: the client's retry is
+        safe, since the store skips the spans it has already. A slice whose spans can never be stored
+        is counted rejected, and the others are stored (a 200 with partial success), or, when none
+        can be, the request is answered 400 as a whole.
+        """
+        stored = failed = 0
+        error = ""
+        for records in decoded.slices():
+            job = self.submit(records, admitted=stored + failed > 0)
+            count = len(records)
+            del records  # the writer drops the spans once committed: only the next slice is then held
             if job is None:
                 self.stats.count(refused_busy=1)
                 return self.refuse(503, "the collector's writer is behind; retry shortly", {"Retry-After": "1"})
-            if job.done.wait(_ACK_TIMEOUT_S) and job.final:
-                return self.refuse(400, f"{job.error}; they were not stored, and would not be if sent again")
-            if not job.done.is_set() or job.error is not None:
-                return self.refuse(503, f"not stored: {job.error or 'the write timed out'}; retry",
-                                   {"Retry-After": "2"})
-        reply_type = "application/json" if "json" in (content_type or "") else "application/x-protobuf"
-        return Answer(200, encode_response(rejected, message, reply_type), reply_type, rejected=rejected)
+            if not job.done.wait(_ACK_TIMEOUT_S) or (job.error is not None and not job.final):
+                some = f"{stored} of its spans were stored, the rest " if stored else ""
+                self.stats.count(spans_rejected=decoded.rejected)
+                return self.refuse(503, f"{some}not stored: {job.error or 'the write timed out'}; retry (spans "
+                                        "stored already are not stored twice)", {"Retry-After": "2"})
+            if job.final:
+                failed += count
+                error = job.error or ""
+            else:
+                stored += count
+        self.stats.count(spans_rejected=decoded.rejected + failed)
+        if not stored and failed:
+            return self.refuse(400, f"{error}; they were not stored, and would not be if sent again")
+        if not stored and decoded.rejected:
+            return self.refuse(400, f"{decoded.message}; nothing in this request can be stored: fix these spans, "
+                                    "sending them again will not help")
+        if failed:
+            decoded.reject(failed, error)
+        return None
 
     # -- the writer --------------------------------------------------------------------------
 
@@ -573,6 +612,7 @@ class Collector:
             self._pending -= spans
         for job, failed in zip(group, outcomes):
             job.error, job.final = failed or (None, False)
+            job.records = []  # the request's thread holds its job while it decodes its next slice
             job.done.set()
 
     def _write(self, records: list[SpanRecord], spans: int) -> tuple[str, bool] | None:

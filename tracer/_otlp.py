@@ -14,12 +14,16 @@ mapping gives what ``_ingest.from_readable`` gives for the SDK span the request 
 sequences are tuples, maps are dicts, an empty ``AnyValue`` is ``None`` and ``bytes_value``
 stays ``bytes`` (the SDK keeps bytes attributes as bytes too).
 
+A request is decoded a slice at a time (``decode_slices``), so that a large one is never held
+whole in its decoded form: its structure is checked whole first, and the failures above fail the
+request before any slice is decoded; a span that does not parse fails only itself (rejected as
+malformed), since slices before it may be stored by then.
+
 Nesting is bounded twice. An attribute value nested more than 32 levels (arrays and maps) rejects
-its span. Before that, the protobuf decoder refuses a request nested 100 messages deep, and
-answering 400 is all that is left: that is 48 levels of arrays, but only 32 of maps (a map level
-is three messages), so over protobuf a map nested 32 levels fails its whole request. OTLP/JSON
-spans are parsed one by one, with room for 33 levels of maps, so there a span too deep for the
-parser is rejected alone, as malformed.
+its span. Before that, the protobuf decoder refuses a message nested 100 deep: that is 48 levels
+of arrays, but only 32 of maps (a map level is three messages), so over protobuf a map nested 32
+levels rejects its span as malformed. OTLP/JSON spans are parsed one by one, with room for 33
+levels of maps, so there such a span is rejected for its depth.
 
 Decoding takes no lock and keeps no state: call it from any thread.
 """
@@ -27,6 +31,7 @@ Decoding takes no lock and keeps no state: call it from any thread.
 from __future__ import annotations
 
 import binascii
+import itertools
 import json
 import zlib
 from collections import Counter
@@ -50,6 +55,12 @@ from ._validate import check, describe
 
 MAX_BODY = 16 * 1024 * 1024
 """Largest request body accepted, in bytes after decompression."""
+
+SLICE_BYTES = 1024 * 1024
+"""Payload bytes of a request decoded and handed to the writer at a time: decoded, a byte of
+payload takes up to 17 in memory (benchmarks/RESULTS.md §32), so a 16 MB request is not held
+whole in its decoded form. A MiB is about 270 realistic spans, enough for a commit's fixed cost
+not to dominate, and slices of requests in flight together share a transaction."""
 
 MAX_SPANS = 50_000
 """Spans one request may hold. Decoding costs per span, not per byte: 16 MB of empty OTLP/JSON
@@ -104,7 +115,7 @@ class _Rejected(Exception):
 def decode_request(body: bytes, content_type: str | None, content_encoding: str | None = None,
                    *, max_body: int = MAX_BODY,
                    reserve: Callable[[int], None] = lambda size: None) -> tuple[list[SpanRecord], int, str]:
-    """Decodes the body of an OTLP/HTTP ``/v1/traces`` request.
+    """Decodes the body of an OTLP/HTTP ``/v1/traces`` request, all of its spans at once.
 
     Args:
         body: The request body as received (possibly gzip-compressed).
@@ -125,24 +136,62 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
     Raises:
         OtlpError: The request as a whole cannot be accepted; its ``status`` says how to answer.
     """
+    decoded = decode_slices(body, content_type, content_encoding, max_body=max_body, reserve=reserve)
+    records = [record for records in decoded.slices() for record in records]
+    return records, decoded.rejected, decoded.message
+
+
+def decode_slices(body: bytes, content_type: str | None, content_encoding: str | None = None,
+                  *, max_body: int = MAX_BODY, reserve: Callable[[int], None] = lambda size: None,
+                  slice_bytes: int = SLICE_BYTES) -> Decoded:
+    """``decode_request`` a slice at a time: the request is checked as a whole now (the same errors,
+    raised here), and its spans are decoded and mapped as ``Decoded.slices`` is iterated, each slice
+    of about ``slice_bytes`` of payload, so that only a slice's decoded form need be in memory
+    (OTLP/protobuf; an OTLP/JSON body is parsed whole, then mapped a slice at a time).
+    """
     is_json = _is_json(content_type)
     data = _decompress(body, content_encoding, max_body, reserve)
-    if is_json:
-        spans = _json_spans(data)
-    else:
-        spans = _protobuf_spans(data)
-    records: list[SpanRecord] = []
-    reasons: Counter[str] = Counter()
-    notes: Counter[str] = Counter()
-    for item in spans:
-        if isinstance(item, SpanRecord):
-            reason = check(item, notes)  # what the store cannot take, found before the writer meets it
-            if reason is None:
-                records.append(item)
-                continue
-            item = reason
-        reasons[item] += 1
-    return records, sum(reasons.values()), describe(reasons, notes)
+    return Decoded(_json_slices(data, slice_bytes) if is_json else _protobuf_slices(data, slice_bytes))
+
+
+class Decoded:
+    """A request that passed the checks of the whole, its spans decoded on demand, a slice at a time."""
+
+    def __init__(self, slices: Iterator[list[SpanRecord | str]]) -> None:
+        self._slices = slices
+        self._reasons: Counter[str] = Counter()
+        self._notes: Counter[str] = Counter()
+
+    def slices(self) -> Iterator[list[SpanRecord]]:
+        """The accepted spans, a non-empty list a slice, each decoded only when asked for: drop a
+        slice before asking for the next, and only one is held. Iterate once."""
+        for items in self._slices:
+            records = []
+            for item in items:
+                if isinstance(item, SpanRecord):
+                    reason = check(item, self._notes)  # what the store cannot take, found before the writer meets it
+                    if reason is None:
+                        records.append(item)
+                        continue
+                    item = reason
+                self._reasons[item] += 1
+            del items
+            if records:
+                yield records
+
+    def reject(self, count: int, reason: str) -> None:
+        """Counts ``count`` accepted spans as rejected after all, for ``reason`` (the store could not take them)."""
+        self._reasons[reason] += count
+
+    @property
+    def rejected(self) -> int:
+        """Spans rejected so far (all of them once ``slices`` is exhausted)."""
+        return sum(self._reasons.values())
+
+    @property
+    def message(self) -> str:
+        """Why spans were rejected or values not stored as sent (``_validate.describe``), or ``""``."""
+        return describe(self._reasons, self._notes)
 
 
 def encode_response(rejected: int, message: str, content_type: str) -> bytes:
@@ -242,40 +291,177 @@ def _decompress(body: bytes, content_encoding: str | None, max_body: int,
 # --- protobuf ---------------------------------------------------------------------------------
 
 
-def _protobuf_spans(data: bytes) -> Iterator[SpanRecord | str]:
-    request = ExportTraceServiceRequest()
-    try:
-        request.ParseFromString(data)
-    except (DecodeError, RecursionError) as exc:
-        raise OtlpError(400, f"malformed protobuf ({exc}); send a serialized ExportTraceServiceRequest "
-                             "(opentelemetry.proto.collector.trace.v1)") from None
-    _check_spans(sum(len(scope_spans.spans) for resource_spans in request.resource_spans
-                     for scope_spans in resource_spans.scope_spans))
-    for resource_spans in request.resource_spans:
-        scopes = ((scope_spans.scope.name, scope_spans.spans) for scope_spans in resource_spans.scope_spans)
-        yield from _resource_records(resource_spans.resource, scopes)
+def _protobuf_slices(data: bytes, slice_bytes: int) -> Iterator[list[SpanRecord | str]]:
+    """The request's spans, to be mapped a slice of about ``slice_bytes`` at a time.
 
-
-def _resource_records(resource: Resource, scopes: Iterable[tuple[str, Iterable[Span | str]]],
-                      ) -> Iterator[SpanRecord | str]:
-    """Maps the spans under one resource; a span given as a string was rejected for that reason."""
-    try:
+    The request's structure is walked whole first (``_fields``: each resource and scope, and where
+    each span lies), so that a structure that is not protobuf fails the whole request before any
+    span is mapped, as parsing it whole did. Then the spans of each slice are parsed at once,
+    copied into a request of their own (``_parsed``) so that only a slice's messages are in
+    memory: parsed whole, a request of one-byte attributes takes 8 bytes a byte.
+    """
+    contexts: list[tuple[dict[str, Any] | str, str]] = []  # (resource attributes or why rejected, scope name)
+    spans: list[tuple[int, int, int]] = []  # (its context, where the span's field begins and ends)
+    for number, wire, value, end, _ in _fields(data, 0, len(data)):
+        if number != 1 or wire != 2:  # not resource_spans: unknown to this version of OTLP
+            continue
+        first = len(contexts)
+        resource_fields, scope_names = [], []
+        for number, wire, scope_value, scope_end, begin in _fields(data, value, end):
+            if number != 2 or wire != 2:  # the resource, the schema URL
+                resource_fields.append((begin, scope_end))
+                continue
+            scope_fields = []
+            for number, wire, _, span_end, span_begin in _fields(data, scope_value, scope_end):
+                if number == 2 and wire == 2:
+                    spans.append((first + len(scope_names), span_begin, span_end))
+                else:  # the scope, the schema URL
+                    scope_fields.append((span_begin, span_end))
+            scope_names.append(_parsed(data, scope_fields, 2).resource_spans[0].scope_spans[0].scope.name
+                               if scope_fields else "")
         # One dict shared by the resource's spans, as from_readable shares it: the ingestor
         # serialises a resource once per object.
-        attributes: dict[str, Any] | str = _attributes(resource.attributes)
-    except _Rejected as exc:
-        attributes = f"resource {exc}"
-    for scope, spans in scopes:
-        for span in spans:
-            if isinstance(span, str):
-                yield span
-            elif isinstance(attributes, str):
-                yield attributes
+        attributes = _resource_attributes(_parsed(data, resource_fields, 1).resource_spans[0].resource)
+        contexts += [(attributes, name) for name in scope_names]
+    _check_spans(len(spans))
+    return _protobuf_mapped(data, contexts, spans, slice_bytes)
+
+
+def _protobuf_mapped(data: bytes, contexts: list[tuple[dict[str, Any] | str, str]], spans: list[tuple[int, int, int]],
+                     slice_bytes: int) -> Iterator[list[SpanRecord | str]]:
+    start = size = 0
+    for k, (_, begin, end) in enumerate(spans):
+        size += end - begin
+        if size >= slice_bytes or k == len(spans) - 1:
+            run = spans[start:k + 1]
+            parsed = _parsed_spans(data, [(begin, end) for _, begin, end in run])
+            yield [_mapped(span, *contexts[context]) for span, (context, _, _) in zip(parsed, run)]
+            start, size = k + 1, 0
+
+
+def _fields(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """The fields of the message in ``data[pos:end]``: each one's number, wire type, where its value
+    begins and ends, and where its tag begins.
+
+    Raises:
+        OtlpError: (400) the bytes are not protobuf.
+    """
+    while pos < end:
+        begin = pos
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 2:
+            length, pos = _varint(data, pos)
+            value, pos = pos, pos + length
+        else:
+            value, pos = pos, _skip(data, pos, number, wire)
+        if number == 0 or pos > end:
+            raise _malformed_protobuf(f"{'field number 0' if number == 0 else 'truncated field'} at byte {begin}")
+        yield number, wire, value, pos, begin
+
+
+def _skip(data: bytes, pos: int, number: int, wire: int) -> int:
+    """Where the value of a field that is not length-delimited ends."""
+    if wire == 0:
+        return _varint(data, pos)[1]
+    if wire == 1:
+        return pos + 8
+    if wire == 5:
+        return pos + 4
+    if wire == 3:  # a group (proto2): its fields, up to the end-group tag of its number
+        while pos < len(data):
+            key, pos = _varint(data, pos)
+            if key & 7 == 4:
+                if key >> 3 != number:
+                    break
+                return pos
+            if key & 7 == 2:
+                length, pos = _varint(data, pos)
+                pos += length
             else:
-                try:
-                    yield _record(span, attributes, scope)
-                except _Rejected as exc:
-                    yield str(exc)
+                pos = _skip(data, pos, key >> 3, key & 7)
+    raise _malformed_protobuf(f"bad group or wire type {wire} of field {number}")
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        result |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+    raise _malformed_protobuf(f"truncated or overlong varint at byte {pos}")
+
+
+def _malformed_protobuf(what: str) -> OtlpError:
+    return OtlpError(400, f"malformed protobuf ({what}); send a serialized ExportTraceServiceRequest "
+                          "(opentelemetry.proto.collector.trace.v1)")
+
+
+def _parsed(data: bytes, fields: list[tuple[int, int]], depth: int) -> ExportTraceServiceRequest:
+    """The ``fields`` of ``data`` (tag and value) as those of a ``ResourceSpans`` (``depth`` 1) or a
+    ``ScopeSpans`` (2) in a request of their own: at the depth they have in the request, so that
+    the decoder's nesting limit falls where it falls on the whole request.
+
+    Raises:
+        OtlpError: (400) they are not valid protobuf (``_parsed_spans`` then rejects spans one by one).
+    """
+    view = memoryview(data)
+    parts = [view[begin:end] for begin, end in fields]
+    length = sum(end - begin for begin, end in fields)
+    for number in (2, 1)[2 - depth:]:  # scope_spans in a ResourceSpans, then resource_spans in the request
+        header = bytes(_tag(number, length))
+        parts.insert(0, header)
+        length += len(header)
+    try:
+        return ExportTraceServiceRequest.FromString(b"".join(parts))
+    except (DecodeError, RecursionError) as exc:
+        raise _malformed_protobuf(str(exc)) from None
+
+
+def _tag(number: int, length: int) -> bytearray:
+    """The tag and length of a length-delimited field."""
+    out = bytearray()
+    for value in ((number << 3) | 2, length):
+        while value >= 0x80:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+    return out
+
+
+def _parsed_spans(data: bytes, fields: list[tuple[int, int]]) -> list[Span | str]:
+    """The spans at ``fields`` of ``data``, parsed at once; when that fails, one by one, and a span
+    that does not parse is rejected alone (as over OTLP/JSON) rather than its whole request."""
+    try:
+        return list(_parsed(data, fields, 2).resource_spans[0].scope_spans[0].spans)
+    except OtlpError:
+        if len(fields) == 1:
+            return ["malformed span (not valid protobuf: a string not UTF-8, a field cut short, or values nested "
+                    "too deeply)"]
+    return [span for field in fields for span in _parsed_spans(data, [field])]
+
+
+def _resource_attributes(resource: Resource) -> dict[str, Any] | str:
+    """A resource's attributes, or why its spans are rejected."""
+    try:
+        return _attributes(resource.attributes)
+    except _Rejected as exc:
+        return f"resource {exc}"
+
+
+def _mapped(span: Span | str, resource: dict[str, Any] | str, scope: str) -> SpanRecord | str:
+    """``_record``, or why the span is rejected (a span given as a string was already)."""
+    if isinstance(span, str):
+        return span
+    if isinstance(resource, str):
+        return resource
+    try:
+        return _record(span, resource, scope)
+    except _Rejected as exc:
+        return str(exc)
 
 
 def _record(span: Span, resource: dict[str, Any], scope: str) -> SpanRecord:
@@ -357,7 +543,9 @@ def _malformed_json(what: str) -> OtlpError:
                           f"({_JSON_SPEC})")
 
 
-def _json_spans(data: bytes) -> Iterator[SpanRecord | str]:
+def _json_slices(data: bytes, slice_bytes: int) -> Iterator[list[SpanRecord | str]]:
+    """The request's spans, to be mapped a slice at a time: of as many spans as average ``slice_bytes``.
+    The body is parsed and its structure checked whole, now."""
     values = data.count(b"{") + data.count(b"[") + data.count(b",")  # at C speed; strings' own count too
     if values > _JSON_VALUES:
         raise OtlpError(413, f"OTLP/JSON body with over {_JSON_VALUES} values ({values} objects, arrays and commas); "
@@ -371,8 +559,9 @@ def _json_spans(data: bytes) -> Iterator[SpanRecord | str]:
     # Parse the whole structure before yielding: a shape error anywhere fails the whole request.
     resources = []
     resource_list = _json_list(request, "resourceSpans", "resource_spans")
-    _check_spans(sum(len(_json_list(scope_spans, "spans", "spans")) for resource_spans in resource_list
-                     for scope_spans in _json_list(resource_spans, "scopeSpans", "scope_spans")))
+    count = sum(len(_json_list(scope_spans, "spans", "spans")) for resource_spans in resource_list
+                for scope_spans in _json_list(resource_spans, "scopeSpans", "scope_spans"))
+    _check_spans(count)
     for resource_spans in resource_list:
         scope_list = _json_list(resource_spans, "scopeSpans", "scope_spans")
         resource = _json_message(resource_spans, "resource", Resource())
@@ -382,7 +571,10 @@ def _json_spans(data: bytes) -> Iterator[SpanRecord | str]:
             scope = _json_message(scope_spans, "scope", InstrumentationScope())
             scopes.append((scope.name, [_json_span(span) for span in span_list]))
         resources.append((resource, scopes))
-    return (item for resource, scopes in resources for item in _resource_records(resource, scopes))
+    items = (_mapped(span, attributes, name) for resource, scopes in resources
+             for attributes in [_resource_attributes(resource)] for name, spans in scopes for span in spans)
+    per_slice = max(1, count * slice_bytes // max(len(data), 1))
+    return iter(lambda: list(itertools.islice(items, per_slice)), [])
 
 
 def _json_list(parent: Any, camel: str, snake: str) -> list[Any]:

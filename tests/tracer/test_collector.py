@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import tracer
 from tests.tracer.fakes import FakeAPI, run_agent
 from tracer._collector import Collector, wait_until_serving
+from tracer._errors import StoreError, UnstorableError
 from tracer._ingest import Batch, Ingestor, from_readable
 
 PROTOBUF = "application/x-protobuf"
@@ -251,6 +252,97 @@ def test_a_sigkill_mid_load_loses_nothing_acknowledged_and_a_restart_resumes(tmp
     with tracer.Store(db, read_only=True) as store:
         stored = {r[0] for r in store.sql("SELECT span_id FROM spans")}
     assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged spans lost"
+
+
+# -- a large request, a slice at a time -------------------------------------------------------------
+
+
+def embedded_dump(spans: list, db: str) -> dict[str, list]:
+    """What the embedded exporter stores for ``spans`` exported one at a time."""
+    with tracer.Store(db) as store:
+        ingestor = Ingestor()
+        for span in spans:
+            store.write(ingestor.build([from_readable(span)], Batch()))
+    return dump(db)
+
+
+def test_a_request_is_written_a_slice_at_a_time_and_answered_only_once_its_last_slice_commits(tmp_path, monkeypatch):
+    monkeypatch.setattr("tracer._collector.SLICE_BYTES", 1)  # a slice a span
+    spans = agent_spans()
+    db = str(tmp_path / "sliced.duckdb")
+    with Collector(db, port=0) as collector:
+        writes: list[int] = []
+        last, release = threading.Event(), threading.Event()
+        real = collector.store.write
+
+        def write(batch: Batch) -> None:
+            writes.append(len(batch.spans))
+            if len(writes) == len(spans):
+                last.set()
+                release.wait(30)
+            real(batch)
+
+        monkeypatch.setattr(collector.store, "write", write)
+        answers: list[int] = []
+        sender = threading.Thread(target=lambda: answers.append(post(collector.url, encode_spans(spans)
+                                                                     .SerializeToString())[0]))
+        sender.start()
+        assert last.wait(30)
+        assert answers == []  # every slice but the last has committed: not answered yet
+        release.set()
+        sender.join(30)
+    assert answers == [200] and writes == [1] * len(spans)
+    assert dump(db) == embedded_dump(spans, str(tmp_path / "embedded.duckdb"))
+
+
+def test_a_request_whose_second_slice_fails_gets_a_503_and_its_retry_stores_every_span_once(tmp_path, monkeypatch):
+    monkeypatch.setattr("tracer._collector.SLICE_BYTES", 1)
+    spans = agent_spans()
+    body = encode_spans(spans).SerializeToString()
+    db = str(tmp_path / "retried.duckdb")
+    with Collector(db, port=0) as collector:
+        writes: list[int] = []
+        real = collector.store.write
+
+        def write(batch: Batch) -> None:
+            writes.append(len(batch.spans))
+            if len(writes) == 2:
+                raise StoreError("the disk is full (a test)")
+            real(batch)
+
+        monkeypatch.setattr(collector.store, "write", write)
+        status, text = post(collector.url, body)
+        assert status == 503
+        assert b"1 of its spans were stored, the rest not stored: the disk is full (a test); retry" in text
+        assert post(collector.url, body)[0] == 200  # the exporter's retry
+    with tracer.Store(db, read_only=True) as store:
+        assert store.sql("SELECT count(*), count(DISTINCT span_id) FROM spans") == [(len(spans), len(spans))]
+    assert dump(db) == embedded_dump(spans, str(tmp_path / "embedded.duckdb"))
+
+
+def test_a_slice_that_can_never_be_stored_is_rejected_alone_and_the_request_s_other_slices_are_stored(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr("tracer._collector.SLICE_BYTES", 1)
+    spans = agent_spans()
+    db = str(tmp_path / "poison.duckdb")
+    with Collector(db, port=0) as collector:
+        writes: list[int] = []
+        real = collector.store.write
+
+        def write(batch: Batch) -> None:
+            writes.append(len(batch.spans))
+            if len(writes) == 2:
+                raise UnstorableError("a value out of range (a test)")
+            real(batch)
+
+        monkeypatch.setattr(collector.store, "write", write)
+        status, body = post(collector.url, encode_spans(spans).SerializeToString())
+        response = ExportTraceServiceResponse.FromString(body)
+        assert status == 200 and response.partial_success.rejected_spans == 1
+        assert "a value out of range (a test)" in response.partial_success.error_message
+        assert collector.stats.spans_rejected == 1
+    with tracer.Store(db, read_only=True) as store:
+        assert store.sql("SELECT count(*) FROM spans") == [(len(spans) - 1,)]
 
 
 # -- one bad request among many ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 
 from tracer._errors import FlightrecError
 from tracer._ingest import Ingestor, SpanRecord, from_readable
-from tracer._otlp import MAX_BODY, OtlpError, decode_request, encode_response
+from tracer._otlp import MAX_BODY, OtlpError, decode_request, decode_slices, encode_response
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -117,6 +117,50 @@ def test_sdk_spans_sent_as_protobuf_decode_to_exactly_what_the_embedded_exporter
     assert by_span_id(records) == expected(sdk_spans)
     # Equal values could still be stored differently (key order, tuple or list): compare the rows.
     assert stored_rows(records) == stored_rows([from_readable(s) for s in sdk_spans])
+
+
+@pytest.mark.parametrize("content_type", [PROTOBUF, JSON])
+def test_a_request_decoded_a_slice_at_a_time_gives_the_same_records_in_slices_of_about_the_size_asked(
+        sdk_spans, content_type):
+    request = encode_spans(sdk_spans)
+    body = request.SerializeToString() if content_type == PROTOBUF else otlp_json(request)
+
+    decoded = decode_slices(body, content_type, slice_bytes=1)
+    slices = list(decoded.slices())
+
+    assert [len(records) for records in slices] == [1] * len(sdk_spans)  # two resources, three scopes
+    assert [r for records in slices for r in records] == decode_request(body, content_type)[0]
+    assert (decoded.rejected, decoded.message) == (0, "")
+    assert [len(records) for records in decode_slices(body, content_type, slice_bytes=len(body)).slices()] == [
+        len(sdk_spans)]
+
+
+def test_unknown_fields_and_groups_are_skipped_at_every_level_as_the_protobuf_library_skips_them(sdk_spans):
+    def unknown(number: int) -> bytes:  # a varint, a fixed64, a string and a group holding a fixed32
+        return (bytes([number << 3, 1, number << 3 | 1]) + bytes(8) + _field(number, b"x")
+                + bytes([number << 3 | 3, 8 << 3 | 5]) + bytes(4) + bytes([number << 3 | 4]))
+
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add()
+    scope_spans.scope.name = "s"
+    scope_spans.spans.add(trace_id=TRACE_ID, span_id=SPAN_ID, name="op", start_time_unix_nano=1, end_time_unix_nano=2)
+    plain = decode_request(request.SerializeToString(), PROTOBUF)
+    scope = unknown(9) + scope_spans.SerializeToString() + unknown(10)
+    body = unknown(7) + _field(1, unknown(8) + _field(2, scope)) + unknown(11)
+    parsed = ExportTraceServiceRequest.FromString(body)  # what the library makes of it
+    parsed.DiscardUnknownFields()
+    assert parsed == request
+    assert decode_request(body, PROTOBUF) == plain and len(plain[0]) == 1
+
+
+@pytest.mark.parametrize("body", [b"\x0a\x05\x12\x03", b"\x0a\xff", b"\x07", b"\x0a\x02\x12\x00\x00",
+                                  b"\x1b\x0a\x01"],
+                         ids=["length past the end", "truncated varint", "wire type 7", "field number 0",
+                              "group never ended"])
+def test_a_request_whose_structure_is_not_protobuf_fails_whole_before_any_slice(body):
+    with pytest.raises(OtlpError) as caught:
+        decode_slices(body, PROTOBUF)
+    assert caught.value.status == 400 and "malformed protobuf" in str(caught.value)
 
 
 def test_the_round_trip_covers_every_field(sdk_spans):
@@ -372,13 +416,15 @@ def nested_value_python(levels: int, container: str) -> object:
     return value
 
 
-def test_maps_nested_32_levels_over_protobuf_hit_the_decoders_limit_and_fail_the_request():
-    # A map level is three messages and upb stops at 100: what _otlp.py's docstring warns of.
+def test_maps_nested_32_levels_over_protobuf_hit_the_decoders_limit_and_reject_their_span_alone():
+    # A map level is three messages and upb stops at 100: what _otlp.py's docstring warns of. Spans
+    # are parsed a slice at a time, and a span that does not parse is rejected without its request.
     assert decode_request(request_of({**GOOD, "attributes": nested_value(31, "kvlist")}).SerializeToString(),
                           PROTOBUF)[1] == 0
-    with pytest.raises(OtlpError) as caught:
-        decode_request(request_of({**GOOD, "attributes": nested_value(32, "kvlist")}).SerializeToString(), PROTOBUF)
-    assert caught.value.status == 400
+    records, rejected, message = decode_request(
+        request_of(GOOD, {**GOOD, "attributes": nested_value(32, "kvlist")}).SerializeToString(), PROTOBUF)
+    assert (len(records), rejected) == (1, 1)
+    assert message.startswith("1 span rejected: malformed span")
 
 
 def test_resource_attributes_nested_too_deeply_reject_the_resources_spans():
@@ -402,16 +448,16 @@ def _field(number: int, payload: bytes) -> bytes:
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
-def test_attributes_nested_past_the_protobuf_limit_are_refused_400_not_a_crash():
+def test_attributes_nested_past_the_protobuf_limit_reject_their_span_not_a_crash():
     value = _field(1, b"leaf")  # AnyValue.string_value
     for _ in range(5000):
         value = _field(5, _field(1, value))  # AnyValue.array_value -> ArrayValue.values
     span = _field(1, TRACE_ID) + _field(2, SPAN_ID) + _field(9, _field(1, b"k") + _field(2, value))
     body = _field(1, _field(2, _field(2, span)))  # request.resource_spans.scope_spans.spans
 
-    with pytest.raises(OtlpError) as caught:
-        decode_request(body, PROTOBUF)
-    assert caught.value.status == 400 and "malformed protobuf" in str(caught.value)
+    records, rejected, message = decode_request(body, PROTOBUF)
+    assert (records, rejected) == ([], 1)  # the collector answers 400: nothing in the request can be stored
+    assert message.startswith("1 span rejected: malformed span")
 
 
 def test_otlp_json_attributes_nested_past_the_parser_limit_reject_only_their_span():
