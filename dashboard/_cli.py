@@ -9,8 +9,8 @@ from typing import get_args
 
 import click
 
-from tracer._cli import DURATION, check_port_free, db_option, serve_port_options
 from tracer import ContentMode
+from tracer._cli import DURATION, check_port_free, db_option, serve_port_options
 from tracer._store import default_db_path
 
 from ._launch import run
@@ -67,9 +67,11 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     from importlib.metadata import entry_points
 
     from tracer._collector import Collector, tune_gc
+    from tracer._config import content_mode
     from tracer._grpc import GrpcReceiver
     from tracer._read_api import ReadApi
 
+    content = content_mode(content)  # a bad $FLIGHTREC_CONTENT or flightrec.toml fails before anything starts
     check_port_free(host, port, "--port")
     if not no_grpc:
         check_port_free(host, grpc_port, "--grpc-port")
