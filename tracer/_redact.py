@@ -312,7 +312,9 @@ class ContentPolicy:
         """
         if self.mode == "full":
             return
-        resources: dict[int, dict[str, Any]] = {}  # a resource is shared by its spans: shaped once, still shared
+        # A resource is shared by its spans: shaped once, and still shared (ingest serialises it once). Keyed
+        # by identity, the original held so that its id stays unique.
+        resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         for r in records:
             events = [e.get("attributes") or _NO_ATTRIBUTES for e in r.events]
             r.status_message, shaped_events, attrs = self._shape(
@@ -320,14 +322,15 @@ class ContentPolicy:
             for event, before, after in zip(r.events, events, shaped_events):
                 if after is not before:
                     event["attributes"] = dict(after)
-            r.attributes = dict(attrs) if attrs is not r.attributes else r.attributes
+            if attrs is not r.attributes:
+                r.attributes = dict(attrs)
             sent = r.attributes.get(A.CONTENT_MODE)
             if sent is not None and _STRICTNESS.get(sent, -1) < _STRICTNESS[self.mode]:
                 r.attributes[A.CONTENT_MODE] = self.mode
-            shaped = resources.get(id(r.resource))
-            if shaped is None:
-                shaped = resources[id(r.resource)] = dict(self._attributes(r.resource))
-            r.resource = shaped
+            held = resources.get(id(r.resource))
+            if held is None:
+                held = resources[id(r.resource)] = (r.resource, dict(self._attributes(r.resource)))
+            r.resource = held[1]
 
     def _shape(self, description: str | None, names: list[str | None], events: list[Mapping[str, Any]],
                attrs: Mapping[str, Any], skip: frozenset[str]
