@@ -2,7 +2,7 @@
 processes to ``flightrec serve``, which acknowledges each request only after committing it.
 
     python benchmarks/bench_collector.py [--senders 4] [--sessions 300] [--turns 8] [--batch 512]
-                                         [--transport http|grpc] [--stages]
+                                         [--transport http|grpc] [--stages] [--content full|redacted|none]
 
 Each sender first records ``--sessions`` sessions of ``--turns`` LLM calls with the real
 capture path (``_workload.Agent``: instrumented anthropic client, tools, content included) into
@@ -20,7 +20,8 @@ exited (its last checkpoint done). Target: ≥ 10,000 spans/s with 4 senders.
 ``--stages`` runs no server: it takes the same requests in one process and reports the process
 CPU per span of each stage of the collector's path, with the writer's transactions as the load
 groups them (one request of each sender per transaction) and as one request alone: decoding
-(``decode_request``), ingest (``Ingestor.build``), the Arrow conversion (``Store._tables``), the
+(``decode_request``), the content policy of ``--content`` (``ContentPolicy.records``; serve's
+``--content`` without ``--stages``), ingest (``Ingestor.build``), the Arrow conversion (``Store._tables``), the
 write (``Store.write``: conversion, inserts, commit), and the online detectors over the ended
 sessions, in runs of 150 sessions (about what one second brings at 4,000 spans/s) and of 1,200.
 """
@@ -127,6 +128,7 @@ def _stages(args: argparse.Namespace) -> None:
     from evals._detect import Scope, detect
     from tracer._ingest import Batch, Ingestor
     from tracer._otlp import decode_request
+    from tracer._redact import ContentPolicy
     from tracer._store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +138,8 @@ def _stages(args: argparse.Namespace) -> None:
         tune_gc()  # as `flightrec serve` does
         out: dict[str, Any] = {}
         for label, group in (("by_senders", args.senders), ("alone", 1)):
-            cpu = dict.fromkeys(("decode", "build", "tables", "write"), 0.0)
+            cpu = dict.fromkeys(("decode", "policy", "build", "tables", "write"), 0.0)
+            policy = ContentPolicy(args.content)
             store = Store(str(Path(tmp) / f"{label}.duckdb"))
             store.defer_checkpoints("128MB")  # as the collector
             store._tables(Batch())  # reads the column types (and imports pandas) once: not a span's cost
@@ -144,6 +147,8 @@ def _stages(args: argparse.Namespace) -> None:
             for i in range(0, len(bodies), group):
                 t0 = _process_cpu_s()
                 records = [r for body in bodies[i:i + group] for r in decode_request(body, "application/x-protobuf")[0]]
+                tp = _process_cpu_s()
+                policy.records(records)
                 t1 = _process_cpu_s()
                 batch = ingestor.build(records, Batch())
                 t2 = _process_cpu_s()
@@ -151,7 +156,7 @@ def _stages(args: argparse.Namespace) -> None:
                 t3 = _process_cpu_s()
                 store.write(batch)
                 t4 = _process_cpu_s()
-                for stage, took in zip(cpu, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                for stage, took in zip(cpu, (tp - t0, t1 - tp, t2 - t1, t3 - t2, t4 - t3)):
                     cpu[stage] += took
                 spans += len(records)
                 commits += 1
@@ -180,6 +185,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--transport", choices=("http", "grpc"), default="http")
     parser.add_argument("--stages", action="store_true", help="no server: the CPU of each stage, in process")
+    parser.add_argument("--content", choices=("full", "redacted", "none"), default="full",
+                        help="the collector's content policy (serve --content)")
     args = parser.parse_args()
     if args.stages:
         _stages(args)
@@ -191,7 +198,7 @@ def main() -> None:
         flightrec = Path(sys.executable).with_name("flightrec")
         grpc_args = ["--grpc-port", str(grpc_port)] if args.transport == "grpc" else ["--no-grpc"]
         server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), *grpc_args,
-                                   "--dashboard-port", str(dashboard_port)],
+                                   "--dashboard-port", str(dashboard_port), "--content", args.content],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until_serving(f"http://127.0.0.1:{port}", 30)

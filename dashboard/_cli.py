@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import get_args
 
 import click
 
+from tracer import ContentMode
 from tracer._cli import DURATION, check_port_free, db_option, serve_port_options
 from tracer._store import default_db_path
 
@@ -51,9 +53,13 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 @click.option("--retain-content", type=DURATION, envvar="FLIGHTREC_RETAIN_CONTENT", default=None, metavar="DURATION",
               help="Remove only the content of sessions older than this, keeping tokens, costs and decisions "
                    "(default $FLIGHTREC_RETAIN_CONTENT; at most --retain).")
+@click.option("--content", type=click.Choice(get_args(ContentMode)), default=None,
+              help="What of the spans' content to store: full (as sent), redacted (the built-in redactors run "
+                   "over every string) or none (metadata only). Default $FLIGHTREC_CONTENT, else flightrec.toml's, "
+                   "else full.")
 def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, token: str | None,
           dashboard_host: str, dashboard_port: int, no_dashboard: bool, session_timeout: float, retain: int | None,
-          retain_content: int | None) -> None:
+          retain_content: int | None, content: str | None) -> None:
     """Run the store's single writer: an OTLP collector (HTTP on /v1/traces, and gRPC) that agents
     in any process or language send traces to, and the dashboard, which shows them as they land.
     Other commands read the file through it meanwhile. Installed packages add to it (the
@@ -61,9 +67,11 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     from importlib.metadata import entry_points
 
     from tracer._collector import Collector, tune_gc
+    from tracer._config import content_mode
     from tracer._grpc import GrpcReceiver
     from tracer._read_api import ReadApi
 
+    content = content_mode(content)  # a bad $FLIGHTREC_CONTENT or flightrec.toml fails before anything starts
     check_port_free(host, port, "--port")
     if not no_grpc:
         check_port_free(host, grpc_port, "--grpc-port")
@@ -82,12 +90,13 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     tune_gc()
     collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None,
                           session_timeout_s=session_timeout * 60 or None, retain_s=retain and retain / 1e9,
-                          retain_content_s=retain_content and retain_content / 1e9)
+                          retain_content_s=retain_content and retain_content / 1e9, content=content)
     receiver = None if no_grpc else GrpcReceiver(collector, host=host, port=grpc_port).start()
     # Other commands read the file through it; those that remove data hand that to the writer.
     read_api = ReadApi(db_path, collector_url=collector.url, maintain=collector.maintain).start()
     over_grpc = "" if receiver is None else f", OTLP/gRPC on {receiver.url}"
-    click.echo(f"flightrec collector on {collector.url}/v1/traces{over_grpc}, writing {db_path} (Ctrl-C to stop)")
+    click.echo(f"flightrec collector on {collector.url}/v1/traces{over_grpc}, writing {db_path} with content mode "
+               f"{collector.policy.mode} (Ctrl-C to stop)")
     click.echo(f"send traces: OTEL_EXPORTER_OTLP_ENDPOINT={collector.url} (any OpenTelemetry SDK), or "
                f"tracer.configure(endpoint=\"{collector.url}\")")
     if receiver is not None:

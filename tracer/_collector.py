@@ -34,9 +34,11 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ._config import content_mode
 from ._errors import ConfigError, FlightrecError, StoreError, UnstorableError
 from ._ingest import Batch, Ingestor, SpanRecord
 from ._otlp import MAX_BODY, SLICE_BYTES, Decoded, OtlpError, decode_slices, encode_response
+from ._redact import ContentPolicy
 from ._store import Store, default_db_path
 
 log = logging.getLogger("flightrec.collector")
@@ -219,9 +221,12 @@ class Collector:
         retain_content_s: The same for the sessions' content alone (their tokens, costs and
             decisions stay); at most ``retain_s``.
         clock: Nanoseconds since the epoch, for the inactivity check (tests pass their own).
+        content: The content mode applied to the spans received (``ContentPolicy.records``), with the
+            built-in redactors: ``full`` stores them as sent; default ``$FLIGHTREC_CONTENT``, else
+            ``flightrec.toml``'s, else full, as for a ``Recorder``.
 
     Raises:
-        ConfigError: a non-loopback host without a token, or a limit out of range.
+        ConfigError: a non-loopback host without a token, a limit out of range, or a bad content mode.
         OSError: the port cannot be bound.
         StoreLockedError, StoreError: the store cannot be opened for writing.
     """
@@ -233,7 +238,8 @@ class Collector:
                  body_timeout_s: float = BODY_TIMEOUT_S, body_rate: int = BODY_RATE,
                  on_sessions_ended: Callable[[list[str]], None] | None = None,
                  session_timeout_s: float | None = SESSION_TIMEOUT_S, retain_s: float | None = None,
-                 retain_content_s: float | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+                 retain_content_s: float | None = None, clock: Callable[[], int] = time.time_ns,
+                 content: str | None = None) -> None:
         if session_timeout_s is not None and session_timeout_s <= 0:
             raise ConfigError(f"the session timeout must be above 0 seconds, not {session_timeout_s:g}.")
         if min(retain_s or 1, retain_content_s or 1) <= 0:
@@ -245,6 +251,8 @@ class Collector:
         if min(header_timeout_s, idle_timeout_s, body_timeout_s, body_rate, max_connections) <= 0:
             raise ConfigError("the collector's timeouts, body rate and connection limit must be above 0.")
         check_exposure(host, token)
+        self.policy = ContentPolicy(content_mode(content))
+        """What of the content of the spans received reaches the store."""
         self._socket = _bind(host, port)  # before the store: a port in use leaves the file alone
         try:
             self.store = Store(default_db_path(db))  # fails now if another process holds the file
@@ -438,6 +446,7 @@ class Collector:
         stored = failed = 0
         error = ""
         for records in decoded.slices():
+            self.policy.records(records)
             job = self.submit(records, admitted=stored + failed > 0)
             count = len(records)
             del records  # the writer drops the spans once committed: only the next slice is then held

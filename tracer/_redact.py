@@ -10,7 +10,8 @@ errors, reasoning, status descriptions) and for every piece of metadata an agent
 free text (``metadata``: session and event attributes). The exporters pass every finished span
 through ``span`` before it is stored or sent, which catches what other code put on spans of the
 recorder's provider: exception events from ``record_exception``, status descriptions, other
-instrumentation's attributes.
+instrumentation's attributes. ``flightrec serve`` passes the spans it receives from other processes
+through ``records``, by the same rules, before it stores them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from opentelemetry.trace import Status
 from . import _attributes as A
 from . import _foreign
 from ._canonical import canonical_json, loads
+from ._ingest import SpanRecord
 
 Redactor = Callable[[str], str]
 """Takes a piece of text and returns it with sensitive parts replaced."""
@@ -215,6 +217,8 @@ _EXCEPTION_TYPE = "exception.type"
 _CACHED_STRINGS = 4096
 # What capture shapes as it sets it on flightrec's spans, so that the span pass need not parse it again.
 _SHAPED_AT_CAPTURE = A.CONTENT_ATTRIBUTES | {A.SESSION_STATUS_REASON}
+_NO_ATTRIBUTES: Mapping[str, Any] = {}
+_STRICTNESS: dict[str, int] = {"full": 0, "redacted": 1, "none": 2}
 
 
 @dataclass(frozen=True)
@@ -276,29 +280,67 @@ class ContentPolicy:
         """
         if self.mode == "full":
             return span
-        changed = False
-        status = span.status
-        if status.description:
-            description = self._free_text(status.description)
-            if description != status.description:
-                status, changed = Status(status.status_code, description), True
-        events = []
-        for event in span.events:
-            attrs = self._attributes(event.attributes or {}, exception=event.name == "exception")
-            if attrs is not event.attributes:
-                event, changed = Event(event.name, attrs, event.timestamp), True
-            events.append(event)
-        attrs = span.attributes or {}
         own = span.instrumentation_scope is not None and span.instrumentation_scope.name == "flightrec"
-        shaped = self._attributes(attrs, skip=_SHAPED_AT_CAPTURE if own else frozenset())
-        changed = changed or shaped is not attrs
-        attrs = shaped
+        given = [e.attributes or _NO_ATTRIBUTES for e in span.events]
+        attrs = span.attributes or _NO_ATTRIBUTES
+        description, shaped_events, shaped = self._shape(
+            span.status.description, [e.name for e in span.events], given, attrs,
+            _SHAPED_AT_CAPTURE if own else frozenset())
+        changed = description != span.status.description or shaped is not attrs
+        events = []
+        for event, before, after in zip(span.events, given, shaped_events):
+            if after is not before:
+                event, changed = Event(event.name, after, event.timestamp), True
+            events.append(event)
         if not changed:
             return span
+        status = Status(span.status.status_code, description) if description != span.status.description \
+            else span.status
         return ReadableSpan(
-            name=span.name, context=span.context, parent=span.parent, resource=span.resource, attributes=attrs,
+            name=span.name, context=span.context, parent=span.parent, resource=span.resource, attributes=shaped,
             events=events, links=span.links, kind=span.kind, status=status, start_time=span.start_time,
             end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
+
+    def records(self, records: Iterable[SpanRecord]) -> None:
+        """Shapes spans received from other processes (``flightrec serve``), in place, before they are stored.
+
+        The rules of ``span``, with two differences. No attribute is taken as shaped already, not even
+        on flightrec's spans: the sender's own content mode may be fuller than this one. The resource's
+        strings are redacted as metadata (kept in ``none`` mode): a sender's resource is free text this
+        process did not choose (``process.command_line``, host names and addresses). A span that says
+        which content mode captured it (``flightrec.content.mode``) then names the stricter of the two.
+        """
+        if self.mode == "full":
+            return
+        # A resource is shared by its spans: shaped once, and still shared (ingest serialises it once). Keyed
+        # by identity, the original held so that its id stays unique.
+        resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for r in records:
+            events = [e.get("attributes") or _NO_ATTRIBUTES for e in r.events]
+            r.status_message, shaped_events, attrs = self._shape(
+                r.status_message, [e.get("name") for e in r.events], events, r.attributes, frozenset())
+            for event, before, after in zip(r.events, events, shaped_events):
+                if after is not before:
+                    event["attributes"] = dict(after)
+            if attrs is not r.attributes:
+                r.attributes = dict(attrs)
+            sent = r.attributes.get(A.CONTENT_MODE)
+            if sent is not None and _STRICTNESS.get(sent, -1) < _STRICTNESS[self.mode]:
+                r.attributes[A.CONTENT_MODE] = self.mode
+            held = resources.get(id(r.resource))
+            if held is None:
+                held = resources[id(r.resource)] = (r.resource, dict(self._attributes(r.resource)))
+            r.resource = held[1]
+
+    def _shape(self, description: str | None, names: list[str | None], events: list[Mapping[str, Any]],
+               attrs: Mapping[str, Any], skip: frozenset[str]
+               ) -> tuple[str | None, list[Mapping[str, Any]], Mapping[str, Any]]:
+        """The rules for one span, whatever its shape: its status description, its events' attributes
+        (``names`` are the events' names) and its attributes, each the very object given when unchanged."""
+        if description:
+            description = self._free_text(description)
+        shaped_events = [self._attributes(a, exception=name == "exception") for name, a in zip(names, events)]
+        return description, shaped_events, self._attributes(attrs, skip=skip)
 
     def _free_text(self, value: str) -> str | None:
         return None if self.mode == "none" else self.text(value)

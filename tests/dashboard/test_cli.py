@@ -105,3 +105,19 @@ def test_a_host_that_is_not_this_machines_is_a_clear_error(tmp_path, host):
     assert line.startswith(f"error: cannot listen on {host}:8599 (") and line.endswith(
         f"{host} is not an address of this machine; bind to one of its own, 127.0.0.1 (this machine only) or "
         "0.0.0.0 (all).")
+
+
+def test_serve_with_a_bad_content_mode_names_the_modes(tmp_path):
+    result = CliRunner().invoke(main, ["serve", "--db", str(tmp_path / "s.duckdb"), "--content", "redact"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--content': 'redact' is not one of 'full', 'redacted', 'none'." in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "s.duckdb").exists()
+
+
+def test_serve_with_a_bad_content_mode_in_the_environment_says_where_it_came_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLIGHTREC_CONTENT", "partial")
+    result = CliRunner().invoke(main, ["serve", "--db", str(tmp_path / "s.duckdb"), "--port", "0", "--no-grpc",
+                                       "--no-dashboard"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "content mode 'partial' (from $FLIGHTREC_CONTENT) is not one of full, redacted, none" in result.output
+    assert not (tmp_path / "s.duckdb").exists()

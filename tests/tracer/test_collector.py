@@ -440,3 +440,56 @@ def test_a_client_retrying_unstorable_spans_gets_a_final_400_while_three_others_
         assert store.sql("SELECT count(*), count(DISTINCT session_id) FROM spans") == [
             (senders * requests * spans, senders * requests)]
         assert store.verify_requests().failures == []
+
+
+def served_session(db: str, *, sent: str, policy: str | None) -> tuple[tracer.Collector, str]:
+    """A session recorded with content mode ``sent`` and sent to a collector with the policy ``policy``."""
+    with Collector(db, port=0, content=policy) as collector:
+        rec = tracer.Recorder(content=sent, endpoint=collector.url, otlp_bodies=True)
+        with rec.session(agent="support", customer="jane@example.com") as session:
+            run_agent(rec.instrument(FakeAPI().client()), "Refund order 42, mail jane@example.com")
+        rec.shutdown()
+    return collector, session.id
+
+
+@pytest.mark.parametrize(("sent", "policy", "stored"), [("full", "redacted", "redacted"), ("full", "none", "none"),
+                                                        ("none", "redacted", "none"), ("redacted", None, "redacted")])
+def test_the_stored_content_mode_is_the_stricter_of_the_senders_and_the_collectors(tmp_path, sent, policy, stored):
+    db = str(tmp_path / "served.duckdb")
+    _, session_id = served_session(db, sent=sent, policy=policy)
+    with tracer.Store(db, read_only=True) as store:
+        assert store.sql("SELECT content_mode FROM sessions") == [(stored,)]
+        assert {m for (m,) in store.sql("SELECT content_mode FROM llm_calls")} == {stored}
+        assert "jane@example.com" not in repr(store.sql("SELECT * FROM spans"))
+
+
+def test_a_redacted_call_keeps_the_senders_hash_and_replay_says_it_cannot_be_rebuilt_exactly(tmp_path):
+    import replay
+
+    full, redacted = str(tmp_path / "full.duckdb"), str(tmp_path / "redacted.duckdb")
+    served_session(full, sent="full", policy="full")
+    _, session_id = served_session(redacted, sent="full", policy="redacted")
+    hashes = "SELECT request_sha256 FROM llm_calls ORDER BY start_ns"
+    with tracer.Store(full, read_only=True) as a, tracer.Store(redacted, read_only=True) as b:
+        assert [h for (h,) in b.sql(hashes)] == [h for (h,) in a.sql(hashes)]  # the exact request's, as sent
+        report = b.verify_requests()
+    assert report.exact == 0 and report.total == 2
+    assert all("redacted at capture" in f["reason"] for f in report.failures)
+    rebuilt = replay.reconstruct(session_id, 1, db=redacted)
+    assert not rebuilt.exact and rebuilt.sha256 != rebuilt.recorded_sha256
+    assert rebuilt.notes and rebuilt.notes[0].startswith("REDACTED AT CAPTURE")
+    assert "[REDACTED:email]" in json.dumps(rebuilt.request)
+
+
+def test_the_collectors_content_mode_comes_from_the_environment_then_the_config_file_then_full(tmp_path,
+                                                                                               monkeypatch):
+    with Collector(str(tmp_path / "a.duckdb"), port=0) as collector:
+        assert collector.policy.mode == "full"
+    (tmp_path / "flightrec.toml").write_text('content = "none"\n')
+    with Collector(str(tmp_path / "b.duckdb"), port=0) as collector:
+        assert collector.policy.mode == "none"
+    monkeypatch.setenv("FLIGHTREC_CONTENT", "redacted")
+    with Collector(str(tmp_path / "c.duckdb"), port=0) as collector:
+        assert collector.policy.mode == "redacted"
+    with Collector(str(tmp_path / "d.duckdb"), port=0, content="full") as collector:
+        assert collector.policy.mode == "full"

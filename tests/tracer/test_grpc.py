@@ -232,3 +232,21 @@ def test_serve_on_a_taken_grpc_port_says_what_to_do(tmp_path, taken_port):
     assert result.output.strip().splitlines() == [
         f"error: cannot listen on 127.0.0.1:{taken_port} (address already in use): pass --grpc-port with a free port."]
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_the_content_policy_applies_over_grpc_as_over_http(tmp_path, memory):
+    provider, exporter = memory
+    with provider.get_tracer("crm").start_as_current_span("crm.lookup", attributes={
+            "gen_ai.conversation.id": "s-1", "crm.note": "mail jane@example.com"}) as span:
+        span.add_event("note", {"detail": "call +44 20 7946 0958"})
+    sent = list(exporter.get_finished_spans())
+    over_http, over_grpc = str(tmp_path / "http.duckdb"), str(tmp_path / "grpc.duckdb")
+    with Collector(over_http, port=0, content="redacted") as collector:
+        assert post(collector.url, encode_spans(sent).SerializeToString())[0] == 200
+    with Collector(over_grpc, port=0, content="redacted") as collector, GrpcReceiver(collector, port=0) as receiver:
+        grpc_exporter = OTLPSpanExporter(endpoint=receiver.url, insecure=True)
+        assert grpc_exporter.export(sent) == SpanExportResult.SUCCESS
+        grpc_exporter.shutdown()
+    assert dump(over_grpc) == dump(over_http)
+    rows = repr(dump(over_grpc)["spans"])
+    assert "[REDACTED:email]" in rows and "[REDACTED:phone]" in rows and "jane@" not in rows and "7946" not in rows

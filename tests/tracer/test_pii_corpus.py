@@ -27,6 +27,7 @@ from opentelemetry.trace import Status, StatusCode
 
 import tracer
 from tests.tracer.pii_corpus import NEEDLES, TEXT, found
+from tracer._collector import Collector
 from tracer.testing import FakeModel, error, reply, thinking, tool_use
 
 MODES = ("full", "redacted", "none")
@@ -155,3 +156,21 @@ def test_an_otlp_export_holds_no_secret_unless_content_is_full(mode):
     sent = b"".join(backend.bodies)
     assert sent
     assert sorted(found(sent)) == (sorted(NEEDLES) if mode == "full" else [])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_serve_stores_no_secret_a_full_sender_sends_unless_content_is_full(mode, tmp_path):
+    # The sender records everything (bodies too, and the corpus in its resource): what the store
+    # keeps is the collector's policy alone, as for an agent in another language.
+    db = tmp_path / "served.duckdb"
+    with Collector(db, port=0, content=mode) as collector:
+        rec = tracer.Recorder(content="full", endpoint=collector.url, otlp_bodies=True,
+                              service_name=f"corpus {TEXT}")
+        run_corpus_agent(rec)
+        rec.shutdown()
+        assert collector.stats.spans_committed > 0 and collector.stats.bad_requests == 0
+    in_tables, in_bytes = scan_store(db)
+    if mode == "full":
+        assert sorted({n for hits in in_tables.values() for n in hits}) == sorted(NEEDLES)
+    else:
+        assert in_tables == {} and in_bytes == []
