@@ -47,10 +47,16 @@ MAX_PENDING_SPANS = 100_000
 """Spans decoded and waiting for the writer; more are refused with 503 until it catches up."""
 _GROUP_SPANS = 20_000
 """Spans the writer commits in one transaction at most."""
-_CHECKPOINT_WAL = "128MB"
+_CHECKPOINT_WAL = "256MB"
 """Write-ahead log the writer lets grow before DuckDB checkpoints it (its default is 16MB): fewer,
 larger checkpoints cost the writer less CPU per span (benchmarks/RESULTS.md §12), and a restart
-after a crash replays about this much log at most."""
+after a crash replays about this much log at most. Under a load with pauses, the writer checkpoints
+sooner, while idle (``IDLE_CHECKPOINT_S``): a commit that waits for a checkpoint is what sets the
+acknowledgement's p99 (§34)."""
+IDLE_CHECKPOINT_S = 1.0
+"""Seconds with nothing to write after which the writer checkpoints a log of ``IDLE_CHECKPOINT_BYTES`` or more."""
+IDLE_CHECKPOINT_BYTES = 16 * 1024 * 1024
+"""Smaller logs are left for later: a checkpoint's cost is mostly fixed, and a short log replays fast."""
 MAX_PENDING_BYTES = 128 * 1024 * 1024
 """Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
 more are refused with 503 until some are answered. Two 14 MB requests at once (each charged 58 MB),
@@ -571,7 +577,11 @@ class Collector:
         next_sweep = time.monotonic() + sweep_every if sweep_every else None
         next_retain = time.monotonic() if self.retain_s or self.retain_content_s else None  # a first round at once
         pending: _Job | _Task | None = None  # taken from the queue while grouping a commit; handled next
+        next_idle_checkpoint: float | None = None  # set by a commit: a checkpoint is due if nothing follows it
         while True:
+            if next_idle_checkpoint is not None and time.monotonic() >= next_idle_checkpoint:
+                next_idle_checkpoint = None
+                self.idle_checkpoint()
             if next_sweep is not None and time.monotonic() >= next_sweep:
                 self._sweep()
                 next_sweep = time.monotonic() + (sweep_every or 0)
@@ -580,10 +590,10 @@ class Collector:
             if pending is not None:
                 job, pending = pending, None
             else:
-                due = [t for t in (next_sweep, next_retain) if t is not None]
+                due = [t for t in (next_sweep, next_retain, next_idle_checkpoint) if t is not None]
                 try:
                     job = self._jobs.get(timeout=max(min(due) - time.monotonic(), 0) if due else None)
-                except queue.Empty:  # nothing to write: time for a sweep or a retention step
+                except queue.Empty:  # nothing to write: time for a sweep, a retention step or a checkpoint
                     continue
             if job is None:
                 return
@@ -606,9 +616,24 @@ class Collector:
                 group.append(more)
                 spans += len(more.records)
             self._commit(group, spans)
+            next_idle_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
             # Let the group's spans go now, not when the next request comes: the budget no longer counts them.
             job = more = None
             group = []
+
+    def idle_checkpoint(self) -> bool:
+        """Checkpoints when the write-ahead log holds ``IDLE_CHECKPOINT_BYTES`` or more; the writer
+        calls it once nothing was written for ``IDLE_CHECKPOINT_S``. Returns whether it checkpointed."""
+        try:
+            if os.path.getsize(f"{self.store.path}.wal") < IDLE_CHECKPOINT_BYTES:
+                return False
+        except OSError:  # no log: nothing to checkpoint
+            return False
+        try:
+            return self.store.checkpoint()
+        except FlightrecError as exc:  # DuckDB checkpoints on its own at _CHECKPOINT_WAL; spans keep being taken
+            log.info("flightrec collector: %s", exc)
+            return False
 
     def _commit(self, group: list[_Job], spans: int) -> None:
         outcome = self._write([r for job in group for r in job.records], spans)

@@ -493,3 +493,29 @@ def test_the_collectors_content_mode_comes_from_the_environment_then_the_config_
         assert collector.policy.mode == "redacted"
     with Collector(str(tmp_path / "d.duckdb"), port=0, content="full") as collector:
         assert collector.policy.mode == "full"
+
+
+def test_the_writer_checkpoints_a_long_log_once_nothing_comes_and_leaves_a_short_one(tmp_path, monkeypatch):
+    monkeypatch.setattr("tracer._collector.IDLE_CHECKPOINT_S", 0.0)  # idle at once: the test waits on the call
+    db = str(tmp_path / "idle.duckdb")
+    body = encode_spans(agent_spans()).SerializeToString()
+    with Collector(db, port=0) as collector:
+        calls: list[bool] = []
+        idle = threading.Event()
+        real = collector.idle_checkpoint
+
+        def idle_checkpoint() -> bool:
+            calls.append(real())
+            idle.set()
+            return calls[-1]
+
+        monkeypatch.setattr(collector, "idle_checkpoint", idle_checkpoint)
+        assert post(collector.url, body)[0] == 200
+        assert idle.wait(30) and calls == [False]  # a short log is left for later
+        wal = Path(f"{db}.wal")
+        assert wal.stat().st_size > 0
+        monkeypatch.setattr("tracer._collector.IDLE_CHECKPOINT_BYTES", 1)
+        idle.clear()
+        assert post(collector.url, encode_spans(agent_spans()).SerializeToString())[0] == 200
+        assert idle.wait(30) and calls == [False, True]
+        assert not wal.exists() or wal.stat().st_size == 0  # the log is in the file
