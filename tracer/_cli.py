@@ -407,8 +407,9 @@ def prune(older_than: int, content_only: bool, compact: bool, db: str | None, as
         if sizes:
             _report_sizes(sizes)
         return
-    what = (f"Removed the content of {result.sessions:,} sessions" if content_only
-            else f"Removed {result.sessions:,} sessions") + f" that ended before {cutoff}"
+    sessions = _counted(result.sessions, "session")
+    what = (f"Removed the content of {sessions}" if content_only else f"Removed {sessions}") + \
+        f" that ended before {cutoff}"
     _report(result, sizes, what, as_json)
 
 

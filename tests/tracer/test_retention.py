@@ -245,6 +245,8 @@ def test_the_commands_report_what_went_and_refuse_bad_input(sessions):
     assert [(e.action, e.target, e.detail["sessions"]) for e in entries] == [
         ("prune", "store", 2), ("delete", ids[0], 1), ("prune", "store", 0)]
     assert (entries[0].actor, entries[0].via, entries[0].detail["content_only"]) == ("dpo", "cli", True)
+    out = run("prune", "--older-than", "0.001s", "--db", db)
+    assert out.output.startswith("Removed 2 sessions that ended before "), out.output
 
 
 def test_compaction_of_a_held_file_is_refused_and_leaves_it_alone(locked_store):  # noqa: F811
