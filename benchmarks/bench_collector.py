@@ -71,8 +71,9 @@ def _sender(k: int, args: argparse.Namespace, port: int, tmp: str, start: mp.Eve
     for body in bodies:
         t0 = time.perf_counter()
         failed = send(body)
-        if failed:
-            raise SystemExit(f"sender {k}: {failed}")
+        if failed:  # said on the queue: the parent stops at once instead of waiting for this sender's "done"
+            out.put(("failed", k, failed))
+            return
         latencies.append(time.perf_counter() - t0)
     out.put(("done", k, first, time.perf_counter(), latencies))
 
@@ -212,6 +213,9 @@ def main() -> None:
             cpu = cpu_at_start = _cpu_s(server.pid)
             start.set()
             done = [out.get(timeout=600) for _ in procs]
+            failures = [f"sender {d[1]}: {d[2]}" for d in done if d[0] == "failed"]
+            if failures:
+                raise SystemExit("; ".join(failures))
             cpu = _cpu_s(server.pid) - cpu
             for p in procs:
                 p.join(60)
