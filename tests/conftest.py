@@ -23,6 +23,10 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("FLIGHTREC_MODEL_URL", raising=False)
     monkeypatch.delenv("FLIGHTREC_JUDGE_MODEL", raising=False)
     monkeypatch.delenv("FLIGHTREC_ACTOR", raising=False)
+    monkeypatch.delenv("FLIGHTREC_CONTENT", raising=False)
+    monkeypatch.delenv("FLIGHTREC_CONFIG", raising=False)
+    monkeypatch.delenv("FLIGHTREC_RETAIN", raising=False)
+    monkeypatch.delenv("FLIGHTREC_RETAIN_CONTENT", raising=False)
 
 
 @pytest.fixture
