@@ -7,13 +7,18 @@ building, retries, streaming and middleware exactly as in production.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import threading
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anthropic
 
 import tracer
+from tracer._ingest import SpanRecord
+from tracer._otlp import decode_request
 from tracer.testing import FakeModel, error, reply, tool_use
 
 TOOLS = [
@@ -102,3 +107,40 @@ async def run_agent_async(client: anthropic.AsyncAnthropic, *, stream: bool = Fa
         messages.append({"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": b.id, "content": json.dumps(get_order(**b.input))}
             for b in reply.content if b.type == "tool_use"]})
+
+
+class OtlpBackend:
+    """Another OTLP/HTTP backend on loopback, not flightrec: it keeps what it is sent, as the raw
+    (decompressed) bodies, their paths and the spans they decode to."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.spans: list[SpanRecord] = []
+        self.paths: list[str] = []
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                backend.paths.append(self.path)
+                backend.bodies.append(gzip.decompress(body) if self.headers.get("Content-Encoding") == "gzip"
+                                      else body)
+                backend.spans += decode_request(body, self.headers["Content-Type"],
+                                                self.headers.get("Content-Encoding"))[0]
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_error(404)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

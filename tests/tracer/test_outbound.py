@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from anthropic import beta_tool
@@ -19,12 +17,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tracer
-from tests.tracer.fakes import FakeAPI, message, run_agent, run_agent_async
+from tests.tracer.fakes import FakeAPI, OtlpBackend, message, run_agent, run_agent_async
 from tracer import _attributes as A
 from tracer._collector import Collector
 from tracer._export import traces_url
-from tracer._ingest import SpanRecord
-from tracer._otlp import decode_request
 from tracer.testing import FakeModel, reply, thinking, tool_use
 
 SDK_SCOPE = "com.anthropic.sdk.python"
@@ -271,42 +267,9 @@ def test_an_explicit_store_wins_over_the_environment(monkeypatch, tmp_path):
     assert rec.endpoint == "http://127.0.0.1:9/v1/traces"
 
 
-class _Backend:
-    """Another OTLP/HTTP backend on loopback: it keeps what it is sent and is not flightrec."""
-
-    def __init__(self) -> None:
-        self.spans: list[SpanRecord] = []
-        self.paths: list[str] = []
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                backend.paths.append(self.path)
-                backend.spans += decode_request(body, self.headers["Content-Type"],
-                                                self.headers.get("Content-Encoding"))[0]
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self) -> None:  # noqa: N802
-                self.send_error(404)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def backend():
-    b = _Backend()
+    b = OtlpBackend()
     yield b
     b.close()
 

@@ -13,10 +13,7 @@ records). ``redacted`` and ``none`` must leak nothing; ``full``, the control, mu
 
 from __future__ import annotations
 
-import gzip
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anthropic
@@ -26,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 import tracer
+from tests.tracer.fakes import OtlpBackend
 from tests.tracer.pii_corpus import NEEDLES, TEXT, found
 from tracer._collector import Collector
 from tracer.testing import FakeModel, error, reply, thinking, tool_use
@@ -117,42 +115,16 @@ def test_the_store_holds_no_secret_unless_content_is_full(mode, tmp_path):
         assert in_tables == {} and in_bytes == []
 
 
-class _Backend:
-    """An OTLP/HTTP endpoint on a loopback port that keeps the raw bodies posted to it."""
-
-    def __init__(self) -> None:
-        bodies = self.bodies = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                bodies.append(gzip.decompress(body) if self.headers.get("Content-Encoding") == "gzip" else body)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self) -> None:  # noqa: N802
-                self.send_error(404)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_an_otlp_export_holds_no_secret_unless_content_is_full(mode):
-    backend = _Backend()
+    backend = OtlpBackend()
     try:
         # Bodies too: everything an endpoint can be sent.
         rec = tracer.Recorder(content=mode, endpoint=backend.url, otlp_bodies=True)
         run_corpus_agent(rec)
         rec.shutdown()
     finally:
-        backend.server.shutdown()
-        backend.server.server_close()
+        backend.close()
     sent = b"".join(backend.bodies)
     assert sent
     assert sorted(found(sent)) == (sorted(NEEDLES) if mode == "full" else [])
