@@ -295,22 +295,27 @@ def test_a_request_is_written_a_slice_at_a_time_and_answered_only_once_its_last_
     assert dump(db) == embedded_dump(spans, str(tmp_path / "embedded.duckdb"))
 
 
+def fail_second_write(collector: Collector, monkeypatch, error: Exception) -> None:
+    """Makes the collector's second transaction raise ``error``; the others are written."""
+    writes: list[int] = []
+    real = collector.store.write
+
+    def write(batch: Batch) -> None:
+        writes.append(len(batch.spans))
+        if len(writes) == 2:
+            raise error
+        real(batch)
+
+    monkeypatch.setattr(collector.store, "write", write)
+
+
 def test_a_request_whose_second_slice_fails_gets_a_503_and_its_retry_stores_every_span_once(tmp_path, monkeypatch):
     monkeypatch.setattr("tracer._collector.SLICE_BYTES", 1)
     spans = agent_spans()
     body = encode_spans(spans).SerializeToString()
     db = str(tmp_path / "retried.duckdb")
     with Collector(db, port=0) as collector:
-        writes: list[int] = []
-        real = collector.store.write
-
-        def write(batch: Batch) -> None:
-            writes.append(len(batch.spans))
-            if len(writes) == 2:
-                raise StoreError("the disk is full (a test)")
-            real(batch)
-
-        monkeypatch.setattr(collector.store, "write", write)
+        fail_second_write(collector, monkeypatch, StoreError("the disk is full (a test)"))
         status, text = post(collector.url, body)
         assert status == 503
         assert b"1 of its spans were stored, the rest not stored: the disk is full (a test); retry" in text
@@ -326,16 +331,7 @@ def test_a_slice_that_can_never_be_stored_is_rejected_alone_and_the_request_s_ot
     spans = agent_spans()
     db = str(tmp_path / "poison.duckdb")
     with Collector(db, port=0) as collector:
-        writes: list[int] = []
-        real = collector.store.write
-
-        def write(batch: Batch) -> None:
-            writes.append(len(batch.spans))
-            if len(writes) == 2:
-                raise UnstorableError("a value out of range (a test)")
-            real(batch)
-
-        monkeypatch.setattr(collector.store, "write", write)
+        fail_second_write(collector, monkeypatch, UnstorableError("a value out of range (a test)"))
         status, body = post(collector.url, encode_spans(spans).SerializeToString())
         response = ExportTraceServiceResponse.FromString(body)
         assert status == 200 and response.partial_success.rejected_spans == 1
