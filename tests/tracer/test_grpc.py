@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -119,13 +119,20 @@ def test_rejected_spans_are_reported_as_a_partial_success(served, spans):
 def held_writer(collector: Collector, receiver: GrpcReceiver, spans: list) -> grpc.Future:
     """Sends one request while the writer is held (``collector.store._lock``, taken by the caller)
     and returns once it waits for its commit: the request's future."""
+    queued = threading.Event()
+    real = collector.submit
+
+    def submit(*args: Any, **kwargs: Any) -> Any:
+        job = real(*args, **kwargs)
+        queued.set()  # the request was decoded and queued for the writer
+        return job
+
+    collector.submit = submit  # type: ignore[method-assign]
     channel = grpc.insecure_channel(f"127.0.0.1:{receiver.port}")
     future = channel.unary_unary(EXPORT_METHOD).future(encode_spans(spans).SerializeToString(), timeout=60)
     future.add_done_callback(lambda _: channel.close())
-    deadline = time.monotonic() + 30
-    while collector._pending == 0:  # the request was decoded and queued for the writer
-        assert time.monotonic() < deadline and not future.done(), future
-        time.sleep(0.01)
+    assert queued.wait(30), future
+    collector.submit = real  # type: ignore[method-assign]
     return future
 
 
