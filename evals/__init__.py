@@ -17,7 +17,7 @@ Quick start::
 from ._add_case import add_case, draft_case
 from ._agents import REFERENCE, AgentFactory, EvalAgent, load_agent
 from ._alerts import FAMILIES, SEVERITIES, Alert, AlertStatus, Severity
-from ._compare import CaseComparison, Comparison, RunSide, compare, compare_stored
+from ._compare import CaseComparison, Comparison, RunSide, compare, compare_stored, failing_turn
 from ._dataset import Case, CaseInput, Dataset, Message, load_dataset
 from ._detect import (
     DETECTORS,
@@ -135,6 +135,7 @@ __all__ = [
     "detect",
     "detection_power",
     "draft_case",
+    "failing_turn",
     "fisher_exact_worse",
     "gate",
     "holm_tarone",

@@ -4,14 +4,21 @@ test, and the critical cases' rule) instead of a difference of two noisy numbers
 
 What the reports call a case, so that they agree with the gate:
 
-- ``regression``: the case dropped significantly on its own (its Fisher test, corrected).
-- ``worse``: a lower pass rate that is not significant on its own. When the aggregate test fails
-  the gate, these cases are the drop it found, so they count as regressed too (``regressed``).
-- ``flaky``: mixed outcomes in either run, and not regressed: it passes with a note.
+- ``regression``: the case dropped significantly on its own (its Fisher test, corrected), or it
+  collapsed: it passed in most of the baseline's trials and in none of the candidate's (4/5 → 0/5,
+  with at least ``COLLAPSE_TRIALS`` trials in each run).
+  A collapse fails the gate whatever its p-value: with a few trials per case and several flaky
+  cases sharing the per-case level, the test cannot call even 4/5 → 0/5 significant, yet a case
+  that stopped passing at all is what the gate is there to stop.
+- ``worse``: a lower pass rate that is neither (5/5 → 4/5). When the aggregate test fails the gate,
+  these cases are the drop it found, so they count as regressed too (``regressed``).
+- ``flaky``: mixed outcomes in either run, and not regressed (5/5 → 4/5, 0/5 → 3/5): it passes
+  with a note.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Sequence
 from typing import Literal
@@ -31,6 +38,13 @@ POWER_SCENARIOS = ((1.0, 0.0), (1.0, 0.4), (0.9, 0.6))
 
 POWER = 0.8
 """A drop counts as caught when the per-case test flags it at least this often."""
+
+COLLAPSE_TRIALS = 3
+"""The fewest trials per case, in each run, at which a collapse counts: below it, 1/1 → 0/1 or
+2/2 → 0/2 is one or two coin flips, and only the tests judge it."""
+
+_TURN = re.compile(r"\bturns? (\d+)")
+"""How scorers' reasons name a turn: "at turn 3", "(turn 2)", "at turns 2, 5"."""
 
 
 class CaseComparison(BaseModel):
@@ -59,12 +73,15 @@ class CaseComparison(BaseModel):
     """The case's own one-sided Fisher p-value (``None`` when it is in one run only)."""
     level: float | None = None
     """The level that p-value was held to, after the multiplicity correction."""
+    collapsed: bool = False
+    """Passed in most of the baseline's trials and in none of the candidate's: a regression
+    whatever its p-value."""
     change: Change | None = None
-    """``regression`` (a significant drop on its own), ``worse``, ``better`` or ``same`` (``None``
-    when the case is in one run only)."""
+    """``regression`` (a significant drop on its own, or a collapse), ``worse``, ``better`` or
+    ``same`` (``None`` when the case is in one run only)."""
     regressed: bool = False
-    """The gate counts this case as regressed: a significant drop on its own, or a worse case
-    when the aggregate test failed the gate. JUnit fails exactly these cases."""
+    """The gate counts this case as regressed: a significant drop on its own, a collapse, or a
+    worse case when the aggregate test failed the gate. JUnit fails exactly these cases."""
 
 
 class RunSide(BaseModel):
@@ -153,18 +170,22 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
             [s["reason"] for r in bad for s in r.scores if not s.get("passed")] + [r.error for r in bad if r.error]))
         delta = (sum(b) / len(b) - sum(a) / len(a)) if a and b else None
         t = own.get(case_id)
+        collapsed = min(len(a), len(b)) >= COLLAPSE_TRIALS and not any(b) and 2 * sum(a) > len(a)
         change: Change | None = None
         if t is not None and delta is not None:
-            change = ("regression" if t.regression else "worse" if delta < 0 else "better" if delta > 0 else "same")
+            change = ("regression" if t.regression or collapsed else "worse" if delta < 0 else "better" if delta > 0
+                      else "same")
         cases.append(CaseComparison(
             case_id=case_id, tags=tags[case_id], baseline=a, candidate=b, baseline_status=sa, candidate_status=sb,
             flip=flip, delta=delta, failing_sessions=[r.session_id for r in bad if r.session_id], reasons=reasons,
             critical=case_id in critical, p_value=t.p_value if t else None, level=t.level if t else None,
-            change=change, regressed=change == "regression" or (change == "worse" and test.regression)))
+            collapsed=collapsed, change=change,
+            regressed=change == "regression" or (change == "worse" and test.regression)))
     base, cand = _side(baseline, baseline_results), _side(candidate, candidate_results)
     same = baseline.dataset_sha256 == candidate.dataset_sha256
-    own_drops = [c for c in cases if c.change == "regression"]
-    if result.regression:
+    own_drops = [c for c in cases if c.case_id in result.regressions]
+    collapses = [c for c in cases if c.collapsed and c.case_id not in result.regressions]
+    if result.regression or collapses:
         verdict: Verdict = "regression"
         parts = []
         if test.regression:
@@ -175,6 +196,11 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
             parts.append(f"{len(own_drops)} case(s) dropped significantly on their own: " + ", ".join(
                 f"{c.case_id}{' (critical)' if c.critical else ''} {_count(c.baseline)} → {_count(c.candidate)} "
                 f"(p = {c.p_value:.2g} ≤ {c.level:.3g})" for c in own_drops))
+        if collapses:
+            parts.append(f"{len(collapses)} case(s) passed in most baseline trials and in no candidate trial, a "
+                         "regression whatever the p-value: " + ", ".join(
+                             f"{c.case_id}{' (critical)' if c.critical else ''} {_count(c.baseline)} → "
+                             f"{_count(c.candidate)} (p = {c.p_value:.2g} > {c.level:.3g})" for c in collapses))
         reason = "; ".join(parts)
     elif test.improvement:
         verdict, reason = "improvement", (f"the candidate's pass rate is {test.effect * 100:.1f} points higher per "
@@ -201,6 +227,19 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
         verdict=verdict, verdict_reason=reason,
         power=power_note(result, _typical([len(a) for a, _ in outcomes.values() if a]),
                          _typical([len(b) for _, b in outcomes.values() if b])))
+
+
+def failing_turn(result: tracer.EvalResultRecord) -> int | None:
+    """The decision to open for a failed trial: the first turn its first failing scorer's reason
+    names ("issue_refund was called at turn 3 without asking …"), else its last turn, since a
+    reason that names no turn judged how the session ended (its final answer, status or budget).
+    ``None`` for a trial that passed or took no turn."""
+    if result.passed:
+        return None
+    for score in result.scores:
+        if not score.get("passed") and (m := _TURN.search(score.get("reason") or "")):
+            return int(m.group(1))
+    return result.turns or None
 
 
 def _count(trials: Sequence[bool]) -> str:

@@ -78,8 +78,10 @@ def _significance(case: CaseComparison) -> str:
     if case.p_value is None or case.level is None:
         return "in one run only"
     rule = "critical rule, " if case.critical else ""
-    if case.change == "regression":
+    if case.change == "regression" and case.p_value <= case.level:
         return f"{rule}p = {case.p_value:.2g} ≤ {case.level:.3g}: a significant drop on its own"
+    if case.collapsed:
+        return f"{rule}p = {case.p_value:.2g} > {case.level:.3g} on its own, but it no longer passes at all"
     if case.regressed:
         return f"{rule}p = {case.p_value:.2g} > {case.level:.3g} on its own; part of the aggregate drop"
     return f"{rule}p = {case.p_value:.2g} > {case.level:.3g}: within noise"

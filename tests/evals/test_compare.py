@@ -66,6 +66,55 @@ def test_a_case_from_4_of_5_to_0_of_5_is_a_regression_not_flaky():
     assert c.verdict == "regression" and c.regressions == ["x"] and c.flaky == []
 
 
+NOISY = ({"n1": [True, True, True, False, False], "n2": [True, True, False, False, False]},
+         {"n1": [True, True, False, False, False], "n2": [False, True, True, True, False]})
+"""Two flaky cases that could reach significance: they share the per-case level with the case
+under test (0.0125 each at the first step), as the demo's flaky cases do."""
+
+
+def test_a_collapse_from_a_majority_to_none_is_a_regression_even_when_not_significant():
+    # The rule: a significant drop on its own, or a fall to no passing trial from a majority of
+    # passing ones. 4/5 -> 0/5 (p = 0.024) is not significant beside two flaky cases, yet regressed.
+    a = run("a", {**STABLE, **NOISY[0], "x": [True, True, False, True, True]})
+    b = run("b", {**STABLE, **NOISY[1], "x": [False] * 5})
+    c = evals.compare(*a, *b)
+    x = next(k for k in c.cases if k.case_id == "x")
+    assert x.p_value == pytest.approx(5 / 210) and x.p_value > x.level
+    assert (x.collapsed, x.change, x.regressed) == (True, "regression", True)
+    assert c.verdict == "regression" and c.regressions == ["x"] and "x" not in c.flaky
+    assert ("1 case(s) passed in most baseline trials and in no candidate trial, a regression whatever the "
+            "p-value: x 4/5 → 0/5 (p = 0.024 > 0.0125)") in c.verdict_reason
+    assert "no longer passes at all" in evals.comparison_text(c)
+
+
+@pytest.mark.parametrize("before, after, status", [
+    ([True] * 5, [True] * 4 + [False], "worse"),  # 5/5 -> 4/5: noise
+    ([False] * 5, [True] * 3 + [False] * 2, "better"),  # 0/5 -> 3/5
+    ([True] * 2 + [False] * 3, [False] * 5, "worse"),  # 2/5 -> 0/5: to none, but from a minority
+    ([True] * 2, [False] * 2, "worse"),  # 2/2 -> 0/2: too few trials to call it more than chance
+])
+def test_other_changes_are_flaky_not_regressions(before, after, status):
+    c = evals.compare(*run("a", {**STABLE, **NOISY[0], "x": before}), *run("b", {**STABLE, **NOISY[1], "x": after}))
+    x = next(k for k in c.cases if k.case_id == "x")
+    assert (x.collapsed, x.change, x.regressed) == (False, status, False)
+    assert c.verdict == "no regression" and c.regressions == [] and "x" in c.flaky + c.flips_to_fail
+
+
+def test_the_failing_turn_is_the_one_the_reason_names_else_the_last():
+    def result(reasons: list[str], passed: bool = False) -> tracer.EvalResultRecord:
+        return tracer.EvalResultRecord(
+            run_id="r", case_id="c", trial=0, session_id="s", tags=[], passed=passed, score=0.0, error=None,
+            scores=[{"scorer": f"s{i}", "passed": False, "value": 0.0, "weight": 1.0, "reason": r}
+                    for i, r in enumerate(reasons)], status="ok", turns=7, cost_usd=None, latency_ms=None)
+
+    assert evals.failing_turn(result(["issue_refund was called at turn 3 without asking the customer"])) == 3
+    assert evals.failing_turn(result(["12 turns, over the limit of 5", "the first get_order call (turn 2): x"])) == 2
+    assert evals.failing_turn(result(["get_order was called at turns 4, 6"])) == 4
+    # A reason naming no turn judged how the session ended: its last turn, not turn 1.
+    assert evals.failing_turn(result(["the final answer contains none of \"R-1\""])) == 7
+    assert evals.failing_turn(result([], passed=True)) is None
+
+
 def test_a_critical_case_is_held_to_its_own_stricter_rule():
     # Two flaky ordinary cases that could reach significance (5 failures in 10 trials each) make the
     # ordinary level 0.025 / 2; a 5/5 -> 1/5 drop (p = 0.024) passes there, but a critical case is
