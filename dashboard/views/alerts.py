@@ -65,22 +65,15 @@ def _alert_list() -> None:
         st.info("No alert matches. Widen the filters (resolved alerts are hidden by default), or run the "
                 "detectors with `flightrec detect`.")
         return
-    table = rows.assign(
-        open=[_ui.url("alerts", alert=a) for a in rows["alert_id"]],
-        last_seen=[_ui.when(ns) for ns in rows["last_seen_ns"]],
-    )[["open", "severity", "status", "title", "detector", "route", "count", "last_seen"]]
-    event = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                         key="alerts_table", column_config={
-        "open": st.column_config.LinkColumn("alert", display_text=r"/alerts\?alert=(.{10})", width="small"),
+    table = rows.assign(last_seen=[_ui.when(ns) for ns in rows["last_seen_ns"]])[
+        ["severity", "status", "title", "detector", "route", "count", "last_seen", "alert_id"]]
+    st.caption("Click a row to open its alert: its evidence and the sessions it points at.")
+    _ui.table(table, key="alerts_table", opens=lambda row: ("alerts", {"alert": row["alert_id"]}), column_config={
         "title": st.column_config.TextColumn("what happened", width="large"),
         "count": st.column_config.NumberColumn("seen", format="%d×"),
         "last_seen": st.column_config.TextColumn("last seen"),
+        "alert_id": st.column_config.TextColumn("alert", width="small"),
     })
-    picked = event.selection.rows if event else []
-    if picked:
-        st.query_params["alert"] = rows["alert_id"].iloc[picked[0]]
-        st.rerun()
-
 
 def _label(key: str) -> str:
     return key.replace("_", " ")

@@ -12,7 +12,7 @@ import tracer
 from dashboard import _ui
 
 _RUNS = 200
-_SESSION_LINK = st.column_config.LinkColumn("session", display_text=r"/session\?id=(.{13})", width="small")
+_HIDDEN = {"session_id": None, "turn": None}  # what a row opens, not what it shows
 
 
 @_ui.cached
@@ -44,20 +44,35 @@ def _name(run: tracer.EvalRunRecord) -> str:
 
 def _run_list(runs: list[tracer.EvalRunRecord]) -> None:
     st.subheader("Runs")
+    st.caption("Click a run to open it case by case.")
     table = pd.DataFrame([{
-        "run": _ui.url("evals", run=r.run_id), "labels": ", ".join(r.labels), "dataset": r.dataset,
+        "run": r.run_id[:8], "labels": ", ".join(r.labels), "dataset": r.dataset,
         "started": _ui.when(r.started_ns), "settings": _settings(r),
         "cases": r.cases, "trials": r.trials,
         "pass_rate": r.passed_trials / r.total_trials if r.total_trials else None,
-        "mean_score": r.mean_score, "cost_usd": r.cost_usd, "wall_s": r.wall_s} for r in runs])
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "run": st.column_config.LinkColumn("run", display_text=r"/evals\?run=(.{8})", width="small"),
+        "mean_score": r.mean_score, "cost_usd": r.cost_usd, "wall_s": r.wall_s, "run_id": r.run_id} for r in runs])
+    _ui.table(table, key="evals_runs", opens=lambda row: ("evals", {"run": row["run_id"]}), column_config={
         "trials": st.column_config.NumberColumn("trials / case"),
         "pass_rate": st.column_config.ProgressColumn("pass rate", format="percent", min_value=0, max_value=1),
         "mean_score": st.column_config.NumberColumn("mean score", format="%.2f"),
         "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
         "wall_s": st.column_config.NumberColumn("wall time", format="%.1f s"),
+        "run_id": None,
     })
+
+
+def _opens_session(row: pd.Series) -> _ui.Target | None:
+    """A trial's session, at the decision its failure names (``evals.failing_turn``)."""
+    if not isinstance(row["session_id"], str):
+        return None  # the agent failed before a session started
+    return "session", {"id": row["session_id"], "turn": None if pd.isna(row["turn"]) else int(row["turn"])}
+
+
+def _trials(results: list[tracer.EvalResultRecord]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "case": r.case_id, "trial": r.trial, "passed": r.passed, "score": r.score, "status": r.status,
+        "turns": r.turns, "cost_usd": r.cost_usd, "latency_ms": r.latency_ms, "why": _why(r),
+        "session_id": r.session_id, "turn": evals.failing_turn(r)} for r in results])
 
 
 def _why(result: tracer.EvalResultRecord) -> str:
@@ -79,37 +94,34 @@ def _one_run(ref: str) -> None:
     if not results:
         st.info("This run stored no results.")
         return
-    trials = pd.DataFrame([{
-        "case": r.case_id, "trial": r.trial, "passed": r.passed, "score": r.score, "status": r.status,
-        "turns": r.turns, "cost_usd": r.cost_usd, "latency_ms": r.latency_ms, "why": _why(r),
-        "session": _ui.url("session", id=r.session_id) if r.session_id else None} for r in results])
+    trials = _trials(results)
     cases = trials.groupby("case", sort=True).agg(
         trials=("passed", "size"), passed=("passed", "sum"), score=("score", "mean"),
         # min_count keeps a case with an unpriced trial unknown instead of cheaper than it was.
         cost_usd=("cost_usd", lambda c: c.sum(min_count=len(c))), latency_ms=("latency_ms", "median"))
     cases["status"] = [evals.case_status(list(group["passed"])) for _, group in trials.groupby("case", sort=True)]
-    # The session to open for a case: its first failing trial, else its first trial.
+    # The session to open for a case: its first failing trial (at the turn it failed), else its first trial.
     first = trials.sort_values(["case", "passed", "trial"]).groupby("case").first()
     cases = cases.assign(pass_rate=cases["passed"] / cases["trials"], why=first["why"],
-                         session=first["session"]).reset_index()
+                         session_id=first["session_id"], turn=first["turn"]).reset_index()
     cases = cases.sort_values(["pass_rate", "case"])
     only_failing = st.toggle("Only cases that did not pass every trial", key="evals_failing")
     shown = cases[cases["status"] != "pass"] if only_failing else cases
-    st.dataframe(shown[["case", "status", "pass_rate", "passed", "trials", "score", "cost_usd", "latency_ms",
-                        "session", "why"]],
-                 hide_index=True, width="stretch", column_config={
+    st.caption("Click a case to open its first failing trial's session at the decision that failed.")
+    _ui.table(shown[["case", "status", "pass_rate", "passed", "trials", "score", "cost_usd", "latency_ms", "why",
+                     "session_id", "turn"]], key="evals_cases", opens=_opens_session, column_config={
         "pass_rate": st.column_config.ProgressColumn("pass rate", format="percent", min_value=0, max_value=1),
         "score": st.column_config.NumberColumn("mean score", format="%.2f"),
         "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
         "latency_ms": st.column_config.NumberColumn("median latency", format="%.0f ms"),
-        "session": _SESSION_LINK,
         "why": st.column_config.TextColumn("why it failed", width="large"),
+        **_HIDDEN,
     })
     with st.expander(f"All {len(trials)} trials", expanded=False):
-        st.dataframe(trials, hide_index=True, width="stretch", column_config={
+        _ui.table(trials, key="evals_trials", opens=_opens_session, column_config={
             "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
             "latency_ms": st.column_config.NumberColumn("latency", format="%.0f ms"),
-            "session": _SESSION_LINK})
+            **_HIDDEN})
     _ui.raw_json("Raw run record (JSON)", run.model_dump())
 
 
@@ -177,22 +189,49 @@ def _compare(a: str, b: str) -> None:
                               (flips[2], "fail → pass", c.flips_to_pass), (flips[3], "flaky", c.flaky)):
         col.markdown(f"**{title}** ({len(names)})  \n" + (", ".join(f"`{n}`" for n in names) or "none"))
     cases = pd.DataFrame([{
-        "case": k.case_id, "baseline": f"{sum(k.baseline)}/{len(k.baseline)}" if k.baseline else "–",
-        "candidate": f"{sum(k.candidate)}/{len(k.candidate)}" if k.candidate else "–",
-        "delta": k.delta, "change": f"{k.baseline_status or '–'} → {k.candidate_status or '–'}", "flip": k.flip,
-        "gate": _gate_label(k), "p (worse)": k.p_value,
-        "session": _ui.url("session", id=k.failing_sessions[0]) if k.failing_sessions else None,
-        "why": k.reasons[0] if k.reasons else ""} for k in c.cases])
+        "case": k.case_id, "gate": _gate_label(k),
+        "baseline": sum(k.baseline) / len(k.baseline) if k.baseline else None,
+        "candidate": sum(k.candidate) / len(k.candidate) if k.candidate else None,
+        "delta": k.delta, "trials": f"{_count(k.baseline)} → {_count(k.candidate)}",
+        "change": f"{k.baseline_status or '–'} → {k.candidate_status or '–'}",
+        "p (worse)": k.p_value, "why": k.reasons[0] if k.reasons else ""} for k in c.cases])
     changed = st.toggle("Only cases whose pass rate changed", value=True, key="evals_changed")
     shown = cases[cases["delta"].fillna(0) != 0] if changed else cases
-    st.dataframe(shown.sort_values(["delta", "case"]), hide_index=True, width="stretch", column_config={
+    st.caption("Sort by any column's header; click a case to see its trials in both runs and open their sessions.")
+    picked = _ui.table(shown.sort_values(["delta", "case"]), key="evals_cases_compared", column_config={
+        "baseline": st.column_config.ProgressColumn("baseline", format="percent", min_value=0, max_value=1),
+        "candidate": st.column_config.ProgressColumn("candidate", format="percent", min_value=0, max_value=1),
         "delta": st.column_config.NumberColumn("Δ pass rate", format="percent"),
+        "trials": st.column_config.TextColumn("passed trials"),
         "p (worse)": st.column_config.NumberColumn("p (worse)", format="%.3g",
                                                    help="The case's own one-sided Fisher test, before correction."),
-        "session": _SESSION_LINK,
         "why": st.column_config.TextColumn("why the candidate failed", width="large"),
     })
+    case = picked["case"] if picked is not None else _ui.param("case")
+    if case is not None:
+        st.query_params["case"] = case  # a deep link to the case on screen
+        _case_in_both(a, b, case)
     _ui.raw_json("Raw comparison (JSON)", c.model_dump())
+
+
+def _count(trials: list[bool]) -> str:
+    return f"{sum(trials)}/{len(trials)}" if trials else "–"
+
+
+def _case_in_both(a: str, b: str, case: str) -> None:
+    """One case's trials in each run, each opening its session at the decision that failed."""
+    st.markdown(f"#### Case `{case}` in both runs")
+    for col, title, ref in zip(st.columns(2), ("Baseline", "Candidate"), (a, b)):
+        run, results = _run(ref)
+        trials = _trials([r for r in results if r.case_id == case])
+        with col:
+            st.markdown(f"**{title}** {_name(run)}")
+            if trials.empty:
+                st.caption("This run did not have this case.")
+                continue
+            _ui.table(trials[["trial", "passed", "status", "turns", "why", "session_id", "turn"]],
+                      key=f"evals_case_{title.lower()}", opens=_opens_session, column_config={
+                          "why": st.column_config.TextColumn("why it failed", width="large"), **_HIDDEN})
 
 
 def render() -> None:

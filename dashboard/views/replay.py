@@ -58,8 +58,11 @@ def _pick() -> tuple[str | None, int]:
         "Session", ids, index=ids.index(wanted) if wanted else (0 if ids else None),
         format_func=lambda sid: labels.get(sid, sid), accept_new_options=True, key="replay_session",
         placeholder="pick a recent session, or paste a session id")
-    turn = int(right.number_input("Turn", min_value=1, value=max(1, _ui.int_param("turn") or 1), step=1,
-                                  key="replay_turn"))
+    # Without a turn in the URL (the sidebar's entry), the session's first decision: a fork's turns
+    # are numbered on from the turn it forked at, so it has no turn 1.
+    first = _turns(session_id)["turn"].min() if session_id else None
+    default = _ui.int_param("turn") or (1 if first is None or pd.isna(first) else int(first))
+    turn = int(right.number_input("Turn", min_value=1, value=max(1, default), step=1, key="replay_turn"))
     if session_id:
         st.query_params.update(id=session_id, turn=str(turn))
     return session_id, turn

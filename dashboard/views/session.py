@@ -13,6 +13,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+import evals
 import replay
 import tracer
 from dashboard import _ui
@@ -59,16 +60,19 @@ def _spans(session_id: str) -> pd.DataFrame:
 
 
 @_ui.cached
-def _related(session_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    alerts = _ui.frame(
+def _related(session_id: str) -> pd.DataFrame:
+    return _ui.frame(
         """SELECT alert_id, severity, title, status FROM alerts
            WHERE list_contains(session_ids, ?) ORDER BY last_seen_ns DESC""", [session_id])
-    evals = _ui.frame(
-        """SELECT r.run_id, r.case_id, r.trial, r.passed, r.score, coalesce(l.labels, '') AS labels
-           FROM eval_results r LEFT JOIN (SELECT run_id, string_agg(label, ', ') AS labels FROM eval_labels
-                                          GROUP BY 1) l USING (run_id)
-           WHERE r.session_id = ?""", [session_id])
-    return alerts, evals
+
+
+@_ui.cached
+def _eval_trials(session_id: str) -> list[tuple[tracer.EvalRunRecord, tracer.EvalResultRecord]]:
+    """The eval trials this session was (one, unless a run reused it), with their runs."""
+    store = _ui.source().store()
+    runs = _ui.frame("SELECT DISTINCT run_id FROM eval_results WHERE session_id = ?", [session_id])["run_id"]
+    return [(run, r) for run in map(store.find_eval_run, runs) for r in store.eval_results(run.run_id)
+            if r.session_id == session_id]
 
 
 @_ui.cached
@@ -364,6 +368,27 @@ def _context_diff_view(session_id: str, turns: list[int], current: int) -> None:
                                    for k, v in d.params_changed.items()]), hide_index=True)
 
 
+def _eval_box(session_id: str) -> None:
+    """Which eval run and case this session was a trial of, and why the trial failed, with links to
+    the run and to the decision the failure names: the first thing to read when an eval failure
+    brought you here."""
+    for run, r in _eval_trials(session_id):
+        labels = f" ({', '.join(run.labels)})" if run.labels else ""
+        head = (f"**Eval trial**: case `{r.case_id}`, trial {r.trial + 1} of {run.trials} in run "
+                f"`{run.run_id[:8]}`{labels} of {run.dataset}")
+        turn = evals.failing_turn(r)
+        with st.container(border=True):
+            if r.passed:
+                st.markdown(f":green-badge[passed] {head}.")
+            else:
+                why = r.error or "; ".join(x["reason"] for x in r.scores if not x.get("passed") and x.get("reason"))
+                st.markdown(f":red-badge[failed] {head}. Why: {why or 'no scorer said.'}")
+            with st.container(horizontal=True):
+                _ui.link("evals", "Open the run", run=run.run_id)
+                if turn is not None:
+                    _ui.link("session", f"Open the decision that failed (turn {turn})", id=session_id, turn=turn)
+
+
 def _pick_session() -> None:
     recent = _recent()
     st.title("Session")
@@ -387,6 +412,7 @@ def render() -> None:
     account = _account(sid)
     s = account.session
     st.title(f"Session `{s.session_id[:13]}…`", help=s.session_id)
+    _eval_box(s.session_id)
     color = "green" if s.status == "ok" else "blue" if s.status in ("running", "waiting_human") else "red"
     st.markdown(f"agent **{s.agent or '–'}** · :{color}-badge[{s.status}]"
                 + (f" {s.status_reason}" if s.status_reason else ""))
@@ -397,14 +423,11 @@ def render() -> None:
               ("cost", _ui.usd(s.cost_usd)), ("duration", _ui.ms(s.duration_ms))]
     st.html(_CSS + '<div class="fr"><div class="grid" style="grid-template-columns:repeat(5,1fr)">'
             + "".join(f"<div><small>{k}</small><b>{v}</b></div>" for k, v in totals) + "</div></div>")
-    alerts, evals = _related(s.session_id)
-    if not alerts.empty or not evals.empty:
+    alerts = _related(s.session_id)
+    if not alerts.empty:
         with st.container(horizontal=True):
             for a in alerts.itertuples():
                 _ui.link("alerts", f"{a.severity}: {a.title[:60]}", alert=a.alert_id)
-            for e in evals.itertuples():
-                _ui.link("evals", f"eval {e.case_id} trial {e.trial}: {'pass' if e.passed else 'fail'}"
-                         + (f" ({e.labels})" if e.labels else ""), run=e.run_id)
     turns = [t for t in account.turns if t.llm_calls or t.tool_calls]
     if not turns:
         st.info("This session has no decisions recorded yet." + (" It is still running." if s.status == "running"

@@ -77,25 +77,18 @@ def render() -> None:
                 "(`make demo`, or point an agent at this store).")
         return
     table = rows.assign(
-        open=[_ui.url("session", id=sid) for sid in rows["session_id"]],
-        started=[_ui.when(ns) for ns in rows["start_ns"]],
-    )[["open", "agent", "started", "status", "turns", "tool_calls", "tool_errors", "tokens", "cost_usd",
-       "duration_ms", "alerts", "status_reason"]]
-    event = st.dataframe(
-        table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-        key="sessions_table",
-        column_config={
-            "open": st.column_config.LinkColumn("session", display_text=r"/session\?id=(.{13})", width="medium"),
-            "tool_calls": st.column_config.NumberColumn("tool calls"),
-            "tool_errors": st.column_config.NumberColumn("tool errors"),
-            "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
-            "duration_ms": st.column_config.NumberColumn("duration", format="%.0f ms"),
-            "status_reason": st.column_config.TextColumn("why it ended", width="large"),
-        },
-    )
-    picked = event.selection.rows if event else []
-    if picked:
-        st.switch_page(_ui.PAGES["session"], query_params={"id": rows["session_id"].iloc[picked[0]]})
-
+        session=rows["session_id"].str[:13], started=[_ui.when(ns) for ns in rows["start_ns"]],
+    )[["session", "agent", "started", "status", "turns", "tool_calls", "tool_errors", "tokens", "cost_usd",
+       "duration_ms", "alerts", "status_reason", "session_id"]]
+    st.caption("Click a row to open its session.")
+    _ui.table(table, key="sessions_table", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
+        "session": st.column_config.TextColumn("session", help="The session id's first characters.", width="small"),
+        "tool_calls": st.column_config.NumberColumn("tool calls"),
+        "tool_errors": st.column_config.NumberColumn("tool errors"),
+        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+        "duration_ms": st.column_config.NumberColumn("duration", format="%.0f ms"),
+        "status_reason": st.column_config.TextColumn("why it ended", width="large"),
+        "session_id": None,
+    })
 
 _ui.guarded(render, live=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import evals
 import tracer
-from tests.dashboard.conftest import app, no_exceptions
+from tests.dashboard.conftest import app, click, no_exceptions
 
 
 def _metrics(at) -> dict[str, str]:
@@ -45,7 +45,8 @@ def test_evals_one_run_shows_each_case_with_its_session(store):
     trials = [r for r in results if r.case_id == flaky]
     assert cases.loc[flaky, "pass_rate"] == sum(r.passed for r in trials) / len(trials)
     failing = next(r for r in trials if not r.passed)
-    assert cases.loc[flaky, "session"] == f"/session?id={failing.session_id}"
+    assert (cases.loc[flaky, "session_id"], cases.loc[flaky, "turn"]) == (failing.session_id,
+                                                                          evals.failing_turn(failing))
 
 
 def test_evals_unknown_run_is_a_clear_error(store):
@@ -67,7 +68,10 @@ def test_alerts_lists_open_and_acknowledged_alerts(store):
     assert len(at.dataframe[0].value) == len(active)
     at = app("alerts", severity="critical")
     no_exceptions(at)
-    assert at.dataframe[0].value["open"].tolist() == [f"/alerts?alert={a.alert_id}" for a in critical]
+    assert at.dataframe[0].value["alert_id"].tolist() == [a.alert_id for a in critical]
+    click(at, "alerts_table", 0, "title")
+    no_exceptions(at)
+    assert at.query_params["alert"] == critical[0].alert_id and at.subheader[0].value.endswith(critical[0].title)
 
 
 def test_an_alert_shows_its_evidence_and_links_to_its_turn(store):

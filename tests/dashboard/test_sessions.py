@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import tracer
-from tests.dashboard.conftest import app, no_exceptions
+from tests.dashboard.conftest import app, click, no_exceptions
 
 
 def test_sessions_lists_every_session_with_links(store):
@@ -15,8 +15,17 @@ def test_sessions_lists_every_session_with_links(store):
     with tracer.Store(str(store), read_only=True) as s:
         total = s.count_sessions()
     assert len(table) == min(total, 100)
-    assert table["open"].iloc[0].startswith("/session?id=")
+    assert table["session"].iloc[0] == table["session_id"].iloc[0][:13]
     assert f"{total:,} sessions match" in at.caption[0].value
+
+
+def test_a_click_on_a_row_opens_its_session_in_the_same_tab(store):
+    at = app("sessions")
+    sid = at.dataframe[0].value["session_id"].iloc[3]
+    click(at, "sessions_table", 3, "status")
+    no_exceptions(at)
+    assert at.query_params["id"] == sid
+    assert at.title[0].value.startswith(f"Session `{sid[:13]}")
 
 
 def _count(at) -> int:
@@ -45,7 +54,7 @@ def test_search_finds_a_session_by_id_prefix_and_by_what_its_tools_returned(stor
         hits = s.sql("SELECT count(DISTINCT session_id) FROM tool_calls WHERE result ILIKE '%Standing desk%'")[0][0]
     at = app("sessions", q=sid[:13])
     no_exceptions(at)
-    assert at.dataframe[0].value["open"].tolist() == [f"/session?id={sid}"]
+    assert at.dataframe[0].value["session_id"].tolist() == [sid]
     at.text_input(key="sessions_q").input("Standing desk").run()
     assert _count(at) >= hits > 0
     at.text_input(key="sessions_q").input("no session says this").run()
