@@ -1,5 +1,6 @@
 """Every page of a served demo store, loaded in headless Debian ``chromium``: it becomes ready, shows
 its title and no error box, and leaves a screenshot (in ``$FLIGHTREC_SCREENSHOTS``, else a temp dir).
+Then the four jobs of issue 17, clicked through as a person would, a screenshot at every step.
 
 Chromium is driven over the Chrome DevTools Protocol with the ``websockets`` client Streamlit already
 installs: no driver binary to match to the browser, and the test can wait on Streamlit's own "script
@@ -35,6 +36,7 @@ import pytest
 FLIGHTREC = str(Path(sys.executable).with_name("flightrec"))
 SCREENSHOTS_ENV = "FLIGHTREC_SCREENSHOTS"
 WINDOW = (1440, 900)
+_HEADER_PX, _ROW_PX = 36, 35  # Streamlit's table header and row heights at the default font size
 
 # Whether the page's script run has finished, and what it shows. Streamlit marks the app root with
 # the script's run state ("initial" before the first run, then "running" / "notRunning"); the test
@@ -203,10 +205,21 @@ class Browser:
 
         Ready is confirmed by a second poll, so that a page that reruns itself is not caught between
         two runs. Raises TimeoutError with the last probe if the page is not ready in ``timeout_s``."""
-        probe_js = _PROBE % (f"document.querySelector({json.dumps(content)}) !== null" if content else "true")
         self.send("Page.navigate", url="about:blank")
         t0 = time.perf_counter()
         self.send("Page.navigate", url=url)
+        until = f"document.querySelector({json.dumps(content)}) !== null" if content else None
+        return self._ready(url, until, t0, timeout_s=timeout_s, poll_s=poll_s)
+
+    def wait(self, until: str, *, timeout_s: float = 60, poll_s: float = 0.05) -> Loaded:
+        """Waits, after a click, until the page is ready (as ``load`` has it) and the JavaScript
+        expression ``until`` is true; ``until`` must tell the page the click leads to from the one
+        it was made on, since that one is ready too."""
+        return self._ready(self.evaluate("location.href"), until, time.perf_counter(), timeout_s=timeout_s,
+                           poll_s=poll_s)
+
+    def _ready(self, url: str, until: str | None, t0: float, *, timeout_s: float, poll_s: float) -> Loaded:
+        probe_js = _PROBE % (f"Boolean({until})" if until else "true")
         deadline = time.monotonic() + timeout_s
         first_ready: float | None = None
         probe: dict[str, Any] = {}
@@ -229,6 +242,47 @@ class Browser:
                 first_ready = None
             time.sleep(poll_s)
         raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s; last probe: {probe}")
+
+    def find(self, selector: str, *, text: str | None = None, index: int = 0) -> dict[str, float] | None:
+        """The on-screen box (x, y, width, height) of the ``index``-th element matching ``selector``
+        with a line of text that starts with ``text`` (an icon's name is a line of its own), scrolled
+        into view first; ``None`` when there is none."""
+        return self.evaluate(f"""(() => {{
+          const text = {json.dumps(text)};
+          const e = Array.from(document.querySelectorAll({json.dumps(selector)}))
+            .filter(e => text === null || e.innerText.split('\\n').some(l => l.trim().startsWith(text)))[{index}];
+          if (!e) return null;
+          e.scrollIntoView({{block: 'center'}});
+          const r = e.getBoundingClientRect();
+          return {{x: r.x, y: r.y, width: r.width, height: r.height}};
+        }})()""")
+
+    def click_at(self, x: float, y: float) -> None:
+        """A left click with the mouse, as a person makes it (canvas tables see only these)."""
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def click(self, selector: str, *, text: str | None = None, index: int = 0) -> None:
+        """Clicks the middle of an element (see ``find``); fails saying what was not there."""
+        box = self.find(selector, text=text, index=index)
+        if box is None:
+            raise AssertionError(f"nothing on the page matches {selector!r} with text {text!r} (#{index})")
+        self.click_at(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+    def click_row(self, table: int, row: int) -> None:
+        """Clicks a row (0-based, as drawn) of the ``table``-th table on the page. Streamlit draws
+        tables on a canvas, so the row is found by its height under the header."""
+        box = self.find('[data-testid="stDataFrame"]', index=table)
+        if box is None:
+            raise AssertionError(f"the page has no table #{table}")
+        y = box["y"] + _HEADER_PX + (row + 0.5) * _ROW_PX
+        if y > box["y"] + box["height"]:
+            raise AssertionError(f"row {row} of table #{table} is scrolled out of sight")
+        self.click_at(box["x"] + 60, y)
+
+    def text(self) -> str:
+        """What the page's main area says."""
+        return self.evaluate("document.querySelector('[data-testid=\"stMain\"]').innerText")
 
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", format="png")["data"]
@@ -275,8 +329,17 @@ def deep_link(demo_store) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def dashboard(demo_store, tmp_path_factory) -> Iterator[str]:
-    with served(demo_store, log=tmp_path_factory.mktemp("dashboard") / "server.log") as url:
+def served_store(demo_store, tmp_path_factory) -> Path:
+    """A copy of the demo store (and its world), since the click-through's replay writes to it."""
+    where = tmp_path_factory.mktemp("served")
+    for src in demo_store.parent.iterdir():
+        shutil.copy(src, where / src.name)
+    return where / demo_store.name
+
+
+@pytest.fixture(scope="module")
+def dashboard(served_store, tmp_path_factory) -> Iterator[str]:
+    with served(served_store, log=tmp_path_factory.mktemp("dashboard") / "server.log") as url:
         yield url
 
 
@@ -311,3 +374,121 @@ def test_deep_links_get_the_apps_navigation(browser, dashboard):
     # A deep link runs app.py (navigation, wide layout, titles), not the page script alone.
     loaded = browser.load(f"{dashboard}/sessions")
     assert [label.lower() for label in loaded.nav] == PAGES, loaded.nav
+
+
+# -- the four jobs, clicked through ------------------------------------------------------------------
+#
+# Each starts at the app's root and goes on by clicks only: the sidebar, table rows and links. The
+# rows to click are found from the store, in the order the page sorts them (tables are drawn on a
+# canvas, so the browser cannot be asked which row says what).
+
+
+def _clean(loaded: Loaded, shot: Path) -> None:
+    """No error box, and a page with a title: it fails the job otherwise, naming the screenshot."""
+    assert loaded.errors == [], f"an error box (screenshot {shot}):\n" + "\n---\n".join(loaded.errors)
+    assert loaded.title, f"an empty page (screenshot {shot})"
+
+
+def _step(browser: Browser, screenshots: Path, name: str, until: str) -> Loaded:
+    loaded = browser.wait(until)
+    _clean(loaded, browser.screenshot(screenshots / f"{name}.png"))
+    return loaded
+
+
+def _sidebar(browser: Browser, dashboard: str, screenshots: Path, page: str, until: str) -> Loaded:
+    _clean(browser.load(dashboard), browser.screenshot(screenshots / "start.png"))
+    browser.click('[data-testid="stSidebarNavLink"]', text=page.capitalize())
+    return _step(browser, screenshots, page, f"location.pathname === '/{page}' && {until}")
+
+
+def _selected(browser: Browser, label: str) -> str:
+    """What the select box labelled ``label`` shows."""
+    return browser.evaluate(f"""(() => {{
+      const box = Array.from(document.querySelectorAll('[data-testid="stSelectbox"]'))
+        .find(e => e.querySelector('label')?.innerText.trim() === {json.dumps(label)});
+      return box ? (box.querySelector('input')?.value || box.innerText.split('\\n').pop()) : '';
+    }})()""")
+
+
+_TABLES = 'document.querySelectorAll(\'[data-testid="stDataFrame"]\').length'
+
+
+def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_prompt(browser, dashboard, served_store,
+                                                                                   screenshots):
+    con = duckdb.connect(str(served_store), read_only=True)
+    try:  # the Alerts page's order (open first, then by severity and recency) and its default filter
+        rows = con.execute("""SELECT alert_id, detector, turns FROM alerts WHERE status <> 'resolved'
+            ORDER BY CASE status WHEN 'open' THEN 0 ELSE 1 END,
+                     CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, last_seen_ns DESC"""
+                           ).fetchall()
+    finally:
+        con.close()
+    # A loop guard's alert points at the turn where the guard stopped the loop; else any loop alert's first turn.
+    loops = [(k, r) for k, r in enumerate(rows[:10]) if r[1].startswith("loop.") and r[2]]
+    row, (alert_id, _, turns) = next((x for x in loops if x[1][1] == "loop.guard"), loops[0])
+    _sidebar(browser, dashboard, screenshots, "alerts", f"{_TABLES} > 0")
+
+    # 1. alert -> session -> the looping decision
+    browser.click_row(0, row)
+    _step(browser, screenshots, "1-alert", f"location.search.includes('alert={alert_id}')")
+    browser.click("a", text=f"turn {turns[0]} of that session")
+    loaded = _step(browser, screenshots, "1-looping-decision",
+                   f"location.pathname === '/session' && location.search.includes('turn={turns[0]}')")
+    assert _selected(browser, "Decision").startswith(f"turn {turns[0]} "), loaded.probe
+
+    # 2. that decision -> replay with an edited system prompt -> the diff
+    browser.click("a", text="Replay this turn")
+    _step(browser, screenshots, "2-replay", "location.pathname === '/replay' && "
+                                            "document.querySelector('textarea[aria-label=\"System prompt\"]')")
+    browser.click('textarea[aria-label="System prompt"]')
+    browser.evaluate("(() => { const t = document.querySelector('textarea[aria-label=\"System prompt\"]'); "
+                     "t.setSelectionRange(t.value.length, t.value.length); })()")
+    browser.send("Input.insertText", text="\nNever call a tool again with the arguments it was called with.")
+    browser.click("h1")  # the text area sends its value when it loses focus
+    _step(browser, screenshots, "2-edited", "document.body.innerText.includes('The edits, as the replay session')")
+    browser.click("button", text="Run")
+    _step(browser, screenshots, "2-diff", "document.body.innerText.includes('decided differently from the recording')")
+    text = browser.text()
+    assert "Recorded" in text and "Replayed" in text
+    assert "The decision changed" in text or "Same decision" in text
+
+
+def test_evals_comparison_to_the_failing_decision(browser, dashboard, served_store, screenshots):
+    import evals
+    import tracer
+
+    with tracer.Store(str(served_store), read_only=True) as s:
+        runs = s.eval_runs()
+        c = evals.compare_stored(s, "baseline", next(r.run_id for r in runs if "baseline" not in r.labels))
+        results = s.eval_results(c.candidate.run_id)
+    # The page's comparison table: the cases whose pass rate changed, by change then name.
+    shown = sorted((k for k in c.cases if k.delta), key=lambda k: (k.delta, k.case_id))
+    failed = {k.case_id: next(r for r in results if r.case_id == k.case_id and not r.passed)
+              for k in shown if k.regressed}
+    row, case = next((n, k) for n, k in enumerate(shown)
+                     if k.case_id in failed and evals.failing_turn(failed[k.case_id]) not in (None, 1))
+    trial = failed[case.case_id]
+    turn = evals.failing_turn(trial)
+    _sidebar(browser, dashboard, screenshots, "evals", f"{_TABLES} >= 2")
+    browser.click_row(1, row)
+    _step(browser, screenshots, "3-case", f"location.search.includes('case={case.case_id}') && {_TABLES} >= 4")
+    browser.click_row(3, [r.trial for r in results if r.case_id == case.case_id].index(trial.trial))
+    _step(browser, screenshots, "3-failing-decision",
+          f"location.pathname === '/session' && location.search.includes('turn={turn}')")
+    text = browser.text()
+    assert "Eval trial" in text and case.case_id in text and "failed" in text
+    assert _selected(browser, "Decision").startswith(f"turn {turn} ")
+
+
+def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard, screenshots):
+    _sidebar(browser, dashboard, screenshots, "costs", "true")
+    if browser.find("button", text="route") is None:
+        # The route dimension and the top sessions are the `origin` branch's (issue 17, Costs);
+        # the lead finishes this job at merge against what that branch draws.
+        pytest.xfail("Costs has no route dimension yet: the lead finishes this job at merge")
+    browser.click("button", text="route")
+    _step(browser, screenshots, "4-by-route", "location.search.includes('by=route')")
+    browser.click_row(0, 0)  # the breakdown is sorted by cost: the most expensive route first
+    _step(browser, screenshots, "4-route", "location.search.includes('route=')")
+    browser.click_row(1, 0)  # its top sessions, most expensive first
+    _step(browser, screenshots, "4-top-session", "location.pathname === '/session'")
