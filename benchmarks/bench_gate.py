@@ -8,10 +8,12 @@ like a real suite's: 60% of the cases always pass, 20% pass 90-100% of the time,
 candidate trials are drawn from those rates, except for the regressed cases, and the outcomes go
 through ``evals.gate``, the gate's own code, with its defaults (alpha 0.05, 20,000 resamples).
 Scenarios: A/A (nothing changed), one case 100% -> 0%, two cases 100% -> 0%, one case 100% ->
-40%, and a diffuse regression (6 of 30 cases 90% -> 50%), each at 5 and at 10 trials a side;
-plus one case 100% -> 0% with a 15-trial baseline against a 5-trial candidate. Every row says how
-often the gate failed, which of its tests fired (aggregate sign-flip, per-case Fisher), and how
-often the old gate (the sign-flip test alone at 0.05, before issue 12) would have.
+40%, one case 80% -> 0% (issue 17's 4/5 -> 0/5), and a diffuse regression (6 of 30 cases 90% ->
+50%), each at 5 and at 10 trials a side; plus one case 100% -> 0% with a 15-trial baseline
+against a 5-trial candidate. Every row says how often the gate failed (``evals.gate``, or the
+collapse rule, ``evals.collapsed``, as ``evals.compare``'s verdict has it), which rule fired
+(aggregate sign-flip, per-case Fisher, collapse), and how often the old gate (the sign-flip test
+alone at 0.05, before issue 12) would have.
 
 **Real runs** (``--real``). The bundled suite is run once with 15 trials per case (the agent as
 it is, the baseline pool), once more with 10 (the agent as it is, another seed: an A/A across
@@ -79,6 +81,7 @@ def scenarios() -> list[Scenario]:
             ("one case 100% → 0%", _drop(1, 1.0, 0.0), k, k),
             ("two cases 100% → 0%", _drop(2, 1.0, 0.0), k, k),
             ("one case 100% → 40%", _drop(1, 1.0, 0.4), k, k),
+            ("one case 80% → 0%", _drop(1, 0.8, 0.0), k, k),
             ("diffuse: 6 of 30 cases 90% → 50%", _drop(6, 0.9, 0.5), k, k),
         ]
     out.append(("one case 100% → 0%, 15-trial baseline", _drop(1, 1.0, 0.0), 15, 5))
@@ -86,25 +89,29 @@ def scenarios() -> list[Scenario]:
 
 
 def simulate(name: str, change: Callable, base_k: int, cand_k: int, reps: int, profile: Callable,
-             seed: int) -> tuple[int, int, int, int]:
-    """(gate failed, aggregate fired, per-case fired, the old gate fired) over ``reps`` repetitions.
+             seed: int) -> tuple[int, int, int, int, int]:
+    """(gate failed, aggregate fired, per-case fired, collapse rule fired, the old gate fired) over
+    ``reps`` repetitions. The gate fails as ``evals.compare``'s verdict does: ``evals.gate`` or the
+    collapse rule (``evals.collapsed``, issue 17).
 
     The old gate is the sign-flip test alone at the whole alpha (0.05), as before issue 12: its
     p-value is the aggregate test's, only held to a laxer level.
     """
     rng = np.random.default_rng(seed)
-    failed = agg = per_case = old = 0
+    failed = agg = per_case = collapse = old = 0
     for _ in range(reps):
         base_p, cand_p = change(profile(rng, CASES))
         base = rng.random((CASES, base_k)) < base_p[:, None]
         cand = rng.random((CASES, cand_k)) < cand_p[:, None]
         outcomes = {f"c{i:02d}": (base[i].tolist(), cand[i].tolist()) for i in range(CASES)}
         g = evals.gate(outcomes, seed=int(rng.integers(2**31)))
-        failed += g.regression
+        fell = any(evals.collapsed(a, b) for a, b in outcomes.values())
+        failed += g.regression or fell
         agg += g.aggregate.regression
         per_case += bool(g.regressions)
+        collapse += fell
         old += g.aggregate.p_value < g.alpha and g.aggregate.effect < 0
-    return failed, agg, per_case, old
+    return failed, agg, per_case, collapse, old
 
 
 def _pct(n: int, d: int) -> str:
@@ -115,14 +122,14 @@ def run_simulation(args: argparse.Namespace) -> None:
     profile = {"realistic": realistic_rates, "beta": beta_rates}[args.profile]
     print(f"simulation: {CASES} cases, profile {args.profile}, evals.gate defaults (alpha 0.05, 20,000 resamples)")
     print("| scenario | trials (baseline/candidate) | reps | gate failed | aggregate fired | per-case fired | "
-          "old gate (sign-flip alone at 0.05) | s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "collapse rule fired | old gate (sign-flip alone at 0.05) | s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, (name, change, bk, ck) in enumerate(scenarios()):
         reps = args.aa_reps if name.startswith("A/A") else args.reps
         started = time.perf_counter()
-        failed, agg, per_case, old = simulate(name, change, bk, ck, reps, profile, seed=args.seed + i)
+        failed, agg, per_case, collapse, old = simulate(name, change, bk, ck, reps, profile, seed=args.seed + i)
         print(f"| {name} | {bk}/{ck} | {reps} | **{_pct(failed, reps)}** | {_pct(agg, reps)} | {_pct(per_case, reps)} "
-              f"| {_pct(old, reps)} | {time.perf_counter() - started:.0f} |", flush=True)
+              f"| {_pct(collapse, reps)} | {_pct(old, reps)} | {time.perf_counter() - started:.0f} |", flush=True)
 
 
 # -- real runs of the bundled suite ---------------------------------------------------------------
@@ -170,21 +177,24 @@ def run_real(args: argparse.Namespace) -> None:
         moved = sorted(c for c in pool if sum(pool[c]) / len(pool[c]) < sum(base[c]) / len(base[c]))
         print(f"{name}: worse in the pools: " + ", ".join(f"{c} {sum(base[c])}/15 → {sum(pool[c])}/10"
                                                            for c in moved))
-    print("| comparison | K | reps | gate failed | aggregate fired | per-case fired | "
+    print("| comparison | K | reps | gate failed | aggregate fired | per-case fired | collapse rule fired | "
           "old gate (sign-flip alone at 0.05) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rng = random.Random(args.seed)
     k, n = 5, args.real_reps
 
     def row(name: str, draw_pair: Callable[[], tuple[dict, dict]]) -> None:
-        failed = agg = per_case = old = 0
+        failed = agg = per_case = collapse = old = 0
         for _ in range(n):
             a, b = draw_pair()
             g = evals.gate({c: (a[c], b[c]) for c in base}, critical=critical, seed=rng.randrange(2**31))
-            failed, agg, per_case = failed + g.regression, agg + g.aggregate.regression, per_case + bool(g.regressions)
+            fell = any(evals.collapsed(a[c], b[c]) for c in base)
+            failed, agg, per_case = failed + (g.regression or fell), agg + g.aggregate.regression, \
+                per_case + bool(g.regressions)
+            collapse += fell
             old += g.aggregate.p_value < g.alpha and g.aggregate.effect < 0
         print(f"| {name} | {k} | {n} | **{_pct(failed, n)}** | {_pct(agg, n)} | {_pct(per_case, n)} | "
-              f"{_pct(old, n)} |", flush=True)
+              f"{_pct(collapse, n)} | {_pct(old, n)} |", flush=True)
 
     def within_baseline() -> tuple[dict, dict]:
         a, used = _draw(base, rng, k)

@@ -17,7 +17,7 @@ Quick start::
 from ._add_case import add_case, draft_case
 from ._agents import REFERENCE, AgentFactory, EvalAgent, load_agent
 from ._alerts import FAMILIES, SEVERITIES, Alert, AlertStatus, Severity
-from ._compare import CaseComparison, Comparison, RunSide, compare, compare_stored, failing_turn
+from ._compare import CaseComparison, Comparison, RunSide, collapsed, compare, compare_stored, failing_turn
 from ._dataset import Case, CaseInput, Dataset, Message, load_dataset
 from ._detect import (
     DETECTORS,
@@ -128,6 +128,7 @@ __all__ = [
     "agent",
     "build_scorer",
     "case_status",
+    "collapsed",
     "compare",
     "compare_stored",
     "comparison_text",

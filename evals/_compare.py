@@ -170,16 +170,16 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
             [s["reason"] for r in bad for s in r.scores if not s.get("passed")] + [r.error for r in bad if r.error]))
         delta = (sum(b) / len(b) - sum(a) / len(a)) if a and b else None
         t = own.get(case_id)
-        collapsed = min(len(a), len(b)) >= COLLAPSE_TRIALS and not any(b) and 2 * sum(a) > len(a)
+        fell = collapsed(a, b)
         change: Change | None = None
         if t is not None and delta is not None:
-            change = ("regression" if t.regression or collapsed else "worse" if delta < 0 else "better" if delta > 0
+            change = ("regression" if t.regression or fell else "worse" if delta < 0 else "better" if delta > 0
                       else "same")
         cases.append(CaseComparison(
             case_id=case_id, tags=tags[case_id], baseline=a, candidate=b, baseline_status=sa, candidate_status=sb,
             flip=flip, delta=delta, failing_sessions=[r.session_id for r in bad if r.session_id], reasons=reasons,
             critical=case_id in critical, p_value=t.p_value if t else None, level=t.level if t else None,
-            collapsed=collapsed, change=change,
+            collapsed=fell, change=change,
             regressed=change == "regression" or (change == "worse" and test.regression)))
     base, cand = _side(baseline, baseline_results), _side(candidate, candidate_results)
     same = baseline.dataset_sha256 == candidate.dataset_sha256
@@ -227,6 +227,14 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
         verdict=verdict, verdict_reason=reason,
         power=power_note(result, _typical([len(a) for a, _ in outcomes.values() if a]),
                          _typical([len(b) for _, b in outcomes.values() if b])))
+
+
+def collapsed(baseline: Sequence[bool], candidate: Sequence[bool]) -> bool:
+    """The collapse rule: the case passed in most of the baseline's trials and in none of the
+    candidate's, with at least ``COLLAPSE_TRIALS`` trials in each run. Such a case is a regression
+    whatever its p-value (``Comparison.verdict``)."""
+    return min(len(baseline), len(candidate)) >= COLLAPSE_TRIALS and not any(candidate) \
+        and 2 * sum(baseline) > len(baseline)
 
 
 def failing_turn(result: tracer.EvalResultRecord) -> int | None:
