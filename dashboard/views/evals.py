@@ -198,7 +198,7 @@ def _compare(a: str, b: str) -> None:
     changed = st.toggle("Only cases whose pass rate changed", value=True, key="evals_changed")
     shown = cases[cases["delta"].fillna(0) != 0] if changed else cases
     st.caption("Sort by any column's header; click a case to see its trials in both runs and open their sessions.")
-    picked = _ui.table(shown.sort_values(["delta", "case"]), key="evals_cases_compared", column_config={
+    columns = {
         "baseline": st.column_config.ProgressColumn("baseline", format="percent", min_value=0, max_value=1),
         "candidate": st.column_config.ProgressColumn("candidate", format="percent", min_value=0, max_value=1),
         "delta": st.column_config.NumberColumn("Δ pass rate", format="percent"),
@@ -206,7 +206,11 @@ def _compare(a: str, b: str) -> None:
         "p (worse)": st.column_config.NumberColumn("p (worse)", format="%.3g",
                                                    help="The case's own one-sided Fisher test, before correction."),
         "why": st.column_config.TextColumn("why the candidate failed", width="large"),
-    })
+    }
+    # Keyed on what the table holds: a click is kept as a row position, which another pair of runs
+    # or the other toggle would give to another case.
+    picked = _ui.table(shown.sort_values(["delta", "case"]), key=f"evals_cases_compared:{a}:{b}:{changed}",
+                       column_config=columns)
     case = picked["case"] if picked is not None else _ui.param("case")
     if case is not None:
         st.query_params["case"] = case  # a deep link to the case on screen

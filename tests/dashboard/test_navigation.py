@@ -30,7 +30,8 @@ def test_an_eval_failure_in_the_comparison_opens_the_turn_its_reason_names(store
     assert turn is not None and turn > 1 and f"turn {turn}" in failed.scores[-1]["reason"] + str(failed.scores)
     at = app("evals")
     compared = at.dataframe[1].value
-    click(at, "evals_cases_compared", compared["case"].tolist().index(case.case_id), "why")
+    key = f"evals_cases_compared:{at.query_params['a']}:{at.query_params['b']}:True"
+    click(at, key, compared["case"].tolist().index(case.case_id), "why")
     no_exceptions(at)
     assert at.query_params["case"] == case.case_id
     # The case in both runs, trial by trial.
