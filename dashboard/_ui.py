@@ -174,7 +174,7 @@ Target = tuple[str, dict[str, Any]]
 
 
 def table(data: pd.DataFrame, *, key: str, opens: Callable[[pd.Series], Target | None] | None = None,
-          column_config: dict[str, Any] | None = None, height: int | str = "auto") -> pd.Series | None:
+          column_config: dict[str, Any] | None = None) -> pd.Series | None:
     """A table whose rows open their page in this tab when clicked.
 
     A click on any cell picks its row: Streamlit's row selection is made only through a checkbox
@@ -187,12 +187,11 @@ def table(data: pd.DataFrame, *, key: str, opens: Callable[[pd.Series], Target |
         opens: The page and query a row opens (``None`` from it: the row opens nothing). Without
             it, the clicked row is returned for the page to show in place.
         column_config: As ``st.dataframe`` takes it.
-        height: As ``st.dataframe`` takes it.
 
     Returns:
         The clicked row, when ``opens`` is not given; else ``None`` (a row that opens a page leaves this one).
     """
-    event = st.dataframe(data, key=key, hide_index=True, width="stretch", height=height, on_select="rerun",
+    event = st.dataframe(data, key=key, hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="single-cell", column_config=column_config)
     cells = event.selection.cells if event else []
     if not cells:
