@@ -198,12 +198,17 @@ def _compare(a: str, b: str) -> None:
     changed = st.toggle("Only cases whose pass rate changed", value=True, key="evals_changed")
     shown = cases[cases["delta"].fillna(0) != 0] if changed else cases
     st.caption("Sort by any column's header; click a case to see its trials in both runs and open their sessions.")
+    # Narrow number columns, so that "why the candidate failed" is in sight at 1440 px.
     columns = {
-        "baseline": st.column_config.ProgressColumn("baseline", format="percent", min_value=0, max_value=1),
-        "candidate": st.column_config.ProgressColumn("candidate", format="percent", min_value=0, max_value=1),
-        "delta": st.column_config.NumberColumn("Δ pass rate", format="percent"),
-        "trials": st.column_config.TextColumn("passed trials"),
-        "p (worse)": st.column_config.NumberColumn("p (worse)", format="%.3g",
+        "baseline": st.column_config.NumberColumn("baseline", format="percent", width="small",
+                                                  help="The baseline's pass rate."),
+        "candidate": st.column_config.NumberColumn("candidate", format="percent", width="small",
+                                                   help="The candidate's pass rate."),
+        "delta": st.column_config.NumberColumn("Δ", format="percent", width="small",
+                                               help="Candidate minus baseline pass rate."),
+        "trials": st.column_config.TextColumn("passed", width="small", help="Passed trials, baseline → candidate."),
+        "change": st.column_config.TextColumn("change", width="small"),
+        "p (worse)": st.column_config.NumberColumn("p (worse)", format="%.3g", width="small",
                                                    help="The case's own one-sided Fisher test, before correction."),
         "why": st.column_config.TextColumn("why the candidate failed", width="large"),
     }
