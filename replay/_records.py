@@ -282,7 +282,8 @@ class ForkResult(BaseModel):
     """The decision it forked from."""
     status: str
     """``ok``, ``waiting_human``, ``stopped`` (a tool call was not recorded, under ``--tools recorded``),
-    ``max_turns``."""
+    ``max_turns``, or ``guard:<name>`` (one of the agent's own guards stopped it, as it would have
+    stopped the session in production)."""
     reason: str
     """Why it ended."""
     model_target: str
