@@ -48,6 +48,10 @@ def test_walkthrough_fork_without_the_rule_diverges_at_the_edited_turn(refund_se
     assert session_diff.divergence is not None and not session_diff.divergence.same
     out = CliRunner().invoke(main, ["replay", "diff", refund_session, result.session_id]).output
     assert "first divergence at turn 3" in out
+    # The sides are named for what they are, not A and B: the recording and its replay.
+    assert session_diff.labels == session_diff.divergence.labels == ("recorded", "replayed")
+    assert out.startswith(f"recorded  {refund_session}\nreplayed  {result.session_id}")
+    assert "--- recorded" in out or "recorded:" in out
 
 
 def test_new_tool_calls_run_live_or_stop_under_recorded(refund_session):
