@@ -383,8 +383,9 @@ def _fork_result(rec: replay.Reconstruction, edits: replay.Edits | None) -> None
 def _spend_table(spend: dict[str, pd.Series], turn: int) -> None:
     """The fork's cost and tokens beside the origin's over the same turns (from the fork point on)."""
     def row(label: str, s: pd.Series) -> str:
-        cost = _ui.usd(s.cost_usd) + (f" (+{s.unpriced} unpriced)" if s.unpriced else "")
-        return (f"| {label} | {s.decisions} | {s.tool_calls} | {_ui.tokens(s.input_tokens)} | "
+        # One row of a frame comes out as floats: counts are shown as the whole numbers they are.
+        cost = _ui.usd(s.cost_usd) + (f" (+{int(s.unpriced)} unpriced)" if s.unpriced else "")
+        return (f"| {label} | {int(s.decisions)} | {int(s.tool_calls)} | {_ui.tokens(s.input_tokens)} | "
                 f"{_ui.tokens(s.output_tokens)} | {cost} |")
 
     st.markdown(f"**Cost from turn {turn} on**\n\n| | decisions | tool calls | input tokens | output tokens | cost |\n"
