@@ -68,7 +68,7 @@ def _alert_list() -> None:
     table = rows.assign(
         open=[_ui.url("alerts", alert=a) for a in rows["alert_id"]],
         last_seen=[_ui.when(ns) for ns in rows["last_seen_ns"]],
-    )[["open", "severity", "status", "title", "detector", "route", "count", "last_seen"]]
+    )[["open", "severity", "status", "title", "last_seen", "count", "detector", "route"]]  # key ones in view at 1440 px
     event = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
                          key="alerts_table", column_config={
         "open": st.column_config.LinkColumn("alert", display_text=r"/alerts\?alert=(.{10})", width="small"),

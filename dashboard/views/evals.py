@@ -179,10 +179,10 @@ def _compare(a: str, b: str) -> None:
     cases = pd.DataFrame([{
         "case": k.case_id, "baseline": f"{sum(k.baseline)}/{len(k.baseline)}" if k.baseline else "–",
         "candidate": f"{sum(k.candidate)}/{len(k.candidate)}" if k.candidate else "–",
-        "delta": k.delta, "change": f"{k.baseline_status or '–'} → {k.candidate_status or '–'}", "flip": k.flip,
-        "gate": _gate_label(k), "p (worse)": k.p_value,
+        "delta": k.delta, "why": k.reasons[0] if k.reasons else "",  # in view at 1440 px, before the statistics
         "session": _ui.url("session", id=k.failing_sessions[0]) if k.failing_sessions else None,
-        "why": k.reasons[0] if k.reasons else ""} for k in c.cases])
+        "change": f"{k.baseline_status or '–'} → {k.candidate_status or '–'}", "flip": k.flip,
+        "gate": _gate_label(k), "p (worse)": k.p_value} for k in c.cases])
     changed = st.toggle("Only cases whose pass rate changed", value=True, key="evals_changed")
     shown = cases[cases["delta"].fillna(0) != 0] if changed else cases
     st.dataframe(shown.sort_values(["delta", "case"]), hide_index=True, width="stretch", column_config={

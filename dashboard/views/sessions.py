@@ -79,8 +79,9 @@ def render() -> None:
     table = rows.assign(
         open=[_ui.url("session", id=sid) for sid in rows["session_id"]],
         started=[_ui.when(ns) for ns in rows["start_ns"]],
-    )[["open", "agent", "started", "status", "turns", "tool_calls", "tool_errors", "tokens", "cost_usd",
-       "duration_ms", "alerts", "status_reason"]]
+    # Why a session ended is what a reader scans for: next to its status, in view at 1440 px.
+    )[["open", "status", "status_reason", "agent", "started", "turns", "tool_calls", "tool_errors", "tokens",
+       "cost_usd", "duration_ms", "alerts"]]
     event = st.dataframe(
         table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
         key="sessions_table",
