@@ -62,6 +62,7 @@ def test_without_the_approval_rule_the_rerun_refunds_at_once(store, asks_to_conf
     assert "The decision changed" in at.warning[0].value
     assert "**1 of 1 trial** decided differently" in "\n".join(m.value for m in at.markdown)
     assert "calls `issue_refund` with" in [m.value for m in at.markdown]
+    assert any("st-key-replay_run_out" in h.proto.body and "scrollIntoView" in h.proto.body for h in at.html)
 
     replay_id = next(sid for label, sid in _links(at).items() if label.startswith("Open the replay session"))
     with tracer.Store(str(store), read_only=True) as s:
