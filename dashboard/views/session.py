@@ -317,12 +317,19 @@ def _decision_card(call: tracer.LlmCall, turn: tracer.Turn) -> str:
             out.append(f'<div class="red">{_badge("retried", "bad")} attempt {f.attempt} failed: '
                        f'{_esc(f.error_type or "error")}' + (f" (HTTP {f.http_status})" if f.http_status else "")
                        + f" after {_ui.ms(f.latency_ms)}</div>")
+    out.append(_events(turn))
+    return _CSS + f'<div class="fr">{"".join(out)}</div>'
+
+
+def _events(turn: tracer.Turn) -> str:
+    """What the agent recorded on the turn: guards that fired, approvals asked for …"""
+    out = []
     for event in turn.events:
         attrs = event.get("attributes") or {}
         mark = _badge("guard", "bad") if event.get("name") == "guard_fired" else _badge("event", "warn")
         out.append(f'<div>{mark} {_esc(event.get("name"))}: '
                    + _esc(", ".join(f"{k.split('.')[-1]}={v}" for k, v in attrs.items())) + "</div>")
-    return _CSS + f'<div class="fr">{"".join(out)}</div>'
+    return "".join(out)
 
 
 def _what_it_did(call: tracer.LlmCall, turn: tracer.Turn) -> str:
@@ -355,6 +362,8 @@ def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
     call = _decision(turn)
     if call is None:
         st.info("This turn made no LLM call.")
+        if turn.events:  # a guard that stopped the session before the turn's model call
+            st.html(_CSS + f'<div class="fr">{_events(turn)}</div>')
         return
     left, right = st.columns([3, 2], gap="large")
     with right:
@@ -571,7 +580,7 @@ def render() -> None:
             for e in evals.itertuples():
                 _ui.link("evals", f"eval {e.case_id} trial {e.trial}: {'pass' if e.passed else 'fail'}"
                          + (f" ({e.labels})" if e.labels else ""), run=e.run_id)
-    turns = [t for t in account.turns if t.llm_calls or t.tool_calls]
+    turns = [t for t in account.turns if t.llm_calls or t.tool_calls or t.events]
     if not turns:
         st.info("This session has no decisions recorded yet." + (" It is still running." if s.status == "running"
                                                                   else ""))

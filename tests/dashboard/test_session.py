@@ -224,3 +224,22 @@ def test_without_an_id_the_page_offers_recent_sessions(store):
     at = app("session")
     no_exceptions(at)
     assert at.selectbox[0].options
+
+
+def test_a_guard_that_fired_before_the_turns_model_call_is_shown_on_its_turn(store):
+    recorder = tracer.Recorder(str(store))
+    try:
+        with recorder.session("support") as session:
+            with session.turn():
+                with session.tool_call("get_order", {"order_id": "A-1"}) as call:
+                    call.set_result("{}")
+            with session.turn():  # stopped before it asked the model anything
+                session.event("guard_fired", guard="time_limit", reason="over its 1 s limit", limit=1, value=2)
+            session.set_status("guard:time_limit", "over its 1 s limit")
+    finally:
+        recorder.shutdown()
+    at = app("session", id=session.id, turn="2")
+    no_exceptions(at)
+    assert at.selectbox(key=f"turn_{session.id}").options[-1] == "turn 2  [guard: time_limit]"
+    assert "This turn made no LLM call." in at.info[0].value
+    assert ">guard</span> guard_fired: guard=time_limit" in _html(at)
