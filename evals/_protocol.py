@@ -169,6 +169,9 @@ class _Tools:
             return replay.ToolReply(f"{type(exc).__name__}: {exc}", is_error=True)
         return replay.ToolReply(result if isinstance(result, str) else json.dumps(result, ensure_ascii=False))
 
+    def guard(self, progress: replay.ForkProgress, name: str | None, arguments: Any) -> replay.GuardFired | None:
+        return None  # a protocol agent's guards, if any, live in its run function, which a fork does not run
+
     def follow_up(self, reply: str, recorded: list[str]) -> str | None:
         return recorded.pop(0) if recorded else None
 

@@ -29,8 +29,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import anthropic
@@ -274,13 +274,14 @@ def _last_reply(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def _tool_history(cp: Checkpoint) -> list[tracer.LoopCall]:
-    """The session's answered tool calls with their results, oldest first: what the loop guard weighs."""
-    answers = {r["tool_use_id"]: r for m in cp.messages if m["role"] == "user" and isinstance(m["content"], list)
+def tool_history(messages: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]] = ()) -> list[tracer.LoopCall]:
+    """The answered tool calls of a conversation (and of ``results``, the current turn's tool results
+    not yet sent), with their results, oldest first: what the loop guard weighs."""
+    answers = {r["tool_use_id"]: r for m in messages if m["role"] == "user" and isinstance(m["content"], list)
                for r in m["content"] if r.get("type") == "tool_result"}
-    answers.update({r["tool_use_id"]: r for r in cp.results})
+    answers.update({r["tool_use_id"]: r for r in results})
     out = []
-    for m in cp.messages:
+    for m in messages:
         for b in m["content"] if m["role"] == "assistant" and isinstance(m["content"], list) else ():
             r = answers.get(b["id"]) if b.get("type") == "tool_use" else None
             if r is not None:
@@ -288,6 +289,49 @@ def _tool_history(cp: Checkpoint) -> list[tracer.LoopCall]:
                 out.append(tracer.LoopCall(b["name"], b["input"], None if r.get("is_error") else text,
                                            text if r.get("is_error") else None))
     return out
+
+
+@dataclass(frozen=True)
+class FiredGuard:
+    """A guard that stops the session, with what its ``guard_fired`` event records."""
+
+    guard: str
+    reason: str
+    limit: float
+    value: float
+
+
+def limit_guard(config: AgentConfig, *, seconds: float, tokens: int) -> FiredGuard | None:
+    """The time limit or token budget a session that ran ``seconds`` and used ``tokens`` is over, if
+    any: asked before each model call and between tool calls."""
+    if seconds > config.time_limit_s:
+        return FiredGuard("time_limit", f"the session ran {seconds:.1f} s, over its {config.time_limit_s:g} s "
+                          "wall-clock limit", config.time_limit_s, round(seconds, 3))
+    if tokens >= config.token_budget:
+        return FiredGuard("token_budget", f"the session used {tokens} tokens of its {config.token_budget} token "
+                          "budget", config.token_budget, tokens)
+    return None
+
+
+def tool_guard(config: AgentConfig, history: list[tracer.LoopCall], tool_calls: int, name: str,
+               arguments: Any) -> FiredGuard | None:
+    """The tool-call budget or loop guard that stops the call ``name(arguments)`` before it runs, if
+    any, after ``tool_calls`` calls whose answered ones are ``history``."""
+    if tool_calls >= config.max_tool_calls:
+        return FiredGuard("max_tool_calls", f"the model asked for tool call {tool_calls + 1} ({name}), over the "
+                          f"limit of {config.max_tool_calls} per session", config.max_tool_calls, tool_calls + 1)
+    loop = _LOOP_GUARD.check(history, name, arguments) if config.loop_guard else None
+    if loop is not None:
+        return FiredGuard("loop", f"a tool-call loop, stopped before it ran again: {loop}",
+                          _LOOP_GUARD.rules.wait_polls + 1, tool_calls)
+    return None
+
+
+def tool_policy(config: AgentConfig) -> ToolPolicy:
+    """How the agent's tools retry, break and ask for approval, as ``config`` sets it."""
+    return ToolPolicy(approval_threshold_cents=config.approval_threshold_cents, retries=config.tool_retries,
+                      backoff_s=config.tool_backoff_s, breaker_threshold=config.breaker_threshold,
+                      breaker_cooldown_s=config.breaker_cooldown_s)
 
 
 def _unanswered(cp: Checkpoint) -> list[dict[str, Any]]:
@@ -444,10 +488,7 @@ class Agent:
             session.turn_index = known.turn_index
             client = self.recorder.instrument(client or self.client_factory(spec, config))
             clock = _SessionClock(self.clock, known.elapsed_s)
-            policy = ToolPolicy(approval_threshold_cents=config.approval_threshold_cents, retries=config.tool_retries,
-                                backoff_s=config.tool_backoff_s, breaker_threshold=config.breaker_threshold,
-                                breaker_cooldown_s=config.breaker_cooldown_s)
-            toolbox = Toolbox(self.world, known.session_id, policy=policy,
+            toolbox = Toolbox(self.world, known.session_id, policy=tool_policy(config),
                               outages=self.world.setup(known.session_id).outages, clock=clock)
             loop = _Loop(self, known, client, toolbox, clock, session)
             with contextlib.suppress(_Stop):
@@ -522,22 +563,17 @@ class _Loop:
 
     # -- guards ------------------------------------------------------------------------------------
 
-    def guard(self, guard: str, reason: str, *, limit: float, value: float) -> list[GuardRecord]:
+    def guard(self, fired: FiredGuard) -> list[GuardRecord]:
         """Records a guard that fired on the current turn; returns the session's guards with it."""
-        self.session.event("guard_fired", guard=guard, reason=reason, limit=limit, value=value)
-        return [*self.cp.guards, GuardRecord(guard=guard, reason=reason)]
+        self.session.event("guard_fired", guard=fired.guard, reason=fired.reason, limit=fired.limit,
+                           value=fired.value)
+        return [*self.cp.guards, GuardRecord(guard=fired.guard, reason=fired.reason)]
 
     def check_limits(self) -> None:
         """Stops the session if it is over its time limit or token budget."""
-        used_s, limit_s = self.clock.now(), self.config.time_limit_s
-        if used_s > limit_s:
-            reason = f"the session ran {used_s:.1f} s, over its {limit_s:g} s wall-clock limit"
-            self.stop("guard:time_limit", reason,
-                      guards=self.guard("time_limit", reason, limit=limit_s, value=round(used_s, 3)))
-        used, budget = self.cp.tokens, self.config.token_budget
-        if used >= budget:
-            reason = f"the session used {used} tokens of its {budget} token budget"
-            self.stop("guard:token_budget", reason, guards=self.guard("token_budget", reason, limit=budget, value=used))
+        fired = limit_guard(self.config, seconds=self.clock.now(), tokens=self.cp.tokens)
+        if fired is not None:
+            self.stop(f"guard:{fired.guard}", fired.reason, guards=self.guard(fired))
 
     # -- steps -------------------------------------------------------------------------------------
 
@@ -600,19 +636,10 @@ class _Loop:
         """Runs the last decision's unanswered tool calls, checkpointing after each."""
         unanswered = _unanswered(self.cp)
         for i, use in enumerate(unanswered):
-            if self.cp.tool_calls >= self.config.max_tool_calls:
-                limit = self.config.max_tool_calls
-                reason = (f"the model asked for tool call {self.cp.tool_calls + 1} ({use['name']}), over the limit "
-                          f"of {limit} per session")
-                self.stop("guard:max_tool_calls", reason,
-                          guards=self.guard("max_tool_calls", reason, limit=limit, value=self.cp.tool_calls + 1))
-            if self.config.loop_guard:
-                loop = _LOOP_GUARD.check(_tool_history(self.cp), use["name"], use["input"])
-                if loop is not None:
-                    reason = f"a tool-call loop, stopped before it ran again: {loop}"
-                    self.stop("guard:loop", reason,
-                              guards=self.guard("loop", reason, limit=_LOOP_GUARD.rules.wait_polls + 1,
-                                                    value=self.cp.tool_calls))
+            fired = tool_guard(self.config, tool_history(self.cp.messages, self.cp.results), self.cp.tool_calls,
+                               use["name"], use["input"])
+            if fired is not None:
+                self.stop(f"guard:{fired.guard}", fired.reason, guards=self.guard(fired))
             self.run_tool(use)
             if i < len(unanswered) - 1:
                 self.check_limits()
@@ -655,10 +682,10 @@ class _Loop:
         changes: dict[str, Any] = {"tool_calls": self.cp.tool_calls + 1,
                                    "breakers": {**self.cp.breakers, name: asdict(outcome.breaker)}}
         if outcome.breaker.state == "open" and breaker.state != "open":
-            changes["guards"] = self.guard(
+            changes["guards"] = self.guard(FiredGuard(
                 "circuit_breaker", f"{name} failed {outcome.breaker.failures} times in a row; its circuit breaker is "
-                f"open for {self.config.breaker_cooldown_s:g} s", limit=self.config.breaker_threshold,
-                value=outcome.breaker.failures)
+                f"open for {self.config.breaker_cooldown_s:g} s", self.config.breaker_threshold,
+                outcome.breaker.failures))
         if outcome.approval is not None:
             pending = {"approval_id": outcome.approval["approval_id"], "tool_use_id": call_id}
             self.session.event("approval_requested", approval_id=pending["approval_id"],

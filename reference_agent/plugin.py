@@ -23,13 +23,27 @@ import evals
 import replay
 import tracer
 
-from ._agent import AGENT_NAME, SYSTEM_PROMPT, Agent, AgentConfig, RunSpec, UserTurn, default_client, idempotency_key
+from ._agent import (
+    AGENT_NAME,
+    SYSTEM_PROMPT,
+    Agent,
+    AgentConfig,
+    FiredGuard,
+    RunSpec,
+    UserTurn,
+    default_client,
+    idempotency_key,
+    limit_guard,
+    tool_guard,
+    tool_history,
+    tool_policy,
+)
 from ._clock import SystemClock
 from ._errors import ConfigError, SessionStateError, UnknownScenarioError
 from ._policy import MISBEHAVIOURS
 from ._scenarios import get_scenario
 from ._sim import FaultSpec, sim_client, sim_options
-from ._tools import TOOL_SPECS, BreakerState, Toolbox, ToolPolicy
+from ._tools import TOOL_SPECS, BreakerState, Toolbox
 from ._world import World, WorldSetup, default_world_path
 
 if TYPE_CHECKING:
@@ -48,17 +62,33 @@ def simulated_model(origin: replay.Origin, seed: int) -> anthropic.Anthropic:
     return sim_client(options, max_retries=_REPLAY_RETRIES, timeout=30.0)
 
 
+def _recorded_config(origin: replay.Origin, session: str) -> AgentConfig:
+    """The settings the session ran with: a replay of it runs under the same limits and guards.
+
+    Raises:
+        replay.ReplayError: this version of the agent does not take one of them.
+    """
+    try:
+        return AgentConfig(**origin.config)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise replay.ReplayError(f"{session} was recorded with agent settings this version "
+                                 f"does not take ({problems}).") from None
+
+
 class _ReferenceFork:
-    """The reference agent's live tools over a fresh copy of the scenario's world, and its
-    scripted customer: a recorded follow-up is sent only when the agent's reply asks something."""
+    """The reference agent's live tools over a fresh copy of the scenario's world, its guards
+    under the origin session's settings, and its scripted customer: a recorded follow-up is sent
+    only when the agent's reply asks something."""
 
     def __init__(self, session_id: str, origin: replay.Origin, db: str) -> None:
         self._session_id = session_id
+        self._config = _recorded_config(origin, "the forked session")
         self._world = World(default_world_path(db))
         setup = get_scenario(origin.scenario).world if origin.scenario else WorldSetup()
         # The fork's world starts as the scenario's did; the origin's side effects are not in it.
         self._world.seed(session_id, setup, scenario=origin.scenario)
-        self._toolbox = Toolbox(self._world, session_id, policy=ToolPolicy(),
+        self._toolbox = Toolbox(self._world, session_id, policy=tool_policy(self._config),
                                 outages=self._world.setup(session_id).outages, clock=SystemClock())
         self._irreversible = {s.name for s in TOOL_SPECS if s.irreversible}
         self._breakers: dict[str, BreakerState] = {}
@@ -70,6 +100,12 @@ class _ReferenceFork:
         self._breakers[name] = outcome.breaker
         return replay.ToolReply(json.dumps(outcome.result, ensure_ascii=False), outcome.is_error,
                          "waiting_human" if outcome.approval is not None else None)
+
+    def guard(self, progress: replay.ForkProgress, name: str | None, arguments: Any) -> replay.GuardFired | None:
+        fired: FiredGuard | None = limit_guard(self._config, seconds=progress.seconds, tokens=progress.tokens)
+        if fired is None and name is not None:
+            fired = tool_guard(self._config, tool_history(progress.messages), progress.tool_calls, name, arguments)
+        return None if fired is None else replay.GuardFired(fired.guard, fired.reason, fired.limit, fired.value)
 
     def follow_up(self, reply: str, recorded: list[str]) -> str | None:
         if recorded and reply.rstrip().endswith("?"):
@@ -114,12 +150,7 @@ def rerun(ctx: replay.RerunContext) -> None:
     """
     recorded, workdir = ctx.recorded, ctx.workdir
     origin, runs = recorded.origin, recorded.runs
-    try:
-        config = AgentConfig(**origin.config)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
-        raise replay.ReplayError(f"session {recorded.session_id} was recorded with agent settings this version "
-                                 f"does not take ({problems}).") from None
+    config = _recorded_config(origin, f"session {recorded.session_id}")
     crash_after = {run.tool_calls_before_end for run, nxt in zip(runs, runs[1:]) if run.crashed and nxt.how == "resume"}
     state: dict[str, Any] = {"tool_calls": 0, "session": None}
 

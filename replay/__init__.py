@@ -23,7 +23,7 @@ from ._errors import (
     ReplayError,
     UnknownTurnError,
 )
-from ._fork import AgentFactory, ForkAgent, ToolReply, ToolsMode, fork
+from ._fork import AgentFactory, ForkAgent, ForkProgress, GuardFired, ToolReply, ToolsMode, fork
 from ._model import ClientFactory, ModelChoice, choose_model
 from ._reconstruct import REPLAY_OF, reconstruct
 from ._records import (
@@ -63,7 +63,9 @@ __all__ = [
     "EditError",
     "Edits",
     "ForkAgent",
+    "ForkProgress",
     "ForkResult",
+    "GuardFired",
     "IncompleteRequestError",
     "ModelChoice",
     "ModelUnreachableError",

@@ -10,7 +10,7 @@ from tracer import Store, canonical_json
 
 from ._errors import ReplayError
 from ._reconstruct import Db, decision_at, decisions, open_store, origin_of, rebuild
-from ._records import Change, ContextDiff, Decision, DecisionDiff, SessionDiff, TurnPair
+from ._records import Change, ContextDiff, Decision, DecisionDiff, Origin, SessionDiff, TurnPair
 
 _PREVIEW = 80
 
@@ -35,8 +35,18 @@ def _lines(value: Any) -> list[str]:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
 
 
-def _udiff(a: Any, b: Any) -> list[str]:
-    return list(difflib.unified_diff(_lines(a), _lines(b), "A", "B", lineterm="", n=1))
+_PLAIN = ("A", "B")
+_REPLAYED = ("recorded", "replayed")
+
+
+def _names(a: str, b: Origin) -> tuple[str, str]:
+    """How to name two sessions' sides in a diff: ``recorded`` and ``replayed`` when the session of
+    origin ``b`` is a replay or fork of session ``a`` (what the Replay page compares), else ``A`` and ``B``."""
+    return _REPLAYED if b.replay_session == a else _PLAIN
+
+
+def _udiff(a: Any, b: Any, names: tuple[str, str]) -> list[str]:
+    return list(difflib.unified_diff(_lines(a), _lines(b), *names, lineterm="", n=1))
 
 
 def _clip(text: str, n: int) -> str:
@@ -53,8 +63,9 @@ def short(d: Decision) -> str:
     return f"{d.action}: {text[:60]}{'…' if len(text) > 60 else ''}" if text else str(d.action)
 
 
-def diff_decisions(a: Decision, b: Decision) -> DecisionDiff:
-    """Two decisions compared: action, tools and arguments (a JSON diff), text, stop reason, deltas."""
+def diff_decisions(a: Decision, b: Decision, names: tuple[str, str] = _PLAIN) -> DecisionDiff:
+    """Two decisions compared: action, tools and arguments (a JSON diff), text, stop reason, deltas;
+    ``names`` label the two sides (see ``_names``)."""
     changes: list[Change] = []
     if a.action != b.action:
         changes.append(Change(field="action", a=a.action, b=b.action))
@@ -63,16 +74,16 @@ def diff_decisions(a: Decision, b: Decision) -> DecisionDiff:
         changes.append(Change(field="tools", a=names_a, b=names_b))
     args_a, args_b = [t["input"] for t in a.tool_uses], [t["input"] for t in b.tool_uses]
     if canonical_json(args_a) != canonical_json(args_b):
-        changes.append(Change(field="arguments", a=args_a, b=args_b, diff=_udiff(args_a, args_b)))
+        changes.append(Change(field="arguments", a=args_a, b=args_b, diff=_udiff(args_a, args_b, names)))
     if (a.text or "") != (b.text or ""):
-        changes.append(Change(field="text", a=a.text, b=b.text, diff=_udiff(a.text or "", b.text or "")))
+        changes.append(Change(field="text", a=a.text, b=b.text, diff=_udiff(a.text or "", b.text or "", names)))
     if a.stop_reason != b.stop_reason:
         changes.append(Change(field="stop_reason", a=a.stop_reason, b=b.stop_reason))
     return DecisionDiff(
         a=a, b=b, same=a.choice() == b.choice(), changes=changes,
         delta_input_tokens=b.input_tokens - a.input_tokens, delta_output_tokens=b.output_tokens - a.output_tokens,
         delta_cost_usd=None if a.cost_usd is None or b.cost_usd is None else b.cost_usd - a.cost_usd,
-        delta_latency_ms=b.latency_ms - a.latency_ms,
+        delta_latency_ms=b.latency_ms - a.latency_ms, labels=names,
     )
 
 
@@ -147,6 +158,7 @@ def diff_sessions_in(store: Store, a: str, b: str) -> SessionDiff:
     (sid_a, da), (sid_b, db) = decisions(store, a), decisions(store, b)
     ob = origin_of(store, sid_b)
     fork_at = ob.replay_turn if ob.replay_kind == "fork" and ob.replay_session == sid_a else None
+    names = _names(sid_a, ob)
     pairs: list[TurnPair] = []
     first: int | None = None
     for t in sorted(set(da) | set(db)):
@@ -160,8 +172,8 @@ def diff_sessions_in(store: Store, a: str, b: str) -> SessionDiff:
             first = t
     divergence = None
     if first is not None and first in da and first in db:
-        divergence = diff_decisions(da[first], db[first])
-    return SessionDiff(a=sid_a, b=sid_b, turns=pairs, first_divergence=first, divergence=divergence)
+        divergence = diff_decisions(da[first], db[first], names)
+    return SessionDiff(a=sid_a, b=sid_b, turns=pairs, first_divergence=first, divergence=divergence, labels=names)
 
 
 def diff_in(store: Store, a: str, b: str, *, context: bool = False) -> DecisionDiff | SessionDiff | ContextDiff:
@@ -178,7 +190,7 @@ def diff_in(store: Store, a: str, b: str, *, context: bool = False) -> DecisionD
     if context:
         body_a, body_b = rebuild(store, da), rebuild(store, db)
         return diff_context(body_a, body_b, a_ref=f"{da.session_id}:{ta}", b_ref=f"{db.session_id}:{tb}")
-    return diff_decisions(da, db)
+    return diff_decisions(da, db, _names(da.session_id, origin_of(store, db.session_id)))
 
 
 def diff(a: str, b: str, *, context: bool = False,

@@ -8,13 +8,16 @@ from it, in recorded order, so no side effect happens twice. The rest depends on
   the call in the reason (nothing is faked), and the user's side is the recorded user messages.
 - ``live``: the session's registered agent (its ``AgentFactory``) runs the other calls and says
   what the user says next. A session whose agent is not registered is refused, never handed to
-  another agent's tools.
+  another agent's tools. The agent's own guards (its loop guard, tool-call and token budgets) are
+  asked before every model call and every tool call, served or live, counting from the start of
+  the origin session, so that a fork stops where production would have stopped.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import tracer
@@ -45,8 +48,44 @@ class ToolReply:
     """A status to stop the fork with after this call (``waiting_human`` …), or ``None``."""
 
 
+@dataclass(frozen=True)
+class ForkProgress:
+    """Where a fork stands, counted as the agent's own guards count: from the start of the origin
+    session, its turns before the fork point included."""
+
+    messages: list[dict[str, Any]]
+    """The conversation as the model sees it, tool results of the current turn so far included."""
+    tool_calls: int
+    """Tool calls made in the session so far."""
+    tokens: int
+    """Tokens used so far: input (cached or not) plus output, of every answered model call."""
+    seconds: float
+    """Time spent in model and tool calls so far."""
+
+
+@dataclass(frozen=True)
+class GuardFired:
+    """A guard of the agent's that stops the fork, recorded as production records it: a
+    ``guard_fired`` event on the turn and the status ``guard:<guard>``."""
+
+    guard: str
+    """Its name (``loop``, ``max_tool_calls``, ``token_budget`` …)."""
+    reason: str
+    """Why, in words."""
+    limit: float = 0
+    """The limit it enforces."""
+    value: float = 0
+    """The value that went over it."""
+
+
 class ForkAgent(Protocol):
     """One fork's agent-specific parts, made by an ``AgentFactory``."""
+
+    def guard(self, progress: ForkProgress, name: str | None, arguments: Any) -> GuardFired | None:
+        """The guard that stops the session here, as the agent's own loop would stop it: before the
+        next model call (``name`` is ``None``), or before the tool call ``name(arguments)`` runs.
+        ``None`` to go on; an agent without guards always answers ``None``."""
+        ...
 
     def run_tool(self, name: str, arguments: dict[str, Any], tool_use_id: str) -> ToolReply:
         """Runs a tool call live (one the recording does not have)."""
@@ -73,7 +112,11 @@ class AgentFactory(Protocol):
 
 
 class _RecordedUser:
-    """The user's side of a fork that runs no agent code: the recorded user messages, in order."""
+    """The user's side of a fork that runs no agent code: the recorded user messages, in order.
+    It has no guards; the fork stops at the first call the recording lacks instead."""
+
+    def guard(self, progress: ForkProgress, name: str | None, arguments: Any) -> GuardFired | None:
+        return None
 
     def follow_up(self, reply: str, recorded: list[str]) -> str | None:
         return recorded.pop(0) if recorded else None
@@ -157,6 +200,11 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
     model = model_for_reconstruction(rec, registered or agent, model_url=model_url, real=real,
                                      client_factory=client_factory, job="a fork")
 
+    before = [t for t in account.turns if t.index < turn]  # what the origin spent before the fork point
+    spent = _Spent(tool_calls=sum(len(t.tool_calls) for t in before),
+                   tokens=sum(_tokens(c) for t in before for c in t.llm_calls if c.status == "ok"),
+                   seconds=sum(c.latency_ms for t in before for c in [*t.llm_calls, *t.tool_calls]) / 1000)
+
     recorder = tracer.Recorder(path)
     status, reason = "max_turns", f"the fork reached {max_turns} turns"
     served = live = 0
@@ -173,10 +221,24 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
             session.turn_index = turn - 1  # the fork's turns carry on the origin's numbering
             messages = list(body.get("messages") or [])
             params = {k: v for k, v in body.items() if k != "messages"}
+
+            def guard(so_far: list[dict[str, Any]], name: str | None = None, arguments: Any = None) -> None:
+                """Stops the fork where the agent's own guards would stop the session."""
+                nonlocal status, reason
+                assert live_agent is not None
+                fired = live_agent.guard(spent.progress(so_far), name, arguments)
+                if fired is not None:
+                    session.event("guard_fired", guard=fired.guard, reason=fired.reason, limit=fired.limit,
+                                  value=fired.value)
+                    status, reason = f"guard:{fired.guard}", fired.reason
+                    raise _Stop
+
             try:
                 for _ in range(max_turns):
                     with session.turn():
+                        guard(messages)
                         reply = send(client, {**params, "messages": messages}, where=model.label, betas=rec.betas)
+                        spent.tokens += _usage_tokens(reply.usage)
                         content = [_block(b) for b in reply.content] or [{"type": "text", "text": "…"}]
                         messages.append({"role": "assistant", "content": content})
                         uses = [b for b in content if b.get("type") == "tool_use"]
@@ -185,6 +247,9 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
                             stop: str | None = None
                             for use in uses:
                                 key = _call_key(use["name"], use["input"])
+                                guard([*messages, {"role": "user", "content": results}] if results else messages,
+                                      use["name"], use["input"])
+                                spent.tool_calls += 1
                                 with session.tool_call(use["name"], use["input"], call_id=use["id"]) as call:
                                     if recorded.get(key):
                                         answer = recorded[key].pop(0)
@@ -248,3 +313,28 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
 
 class _Stop(Exception):
     """Ends the fork's loop; ``status`` and ``reason`` say why."""
+
+
+@dataclass
+class _Spent:
+    """What the session has spent so far, as ``ForkProgress`` counts it."""
+
+    tool_calls: int
+    tokens: int
+    seconds: float
+    started: float = field(default_factory=time.monotonic)
+
+    def progress(self, messages: list[dict[str, Any]]) -> ForkProgress:
+        return ForkProgress(messages=messages, tool_calls=self.tool_calls, tokens=self.tokens,
+                            seconds=self.seconds + time.monotonic() - self.started)
+
+
+def _tokens(call: tracer.LlmCall) -> int:
+    return ((call.input_tokens or 0) + (call.cache_read_tokens or 0) + (call.cache_write_tokens or 0)
+            + (call.output_tokens or 0))
+
+
+def _usage_tokens(usage: Any) -> int:
+    """An API reply's tokens, counted as ``_tokens`` counts a recorded call's."""
+    return (usage.input_tokens + (getattr(usage, "cache_read_input_tokens", None) or 0)
+            + (getattr(usage, "cache_creation_input_tokens", None) or 0) + usage.output_tokens)

@@ -216,6 +216,8 @@ class DecisionDiff(BaseModel):
     """B minus A, ``None`` when either cost is unknown."""
     delta_latency_ms: float
     """B minus A."""
+    labels: tuple[str, str] = ("A", "B")
+    """How to name A and B: ``recorded`` and ``replayed`` when B is a replay or fork of A's session."""
 
 
 class ContextDiff(BaseModel):
@@ -271,6 +273,8 @@ class SessionDiff(BaseModel):
     """The first turn whose decisions differ, ``None`` when they never do."""
     divergence: DecisionDiff | None
     """The decisions at that turn, compared (when both sessions have it)."""
+    labels: tuple[str, str] = ("A", "B")
+    """How to name A and B: ``recorded`` and ``replayed`` when B is a replay or fork of A."""
 
 
 class ForkResult(BaseModel):
@@ -282,7 +286,8 @@ class ForkResult(BaseModel):
     """The decision it forked from."""
     status: str
     """``ok``, ``waiting_human``, ``stopped`` (a tool call was not recorded, under ``--tools recorded``),
-    ``max_turns``."""
+    ``max_turns``, or ``guard:<name>`` (one of the agent's own guards stopped it, as it would have
+    stopped the session in production)."""
     reason: str
     """Why it ended."""
     model_target: str

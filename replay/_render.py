@@ -71,7 +71,9 @@ def run_result(r: RunResult) -> str:
 
 
 def decision_diff(d: DecisionDiff) -> str:
-    lines = [f"A  {d.a.session_id}:{d.a.turn}  {short(d.a)}", f"B  {d.b.session_id}:{d.b.turn}  {short(d.b)}",
+    (la, lb), w = d.labels, max(map(len, d.labels))
+    lines = [f"{la:{w}}  {d.a.session_id}:{d.a.turn}  {short(d.a)}",
+             f"{lb:{w}}  {d.b.session_id}:{d.b.turn}  {short(d.b)}",
              "same decision" if d.same else "the decision changed"]
     for c in d.changes:
         if c.diff:
@@ -86,11 +88,12 @@ def decision_diff(d: DecisionDiff) -> str:
 
 
 def session_diff(d: SessionDiff) -> str:
-    lines = [f"A  {d.a}", f"B  {d.b}", ""]
+    (la, lb), w = d.labels, max(map(len, d.labels))
+    lines = [f"{la:{w}}  {d.a}", f"{lb:{w}}  {d.b}", ""]
     for p in d.turns:
         mark = " " if p.same else "≠"
-        lines.append(f"{mark} turn {p.turn:>3}  A: {p.a or '—'}")
-        lines.append(f"            B: {p.b or '—'}")
+        lines.append(f"{mark} turn {p.turn:>3}  {la + ':':{w + 1}} {p.a or '—'}")
+        lines.append(f"{'':12}{lb + ':':{w + 1}} {p.b or '—'}")
     lines.append("")
     if d.first_divergence is None:
         lines.append("the sessions take the same path")

@@ -65,8 +65,9 @@ def _alert_list() -> None:
         st.info("No alert matches. Widen the filters (resolved alerts are hidden by default), or run the "
                 "detectors with `flightrec detect`.")
         return
+    # The key columns (what happened, last seen) first, in view at 1440 px.
     table = rows.assign(last_seen=[_ui.when(ns) for ns in rows["last_seen_ns"]])[
-        ["severity", "status", "title", "detector", "route", "count", "last_seen", "alert_id"]]
+        ["severity", "status", "title", "last_seen", "count", "detector", "route", "alert_id"]]
     st.caption("Click a row to open its alert: its evidence and the sessions it points at.")
     _ui.table(table, key="alerts_table", opens=lambda row: ("alerts", {"alert": row["alert_id"]}), column_config={
         "title": st.column_config.TextColumn("what happened", width="large"),
@@ -74,6 +75,7 @@ def _alert_list() -> None:
         "last_seen": st.column_config.TextColumn("last seen"),
         "alert_id": st.column_config.TextColumn("alert", width="small"),
     })
+
 
 def _label(key: str) -> str:
     return key.replace("_", " ")

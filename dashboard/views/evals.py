@@ -189,16 +189,18 @@ def _compare(a: str, b: str) -> None:
                               (flips[2], "fail → pass", c.flips_to_pass), (flips[3], "flaky", c.flaky)):
         col.markdown(f"**{title}** ({len(names)})  \n" + (", ".join(f"`{n}`" for n in names) or "none"))
     cases = pd.DataFrame([{
-        "case": k.case_id, "gate": _gate_label(k),
+        "case": k.case_id, "delta": k.delta,
+        "why": k.reasons[0] if k.reasons else "",  # in view at 1440 px, before the statistics
+        "gate": _gate_label(k),
         "baseline": sum(k.baseline) / len(k.baseline) if k.baseline else None,
         "candidate": sum(k.candidate) / len(k.candidate) if k.candidate else None,
-        "delta": k.delta, "trials": f"{_count(k.baseline)} → {_count(k.candidate)}",
-        "change": f"{k.baseline_status or '–'} → {k.candidate_status or '–'}",
-        "p (worse)": k.p_value, "why": k.reasons[0] if k.reasons else ""} for k in c.cases])
+        "trials": f"{_count(k.baseline)} → {_count(k.candidate)}",
+        "change": f"{k.baseline_status or '–'} → {k.candidate_status or '–'}", "p (worse)": k.p_value}
+        for k in c.cases])
     changed = st.toggle("Only cases whose pass rate changed", value=True, key="evals_changed")
     shown = cases[cases["delta"].fillna(0) != 0] if changed else cases
     st.caption("Sort by any column's header; click a case to see its trials in both runs and open their sessions.")
-    # Narrow number columns, so that "why the candidate failed" is in sight at 1440 px.
+    # Narrow number columns, so that more of the statistics are in sight at 1440 px.
     columns = {
         "baseline": st.column_config.NumberColumn("baseline", format="percent", width="small",
                                                   help="The baseline's pass rate."),

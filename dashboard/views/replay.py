@@ -21,6 +21,16 @@ _MAX_TRIALS = 50
 # The last run and fork are kept in the browser session, so that the script's reruns (any widget
 # change) show them again without redoing them.
 _RUN, _FORK = "replay_run_result", "replay_fork_result"
+# The result a button has just produced, to scroll to once: it is drawn below the buttons, out of sight.
+_SCROLL = "replay_scroll_to"
+# A fork's spend next to its origin's from the fork point on: what the fork changed in cost.
+_SPEND = """SELECT count(DISTINCT turn_index) AS decisions,
+                   sum(coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0))
+                       AS input_tokens,
+                   sum(coalesce(output_tokens, 0)) AS output_tokens, sum(cost_usd) AS cost_usd,
+                   count(*) FILTER (cost_usd IS NULL AND status = 'ok') AS unpriced,
+                   (SELECT count(*) FROM tool_calls WHERE session_id = ? AND turn_index >= ?) AS tool_calls
+            FROM llm_calls WHERE session_id = ? AND turn_index >= ?"""
 
 
 @_ui.cached
@@ -105,6 +115,7 @@ def _decision_diff(d: replay.DecisionDiff) -> None:
             st.code("\n".join(c.diff), language="diff", wrap_lines=True)
         else:
             st.markdown(f"**{c.field}**: `{c.a}` → `{c.b}`")
+    st.caption("The replayed decision, with its change from the recorded one:")
     cols = st.columns(4)
     _delta(cols[0], "input tokens", _ui.tokens(d.b.input_tokens), d.delta_input_tokens, f"{d.delta_input_tokens:+,}")
     _delta(cols[1], "output tokens", _ui.tokens(d.b.output_tokens), d.delta_output_tokens,
@@ -115,7 +126,8 @@ def _decision_diff(d: replay.DecisionDiff) -> None:
 
 
 def _delta(where: DeltaGenerator, label: str, value: str, delta: float | None, shown: str | None) -> None:
-    """B's value with its change from A: more is worse (red), and no change is grey, not an up arrow."""
+    """The replayed value with its change from the recorded one: more is worse (red), and no change
+    is grey, not an up arrow."""
     where.metric(label, value, shown, delta_color="off" if not delta else "inverse",
                  delta_arrow="off" if not delta else "auto")
 
@@ -249,6 +261,7 @@ def _run(rec: replay.Reconstruction, edits: replay.Edits, trials: int, model_url
                  for k in range(1, len(result.trials) + 1)]
     st.session_state[_RUN] = {"span": rec.span_id, "edits": edits, "trials": trials, "result": result,
                               "diffs": diffs}
+    st.session_state[_SCROLL] = "replay_run_out"
 
 
 def _fork(rec: replay.Reconstruction, edits: replay.Edits, tools: replay.ToolsMode, model_url: str | None) -> None:
@@ -256,8 +269,11 @@ def _fork(rec: replay.Reconstruction, edits: replay.Edits, tools: replay.ToolsMo
         result = replay.fork(rec.session_id, rec.turn, edits, tools=tools, model_url=model_url, db=store)
         replay.audit(store, result, actor=_ui.actor(), via="dashboard", edits=edits)
         trajectory = replay.diff(rec.session_id, result.session_id, db=store)
+        spend = {label: store.frame(_SPEND, [sid, rec.turn] * 2).iloc[0]
+                 for label, sid in (("recorded (origin)", rec.session_id), ("replayed (fork)", result.session_id))}
     st.session_state[_FORK] = {"span": rec.span_id, "edits": edits, "how": tools, "result": result,
-                               "diff": trajectory}
+                               "diff": trajectory, "spend": spend}
+    st.session_state[_SCROLL] = "replay_fork_out"
 
 
 def _failed(exc: tracer.FlightrecError) -> None:
@@ -304,10 +320,30 @@ def _stale(done: dict[str, Any], edits: replay.Edits | None, what: str) -> None:
                 icon=":material/info:")
 
 
+def _scroll_here(key: str) -> None:
+    """Brings the result a button has just produced into view, once: it is drawn below the
+    buttons, where the user is not looking. Streamlit has no scroll API; its keyed containers
+    carry the class ``st-key-KEY``."""
+    if st.session_state.get(_SCROLL) != key:
+        return
+    del st.session_state[_SCROLL]
+    st.html(f"""<script>(function go(tries) {{
+        const el = window.parent.document.querySelector(".st-key-{key}") || document.querySelector(".st-key-{key}");
+        if (el) el.scrollIntoView({{behavior: "smooth", block: "start"}});
+        else if (tries > 0) setTimeout(() => go(tries - 1), 100);
+    }})(20);</script>""", unsafe_allow_javascript=True, width="content")
+
+
 def _run_result(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
     done = st.session_state.get(_RUN)
     if not done or done["span"] != rec.span_id:
         return
+    with st.container(key="replay_run_out"):
+        _run_body(rec, edits, done)
+    _scroll_here("replay_run_out")
+
+
+def _run_body(rec: replay.Reconstruction, edits: replay.Edits | None, done: dict[str, Any]) -> None:
     result: replay.RunResult = done["result"]
     diffs: list[replay.DecisionDiff] = done["diffs"]
     st.subheader("Re-run")
@@ -342,21 +378,44 @@ def _fork_result(rec: replay.Reconstruction, edits: replay.Edits | None) -> None
     done = st.session_state.get(_FORK)
     if not done or done["span"] != rec.span_id:
         return
+    with st.container(key="replay_fork_out"):
+        _fork_body(rec, edits, done)
+    _scroll_here("replay_fork_out")
+
+
+def _spend_table(spend: dict[str, pd.Series], turn: int) -> None:
+    """The fork's cost and tokens beside the origin's over the same turns (from the fork point on)."""
+    def row(label: str, s: pd.Series) -> str:
+        # One row of a frame comes out as floats: counts are shown as the whole numbers they are.
+        cost = _ui.usd(s.cost_usd) + (f" (+{int(s.unpriced)} unpriced)" if s.unpriced else "")
+        return (f"| {label} | {int(s.decisions)} | {int(s.tool_calls)} | {_ui.tokens(s.input_tokens)} | "
+                f"{_ui.tokens(s.output_tokens)} | {cost} |")
+
+    st.markdown(f"**Cost from turn {turn} on**\n\n| | decisions | tool calls | input tokens | output tokens | cost |\n"
+                "|---|--:|--:|--:|--:|--:|\n" + "\n".join(row(label, s) for label, s in spend.items()))
+
+
+def _fork_body(rec: replay.Reconstruction, edits: replay.Edits | None, done: dict[str, Any]) -> None:
     result: replay.ForkResult = done["result"]
     trajectory: replay.SessionDiff = done["diff"]
     st.subheader("Fork")
     _stale(done, edits, "fork")
-    st.markdown(f"Ended **{result.status}** · answered by {result.model} · tool calls answered from the recording: "
+    guarded = result.status.startswith("guard:")
+    st.markdown(f"Ended **{result.status}**" + (" (the agent's own guard stopped it, as in production)" if guarded
+                                                 else "")
+                + f" · answered by {result.model} · tool calls answered from the recording: "
                 f"{result.recorded_tool_calls}, run live: {result.live_tool_calls}"
                 + (f" (agent {result.agent})" if result.agent else ""))
     st.text(f"Why: {result.reason}")
     _ui.link("session", f"Open the fork session {result.session_id}", id=result.session_id)
+    _spend_table(done["spend"], rec.turn)
+    recorded, replayed = trajectory.labels
     st.dataframe(pd.DataFrame({
         "turn": [p.turn for p in trajectory.turns], "same": [p.same for p in trajectory.turns],
-        "origin": [p.a or "—" for p in trajectory.turns], "fork": [p.b or "—" for p in trajectory.turns],
+        "recorded": [p.a or "—" for p in trajectory.turns], "replayed": [p.b or "—" for p in trajectory.turns],
     }), hide_index=True, width="stretch", column_config={
-        "origin": st.column_config.TextColumn(f"origin {trajectory.a[:13]}", width="large"),
-        "fork": st.column_config.TextColumn(f"fork {trajectory.b[:13]}", width="large"),
+        "recorded": st.column_config.TextColumn(f"{recorded} (origin {trajectory.a[:13]})", width="large"),
+        "replayed": st.column_config.TextColumn(f"{replayed} (fork {trajectory.b[:13]})", width="large"),
     })
     if trajectory.first_divergence is None:
         st.success("The fork takes the same path as its origin.", icon=":material/check:")

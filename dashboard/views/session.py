@@ -1,6 +1,7 @@
 """Session: one session decision by decision: what the model saw, could pick, picked, why, and
-what it cost; its trace as a tree and a waterfall; and what changed in the context between two
-decisions."""
+what it cost; the whole conversation turn by turn; its trace as a tree and a waterfall, with any
+span's details; and what changed in the context between two decisions. Turns where a guard fired,
+a tool failed or an alert points are marked in the decision picker, the conversation and the trace."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ import replay
 import tracer
 from dashboard import _ui
 
-_VIEWS = {"decision": "Decision", "trace": "Trace", "context": "Context diff"}
+_VIEWS = {"decision": "Decision", "chat": "Conversation", "trace": "Trace", "context": "Context diff"}
 _SEGMENTS = ("system", "tools", "history", "tool_results", "retrieved")
 _COLORS = {"system": "#4c78a8", "tools": "#72b7b2", "history": "#f58518", "tool_results": "#54a24b",
            "retrieved": "#b279a2"}
 _CLIP = 1500  # characters of one message block shown before the rest is folded away
-_NEWEST = 8  # messages of the conversation shown before "show all"
+_SHOWN = 8  # messages of a conversation shown before "show all": the customer's first one and the newest
 _REDACTED = re.compile(r"\[REDACTED:[a-z_]+\]")
 # Context-window utilisation that the detectors call a warning and critical. (A page script
 # shows a bare string literal on the page, so constants here are explained in comments.)
@@ -54,16 +55,33 @@ def _context_diff(session_id: str, a: int, b: int) -> replay.ContextDiff | str:
 
 @_ui.cached
 def _spans(session_id: str) -> pd.DataFrame:
+    """The session's spans, a turn's own span with its turn index (where the marks go)."""
     return _ui.frame(
-        """SELECT span_id, parent_span_id, name, start_ns, end_ns, status_code, status_message
-           FROM spans WHERE session_id = ? ORDER BY start_ns, end_ns DESC""", [session_id])
+        """SELECT s.span_id, s.parent_span_id, s.name, s.start_ns, s.end_ns, s.status_code, s.status_message,
+                  t.turn_index AS turn
+           FROM spans s LEFT JOIN (SELECT span_id, turn_index FROM turns WHERE session_id = ?) t USING (span_id)
+           WHERE s.session_id = ? ORDER BY s.start_ns, s.end_ns DESC""", [session_id, session_id])
+
+
+@_ui.cached
+def _span(session_id: str, span_id: str) -> dict[str, Any] | None:
+    """One span's record, with a model call's turn and response or a tool call's arguments and result."""
+    rows = _ui.frame(
+        """SELECT s.name, s.kind, s.start_ns, s.end_ns, s.status_code, s.status_message, s.attributes, s.events,
+                  l.turn_index AS llm_turn, l.response_body, c.arguments, c.result, c.error_type, c.error_message
+           FROM spans s
+           LEFT JOIN (SELECT * FROM llm_calls WHERE session_id = ?) l USING (span_id)
+           LEFT JOIN (SELECT * FROM tool_calls WHERE session_id = ?) c USING (span_id)
+           WHERE s.session_id = ? AND s.span_id = ?""", [session_id, session_id, session_id, span_id])
+    return None if rows.empty else rows.iloc[0].to_dict()
 
 
 @_ui.cached
 def _related(session_id: str) -> pd.DataFrame:
+    # An alert's turns are those of its own session (``session_id``), not of every session it lists.
     return _ui.frame(
-        """SELECT alert_id, severity, title, status FROM alerts
-           WHERE list_contains(session_ids, ?) ORDER BY last_seen_ns DESC""", [session_id])
+        """SELECT alert_id, severity, title, status, CASE WHEN session_id = ? THEN turns ELSE [] END AS turns
+           FROM alerts WHERE list_contains(session_ids, ?) ORDER BY last_seen_ns DESC""", [session_id, session_id])
 
 
 @_ui.cached
@@ -80,12 +98,31 @@ def _recent() -> pd.DataFrame:
     return _ui.frame("SELECT session_id, agent, status, turns FROM sessions ORDER BY start_ns DESC LIMIT 200")
 
 
-def _decision_label(turn: tracer.Turn) -> str:
+def _marks(account: tracer.SessionAccount, alerts: pd.DataFrame) -> dict[int, list[tuple[str, str]]]:
+    """What went wrong at each turn, as (text, kind) badges: a guard that fired, a tool that failed,
+    an alert that points at the turn."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    for t in account.turns:
+        for e in t.events:
+            if e.get("name") == "guard_fired":
+                out.setdefault(t.index, []).append((f"guard: {(e.get('attributes') or {}).get('guard', '?')}", "bad"))
+        failed = [c.tool_name for c in t.tool_calls if c.status != "ok"]
+        if failed:
+            out.setdefault(t.index, []).append((f"tool failed: {', '.join(dict.fromkeys(failed))}", "bad"))
+    for a in alerts.itertuples():
+        for turn in a.turns:
+            out.setdefault(int(turn), []).append((f"alert: {a.severity}", "warn"))
+    return out
+
+
+def _decision_label(turn: tracer.Turn, marks: list[tuple[str, str]]) -> str:
     call = _decision(turn)
+    # A select box shows plain text: the marks are bracketed words, which every font can draw.
+    flags = "".join(f"  [{text}]" for text, _ in marks)
     if call is None:
-        return f"turn {turn.index}"
+        return f"turn {turn.index}{flags}"
     what = ", ".join(call.tools_chosen) if call.tools_chosen else (call.action or call.status)
-    return f"turn {turn.index} · {call.action or 'error'}{' → ' + what if call.tools_chosen else ''}"
+    return f"turn {turn.index} · {call.action or 'error'}{' → ' + what if call.tools_chosen else ''}{flags}"
 
 
 def _decision(turn: tracer.Turn) -> tracer.LlmCall | None:
@@ -104,7 +141,11 @@ _CSS = """<style>
   border-radius:6px;max-height:420px;overflow:auto;margin:4px 0}
 .fr .badge{display:inline-block;padding:1px 8px;margin:2px 4px 2px 0;border-radius:6px;font-size:0.8rem;
   background:rgba(128,132,149,0.15)}
-.fr .badge.on{background:rgba(33,195,84,0.2);color:#177233;font-weight:600}
+.fr .badge.on,.fr .badge.ok{background:rgba(33,195,84,0.2);color:#177233;font-weight:600}
+.fr .badge.bad{background:rgba(228,87,86,0.18);color:#b3261e;font-weight:600}
+.fr .badge.warn{background:rgba(255,170,0,0.22);color:#8a5300;font-weight:600}
+.fr .fold{text-align:center;color:#808495;font-size:0.85rem;border-top:1px dashed rgba(128,132,149,0.5);
+  margin:10px 0;padding-top:4px}
 .fr .grid{display:grid;grid-template-columns:repeat(3,1fr);gap:8px 12px;margin:10px 0}
 .fr .grid small{display:block;color:#808495;font-size:0.78rem}
 .fr .grid b{font-size:1.2rem;font-weight:500}
@@ -119,6 +160,32 @@ _CSS = """<style>
 
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _badge(text: str, kind: str = "") -> str:
+    """A status mark as a coloured word: emoji marks are empty boxes where no emoji font is installed
+    (Debian's Chromium)."""
+    return f'<span class="badge {kind}">{_esc(text)}</span>'
+
+
+def _badges(marks: list[tuple[str, str]]) -> str:
+    return "".join(_badge(text, kind) for text, kind in marks)
+
+
+def _fold(count: int, key: str) -> range:
+    """The messages of a long conversation to leave out: the middle, so that the customer's first
+    message (what the session is about) and the newest ones (what the model weighed most) stay in
+    view. Empty when the user asks for all of them, or there are few."""
+    if count <= _SHOWN:
+        return range(0)
+    hidden = count - _SHOWN
+    if st.toggle(f"Show all {count} messages ({hidden} in the middle are hidden)", key=key):
+        return range(0)
+    return range(1, 1 + hidden)
+
+
+def _folded(hidden: range) -> str:
+    return f'<div class="fold">{len(hidden)} messages hidden ({hidden.start}–{hidden.stop - 1})</div>'
 
 
 def _text(value: str) -> str:
@@ -164,26 +231,29 @@ def _blocks(content: Any) -> str:
 
 def _conversation(request: dict[str, Any], cut: int) -> None:
     messages = request.get("messages") or []
-    first = 0
-    if len(messages) > _NEWEST:
-        # The newest messages are what the model weighed most; a long history is drawn on request.
-        everything = st.toggle(f"Show all {len(messages)} messages (the {len(messages) - _NEWEST} earlier ones "
-                               "are hidden)", key="all_messages")
-        first = 0 if everything else len(messages) - _NEWEST
+    hidden = _fold(len(messages), "all_messages")
     parts = []
     system = request.get("system")
     if system:
-        if isinstance(system, list):
-            system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict))
-        parts.append(f"<details><summary>system prompt</summary>{_text(str(system))}</details>")
+        parts.append(f"<details><summary>system prompt</summary>{_text(_system_text(system))}</details>")
     if cut > 0:
-        parts.append(f'<p class="orange">✂ The history was cut: this request has {cut} message(s) fewer than the '
-                     "previous decision's. The Context diff view shows which.</p>")
-    for i, message in enumerate(messages[first:], start=first):
+        parts.append(f'<p class="orange">{_badge("history cut", "warn")} This request has {cut} message(s) fewer than '
+                     "the previous decision's. The Context diff view shows which.</p>")
+    for i, message in enumerate(messages):
+        if i in hidden:
+            if i == hidden.start:
+                parts.append(_folded(hidden))
+            continue
         role = message.get("role", "user")
         parts.append(f'<div class="msg {_esc(role)}"><div class="muted">message {i} · {_esc(role)}</div>'
                      f"{_blocks(message.get('content'))}</div>")
     st.html(_CSS + f'<div class="fr">{"".join(parts)}</div>')
+
+
+def _system_text(system: Any) -> str:
+    if isinstance(system, list):
+        return "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+    return str(system)
 
 
 def _composition(call: tracer.LlmCall) -> str:
@@ -194,8 +264,8 @@ def _composition(call: tracer.LlmCall) -> str:
     if total:
         bar = "".join(f'<div title="{k}: {n:,} tokens" style="width:{100 * n / total:.2f}%;background:{_COLORS[k]}">'
                       "</div>" for k, n in parts)
-        legend = " ".join(f'<span style="white-space:nowrap"><span style="color:{_COLORS[k]}">■</span> {k} {n:,}'
-                          "</span>" for k, n in parts)
+        legend = " ".join(f'<span style="white-space:nowrap"><span style="display:inline-block;width:10px;height:10px;'
+                          f'border-radius:2px;background:{_COLORS[k]}"></span> {k} {n:,}</span>' for k, n in parts)
         out.append(f'<div class="bar">{bar}</div><div style="font-size:0.8rem;margin-top:3px">{legend}</div>')
     if call.context_utilisation is not None:
         u = call.context_utilisation
@@ -211,8 +281,7 @@ def _tools(call: tracer.LlmCall) -> str:
     names = call.tools_available or sorted(chosen)
     if not names:
         return '<span class="muted">no tools were offered</span>'
-    return "".join(f'<span class="badge on">✓ {_esc(n)}</span>' if n in chosen else f'<span class="badge">{_esc(n)}'
-                   "</span>" for n in names)
+    return "".join(_badge(f"{n} (chosen)", "on") if n in chosen else _badge(n) for n in names)
 
 
 def _costs(call: tracer.LlmCall, attempts: int) -> str:
@@ -249,13 +318,22 @@ def _decision_card(call: tracer.LlmCall, turn: tracer.Turn) -> str:
     # Recorded failures are data, not a fault of this page: marked in red, not in an error box.
     for f in turn.llm_calls:
         if f.status != "ok":
-            out.append(f'<div class="red">⟳ attempt {f.attempt} failed: {_esc(f.error_type or "error")}'
-                       + (f" (HTTP {f.http_status})" if f.http_status else "") + f" after {_ui.ms(f.latency_ms)}</div>")
+            out.append(f'<div class="red">{_badge("retried", "bad")} attempt {f.attempt} failed: '
+                       f'{_esc(f.error_type or "error")}' + (f" (HTTP {f.http_status})" if f.http_status else "")
+                       + f" after {_ui.ms(f.latency_ms)}</div>")
+    out.append(_events(turn))
+    return _CSS + f'<div class="fr">{"".join(out)}</div>'
+
+
+def _events(turn: tracer.Turn) -> str:
+    """What the agent recorded on the turn: guards that fired, approvals asked for …"""
+    out = []
     for event in turn.events:
         attrs = event.get("attributes") or {}
-        out.append(f'<div class="orange">✋ {_esc(event.get("name"))}: '
+        mark = _badge("guard", "bad") if event.get("name") == "guard_fired" else _badge("event", "warn")
+        out.append(f'<div>{mark} {_esc(event.get("name"))}: '
                    + _esc(", ".join(f"{k.split('.')[-1]}={v}" for k, v in attrs.items())) + "</div>")
-    return _CSS + f'<div class="fr">{"".join(out)}</div>'
+    return "".join(out)
 
 
 def _what_it_did(call: tracer.LlmCall, turn: tracer.Turn) -> str:
@@ -272,7 +350,8 @@ def _what_it_did(call: tracer.LlmCall, turn: tracer.Turn) -> str:
         extra = [f"retries {t.retries}" if t.retries else "",
                  f"circuit {t.circuit_state}" if t.circuit_state and t.circuit_state != "closed" else "",
                  f"idempotency key <code>{_esc(t.idempotency_key)}</code>" if t.idempotency_key else ""]
-        out.append(f"<div>{'✅' if ok else '❌'} <code>{_esc(t.tool_name)}</code> returned in {_ui.ms(t.latency_ms)}"
+        out.append(f"<div>{_badge('ok', 'ok') if ok else _badge('failed', 'bad')} <code>{_esc(t.tool_name)}</code> "
+                   f"returned in {_ui.ms(t.latency_ms)}"
                    + "".join(f" · {x}" for x in extra if x) + "</div>")
         if not ok:
             out.append(f'<div class="red">{_esc(t.error_type)}: {_esc(t.error_message)}</div>')
@@ -287,6 +366,8 @@ def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
     call = _decision(turn)
     if call is None:
         st.info("This turn made no LLM call.")
+        if turn.events:  # a guard that stopped the session before the turn's model call
+            st.html(_CSS + f'<div class="fr">{_events(turn)}</div>')
         return
     left, right = st.columns([3, 2], gap="large")
     with right:
@@ -305,7 +386,53 @@ def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
         _ui.raw_json("the exact request (JSON)", request)
 
 
-def _trace(session_id: str) -> None:
+def _chat(account: tracer.SessionAccount, marks: dict[int, list[tuple[str, str]]]) -> None:
+    """The whole conversation as the customer and the agent had it, turn by turn: the last
+    decision's request (which repeats the history) and what the model answered to it."""
+    sid = account.session.session_id
+    turns = [t for t in account.turns if _decision(t) is not None]
+    if not turns:
+        st.info("This session made no LLM call.")
+        return
+    last = turns[-1]
+    call = _decision(last)
+    assert call is not None
+    request = _request(sid, last.index)
+    if isinstance(request, str):
+        st.info(request, icon=":material/visibility_off:")
+        return
+    answer: list[dict[str, Any]] = ([{"type": "text", "text": call.output_text}] if call.output_text else []) + [
+        {"type": "tool_use", "name": u.get("name"), "input": u.get("input")} for u in call.tool_uses]
+    messages = [*(request.get("messages") or []), *([{"role": "assistant", "content": answer}] if answer else [])]
+    if last.tool_calls:  # the last turn's tool results, which no request carried back to the model
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": t.tool_call_id or t.tool_name, "content": t.result or t.error_message
+             or "", "is_error": t.status != "ok"} for t in last.tool_calls]})
+    # The k-th model answer is the k-th decision's, unless the agent cut its history.
+    answers = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    turn_of = dict(zip(answers, (t.index for t in turns))) if len(answers) == len(turns) else {}
+    system = request.get("system")
+    if system:
+        with st.expander("System prompt", expanded=False):
+            st.html(_CSS + f'<div class="fr">{_text(_system_text(system))}</div>')
+    hidden = _fold(len(messages), "all_chat")
+    for i, message in enumerate(messages):
+        if i in hidden:
+            if i == hidden.start:
+                st.html(_CSS + f'<div class="fr">{_folded(hidden)}</div>')
+            continue
+        content = message.get("content")
+        results = isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result"
+                                                     for b in content)
+        role = "assistant" if message.get("role") == "assistant" else "tool" if results else "user"
+        turn = turn_of.get(i)
+        head = f'<div class="muted">turn {turn}</div>' if turn is not None else ""
+        with st.chat_message(role, avatar=":material/build:" if role == "tool" else None):
+            st.html(_CSS + f'<div class="fr">{head}{_badges(marks.get(turn, [])) if turn else ""}'
+                    f"{_blocks(content)}</div>")
+
+
+def _trace(session_id: str, marks: dict[int, list[tuple[str, str]]]) -> None:
     spans = _spans(session_id)
     if spans.empty:
         st.info("No spans recorded for this session.")
@@ -319,19 +446,67 @@ def _trace(session_id: str) -> None:
         start_ms=(spans["start_ns"] - t0) / 1e6, end_ms=(spans["end_ns"] - t0) / 1e6,
         duration_ms=(spans["end_ns"] - spans["start_ns"]) / 1e6,
     )
+    # A turn's span carries its marks, in words; a failed span is red.
+    flags = ["".join(f"  [{text}]" for text, _ in marks.get(int(t), [])) if pd.notna(t) else "" for t in view["turn"]]
+    view["marked"] = [bool(f) for f in flags]
     # Vega trims leading spaces, so the tree's depth is drawn with dots.
-    view["span"] = [f"{i:03d} " + "· " * d + n for i, (d, n) in enumerate(zip(view["depth"], view["name"]))]
+    view["span"] = [f"{i:03d} " + "· " * d + n + flag
+                    for i, (d, n, flag) in enumerate(zip(view["depth"], view["name"], flags))]
+    pick = alt.selection_point(fields=["span_id"], name="span", on="click")
     chart = alt.Chart(view).mark_bar().encode(
         x=alt.X("start_ms:Q", title="ms since the session started"), x2="end_ms:Q",
-        y=alt.Y("span:N", sort=None, title=None, axis=alt.Axis(labelLimit=360, labelFontSize=11, labelOverlap=False)),
+        y=alt.Y("span:N", sort=None, title=None, axis=alt.Axis(labelLimit=420, labelFontSize=11, labelOverlap=False)),
         color=alt.Color("status_code:N", scale=alt.Scale(domain=["UNSET", "OK", "ERROR"],
                                                           range=["#4c78a8", "#54a24b", "#e45756"]), legend=None),
+        stroke=alt.condition("datum.marked", alt.value("#e45756"), alt.value(None)),
         tooltip=["name", alt.Tooltip("duration_ms:Q", format=",.1f"), "status_code", "status_message"],
-    ).properties(height=max(120, 18 * len(view)))
-    st.altair_chart(chart, width="stretch")
+    ).add_params(pick).properties(height=max(120, 18 * len(view)))
+    st.caption("Click a span for its details.")
+    event = st.altair_chart(chart, width="stretch", on_select="rerun", key="trace_chart")
+    picked = [p.get("span_id") for p in (event.selection.get("span") or []) if isinstance(p, dict)] \
+        if event and event.selection else []
+    if picked and picked[0] != _ui.param("span"):
+        st.query_params["span"] = picked[0]  # the URL is a deep link to the span shown
+    span_id = picked[0] if picked else _ui.param("span")
+    if span_id:
+        _span_details(session_id, span_id, t0)
     with st.expander("span table", expanded=False):
         st.dataframe(view[["span", "duration_ms", "status_code", "status_message", "span_id"]], hide_index=True,
                      width="stretch", column_config={"duration_ms": st.column_config.NumberColumn(format="%.1f ms")})
+
+
+def _span_details(session_id: str, span_id: str, t0: int) -> None:
+    """One span: its status and timing, what went in and came out, its attributes and events."""
+    span = _span(session_id, span_id)
+    if span is None:
+        st.warning(f"This session has no span {span_id}; pick one in the trace above.")
+        return
+    kind = {"OK": "ok", "ERROR": "bad"}.get(span["status_code"], "")
+    head = [f"<h4><code>{_esc(span['name'])}</code> {_badge(span['status_code'].lower(), kind)}</h4>",
+            '<div class="grid" style="grid-template-columns:repeat(4,1fr)">'
+            + "".join(f"<div><small>{k}</small><b>{_esc(v)}</b></div>" for k, v in (
+                ("starts at", _ui.ms((span["start_ns"] - t0) / 1e6)),
+                ("duration", _ui.ms((span["end_ns"] - span["start_ns"]) / 1e6)),
+                ("kind", span["kind"]), ("span id", span_id[:16]))) + "</div>"]
+    if span["status_message"]:
+        head.append(f'<div class="red">{_esc(span["status_message"])}</div>')
+    if pd.notna(span["arguments"]) or pd.notna(span["result"]) or pd.notna(span["error_type"]):
+        if pd.notna(span["arguments"]):
+            head.append(f"<h4>Input</h4><pre>{_esc(span['arguments'])}</pre>")
+        if pd.notna(span["error_type"]):
+            head.append(f'<div class="red">{_esc(span["error_type"])}: {_esc(span["error_message"])}</div>')
+        if pd.notna(span["result"]):
+            head.append(f"<h4>Output</h4><pre>{_esc(str(span['result'])[:20_000])}</pre>")
+    with st.container(border=True, key="span_details"):
+        st.html(_CSS + f'<div class="fr">{"".join(head)}</div>')
+        if pd.notna(span["llm_turn"]):
+            request = _request(session_id, int(span["llm_turn"]))
+            _ui.raw_json("Input: the request sent", request)
+            if pd.notna(span["response_body"]):
+                _ui.raw_json("Output: the response", span["response_body"])
+        _ui.raw_json("Attributes", span["attributes"])
+        if pd.notna(span["events"]) and span["events"] not in ("[]", ""):
+            _ui.raw_json("Events", span["events"])
 
 
 def _context_diff_view(session_id: str, turns: list[int], current: int) -> None:
@@ -428,7 +603,7 @@ def render() -> None:
         with st.container(horizontal=True):
             for a in alerts.itertuples():
                 _ui.link("alerts", f"{a.severity}: {a.title[:60]}", alert=a.alert_id)
-    turns = [t for t in account.turns if t.llm_calls or t.tool_calls]
+    turns = [t for t in account.turns if t.llm_calls or t.tool_calls or t.events]
     if not turns:
         st.info("This session has no decisions recorded yet." + (" It is still running." if s.status == "running"
                                                                   else ""))
@@ -438,8 +613,10 @@ def render() -> None:
     if wanted is not None and wanted not in by_index:
         st.warning(f"This session has no turn {wanted}; it has turns {min(by_index)}–{max(by_index)}.")
     indexes = list(by_index)
+    marks = _marks(account, alerts)
     current = st.selectbox("Decision", indexes, index=indexes.index(wanted) if wanted in by_index else 0,
-                           format_func=lambda i: _decision_label(by_index[i]), key=f"turn_{s.session_id}")
+                           format_func=lambda i: _decision_label(by_index[i], marks.get(i, [])),
+                           key=f"turn_{s.session_id}")
     if str(current) != _ui.param("turn"):
         st.query_params["turn"] = str(current)  # keeps the URL a deep link to what is on screen
     # One view at a time: tabs would compute all three on every run.
@@ -449,7 +626,9 @@ def render() -> None:
     if view != (_ui.param("view") or "decision"):
         st.query_params["view"] = view
     if view == "trace":
-        _trace(s.session_id)
+        _trace(s.session_id, marks)
+    elif view == "chat":
+        _chat(account, marks)
     elif view == "context":
         _context_diff_view(s.session_id, [i for i in indexes if by_index[i].llm_calls], current)
     else:

@@ -78,8 +78,9 @@ def render() -> None:
         return
     table = rows.assign(
         session=rows["session_id"].str[:13], started=[_ui.when(ns) for ns in rows["start_ns"]],
-    )[["session", "agent", "started", "status", "turns", "tool_calls", "tool_errors", "tokens", "cost_usd",
-       "duration_ms", "alerts", "status_reason", "session_id"]]
+    # Why a session ended is what a reader scans for: next to its status, in view at 1440 px.
+    )[["session", "status", "status_reason", "agent", "started", "turns", "tool_calls", "tool_errors", "tokens",
+       "cost_usd", "duration_ms", "alerts", "session_id"]]
     st.caption("Click a row to open its session.")
     _ui.table(table, key="sessions_table", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
         "session": st.column_config.TextColumn("session", help="The session id's first characters.", width="small"),

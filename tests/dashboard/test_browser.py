@@ -16,6 +16,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -442,7 +443,7 @@ def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_promp
     browser.click("a", text=f"turn {turns[0]} of that session")
     loaded = _step(browser, screenshots, "1-looping-decision",
                    f"location.pathname === '/session' && location.search.includes('turn={turns[0]}')")
-    assert _selected(browser, "Decision").startswith(f"turn {turns[0]} "), loaded.probe
+    assert re.match(rf"turn {turns[0]}\b", _selected(browser, "Decision")), loaded.probe
 
     # 2. that decision -> replay with an edited system prompt -> the diff
     browser.click("a", text="Replay this turn")
@@ -487,7 +488,7 @@ def test_evals_comparison_to_the_failing_decision(browser, dashboard, served_sto
           f"location.pathname === '/session' && location.search.includes('turn={turn}')")
     text = browser.text()
     assert "Eval trial" in text and case.case_id in text and "failed" in text
-    assert _selected(browser, "Decision").startswith(f"turn {turn} ")
+    assert re.match(rf"turn {turn}\b", _selected(browser, "Decision"))
 
 
 def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard, screenshots):

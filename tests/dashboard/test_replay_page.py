@@ -62,6 +62,7 @@ def test_without_the_approval_rule_the_rerun_refunds_at_once(store, asks_to_conf
     assert "The decision changed" in at.warning[0].value
     assert "**1 of 1 trial** decided differently" in "\n".join(m.value for m in at.markdown)
     assert "calls `issue_refund` with" in [m.value for m in at.markdown]
+    assert any("st-key-replay_run_out" in h.proto.body and "scrollIntoView" in h.proto.body for h in at.html)
 
     replay_id = next(sid for label, sid in _links(at).items() if label.startswith("Open the replay session"))
     with tracer.Store(str(store), read_only=True) as s:
@@ -92,14 +93,38 @@ def test_a_fork_without_the_rule_diverges_at_the_edited_turn(store, asks_to_conf
     _drop_the_approval_rule(at)
     at.button(key="replay_fork").click().run()
     no_exceptions(at)
-    assert f"**First divergence at turn {turn}**" in [m.value for m in at.markdown]
+    markdown = [m.value for m in at.markdown]
+    assert f"**First divergence at turn {turn}**" in markdown
     trajectory = at.dataframe[-1].value
-    assert trajectory.loc[trajectory["turn"] == turn, "fork"].iloc[0].startswith("tool_use issue_refund")
+    assert trajectory.loc[trajectory["turn"] == turn, "replayed"].iloc[0].startswith("tool_use issue_refund")
+    # The two sides are named for what they are, in the table and in the diff of the divergence.
+    assert {"recorded", "replayed"} <= set(trajectory.columns) and not {"A", "B", "origin", "fork"} & set(
+        trajectory.columns)
+    assert any(c.value.startswith("--- recorded\n+++ replayed") for c in at.code)
+    # The fork's cost and tokens beside the origin's over the same turns.
+    spend = next(m for m in markdown if m.startswith(f"**Cost from turn {turn} on**"))
+    assert "| recorded (origin) |" in spend and "| replayed (fork) |" in spend
+    # The page scrolls to the result the button produced, once.
+    assert any("st-key-replay_fork_out" in h.proto.body and "scrollIntoView" in h.proto.body for h in at.html)
+    at.run()
+    assert not any("scrollIntoView" in h.proto.body for h in at.html)
     fork_id = next(sid for label, sid in _links(at).items() if label.startswith("Open the fork session"))
     with tracer.Store(str(store), read_only=True) as s:
         assert replay.reconstruct(fork_id, turn, db=s).origin.replay_kind == "fork"
         (entry,) = [e for e in s.audit_entries() if e.via == "dashboard"]
     assert (entry.action, entry.target, entry.detail["new_session"]) == ("fork", session_id, fork_id)
+
+
+def test_a_fork_of_a_looping_session_stops_at_the_agents_loop_guard(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        session_id, reason = s.sql("SELECT session_id, status_reason FROM sessions WHERE status = 'guard:loop' "
+                                   "ORDER BY session_id LIMIT 1")[0]
+    at = app("replay", id=session_id, turn="1")
+    at.button(key="replay_fork").click().run()
+    no_exceptions(at)
+    ended = next(m.value for m in at.markdown if m.value.startswith("Ended "))
+    assert ended.startswith("Ended **guard:loop** (the agent's own guard stopped it, as in production)")
+    assert f"Why: {reason}" in [t.value for t in at.text]
 
 
 def test_an_unknown_session_is_a_clear_error(store):

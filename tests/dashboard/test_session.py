@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 
+import replay
 import tracer
 from dashboard import _ui
 from tests.dashboard.conftest import app, no_exceptions
@@ -32,9 +36,9 @@ def test_a_deep_link_opens_that_decision_with_what_the_model_saw_picked_and_paid
     assert f"<small>tool calls</small><b>{account.session.tool_calls}" in page
     assert at.selectbox(key=f"turn_{account.session.session_id}").value == 2
     for name in call.tools_available:  # every candidate tool, the chosen ones marked
-        assert f">{name}</span>" in page or f">✓ {name}</span>" in page
+        assert f'<span class="badge ">{name}</span>' in page or f">{name} (chosen)</span>" in page
     for name in call.tools_chosen:
-        assert f'<span class="badge on">✓ {name}</span>' in page
+        assert f'<span class="badge on">{name} (chosen)</span>' in page
     assert f"<small>cost</small><b>{_ui.usd(call.cost_usd)}</b>" in page
     for use in call.tool_uses:
         assert f"Called <code>{use['name']}</code>" in page
@@ -43,17 +47,112 @@ def test_a_deep_link_opens_that_decision_with_what_the_model_saw_picked_and_paid
     assert at.query_params["turn"] == "2"
 
 
-def test_a_long_conversation_shows_its_newest_messages_and_all_on_request(store):
+def test_a_long_conversation_hides_its_middle_not_the_customers_first_message(store):
     account = _longest(store)
     last = max(t.index for t in account.turns if t.llm_calls)
     at = app("session", id=account.session.session_id, turn=str(last))
     total = [c for c in account.turns[-1].llm_calls if c.status == "ok"][-1].message_count
     assert total > 8
-    assert _html(at).count('<div class="msg ') == 8
-    assert f"message {total - 9} ·" not in _html(at) and f"message {total - 1} ·" in _html(at)
+    page = _html(at)
+    assert page.count('<div class="msg ') == 8
+    assert "message 0 · user" in page  # what the session is about
+    assert "message 1 ·" not in page and f"message {total - 8} ·" not in page
+    assert f"message {total - 7} ·" in page and f"message {total - 1} ·" in page
+    assert f"{total - 8} messages hidden (1–{total - 8})" in page
     at.toggle(key="all_messages").set_value(True).run()
     no_exceptions(at)
     assert _html(at).count('<div class="msg ') == total
+
+
+def _session(store, where: str) -> tracer.SessionAccount:
+    with tracer.Store(str(store), read_only=True) as s:
+        sid = s.sql(f"SELECT session_id FROM sessions WHERE {where} ORDER BY session_id LIMIT 1")[0][0]
+        return s.session_account(sid)
+
+
+def test_the_conversation_view_shows_the_whole_session_turn_by_turn(store):
+    account = _longest(store)
+    sid = account.session.session_id
+    at = app("session", id=sid, view="chat")
+    no_exceptions(at)
+    at.toggle(key="all_chat").set_value(True).run()
+    no_exceptions(at)
+    chat = at.get("chat_message")
+    first = account.turns[0]
+    request = replay.reconstruct(sid, first.index, db=str(store)).request
+    opening = request["messages"][0]["content"]
+    bodies = [h.proto.body for h in at.html]
+    assert chat[0].proto.name == "user" and any(str(opening)[:40] in b for b in bodies)
+    decisions = [t for t in account.turns if any(c.status == "ok" for c in t.llm_calls)]
+    assert [m.proto.name for m in chat].count("assistant") == len(decisions)  # one answer per decision
+    assert "tool" in [m.proto.name for m in chat]  # tool results have their own speaker
+    for t in decisions:
+        assert any(f'<div class="muted">turn {t.index}</div>' in b for b in bodies)
+    last = decisions[-1]
+    answer = [c for c in last.llm_calls if c.status == "ok"][-1]
+    if answer.output_text:
+        assert any(html.escape(answer.output_text[:40]) in b for b in bodies)  # the last answer too
+
+
+def test_guards_failed_tools_and_alerts_mark_their_turns(store):
+    account = _session(store, "status = 'guard:loop'")
+    sid = account.session.session_id
+    guarded = next(t.index for t in account.turns if any(e["name"] == "guard_fired" for e in t.events))
+    with tracer.Store(str(store), read_only=True) as s:
+        alert_turns = {t for (turns,) in s.sql("SELECT turns FROM alerts WHERE session_id = ?", [sid]) for t in turns}
+    at = app("session", id=sid)
+    no_exceptions(at)
+    labels = at.selectbox(key=f"turn_{sid}").options
+    assert "[guard: loop]" in labels[[t.index for t in account.turns if t.llm_calls or t.tool_calls].index(guarded)]
+    for t in alert_turns:
+        assert any(o.startswith(f"turn {t} ") and "[alert: " in o for o in labels)
+    at = app("session", id=sid, view="trace")
+    no_exceptions(at)
+    spans = at.dataframe[0].value["span"]
+    assert any("flightrec.turn" in v and "[guard: loop]" in v for v in spans)
+
+    failed = _session(store, "tool_errors > 0")
+    at = app("session", id=failed.session.session_id)
+    no_exceptions(at)
+    bad = next(t.index for t in failed.turns if any(c.status != "ok" for c in t.tool_calls))
+    assert any(o.startswith(f"turn {bad} ") and "[tool failed: " in o
+               for o in at.selectbox(key=f"turn_{failed.session.session_id}").options)
+
+
+def test_a_span_of_the_trace_shows_its_details(store):
+    account = _session(store, "tool_calls > 0")
+    sid = account.session.session_id
+    tool = account.turns[0].tool_calls[0] if account.turns[0].tool_calls else next(
+        c for t in account.turns for c in t.tool_calls)
+    with tracer.Store(str(store), read_only=True) as s:
+        (span_id,) = s.sql("SELECT span_id FROM tool_calls WHERE session_id = ? AND tool_call_id = ?",
+                           [sid, tool.tool_call_id])[0]
+        (chat_id,) = s.sql("SELECT span_id FROM llm_calls WHERE session_id = ? ORDER BY start_ns LIMIT 1", [sid])[0]
+    at = app("session", id=sid, view="trace", span=span_id)
+    no_exceptions(at)
+    details = next(h.proto.body for h in at.html if "<small>starts at</small>" in h.proto.body)
+    assert f"<code>execute_tool {tool.tool_name}</code>" in details
+    assert "<h4>Input</h4>" in details and html.escape(tool.arguments) in details
+    assert "<h4>Output</h4>" in details and "<small>starts at</small>" in details
+    assert "Attributes" in [e.label for e in at.expander]
+    at = app("session", id=sid, view="trace", span=chat_id)
+    no_exceptions(at)
+    assert {"Input: the request sent", "Output: the response", "Attributes"} <= {e.label for e in at.expander}
+    at = app("session", id=sid, view="trace", span="no-such-span")
+    assert not at.exception and "has no span no-such-span" in at.warning[0].value
+
+
+_EMOJI = re.compile("[\u2600-\u27bf\U0001f000-\U0001faff\u2b00-\u2bff\u2300-\u23ff]")
+
+
+@pytest.mark.parametrize("view", ["decision", "chat", "trace"])
+def test_status_marks_are_words_and_colours_not_emoji(store, view):
+    """Emoji are empty boxes in a browser without an emoji font (Debian's Chromium)."""
+    account = _session(store, "status = 'guard:loop'")
+    at = app("session", id=account.session.session_id, view=view, turn="4")
+    no_exceptions(at)
+    drawn = _html(at) + "".join(m.value for m in at.markdown) + "".join(at.selectbox[0].options)
+    assert not _EMOJI.findall(drawn)
 
 
 def test_choosing_another_decision_updates_the_view_and_the_url(store):
@@ -125,3 +224,22 @@ def test_without_an_id_the_page_offers_recent_sessions(store):
     at = app("session")
     no_exceptions(at)
     assert at.selectbox[0].options
+
+
+def test_a_guard_that_fired_before_the_turns_model_call_is_shown_on_its_turn(store):
+    recorder = tracer.Recorder(str(store))
+    try:
+        with recorder.session("support") as session:
+            with session.turn():
+                with session.tool_call("get_order", {"order_id": "A-1"}) as call:
+                    call.set_result("{}")
+            with session.turn():  # stopped before it asked the model anything
+                session.event("guard_fired", guard="time_limit", reason="over its 1 s limit", limit=1, value=2)
+            session.set_status("guard:time_limit", "over its 1 s limit")
+    finally:
+        recorder.shutdown()
+    at = app("session", id=session.id, turn="2")
+    no_exceptions(at)
+    assert at.selectbox(key=f"turn_{session.id}").options[-1] == "turn 2  [guard: time_limit]"
+    assert "This turn made no LLM call." in at.info[0].value
+    assert ">guard</span> guard_fired: guard=time_limit" in _html(at)
