@@ -15,8 +15,8 @@ from dashboard import _ui
 _PER_TOKEN = 1e-6
 _GROUPS = ("model", "agent", "route", "tag", "time")
 _TOP_SESSIONS = 20
-_ROUTE_LINES = 8
-"""Routes drawn in the cost-per-session chart; the others are summed into one line."""
+_ROUTE_LINES = 8  # routes drawn in the cost-per-session chart; the others are summed into one line
+# What every breakdown sums over its calls. (A page script's bare strings would be drawn: comments here.)
 _SUMS = """count(*) AS calls,
            count(*) FILTER (WHERE status = 'ok' AND cost_usd IS NULL) AS unpriced_calls,
            coalesce(sum(cost_usd), 0) AS cost_usd,
@@ -24,7 +24,6 @@ _SUMS = """count(*) AS calls,
            sum(cache_read_tokens) AS cache_read_tokens, sum(cache_write_tokens) AS cache_write_tokens,
            sum(saved_usd) AS saved_usd,
            count(*) FILTER (WHERE cache_read_tokens > 0 AND saved_usd IS NULL) AS unpriced_reads"""
-"""What every breakdown sums over its calls."""
 
 
 def _prices_cte(models: list[str]) -> tuple[str, list[object]]:
@@ -179,8 +178,10 @@ def _breakdown(costs: pd.DataFrame, span: _ui.TimeRange, view: str, step: tuple[
         rows = costs[costs["grp"] == by]
     data = rows.set_index(by)[["cost_usd", "saved_usd"]].rename(
         columns={"cost_usd": "cost", "saved_usd": "cache savings"}).fillna(0.0)
-    st.bar_chart(data, height=260, horizontal=by != "time", stack=False, y_label="USD" if by == "time" else None,
-                 x_label="USD" if by != "time" else None)
+    across = by != "time"
+    # Bars across, one group per row, most expensive first, each tall enough to read its label.
+    st.bar_chart(data, height=min(max(260, 36 * len(data)), 900) if across else 260, horizontal=across, stack=False,
+                 sort="-cost" if across else True, y_label=None if across else "USD", x_label="USD" if across else None)
     _table(rows, by)
     if by == "tag":
         st.caption("A session with several tags counts under each, so the tags add up to more than the total.")
@@ -221,10 +222,10 @@ def _per_route(span: _ui.TimeRange, view: str, first_ns: int, last_ns: int) -> N
     top = per.groupby("route")["cost_usd"].sum().nlargest(_ROUTE_LINES).index
     per = per.assign(route=per["route"].where(per["route"].isin(top), "(other routes)"))
     sums = per.groupby(["bucket", "route"], as_index=False)[["sessions", "cost_usd"]].sum()
-    sums["per_session"] = sums["cost_usd"] / sums["sessions"]
-    chart = sums.pivot(index="bucket", columns="route", values="per_session")
-    chart.index = pd.to_datetime(chart.index, unit="ns", utc=True)
-    st.line_chart(chart, height=280, y_label="USD per session")
+    # Long, not pivoted: a bucket in which a route had no session is a gap its line crosses, not a 0.
+    chart = pd.DataFrame({"time": pd.to_datetime(sums["bucket"], unit="ns", utc=True), "route": sums["route"],
+                          "USD per session": sums["cost_usd"] / sums["sessions"]})
+    st.line_chart(chart, x="time", y="USD per session", color="route", height=300)
     st.caption("Each point is the mean cost of the sessions of that route that started in the bucket.")
 
 
