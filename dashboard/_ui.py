@@ -256,13 +256,24 @@ def bucket(first_ns: int, last_ns: int, *, most: int = _MAX_BUCKETS) -> tuple[in
     return step_s * _NS, label
 
 
-ORIGIN_VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "production": ("production", ("production",)),
-    "evals": ("evals", ("eval",)),
-    "replays": ("replays & forks", ("replay", "fork")),
-    "all": ("all", tracer.ORIGINS),
+@dataclass(frozen=True)
+class OriginView:
+    """One choice of the origin switch."""
+
+    label: str
+    sessions: str
+    """What its sessions are called in a sentence ("eval sessions")."""
+    origins: tuple[str, ...]
+    """The ``sessions.origin`` values it shows."""
+
+
+ORIGIN_VIEWS = {
+    "production": OriginView("production", "production sessions", ("production",)),
+    "evals": OriginView("evals", "eval sessions", ("eval",)),
+    "replays": OriginView("replays & forks", "replays and forks", ("replay", "fork")),
+    "all": OriginView("all", "sessions", tracer.ORIGINS),
 }
-"""The origin switch's choices: its URL value, label, and the ``sessions.origin`` values it shows."""
+"""The origin switch's choices, by their URL value."""
 
 
 def origin_view(key: str, *, default: str = "production") -> str:
@@ -273,7 +284,7 @@ def origin_view(key: str, *, default: str = "production") -> str:
         st.warning(f"`origin={choice}` in the URL is not one of {', '.join(ORIGIN_VIEWS)}; showing {default}.")
         choice = default
     picked = st.segmented_control(
-        "Sessions from", list(ORIGIN_VIEWS), format_func=lambda k: ORIGIN_VIEWS[k][0], default=choice,
+        "Sessions from", list(ORIGIN_VIEWS), format_func=lambda k: ORIGIN_VIEWS[k].label, default=choice,
         key=f"{key}_origin",
         help="Production is live traffic; evals are the trials of eval runs; replays and forks are made from "
              "recorded sessions on the Replay page or with `flightrec replay`.") or choice
@@ -283,7 +294,7 @@ def origin_view(key: str, *, default: str = "production") -> str:
 
 def origin_values(view: str) -> list[str]:
     """The ``sessions.origin`` values an origin view keeps, for ``where_in`` (none: every session)."""
-    return [] if view == "all" else list(ORIGIN_VIEWS[view][1])
+    return [] if view == "all" else list(ORIGIN_VIEWS[view].origins)
 
 
 def shared_query() -> dict[str, str]:

@@ -179,9 +179,9 @@ def _breakdown(costs: pd.DataFrame, span: _ui.TimeRange, view: str, step: tuple[
     data = rows.set_index(by)[["cost_usd", "saved_usd"]].rename(
         columns={"cost_usd": "cost", "saved_usd": "cache savings"}).fillna(0.0)
     across = by != "time"
-    # Bars across, one group per row, most expensive first, each tall enough to read its label.
+    # Bars across, one group per row in the rows' order (most expensive first), each tall enough to read its label.
     st.bar_chart(data, height=min(max(260, 36 * len(data)), 900) if across else 260, horizontal=across, stack=False,
-                 sort="-cost" if across else True, y_label=None if across else "USD", x_label="USD" if across else None)
+                 sort=not across, y_label=None if across else "USD", x_label="USD" if across else None)
     _table(rows, by)
     if by == "tag":
         st.caption("A session with several tags counts under each, so the tags add up to more than the total.")
@@ -236,7 +236,7 @@ def render() -> None:
     costs = _costs(span.lo, span.hi, view)
     total = costs[costs["grp"] == "total"]
     if total.empty or int(total["calls"].iloc[0]) == 0:
-        st.info(f"No LLM call of {_ui.ORIGIN_VIEWS[view][0]} sessions in {span.label}. Pick a wider range, **all**, "
+        st.info(f"No LLM call of {_ui.ORIGIN_VIEWS[view].sessions} in {span.label}. Pick a wider range, **all**, "
                 "or other sessions above; or record some sessions (`make demo`, or point an agent at this store).")
         return
     first_ns, last_ns = int(total["first_ns"].iloc[0]), int(total["last_ns"].iloc[0])

@@ -137,18 +137,18 @@ def render() -> None:
     st.title("Overview")
     span = _ui.time_range("overview")
     view = _ui.origin_view("overview")
-    origin = _ui.ORIGIN_VIEWS[view][0]
+    shown = _ui.ORIGIN_VIEWS[view].sessions
     n, first, last = _extent(span.lo, span.hi, view)
     if n == 0:
         if _extent(0, 2**63 - 1, "all")[0] == 0:
             st.info("This store has no sessions yet. Record some (`make demo`, or point an agent at this store) "
                     "and they will show here.")
         else:
-            st.info(f"No {origin} session started in {span.label}. Pick a wider range, **all**, or other sessions.")
+            st.info(f"No {shown} started in {span.label}. Pick a wider range, **all**, or other sessions above.")
         return
     step_ns, step = _ui.bucket(first, last)
     _metrics(_totals(span.lo, span.hi, view))
-    st.caption(f"{span.label.capitalize()}, {origin} sessions: from {_ui.when(first)} to {_ui.when(last)}, "
+    st.caption(f"{span.label.capitalize()}, {shown}: from {_ui.when(first)} to {_ui.when(last)}, "
                f"in buckets of {step}.")
     _charts(*_series(span.lo, span.hi, step_ns, view), step)
 

@@ -96,10 +96,10 @@ def render() -> None:
     pages = max(1, -(-total // _PAGE_SIZE))
     left, right = st.columns([4, 1])
     right.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="sessions_page")
-    noun = "sessions" if view == "all" else f"{_ui.ORIGIN_VIEWS[view][0]} sessions"
-    left.caption(f"{total:,} {noun} match" + (f"; showing {len(rows):,}" if total > len(rows) else ""))
+    left.caption(f"{total:,} {_ui.ORIGIN_VIEWS[view].sessions} match"
+                 + (f"; showing {len(rows):,}" if total > len(rows) else ""))
     if rows.empty:
-        shown = "" if view == "all" else f" (of the {_ui.ORIGIN_VIEWS[view][0]} sessions: pick **all** above to " \
+        shown = "" if view == "all" else f" (of the {_ui.ORIGIN_VIEWS[view].sessions}: pick **all** above to " \
             "search every session)"
         st.info(f"No session matches{shown}. Clear the search or the filters, or record some sessions (`make demo`, "
                 "or point an agent at this store).")

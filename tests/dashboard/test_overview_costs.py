@@ -58,7 +58,7 @@ def test_the_origin_switch_shows_eval_sessions_and_the_rest(store):
     assert _metrics(at)["Sessions"] == f"{_one(store, 'SELECT count(*) FROM sessions'):,}"
     at = app("sessions", origin="evals")
     no_exceptions(at)
-    assert any(c.value.startswith(f"{evals_count:,} evals sessions match") for c in at.caption)
+    assert any(c.value.startswith(f"{evals_count:,} eval sessions match") for c in at.caption)
     assert at.dataframe[0].value["origin"].str.startswith("eval ").all()
     at = app("sessions")
     assert any(c.value.startswith(f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,} production sessions match")
@@ -74,7 +74,7 @@ def test_an_eval_run_links_to_its_sessions(store):
     assert f"run={run_id}" in link.proto.query_string and "origin=evals" in link.proto.query_string
     at = app("sessions", run=run_id, origin="evals")
     no_exceptions(at)
-    assert any(c.value.startswith(f"{trials:,} evals sessions match") for c in at.caption), \
+    assert any(c.value.startswith(f"{trials:,} eval sessions match") for c in at.caption), \
         [c.value for c in at.caption]
     assert at.dataframe[0].value["origin"].str.startswith(f"eval {run_id[:8]}").all()
 
@@ -82,7 +82,7 @@ def test_an_eval_run_links_to_its_sessions(store):
 def test_overview_range_is_a_deep_link(store):
     at = app("overview", range="custom", **{"from": "2001-01-01", "to": "2001-01-31"})
     no_exceptions(at)
-    assert "No production session started in 2001-01-01 to 2001-01-31" in at.info[0].value
+    assert "No production sessions started in 2001-01-01 to 2001-01-31" in at.info[0].value
     at = app("overview", range="1h")
     no_exceptions(at)
     assert _metrics(at)["Sessions"] == f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,}"
