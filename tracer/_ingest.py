@@ -301,7 +301,7 @@ class Ingestor:
             if r.parent_span_id is None or op == "invoke_agent":
                 marks = marks_of(attrs)
                 if marks is not None:
-                    delta.marks = marks
+                    delta.marks = marks if delta.marks is None else delta.marks.merged(marks)
             if r.parent_span_id is None and (not own or A.CONVERSATION_ID not in attrs):
                 # The root span of another instrumentation's trace (or of a trace with no session)
                 # ends its session; a later trace of the same conversation carries it on.

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -60,6 +60,11 @@ class SessionMarks:
     source_session_id: str | None = None
     route: str | None = None
     tags: list[str] | None = None
+
+    def merged(self, later: SessionMarks) -> SessionMarks:
+        """These marks, completed by those of a later root span of the same session (a resumed run)."""
+        return SessionMarks(*(mine if mine is not None else theirs for mine, theirs in zip(
+            astuple(self), astuple(later), strict=True)))
 
 
 def marks_of(attributes: Mapping[str, Any]) -> SessionMarks | None:
