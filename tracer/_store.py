@@ -325,6 +325,9 @@ class Store:
         except duckdb.Error as exc:
             raise _map_open_error(self.path, exc) from None
         try:
+            # DuckDB draws a progress bar on stdout for a long statement (migration 10 reads the whole
+            # store): into the output of whatever command opened the store, `--json` included.
+            self._con.execute("SET enable_progress_bar = false")
             self._migrate()
         except BaseException:
             self._con.close()
