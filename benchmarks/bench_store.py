@@ -49,7 +49,7 @@ import tracer  # noqa: E402
 import tracer._export  # noqa: E402
 from tracer import _attributes as A  # noqa: E402
 from tracer._ingest import _SESSION_SUMS, Batch, Ingestor, from_readable  # noqa: E402
-from tracer._store import _COLUMNS, _SESSION_COLUMNS, Store  # noqa: E402
+from tracer._store import _COLUMNS, _SESSION_COLUMNS, Store, _marks  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -209,7 +209,7 @@ def run_direct(spans: Sequence[Any], path: str) -> dict[str, float]:
 def session_rows(batch: Batch) -> list[tuple[Any, ...]]:
     return [
         (d.session_id, d.trace_id, d.agent, d.start_ns, d.end_ns, d.ended, d.status if d.ended else "running",
-         d.status_reason, d.content_mode, *(d.sums[c] for c in _SESSION_SUMS), d.cost_usd)
+         d.status_reason, d.content_mode, *(d.sums[c] for c in _SESSION_SUMS), d.cost_usd, *_marks(d.marks))
         for d in batch.sessions.values()
     ]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -211,3 +213,126 @@ def url(page: str, **query: Any) -> str:
 
     q = urlencode({k: v for k, v in query.items() if v is not None})
     return f"/{page}?{q}" if q else f"/{page}"
+
+
+# -- the time range and the origin switch, shared by Overview, Sessions and Costs ------------------
+
+_NS = 1_000_000_000
+_RANGES = {"1h": ("last hour", 3600), "24h": ("24 h", 86_400), "7d": ("7 d", 7 * 86_400),
+           "30d": ("30 d", 30 * 86_400), "all": ("all", None), "custom": ("custom", None)}
+_DEFAULT_RANGE = "all"
+# A store recorded in a couple of minutes (the demo) and one recorded over months both get a
+# chart of a few dozen points: the bucket is the smallest of these that keeps under _MAX_BUCKETS.
+_STEPS_S = (1, 5, 15, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86_400, 7 * 86_400)
+_MAX_BUCKETS = 60
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """The range a page shows, as [lo, hi) in ns since the epoch."""
+
+    lo: int
+    hi: int
+    label: str
+    """How the page names it ("the 24 h", "2025-01-01 to 2025-01-31", "all time")."""
+
+
+def time_range(key: str) -> TimeRange:
+    """The range picker (``?range=`` 1h, 24h, 7d, 30d, all, or custom with ``&from=&to=`` dates in
+    UTC): the URL's range, written back as the user changes it, so a link keeps it. ``key`` keeps
+    each page's widget state apart; the URL parameter is the same on every page."""
+    choice = param("range") or _DEFAULT_RANGE
+    if choice not in _RANGES:
+        st.warning(f"`range={choice}` in the URL is not one of {', '.join(_RANGES)}; showing all.")
+        choice = _DEFAULT_RANGE
+    left, right = st.columns([3, 2])
+    picked_key = left.segmented_control("Range", list(_RANGES), format_func=lambda k: _RANGES[k][0], default=choice,
+                                        key=f"{key}_range") or choice
+    now = time.time_ns()
+    st.query_params["range"] = picked_key
+    if picked_key == "custom":
+        today = dt.datetime.now(dt.UTC).date()
+        picked = right.date_input("From – to (UTC)", value=(_date(param("from"), today - dt.timedelta(days=7)),
+                                                             _date(param("to"), today)), key=f"{key}_dates")
+        start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (today, today)
+        st.query_params.update({"from": start.isoformat(), "to": end.isoformat()})
+        lo = int(dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()) * _NS
+        hi = int(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()) * _NS
+        return TimeRange(lo, hi, f"{start} to {end}")
+    for stale in ("from", "to"):
+        st.query_params.pop(stale, None)
+    seconds = _RANGES[picked_key][1]
+    # "all" also reaches past now: a collector's clock may run ahead of the dashboard's.
+    if seconds is None:
+        return TimeRange(0, 2**63 - 1, "all time")
+    return TimeRange(now - seconds * _NS, now, f"the {_RANGES[picked_key][0]}")
+
+
+def _date(text: str | None, default: dt.date) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text) if text else default
+    except ValueError:
+        st.warning(f"`{text}` in the URL is not a date (YYYY-MM-DD); it was ignored.")
+        return default
+
+
+def bucket(first_ns: int, last_ns: int, *, most: int = _MAX_BUCKETS) -> tuple[int, str]:
+    """The bucket for a time chart from ``first_ns`` to ``last_ns`` (in ns, with its label): the
+    smallest step that keeps it under ``most`` points, so a minute-long demo and a year of traffic
+    both get a readable chart."""
+    step_s = next((s for s in _STEPS_S if (last_ns - first_ns) / (s * _NS) < most), _STEPS_S[-1])
+    if step_s < 60:
+        label = f"{step_s} s"
+    elif step_s < 3600:
+        label = f"{step_s // 60} min"
+    elif step_s < 86_400:
+        label = f"{step_s // 3600} h"
+    else:
+        label = f"{step_s // 86_400} d"
+    return step_s * _NS, label
+
+
+@dataclass(frozen=True)
+class OriginView:
+    """One choice of the origin switch."""
+
+    label: str
+    sessions: str
+    """What its sessions are called in a sentence ("eval sessions")."""
+    origins: tuple[str, ...]
+    """The ``sessions.origin`` values it shows."""
+
+
+ORIGIN_VIEWS = {
+    "production": OriginView("production", "production sessions", ("production",)),
+    "evals": OriginView("evals", "eval sessions", ("eval",)),
+    "replays": OriginView("replays & forks", "replays and forks", ("replay", "fork")),
+    "all": OriginView("all", "sessions", tracer.ORIGINS),
+}
+"""The origin switch's choices, by their URL value."""
+
+
+def origin_view(key: str, *, default: str = "production") -> str:
+    """The origin switch (``?origin=`` production, evals, replays, all): production by default, so
+    that eval trials, replays and forks do not count as traffic; written back to the URL."""
+    choice = param("origin") or default
+    if choice not in ORIGIN_VIEWS:
+        st.warning(f"`origin={choice}` in the URL is not one of {', '.join(ORIGIN_VIEWS)}; showing {default}.")
+        choice = default
+    picked = st.segmented_control(
+        "Sessions from", list(ORIGIN_VIEWS), format_func=lambda k: ORIGIN_VIEWS[k].label, default=choice,
+        key=f"{key}_origin",
+        help="Production is live traffic; evals are the trials of eval runs; replays and forks are made from "
+             "recorded sessions on the Replay page or with `flightrec replay`.") or choice
+    st.query_params["origin"] = picked
+    return picked
+
+
+def origin_values(view: str) -> list[str]:
+    """The ``sessions.origin`` values an origin view keeps, for ``where_in`` (none: every session)."""
+    return [] if view == "all" else list(ORIGIN_VIEWS[view].origins)
+
+
+def shared_query() -> dict[str, str]:
+    """The range and origin in the URL, for a link to another page that shows the same ones."""
+    return {k: v for k in ("range", "from", "to", "origin") if (v := param(k)) is not None}

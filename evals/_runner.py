@@ -142,7 +142,9 @@ def _execute(agent: EvalAgent, cases: Sequence[Case], trials: int, concurrency: 
         started = time.perf_counter()
         got: str | BaseException
         try:
-            got = agent.run_trial(trial.case, recorder=recorder, seed=trial.seed)
+            # Its sessions are marked as this run's, so that the store tells them from production.
+            with tracer.eval_trial(run_id, trial.case.id, trial.k):
+                got = agent.run_trial(trial.case, recorder=recorder, seed=trial.seed)
         except Exception as exc:  # one trial's failure is that trial's result, not the run's end
             got = exc
         return got, time.perf_counter() - started

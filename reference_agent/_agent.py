@@ -530,6 +530,11 @@ def _run_attributes(spec: RunSpec, config: AgentConfig) -> dict[str, Any]:
         attributes["flightrec.misbehave"] = list(spec.misbehave)
     if spec.faults:
         attributes["flightrec.faults"] = list(spec.faults)
+    # Tags are what Costs breaks spending down by besides the route (the scenario): how the session ran.
+    tags = [*(["stream"] if config.stream else []), *(f"misbehave:{m}" for m in spec.misbehave),
+            *(["faults"] if spec.faults else [])]
+    if tags:
+        attributes["flightrec.tags"] = tags
     return attributes
 
 

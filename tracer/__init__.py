@@ -45,6 +45,7 @@ from ._loops import (
     outcome_key,
     outcome_key_sql,
 )
+from ._origin import ORIGINS, Origin, eval_trial
 from ._presidio import presidio_redactor
 from ._pricing import ModelPrice, PriceTable, Usage
 from ._recorder import Recorder, __version__, configure
@@ -111,6 +112,8 @@ __all__ = [
     "LoopRules",
     "ModelPrice",
     "NotRebuildableError",
+    "ORIGINS",
+    "Origin",
     "PriceTable",
     "PruneResult",
     "Recorder",
@@ -142,6 +145,7 @@ __all__ = [
     "canonical_arguments",
     "canonical_json",
     "configure",
+    "eval_trial",
     "connect",
     "current_session",
     "default_db_path",

@@ -26,6 +26,7 @@ from . import _foreign
 from ._canonical import canonical_json, content_key
 from ._decision import ToolKinds, context_chars, context_tokens
 from ._loops import call_keys
+from ._origin import SessionMarks, marks_of
 from ._pricing import PriceTable, Usage
 from ._split import Splitter
 from ._validate import BAD_BODY
@@ -170,6 +171,8 @@ class SessionDelta:
     content_mode: str | None = None
     cost_usd: float = 0.0
     sums: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SESSION_SUMS, 0))
+    marks: SessionMarks | None = None
+    """Origin, route and tags from the session's root span (``tracer._origin``); ``None``: none seen yet."""
 
 
 @dataclass
@@ -294,13 +297,17 @@ class Ingestor:
             else:
                 delta.start_ns = min(delta.start_ns, r.start_ns)
                 delta.end_ns = max(delta.end_ns, r.end_ns)
+            op = attrs.get(A.OPERATION)
+            if r.parent_span_id is None or op == "invoke_agent":
+                marks = marks_of(attrs)
+                if marks is not None:
+                    delta.marks = marks if delta.marks is None else delta.marks.merged(marks)
             if r.parent_span_id is None and (not own or A.CONVERSATION_ID not in attrs):
                 # The root span of another instrumentation's trace (or of a trace with no session)
                 # ends its session; a later trace of the same conversation carries it on.
                 delta.trace_id = r.trace_id
                 delta.ended = True
                 delta.status = "error" if r.status_code == "ERROR" else "ok"
-            op = attrs.get(A.OPERATION)
             call = None
             if not duplicate and op == "chat" and (own or A.REQUEST_SHA256 in attrs):  # flightrec's conventions
                 call = self._llm_call(batch, r, session_id, delta)

@@ -268,6 +268,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         COMMENT ON COLUMN content.hash IS 'the first 128 bits of the SHA-256 of body, in hex (64 digits before v9)';
         """,
     ),
+    Migration(
+        10,
+        "sessions say where they come from (production, eval, replay, fork) and carry their route and tags",
+        # Filled from what the store holds: a replay's or fork's session span names its kind and source
+        # session, a session span may name a route (else its scenario, as the detectors read it) and tags,
+        # and an eval run's results name their trials' sessions. Everything else is production.
+        """
+        ALTER TABLE sessions ADD COLUMN origin VARCHAR DEFAULT 'production';
+        ALTER TABLE sessions ADD COLUMN eval_run_id VARCHAR;
+        ALTER TABLE sessions ADD COLUMN eval_case_id VARCHAR;
+        ALTER TABLE sessions ADD COLUMN source_session_id VARCHAR;
+        ALTER TABLE sessions ADD COLUMN route VARCHAR;
+        ALTER TABLE sessions ADD COLUMN tags VARCHAR[];
+        UPDATE sessions SET
+            origin = coalesce(m.origin, sessions.origin), source_session_id = m.source, route = m.route, tags = m.tags
+        FROM (
+            SELECT session_id,
+                   max(CASE WHEN kind = 'fork' THEN 'fork' WHEN kind IS NOT NULL THEN 'replay' END) AS origin,
+                   max(source) FILTER (WHERE kind IS NOT NULL) AS source, max(route) AS route, max(tags) AS tags
+            FROM (
+                SELECT session_id, json_extract_string(attributes, '$."flightrec.replay.kind"') AS kind,
+                       json_extract_string(attributes, '$."flightrec.replay.session"') AS source,
+                       coalesce(json_extract_string(attributes, '$."flightrec.route"'),
+                                json_extract_string(attributes, '$."flightrec.scenario"')) AS route,
+                       TRY_CAST(json_extract(attributes, '$."flightrec.tags"') AS VARCHAR[]) AS tags
+                FROM spans WHERE parent_span_id IS NULL OR starts_with(name, 'invoke_agent'))
+            GROUP BY session_id
+        ) m
+        WHERE sessions.session_id = m.session_id;
+        UPDATE sessions SET origin = 'eval', eval_run_id = r.run_id, eval_case_id = r.case_id, source_session_id = NULL
+        FROM eval_results r WHERE sessions.session_id = r.session_id;
+        ALTER TABLE sessions ALTER COLUMN origin SET NOT NULL;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

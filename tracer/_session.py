@@ -29,6 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from . import _attributes as A
+from ._origin import ambient_marks
 
 if TYPE_CHECKING:
     from ._recorder import Recorder
@@ -125,6 +126,7 @@ class Session:
                 A.CONVERSATION_ID: session_id,
                 A.CONTENT_MODE: recorder.content,
                 **recorder.policy.metadata(attributes),
+                **ambient_marks(),
             },
             links=[Link(SpanContext(int(t, 16), int(sp, 16), is_remote=True)) for t, sp in links],
         )

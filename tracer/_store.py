@@ -45,6 +45,7 @@ from ._holder import find_holder
 from ._ingest import _SESSION_SUMS, LLM_CALL_COLUMNS, Batch
 from ._loops import outcome_key_sql
 from ._migrations import LATEST, MIGRATIONS
+from ._origin import SessionMarks
 from ._records import (
     AgentRun,
     AlertRecord,
@@ -87,13 +88,18 @@ roughly in time order, so the range lets DuckDB skip all but the newest row grou
 _LLM = {c: i for i, c in enumerate(_COLUMNS["llm_calls"])}
 _SESSION_COLUMNS = (
     "session_id", "trace_id", "agent", "start_ns", "end_ns", "ended", "status", "status_reason", "content_mode",
-    *_SESSION_SUMS, "cost_usd",
+    *_SESSION_SUMS, "cost_usd", "origin", "eval_run_id", "eval_case_id", "source_session_id", "route", "tags",
 )
+
+
+_SESSION_MARKS = ("eval_run_id", "eval_case_id", "source_session_id", "route", "tags")
 
 
 def _combined_session(first: str, other: str) -> str:
     """The SET clause that adds session row ``other`` into ``first``: counts add up, the span of
-    time widens, and ``first``'s end, status and names win where it has them."""
+    time widens, and ``first``'s end, status and names win where it has them. A batch's origin is
+    NULL until the session's root span arrives (its turns come first); an origin other than
+    production, once known, stays."""
     return f"""
     trace_id = coalesce({first}.trace_id, {other}.trace_id),
     agent = coalesce({first}.agent, {other}.agent),
@@ -104,7 +110,10 @@ def _combined_session(first: str, other: str) -> str:
     status_reason = CASE WHEN {first}.ended THEN {first}.status_reason ELSE {other}.status_reason END,
     content_mode = coalesce({first}.content_mode, {other}.content_mode),
     {", ".join(f"{c} = {_saturated(f'{first}.{c}', f'{other}.{c}', c)}" for c in _SESSION_SUMS)},
-    cost_usd = {first}.cost_usd + {other}.cost_usd"""
+    cost_usd = {first}.cost_usd + {other}.cost_usd,
+    origin = CASE WHEN coalesce({first}.origin, 'production') = 'production' THEN {other}.origin
+                  ELSE {first}.origin END,
+    {", ".join(f"{c} = coalesce({first}.{c}, {other}.{c})" for c in _SESSION_MARKS)}"""
 
 
 _BIGINT_SUMS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"})
@@ -126,7 +135,8 @@ UPDATE sessions SET {_combined_session("b", "sessions")}
 FROM _batch_sessions b WHERE sessions.session_id = b.session_id
 RETURNING session_id
 """
-_SESSION_INSERT = f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)}) SELECT * FROM _batch_new_sessions"
+_SESSION_INSERT = (f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)}) "
+                   "SELECT * REPLACE (coalesce(origin, 'production') AS origin) FROM _batch_new_sessions")
 _MERGED_TABLES = ("spans", "llm_calls", "tool_calls", "turns", "message_chain")
 _SESSION_MERGE = f"""
 UPDATE sessions SET {_combined_session("sessions", "a")}
@@ -247,6 +257,13 @@ def _without(batch: Batch, stored: set[tuple[str, str]]) -> Batch:
     return kept
 
 
+def _marks(marks: SessionMarks | None) -> tuple[Any, ...]:
+    """A session row's origin, its ids, route and tags, in ``_SESSION_COLUMNS`` order (NULL: not known yet)."""
+    if marks is None:
+        return (None,) * 6
+    return marks.origin, marks.eval_run_id, marks.eval_case_id, marks.source_session_id, marks.route, marks.tags
+
+
 def _first(rows: list[tuple[Any, ...]], stored: set[tuple[str, str]], trace: int, span: int,
            ) -> list[tuple[Any, ...]]:
     """The rows of spans not in ``stored``, each span's first only."""
@@ -308,6 +325,9 @@ class Store:
         except duckdb.Error as exc:
             raise _map_open_error(self.path, exc) from None
         try:
+            # DuckDB draws a progress bar on stdout for a long statement (migration 10 reads the whole
+            # store): into the output of whatever command opened the store, `--json` included.
+            self._con.execute("SET enable_progress_bar = false")
             self._migrate()
         except BaseException:
             self._con.close()
@@ -389,7 +409,7 @@ class Store:
             with self._lock, self._con.cursor() as cursor:  # a cursor: the connection may hold a result
                 types = self._write_types = {
                     name: cursor.sql(f"SELECT {', '.join(columns)} FROM {name} LIMIT 0").to_arrow_table().schema.types
-                    for name, columns in _COLUMNS.items()
+                    for name, columns in (*_COLUMNS.items(), ("sessions", _SESSION_COLUMNS))
                 }
         tables: dict[str, pa.Table] = {}
         if not batch.spans:
@@ -416,10 +436,10 @@ class Store:
             rows = [
                 (d.session_id, d.trace_id, d.agent, d.start_ns, d.end_ns, d.ended,
                  d.status if d.ended else "running", d.status_reason, d.content_mode,
-                 *(d.sums[c] for c in _SESSION_SUMS), d.cost_usd)
+                 *(d.sums[c] for c in _SESSION_SUMS), d.cost_usd, *_marks(d.marks))
                 for d in batch.sessions.values()
             ]
-            tables["sessions"] = _table(_SESSION_COLUMNS, rows)
+            tables["sessions"] = _table(_SESSION_COLUMNS, rows, types["sessions"])
         return tables
 
     def write(self, batch: Batch) -> None:

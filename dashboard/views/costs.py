@@ -1,7 +1,9 @@
-"""Costs: where the money goes, by model, agent and day, and what the prompt cache saved.
+"""Costs: where the money goes, by model, agent, route, tag and time, the sessions that cost most,
+and what the prompt cache saved, over the range and the sessions (production by default) picked.
 
 A call whose model has no known price has an unknown cost (``llm_calls.cost_usd`` is NULL): it is
-counted and flagged, never summed as 0, so a group with such calls shows a lower bound.
+counted and flagged, never summed as 0, so a group with such calls shows a lower bound. A call is in
+the range when it started in it; a session (top sessions, cost per session) when it started in it.
 """
 
 import pandas as pd
@@ -11,7 +13,17 @@ import tracer
 from dashboard import _ui
 
 _PER_TOKEN = 1e-6
-_GROUPS = ("model", "agent", "day")
+_GROUPS = ("model", "agent", "route", "tag", "time")
+_TOP_SESSIONS = 20
+_ROUTE_LINES = 8  # routes drawn in the cost-per-session chart; the others are summed into one line
+# What every breakdown sums over its calls. (A page script's bare strings would be drawn: comments here.)
+_SUMS = """count(*) AS calls,
+           count(*) FILTER (WHERE status = 'ok' AND cost_usd IS NULL) AS unpriced_calls,
+           coalesce(sum(cost_usd), 0) AS cost_usd,
+           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           sum(cache_read_tokens) AS cache_read_tokens, sum(cache_write_tokens) AS cache_write_tokens,
+           sum(saved_usd) AS saved_usd,
+           count(*) FILTER (WHERE cache_read_tokens > 0 AND saved_usd IS NULL) AS unpriced_reads"""
 
 
 def _prices_cte(models: list[str]) -> tuple[str, list[object]]:
@@ -27,32 +39,102 @@ def _prices_cte(models: list[str]) -> tuple[str, list[object]]:
 
 
 @_ui.cached
-def _costs() -> pd.DataFrame:
-    """One scan of the calls, grouped by model, by agent, by day, and in total (``grp`` says which).
-    The model is the one that answered, as the recorder priced it."""
-    models = _ui.frame("SELECT DISTINCT coalesce(response_model, model) AS m FROM llm_calls "
-                       "WHERE m IS NOT NULL")["m"].tolist()
-    cte, params = _prices_cte(models)
+def _models() -> list[str]:
+    return _ui.frame("SELECT DISTINCT coalesce(response_model, model) AS m FROM llm_calls "
+                     "WHERE m IS NOT NULL")["m"].tolist()
+
+
+def _calls(lo: int, hi: int, view: str) -> tuple[str, list[object]]:
+    """The ``WITH`` head that every breakdown reads: the calls in the range of the view's sessions,
+    with their session's agent, route and tags, and what their cache reads saved. The model is the
+    one that answered, as the recorder priced it."""
+    cte, params = _prices_cte(_models())
+    origins = _ui.origin_values(view)
+    # A call whose session row is missing (its root span never came) counts as production, like its session would.
+    where = f" AND coalesce(s.origin, 'production') IN ({', '.join('?' * len(origins))})" if origins else ""
+    return f"""WITH {cte},
+        calls AS (
+            SELECT coalesce(c.response_model, c.model, '(none)') AS model, coalesce(s.agent, '(none)') AS agent,
+                   coalesce(s.route, '(none)') AS route, s.tags, c.start_ns, c.status, c.cost_usd, c.input_tokens,
+                   c.output_tokens, c.cache_read_tokens, c.cache_write_tokens,
+                   c.cache_read_tokens * (p.input - p.cache_read) AS saved_usd
+            FROM llm_calls c LEFT JOIN sessions s USING (session_id)
+            LEFT JOIN prices p ON p.model = coalesce(c.response_model, c.model)
+            WHERE c.start_ns >= ? AND c.start_ns < ?{where})""", [*params, lo, hi, *origins]
+
+
+@_ui.cached
+def _costs(lo: int, hi: int, view: str) -> pd.DataFrame:
+    """One scan of the calls, grouped by model, by agent, by route, and in total (``grp`` says which);
+    the total row also holds the first and last call's start, for the time buckets."""
+    head, params = _calls(lo, hi, view)
     return _ui.frame(
-        f"""WITH {cte},
-            calls AS (
-                SELECT coalesce(c.response_model, c.model, '(none)') AS model, coalesce(s.agent, '(none)') AS agent,
-                       make_timestamp(c.start_ns // 1000)::DATE AS day, c.status, c.cost_usd, c.input_tokens,
-                       c.output_tokens, c.cache_read_tokens, c.cache_write_tokens,
-                       c.cache_read_tokens * (p.input - p.cache_read) AS saved_usd
-                FROM llm_calls c LEFT JOIN sessions s USING (session_id)
-                LEFT JOIN prices p ON p.model = coalesce(c.response_model, c.model))
-            SELECT CASE GROUPING(model, agent, day) WHEN 3 THEN 'model' WHEN 5 THEN 'agent' WHEN 6 THEN 'day'
+        f"""{head}
+            SELECT CASE GROUPING(model, agent, route) WHEN 3 THEN 'model' WHEN 5 THEN 'agent' WHEN 6 THEN 'route'
                    ELSE 'total' END AS grp,
-                   model, agent, day, count(*) AS calls,
-                   count(*) FILTER (WHERE status = 'ok' AND cost_usd IS NULL) AS unpriced_calls,
-                   coalesce(sum(cost_usd), 0) AS cost_usd,
-                   sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-                   sum(cache_read_tokens) AS cache_read_tokens, sum(cache_write_tokens) AS cache_write_tokens,
-                   sum(saved_usd) AS saved_usd,
-                   count(*) FILTER (WHERE cache_read_tokens > 0 AND saved_usd IS NULL) AS unpriced_reads
-            FROM calls GROUP BY GROUPING SETS ((model), (agent), (day), ()) ORDER BY grp, cost_usd DESC, day""",
+                   model, agent, route, {_SUMS}, min(start_ns) AS first_ns, max(start_ns) AS last_ns
+            FROM calls GROUP BY GROUPING SETS ((model), (agent), (route), ()) ORDER BY grp, cost_usd DESC""",
         params)
+
+
+@_ui.cached
+def _by_tag(lo: int, hi: int, view: str) -> pd.DataFrame:
+    """By tag: a call counts under each of its session's tags, so the rows add up to more than the total."""
+    head, params = _calls(lo, hi, view)
+    return _ui.frame(
+        f"""{head}
+            SELECT tag, {_SUMS}
+            FROM (SELECT unnest(CASE WHEN len(tags) > 0 THEN tags ELSE ['(none)'] END) AS tag, * EXCLUDE (tags)
+                  FROM calls)
+            GROUP BY tag ORDER BY cost_usd DESC""", params)
+
+
+@_ui.cached
+def _by_time(lo: int, hi: int, view: str, step_ns: int) -> pd.DataFrame:
+    head, params = _calls(lo, hi, view)
+    frame = _ui.frame(f"{head} SELECT start_ns // ? * ? AS bucket, {_SUMS} FROM calls GROUP BY 1 ORDER BY 1",
+                      [*params, step_ns, step_ns])
+    return frame.assign(time=pd.to_datetime(frame["bucket"], unit="ns", utc=True)).drop(columns="bucket")
+
+
+# A breakdown row picked on the page narrows the top sessions to the sessions of that group.
+_IN_GROUP = {
+    "model": "s.session_id IN (SELECT session_id FROM llm_calls WHERE coalesce(response_model, model, '(none)') = ?)",
+    "agent": "coalesce(s.agent, '(none)') = ?",
+    "route": "coalesce(s.route, '(none)') = ?",
+    "tag": "(list_contains(s.tags, ?) OR (? = '(none)' AND coalesce(len(s.tags), 0) = 0))",
+}
+
+
+def _sessions_where(lo: int, hi: int, view: str, group: tuple[str, str] | None = None) -> tuple[str, list[object]]:
+    clauses, params = _ui.where_in({"s.origin": _ui.origin_values(view)})
+    if group:
+        by, value = group
+        clauses.append(_IN_GROUP[by])
+        params += [value] * _IN_GROUP[by].count("?")
+    return "".join(f" AND {c}" for c in clauses), [lo, hi, *params]
+
+
+@_ui.cached
+def _top_sessions(lo: int, hi: int, view: str, group: tuple[str, str] | None) -> pd.DataFrame:
+    where, params = _sessions_where(lo, hi, view, group)
+    return _ui.frame(
+        f"""SELECT session_id, agent, coalesce(route, '(none)') AS route, start_ns, status, turns, llm_calls,
+                   cost_usd, unpriced_calls, input_tokens + output_tokens + cache_read_tokens + cache_write_tokens
+                   AS tokens
+            FROM sessions s WHERE start_ns >= ? AND start_ns < ?{where}
+            ORDER BY cost_usd DESC, start_ns DESC LIMIT {_TOP_SESSIONS}""", params)
+
+
+@_ui.cached
+def _per_session(lo: int, hi: int, view: str, step_ns: int) -> pd.DataFrame:
+    """Per bucket and route: the sessions that started in it and what they cost, in all."""
+    where, params = _sessions_where(lo, hi, view)
+    return _ui.frame(
+        f"""SELECT start_ns // ? * ? AS bucket, coalesce(route, '(none)') AS route, count(*) AS sessions,
+                   sum(cost_usd) AS cost_usd
+            FROM sessions s WHERE start_ns >= ? AND start_ns < ?{where} GROUP BY ALL ORDER BY 1""",
+        [step_ns, step_ns, *params])
 
 
 def _headline(total: pd.Series) -> None:
@@ -72,15 +154,18 @@ def _headline(total: pd.Series) -> None:
                    "like tracer/prices.json) and record again.", icon=":material/price_change:")
 
 
-def _table(rows: pd.DataFrame, by: str) -> None:
+def _table(rows: pd.DataFrame, by: str) -> pd.Series | None:
+    """The breakdown's rows; a click on a group's row (not a time bucket's) returns it."""
     # A group made only of unpriced calls has no cost at all; one with some is a lower bound.
     shown = rows.assign(cost_usd=rows["cost_usd"].where(rows["unpriced_calls"] < rows["calls"]))
-    st.dataframe(
+    if by != "time":
+        st.caption(f"Click a row to list the most expensive sessions of that {by} below.")
+    return _ui.table(
         shown[[by, "calls", "cost_usd", "unpriced_calls", "input_tokens", "output_tokens", "cache_read_tokens",
-               "cache_write_tokens", "saved_usd"]],
-        hide_index=True, width="stretch",
+               "cache_write_tokens", "saved_usd"]].reset_index(drop=True),
+        key=f"costs_{by}",
         column_config={
-            "day": st.column_config.DateColumn("day (UTC)"),
+            "time": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
             "unpriced_calls": st.column_config.NumberColumn("unpriced calls",
                                                             help="Calls with no known price (cost unknown)."),
@@ -92,29 +177,108 @@ def _table(rows: pd.DataFrame, by: str) -> None:
         })
 
 
-def render() -> None:
-    st.title("Costs")
-    costs = _costs()
-    total = costs[costs["grp"] == "total"]
-    if total.empty or int(total["calls"].iloc[0]) == 0:
-        st.info("No LLM call recorded in this store yet. Record some sessions (`make demo`, or point an agent "
-                "at this store) and their costs will show here.")
-        return
-    _headline(total.iloc[0])
+def _breakdown(costs: pd.DataFrame, span: _ui.TimeRange, view: str,
+               step: tuple[int, str]) -> tuple[str, str] | None:
+    """The breakdown the URL or the control asks for; returns the group whose row was picked (kept in
+    the URL as ``?route=…``, ``?agent=…``: a link to the page keeps it)."""
     asked = _ui.param("by") or "model"
+    asked = "time" if asked == "day" else asked  # links made when the only time view was by day
     if asked not in _GROUPS:
         st.warning(f"`by={asked}` in the URL is not one of {', '.join(_GROUPS)}; showing by model.")
         asked = "model"
-    by = st.segmented_control("Break down by", list(_GROUPS), default=asked, key="costs_by") or asked
+    by = st.segmented_control("Break down by", list(_GROUPS), default=asked, key="costs_by",
+                              format_func=lambda g: f"time ({step[1]})" if g == "time" else g) or asked
     st.query_params["by"] = by
-    rows = costs[costs["grp"] == by]
+    if by == "tag":
+        rows = _by_tag(span.lo, span.hi, view)
+    elif by == "time":
+        rows = _by_time(span.lo, span.hi, view, step[0])
+    else:
+        rows = costs[costs["grp"] == by]
     data = rows.set_index(by)[["cost_usd", "saved_usd"]].rename(
         columns={"cost_usd": "cost", "saved_usd": "cache savings"}).fillna(0.0)
-    st.bar_chart(data, height=260, horizontal=by != "day", stack=False, y_label="USD" if by == "day" else None,
-                 x_label="USD" if by != "day" else None)
-    _table(rows, by)
+    across = by != "time"
+    # Bars across, one group per row in the rows' order (most expensive first), each tall enough to read its label.
+    st.bar_chart(data, height=min(max(260, 36 * len(data)), 900) if across else 260, horizontal=across, stack=False,
+                 sort=not across, y_label=None if across else "USD", x_label="USD" if across else None)
+    picked = _table(rows, by)
+    if by == "tag":
+        st.caption("A session with several tags counts under each, so the tags add up to more than the total.")
     st.caption("Cache savings count what reading from the prompt cache saved against the model's input price; "
                "cache writes cost more than plain input and are priced in the cost column.")
+    for other in _IN_GROUP.keys() - {by}:  # a group of another breakdown no longer applies
+        st.query_params.pop(other, None)
+    if picked is not None and by in _IN_GROUP:
+        st.query_params[by] = str(picked[by])
+    value = _ui.param(by) if by in _IN_GROUP else None
+    return (by, value) if value is not None else None
+
+
+def _top(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
+    if group is None:
+        st.subheader("Most expensive sessions")
+    else:
+        st.subheader(f"Most expensive sessions of {group[0]} {group[1]}")
+        if st.button(f"All sessions, of every {group[0]}", key="costs_all_groups"):
+            st.query_params.pop(group[0], None)
+            st.session_state.pop(f"costs_{group[0]}", None)  # else the row still picked would pick it again
+            st.rerun()
+    top = _top_sessions(span.lo, span.hi, view, group)
+    if top.empty:
+        st.caption("No session started in this range." if group is None else
+                   f"No session of {group[0]} {group[1]} started in this range.")
+        return
+    table = top.assign(
+        session=top["session_id"].str[:13],
+        started=[_ui.when(ns) for ns in top["start_ns"]],
+        # A session with unpriced calls cost at least this much: shown, and flagged in its own column.
+        cost_usd=top["cost_usd"].where(top["unpriced_calls"] < top["llm_calls"]),
+    )[["session", "cost_usd", "route", "agent", "started", "status", "turns", "llm_calls", "tokens", "unpriced_calls",
+       "session_id"]]
+    st.caption("Click a row to open its session.")
+    _ui.table(table, key="costs_top", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
+        "session": st.column_config.TextColumn("session", help="The session id's first characters.", width="small"),
+        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+        "llm_calls": st.column_config.NumberColumn("LLM calls"),
+        "unpriced_calls": st.column_config.NumberColumn("unpriced calls",
+                                                        help="Calls with no known price: the cost is a lower bound."),
+        "session_id": None,
+    })
+
+
+def _per_route(span: _ui.TimeRange, view: str, first_ns: int, last_ns: int) -> None:
+    step_ns, step = _ui.bucket(first_ns, last_ns, most=20)
+    st.subheader(f"Cost per session by route (per {step})")
+    per = _per_session(span.lo, span.hi, view, step_ns)
+    if per.empty:
+        st.caption("No session started in this range.")
+        return
+    # The routes that cost most get a line each; the rest share one, so the chart stays readable.
+    top = per.groupby("route")["cost_usd"].sum().nlargest(_ROUTE_LINES).index
+    per = per.assign(route=per["route"].where(per["route"].isin(top), "(other routes)"))
+    sums = per.groupby(["bucket", "route"], as_index=False)[["sessions", "cost_usd"]].sum()
+    # Long, not pivoted: a bucket in which a route had no session is a gap its line crosses, not a 0.
+    chart = pd.DataFrame({"time": pd.to_datetime(sums["bucket"], unit="ns", utc=True), "route": sums["route"],
+                          "USD per session": sums["cost_usd"] / sums["sessions"]})
+    st.line_chart(chart, x="time", y="USD per session", color="route", height=300)
+    st.caption("Each point is the mean cost of the sessions of that route that started in the bucket.")
+
+
+def render() -> None:
+    st.title("Costs")
+    span = _ui.time_range("costs")
+    view = _ui.origin_view("costs")
+    costs = _costs(span.lo, span.hi, view)
+    total = costs[costs["grp"] == "total"]
+    if total.empty or int(total["calls"].iloc[0]) == 0:
+        st.info(f"No LLM call of {_ui.ORIGIN_VIEWS[view].sessions} in {span.label}. Pick a wider range, **all**, "
+                "or other sessions above; or record some sessions (`make demo`, or point an agent at this store).")
+        return
+    first_ns, last_ns = int(total["first_ns"].iloc[0]), int(total["last_ns"].iloc[0])
+    _headline(total.iloc[0])
+    group = _breakdown(costs, span, view, _ui.bucket(first_ns, last_ns))
+    _top(span, view, group)
+    _per_route(span, view, first_ns, last_ns)
 
 
 _ui.guarded(render, live=True)

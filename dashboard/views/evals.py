@@ -91,6 +91,7 @@ def _one_run(ref: str) -> None:
     cols[2].metric("Cost", _ui.usd(run.cost_usd), help="Unknown when any trial's model has no known price.")
     cols[3].metric("Cases × trials", f"{run.cases} × {run.trials}")
     st.caption(f"agent {run.agent} · seed {run.seed} · wall time {run.wall_s:.1f} s · run id `{run.run_id}`")
+    _ui.link("sessions", f"Its {run.total_trials} trial sessions, in Sessions", run=run.run_id, origin="evals")
     if not results:
         st.info("This run stored no results.")
         return

@@ -1,46 +1,40 @@
 """Overview: sessions, success rate, cost, tokens, latency and alerts over a chosen time range.
 
+Production sessions by default: eval trials, replays and forks are a switch away, not traffic.
 Every number is aggregated in DuckDB; the page only draws what comes back (one row per bucket).
 """
-
-import datetime as dt
-import time
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import _ui
 
-_NS = 1_000_000_000
-_RANGES = {"1h": ("last hour", 3600), "24h": ("24 h", 86_400), "7d": ("7 d", 7 * 86_400),
-           "30d": ("30 d", 30 * 86_400), "all": ("all", None), "custom": ("custom", None)}
-_DEFAULT_RANGE = "all"
-# A store recorded in a couple of minutes (the demo) and one recorded over months both get a
-# chart of a few dozen points: the bucket is the smallest of these that keeps under _MAX_BUCKETS.
-_STEPS_S = (1, 5, 15, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86_400, 7 * 86_400)
-_MAX_BUCKETS = 60
+
+def _of(view: str) -> tuple[str, list[object]]:
+    """The condition on ``sessions s`` for the origin view, to AND to a WHERE clause."""
+    clauses, params = _ui.where_in({"s.origin": _ui.origin_values(view)})
+    return "".join(f" AND {c}" for c in clauses), params
 
 
-def _step_label(step_s: int) -> str:
-    if step_s < 60:
-        return f"{step_s} s"
-    if step_s < 3600:
-        return f"{step_s // 60} min"
-    if step_s < 86_400:
-        return f"{step_s // 3600} h"
-    return f"{step_s // 86_400} d"
+def _calls_of(view: str) -> tuple[str, list[object]]:
+    """The same for ``llm_calls``: the calls of the view's sessions (all calls for all)."""
+    where, params = _of(view)
+    return (f" AND session_id IN (SELECT session_id FROM sessions s WHERE true{where})", params) if where else ("", [])
 
 
 @_ui.cached
-def _extent(lo: int, hi: int) -> tuple[int, int, int]:
+def _extent(lo: int, hi: int, view: str) -> tuple[int, int, int]:
     """Sessions in the range, and the first and last start among them."""
+    where, params = _of(view)
     row = _ui.frame("SELECT count(*) AS n, coalesce(min(start_ns), 0) AS first, coalesce(max(start_ns), 0) AS last "
-                    "FROM sessions WHERE start_ns >= ? AND start_ns < ?", [lo, hi]).iloc[0]
+                    f"FROM sessions s WHERE start_ns >= ? AND start_ns < ?{where}", [lo, hi, *params]).iloc[0]
     return int(row["n"]), int(row["first"]), int(row["last"])
 
 
 @_ui.cached
-def _totals(lo: int, hi: int) -> pd.Series:
+def _totals(lo: int, hi: int, view: str) -> pd.Series:
+    where, params = _of(view)
+    calls_where, calls_params = _calls_of(view)
     sessions = _ui.frame(
         """SELECT count(*) AS sessions, count(*) FILTER (WHERE status = 'ok') AS ok,
                   count(*) FILTER (WHERE status <> 'running') AS ended,
@@ -48,19 +42,21 @@ def _totals(lo: int, hi: int) -> pd.Series:
                   sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS tokens,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.5) FILTER (WHERE status <> 'running') AS session_p50,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.95) FILTER (WHERE status <> 'running') AS session_p95
-           FROM sessions WHERE start_ns >= ? AND start_ns < ?""", [lo, hi]).iloc[0]
+           FROM sessions s WHERE start_ns >= ? AND start_ns < ?""" + where, [lo, hi, *params]).iloc[0]
     calls = _ui.frame(
         """SELECT quantile_cont((end_ns - start_ns) / 1e6, 0.5) AS llm_p50,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.95) AS llm_p95
-           FROM llm_calls WHERE start_ns >= ? AND start_ns < ?""", [lo, hi]).iloc[0]
+           FROM llm_calls WHERE start_ns >= ? AND start_ns < ?""" + calls_where, [lo, hi, *calls_params]).iloc[0]
     alerts = _ui.frame("SELECT count(*) AS open_alerts FROM alerts WHERE status = 'open' "
                        "AND last_seen_ns >= ? AND last_seen_ns < ?", [lo, hi]).iloc[0]
     return pd.concat([sessions, calls, alerts])
 
 
 @_ui.cached
-def _series(lo: int, hi: int, step_ns: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _series(lo: int, hi: int, step_ns: int, view: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Per bucket: the sessions that started in it, the LLM calls, and the alert observations."""
+    where, params = _of(view)
+    calls_where, calls_params = _calls_of(view)
     sessions = _ui.frame(
         """SELECT start_ns // ? * ? AS bucket, count(*) AS sessions,
                   count(*) FILTER (WHERE status = 'ok') AS ok,
@@ -70,56 +66,20 @@ def _series(lo: int, hi: int, step_ns: int) -> tuple[pd.DataFrame, pd.DataFrame,
                   sum(output_tokens) AS output_tokens,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.5) FILTER (WHERE status <> 'running') AS p50,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.95) FILTER (WHERE status <> 'running') AS p95
-           FROM sessions WHERE start_ns >= ? AND start_ns < ? GROUP BY 1 ORDER BY 1""",
-        [step_ns, step_ns, lo, hi])
+           FROM sessions s WHERE start_ns >= ? AND start_ns < ?""" + where + " GROUP BY 1 ORDER BY 1",
+        [step_ns, step_ns, lo, hi, *params])
     calls = _ui.frame(
         """SELECT start_ns // ? * ? AS bucket,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.5) AS p50,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.95) AS p95
-           FROM llm_calls WHERE start_ns >= ? AND start_ns < ? GROUP BY 1 ORDER BY 1""",
-        [step_ns, step_ns, lo, hi])
+           FROM llm_calls WHERE start_ns >= ? AND start_ns < ?""" + calls_where + " GROUP BY 1 ORDER BY 1",
+        [step_ns, step_ns, lo, hi, *calls_params])
     alerts = _ui.frame(
         """SELECT o.seen_ns // ? * ? AS bucket, a.severity, count(*) AS n
            FROM alert_observations o JOIN alerts a USING (fingerprint)
            WHERE o.seen_ns >= ? AND o.seen_ns < ? GROUP BY ALL ORDER BY 1""",
         [step_ns, step_ns, lo, hi])
     return sessions, calls, alerts
-
-
-def _pick_range() -> tuple[int, int, str]:
-    """The range the user picked (or the URL named), as [lo, hi) in ns; it is written back to the
-    URL so that the view can be shared."""
-    choice = _ui.param("range") or _DEFAULT_RANGE
-    if choice not in _RANGES:
-        st.warning(f"`range={choice}` in the URL is not one of {', '.join(_RANGES)}; showing all.")
-        choice = _DEFAULT_RANGE
-    left, right = st.columns([3, 2])
-    key = left.segmented_control("Range", list(_RANGES), format_func=lambda k: _RANGES[k][0], default=choice,
-                                 key="overview_range") or choice
-    now = time.time_ns()
-    st.query_params["range"] = key
-    if key == "custom":
-        today = dt.datetime.now(dt.UTC).date()
-        picked = right.date_input("From – to (UTC)", value=(_date(_ui.param("from"), today - dt.timedelta(days=7)),
-                                                             _date(_ui.param("to"), today)), key="overview_dates")
-        start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (today, today)
-        st.query_params.update({"from": start.isoformat(), "to": end.isoformat()})
-        lo = int(dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()) * _NS
-        hi = int(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()) * _NS
-        return lo, hi, f"{start} to {end}"
-    for stale in ("from", "to"):
-        st.query_params.pop(stale, None)
-    seconds = _RANGES[key][1]
-    # "all" also reaches past now: a collector's clock may run ahead of the dashboard's.
-    return (0, 2**63 - 1, "all time") if seconds is None else (now - seconds * _NS, now, f"the {_RANGES[key][0]}")
-
-
-def _date(text: str | None, default: dt.date) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text) if text else default
-    except ValueError:
-        st.warning(f"`{text}` in the URL is not a date (YYYY-MM-DD); it was ignored.")
-        return default
 
 
 def _metrics(t: pd.Series) -> None:
@@ -140,7 +100,7 @@ def _metrics(t: pd.Series) -> None:
     row2[3].metric("Session p95", _ui.ms(t["session_p95"]))
     with row2[4]:
         _ui.link("alerts", "See the alerts", status="open")
-        _ui.link("costs", "Where the money goes")
+        _ui.link("costs", "Where the money goes", **_ui.shared_query())
 
 
 def _charts(sessions: pd.DataFrame, calls: pd.DataFrame, alerts: pd.DataFrame, step: str) -> None:
@@ -175,20 +135,22 @@ def _charts(sessions: pd.DataFrame, calls: pd.DataFrame, alerts: pd.DataFrame, s
 
 def render() -> None:
     st.title("Overview")
-    lo, hi, label = _pick_range()
-    n, first, last = _extent(lo, hi)
+    span = _ui.time_range("overview")
+    view = _ui.origin_view("overview")
+    shown = _ui.ORIGIN_VIEWS[view].sessions
+    n, first, last = _extent(span.lo, span.hi, view)
     if n == 0:
-        if _extent(0, 2**63 - 1)[0] == 0:
+        if _extent(0, 2**63 - 1, "all")[0] == 0:
             st.info("This store has no sessions yet. Record some (`make demo`, or point an agent at this store) "
                     "and they will show here.")
         else:
-            st.info(f"No session started in {label}. Pick a wider range, or **all**.")
+            st.info(f"No {shown} started in {span.label}. Pick a wider range, **all**, or other sessions above.")
         return
-    step_s = next((s for s in _STEPS_S if (last - first) / (s * _NS) < _MAX_BUCKETS), _STEPS_S[-1])
-    _metrics(_totals(lo, hi))
-    st.caption(f"{label.capitalize()}: sessions from {_ui.when(first)} to {_ui.when(last)}, "
-               f"in buckets of {_step_label(step_s)}.")
-    _charts(*_series(lo, hi, step_s * _NS), _step_label(step_s))
+    step_ns, step = _ui.bucket(first, last)
+    _metrics(_totals(span.lo, span.hi, view))
+    st.caption(f"{span.label.capitalize()}, {shown}: from {_ui.when(first)} to {_ui.when(last)}, "
+               f"in buckets of {step}.")
+    _charts(*_series(span.lo, span.hi, step_ns, view), step)
 
 
 _ui.guarded(render, live=True)

@@ -1,5 +1,10 @@
-"""Sessions: every recorded session, filterable and sortable, searchable by id and by text."""
+"""Sessions: every recorded session, filterable and sortable, searchable by id and by text.
 
+Production sessions by default (the origin switch shows eval trials, replays and forks);
+``?run=RUN_ID`` shows the sessions of one eval run, as the Evals page links to them.
+"""
+
+import pandas as pd
 import streamlit as st
 
 from dashboard import _ui
@@ -24,8 +29,10 @@ def _facets() -> tuple[list[str], list[str]]:
     return agents, statuses
 
 
-def _where(search: str, agents: list[str], statuses: list[str]) -> tuple[str, list[object]]:
-    clauses, params = _ui.where_in({"s.agent": agents, "s.status": statuses})
+def _where(search: str, agents: list[str], statuses: list[str], origins: list[str],
+           run: str | None) -> tuple[str, list[object]]:
+    clauses, params = _ui.where_in({"s.agent": agents, "s.status": statuses, "s.origin": origins,
+                                    "s.eval_run_id": [run] if run else []})
     if search:
         # An id (or a prefix of one) is looked up directly; anything else is searched in what the
         # sessions said and did: the model's replies, tool arguments and results, status reasons.
@@ -38,8 +45,9 @@ def _where(search: str, agents: list[str], statuses: list[str]) -> tuple[str, li
 
 
 @_ui.cached
-def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], sort: str, page: int):
-    where, params = _where(search, list(agents), list(statuses))
+def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], origins: tuple[str, ...],
+              run: str | None, sort: str, page: int):
+    where, params = _where(search, list(agents), list(statuses), list(origins), run)
     total = int(_ui.frame(f"SELECT count(*) AS n FROM sessions s {where}", params)["n"].iloc[0])
     rows = _ui.frame(
         f"""WITH open_alerts AS (
@@ -49,7 +57,8 @@ def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], s
                    s.tool_errors, s.llm_errors,
                    s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens AS tokens,
                    CASE WHEN s.unpriced_calls > 0 THEN NULL ELSE s.cost_usd END AS cost_usd,
-                   (s.end_ns - s.start_ns) / 1e6 AS duration_ms, coalesce(a.alerts, 0) AS alerts
+                   (s.end_ns - s.start_ns) / 1e6 AS duration_ms, coalesce(a.alerts, 0) AS alerts,
+                   s.origin, s.eval_run_id, s.eval_case_id, s.source_session_id
             FROM sessions s LEFT JOIN open_alerts a USING (session_id) {where}
             ORDER BY {_SORTS[sort]} LIMIT ? OFFSET ?""",
         [*params, _PAGE_SIZE, page * _PAGE_SIZE],
@@ -57,30 +66,50 @@ def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], s
     return total, rows
 
 
+def _origin_of(row: pd.Series) -> str:
+    """Where a session comes from, in a few words: its eval run and case, or the session it was made from."""
+    if row["origin"] == "eval":
+        return f"eval {str(row['eval_run_id'])[:8]} · {row['eval_case_id']}"
+    if row["origin"] in ("replay", "fork") and row["source_session_id"]:
+        return f"{row['origin']} of {str(row['source_session_id'])[:13]}"
+    return row["origin"]
+
+
 def render() -> None:
     st.title("Sessions")
     agents, statuses = _facets()
+    run = _ui.param("run")
+    view = _ui.origin_view("sessions", default="evals" if run else "production")
+    if run:
+        left, right = st.columns([4, 1])
+        left.caption(f"The sessions of eval run `{run}`.")
+        with right:
+            _ui.link("sessions", "All sessions", origin=view)
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
     search = c1.text_input("Search", value=_ui.param("q") or "", placeholder="a session id, or text the agent "
                            "or its tools said", key="sessions_q").strip()
     chosen_agents = c2.multiselect("Agent", agents, key="sessions_agents")
     chosen_status = c3.multiselect("Status", statuses, key="sessions_status")
     sort = c4.selectbox("Sort by", list(_SORTS), key="sessions_sort")
-    total, rows = _sessions(search, tuple(chosen_agents), tuple(chosen_status), sort,
-                            st.session_state.get("sessions_page", 1) - 1)
+    total, rows = _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)), run,
+                            sort, st.session_state.get("sessions_page", 1) - 1)
     pages = max(1, -(-total // _PAGE_SIZE))
     left, right = st.columns([4, 1])
     right.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="sessions_page")
-    left.caption(f"{total:,} sessions match" + (f"; showing {len(rows):,}" if total > len(rows) else ""))
+    left.caption(f"{total:,} {_ui.ORIGIN_VIEWS[view].sessions} match"
+                 + (f"; showing {len(rows):,}" if total > len(rows) else ""))
     if rows.empty:
-        st.info("No session matches. Clear the search or the filters, or record some sessions "
-                "(`make demo`, or point an agent at this store).")
+        shown = "" if view == "all" else f" (of the {_ui.ORIGIN_VIEWS[view].sessions}: pick **all** above to " \
+            "search every session)"
+        st.info(f"No session matches{shown}. Clear the search or the filters, or record some sessions (`make demo`, "
+                "or point an agent at this store).")
         return
     table = rows.assign(
         session=rows["session_id"].str[:13], started=[_ui.when(ns) for ns in rows["start_ns"]],
+        origin=rows.apply(_origin_of, axis=1) if view != "production" else "production",
     # Why a session ended is what a reader scans for: next to its status, in view at 1440 px.
-    )[["session", "status", "status_reason", "agent", "started", "turns", "tool_calls", "tool_errors", "tokens",
-       "cost_usd", "duration_ms", "alerts", "session_id"]]
+    )[["session", "status", "status_reason", *(["origin"] if view != "production" else []), "agent", "started",
+       "turns", "tool_calls", "tool_errors", "tokens", "cost_usd", "duration_ms", "alerts", "session_id"]]
     st.caption("Click a row to open its session.")
     _ui.table(table, key="sessions_table", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
         "session": st.column_config.TextColumn("session", help="The session id's first characters.", width="small"),

@@ -491,15 +491,20 @@ def test_evals_comparison_to_the_failing_decision(browser, dashboard, served_sto
     assert re.match(rf"turn {turn}\b", _selected(browser, "Decision"))
 
 
-def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard, screenshots):
+def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard, served_store, screenshots):
+    production = "FROM llm_calls c JOIN sessions s USING (session_id) WHERE s.origin = 'production'"
+    with duckdb.connect(str(served_store), read_only=True) as con:
+        route = con.execute(f"SELECT coalesce(s.route, '(none)') AS r {production} "
+                            "GROUP BY r ORDER BY sum(c.cost_usd) DESC LIMIT 1").fetchone()[0]
+        top = con.execute("SELECT session_id FROM sessions WHERE origin = 'production' AND "
+                          "coalesce(route, '(none)') = ? ORDER BY cost_usd DESC, start_ns DESC LIMIT 1",
+                          [route]).fetchone()[0]
     _sidebar(browser, dashboard, screenshots, "costs", "true")
-    if browser.find("button", text="route") is None:
-        # The route dimension and the top sessions are the `origin` branch's (issue 17, Costs);
-        # the lead finishes this job at merge against what that branch draws.
-        pytest.xfail("Costs has no route dimension yet: the lead finishes this job at merge")
     browser.click("button", text="route")
     _step(browser, screenshots, "4-by-route", "location.search.includes('by=route')")
     browser.click_row(0, 0)  # the breakdown is sorted by cost: the most expensive route first
     _step(browser, screenshots, "4-route", "location.search.includes('route=')")
+    assert f"Most expensive sessions of route {route}" in browser.text()
     browser.click_row(1, 0)  # its top sessions, most expensive first
-    _step(browser, screenshots, "4-top-session", "location.pathname === '/session'")
+    _step(browser, screenshots, "4-top-session", f"location.pathname === '/session' && "
+                                                 f"location.search.includes('id={top}')")

@@ -10,7 +10,7 @@ import pytest
 import tracer
 from dashboard import _ui
 from dashboard._source import DB_ENV, MODE_ENV
-from tests.dashboard.conftest import app, no_exceptions
+from tests.dashboard.conftest import app, click, no_exceptions
 
 
 def _metrics(at) -> dict[str, str]:
@@ -22,46 +22,156 @@ def _one(store, sql: str):
         return s.sql(sql)[0][0]
 
 
-def test_overview_headline_matches_the_store(store):
+_PRODUCTION = "FROM sessions WHERE origin = 'production'"
+_PRODUCTION_CALLS = "FROM llm_calls JOIN sessions USING (session_id) WHERE origin = 'production'"
+
+
+def test_overview_shows_production_by_default_and_its_counts_match_the_store(store):
+    # A fork that stopped at once: made from a recorded session, not traffic, it must not count.
+    with duckdb.connect(str(store)) as con:
+        con.execute("INSERT INTO sessions SELECT * REPLACE ('fork-1' AS session_id, 'fork' AS origin, 'stopped' AS "
+                    "status, session_id AS source_session_id) FROM sessions WHERE origin = 'production' LIMIT 1")
     at = app("overview")
     no_exceptions(at)
     shown = _metrics(at)
-    assert shown["Sessions"] == f"{_one(store, 'SELECT count(*) FROM sessions'):,}"
-    assert shown["Cost"] == _ui.usd(_one(store, "SELECT sum(cost_usd) FROM sessions"))
+    production = _one(store, f"SELECT count(*) {_PRODUCTION}")
+    assert 0 < production < _one(store, "SELECT count(*) FROM sessions")  # the demo's eval runs are not production
+    assert shown["Sessions"] == f"{production:,}"
+    assert shown["Cost"] == _ui.usd(_one(store, f"SELECT sum(cost_usd) {_PRODUCTION}"))
     assert shown["Open alerts"] == str(_one(store, "SELECT count(*) FROM alerts WHERE status = 'open'"))
-    ok = _one(store, "SELECT count(*) FILTER (WHERE status = 'ok') / count(*) FROM sessions")
+    ok = _one(store, f"SELECT count(*) FILTER (WHERE status = 'ok') / count(*) {_PRODUCTION}")
     assert shown["Success rate"] == f"{ok:.1%}"
+    assert at.query_params["origin"] == "production"
     # The demo is recorded in about a minute: its charts get buckets of seconds, not one bar a day.
     assert any(re.search(r"in buckets of \d+ s\.", c.value) for c in at.caption), [c.value for c in at.caption]
+
+
+def test_the_origin_switch_shows_eval_sessions_and_the_rest(store):
+    at = app("overview")
+    switch = next(w for w in at.segmented_control if w.label == "Sessions from")
+    switch.set_value("evals").run()
+    no_exceptions(at)
+    evals_count = _one(store, "SELECT count(*) FROM sessions WHERE origin = 'eval'")
+    assert _metrics(at)["Sessions"] == f"{evals_count:,}"
+    assert at.query_params["origin"] == "evals"  # kept in the URL, so a link shows the same sessions
+    at = app("overview", origin="all")
+    assert _metrics(at)["Sessions"] == f"{_one(store, 'SELECT count(*) FROM sessions'):,}"
+    at = app("sessions", origin="evals")
+    no_exceptions(at)
+    assert any(c.value.startswith(f"{evals_count:,} eval sessions match") for c in at.caption)
+    assert at.dataframe[0].value["origin"].str.startswith("eval ").all()
+    at = app("sessions")
+    assert any(c.value.startswith(f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,} production sessions match")
+               for c in at.caption)
+
+
+def test_an_eval_run_links_to_its_sessions(store):
+    run_id, trials = tracer.Store(str(store), read_only=True).sql(
+        "SELECT run_id, total_trials FROM eval_runs ORDER BY started_ns LIMIT 1")[0]
+    at = app("evals", run=run_id)
+    no_exceptions(at)
+    link = next(p for p in at.get("page_link") if "trial sessions" in p.proto.label)
+    assert f"run={run_id}" in link.proto.query_string and "origin=evals" in link.proto.query_string
+    at = app("sessions", run=run_id, origin="evals")
+    no_exceptions(at)
+    assert any(c.value.startswith(f"{trials:,} eval sessions match") for c in at.caption), \
+        [c.value for c in at.caption]
+    assert at.dataframe[0].value["origin"].str.startswith(f"eval {run_id[:8]}").all()
 
 
 def test_overview_range_is_a_deep_link(store):
     at = app("overview", range="custom", **{"from": "2001-01-01", "to": "2001-01-31"})
     no_exceptions(at)
-    assert "No session started in 2001-01-01 to 2001-01-31" in at.info[0].value
+    assert "No production sessions started in 2001-01-01 to 2001-01-31" in at.info[0].value
     at = app("overview", range="1h")
     no_exceptions(at)
-    assert _metrics(at)["Sessions"] == f"{_one(store, 'SELECT count(*) FROM sessions'):,}"
+    assert _metrics(at)["Sessions"] == f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,}"
 
 
 def test_costs_total_and_cache_savings_match_the_store(store):
     at = app("costs")
     no_exceptions(at)
     shown = _metrics(at)
-    assert shown["Known cost"] == _ui.usd(_one(store, "SELECT sum(cost_usd) FROM llm_calls"))
+    assert shown["Known cost"] == _ui.usd(_one(store, f"SELECT sum(llm_calls.cost_usd) {_PRODUCTION_CALLS}"))
     prices = tracer.PriceTable.load().lookup("claude-haiku-4-5")
-    reads = _one(store, "SELECT sum(cache_read_tokens) FROM llm_calls")
+    reads = _one(store, f"SELECT sum(llm_calls.cache_read_tokens) {_PRODUCTION_CALLS}")
     assert shown["Cache savings"] == _ui.usd(reads * (prices.input - prices.cache_read) / 1e6)
     by_model = at.dataframe[0].value
     assert by_model["model"].tolist() == ["claude-haiku-4-5"]
-    assert by_model["calls"].iloc[0] == _one(store, "SELECT count(*) FROM llm_calls")
+    assert by_model["calls"].iloc[0] == _one(store, f"SELECT count(*) {_PRODUCTION_CALLS}")
+
+
+def test_costs_by_route_sum_to_the_total(store):
+    at = app("costs", by="route")
+    no_exceptions(at)
+    by_route = at.dataframe[0].value
+    routes = tracer.Store(str(store), read_only=True).sql(
+        f"SELECT DISTINCT coalesce(route, '(none)') {_PRODUCTION}")
+    assert sorted(by_route["route"]) == sorted(r for (r,) in routes) and len(by_route) > 1
+    total = _one(store, f"SELECT sum(llm_calls.cost_usd) {_PRODUCTION_CALLS}")
+    assert by_route["cost_usd"].sum() == pytest.approx(total)
+    assert by_route["calls"].sum() == _one(store, f"SELECT count(*) {_PRODUCTION_CALLS}")
+    # Tags: the reference agent tags how a session ran; a session counts under each of its tags.
+    at = app("costs", by="tag")
+    no_exceptions(at)
+    assert {"stream", "(none)"} <= set(at.dataframe[0].value["tag"])
+
+
+def test_costs_over_time_are_bucketed_from_the_range_and_the_range_is_shared(store):
+    at = app("costs", by="day")  # an older link's by=day is the time view
+    no_exceptions(at)
+    assert at.query_params["by"] == "time"
+    assert len(at.dataframe[0].value) > 1  # a minute-long demo gets buckets of seconds, not one bar a day
+    at = app("costs", range="custom", **{"from": "2001-01-01", "to": "2001-01-31"})
+    no_exceptions(at)
+    assert "in 2001-01-01 to 2001-01-31" in at.info[0].value
+    # The Overview's link to Costs keeps its range and sessions.
+    at = app("overview", range="7d", origin="evals")
+    link = next(p for p in at.get("page_link") if "money" in p.proto.label)
+    assert "range=7d" in link.proto.query_string and "origin=evals" in link.proto.query_string
+
+
+def test_top_sessions_by_cost_open_the_session_page(store):
+    at = app("costs")
+    no_exceptions(at)
+    top = at.dataframe[1].value
+    expected = tracer.Store(str(store), read_only=True).sql(
+        f"SELECT session_id {_PRODUCTION} ORDER BY cost_usd DESC, start_ns DESC LIMIT 20")
+    assert top["session_id"].tolist() == [sid for (sid,) in expected]
+    assert top["cost_usd"].is_monotonic_decreasing
+    click(at, "costs_top", 0, "cost_usd")
+    no_exceptions(at)
+    assert at.query_params["id"] == expected[0][0]
+    assert at.title[0].value.startswith(f"Session `{expected[0][0][:13]}")
+
+
+def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):
+    at = app("costs", by="route")
+    no_exceptions(at)
+    routes = at.dataframe[0].value
+    route = routes["route"].iloc[0]
+    assert routes["cost_usd"].iloc[0] == routes["cost_usd"].max()  # the most expensive route first
+    click(at, "costs_route", 0, "route")
+    no_exceptions(at)
+    assert at.query_params["route"] == route
+    assert f"Most expensive sessions of route {route}" in [h.value for h in at.subheader]
+    expected = tracer.Store(str(store), read_only=True).sql(
+        f"SELECT session_id {_PRODUCTION} AND coalesce(route, '(none)') = ? ORDER BY cost_usd DESC, start_ns DESC "
+        "LIMIT 20", [route])
+    assert at.dataframe[1].value["session_id"].tolist() == [sid for (sid,) in expected]
+    # Another breakdown drops the route; the button lists every session again.
+    at.button(key="costs_all_groups").click().run()
+    no_exceptions(at)
+    assert "route" not in at.query_params
+    assert "Most expensive sessions" in [h.value for h in at.subheader]
 
 
 def test_costs_flags_calls_with_no_known_price(store):
     # A copy of a real call, answered by a model the price table does not know.
     with duckdb.connect(str(store)) as con:
         con.execute("INSERT INTO llm_calls SELECT * REPLACE ('f00d' AS span_id, 'mystery-model' AS model, "
-                    "'mystery-model' AS response_model, NULL AS cost_usd) FROM llm_calls WHERE status = 'ok' LIMIT 1")
+                    "'mystery-model' AS response_model, NULL AS cost_usd) FROM llm_calls WHERE status = 'ok' "
+                    "AND session_id IN (SELECT session_id FROM sessions WHERE origin = 'production') LIMIT 1")
     at = app("costs")
     assert not at.exception
     assert "1 successful call uses a model with no known price" in at.warning[0].value

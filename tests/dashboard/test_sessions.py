@@ -8,15 +8,15 @@ import tracer
 from tests.dashboard.conftest import app, click, no_exceptions
 
 
-def test_sessions_lists_every_session_with_links(store):
+def test_sessions_lists_every_production_session_with_links(store):
     at = app("sessions")
     no_exceptions(at)
     table = at.dataframe[0].value
     with tracer.Store(str(store), read_only=True) as s:
-        total = s.count_sessions()
+        total = s.sql("SELECT count(*) FROM sessions WHERE origin = 'production'")[0][0]
     assert len(table) == min(total, 100)
     assert table["session"].iloc[0] == table["session_id"].iloc[0][:13]
-    assert f"{total:,} sessions match" in at.caption[0].value
+    assert f"{total:,} production sessions match" in at.caption[0].value
 
 
 def test_a_click_on_a_row_opens_its_session_in_the_same_tab(store):
@@ -34,8 +34,8 @@ def _count(at) -> int:
 
 def test_filters_and_sorting_match_the_store(store):
     with tracer.Store(str(store), read_only=True) as s:
-        loops = s.sql("SELECT count(*) FROM sessions WHERE status = 'guard:loop'")[0][0]
-        costs = [c for (c,) in s.sql("SELECT cost_usd FROM sessions WHERE unpriced_calls = 0 "
+        loops = s.sql("SELECT count(*) FROM sessions WHERE status = 'guard:loop' AND origin = 'production'")[0][0]
+        costs = [c for (c,) in s.sql("SELECT cost_usd FROM sessions WHERE unpriced_calls = 0 AND origin = 'production' "
                                      "ORDER BY cost_usd DESC LIMIT 5")]
     assert loops > 0
     at = app("sessions")
@@ -50,8 +50,9 @@ def test_filters_and_sorting_match_the_store(store):
 
 def test_search_finds_a_session_by_id_prefix_and_by_what_its_tools_returned(store):
     with tracer.Store(str(store), read_only=True) as s:
-        sid = s.sql("SELECT session_id FROM sessions ORDER BY start_ns LIMIT 1")[0][0]
-        hits = s.sql("SELECT count(DISTINCT session_id) FROM tool_calls WHERE result ILIKE '%Standing desk%'")[0][0]
+        sid = s.sql("SELECT session_id FROM sessions WHERE origin = 'production' ORDER BY start_ns LIMIT 1")[0][0]
+        hits = s.sql("SELECT count(DISTINCT session_id) FROM tool_calls JOIN sessions USING (session_id) "
+                     "WHERE result ILIKE '%Standing desk%' AND origin = 'production'")[0][0]
     at = app("sessions", q=sid[:13])
     no_exceptions(at)
     assert at.dataframe[0].value["session_id"].tolist() == [sid]

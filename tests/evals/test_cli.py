@@ -102,6 +102,11 @@ def test_run_json_holds_every_trial(tiny):
     assert sorted({(r["case_id"], r["trial"]) for r in out["results"]}) == [
         (case, k) for case in ("order-status", "policy", "refund") for k in (0, 1)]
     assert all(r["session_id"] for r in out["results"])  # each trial links to its trace
+    # Each trial's session is stored as the run's, not as production traffic.
+    with tracer.Store(read_only=True) as store:
+        marked = store.sql("SELECT session_id, origin, eval_run_id, eval_case_id FROM sessions")
+    assert sorted(marked) == sorted((r["session_id"], "eval", out["run"]["run_id"], r["case_id"])
+                                    for r in out["results"])
 
 
 def test_a_regression_exits_1_and_fails_the_junit_gate_and_the_markdown_verdict(regression):

@@ -28,6 +28,9 @@ def test_an_unedited_fork_serves_every_tool_call_from_the_recording():
     assert result.live_tool_calls == 0 and result.recorded_tool_calls >= 2
     assert refunds(sid) == 1 and refunds(result.session_id) == 0  # the refund was not paid a second time
     assert replay.diff(sid, result.session_id).first_divergence is None
+    with tracer.Store(read_only=True) as store:  # a fork is not production traffic, and names its source
+        assert store.sql("SELECT origin, source_session_id FROM sessions WHERE session_id = ?",
+                         [result.session_id]) == [("fork", sid)]
 
 
 def test_walkthrough_fork_without_the_rule_diverges_at_the_edited_turn(refund_session):

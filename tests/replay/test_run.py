@@ -56,7 +56,10 @@ def test_the_replay_is_a_new_session_linked_to_its_origin(refund_session):
                             [result.replay_session_id])
         origin_trace = store._query("SELECT trace_id FROM llm_calls WHERE span_id = ?", [result.origin.span_id])[0][0]
         body = store.rebuild_request(result.trials[0].span_id)
+        origin = store.sql("SELECT origin, source_session_id FROM sessions WHERE session_id = ?",
+                           [result.replay_session_id])
     attrs = json.loads(rows[0][0])
+    assert origin == [("replay", refund_session)]  # not production traffic
     # A real OpenTelemetry span link to the decision that was replayed.
     assert [(link["trace_id"], link["span_id"]) for link in json.loads(rows[0][1])] == [
         (origin_trace, result.origin.span_id)]

@@ -1,0 +1,112 @@
+"""Every session says where it comes from: production, an eval run's trial, a replay or a fork.
+
+Derived at ingest from the session span's marks, the same embedded and through the collector, and
+filled in by migration 10 for a store recorded before it.
+"""
+
+from __future__ import annotations
+
+import duckdb
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import tracer
+from tests.tracer.fakes import FakeAPI, run_agent
+from tests.tracer.test_collector import post
+from tracer._collector import Collector
+from tracer._ingest import Batch, Ingestor, from_readable
+
+_ROW = "SELECT origin, eval_run_id, eval_case_id, source_session_id, route, tags FROM sessions WHERE session_id = ?"
+
+
+def _record(rec: tracer.Recorder) -> dict[str, str]:
+    """One session of each origin (the replay marks are replay's own session attributes); their ids by origin."""
+    ids: dict[str, str] = {}
+    with rec.session("support", **{"flightrec.route": "refunds", "flightrec.tags": ["pro", "mobile"]}) as s:
+        run_agent(rec.instrument(FakeAPI().client()))
+    ids["production"] = s.id
+    with tracer.eval_trial("run-1", "refund-shoes", 2), rec.session("support", **{"flightrec.scenario": "lost"}) as s:
+        run_agent(rec.instrument(FakeAPI().client()))
+    ids["eval"] = s.id
+    for kind in ("run", "fork"):
+        marks = {"flightrec.replay.kind": kind, "flightrec.replay.session": ids["production"],
+                 "flightrec.replay.of": f"{ids['production']}:0123456789abcdef"}
+        with rec.session("support", **marks) as s:
+            run_agent(rec.instrument(FakeAPI().client()))
+        ids["replay" if kind == "run" else "fork"] = s.id
+    # Outside the eval trial's context, a session is production again.
+    with rec.session("support") as s:
+        run_agent(rec.instrument(FakeAPI().client()))
+    ids["after"] = s.id
+    return ids
+
+
+_EXPECTED = {
+    "production": ("production", None, None, None, "refunds", ["pro", "mobile"]),
+    "eval": ("eval", "run-1", "refund-shoes", None, "lost", None),
+    "replay": ("replay", None, None, "PROD", None, None),
+    "fork": ("fork", None, None, "PROD", None, None),
+    "after": ("production", None, None, None, None, None),
+}
+
+
+def _check(store: tracer.Store, ids: dict[str, str]) -> None:
+    for name, expected in _EXPECTED.items():
+        want = tuple(ids["production"] if v == "PROD" else v for v in expected)
+        assert store.sql(_ROW, [ids[name]])[0] == want, name
+
+
+def test_each_origin_is_derived_in_an_embedded_store(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    rec = tracer.Recorder(db)
+    ids = _record(rec)
+    rec.shutdown()
+    with tracer.Store(db, read_only=True) as store:
+        _check(store, ids)
+        assert store.sql("SELECT count(*) FROM sessions WHERE origin = 'production'")[0][0] == 2
+
+
+def test_each_origin_is_derived_through_the_collector_as_embedded(tmp_path):
+    memory = InMemorySpanExporter()
+    rec = tracer.Recorder(":memory:")
+    rec.provider.add_span_processor(SimpleSpanProcessor(memory))
+    ids = _record(rec)
+    rec.shutdown()
+    spans = list(memory.get_finished_spans())
+    served = str(tmp_path / "served.duckdb")
+    with Collector(served, port=0) as collector:
+        # One request per span, root spans last as they end: the origin arrives after the turns.
+        for span in spans:
+            assert post(collector.url, encode_spans([span]).SerializeToString())[0] == 200
+    with tracer.Store(served, read_only=True) as store:
+        _check(store, ids)
+    embedded = str(tmp_path / "embedded.duckdb")
+    with tracer.Store(embedded) as store:
+        store.write(Ingestor().build([from_readable(s) for s in spans], Batch()))
+        _check(store, ids)
+
+
+def test_migration_10_fills_in_the_origin_of_an_older_store(tmp_path):
+    db = str(tmp_path / "old.duckdb")
+    rec = tracer.Recorder(db)
+    ids = _record(rec)
+    rec.shutdown()
+    with tracer.Store(db) as store:  # the eval run's results name the trial's session
+        store.save_eval_run(
+            tracer.EvalRunRecord(run_id="run-1", started_ns=0, ended_ns=1, dataset="d", dataset_sha256="x",
+                                 agent="support", settings={}, trials=1, seed=0, case_tags=[], cases=1,
+                                 passed_trials=1, total_trials=1, mean_score=1.0, cost_usd=None, wall_s=0.1),
+            [tracer.EvalResultRecord(run_id="run-1", case_id="refund-shoes", trial=2, session_id=ids["eval"], tags=[],
+                                     passed=True, score=1.0, scores=[], error=None, status="ok", turns=1,
+                                     cost_usd=None, latency_ms=None)])
+    # The store as flightrec wrote it at schema version 9: without the columns, nor the eval marks on the spans.
+    with duckdb.connect(db) as con:
+        for column in ("origin", "eval_run_id", "eval_case_id", "source_session_id", "route", "tags"):
+            con.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
+        for key in ("run_id", "case_id", "trial"):
+            con.execute(f"UPDATE spans SET attributes = json_remove(attributes, '$.\"flightrec.eval.{key}\"')::VARCHAR")
+        assert con.execute("SELECT count(*) FROM spans WHERE attributes LIKE '%flightrec.eval%'").fetchone()[0] == 0
+        con.execute("DELETE FROM schema_migrations WHERE version >= 10")
+    with tracer.Store(db) as store:
+        _check(store, ids)
