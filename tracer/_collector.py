@@ -87,8 +87,11 @@ _ACK_TIMEOUT_S = 60.0
 SLICES_IN_FLIGHT = 2
 """Slices of one request decoded and not yet committed: the next is decoded while the one before
 commits, so that the writer has more to put in a transaction and to build while one commits
-(benchmarks/RESULTS.md §35). A slice decoded ahead is charged to the byte budget as one slice
-(``DECODED_BYTES_PER_BYTE``), and is decoded only while the budget has room for it."""
+(benchmarks/RESULTS.md §35). A slice decoded ahead is charged as one slice's decoded form
+(``DECODED_BYTES_PER_BYTE``) to a budget of its own, ``AHEAD_BYTES``, and waits when that is spent."""
+AHEAD_BYTES = 32 * 1024 * 1024
+"""Bytes that slices decoded ahead may hold, over ``max_pending_bytes``: two slices of the worst shape.
+Apart from the requests' budget, so that decoding ahead never has a request refused."""
 SESSION_TIMEOUT_S = 30 * 60.0
 """Inactivity after which a session that no span ended is closed (``flightrec serve --session-timeout``)."""
 _GC_YOUNG = 50_000
@@ -289,6 +292,7 @@ class Collector:
         self.max_body = max_body
         self.max_pending_spans = max_pending_spans
         self.budget = _Budget(max_pending_bytes)
+        self._ahead = _Budget(AHEAD_BYTES)
         self.stats = CollectorStats()
         self._on_sessions_ended = on_sessions_ended
         self.session_timeout_s = session_timeout_s
@@ -476,13 +480,13 @@ class Collector:
         error = ""
         retry: str | None = None  # why a slice was not stored, when a retry may store it
         in_flight: deque[tuple[_Job, int]] = deque()
-        ahead = 0  # what the budget holds for the slices decoded ahead, while this request lasts
+        ahead = 0  # what this request holds of ``AHEAD_BYTES`` for a slice decoded ahead
         slices = decoded.slices()
         try:
             while True:
                 if retry is None and len(in_flight) < SLICES_IN_FLIGHT:
                     if (in_flight and not ahead and decoded.size > SLICE_BYTES
-                            and self.budget.take(DECODED_BYTES_PER_BYTE * SLICE_BYTES)):
+                            and self._ahead.take(DECODED_BYTES_PER_BYTE * SLICE_BYTES)):
                         ahead = DECODED_BYTES_PER_BYTE * SLICE_BYTES
                     records = next(slices, None) if not in_flight or ahead else None
                     if records is not None:
@@ -507,8 +511,10 @@ class Collector:
                     error = job.error or ""
                 else:
                     stored += count
+                self._ahead.give(ahead)  # the slice decoded ahead, if any, is now the one in flight
+                ahead = 0
         finally:
-            self.budget.give(ahead)
+            self._ahead.give(ahead)
         if retry is not None:
             some = f"{stored} of its spans were stored, the rest " if stored else ""
             self.stats.count(spans_rejected=decoded.rejected)
