@@ -2,10 +2,11 @@
 
 uvicorn serves OTLP/HTTP on an event loop of its own thread (``_App``, ``_Protocol``); each
 request is decoded (``_otlp.py``) on a worker thread a slice at a time, each slice queued for one
-writer thread, which groups whatever is waiting into one transaction (group commit), and the next
-slice decoded once it has committed. A request is answered only after the transaction holding its
-last slice has committed, so an acknowledged span survives a ``kill -9``: DuckDB's write-ahead log
-has it.
+writer thread, and the next slice decoded while the one before waits for its commit
+(``SLICES_IN_FLIGHT``). The writer ingests whatever is waiting into one batch (group commit) and
+hands it to a committer thread, whose transaction runs while the writer builds the next batch from
+what arrives meanwhile. A request is answered only after the transaction holding its last slice
+has committed, so an acknowledged span survives a ``kill -9``: DuckDB's write-ahead log has it.
 
 One client cannot hurt the others: memory is bounded by bytes (``max_pending_bytes``: bodies,
 decompressed, decoded and queued) and by spans waiting for the writer (``max_pending_spans``);
@@ -632,10 +633,11 @@ class Collector:
         committing: _Group | None = None  # its transaction under way on the committer's thread
         building: _Group | None = None  # the next transaction, built from what arrives meanwhile
         while True:
-            due = [t for t in (next_sweep, next_retain, next_idle_checkpoint) if t is not None]
+            due = [t for t in (next_sweep, next_retain) if t is not None]  # due under load too
             if committing is not None and due and time.monotonic() >= min(due):
-                self._flush(committing, building)  # the timers' work writes too: the store has one writer
+                self._flush(committing, building)  # their work writes too: the store has one writer at a time
                 committing = building = None
+                next_idle_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
             if committing is None:
                 if next_idle_checkpoint is not None and time.monotonic() >= next_idle_checkpoint:
                     next_idle_checkpoint = None
