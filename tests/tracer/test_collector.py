@@ -350,6 +350,52 @@ def test_a_slice_that_can_never_be_stored_is_rejected_alone_and_the_request_s_ot
         assert store.sql("SELECT count(*) FROM spans") == [(len(spans) - 1,)]
 
 
+def test_a_transaction_that_fails_while_the_next_is_built_has_the_next_built_again_with_the_content_it_needs(
+        tmp_path, monkeypatch):
+    # The writer builds a group while the one before commits, leaving out the content that one
+    # holds; when that one fails, the next must not be committed without it.
+    spans = agent_spans()
+    first_call = next(i for i, s in enumerate(spans) if (s.attributes or {}).get("gen_ai.operation.name") == "chat")
+    early, late = spans[:first_call + 1], spans[first_call + 1:]  # the later calls repeat the first's messages
+    db = str(tmp_path / "rebuilt.duckdb")
+    with Collector(db, port=0) as collector:
+        writing, fail = threading.Event(), threading.Event()
+        real_write, real_build = collector.store.write, collector._ingestor.build
+        late_built = threading.Event()
+
+        def write(batch: Batch) -> None:
+            if not fail.is_set() and any(row[1] == span_id(early[0]) for row in batch.spans):
+                writing.set()
+                assert late_built.wait(30)
+                fail.set()
+                raise StoreError("the disk is full (a test)")
+            real_write(batch)
+
+        def build(records, batch=None):
+            built = real_build(records, batch)
+            if any(r.span_id == span_id(late[0]) for r in records):
+                late_built.set()
+            return built
+
+        monkeypatch.setattr(collector.store, "write", write)
+        monkeypatch.setattr(collector._ingestor, "build", build)
+        answers: dict[str, int] = {}
+        sender = threading.Thread(target=lambda: answers.update(early=post(collector.url, encode_spans(early)
+                                                                           .SerializeToString())[0]))
+        sender.start()
+        assert writing.wait(30)  # the early spans' transaction is under way
+        assert post(collector.url, encode_spans(late).SerializeToString())[0] == 200  # built meanwhile, then again
+        sender.join(30)
+        assert answers == {"early": 503}
+        verified = collector.store.verify_requests()  # the late calls, whose first messages only the early spans held
+        assert verified.failures == [] and verified.exact == verified.total > 0
+        assert post(collector.url, encode_spans(early).SerializeToString())[0] == 200  # the exporter's retry
+    with tracer.Store(db, read_only=True) as store:
+        verified = store.verify_requests()
+        assert verified.failures == [] and verified.exact == verified.total > 1
+    assert dump(db) == embedded_dump(spans, str(tmp_path / "embedded.duckdb"))
+
+
 # -- one bad request among many ----------------------------------------------------------------------
 
 
