@@ -5,8 +5,8 @@ test, and the critical cases' rule) instead of a difference of two noisy numbers
 What the reports call a case, so that they agree with the gate:
 
 - ``regression``: the case dropped significantly on its own (its Fisher test, corrected), or it
-  collapsed: it passed in most of the baseline's trials and in none of the candidate's (4/5 → 0/5,
-  with at least ``COLLAPSE_TRIALS`` trials in each run).
+  collapsed: it passed in at least ``COLLAPSE_FROM`` of the baseline's trials and in none of the
+  candidate's (4/5 → 0/5, with at least ``COLLAPSE_TRIALS`` trials in each run).
   A collapse fails the gate whatever its p-value: with a few trials per case and several flaky
   cases sharing the per-case level, the test cannot call even 4/5 → 0/5 significant, yet a case
   that stopped passing at all is what the gate is there to stop.
@@ -38,6 +38,11 @@ POWER_SCENARIOS = ((1.0, 0.0), (1.0, 0.4), (0.9, 0.6))
 
 POWER = 0.8
 """A drop counts as caught when the per-case test flags it at least this often."""
+
+COLLAPSE_FROM = 0.8
+"""The baseline pass rate from which a fall to no passing trial is a collapse. From a bare majority
+(3/5 → 0/5) the rule fired in 5.4% of no-change comparisons of a very flaky suite, beyond the gate's
+whole false-alarm budget; from 4/5, 2.3% (RESULTS.md, section 36)."""
 
 COLLAPSE_TRIALS = 3
 """The fewest trials per case, in each run, at which a collapse counts: below it, 1/1 → 0/1 or
@@ -197,8 +202,8 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
                 f"{c.case_id}{' (critical)' if c.critical else ''} {_count(c.baseline)} → {_count(c.candidate)} "
                 f"(p = {c.p_value:.2g} ≤ {c.level:.3g})" for c in own_drops))
         if collapses:
-            parts.append(f"{len(collapses)} case(s) passed in most baseline trials and in no candidate trial, a "
-                         "regression whatever the p-value: " + ", ".join(
+            parts.append(f"{len(collapses)} case(s) passed in at least {COLLAPSE_FROM:.0%} of baseline trials and "
+                         "in no candidate trial, a regression whatever the p-value: " + ", ".join(
                              f"{c.case_id}{' (critical)' if c.critical else ''} {_count(c.baseline)} → "
                              f"{_count(c.candidate)} (p = {c.p_value:.2g} > {c.level:.3g})" for c in collapses))
         reason = "; ".join(parts)
@@ -230,11 +235,11 @@ def compare(baseline: tracer.EvalRunRecord, baseline_results: Sequence[tracer.Ev
 
 
 def collapsed(baseline: Sequence[bool], candidate: Sequence[bool]) -> bool:
-    """The collapse rule: the case passed in most of the baseline's trials and in none of the
-    candidate's, with at least ``COLLAPSE_TRIALS`` trials in each run. Such a case is a regression
-    whatever its p-value (``Comparison.verdict``)."""
+    """The collapse rule: the case passed in at least ``COLLAPSE_FROM`` of the baseline's trials and
+    in none of the candidate's, with at least ``COLLAPSE_TRIALS`` trials in each run. Such a case is
+    a regression whatever its p-value (``Comparison.verdict``)."""
     return min(len(baseline), len(candidate)) >= COLLAPSE_TRIALS and not any(candidate) \
-        and 2 * sum(baseline) > len(baseline)
+        and sum(baseline) >= COLLAPSE_FROM * len(baseline)
 
 
 def failing_turn(result: tracer.EvalResultRecord) -> int | None:
