@@ -398,8 +398,8 @@ def _clean(loaded: Loaded, shot: Path) -> None:
     assert loaded.title, f"an empty page (screenshot {shot})"
 
 
-def _step(browser: Browser, screenshots: Path, name: str, until: str) -> Loaded:
-    loaded = browser.wait(until)
+def _step(browser: Browser, screenshots: Path, name: str, until: str, timeout_s: float = 60) -> Loaded:
+    loaded = browser.wait(until, timeout_s=timeout_s)
     _clean(loaded, browser.screenshot(screenshots / f"{name}.png"))
     return loaded
 
@@ -496,15 +496,25 @@ def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard
     with duckdb.connect(str(served_store), read_only=True) as con:
         route = con.execute(f"SELECT coalesce(s.route, '(none)') AS r {production} "
                             "GROUP BY r ORDER BY sum(c.cost_usd) DESC LIMIT 1").fetchone()[0]
-        top = con.execute("SELECT session_id FROM sessions WHERE origin = 'production' AND "
-                          "coalesce(route, '(none)') = ? ORDER BY cost_usd DESC, start_ns DESC LIMIT 1",
-                          [route]).fetchone()[0]
+        top = {sid for (sid,) in con.execute(  # ties: any of the dearest opens first
+            "SELECT session_id FROM sessions WHERE origin = 'production' AND coalesce(route, '(none)') = ? "
+            "AND cost_usd = (SELECT max(cost_usd) FROM sessions WHERE origin = 'production' "
+            "AND coalesce(route, '(none)') = ?)", [route, route]).fetchall()}
     _sidebar(browser, dashboard, screenshots, "costs", "true")
     browser.click("button", text="route")
     _step(browser, screenshots, "4-by-route", "location.search.includes('by=route')")
     browser.click_row(0, 0)  # the breakdown is sorted by cost: the most expensive route first
-    _step(browser, screenshots, "4-route", "location.search.includes('route=')")
-    assert f"Most expensive sessions of route {route}" in browser.text()
-    browser.click_row(1, 0)  # its top sessions, most expensive first
-    _step(browser, screenshots, "4-top-session", f"location.pathname === '/session' && "
-                                                 f"location.search.includes('id={top}')")
+    # The URL changes as the script starts its run: wait for the top sessions it then draws.
+    _step(browser, screenshots, "4-route", "location.search.includes('route=') && "
+                                           f"document.body.innerText.includes({json.dumps('sessions of route ' + route)})")
+    # Its top sessions, most expensive first. A table just scrolled into view from the page's foot
+    # can drop a synthetic click (about one run in two on a loaded machine): one more try.
+    for attempt in range(2):
+        browser.click_row(1, 0)
+        try:
+            _step(browser, screenshots, "4-top-session", "location.pathname === '/session'", timeout_s=15)
+            break
+        except TimeoutError:
+            if attempt:
+                raise
+    assert browser.evaluate("new URLSearchParams(location.search).get('id')") in top
