@@ -10,7 +10,8 @@ realistic agent spans with content, all at once), ``big-gzip`` (the same, gzippe
 ``--big-mb`` MB of one-byte attributes, the shape that costs most memory per byte once decoded)
 and ``mixed`` (big, gzip and small at once). Span ids are made unique per request, so every
 span is stored. Peak RSS is the server's VmHWM from /proc (Linux), its baseline the VmRSS once
-serving; both are printed, with the 503s the senders got and the time to land everything.
+serving, its end the VmRSS once every sender is answered (what it keeps); all are printed, with
+the 503s the senders got and the time to land everything.
 ``--dashboard`` runs serve with its dashboard (Streamlit started, no browser on it) to show what
 the dashboard adds; ``--repeat`` runs each mix again against a fresh serve.
 """
@@ -151,14 +152,15 @@ def _run(mix: str, senders: list[list[tuple[bytes, bool]]], tmp: str, dashboard:
         for t in threads:
             t.join()
         seconds = time.perf_counter() - t0
-        peak = _status(server.pid, "VmHWM")
+        peak, end = _status(server.pid, "VmHWM"), _status(server.pid, "VmRSS")
     finally:
         server.send_signal(signal.SIGTERM)  # as Ctrl-C; SIGINT is ignored by a job a shell started in the background
         server.wait(120)
     requests = sum(len(b) for b in senders)
     mb = sum(len(body) for bodies in senders for body, _ in bodies) / 1e6
     return {"mix": mix, "dashboard": dashboard, "requests": requests, "payload_mb": round(mb, 1),
-            "baseline_rss_mb": round(baseline / 1e6), "peak_rss_mb": round(peak / 1e6), "answered_503": out["503"],
+            "baseline_rss_mb": round(baseline / 1e6), "peak_rss_mb": round(peak / 1e6),
+            "end_rss_mb": round(end / 1e6), "answered_503": out["503"],
             "reconnects": out["reconnects"], "seconds": round(seconds, 1)}
 
 

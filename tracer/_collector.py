@@ -62,10 +62,10 @@ IDLE_CHECKPOINT_BYTES = 16 * 1024 * 1024
 """Smaller logs are left for later: a checkpoint's cost is mostly fixed, and a short log replays fast."""
 MAX_PENDING_BYTES = 128 * 1024 * 1024
 """Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
-more are refused with 503 until some are answered. Two 14 MB requests at once (each charged 58 MB),
-or dozens of small ones: a serving process holds about 340 MB before any request (its imports, and
-what its first write allocates for good), so this is what is left under 500 MB (benchmarks/RESULTS.md
-§32; the target is not met yet)."""
+more are refused with 503 until some are answered. Four 14 MB requests at once (each charged its
+body and 16 × a slice: 31 MB), or dozens of small ones. What the process holds besides (its imports,
+what its first write allocates for good, DuckDB's rows awaiting a checkpoint) is bounded in serve by
+``MAX_RESIDENT_BYTES`` (benchmarks/RESULTS.md §32, §35)."""
 DECODED_BYTES_PER_BYTE = 16
 """Memory a byte of OTLP payload takes once parsed, decoded into span records and built into the
 writer's batch: about 17 for spans of one-byte attributes (8 of them the protobuf messages), the
@@ -76,6 +76,10 @@ MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 """The resident memory past which ``flightrec serve`` takes a request only when no other is in flight
 (503 with ``Retry-After`` meanwhile): a bound on what the byte budget's estimates miss, with room
 under 500 MB for the one request it always takes (benchmarks/RESULTS.md §35)."""
+_DUCKDB_MEMORY = "96MB"
+"""What DuckDB may hold in a process bounded by ``max_resident_bytes``: it keeps the rows of the
+write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL``: 200 MB of them for 168 MB of
+spans of one-byte attributes), and spills to a temporary file past this instead."""
 MAX_CONNECTIONS = 1000
 """Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
 HEADER_TIMEOUT_S = 5.0
@@ -248,9 +252,9 @@ class Collector:
         max_pending_bytes: Bytes that requests in flight may hold, counted from their
             ``Content-Length``, their decompressed size and what their spans take once decoded.
         max_resident_bytes: The process's resident memory past which (with the bytes held) a
-            request is refused unless none other is in flight; for a process that is the
-            collector's own (``flightrec serve`` passes ``MAX_RESIDENT_BYTES``). ``None`` bounds
-            requests by ``max_pending_bytes`` alone.
+            request is refused unless none other is in flight, DuckDB's memory then limited to
+            ``_DUCKDB_MEMORY``; for a process that is the collector's own (``flightrec serve``
+            passes ``MAX_RESIDENT_BYTES``). ``None`` bounds requests by ``max_pending_bytes`` alone.
         max_connections: Connections and requests in progress at once (uvicorn's
             ``limit_concurrency``): a request past it is answered 503.
         header_timeout_s: A connection whose request headers take longer is closed.
@@ -309,6 +313,8 @@ class Collector:
             self._socket.close()
             raise
         self.store.defer_checkpoints(_CHECKPOINT_WAL)
+        if max_resident_bytes is not None:  # else DuckDB keeps every row the log holds in memory too, up to 256 MB
+            self.store.limit_memory(_DUCKDB_MEMORY)
         self.token = token
         self.max_body = max_body
         self.max_pending_spans = max_pending_spans

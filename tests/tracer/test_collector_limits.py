@@ -216,3 +216,14 @@ def test_serve_without_its_dashboard_never_loads_pandas(tmp_path, good):
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert "/pandas/" not in loaded
+
+
+def test_a_collector_bounded_by_resident_memory_bounds_duckdbs_too(tmp_path):
+    # DuckDB keeps the rows of its write-ahead log in memory until a checkpoint, up to 256 MB of
+    # them: within a resident bound, it spills past its own limit instead.
+    def duckdb_limit(**bounds: int) -> float:
+        with Collector(str(tmp_path / f"{len(bounds)}.duckdb"), port=0, **bounds) as collector:
+            value, unit = collector.store.sql("SELECT current_setting('memory_limit')")[0][0].split()
+        return float(value) * {"MiB": 2**20, "GiB": 2**30}[unit]
+
+    assert duckdb_limit(max_resident_bytes=400 * 2**20) < 100 * 2**20 < duckdb_limit()
