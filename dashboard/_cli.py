@@ -90,7 +90,10 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     tune_gc()
     if no_dashboard:  # the dashboard imports pandas, and pyarrow's conversions of pandas frames need it known
         skip_pandas()
-    collector = Collector(db_path, host=host, port=port, token=token, max_resident_bytes=MAX_RESIDENT_BYTES,
+    # The process's memory bounds requests only when it is the collector's alone: with the dashboard,
+    # what its pages hold would throttle the agents' spans (benchmarks/RESULTS.md §35).
+    collector = Collector(db_path, host=host, port=port, token=token,
+                          max_resident_bytes=MAX_RESIDENT_BYTES if no_dashboard else None,
                           on_sessions_ended=ended if hooks else None,
                           session_timeout_s=session_timeout * 60 or None, retain_s=retain and retain / 1e9,
                           retain_content_s=retain_content and retain_content / 1e9, content=content)

@@ -73,7 +73,7 @@ worst shape measured, 3 for realistic spans with content (benchmarks/RESULTS.md 
 is charged the worst for the part of it decoded at once (``SLICE_BYTES``; an OTLP/JSON body
 whole), since the shape is known only once decoded."""
 MAX_RESIDENT_BYTES = 440 * 1024 * 1024
-"""The resident memory past which ``flightrec serve`` takes a request only when no other is in flight
+"""The resident memory past which ``flightrec serve --no-dashboard`` takes a request only when no other is in flight
 (503 with ``Retry-After`` meanwhile): a bound on what the byte budget's estimates miss, with room
 under 500 MB for the one request it always takes (benchmarks/RESULTS.md §35)."""
 _DUCKDB_MEMORY = "96MB"
@@ -253,8 +253,9 @@ class Collector:
             ``Content-Length``, their decompressed size and what their spans take once decoded.
         max_resident_bytes: The process's resident memory past which (with the bytes held) a
             request is refused unless none other is in flight, DuckDB's memory then limited to
-            ``_DUCKDB_MEMORY``; for a process that is the collector's own (``flightrec serve``
-            passes ``MAX_RESIDENT_BYTES``). ``None`` bounds requests by ``max_pending_bytes`` alone.
+            ``_DUCKDB_MEMORY``; for a process that is the collector's own (``flightrec serve
+            --no-dashboard`` passes ``MAX_RESIDENT_BYTES``). ``None`` bounds requests by
+            ``max_pending_bytes`` alone.
         max_connections: Connections and requests in progress at once (uvicorn's
             ``limit_concurrency``): a request past it is answered 503.
         header_timeout_s: A connection whose request headers take longer is closed.
