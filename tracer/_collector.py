@@ -78,7 +78,7 @@ MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 under 500 MB for the one request it always takes (benchmarks/RESULTS.md §35)."""
 _DUCKDB_MEMORY = "96MB"
 """What DuckDB may hold in a process bounded by ``max_resident_bytes``: it keeps the rows of the
-write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL``: 200 MB of them for 168 MB of
+write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL``: 126 MB of them for 112 MB of
 spans of one-byte attributes), and spills to a temporary file past this instead."""
 MAX_CONNECTIONS = 1000
 """Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
