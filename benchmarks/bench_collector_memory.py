@@ -2,7 +2,7 @@
 --no-dashboard`` while senders POST at once, each retrying a 503 after its ``Retry-After``
 as the OTLP exporters do (issue 15, item 3; target: under 500 MB whatever the mix).
 
-    python benchmarks/bench_collector_memory.py [--big-mb 14] [--concurrent 12]
+    python benchmarks/bench_collector_memory.py [--mixes big,tiny-attrs] [--repeat 3] [--dashboard]
 
 Mixes, each against a fresh serve: ``big`` (``--concurrent`` requests of about ``--big-mb`` MB of
 realistic agent spans with content, all at once), ``big-gzip`` (the same, gzipped), ``small``
@@ -10,7 +10,10 @@ realistic agent spans with content, all at once), ``big-gzip`` (the same, gzippe
 ``--big-mb`` MB of one-byte attributes, the shape that costs most memory per byte once decoded)
 and ``mixed`` (big, gzip and small at once). Span ids are made unique per request, so every
 span is stored. Peak RSS is the server's VmHWM from /proc (Linux), its baseline the VmRSS once
-serving; both are printed, with the 503s the senders got and the time to land everything.
+serving, its end the VmRSS once every sender is answered (what it keeps); all are printed, with
+the 503s the senders got and the time to land everything.
+``--dashboard`` runs serve with its dashboard (Streamlit started, no browser on it) to show what
+the dashboard adds; ``--repeat`` runs each mix again against a fresh serve.
 """
 
 from __future__ import annotations
@@ -122,14 +125,21 @@ def _send(port: int, bodies: list[tuple[bytes, bool]], out: dict[str, int], lock
     conn.close()
 
 
-def _run(mix: str, senders: list[list[tuple[bytes, bool]]], tmp: str) -> dict[str, object]:
-    db = str(Path(tmp) / f"{mix}.duckdb")
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _run(mix: str, senders: list[list[tuple[bytes, bool]]], tmp: str, dashboard: bool) -> dict[str, object]:
+    db = Path(tmp) / f"{mix}.duckdb"
+    for stale in (db, Path(f"{db}.wal")):  # a repeated mix starts from an empty store, as the first did
+        stale.unlink(missing_ok=True)
+    port = _free_port()
     flightrec = Path(sys.executable).with_name("flightrec")
-    server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), "--grpc-port", "0",
-                               "--no-dashboard"],
+    ui = ["--dashboard-port", str(_free_port())] if dashboard else ["--no-dashboard"]
+    server = subprocess.Popen([str(flightrec), "serve", "--db", str(db), "--port", str(port), "--grpc-port", "0",
+                               *ui],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_serving(f"http://127.0.0.1:{port}", 120)  # a loaded machine starts serve slowly
@@ -142,15 +152,38 @@ def _run(mix: str, senders: list[list[tuple[bytes, bool]]], tmp: str) -> dict[st
         for t in threads:
             t.join()
         seconds = time.perf_counter() - t0
-        peak = _status(server.pid, "VmHWM")
+        peak, end = _status(server.pid, "VmHWM"), _status(server.pid, "VmRSS")
     finally:
         server.send_signal(signal.SIGTERM)  # as Ctrl-C; SIGINT is ignored by a job a shell started in the background
         server.wait(120)
     requests = sum(len(b) for b in senders)
     mb = sum(len(body) for bodies in senders for body, _ in bodies) / 1e6
-    return {"mix": mix, "requests": requests, "payload_mb": round(mb, 1), "baseline_rss_mb": round(baseline / 1e6),
-            "peak_rss_mb": round(peak / 1e6), "answered_503": out["503"], "reconnects": out["reconnects"],
-            "seconds": round(seconds, 1)}
+    return {"mix": mix, "dashboard": dashboard, "requests": requests, "payload_mb": round(mb, 1),
+            "baseline_rss_mb": round(baseline / 1e6), "peak_rss_mb": round(peak / 1e6),
+            "end_rss_mb": round(end / 1e6), "answered_503": out["503"],
+            "reconnects": out["reconnects"], "seconds": round(seconds, 1)}
+
+
+def _mixes(names: list[str], big: int, n: int, tmp: str) -> dict[str, list[list[tuple[bytes, bool]]]]:
+    """The senders of each mix in ``names`` (each sender a list of bodies, each gzipped or not); only
+    what they need is built, since the realistic spans take a while."""
+    mixes: dict[str, list[list[tuple[bytes, bool]]]] = {}
+    if "tiny-attrs" in names:
+        mixes["tiny-attrs"] = [[(b, False)] for b in _tiny_attrs(big, n, 10 * n)]
+    if set(names) - {"tiny-attrs"}:
+        template = _realistic(tmp)
+        realistic = _requests(template, big, n, 0)
+        zipped = [gzip.compress(b, 6) for b in _requests(template, big, n, n)]
+        small = _requests(template, 64 * template.ByteSize() // sum(
+            len(ss.spans) for rs in template.resource_spans for ss in rs.scope_spans), 320, 2 * n)
+        mixes |= {
+            "big": [[(b, False)] for b in realistic],
+            "big-gzip": [[(b, True)] for b in zipped],
+            "small": [[(b, False) for b in small[k::32]] for k in range(32)],
+            "mixed": ([[(b, False)] for b in realistic[: n // 2]] + [[(b, True)] for b in zipped[: n // 2]]
+                      + [[(b, False) for b in small[k::16]] for k in range(16)]),
+        }
+    return mixes
 
 
 def main() -> None:
@@ -158,25 +191,20 @@ def main() -> None:
     parser.add_argument("--big-mb", type=float, default=14)
     parser.add_argument("--concurrent", type=int, default=12)
     parser.add_argument("--mixes", default="big,big-gzip,small,tiny-attrs,mixed")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each mix, each against a fresh serve")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="serve with its dashboard (not loaded in a browser) instead of --no-dashboard")
     args = parser.parse_args()
-    big, n = int(args.big_mb * 1e6), args.concurrent
+    names = args.mixes.split(",")
+    unknown = set(names) - {"big", "big-gzip", "small", "tiny-attrs", "mixed"}
+    if unknown:
+        parser.error(f"unknown mix {', '.join(sorted(unknown))}: choose among big, big-gzip, small, tiny-attrs, mixed")
     with tempfile.TemporaryDirectory() as tmp:
-        template = _realistic(tmp)
-        realistic = _requests(template, big, n, 0)
-        zipped = [gzip.compress(b, 6) for b in _requests(template, big, n, n)]
-        small = _requests(template, 64 * template.ByteSize() // sum(
-            len(ss.spans) for rs in template.resource_spans for ss in rs.scope_spans), 320, 2 * n)
-        mixes = {
-            "big": [[(b, False)] for b in realistic],
-            "big-gzip": [[(b, True)] for b in zipped],
-            "small": [[(b, False) for b in small[k::32]] for k in range(32)],
-            "tiny-attrs": [[(b, False)] for b in _tiny_attrs(big, n, 10 * n)],
-            "mixed": ([[(b, False)] for b in realistic[: n // 2]] + [[(b, True)] for b in zipped[: n // 2]]
-                      + [[(b, False) for b in small[k::16]] for k in range(16)]),
-        }
+        mixes = _mixes(names, int(args.big_mb * 1e6), args.concurrent, tmp)
         print(machine_header("collector memory"))
-        for mix in args.mixes.split(","):
-            print(json.dumps(_run(mix, mixes[mix], tmp)), flush=True)
+        for _ in range(args.repeat):
+            for mix in names:
+                print(json.dumps(_run(mix, mixes[mix], tmp, args.dashboard)), flush=True)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     detectors run online)."""
     from importlib.metadata import entry_points
 
-    from tracer._collector import Collector, tune_gc
+    from tracer._collector import MAX_RESIDENT_BYTES, Collector, skip_pandas, tune_gc
     from tracer._config import content_mode
     from tracer._grpc import GrpcReceiver
     from tracer._read_api import ReadApi
@@ -88,7 +88,13 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     # written and the holder file is removed. In dashboard mode Streamlit installs its own.
     signal.signal(signal.SIGTERM, _stop)
     tune_gc()
-    collector = Collector(db_path, host=host, port=port, token=token, on_sessions_ended=ended if hooks else None,
+    if no_dashboard:  # the dashboard imports pandas, and pyarrow's conversions of pandas frames need it known
+        skip_pandas()
+    # The process's memory bounds requests only when it is the collector's alone: with the dashboard,
+    # what its pages hold would throttle the agents' spans (benchmarks/RESULTS.md §35).
+    collector = Collector(db_path, host=host, port=port, token=token,
+                          max_resident_bytes=MAX_RESIDENT_BYTES if no_dashboard else None,
+                          on_sessions_ended=ended if hooks else None,
                           session_timeout_s=session_timeout * 60 or None, retain_s=retain and retain / 1e9,
                           retain_content_s=retain_content and retain_content / 1e9, content=content)
     receiver = None if no_grpc else GrpcReceiver(collector, host=host, port=grpc_port).start()

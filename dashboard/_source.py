@@ -17,11 +17,12 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal
 
 import tracer
+
+if TYPE_CHECKING:  # `flightrec serve --no-dashboard` imports this package, and pandas would cost it 43 MB
+    import pandas as pd
 
 Mode = Literal["read_only", "shared"]
 

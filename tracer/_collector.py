@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
+import importlib.abc
 import ipaddress
 import logging
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -33,13 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import h11
+import pyarrow as pa
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ._config import content_mode
 from ._errors import ConfigError, FlightrecError, StoreError, UnstorableError
 from ._ingest import Batch, Ingestor, SpanRecord
-from ._otlp import MAX_BODY, SLICE_BYTES, Decoded, OtlpError, decode_slices, encode_response
+from ._otlp import MAX_BODY, SLICE_BYTES, Decoded, OtlpError, decode_slices, encode_response, is_compressed
 from ._redact import ContentPolicy
 from ._store import Store, default_db_path
 
@@ -61,16 +64,24 @@ IDLE_CHECKPOINT_BYTES = 16 * 1024 * 1024
 """Smaller logs are left for later: a checkpoint's cost is mostly fixed, and a short log replays fast."""
 MAX_PENDING_BYTES = 128 * 1024 * 1024
 """Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
-more are refused with 503 until some are answered. Two 14 MB requests at once (each charged 58 MB),
-or dozens of small ones: a serving process holds about 340 MB before any request (its imports, and
-what its first write allocates for good), so this is what is left under 500 MB (benchmarks/RESULTS.md
-§32; the target is not met yet)."""
+more are refused with 503 until some are answered. Four 14 MB requests at once (each charged its
+body and 16 × a slice: 31 MB), or dozens of small ones. What the process holds besides (its imports,
+what its first write allocates for good, DuckDB's rows awaiting a checkpoint) is bounded in serve by
+``MAX_RESIDENT_BYTES`` (benchmarks/RESULTS.md §32, §35)."""
 DECODED_BYTES_PER_BYTE = 16
 """Memory a byte of OTLP payload takes once parsed, decoded into span records and built into the
 writer's batch: about 17 for spans of one-byte attributes (8 of them the protobuf messages), the
 worst shape measured, 3 for realistic spans with content (benchmarks/RESULTS.md §32). Every request
 is charged the worst for the part of it decoded at once (``SLICE_BYTES``; an OTLP/JSON body
 whole), since the shape is known only once decoded."""
+MAX_RESIDENT_BYTES = 440 * 1024 * 1024
+"""The resident memory past which ``flightrec serve --no-dashboard`` takes a request only when no other is in flight
+(503 with ``Retry-After`` meanwhile): a bound on what the byte budget's estimates miss, with room
+under 500 MB for the one request it always takes (benchmarks/RESULTS.md §35)."""
+_DUCKDB_MEMORY = "96MB"
+"""What DuckDB may hold in a process bounded by ``max_resident_bytes``: it keeps the rows of the
+write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL``: 126 MB of them for 112 MB of
+spans of one-byte attributes), and spills to a temporary file past this instead."""
 MAX_CONNECTIONS = 1000
 """Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
 HEADER_TIMEOUT_S = 5.0
@@ -214,6 +225,37 @@ def tune_gc() -> None:
     gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
 
 
+def skip_pandas() -> None:
+    """Keeps pyarrow from importing pandas into a process that has no use for it (``flightrec serve
+    --no-dashboard``): 43 MB of memory for good, out of the 500 MB a collector may take.
+
+    pyarrow asks once, on its first conversion of Python objects (``pa.array``, which every write
+    of the store runs), whether pandas can be imported, to tell a pandas Series from a list; it
+    has no switch to skip the question. Asked while ``import pandas`` fails, it keeps that answer
+    and converts lists as before; a pandas conversion (``Table.to_pandas``) still imports pandas
+    when asked for. Process-wide, and a thread importing pandas at the same moment would fail:
+    call it once, from the command that owns the process, before it starts threads. A no-op where
+    pandas is imported already.
+    """
+    if "pandas" in sys.modules:
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([])
+    finally:
+        sys.meta_path.remove(finder)
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """Fails ``import pandas`` as if pandas were not installed (``skip_pandas``)."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname == "pandas":
+            raise ImportError("pandas is kept out of this process (tracer._collector.skip_pandas)")
+        return None
+
+
 class Collector:
     """An OTLP/HTTP receiver on ``/v1/traces`` that writes into one store.
 
@@ -232,6 +274,11 @@ class Collector:
         max_pending_spans: Spans that may wait for the writer.
         max_pending_bytes: Bytes that requests in flight may hold, counted from their
             ``Content-Length``, their decompressed size and what their spans take once decoded.
+        max_resident_bytes: The process's resident memory past which (with the bytes held) a
+            request is refused unless none other is in flight, DuckDB's memory then limited to
+            ``_DUCKDB_MEMORY``; for a process that is the collector's own (``flightrec serve
+            --no-dashboard`` passes ``MAX_RESIDENT_BYTES``). ``None`` bounds requests by
+            ``max_pending_bytes`` alone.
         max_connections: Connections and requests in progress at once (uvicorn's
             ``limit_concurrency``): a request past it is answered 503.
         header_timeout_s: A connection whose request headers take longer is closed.
@@ -262,7 +309,8 @@ class Collector:
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 4318,
                  token: str | None = None, max_body: int = MAX_BODY, max_pending_spans: int = MAX_PENDING_SPANS,
-                 max_pending_bytes: int = MAX_PENDING_BYTES, max_connections: int = MAX_CONNECTIONS,
+                 max_pending_bytes: int = MAX_PENDING_BYTES, max_resident_bytes: int | None = None,
+                 max_connections: int = MAX_CONNECTIONS,
                  header_timeout_s: float = HEADER_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S,
                  body_timeout_s: float = BODY_TIMEOUT_S, body_rate: int = BODY_RATE,
                  on_sessions_ended: Callable[[list[str]], None] | None = None,
@@ -289,10 +337,12 @@ class Collector:
             self._socket.close()
             raise
         self.store.defer_checkpoints(_CHECKPOINT_WAL)
+        if max_resident_bytes is not None:  # else DuckDB keeps every row the log holds in memory too, up to 256 MB
+            self.store.limit_memory(_DUCKDB_MEMORY)
         self.token = token
         self.max_body = max_body
         self.max_pending_spans = max_pending_spans
-        self.budget = _Budget(max_pending_bytes)
+        self.budget = _Budget(max_pending_bytes, max_resident_bytes)
         self._ahead = _Budget(AHEAD_BYTES)
         self.stats = CollectorStats()
         self._on_sessions_ended = on_sessions_ended
@@ -417,24 +467,32 @@ class Collector:
         """Decodes one OTLP export request, stores its spans and answers only once they are
         committed (or can never be). Blocks the calling thread meanwhile; any thread may call it.
 
-        The payload's decompressed and decoded forms are reserved from the byte budget as it is
-        decompressed, before it is decoded; past the budget the answer is 503 with ``Retry-After``.
-        The caller accounts for ``body`` itself (the HTTP transport, from its ``Content-Length``).
+        ``body``, then its decompressed and decoded forms as it is decompressed (before it is
+        decoded), are reserved from the byte budget; past the budget the answer is 503 with
+        ``Retry-After``.
         """
-        return self.export_held(body, content_type, content_encoding, 0)
+        own = len(body)
+        if not self.budget.take(own):
+            return self.busy()
+        try:
+            return self.export_held(body, content_type, content_encoding, own)
+        finally:
+            self.budget.give(own)
 
     def export_held(self, body: bytes, content_type: str | None, content_encoding: str | None, own: int) -> Answer:
-        """``export``, for a transport that already holds ``own`` bytes of the budget for ``body``:
-        a request that holds all that is held is never refused for the budget."""
+        """``export``, for a transport that already holds ``own`` bytes of the budget, ``body``'s
+        among them (the HTTP transport reserves its ``Content-Length`` before reading it): a
+        request that holds all that is held is never refused for the budget."""
         held = payload = 0
         # An OTLP/protobuf request is decoded a slice at a time; OTLP/JSON is parsed whole.
         decoded_at_once = self.max_body if "json" in (content_type or "") else SLICE_BYTES
+        copied = is_compressed(content_encoding)  # else the payload is the body, which ``own`` holds
 
         def reserve(size: int) -> None:
             nonlocal held, payload
-            # The decompressed copy (or the body), and what the part of it decoded at once takes.
+            # The decompressed copy, and what the part of the payload decoded at once takes.
             at_once = min(payload + size, decoded_at_once) - min(payload, decoded_at_once)
-            cost = size + DECODED_BYTES_PER_BYTE * at_once
+            cost = size * copied + DECODED_BYTES_PER_BYTE * at_once
             if not self.budget.take(cost, own + held):
                 raise _Busy
             held += cost
@@ -831,19 +889,24 @@ class _Busy(Exception):
 class _Budget:
     """Bytes held by requests in flight: bodies read, decompressed, decoded and waiting for the writer.
 
-    A reservation is refused once ``limit`` would be passed, except when the request asking holds
-    all that is held (``own``): one request of any accepted size always goes through, so a large
-    one is never refused for ever.
+    A reservation is refused once ``limit`` would be passed, or, with ``resident_limit``, once the
+    process's resident memory plus all that is held and asked for would pass it: the bytes held
+    are estimates, and the process holds more than they count (memory its allocators keep once
+    freed, DuckDB's tables waiting for a checkpoint). Either way a request that holds all that is
+    held (``own``) goes through: one request of any accepted size is always served, so a large one
+    is never refused for ever.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, resident_limit: int | None = None) -> None:
         self.limit = limit
+        self.resident_limit = resident_limit
         self.held = 0
         self._lock = threading.Lock()
 
     def take(self, n: int, own: int = 0) -> bool:
         with self._lock:
-            if self.held > own and self.held + n > self.limit:
+            if self.held > own and (self.held + n > self.limit or (
+                    self.resident_limit is not None and resident_bytes() + self.held + n > self.resident_limit)):
                 return False
             self.held += n
             return True
@@ -851,6 +914,19 @@ class _Budget:
     def give(self, n: int) -> None:
         with self._lock:
             self.held -= n
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (VmRSS, from ``/proc/self/statm``: a read of a few µs), or 0
+    where there is no ``/proc`` (only the byte budget then bounds requests)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except OSError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -949,16 +1025,22 @@ async def _drain(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
             return
 
 
-async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes | None:
-    """The request's body, or ``None`` when the client went away (or was timed out) first."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]], size: int) -> bytearray | None:
+    """The request's body of ``size`` bytes (its ``Content-Length``, which h11 holds the body to),
+    or ``None`` when the client went away (or was timed out) first. Read into one buffer as it
+    arrives: the pieces and their join held a body twice over."""
+    body = bytearray(size)
+    got = 0
+    with memoryview(body) as view:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            piece = message.get("body", b"")
+            view[got:got + len(piece)] = piece
+            got += len(piece)
+            if not message.get("more_body"):
+                return body
 
 
 class _App:
@@ -1006,20 +1088,23 @@ class _App:
                                        "send smaller batches")
             await self._refuse(scope, receive, send, answer)
             return
-        cost = 2 * size  # the chunks as received, and their join
-        if not owner.budget.take(cost):
+        if _header(scope, b"transfer-encoding") is not None:  # h11 would frame the body by it, not by its length
+            await _reply(send, owner.refuse(400, "a body with both a Content-Length and a Transfer-Encoding; send "
+                                                 "it with a Content-Length alone", {"Connection": "close"}))
+            return
+        if not owner.budget.take(size):
             await self._refuse(scope, receive, send, owner.busy())
             return
         try:
-            body = await _read_body(receive)
+            body = await _read_body(receive, size)
             if body is None:
                 return
             answer = await asyncio.get_running_loop().run_in_executor(
                 self.pool, owner.export_held, body, _header(scope, b"content-type"),
-                _header(scope, b"content-encoding"), cost)
+                _header(scope, b"content-encoding"), size)
             del body
         finally:
-            owner.budget.give(cost)
+            owner.budget.give(size)
         await _reply(send, answer)
 
     async def _refuse(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],

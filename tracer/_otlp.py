@@ -247,18 +247,23 @@ def _check_spans(count: int) -> None:
                              "send smaller batches")
 
 
+def is_compressed(content_encoding: str | None) -> bool:
+    """Whether a body sent with this ``Content-Encoding`` is decoded from a decompressed copy
+    rather than as it is."""
+    return (content_encoding or "").strip().lower() not in ("", "identity")
+
+
 def _decompress(body: bytes, content_encoding: str | None, max_body: int,
-                reserve: Callable[[int], None]) -> bytes:
-    encoding = (content_encoding or "").strip().lower()
-    if encoding in ("", "identity"):
+                reserve: Callable[[int], None]) -> bytes | bytearray:
+    if not is_compressed(content_encoding):
         if len(body) > max_body:
             raise _too_large(max_body)
         reserve(len(body))
         return body
-    if encoding not in ("gzip", "x-gzip"):
+    if (content_encoding or "").strip().lower() not in ("gzip", "x-gzip"):
         raise OtlpError(415, f"unsupported Content-Encoding {content_encoding!r}; send the body uncompressed "
                              "or with Content-Encoding: gzip")
-    chunks: list[bytes] = []
+    out = bytearray()  # grown in place: pieces and their join held the payload twice
     total = members = 0
     data = body
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -274,7 +279,7 @@ def _decompress(body: bytes, content_encoding: str | None, max_body: int,
         if total > max_body:
             raise _too_large(max_body)
         reserve(len(chunk))
-        chunks.append(chunk)
+        out += chunk
         if not inflater.eof:
             if not inflater.unconsumed_tail and len(chunk) < step:
                 raise OtlpError(400, "truncated gzip body; send the complete gzip stream")
@@ -282,7 +287,7 @@ def _decompress(body: bytes, content_encoding: str | None, max_body: int,
             continue
         data = inflater.unused_data
         if not data:  # concatenated members are one valid gzip body
-            return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+            return out
         members += 1
         if members >= _GZIP_MEMBERS:
             raise OtlpError(400, f"gzip body of more than {_GZIP_MEMBERS} concatenated members; "

@@ -399,6 +399,14 @@ class Store:
         with self._lock:
             self._con.execute(f"SET checkpoint_threshold = '{wal_size}'")
 
+    def limit_memory(self, size: str) -> None:
+        """Bounds the memory DuckDB holds (``"96MB"``): rows committed but not yet checkpointed, cached
+        blocks, and what queries work in. Past it, DuckDB spills to a directory beside the file
+        (``<db>.tmp``, removed on close) instead of growing.
+        """
+        with self._lock:
+            self._con.execute(f"SET memory_limit = '{size}'")
+
     _write_types: dict[str, list[pa.DataType]] | None = None
     """The Arrow type of each column ``_tables`` fills, read from the schema on first use."""
 

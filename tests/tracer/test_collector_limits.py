@@ -4,14 +4,16 @@ too many connections, and more bytes in flight than the budget allows (issue 15,
 from __future__ import annotations
 
 import gzip
+import signal
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.tracer.test_collector import PROTOBUF, agent_spans, post
+from tests.tracer.test_collector import PROTOBUF, agent_spans, free_port, post, serve
 from tracer._collector import Collector
 from tracer._otlp import MAX_SPANS
 
@@ -138,10 +140,13 @@ def test_an_oversized_content_length_is_refused_before_the_body_is_sent(strict):
         assert reply.startswith(b"HTTP/1.1 413") and b"send smaller batches" in reply, reply
 
 
-def test_past_the_byte_budget_a_request_gets_503_until_the_writer_catches_up(tmp_path, monkeypatch, good):
-    # A budget smaller than one request's cost: the first request is taken (it holds all that is
-    # held), and the next waits for it, answered 503 with Retry-After rather than queued.
-    with Collector(str(tmp_path / "b.duckdb"), port=0, max_pending_bytes=len(good)) as collector:
+@pytest.mark.parametrize("bound", ["max_pending_bytes", "max_resident_bytes"])
+def test_past_the_byte_budget_a_request_gets_503_until_the_writer_catches_up(tmp_path, monkeypatch, good, bound):
+    # A bound below one request's cost (or below what the process holds already): the first request
+    # is taken (it holds all that is held), and the next waits for it, answered 503 with
+    # Retry-After rather than queued.
+    limit = len(good) if bound == "max_pending_bytes" else 1
+    with Collector(str(tmp_path / "b.duckdb"), port=0, **{bound: limit}) as collector:
         writing, release = threading.Event(), threading.Event()
         real = collector.store.write
         monkeypatch.setattr(collector.store, "write", lambda batch: (writing.set(), release.wait(30), real(batch)))
@@ -185,3 +190,40 @@ def test_a_small_gzip_body_that_decodes_to_millions_of_items_gets_a_quick_413(tm
                             **{"Content-Encoding": "gzip"})
         assert status == 413 and f"limit of {MAX_SPANS}".encode() in text, text
         assert post(collector.url, good)[0] == 200
+
+
+def test_a_body_framed_by_both_its_length_and_a_transfer_encoding_is_refused(strict, good):
+    # h11 frames such a body by its chunks, which may run past the Content-Length it was admitted by.
+    with socket.create_connection(address(strict)) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(good) + good
+                     + b"\r\n0\r\n\r\n")
+        reply = read_until_eof(sock)
+    assert reply.startswith(b"HTTP/1.1 400") and b"Content-Length alone" in reply, reply
+    assert strict.stats.spans_committed == 0 and strict.budget.held == 0
+    assert post(strict.url, good)[0] == 200
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the server's memory map (Linux)")
+def test_serve_without_its_dashboard_never_loads_pandas(tmp_path, good):
+    # pyarrow imports pandas (43 MB for good) on its first conversion unless told pandas is missing.
+    port = free_port()
+    proc = serve(str(tmp_path / "p.duckdb"), port)
+    try:
+        assert post(f"http://127.0.0.1:{port}", good)[0] == 200  # the store has written: pyarrow has converted
+        loaded = Path(f"/proc/{proc.pid}/maps").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert "/pandas/" not in loaded
+
+
+def test_a_collector_bounded_by_resident_memory_bounds_duckdbs_too(tmp_path):
+    # DuckDB keeps the rows of its write-ahead log in memory until a checkpoint, up to 256 MB of
+    # them: within a resident bound, it spills past its own limit instead.
+    def duckdb_limit(**bounds: int) -> float:
+        with Collector(str(tmp_path / f"{len(bounds)}.duckdb"), port=0, **bounds) as collector:
+            value, unit = collector.store.sql("SELECT current_setting('memory_limit')")[0][0].split()
+        return float(value) * {"MiB": 2**20, "GiB": 2**30}[unit]
+
+    assert duckdb_limit(max_resident_bytes=400 * 2**20) < 100 * 2**20 < duckdb_limit()
