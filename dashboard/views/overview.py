@@ -22,6 +22,18 @@ def _calls_of(view: str) -> tuple[str, list[object]]:
     return (f" AND session_id IN (SELECT session_id FROM sessions s WHERE true{where})", params) if where else ("", [])
 
 
+def _observations_of(view: str) -> tuple[str, list[object]]:
+    """The same for ``alert_observations o``: an observation of one of the view's sessions. One of no
+    session (an agent's model latency over a window of calls) is production's, as its calls mostly are."""
+    where, params = _of(view)
+    if not where:
+        return "", []
+    cond = f"o.observation IN (SELECT session_id FROM sessions s WHERE true{where})"
+    if "production" in _ui.origin_values(view):
+        cond = f"({cond} OR o.observation NOT IN (SELECT session_id FROM sessions))"
+    return f" AND {cond}", params
+
+
 @_ui.cached
 def _extent(lo: int, hi: int, view: str) -> tuple[int, int, int]:
     """Sessions in the range, and the first and last start among them."""
@@ -47,8 +59,12 @@ def _totals(lo: int, hi: int, view: str) -> pd.Series:
         """SELECT quantile_cont((end_ns - start_ns) / 1e6, 0.5) AS llm_p50,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.95) AS llm_p95
            FROM llm_calls WHERE start_ns >= ? AND start_ns < ?""" + calls_where, [lo, hi, *calls_params]).iloc[0]
-    alerts = _ui.frame("SELECT count(*) AS open_alerts FROM alerts WHERE status = 'open' "
-                       "AND last_seen_ns >= ? AND last_seen_ns < ?", [lo, hi]).iloc[0]
+    seen_where, seen_params = _observations_of(view)
+    # An alert counts in the view when a session of the view is one it was seen in.
+    alerts = _ui.frame("SELECT count(*) AS open_alerts FROM alerts a WHERE status = 'open' "
+                       "AND last_seen_ns >= ? AND last_seen_ns < ?" + (
+                           " AND EXISTS (SELECT 1 FROM alert_observations o WHERE o.fingerprint = a.fingerprint"
+                           f"{seen_where})" if seen_where else ""), [lo, hi, *seen_params]).iloc[0]
     return pd.concat([sessions, calls, alerts])
 
 
@@ -57,6 +73,7 @@ def _series(lo: int, hi: int, step_ns: int, view: str) -> tuple[pd.DataFrame, pd
     """Per bucket: the sessions that started in it, the LLM calls, and the alert observations."""
     where, params = _of(view)
     calls_where, calls_params = _calls_of(view)
+    seen_where, seen_params = _observations_of(view)
     sessions = _ui.frame(
         """SELECT start_ns // ? * ? AS bucket, count(*) AS sessions,
                   count(*) FILTER (WHERE status = 'ok') AS ok,
@@ -77,8 +94,8 @@ def _series(lo: int, hi: int, step_ns: int, view: str) -> tuple[pd.DataFrame, pd
     alerts = _ui.frame(
         """SELECT o.seen_ns // ? * ? AS bucket, a.severity, count(*) AS n
            FROM alert_observations o JOIN alerts a USING (fingerprint)
-           WHERE o.seen_ns >= ? AND o.seen_ns < ? GROUP BY ALL ORDER BY 1""",
-        [step_ns, step_ns, lo, hi])
+           WHERE o.seen_ns >= ? AND o.seen_ns < ?""" + seen_where + " GROUP BY ALL ORDER BY 1",
+        [step_ns, step_ns, lo, hi, *seen_params])
     return sessions, calls, alerts
 
 
@@ -92,7 +109,8 @@ def _metrics(t: pd.Series) -> None:
                    help=f"{unpriced:,} calls have no known price and are not counted; see Costs." if unpriced
                    else "Every call's model has a known price.")
     row1[3].metric("Tokens", _ui.tokens(t["tokens"]), help="Input (cached or not) and output tokens.")
-    row1[4].metric("Open alerts", f"{int(t['open_alerts']):,}", help="Open alerts last seen in this range.")
+    row1[4].metric("Open alerts", f"{int(t['open_alerts']):,}",
+                   help="Open alerts last seen in this range, raised on these sessions.")
     row2 = st.columns(5)
     row2[0].metric("LLM call p50", _ui.ms(t["llm_p50"]), help="Latency of every LLM call attempt, retries included.")
     row2[1].metric("LLM call p95", _ui.ms(t["llm_p95"]))
