@@ -22,18 +22,6 @@ def _calls_of(view: str) -> tuple[str, list[object]]:
     return (f" AND session_id IN (SELECT session_id FROM sessions s WHERE true{where})", params) if where else ("", [])
 
 
-def _observations_of(view: str) -> tuple[str, list[object]]:
-    """The same for ``alert_observations o``: an observation of one of the view's sessions. One of no
-    session (an agent's model latency over a window of calls) is production's, as its calls mostly are."""
-    where, params = _of(view)
-    if not where:
-        return "", []
-    cond = f"o.observation IN (SELECT session_id FROM sessions s WHERE true{where})"
-    if "production" in _ui.origin_values(view):
-        cond = f"({cond} OR o.observation NOT IN (SELECT session_id FROM sessions))"
-    return f" AND {cond}", params
-
-
 @_ui.cached
 def _extent(lo: int, hi: int, view: str) -> tuple[int, int, int]:
     """Sessions in the range, and the first and last start among them."""
@@ -59,12 +47,10 @@ def _totals(lo: int, hi: int, view: str) -> pd.Series:
         """SELECT quantile_cont((end_ns - start_ns) / 1e6, 0.5) AS llm_p50,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.95) AS llm_p95
            FROM llm_calls WHERE start_ns >= ? AND start_ns < ?""" + calls_where, [lo, hi, *calls_params]).iloc[0]
-    seen_where, seen_params = _observations_of(view)
-    # An alert counts in the view when a session of the view is one it was seen in.
+    alerts_where, alerts_params = _ui.alerts_in(view)
     alerts = _ui.frame("SELECT count(*) AS open_alerts FROM alerts a WHERE status = 'open' "
-                       "AND last_seen_ns >= ? AND last_seen_ns < ?" + (
-                           " AND EXISTS (SELECT 1 FROM alert_observations o WHERE o.fingerprint = a.fingerprint"
-                           f"{seen_where})" if seen_where else ""), [lo, hi, *seen_params]).iloc[0]
+                       "AND last_seen_ns >= ? AND last_seen_ns < ?" + (f" AND {alerts_where}" if alerts_where else ""),
+                       [lo, hi, *alerts_params]).iloc[0]
     return pd.concat([sessions, calls, alerts])
 
 
@@ -73,7 +59,7 @@ def _series(lo: int, hi: int, step_ns: int, view: str) -> tuple[pd.DataFrame, pd
     """Per bucket: the sessions that started in it, the LLM calls, and the alert observations."""
     where, params = _of(view)
     calls_where, calls_params = _calls_of(view)
-    seen_where, seen_params = _observations_of(view)
+    seen_where, seen_params = _ui.observed_in(view)
     sessions = _ui.frame(
         """SELECT start_ns // ? * ? AS bucket, count(*) AS sessions,
                   count(*) FILTER (WHERE status = 'ok') AS ok,
@@ -94,7 +80,8 @@ def _series(lo: int, hi: int, step_ns: int, view: str) -> tuple[pd.DataFrame, pd
     alerts = _ui.frame(
         """SELECT o.seen_ns // ? * ? AS bucket, a.severity, count(*) AS n
            FROM alert_observations o JOIN alerts a USING (fingerprint)
-           WHERE o.seen_ns >= ? AND o.seen_ns < ?""" + seen_where + " GROUP BY ALL ORDER BY 1",
+           WHERE o.seen_ns >= ? AND o.seen_ns < ?""" + (f" AND {seen_where}" if seen_where else "")
+        + " GROUP BY ALL ORDER BY 1",
         [step_ns, step_ns, lo, hi, *seen_params])
     return sessions, calls, alerts
 
@@ -117,7 +104,7 @@ def _metrics(t: pd.Series) -> None:
     row2[2].metric("Session p50", _ui.ms(t["session_p50"]), help="Wall time of the sessions that ended.")
     row2[3].metric("Session p95", _ui.ms(t["session_p95"]))
     with row2[4]:
-        _ui.link("alerts", "See the alerts", status="open")
+        _ui.link("alerts", "See the alerts", status="open", origin=_ui.param("origin"))
         _ui.link("costs", "Where the money goes", **_ui.shared_query())
 
 

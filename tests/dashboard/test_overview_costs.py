@@ -82,6 +82,13 @@ def test_open_alerts_and_the_alert_chart_follow_the_origin_switch(store):
     at = app("overview", origin="evals")
     no_exceptions(at)
     assert not any("No alert" in c.value for c in at.caption)  # the chart has the trial's alert
+    link = next(p for p in at.get("page_link") if "See the alerts" in p.proto.label)
+    assert "origin=evals" in link.proto.query_string
+    # The Alerts page follows the same switch.
+    listed = {view: app("alerts", origin=view).dataframe[0].value["alert_id"].tolist() for view in ("evals", "all")}
+    assert listed["evals"] == ["on-a-trial"] and {"on-a-trial", "on-no-sess"} <= set(listed["all"])
+    production = app("alerts").dataframe[0].value["alert_id"].tolist()
+    assert "on-no-sess" in production and "on-a-trial" not in production
 
 
 def test_an_eval_run_links_to_its_sessions(store):
