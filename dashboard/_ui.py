@@ -333,6 +333,26 @@ def origin_values(view: str) -> list[str]:
     return [] if view == "all" else list(ORIGIN_VIEWS[view].origins)
 
 
+def observed_in(view: str) -> tuple[str, list[Any]]:
+    """A condition on ``alert_observations o`` (``""``: none, for all) that keeps the observations of
+    the view's sessions, and its parameters. An observation of no session (an agent's model latency
+    over a window of calls) is production's, as the calls are unless eval runs are judged."""
+    clauses, params = where_in({"s.origin": origin_values(view)})
+    if not clauses:
+        return "", []
+    cond = f"o.observation IN (SELECT session_id FROM sessions s WHERE {clauses[0]})"
+    if "production" in ORIGIN_VIEWS[view].origins:
+        cond = f"({cond} OR o.observation NOT IN (SELECT session_id FROM sessions))"
+    return cond, params
+
+
+def alerts_in(view: str) -> tuple[str, list[Any]]:
+    """The same for ``alerts a``: an alert counts in the view when it was seen in one of its sessions."""
+    cond, params = observed_in(view)
+    return (f"EXISTS (SELECT 1 FROM alert_observations o WHERE o.fingerprint = a.fingerprint AND {cond})"
+            if cond else "", params)
+
+
 def shared_query() -> dict[str, str]:
     """The range and origin in the URL, for a link to another page that shows the same ones."""
     return {k: v for k in ("range", "from", "to", "origin") if (v := param(k)) is not None}

@@ -241,6 +241,9 @@ def add_case_cmd(session_id: str, dataset: str, case_id: str | None, db: str | N
 
 @click.command("detect")
 @click.option("--since", metavar="DURATION", help="Only sessions that ended in the last DURATION (30m, 24h, 7d).")
+@click.option("--origin", "origins", multiple=True, type=click.Choice([*tracer.ORIGINS, "all"]),
+              help="Sessions of this origin (repeatable; default production): eval trials, replays and forks "
+                   "are judged, against baselines of their own origins, only when asked for.")
 @click.option("--config", "config_path", metavar="FILE", help="Detector thresholds (YAML); see --print-config.")
 @click.option("--print-config", is_flag=True, help="Print the default thresholds as YAML and exit.")
 @click.option("--sink", "sinks", multiple=True, metavar="SPEC",
@@ -250,8 +253,8 @@ def add_case_cmd(session_id: str, dataset: str, case_id: str | None, db: str | N
               help="Send a sink only alerts of at least this severity, e.g. webhook=critical (repeatable).")
 @db_option
 @json_option
-def detect_cmd(since: str | None, config_path: str | None, print_config: bool, sinks: tuple[str, ...],
-               routes: tuple[str, ...], db: str | None, as_json: bool) -> None:
+def detect_cmd(since: str | None, origins: tuple[str, ...], config_path: str | None, print_config: bool,
+               sinks: tuple[str, ...], routes: tuple[str, ...], db: str | None, as_json: bool) -> None:
     """Run the detectors over the store's history; alerts are deduplicated, so a re-run is safe."""
     import time
 
@@ -262,7 +265,8 @@ def detect_cmd(since: str | None, config_path: str | None, print_config: bool, s
         click.echo(config_yaml(), nl=False)
         return
     config = load_config(config_path)
-    scope = Scope(since_ns=time.time_ns() - int(parse_duration(since) * 1e9)) if since else Scope()
+    scope = Scope(since_ns=time.time_ns() - int(parse_duration(since) * 1e9) if since else 0,
+                  origins=None if "all" in origins else tuple(dict.fromkeys(origins)) or Scope.origins)
     dispatcher = Dispatcher([sink_from_spec(s) for s in sinks], routes=dict(parse_route(r) for r in routes),
                             retries=_DELIVERY_RETRIES, backoff_s=_DELIVERY_BACKOFF_S,
                             max_backoff_s=_DELIVERY_MAX_BACKOFF_S, sleep=_retry_sleep) if sinks else None
@@ -279,7 +283,8 @@ def detect_cmd(since: str | None, config_path: str | None, print_config: bool, s
     if as_json:
         click.echo(result.model_dump_json(indent=2))
     else:
-        click.echo(f"looked at {result.sessions} sessions in {result.seconds:.2f} s: {result.findings} findings; "
+        of = "" if scope.origins is None else f" ({', '.join(scope.origins)})"
+        click.echo(f"looked at {result.sessions} sessions{of} in {result.seconds:.2f} s: {result.findings} findings; "
                    f"{len(result.alerts)} alerts new or seen again (all of them: {hint('alerts', 'list', db=db)})")
         for a in result.alerts:
             click.echo(_alert_line(a))

@@ -287,17 +287,39 @@ def config_yaml(config: DetectConfig | None = None) -> str:
 
 @dataclass(frozen=True)
 class Scope:
-    """The sessions a run looks at: ended ones that ended at or after ``since_ns``, or these ids."""
+    """The sessions a run looks at: ended ones that ended at or after ``since_ns``, or these ids, of
+    the ``origins`` given.
+
+    Production only by default: eval trials misbehave on purpose (that is what their cases test),
+    and replays and forks are experiments on recorded sessions, so an alert about one would page
+    someone for nothing. The baselines a session is judged against are built from sessions of the
+    same origins, so that an eval run's or a fork's costs never move production's medians.
+    """
 
     since_ns: int = 0
     session_ids: tuple[str, ...] | None = None
     rows_from_ns: int = 0
     """No row of a session in scope starts before this; ``detect`` sets it from the sessions' own
     starts. The per-session detectors read only the rows from then on (see ``_with``)."""
+    origins: tuple[str, ...] | None = ("production",)
+    """The ``sessions.origin`` values looked at (``tracer.ORIGINS``); ``None``: every session."""
+
+    def __post_init__(self) -> None:
+        unknown = [o for o in self.origins or () if o not in tracer.ORIGINS]
+        if unknown or self.origins == ():
+            raise tracer.ConfigError(f"origin {', '.join(unknown) or '(none)'}: not a session origin; "
+                                     f"use one or more of {', '.join(tracer.ORIGINS)}, or all.")
+
+    def of_origins(self, alias: str = "s") -> str:
+        """A SQL condition on ``sessions`` (as ``alias``) that keeps the sessions of the scope's origins
+        (the history a baseline is built from). The values are checked, so they are inlined."""
+        if self.origins is None:
+            return "true"
+        return f"{alias}.origin IN ({', '.join(repr(o) for o in self.origins)})"
 
     def where(self, alias: str = "s") -> tuple[str, list[Any]]:
         """A SQL condition on ``sessions`` (as ``alias``) and its parameters."""
-        sql, params = f"{alias}.ended AND {alias}.end_ns >= ?", [self.since_ns]
+        sql, params = f"{alias}.ended AND {alias}.end_ns >= ? AND {self.of_origins(alias)}", [self.since_ns]
         if self.session_ids is not None:
             sql += f" AND {alias}.session_id IN ({', '.join('?' * len(self.session_ids)) or 'NULL'})"
             params += list(self.session_ids)
@@ -325,15 +347,11 @@ class Finding:
 
 Detector = Callable[[tracer.Store, Scope, DetectConfig], list[Finding]]
 
-_TARGET = "target AS (SELECT s.session_id, s.agent, s.end_ns FROM sessions s WHERE {where})"
-_ROUTES = """routes AS (
-    SELECT session_id, any_value(coalesce(json_extract_string(attributes, '$."flightrec.route"'),
-                                          json_extract_string(attributes, '$."flightrec.scenario"'))) AS route
-    FROM spans WHERE parent_span_id IS NULL {filter} GROUP BY session_id)"""
+_TARGET = "target AS (SELECT s.session_id, s.agent, s.route, s.end_ns FROM sessions s WHERE {where})"
 _PER_SESSION_TABLES = ("spans", "llm_calls", "tool_calls", "turns")
 
 
-def _with(scope: Scope, *parts: str) -> tuple[str, list[Any]]:
+def _with(scope: Scope) -> tuple[str, list[Any]]:
     """The ``WITH`` head of a per-session detector: ``target``, the sessions in scope, and each table
     it reads cut down to those sessions' rows, under the table's own name (``main.x`` is the table).
 
@@ -345,7 +363,6 @@ def _with(scope: Scope, *parts: str) -> tuple[str, list[Any]]:
     ctes = [_TARGET.format(where=where)]
     ctes += [f"{t} AS (SELECT * FROM main.{t} WHERE start_ns >= {int(scope.rows_from_ns)} "
              "AND session_id IN (SELECT session_id FROM target))" for t in _PER_SESSION_TABLES]
-    ctes += [part.format(filter="AND session_id IN (SELECT session_id FROM target)") for part in parts]
     return "WITH " + ",\n".join(ctes), params
 
 
@@ -372,7 +389,7 @@ def _loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
     """
     limits = config.loops
     stall = min(limits.repeat - 1, limits.wait_polls, limits.retries)
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     rows = store.sql(f"""{head},
         calls AS (
             SELECT t.session_id, t.args_key, t.shape_key, t.outcome_key,
@@ -391,11 +408,11 @@ def _loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
             UNION SELECT session_id FROM calls GROUP BY session_id, args_key, outcome_key HAVING count(*) > ?
             UNION SELECT session_id FROM calls GROUP BY session_id, args_key HAVING count(*) > ?
             UNION SELECT session_id FROM calls WHERE shape_key IS NULL)
-        SELECT t.session_id, s.agent, o.route, t.tool_name, t.arguments, t.result,
+        SELECT t.session_id, s.agent, s.route, t.tool_name, t.arguments, t.result,
                CASE WHEN t.status <> 'ok' THEN coalesce(t.error_type, 'error') || ': ' || coalesce(t.error_message, '')
                END, t.turn_index, t.end_ns
         FROM tool_calls t JOIN (SELECT DISTINCT session_id FROM cand) USING (session_id)
-        JOIN target s USING (session_id) LEFT JOIN routes o USING (session_id)
+        JOIN target s USING (session_id)
         ORDER BY t.session_id, t.start_ns, t.end_ns""", [*params, stall, limits.repeat, limits.poll_budget])
     rules = limits.rules()
     out = []
@@ -418,11 +435,11 @@ def _loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 
 def _guard_stops(store: tracer.Store, scope: Scope, guard: str) -> list[tuple[Any, ...]]:
     """Sessions in which the agent's own ``guard`` fired: (session, agent, route, turns, seen, the event)."""
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     rows = store.sql(f"""{head}
-        SELECT u.session_id, any_value(t.agent), any_value(o.route), list(u.turn_index), max(u.end_ns),
+        SELECT u.session_id, any_value(t.agent), any_value(t.route), list(u.turn_index), max(u.end_ns),
                list(u.events)
-        FROM turns u JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
+        FROM turns u JOIN target t USING (session_id)
         WHERE u.events LIKE '%guard_fired%' AND contains(u.events, ?) GROUP BY u.session_id""",
                      [*params, f'"{guard}"'])
     out = []
@@ -442,11 +459,11 @@ def _loop_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 
 def _loop_max_tokens(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     n = config.loops.max_tokens_stops
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     rows = store.sql(f"""{head}
-        SELECT c.session_id, any_value(t.agent), any_value(o.route), count(*), list(c.turn_index ORDER BY c.start_ns),
+        SELECT c.session_id, any_value(t.agent), any_value(t.route), count(*), list(c.turn_index ORDER BY c.start_ns),
                max(c.end_ns)
-        FROM llm_calls c JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
+        FROM llm_calls c JOIN target t USING (session_id)
         WHERE c.stop_reason = 'max_tokens' GROUP BY c.session_id HAVING count(*) >= ?""", [*params, n])
     return [Finding("loop.max_tokens", "warning", f"{count} replies cut off at max_tokens", agent, route, sid,
                     route or "", seen, turns, {"max_tokens_stops": count, "threshold": n})
@@ -466,12 +483,12 @@ def _budgets(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fi
     """Sessions over the budget set for their agent and route (cost and tokens; turns and tool calls)."""
     if not config.budgets:
         return []
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     rows = store.sql(f"""{head}
-        SELECT s.session_id, s.agent, o.route, s.cost_usd, s.unpriced_calls,
+        SELECT s.session_id, s.agent, s.route, s.cost_usd, s.unpriced_calls,
                s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens, s.turns, s.tool_calls,
                s.end_ns
-        FROM sessions s JOIN target USING (session_id) LEFT JOIN routes o USING (session_id)""", params)
+        FROM sessions s JOIN target USING (session_id)""", params)
     out = []
     for sid, agent, route, cost, unpriced, tokens, turns, tool_calls, seen in rows:
         b = _budget_for(config.budgets, agent, route)
@@ -577,12 +594,11 @@ def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
     pooled = ", ".join(f"count(d{i}) AS n{i}, median(d{i}) AS m{i}" for i in k)
     cols = ", ".join(f"p.v{i}, p.n{i}, p.q{i}[1], p.mad{i}, p.q{i}[2], a.n{i}, a.m{i}, g.n{i}, g.m{i}" for i in k)
     return f"""WITH {_TARGET.format(where=where)},
-        {_ROUTES.format(filter="").replace("routes AS", "routes_all AS")}, {_JUMPS}, {_WORK},
+        {_JUMPS}, {_WORK},
         hist AS (
-            SELECT s.session_id, s.agent, coalesce(r.route, '') AS route, s.end_ns, {values}
-            FROM sessions s LEFT JOIN routes_all r USING (session_id) LEFT JOIN jumps j USING (session_id)
-            LEFT JOIN work w USING (session_id)
-            WHERE s.ended AND s.agent IN (SELECT agent FROM target)),
+            SELECT s.session_id, s.agent, coalesce(s.route, '') AS route, s.end_ns, {values}
+            FROM sessions s LEFT JOIN jumps j USING (session_id) LEFT JOIN work w USING (session_id)
+            WHERE s.ended AND s.agent IN (SELECT agent FROM target) AND {scope.of_origins()}),
         logged AS (SELECT *, {xs} FROM hist),
         own AS (SELECT *, {own} FROM logged WINDOW rw AS (PARTITION BY agent, route ORDER BY end_ns {frame})),
         dev AS (SELECT *, {devs} FROM own),
@@ -707,10 +723,10 @@ def _cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
     c = config.cost
     where, params = scope.where()
     rows = store.sql(f"""WITH {_TARGET.format(where=where)},
-        {_ROUTES.format(filter="").replace("routes AS", "routes_all AS")},
-        hist AS (SELECT s.session_id, s.agent, coalesce(r.route, '') AS route, s.end_ns, ln(s.cost_usd) AS x
-                 FROM sessions s LEFT JOIN routes_all r USING (session_id)
-                 WHERE s.ended AND s.agent IN (SELECT agent FROM target) AND s.unpriced_calls = 0 AND s.cost_usd > 0),
+        hist AS (SELECT s.session_id, s.agent, coalesce(s.route, '') AS route, s.end_ns, ln(s.cost_usd) AS x
+                 FROM sessions s
+                 WHERE s.ended AND s.agent IN (SELECT agent FROM target) AND s.unpriced_calls = 0 AND s.cost_usd > 0
+                   AND {scope.of_origins()}),
         windows AS (
             SELECT *, count(*) OVER rec AS n_rec, quantile_cont(x, [0.2, 0.5]) OVER rec AS q_rec,
                    count(*) OVER ref AS n_ref, median(x) OVER ref AS med_ref
@@ -742,11 +758,11 @@ def _cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 
 def _context_window(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     c = config.cost
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     rows = store.sql(f"""{head}
-        SELECT c.session_id, any_value(t.agent), any_value(o.route), max(c.ctx_utilisation),
+        SELECT c.session_id, any_value(t.agent), any_value(t.route), max(c.ctx_utilisation),
                arg_max(c.turn_index, c.ctx_utilisation), arg_max(c.model, c.ctx_utilisation), max(c.end_ns)
-        FROM llm_calls c JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
+        FROM llm_calls c JOIN target t USING (session_id)
         WHERE c.ctx_utilisation >= ? GROUP BY c.session_id""", [*params, c.context_warning or c.context_critical])
     out = []
     for sid, agent, route, used, turn, model, seen in rows:
@@ -766,7 +782,7 @@ def _tool_errors(store: tracer.Store, scope: Scope, config: DetectConfig) -> lis
     from (a retry that then succeeded) is how a flaky dependency is meant to be handled: it does
     not count."""
     r = config.reliability
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     ignore = ", ".join("?" * len(r.tool_error_ignore)) or "NULL"
     rows = store.sql(f"""{head},
         marked AS (
@@ -774,9 +790,9 @@ def _tool_errors(store: tracer.Store, scope: Scope, config: DetectConfig) -> lis
                         AND coalesce(max(t.start_ns) FILTER (WHERE t.status = 'ok')
                                      OVER (PARTITION BY t.session_id, t.tool_name), 0) <= t.start_ns AS failed
             FROM tool_calls t JOIN target USING (session_id))
-        SELECT m.session_id, any_value(s.agent), any_value(o.route), count(*) FILTER (WHERE m.failed) AS failed,
+        SELECT m.session_id, any_value(s.agent), any_value(s.route), count(*) FILTER (WHERE m.failed) AS failed,
                count(*), max(m.end_ns), list(DISTINCT m.tool_name) FILTER (WHERE m.failed) AS tools
-        FROM marked m JOIN target s USING (session_id) LEFT JOIN routes o USING (session_id)
+        FROM marked m JOIN target s USING (session_id)
         GROUP BY m.session_id HAVING count(*) >= ? AND failed >= ? * count(*) AND failed > 0""",
                      [*params, *r.tool_error_ignore, r.tool_error_min_calls, r.tool_error_rate])
     return [Finding("reliability.tool_errors", "warning",
@@ -787,11 +803,11 @@ def _tool_errors(store: tracer.Store, scope: Scope, config: DetectConfig) -> lis
 
 
 def _breaker(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     rows = store.sql(f"""{head}
-        SELECT u.session_id, any_value(t.agent), any_value(o.route), list(u.turn_index ORDER BY u.turn_index),
+        SELECT u.session_id, any_value(t.agent), any_value(t.route), list(u.turn_index ORDER BY u.turn_index),
                max(u.end_ns), list(u.events)
-        FROM turns u JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
+        FROM turns u JOIN target t USING (session_id)
         WHERE u.events LIKE '%guard_fired%' AND u.events LIKE '%circuit_breaker%' GROUP BY u.session_id""", params)
     out = []
     for sid, agent, route, turns, seen, events in rows:
@@ -807,11 +823,11 @@ def _breaker(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fi
 
 def _retry_storm(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     n = config.reliability.retry_storm
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     rows = store.sql(f"""{head}
-        SELECT c.session_id, any_value(t.agent), any_value(o.route), count(*), list(DISTINCT c.error_type),
+        SELECT c.session_id, any_value(t.agent), any_value(t.route), count(*), list(DISTINCT c.error_type),
                list(DISTINCT c.turn_index ORDER BY c.turn_index), max(c.end_ns)
-        FROM llm_calls c JOIN target t USING (session_id) LEFT JOIN routes o USING (session_id)
+        FROM llm_calls c JOIN target t USING (session_id)
         WHERE c.status <> 'ok' GROUP BY c.session_id HAVING count(*) >= ?""", [*params, n])
     return [Finding("reliability.retry_storm", "warning",
                     f"{count} failed model-call attempts ({', '.join(str(e) for e in errors)})", agent, route, sid,
@@ -825,7 +841,8 @@ def _latency_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> l
     rows = store.sql(f"""WITH {_TARGET.format(where=where)},
         calls AS (SELECT s.agent, c.model, (c.end_ns - c.start_ns) / 1e6 AS ms, c.end_ns,
                          c.session_id IN (SELECT session_id FROM target) AS recent
-                  FROM llm_calls c JOIN sessions s USING (session_id) WHERE c.status = 'ok' AND s.ended)
+                  FROM llm_calls c JOIN sessions s USING (session_id)
+                  WHERE c.status = 'ok' AND s.ended AND {scope.of_origins()})
         SELECT agent, model, count(*) FILTER (WHERE recent), quantile_cont(ms, 0.95) FILTER (WHERE recent),
                count(*) FILTER (WHERE NOT recent AND end_ns < (SELECT min(end_ns) FROM target)),
                quantile_cont(ms, 0.95) FILTER (WHERE NOT recent AND end_ns < (SELECT min(end_ns) FROM target)),
@@ -855,12 +872,12 @@ def _injection(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
     patterns = config.safety.injection_patterns
     if not patterns:
         return []
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     combined = "|".join(f"(?:{p.removeprefix('(?i)')})" for p in patterns)
     rows = store.sql(f"""{head}
-        SELECT t.session_id, any_value(s.agent), any_value(o.route), t.tool_name, md5(t.result), any_value(t.result),
+        SELECT t.session_id, any_value(s.agent), any_value(s.route), t.tool_name, md5(t.result), any_value(t.result),
                list(DISTINCT t.turn_index ORDER BY t.turn_index), max(t.end_ns)
-        FROM tool_calls t JOIN target s USING (session_id) LEFT JOIN routes o USING (session_id)
+        FROM tool_calls t JOIN target s USING (session_id)
         WHERE t.result IS NOT NULL AND regexp_matches(t.result, ?, 'i')
         GROUP BY t.session_id, t.tool_name, md5(t.result)""", [*params, combined])
     out = []
@@ -881,12 +898,12 @@ def _excerpt(text: str, hit: str, width: int = 160) -> str:
 
 def _unapproved(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     out = []
-    head, params = _with(scope, _ROUTES)
+    head, params = _with(scope)
     for tool, rule in config.safety.approval_tools.items():
         rows = store.sql(f"""{head}
-            SELECT t.session_id, any_value(s.agent), any_value(o.route), t.turn_index, t.arguments, t.end_ns,
+            SELECT t.session_id, any_value(s.agent), any_value(s.route), t.turn_index, t.arguments, t.end_ns,
                    TRY_CAST(json_extract_string(t.arguments, ?) AS DOUBLE) AS amount
-            FROM tool_calls t JOIN target s USING (session_id) LEFT JOIN routes o USING (session_id)
+            FROM tool_calls t JOIN target s USING (session_id)
             WHERE t.tool_name = ? AND t.status = 'ok' AND NOT contains(coalesce(t.result, ''), ?)
               AND TRY_CAST(json_extract_string(t.arguments, ?) AS DOUBLE) > ?
               AND NOT EXISTS (SELECT 1 FROM turns u WHERE u.session_id = t.session_id AND u.start_ns <= t.start_ns
@@ -951,7 +968,7 @@ def detect(store: tracer.Store, *, scope: Scope | None = None, config: DetectCon
 
     Args:
         store: A store open for writing.
-        scope: Which ended sessions to look at (default: all).
+        scope: Which ended sessions to look at (default: every production session that ended).
         config: Thresholds (default: ``DetectConfig()``).
         detectors: Names to run (default: all that the config does not disable).
 
@@ -1006,11 +1023,12 @@ class OnlineDetector:
         config: Thresholds.
         publish: Called with each run's new or repeated alerts (``Dispatcher.publish``).
         interval_s: How long ended sessions gather before a run, so that one run covers many.
+        origins: The origins of the sessions it judges (``Scope.origins``; default production).
     """
 
     def __init__(self, db: str | os.PathLike[str] | None = None, *, config: DetectConfig | None = None,
                  publish: Callable[[list[Alert]], None] | None = None, interval_s: float = 1.0,
-                 max_pending: int = 10_000) -> None:
+                 max_pending: int = 10_000, origins: tuple[str, ...] | None = Scope.origins) -> None:
         import queue
         import threading
 
@@ -1018,6 +1036,7 @@ class OnlineDetector:
         self.config = config or DetectConfig()
         self._publish = publish
         self._interval_s = interval_s
+        self._origins = Scope(origins=origins).origins  # checked here, not on the thread
         self._pending: queue.Queue[str] = queue.Queue(max_pending)
         self._idle = threading.Condition()
         self._busy = 0
@@ -1063,7 +1082,8 @@ class OnlineDetector:
                         break
                 try:
                     store = store or tracer.Store(self.db_path)
-                    result = detect(store, scope=Scope(session_ids=tuple(dict.fromkeys(ids))), config=self.config)
+                    result = detect(store, scope=Scope(session_ids=tuple(dict.fromkeys(ids)), origins=self._origins),
+                                    config=self.config)
                     self.runs += 1
                     self.alerts += len(result.alerts)
                     if result.alerts and self._publish is not None:

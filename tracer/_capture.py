@@ -118,6 +118,7 @@ class _Call:
             attrs[A.CONVERSATION_ID] = session.id
             attrs[A.AGENT_NAME] = session.agent
             attrs[A.TURN_INDEX] = turn_index
+            attrs.update(session.marks)
         self.span = recorder.tracer.start_span(
             f"chat {model}", context=context, kind=SpanKind.CLIENT, attributes=attrs
         )

@@ -298,7 +298,8 @@ class Ingestor:
                 delta.start_ns = min(delta.start_ns, r.start_ns)
                 delta.end_ns = max(delta.end_ns, r.end_ns)
             op = attrs.get(A.OPERATION)
-            if r.parent_span_id is None or op == "invoke_agent":
+            # A turn or chat span of flightrec's carries its session's origin, and ends before the root.
+            if r.parent_span_id is None or op == "invoke_agent" or own:
                 marks = marks_of(attrs)
                 if marks is not None:
                     delta.marks = marks if delta.marks is None else delta.marks.merged(marks)

@@ -9,6 +9,12 @@ of the marks, from flightrec or from any other OpenTelemetry source, is producti
 Replay sets its marks itself (``flightrec.replay.kind`` and ``flightrec.replay.session``). The eval
 runner cannot: an eval agent opens its trials' sessions in its own code. It runs each trial inside
 ``eval_trial``, and every session opened in that context carries the run, case and trial.
+
+The root span ends last, so a session's turns and calls reach the store long before it. The
+recorder repeats the origin marks on each turn and chat span (``origin_marks``), and ingest takes
+them from whichever arrives first: an eval trial or a fork still running is not counted as
+production meanwhile (``flightrec serve``, the dashboard's live pages). Production sessions have
+no marks, so their spans carry nothing more. Route and tags stay on the root span only.
 """
 
 from __future__ import annotations
@@ -45,6 +51,14 @@ def eval_trial(run_id: str, case_id: str, trial: int) -> Iterator[None]:
         _ambient.reset(token)
 
 
+_ORIGIN_ATTRIBUTES = (A.EVAL_RUN_ID, A.EVAL_CASE_ID, A.EVAL_TRIAL, A.REPLAY_KIND, A.REPLAY_SESSION)
+
+
+def origin_marks(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes of a session span that tell its origin, to repeat on the session's turn and chat spans."""
+    return {k: attributes[k] for k in _ORIGIN_ATTRIBUTES if k in attributes}
+
+
 def ambient_marks() -> Mapping[str, Any]:
     """The marks a session opened here gets besides its own attributes (ids, not content: no redaction)."""
     return _ambient.get()
@@ -68,7 +82,8 @@ class SessionMarks:
 
 
 def marks_of(attributes: Mapping[str, Any]) -> SessionMarks | None:
-    """The marks of a session's root span, or ``None`` when it has none (the common case, kept cheap)."""
+    """The marks of a session's root span (or of a turn or chat span: its origin only), or ``None``
+    when it has none (the common case, kept cheap)."""
     run_id = attributes.get(A.EVAL_RUN_ID)
     kind = attributes.get(A.REPLAY_KIND)
     route = attributes.get(A.ROUTE) or attributes.get(A.SCENARIO)

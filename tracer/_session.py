@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from . import _attributes as A
-from ._origin import ambient_marks
+from ._origin import ambient_marks, origin_marks
 
 if TYPE_CHECKING:
     from ._recorder import Recorder
@@ -115,19 +115,22 @@ class Session:
         ambient = trace.get_current_span().get_span_context()
         if ambient.is_valid:
             links = [*links, (f"{ambient.trace_id:032x}", f"{ambient.span_id:016x}")]
+        span_attributes = {
+            A.OPERATION: "invoke_agent",
+            A.PROVIDER: "anthropic",
+            A.AGENT_NAME: agent,
+            A.CONVERSATION_ID: session_id,
+            A.CONTENT_MODE: recorder.content,
+            **recorder.policy.metadata(attributes),
+            **ambient_marks(),
+        }
+        self.marks = origin_marks(span_attributes)
+        """The origin marks, repeated on every turn and chat span: they reach the store before the session's span."""
         self._span = self._tracer.start_span(
             f"invoke_agent {agent}",
             context=otel_context.Context(),
             kind=SpanKind.INTERNAL,
-            attributes={
-                A.OPERATION: "invoke_agent",
-                A.PROVIDER: "anthropic",
-                A.AGENT_NAME: agent,
-                A.CONVERSATION_ID: session_id,
-                A.CONTENT_MODE: recorder.content,
-                **recorder.policy.metadata(attributes),
-                **ambient_marks(),
-            },
+            attributes=span_attributes,
             links=[Link(SpanContext(int(t, 16), int(sp, 16), is_remote=True)) for t, sp in links],
         )
         self._context = trace.set_span_in_context(self._span)
@@ -150,7 +153,7 @@ class Session:
             # The conventions have no turn; OpenInference's CHAIN (a step of the agent) is what
             # Phoenix and other OpenInference readers show it as.
             attributes={A.TURN_INDEX: self.turn_index, A.CONVERSATION_ID: self.id,
-                        A.OPENINFERENCE_SPAN_KIND: "CHAIN"},
+                        A.OPENINFERENCE_SPAN_KIND: "CHAIN", **self.marks},
         )
         self._turn_context = trace.set_span_in_context(self._turn)
         self._turn_explicit = explicit

@@ -1,5 +1,9 @@
 """Alerts: what the detectors flagged, filterable, each with its evidence and the sessions it points
-at (``?alert=ID``), and acknowledged or resolved from here."""
+at (``?alert=ID``), and acknowledged or resolved from here.
+
+The list follows the origin switch (production by default): an alert is listed with the sessions it
+was seen in (``_ui.alerts_in``), so that alerts raised on eval trials (``flightrec detect --origin
+eval``) are the evals view's."""
 
 from typing import Any
 
@@ -21,13 +25,16 @@ def _families() -> list[str]:
 
 
 @_ui.cached
-def _alerts(statuses: tuple[str, ...], severities: tuple[str, ...], families: tuple[str, ...]):
+def _alerts(statuses: tuple[str, ...], severities: tuple[str, ...], families: tuple[str, ...], view: str):
     clauses, params = _ui.where_in({"status": statuses, "severity": severities, "family": families})
+    seen, seen_params = _ui.alerts_in(view)
+    if seen:
+        clauses, params = [*clauses, seen], [*params, *seen_params]
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    total = int(_ui.frame(f"SELECT count(*) AS n FROM alerts {where}", params)["n"].iloc[0])
+    total = int(_ui.frame(f"SELECT count(*) AS n FROM alerts a {where}", params)["n"].iloc[0])
     rows = _ui.frame(
         f"""SELECT alert_id, severity, status, detector, family, title, agent, route, count, last_seen_ns
-            FROM alerts {where}
+            FROM alerts a {where}
             ORDER BY CASE status WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END,
                      CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, last_seen_ns DESC
             LIMIT ?""", [*params, _LIST_LIMIT])
@@ -47,6 +54,7 @@ def _chosen(name: str, options: tuple[str, ...] | list[str], default: list[str])
 
 def _alert_list() -> None:
     families = _families()
+    view = _ui.origin_view("alerts")
     c1, c2, c3 = st.columns(3)
     statuses = c1.multiselect("Status", _STATUSES, default=_chosen("status", _STATUSES, ["open", "acknowledged"]),
                               key="alerts_status")
@@ -59,11 +67,13 @@ def _alert_list() -> None:
             st.query_params[name] = ",".join(values)
         else:
             st.query_params.pop(name, None)
-    total, rows = _alerts(tuple(statuses), tuple(severities), tuple(chosen_families))
+    total, rows = _alerts(tuple(statuses), tuple(severities), tuple(chosen_families), view)
     st.caption(f"{total:,} alerts match" + (f"; showing the first {len(rows):,}" if total > len(rows) else ""))
     if rows.empty:
+        # The detectors judge production only unless asked (`flightrec detect --origin`).
         st.info("No alert matches. Widen the filters (resolved alerts are hidden by default), or run the "
-                "detectors with `flightrec detect`.")
+                "detectors with `flightrec detect`" + ("." if view in ("production", "all") else
+                                                       f" (`--origin` for {_ui.ORIGIN_VIEWS[view].sessions})."))
         return
     # The key columns (what happened, last seen) first, in view at 1440 px.
     table = rows.assign(last_seen=[_ui.when(ns) for ns in rows["last_seen_ns"]])[

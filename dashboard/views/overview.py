@@ -47,8 +47,10 @@ def _totals(lo: int, hi: int, view: str) -> pd.Series:
         """SELECT quantile_cont((end_ns - start_ns) / 1e6, 0.5) AS llm_p50,
                   quantile_cont((end_ns - start_ns) / 1e6, 0.95) AS llm_p95
            FROM llm_calls WHERE start_ns >= ? AND start_ns < ?""" + calls_where, [lo, hi, *calls_params]).iloc[0]
-    alerts = _ui.frame("SELECT count(*) AS open_alerts FROM alerts WHERE status = 'open' "
-                       "AND last_seen_ns >= ? AND last_seen_ns < ?", [lo, hi]).iloc[0]
+    alerts_where, alerts_params = _ui.alerts_in(view)
+    alerts = _ui.frame("SELECT count(*) AS open_alerts FROM alerts a WHERE status = 'open' "
+                       "AND last_seen_ns >= ? AND last_seen_ns < ?" + (f" AND {alerts_where}" if alerts_where else ""),
+                       [lo, hi, *alerts_params]).iloc[0]
     return pd.concat([sessions, calls, alerts])
 
 
@@ -57,6 +59,7 @@ def _series(lo: int, hi: int, step_ns: int, view: str) -> tuple[pd.DataFrame, pd
     """Per bucket: the sessions that started in it, the LLM calls, and the alert observations."""
     where, params = _of(view)
     calls_where, calls_params = _calls_of(view)
+    seen_where, seen_params = _ui.observed_in(view)
     sessions = _ui.frame(
         """SELECT start_ns // ? * ? AS bucket, count(*) AS sessions,
                   count(*) FILTER (WHERE status = 'ok') AS ok,
@@ -77,8 +80,9 @@ def _series(lo: int, hi: int, step_ns: int, view: str) -> tuple[pd.DataFrame, pd
     alerts = _ui.frame(
         """SELECT o.seen_ns // ? * ? AS bucket, a.severity, count(*) AS n
            FROM alert_observations o JOIN alerts a USING (fingerprint)
-           WHERE o.seen_ns >= ? AND o.seen_ns < ? GROUP BY ALL ORDER BY 1""",
-        [step_ns, step_ns, lo, hi])
+           WHERE o.seen_ns >= ? AND o.seen_ns < ?""" + (f" AND {seen_where}" if seen_where else "")
+        + " GROUP BY ALL ORDER BY 1",
+        [step_ns, step_ns, lo, hi, *seen_params])
     return sessions, calls, alerts
 
 
@@ -92,14 +96,15 @@ def _metrics(t: pd.Series) -> None:
                    help=f"{unpriced:,} calls have no known price and are not counted; see Costs." if unpriced
                    else "Every call's model has a known price.")
     row1[3].metric("Tokens", _ui.tokens(t["tokens"]), help="Input (cached or not) and output tokens.")
-    row1[4].metric("Open alerts", f"{int(t['open_alerts']):,}", help="Open alerts last seen in this range.")
+    row1[4].metric("Open alerts", f"{int(t['open_alerts']):,}",
+                   help="Open alerts last seen in this range, raised on these sessions.")
     row2 = st.columns(5)
     row2[0].metric("LLM call p50", _ui.ms(t["llm_p50"]), help="Latency of every LLM call attempt, retries included.")
     row2[1].metric("LLM call p95", _ui.ms(t["llm_p95"]))
     row2[2].metric("Session p50", _ui.ms(t["session_p50"]), help="Wall time of the sessions that ended.")
     row2[3].metric("Session p95", _ui.ms(t["session_p95"]))
     with row2[4]:
-        _ui.link("alerts", "See the alerts", status="open")
+        _ui.link("alerts", "See the alerts", status="open", origin=_ui.param("origin"))
         _ui.link("costs", "Where the money goes", **_ui.shared_query())
 
 

@@ -65,6 +65,32 @@ def test_the_origin_switch_shows_eval_sessions_and_the_rest(store):
                for c in at.caption)
 
 
+def test_open_alerts_and_the_alert_chart_follow_the_origin_switch(store):
+    # The demo's detectors judged production only; an alert raised on an eval trial (`flightrec detect
+    # --origin eval`) belongs to the evals view, and one seen in no session (a latency drift) to production.
+    production = _one(store, "SELECT count(*) FROM alerts WHERE status = 'open'")
+    assert production > 0
+    with duckdb.connect(str(store)) as con:
+        sid, seen = con.execute("SELECT session_id, end_ns FROM sessions WHERE origin = 'eval' LIMIT 1").fetchone()
+        for fingerprint, observation in (("on-a-trial", sid), ("on-no-session", "1-2")):
+            con.execute("INSERT INTO alerts SELECT * REPLACE (? AS fingerprint, ? AS alert_id, 'open' AS status, "
+                        "? AS last_seen_ns) FROM alerts LIMIT 1", [fingerprint, fingerprint[:10], seen])
+            con.execute("INSERT INTO alert_observations VALUES (?, ?, ?)", [fingerprint, observation, seen])
+    assert _metrics(app("overview"))["Open alerts"] == str(production + 1)
+    assert _metrics(app("overview", origin="evals"))["Open alerts"] == "1"
+    assert _metrics(app("overview", origin="all"))["Open alerts"] == str(production + 2)
+    at = app("overview", origin="evals")
+    no_exceptions(at)
+    assert not any("No alert" in c.value for c in at.caption)  # the chart has the trial's alert
+    link = next(p for p in at.get("page_link") if "See the alerts" in p.proto.label)
+    assert "origin=evals" in link.proto.query_string
+    # The Alerts page follows the same switch.
+    listed = {view: app("alerts", origin=view).dataframe[0].value["alert_id"].tolist() for view in ("evals", "all")}
+    assert listed["evals"] == ["on-a-trial"] and {"on-a-trial", "on-no-sess"} <= set(listed["all"])
+    production = app("alerts").dataframe[0].value["alert_id"].tolist()
+    assert "on-no-sess" in production and "on-a-trial" not in production
+
+
 def test_an_eval_run_links_to_its_sessions(store):
     run_id, trials = tracer.Store(str(store), read_only=True).sql(
         "SELECT run_id, total_trials FROM eval_runs ORDER BY started_ns LIMIT 1")[0]

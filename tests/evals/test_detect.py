@@ -357,3 +357,57 @@ def test_latency_drift_against_a_baseline_of_zero_ms_is_reported_not_a_crash():
         result = D.detect(store, scope=D.Scope(since_ns=since))
     (drift,) = by_detector(result)["reliability.latency_drift"]
     assert "900 ms, against a baseline of 0 ms" in drift.title
+
+
+def test_eval_trials_replays_and_forks_are_judged_only_when_asked_for():
+    # An eval case that tests the loop guard loops on purpose; a fork carries on a session that looped.
+    with tracer.eval_trial("run-1", "stuck", 0):
+        (trial,) = play(("stuck_tracking", {}))
+    recorder = tracer.Recorder(db())
+    with recorder.session("support", **{"flightrec.replay.kind": "fork", "flightrec.replay.session": trial,
+                                        "flightrec.route": "stuck_tracking"}) as fork:
+        for _ in range(6):
+            with fork.turn(), fork.tool_call("track_parcel", {"id": "P1"}) as call:
+                call.set_result("in transit")
+    recorder.shutdown()
+    assert run().sessions == 0 and run().alerts == []  # production only: nothing to judge
+    assert [a.session_id for a in run(scope=D.Scope(origins=("eval",))).alerts] == [trial]
+    (loop,) = run(scope=D.Scope(origins=None)).alerts  # the trial's alert is stored already: only the fork's is new
+    assert loop.detector == "loop.calls" and loop.session_ids == [fork.id]
+    with pytest.raises(tracer.ConfigError, match="origin evals: not a session origin; use one or more of production"):
+        D.Scope(origins=("evals",))
+    cli = CliRunner()
+    assert "looked at 0 sessions (production)" in cli.invoke(main, ["detect"]).output
+    out = cli.invoke(main, ["detect", "--origin", "eval", "--origin", "fork"])
+    assert out.exit_code == 0 and "looked at 2 sessions (eval, fork)" in out.output
+    bad = cli.invoke(main, ["detect", "--origin", "evals"])
+    assert bad.exit_code == 2 and "'evals' is not one of 'production', 'eval', 'replay', 'fork', 'all'" in bad.output
+
+
+def test_cost_baselines_are_built_from_production_sessions_only():
+    costly("support", "triage", [0.01] * 25)
+    with tracer.eval_trial("run-1", "pricey-model", 0):  # an eval run of a model ten times dearer
+        costly("support", "triage", [0.10] * 40)
+    (spike,) = costly("support", "triage", [0.05])
+    (alert,) = by_detector(run())["cost.anomaly"]
+    assert alert.session_id == spike and alert.evidence["baseline"]["sessions"] == 25
+    assert alert.evidence["baseline"]["median"] == pytest.approx(0.01, rel=0.01)
+    # Judged with every origin, the eval run's sessions raise the alerts and hide the spike.
+    with tracer.Store(db()) as store:
+        store.sql("DELETE FROM alert_observations")
+        store.sql("DELETE FROM alerts")
+    (mixed,) = by_detector(run(scope=D.Scope(origins=None)))["cost.anomaly"]
+    assert spike not in mixed.session_ids and mixed.evidence["value"] == pytest.approx(0.10, rel=0.01)
+
+
+def test_online_detection_leaves_eval_trials_alone():
+    got: list[tracer.AlertRecord] = []
+    online = D.OnlineDetector(db(), publish=got.extend, interval_s=0.05)
+    recorder = tracer.Recorder(db(), on_sessions_ended=online)
+    with World(default_world_path(db())) as world, tracer.eval_trial("run-1", "stuck", 0):
+        Agent(world, recorder).run(get_scenario("stuck_tracking"))
+    recorder.flush()
+    assert online.flush(10)
+    online.close()
+    recorder.shutdown()
+    assert got == [] and online.errors == 0 and online.runs == 1

@@ -1,7 +1,8 @@
 """Every session says where it comes from: production, an eval run's trial, a replay or a fork.
 
 Derived at ingest from the session span's marks, the same embedded and through the collector, and
-filled in by migration 10 for a store recorded before it.
+filled in by migration 10 for a store recorded before it. A session still running has its origin
+from its first turn or call: the session span, which ends last, is not waited for.
 """
 
 from __future__ import annotations
@@ -84,6 +85,27 @@ def test_each_origin_is_derived_through_the_collector_as_embedded(tmp_path):
     embedded = str(tmp_path / "embedded.duckdb")
     with tracer.Store(embedded) as store:
         store.write(Ingestor().build([from_readable(s) for s in spans], Batch()))
+        _check(store, ids)
+
+
+def test_a_running_session_has_its_origin_from_the_first_span_that_reaches_the_collector(tmp_path):
+    memory = InMemorySpanExporter()
+    rec = tracer.Recorder(":memory:")
+    rec.provider.add_span_processor(SimpleSpanProcessor(memory))
+    ids = _record(rec)
+    rec.shutdown()
+    expected = {ids[name]: row[0] for name, row in _EXPECTED.items()}
+    seen: dict[str, list[str]] = {}
+    with Collector(str(tmp_path / "served.duckdb"), port=0) as collector:
+        for span in memory.get_finished_spans():  # in the order they ended: the session span of each last
+            assert post(collector.url, encode_spans([span]).SerializeToString())[0] == 200
+            sid = span.attributes["gen_ai.conversation.id"]
+            ((origin,),) = collector.maintain(
+                lambda store, sid=sid: store.sql("SELECT origin FROM sessions WHERE session_id = ?", [sid]))
+            seen.setdefault(sid, []).append(origin)
+    assert {sid: set(origins) for sid, origins in seen.items()} == {sid: {o} for sid, o in expected.items()}
+    assert min(len(origins) for origins in seen.values()) >= 3  # a turn, a call and a tool span before the session's
+    with tracer.Store(str(tmp_path / "served.duckdb"), read_only=True) as store:
         _check(store, ids)
 
 
