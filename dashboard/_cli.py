@@ -91,7 +91,7 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     if no_dashboard:  # the dashboard imports pandas, and pyarrow's conversions of pandas frames need it known
         skip_pandas()
     # The process's memory bounds requests only when it is the collector's alone: with the dashboard,
-    # what its pages hold would throttle the agents' spans (benchmarks/RESULTS.md §35).
+    # what its pages hold would throttle the agents' spans (benchmarks/RESULTS.md §39).
     collector = Collector(db_path, host=host, port=port, token=token,
                           max_resident_bytes=MAX_RESIDENT_BYTES if no_dashboard else None,
                           on_sessions_ended=ended if hooks else None,

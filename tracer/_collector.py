@@ -67,7 +67,7 @@ MAX_PENDING_BYTES = 128 * 1024 * 1024
 more are refused with 503 until some are answered. Four 14 MB requests at once (each charged its
 body and 16 × a slice: 31 MB), or dozens of small ones. What the process holds besides (its imports,
 what its first write allocates for good, DuckDB's rows awaiting a checkpoint) is bounded in serve by
-``MAX_RESIDENT_BYTES`` (benchmarks/RESULTS.md §32, §35)."""
+``MAX_RESIDENT_BYTES`` (benchmarks/RESULTS.md §32, §39)."""
 DECODED_BYTES_PER_BYTE = 16
 """Memory a byte of OTLP payload takes once parsed, decoded into span records and built into the
 writer's batch: about 17 for spans of one-byte attributes (8 of them the protobuf messages), the
@@ -77,7 +77,7 @@ whole), since the shape is known only once decoded."""
 MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 """The resident memory past which ``flightrec serve --no-dashboard`` takes a request only when no other is in flight
 (503 with ``Retry-After`` meanwhile): a bound on what the byte budget's estimates miss, with room
-under 500 MB for the one request it always takes (benchmarks/RESULTS.md §35)."""
+under 500 MB for the one request it always takes (benchmarks/RESULTS.md §39)."""
 _DUCKDB_MEMORY = "96MB"
 """What DuckDB may hold in a process bounded by ``max_resident_bytes``: it keeps the rows of the
 write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL``: 126 MB of them for 112 MB of
@@ -99,7 +99,7 @@ _ACK_TIMEOUT_S = 60.0
 SLICES_IN_FLIGHT = 2
 """Slices of one request decoded and not yet committed: the next is decoded while the one before
 commits, so that the writer has more to put in a transaction and to build while one commits
-(benchmarks/RESULTS.md §35). A slice decoded ahead is charged as one slice's decoded form
+(benchmarks/RESULTS.md §38). A slice decoded ahead is charged as one slice's decoded form
 (``DECODED_BYTES_PER_BYTE``) to a budget of its own, ``AHEAD_BYTES``, and waits when that is spent."""
 AHEAD_BYTES = 32 * 1024 * 1024
 """Bytes that slices decoded ahead may hold, over ``max_pending_bytes``: two slices of the worst shape.
@@ -357,7 +357,7 @@ class Collector:
         self._lock = threading.Lock()
         self._ingestor = Ingestor()
         # The writer builds each group's batch and hands it to the committer, whose transaction runs
-        # while the writer builds the next group (benchmarks/RESULTS.md §35).
+        # while the writer builds the next group (benchmarks/RESULTS.md §38).
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="flightrec-collector-commit")
         self._writer = threading.Thread(target=self._write_loop, name="flightrec-collector-writer", daemon=True)
         self._writer.start()
