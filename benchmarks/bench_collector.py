@@ -13,7 +13,7 @@ one ``Export`` at a time, until its OK). Reported: spans committed per
 second over the whole load (first send to last acknowledgement), the p50 and p99 latency of an
 acknowledgement, the collector process's CPU time per span over the load (less sensitive than
 throughput to what else runs on a shared machine), the same from the load's start to the
-process's exit after SIGINT (``..._to_exit``: it adds what the load left to do, the online
+process's exit after SIGTERM (``..._to_exit``: it adds what the load left to do, the online
 detectors' last run and the final checkpoint), and the file's size per span once serve has
 exited (its last checkpoint done). Target: ≥ 10,000 spans/s with 4 senders.
 
@@ -34,6 +34,7 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -220,7 +221,7 @@ def main() -> None:
             for p in procs:
                 p.join(60)
         finally:
-            server.send_signal(2)
+            server.send_signal(signal.SIGTERM)  # a background job ignores SIGINT; serve stops on either
             # The child's whole CPU, from its rusage: what it did after the load (the detectors'
             # last run, the final checkpoint) belongs to the load too.
             _, _, usage = os.wait4(server.pid, 0)
