@@ -4,6 +4,8 @@ Production sessions by default: eval trials, replays and forks are a switch away
 Every number is aggregated in DuckDB; the page only draws what comes back (one row per bucket).
 """
 
+from typing import Any, Literal
+
 import pandas as pd
 import streamlit as st
 
@@ -108,6 +110,27 @@ def _metrics(t: pd.Series) -> None:
         _ui.link("costs", "Where the money goes", **_ui.shared_query())
 
 
+def _chart(data: pd.DataFrame, columns: dict[str, str], mark: Literal["bar", "line"], *,
+           colors: list[str] | None = None, y_label: str | None = None) -> None:
+    """A time chart of ``data``'s ``columns`` (renamed to their values, as the legend shows them),
+    one bucket a row, from a Vega-Lite spec written here. ``st.bar_chart`` and ``st.line_chart``
+    build theirs with altair and validate it against the Vega-Lite schema on every run: on the
+    1M-span store that was most of the page's script (``benchmarks/RESULTS.md``). Bars stack."""
+    long = (data[list(columns)].rename(columns=columns).reset_index(names="time")
+            .melt("time", var_name="series", value_name="value"))
+    color: dict[str, Any] = {"field": "series", "type": "nominal", "title": None, "sort": list(columns.values()),
+                             "legend": {"orient": "bottom"} if len(columns) > 1 else None}
+    if colors:
+        color["scale"] = {"domain": list(columns.values()), "range": colors}
+    st.vega_lite_chart(long, {
+        "height": 220,
+        "mark": {"type": mark, "tooltip": True},
+        "encoding": {"x": {"field": "time", "type": "temporal", "title": None},
+                     "y": {"field": "value", "type": "quantitative", "title": y_label},
+                     "color": color},
+    }, width="stretch")
+
+
 def _charts(sessions: pd.DataFrame, calls: pd.DataFrame, alerts: pd.DataFrame, step: str) -> None:
     def at(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(time=pd.to_datetime(frame["bucket"], unit="ns", utc=True)).set_index("time")
@@ -117,25 +140,26 @@ def _charts(sessions: pd.DataFrame, calls: pd.DataFrame, alerts: pd.DataFrame, s
     left, right = st.columns(2)
     with left:
         st.subheader(f"Sessions per {step}")
-        st.bar_chart(s[["ok", "other"]], color=["#2e7d32", "#c62828"], height=220)
+        _chart(s, {"ok": "ok", "other": "other"}, "bar", colors=["#2e7d32", "#c62828"])
         st.subheader("Cost (USD)")
-        st.bar_chart(s[["cost_usd"]].rename(columns={"cost_usd": "cost"}), height=220)
+        _chart(s, {"cost_usd": "cost"}, "bar")
         st.subheader("LLM call latency (ms)")
-        st.line_chart(at(calls)[["p50", "p95"]], height=220)
+        _chart(at(calls), {"p50": "p50", "p95": "p95"}, "line")
         st.subheader("Alerts raised")
         if alerts.empty:
             st.caption("No alert observed in this range.")
         else:
             # On the sessions' time axis, so that the charts line up.
             by_severity = at(alerts).pivot_table(index="time", columns="severity", values="n", aggfunc="sum")
-            st.bar_chart(by_severity.reindex(s.index.union(by_severity.index), fill_value=0), height=220)
+            _chart(by_severity.reindex(s.index.union(by_severity.index), fill_value=0),
+                   {c: c for c in by_severity.columns}, "bar")
     with right:
         st.subheader("Success rate")
-        st.line_chart(s[["success"]], height=220, y_label="ok / ended")
+        _chart(s, {"success": "success"}, "line", y_label="ok / ended")
         st.subheader("Tokens")
-        st.bar_chart(s[["input_tokens", "output_tokens"]], height=220)
+        _chart(s, {"input_tokens": "input_tokens", "output_tokens": "output_tokens"}, "bar")
         st.subheader("Session duration (ms)")
-        st.line_chart(s[["p50", "p95"]], height=220)
+        _chart(s, {"p50": "p50", "p95": "p95"}, "line")
 
 
 def render() -> None:

@@ -85,6 +85,12 @@ def test_an_alert_shows_its_evidence_and_links_to_its_turn(store):
     links = {(p.proto.page, p.proto.label, p.proto.query_string) for p in at.get("page_link")}
     assert any(f"turn={alert.turns[0]}" in q and alert.session_id in q for _, _, q in links), links
     assert [e.label for e in at.expander] == ["Raw alert (JSON)"]
+    # The raw JSON is sent to the browser only once its expander is opened (a collapsed one's
+    # elements are drawn all the same).
+    assert not at.json
+    at.session_state["raw_json_Raw alert (JSON)"] = True
+    at.run()
+    assert at.json[0].value and alert.alert_id in at.json[0].value
 
 
 def test_acknowledging_then_resolving_an_alert_writes_the_store(store, monkeypatch):
