@@ -151,16 +151,14 @@ def decode_slices(body: bytes, content_type: str | None, content_encoding: str |
     """
     is_json = _is_json(content_type)
     data = _decompress(body, content_encoding, max_body, reserve)
-    return Decoded(_json_slices(data, slice_bytes) if is_json else _protobuf_slices(data, slice_bytes), len(data))
+    return Decoded(_json_slices(data, slice_bytes) if is_json else _protobuf_slices(data, slice_bytes))
 
 
 class Decoded:
     """A request that passed the checks of the whole, its spans decoded on demand, a slice at a time."""
 
-    def __init__(self, slices: Iterator[list[SpanRecord | str]], size: int) -> None:
+    def __init__(self, slices: Iterator[list[SpanRecord | str]]) -> None:
         self._slices = slices
-        self.size = size
-        """The payload's bytes, decompressed: a request of more than a slice's bytes has more than one slice."""
         self._reasons: Counter[str] = Counter()
         self._notes: Counter[str] = Counter()
 
