@@ -424,12 +424,16 @@ _TABLES = 'document.querySelectorAll(\'[data-testid="stDataFrame"]\').length'
 
 def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_prompt(browser, dashboard, served_store,
                                                                                    screenshots):
+    from dashboard import _ui
+
+    production, params = _ui.alerts_in("production")
     con = duckdb.connect(str(served_store), read_only=True)
-    try:  # the Alerts page's order (open first, then by severity and recency) and its default filter
-        rows = con.execute("""SELECT alert_id, detector, turns FROM alerts WHERE status <> 'resolved'
+    try:  # the Alerts page's order (open first, then by severity and recency) and its default filters
+        rows = con.execute(f"""SELECT alert_id, detector, turns FROM alerts a WHERE status <> 'resolved'
+            AND {production}
             ORDER BY CASE status WHEN 'open' THEN 0 ELSE 1 END,
-                     CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, last_seen_ns DESC"""
-                           ).fetchall()
+                     CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, last_seen_ns DESC""",
+                           params).fetchall()
     finally:
         con.close()
     # A loop guard's alert points at the turn where the guard stopped the loop; else any loop alert's first turn.
