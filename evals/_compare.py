@@ -308,6 +308,9 @@ def power_note(result: GateResult | None, base_trials: int, cand_trials: int, *,
         crit = result.critical_alpha / max(1, result.critical_testable)
         p = detection_power(1.0, 0.4, base_trials=base_trials, cand_trials=cand_trials, level=crit)
         out += f" Critical cases are held to {crit:.3g}: 100% → 40% is caught {_pct(p)} of the time."
+    if min(base_trials, cand_trials) >= COLLAPSE_TRIALS:  # the figures above are the test's alone
+        out += (f" A case that falls to no passing trial from {_pct(COLLAPSE_FROM)} or more fails the gate "
+                "whatever its test says (the collapse rule).")
     out += (" Drops spread over many cases are the aggregate test's to catch "
             "(README, Evals: its measured rates).")
     return out

@@ -56,6 +56,7 @@ def test_a_case_falling_a_little_is_not_a_regression_and_the_report_says_what_co
     assert c.power.startswith("With 5 baseline and 5 candidate trials per case (level 0.025")
     assert "catches a case falling 100% → 0% (100% of the time)" in c.power
     assert "does not reliably catch 100% → 40% (34% of the time), 90% → 60%" in c.power
+    assert "from 80% or more fails the gate whatever its test says (the collapse rule)" in c.power
     assert "--trials 10 (both runs) would catch 100% → 40%" in c.power
 
 
