@@ -443,7 +443,9 @@ def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_promp
 
     # 1. alert -> session -> the looping decision
     browser.click_row(0, row)
-    _step(browser, screenshots, "1-alert", f"location.search.includes('alert={alert_id}')")
+    # The URL changes as the script starts its run: wait for the alert's links it then draws.
+    _step(browser, screenshots, "1-alert", f"location.search.includes('alert={alert_id}') && "
+                                           f"document.body.innerText.includes('turn {turns[0]} of that session')")
     browser.click("a", text=f"turn {turns[0]} of that session")
     loaded = _step(browser, screenshots, "1-looping-decision",
                    f"location.pathname === '/session' && location.search.includes('turn={turns[0]}')")
