@@ -68,13 +68,18 @@ def test_each_origin_is_derived_in_an_embedded_store(tmp_path):
         assert store.sql("SELECT count(*) FROM sessions WHERE origin = 'production'")[0][0] == 2
 
 
-def test_each_origin_is_derived_through_the_collector_as_embedded(tmp_path):
+def _recorded_spans() -> tuple[dict[str, str], list]:
+    """The sessions of ``_record``, as the SDK handed their spans on: in the order they ended."""
     memory = InMemorySpanExporter()
     rec = tracer.Recorder(":memory:")
     rec.provider.add_span_processor(SimpleSpanProcessor(memory))
     ids = _record(rec)
     rec.shutdown()
-    spans = list(memory.get_finished_spans())
+    return ids, list(memory.get_finished_spans())
+
+
+def test_each_origin_is_derived_through_the_collector_as_embedded(tmp_path):
+    ids, spans = _recorded_spans()
     served = str(tmp_path / "served.duckdb")
     with Collector(served, port=0) as collector:
         # One request per span, root spans last as they end: the origin arrives after the turns.
@@ -89,15 +94,11 @@ def test_each_origin_is_derived_through_the_collector_as_embedded(tmp_path):
 
 
 def test_a_running_session_has_its_origin_from_the_first_span_that_reaches_the_collector(tmp_path):
-    memory = InMemorySpanExporter()
-    rec = tracer.Recorder(":memory:")
-    rec.provider.add_span_processor(SimpleSpanProcessor(memory))
-    ids = _record(rec)
-    rec.shutdown()
+    ids, spans = _recorded_spans()
     expected = {ids[name]: row[0] for name, row in _EXPECTED.items()}
     seen: dict[str, list[str]] = {}
     with Collector(str(tmp_path / "served.duckdb"), port=0) as collector:
-        for span in memory.get_finished_spans():  # in the order they ended: the session span of each last
+        for span in spans:  # in the order they ended: the session span of each last
             assert post(collector.url, encode_spans([span]).SerializeToString())[0] == 200
             sid = span.attributes["gen_ai.conversation.id"]
             ((origin,),) = collector.maintain(
