@@ -28,7 +28,7 @@ from _workload import table  # noqa: E402
 from corpus_agents import HARD_NEGATIVES, KINDS  # noqa: E402
 
 import tracer  # noqa: E402
-from evals._detect import FAMILIES_OF, detect  # noqa: E402
+from evals.detectors import FAMILIES_OF, detect  # noqa: E402
 
 FAMILIES = ("loops", "cost", "steps")
 

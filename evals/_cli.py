@@ -258,8 +258,7 @@ def detect_cmd(since: str | None, origins: tuple[str, ...], config_path: str | N
     """Run the detectors over the store's history; alerts are deduplicated, so a re-run is safe."""
     import time
 
-    from ._detect import Scope, config_yaml, detect, load_config, parse_duration
-    from ._sinks import Dispatcher, parse_route, sink_from_spec
+    from .detectors import Dispatcher, Scope, config_yaml, detect, load_config, parse_duration, parse_route, sink_from_spec
 
     if print_config:
         click.echo(config_yaml(), nl=False)

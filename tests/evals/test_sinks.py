@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import tracer
-from evals._alerts import Alert
-from evals._sinks import (
+from evals.detectors import (
+    Alert,
     ConsoleSink,
     Dispatcher,
     JsonlSink,
@@ -504,7 +504,7 @@ def test_cli_detect_fails_fast_on_a_closed_port(dead_url, detect_cli):
 
 
 def test_online_detection_logs_and_counts_a_failed_delivery_and_never_raises(dead_url, caplog):
-    from evals._detect import OnlineDetector
+    from evals.detectors import OnlineDetector
     from reference_agent import Agent, World, default_world_path, get_scenario
     from tests.evals.test_detect import db
 
