@@ -56,8 +56,8 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
     import altair  # noqa: F401
     from streamlit.web import bootstrap
 
-    import evals  # noqa: F401
     import replay  # noqa: F401
+    from evals import compare_stored  # noqa: F401  (evals loads its harness on first use)
 
     bootstrap.load_config_options({
         "server_port": port,

@@ -15,31 +15,32 @@ Quick start::
         verdict = evals.compare_stored(store, "baseline", candidate.run.run_id).verdict   # "regression"
 """
 
+import importlib
+from typing import Any
+
 from . import detectors
-from ._add_case import add_case, draft_case
-from ._agents import REFERENCE, AgentFactory, EvalAgent, load_agent
-from ._compare import CaseComparison, Comparison, RunSide, collapsed, compare, compare_stored, failing_turn
-from ._dataset import Case, CaseInput, Dataset, Message, load_dataset
-from ._errors import AgentLoadError, DatasetError, EvalError, ScorerError
-from ._protocol import INPUT_ATTRIBUTE, agent
-from ._report import comparison_text, junit, markdown, run_text
-from ._runner import DEFAULT_CONCURRENCY, DEFAULT_TRIALS, EvalRun, run_eval, trial_seed
-from ._scorers import SCORER_TYPES, Score, Scorer, build_scorer, score_trial
-from ._stats import (
-    CRITICAL_TAG,
-    CaseTest,
-    GateResult,
-    RegressionTest,
-    case_status,
-    detection_power,
-    fisher_exact_worse,
-    gate,
-    holm_tarone,
-    min_attainable_p,
-    paired_test,
-    trials_needed,
-)
-from ._trajectory import Decision, ToolStep, Trajectory, trajectory_of
+
+# Where each name of the harness lives. A name is imported on first use, not with the package:
+# ``flightrec serve`` imports ``evals.detectors``, and so this module, and must not pay for the
+# harness (anthropic, the judge, numpy and the statistics) to run the detectors' SQL.
+_HOMES: dict[str, tuple[str, ...]] = {
+    "_add_case": ("add_case", "draft_case"),
+    "_agents": ("REFERENCE", "AgentFactory", "EvalAgent", "load_agent"),
+    "_compare": ("CaseComparison", "Comparison", "RunSide", "collapsed", "compare", "compare_stored", "failing_turn"),
+    "_dataset": ("Case", "CaseInput", "Dataset", "Message", "load_dataset"),
+    "_errors": ("AgentLoadError", "DatasetError", "EvalError", "ScorerError"),
+    "_protocol": ("INPUT_ATTRIBUTE", "agent"),
+    "_report": ("comparison_text", "junit", "markdown", "run_text"),
+    "_runner": ("DEFAULT_CONCURRENCY", "DEFAULT_TRIALS", "EvalRun", "run_eval", "trial_seed"),
+    "_scorers": ("SCORER_TYPES", "Score", "Scorer", "build_scorer", "score_trial"),
+    "_stats": (
+        "CRITICAL_TAG", "CaseTest", "GateResult", "RegressionTest", "case_status", "detection_power",
+        "fisher_exact_worse", "gate", "holm_tarone", "min_attainable_p", "paired_test", "trials_needed",
+    ),
+    "_trajectory": ("Decision", "ToolStep", "Trajectory", "trajectory_of"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
 
 __all__ = [
     "CRITICAL_TAG",
@@ -98,3 +99,16 @@ __all__ = [
     "trial_seed",
     "trials_needed",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evals' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"evals.{module}"), name)
+    globals()[name] = value  # the next lookup finds it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
