@@ -40,7 +40,7 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
 
     Blocking: runs Streamlit's event loop on this thread, which must be the main thread.
     """
-    from tracer._collector import is_loopback
+    from tracer.collector import is_loopback
 
     path = tracer.default_db_path(db)
     if mode == "read_only":  # fail here, in the terminal, rather than in the browser

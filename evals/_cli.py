@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 import tracer
-from tracer._cli import EXIT_ERROR, actor_option, db_option, hint, json_option, output_width
+from tracer.cli import EXIT_ERROR, actor_option, db_option, hint, json_option, output_width
 
 from . import _report
 from ._add_case import add_case, draft_case

@@ -16,6 +16,7 @@ Quick start::
 
 from ._audit import ACTOR_ENV, AUDIT_ACTIONS, AUDIT_VIAS, AuditAction, AuditVia, actor_name
 from ._canonical import canonical_json, sha256_hex
+from ._config import content_mode
 from ._connect import ServedStore, connect
 from ._decision import ToolKinds
 from ._errors import (
@@ -145,6 +146,7 @@ __all__ = [
     "canonical_arguments",
     "canonical_json",
     "configure",
+    "content_mode",
     "eval_trial",
     "connect",
     "current_session",
