@@ -450,12 +450,12 @@ def detect_cli(monkeypatch):
     """Runs `flightrec detect` on a store holding one looping session; backoff waits are recorded."""
     from click.testing import CliRunner
 
-    import evals._cli
+    import evals.detectors._cli
     from tests.evals.test_detect import play
     from tracer._cli import main
 
     sleeps = _Sleeps()
-    monkeypatch.setattr(evals._cli, "_retry_sleep", sleeps)
+    monkeypatch.setattr(evals.detectors._cli, "_retry_sleep", sleeps)
     play(("stuck_tracking", {}))
 
     def run(*args: str) -> Any:
