@@ -19,29 +19,22 @@ Quick start::
 """
 
 from ._alerts import FAMILIES, SEVERITIES, Alert, AlertStatus, Severity
-from ._detect import (
-    DETECTORS,
-    FAMILIES_OF,
-    SERVE_INTERVAL_S,
+from ._config import (
     ApprovalRule,
     BaselineLimits,
     Budget,
     CostLimits,
     DetectConfig,
-    DetectResult,
     LoopLimits,
-    OnlineDetector,
     ReliabilityLimits,
     SafetyLimits,
-    Scope,
     StepLimits,
     config_yaml,
-    detect,
-    load_config,
-    parse_duration,
-    serve_hook,
 )
+from ._detect import DETECTORS, FAMILIES_OF, DetectResult, detect, load_config, parse_duration
 from ._errors import AlertError, DeliveryError
+from ._online import SERVE_INTERVAL_S, OnlineDetector, serve_hook
+from ._scope import Scope
 from ._sinks import (
     ConsoleSink,
     Dispatcher,

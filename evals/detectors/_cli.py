@@ -18,7 +18,9 @@ import click
 import tracer
 from tracer.cli import EXIT_ERROR, actor_option, db_option, hint, json_option, output_width
 
-from ._detect import Scope, config_yaml, detect, load_config, parse_duration
+from ._config import config_yaml
+from ._detect import detect, load_config, parse_duration
+from ._scope import Scope
 from ._sinks import Dispatcher, parse_route, sink_from_spec
 
 # A command-line run waits for its alerts, so it retries briefly: a refused connection or a 5xx
