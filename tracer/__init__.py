@@ -81,6 +81,7 @@ from ._redact import (
     redact_phone,
     redact_ssn,
 )
+from ._retention import reference_problems
 from ._session import Session, ToolCall, current_session, tool
 from ._sse import sse_events
 from ._store import DEFAULT_DB, Store, default_db_path
@@ -165,6 +166,7 @@ __all__ = [
     "redact_jwt",
     "redact_phone",
     "redact_ssn",
+    "reference_problems",
     "sha256_hex",
     "sse_events",
     "tool",
