@@ -451,7 +451,7 @@ def detect_cli(monkeypatch):
     from click.testing import CliRunner
 
     import evals.detectors._cli
-    from tests.evals.test_detect import play
+    from tests.evals.detectors.test_detect import play
     from tracer._cli import main
 
     sleeps = _Sleeps()
@@ -506,7 +506,7 @@ def test_cli_detect_fails_fast_on_a_closed_port(dead_url, detect_cli):
 def test_online_detection_logs_and_counts_a_failed_delivery_and_never_raises(dead_url, caplog):
     from evals.detectors import OnlineDetector
     from reference_agent import Agent, World, default_world_path, get_scenario
-    from tests.evals.test_detect import db
+    from tests.evals.detectors.test_detect import db
 
     caplog.set_level(logging.WARNING, logger="flightrec.alerts")
     dispatcher = Dispatcher([WebhookSink(dead_url)], retries=1, sleep=_Sleeps())
