@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -52,12 +53,21 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
     os.environ[DB_ENV] = path
     os.environ[MODE_ENV] = mode
     # Imported here: Streamlit takes a second to import, and no other command needs it. The pages
-    # import the others; loading them now spares the first visitor a second or two.
+    # import the others (pandas through dashboard._ui); loading them now spares the first visitor a
+    # second or two.
     import altair  # noqa: F401
+    import pandas  # noqa: F401
     from streamlit.web import bootstrap
 
     import replay  # noqa: F401
     from evals import compare_stored  # noqa: F401  (evals loads its harness on first use)
+
+    # Streamlit collects every generation after each script run (runner.postScriptGC), holding the
+    # GIL just as the run's last messages are to be sent: over these modules' ~270,000 objects that
+    # was ~0.18 s of CPU on every page load. What is alive now lives as long as the process, so the
+    # collector need not walk it again (benchmarks/RESULTS.md).
+    gc.collect()
+    gc.freeze()
 
     bootstrap.load_config_options({
         "server_port": port,

@@ -6,7 +6,8 @@ Every step is a call to the replay package (``reconstruct``, ``apply_edits``, ``
 """
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -16,7 +17,10 @@ import replay
 import tracer
 from dashboard import _ui
 
+T = TypeVar("T")
+
 _RECENT = 200
+_TABS = ("System prompt", "Messages", "Tool results", "Tools", "Model parameters")
 _MAX_TRIALS = 50
 # The last run and fork are kept in the browser session, so that the script's reruns (any widget
 # change) show them again without redoing them.
@@ -97,7 +101,8 @@ def _decision(d: replay.Decision) -> None:
         st.markdown(f"calls `{use['name']}` with")
         st.json(use["input"])
     if d.text:
-        st.code(d.text, language=None, wrap_lines=True)
+        # Plain text, not st.code: the browser's syntax highlighter took ~0.5 s for a few hundred characters.
+        st.text(d.text)
     st.caption(f"{_ui.tokens(d.input_tokens)} input + {_ui.tokens(d.output_tokens)} output tokens · "
                f"{_ui.usd(d.cost_usd)} · {_ui.ms(d.latency_ms)}")
 
@@ -153,102 +158,136 @@ def _request(rec: replay.Reconstruction) -> None:
     _ui.raw_json("Request JSON", body)
 
 
-def _message_edits(messages: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    st.dataframe(pd.DataFrame({
-        "index": range(len(messages)), "role": [m.get("role") for m in messages],
-        "content": [m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
-                    for m in messages],
-    }), hide_index=True, width="stretch", height=min(400, 36 + 35 * len(messages)))
+def _kept(shown: bool, widget: Callable[..., T], default: T, *args: Any, key: str, **kwargs: Any) -> T:
+    """An edit widget's value. Only the open edit tab is drawn: a closed tab's widgets are not sent to
+    the browser (the tool results alone were 39 text areas), and their values are the ones they kept
+    while closed (``persist_state="page"``), else ``default``, the recorded one, if never drawn."""
+    if shown:
+        return widget(*args, key=key, persist_state="page", **kwargs)
+    return st.session_state[key] if key in st.session_state else default
+
+
+def _message_edits(messages: list[dict[str, Any]], key: str, shown: bool) -> dict[str, Any]:
+    if shown:
+        st.dataframe(pd.DataFrame({
+            "index": range(len(messages)), "role": [m.get("role") for m in messages],
+            "content": [m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
+                        for m in messages],
+        }), hide_index=True, width="stretch", height=min(400, 36 + 35 * len(messages)))
 
     def label(i: int) -> str:
         return f"{i} · {messages[i].get('role')}"
 
-    drop = st.multiselect("Drop messages", range(len(messages)), format_func=label, key=f"replay_drop_{key}")
-    left, right = st.columns(2)
+    drop = _kept(shown, st.multiselect, [], "Drop messages", range(len(messages)), format_func=label,
+                 key=f"replay_drop_{key}")
+    left, right = st.columns(2) if shown else (st, st)
     replace: dict[int, dict[str, Any]] = {}
-    at = left.selectbox("Replace message", range(len(messages)), index=None, format_func=label,
-                        placeholder="none", key=f"replay_replace_at_{key}")
+    at = _kept(shown, left.selectbox, None, "Replace message", range(len(messages)), index=None, format_func=label,
+               placeholder="none", key=f"replay_replace_at_{key}")
     if at is not None:
-        text = left.text_area(f"Message {at} (JSON: role and content)",
-                              json.dumps(messages[at], indent=2, ensure_ascii=False), height=200,
-                              key=f"replay_replace_{key}_{at}")
+        recorded = json.dumps(messages[at], indent=2, ensure_ascii=False)
+        text = _kept(shown, left.text_area, recorded, f"Message {at} (JSON: role and content)", recorded, height=200,
+                     key=f"replay_replace_{key}_{at}")
         new = _json(text, f"message {at}")
         if new != messages[at]:
             replace[at] = new
-    before = right.number_input(f"Insert a message before index ({len(messages)} appends)", min_value=0,
-                                max_value=len(messages), value=len(messages), key=f"replay_insert_at_{key}")
-    role = right.radio("Its role", ["user", "assistant"], horizontal=True, key=f"replay_insert_role_{key}")
-    said = right.text_area("Its text (leave empty to insert nothing)", key=f"replay_insert_{key}")
+    before = _kept(shown, right.number_input, len(messages), f"Insert a message before index ({len(messages)} "
+                   "appends)", min_value=0, max_value=len(messages), value=len(messages), key=f"replay_insert_at_{key}")
+    role = _kept(shown, right.radio, "user", "Its role", ["user", "assistant"], horizontal=True,
+                 key=f"replay_insert_role_{key}")
+    said = _kept(shown, right.text_area, "", "Its text (leave empty to insert nothing)", key=f"replay_insert_{key}")
     return {"drop_messages": list(drop), "replace_messages": replace,
             "insert_messages": [(int(before), {"role": role, "content": said})] if said.strip() else []}
 
 
-def _tool_result_edits(messages: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def _tool_result_edits(messages: list[dict[str, Any]], key: str, shown: bool) -> dict[str, Any]:
+    """One editor for the result the user picks, rather than a text area for each of them (a 30-turn
+    request carries dozens); the others keep their edits while another is shown."""
     blocks = [(i, b) for i, m in enumerate(messages) if isinstance(m.get("content"), list)
               for b in m["content"] if isinstance(b, dict)]
     names = {b.get("id"): b.get("name") for _, b in blocks if b.get("type") == "tool_use"}
-    results = [(i, b) for i, b in blocks if b.get("type") == "tool_result"]
+    results = {b.get("tool_use_id"): (i, b.get("content")) for i, b in blocks if b.get("type") == "tool_result"}
     if not results:
-        st.caption("This request has no tool results to edit.")
+        if shown:
+            st.caption("This request has no tool results to edit.")
         return {}
+
+    def as_text(recorded: Any) -> str:
+        return recorded if isinstance(recorded, str) else json.dumps(recorded, ensure_ascii=False)
+
+    def text_key(tid: str) -> str:
+        return f"replay_result_{key}_{tid}"
+
+    def label(tid: str) -> str:
+        return f"{names.get(tid, 'tool')} · {tid} (message {results[tid][0]})"
+
+    if shown:
+        tid = st.selectbox(f"Tool result ({len(results)}, the newest first)", list(results)[::-1], format_func=label,
+                           key=f"replay_result_pick_{key}")
+        st.text_area(label(tid), as_text(results[tid][1]), height=200, key=text_key(tid), persist_state="page")
     edits: dict[str, Any] = {}
-    for i, block in results:
-        tid, recorded = block.get("tool_use_id"), block.get("content")
-        as_text = recorded if isinstance(recorded, str) else json.dumps(recorded, ensure_ascii=False)
-        text = st.text_area(f"{names.get(tid, 'tool')} · {tid} (message {i})", as_text, height=100,
-                            key=f"replay_result_{key}_{tid}")
-        if text != as_text:
+    for tid, (_, recorded) in results.items():
+        text = st.session_state.get(text_key(tid), as_text(recorded))
+        if text != as_text(recorded):
             # Content given as blocks is edited as their JSON and goes back as blocks.
             edits[tid] = text if isinstance(recorded, str) else _json(text, f"the result of {tid}")
+    if shown and edits:
+        st.caption("Edited: " + ", ".join(label(tid) for tid in edits))
     return edits
 
 
-def _tool_edits(tools: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def _tool_edits(tools: list[dict[str, Any]], key: str, shown: bool) -> dict[str, Any]:
     names = [t.get("name") for t in tools]
-    st.dataframe(pd.DataFrame({"tool": names, "description": [t.get("description") for t in tools]}),
-                 hide_index=True, width="stretch")
-    remove = st.multiselect("Stop offering", names, key=f"replay_remove_tools_{key}")
-    text = st.text_area("Offer another tool: its JSON definition (a list for several)", key=f"replay_add_tools_{key}",
-                        placeholder='{"name": "…", "description": "…", "input_schema": {"type": "object", '
-                                    '"properties": {}}}')
+    if shown:
+        st.dataframe(pd.DataFrame({"tool": names, "description": [t.get("description") for t in tools]}),
+                     hide_index=True, width="stretch")
+    remove = _kept(shown, st.multiselect, [], "Stop offering", names, key=f"replay_remove_tools_{key}")
+    text = _kept(shown, st.text_area, "", "Offer another tool: its JSON definition (a list for several)",
+                 key=f"replay_add_tools_{key}", placeholder='{"name": "…", "description": "…", "input_schema": '
+                                                           '{"type": "object", "properties": {}}}')
     added = _json(text, "the tool definition") if text.strip() else []
     return {"remove_tools": remove, "add_tools": added if isinstance(added, list) else [added]}
 
 
-def _parameter_edits(body: dict[str, Any], key: str) -> dict[str, Any]:
+def _parameter_edits(body: dict[str, Any], key: str, shown: bool) -> dict[str, Any]:
     recorded_t, recorded_max = body.get("temperature"), body.get("max_tokens")
-    a, b, c = st.columns(3)
-    model = a.text_input("Model", body.get("model") or "", key=f"replay_model_{key}").strip()
-    temperature = b.number_input("Temperature", min_value=0.0, max_value=1.0, step=0.1, placeholder="not set",
-                                 value=None if recorded_t is None else float(recorded_t), key=f"replay_temp_{key}")
-    max_tokens = c.number_input("max_tokens", min_value=1, step=1, placeholder="not set",
-                                value=None if recorded_max is None else int(recorded_max), key=f"replay_max_{key}")
+    recorded_model = body.get("model") or ""
+    t0 = None if recorded_t is None else float(recorded_t)
+    max0 = None if recorded_max is None else int(recorded_max)
+    a, b, c = st.columns(3) if shown else (st, st, st)
+    model = _kept(shown, a.text_input, recorded_model, "Model", recorded_model, key=f"replay_model_{key}").strip()
+    temperature = _kept(shown, b.number_input, t0, "Temperature", min_value=0.0, max_value=1.0, step=0.1,
+                        placeholder="not set", value=t0, key=f"replay_temp_{key}")
+    max_tokens = _kept(shown, c.number_input, max0, "max_tokens", min_value=1, step=1, placeholder="not set",
+                       value=max0, key=f"replay_max_{key}")
     return {"model": model if model and model != body.get("model") else None,
             "temperature": temperature if temperature is not None and temperature != recorded_t else None,
             "max_tokens": int(max_tokens) if max_tokens is not None and max_tokens != recorded_max else None}
 
 
 def _edits(rec: replay.Reconstruction) -> replay.Edits:
-    """The edits the widgets describe: only what differs from the recorded request becomes an edit.
+    """The edits the widgets describe, in every tab, open or not: only what differs from the recorded
+    request becomes an edit.
 
     Raises:
         replay.EditError: a JSON field does not parse.
     """
     body, key = rec.request, rec.span_id  # widgets per decision: another turn starts from its own request
     messages = body.get("messages") or []
-    system, conversation, results, tools, params = st.tabs(
-        ["System prompt", "Messages", "Tool results", "Tools", "Model parameters"])
+    # Lazy tabs: only the open one's body runs and is sent (the others' widgets would be drawn all the same).
+    system, conversation, results, tools, params = st.tabs(list(_TABS), key="replay_edit_tab", on_change="rerun")
     with system:
         recorded = _system_text(body.get("system"))
-        text = st.text_area("System prompt", recorded, height=280, key=f"replay_system_{key}")
+        text = _kept(bool(system.open), st.text_area, recorded, "System prompt", recorded, height=280,
+                     key=f"replay_system_{key}")
     with conversation:
-        fields = _message_edits(messages, key)
+        fields = _message_edits(messages, key, bool(conversation.open))
     with results:
-        fields["tool_results"] = _tool_result_edits(messages, key)
+        fields["tool_results"] = _tool_result_edits(messages, key, bool(results.open))
     with tools:
-        fields.update(_tool_edits(body.get("tools") or [], key))
+        fields.update(_tool_edits(body.get("tools") or [], key, bool(tools.open)))
     with params:
-        fields.update(_parameter_edits(body, key))
+        fields.update(_parameter_edits(body, key, bool(params.open)))
     return replay.Edits(system=text if text != recorded else None, **fields)
 
 

@@ -358,7 +358,7 @@ def _what_it_did(call: tracer.LlmCall, turn: tracer.Turn) -> str:
         if t.result is not None:
             out.append(f"<details{' open' if not ok else ''}><summary>tool result</summary>"
                        f"<pre>{_esc(t.result[:20_000])}</pre></details>")
-    return _CSS + f'<div class="fr">{"".join(out)}</div>' if out else ""
+    return "".join(out)
 
 
 def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
@@ -374,10 +374,9 @@ def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
         st.html(_decision_card(call, turn))
         _ui.link("replay", "Replay this turn", id=sid, turn=turn.index)
     with left:
-        did = _what_it_did(call, turn)
-        if did:
-            st.html(did)
-        st.markdown(f"**What the model saw** ({call.message_count or 0} messages)")
+        # One block for what it did and the heading below it: each element costs the browser its own layout.
+        st.html(_CSS + f'<div class="fr">{_what_it_did(call, turn)}<h4>What the model saw '
+                f'<span class="muted">({call.message_count or 0} messages)</span></h4></div>')
         request = _request(sid, turn.index)
         if isinstance(request, str):
             st.info(request, icon=":material/visibility_off:")
@@ -588,15 +587,15 @@ def render() -> None:
     s = account.session
     st.title(f"Session `{s.session_id[:13]}…`", help=s.session_id)
     _eval_box(s.session_id)
-    color = "green" if s.status == "ok" else "blue" if s.status in ("running", "waiting_human") else "red"
-    st.markdown(f"agent **{s.agent or '–'}** · :{color}-badge[{s.status}]"
-                + (f" {s.status_reason}" if s.status_reason else ""))
+    kind = "ok" if s.status == "ok" else "" if s.status in ("running", "waiting_human") else "bad"
+    said = f"agent <b>{_esc(s.agent or '–')}</b> · {_badge(s.status, kind)}" + (f" {_esc(s.status_reason)}"
+                                                                              if s.status_reason else "")
     totals = [("turns", f"{s.turns}"),
               ("tool calls", f"{s.tool_calls}" + (f' <span class="red">({s.tool_errors} failed)</span>'
                                                   if s.tool_errors else "")),
               ("tokens", _ui.tokens(s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens)),
               ("cost", _ui.usd(s.cost_usd)), ("duration", _ui.ms(s.duration_ms))]
-    st.html(_CSS + '<div class="fr"><div class="grid" style="grid-template-columns:repeat(5,1fr)">'
+    st.html(_CSS + f'<div class="fr"><div>{said}</div><div class="grid" style="grid-template-columns:repeat(5,1fr)">'
             + "".join(f"<div><small>{k}</small><b>{v}</b></div>" for k, v in totals) + "</div></div>")
     alerts = _related(s.session_id)
     if not alerts.empty:

@@ -4,7 +4,6 @@ Production sessions by default (the origin switch shows eval trials, replays and
 ``?run=RUN_ID`` shows the sessions of one eval run, as the Evals page links to them.
 """
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import _ui
@@ -44,35 +43,36 @@ def _where(search: str, agents: list[str], statuses: list[str], origins: list[st
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+# The table as shown, built by the store: formatting rows in pandas (a per-row apply, a column
+# rebuilt in Python) was most of the page's script run (benchmarks/RESULTS.md).
+_ORIGIN = """CASE WHEN s.origin = 'eval' THEN 'eval ' || left(coalesce(s.eval_run_id, ''), 8) || ' · '
+                      || coalesce(s.eval_case_id, '')
+                 WHEN s.origin IN ('replay', 'fork') AND coalesce(s.source_session_id, '') <> ''
+                      THEN s.origin || ' of ' || left(s.source_session_id, 13)
+                 ELSE s.origin END AS origin,"""
+
+
 @_ui.cached
 def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], origins: tuple[str, ...],
-              run: str | None, sort: str, page: int):
+              run: str | None, sort: str, page: int, with_origin: bool):
     where, params = _where(search, list(agents), list(statuses), list(origins), run)
     total = int(_ui.frame(f"SELECT count(*) AS n FROM sessions s {where}", params)["n"].iloc[0])
+    # Why a session ended is what a reader scans for: next to its status, in view at 1440 px.
     rows = _ui.frame(
         f"""WITH open_alerts AS (
                 SELECT sid AS session_id, count(*) AS alerts
                 FROM (SELECT unnest(session_ids) AS sid FROM alerts WHERE status <> 'resolved') GROUP BY 1)
-            SELECT s.session_id, s.agent, s.start_ns, s.status, s.status_reason, s.turns, s.tool_calls,
-                   s.tool_errors, s.llm_errors,
+            SELECT left(s.session_id, 13) AS session, s.status, s.status_reason, {_ORIGIN if with_origin else ""}
+                   s.agent, strftime(make_timestamp(s.start_ns // 1000), '%Y-%m-%d %H:%M:%S UTC') AS started,
+                   s.turns, s.tool_calls, s.tool_errors,
                    s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens AS tokens,
                    CASE WHEN s.unpriced_calls > 0 THEN NULL ELSE s.cost_usd END AS cost_usd,
-                   (s.end_ns - s.start_ns) / 1e6 AS duration_ms, coalesce(a.alerts, 0) AS alerts,
-                   s.origin, s.eval_run_id, s.eval_case_id, s.source_session_id
+                   (s.end_ns - s.start_ns) / 1e6 AS duration_ms, coalesce(a.alerts, 0) AS alerts, s.session_id
             FROM sessions s LEFT JOIN open_alerts a USING (session_id) {where}
             ORDER BY {_SORTS[sort]} LIMIT ? OFFSET ?""",
         [*params, _PAGE_SIZE, page * _PAGE_SIZE],
     )
     return total, rows
-
-
-def _origin_of(row: pd.Series) -> str:
-    """Where a session comes from, in a few words: its eval run and case, or the session it was made from."""
-    if row["origin"] == "eval":
-        return f"eval {str(row['eval_run_id'])[:8]} · {row['eval_case_id']}"
-    if row["origin"] in ("replay", "fork") and row["source_session_id"]:
-        return f"{row['origin']} of {str(row['source_session_id'])[:13]}"
-    return row["origin"]
 
 
 def render() -> None:
@@ -91,8 +91,9 @@ def render() -> None:
     chosen_agents = c2.multiselect("Agent", agents, key="sessions_agents")
     chosen_status = c3.multiselect("Status", statuses, key="sessions_status")
     sort = c4.selectbox("Sort by", list(_SORTS), key="sessions_sort")
+    # Every session of the production view is production's: no origin column to read.
     total, rows = _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)), run,
-                            sort, st.session_state.get("sessions_page", 1) - 1)
+                            sort, st.session_state.get("sessions_page", 1) - 1, view != "production")
     pages = max(1, -(-total // _PAGE_SIZE))
     left, right = st.columns([4, 1])
     right.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="sessions_page")
@@ -104,14 +105,8 @@ def render() -> None:
         st.info(f"No session matches{shown}. Clear the search or the filters, or record some sessions (`make demo`, "
                 "or point an agent at this store).")
         return
-    table = rows.assign(
-        session=rows["session_id"].str[:13], started=[_ui.when(ns) for ns in rows["start_ns"]],
-        origin=rows.apply(_origin_of, axis=1) if view != "production" else "production",
-    # Why a session ended is what a reader scans for: next to its status, in view at 1440 px.
-    )[["session", "status", "status_reason", *(["origin"] if view != "production" else []), "agent", "started",
-       "turns", "tool_calls", "tool_errors", "tokens", "cost_usd", "duration_ms", "alerts", "session_id"]]
     st.caption("Click a row to open its session.")
-    _ui.table(table, key="sessions_table", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
+    _ui.table(rows, key="sessions_table", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
         "session": st.column_config.TextColumn("session", help="The session id's first characters.", width="small"),
         "tool_calls": st.column_config.NumberColumn("tool calls"),
         "tool_errors": st.column_config.NumberColumn("tool errors"),

@@ -37,6 +37,12 @@ def _links(at: AppTest) -> dict[str, str]:
     return {link.proto.label: parse_qs(link.proto.query_string).get("id", [""])[0] for link in at.get("page_link")}
 
 
+def _open_tab(at: AppTest, label: str) -> None:
+    """Opens one of the edit tabs, as a click on it does: only the open tab is drawn."""
+    at.session_state["replay_edit_tab"] = label
+    at.run()
+
+
 def _drop_the_approval_rule(at: AppTest) -> None:
     prompt = next(t for t in at.text_area if t.label == "System prompt")
     assert RULE_2 in prompt.value
@@ -48,7 +54,7 @@ def test_a_deep_link_shows_the_recorded_decision_and_its_rebuilt_request(store, 
     at = app("replay", id=session_id, turn=str(turn))
     no_exceptions(at)
     assert any(m.value.startswith("**final**") for m in at.markdown)
-    assert any("Shall I go ahead?" in c.value for c in at.code)
+    assert any("Shall I go ahead?" in t.value for t in at.text)
     assert any("matches the hash recorded with the call" in c.value for c in at.caption)
     assert _links(at)["Open this session"] == session_id
 
@@ -141,9 +147,35 @@ def test_a_turn_past_the_end_is_a_clear_error(store, asks_to_confirm):
     assert f"session {session_id} has no decision at turn 99; it has turns 1.." in at.error[0].value
 
 
+def test_only_the_open_edit_tab_is_drawn_and_edits_in_closed_tabs_are_kept(store, asks_to_confirm):
+    session_id, turn = asks_to_confirm
+    at = app("replay", id=session_id, turn=str(turn))
+    no_exceptions(at)
+    # The first tab's editor only: no tool-result editor, no table of messages or tools.
+    assert [t.label for t in at.text_area] == ["System prompt"]
+    assert not at.dataframe
+    _drop_the_approval_rule(at)
+    _open_tab(at, "Tool results")
+    no_exceptions(at)
+    assert not [t for t in at.text_area if t.label == "System prompt"]
+    (result,) = at.text_area  # one editor, for the result picked: the newest first
+    picked = next(s for s in at.selectbox if s.key.startswith("replay_result_pick_")).value
+    assert picked in result.label
+    result.set_value(result.value + " (edited)").run()
+    assert f"Edited: {result.label}" in [c.value for c in at.caption]
+    _open_tab(at, "Tools")
+    no_exceptions(at)
+    # The edits made in tabs now closed are still the page's edits.
+    at.session_state["raw_json_The edits, as the replay session records them"] = True
+    at.run()
+    edits = at.json[-1].value
+    assert '"system"' in edits and f'"{picked}"' in edits
+
+
 def test_an_edit_that_does_not_parse_says_so_and_cannot_run(store, asks_to_confirm):
     session_id, turn = asks_to_confirm
     at = app("replay", id=session_id, turn=str(turn))
+    _open_tab(at, "Tools")
     tool = next(t for t in at.text_area if t.label.startswith("Offer another tool"))
     tool.set_value("{not json").run()
     assert not at.exception

@@ -42,7 +42,7 @@ def test_a_deep_link_opens_that_decision_with_what_the_model_saw_picked_and_paid
     assert f"<small>cost</small><b>{_ui.usd(call.cost_usd)}</b>" in page
     for use in call.tool_uses:
         assert f"Called <code>{use['name']}</code>" in page
-    assert f"({call.message_count} messages)" in "\n".join(m.value for m in at.markdown)
+    assert f"What the model saw <span class=\"muted\">({call.message_count} messages)</span>" in page
     assert page.count('<div class="msg ') == min(call.message_count, 8)  # the newest messages, one by one
     assert at.query_params["turn"] == "2"
 
