@@ -10,6 +10,30 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``), the tests of a module that shares a
+    fixture built once per module or session run on one worker, so that it is built once, not once
+    per worker: a session fixture's users form one group (the dashboard's demo store takes about 40 s
+    of CPU to build), a module fixture's users their module's. Without xdist the marks do nothing."""
+    shared: dict[str, str] = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        for name in item.fixturenames if info is not None else ():
+            defs = info.name2fixturedefs.get(name)
+            if not defs or not defs[-1].baseid:  # not one of ours (pytest's own tmp_path_factory …)
+                continue
+            scope = defs[-1].scope
+            module = item.nodeid.split("::", 1)[0]
+            if scope == "session":
+                shared[module] = f"session:{name}"
+            elif scope in ("package", "module"):
+                shared.setdefault(module, module)
+    for item in items:
+        group = shared.get(item.nodeid.split("::", 1)[0])
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Points every data path at a temp dir, so no test touches ./flightrec.duckdb or the user's env."""
