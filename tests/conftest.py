@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tracer._cli import main
+
+DEMO_SESSIONS = 40
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under ``make test`` (pytest-xdist, ``--dist loadgroup``), the tests of a module that shares a
     fixture built once per module or session run on one worker, so that it is built once, not once
-    per worker: a session fixture's users form one group (the dashboard's demo store takes about 40 s
-    of CPU to build), a module fixture's users their module's. Without xdist the marks do nothing."""
+    per worker: the session fixtures' users form one group (the demo store takes about 40 s of CPU to
+    build), a module fixture's users their module's. Without xdist the marks do nothing."""
     shared: dict[str, str] = {}
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
@@ -25,7 +32,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             scope = defs[-1].scope
             module = item.nodeid.split("::", 1)[0]
             if scope == "session":
-                shared[module] = f"session:{name}"
+                shared[module] = "session"
             elif scope in ("package", "module"):
                 shared.setdefault(module, module)
     for item in items:
@@ -51,6 +58,31 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("FLIGHTREC_CONFIG", raising=False)
     monkeypatch.delenv("FLIGHTREC_RETAIN", raising=False)
     monkeypatch.delenv("FLIGHTREC_RETAIN_CONTENT", raising=False)
+
+
+@dataclass(frozen=True)
+class Demo:
+    """What ``flightrec demo`` made: its store (the world file beside it) and what it printed."""
+
+    db: Path
+    output: str
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Demo:
+    """Built once: ``flightrec demo --sessions 40 --no-serve`` (sessions, detectors, baseline and
+    regressed eval runs). Read only: tests that write take a copy (the dashboard's ``store``)."""
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", str(DEMO_SESSIONS), "--no-serve"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return Demo(db, result.output)
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo) -> Path:
+    """The demo's store (``demo``), for tests that only read it."""
+    return demo.db
 
 
 @pytest.fixture
