@@ -4,7 +4,9 @@ never sleep for a while or time themselves.
 A sleep followed by a check passes on a fast machine and fails on a loaded one, and a timed assert
 is a benchmark (``benchmarks/``), not a test. ``time.monotonic`` stays allowed: a deadline that
 only stops a broken test from hanging asserts nothing about speed; so does ``time.time``, which
-tests read for the date that spans carry.
+tests read for the date that spans carry. (The browser test's driver, ``dashboard.testing``, polls
+chromium and a Streamlit server, other processes with nothing to wait on but their answers; no test
+asserts the page-load seconds it measures for benchmarks/bench_dashboard.py.)
 """
 
 from __future__ import annotations
@@ -16,14 +18,6 @@ TESTS = Path(__file__).parent
 
 FORBIDDEN = {"time.sleep", "time.perf_counter", "time.perf_counter_ns", "time.process_time"}
 """Calls that wait on real time or measure it."""
-
-ALLOWED: dict[str, tuple[set[str], str]] = {
-    "dashboard/test_browser.py": (
-        {"time.sleep", "time.perf_counter"},
-        "it polls chromium and a Streamlit server, other processes with nothing to wait on but their "
-        "answers; its page-load seconds are for benchmarks/bench_dashboard.py, and no test asserts them"),
-}
-"""Files that may make some of the forbidden calls, and why."""
 
 
 def _calls(tree: ast.AST) -> set[str]:
@@ -50,17 +44,14 @@ def test_no_test_sleeps_or_times_itself():
     offences = []
     for path in sorted(TESTS.rglob("*.py")):
         rel = path.relative_to(TESTS).as_posix()
-        allowed = ALLOWED.get(rel, (set(), ""))[0]
-        for name in sorted(_calls(ast.parse(path.read_text(), filename=rel)) - allowed):
+        for name in sorted(_calls(ast.parse(path.read_text(), filename=rel))):
             offences.append(f"tests/{rel} calls {name}")
     assert not offences, ("Tests must not wait on real time or measure it: wait on an event, drive a "
-                          "tracer.testing.FakeClock, or move the timing to benchmarks/ (or allow the file in "
-                          "ALLOWED with the reason). Found:\n" + "\n".join(offences))
+                          "tracer.testing.FakeClock, or move the timing to benchmarks/. Found:\n"
+                          + "\n".join(offences))
 
 
-def test_the_rule_sees_both_spellings_and_the_allowed_files_still_need_it():
+def test_the_rule_sees_both_spellings():
     assert _calls(ast.parse("import time\ntime.sleep(1)\n")) == {"time.sleep"}
     assert _calls(ast.parse("from time import perf_counter as pc\npc()\n")) == {"time.perf_counter"}
     assert _calls(ast.parse("import time\ntime.monotonic()\n")) == set()
-    for rel, (names, _) in ALLOWED.items():
-        assert names <= _calls(ast.parse((TESTS / rel).read_text())), f"{rel} no longer needs its allowance"
