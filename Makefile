@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/flightrec demo
 
-# Two workers (pytest-xdist); tests that share a module or session fixture stay on one (tests/conftest.py).
+# Two workers (pytest-xdist), a test file on one worker, so that a module fixture is built once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) flightrec.duckdb flightrec.duckdb.wal flightrec.duckdb.serve.json .pytest_cache

@@ -17,49 +17,6 @@ from tracer._cli import main
 DEMO_SESSIONS = 40
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``), the tests of a module that shares a
-    fixture built once per module or session run on one worker, so that it is built once, not once
-    per worker: the session fixtures' users form one group (the demo store takes about 40 s of CPU to
-    build), a module fixture's users their module's. Without xdist the marks do nothing."""
-    shared: dict[str, str] = {}
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        for name in item.fixturenames if info is not None else ():
-            defs = info.name2fixturedefs.get(name)
-            if not defs or not defs[-1].baseid:  # not one of ours (pytest's own tmp_path_factory …)
-                continue
-            scope = defs[-1].scope
-            module = item.nodeid.split("::", 1)[0]
-            if scope == "session":
-                shared[module] = "session"
-            elif scope in ("package", "module"):
-                shared.setdefault(module, module)
-    for item in items:
-        group = shared.get(item.nodeid.split("::", 1)[0])
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Points every data path at a temp dir, so no test touches ./flightrec.duckdb or the user's env."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FLIGHTREC_DB", str(tmp_path / "flightrec.duckdb"))
-    monkeypatch.delenv("FLIGHTREC_PRICES", raising=False)
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
-    monkeypatch.delenv("FLIGHTREC_WORLD", raising=False)
-    monkeypatch.delenv("FLIGHTREC_SIM_URL", raising=False)
-    monkeypatch.delenv("FLIGHTREC_MODEL_URL", raising=False)
-    monkeypatch.delenv("FLIGHTREC_JUDGE_MODEL", raising=False)
-    monkeypatch.delenv("FLIGHTREC_ACTOR", raising=False)
-    monkeypatch.delenv("FLIGHTREC_CONTENT", raising=False)
-    monkeypatch.delenv("FLIGHTREC_CONFIG", raising=False)
-    monkeypatch.delenv("FLIGHTREC_RETAIN", raising=False)
-    monkeypatch.delenv("FLIGHTREC_RETAIN_CONTENT", raising=False)
-
-
 @dataclass(frozen=True)
 class Demo:
     """What ``flightrec demo`` made: its store (the world file beside it) and what it printed."""
