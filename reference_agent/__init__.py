@@ -29,7 +29,6 @@ from ._agent import (
     default_client,
     idempotency_key,
 )
-from ._clock import Clock, FakeClock, SystemClock
 from ._demo import DemoReport, PlannedSession, plan, run_demo
 from ._errors import (
     AgentError,
@@ -77,11 +76,9 @@ __all__ = [
     "BreakerState",
     "Checkpoint",
     "CircuitOpenError",
-    "Clock",
     "ConfigError",
     "DemoReport",
     "Expectation",
-    "FakeClock",
     "FaultSpec",
     "GuardRecord",
     "InvalidArgumentsError",
@@ -100,7 +97,6 @@ __all__ = [
     "SimServer",
     "SimulatedCrash",
     "SimulatedModel",
-    "SystemClock",
     "ToolError",
     "ToolOutcome",
     "ToolPolicy",

@@ -38,7 +38,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import tracer
 
-from ._clock import Clock, SystemClock
 from ._errors import ConfigError, NoCheckpointError, SessionStateError
 from ._scenarios import Scenario, UserTurn
 from ._sim import DEFAULT_MODEL, sim_client, sim_options
@@ -241,7 +240,7 @@ def idempotency_key(session_id: str, name: str, arguments: dict[str, Any]) -> st
 class _SessionClock:
     """The agent's clock shifted to the session's own time, which carries on across resumes."""
 
-    def __init__(self, clock: Clock, elapsed: float) -> None:
+    def __init__(self, clock: tracer.Clock, elapsed: float) -> None:
         self._clock = clock
         self._start = clock.now()
         self._elapsed = elapsed
@@ -359,12 +358,12 @@ class Agent:
     """
 
     def __init__(self, world: World, recorder: tracer.Recorder, *, config: AgentConfig | None = None,
-                 clock: Clock | None = None, client_factory: ClientFactory | None = None,
+                 clock: tracer.Clock | None = None, client_factory: ClientFactory | None = None,
                  after_tool: AfterTool | None = None) -> None:
         self.world = world
         self.recorder = recorder
         self.config = config or AgentConfig()
-        self.clock = clock or SystemClock()
+        self.clock = clock or tracer.SystemClock()
         self.client_factory = client_factory or default_client
         self.after_tool = after_tool
 

@@ -136,9 +136,14 @@ def agent_run(scenario_name: str, seed: int, model: str | None, db: str | None, 
             session = tracer.current_session()
             click.echo(f"killed after {name}: resume with `flightrec agent resume {session.id if session else '?'}`",
                        err=True)
-            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: a real crash
+            # The drill is about resuming from the checkpoint, so the spans so far are written first, however
+            # slow the machine (the agent's own flush after a side effect gives up after 2 s).
+            a.recorder.flush()
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no checkpoint: a real crash
 
-    with _agent(db, world_path, config=config, after_tool=kill if crash_after else None) as a:
+    with _agent(db, world_path, config=config) as a:
+        if crash_after:
+            a.after_tool = kill
         out = a.run(scenario, seed=seed, misbehave=misbehave or None, faults=faults or None, sim_url=sim_url,
                     real=real)
     _print(out, as_json, db)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
 
-from ._clock import Clock
+from tracer import Clock
+
 from ._errors import (
     CircuitOpenError,
     InvalidArgumentsError,

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,6 @@ from ._agent import (
     tool_history,
     tool_policy,
 )
-from ._clock import SystemClock
 from ._errors import ConfigError, SessionStateError, UnknownScenarioError
 from ._policy import MISBEHAVIOURS
 from ._scenarios import get_scenario
@@ -89,7 +87,7 @@ class _ReferenceFork:
         # The fork's world starts as the scenario's did; the origin's side effects are not in it.
         self._world.seed(session_id, setup, scenario=origin.scenario)
         self._toolbox = Toolbox(self._world, session_id, policy=tool_policy(self._config),
-                                outages=self._world.setup(session_id).outages, clock=SystemClock())
+                                outages=self._world.setup(session_id).outages, clock=tracer.SystemClock())
         self._irreversible = {s.name for s in TOOL_SPECS if s.irreversible}
         self._breakers: dict[str, BreakerState] = {}
 
@@ -125,20 +123,6 @@ class _Crash(Exception):
     """Re-enacts a crash the recording has, so that the resume that followed it runs again."""
 
 
-class _RecordedTime:
-    """The real clock plus the recorded model time: what the session's guards saw when it ran."""
-
-    def __init__(self, ctx: replay.RerunContext) -> None:
-        self._ctx = ctx
-
-    def now(self) -> float:
-        return time.monotonic() + self._ctx.model_seconds()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
-
-
 def rerun(ctx: replay.RerunContext) -> None:
     """Runs the reference agent's session again, run by run.
 
@@ -146,7 +130,7 @@ def rerun(ctx: replay.RerunContext) -> None:
     idempotency keys behave as they did; a result that differs from the recording shows up in the
     next request. Crashes are re-enacted after the same tool call; an interruption by a model
     fault is not (the recording serves the call that succeeded), so its resume has nothing to do.
-    Its clock adds the recorded model time, so wall-clock guards fire where they did.
+    Its guards read ``ctx.clock``, which adds the recorded model time, so they fire where they did.
     """
     recorded, workdir = ctx.recorded, ctx.workdir
     origin, runs = recorded.origin, recorded.runs
@@ -171,7 +155,7 @@ def rerun(ctx: replay.RerunContext) -> None:
     recorder = tracer.Recorder(os.path.join(workdir, "rerun.duckdb"))  # the rerun's own trace, thrown away
     try:
         with World(os.path.join(workdir, "rerun.world.sqlite")) as world:
-            agent = Agent(world, recorder, config=config, clock=_RecordedTime(ctx),
+            agent = Agent(world, recorder, config=config, clock=ctx.clock,
                           client_factory=lambda spec, config: ctx.client, after_tool=after_tool)
 
             def first() -> Any:

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tracer import Store, canonical_json, sha256_hex, sse_events
+from tracer import Clock, Store, SystemClock, canonical_json, sha256_hex, sse_events
 
 from ._diff import diff_context
 from ._errors import ReplayError
@@ -36,22 +36,30 @@ class RerunContext:
         recorded: The recording: origin, runs, first request and tool results.
         client: An ``anthropic.Anthropic`` that serves the recorded responses (streamed or not).
         workdir: A temp dir for anything the re-execution writes; removed afterwards.
+        clock: The clock for the agent's wall-clock guards: ``rerun``'s clock plus the recorded wall
+            time of the model calls served so far (retries and backoff included). Served calls return
+            at once, so an agent that reads this clock stops on a recorded time limit at the same turn.
     """
 
-    def __init__(self, recorded: RecordedSession, client: anthropic.Anthropic, workdir: str,
-                 model_seconds: Callable[[], float]) -> None:
+    def __init__(self, recorded: RecordedSession, client: anthropic.Anthropic, workdir: str, clock: Clock) -> None:
         self.recorded = recorded
         self.client = client
         self.workdir = workdir
+        self.clock = clock
+
+
+class _RecordedTime:
+    """A clock plus the recorded model time served so far: what the session's guards saw when it ran."""
+
+    def __init__(self, clock: Clock, model_seconds: Callable[[], float]) -> None:
+        self._clock = clock
         self._model_seconds = model_seconds
 
-    def model_seconds(self) -> float:
-        """The recorded wall time of the model calls served so far (retries and backoff included).
+    def now(self) -> float:
+        return self._clock.now() + self._model_seconds()
 
-        Served calls return at once; an agent with wall-clock guards adds this to its clock so
-        that a recorded time-limit stop happens at the same turn again.
-        """
-        return self._model_seconds()
+    def sleep(self, seconds: float) -> None:
+        self._clock.sleep(seconds)
 
 
 RerunAgent = Callable[[RerunContext], None]
@@ -110,7 +118,8 @@ def _tool_results(store: Store, sid: str) -> dict[str, RecordedToolResult]:
     return out
 
 
-def rerun(session_id: str, *, db: Db = None, agent: str | AgentRegistration | RerunAgent | None = None) -> RerunResult:
+def rerun(session_id: str, *, db: Db = None, agent: str | AgentRegistration | RerunAgent | None = None,
+          clock: Clock | None = None) -> RerunResult:
     """Re-executes a recorded session with every model response served from the recording.
 
     Args:
@@ -119,6 +128,8 @@ def rerun(session_id: str, *, db: Db = None, agent: str | AgentRegistration | Re
         agent: The session's agent (a registration, or NAME or MODULE:ATTR), whose ``rerun`` part runs
             its code again, or a ``RerunAgent`` function itself; by default the one registered under the
             recorded name.
+        clock: The time the re-execution's own steps take (``RerunContext.clock`` adds the recorded
+            model time to it); the real clock by default, a ``tracer.testing.FakeClock`` in tests.
 
     Raises:
         tracer.UnknownSessionError, NoContentError, AgentNotFoundError (no registered agent can re-execute
@@ -180,7 +191,8 @@ def rerun(session_id: str, *, db: Db = None, agent: str | AgentRegistration | Re
                                  http_client=httpx2.Client(transport=httpx2.MockTransport(handle)))
     with tempfile.TemporaryDirectory(prefix="flightrec-rerun-") as workdir:
         try:
-            rerun_agent(RerunContext(recorded, client, workdir, lambda: state["model_s"]))
+            rerun_agent(RerunContext(recorded, client, workdir,
+                                    _RecordedTime(clock or SystemClock(), lambda: state["model_s"])))
         except ReplayError:
             if state["divergence"] is None:
                 raise

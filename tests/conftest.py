@@ -3,30 +3,43 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tracer._cli import main
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Points every data path at a temp dir, so no test touches ./flightrec.duckdb or the user's env."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FLIGHTREC_DB", str(tmp_path / "flightrec.duckdb"))
-    monkeypatch.delenv("FLIGHTREC_PRICES", raising=False)
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
-    monkeypatch.delenv("FLIGHTREC_WORLD", raising=False)
-    monkeypatch.delenv("FLIGHTREC_SIM_URL", raising=False)
-    monkeypatch.delenv("FLIGHTREC_MODEL_URL", raising=False)
-    monkeypatch.delenv("FLIGHTREC_JUDGE_MODEL", raising=False)
-    monkeypatch.delenv("FLIGHTREC_ACTOR", raising=False)
-    monkeypatch.delenv("FLIGHTREC_CONTENT", raising=False)
-    monkeypatch.delenv("FLIGHTREC_CONFIG", raising=False)
-    monkeypatch.delenv("FLIGHTREC_RETAIN", raising=False)
-    monkeypatch.delenv("FLIGHTREC_RETAIN_CONTENT", raising=False)
+DEMO_SESSIONS = 40
+
+
+@dataclass(frozen=True)
+class Demo:
+    """What ``flightrec demo`` made: its store (the world file beside it) and what it printed."""
+
+    db: Path
+    output: str
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Demo:
+    """Built once: ``flightrec demo --sessions 40 --no-serve`` (sessions, detectors, baseline and
+    regressed eval runs). Read only: tests that write take a copy (the dashboard's ``store``)."""
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", str(DEMO_SESSIONS), "--no-serve"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return Demo(db, result.output)
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo) -> Path:
+    """The demo's store (``demo``), for tests that only read it."""
+    return demo.db
 
 
 @pytest.fixture

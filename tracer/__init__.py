@@ -16,6 +16,7 @@ Quick start::
 
 from ._audit import ACTOR_ENV, AUDIT_ACTIONS, AUDIT_VIAS, AuditAction, AuditVia, actor_name
 from ._canonical import canonical_json, sha256_hex
+from ._clock import Clock, SystemClock
 from ._config import content_mode
 from ._connect import ServedStore, connect
 from ._decision import ToolKinds
@@ -98,6 +99,7 @@ __all__ = [
     "BUILTIN_REDACTORS",
     "CallOutline",
     "CallParts",
+    "Clock",
     "ConfigError",
     "EvalResultRecord",
     "EvalRunRecord",
@@ -130,6 +132,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StoreSpanProcessor",
+    "SystemClock",
     "ToolCall",
     "ToolCallRecord",
     "ToolKinds",

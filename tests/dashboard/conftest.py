@@ -1,4 +1,5 @@
-"""A real store for the dashboard's pages: the demo's sessions, its alerts and its two eval runs."""
+"""A real store for the dashboard's pages: a copy of the demo's (``demo_store``, tests/conftest.py), with
+its sessions, its alerts and its two eval runs."""
 
 from __future__ import annotations
 
@@ -6,25 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from streamlit.testing.v1 import AppTest
 
 from dashboard import APP
 from dashboard._source import DB_ENV, MODE_ENV
-from tracer._cli import main
-
-DEMO_SESSIONS = 40
-
-
-@pytest.fixture(scope="session")
-def demo_store(tmp_path_factory) -> Path:
-    """Built once: ``flightrec demo --sessions 40 --no-serve`` (sessions, detectors, baseline and
-    regressed eval runs). Tests that write take a copy (``store``)."""
-    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
-    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", str(DEMO_SESSIONS), "--no-serve"],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return db
 
 
 @pytest.fixture

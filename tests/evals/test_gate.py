@@ -26,8 +26,8 @@ import evals
 import tracer
 from tracer._cli import main
 
-POOL = 15
-"""Trials per case in the pooled runs: three disjoint draws of 5."""
+POOL = 2 * evals.DEFAULT_TRIALS
+"""Trials per case in the baseline's pooled run: the two disjoint draws an A/A repetition takes."""
 REPETITIONS = 200
 CRITICAL = {c.id for c in evals.load_dataset("support").cases if evals.CRITICAL_TAG in c.tags}
 

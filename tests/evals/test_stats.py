@@ -3,8 +3,6 @@ Holm-Tarone correction, the gate that combines them, and the power figures the r
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -127,15 +125,12 @@ def test_monte_carlo_p_value_is_never_zero():
     assert r.p_value == 1 / 1001 and r.regression
 
 
-def test_same_seed_same_result_and_exact_is_fast_at_20_cases():
+def test_same_seed_same_result_and_20_cases_are_counted_exactly():
+    # 2**20 sign patterns, vectorised: milliseconds (its time is measured in benchmarks/RESULTS.md, not here).
     outcomes = {f"c{i}": (PASS5, [j < i % 5 for j in range(5)]) for i in range(20)}
-    start = time.perf_counter()
     r = paired_test(outcomes, seed=3)
-    elapsed = time.perf_counter() - start
     assert r.method.endswith("(exact)")
     assert r == paired_test(outcomes, seed=3)
-    # 2**20 patterns, vectorised: milliseconds. Generous bound so a loaded CI machine does not flake.
-    assert elapsed < 1.0
 
 
 def test_unpaired_cases_are_excluded_and_listed():

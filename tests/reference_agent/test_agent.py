@@ -15,7 +15,6 @@ from reference_agent import (
     Agent,
     AgentConfig,
     BreakerState,
-    FakeClock,
     SessionStateError,
     SimulatedCrash,
     Toolbox,
@@ -25,6 +24,7 @@ from reference_agent import (
     default_client,
     get_scenario,
 )
+from tracer.testing import FakeClock
 
 from .conftest import account, events, tool_calls
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import reference_agent._cli
 import tracer
 from reference_agent import SCENARIOS, AgentConfig, ConfigError, RunSpec, default_client
+from tests.conftest import DEMO_SESSIONS
 from tracer._cli import main
 
 
@@ -97,28 +98,27 @@ def test_approving_a_session_that_does_not_wait_is_an_error():
     assert result.exit_code == 2 and "is ok; it is not waiting for an approval" in result.output
 
 
-def test_the_demo_records_a_store_that_rebuilds_exactly(tmp_path):
-    db = tmp_path / "demo.duckdb"
-    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", "60", "--no-serve"])
-    assert result.exit_code == 0, result.output
-    for label in ("sessions      60:", "turns", "tool calls", "tokens", "cost", "guards fired", "failures",
-                  "approvals"):
-        assert label in result.output
-    assert "0 duplicated refunds" in result.output
-    exact = re.search(r"exact rebuild ([\d,]+) of ([\d,]+) stored calls", result.output)
+def test_the_demo_records_a_store_that_rebuilds_exactly(demo):
+    """The demo all the suite shares (tests/conftest.py), built by ``flightrec demo --no-serve``."""
+    db, output = demo.db, demo.output
+    for label in (f"sessions      {DEMO_SESSIONS}:", "turns", "tool calls", "tokens", "cost", "guards fired",
+                  "failures", "approvals"):
+        assert label in output
+    assert "0 duplicated refunds" in output
+    exact = re.search(r"exact rebuild ([\d,]+) of ([\d,]+) stored calls", output)
     assert exact and exact.group(1) == exact.group(2)
     # The demo ends with the eval gate: a baseline run of the bundled suite, then the regressed variant.
-    assert "Eval 2/2" in result.output and "REGRESSION" in result.output
-    assert "The gate caught the regression" in result.output
+    assert "Eval 2/2" in output and "REGRESSION" in output
+    assert "The gate caught the regression" in output
     with tracer.Store(db, read_only=True) as store:
         runs = store.eval_runs()
         assert [r.labels for r in runs] == [[], ["baseline"]]
-        assert store.count_sessions() == 60 + sum(r.total_trials for r in runs)
+        assert store.count_sessions() == DEMO_SESSIONS + sum(r.total_trials for r in runs)
         verified = store.verify_requests()
         statuses = {s for (s,) in store.sql("SELECT DISTINCT status FROM sessions")}
     assert verified.total > 300 and verified.exact == verified.total
     assert {"ok", "guard:loop", "guard:token_budget"} <= statuses
-    world = sqlite3.connect(tmp_path / "demo.world.sqlite")
+    world = sqlite3.connect(f"file:{db.parent / 'demo.world.sqlite'}?mode=ro", uri=True)
     assert world.execute("SELECT count(*) FROM (SELECT session_id, order_id, amount_cents FROM refunds "
                          "GROUP BY session_id, order_id, amount_cents HAVING count(*) > 1)").fetchone() == (0,)
 

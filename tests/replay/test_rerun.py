@@ -12,6 +12,7 @@ import replay
 import tracer
 from reference_agent import Agent, AgentConfig, SimulatedCrash, World, default_world_path, get_scenario
 from tracer._cli import main
+from tracer.testing import FakeClock
 
 
 def test_the_unchanged_agent_takes_the_recorded_path(refund_session):
@@ -55,13 +56,13 @@ def test_a_tool_that_now_returns_something_else_is_reported_with_the_message(ref
 
 
 def record_with(play: Callable[[Agent], object], *, config: AgentConfig | None = None,
-                faults: bool = True) -> str:
+                clock: tracer.Clock | None = None) -> str:
     """Records whatever ``play`` does with a fresh agent; returns the (one) session's id."""
     db = os.environ["FLIGHTREC_DB"]
     recorder = tracer.Recorder(db)
     try:
         with World(default_world_path(db)) as world:
-            play(Agent(world, recorder, config=config))
+            play(Agent(world, recorder, config=config, clock=clock))
     finally:
         recorder.shutdown()
     store = tracer.Store(db, read_only=True)
@@ -130,12 +131,32 @@ def test_model_faults_and_retries_do_not_count_as_a_divergence():
 
 
 def test_a_wall_clock_stop_happens_at_the_same_turn():
-    sid = record_with(lambda a: a.run(get_scenario("order_status"), faults=("latency:60",)),
-                      config=AgentConfig(time_limit_s=0.05))
+    # Every reading of the agent's clock is 25 s after the last, when recorded and when rerun, so the
+    # 60 s limit fires at the same reading however fast the machine is (the rerun's clock also adds
+    # the recorded model time, milliseconds here).
+    sid = record_with(lambda a: a.run(get_scenario("order_status")), config=AgentConfig(time_limit_s=60),
+                      clock=FakeClock(tick=25))
     store = tracer.Store(os.environ["FLIGHTREC_DB"], read_only=True)
     assert store.get_session(sid).status == "guard:time_limit"
     store.close()
-    rerun_ok(sid)
+    # The same path means the same requests and the stop after the same number of them.
+    result = replay.rerun(sid, clock=FakeClock(tick=25))
+    assert result.same_path, result.first_divergence
+
+
+def test_the_rerun_clock_adds_the_recorded_model_time():
+    """Served calls return at once; the agent's clock moves by what each call took when recorded."""
+    sid = record_with(lambda a: a.run(get_scenario("order_status"), faults=("latency:60",)))
+    readings: list[float] = []
+
+    def agent(ctx: replay.RerunContext) -> None:
+        readings.append(ctx.clock.now())
+        ctx.client.messages.create(**ctx.recorded.first_request)
+        readings.append(ctx.clock.now())
+
+    replay.rerun(sid, agent=agent, clock=FakeClock())
+    assert readings[0] == 0.0
+    assert readings[1] >= 0.06  # the simulated model took at least its 60 ms of latency
 
 
 def test_an_agent_with_side_effects_serves_recorded_tool_results(refund_session):

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -178,13 +177,12 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, monkeypatch):
     with Collector(str(tmp_path / "busy.duckdb"), port=0, max_pending_spans=10) as c:
         release = threading.Event()
         real = c.store.write
-        monkeypatch.setattr(c.store, "write", lambda batch: (release.wait(30), real(batch)))
+        writing = threading.Event()
+        monkeypatch.setattr(c.store, "write", lambda batch: (writing.set(), release.wait(30), real(batch)))
         body = encode_spans(agent_spans()).SerializeToString()
         first = threading.Thread(target=post, args=(c.url, body))
         first.start()
-        deadline = time.monotonic() + 10
-        while c._pending == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert writing.wait(30)  # the first request's spans are held at the writer, counted as pending
         request = urllib.request.Request(f"{c.url}/v1/traces", data=body, headers={"Content-Type": PROTOBUF})
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request, timeout=10)
@@ -208,11 +206,16 @@ def serve(db: str, port: int) -> subprocess.Popen:
     return proc
 
 
+KILL_AFTER_ACKED = 500
+"""Acknowledged spans before the SIGKILL; the sender goes on sending, so the kill lands mid-load."""
+
+
 def test_a_sigkill_mid_load_loses_nothing_acknowledged_and_a_restart_resumes(tmp_path):
     db, port = str(tmp_path / "kill.duckdb"), free_port()
     url = f"http://127.0.0.1:{port}"
     proc = serve(db, port)
     acked: list[str] = []
+    enough = threading.Event()
     stop = threading.Event()
     provider = TracerProvider()
     memory = InMemorySpanExporter()
@@ -233,15 +236,17 @@ def test_a_sigkill_mid_load_loses_nothing_acknowledged_and_a_restart_resumes(tmp
                 return
             if status == 200:
                 acked.extend(f"{s.context.span_id:016x}" for s in spans)
+                if len(acked) >= KILL_AFTER_ACKED:
+                    enough.set()
 
     sender = threading.Thread(target=send)
     sender.start()
-    time.sleep(1.5)
+    # Killed at a count of acknowledged spans, not after a time: as many on a slow machine as on a fast one.
+    assert enough.wait(120), f"the collector acknowledged {len(acked)} spans, not {KILL_AFTER_ACKED}"
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     stop.set()
     sender.join(30)
-    assert len(acked) > 500
     restarted = serve(db, port)
     try:
         status, _ = post(url, encode_spans(agent_spans()).SerializeToString())

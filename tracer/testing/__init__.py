@@ -1,4 +1,5 @@
-"""Test doubles for agents on the ``anthropic`` SDK: a fake Messages API, scripted or computed.
+"""Test doubles for agents on the ``anthropic`` SDK: a fake Messages API, scripted or computed, and a
+fake clock (``FakeClock``) for guards, backoff and breakers that read a ``tracer.Clock``.
 
 Quick start::
 
@@ -10,10 +11,12 @@ Quick start::
         ...
 """
 
+from ._clock import FakeClock
 from ._fake_model import Answer, FakeError, FakeModel, Policy, ScriptExhausted, error, reply, text, thinking, tool_use
 
 __all__ = [
     "Answer",
+    "FakeClock",
     "FakeError",
     "FakeModel",
     "Policy",

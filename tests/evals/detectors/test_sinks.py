@@ -216,11 +216,9 @@ def test_dead_webhook_neither_blocks_publish_nor_delays_the_console(dead_url, ca
     dispatcher = Dispatcher([ConsoleSink(console), WebhookSink(dead_url, timeout_s=1)], retries=3,
                             backoff_s=0.5, max_backoff_s=30, sleep=sleeps)
 
-    started = time.perf_counter()
+    # publish returns while the webhook is held in its first backoff (a publish that waited for the
+    # webhook would wait for the gate, which only opens below), and the console delivers meanwhile.
     dispatcher.publish([_alert(1, "critical")])
-    assert time.perf_counter() - started < 0.05
-
-    # The webhook is held in its first backoff while the console delivers.
     assert sleeps.entered.wait(5)
     assert console.flushed.wait(5)
     assert "search_orders called 12x" in console.getvalue()
@@ -311,15 +309,15 @@ def test_full_queue_drops_the_oldest_alerts_and_counts_them(caplog):
     assert "'slow' is not keeping up" in caplog.text
 
 
-def test_close_stops_retrying_a_dead_sink_within_its_timeout(dead_url):
+def test_close_cuts_a_dead_sink_out_of_its_backoff(dead_url):
     dispatcher = Dispatcher([WebhookSink(dead_url)], backoff_s=30)
     dispatcher.publish([_alert(1)])
     assert _until(lambda: dispatcher.stats()["webhook"].failed_attempts == 1)
 
-    started = time.perf_counter()
     dispatcher.close(timeout_s=0.2)
-    assert time.perf_counter() - started < 2
     dispatcher.publish([_alert(2)])
+
+    # Drained although the backoff was 30 s: close cut the worker out of its wait and it gave up.
 
     assert dispatcher.flush(5)
     stats = dispatcher.stats()["webhook"]

@@ -1,37 +1,14 @@
-"""The agent's clock: a seam, so that guards and backoff can be tested without real time."""
+"""A ``tracer.Clock`` for tests: time moves only when the test says so."""
 
 from __future__ import annotations
 
 import threading
-import time
-from typing import Protocol
-
-
-class Clock(Protocol):
-    """Monotonic time in seconds, and a way to wait."""
-
-    def now(self) -> float:
-        """Seconds on a monotonic scale."""
-        ...
-
-    def sleep(self, seconds: float) -> None:
-        """Waits ``seconds``."""
-        ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
 
 
 class FakeClock:
     """A clock for tests: time moves only when told, or by ``tick`` at every reading.
+
+    Safe to share between threads.
 
     Args:
         start: The first reading.
