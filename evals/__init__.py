@@ -15,7 +15,7 @@ Quick start::
 """
 
 from ._add_case import add_case, draft_case
-from ._agents import REFERENCE, AgentFactory, EvalAgent, load_agent
+from ._agents import REFERENCE, EvalAgent, EvalAgentFactory, load_agent
 from ._alerts import FAMILIES, SEVERITIES, Alert, AlertStatus, Severity
 from ._compare import CaseComparison, Comparison, RunSide, collapsed, compare, compare_stored, failing_turn
 from ._dataset import Case, CaseInput, Dataset, Message, load_dataset
@@ -67,7 +67,7 @@ from ._stats import (
     paired_test,
     trials_needed,
 )
-from ._trajectory import Decision, ToolStep, Trajectory, trajectory_of
+from ._trajectory import DecisionStep, ToolStep, Trajectory, trajectory_of
 
 __all__ = [
     "CRITICAL_TAG",
@@ -78,7 +78,6 @@ __all__ = [
     "REFERENCE",
     "SCORER_TYPES",
     "SEVERITIES",
-    "AgentFactory",
     "AgentLoadError",
     "INPUT_ATTRIBUTE",
     "Alert",
@@ -95,12 +94,13 @@ __all__ = [
     "CostLimits",
     "Dataset",
     "DatasetError",
-    "Decision",
+    "DecisionStep",
     "DeliveryError",
     "DetectConfig",
     "DetectResult",
     "Dispatcher",
     "EvalAgent",
+    "EvalAgentFactory",
     "EvalError",
     "EvalRun",
     "GateResult",

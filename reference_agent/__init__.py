@@ -32,9 +32,9 @@ from ._agent import (
 from ._clock import Clock, FakeClock, SystemClock
 from ._demo import DemoReport, PlannedSession, plan, run_demo
 from ._errors import (
+    AgentConfigError,
     AgentError,
     CircuitOpenError,
-    ConfigError,
     InvalidArgumentsError,
     NoCheckpointError,
     NotAllowedError,
@@ -73,12 +73,12 @@ __all__ = [
     "TOOL_SPECS",
     "Agent",
     "AgentConfig",
+    "AgentConfigError",
     "AgentError",
     "BreakerState",
     "Checkpoint",
     "CircuitOpenError",
     "Clock",
-    "ConfigError",
     "DemoReport",
     "Expectation",
     "FakeClock",

@@ -39,7 +39,7 @@ from ._agent import (
     tool_policy,
 )
 from ._clock import SystemClock
-from ._errors import ConfigError, SessionStateError, UnknownScenarioError
+from ._errors import AgentConfigError, SessionStateError, UnknownScenarioError
 from ._policy import MISBEHAVIOURS
 from ._scenarios import get_scenario
 from ._sim import FaultSpec, sim_client, sim_options
@@ -270,7 +270,7 @@ class ReferenceEvalAgent:
                 FaultSpec.parse(f)
         except UnknownScenarioError as exc:
             raise evals.DatasetError(f"{where}: {exc}") from None
-        except ConfigError as exc:
+        except AgentConfigError as exc:
             raise evals.DatasetError(f"{where}: {exc}") from None
         except ValueError as exc:  # pydantic's ValidationError
             raise evals.DatasetError(f"{where}: input.world: {str(exc).splitlines()[-1].strip()}") from None

@@ -6,7 +6,7 @@ from it, in recorded order, so no side effect happens twice. The rest depends on
 
 - ``recorded``: no agent code runs. The first call the recording lacks stops the fork there, with
   the call in the reason (nothing is faked), and the user's side is the recorded user messages.
-- ``live``: the session's registered agent (its ``AgentFactory``) runs the other calls and says
+- ``live``: the session's registered agent (its ``ForkAgentFactory``) runs the other calls and says
   what the user says next. A session whose agent is not registered is refused, never handed to
   another agent's tools. The agent's own guards (its loop guard, tool-call and token budgets) are
   asked before every model call and every tool call, served or live, counting from the start of
@@ -79,7 +79,7 @@ class GuardFired:
 
 
 class ForkAgent(Protocol):
-    """One fork's agent-specific parts, made by an ``AgentFactory``."""
+    """One fork's agent-specific parts, made by a ``ForkAgentFactory``."""
 
     def guard(self, progress: ForkProgress, name: str | None, arguments: Any) -> GuardFired | None:
         """The guard that stops the session here, as the agent's own loop would stop it: before the
@@ -103,7 +103,7 @@ class ForkAgent(Protocol):
         ...
 
 
-class AgentFactory(Protocol):
+class ForkAgentFactory(Protocol):
     """Makes the agent side of a fork: the seam through which replay forks any agent."""
 
     def __call__(self, *, session_id: str, origin: Origin, db: str) -> ForkAgent:
