@@ -58,7 +58,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tracer import canonical_json
+from tracer import canonical_json, format_usd
 
 from ._errors import ScorerError
 from ._judge import JudgeClientFactory, default_judge_client, judge
@@ -597,7 +597,8 @@ def _max_cost_usd(p: _MaxCostUsd) -> Scorer:
             return p.score(0.0, False, f"the cost is unknown (a model's price is missing), so it cannot be held to "
                                        f"${p.usd:g}; add the price to a FLIGHTREC_PRICES file")
         ok = t.cost_usd <= p.usd
-        return p.score(float(ok), ok, f"cost ${t.cost_usd:.4f}, {'within' if ok else 'over'} the limit of ${p.usd:g}")
+        return p.score(float(ok), ok,
+                       f"cost {format_usd(t.cost_usd)}, {'within' if ok else 'over'} the limit of ${p.usd:g}")
 
     return score
 

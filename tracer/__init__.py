@@ -31,6 +31,7 @@ from ._errors import (
     UnstorableError,
 )
 from ._export import ExportStats, StoreSpanProcessor
+from ._format import clip_text, format_usd
 from ._ingest import Ingestor, SpanRecord
 from ._loops import (
     VOLATILE_PATTERNS,
@@ -144,12 +145,14 @@ __all__ = [
     "call_keys",
     "canonical_arguments",
     "canonical_json",
+    "clip_text",
     "configure",
     "eval_trial",
     "connect",
     "current_session",
     "default_db_path",
     "find_loops",
+    "format_usd",
     "normalise_outcome",
     "outcome_key",
     "outcome_key_sql",

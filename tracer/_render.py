@@ -11,14 +11,11 @@ import textwrap
 from datetime import datetime, timezone
 from typing import Any
 
+from ._format import format_usd
 from ._records import AuditEntry, LlmCall, SessionAccount, SessionSummary, ToolCallRecord
 
 _LABEL = 10  # width of the left-hand labels in a decision
 _SNIPPET = 240
-
-
-def fmt_cost(cost: float | None) -> str:
-    return "unknown" if cost is None else f"${cost:.4f}" if cost < 1 else f"${cost:,.2f}"
 
 
 def fmt_ms(ms: float | None) -> str:
@@ -61,7 +58,7 @@ def sessions_table(rows: list[SessionSummary], width: int) -> str:
             r.session_id[:cut], (r.agent or "-")[:14], fmt_time(r.start_ns)[5:], r.status[:20], str(r.turns),
             str(r.tool_calls) + (f" ({r.tool_errors}!)" if r.tool_errors else ""),
             fmt_tokens(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens + r.output_tokens),
-            fmt_cost(r.cost_usd), fmt_ms(r.duration_ms),
+            format_usd(r.cost_usd), fmt_ms(r.duration_ms),
         )
         for r in rows
     ]
@@ -174,7 +171,7 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
         w.field("why", _clip(call.reasoning, 400))
     if call.output_text and call.action in ("final", "refusal", "max_tokens", "handoff"):
         w.field("said", _clip(call.output_text, 400))
-    cost = fmt_cost(call.cost_usd)
+    cost = format_usd(call.cost_usd)
     cache = ""
     if call.cache_read_tokens or call.cache_write_tokens:
         cache = f" (cache read {fmt_tokens(call.cache_read_tokens)}, write {fmt_tokens(call.cache_write_tokens)})"
@@ -203,7 +200,7 @@ def session_account(account: SessionAccount, width: int) -> str:
     w.field("totals", f"{plural(s.turns, 'turn')} · {plural(s.llm_calls, 'LLM call')} ({s.llm_errors} failed) · "
             f"{plural(s.tool_calls, 'tool call')} ({s.tool_errors} failed) · {fmt_tokens(s.input_tokens)} in, "
             f"{fmt_tokens(s.output_tokens)} out, "
-            f"{fmt_tokens(s.cache_read_tokens)} cache read · {fmt_cost(s.cost_usd)}", indent=0)
+            f"{fmt_tokens(s.cache_read_tokens)} cache read · {format_usd(s.cost_usd)}", indent=0)
     w.field("legend", "context bars: S system · T tool definitions · H history · R tool results · D retrieved",
             indent=0)
     for turn in account.turns:
