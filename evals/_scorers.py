@@ -58,7 +58,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tracer import canonical_json, format_usd
+from tracer import canonical_json, clip_text, format_usd
 
 from ._errors import ScorerError
 from ._judge import JudgeClientFactory, default_judge_client, judge
@@ -170,10 +170,11 @@ def _final_contains(p: _FinalContains) -> Scorer:
                 return p.score(1.0, True, f"the final answer contains {_quotes(found)}")
             has = f" (it has {_quotes(found)})" if found else ""
             return p.score(len(found) / len(p.text), False,
-                           f"the final answer lacks {_quotes(missing)}{has}: {_clip(t.final_answer)}")
+                           f"the final answer lacks {_quotes(missing)}{has}: {clip_text(t.final_answer, _CLIP)}")
         if found:
             return p.score(1.0, True, f"the final answer contains {_quotes(found)}")
-        return p.score(0.0, False, f"the final answer contains none of {_quotes(p.text)}: {_clip(t.final_answer)}")
+        return p.score(0.0, False,
+                       f"the final answer contains none of {_quotes(p.text)}: {clip_text(t.final_answer, _CLIP)}")
 
     return score
 
@@ -186,7 +187,8 @@ def _final_not_contains(p: _FinalNotContains) -> Scorer:
         if not found:
             return p.score(1.0, True, f"the final answer contains none of {_quotes(p.text)}")
         return p.score(1 - len(found) / len(p.text), False,
-                       f"the final answer contains {_quotes(found)}: {_clip(t.final_answer, around=found[0])}")
+                       f"the final answer contains {_quotes(found)}: "
+                       f"{clip_text(t.final_answer, _CLIP, around=found[0])}")
 
     return score
 
@@ -200,7 +202,7 @@ def _final_regex(p: _FinalRegex) -> Scorer:
         m = pattern.search(t.final_answer)
         if m:
             return p.score(1.0, True, f"the final answer matches /{p.pattern}/ at {_quote(m.group(0))}")
-        return p.score(0.0, False, f"the final answer does not match /{p.pattern}/: {_clip(t.final_answer)}")
+        return p.score(0.0, False, f"the final answer does not match /{p.pattern}/: {clip_text(t.final_answer, _CLIP)}")
 
     return score
 
@@ -225,10 +227,12 @@ def _final_json_schema(p: _FinalJsonSchema) -> Scorer:
             return p.score(0.0, False, _no_final(t))
         found, value = _first_json(t.final_answer)
         if not found:
-            return p.score(0.0, False, f"the final answer holds no JSON object or array: {_clip(t.final_answer)}")
+            return p.score(0.0, False,
+                           f"the final answer holds no JSON object or array: {clip_text(t.final_answer, _CLIP)}")
         error = jsonschema.exceptions.best_match(validator.iter_errors(value))
         if error is None:
-            return p.score(1.0, True, f"the final answer's JSON satisfies the schema: {_clip(json.dumps(value))}")
+            return p.score(1.0, True,
+                           f"the final answer's JSON satisfies the schema: {clip_text(json.dumps(value), _CLIP)}")
         return p.score(0.0, False, f"the final answer's JSON fails the schema at {error.json_path}: {error.message}")
 
     return score
@@ -775,12 +779,12 @@ def build_scorer(spec: Mapping[str, Any], *, judge_client: JudgeClientFactory | 
             mistyped, or (``python``) its function cannot be imported or does not take its params.
     """
     if not isinstance(spec, Mapping):
-        raise ScorerError(f"a scorer spec must be a mapping with a 'type', got {_clip(repr(spec), n=60)}; "
+        raise ScorerError(f"a scorer spec must be a mapping with a 'type', got {clip_text(repr(spec), 60)}; "
                           f"the types are: {', '.join(SCORER_TYPES)}.")
     kind = spec.get("type")
     if not isinstance(kind, str) or kind not in SCORER_TYPES:
         what = f"unknown scorer type {kind!r}{_did_you_mean(kind, SCORER_TYPES)}" if isinstance(kind, str) else (
-            f"the scorer spec {_clip(json.dumps(dict(spec), default=str), n=80)} has no 'type'")
+            f"the scorer spec {clip_text(json.dumps(dict(spec), default=str), 80)} has no 'type'")
         raise ScorerError(f"{what}; the types are: {', '.join(SCORER_TYPES)}.")
     entry = SCORER_TYPES[kind]
     params = {k: v for k, v in spec.items() if k != "type"}
@@ -837,7 +841,7 @@ def _problems(exc: ValidationError, fields: list[str]) -> str:
             continue
         msg = str(e["ctx"]["error"]) if e["type"] == "value_error" and "error" in e.get("ctx", {}) else e["msg"]
         if loc:
-            out.append(f"field {loc!r}: {msg} (got {_clip(json.dumps(e['input'], default=str), n=60)})")
+            out.append(f"field {loc!r}: {msg} (got {clip_text(json.dumps(e['input'], default=str), 60)})")
         else:  # a rule across fields
             out.append(msg)
     return "; ".join(out)
@@ -885,7 +889,7 @@ def _calls_made(t: Trajectory) -> str:
 
 
 def _args(c: ToolStep) -> str:
-    return _clip(canonical_json(c.arguments), n=80)
+    return clip_text(canonical_json(c.arguments), 80)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -917,14 +921,4 @@ def _quotes(texts: Sequence[str]) -> str:
 
 
 def _show(v: Any) -> str:
-    return _clip(json.dumps(v, ensure_ascii=False, default=str), n=60)
-
-
-def _clip(text: str, *, n: int = _CLIP, around: str | None = None) -> str:
-    """``text`` cut to about ``n`` characters, centred on ``around`` when it is given and found."""
-    text = " ".join(text.split())
-    if len(text) <= n:
-        return text
-    at = text.casefold().find(around.casefold()) if around else -1
-    lo = max(0, min(at - n // 2, len(text) - n)) if at >= 0 else 0
-    return ("…" if lo else "") + text[lo:lo + n] + ("…" if lo + n < len(text) else "")
+    return clip_text(json.dumps(v, ensure_ascii=False, default=str), 60)

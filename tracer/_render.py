@@ -11,7 +11,7 @@ import textwrap
 from datetime import datetime, timezone
 from typing import Any
 
-from ._format import format_usd
+from ._format import clip_text, format_usd
 from ._records import AuditEntry, LlmCall, SessionAccount, SessionSummary, ToolCallRecord
 
 _LABEL = 10  # width of the left-hand labels in a decision
@@ -38,11 +38,6 @@ def plural(n: int, noun: str) -> str:
 
 def fmt_time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _clip(text: str, limit: int = _SNIPPET) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def sessions_table(rows: list[SessionSummary], width: int) -> str:
@@ -155,7 +150,7 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
         shown = len(call.newest_messages)
         w.field("newest", f"last {shown} of {call.message_count} messages:")
         for m in call.newest_messages:
-            w.field("", f"{m.get('role', '?')}: {_clip(message_text(m))}")
+            w.field("", f"{m.get('role', '?')}: {clip_text(message_text(m), _SNIPPET)}")
     elif call.content_mode == "none":
         w.field("newest", "(content not captured: content mode none)")
     chosen = set(call.tools_chosen)
@@ -164,13 +159,13 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
     label = call.action or "?"
     if call.tool_uses:
         picks = "; ".join(f"{u['name']} {json.dumps(u['input'], ensure_ascii=False)}" for u in call.tool_uses)
-        w.field("chose", f"{label}: {_clip(picks)}")
+        w.field("chose", f"{label}: {clip_text(picks, _SNIPPET)}")
     else:
         w.field("chose", label)
     if call.reasoning:
-        w.field("why", _clip(call.reasoning, 400))
+        w.field("why", clip_text(call.reasoning, 400))
     if call.output_text and call.action in ("final", "refusal", "max_tokens", "handoff"):
-        w.field("said", _clip(call.output_text, 400))
+        w.field("said", clip_text(call.output_text, 400))
     cost = format_usd(call.cost_usd)
     cache = ""
     if call.cache_read_tokens or call.cache_write_tokens:
@@ -187,7 +182,8 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
             extra.append(f"key {t.idempotency_key}")
         suffix = f" ({', '.join(extra)})" if extra else ""
         outcome = t.result if t.result is not None else (t.error_message or "")
-        w.field("tool", f"{t.tool_name} {status} in {fmt_ms(t.latency_ms)}{suffix} → {_clip(outcome or '-')}")
+        w.field("tool", f"{t.tool_name} {status} in {fmt_ms(t.latency_ms)}{suffix} → "
+                        f"{clip_text(outcome or '-', _SNIPPET)}")
 
 
 def session_account(account: SessionAccount, width: int) -> str:
@@ -212,7 +208,8 @@ def session_account(account: SessionAccount, width: int) -> str:
             _decision(w, call, turn.tool_calls if is_last_ok else [])
         if not ok_calls:
             for t in turn.tool_calls:
-                w.field("tool", f"{t.tool_name} {t.status} → {_clip(t.result or t.error_message or '-')}")
+                w.field("tool", f"{t.tool_name} {t.status} → "
+                                f"{clip_text(t.result or t.error_message or '-', _SNIPPET)}")
         for ev in turn.events:
             attrs = ", ".join(f"{k}={v}" for k, v in (ev.get("attributes") or {}).items())
             w.field("event", f"{ev.get('name')}{f' ({attrs})' if attrs else ''}")
