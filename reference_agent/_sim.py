@@ -37,7 +37,7 @@ import httpx2
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tracer import sse_events
+from tracer import sse_events, validation_problems
 
 from ._errors import AgentConfigError
 from ._policy import MISBEHAVIOURS, Act, Mind, Misbehaviour, read_request
@@ -132,11 +132,8 @@ def sim_options(**values: Any) -> SimOptions:
     try:
         return SimOptions(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        hint = f" (one of {', '.join(MISBEHAVIOURS)})" if where.startswith("misbehave") else ""
-        message = str(first["msg"]).removeprefix("Value error, ").rstrip(".")
-        raise AgentConfigError(f"bad simulator option {where}: {message}{hint}.") from None
+        hint = f" (one of {', '.join(MISBEHAVIOURS)})" if exc.errors()[0]["loc"][:1] == ("misbehave",) else ""
+        raise AgentConfigError(f"bad simulator option {validation_problems(exc, most=1).rstrip('.')}{hint}.") from None
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,8 @@ def _recorded_config(origin: replay.Origin, session: str) -> AgentConfig:
     try:
         return AgentConfig(**origin.config)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
         raise replay.ReplayError(f"{session} was recorded with agent settings this version "
-                                 f"does not take ({problems}).") from None
+                                 f"does not take ({tracer.validation_problems(exc)}).") from None
 
 
 class _ReferenceFork:
@@ -249,8 +248,7 @@ class ReferenceEvalAgent:
         try:
             self.config = AgentConfig(**values, system_prompt=prompt)
         except pydantic.ValidationError as exc:
-            problems = "; ".join(f"{e['loc'][0]}: {'unknown setting' if e['type'] == 'extra_forbidden' else e['msg']}"
-                                 for e in exc.errors())
+            problems = tracer.validation_problems(exc)
             fields = ", ".join(sorted([*AgentConfig.model_fields, "system_prompt_file", "variant", "real",
                                        "sim_latency_ms"]))
             raise evals.AgentLoadError(f"bad --set for the reference agent ({problems}). Settings: {fields}.") from None
@@ -272,8 +270,8 @@ class ReferenceEvalAgent:
             raise evals.DatasetError(f"{where}: {exc}") from None
         except AgentConfigError as exc:
             raise evals.DatasetError(f"{where}: {exc}") from None
-        except ValueError as exc:  # pydantic's ValidationError
-            raise evals.DatasetError(f"{where}: input.world: {str(exc).splitlines()[-1].strip()}") from None
+        except pydantic.ValidationError as exc:
+            raise evals.DatasetError(f"{where}: input.world: {tracer.validation_problems(exc)}") from None
         bad = set(case.input.misbehave or ()) - set(MISBEHAVIOURS)
         if bad:
             raise evals.DatasetError(f"{where}: unknown misbehaviour(s) {', '.join(sorted(bad))}; "

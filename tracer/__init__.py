@@ -29,6 +29,7 @@ from ._errors import (
     UnknownEvalRunError,
     UnknownSessionError,
     UnstorableError,
+    validation_problems,
 )
 from ._export import ExportStats, StoreSpanProcessor
 from ._format import clip_text, format_usd
@@ -169,4 +170,5 @@ __all__ = [
     "sha256_hex",
     "sse_events",
     "tool",
+    "validation_problems",
 ]
