@@ -748,8 +748,9 @@ def _cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
                      [*params, c.drift_recent, max(c.drift_reference // 2, 3), math.log(c.drift_ratio),
                       math.log(c.drift_ratio) / 2, math.log(c.drift_ratio)])
     return [Finding("cost.drift", "warning",
-                    f"{_of(agent, route)} drifted: the last {c.drift_recent} sessions' median cost ${rec:.4f} is "
-                    f"{rec / ref:.1f}× the ${ref:.4f} of the {n_ref} before them (this session ${cost:.4f})",
+                    f"{_of(agent, route)} drifted: the last {c.drift_recent} sessions' median cost "
+                    f"{tracer.format_usd(rec)} is {rec / ref:.1f}× the {tracer.format_usd(ref)} of the {n_ref} before "
+                    f"them (this session {tracer.format_usd(cost)})",
                     agent, route, sid, route or "", seen, [],
                     {"cost_usd": cost, "recent_median_usd": rec, "reference_median_usd": ref,
                      "recent_sessions": c.drift_recent, "reference_sessions": n_ref, "ratio_threshold": c.drift_ratio})
