@@ -385,8 +385,8 @@ class SimServer:
         try:
             self._httpd = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
-            raise AgentConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Pick another --port."
-                                   ) from None
+            raise AgentConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. "
+                                   "Pick another --port.") from None
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
