@@ -127,7 +127,7 @@ def _process_cpu_s() -> float:
 
 def _stages(args: argparse.Namespace) -> None:
     """Process CPU per span of each stage, in this process (see the module docstring)."""
-    from evals._detect import Scope, detect
+    from evals.detectors import Scope, detect
     from tracer._ingest import Batch, Ingestor
     from tracer._otlp import decode_request
     from tracer._redact import ContentPolicy

@@ -51,7 +51,7 @@ import duckdb  # noqa: E402
 from _workload import machine_header, progress, table  # noqa: E402
 from bench_store import OUT, generate_store  # noqa: E402
 
-from tests.dashboard.test_browser import Browser, chromium, served  # noqa: E402
+from dashboard.testing import Browser, chromium, served  # noqa: E402
 
 TARGET_RATIO = 1.3
 """Issue 17: every page within this multiple of the floor's page-ready time, cold and warm."""
@@ -67,7 +67,7 @@ st.navigation([st.Page(lambda: st.title("Floor"), title="Floor", url_path="floor
 @contextmanager
 def _floor_served(tmp: str) -> Iterator[str]:
     """A Streamlit page with nothing but a title, served as ``served`` serves the dashboard; yields its URL."""
-    from tests.dashboard.test_browser import _get, free_port
+    from dashboard.testing import free_port, http_get
 
     app = Path(tmp, "floor.py")
     app.write_text(_FLOOR_APP)
@@ -79,7 +79,7 @@ def _floor_served(tmp: str) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if _get(f"http://127.0.0.1:{port}/_stcore/health") == b"ok":
+                if http_get(f"http://127.0.0.1:{port}/_stcore/health") == b"ok":
                     break
             except OSError:
                 if time.monotonic() > deadline:

@@ -15,7 +15,7 @@ default misbehaviour or faults. Two stores:
   detectors must find it themselves. B is a store of its own so that these expensive sessions do
   not skew A's cost baselines.
 
-Then ``evals._detect.detect(store)`` over each whole store with the default thresholds. A session
+Then ``evals.detectors.detect(store)`` over each whole store with the default thresholds. A session
 is predicted positive for a family when an alert of that family has an observation for it
 (``alert_observations`` joined to ``alerts``). Labels: loops-positive iff ``misbehave=("loop",)``,
 cost-positive iff ``misbehave=("runaway",)``; runaway sessions are left out of the loops score
@@ -49,8 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _workload import machine_header, progress, table  # noqa: E402
 
 import tracer  # noqa: E402
-from evals import FAMILIES  # noqa: E402
-from evals._detect import DETECTORS, FAMILIES_OF, detect  # noqa: E402
+from evals.detectors import DETECTORS, FAMILIES, FAMILIES_OF, detect  # noqa: E402
 from reference_agent import SCENARIOS, Agent, AgentConfig, Scenario, World  # noqa: E402
 
 MODES: tuple[str, ...] = ("normal", "loop", "runaway", "wrong_tool", "hallucinate", "ignore_rule")

@@ -19,7 +19,7 @@ third agent, and a span per turn, model call and tool call). The ``content`` and
   storms, ``max_tokens`` stops, a nearly full context window, cache busting, a planted prompt
   injection, an unapproved refund.
 
-Then ``evals._detect.detect(store)`` (``Scope()``: every ended session; ``DetectConfig()``: the
+Then ``evals.detectors.detect(store)`` (``Scope()``: every ended session; ``DetectConfig()``: the
 default thresholds) ``--runs`` times; before each run the ``alerts`` and ``alert_observations``
 tables are emptied, so that every run does the same work, alert folding included. The table gives
 each detector's median seconds (``DetectResult.by_detector``); "folding into alerts" is the
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _workload import machine_header, progress, table  # noqa: E402
 
 import tracer  # noqa: E402
-from evals._detect import DETECTORS, detect  # noqa: E402
+from evals.detectors import DETECTORS, detect  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BASE_NS = 1_790_000_000_000_000_000  # 2026-09-21

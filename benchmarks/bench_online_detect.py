@@ -3,7 +3,7 @@
     python benchmarks/bench_online_detect.py [--sizes 2000,20000] [--covers 150] [--runs 5]
 
 For each size, a store of that many sessions is built as ``bench_detect_scale.py`` builds it
-(the same deterministic sessions, child spans included), then ``evals._detect.detect`` runs over
+(the same deterministic sessions, child spans included), then ``evals.detectors.detect`` runs over
 the newest ``--covers`` ended sessions (``Scope(session_ids=…)``, as ``flightrec serve``'s online
 detector calls it every 10 s), ``--runs`` times, after one warm-up run. Reported: the median
 process CPU of a run, all detectors together and each shared pass alone. A run whose cost
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _workload import machine_header  # noqa: E402
 from bench_detect_scale import build  # noqa: E402
 
-import evals._detect as detect_module  # noqa: E402
+import evals.detectors as detect_module  # noqa: E402
 from tracer._store import Store  # noqa: E402
 
 

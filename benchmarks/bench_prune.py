@@ -8,7 +8,7 @@ after (checkpoint, then compaction).
 Each round copies the store, then: expires the content of the older half of its sessions
 (``prune_step(content_only=True)`` until done), expires the oldest quarter whole, deletes one
 recent session, checkpoints, verifies every call (``verify_requests``) and the store's references
-(tests/tracer/test_retention.py's ``reference_problems``), and compacts the file. The cutoffs are
+(``tracer.reference_problems``), and compacts the file. The cutoffs are
 quantiles of the sessions' end times, since a demo's sessions are all minutes old. Times are
 process CPU (user+sys); a step's time is what the collector's writer waits for at most.
 """
@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _workload import machine_header, progress, table  # noqa: E402
 
 import tracer  # noqa: E402
-from tests.tracer.test_retention import reference_problems  # noqa: E402
 from tracer._retention import PRUNE_BATCH, compact  # noqa: E402
 
 
@@ -87,7 +86,7 @@ def one_round(base: str, work: str, batch: int) -> dict[str, object]:
         out["size_delete"] = size(work)
         out["marker_after_delete"] = in_file(work, marker.encode())
         out["verify"] = store.verify_requests()
-        out["problems"] = reference_problems(store)
+        out["problems"] = tracer.reference_problems(store)
     cpu = time.process_time()
     before, after = compact(work)
     out["compact_ms"] = (time.process_time() - cpu) * 1e3
@@ -99,7 +98,7 @@ def one_round(base: str, work: str, batch: int) -> dict[str, object]:
         assert isinstance(verify, tracer.VerifyResult)
         out["verify_same_after_compact"] = (again.total, again.exact, len(again.pruned)) == \
             (verify.total, verify.exact, len(verify.pruned))
-        out["problems_after_compact"] = reference_problems(store)
+        out["problems_after_compact"] = tracer.reference_problems(store)
     return out
 
 

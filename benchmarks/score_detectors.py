@@ -2,7 +2,7 @@
 
     python benchmarks/score_detectors.py --db corpus.duckdb --labels corpus.labels.jsonl [--json OUT]
 
-The corpus comes from ``build_detect_corpus.py``. This runs ``evals.detect`` over the whole store
+The corpus comes from ``build_detect_corpus.py``. This runs ``evals.detectors.detect`` over the whole store
 with the default thresholds (it writes the alerts into the store; running it again changes
 nothing), then reads which sessions were flagged: a session is flagged by a detector when one of
 its alerts has an observation for the session (``alert_observations``) or lists the session among
@@ -28,7 +28,7 @@ from _workload import table  # noqa: E402
 from corpus_agents import HARD_NEGATIVES, KINDS  # noqa: E402
 
 import tracer  # noqa: E402
-from evals._detect import FAMILIES_OF, detect  # noqa: E402
+from evals.detectors import FAMILIES_OF, detect  # noqa: E402
 
 FAMILIES = ("loops", "cost", "steps")
 

@@ -9,9 +9,8 @@ from typing import get_args
 
 import click
 
-from tracer import ContentMode
-from tracer._cli import DURATION, check_port_free, db_option, serve_port_options
-from tracer._store import default_db_path
+from tracer import ContentMode, default_db_path
+from tracer.cli import DURATION, check_port_free, db_option, serve_port_options
 
 from ._launch import run
 
@@ -66,10 +65,8 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     detectors run online)."""
     from importlib.metadata import entry_points
 
-    from tracer._collector import MAX_RESIDENT_BYTES, Collector, skip_pandas, tune_gc
-    from tracer._config import content_mode
-    from tracer._grpc import GrpcReceiver
-    from tracer._read_api import ReadApi
+    from tracer import content_mode
+    from tracer.collector import MAX_RESIDENT_BYTES, Collector, GrpcReceiver, ReadApi, skip_pandas, tune_gc
 
     content = content_mode(content)  # a bad $FLIGHTREC_CONTENT or flightrec.toml fails before anything starts
     check_port_free(host, port, "--port")

@@ -40,7 +40,7 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
 
     Blocking: runs Streamlit's event loop on this thread, which must be the main thread.
     """
-    from tracer._collector import is_loopback
+    from tracer.collector import is_loopback
 
     path = tracer.default_db_path(db)
     if mode == "read_only":  # fail here, in the terminal, rather than in the browser
@@ -56,8 +56,8 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
     import altair  # noqa: F401
     from streamlit.web import bootstrap
 
-    import evals  # noqa: F401
     import replay  # noqa: F401
+    from evals import compare_stored  # noqa: F401  (evals loads its harness on first use)
 
     bootstrap.load_config_options({
         "server_port": port,

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 import tracer
-from tracer._cli import check_port_free, command_name, db_option, hint, json_option, serve_port_options
+from tracer.cli import check_port_free, command_name, db_option, hint, json_option, serve_port_options
 
 from ._agent import Agent, AgentConfig, SessionOutcome
 from ._demo import DEFAULT_SESSIONS, DEFAULT_WORKERS, DemoReport, run_demo

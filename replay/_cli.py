@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from tracer import actor_name, connect
-from tracer._cli import actor_option, db_option, json_option
+from tracer.cli import actor_option, db_option, json_option
 
 from . import _render
 from ._audit import audit

@@ -16,6 +16,7 @@ Quick start::
 
 from ._audit import ACTOR_ENV, AUDIT_ACTIONS, AUDIT_VIAS, AuditAction, AuditVia, actor_name
 from ._canonical import canonical_json, sha256_hex
+from ._config import content_mode
 from ._connect import ServedStore, connect
 from ._decision import ToolKinds
 from ._errors import (
@@ -82,6 +83,7 @@ from ._redact import (
     redact_phone,
     redact_ssn,
 )
+from ._retention import reference_problems
 from ._session import Session, ToolCall, current_session, tool
 from ._sse import sse_events
 from ._store import DEFAULT_DB, Store, default_db_path
@@ -148,6 +150,7 @@ __all__ = [
     "canonical_json",
     "clip_text",
     "configure",
+    "content_mode",
     "eval_trial",
     "connect",
     "current_session",
@@ -167,6 +170,7 @@ __all__ = [
     "redact_jwt",
     "redact_phone",
     "redact_ssn",
+    "reference_problems",
     "sha256_hex",
     "sse_events",
     "tool",

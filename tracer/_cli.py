@@ -111,6 +111,7 @@ DURATION = Duration()
 
 
 def json_option(fn: Any) -> Any:
+    """The ``--json`` flag of every command that can print its result as JSON (``as_json``)."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
 
 

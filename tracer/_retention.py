@@ -29,12 +29,16 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 
 from ._errors import ConfigError, StoreError
 from ._records import PruneResult
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 PRUNE_BATCH = 200
 """Sessions one prune step removes in one transaction at most: the collector's writer commits
@@ -257,3 +261,42 @@ def compact(path: str) -> tuple[int, int]:
     con.close()
     os.replace(fresh, path)
     return before, os.path.getsize(path)
+
+
+def reference_problems(store: Store) -> dict[str, int]:
+    """Rows that break the store's references, or that nothing refers to any more, by kind; empty
+    for a consistent store. What retention promises (nothing dangles, nothing is left that nothing
+    uses), checked: tests and ``benchmarks/bench_prune.py`` run it after every removal.
+
+    Blocking: a dozen scans of the store's tables, on the caller's thread.
+    """
+    checks = {
+        "system_ref without content": "SELECT count(*) FROM llm_calls WHERE system_ref NOT IN "
+                                      "(SELECT hash FROM content)",
+        "tool_ref without content": """SELECT count(*) FROM (SELECT unnest(tool_refs) AS h FROM llm_calls)
+                                       WHERE h NOT IN (SELECT hash FROM content)""",
+        "messages_ref without node": "SELECT count(*) FROM llm_calls WHERE messages_ref NOT IN "
+                                     "(SELECT node FROM message_chain)",
+        "node without prev": "SELECT count(*) FROM message_chain WHERE prev NOT IN (SELECT node FROM message_chain)",
+        "node without message": "SELECT count(*) FROM message_chain WHERE message NOT IN (SELECT hash FROM content)",
+        "content nothing uses": """SELECT count(*) FROM content WHERE hash NOT IN (
+                                       SELECT system_ref FROM llm_calls WHERE system_ref IS NOT NULL
+                                       UNION ALL SELECT unnest(tool_refs) FROM llm_calls
+                                       UNION ALL SELECT message FROM message_chain)""",
+        "node nothing uses": """SELECT count(*) FROM message_chain WHERE node NOT IN (
+                                    SELECT messages_ref FROM llm_calls WHERE messages_ref IS NOT NULL
+                                    UNION ALL SELECT prev FROM message_chain WHERE prev IS NOT NULL)""",
+        "node of no session": "SELECT count(*) FROM message_chain WHERE session_id NOT IN "
+                              "(SELECT session_id FROM sessions)",
+        # NULL NOT IN (an empty set) is true: the NULLs are left out first.
+        "eval result of no session": "SELECT count(*) FROM eval_results WHERE session_id IS NOT NULL AND "
+                                     "session_id NOT IN (SELECT session_id FROM sessions)",
+        "alert of no session": "SELECT count(*) FROM alerts WHERE session_id IS NOT NULL AND "
+                               "session_id NOT IN (SELECT session_id FROM sessions)",
+        "alert citing no session": """SELECT count(*) FROM (SELECT unnest(session_ids) AS s FROM alerts)
+                                      WHERE s NOT IN (SELECT session_id FROM sessions)""",
+    }
+    for table in ("spans", "turns", "llm_calls", "tool_calls"):
+        checks[f"{table} of no session"] = f"SELECT count(*) FROM {table} WHERE session_id NOT IN " \
+                                           "(SELECT session_id FROM sessions)"
+    return {name: n for name, sql in checks.items() if (n := store.sql(sql)[0][0])}

@@ -24,41 +24,6 @@ from tracer._retention import compact, parse_duration
 NS_PER_DAY = 86_400 * 10**9
 
 
-def reference_problems(store: tracer.Store) -> dict[str, int]:
-    """Rows that break the store's references, or that nothing refers to any more, by kind (0 each
-    for a consistent store)."""
-    checks = {
-        "system_ref without content": "SELECT count(*) FROM llm_calls WHERE system_ref NOT IN "
-                                      "(SELECT hash FROM content)",
-        "tool_ref without content": """SELECT count(*) FROM (SELECT unnest(tool_refs) AS h FROM llm_calls)
-                                       WHERE h NOT IN (SELECT hash FROM content)""",
-        "messages_ref without node": "SELECT count(*) FROM llm_calls WHERE messages_ref NOT IN "
-                                     "(SELECT node FROM message_chain)",
-        "node without prev": "SELECT count(*) FROM message_chain WHERE prev NOT IN (SELECT node FROM message_chain)",
-        "node without message": "SELECT count(*) FROM message_chain WHERE message NOT IN (SELECT hash FROM content)",
-        "content nothing uses": """SELECT count(*) FROM content WHERE hash NOT IN (
-                                       SELECT system_ref FROM llm_calls WHERE system_ref IS NOT NULL
-                                       UNION ALL SELECT unnest(tool_refs) FROM llm_calls
-                                       UNION ALL SELECT message FROM message_chain)""",
-        "node nothing uses": """SELECT count(*) FROM message_chain WHERE node NOT IN (
-                                    SELECT messages_ref FROM llm_calls WHERE messages_ref IS NOT NULL
-                                    UNION ALL SELECT prev FROM message_chain WHERE prev IS NOT NULL)""",
-        "node of no session": "SELECT count(*) FROM message_chain WHERE session_id NOT IN "
-                              "(SELECT session_id FROM sessions)",
-        # NULL NOT IN (an empty set) is true: the NULLs are left out first.
-        "eval result of no session": "SELECT count(*) FROM eval_results WHERE session_id IS NOT NULL AND "
-                                     "session_id NOT IN (SELECT session_id FROM sessions)",
-        "alert of no session": "SELECT count(*) FROM alerts WHERE session_id IS NOT NULL AND "
-                               "session_id NOT IN (SELECT session_id FROM sessions)",
-        "alert citing no session": """SELECT count(*) FROM (SELECT unnest(session_ids) AS s FROM alerts)
-                                      WHERE s NOT IN (SELECT session_id FROM sessions)""",
-    }
-    for table in ("spans", "turns", "llm_calls", "tool_calls"):
-        checks[f"{table} of no session"] = f"SELECT count(*) FROM {table} WHERE session_id NOT IN " \
-                                           "(SELECT session_id FROM sessions)"
-    return {name: n for name, sql in checks.items() if (n := store.sql(sql)[0][0])}
-
-
 def record(rec: tracer.Recorder, *questions: str) -> list[str]:
     """One session per question (same system prompt and tools; equal questions share a chain prefix)."""
     ids = []
@@ -93,7 +58,7 @@ def sessions(tmp_path) -> tuple[str, list[str]]:
             [tracer.EvalResultRecord(run_id="run-1", case_id="c", trial=0, session_id=ids[0], tags=[], passed=True,
                                      score=1.0, scores=[], error=None, status="ok", turns=2, cost_usd=None,
                                      latency_ms=1.0)])
-        assert reference_problems(store) == {}
+        assert tracer.reference_problems(store) == {}
     return db, ids
 
 
@@ -124,7 +89,7 @@ def test_content_expires_and_metadata_stays(sessions):
         # The second session asks the same question: the nodes the first wrote stay, now the second's.
         assert result.chain_nodes == 0 and result.content == 0
         assert store.sql("SELECT count(*) FROM message_chain WHERE session_id = ?", [ids[0]]) == [(0,)]
-        assert reference_problems(store) == {}
+        assert tracer.reference_problems(store) == {}
         after = store.get_session(ids[0])
         assert after == before.model_copy(update={"status_reason": None})  # tokens, costs, counts, status
         assert store.sql("SELECT events FROM turns WHERE session_id = ? AND turn_index = 1", [ids[0]]) == \
@@ -160,7 +125,7 @@ def test_sessions_expire_whole_and_what_only_they_used_goes(sessions):
         assert store.sql("SELECT (SELECT count(*) FROM content), (SELECT count(*) FROM message_chain)")[0] == \
             (content - 1, nodes - 3)
         assert [s.session_id for s in store.list_sessions()] == [ids[2]]
-        assert reference_problems(store) == {}
+        assert tracer.reference_problems(store) == {}
         assert store.verify_requests().exact == store.verify_requests().total == 2
         assert store.eval_results("run-1")[0].session_id is None  # the result stays, its run's figures too
         shared, alone = sorted(store.alerts(), key=lambda a: a.fingerprint)
@@ -178,7 +143,7 @@ def test_steps_are_bounded_and_say_when_more_are_due(sessions):
         while not steps or steps[-1].more:
             steps.append(store.prune_step(cutoff, batch=2))
         assert [s.sessions for s in steps] == [2, 1] and store.count_sessions() == 0
-        assert reference_problems(store) == {}
+        assert tracer.reference_problems(store) == {}
         assert store.sql("SELECT (SELECT count(*) FROM content) + (SELECT count(*) FROM message_chain) + "
                          "(SELECT count(*) FROM spans)") == [(0,)]
 
@@ -194,7 +159,7 @@ def test_a_deleted_session_is_gone_everywhere(sessions):
         # The alert seen in it alone went; the other no longer counts it.
         (alert,) = store.alerts()
         assert (alert.session_ids, alert.count) == ([ids[2]], 1)
-        assert reference_problems(store) == {}
+        assert tracer.reference_problems(store) == {}
         assert store.verify_requests().exact == store.verify_requests().total == 4
         with pytest.raises(tracer.UnknownSessionError, match=f"no session '{ids[0]}'.*full id.*traces list"):
             store.delete_session(ids[0])
@@ -304,7 +269,7 @@ def test_while_serve_runs_its_writer_prunes_and_later_spans_write_again_what_wen
     verify = collector.maintain(lambda store: store.verify_requests())
     assert verify.total == verify.exact == 2 and verify.failures == []
     assert collector.maintain(lambda store: [s.session_id for s in store.list_sessions()]) == second
-    assert collector.maintain(reference_problems) == {}
+    assert collector.maintain(tracer.reference_problems) == {}
 
 
 def test_serve_applies_its_retention_policy_on_its_own(tmp_path):
@@ -320,7 +285,7 @@ def test_serve_applies_its_retention_policy_on_its_own(tmp_path):
         collector.maintain(lambda store: None)  # queued after the first round, which runs as the writer starts
         states = collector.store.sql("SELECT session_id, content_pruned_ns IS NOT NULL FROM sessions ORDER BY end_ns")
         assert states == [(ids[0], True), (ids[1], False)]
-        assert reference_problems(collector.store) == {}
+        assert tracer.reference_problems(collector.store) == {}
         [entry] = collector.store.audit_entries()
         assert (entry.action, entry.detail["policy"], entry.detail["sessions"]) == (
             "prune", "serve --retain-content", 1)

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import tracer
-from evals._alerts import Alert
-from evals._sinks import (
+from evals.detectors import (
+    Alert,
     ConsoleSink,
     Dispatcher,
     JsonlSink,
@@ -450,12 +450,12 @@ def detect_cli(monkeypatch):
     """Runs `flightrec detect` on a store holding one looping session; backoff waits are recorded."""
     from click.testing import CliRunner
 
-    import evals._cli
-    from tests.evals.test_detect import play
+    import evals.detectors._cli
+    from tests.evals.detectors.test_detect import play
     from tracer._cli import main
 
     sleeps = _Sleeps()
-    monkeypatch.setattr(evals._cli, "_retry_sleep", sleeps)
+    monkeypatch.setattr(evals.detectors._cli, "_retry_sleep", sleeps)
     play(("stuck_tracking", {}))
 
     def run(*args: str) -> Any:
@@ -504,9 +504,9 @@ def test_cli_detect_fails_fast_on_a_closed_port(dead_url, detect_cli):
 
 
 def test_online_detection_logs_and_counts_a_failed_delivery_and_never_raises(dead_url, caplog):
-    from evals._detect import OnlineDetector
+    from evals.detectors import OnlineDetector
     from reference_agent import Agent, World, default_world_path, get_scenario
-    from tests.evals.test_detect import db
+    from tests.evals.detectors.test_detect import db
 
     caplog.set_level(logging.WARNING, logger="flightrec.alerts")
     dispatcher = Dispatcher([WebhookSink(dead_url)], retries=1, sleep=_Sleeps())

@@ -11,7 +11,7 @@ import random
 import pytest
 from click.testing import CliRunner
 
-import evals._detect as D
+import evals.detectors as D
 import tracer
 from reference_agent import Agent, AgentConfig, World, default_world_path, get_scenario
 from tests.tracer.fakes import FakeAPI, message

@@ -1,0 +1,124 @@
+"""What every detector works with: the sessions a run looks at (``Scope``), what it finds
+(``Finding``), and the SQL each starts from (``TARGET``, ``scope_head``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import tracer
+
+from ._alerts import Severity
+from ._config import DetectConfig
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The sessions a run looks at: ended ones that ended at or after ``since_ns``, or these ids, of
+    the ``origins`` given.
+
+    Production only by default: eval trials misbehave on purpose (that is what their cases test),
+    and replays and forks are experiments on recorded sessions, so an alert about one would page
+    someone for nothing. The baselines a session is judged against are built from sessions of the
+    same origins, so that an eval run's or a fork's costs never move production's medians.
+    """
+
+    since_ns: int = 0
+    session_ids: tuple[str, ...] | None = None
+    rows_from_ns: int = 0
+    """No row of a session in scope starts before this; ``detect`` sets it from the sessions' own
+    starts. The per-session detectors read only the rows from then on (see ``scope_head``)."""
+    origins: tuple[str, ...] | None = ("production",)
+    """The ``sessions.origin`` values looked at (``tracer.ORIGINS``); ``None``: every session."""
+
+    def __post_init__(self) -> None:
+        unknown = [o for o in self.origins or () if o not in tracer.ORIGINS]
+        if unknown or self.origins == ():
+            raise tracer.ConfigError(f"origin {', '.join(unknown) or '(none)'}: not a session origin; "
+                                     f"use one or more of {', '.join(tracer.ORIGINS)}, or all.")
+
+    def of_origins(self, alias: str = "s") -> str:
+        """A SQL condition on ``sessions`` (as ``alias``) that keeps the sessions of the scope's origins
+        (the history a baseline is built from). The values are checked, so they are inlined."""
+        if self.origins is None:
+            return "true"
+        return f"{alias}.origin IN ({', '.join(repr(o) for o in self.origins)})"
+
+    def where(self, alias: str = "s") -> tuple[str, list[Any]]:
+        """A SQL condition on ``sessions`` (as ``alias``) and its parameters."""
+        sql, params = f"{alias}.ended AND {alias}.end_ns >= ? AND {self.of_origins(alias)}", [self.since_ns]
+        if self.session_ids is not None:
+            sql += f" AND {alias}.session_id IN ({', '.join('?' * len(self.session_ids)) or 'NULL'})"
+            params += list(self.session_ids)
+        return sql, params
+
+
+@dataclass
+class Finding:
+    """One observation: becomes (or adds to) an alert."""
+
+    detector: str
+    severity: Severity
+    title: str
+    agent: str | None
+    route: str | None
+    session_id: str | None
+    subject: str
+    """What the alert is about, beyond the detector, agent and route (a tool and its arguments …)."""
+    seen_ns: int
+    turns: list[int] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    observation: str | None = None
+    """The observation's key; the session id unless the detector watches something else."""
+
+
+Detector = Callable[[tracer.Store, Scope, DetectConfig], list[Finding]]
+
+TARGET = "target AS (SELECT s.session_id, s.agent, s.route, s.end_ns FROM sessions s WHERE {where})"
+_PER_SESSION_TABLES = ("spans", "llm_calls", "tool_calls", "turns")
+
+
+def scope_head(scope: Scope) -> tuple[str, list[Any]]:
+    """The ``WITH`` head of a per-session detector: ``target``, the sessions in scope, and each table
+    it reads cut down to those sessions' rows, under the table's own name (``main.x`` is the table).
+
+    Joining a whole table on session id costs as much as the table, however few sessions a run
+    covers; the constant bound on ``start_ns`` (rows are stored about in time order) lets DuckDB
+    skip the older row groups and segments by their min/max, so a run's cost follows its sessions.
+    """
+    where, params = scope.where()
+    ctes = [TARGET.format(where=where)]
+    ctes += [f"{t} AS (SELECT * FROM main.{t} WHERE start_ns >= {int(scope.rows_from_ns)} "
+             "AND session_id IN (SELECT session_id FROM target))" for t in _PER_SESSION_TABLES]
+    return "WITH " + ",\n".join(ctes), params
+
+
+def json_value(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text
+
+
+def guard_stops(store: tracer.Store, scope: Scope, guard: str) -> list[tuple[Any, ...]]:
+    """Sessions in which the agent's own ``guard`` fired: (session, agent, route, turns, seen, the event)."""
+    head, params = scope_head(scope)
+    rows = store.sql(f"""{head}
+        SELECT u.session_id, any_value(t.agent), any_value(t.route), list(u.turn_index), max(u.end_ns),
+               list(u.events)
+        FROM turns u JOIN target t USING (session_id)
+        WHERE u.events LIKE '%guard_fired%' AND contains(u.events, ?) GROUP BY u.session_id""",
+                     [*params, f'"{guard}"'])
+    out = []
+    for sid, agent, route, turns, seen, events in rows:
+        fired = next((e["attributes"] for ev in events for e in json.loads(ev) if e.get("name") == "guard_fired"
+                      and e.get("attributes", {}).get("guard") == guard), None)
+        if fired is not None:
+            out.append((sid, agent, route, turns, seen, fired))
+    return out
+
+
+def route_label(agent: str | None, route: str | None) -> str:
+    return f"agent {agent}" + (f", route {route}" if route else "")
