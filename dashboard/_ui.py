@@ -127,10 +127,8 @@ def guarded(render: Callable[[], None], *, live: bool = False) -> None:
         body()
 
 
-def usd(value: float | None) -> str:
-    if value is None or pd.isna(value):
-        return "unknown"
-    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+usd = tracer.format_usd
+"""Money as every surface writes it (pandas' missing value, NaN, is unknown)."""
 
 
 def ms(value: float | None) -> str:

@@ -25,7 +25,7 @@ from . import detectors
 # harness (anthropic, the judge, numpy and the statistics) to run the detectors' SQL.
 _HOMES: dict[str, tuple[str, ...]] = {
     "_add_case": ("add_case", "draft_case"),
-    "_agents": ("REFERENCE", "AgentFactory", "EvalAgent", "load_agent"),
+    "_agents": ("REFERENCE", "EvalAgent", "EvalAgentFactory", "load_agent"),
     "_compare": ("CaseComparison", "Comparison", "RunSide", "collapsed", "compare", "compare_stored", "failing_turn"),
     "_dataset": ("Case", "CaseInput", "Dataset", "Message", "load_dataset"),
     "_errors": ("AgentLoadError", "DatasetError", "EvalError", "ScorerError"),
@@ -37,7 +37,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "CRITICAL_TAG", "CaseTest", "GateResult", "RegressionTest", "case_status", "detection_power",
         "fisher_exact_worse", "gate", "holm_tarone", "min_attainable_p", "paired_test", "trials_needed",
     ),
-    "_trajectory": ("Decision", "ToolStep", "Trajectory", "trajectory_of"),
+    "_trajectory": ("DecisionStep", "ToolStep", "Trajectory", "trajectory_of"),
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -48,7 +48,6 @@ __all__ = [
     "DEFAULT_TRIALS",
     "REFERENCE",
     "SCORER_TYPES",
-    "AgentFactory",
     "AgentLoadError",
     "INPUT_ATTRIBUTE",
     "Case",
@@ -58,8 +57,9 @@ __all__ = [
     "Comparison",
     "Dataset",
     "DatasetError",
-    "Decision",
+    "DecisionStep",
     "EvalAgent",
+    "EvalAgentFactory",
     "EvalError",
     "EvalRun",
     "GateResult",

@@ -44,7 +44,7 @@ class EvalAgent(Protocol):
         ...
 
 
-AgentFactory = Callable[[Mapping[str, str]], EvalAgent]
+EvalAgentFactory = Callable[[Mapping[str, str]], EvalAgent]
 """``FACTORY(settings)``: builds the agent under test from the ``--set`` values."""
 
 

@@ -20,7 +20,7 @@ YAML (one file, the dataset's name and cases)::
           faults: []                            # optional: simulated-model API faults
           human: approve                        # optional: answer an approval wait (approve | reject)
           extra: {}                             # optional: anything a custom agent reads
-        expect:                                 # scorers (see evals/_scorers.py)
+        expect:                                 # scorers (see evals/_scorers/)
           - {type: tools_required, tools: [get_order, issue_refund]}
           - {type: status, equals: waiting_human}
         pass_threshold: 0.8                     # optional: this case's own (default: the dataset's)

@@ -47,6 +47,8 @@ import anthropic
 import httpx2
 from pydantic import BaseModel
 
+from tracer import clip_text
+
 from ._errors import ScorerError
 from ._trajectory import Trajectory
 
@@ -320,12 +322,7 @@ def _evidence(phrase: str, transcript: str) -> str | None:
         return None
     start = transcript.rfind("\n", 0, at) + 1
     end = transcript.find("\n", at)
-    line = transcript[start:end if end >= 0 else len(transcript)]
-    offset = at - start
-    if len(line) <= _CLIP:
-        return line
-    lo = max(0, offset - _CLIP // 2)
-    return ("…" if lo else "") + line[lo:lo + _CLIP] + ("…" if lo + _CLIP < len(line) else "")
+    return clip_text(transcript[start:end if end >= 0 else len(transcript)], _CLIP, around=phrase)
 
 
 def _text(content: Any) -> str:

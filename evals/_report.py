@@ -20,10 +20,6 @@ def _pct(x: float) -> str:
     return f"{x:.0%}"
 
 
-def _money(x: float | None) -> str:
-    return "unknown" if x is None else f"${x:.4f}"
-
-
 def _by_case(results: Sequence[tracer.EvalResultRecord]) -> dict[str, list[tracer.EvalResultRecord]]:
     out: dict[str, list[tracer.EvalResultRecord]] = {}
     for r in results:
@@ -49,7 +45,7 @@ def run_text(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecor
         f"passed    {run.passed_trials}/{run.total_trials} trials ({_pct(run.passed_trials / run.total_trials)}) · "
         f"cases: {sum(s == 'pass' for s in statuses.values())} pass, {sum(s == 'flaky' for s in statuses.values())} "
         f"flaky, {sum(s == 'fail' for s in statuses.values())} fail · mean score {run.mean_score:.2f}",
-        f"cost      {_money(run.cost_usd)} · wall time {run.wall_s:.1f} s",
+        f"cost      {tracer.format_usd(run.cost_usd)} · wall time {run.wall_s:.1f} s",
     ]
     for cid, rs in by_case.items():
         if statuses[cid] == "pass" or not cases:
@@ -111,14 +107,15 @@ def comparison_text(c: Comparison) -> str:
         label = f" ({', '.join(s.labels)})" if s.labels else ""
         latency = "?" if s.latency_ms_median is None else f"{s.latency_ms_median:.0f} ms"
         return (f"{name:<10}{s.run_id[:8]}{label}: pass rate {_pct(s.pass_rate)} · mean score {s.mean_score:.2f} · "
-                f"cost/trial {_money(s.cost_usd)} · median session {latency}")
+                f"cost/trial {tracer.format_usd(s.cost_usd)} · median session {latency}")
 
     lines = [side("baseline", c.baseline), side("candidate", c.candidate),
              f"effect    {t.effect * 100:+.1f} points of pass rate per case ({t.confidence:.0%} CI "
              f"{t.ci_low * 100:+.1f} to {t.ci_high * 100:+.1f}) over {t.cases} paired cases",
              f"test      p = {t.p_value:.4f}, one-sided, alpha {t.alpha}: {t.method}"]
     if c.cost_delta_usd is not None or c.latency_delta_ms is not None:
-        lines.append(f"deltas    cost/trial {'?' if c.cost_delta_usd is None else f'{c.cost_delta_usd:+.4f} USD'} · "
+        cost = "?" if c.cost_delta_usd is None else tracer.format_usd(c.cost_delta_usd, signed=True)
+        lines.append(f"deltas    cost/trial {cost} · "
                      f"median session {'?' if c.latency_delta_ms is None else f'{c.latency_delta_ms:+.0f} ms'}")
     lines.append(f"gate      {_gate_summary(c)}")
     lines.append(f"pass→fail {', '.join(c.flips_to_fail) or 'none'}")
@@ -148,8 +145,8 @@ def markdown(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecor
                 "|---|---:|---:|---:|---:|"]
         for name, s in (("baseline", comparison.baseline), ("candidate", comparison.candidate)):
             latency = "?" if s.latency_ms_median is None else f"{s.latency_ms_median:.0f} ms"
-            out.append(f"| {name} `{s.run_id[:8]}` | {_pct(s.pass_rate)} | {s.mean_score:.2f} | {_money(s.cost_usd)} "
-                       f"| {latency} |")
+            out.append(f"| {name} `{s.run_id[:8]}` | {_pct(s.pass_rate)} | {s.mean_score:.2f} | "
+                       f"{tracer.format_usd(s.cost_usd)} | {latency} |")
         out += ["", f"**Regressed:** {', '.join(comparison.regressions) or 'none'}. "
                     f"**Flips** pass→fail: {', '.join(comparison.flips_to_fail) or 'none'}; "
                     f"fail→pass: {', '.join(comparison.flips_to_pass) or 'none'}. "

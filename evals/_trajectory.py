@@ -28,7 +28,7 @@ class ToolStep(BaseModel):
     """When it ran: a resumed session's tool call and decision may share a turn."""
 
 
-class Decision(BaseModel):
+class DecisionStep(BaseModel):
     """One decision: what the model chose at one turn."""
 
     turn: int
@@ -56,7 +56,7 @@ class Trajectory(BaseModel):
     """What the customer wrote, in order."""
     final_answer: str | None
     """The agent's last reply that ended a turn (not text written next to a tool call)."""
-    decisions: list[Decision]
+    decisions: list[DecisionStep]
     """Every decision in order."""
     tool_calls: list[ToolStep]
     """Every tool call in order."""
@@ -107,7 +107,7 @@ def trajectory_of(store: Store, session_id: str) -> Trajectory:
     """
     account = store.session_account(session_id)
     s = account.session
-    decisions: list[Decision] = []
+    decisions: list[DecisionStep] = []
     tools: list[ToolStep] = []
     events: list[dict[str, Any]] = []
     last_call: str | None = None
@@ -116,7 +116,7 @@ def trajectory_of(store: Store, session_id: str) -> Trajectory:
         ok = [c for c in turn.llm_calls if c.status == "ok"]
         call = ok[-1] if ok else (turn.llm_calls[-1] if turn.llm_calls else None)
         if call is not None:
-            decisions.append(Decision(turn=turn.index, action=call.action, text=call.output_text,
+            decisions.append(DecisionStep(turn=turn.index, action=call.action, text=call.output_text,
                                       tools_chosen=call.tools_chosen, start_ns=call.start_ns))
             if call.status == "ok" and call.content_mode != "none":
                 last_call = call.span_id

@@ -31,9 +31,9 @@ from ._agent import (
 )
 from ._demo import DemoReport, PlannedSession, plan, run_demo
 from ._errors import (
+    AgentConfigError,
     AgentError,
     CircuitOpenError,
-    ConfigError,
     InvalidArgumentsError,
     NoCheckpointError,
     NotAllowedError,
@@ -72,11 +72,11 @@ __all__ = [
     "TOOL_SPECS",
     "Agent",
     "AgentConfig",
+    "AgentConfigError",
     "AgentError",
     "BreakerState",
     "Checkpoint",
     "CircuitOpenError",
-    "ConfigError",
     "DemoReport",
     "Expectation",
     "FaultSpec",

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import tracer
 
-from ._errors import ConfigError, NoCheckpointError, SessionStateError
+from ._errors import AgentConfigError, NoCheckpointError, SessionStateError
 from ._scenarios import Scenario, UserTurn
 from ._sim import DEFAULT_MODEL, sim_client, sim_options
 from ._tools import TOOLS_BY_NAME, BreakerState, Toolbox, ToolOutcome, ToolPolicy, rejected_result, tool_definitions
@@ -217,11 +217,12 @@ def default_client(spec: RunSpec, config: AgentConfig) -> anthropic.Anthropic:
     """The client a session talks through: the simulator (in process or over HTTP) or the real API.
 
     Raises:
-        ConfigError: the real API is asked for without ANTHROPIC_API_KEY.
+        AgentConfigError: the real API is asked for without ANTHROPIC_API_KEY.
     """
     if spec.real:
         if not os.environ.get("ANTHROPIC_API_KEY"):
-            raise ConfigError("the real API needs ANTHROPIC_API_KEY; set it, or drop --model to use the simulator.")
+            raise AgentConfigError("the real API needs ANTHROPIC_API_KEY; set it, or drop --model to use the "
+                                   "simulator.")
         return anthropic.Anthropic(max_retries=config.max_retries, timeout=config.request_timeout_s)
     options = sim_options(seed=spec.seed, scenario=spec.scenario, misbehave=spec.misbehave, faults=spec.faults)
     return sim_client(options, url=spec.sim_url, max_retries=config.max_retries, timeout=config.request_timeout_s)
@@ -377,10 +378,10 @@ class Agent:
         (``real``) the scenario's defaults do not apply: a real model cannot be told to misbehave.
 
         Raises:
-            ConfigError: a bad fault spec or misbehaviour, or simulator options with the real API.
+            AgentConfigError: a bad fault spec or misbehaviour, or simulator options with the real API.
         """
         if real and (misbehave or faults):
-            raise ConfigError("misbehaviours and faults are simulator features; drop them, or --model, to run.")
+            raise AgentConfigError("misbehaviours and faults are simulator features; drop them, or --model, to run.")
         spec = RunSpec(scenario=scenario.name, seed=seed,
                        misbehave=() if real else scenario.misbehave if misbehave is None else tuple(misbehave),
                        faults=() if real else scenario.faults if faults is None else tuple(faults), sim_url=sim_url,

@@ -296,7 +296,7 @@ def _summary(r: DemoReport, db: str, world_path: str) -> str:
         f"  tool calls    {r.tool_calls:,} ({r.tool_errors:,} failed; the model was told how to recover)",
         f"  tokens        {n(tokens)}: {n(r.input_tokens)} input, {n(r.cache_read_tokens)} cache reads, "
         f"{n(r.cache_write_tokens)} cache writes, {n(r.output_tokens)} output",
-        f"  cost          ${r.cost_usd:,.4f}",
+        f"  cost          {tracer.format_usd(r.cost_usd)}",
         f"  guards fired  {sum(r.guards.values())}: {counts(r.guards)}",
         f"  failures      {r.llm_errors:,} model call attempts failed and were retried "
         f"(of {r.llm_calls:,}); {r.statuses.get('error', 0)} sessions ended in error; "

@@ -5,7 +5,7 @@ Every error derives from one root, which is itself a ``tracer.FlightrecError``, 
 
     tracer.FlightrecError
     └── AgentError                   root of this package's errors
-        ├── ConfigError              a bad option: fault spec, misbehaviour, limit, model target
+        ├── AgentConfigError         a bad option: fault spec, misbehaviour, limit, model target
         ├── UnknownScenarioError     no bundled scenario has that name
         ├── WorldError               the world's SQLite file cannot be opened or written
         ├── SessionStateError        the session cannot do that now (resume a finished one …)
@@ -35,7 +35,7 @@ class AgentError(FlightrecError):
     """Root of every reference-agent error. The message is meant for the user, as is."""
 
 
-class ConfigError(AgentError):
+class AgentConfigError(AgentError):
     """An option is invalid."""
 
 

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ._world import STOPWORDS
+from ._world import STOPWORDS, money
 
 Misbehaviour = Literal["loop", "wrong_tool", "hallucinate", "runaway", "ignore_rule"]
 MISBEHAVIOURS: dict[str, str] = {
@@ -289,10 +289,6 @@ def _cents(text: str) -> int:
     return round(float(text.replace(",", "")) * 100)
 
 
-def _money(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
-
-
 def _offer(text: str) -> Task | None:
     m = _OFFER_RE.search(text)
     if m:
@@ -319,9 +315,9 @@ def read_task(v: View) -> Task:
         kind = earlier or "unclear"
     reason = next((name for t in reversed(v.user_texts) for name, p in _REASONS if p.search(t)), None)
     amount = None
-    money = _MONEY_RE.findall(latest)
-    if kind == "refund" and money:
-        amount = _cents(money[-1])
+    amounts = _MONEY_RE.findall(latest)
+    if kind == "refund" and amounts:
+        amount = _cents(amounts[-1])
     return Task(kind, order_id=_latest_order(v), email=email, amount_cents=amount, reason=reason)
 
 
@@ -508,7 +504,7 @@ class Mind:
             return Act(f"Your {item} ({oid}) was delivered: {ship['last_event']} If you can't find it, let me know.")
         amount = order["refundable_cents"]
         return Act(f"I'm sorry: the carrier reports a problem with your {item} ({oid}). {ship['last_event']} "
-                   f"I can send a replacement, or I can refund {_money(amount)} for order {oid} (not_received). "
+                   f"I can send a replacement, or I can refund {money(amount)} for order {oid} (not_received). "
                    "Shall I go ahead with the refund?")
 
     def _refund(self, v: View, facts: Facts, task: Task, rules: Rules, rng: random.Random) -> Act:
@@ -521,7 +517,7 @@ class Mind:
         if done is not None and turn_refund is not None:
             return self._after_refund(v, facts, order, done, rng)
         if done is not None or order["refundable_cents"] <= 0:
-            return Act(f"Order {oid} has already been refunded ({_money(order['refunded_cents'])}); the money "
+            return Act(f"Order {oid} has already been refunded ({money(order['refunded_cents'])}); the money "
                        "reaches your account within 5-10 business days of the refund.")
         if not any("refund" in q for q in facts.kb_queries) and self.chance("kb_first", 0.5):
             return Act(rng.choice(("Let me check our refund policy first.", "")),
@@ -534,17 +530,17 @@ class Mind:
         amount = min(amount, order["refundable_cents"])
         if rules.confirm_refunds and not task.confirmed:
             return Act(rng.choice((
-                f"I'm sorry about that. I can refund {_money(amount)} for order {oid} ({reason}) to your original "
+                f"I'm sorry about that. I can refund {money(amount)} for order {oid} ({reason}) to your original "
                 "payment method. Shall I go ahead?",
-                f"Thanks for your patience. To confirm: shall I refund {_money(amount)} for order {oid} ({reason})?",
+                f"Thanks for your patience. To confirm: shall I refund {money(amount)} for order {oid} ({reason})?",
             )))
         uses = (Use("issue_refund", {"order_id": oid, "amount_cents": amount, "reason": reason}),)
-        return Act(rng.choice((f"Issuing the refund of {_money(amount)} now.", "Processing your refund.", "")), uses)
+        return Act(rng.choice((f"Issuing the refund of {money(amount)} now.", "Processing your refund.", "")), uses)
 
     def _after_refund(self, v: View, facts: Facts, order: dict[str, Any], refund: dict[str, Any],
                       rng: random.Random) -> Act:
         emailed = any(s.name == "send_email" for s in v.turn_steps)
-        amount = _money(refund["amount_cents"])
+        amount = money(refund["amount_cents"])
         if not emailed and self.chance("email_confirmation", 0.6):
             return Act("I'll send you a confirmation by e-mail.", (Use("send_email", {
                 "customer_id": order["customer_id"], "template": "refund_confirmation",
@@ -564,14 +560,14 @@ class Mind:
         oid = order["order_id"]
         dup = _duplicate(order)
         if dup:
-            return Act(f"You're right: order {oid} was charged twice ({_money(dup)} each time). That's our mistake. "
-                       f"I can refund {_money(dup)} for order {oid} (duplicate_charge) straight away. Shall I?")
+            return Act(f"You're right: order {oid} was charged twice ({money(dup)} each time). That's our mistake. "
+                       f"I can refund {money(dup)} for order {oid} (duplicate_charge) straight away. Shall I?")
         if not any("ship" in q for q in facts.kb_queries) and self.chance("kb_billing", 0.5):
             return Act("Let me check how shipping is billed.", (Use("search_kb", {"query": "shipping fees"}),))
-        parts = f"{_money(order['subtotal_cents'])} for the {order['item']}"
+        parts = f"{money(order['subtotal_cents'])} for the {order['item']}"
         if order["shipping_cents"]:
-            parts += f" plus {_money(order['shipping_cents'])} standard shipping (free on orders over $150.00)"
-        return Act(f"Your order {oid} came to {_money(order['total_cents'])}: {parts}. The receipt shows shipping as "
+            parts += f" plus {money(order['shipping_cents'])} standard shipping (free on orders over $150.00)"
+        return Act(f"Your order {oid} came to {money(order['total_cents'])}: {parts}. The receipt shows shipping as "
                    "its own line.")
 
     def _policy(self, v: View, facts: Facts, task: Task, rules: Rules, rng: random.Random) -> Act:
@@ -614,7 +610,7 @@ class Mind:
                 s.name == "send_email" for s in v.turn_steps):
             return Act("", (Use("send_email", {
                 "customer_id": result["customer_id"], "template": "refund_confirmation",
-                "subject": "Your gift card was refunded", "body": f"We refunded {_money(amount)} for order {oid}.",
+                "subject": "Your gift card was refunded", "body": f"We refunded {money(amount)} for order {oid}.",
             }),))
         return None
 
@@ -627,8 +623,8 @@ class Mind:
             return Act("I'll e-mail the receipt now.", (Use("send_email", {
                 "customer_id": order["customer_id"], "template": "receipt",
                 "subject": f"Your receipt for order {order['order_id']}",
-                "body": f"Order {order['order_id']}: {order['item']}, {_money(order['subtotal_cents'])}; shipping "
-                        f"{_money(order['shipping_cents'])}; total {_money(order['total_cents'])}.",
+                "body": f"Order {order['order_id']}: {order['item']}, {money(order['subtotal_cents'])}; shipping "
+                        f"{money(order['shipping_cents'])}; total {money(order['total_cents'])}.",
             }),))
         to = sent.result.get("to", "your e-mail address") if isinstance(sent.result, dict) else "you"
         return Act(f"Done: the receipt for order {order['order_id']} is on its way to {to}.")

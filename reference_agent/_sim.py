@@ -37,9 +37,9 @@ import httpx2
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tracer import sse_events
+from tracer import sse_events, validation_problems
 
-from ._errors import ConfigError
+from ._errors import AgentConfigError
 from ._policy import MISBEHAVIOURS, Act, Mind, Misbehaviour, read_request
 
 SIM_HEADER = "x-flightrec-sim"
@@ -82,12 +82,12 @@ class FaultSpec:
     def parse(cls, spec: str) -> FaultSpec:
         m = _FAULT_RE.match(spec.strip())
         if m is None:
-            raise ConfigError(f"bad fault spec {spec!r}: use KIND[:MS][@CALL][xTIMES] or KIND[:MS]%PERCENT, with KIND "
-                              "one of 429, 500, 529, timeout, latency (for example 529@1x2 or 429%5).")
+            raise AgentConfigError(f"bad fault spec {spec!r}: use KIND[:MS][@CALL][xTIMES] or KIND[:MS]%PERCENT, "
+                                   "with KIND one of 429, 500, 529, timeout, latency (for example 529@1x2 or 429%5).")
         if m["pct"] is not None:
             rate = float(m["pct"]) / 100
             if not 0 < rate <= 1:
-                raise ConfigError(f"bad fault spec {spec!r}: the percentage must be above 0 and at most 100.")
+                raise AgentConfigError(f"bad fault spec {spec!r}: the percentage must be above 0 and at most 100.")
             return cls(m["kind"], None, 0, rate, int(m["ms"] or 500))  # type: ignore[arg-type]
         return cls(m["kind"], int(m["call"] or 0), int(m["times"] or 1), None, int(m["ms"] or 500))  # type: ignore[arg-type]
 
@@ -122,21 +122,18 @@ class SimOptions(BaseModel):
         for spec in value:
             try:
                 FaultSpec.parse(spec)
-            except ConfigError as exc:
+            except AgentConfigError as exc:
                 raise ValueError(str(exc)) from None
         return value
 
 
 def sim_options(**values: Any) -> SimOptions:
-    """``SimOptions(**values)``, with a bad value reported as a ``ConfigError`` that names it."""
+    """``SimOptions(**values)``, with a bad value reported as an ``AgentConfigError`` that names it."""
     try:
         return SimOptions(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        hint = f" (one of {', '.join(MISBEHAVIOURS)})" if where.startswith("misbehave") else ""
-        message = str(first["msg"]).removeprefix("Value error, ").rstrip(".")
-        raise ConfigError(f"bad simulator option {where}: {message}{hint}.") from None
+        hint = f" (one of {', '.join(MISBEHAVIOURS)})" if exc.errors()[0]["loc"][:1] == ("misbehave",) else ""
+        raise AgentConfigError(f"bad simulator option {validation_problems(exc, most=1).rstrip('.')}{hint}.") from None
 
 
 @dataclass(frozen=True)
@@ -388,7 +385,8 @@ class SimServer:
         try:
             self._httpd = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Pick another --port.") from None
+            raise AgentConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. "
+                                   "Pick another --port.") from None
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

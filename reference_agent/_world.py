@@ -178,10 +178,6 @@ def _words(text: str) -> list[str]:
     return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
 
 
-def _cents(amount: int) -> str:
-    return f"${amount / 100:,.2f}"
-
-
 class World:
     """The business data of every session, in one SQLite file.
 
@@ -463,5 +459,5 @@ class World:
 
 
 def money(amount_cents: int) -> str:
-    """``12345`` → ``$123.45``."""
-    return _cents(amount_cents)
+    """``12345`` → ``$123.45``: an amount of the shop's money (the model's cost is ``tracer.format_usd``)."""
+    return f"${amount_cents / 100:,.2f}"

@@ -37,7 +37,7 @@ from ._agent import (
     tool_history,
     tool_policy,
 )
-from ._errors import ConfigError, SessionStateError, UnknownScenarioError
+from ._errors import AgentConfigError, SessionStateError, UnknownScenarioError
 from ._policy import MISBEHAVIOURS
 from ._scenarios import get_scenario
 from ._sim import FaultSpec, sim_client, sim_options
@@ -69,9 +69,8 @@ def _recorded_config(origin: replay.Origin, session: str) -> AgentConfig:
     try:
         return AgentConfig(**origin.config)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
         raise replay.ReplayError(f"{session} was recorded with agent settings this version "
-                                 f"does not take ({problems}).") from None
+                                 f"does not take ({tracer.validation_problems(exc)}).") from None
 
 
 class _ReferenceFork:
@@ -233,8 +232,7 @@ class ReferenceEvalAgent:
         try:
             self.config = AgentConfig(**values, system_prompt=prompt)
         except pydantic.ValidationError as exc:
-            problems = "; ".join(f"{e['loc'][0]}: {'unknown setting' if e['type'] == 'extra_forbidden' else e['msg']}"
-                                 for e in exc.errors())
+            problems = tracer.validation_problems(exc)
             fields = ", ".join(sorted([*AgentConfig.model_fields, "system_prompt_file", "variant", "real",
                                        "sim_latency_ms"]))
             raise evals.AgentLoadError(f"bad --set for the reference agent ({problems}). Settings: {fields}.") from None
@@ -254,10 +252,10 @@ class ReferenceEvalAgent:
                 FaultSpec.parse(f)
         except UnknownScenarioError as exc:
             raise evals.DatasetError(f"{where}: {exc}") from None
-        except ConfigError as exc:
+        except AgentConfigError as exc:
             raise evals.DatasetError(f"{where}: {exc}") from None
-        except ValueError as exc:  # pydantic's ValidationError
-            raise evals.DatasetError(f"{where}: input.world: {str(exc).splitlines()[-1].strip()}") from None
+        except pydantic.ValidationError as exc:
+            raise evals.DatasetError(f"{where}: input.world: {tracer.validation_problems(exc)}") from None
         bad = set(case.input.misbehave or ()) - set(MISBEHAVIOURS)
         if bad:
             raise evals.DatasetError(f"{where}: unknown misbehaviour(s) {', '.join(sorted(bad))}; "

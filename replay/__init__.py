@@ -23,7 +23,7 @@ from ._errors import (
     ReplayError,
     UnknownTurnError,
 )
-from ._fork import AgentFactory, ForkAgent, ForkProgress, GuardFired, ToolReply, ToolsMode, fork
+from ._fork import ForkAgent, ForkAgentFactory, ForkProgress, GuardFired, ToolReply, ToolsMode, fork
 from ._model import ClientFactory, ModelChoice, choose_model
 from ._reconstruct import REPLAY_OF, reconstruct
 from ._records import (
@@ -51,7 +51,6 @@ from ._run import run
 __all__ = [
     "GROUP",
     "REPLAY_OF",
-    "AgentFactory",
     "AgentNotFoundError",
     "AgentRegistration",
     "Change",
@@ -63,6 +62,7 @@ __all__ = [
     "EditError",
     "Edits",
     "ForkAgent",
+    "ForkAgentFactory",
     "ForkProgress",
     "ForkResult",
     "GuardFired",

@@ -6,7 +6,7 @@ import difflib
 import json
 from typing import Any
 
-from tracer import Store, canonical_json
+from tracer import Store, canonical_json, clip_text
 
 from ._errors import ReplayError
 from ._reconstruct import Db, decision_at, decisions, open_store, origin_of, rebuild
@@ -49,14 +49,10 @@ def _udiff(a: Any, b: Any, names: tuple[str, str]) -> list[str]:
     return list(difflib.unified_diff(_lines(a), _lines(b), *names, lineterm="", n=1))
 
 
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def short(d: Decision) -> str:
     """A decision in a few words: ``tool_use issue_refund(order_id=…)`` or ``final: Shall I…``."""
     if d.tool_uses:
-        calls = ", ".join(f"{t['name']}({_clip(json.dumps(t['input'], sort_keys=True, ensure_ascii=False), 70)})"
+        calls = ", ".join(f"{t['name']}({clip_text(json.dumps(t['input'], sort_keys=True, ensure_ascii=False), 70)})"
                           for t in d.tool_uses)
         return f"{d.action} {calls}"
     text = (d.text or "").replace("\n", " ")

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tracer import validation_problems
+
 from ._errors import EditError
 from ._records import Edits
 
@@ -43,10 +45,8 @@ def load_edits(path: str | os.PathLike[str]) -> Edits:
     try:
         return Edits.model_validate(data or {})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise EditError(f"the edit file {p} is not valid: {where}: {first['msg']}. See the Edits fields in the "
-                        "README's Replay section.") from None
+        raise EditError(f"the edit file {p} is not valid: {validation_problems(exc, most=1)}. See the Edits fields "
+                        "in the README's Replay section.") from None
 
 
 def _system_blocks(body: dict[str, Any]) -> list[dict[str, Any]]:

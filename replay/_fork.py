@@ -6,7 +6,7 @@ from it, in recorded order, so no side effect happens twice. The rest depends on
 
 - ``recorded``: no agent code runs. The first call the recording lacks stops the fork there, with
   the call in the reason (nothing is faked), and the user's side is the recorded user messages.
-- ``live``: the session's registered agent (its ``AgentFactory``) runs the other calls and says
+- ``live``: the session's registered agent (its ``ForkAgentFactory``) runs the other calls and says
   what the user says next. A session whose agent is not registered is refused, never handed to
   another agent's tools. The agent's own guards (its loop guard, tool-call and token budgets) are
   asked before every model call and every tool call, served or live, counting from the start of
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NoReturn, Protocol
 
 import tracer
 from tracer import canonical_json
@@ -79,7 +79,7 @@ class GuardFired:
 
 
 class ForkAgent(Protocol):
-    """One fork's agent-specific parts, made by an ``AgentFactory``."""
+    """One fork's agent-specific parts, made by a ``ForkAgentFactory``."""
 
     def guard(self, progress: ForkProgress, name: str | None, arguments: Any) -> GuardFired | None:
         """The guard that stops the session here, as the agent's own loop would stop it: before the
@@ -103,7 +103,7 @@ class ForkAgent(Protocol):
         ...
 
 
-class AgentFactory(Protocol):
+class ForkAgentFactory(Protocol):
     """Makes the agent side of a fork: the seam through which replay forks any agent."""
 
     def __call__(self, *, session_id: str, origin: Origin, db: str) -> ForkAgent:
@@ -172,19 +172,7 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
         account = store.session_account(rec.session_id)
         last_turn = max(decisions(store, rec.session_id)[1])
         last = reconstruct_in(store, rec.session_id, last_turn).request if last_turn != turn else rec.request
-    answered = {b.get("tool_use_id") for m in last.get("messages") or () if isinstance(m.get("content"), list)
-                for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_result"}
-    calls = [c for t in account.turns for c in t.tool_calls]
-    summary = account.session
-    recorded: dict[str, list[ToolReply]] = {}
-    for i, c in enumerate(calls):
-        args = json.loads(c.arguments) if c.arguments else None
-        # The origin's last call, never shown to the model, is where the origin stopped (waiting for
-        # a human, a guard): a fork that reaches the same call stops there too.
-        stopped_here = (i == len(calls) - 1 and c.tool_call_id not in answered
-                        and summary.status not in ("ok", "running"))
-        recorded.setdefault(_call_key(c.tool_name, args), []).append(
-            ToolReply(c.result or "", c.status != "ok", summary.status if stopped_here else None))
+    recorded = _recorded_replies(account, last)
     start = len(rec.request.get("messages") or [])
     user_said = [_text(m["content"]) for m in (last.get("messages") or [])[start:]
                  if m.get("role") == "user" and _text(m.get("content"))]
@@ -200,14 +188,8 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
     model = model_for_reconstruction(rec, registered or agent, model_url=model_url, real=real,
                                      client_factory=client_factory, job="a fork")
 
-    before = [t for t in account.turns if t.index < turn]  # what the origin spent before the fork point
-    spent = _Spent(tool_calls=sum(len(t.tool_calls) for t in before),
-                   tokens=sum(_tokens(c) for t in before for c in t.llm_calls if c.status == "ok"),
-                   seconds=sum(c.latency_ms for t in before for c in [*t.llm_calls, *t.tool_calls]) / 1000)
-
+    spent = _Spent.before(account, turn)
     recorder = tracer.Recorder(path)
-    status, reason = "max_turns", f"the fork reached {max_turns} turns"
-    served = live = 0
     live_agent: ForkAgent | _RecordedUser | None = None
     failure: BaseException | None = None
     try:
@@ -221,81 +203,31 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
             session.turn_index = turn - 1  # the fork's turns carry on the origin's numbering
             messages = list(body.get("messages") or [])
             params = {k: v for k, v in body.items() if k != "messages"}
-
-            def guard(so_far: list[dict[str, Any]], name: str | None = None, arguments: Any = None) -> None:
-                """Stops the fork where the agent's own guards would stop the session."""
-                nonlocal status, reason
-                assert live_agent is not None
-                fired = live_agent.guard(spent.progress(so_far), name, arguments)
-                if fired is not None:
-                    session.event("guard_fired", guard=fired.guard, reason=fired.reason, limit=fired.limit,
-                                  value=fired.value)
-                    status, reason = f"guard:{fired.guard}", fired.reason
-                    raise _Stop
-
+            run = _Run(session, live_agent, recorded, spent, reason=f"the fork reached {max_turns} turns")
             try:
                 for _ in range(max_turns):
                     with session.turn():
-                        guard(messages)
+                        run.guard(messages)
                         reply = send(client, {**params, "messages": messages}, where=model.label, betas=rec.betas)
                         spent.tokens += _usage_tokens(reply.usage)
                         content = [_block(b) for b in reply.content] or [{"type": "text", "text": "…"}]
                         messages.append({"role": "assistant", "content": content})
                         uses = [b for b in content if b.get("type") == "tool_use"]
                         if uses:
-                            results: list[dict[str, Any]] = []
-                            stop: str | None = None
-                            for use in uses:
-                                key = _call_key(use["name"], use["input"])
-                                guard([*messages, {"role": "user", "content": results}] if results else messages,
-                                      use["name"], use["input"])
-                                spent.tool_calls += 1
-                                with session.tool_call(use["name"], use["input"], call_id=use["id"]) as call:
-                                    if recorded.get(key):
-                                        answer = recorded[key].pop(0)
-                                        served += 1
-                                        session.event("tool_result_replayed", tool=use["name"], call_id=use["id"])
-                                    elif isinstance(live_agent, _RecordedUser):
-                                        call.set_error("not in the recording", error_type="not_recorded")
-                                        status = "stopped"
-                                        reason = (f"the model asked for {use['name']}"
-                                                  f"({canonical_json(use['input'])}), which the recording does not "
-                                                  "have; nothing was faked. Fork with --tools live and the agent's "
-                                                  "registration to run it")
-                                        raise _Stop
-                                    else:
-                                        answer = live_agent.run_tool(use["name"], use["input"], use["id"])
-                                        live += 1
-                                    if answer.is_error:
-                                        call.set_error(answer.content[:200], result=answer.content)
-                                    else:
-                                        call.set_result(answer.content)
-                                block: dict[str, Any] = {"type": "tool_result", "tool_use_id": use["id"],
-                                                         "content": answer.content}
-                                if answer.is_error:
-                                    block["is_error"] = True
-                                results.append(block)
-                                stop = stop or answer.stop
-                            messages.append({"role": "user", "content": results})
-                            if stop:
-                                status = stop
-                                reason = f"the {uses[-1]['name']} call stopped the session ({stop})"
-                                raise _Stop
+                            run.answer_tools(messages, uses)
                             continue
                         if reply.stop_reason == "max_tokens":
-                            status, reason = "max_tokens", "the model ran out of output tokens"
-                            raise _Stop
+                            run.stop("max_tokens", "the model ran out of output tokens")
                         said = live_agent.follow_up(_text(content), user_said)
                         if said is None:
-                            status, reason = "ok", "the model ended its turn and the user has nothing more to say"
-                            raise _Stop
+                            run.stop("ok", "the model ended its turn and the user has nothing more to say")
                         messages.append({"role": "user", "content": said})
             except _Stop:
                 pass
             except ReplayError as exc:
                 failure = exc
-                status, reason = "error", str(exc)
-            session.set_status(status, reason)
+                run.status, run.reason = "error", str(exc)
+            session.set_status(run.status, run.reason)
     finally:
         if live_agent is not None:
             live_agent.close()
@@ -304,15 +236,36 @@ def fork(session_id: str, turn: int, edits: Edits | None = None, *, tools: Tools
         raise failure
     with open_store(db) as store:
         fork_decisions: list[Decision] = list(decisions(store, session.id)[1].values())
-    return ForkResult(session_id=session.id, origin=rec.decision, status=status, reason=reason,
+    return ForkResult(session_id=session.id, origin=rec.decision, status=run.status, reason=run.reason,
                       model_target=model.target, model=model.label,
                       agent=registered.name if registered is not None else None,
-                      decisions=fork_decisions, recorded_tool_calls=served, live_tool_calls=live,
+                      decisions=fork_decisions, recorded_tool_calls=run.served, live_tool_calls=run.live,
                       reconstructed_from=rec.reconstructed_from, notes=rec.notes)
 
 
+def _recorded_replies(account: tracer.SessionAccount, last: dict[str, Any]) -> dict[str, list[ToolReply]]:
+    """The origin's tool answers by call (``_call_key``), in recorded order, to serve again.
+
+    ``last`` is the origin's last request: a call it holds no result for is where the origin stopped.
+    """
+    answered = {b.get("tool_use_id") for m in last.get("messages") or () if isinstance(m.get("content"), list)
+                for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_result"}
+    calls = [c for t in account.turns for c in t.tool_calls]
+    summary = account.session
+    recorded: dict[str, list[ToolReply]] = {}
+    for i, c in enumerate(calls):
+        args = json.loads(c.arguments) if c.arguments else None
+        # The origin's last call, never shown to the model, is where the origin stopped (waiting for
+        # a human, a guard): a fork that reaches the same call stops there too.
+        stopped_here = (i == len(calls) - 1 and c.tool_call_id not in answered
+                        and summary.status not in ("ok", "running"))
+        recorded.setdefault(_call_key(c.tool_name, args), []).append(
+            ToolReply(c.result or "", c.status != "ok", summary.status if stopped_here else None))
+    return recorded
+
+
 class _Stop(Exception):
-    """Ends the fork's loop; ``status`` and ``reason`` say why."""
+    """Ends the fork's loop; ``_Run.status`` and ``_Run.reason`` say why."""
 
 
 @dataclass
@@ -324,9 +277,87 @@ class _Spent:
     seconds: float
     started: float = field(default_factory=time.monotonic)
 
+    @classmethod
+    def before(cls, account: tracer.SessionAccount, turn: int) -> _Spent:
+        """What the origin spent before ``turn``, the fork point: the fork's budgets count from the origin's start."""
+        before = [t for t in account.turns if t.index < turn]
+        return cls(tool_calls=sum(len(t.tool_calls) for t in before),
+                   tokens=sum(_tokens(c) for t in before for c in t.llm_calls if c.status == "ok"),
+                   seconds=sum(c.latency_ms for t in before for c in [*t.llm_calls, *t.tool_calls]) / 1000)
+
     def progress(self, messages: list[dict[str, Any]]) -> ForkProgress:
         return ForkProgress(messages=messages, tool_calls=self.tool_calls, tokens=self.tokens,
                             seconds=self.seconds + time.monotonic() - self.started)
+
+
+@dataclass
+class _Run:
+    """One fork's tool-use loop as it goes: the agent's guards, the tool calls answered from the
+    recording or by the agent, and why the loop stopped."""
+
+    session: tracer.Session
+    agent: ForkAgent | _RecordedUser
+    recorded: dict[str, list[ToolReply]]
+    """The origin's answers not served yet, by ``_call_key``."""
+    spent: _Spent
+    reason: str
+    status: str = "max_turns"
+    served: int = 0
+    """Tool calls answered from the recording."""
+    live: int = 0
+    """Tool calls the agent ran."""
+
+    def stop(self, status: str, reason: str) -> NoReturn:
+        self.status, self.reason = status, reason
+        raise _Stop
+
+    def guard(self, so_far: list[dict[str, Any]], name: str | None = None, arguments: Any = None) -> None:
+        """Stops the fork where the agent's own guards would stop the session."""
+        fired = self.agent.guard(self.spent.progress(so_far), name, arguments)
+        if fired is not None:
+            self.session.event("guard_fired", guard=fired.guard, reason=fired.reason, limit=fired.limit,
+                               value=fired.value)
+            self.stop(f"guard:{fired.guard}", fired.reason)
+
+    def answer_tools(self, messages: list[dict[str, Any]], uses: list[dict[str, Any]]) -> None:
+        """Answers the model's tool calls in one user message, each asked of the guards first; stops
+        the fork when an answer ends the session."""
+        results: list[dict[str, Any]] = []
+        stop: str | None = None
+        for use in uses:
+            self.guard([*messages, {"role": "user", "content": results}] if results else messages,
+                       use["name"], use["input"])
+            self.spent.tool_calls += 1
+            with self.session.tool_call(use["name"], use["input"], call_id=use["id"]) as call:
+                answer = self._answer(use, call)
+                if answer.is_error:
+                    call.set_error(answer.content[:200], result=answer.content)
+                else:
+                    call.set_result(answer.content)
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": use["id"], "content": answer.content}
+            if answer.is_error:
+                block["is_error"] = True
+            results.append(block)
+            stop = stop or answer.stop
+        messages.append({"role": "user", "content": results})
+        if stop:
+            self.stop(stop, f"the {uses[-1]['name']} call stopped the session ({stop})")
+
+    def _answer(self, use: dict[str, Any], call: tracer.ToolCall) -> ToolReply:
+        """The recorded answer to the same call, else the agent's; with no agent, the fork stops here."""
+        key = _call_key(use["name"], use["input"])
+        if self.recorded.get(key):
+            self.served += 1
+            self.session.event("tool_result_replayed", tool=use["name"], call_id=use["id"])
+            return self.recorded[key].pop(0)
+        if isinstance(self.agent, _RecordedUser):
+            call.set_error("not in the recording", error_type="not_recorded")
+            self.stop("stopped", f"the model asked for {use['name']}({canonical_json(use['input'])}), which the "
+                      "recording does not have; nothing was faked. Fork with --tools live and the agent's "
+                      "registration to run it")
+        answer = self.agent.run_tool(use["name"], use["input"], use["id"])
+        self.live += 1
+        return answer
 
 
 def _tokens(call: tracer.LlmCall) -> int:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import AgentNotFoundError
 
 if TYPE_CHECKING:
-    from ._fork import AgentFactory
+    from ._fork import ForkAgentFactory
     from ._model import ClientFactory
     from ._rerun import RerunAgent
 
@@ -55,7 +55,7 @@ class AgentRegistration:
     """How replay names that model to the user (default: "NAME's own model")."""
     eval: Callable[[Mapping[str, str]], Any] | None = None
     """``eval(settings) -> evals.EvalAgent``: the agent under test, built from ``--set`` values."""
-    fork: AgentFactory | None = None
+    fork: ForkAgentFactory | None = None
     """Its live tools and user for ``replay fork --tools live``."""
     rerun: RerunAgent | None = None
     """Re-executes one of its sessions for ``replay rerun --recorded``."""

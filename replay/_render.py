@@ -6,15 +6,13 @@ import difflib
 import json
 from typing import Any
 
+import tracer
+
 from ._diff import short
 from ._records import ContextDiff, DecisionDiff, ForkResult, Reconstruction, RerunResult, RunResult, SessionDiff
 
 _DIFF_LINES = 40
 """Lines of a rerun's divergence diff shown before ``--json`` is needed."""
-
-
-def _money(v: float | None) -> str:
-    return "unknown" if v is None else f"${v:.4f}"
 
 
 def _signed(v: float | None, fmt: str = "{:+d}") -> str:
@@ -83,7 +81,7 @@ def decision_diff(d: DecisionDiff) -> str:
             lines.append(f"{c.field}: {c.a!r} → {c.b!r}")
     lines.append(f"deltas: input tokens {_signed(d.delta_input_tokens)}, "
                  f"output tokens {_signed(d.delta_output_tokens)}, "
-                 f"cost {_signed(d.delta_cost_usd, '{:+.4f} USD')}, latency {d.delta_latency_ms:+.0f} ms")
+                 f"cost {tracer.format_usd(d.delta_cost_usd, signed=True)}, latency {d.delta_latency_ms:+.0f} ms")
     return "\n".join(lines)
 
 

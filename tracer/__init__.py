@@ -31,8 +31,10 @@ from ._errors import (
     UnknownEvalRunError,
     UnknownSessionError,
     UnstorableError,
+    validation_problems,
 )
 from ._export import ExportStats, StoreSpanProcessor
+from ._format import clip_text, format_usd
 from ._ingest import Ingestor, SpanRecord
 from ._loops import (
     VOLATILE_PATTERNS,
@@ -149,6 +151,7 @@ __all__ = [
     "call_keys",
     "canonical_arguments",
     "canonical_json",
+    "clip_text",
     "configure",
     "content_mode",
     "eval_trial",
@@ -156,6 +159,7 @@ __all__ = [
     "current_session",
     "default_db_path",
     "find_loops",
+    "format_usd",
     "normalise_outcome",
     "outcome_key",
     "outcome_key_sql",
@@ -173,4 +177,5 @@ __all__ = [
     "sha256_hex",
     "sse_events",
     "tool",
+    "validation_problems",
 ]

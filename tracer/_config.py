@@ -18,7 +18,7 @@ from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._errors import ConfigError
+from ._errors import ConfigError, validation_problems
 from ._redact import ContentMode
 
 CONFIG_FILE = "flightrec.toml"
@@ -66,8 +66,7 @@ def load_config() -> tuple[FileConfig, Path | None]:
     try:
         return FileConfig.model_validate(data), path
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}. Its settings are: content ({_MODES}).") from None
+        raise ConfigError(f"{path}: {validation_problems(exc)}. Its settings are: content ({_MODES}).") from None
 
 
 def content_mode(explicit: str | None = None) -> ContentMode:

@@ -16,7 +16,8 @@ and is printed by the CLI without a traceback::
     └── OtlpError                an OTLP request the collector cannot take (its .status: 400, 413, 415)
 
 DuckDB errors are mapped to these at the store boundary (``_store.py``); nothing above it sees
-a ``duckdb.Error``.
+a ``duckdb.Error``. pydantic's errors are written for a person by ``validation_problems``, for
+every package that validates user input.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from ._holder import Holder
 
 
@@ -71,3 +74,18 @@ class UnknownEvalRunError(FlightrecError):
 
 class UnknownAlertError(FlightrecError):
     """No stored alert matches the id or prefix."""
+
+
+def validation_problems(exc: ValidationError, *, most: int | None = None) -> str:
+    """pydantic's errors as one line a person can act on: ``where: what`` for each of the first
+    ``most`` (all by default), joined by ``; ``.
+
+    ``where`` is the dotted path of the value (left out for the value as a whole); an unknown key is
+    an ``unknown setting``, and a validator's message is its own, without pydantic's ``Value error, ``.
+    """
+    parts = []
+    for e in exc.errors()[:most]:
+        where = ".".join(map(str, e["loc"]))
+        what = "unknown setting" if e["type"] == "extra_forbidden" else str(e["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {what}" if where else what)
+    return "; ".join(parts)

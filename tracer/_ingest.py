@@ -47,6 +47,7 @@ LLM_CALL_COLUMNS = (
     "request_sha256", "request_params", "system_ref", "messages_ref", "message_count", "tool_refs",
     "response_body", "not_rebuildable", "betas")
 """The columns of an ``llm_calls`` row as ingest builds it, in the schema's order."""
+_IN_COLUMN_ORDER = operator.itemgetter(*LLM_CALL_COLUMNS)
 _HELD_VALUES = operator.itemgetter(*(LLM_CALL_COLUMNS.index(c) for c in _chat.COLUMNS))
 """The values of an ``llm_calls`` row that a chat span's attributes are put back from."""
 _SPANS = 100_000
@@ -498,15 +499,23 @@ class Ingestor:
         if c.messages is not None:
             body = {"system": c.system, "messages": c.messages, "tools": c.tools}
             segments.update(context_tokens(context_chars(body, self._kinds), c.total_input_tokens))
-        batch.llm_calls.append((
-            r.span_id, r.trace_id, session_id, turn, 0, r.start_ns, r.end_ns, "ok" if ok else "error",
-            c.error_type, r.attributes.get(A.HTTP_STATUS), c.stream, c.ttft_ms, c.model, c.response_model,
-            c.response_id, c.stop_reason, c.action if ok else None, c.tools_available,
-            c.tools_chosen if ok else None, c.reasoning, uncached, c.output_tokens, c.cache_read_tokens,
-            c.cache_write_tokens, cost, *(segments[s] for s in A.SEGMENTS), window,
-            c.total_input_tokens / window if window and c.total_input_tokens is not None else None,
-            None, None, canonical_json(c.params), system_ref, messages_ref, message_count, tool_refs,
-            canonical_json(c.response) if c.response is not None else None, c.not_rebuildable, None,
+        batch.llm_calls.append(_llm_call_row(
+            span_id=r.span_id, trace_id=r.trace_id, session_id=session_id, turn_index=turn, attempt=0,
+            start_ns=r.start_ns, end_ns=r.end_ns, status="ok" if ok else "error", error_type=c.error_type,
+            http_status=r.attributes.get(A.HTTP_STATUS), stream=c.stream, ttft_ms=c.ttft_ms, model=c.model,
+            response_model=c.response_model, response_id=c.response_id, stop_reason=c.stop_reason,
+            action=c.action if ok else None, tools_available=c.tools_available,
+            tools_chosen=c.tools_chosen if ok else None, reasoning=c.reasoning, input_tokens=uncached,
+            output_tokens=c.output_tokens, cache_read_tokens=c.cache_read_tokens,
+            cache_write_tokens=c.cache_write_tokens, cost_usd=cost,
+            ctx_system_tokens=segments["system"], ctx_tools_tokens=segments["tools"],
+            ctx_history_tokens=segments["history"], ctx_tool_results_tokens=segments["tool_results"],
+            ctx_retrieved_tokens=segments["retrieved"], ctx_window=window,
+            ctx_utilisation=c.total_input_tokens / window if window and c.total_input_tokens is not None else None,
+            content_mode=None, request_sha256=None, request_params=canonical_json(c.params), system_ref=system_ref,
+            messages_ref=messages_ref, message_count=message_count, tool_refs=tool_refs,
+            response_body=canonical_json(c.response) if c.response is not None else None,
+            not_rebuildable=c.not_rebuildable, betas=None,
         ))
         s = delta.sums
         s["llm_calls"] += 1
@@ -556,19 +565,25 @@ class Ingestor:
         finish = a.get(A.RESPONSE_FINISH_REASONS)
         stop_reason = finish[0] if finish else None
         p = A.CONTEXT_PREFIX
-        row = (
-            r.span_id, r.trace_id, session_id, a.get(A.TURN_INDEX), int(a.get(A.ATTEMPT, 0)), r.start_ns, r.end_ns,
-            "ok" if ok else "error", a.get(A.ERROR_TYPE), a.get(A.HTTP_STATUS),
-            bool(a.get(A.REQUEST_STREAM, a.get(A.LEGACY_REQUEST_STREAM, False))),
-            _ttft_ms(a), a.get(A.REQUEST_MODEL), a.get(A.RESPONSE_MODEL), a.get(A.RESPONSE_ID),
-            stop_reason or None, a.get(A.ACTION),
-            list(a.get(A.TOOLS_AVAILABLE, ())), list(a.get(A.TOOLS_CHOSEN, ())) if ok else None,
-            a.get(A.REASONING), uncached, a.get(A.USAGE_OUTPUT), cache_read, cache_write, cost,
-            a.get(f"{p}system_tokens"), a.get(f"{p}tools_tokens"), a.get(f"{p}history_tokens"),
-            a.get(f"{p}tool_results_tokens"), a.get(f"{p}retrieved_tokens"),
-            a.get(A.CONTEXT_WINDOW), a.get(A.CONTEXT_UTILISATION), a.get(A.CONTENT_MODE),
-            a.get(A.REQUEST_SHA256), params, system_ref, messages_ref, message_count, tool_refs,
-            a.get(A.RESPONSE_BODY), not_rebuildable, list(a[A.REQUEST_BETAS]) if a.get(A.REQUEST_BETAS) else None,
+        row = _llm_call_row(
+            span_id=r.span_id, trace_id=r.trace_id, session_id=session_id, turn_index=a.get(A.TURN_INDEX),
+            attempt=int(a.get(A.ATTEMPT, 0)), start_ns=r.start_ns, end_ns=r.end_ns, status="ok" if ok else "error",
+            error_type=a.get(A.ERROR_TYPE), http_status=a.get(A.HTTP_STATUS),
+            stream=bool(a.get(A.REQUEST_STREAM, a.get(A.LEGACY_REQUEST_STREAM, False))), ttft_ms=_ttft_ms(a),
+            model=a.get(A.REQUEST_MODEL), response_model=a.get(A.RESPONSE_MODEL), response_id=a.get(A.RESPONSE_ID),
+            stop_reason=stop_reason or None, action=a.get(A.ACTION),
+            tools_available=list(a.get(A.TOOLS_AVAILABLE, ())),
+            tools_chosen=list(a.get(A.TOOLS_CHOSEN, ())) if ok else None, reasoning=a.get(A.REASONING),
+            input_tokens=uncached, output_tokens=a.get(A.USAGE_OUTPUT), cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write, cost_usd=cost,
+            ctx_system_tokens=a.get(f"{p}system_tokens"), ctx_tools_tokens=a.get(f"{p}tools_tokens"),
+            ctx_history_tokens=a.get(f"{p}history_tokens"), ctx_tool_results_tokens=a.get(f"{p}tool_results_tokens"),
+            ctx_retrieved_tokens=a.get(f"{p}retrieved_tokens"),
+            ctx_window=a.get(A.CONTEXT_WINDOW), ctx_utilisation=a.get(A.CONTEXT_UTILISATION),
+            content_mode=a.get(A.CONTENT_MODE), request_sha256=a.get(A.REQUEST_SHA256), request_params=params,
+            system_ref=system_ref, messages_ref=messages_ref, message_count=message_count, tool_refs=tool_refs,
+            response_body=a.get(A.RESPONSE_BODY), not_rebuildable=not_rebuildable,
+            betas=list(a[A.REQUEST_BETAS]) if a.get(A.REQUEST_BETAS) else None,
         )
         batch.llm_calls.append(row)
         s = delta.sums
@@ -611,6 +626,20 @@ class Ingestor:
         delta.sums["tool_calls"] += 1
         if status == "error":
             delta.sums["tool_errors"] += 1
+
+
+def _llm_call_row(**values: Any) -> tuple[Any, ...]:
+    """An ``llm_calls`` row from its values by column name, in ``LLM_CALL_COLUMNS``' order: the two
+    kinds of call (flightrec's spans, other instrumentations') fill its 42 columns by name, not place.
+
+    Raises:
+        KeyError: a column is left out.
+        TypeError: a name is not a column (a typo would otherwise drop its value unseen).
+    """
+    row = _IN_COLUMN_ORDER(values)
+    if len(values) != len(row):
+        raise TypeError(f"not llm_calls columns: {', '.join(sorted(set(values) - set(LLM_CALL_COLUMNS)))}")
+    return row
 
 
 def _ttft_ms(attrs: dict[str, Any]) -> float | None:

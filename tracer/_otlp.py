@@ -50,6 +50,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace import SpanKind, StatusCode
 
 from ._errors import FlightrecError
+from ._format import clip_text
 from ._ingest import SpanRecord
 from ._validate import check, describe
 
@@ -602,7 +603,7 @@ def _json_message(parent: dict[str, Any], key: str, message: Any) -> Any:
     try:
         return json_format.ParseDict(value, message, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, OverflowError, ValueError, TypeError) as exc:
-        raise _malformed_json(f"bad {key} ({_clip(str(exc))})") from None
+        raise _malformed_json(f"bad {key} ({clip_text(str(exc), 120)})") from None
 
 
 def _json_span(obj: Any) -> Span | str:
@@ -631,7 +632,7 @@ def _json_span(obj: Any) -> Span | str:
                                      max_recursion_depth=_JSON_MESSAGE_DEPTH)
     # protobuf's parser lets some bad numbers through as Python errors ("kind": 1e400 is an OverflowError).
     except (json_format.ParseError, RecursionError, OverflowError, ValueError, TypeError) as exc:
-        return f"malformed span: {_clip(str(exc))}"
+        return f"malformed span: {clip_text(str(exc), 120)}"
     for name, value in zip(("trace_id", "span_id", "parent_span_id"), ids):
         if value is None:
             return f"invalid {name}"
@@ -656,7 +657,3 @@ def _json_id(fields: dict[str, Any], camel: str, snake: str) -> bytes | None:
         return binascii.unhexlify(value)
     except (binascii.Error, ValueError):  # odd length, a non-hex digit, a non-ASCII character
         return None
-
-
-def _clip(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"

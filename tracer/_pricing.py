@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._errors import ConfigError
+from ._errors import ConfigError, validation_problems
 
 _DATED_SUFFIX = re.compile(r"-\d{8}$")
 _PER_TOKEN = 1e-6
@@ -132,10 +132,8 @@ def _parse(text: str, where: str) -> dict[str, ModelPrice]:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where} is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
         raise ConfigError(
-            f"{where} has a bad entry at {loc}: {first['msg']}. "
+            f"{where} has a bad entry at {validation_problems(exc, most=1)}. "
             "Each model needs input, output, cache_write_5m, cache_write_1h, cache_read "
             "(USD per million tokens) and context_window."
         ) from None

@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ._connect import MAINTENANCE, PATH, READS, WRITES, hints, result_adapter, signature
-from ._errors import FlightrecError
+from ._errors import FlightrecError, validation_problems
 from ._holder import Holder, remove_holder, write_holder
 from ._store import Store, default_db_path
 
@@ -121,7 +121,7 @@ class ReadApi:
             try:
                 kwargs[name] = adapters[name].validate_python(value)
             except ValidationError as exc:
-                raise TypeError(f"{method}() argument {name}: {exc.errors()[0]['msg']}") from None
+                raise TypeError(f"{method}() argument {name}: {validation_problems(exc, most=1)}") from None
         if writer:
             assert self.maintain is not None
             maintain, path = self.maintain, request.path
@@ -179,8 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             call = self.owner.prepare(_Request.model_validate_json(body))
         except ValidationError as exc:
-            error = exc.errors()[0]
-            self._json(400, "", f"bad request: {'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}")
+            self._json(400, "", f"bad request: {validation_problems(exc, most=1)}")
             return
         except TypeError as exc:
             self._json(400, "", f"bad request: {exc}")

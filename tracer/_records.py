@@ -379,7 +379,7 @@ class AlertRecord(BaseModel):
     """What makes two observations the same alert: the detector and its subject (agent, route,
     tool and arguments …), hashed."""
     detector: str
-    """The detector that raised it (``loop.repeat``, ``cost.anomaly`` …)."""
+    """The detector that raised it (``loop.calls``, ``cost.anomaly`` …)."""
     family: str
     """The detector's family."""
     severity: str

@@ -11,14 +11,11 @@ import textwrap
 from datetime import datetime, timezone
 from typing import Any
 
+from ._format import clip_text, format_usd
 from ._records import AuditEntry, LlmCall, SessionAccount, SessionSummary, ToolCallRecord
 
 _LABEL = 10  # width of the left-hand labels in a decision
 _SNIPPET = 240
-
-
-def fmt_cost(cost: float | None) -> str:
-    return "unknown" if cost is None else f"${cost:.4f}" if cost < 1 else f"${cost:,.2f}"
 
 
 def fmt_ms(ms: float | None) -> str:
@@ -43,11 +40,6 @@ def fmt_time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _clip(text: str, limit: int = _SNIPPET) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def sessions_table(rows: list[SessionSummary], width: int) -> str:
     """The ``traces list`` table. Ids are shortened to the shortest prefix (13 characters or more)
     that tells the listed sessions apart: a UUIDv7's first 13 are its millisecond, which sessions
@@ -61,7 +53,7 @@ def sessions_table(rows: list[SessionSummary], width: int) -> str:
             r.session_id[:cut], (r.agent or "-")[:14], fmt_time(r.start_ns)[5:], r.status[:20], str(r.turns),
             str(r.tool_calls) + (f" ({r.tool_errors}!)" if r.tool_errors else ""),
             fmt_tokens(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens + r.output_tokens),
-            fmt_cost(r.cost_usd), fmt_ms(r.duration_ms),
+            format_usd(r.cost_usd), fmt_ms(r.duration_ms),
         )
         for r in rows
     ]
@@ -158,7 +150,7 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
         shown = len(call.newest_messages)
         w.field("newest", f"last {shown} of {call.message_count} messages:")
         for m in call.newest_messages:
-            w.field("", f"{m.get('role', '?')}: {_clip(message_text(m))}")
+            w.field("", f"{m.get('role', '?')}: {clip_text(message_text(m), _SNIPPET)}")
     elif call.content_mode == "none":
         w.field("newest", "(content not captured: content mode none)")
     chosen = set(call.tools_chosen)
@@ -167,14 +159,14 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
     label = call.action or "?"
     if call.tool_uses:
         picks = "; ".join(f"{u['name']} {json.dumps(u['input'], ensure_ascii=False)}" for u in call.tool_uses)
-        w.field("chose", f"{label}: {_clip(picks)}")
+        w.field("chose", f"{label}: {clip_text(picks, _SNIPPET)}")
     else:
         w.field("chose", label)
     if call.reasoning:
-        w.field("why", _clip(call.reasoning, 400))
+        w.field("why", clip_text(call.reasoning, 400))
     if call.output_text and call.action in ("final", "refusal", "max_tokens", "handoff"):
-        w.field("said", _clip(call.output_text, 400))
-    cost = fmt_cost(call.cost_usd)
+        w.field("said", clip_text(call.output_text, 400))
+    cost = format_usd(call.cost_usd)
     cache = ""
     if call.cache_read_tokens or call.cache_write_tokens:
         cache = f" (cache read {fmt_tokens(call.cache_read_tokens)}, write {fmt_tokens(call.cache_write_tokens)})"
@@ -190,7 +182,8 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
             extra.append(f"key {t.idempotency_key}")
         suffix = f" ({', '.join(extra)})" if extra else ""
         outcome = t.result if t.result is not None else (t.error_message or "")
-        w.field("tool", f"{t.tool_name} {status} in {fmt_ms(t.latency_ms)}{suffix} → {_clip(outcome or '-')}")
+        w.field("tool", f"{t.tool_name} {status} in {fmt_ms(t.latency_ms)}{suffix} → "
+                        f"{clip_text(outcome or '-', _SNIPPET)}")
 
 
 def session_account(account: SessionAccount, width: int) -> str:
@@ -203,7 +196,7 @@ def session_account(account: SessionAccount, width: int) -> str:
     w.field("totals", f"{plural(s.turns, 'turn')} · {plural(s.llm_calls, 'LLM call')} ({s.llm_errors} failed) · "
             f"{plural(s.tool_calls, 'tool call')} ({s.tool_errors} failed) · {fmt_tokens(s.input_tokens)} in, "
             f"{fmt_tokens(s.output_tokens)} out, "
-            f"{fmt_tokens(s.cache_read_tokens)} cache read · {fmt_cost(s.cost_usd)}", indent=0)
+            f"{fmt_tokens(s.cache_read_tokens)} cache read · {format_usd(s.cost_usd)}", indent=0)
     w.field("legend", "context bars: S system · T tool definitions · H history · R tool results · D retrieved",
             indent=0)
     for turn in account.turns:
@@ -215,7 +208,8 @@ def session_account(account: SessionAccount, width: int) -> str:
             _decision(w, call, turn.tool_calls if is_last_ok else [])
         if not ok_calls:
             for t in turn.tool_calls:
-                w.field("tool", f"{t.tool_name} {t.status} → {_clip(t.result or t.error_message or '-')}")
+                w.field("tool", f"{t.tool_name} {t.status} → "
+                                f"{clip_text(t.result or t.error_message or '-', _SNIPPET)}")
         for ev in turn.events:
             attrs = ", ".join(f"{k}={v}" for k, v in (ev.get("attributes") or {}).items())
             w.field("event", f"{ev.get('name')}{f' ({attrs})' if attrs else ''}")

@@ -32,6 +32,7 @@ from ._audit import ALERT_ACTIONS, AuditAction, AuditVia, audit_entry
 from ._canonical import canonical_json, sha256_hex
 from ._errors import (
     ConfigError,
+    FlightrecError,
     NotRebuildableError,
     SchemaTooNewError,
     StoreError,
@@ -186,13 +187,18 @@ def default_db_path(db: str | os.PathLike[str] | None = None) -> str:
     return os.fspath(db) if db else os.environ.get("FLIGHTREC_DB") or DEFAULT_DB
 
 
+def _listing(command: str, path: str) -> str:
+    """The ``flightrec`` command that lists what a store at ``path`` holds (``--db`` unless it is the default)."""
+    return f"flightrec {command}" + ("" if path == DEFAULT_DB else f" --db {path}")
+
+
 def _map_open_error(path: str, exc: duckdb.Error) -> StoreError:
     text = str(exc)
     lock = _LOCK_HOLDER.search(text)
     if lock or "Could not set lock" in text:
         served = find_holder(path, int(lock.group(2)) if lock else None)
         if served is not None:
-            again = "flightrec traces list" + ("" if path == DEFAULT_DB else f" --db {path}")
+            again = _listing("traces list", path)
             return StoreLockedError(
                 f"the trace store {path} is held by `flightrec serve` (PID {served.pid}, {served.url}). Commands "
                 f"that read it, and alert and label changes, go through that serve (`{again}` works now); this one "
@@ -582,7 +588,7 @@ class Store:
                 if len(found) == 1 else ""
             raise UnknownSessionError(
                 f"no session {session_id!r} in {self.path}.{also} Deleting takes a session's full id: list them with "
-                f"`flightrec traces list{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`.")
+                f"`{_listing('traces list', self.path)}`.")
         return self._retain("SELECT ?", [session_id], content_only=False, forget_observations=True,
                             why="this alert's evidence came from a session deleted on request")
 
@@ -659,17 +665,28 @@ class Store:
         Raises:
             UnknownSessionError: no session has this id (a unique prefix of 8+ characters also matches).
         """
-        rows = self._query(f"{_SUMMARY_SQL} WHERE session_id = ?", [session_id])
-        if not rows and len(session_id) >= 8:
-            rows = self._query(f"{_SUMMARY_SQL} WHERE starts_with(session_id, ?) LIMIT 2", [session_id])
-            if len(rows) > 1:
-                raise UnknownSessionError(f"session id prefix {session_id!r} is ambiguous; give more characters.")
-        if not rows:
+        row = self._by_id_or_prefix(_SUMMARY_SQL, "session_id", session_id, shortest=8, error=UnknownSessionError,
+                                    noun="session id")
+        if row is None:
             raise UnknownSessionError(
-                f"no session {session_id!r} in {self.path}. List the sessions with `flightrec traces list"
-                f"{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`."
-            )
-        return self._summary(rows[0])
+                f"no session {session_id!r} in {self.path}. List the sessions with "
+                f"`{_listing('traces list', self.path)}`.")
+        return self._summary(row)
+
+    def _by_id_or_prefix(self, select: str, column: str, ref: str, *, shortest: int,
+                         error: type[FlightrecError], noun: str) -> tuple[Any, ...] | None:
+        """The row of ``select`` whose ``column`` is ``ref`` or, for a ``ref`` of ``shortest`` characters
+        or more, the one row whose ``column`` starts with it; ``None`` when there is none.
+
+        Raises:
+            error: more than one row starts with ``ref`` (the message asks for more characters).
+        """
+        rows = self._query(f"{select} WHERE {column} = ?", [ref])
+        if not rows and len(ref) >= shortest:
+            rows = self._query(f"{select} WHERE starts_with({column}, ?) LIMIT 2", [ref])
+            if len(rows) > 1:
+                raise error(f"{noun} prefix {ref!r} is ambiguous; give more characters.")
+        return rows[0] if rows else None
 
     def content(self, hashes: Iterable[str]) -> dict[str, Any]:
         """Stored content by hash, parsed from JSON."""
@@ -891,16 +908,13 @@ class Store:
             UnknownEvalRunError: nothing matches, or the prefix is ambiguous.
         """
         rows = self._query(f"{_EVAL_RUN_SQL} WHERE run_id = (SELECT run_id FROM eval_labels WHERE label = ?)", [ref])
-        rows = rows or self._query(f"{_EVAL_RUN_SQL} WHERE run_id = ?", [ref])
-        if not rows and len(ref) >= 8:
-            rows = self._query(f"{_EVAL_RUN_SQL} WHERE starts_with(run_id, ?) LIMIT 2", [ref])
-            if len(rows) > 1:
-                raise UnknownEvalRunError(f"eval run prefix {ref!r} is ambiguous; give more characters.")
-        if not rows:
+        row = rows[0] if rows else self._by_id_or_prefix(_EVAL_RUN_SQL, "run_id", ref, shortest=8,
+                                                         error=UnknownEvalRunError, noun="eval run")
+        if row is None:
             raise UnknownEvalRunError(
-                f"no eval run or label {ref!r} in {self.path}. List the runs with `flightrec eval list"
-                f"{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`.")
-        return self._eval_run(rows[0])
+                f"no eval run or label {ref!r} in {self.path}. List the runs with "
+                f"`{_listing('eval list', self.path)}`.")
+        return self._eval_run(row)
 
     def eval_results(self, run_id: str) -> list[EvalResultRecord]:
         """A run's results, by case and trial."""
@@ -1002,14 +1016,12 @@ class Store:
         Raises:
             UnknownAlertError: none matches, or the prefix is ambiguous.
         """
-        rows = self._query(f"{_ALERT_SQL} WHERE starts_with(alert_id, ?) LIMIT 2", [alert_id]) \
-            if len(alert_id) >= 4 else []
-        if len(rows) > 1:
-            raise UnknownAlertError(f"alert id prefix {alert_id!r} is ambiguous; give more characters.")
-        if not rows:
-            raise UnknownAlertError(f"no alert {alert_id!r} in {self.path}. List them with `flightrec alerts list"
-                                    f"{'' if self.path == DEFAULT_DB else ' --db ' + self.path}`.")
-        return self._alert(rows[0])
+        row = self._by_id_or_prefix(_ALERT_SQL, "alert_id", alert_id, shortest=4, error=UnknownAlertError,
+                                    noun="alert id")
+        if row is None:
+            raise UnknownAlertError(
+                f"no alert {alert_id!r} in {self.path}. List them with `{_listing('alerts list', self.path)}`.")
+        return self._alert(row)
 
     def set_alert_status(self, alert_id: str, status: str, *, actor: str | None = None, via: AuditVia = "api",
                          ) -> AlertRecord:

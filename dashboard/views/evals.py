@@ -165,7 +165,8 @@ def _compare(a: str, b: str) -> None:
     cols[1].metric("Mean score", f"{c.candidate.mean_score:.2f}",
                    delta=f"{c.candidate.mean_score - c.baseline.mean_score:+.2f}")
     cols[2].metric("Cost per trial", _ui.usd(c.candidate.cost_usd),
-                   delta=None if c.cost_delta_usd is None else f"{c.cost_delta_usd:+.4f} USD", delta_color="inverse")
+                   delta=None if c.cost_delta_usd is None else tracer.format_usd(c.cost_delta_usd, signed=True),
+                   delta_color="inverse")
     cols[3].metric("Median session", _ui.ms(c.candidate.latency_ms_median),
                    delta=None if c.latency_delta_ms is None else f"{c.latency_delta_ms:+.0f} ms",
                    delta_color="inverse")

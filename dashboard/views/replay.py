@@ -126,7 +126,7 @@ def _decision_diff(d: replay.DecisionDiff) -> None:
     _delta(cols[1], "output tokens", _ui.tokens(d.b.output_tokens), d.delta_output_tokens,
            f"{d.delta_output_tokens:+,}")
     _delta(cols[2], "cost", _ui.usd(d.b.cost_usd), d.delta_cost_usd,
-           None if d.delta_cost_usd is None else f"{d.delta_cost_usd:+.4f} USD")
+           None if d.delta_cost_usd is None else tracer.format_usd(d.delta_cost_usd, signed=True))
     _delta(cols[3], "latency", _ui.ms(d.b.latency_ms), d.delta_latency_ms, f"{d.delta_latency_ms:+,.0f} ms")
 
 

@@ -173,7 +173,7 @@ class DetectConfig(_Section):
     budgets: list[Budget] = []
     """Absolute budgets per agent and route; the most specific match applies. None by default."""
     disabled: list[str] = []
-    """Detectors to skip, by name (``loop.window``) or family (``cost``)."""
+    """Detectors to skip, by name (``loop.calls``) or family (``cost``)."""
 
 
 def config_yaml(config: DetectConfig | None = None) -> str:

@@ -97,8 +97,8 @@ def cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
                       math.log(c.drift_ratio) / 2, math.log(c.drift_ratio)])
     return [Finding("cost.drift", "warning",
                     f"{route_label(agent, route)} drifted: the last {c.drift_recent} sessions' median cost "
-                    f"${rec:.4f} is {rec / ref:.1f}× the ${ref:.4f} of the {n_ref} before them (this session "
-                    f"${cost:.4f})",
+                    f"{tracer.format_usd(rec)} is {rec / ref:.1f}× the {tracer.format_usd(ref)} of the {n_ref} "
+                    f"before them (this session {tracer.format_usd(cost)})",
                     agent, route, sid, route or "", seen, [],
                     {"cost_usd": cost, "recent_median_usd": rec, "reference_median_usd": ref,
                      "recent_sessions": c.drift_recent, "reference_sessions": n_ref, "ratio_threshold": c.drift_ratio})

@@ -71,10 +71,8 @@ def load_config(path: str | os.PathLike[str] | None) -> DetectConfig:
     try:
         config = DetectConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: "
-                             f"{'unknown setting' if e['type'] == 'extra_forbidden' else e['msg']}"
-                             for e in exc.errors()[:3])
-        raise tracer.ConfigError(f"{p}: {problems}. See the defaults with `flightrec detect --print-config`.") from None
+        raise tracer.ConfigError(f"{p}: {tracer.validation_problems(exc, most=3)}. See the defaults with "
+                                 "`flightrec detect --print-config`.") from None
     unknown = [d for d in config.disabled if d not in DETECTORS and d not in FAMILIES_OF.values()]
     if unknown:
         raise tracer.ConfigError(f"{p}: disabled: unknown detector(s) {', '.join(unknown)}; "

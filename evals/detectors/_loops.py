@@ -22,12 +22,14 @@ def loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
     SQL only narrows the sessions, with the keys the store keeps for every tool call. A call can
     be wasted only if the previous call of its shape, or the same call asked before, got the same
     answer (the rules then also ask for similar arguments), and any loop needs
-    ``min(repeat - 1, wait_polls, retries)`` wasted calls in a row, or one call asked
-    ``repeat + 1`` times with one answer; so a session is looked at when it has such a run or such
-    a call, or a call past the polling budget, or rows stored before the keys existed.
+    ``min(repeat - 1, wait_polls, retries)`` wasted calls in a row, or one call asked more than
+    ``min(repeat, wait_polls, retries)`` times with one answer (the waiting budgets apply when the
+    answer then changes); so a session is looked at when it has such a run or such a call, or a
+    call past the polling budget, or rows stored before the keys existed.
     """
     limits = config.loops
     stall = min(limits.repeat - 1, limits.wait_polls, limits.retries)
+    asked = min(limits.repeat, limits.wait_polls, limits.retries)
     head, params = scope_head(scope)
     rows = store.sql(f"""{head},
         calls AS (
@@ -52,7 +54,7 @@ def loop_calls(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
                END, t.turn_index, t.end_ns
         FROM tool_calls t JOIN (SELECT DISTINCT session_id FROM cand) USING (session_id)
         JOIN target s USING (session_id)
-        ORDER BY t.session_id, t.start_ns, t.end_ns""", [*params, stall, limits.repeat, limits.poll_budget])
+        ORDER BY t.session_id, t.start_ns, t.end_ns""", [*params, stall, asked, limits.poll_budget])
     rules = limits.rules()
     out = []
     for sid, calls in itertools.groupby(rows, key=lambda r: r[0]):

@@ -12,7 +12,7 @@ import pytest
 
 from evals._errors import ScorerError
 from evals._judge import UNCHECKABLE, default_judge_client, judge, sim_judge_client
-from evals._trajectory import Decision, ToolStep, Trajectory
+from evals._trajectory import DecisionStep, ToolStep, Trajectory
 from tracer.testing import FakeModel, error, reply
 
 # Read at import: the suite's autouse fixture removes the key from every test's environment.
@@ -37,13 +37,13 @@ def refund_session() -> Trajectory:
              ToolStep(
         start_ns=35, turn=3, name="issue_refund", arguments={"order_id": "A-1001", "amount": 40},
                       result='{"refund_id": "R-77"}', is_error=False)]
-    decisions = [Decision(
+    decisions = [DecisionStep(
         start_ns=10, turn=1, action="tool_use", text="Let me look that up.", tools_chosen=["get_order"]),
-                 Decision(
+                 DecisionStep(
         start_ns=20, turn=2, action="tool_use", text=None, tools_chosen=["get_order"]),
-                 Decision(
+                 DecisionStep(
         start_ns=30, turn=3, action="tool_use", text=None, tools_chosen=["issue_refund"]),
-                 Decision(
+                 DecisionStep(
         start_ns=40, turn=4, action="final", text="Done: you will see $40 back within 5 days.", tools_chosen=[])]
     return Trajectory(session_id="s-judge", status="ok", status_reason=None,
                       user_messages=["My order A-1001 arrived broken, I want my money back."],

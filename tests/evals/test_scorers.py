@@ -12,7 +12,7 @@ import pytest
 from evals._errors import ScorerError
 from evals._judge import sim_judge_client
 from evals._scorers import SCORER_TYPES, Score, build_scorer, score_trial
-from evals._trajectory import Decision, ToolStep, Trajectory
+from evals._trajectory import DecisionStep, ToolStep, Trajectory
 
 
 @pytest.fixture(autouse=True)
@@ -30,11 +30,11 @@ def traj(calls: list[ToolStep] = (), *, final: str | None = "Your order A-1001 s
     """A trajectory: one decision per turn that made tool calls, then a final answer on the next turn."""
     calls = list(calls)
     turns = sorted({c.turn for c in calls})
-    decisions = [Decision(turn=n, action="tool_use", text=None, tools_chosen=[c.name for c in calls if c.turn == n],
+    decisions = [DecisionStep(turn=n, action="tool_use", text=None, tools_chosen=[c.name for c in calls if c.turn == n],
                           start_ns=n * 10) for n in turns]
     last = (turns[-1] if turns else 0) + 1
     if final is not None:
-        decisions.append(Decision(turn=last, action="final", text=final, tools_chosen=[], start_ns=last * 10))
+        decisions.append(DecisionStep(turn=last, action="final", text=final, tools_chosen=[], start_ns=last * 10))
     return Trajectory(session_id="s-test", status=status, status_reason=status_reason, user_messages=[user],
                       final_answer=final, decisions=decisions, tool_calls=calls, guards=list(guards), events=[],
                       turns=len(decisions), input_tokens=1200, output_tokens=300, cost_usd=cost, latency_ms=latency)

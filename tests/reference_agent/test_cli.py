@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import reference_agent._cli
 import tracer
-from reference_agent import SCENARIOS, AgentConfig, ConfigError, RunSpec, default_client
+from reference_agent import SCENARIOS, AgentConfig, AgentConfigError, RunSpec, default_client
 from tests.conftest import DEMO_SESSIONS
 from tracer._cli import main
 
@@ -73,7 +73,7 @@ def test_a_model_name_without_a_key_runs_on_the_simulator():
 
 
 def test_the_real_api_is_the_same_code_path_given_a_key(monkeypatch):
-    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+    with pytest.raises(AgentConfigError, match="ANTHROPIC_API_KEY"):
         default_client(RunSpec(real=True), AgentConfig())
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     client = default_client(RunSpec(real=True), AgentConfig(max_retries=3))

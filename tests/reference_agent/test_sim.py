@@ -16,7 +16,7 @@ from reference_agent import (
     SYSTEM_PROMPT,
     Agent,
     AgentConfig,
-    ConfigError,
+    AgentConfigError,
     FaultSpec,
     SimOptions,
     SimServer,
@@ -173,9 +173,9 @@ def test_fault_specs():
     assert FaultSpec.parse("latency:800@1") == FaultSpec("latency", 1, 1, None, 800)
     assert FaultSpec.parse("429%5").rate == pytest.approx(0.05)
     for bad in ("418", "529@", "timeout%0", "latency:fast"):
-        with pytest.raises(ConfigError, match=f"bad fault spec '{bad}'"):
+        with pytest.raises(AgentConfigError, match=f"bad fault spec '{bad}'"):
             sim_options(faults=(bad,))
-    with pytest.raises(ConfigError, match=r"misbehave.*loop, wrong_tool"):
+    with pytest.raises(AgentConfigError, match=r"misbehave.*loop, wrong_tool"):
         sim_options(misbehave=("sulk",))
 
 

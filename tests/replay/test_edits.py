@@ -76,7 +76,7 @@ def test_edit_file(tmp_path):
     edits = load_edits(path)
     assert edits.system_replace == [("Rule two.", "")] and edits.drop_messages == [2]
     path.write_text('{"drop_mesages": [2]}')
-    with pytest.raises(EditError, match="drop_mesages: Extra inputs are not permitted"):
+    with pytest.raises(EditError, match="drop_mesages: unknown setting"):
         load_edits(path)
     path.write_text("{not json")
     with pytest.raises(EditError, match="is not valid JSON"):

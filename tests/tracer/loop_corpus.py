@@ -1,7 +1,8 @@
 """Tool-call sequences with the verdict the loop rules must give: the one corpus that the Python
 rules (``tracer.find_loops``), the in-process ``LoopGuard`` and the SQL detector (``loop.calls``)
-are all held to. Shapes come from agents unlike the reference agent: polling, pagination,
-retries, batch lookups and searches."""
+are all held to, under the default rules (``CASES``' verdicts) and under others (``RULES``, where
+the verdict is ``find_loops``'). Shapes come from agents unlike the reference agent: polling,
+pagination, retries, batch lookups and searches."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 from dataclasses import dataclass
 
 from tracer import LoopCall as C
+from tracer import LoopRules
 
 
 def j(**fields: object) -> str:
@@ -64,6 +66,10 @@ CASES: list[Case] = [
           for a in (1196.72, "1196.72", 1196, 1196.72, "1196.72")], "failure"),
     Case("a job polled past the budget", [C("job_status", {"job_id": "J-9"}, j(progress=i)) for i in range(60)],
          "polling"),
+    Case("a flaky call retried past its budget, then successful",
+         [C("fetch", {"url": "https://x/c"}, error="TimeoutError: timed out after 10s") for _ in range(7)]
+         + [C("fetch", {"url": "https://x/c"}, j(body="ok"))], "failure"),
+    Case("the same call, its results not recorded", [C("search", {"q": "refund policy"})] * 5, "repeat"),
     Case("a stuck job polled until the session ended",
          [C("job_status", {"job_id": "J-9"}, j(status="running", checked_at=f"2026-03-01T10:00:{i:02d}Z"))
           for i in range(12)], "repeat"),
@@ -78,6 +84,14 @@ CASES: list[Case] = [
          [c for _ in range(6) for c in (C("job_status", {"job_id": "J-3"}, j(status="running")),
                                         C("sleep", {"seconds": 5}, "slept 5s"))]
          + [C("job_status", {"job_id": "J-3"}, j(status="done"))], None),
+    Case("a job polled between notes, then done",
+         [c for k in range(3) for c in (C("job_status", {"job_id": "J-4"}, j(status="running")),
+                                        C("add_note", {"text": f"note {k} on the export"}, f"note {k} saved"))]
+         + [C("job_status", {"job_id": "J-4"}, j(status="done"))], None),
+    Case("near-duplicate searches whose results differ",
+         [C("search_kb", {"query": q}, j(hits=[f"doc-{k}"])) for k, q in
+          enumerate(("reset password", "password reset steps", "how to reset my password", "reset the password"))],
+         None),
     Case("a flaky call retried, then successful",
          [C("fetch", {"url": "https://x/b"}, error="TimeoutError: timed out after 10s") for _ in range(4)]
          + [C("fetch", {"url": "https://x/b"}, j(body="ok"))], None),
@@ -104,3 +118,12 @@ CASES: list[Case] = [
     Case("three identical answers, then the agent moves on",
          [C("search", {"q": "x"}, "[]")] * 3 + [C("escalate", {"reason": "no answer"}, "queued")], None),
 ]
+
+RULES: list[LoopRules] = [
+    LoopRules(),
+    LoopRules(repeat=4, wait_polls=2, retries=2),  # waiting budgets under ``repeat``: a strict guard's
+    LoopRules(repeat=6, wait_polls=3, retries=3, poll_budget=8),
+    LoopRules(repeat=2, wait_polls=20, retries=20, poll_budget=100),
+]
+"""Thresholds the SQL detector must agree with ``find_loops`` under: defaults, and budgets on either
+side of ``repeat``, since the SQL's narrowing depends on all of them."""

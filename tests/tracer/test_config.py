@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 import tracer
 from tests.tracer.fakes import FakeAPI, run_agent
@@ -58,7 +59,7 @@ def test_the_environment_wins_over_the_file_and_the_argument_over_both(tmp_path,
     (lambda p, m: (p / "flightrec.toml").write_text('content = "everything"\n'),
      r"flightrec.toml: content: Input should be 'full', 'redacted' or 'none'.*settings are: content \(full, "
      r"redacted, none\)"),
-    (lambda p, m: (p / "flightrec.toml").write_text('contnet = "none"\n'), r"flightrec.toml: contnet: Extra inputs"),
+    (lambda p, m: (p / "flightrec.toml").write_text('contnet = "none"\n'), r"flightrec.toml: contnet: unknown setting"),
     (lambda p, m: (p / "flightrec.toml").write_text('content = none\n'), r"flightrec.toml cannot be read as TOML"),
     (lambda p, m: m.setenv("FLIGHTREC_CONFIG", str(p / "missing.toml")), r"\$FLIGHTREC_CONFIG names .*missing.toml, "
                                                                          r"which is not a file"),
@@ -72,3 +73,27 @@ def test_a_bad_setting_names_where_it_came_from_and_the_allowed_values(setup, ex
 def test_a_bad_argument_is_a_config_error():
     with pytest.raises(tracer.ConfigError, match=r"'secret' \(from content=\) is not one of full, redacted, none"):
         tracer.Recorder(":memory:", content="secret")
+
+
+def test_validation_problems_say_where_and_what_in_one_line():
+    class Inner(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        n: int
+
+        @field_validator("n")
+        @classmethod
+        def _positive(cls, v: int) -> int:
+            if v < 0:
+                raise ValueError("n must be 0 or more")
+            return v
+
+    class Outer(BaseModel):
+        inner: Inner
+
+    with pytest.raises(ValidationError) as caught:
+        Outer.model_validate({"inner": {"n": -1, "colour": "blue"}})
+    assert tracer.validation_problems(caught.value) == "inner.n: n must be 0 or more; inner.colour: unknown setting"
+    assert tracer.validation_problems(caught.value, most=1) == "inner.n: n must be 0 or more"
+    with pytest.raises(ValidationError) as caught:
+        Outer.model_validate([])
+    assert tracer.validation_problems(caught.value).startswith("Input should be")  # the value as a whole: no path

@@ -48,6 +48,22 @@ def test_unknown_session(tmp_path):
         store.get_session("does-not-exist")
 
 
+def test_a_session_is_found_by_its_id_or_a_unique_prefix_and_an_ambiguous_prefix_says_so(tmp_path):
+    path = tmp_path / "s.duckdb"
+    recorder = tracer.Recorder(path)
+    for sid in ("sess-0001-a", "sess-0001-b", "sess-0002-a"):
+        with recorder.session("agent", session_id=sid):
+            pass
+    recorder.shutdown()
+    with tracer.Store(path) as store:
+        assert store.get_session("sess-0001-a").session_id == "sess-0001-a"
+        assert store.get_session("sess-0002").session_id == "sess-0002-a"
+        with pytest.raises(tracer.UnknownSessionError, match="prefix 'sess-0001' is ambiguous; give more characters"):
+            store.get_session("sess-0001")
+        with pytest.raises(tracer.UnknownSessionError, match="no session 'sess-00'"):  # under 8: no prefix lookup
+            store.get_session("sess-00")
+
+
 HOLD_LOCK = textwrap.dedent("""
     import sys, time, tracer
     store = tracer.Store(sys.argv[1])

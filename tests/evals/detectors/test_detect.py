@@ -3,6 +3,7 @@ re-run over the same history changes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -14,7 +15,7 @@ import evals.detectors as D
 import tracer
 from reference_agent import Agent, AgentConfig, World, default_world_path, get_scenario
 from tests.tracer.fakes import FakeAPI, message
-from tests.tracer.loop_corpus import CASES
+from tests.tracer.loop_corpus import CASES, RULES
 from tracer._cli import main
 
 
@@ -96,6 +97,17 @@ def test_the_sql_detector_agrees_with_the_loop_rules_on_the_shared_corpus():
     wrong = [(case.name, case.loop, flagged.get(sid)) for sid, case in sessions.items()
              if flagged.get(sid) != case.loop]
     assert wrong == []
+    # Under other thresholds too: the SQL that narrows the sessions must never hide one the rules flag.
+    for rules in RULES:
+        config = D.DetectConfig(loops=D.LoopLimits(**dataclasses.asdict(rules)))
+        with tracer.Store(db()) as store:  # the detector itself: detect() reports only alerts new to the store
+            findings = D.DETECTORS["loop.calls"](store, D.Scope(), config)
+        kinds: dict[str, set[str]] = {}
+        for f in findings:
+            kinds.setdefault(f.session_id, set()).add(f.evidence["kind"])
+        wrong = [(case.name, want, kinds.get(sid, set())) for sid, case in sessions.items()
+                 if kinds.get(sid, set()) != (want := {loop.kind for loop in tracer.find_loops(case.calls, rules)})]
+        assert wrong == [], rules
 
 
 def test_a_loop_in_a_store_written_before_the_keys_existed_is_still_found():

@@ -1,0 +1,39 @@
+"""How values are written for a person, the same on every surface (``traces show``, replay, eval
+reports, the dashboard): money, and text clipped to a width."""
+
+from __future__ import annotations
+
+
+def format_usd(value: float | None, *, signed: bool = False) -> str:
+    """Money: ``$0.0123`` under a dollar (one call costs a fraction of a cent), ``$1,234.57`` from one.
+
+    Args:
+        value: US dollars; ``None`` or NaN (pandas' missing value) is ``unknown``: a model without a price.
+        signed: Write a difference, with its sign: ``+$0.0012``, ``-$1.50``.
+    """
+    if value is None or value != value:
+        return "unknown"
+    sign = ("+" if value >= 0 else "-") if signed else ("-" if value < 0 else "")
+    amount = abs(value)
+    return f"{sign}${amount:.4f}" if amount < 1 else f"{sign}${amount:,.2f}"
+
+
+def clip_text(text: str, limit: int, *, around: str | None = None) -> str:
+    """``text`` on one line (runs of whitespace as one space), cut to at most ``limit`` characters, with
+    ``…`` where it was cut.
+
+    Args:
+        around: Keep the part around the first place this occurs (case-insensitive), when it does;
+            otherwise the start is kept.
+    """
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    at = text.casefold().find(around.casefold()) if around else -1
+    lo = max(0, min(at - limit // 2, len(text) - limit)) if at >= 0 else 0
+    window = text[lo:lo + limit]
+    if lo:
+        window = "…" + window[1:]
+    if lo + limit < len(text):
+        window = window[:-1] + "…"
+    return window
