@@ -251,8 +251,10 @@ def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", 
     encoding["color"] = color
     if mark == "bar" and not stack:
         encoding["yOffset" if across else "xOffset"] = {"field": series, "sort": color.get("sort")}
-    st.vega_lite_chart(data, {"height": height, "mark": {"type": mark, "tooltip": True}, "encoding": encoding},
-                       width="stretch")
+    # Drawn on a canvas, not as SVG: Overview's six charts were 690 of its 1,393 DOM elements, each
+    # made and styled by the browser on every load.
+    st.vega_lite_chart(data, {"height": height, "mark": {"type": mark, "tooltip": True}, "encoding": encoding,
+                              "usermeta": {"embedOptions": {"renderer": "canvas"}}}, width="stretch")
 
 
 # -- the time range and the origin switch, shared by Overview, Sessions and Costs ------------------
