@@ -144,7 +144,7 @@ def _charts(charts: dict[str, pd.DataFrame], step: str) -> None:
         if "alerts" not in charts:
             st.caption("No alert observed in this range.")
         else:
-            _ui.chart(charts["alerts"], "bar")
+            _ui.chart(charts["alerts"], "bar", order=charts["alerts"]["series"].unique().tolist())
     with right:
         st.subheader("Success rate")
         _ui.chart(charts["success"], "line", order=["success"], title="ok / ended")
