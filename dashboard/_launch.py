@@ -9,6 +9,7 @@ from pathlib import Path
 
 import tracer
 
+from . import _source
 from ._source import DB_ENV, MODE_ENV, Mode
 
 APP = str(Path(__file__).with_name("app.py"))
@@ -44,23 +45,27 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
     from tracer.collector import is_loopback
 
     path = tracer.default_db_path(db)
-    if mode == "read_only":  # fail here, in the terminal, rather than in the browser
-        tracer.Store(path, read_only=True).close()
+    os.environ[DB_ENV] = path
+    os.environ[MODE_ENV] = mode
+    if mode == "read_only":
+        # Fails here, in the terminal, rather than in the browser; and kept open for the first visitor,
+        # who would otherwise wait for it (0.2 s on the 1M-span store, benchmarks/RESULTS.md).
+        _source.current().store()
     print(f"flightrec dashboard on http://{host}:{port}, {'reading' if mode == 'read_only' else 'sharing'} {path} "
           "(Ctrl-C to stop)", flush=True)
     if not is_loopback(host):
         print(exposure_warning(host, port), file=sys.stderr, flush=True)
-    os.environ[DB_ENV] = path
-    os.environ[MODE_ENV] = mode
     # Imported here: Streamlit takes a second to import, and no other command needs it. The pages
-    # import the others (pandas through dashboard._ui); loading them now spares the first visitor a
-    # second or two.
+    # import the others; loading them now spares the first visitor a second or two (pandas, which
+    # the pages' helpers import and Streamlit does not, is 0.7 s of it).
     import altair  # noqa: F401
     import pandas  # noqa: F401
     from streamlit.web import bootstrap
 
     import replay  # noqa: F401
     from evals import compare_stored  # noqa: F401  (evals loads its harness on first use)
+
+    from . import _ui  # noqa: F401
 
     # Streamlit collects every generation after each script run (runner.postScriptGC), holding the
     # GIL just as the run's last messages are to be sent: over these modules' ~270,000 objects that
@@ -79,4 +84,8 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
         "global_developmentMode": False,
         "client_toolbarMode": "viewer",
     })
-    bootstrap.run(APP, False, [], {})
+    try:
+        bootstrap.run(APP, False, [], {})
+    finally:
+        if mode == "read_only":
+            _source.current().close()

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -215,6 +215,44 @@ def url(page: str, **query: Any) -> str:
 
     q = urlencode({k: v for k, v in query.items() if v is not None})
     return f"/{page}?{q}" if q else f"/{page}"
+
+
+def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", across: bool = False,
+          series: str = "series", order: Sequence[str] | None = None, colors: Sequence[str] | None = None,
+          stack: bool = True, height: int = 220, title: str | None = None) -> None:
+    """A chart of ``data`` in long form, one point a row (``x``, ``series``, ``value``), from a Vega-Lite
+    spec written here. ``st.bar_chart`` and ``st.line_chart`` build theirs with altair and validate it
+    against the Vega-Lite schema on every run: on the 1M-span store that was most of Overview's and
+    Costs' scripts (``benchmarks/RESULTS.md``).
+
+    Args:
+        data: The points; build it where the query is cached, so that a rerun does no pandas work.
+        mark: Bars (stacked unless ``stack`` is false, then side by side) or lines.
+        x: A time column (temporal axis) or, with ``across``, a group column: bars across, one group a
+            row, in ``data``'s order.
+        series: The column that colours the points; ``order`` lists its values in the legend's order
+            (and ``colors`` their colours, in the same order). One series gets no legend.
+        title: The value axis' title.
+    """
+    value: dict[str, Any] = {"field": "value", "type": "quantitative", "title": title}
+    if not stack:
+        value["stack"] = None
+    color: dict[str, Any] = {"field": series, "type": "nominal", "title": None,
+                             "legend": None if order is not None and len(order) < 2 else {"orient": "bottom"}}
+    if order is not None:
+        color["sort"] = list(order)
+        if colors:
+            color["scale"] = {"domain": list(order), "range": list(colors)}
+    key: dict[str, Any] = ({"field": x, "type": "nominal", "title": None, "sort": None} if across
+                           else {"field": x, "type": "temporal", "title": None})
+    encoding = {"y": key, "x": value} if across else {"x": key, "y": value}
+    encoding["color"] = color
+    if mark == "bar" and not stack:
+        encoding["yOffset" if across else "xOffset"] = {"field": series, "sort": color.get("sort")}
+    # Drawn on a canvas, not as SVG: Overview's six charts were 690 of its 1,393 DOM elements, each
+    # made and styled by the browser on every load.
+    st.vega_lite_chart(data, {"height": height, "mark": {"type": mark, "tooltip": True}, "encoding": encoding,
+                              "usermeta": {"embedOptions": {"renderer": "canvas"}}}, width="stretch")
 
 
 # -- the time range and the origin switch, shared by Overview, Sessions and Costs ------------------

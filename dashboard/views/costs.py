@@ -117,24 +117,59 @@ def _sessions_where(lo: int, hi: int, view: str, group: tuple[str, str] | None =
 
 @_ui.cached
 def _top_sessions(lo: int, hi: int, view: str, group: tuple[str, str] | None) -> pd.DataFrame:
+    """The most expensive sessions, as their table shows them (shaped here, once per query)."""
     where, params = _sessions_where(lo, hi, view, group)
-    return _ui.frame(
+    top = _ui.frame(
         f"""SELECT session_id, agent, coalesce(route, '(none)') AS route, start_ns, status, turns, llm_calls,
                    cost_usd, unpriced_calls, input_tokens + output_tokens + cache_read_tokens + cache_write_tokens
                    AS tokens
             FROM sessions s WHERE start_ns >= ? AND start_ns < ?{where}
             ORDER BY cost_usd DESC, start_ns DESC LIMIT {_TOP_SESSIONS}""", params)
+    return top.assign(
+        session=top["session_id"].str[:13],
+        started=[_ui.when(ns) for ns in top["start_ns"]],
+        # A session with unpriced calls cost at least this much: shown, and flagged in its own column.
+        cost_usd=top["cost_usd"].where(top["unpriced_calls"] < top["llm_calls"]),
+    )[["session", "cost_usd", "route", "agent", "started", "status", "turns", "llm_calls", "tokens", "unpriced_calls",
+       "session_id"]]
 
 
 @_ui.cached
 def _per_session(lo: int, hi: int, view: str, step_ns: int) -> pd.DataFrame:
-    """Per bucket and route: the sessions that started in it and what they cost, in all."""
+    """Per bucket and route: the mean cost of the sessions that started in it, as the chart draws it."""
     where, params = _sessions_where(lo, hi, view)
-    return _ui.frame(
+    per = _ui.frame(
         f"""SELECT start_ns // ? * ? AS bucket, coalesce(route, '(none)') AS route, count(*) AS sessions,
                    sum(cost_usd) AS cost_usd
             FROM sessions s WHERE start_ns >= ? AND start_ns < ?{where} GROUP BY ALL ORDER BY 1""",
         [step_ns, step_ns, *params])
+    # The routes that cost most get a line each; the rest share one, so the chart stays readable.
+    top = per.groupby("route")["cost_usd"].sum().nlargest(_ROUTE_LINES).index
+    per = per.assign(route=per["route"].where(per["route"].isin(top), "(other routes)"))
+    sums = per.groupby(["bucket", "route"], as_index=False)[["sessions", "cost_usd"]].sum()
+    # Long, not pivoted: a bucket in which a route had no session is a gap its line crosses, not a 0.
+    return pd.DataFrame({"time": pd.to_datetime(sums["bucket"], unit="ns", utc=True), "route": sums["route"],
+                         "value": sums["cost_usd"] / sums["sessions"]})
+
+
+@_ui.cached
+def _breakdown_rows(lo: int, hi: int, view: str, by: str, step_ns: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A breakdown's rows as its table shows them, and its chart's points (each group's cost and cache
+    savings), shaped here once per query so that a rerun of the page does no pandas work."""
+    if by == "tag":
+        rows = _by_tag(lo, hi, view)
+    elif by == "time":
+        rows = _by_time(lo, hi, view, step_ns)
+    else:
+        costs = _costs(lo, hi, view)
+        rows = costs[costs["grp"] == by]
+    # A group made only of unpriced calls has no cost at all; one with some is a lower bound.
+    shown = rows.assign(cost_usd=rows["cost_usd"].where(rows["unpriced_calls"] < rows["calls"]))[
+        [by, "calls", "cost_usd", "unpriced_calls", "input_tokens", "output_tokens", "cache_read_tokens",
+         "cache_write_tokens", "saved_usd"]].reset_index(drop=True)
+    points = (rows[[by, "cost_usd", "saved_usd"]].rename(columns={"cost_usd": "cost", "saved_usd": "cache savings"})
+              .fillna(0.0).melt(by, var_name="series", value_name="value"))
+    return shown, points
 
 
 def _headline(total: pd.Series) -> None:
@@ -154,15 +189,12 @@ def _headline(total: pd.Series) -> None:
                    "like tracer/prices.json) and record again.", icon=":material/price_change:")
 
 
-def _table(rows: pd.DataFrame, by: str) -> pd.Series | None:
+def _table(shown: pd.DataFrame, by: str) -> pd.Series | None:
     """The breakdown's rows; a click on a group's row (not a time bucket's) returns it."""
-    # A group made only of unpriced calls has no cost at all; one with some is a lower bound.
-    shown = rows.assign(cost_usd=rows["cost_usd"].where(rows["unpriced_calls"] < rows["calls"]))
     if by != "time":
         st.caption(f"Click a row to list the most expensive sessions of that {by} below.")
     return _ui.table(
-        shown[[by, "calls", "cost_usd", "unpriced_calls", "input_tokens", "output_tokens", "cache_read_tokens",
-               "cache_write_tokens", "saved_usd"]].reset_index(drop=True),
+        shown,
         key=f"costs_{by}",
         column_config={
             "time": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm:ss"),
@@ -177,8 +209,7 @@ def _table(rows: pd.DataFrame, by: str) -> pd.Series | None:
         })
 
 
-def _breakdown(costs: pd.DataFrame, span: _ui.TimeRange, view: str,
-               step: tuple[int, str]) -> tuple[str, str] | None:
+def _breakdown(span: _ui.TimeRange, view: str, step: tuple[int, str]) -> tuple[str, str] | None:
     """The breakdown the URL or the control asks for; returns the group whose row was picked (kept in
     the URL as ``?route=…``, ``?agent=…``: a link to the page keeps it)."""
     asked = _ui.param("by") or "model"
@@ -189,19 +220,13 @@ def _breakdown(costs: pd.DataFrame, span: _ui.TimeRange, view: str,
     by = st.segmented_control("Break down by", list(_GROUPS), default=asked, key="costs_by",
                               format_func=lambda g: f"time ({step[1]})" if g == "time" else g) or asked
     st.query_params["by"] = by
-    if by == "tag":
-        rows = _by_tag(span.lo, span.hi, view)
-    elif by == "time":
-        rows = _by_time(span.lo, span.hi, view, step[0])
-    else:
-        rows = costs[costs["grp"] == by]
-    data = rows.set_index(by)[["cost_usd", "saved_usd"]].rename(
-        columns={"cost_usd": "cost", "saved_usd": "cache savings"}).fillna(0.0)
+    shown, points = _breakdown_rows(span.lo, span.hi, view, by, step[0])
     across = by != "time"
-    # Bars across, one group per row in the rows' order (most expensive first), each tall enough to read its label.
-    st.bar_chart(data, height=min(max(260, 36 * len(data)), 900) if across else 260, horizontal=across, stack=False,
-                 sort=not across, y_label=None if across else "USD", x_label="USD" if across else None)
-    picked = _table(rows, by)
+    # Bars across, one group per row in the rows' order (most expensive first), each tall enough to read
+    # its label; cost and cache savings side by side, since the savings are not part of the cost.
+    _ui.chart(points, "bar", x=by, across=across, order=["cost", "cache savings"], stack=False, title="USD",
+              height=min(max(260, 36 * len(shown)), 900) if across else 260)
+    picked = _table(shown, by)
     if by == "tag":
         st.caption("A session with several tags counts under each, so the tags add up to more than the total.")
     st.caption("Cache savings count what reading from the prompt cache saved against the model's input price; "
@@ -223,18 +248,11 @@ def _top(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
             st.query_params.pop(group[0], None)
             st.session_state.pop(f"costs_{group[0]}", None)  # else the row still picked would pick it again
             st.rerun()
-    top = _top_sessions(span.lo, span.hi, view, group)
-    if top.empty:
+    table = _top_sessions(span.lo, span.hi, view, group)
+    if table.empty:
         st.caption("No session started in this range." if group is None else
                    f"No session of {group[0]} {group[1]} started in this range.")
         return
-    table = top.assign(
-        session=top["session_id"].str[:13],
-        started=[_ui.when(ns) for ns in top["start_ns"]],
-        # A session with unpriced calls cost at least this much: shown, and flagged in its own column.
-        cost_usd=top["cost_usd"].where(top["unpriced_calls"] < top["llm_calls"]),
-    )[["session", "cost_usd", "route", "agent", "started", "status", "turns", "llm_calls", "tokens", "unpriced_calls",
-       "session_id"]]
     st.caption("Click a row to open its session.")
     _ui.table(table, key="costs_top", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
         "session": st.column_config.TextColumn("session", help="The session id's first characters.", width="small"),
@@ -253,14 +271,7 @@ def _per_route(span: _ui.TimeRange, view: str, first_ns: int, last_ns: int) -> N
     if per.empty:
         st.caption("No session started in this range.")
         return
-    # The routes that cost most get a line each; the rest share one, so the chart stays readable.
-    top = per.groupby("route")["cost_usd"].sum().nlargest(_ROUTE_LINES).index
-    per = per.assign(route=per["route"].where(per["route"].isin(top), "(other routes)"))
-    sums = per.groupby(["bucket", "route"], as_index=False)[["sessions", "cost_usd"]].sum()
-    # Long, not pivoted: a bucket in which a route had no session is a gap its line crosses, not a 0.
-    chart = pd.DataFrame({"time": pd.to_datetime(sums["bucket"], unit="ns", utc=True), "route": sums["route"],
-                          "USD per session": sums["cost_usd"] / sums["sessions"]})
-    st.line_chart(chart, x="time", y="USD per session", color="route", height=300)
+    _ui.chart(per, "line", series="route", title="USD per session", height=300)
     st.caption("Each point is the mean cost of the sessions of that route that started in the bucket.")
 
 
@@ -276,7 +287,7 @@ def render() -> None:
         return
     first_ns, last_ns = int(total["first_ns"].iloc[0]), int(total["last_ns"].iloc[0])
     _headline(total.iloc[0])
-    group = _breakdown(costs, span, view, _ui.bucket(first_ns, last_ns))
+    group = _breakdown(span, view, _ui.bucket(first_ns, last_ns))
     _top(span, view, group)
     _per_route(span, view, first_ns, last_ns)
 

@@ -81,6 +81,23 @@ def _why(result: tracer.EvalResultRecord) -> str:
     return "; ".join(s["reason"] for s in result.scores if not s.get("passed") and s.get("reason"))
 
 
+@_ui.cached
+def _cases(ref: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run's trials, and its cases with their pass rate and the session each opens: built once per
+    query, not on every rerun of the page."""
+    trials = _trials(_run(ref)[1])
+    cases = trials.groupby("case", sort=True).agg(
+        trials=("passed", "size"), passed=("passed", "sum"), score=("score", "mean"),
+        # min_count keeps a case with an unpriced trial unknown instead of cheaper than it was.
+        cost_usd=("cost_usd", lambda c: c.sum(min_count=len(c))), latency_ms=("latency_ms", "median"))
+    cases["status"] = [evals.case_status(list(group["passed"])) for _, group in trials.groupby("case", sort=True)]
+    # The session to open for a case: its first failing trial (at the turn it failed), else its first trial.
+    first = trials.sort_values(["case", "passed", "trial"]).groupby("case").first()
+    cases = cases.assign(pass_rate=cases["passed"] / cases["trials"], why=first["why"],
+                         session_id=first["session_id"], turn=first["turn"]).reset_index()
+    return trials, cases.sort_values(["pass_rate", "case"])
+
+
 def _one_run(ref: str) -> None:
     run, results = _run(ref)
     st.subheader(f"Run {_name(run)}")
@@ -95,17 +112,7 @@ def _one_run(ref: str) -> None:
     if not results:
         st.info("This run stored no results.")
         return
-    trials = _trials(results)
-    cases = trials.groupby("case", sort=True).agg(
-        trials=("passed", "size"), passed=("passed", "sum"), score=("score", "mean"),
-        # min_count keeps a case with an unpriced trial unknown instead of cheaper than it was.
-        cost_usd=("cost_usd", lambda c: c.sum(min_count=len(c))), latency_ms=("latency_ms", "median"))
-    cases["status"] = [evals.case_status(list(group["passed"])) for _, group in trials.groupby("case", sort=True)]
-    # The session to open for a case: its first failing trial (at the turn it failed), else its first trial.
-    first = trials.sort_values(["case", "passed", "trial"]).groupby("case").first()
-    cases = cases.assign(pass_rate=cases["passed"] / cases["trials"], why=first["why"],
-                         session_id=first["session_id"], turn=first["turn"]).reset_index()
-    cases = cases.sort_values(["pass_rate", "case"])
+    trials, cases = _cases(ref)
     only_failing = st.toggle("Only cases that did not pass every trial", key="evals_failing")
     shown = cases[cases["status"] != "pass"] if only_failing else cases
     st.caption("Click a case to open its first failing trial's session at the decision that failed.")
@@ -118,11 +125,15 @@ def _one_run(ref: str) -> None:
         "why": st.column_config.TextColumn("why it failed", width="large"),
         **_HIDDEN,
     })
-    with st.expander(f"All {len(trials)} trials", expanded=False):
-        _ui.table(trials, key="evals_trials", opens=_opens_session, column_config={
-            "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
-            "latency_ms": st.column_config.NumberColumn("latency", format="%.0f ms"),
-            **_HIDDEN})
+    # Sent to the browser only once opened, as _ui.raw_json does: a collapsed expander's table is drawn
+    # all the same (a run of 40 cases x 5 trials is 200 rows).
+    every = st.expander(f"All {len(trials)} trials", expanded=False, on_change="rerun", key="evals_all_trials")
+    if every.open:
+        with every:
+            _ui.table(trials, key="evals_trials", opens=_opens_session, column_config={
+                "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+                "latency_ms": st.column_config.NumberColumn("latency", format="%.0f ms"),
+                **_HIDDEN})
     _ui.raw_json("Raw run record (JSON)", run.model_dump())
 
 

@@ -4,8 +4,6 @@ Production sessions by default: eval trials, replays and forks are a switch away
 Every number is aggregated in DuckDB; the page only draws what comes back (one row per bucket).
 """
 
-from typing import Any, Literal
-
 import pandas as pd
 import streamlit as st
 
@@ -57,8 +55,10 @@ def _totals(lo: int, hi: int, view: str) -> pd.Series:
 
 
 @_ui.cached
-def _series(lo: int, hi: int, step_ns: int, view: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Per bucket: the sessions that started in it, the LLM calls, and the alert observations."""
+def _series(lo: int, hi: int, step_ns: int, view: str) -> dict[str, pd.DataFrame]:
+    """Per bucket: the sessions that started in it, the LLM calls, and the alert observations, as each
+    chart draws them (``_ui.chart``'s long form). Shaped here, once per query, so that a rerun of the
+    page does no pandas work: melting seven frames was most of a warm run's script."""
     where, params = _of(view)
     calls_where, calls_params = _calls_of(view)
     seen_where, seen_params = _ui.observed_in(view)
@@ -85,7 +85,28 @@ def _series(lo: int, hi: int, step_ns: int, view: str) -> tuple[pd.DataFrame, pd
            WHERE o.seen_ns >= ? AND o.seen_ns < ?""" + (f" AND {seen_where}" if seen_where else "")
         + " GROUP BY ALL ORDER BY 1",
         [step_ns, step_ns, lo, hi, *seen_params])
-    return sessions, calls, alerts
+
+    def at(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(time=pd.to_datetime(frame["bucket"], unit="ns", utc=True)).set_index("time")
+
+    def long(data: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+        """``data``'s ``columns``, renamed to their values (as the legend shows them), one point a row."""
+        return (data[list(columns)].rename(columns=columns).reset_index(names="time")
+                .melt("time", var_name="series", value_name="value"))
+
+    s = at(sessions)
+    s = s.assign(other=s["sessions"] - s["ok"], success=s["ok"] / s["ended"].where(s["ended"] > 0))
+    charts = {"sessions": long(s, {"ok": "ok", "other": "other"}), "cost": long(s, {"cost_usd": "cost"}),
+              "llm_latency": long(at(calls), {"p50": "p50", "p95": "p95"}),
+              "success": long(s, {"success": "success"}),
+              "tokens": long(s, {"input_tokens": "input_tokens", "output_tokens": "output_tokens"}),
+              "duration": long(s, {"p50": "p50", "p95": "p95"})}
+    if not alerts.empty:
+        # On the sessions' time axis, so that the charts line up.
+        by_severity = at(alerts).pivot_table(index="time", columns="severity", values="n", aggfunc="sum")
+        charts["alerts"] = long(by_severity.reindex(s.index.union(by_severity.index), fill_value=0),
+                                {c: c for c in by_severity.columns})
+    return charts
 
 
 def _metrics(t: pd.Series) -> None:
@@ -110,56 +131,27 @@ def _metrics(t: pd.Series) -> None:
         _ui.link("costs", "Where the money goes", **_ui.shared_query())
 
 
-def _chart(data: pd.DataFrame, columns: dict[str, str], mark: Literal["bar", "line"], *,
-           colors: list[str] | None = None, y_label: str | None = None) -> None:
-    """A time chart of ``data``'s ``columns`` (renamed to their values, as the legend shows them),
-    one bucket a row, from a Vega-Lite spec written here. ``st.bar_chart`` and ``st.line_chart``
-    build theirs with altair and validate it against the Vega-Lite schema on every run: on the
-    1M-span store that was most of the page's script (``benchmarks/RESULTS.md``). Bars stack."""
-    long = (data[list(columns)].rename(columns=columns).reset_index(names="time")
-            .melt("time", var_name="series", value_name="value"))
-    color: dict[str, Any] = {"field": "series", "type": "nominal", "title": None, "sort": list(columns.values()),
-                             "legend": {"orient": "bottom"} if len(columns) > 1 else None}
-    if colors:
-        color["scale"] = {"domain": list(columns.values()), "range": colors}
-    st.vega_lite_chart(long, {
-        "height": 220,
-        "mark": {"type": mark, "tooltip": True},
-        "encoding": {"x": {"field": "time", "type": "temporal", "title": None},
-                     "y": {"field": "value", "type": "quantitative", "title": y_label},
-                     "color": color},
-    }, width="stretch")
-
-
-def _charts(sessions: pd.DataFrame, calls: pd.DataFrame, alerts: pd.DataFrame, step: str) -> None:
-    def at(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.assign(time=pd.to_datetime(frame["bucket"], unit="ns", utc=True)).set_index("time")
-
-    s = at(sessions)
-    s = s.assign(other=s["sessions"] - s["ok"], success=s["ok"] / s["ended"].where(s["ended"] > 0))
+def _charts(charts: dict[str, pd.DataFrame], step: str) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader(f"Sessions per {step}")
-        _chart(s, {"ok": "ok", "other": "other"}, "bar", colors=["#2e7d32", "#c62828"])
+        _ui.chart(charts["sessions"], "bar", order=["ok", "other"], colors=["#2e7d32", "#c62828"])
         st.subheader("Cost (USD)")
-        _chart(s, {"cost_usd": "cost"}, "bar")
+        _ui.chart(charts["cost"], "bar", order=["cost"])
         st.subheader("LLM call latency (ms)")
-        _chart(at(calls), {"p50": "p50", "p95": "p95"}, "line")
+        _ui.chart(charts["llm_latency"], "line", order=["p50", "p95"])
         st.subheader("Alerts raised")
-        if alerts.empty:
+        if "alerts" not in charts:
             st.caption("No alert observed in this range.")
         else:
-            # On the sessions' time axis, so that the charts line up.
-            by_severity = at(alerts).pivot_table(index="time", columns="severity", values="n", aggfunc="sum")
-            _chart(by_severity.reindex(s.index.union(by_severity.index), fill_value=0),
-                   {c: c for c in by_severity.columns}, "bar")
+            _ui.chart(charts["alerts"], "bar", order=charts["alerts"]["series"].unique().tolist())
     with right:
         st.subheader("Success rate")
-        _chart(s, {"success": "success"}, "line", y_label="ok / ended")
+        _ui.chart(charts["success"], "line", order=["success"], title="ok / ended")
         st.subheader("Tokens")
-        _chart(s, {"input_tokens": "input_tokens", "output_tokens": "output_tokens"}, "bar")
+        _ui.chart(charts["tokens"], "bar", order=["input_tokens", "output_tokens"])
         st.subheader("Session duration (ms)")
-        _chart(s, {"p50": "p50", "p95": "p95"}, "line")
+        _ui.chart(charts["duration"], "line", order=["p50", "p95"])
 
 
 def render() -> None:
@@ -179,7 +171,7 @@ def render() -> None:
     _metrics(_totals(span.lo, span.hi, view))
     st.caption(f"{span.label.capitalize()}, {shown}: from {_ui.when(first)} to {_ui.when(last)}, "
                f"in buckets of {step}.")
-    _charts(*_series(span.lo, span.hi, step_ns, view), step)
+    _charts(_series(span.lo, span.hi, step_ns, view), step)
 
 
 _ui.guarded(render, live=True)

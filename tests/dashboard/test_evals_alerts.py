@@ -47,6 +47,11 @@ def test_evals_one_run_shows_each_case_with_its_session(store):
     failing = next(r for r in trials if not r.passed)
     assert (cases.loc[flaky, "session_id"], cases.loc[flaky, "turn"]) == (failing.session_id,
                                                                           evals.failing_turn(failing))
+    # Every trial is listed under an expander, sent to the browser only once it is opened.
+    assert len(at.dataframe) == 1
+    at.session_state["evals_all_trials"] = True
+    at.run()
+    assert len(at.dataframe[1].value) == len(results)
 
 
 def test_evals_unknown_run_is_a_clear_error(store):
