@@ -86,10 +86,7 @@ def test_the_real_api_is_the_same_code_path_given_a_key(monkeypatch):
     (["agent", "resume", "0123456789"], "no agent session '0123456789'"),
     (["agent", "sessions"], "no world file at"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the defaults are files in the working directory, which a demo run leaves behind
-    monkeypatch.delenv("FLIGHTREC_DB", raising=False)
-    monkeypatch.delenv("FLIGHTREC_WORLD", raising=False)
+def test_bad_input_is_one_line_and_exit_2(args, message):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output
     assert len(result.output.strip().splitlines()) == 1
