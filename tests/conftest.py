@@ -25,6 +25,25 @@ class Demo:
     output: str
 
 
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Points every data path at a temp dir, so no test touches ./flightrec.duckdb or the user's env."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLIGHTREC_DB", str(tmp_path / "flightrec.duckdb"))
+    monkeypatch.delenv("FLIGHTREC_PRICES", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("FLIGHTREC_WORLD", raising=False)
+    monkeypatch.delenv("FLIGHTREC_SIM_URL", raising=False)
+    monkeypatch.delenv("FLIGHTREC_MODEL_URL", raising=False)
+    monkeypatch.delenv("FLIGHTREC_JUDGE_MODEL", raising=False)
+    monkeypatch.delenv("FLIGHTREC_ACTOR", raising=False)
+    monkeypatch.delenv("FLIGHTREC_CONTENT", raising=False)
+    monkeypatch.delenv("FLIGHTREC_CONFIG", raising=False)
+    monkeypatch.delenv("FLIGHTREC_RETAIN", raising=False)
+    monkeypatch.delenv("FLIGHTREC_RETAIN_CONTENT", raising=False)
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> Demo:
     """Built once: ``flightrec demo --sessions 40 --no-serve`` (sessions, detectors, baseline and
