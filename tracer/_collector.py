@@ -78,7 +78,8 @@ DECODED_BYTES_PER_OBJECT = 660
 """Memory a decoded slice takes in process per span and per attribute, event and link it holds:
 cost grows with objects rather than bytes, and a byte of spans of one-byte attributes holds 19
 times the objects of realistic spans (a 1 MiB slice took about 57 MB in flight against 18,
-benchmarks/RESULTS.md §42). A request is charged the larger of its slice's bytes and objects."""
+benchmarks/RESULTS.md §42). A request is charged the larger of its slice's bytes and objects, and the
+slices of a request dense in objects are made smaller, each to hold about what the request is charged."""
 MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 """The resident memory past which ``flightrec serve --no-dashboard`` takes a request only when no other is in flight
 (503 with ``Retry-After`` meanwhile): a bound on what the byte budget's estimates miss, with room
@@ -481,7 +482,7 @@ class Collector:
             payload += size
             decoding += DECODED_BYTES_PER_BYTE * at_once
 
-        def measure(records: list[SpanRecord], refusable: bool) -> None:
+        def measure(decoded: Decoded, records: list[SpanRecord], refusable: bool) -> None:
             # A slice denser in objects than its bytes said is charged what it holds before the writer
             # gets it: the request is refused (503) if that does not fit, unless some of it is stored.
             nonlocal decoding
@@ -490,6 +491,8 @@ class Collector:
             if cost > decoding:
                 take(cost - decoding, refusable=refusable)
                 decoding = cost
+            if cost and decoded.sliced_bytes:  # the next slice holds about what the request is charged for
+                decoded.slice_bytes = min(SLICE_BYTES, decoded.sliced_bytes * decoding // cost)
 
         try:
             return self._export(body, content_type, content_encoding, reserve, measure)
@@ -499,10 +502,11 @@ class Collector:
             self.budget.give(held)
 
     def _export(self, body: bytes, content_type: str | None, content_encoding: str | None,
-                reserve: Callable[[int], None], measure: Callable[[list[SpanRecord], bool], None]) -> Answer:
+                reserve: Callable[[int], None], measure: Callable[[Decoded, list[SpanRecord], bool], None]) -> Answer:
         try:
+            # A first slice of a quarter: a request dense in objects shows it at a quarter of the cost.
             decoded = decode_slices(body, content_type, content_encoding, max_body=self.max_body, reserve=reserve,
-                                    slice_bytes=SLICE_BYTES)
+                                    slice_bytes=SLICE_BYTES // 4)
             answer = self._store_slices(decoded, measure)
         except _Busy:
             raise
@@ -518,11 +522,13 @@ class Collector:
         return Answer(200, encode_response(decoded.rejected, decoded.message, reply_type), reply_type,
                       rejected=decoded.rejected)
 
-    def _store_slices(self, decoded: Decoded, measure: Callable[[list[SpanRecord], bool], None]) -> Answer | None:
+    def _store_slices(self, decoded: Decoded,
+                      measure: Callable[[Decoded, list[SpanRecord], bool], None]) -> Answer | None:
         """Hands the request's spans to the writer a slice at a time, each decoded once the one before
         has committed, so that a large request's decoded form is never in memory whole; ``None``
         once every slice is stored, else the answer. Each slice is ``measure``d before the writer gets
-        it, which raises ``_Busy`` to refuse the request, and may while none of its spans is stored.
+        it, which sizes the next slice and raises ``_Busy`` to refuse the request (it may while none of
+        its spans is stored).
 
         A slice that fails for the store's sake stops the request with a 503: the client's retry is
         safe, since the store skips the spans it has already. A slice whose spans can never be stored
@@ -533,7 +539,7 @@ class Collector:
         error = ""
         for records in decoded.slices():
             self.policy.records(records)
-            measure(records, stored + failed == 0)
+            measure(decoded, records, stored + failed == 0)
             job = self.submit(records, admitted=stored + failed > 0)
             count = len(records)
             del records  # the writer drops the spans once committed: only the next slice is then held
