@@ -211,6 +211,21 @@ def test_a_request_is_charged_by_the_objects_it_decodes_to_as_well_as_by_its_byt
     assert charges["dense"] > 2 * charges["realistic"] > 0
 
 
+def test_a_dense_request_is_written_in_smaller_slices_than_a_realistic_one(tmp_path, monkeypatch, good):
+    # Slices of a few KiB: by bytes alone, two or more of these dense spans (1.2 KB each) would share one.
+    monkeypatch.setattr("tracer._collector.SLICE_BYTES", 4096)
+    body = dense(len(good))
+    with Collector(str(tmp_path / "s.duckdb"), port=0) as collector:
+        writes: dict[str, list[int]] = {"realistic": [], "dense": []}
+        real = collector.store.write
+        for shape, sent in (("realistic", good), ("dense", body)):
+            monkeypatch.setattr(collector.store, "write", lambda batch, shape=shape: (
+                writes[shape].append(len(batch.spans)), real(batch)))
+            assert post(collector.url, sent)[0] == 200
+    assert max(writes["realistic"]) > 1 and set(writes["dense"]) == {1}
+    assert sum(writes["dense"]) == span_count(body) and len(body) / span_count(body) < 4096 / 3
+
+
 def test_a_dense_request_whose_charge_does_not_fit_gets_503_and_is_served_alone(tmp_path, monkeypatch, good):
     # Room for one more realistic request of this size (charged 17 bytes a byte), not for a dense one.
     body = dense(len(good))
