@@ -504,9 +504,8 @@ class Collector:
     def _export(self, body: bytes, content_type: str | None, content_encoding: str | None,
                 reserve: Callable[[int], None], measure: Callable[[Decoded, list[SpanRecord], bool], None]) -> Answer:
         try:
-            # A first slice of a quarter: a request dense in objects shows it at a quarter of the cost.
             decoded = decode_slices(body, content_type, content_encoding, max_body=self.max_body, reserve=reserve,
-                                    slice_bytes=SLICE_BYTES // 4)
+                                    slice_bytes=SLICE_BYTES)
             answer = self._store_slices(decoded, measure)
         except _Busy:
             raise
