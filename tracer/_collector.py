@@ -63,9 +63,9 @@ IDLE_CHECKPOINT_BYTES = 16 * 1024 * 1024
 """Smaller logs are left for later: a checkpoint's cost is mostly fixed, and a short log replays fast."""
 MAX_PENDING_BYTES = 128 * 1024 * 1024
 """Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
-more are refused with 503 until some are answered. Four 14 MB requests of realistic spans at once
-(each charged its body and 16 × a slice: 31 MB), one of spans of one-byte attributes (charged by
-the objects of a slice: 70 MB), or dozens of small ones. What the process holds besides (its imports,
+more are refused with 503 until some are answered. Four 14 MB requests at once (each charged its
+body and 16 × a slice: 31 MB; a request dense in objects is decoded in slices small enough to hold
+about that much), or dozens of small ones. What the process holds besides (its imports,
 what its first write allocates for good, DuckDB's rows awaiting a checkpoint) is bounded in serve by
 ``MAX_RESIDENT_BYTES`` (benchmarks/RESULTS.md §32, §39)."""
 DECODED_BYTES_PER_BYTE = 16
