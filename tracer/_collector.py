@@ -8,7 +8,8 @@ last slice has committed, so an acknowledged span survives a ``kill -9``: DuckDB
 has it.
 
 One client cannot hurt the others: memory is bounded by bytes (``max_pending_bytes``: bodies,
-decompressed, decoded and queued) and by spans waiting for the writer (``max_pending_spans``);
+decompressed, decoded and queued, a decoded slice charged by its bytes or, when denser, by its
+objects) and by spans waiting for the writer (``max_pending_spans``);
 past either, a request is answered 503 with ``Retry-After`` (the OTLP exporters back off and
 retry), never queued. Connections are capped, and idle or slow ones closed (``_Protocol``).
 """
@@ -63,15 +64,22 @@ IDLE_CHECKPOINT_BYTES = 16 * 1024 * 1024
 MAX_PENDING_BYTES = 128 * 1024 * 1024
 """Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
 more are refused with 503 until some are answered. Four 14 MB requests at once (each charged its
-body and 16 × a slice: 31 MB), or dozens of small ones. What the process holds besides (its imports,
+body and 16 × a slice: 31 MB; a request dense in objects is decoded in slices small enough to hold
+about that much), or dozens of small ones. What the process holds besides (its imports,
 what its first write allocates for good, DuckDB's rows awaiting a checkpoint) is bounded in serve by
 ``MAX_RESIDENT_BYTES`` (benchmarks/RESULTS.md §32, §39)."""
 DECODED_BYTES_PER_BYTE = 16
-"""Memory a byte of OTLP payload takes once parsed, decoded into span records and built into the
-writer's batch: about 17 for spans of one-byte attributes (8 of them the protobuf messages), the
-worst shape measured, 3 for realistic spans with content (benchmarks/RESULTS.md §32). Every request
-is charged the worst for the part of it decoded at once (``SLICE_BYTES``; an OTLP/JSON body
-whole), since the shape is known only once decoded."""
+"""Memory a byte of OTLP payload takes in process once parsed, decoded into span records and
+written, for realistic spans with content (about 18 MB a 1 MiB slice in flight, benchmarks/RESULTS.md
+§32, §42). Every request is charged this for the part of it decoded at once (``SLICE_BYTES``; an
+OTLP/JSON body whole) before its first slice is decoded, and ``DECODED_BYTES_PER_OBJECT`` once
+that slice shows it is denser."""
+DECODED_BYTES_PER_OBJECT = 660
+"""Memory a decoded slice takes in process per span and per attribute, event and link it holds:
+cost grows with objects rather than bytes, and a byte of spans of one-byte attributes holds 19
+times the objects of realistic spans (a 1 MiB slice took about 57 MB in flight against 18,
+benchmarks/RESULTS.md §42). A request is charged the larger of its slice's bytes and objects, and the
+slices of a request dense in objects are made smaller, each to hold about what the request is charged."""
 MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 """The resident memory past which ``flightrec serve --no-dashboard`` takes a request only when no other is in flight
 (503 with ``Retry-After`` meanwhile): a bound on what the byte budget's estimates miss, with room
@@ -455,34 +463,50 @@ class Collector:
         """``export``, for a transport that already holds ``own`` bytes of the budget, ``body``'s
         among them (the HTTP transport reserves its ``Content-Length`` before reading it): a
         request that holds all that is held is never refused for the budget."""
-        held = payload = 0
+        held = payload = decoding = 0  # ``decoding``: of ``held``, the charge for what is decoded at once
         # An OTLP/protobuf request is decoded a slice at a time; OTLP/JSON is parsed whole.
         decoded_at_once = self.max_body if "json" in (content_type or "") else SLICE_BYTES
         copied = is_compressed(content_encoding)  # else the payload is the body, which ``own`` holds
 
-        def reserve(size: int) -> None:
-            nonlocal held, payload
-            # The decompressed copy, and what the part of the payload decoded at once takes.
-            at_once = min(payload + size, decoded_at_once) - min(payload, decoded_at_once)
-            cost = size * copied + DECODED_BYTES_PER_BYTE * at_once
-            if not self.budget.take(cost, own + held):
+        def take(cost: int, *, refusable: bool = True) -> None:
+            nonlocal held
+            if not self.budget.take(cost, own + held, force=not refusable):
                 raise _Busy
             held += cost
+
+        def reserve(size: int) -> None:
+            nonlocal payload, decoding
+            # The decompressed copy, and what the part of the payload decoded at once takes.
+            at_once = min(payload + size, decoded_at_once) - min(payload, decoded_at_once)
+            take(size * copied + DECODED_BYTES_PER_BYTE * at_once)
             payload += size
+            decoding += DECODED_BYTES_PER_BYTE * at_once
+
+        def measure(decoded: Decoded, records: list[SpanRecord], refusable: bool) -> None:
+            # A slice denser in objects than its bytes said is charged what it holds before the writer
+            # gets it: the request is refused (503) if that does not fit, unless some of it is stored.
+            nonlocal decoding
+            cost = DECODED_BYTES_PER_OBJECT * sum(1 + len(r.attributes) + len(r.events) + len(r.links)
+                                                  for r in records)
+            if cost > decoding:
+                take(cost - decoding, refusable=refusable)
+                decoding = cost
+            if cost and decoded.sliced_bytes:  # the next slice holds about what the request is charged for
+                decoded.slice_bytes = min(SLICE_BYTES, decoded.sliced_bytes * decoding // cost)
 
         try:
-            return self._export(body, content_type, content_encoding, reserve)
+            return self._export(body, content_type, content_encoding, reserve, measure)
         except _Busy:
             return self.busy()
         finally:
             self.budget.give(held)
 
     def _export(self, body: bytes, content_type: str | None, content_encoding: str | None,
-                reserve: Callable[[int], None]) -> Answer:
+                reserve: Callable[[int], None], measure: Callable[[Decoded, list[SpanRecord], bool], None]) -> Answer:
         try:
             decoded = decode_slices(body, content_type, content_encoding, max_body=self.max_body, reserve=reserve,
                                     slice_bytes=SLICE_BYTES)
-            answer = self._store_slices(decoded)
+            answer = self._store_slices(decoded, measure)
         except _Busy:
             raise
         except OtlpError as exc:
@@ -497,10 +521,13 @@ class Collector:
         return Answer(200, encode_response(decoded.rejected, decoded.message, reply_type), reply_type,
                       rejected=decoded.rejected)
 
-    def _store_slices(self, decoded: Decoded) -> Answer | None:
+    def _store_slices(self, decoded: Decoded,
+                      measure: Callable[[Decoded, list[SpanRecord], bool], None]) -> Answer | None:
         """Hands the request's spans to the writer a slice at a time, each decoded once the one before
         has committed, so that a large request's decoded form is never in memory whole; ``None``
-        once every slice is stored, else the answer.
+        once every slice is stored, else the answer. Each slice is ``measure``d before the writer gets
+        it, which sizes the next slice and raises ``_Busy`` to refuse the request (it may while none of
+        its spans is stored).
 
         A slice that fails for the store's sake stops the request with a 503: the client's retry is
         safe, since the store skips the spans it has already. A slice whose spans can never be stored
@@ -511,6 +538,7 @@ class Collector:
         error = ""
         for records in decoded.slices():
             self.policy.records(records)
+            measure(decoded, records, stored + failed == 0)
             job = self.submit(records, admitted=stored + failed > 0)
             count = len(records)
             del records  # the writer drops the spans once committed: only the next slice is then held
@@ -748,7 +776,8 @@ class _Budget:
     are estimates, and the process holds more than they count (memory its allocators keep once
     freed, DuckDB's tables waiting for a checkpoint). Either way a request that holds all that is
     held (``own``) goes through: one request of any accepted size is always served, so a large one
-    is never refused for ever.
+    is never refused for ever, and so does a later slice of a request already partly stored (``force``):
+    refusing it then would waste what was stored.
     """
 
     def __init__(self, limit: int, resident_limit: int | None = None) -> None:
@@ -757,9 +786,9 @@ class _Budget:
         self.held = 0
         self._lock = threading.Lock()
 
-    def take(self, n: int, own: int = 0) -> bool:
+    def take(self, n: int, own: int = 0, *, force: bool = False) -> bool:
         with self._lock:
-            if self.held > own and (self.held + n > self.limit or (
+            if not force and self.held > own and (self.held + n > self.limit or (
                     self.resident_limit is not None and resident_bytes() + self.held + n > self.resident_limit)):
                 return False
             self.held += n

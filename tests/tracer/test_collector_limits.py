@@ -3,10 +3,12 @@ too many connections, and more bytes in flight than the budget allows (issue 15,
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import signal
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -162,6 +164,85 @@ def test_past_the_byte_budget_a_request_gets_503_until_the_writer_catches_up(tmp
         assert first == [200]
         assert collector.budget.held == 0
         assert post(collector.url, good)[0] == 200  # the retry is taken once the writer caught up
+
+
+@contextlib.contextmanager
+def at_the_writer(collector: Collector, monkeypatch: pytest.MonkeyPatch, body: bytes) -> Iterator[None]:
+    """Sends ``body`` and holds its first transaction at the writer while the block runs (the
+    request holds its budget meanwhile); the request must then be answered 200."""
+    writing, release = threading.Event(), threading.Event()
+    real = collector.store.write
+    monkeypatch.setattr(collector.store, "write", lambda batch: (writing.set(), release.wait(30), real(batch)))
+    answers: list[int] = []
+    sender = threading.Thread(target=lambda: answers.append(post(collector.url, body)[0]))
+    sender.start()
+    try:
+        assert writing.wait(30)
+        yield
+    finally:
+        release.set()
+        sender.join(30)
+        monkeypatch.setattr(collector.store, "write", real)
+    assert answers == [200]
+
+
+def dense(size: int) -> bytes:
+    """A request of about ``size`` bytes of spans of 100 one-byte attributes: a byte of it decodes to
+    about 19 times the objects a byte of realistic spans does."""
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    while request.ByteSize() < size:
+        n = len(scope.spans) + 1
+        span = scope.spans.add(name="dense", trace_id=n.to_bytes(16, "big"), span_id=n.to_bytes(8, "big"),
+                               start_time_unix_nano=1, end_time_unix_nano=2)
+        for j in range(100):
+            span.attributes.add(key=f"k{j}").value.string_value = "v"
+    return request.SerializeToString()
+
+
+def test_a_request_is_charged_by_the_objects_it_decodes_to_as_well_as_by_its_bytes(tmp_path, monkeypatch, good):
+    # Memory in process grows with the objects a slice decodes to: spans of one-byte attributes
+    # cost three times what realistic spans of the same size do, and are charged so.
+    charges = {}
+    with Collector(str(tmp_path / "c.duckdb"), port=0) as collector:
+        for shape, body in (("realistic", good), ("dense", dense(len(good)))):
+            with at_the_writer(collector, monkeypatch, body):
+                charges[shape] = collector.budget.held
+    assert charges["dense"] > 2 * charges["realistic"] > 0
+
+
+def test_a_dense_request_is_written_in_smaller_slices_than_a_realistic_one(tmp_path, monkeypatch, good):
+    # Slices of a few KiB: by bytes alone, two or more of these dense spans (1.2 KB each) would share one.
+    monkeypatch.setattr("tracer._collector.SLICE_BYTES", 4096)
+    body = dense(len(good))
+    with Collector(str(tmp_path / "s.duckdb"), port=0) as collector:
+        writes: dict[str, list[int]] = {"realistic": [], "dense": []}
+        real = collector.store.write
+        for shape, sent in (("realistic", good), ("dense", body)):
+            monkeypatch.setattr(collector.store, "write", lambda batch, shape=shape: (
+                writes[shape].append(len(batch.spans)), real(batch)))
+            assert post(collector.url, sent)[0] == 200
+    assert max(writes["realistic"]) > 1 and set(writes["dense"]) == {1}
+    assert sum(writes["dense"]) == span_count(body) and len(body) / span_count(body) < 4096 / 3
+
+
+def test_a_dense_request_whose_charge_does_not_fit_gets_503_and_is_served_alone(tmp_path, monkeypatch, good):
+    # Room for one more realistic request of this size (charged 17 bytes a byte), not for a dense one.
+    body = dense(len(good))
+    with Collector(str(tmp_path / "d.duckdb"), port=0) as collector:
+        with at_the_writer(collector, monkeypatch, good):
+            collector.budget.limit = collector.budget.held + 20 * len(body)
+            status, headers = post_with_headers(collector.url, body)
+            assert status == 503 and headers["retry-after"] == "1"
+            assert collector.stats.refused_busy == 1 and collector.stats.spans_committed == 0
+        assert collector.budget.held == 0
+        assert post(collector.url, body)[0] == 200  # alone, it is taken whatever its charge
+        assert collector.stats.spans_committed == span_count(good) + span_count(body)
+
+
+def span_count(body: bytes) -> int:
+    request = ExportTraceServiceRequest.FromString(body)
+    return sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
 
 
 def post_with_headers(url: str, body: bytes) -> tuple[int, dict[str, str]]:
