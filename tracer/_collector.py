@@ -71,14 +71,14 @@ what its first write allocates for good, DuckDB's rows awaiting a checkpoint) is
 DECODED_BYTES_PER_BYTE = 16
 """Memory a byte of OTLP payload takes in process once parsed, decoded into span records and
 written, for realistic spans with content (about 18 MB a 1 MiB slice in flight, benchmarks/RESULTS.md
-§32, §42). Every request is charged this for the part of it decoded at once (``SLICE_BYTES``; an
+§32, §47). Every request is charged this for the part of it decoded at once (``SLICE_BYTES``; an
 OTLP/JSON body whole) before its first slice is decoded, and ``DECODED_BYTES_PER_OBJECT`` once
 that slice shows it is denser."""
 DECODED_BYTES_PER_OBJECT = 660
 """Memory a decoded slice takes in process per span and per attribute, event and link it holds:
 cost grows with objects rather than bytes, and a byte of spans of one-byte attributes holds 19
 times the objects of realistic spans (a 1 MiB slice took about 57 MB in flight against 18,
-benchmarks/RESULTS.md §42). A request is charged the larger of its slice's bytes and objects, and the
+benchmarks/RESULTS.md §47). A request is charged the larger of its slice's bytes and objects, and the
 slices of a request dense in objects are made smaller, each to hold about what the request is charged."""
 MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 """The resident memory past which ``flightrec serve --no-dashboard`` takes a request only when no other is in flight
