@@ -42,6 +42,8 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("FLIGHTREC_CONFIG", raising=False)
     monkeypatch.delenv("FLIGHTREC_RETAIN", raising=False)
     monkeypatch.delenv("FLIGHTREC_RETAIN_CONTENT", raising=False)
+    # The CLI's tables fit the terminal: one width for every run (pytest-xdist's workers set COLUMNS=80).
+    monkeypatch.setenv("COLUMNS", "100")
 
 
 @pytest.fixture(scope="session")
