@@ -149,19 +149,10 @@ def test_past_the_byte_budget_a_request_gets_503_until_the_writer_catches_up(tmp
     # Retry-After rather than queued.
     limit = len(good) if bound == "max_pending_bytes" else 1
     with Collector(str(tmp_path / "b.duckdb"), port=0, **{bound: limit}) as collector:
-        writing, release = threading.Event(), threading.Event()
-        real = collector.store.write
-        monkeypatch.setattr(collector.store, "write", lambda batch: (writing.set(), release.wait(30), real(batch)))
-        first: list[int] = []
-        sender = threading.Thread(target=lambda: first.append(post(collector.url, good)[0]))
-        sender.start()
-        assert writing.wait(30)  # the first request is with the writer, holding its budget
-        status, text = post_with_headers(collector.url, good)
-        assert status == 503 and text["retry-after"] == "1"
-        assert collector.stats.refused_busy == 1
-        release.set()
-        sender.join(30)
-        assert first == [200]
+        with at_the_writer(collector, monkeypatch, good):  # the first request holds its budget
+            status, text = post_with_headers(collector.url, good)
+            assert status == 503 and text["retry-after"] == "1"
+            assert collector.stats.refused_busy == 1
         assert collector.budget.held == 0
         assert post(collector.url, good)[0] == 200  # the retry is taken once the writer caught up
 
