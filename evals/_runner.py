@@ -31,6 +31,9 @@ DEFAULT_CONCURRENCY = 4
 """Trials in flight at once."""
 
 _FLUSH_S = 30.0
+_SCORE_WINDOW_S = 0.25
+"""How long an ended trial may wait to be scored, so that the trials that end meanwhile are stored in
+the same commit: a commit costs milliseconds whatever it holds (RESULTS §48)."""
 
 
 class EvalRun(BaseModel):
@@ -126,7 +129,8 @@ class _Trial:
 def _execute(agent: EvalAgent, cases: Sequence[Case], trials: int, concurrency: int, run_seed: int, db_path: str,
              store: tracer.Store, run_id: str, scorers: Mapping[str, list[Scorer]],
              progress: Progress | None) -> list[tracer.EvalResultRecord]:
-    """Runs every trial on ``concurrency`` worker threads and scores each on this thread as it ends.
+    """Runs every trial on ``concurrency`` worker threads and scores each on this thread once it has
+    ended and its spans are stored (within ``_SCORE_WINDOW_S``).
 
     Scheduling: the first trial of every case goes first; after that, the case whose trials took
     longest goes next (longest-processing-time first), so that a 5-second case does not start
@@ -152,20 +156,29 @@ def _execute(agent: EvalAgent, cases: Sequence[Case], trials: int, concurrency: 
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="flightrec-eval") as pool:
             running: dict[Future[tuple[str | BaseException, float]], _Trial] = {}
-            while waiting or running:
+            ended: list[tuple[_Trial, str | BaseException]] = []
+            oldest = 0.0  # when the oldest of ``ended`` ended
+            while waiting or running or ended:
                 while waiting and len(running) < concurrency:
                     nxt = max(waiting, key=lambda t: took.get(t.case.id, float("inf")))
                     waiting.remove(nxt)
                     running[pool.submit(one, nxt)] = nxt
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                ended = [(running.pop(f), *f.result()) for f in done]
-                recorder.flush(timeout_s=_FLUSH_S)  # the ended trials' spans, so that their traces can be read
-                for trial, got, seconds in ended:
-                    took[trial.case.id] = max(took.get(trial.case.id, 0.0), seconds)
-                    result = _score(store, run_id, trial, got, scorers[trial.case.id], recorder.policy)
-                    results[(trial.case.id, trial.k)] = result
-                    if progress is not None:
-                        progress(result, len(results), total)
+                if running:
+                    left = None if not ended else max(0.0, oldest + _SCORE_WINDOW_S - time.monotonic())
+                    done, _ = wait(running, timeout=left, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        trial, (got, seconds) = running.pop(f), f.result()
+                        took[trial.case.id] = max(took.get(trial.case.id, 0.0), seconds)
+                        oldest = oldest if ended else time.monotonic()
+                        ended.append((trial, got))
+                if ended and (not running or time.monotonic() - oldest >= _SCORE_WINDOW_S):
+                    recorder.flush(timeout_s=_FLUSH_S)  # the ended trials' spans, so that their traces can be read
+                    for trial, got in ended:
+                        result = _score(store, run_id, trial, got, scorers[trial.case.id], recorder.policy)
+                        results[(trial.case.id, trial.k)] = result
+                        if progress is not None:
+                            progress(result, len(results), total)
+                    ended.clear()
     finally:
         recorder.shutdown()
     return [results[(c.id, k)] for c in cases for k in range(trials)]

@@ -413,6 +413,12 @@ class Store:
         with self._lock:
             self._con.execute(f"SET memory_limit = '{size}'")
 
+    def limit_threads(self, n: int) -> None:
+        """Lets DuckDB run each statement of this store (and of every other handle this process has
+        on the same file: the setting is the database's) on at most ``n`` threads."""
+        with self._lock:
+            self._con.execute(f"SET threads = {int(n)}")
+
     _write_types: dict[str, list[pa.DataType]] | None = None
     """The Arrow type of each column ``_tables`` fills, read from the schema on first use."""
 
