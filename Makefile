@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/flightrec demo
 
-# Two workers (pytest-xdist), a test file on one worker, so that a module fixture is built once.
+# Two workers (pytest-xdist), a test file on one worker, so that a module fixture is built once; files
+# in the order tests/conftest.py sets (one builds the shared demo store while the other runs the rest).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) flightrec.duckdb flightrec.duckdb.wal flightrec.duckdb.serve.json .pytest_cache

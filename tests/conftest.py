@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,15 @@ class Demo:
 
     db: Path
     output: str
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files that read the demo store (``demo``, built once a run) run last, but for the first of
+    them, which runs first: under pytest-xdist one worker builds the demo while the other runs the
+    rest, and no worker waits for it."""
+    readers = {item.path for item in items if "demo" in getattr(item, "fixturenames", ())}
+    first = next((item.path for item in items if item.path in readers), None)
+    items.sort(key=lambda item: 0 if item.path == first else 2 if item.path in readers else 1)
 
 
 @pytest.fixture(autouse=True)
@@ -48,13 +59,24 @@ def _isolated(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> Demo:
-    """Built once: ``flightrec demo --sessions 40 --no-serve`` (sessions, detectors, baseline and
-    regressed eval runs). Read only: tests that write take a copy (the dashboard's ``store``)."""
-    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
-    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", str(DEMO_SESSIONS), "--no-serve"],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return Demo(db, result.output)
+    """Built once a run: ``flightrec demo --sessions 40 --no-serve`` (sessions, detectors, baseline and
+    regressed eval runs). Read only: tests that write take a copy (the dashboard's ``store``).
+
+    Under pytest-xdist the first worker that needs it builds it in the directory all workers' temp
+    dirs share, holding a file lock; the others wait on the lock and read what it built."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder, output = root / "demo", root / "demo.txt"
+    with open(root / "demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not output.exists():  # written last: a build that failed is built again, and fails there too
+            folder.mkdir(exist_ok=True)
+            result = CliRunner().invoke(main, ["demo", "--db", str(folder / "demo.duckdb"), "--sessions",
+                                               str(DEMO_SESSIONS), "--no-serve"], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            output.write_text(result.output)
+    return Demo(folder / "demo.duckdb", output.read_text())
 
 
 @pytest.fixture(scope="session")
