@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/flightrec demo
 
-# Two workers (pytest-xdist), a test file on one worker, so that a module fixture is built once; files
-# in the order tests/conftest.py sets (one builds the shared demo store while the other runs the rest).
+# Three workers (pytest-xdist), even on two cores: tests spend a fifth of their time waiting on a
+# subprocess, a server or the browser, which the third fills (RESULTS §49). A test file runs on one
+# worker, so that a module fixture is built once; files run in the order tests/conftest.py sets (one
+# builds the shared demo store while the others run the rest).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) flightrec.duckdb flightrec.duckdb.wal flightrec.duckdb.serve.json .pytest_cache
