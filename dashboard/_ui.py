@@ -127,22 +127,8 @@ def guarded(render: Callable[[], None], *, live: bool = False) -> None:
         body()
 
 
-usd = tracer.format_usd
-"""Money as every surface writes it (pandas' missing value, NaN, is unknown)."""
-
-
-def ms(value: float | None) -> str:
-    if value is None or pd.isna(value):
-        return "–"
-    return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"
-
-
-def tokens(value: int | float | None) -> str:
-    if value is None or pd.isna(value):
-        return "–"
-    if value >= 1_000_000:
-        return f"{value / 1e6:,.2f}M"
-    return f"{value / 1000:,.1f}k" if value >= 10_000 else f"{int(value):,}"
+usd, ms, tokens = tracer.format_usd, tracer.format_ms, tracer.format_tokens
+"""Money, durations and token counts as every surface writes them (pandas' missing value, NaN, is unknown)."""
 
 
 def when(ns: int | None) -> str:

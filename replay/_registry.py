@@ -14,13 +14,12 @@ none matches: a fork never runs another agent's tools.
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
+
+import tracer
 
 from ._errors import AgentNotFoundError
 
@@ -92,23 +91,11 @@ def load_target(spec: str) -> Any:
             raise AgentNotFoundError(f"--agent {spec}: no agent of that name is registered ({_known(agents)}). "
                                      f"Register it under the {GROUP!r} entry-point group, or pass MODULE:ATTR.")
         return agents[spec]
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise AgentNotFoundError(f"--agent {spec!r}: give NAME or MODULE:ATTR (for example trips.agent:REGISTRATION).")
-
     def load() -> Any:
-        # As uvicorn does for its APP: the working directory's modules are importable without PYTHONPATH.
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.insert(0, os.getcwd())
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise AgentNotFoundError(f"--agent {spec}: cannot import {module_name} ({exc}). Run from the directory "
-                                     "that holds it (it is importable from there), or add its directory to "
-                                     "PYTHONPATH.") from None
-        if not hasattr(module, attr):
-            raise AgentNotFoundError(f"--agent {spec}: {module_name} has no {attr!r}.")
-        return getattr(module, attr)
+            return tracer.import_target(spec)
+        except tracer.TargetError as exc:
+            raise AgentNotFoundError(f"--agent {spec}: {exc}") from None
 
     return _load(load, f"--agent {spec}")
 

@@ -34,7 +34,7 @@ from ._errors import (
     validation_problems,
 )
 from ._export import ExportStats, StoreSpanProcessor
-from ._format import clip_text, format_usd
+from ._format import clip_text, format_ms, format_tokens, format_usd
 from ._ingest import Ingestor, SpanRecord
 from ._loops import (
     VOLATILE_PATTERNS,
@@ -88,6 +88,7 @@ from ._retention import reference_problems
 from ._session import Session, ToolCall, current_session, tool
 from ._sse import sse_events
 from ._store import DEFAULT_DB, Store, default_db_path
+from ._target import TargetError, did_you_mean, import_target
 
 __all__ = [
     "ACTOR_ENV",
@@ -135,6 +136,7 @@ __all__ = [
     "StoreLockedError",
     "StoreSpanProcessor",
     "SystemClock",
+    "TargetError",
     "ToolCall",
     "ToolCallRecord",
     "ToolKinds",
@@ -158,8 +160,12 @@ __all__ = [
     "connect",
     "current_session",
     "default_db_path",
+    "did_you_mean",
     "find_loops",
+    "format_ms",
+    "format_tokens",
     "format_usd",
+    "import_target",
     "normalise_outcome",
     "outcome_key",
     "outcome_key_sql",

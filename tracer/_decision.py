@@ -41,7 +41,7 @@ class ToolKinds:
 
 
 @dataclass(frozen=True)
-class Decision:
+class ResponseDecision:
     """The outcome of one LLM call."""
 
     action: str
@@ -115,7 +115,7 @@ def context_tokens(chars: dict[str, int], total_input_tokens: int | None) -> dic
     return tokens
 
 
-def decide(response: dict[str, Any], kinds: ToolKinds) -> Decision:
+def decide(response: dict[str, Any], kinds: ToolKinds) -> ResponseDecision:
     """The action, chosen tools and reasoning of a Messages API response."""
     blocks = response.get("content") or []
     tool_uses = tuple(b for b in blocks if b.get("type") in ("tool_use", "server_tool_use"))
@@ -134,4 +134,4 @@ def decide(response: dict[str, Any], kinds: ToolKinds) -> Decision:
     # Thinking is the reasoning when there is any; otherwise the text the model wrote next to
     # its tool calls is. A final answer's text is the answer, not reasoning.
     reasoning = "\n".join(thinking) if thinking else ("\n".join(texts) if tool_uses else "")
-    return Decision(action=action, tools_chosen=chosen, reasoning=reasoning, tool_uses=tool_uses)
+    return ResponseDecision(action=action, tools_chosen=chosen, reasoning=reasoning, tool_uses=tool_uses)

@@ -1,7 +1,27 @@
 """How values are written for a person, the same on every surface (``traces show``, replay, eval
-reports, the dashboard): money, and text clipped to a width."""
+reports, the dashboard): money, durations, token counts, and text clipped to a width."""
 
 from __future__ import annotations
+
+
+def format_ms(value: float | None) -> str:
+    """A duration in milliseconds: ``840 ms`` under ten seconds, ``12.3 s`` from ten; ``–`` when
+    unknown (``None`` or NaN, pandas' missing value)."""
+    if value is None or value != value:
+        return "–"
+    return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"
+
+
+def format_tokens(value: float | None) -> str:
+    """A token count: ``8,192`` under ten thousand, ``12.3k`` under a hundred thousand, ``200k`` under
+    a million (a context window), ``1.25M`` from one; ``–`` when unknown (``None`` or NaN)."""
+    if value is None or value != value:
+        return "–"
+    if value >= 1_000_000:
+        return f"{value / 1e6:,.2f}M"
+    if value >= 100_000:
+        return f"{value / 1000:,.0f}k"
+    return f"{value / 1000:,.1f}k" if value >= 10_000 else f"{int(value):,}"
 
 
 def format_usd(value: float | None, *, signed: bool = False) -> str:

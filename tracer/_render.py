@@ -11,25 +11,11 @@ import textwrap
 from datetime import datetime, timezone
 from typing import Any
 
-from ._format import clip_text, format_usd
+from ._format import clip_text, format_ms, format_tokens, format_usd
 from ._records import AuditEntry, LlmCall, SessionAccount, SessionSummary, ToolCallRecord
 
 _LABEL = 10  # width of the left-hand labels in a decision
 _SNIPPET = 240
-
-
-def fmt_ms(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
-
-
-def fmt_tokens(n: int | None) -> str:
-    if n is None:
-        return "-"
-    if n >= 100_000:
-        return f"{n / 1000:.0f}k"
-    return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
 
 
 def plural(n: int, noun: str) -> str:
@@ -52,8 +38,8 @@ def sessions_table(rows: list[SessionSummary], width: int) -> str:
         (
             r.session_id[:cut], (r.agent or "-")[:14], fmt_time(r.start_ns)[5:], r.status[:20], str(r.turns),
             str(r.tool_calls) + (f" ({r.tool_errors}!)" if r.tool_errors else ""),
-            fmt_tokens(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens + r.output_tokens),
-            format_usd(r.cost_usd), fmt_ms(r.duration_ms),
+            format_tokens(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens + r.output_tokens),
+            format_usd(r.cost_usd), format_ms(r.duration_ms),
         )
         for r in rows
     ]
@@ -135,14 +121,14 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
     total_in = (call.input_tokens or 0) + (call.cache_read_tokens or 0) + (call.cache_write_tokens or 0)
     if call.status != "ok":
         w.field("failed", f"attempt {call.attempt}: {call.error_type or 'error'}"
-                f"{f' (HTTP {call.http_status})' if call.http_status else ''} after {fmt_ms(call.latency_ms)}")
+                f"{f' (HTTP {call.http_status})' if call.http_status else ''} after {format_ms(call.latency_ms)}")
         return
     retry = f" (attempt {call.attempt})" if call.attempt else ""
-    w.field("model", f"{call.model}{retry} · stop {call.stop_reason} · {fmt_ms(call.latency_ms)}"
-            f"{f' (first token {fmt_ms(call.ttft_ms)})' if call.ttft_ms is not None else ''}")
-    util = f" = {call.context_utilisation:.1%} of {fmt_tokens(call.context_window)}" if call.context_utilisation else ""
-    parts = " · ".join(f"{k.replace('_', ' ')} {fmt_tokens(v)}" for k, v in call.context_tokens.items())
-    w.field("saw", f"{fmt_tokens(total_in)} tokens{util}: {parts}")
+    w.field("model", f"{call.model}{retry} · stop {call.stop_reason} · {format_ms(call.latency_ms)}"
+            f"{f' (first token {format_ms(call.ttft_ms)})' if call.ttft_ms is not None else ''}")
+    util = f" = {call.context_utilisation:.1%} of {format_tokens(call.context_window)}" if call.context_utilisation else ""
+    parts = " · ".join(f"{k.replace('_', ' ')} {format_tokens(v)}" for k, v in call.context_tokens.items())
+    w.field("saw", f"{format_tokens(total_in)} tokens{util}: {parts}")
     bar = _context_bar(call, w.width - 2 - _LABEL - 2)
     if bar:
         w.field("", bar)
@@ -169,8 +155,8 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
     cost = format_usd(call.cost_usd)
     cache = ""
     if call.cache_read_tokens or call.cache_write_tokens:
-        cache = f" (cache read {fmt_tokens(call.cache_read_tokens)}, write {fmt_tokens(call.cache_write_tokens)})"
-    w.field("cost", f"{cost} · in {fmt_tokens(call.input_tokens)}{cache} · out {fmt_tokens(call.output_tokens)}")
+        cache = f" (cache read {format_tokens(call.cache_read_tokens)}, write {format_tokens(call.cache_write_tokens)})"
+    w.field("cost", f"{cost} · in {format_tokens(call.input_tokens)}{cache} · out {format_tokens(call.output_tokens)}")
     for t in tools:
         status = "ok" if t.status == "ok" else f"FAILED {t.error_type or ''}".rstrip()
         extra = []
@@ -182,7 +168,7 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
             extra.append(f"key {t.idempotency_key}")
         suffix = f" ({', '.join(extra)})" if extra else ""
         outcome = t.result if t.result is not None else (t.error_message or "")
-        w.field("tool", f"{t.tool_name} {status} in {fmt_ms(t.latency_ms)}{suffix} → "
+        w.field("tool", f"{t.tool_name} {status} in {format_ms(t.latency_ms)}{suffix} → "
                         f"{clip_text(outcome or '-', _SNIPPET)}")
 
 
@@ -192,11 +178,11 @@ def session_account(account: SessionAccount, width: int) -> str:
     w = _Writer(width)
     w.line(f"Session {s.session_id}")
     w.field("agent", f"{s.agent or '-'} · {s.status}{f' ({s.status_reason})' if s.status_reason else ''} · "
-            f"started {fmt_time(s.start_ns)} UTC · {fmt_ms(s.duration_ms)}", indent=0)
+            f"started {fmt_time(s.start_ns)} UTC · {format_ms(s.duration_ms)}", indent=0)
     w.field("totals", f"{plural(s.turns, 'turn')} · {plural(s.llm_calls, 'LLM call')} ({s.llm_errors} failed) · "
-            f"{plural(s.tool_calls, 'tool call')} ({s.tool_errors} failed) · {fmt_tokens(s.input_tokens)} in, "
-            f"{fmt_tokens(s.output_tokens)} out, "
-            f"{fmt_tokens(s.cache_read_tokens)} cache read · {format_usd(s.cost_usd)}", indent=0)
+            f"{plural(s.tool_calls, 'tool call')} ({s.tool_errors} failed) · {format_tokens(s.input_tokens)} in, "
+            f"{format_tokens(s.output_tokens)} out, "
+            f"{format_tokens(s.cache_read_tokens)} cache read · {format_usd(s.cost_usd)}", indent=0)
     w.field("legend", "context bars: S system · T tool definitions · H history · R tool results · D retrieved",
             indent=0)
     for turn in account.turns:

@@ -52,13 +52,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tracer import clip_text
+from tracer import clip_text, did_you_mean
 
 from .._errors import ScorerError
 from .._judge import JudgeClientFactory
 from .._trajectory import Trajectory
 from . import _budgets, _custom, _final, _tools
-from ._base import Score, Scorer, ScorerType, did_you_mean
+from ._base import Score, Scorer, ScorerType
 
 SCORER_TYPES: dict[str, ScorerType] = {t.params.kind: t for t in (*_final.TYPES, *_tools.TYPES, *_budgets.TYPES,
                                                                   *_custom.TYPES)}

@@ -3,7 +3,6 @@ that registers a type (``ScorerType``)."""
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,8 +80,3 @@ class ScorerType:
 
 def quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
-
-
-def did_you_mean(word: Any, choices: Any) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from collections.abc import Callable
@@ -10,10 +9,12 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+import tracer
+
 from .._errors import ScorerError
 from .._judge import JudgeClientFactory, default_judge_client, judge
 from .._trajectory import Trajectory
-from ._base import Score, Scorer, ScorerType, Spec, Texts, did_you_mean
+from ._base import Score, Scorer, ScorerType, Spec, Texts
 
 _FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -88,24 +89,11 @@ def _python(p: _Python) -> Scorer:
 
 
 def _import_function(p: _Python) -> Callable[..., Any]:
-    module_name, _, attr = p.function.partition(":")
     where = f"scorer {p.label()!r}"
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ScorerError(f"{where}: cannot import {module_name!r} ({exc}). Check the module path in 'function', and "
-                          "that its package is installed or its directory is on PYTHONPATH (run from the project "
-                          "root).") from None
-    except Exception as exc:
-        raise ScorerError(f"{where}: importing {module_name!r} raised {type(exc).__name__}: {exc}. Fix the module."
-                          ) from None
-    fn: Any = module
-    for part in attr.split("."):
-        if not hasattr(fn, part):
-            names = [n for n in dir(fn) if not n.startswith("_")]
-            raise ScorerError(f"{where}: {module_name!r} has no {attr!r}{did_you_mean(part, names)}. Name a "
-                              "function of that module after the colon.")
-        fn = getattr(fn, part)
+        fn = tracer.import_target(p.function)
+    except tracer.TargetError as exc:
+        raise ScorerError(f"{where}: {exc}") from None
     if not callable(fn):
         raise ScorerError(f"{where}: {p.function} is a {type(fn).__name__}, not a function. A custom scorer is "
                           "def scorer(trajectory, **params) -> Score | float | bool.")

@@ -271,7 +271,7 @@ def test_an_unknown_baseline_fails_before_any_trial_runs(tiny):
     pytest.param(["--set", "variant=no-refunds"],
                  "no reference-agent variant 'no-refunds'; the variants are: no-refund-confirmation.",
                  id="unknown variant"),
-    pytest.param(["--agent", "nosuch:thing"], "--agent nosuch:thing: cannot import nosuch", id="unknown agent"),
+    pytest.param(["--agent", "nosuch:thing"], "--agent nosuch:thing: cannot import 'nosuch'", id="unknown agent"),
     pytest.param(["--agent", "nosuch"], "--agent nosuch: no agent of that name is registered (registered: "
                                         "reference, support)", id="unregistered agent name"),
     pytest.param(["--agent", "json:dumps"], "--agent json:dumps built a str, not an eval agent (it lacks check, "

@@ -396,7 +396,7 @@ def test_a_custom_scorer_that_raises_or_misbehaves_fails_its_case_only(custom):
 
 @pytest.mark.parametrize("function, params, expected", [
     ("no_such_module:polite", {}, "cannot import 'no_such_module' (No module named 'no_such_module'). Check the "
-                                  "module path"),
+                                  "module path, and run from the directory that holds it"),
     ("my_scorers:polit", {}, "'my_scorers' has no 'polit' (did you mean 'polite'?)"),
     ("my_scorers:NOT_A_FUNCTION", {}, "my_scorers:NOT_A_FUNCTION is a int, not a function"),
     ("my_scorers:short", {"limt": 10}, "my_scorers:short cannot be called with the trajectory and params ['limt']"),
