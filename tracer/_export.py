@@ -91,6 +91,7 @@ class StoreSpanProcessor(SpanProcessor):
         self._queue: queue.Queue[tuple[SpanRecord, Segment | None]] = queue.Queue(max_queue)
         self._max_batch = max_batch
         self._store: Store | None = None
+        self._threads_before: int | None = None  # DuckDB's thread limit before the store's was set
         self._store_error: str | None = None
         self._ingestor = Ingestor()
         self.stats = ExportStats()
@@ -161,6 +162,8 @@ class StoreSpanProcessor(SpanProcessor):
                                self._store_error or "not written before shutdown")
         if self._store is not None:
             try:
+                if self._threads_before is not None:
+                    self._store.limit_threads(self._threads_before)
                 self._store.close()
             except FlightrecError:
                 pass
@@ -209,8 +212,8 @@ class StoreSpanProcessor(SpanProcessor):
             self._store = self._open_store()
             # The agent's process writes a few spans a commit: for statements that small a second DuckDB
             # thread costs more to schedule than it saves, and takes a core from the agent (RESULTS §48:
-            # an eval run's CPU −20%).
-            self._store.limit_threads(1)
+            # an eval run's CPU −20%). Set back on shutdown, for the process's other handles on the file.
+            self._threads_before = self._store.limit_threads(1)
             if self._store_error:
                 log.warning("flightrec: the trace store is available again; writing resumes.")
             self._store_error = None

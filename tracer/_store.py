@@ -413,11 +413,17 @@ class Store:
         with self._lock:
             self._con.execute(f"SET memory_limit = '{size}'")
 
-    def limit_threads(self, n: int) -> None:
-        """Lets DuckDB run each statement of this store (and of every other handle this process has
-        on the same file: the setting is the database's) on at most ``n`` threads."""
+    def limit_threads(self, n: int) -> int:
+        """Lets DuckDB run each statement of this store on at most ``n`` threads; returns the limit
+        before. The setting is the database's: every other handle this process has on the same file
+        (a dashboard's, say) gets it too, until it is set back."""
         with self._lock:
-            self._con.execute(f"SET threads = {int(n)}")
+            try:
+                before = self._con.execute("SELECT current_setting('threads')").fetchall()[0][0]
+                self._con.execute(f"SET threads = {int(n)}")
+            except duckdb.Error as exc:
+                raise StoreError(f"setting the trace store {self.path}'s threads failed: {exc}") from None
+        return int(before)
 
     _write_types: dict[str, list[pa.DataType]] | None = None
     """The Arrow type of each column ``_tables`` fills, read from the schema on first use."""

@@ -117,3 +117,17 @@ def test_spans_are_flushed_at_interpreter_exit(tmp_path):
     with tracer.Store(db, read_only=True) as store:
         rows = store.list_sessions()
     assert len(rows) == 1 and rows[0].status == "ok" and rows[0].llm_calls == 2
+
+
+def test_the_recorder_writes_on_one_duckdb_thread_and_gives_the_files_other_handles_theirs_back(tmp_path):
+    """DuckDB's thread limit is the database's: a dashboard that replays a session in its process
+    must get its own limit back once the replay's recorder is shut down."""
+    path = tmp_path / "t.duckdb"
+    with tracer.Store(path) as other:
+        other.limit_threads(3)  # not 1, whatever this machine's cores
+        rec = tracer.Recorder(path)
+        _agent_finishes(rec)
+        assert rec.flush() and rec.stats.written == 6
+        assert other.sql("SELECT current_setting('threads')")[0][0] == 1
+        rec.shutdown()
+        assert other.sql("SELECT current_setting('threads')")[0][0] == 3
