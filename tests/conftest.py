@@ -29,7 +29,7 @@ class Demo:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The files that read the demo store (``demo``, built once a run) run last, but for the first of
-    them, which runs first: under pytest-xdist one worker builds the demo while the other runs the
+    them, which runs first: under pytest-xdist one worker builds the demo while the others run the
     rest, and no worker waits for it."""
     readers = {item.path for item in items if "demo" in getattr(item, "fixturenames", ())}
     first = next((item.path for item in items if item.path in readers), None)
