@@ -213,7 +213,10 @@ class StoreSpanProcessor(SpanProcessor):
             # The agent's process writes a few spans a commit: for statements that small a second DuckDB
             # thread costs more to schedule than it saves, and takes a core from the agent (RESULTS §48:
             # an eval run's CPU −23%). Set back on shutdown, for the process's other handles on the file.
-            self._threads_before = self._store.limit_threads(1)
+            try:
+                self._threads_before = self._store.limit_threads(1)
+            except FlightrecError:  # only a saving: the store is open, and writes on DuckDB's own threads
+                pass
             if self._store_error:
                 log.warning("flightrec: the trace store is available again; writing resumes.")
             self._store_error = None
