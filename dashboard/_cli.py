@@ -96,9 +96,11 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
                           retain_content_s=retain_content and retain_content / 1e9, content=content)
     receiver = None if no_grpc else GrpcReceiver(collector, host=host, port=grpc_port).start()
     # Other commands read the file through it; those that remove data hand that to the writer.
-    read_api = ReadApi(db_path, collector_url=collector.url, maintain=collector.maintain).start()
+    # A lake has no single writer to go through: every command opens it itself.
+    read_api = None if collector.store.lake else ReadApi(db_path, collector_url=collector.url,
+                                                         maintain=collector.maintain).start()
     over_grpc = "" if receiver is None else f", OTLP/gRPC on {receiver.url}"
-    click.echo(f"flightrec collector on {collector.url}/v1/traces{over_grpc}, writing {db_path} with content mode "
+    click.echo(f"flightrec collector on {collector.url}/v1/traces{over_grpc}, writing {collector.store.shown} with content mode "
                f"{collector.policy.mode} (Ctrl-C to stop)")
     click.echo(f"send traces: OTEL_EXPORTER_OTLP_ENDPOINT={collector.url} (any OpenTelemetry SDK), or "
                f"tracer.configure(endpoint=\"{collector.url}\")")
@@ -109,13 +111,14 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
             collector.serve_forever()
         else:
             threading.Thread(target=collector.serve_forever, name="flightrec-collector", daemon=True).start()
-            run(db_path, host=dashboard_host, port=dashboard_port, mode="shared")
+            run(db_path, host=dashboard_host, port=dashboard_port, mode="read_only" if read_api is None else "shared")
     except KeyboardInterrupt:
         pass
     finally:
         if receiver is not None:  # its requests under way are answered while the writer still runs
             receiver.close()
-        read_api.close()
+        if read_api is not None:
+            read_api.close()
         collector.close()
         for hook in hooks:
             getattr(hook, "close", lambda: None)()

@@ -92,7 +92,7 @@ def run_cmd(dataset: str, agent: str | None, set_: tuple[str, ...], trials: int,
     baseline_id: str | None = None
     if baseline:  # a baseline that is not there is an error now, not after the whole run
         path = tracer.default_db_path(db)
-        if not Path(path).exists():
+        if not tracer.store_exists(path):
             raise EvalError(f"no eval run or label {baseline!r}: there is no trace store at {path} yet. Store a "
                             f"baseline first with `{hint('eval', 'run', dataset, '--label', baseline, db=db)}`.")
         with tracer.Store(db, read_only=True) as store:
@@ -164,7 +164,7 @@ def compare_cmd(baseline: str, candidate: str, report: str | None, alpha: float,
 def list_cmd(limit: int, db: str | None, as_json: bool) -> None:
     """Stored eval runs, newest first."""
     runs: list[tracer.EvalRunRecord] = []
-    if Path(tracer.default_db_path(db)).exists():  # no store yet is no runs yet, not an error
+    if tracer.store_exists(tracer.default_db_path(db)):  # no store yet is no runs yet, not an error
         with tracer.connect(db) as store:
             runs = store.eval_runs(limit=limit)
     if as_json:

@@ -87,7 +87,7 @@ from ._redact import (
 from ._retention import reference_problems
 from ._session import Session, ToolCall, current_session, tool
 from ._sse import sse_events
-from ._store import DEFAULT_DB, Store, default_db_path
+from ._store import DEFAULT_DB, Store, default_db_path, store_exists
 from ._target import TargetError, did_you_mean, import_target
 
 __all__ = [
@@ -160,6 +160,7 @@ __all__ = [
     "connect",
     "current_session",
     "default_db_path",
+    "store_exists",
     "did_you_mean",
     "find_loops",
     "format_ms",

@@ -8,6 +8,7 @@ are printed as one line, without a traceback, and exit with status 2.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import errno
 import json
 import os
@@ -31,7 +32,7 @@ from ._recorder import __version__
 from ._records import PruneResult
 from ._render import audit_table, session_account, sessions_table
 from ._retention import compact, parse_duration
-from ._store import default_db_path
+from ._store import default_db_path, store_exists
 
 EXIT_ERROR = 2
 _MAX_WIDTH = 100
@@ -321,7 +322,7 @@ def _removal(db: str | None, do: Any, *, compacting: bool, actor: str | None, ac
     records it in the audit log, checkpoints, and compacts the file when asked; returns what went
     and the file's sizes."""
     path = default_db_path(db)
-    if not Path(path).exists():  # opening it for writing would make an empty store
+    if not store_exists(path):  # opening it for writing would make an empty store
         raise StoreError(f"no trace store at {path}: nothing to remove. Point --db / FLIGHTREC_DB at an existing "
                          "file.")
     with connect(db, read_only=False) as store:
@@ -412,6 +413,54 @@ def prune(older_than: int, content_only: bool, compact: bool, db: str | None, as
     what = (f"Removed the content of {sessions}" if content_only else f"Removed {sessions}") + \
         f" that ended before {cutoff}"
     _report(result, sizes, what, as_json)
+
+
+@click.command("maintain")
+@db_option
+@json_option
+@click.option("--keep-snapshots", "keep", type=DURATION, default="1d", show_default=True, metavar="DURATION",
+              help="Keep the lake's snapshots (and their files) this long, for readers that are still on them.")
+def maintain(db: str | None, as_json: bool, keep: int) -> None:
+    """Maintain a lake (--db ducklake:…): roll up session deltas, remove duplicate content, merge
+    small files, expire old snapshots. Run one, on a schedule (every few minutes to an hour);
+    collectors keep writing meanwhile."""
+    from ._store import Store
+
+    with Store(default_db_path(db)) as store:
+        done = store.maintain_lake(keep_snapshots_s=keep / 1e9)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(done)))
+        return
+    click.echo(f"Rolled up {_counted(done.sessions_rolled_up, 'session')} ({_counted(done.session_deltas_removed, 'delta')} "
+               f"into one each); removed {done.content_duplicates_removed} duplicate content rows and "
+               f"{done.chain_duplicates_removed} duplicate chain nodes; files {done.files_before} → {done.files_after}.")
+
+
+@click.group()
+def lake() -> None:
+    """Scale out: move a file store into a lake (DuckLake on PostgreSQL and shared storage)."""
+
+
+@lake.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@db_option
+@json_option
+def lake_import(file: str, db: str | None, as_json: bool) -> None:
+    """Copy the file store FILE into the lake --db (ducklake:…). Idempotent and resumable: run it
+    again to go on after a stop, or to copy what FILE gained since."""
+    from ._store import Store
+
+    def progress(done: int, total: int) -> None:
+        if not as_json:
+            click.echo(f"  {done:,}/{total:,} sessions", err=True)
+
+    with Store(default_db_path(db)) as store:
+        result = store.import_file(file, progress=progress)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result)))
+        return
+    copied = ", ".join(f"{n:,} {table}" for table, n in (result.rows or {}).items() if n) or "nothing new"
+    click.echo(f"Imported {_counted(result.sessions, 'session')} from {file}: {copied}.")
 
 
 @click.command("delete")

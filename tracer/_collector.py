@@ -43,6 +43,7 @@ from ._errors import ConfigError, FlightrecError, StoreError, UnstorableError
 from ._ingest import Batch, Ingestor, SpanRecord
 from ._otlp import MAX_BODY, SLICE_BYTES, Decoded, OtlpError, decode_slices, encode_response, is_compressed
 from ._redact import ContentPolicy
+from ._lake import COMMIT_INTERVAL_S
 from ._store import Store, default_db_path
 
 log = logging.getLogger("flightrec.collector")
@@ -321,7 +322,14 @@ class Collector:
         except BaseException:
             self._socket.close()
             raise
+        if self.store.lake and (retain_s or retain_content_s):
+            self.store.close()
+            self._socket.close()
+            raise ConfigError("retention on a lake is not built yet: start serve on a lake without --retain and "
+                              "--retain-content.")
         self.store.defer_checkpoints(_CHECKPOINT_WAL)
+        # A lake's commit writes a Parquet file a table: requests are gathered for seconds, not taken at once.
+        self._gather_s = COMMIT_INTERVAL_S if self.store.lake else 0.0
         if max_resident_bytes is not None:  # else DuckDB keeps every row the log holds in memory too, up to 256 MB
             self.store.limit_memory(_DUCKDB_MEMORY)
         self.token = token
@@ -688,9 +696,11 @@ class Collector:
                 continue
             group = [job]
             spans = len(job.records)
+            gather_until = time.monotonic() + self._gather_s
             while spans < _GROUP_SPANS:
                 try:
-                    more = self._jobs.get_nowait()
+                    wait = gather_until - time.monotonic()
+                    more = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:

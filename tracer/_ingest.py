@@ -155,6 +155,8 @@ _SESSION_SUMS = (
     "turns", "llm_calls", "llm_errors", "tool_calls", "tool_errors", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "unpriced_calls",
 )
+_BIGINT_SUMS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"})
+"""The sums a session holds as BIGINT (the others are INTEGER)."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from ._pricing import PriceTable
 from ._redact import BUILTIN_REDACTORS, ContentMode, ContentPolicy, Redactor
 from ._session import Session, SessionTracerProvider, open_session
 from ._spill import spill_dir
+from ._lake import is_lake
 from ._store import Store, default_db_path
 
 Client = TypeVar("Client")
@@ -122,7 +123,9 @@ class Recorder:
         else:
             self.processor = StoreSpanProcessor(
                 lambda: Store(self.db_path), max_queue=max_queue, on_sessions_ended=on_sessions_ended,
-                spill=None if self.db_path == ":memory:" else spill_dir(self.db_path), policy=self.policy)
+                # A lake has no file to spill beside; what it has committed survives.
+                spill=None if self.db_path == ":memory:" or is_lake(self.db_path) else spill_dir(self.db_path),
+                policy=self.policy)
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("flightrec", __version__)
 

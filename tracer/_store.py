@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pandas costs the CLI a third of a second to import; only th
     import pandas as pd
 
 from . import _chat_attributes as _chat
+from . import _lake
 from ._audit import ALERT_ACTIONS, AuditAction, AuditVia, audit_entry
 from ._canonical import canonical_json, sha256_hex
 from ._errors import (
@@ -43,7 +44,7 @@ from ._errors import (
     UnstorableError,
 )
 from ._holder import find_holder
-from ._ingest import _SESSION_SUMS, LLM_CALL_COLUMNS, Batch
+from ._ingest import _BIGINT_SUMS, _SESSION_SUMS, LLM_CALL_COLUMNS, Batch
 from ._loops import outcome_key_sql
 from ._migrations import LATEST, MIGRATIONS
 from ._origin import SessionMarks
@@ -117,9 +118,6 @@ def _combined_session(first: str, other: str) -> str:
     {", ".join(f"{c} = coalesce({first}.{c}, {other}.{c})" for c in _SESSION_MARKS)}"""
 
 
-_BIGINT_SUMS = frozenset({"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"})
-
-
 def _saturated(a: str, b: str, column: str) -> str:
     """``a + b`` held at the column's largest value: a session whose count would overflow stays
     writable (its count stays at the bound). Ingest bounds each call's counts (``_validate``), so
@@ -185,6 +183,11 @@ def _day(ns: int) -> str:
 def default_db_path(db: str | os.PathLike[str] | None = None) -> str:
     """``db`` if given, else ``$FLIGHTREC_DB``, else ``./flightrec.duckdb``."""
     return os.fspath(db) if db else os.environ.get("FLIGHTREC_DB") or DEFAULT_DB
+
+
+def store_exists(path: str) -> bool:
+    """Whether a store is at ``path`` (a lake is taken to be: opening it says if not)."""
+    return _lake.is_lake(path) or path == ":memory:" or Path(path).exists()
 
 
 def _listing(command: str, path: str) -> str:
@@ -305,6 +308,26 @@ _INSERTS = (
     ("chain", "INSERT OR IGNORE INTO message_chain SELECT * FROM _batch_chain"),
 )
 """What ``write`` runs for each table of a batch, in this order."""
+_LAKE_INSERTS = (
+    *_INSERTS[:4],
+    # Content-addressed rows are appended: another collector may have stored one too, and the views
+    # (``_lake.py``) show each once. Each collector's ingest sends a body only once while it remembers it.
+    ("content", "INSERT INTO content_rows SELECT * FROM _batch_content"),
+    ("chain", "INSERT INTO chain_rows SELECT * FROM _batch_chain"),
+)
+"""What ``write`` runs on a lake."""
+_LAKE_SESSION_INSERT = (f"INSERT INTO session_deltas ({', '.join(_SESSION_COLUMNS)}, committed_ns) "
+                        "SELECT *, $now FROM _batch_sessions")
+_LAKE_CLOSE_INACTIVE = f"""
+INSERT INTO session_deltas (session_id, start_ns, end_ns, ended, status, status_reason,
+    {', '.join(_SESSION_SUMS)}, cost_usd, committed_ns)
+SELECT session_id, start_ns, end_ns, true, CASE WHEN (SELECT last(c.action ORDER BY c.start_ns) FROM llm_calls c
+                        WHERE c.session_id = s.session_id) = 'final' THEN 'ok' ELSE 'incomplete' END,
+    $reason, {', '.join('0' for _ in _SESSION_SUMS)}, 0, $now
+FROM sessions s WHERE NOT ended AND end_ns < $before
+"""
+_LAKE_INACTIVE = "SELECT session_id FROM sessions WHERE NOT ended AND end_ns < $before"
+"""``_CLOSE_INACTIVE`` on a lake: a delta that ends the session, which the sessions view takes as its status."""
 
 
 class Store:
@@ -320,8 +343,20 @@ class Store:
         self.path = default_db_path(path)
         self.read_only = read_only
         self._lock = threading.RLock()
+        self.lake = _lake.is_lake(self.path)
+        """Whether the store is a lake (``_lake.py``): many processes write it, sessions are deltas."""
+        self.shown = _lake.masked(self.path)
+        """The path or URL, as messages may print it."""
+        if self.lake:
+            self._con = _lake.connect(self.path, read_only=read_only)
+            try:
+                _lake.migrate(self._con, _lake.masked(self.path), read_only=read_only)
+            except BaseException:
+                self._con.close()
+                raise
+            return
         in_memory = self.path == ":memory:"
-        if read_only and not in_memory and not Path(self.path).exists():
+        if read_only and not store_exists(self.path):
             raise StoreError(
                 f"no trace store at {self.path}. Record some sessions first (for example `make demo`), "
                 "or point --db / FLIGHTREC_DB at an existing file."
@@ -433,6 +468,8 @@ class Store:
         types = self._write_types
         if types is None:
             with self._lock, self._con.cursor() as cursor:  # a cursor: the connection may hold a result
+                if self.lake:
+                    cursor.execute(f"USE {_lake.ALIAS}")  # a cursor starts in DuckDB's own database
                 types = self._write_types = {
                     name: cursor.sql(f"SELECT {', '.join(columns)} FROM {name} LIMIT 0").to_arrow_table().schema.types
                     for name, columns in (*_COLUMNS.items(), ("sessions", _SESSION_COLUMNS))
@@ -491,13 +528,17 @@ class Store:
                     batch = _without(batch, stored)
                     con.unregister("_batch_spans")
                     tables = self._tables(batch)
-                for name, sql in _INSERTS:
+                for name, sql in _LAKE_INSERTS if self.lake else _INSERTS:
                     table = tables.get(name)
                     if table is not None:
                         con.register(f"_batch_{name}", table)
                         con.execute(sql)
                 if "sessions" in tables:
-                    self._upsert_sessions(tables["sessions"])
+                    if self.lake:  # a lake adds the session's delta; the sessions view adds them up
+                        con.register("_batch_sessions", tables["sessions"])
+                        con.execute(_LAKE_SESSION_INSERT, {"now": time.time_ns()})
+                    else:
+                        self._upsert_sessions(tables["sessions"])
                 for old, new in batch.merges.items():
                     self._merge_session(old, new)
                 con.execute("COMMIT")
@@ -545,6 +586,10 @@ class Store:
     def _merge_session(self, old: str, new: str) -> None:
         """Moves the rows of session ``old`` into ``new`` (in the caller's transaction)."""
         con = self._con
+        if self.lake:  # the deltas move too, and the sessions view adds them into the named session
+            for table in (*_MERGED_TABLES[:-1], "chain_rows", "session_deltas"):
+                con.execute(f"UPDATE {table} SET session_id = $new WHERE session_id = $old", {"old": old, "new": new})
+            return
         for table in _MERGED_TABLES:
             con.execute(f"UPDATE {table} SET session_id = $new WHERE session_id = $old", {"old": old, "new": new})
         if con.execute("SELECT 1 FROM sessions WHERE session_id = $old", {"old": old}).fetchone() is None:
@@ -561,8 +606,17 @@ class Store:
         """
         with self._lock:
             try:
-                rows = self._con.execute(_CLOSE_INACTIVE, {"before": before_ns, "reason": reason}).fetchall()
+                if self.lake:  # DuckLake has no RETURNING for an insert: the ids, then their deltas
+                    con = self._con
+                    con.execute("BEGIN")
+                    rows = con.execute(_LAKE_INACTIVE, {"before": before_ns}).fetchall()
+                    con.execute(_LAKE_CLOSE_INACTIVE, {"before": before_ns, "reason": reason, "now": time.time_ns()})
+                    con.execute("COMMIT")
+                else:
+                    rows = self._con.execute(_CLOSE_INACTIVE, {"before": before_ns, "reason": reason}).fetchall()
             except duckdb.Error as exc:
+                if self.lake:
+                    self._con.execute("ROLLBACK")
                 raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
         return [r[0] for r in rows]
 
@@ -606,6 +660,9 @@ class Store:
 
     def _retain(self, select: str, params: list[Any], *, content_only: bool, why: str,
                 forget_observations: bool = False) -> PruneResult:
+        if self.lake:
+            raise StoreError(f"retention on a lake ({_lake.masked(self.path)}) is not built yet: flightrec keeps every "
+                             "session there. Remove old Parquet files with DuckLake's own maintenance meanwhile.")
         con = self._con
         with self._lock:
             try:
@@ -623,6 +680,44 @@ class Store:
                     raise StoreError(f"removing sessions from the trace store {self.path} failed: {exc}") from None
                 raise
         return result
+
+    # -- a lake's upkeep (_lake.py) ------------------------------------------------------------
+
+    def _lake_only(self, what: str) -> None:
+        if not self.lake:
+            raise ConfigError(f"{what} is for a lake (--db ducklake:…), and {self.path} is a DuckDB file.")
+
+    def maintain_lake(self, *, keep_snapshots_s: float = _lake.KEEP_SNAPSHOTS_S) -> _lake.Maintained:
+        """One maintenance round (``_lake.maintain``): session deltas rolled up, duplicate content
+        removed, small files merged, old snapshots expired and their files deleted.
+
+        Raises:
+            ConfigError: the store is a file, not a lake.
+            StoreError: a step failed; what it changed was rolled back.
+        """
+        self._lake_only("maintenance")
+        with self._lock:
+            try:
+                return _lake.maintain(self._con, now_ns=time.time_ns(), keep_snapshots_s=keep_snapshots_s)
+            except duckdb.Error as exc:
+                raise StoreError(f"maintaining the lake {self.shown} failed: {_lake.masked(str(exc))}. Nothing "
+                                 "of the step that failed was changed; run it again.") from None
+
+    def import_file(self, path: str, *, progress: Callable[[int, int], None] | None = None) -> _lake.Imported:
+        """Copies the file store at ``path`` into this lake (``_lake.import_file``); run it again
+        to resume, or to copy what the file gained since.
+
+        Raises:
+            ConfigError: this store is a file, not a lake.
+            StoreError: the file is missing, held by a writer, or of another schema version.
+        """
+        self._lake_only("importing a file")
+        with self._lock:
+            try:
+                return _lake.import_file(self._con, path, now_ns=time.time_ns(), progress=progress)
+            except duckdb.Error as exc:
+                raise StoreError(f"importing {path} into the lake {self.shown} failed: {_lake.masked(str(exc))}. "
+                                 "What was committed stays; run it again to go on.") from None
 
     def checkpoint(self) -> bool:
         """Writes the log into the file (``CHECKPOINT``), so that the blocks removed rows held are
@@ -907,7 +1002,9 @@ class Store:
             was = self._query("SELECT run_id FROM eval_labels WHERE label = ?", [label])
             entry = audit_entry(actor, "label", run_id, {"label": label, "moved_from": was[0][0] if was else None},
                                 via)
-            self._audited(entry, "INSERT OR REPLACE INTO eval_labels VALUES (?, ?, ?)", [label, run_id, entry.at_ns])
+            # Two statements, not INSERT OR REPLACE: a lake has no keys to replace by.
+            self._audited(entry, ("DELETE FROM eval_labels WHERE label = ?", [label]),
+                          ("INSERT INTO eval_labels VALUES (?, ?, ?)", [label, run_id, entry.at_ns]))
 
     def eval_runs(self, *, limit: int = 50) -> list[EvalRunRecord]:
         """Eval runs, newest first."""
@@ -993,9 +1090,12 @@ class Store:
             try:
                 con.execute("BEGIN")
                 con.register("_alert_rows", _table(_ALERT_COLUMNS, rows))
-                con.execute("INSERT OR REPLACE INTO alerts SELECT * FROM _alert_rows")
+                # Without INSERT OR REPLACE / OR IGNORE: a lake has no keys (the file store's keep these unique).
+                con.execute("DELETE FROM alerts WHERE fingerprint IN (SELECT fingerprint FROM _alert_rows)")
+                con.execute("INSERT INTO alerts SELECT * FROM _alert_rows")
                 con.register("_alert_obs", _table(("fingerprint", "observation", "seen_ns"), obs_rows))
-                con.execute("INSERT OR IGNORE INTO alert_observations SELECT * FROM _alert_obs")
+                con.execute("INSERT INTO alert_observations SELECT * FROM _alert_obs o "
+                            "ANTI JOIN alert_observations a USING (fingerprint, observation)")
                 con.execute("COMMIT")
             except duckdb.Error as exc:
                 con.execute("ROLLBACK")
@@ -1051,7 +1151,7 @@ class Store:
             raise ConfigError(f"an alert's status is one of {', '.join(ALERT_ACTIONS)}, not {status!r}.")
         alert = self.get_alert(alert_id)
         entry = audit_entry(actor, action, alert.alert_id, {"status": status, "was": alert.status}, via)
-        self._audited(entry, "UPDATE alerts SET status = ? WHERE fingerprint = ?", [status, alert.fingerprint])
+        self._audited(entry, ("UPDATE alerts SET status = ? WHERE fingerprint = ?", [status, alert.fingerprint]))
         return alert.model_copy(update={"status": status})
 
     @staticmethod
@@ -1087,15 +1187,16 @@ class Store:
         self._audited(entry)
         return entry
 
-    def _audited(self, entry: AuditEntry, sql: str | None = None, params: list[Any] | None = None) -> None:
-        """Runs ``sql`` (a change a person made) and appends ``entry`` for it, in one transaction."""
+    def _audited(self, entry: AuditEntry, *changes: tuple[str, list[Any]]) -> None:
+        """Runs ``changes`` (statements and their parameters: what a person changed) and appends ``entry``
+        for it, in one transaction."""
         row = [entry.at_ns, entry.actor, entry.action, entry.target, entry.via, json.dumps(entry.detail, default=str)]
         with self._lock:
             con = self._con
             try:
                 con.execute("BEGIN")
-                if sql is not None:
-                    con.execute(sql, params or [])
+                for sql, params in changes:
+                    con.execute(sql, params)
                 con.execute(_AUDIT_INSERT, row)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
