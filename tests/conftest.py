@@ -103,3 +103,30 @@ def memory():
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider, exporter
     provider.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server (``tests/_postgres.py``), for lake catalogs. Without the lake's
+    extensions (``pip install '.[lake]'``) or PostgreSQL, lake tests are skipped, except in CI
+    (``CI=true``), where they fail: ``.ci/run`` installs both."""
+    import importlib.util
+
+    from tests._postgres import Postgres, binaries
+
+    missing = ("the lake's DuckDB extensions (pip install '.[lake]')"
+               if importlib.util.find_spec("duckdb_extension_ducklake") is None
+               else "PostgreSQL (apt-get install postgresql)" if binaries() is None else None)
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"lake tests need {missing}; .ci/run installs it")
+        pytest.skip(f"lake tests need {missing}")
+    server = Postgres(binaries())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lake(postgres, tmp_path) -> str:
+    """A fresh, empty lake: its own catalog database, its files under the test's temp dir."""
+    return f"ducklake:postgres:{postgres.database()}?data_path={tmp_path / 'lake'}/"

@@ -1,0 +1,212 @@
+"""A lake (DuckLake: a PostgreSQL catalog, Parquet files) as the store: the same rows as a file,
+shared by several writers, read whole commits at a time. Runs against a real PostgreSQL
+(``postgres`` fixture in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+import tracer
+from tests.tracer.fakes import FakeAPI, run_agent
+from tests.tracer.test_collector import agent_spans, dump, post
+from tracer import _collector, _lake
+from tracer._collector import Collector
+from tracer._ingest import Batch, Ingestor, from_readable
+
+
+def write(db: str, batches: list[list], ingestor: Ingestor | None = None) -> None:
+    ingestor = ingestor or Ingestor()
+    with tracer.Store(db) as store:
+        for spans in batches:
+            batch = Batch()
+            ingestor.build([from_readable(s) for s in spans], batch)
+            store.write(batch)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("ducklake:", "names no catalog"),
+    ("ducklake:postgres:dbname=x host=h", "names no data_path"),
+    ("ducklake:postgres:dbname=x password=hunter2?data_path=/d/", "holds a password"),
+    ("ducklake:postgres:dbname=x?data_path=/d/&tls=1", "options tls that flightrec does not know"),
+    ("ducklake:mysql:db=x?data_path=/d/", "names a mysql catalog"),
+])
+def test_a_bad_lake_url_says_what_is_wrong_before_anything_connects(url, says):
+    with pytest.raises(tracer.ConfigError, match=says) as caught:
+        tracer.Store(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_an_unreachable_catalog_names_it_and_what_to_check(postgres, tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"ducklake:postgres:dbname=nope host=127.0.0.1 port={port} user=x?data_path={tmp_path}/"
+    with pytest.raises(tracer.StoreError, match=f"cannot reach the lake's catalog .*port={port}.*refused.*PGPASSWORD"):
+        tracer.Store(url)
+
+
+def test_the_same_spans_make_the_same_rows_as_in_a_file(lake, tmp_path):
+    spans = agent_spans()
+    thirds = [spans[i::3] for i in range(3)]  # a session's spans in three commits: its row is three deltas
+    file = str(tmp_path / "f.duckdb")
+    write(file, thirds)
+    write(lake, thirds)
+    assert dump(lake) == dump(file)
+    with tracer.Store(lake, read_only=True) as store:
+        assert store.sql("SELECT count(*) FROM session_deltas") == [(3,)]
+        verified = store.verify_requests()
+        assert verified.exact == verified.total > 0
+
+
+def test_two_collectors_store_shared_content_twice_yet_every_read_shows_it_once(lake, tmp_path):
+    first, second = agent_spans(), agent_spans()  # two sessions with the same system prompt and tools
+    file = str(tmp_path / "f.duckdb")
+    write(file, [first, second])
+    write(lake, [first], Ingestor())
+    write(lake, [second, first], Ingestor())  # the second collector also gets the first's retried request
+    assert dump(lake) == dump(file)
+    with tracer.Store(lake, read_only=True) as store:
+        assert store.sql("SELECT count(*) > count(DISTINCT hash) FROM content_rows") == [(True,)]
+        verified = store.verify_requests()
+    assert verified.exact == verified.total == 6  # three calls a session, the first refused (529) and retried
+
+
+WRITER = r"""
+import sys, tracer
+from tests.tracer.fakes import FakeAPI, run_agent
+rec = tracer.Recorder(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    with rec.session(agent="support"):
+        run_agent(rec.instrument(FakeAPI().client()))
+rec.shutdown()
+assert rec.stats.dropped == 0, rec.stats
+"""
+
+
+def test_two_processes_write_one_lake_at_once(lake, tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    root = Path(__file__).parents[2]
+    procs = [subprocess.Popen([sys.executable, str(script), lake, "6"], cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+             for _ in range(2)]
+    assert [p.wait(180) for p in procs] == [0, 0]
+    with tracer.Store(lake, read_only=True) as store:
+        assert store.sql("SELECT count(*), sum(llm_calls), sum(tool_calls) FROM sessions") == [(12, 24, 12)]
+        assert store.sql("SELECT count(*) FROM llm_calls") == [(24,)]
+        assert store.verify_requests().exact == 24
+
+
+def test_a_reader_sees_whole_commits_only(lake):
+    batches = [agent_spans() for _ in range(6)]
+    with tracer.Store(lake):  # the schema, made before the reader opens the lake read-only
+        pass
+    writer = threading.Thread(target=write, args=(lake, batches))
+    seen = []
+    with tracer.Store(lake, read_only=True) as reader:
+        writer.start()
+        while writer.is_alive() or not seen or seen[-1][0] < 6:
+            # One statement, one snapshot: the sessions' counts always match the rows beside them.
+            seen.append(reader.sql("SELECT (SELECT count(*) FROM sessions), (SELECT coalesce(sum(llm_calls), 0) "
+                                   "FROM sessions), (SELECT count(*) FROM llm_calls)")[0])
+        writer.join()
+    assert all(sessions * 3 == summed == calls for sessions, summed, calls in seen)  # 3 calls a session
+    assert seen[-1] == (6, 18, 18)
+
+
+def test_serve_on_a_lake_acknowledges_after_its_commit(lake, monkeypatch):
+    monkeypatch.setattr(_collector, "COMMIT_INTERVAL_S", 0.2)
+    spans = agent_spans()
+    with Collector(lake, port=0) as collector:
+        assert collector.store.lake
+        status, _ = post(collector.url, encode_spans(spans).SerializeToString())
+        assert status == 200
+        with tracer.Store(lake, read_only=True) as reader:  # another process's view, while serve runs
+            assert reader.sql("SELECT count(*) FROM spans") == [(len(spans),)]
+
+
+def test_serve_refuses_retention_on_a_lake(lake):
+    with pytest.raises(tracer.ConfigError, match="retention on a lake is not built yet"):
+        Collector(lake, port=0, retain_s=3600)
+
+
+def test_sessions_closed_for_inactivity_end_as_in_a_file(lake, tmp_path):
+    rec_spans = agent_spans()
+    running = [s for s in rec_spans if s.parent is not None]  # no root span: the session never ends
+    file = str(tmp_path / "f.duckdb")
+    for db in (file, lake):
+        write(db, [running])
+        with tracer.Store(db) as store:
+            assert len(store.close_inactive(2**62, "no span for 30 min")) == 1
+    assert dump(lake) == dump(file)
+
+
+def test_a_recorder_writes_a_lake_directly(lake):
+    rec = tracer.Recorder(lake)
+    with rec.session(agent="support") as session:
+        run_agent(rec.instrument(FakeAPI().client()))
+    rec.shutdown()
+    with tracer.Store(lake, read_only=True) as store:
+        assert store.get_session(session.id).llm_calls == 2
+
+
+
+def test_maintain_rolls_up_deltas_and_removes_duplicates_while_a_collector_writes(lake, tmp_path, monkeypatch):
+    first, second, later = agent_spans(), agent_spans(), agent_spans()
+    file = str(tmp_path / "f.duckdb")
+    write(file, [first[::2], second, first[1::2], later])
+    write(lake, [first[::2]], Ingestor())
+    write(lake, [second, first[1::2]], Ingestor())  # a second collector: content stored twice
+    with tracer.Store(lake) as store:
+        # A collector commits between the maintenance round's read and its commit: its rows stay.
+        writer = threading.Thread(target=write, args=(lake, [later]))
+        real_maintain = _lake.maintain
+
+        def racing(con, **kw):
+            writer.start()
+            writer.join()
+            return real_maintain(con, **kw)
+
+        monkeypatch.setattr(_lake, "maintain", racing)
+        done = store.maintain_lake(keep_snapshots_s=0)
+        assert done.sessions_rolled_up == 1 and done.session_deltas_removed == 2
+        assert done.content_duplicates_removed > 0
+        assert store.sql("SELECT count(*) = count(DISTINCT hash) FROM content_rows") == [(True,)]
+    assert dump(lake) == dump(file)
+
+
+def test_maintain_leaves_about_one_file_a_table(lake):
+    with tracer.Store(lake) as store:  # no commit kept in the catalog (data inlining): a file each
+        store.sql("CALL ducklake_set_option('lake', 'data_inlining_row_limit', 0)")
+    write(lake, [[s] for s in agent_spans()])  # a commit a span: many small files
+    with tracer.Store(lake) as store:
+        done = store.maintain_lake(keep_snapshots_s=0)
+        tables = store.sql("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND "
+                           "estimated_size > 0")[0][0]
+    assert done.files_before >= 3 * tables and done.files_after == tables
+
+
+def test_a_file_store_moves_up_into_a_lake_and_a_second_import_copies_only_what_is_new(lake, tmp_path, monkeypatch):
+    file = str(tmp_path / "f.duckdb")
+    write(file, [agent_spans(), agent_spans()])
+    with tracer.Store(file) as store:
+        store.audit("ops", "export", "store")
+    monkeypatch.setattr(_lake, "IMPORT_SESSIONS", 1)  # a transaction a session: resumable in between
+    with tracer.Store(lake) as store:
+        first = store.import_file(file)
+        again = store.import_file(file)
+    assert first.sessions == 2 and first.rows["audit_log"] == 1
+    assert again.sessions == 0 and not any(again.rows.values())
+    assert dump(lake) == dump(file)
+
+
+def test_lake_commands_on_a_file_say_they_are_for_a_lake(tmp_path):
+    with tracer.Store(str(tmp_path / "f.duckdb")) as store, pytest.raises(tracer.ConfigError, match="for a lake"):
+        store.maintain_lake()
