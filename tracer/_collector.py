@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import h11
-import pyarrow as pa
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -216,21 +215,16 @@ def skip_pandas() -> None:
     --no-dashboard``): 43 MB of memory for good, out of the 500 MB a collector may take.
 
     pyarrow asks once, on its first conversion of Python objects (``pa.array``, which every write
-    of the store runs), whether pandas can be imported, to tell a pandas Series from a list; it
-    has no switch to skip the question. Asked while ``import pandas`` fails, it keeps that answer
-    and converts lists as before; a pandas conversion (``Table.to_pandas``) still imports pandas
-    when asked for. Process-wide, and a thread importing pandas at the same moment would fail:
-    call it once, from the command that owns the process, before it starts threads. A no-op where
-    pandas is imported already.
+    of the store runs), whether pandas can be imported, to tell a pandas Series from a list; DuckDB
+    before 2.0 asks on every statement with parameters, and does not keep the answer. Neither has
+    a switch to skip the question, so ``import pandas`` fails in the process from then on, as if
+    pandas were not installed: lists convert as before, and a pandas conversion
+    (``Table.to_pandas``, ``Store.frame``) fails. Process-wide: call it once, from the command that
+    owns the process, before it starts threads. A no-op where pandas is imported already.
     """
     if "pandas" in sys.modules:
         return
-    finder = _NoPandas()
-    sys.meta_path.insert(0, finder)
-    try:
-        pa.array([])
-    finally:
-        sys.meta_path.remove(finder)
+    sys.meta_path.insert(0, _NoPandas())
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):

@@ -273,9 +273,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "sessions say where they come from (production, eval, replay, fork) and carry their route and tags",
         # Filled from what the store holds: a replay's or fork's session span names its kind and source
         # session, a session span may name a route (else its scenario, as the detectors read it) and tags,
-        # and an eval run's results name their trials' sessions. Everything else is production.
+        # and an eval run's results name their trials' sessions. Everything else is production. NOT NULL
+        # comes before the updates: DuckDB before 2.0 fails the commit of a transaction that updates a
+        # table and then alters it ("another transaction has altered this table").
         """
         ALTER TABLE sessions ADD COLUMN origin VARCHAR DEFAULT 'production';
+        ALTER TABLE sessions ALTER COLUMN origin SET NOT NULL;
         ALTER TABLE sessions ADD COLUMN eval_run_id VARCHAR;
         ALTER TABLE sessions ADD COLUMN eval_case_id VARCHAR;
         ALTER TABLE sessions ADD COLUMN source_session_id VARCHAR;
@@ -299,7 +302,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHERE sessions.session_id = m.session_id;
         UPDATE sessions SET origin = 'eval', eval_run_id = r.run_id, eval_case_id = r.case_id, source_session_id = NULL
         FROM eval_results r WHERE sessions.session_id = r.session_id;
-        ALTER TABLE sessions ALTER COLUMN origin SET NOT NULL;
         """,
     ),
 )

@@ -246,8 +246,9 @@ def compact(path: str) -> tuple[int, int]:
     before = os.path.getsize(path)
     con = duckdb.connect()
     try:
-        con.execute("ATTACH ? AS old", [path])  # for writing: no other process may hold it meanwhile
-        con.execute("ATTACH ? AS fresh", [fresh])
+        # A literal: DuckDB before 2.0 takes no parameter in ATTACH.
+        con.execute(f"ATTACH {_sql_string(path)} AS old")  # for writing: no other process may hold it meanwhile
+        con.execute(f"ATTACH {_sql_string(fresh)} AS fresh")
         con.execute("COPY FROM DATABASE old TO fresh")
         con.execute("DETACH fresh")
         con.execute("DETACH old")
@@ -261,6 +262,11 @@ def compact(path: str) -> tuple[int, int]:
     con.close()
     os.replace(fresh, path)
     return before, os.path.getsize(path)
+
+
+def _sql_string(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def reference_problems(store: Store) -> dict[str, int]:

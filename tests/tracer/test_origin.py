@@ -7,6 +7,8 @@ from its first turn or call: the session span, which ends last, is not waited fo
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -127,8 +129,10 @@ def test_migration_10_fills_in_the_origin_of_an_older_store(tmp_path):
     with duckdb.connect(db) as con:
         for column in ("origin", "eval_run_id", "eval_case_id", "source_session_id", "route", "tags"):
             con.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
-        for key in ("run_id", "case_id", "trial"):
-            con.execute(f"UPDATE spans SET attributes = json_remove(attributes, '$.\"flightrec.eval.{key}\"')::VARCHAR")
+        # A merge patch removes the keys it sets to null (json_remove is DuckDB 2.0's).
+        patch = json.dumps({f"flightrec.eval.{key}": None for key in ("run_id", "case_id", "trial")})
+        con.execute("UPDATE spans SET attributes = json_merge_patch(attributes, ?)::VARCHAR WHERE attributes IS NOT NULL",
+                    [patch])
         assert con.execute("SELECT count(*) FROM spans WHERE attributes LIKE '%flightrec.eval%'").fetchone()[0] == 0
         con.execute("DELETE FROM schema_migrations WHERE version >= 10")
     with tracer.Store(db) as store:
