@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The lake's tests run in a venv of their own: flightrec[lake] pins the duckdb that DuckLake's extensions
+# are built for (pyproject.toml), older than the one the rest runs on.
+LAKE_VENV := .venv-lake
+LAKE_STAMP := $(LAKE_VENV)/.installed
 
 .PHONY: demo test clean
 
@@ -12,6 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(LAKE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(LAKE_VENV)
+	$(LAKE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LAKE_VENV)/bin/python -m pip install --quiet -e '.[test,lake]'
+	touch $(LAKE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/flightrec demo
 
@@ -19,8 +29,10 @@ demo: $(STAMP)
 # subprocess, a server or the browser, which the third fills (RESULTS §49). A test file runs on one
 # worker, so that a module fixture is built once; files run in the order tests/conftest.py sets (one
 # builds the shared demo store while the others run the rest).
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
+# Then the lake's tests (marked `lake`: a private PostgreSQL, tracer.testing.PrivatePostgres) in the lake's venv.
+test: $(STAMP) $(LAKE_STAMP)
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder -m "not lake"
+	$(LAKE_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m lake
 
 clean:
-	rm -rf $(VENV) flightrec.duckdb flightrec.duckdb.wal flightrec.duckdb.serve.json .pytest_cache
+	rm -rf $(VENV) $(LAKE_VENV) flightrec.duckdb flightrec.duckdb.wal flightrec.duckdb.serve.json .pytest_cache

@@ -54,7 +54,8 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, (wall, ideal, n, trials, cpu) in enumerate(rows):
         ratio = f"{wall / ideal:.2f}" if ideal else "–"
-        print(f"| {i + 1} | {trials} | {n} | {ideal:.1f} | {wall:.1f} | {ratio} | {cpu:.1f} | {cpu / trials * 1000:.0f} |")
+        per_trial_ms = cpu / trials * 1000
+        print(f"| {i + 1} | {trials} | {n} | {ideal:.1f} | {wall:.1f} | {ratio} | {cpu:.1f} | {per_trial_ms:.0f} |")
     if all(r[1] for r in rows):
         print(f"median wall / ideal: {statistics.median(w / i for w, i, *_ in rows):.2f}")
     print(f"median wall: {statistics.median(r[0] for r in rows):.1f} s; "

@@ -31,6 +31,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+import tracer
+
 from ._errors import WorldError
 
 TODAY = date(2026, 11, 20)
@@ -171,6 +173,8 @@ def default_world_path(trace_db: str | os.PathLike[str]) -> str:
     path = Path(os.fspath(trace_db))
     if path.name == ":memory:":
         return ":memory:"
+    if tracer.is_lake(os.fspath(trace_db)):  # a lake is no file to sit beside: the working directory's
+        return "flightrec" + DEFAULT_WORLD_SUFFIX
     return str(path.with_name(path.stem + DEFAULT_WORLD_SUFFIX))
 
 

@@ -31,6 +31,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The files that read the demo store (``demo``, built once a run) run last, but for the first of
     them, which runs first: under pytest-xdist one worker builds the demo while the others run the
     rest, and no worker waits for it."""
+    for item in items:
+        if "postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lake)  # `make test` runs these in the lake's venv
     readers = {item.path for item in items if "demo" in getattr(item, "fixturenames", ())}
     first = next((item.path for item in items if item.path in readers), None)
     items.sort(key=lambda item: 0 if item.path == first else 2 if item.path in readers else 1)
@@ -107,21 +110,21 @@ def memory():
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A private PostgreSQL server (``tests/_postgres.py``), for lake catalogs. Without the lake's
+    """A private PostgreSQL server (``tracer.testing.PrivatePostgres``), for lake catalogs. Without the lake's
     extensions (``pip install '.[lake]'``) or PostgreSQL, lake tests are skipped, except in CI
     (``CI=true``), where they fail: ``.ci/run`` installs both."""
     import importlib.util
 
-    from tests._postgres import Postgres, binaries
+    from tracer.testing import PrivatePostgres, postgres_binaries
 
     missing = ("the lake's DuckDB extensions (pip install '.[lake]')"
                if importlib.util.find_spec("duckdb_extension_ducklake") is None
-               else "PostgreSQL (apt-get install postgresql)" if binaries() is None else None)
+               else "PostgreSQL (apt-get install postgresql)" if postgres_binaries() is None else None)
     if missing:
         if os.environ.get("CI") == "true":
             pytest.fail(f"lake tests need {missing}; .ci/run installs it")
         pytest.skip(f"lake tests need {missing}")
-    server = Postgres(binaries())
+    server = PrivatePostgres(postgres_binaries())
     yield server
     server.stop()
 

@@ -36,6 +36,7 @@ from ._errors import (
 from ._export import ExportStats, StoreSpanProcessor
 from ._format import clip_text, format_ms, format_tokens, format_usd
 from ._ingest import Ingestor, SpanRecord
+from ._lake import is_lake
 from ._loops import (
     VOLATILE_PATTERNS,
     Loop,
@@ -161,6 +162,7 @@ __all__ = [
     "current_session",
     "default_db_path",
     "store_exists",
+    "is_lake",
     "did_you_mean",
     "find_loops",
     "format_ms",

@@ -431,9 +431,10 @@ def maintain(db: str | None, as_json: bool, keep: int) -> None:
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(done)))
         return
-    click.echo(f"Rolled up {_counted(done.sessions_rolled_up, 'session')} ({_counted(done.session_deltas_removed, 'delta')} "
-               f"into one each); removed {done.content_duplicates_removed} duplicate content rows and "
-               f"{done.chain_duplicates_removed} duplicate chain nodes; files {done.files_before} → {done.files_after}.")
+    deltas = _counted(done.session_deltas_removed, "delta")
+    click.echo(f"Rolled up {_counted(done.sessions_rolled_up, 'session')} ({deltas} into one each); removed "
+               f"{done.content_duplicates_removed} duplicate content rows and {done.chain_duplicates_removed} "
+               f"duplicate chain nodes; files {done.files_before} → {done.files_after}.")
 
 
 @click.group()

@@ -40,9 +40,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ._config import content_mode
 from ._errors import ConfigError, FlightrecError, StoreError, UnstorableError
 from ._ingest import Batch, Ingestor, SpanRecord
+from ._lake import COMMIT_INTERVAL_S
 from ._otlp import MAX_BODY, SLICE_BYTES, Decoded, OtlpError, decode_slices, encode_response, is_compressed
 from ._redact import ContentPolicy
-from ._lake import COMMIT_INTERVAL_S
 from ._store import Store, default_db_path
 
 log = logging.getLogger("flightrec.collector")

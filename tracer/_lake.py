@@ -418,7 +418,8 @@ def import_file(con: duckdb.DuckDBPyConnection, path: str, *, now_ns: int,
         for i in range(0, len(todo), IMPORT_SESSIONS):
             con.execute("BEGIN")
             try:
-                con.execute("CREATE TEMP TABLE _ids AS SELECT unnest($ids) AS session_id", {"ids": todo[i:i + IMPORT_SESSIONS]})
+                con.execute("CREATE TEMP TABLE _ids AS SELECT unnest($ids) AS session_id",
+                            {"ids": todo[i:i + IMPORT_SESSIONS]})
                 for table in _BY_SESSION:
                     copy(table, f"INSERT INTO {table} SELECT * FROM src.{table} SEMI JOIN _ids USING (session_id)")
                 copy("message_chain", "INSERT INTO chain_rows SELECT * FROM src.message_chain SEMI JOIN _ids USING "

@@ -17,11 +17,11 @@ from ._decision import ToolKinds
 from ._errors import ConfigError
 from ._export import MAX_QUEUE, ExportStats, OtlpSpanProcessor, StoreSpanProcessor, traces_url
 from ._foreign import RECORDER_MARKER
+from ._lake import is_lake
 from ._pricing import PriceTable
 from ._redact import BUILTIN_REDACTORS, ContentMode, ContentPolicy, Redactor
 from ._session import Session, SessionTracerProvider, open_session
 from ._spill import spill_dir
-from ._lake import is_lake
 from ._store import Store, default_db_path
 
 Client = TypeVar("Client")

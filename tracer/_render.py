@@ -126,7 +126,8 @@ def _decision(w: _Writer, call: LlmCall, tools: list[ToolCallRecord]) -> None:
     retry = f" (attempt {call.attempt})" if call.attempt else ""
     w.field("model", f"{call.model}{retry} · stop {call.stop_reason} · {format_ms(call.latency_ms)}"
             f"{f' (first token {format_ms(call.ttft_ms)})' if call.ttft_ms is not None else ''}")
-    util = f" = {call.context_utilisation:.1%} of {format_tokens(call.context_window)}" if call.context_utilisation else ""
+    util = (f" = {call.context_utilisation:.1%} of {format_tokens(call.context_window)}"
+            if call.context_utilisation else "")
     parts = " · ".join(f"{k.replace('_', ' ')} {format_tokens(v)}" for k, v in call.context_tokens.items())
     w.field("saw", f"{format_tokens(total_in)} tokens{util}: {parts}")
     bar = _context_bar(call, w.width - 2 - _LABEL - 2)

@@ -218,6 +218,12 @@ def _map_open_error(path: str, exc: duckdb.Error) -> StoreError:
             "wait for that process to finish, stop it, or use another file with --db / FLIGHTREC_DB. "
             "To collect from several processes at once, run `flightrec serve` and send OTLP to it."
         )
+    if "created with an newer version of DuckDB" in text or "created with a newer version of DuckDB" in text:
+        return StoreError(
+            f"the trace store {path} was written by a newer DuckDB than this flightrec's "
+            f"(duckdb {duckdb.__version__}), which cannot read it: flightrec[lake] pins the duckdb that DuckLake's "
+            "extensions are built for. Open it from a venv without the lake extra; to import it into a lake, first "
+            "write a copy this duckdb reads (README, Scale out: \"A file from a newer duckdb\").")
     if "not a valid DuckDB database" in text or "Invalid Input Error" in text:
         return StoreError(f"{path} is not a flightrec trace store (not a DuckDB file). Pass another path with --db.")
     return StoreError(f"cannot open the trace store {path}: {text.splitlines()[0]}. "
@@ -412,7 +418,10 @@ class Store:
                     con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [m.version, m.name])
             con.execute("COMMIT")
         except duckdb.Error as exc:
-            con.execute("ROLLBACK")
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:  # a failed COMMIT has rolled back already
+                pass
             raise StoreError(f"migrating the trace store {self.path} failed: {exc}") from None
 
     def schema_version(self) -> int:

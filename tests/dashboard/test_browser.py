@@ -224,8 +224,9 @@ def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard
     _step(browser, screenshots, "4-by-route", "location.search.includes('by=route')")
     browser.click_row(0, 0)  # the breakdown is sorted by cost: the most expensive route first
     # The URL changes as the script starts its run: wait for the top sessions it then draws.
-    _step(browser, screenshots, "4-route", "location.search.includes('route=') && "
-                                           f"document.body.innerText.includes({json.dumps('sessions of route ' + route)})")
+    heading = json.dumps("sessions of route " + route)
+    _step(browser, screenshots, "4-route",
+          f"location.search.includes('route=') && document.body.innerText.includes({heading})")
     # Its top sessions, most expensive first. A table just scrolled into view from the page's foot
     # can drop a synthetic click (about one run in two on a loaded machine): one more try.
     for attempt in range(2):

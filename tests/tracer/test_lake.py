@@ -95,8 +95,8 @@ def test_two_processes_write_one_lake_at_once(lake, tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     root = Path(__file__).parents[2]
-    procs = [subprocess.Popen([sys.executable, str(script), lake, "6"], cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
-             for _ in range(2)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    procs = [subprocess.Popen([sys.executable, str(script), lake, "6"], cwd=root, env=env) for _ in range(2)]
     assert [p.wait(180) for p in procs] == [0, 0]
     with tracer.Store(lake, read_only=True) as store:
         assert store.sql("SELECT count(*), sum(llm_calls), sum(tool_calls) FROM sessions") == [(12, 24, 12)]
@@ -210,3 +210,18 @@ def test_a_file_store_moves_up_into_a_lake_and_a_second_import_copies_only_what_
 def test_lake_commands_on_a_file_say_they_are_for_a_lake(tmp_path):
     with tracer.Store(str(tmp_path / "f.duckdb")) as store, pytest.raises(tracer.ConfigError, match="for a lake"):
         store.maintain_lake()
+
+
+def test_the_maintain_and_import_commands(lake, tmp_path):
+    from click.testing import CliRunner
+
+    from tracer._cli import main
+
+    file = str(tmp_path / "f.duckdb")
+    write(file, [agent_spans()])
+    imported = CliRunner().invoke(main, ["lake", "import", file, "--db", lake])
+    assert imported.exit_code == 0 and "Imported 1 session from" in imported.output, imported.output
+    maintained = CliRunner().invoke(main, ["maintain", "--db", lake, "--keep-snapshots", "1h"])
+    assert maintained.exit_code == 0 and "Rolled up 0 sessions" in maintained.output, maintained.output
+    refused = CliRunner().invoke(main, ["maintain", "--db", file])
+    assert refused.exit_code == 2 and "is for a lake (--db ducklake:…)" in refused.output, refused.output

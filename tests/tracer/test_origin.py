@@ -131,7 +131,8 @@ def test_migration_10_fills_in_the_origin_of_an_older_store(tmp_path):
             con.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
         # A merge patch removes the keys it sets to null (json_remove is DuckDB 2.0's).
         patch = json.dumps({f"flightrec.eval.{key}": None for key in ("run_id", "case_id", "trial")})
-        con.execute("UPDATE spans SET attributes = json_merge_patch(attributes, ?)::VARCHAR WHERE attributes IS NOT NULL",
+        con.execute("UPDATE spans SET attributes = json_merge_patch(attributes, ?)::VARCHAR "
+                    "WHERE attributes IS NOT NULL",
                     [patch])
         assert con.execute("SELECT count(*) FROM spans WHERE attributes LIKE '%flightrec.eval%'").fetchone()[0] == 0
         con.execute("DELETE FROM schema_migrations WHERE version >= 10")

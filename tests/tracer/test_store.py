@@ -90,3 +90,12 @@ def test_second_writer_gets_a_message_naming_the_holder(locked_store):
         tracer.Store(path)
     message = str(err.value)
     assert f"process {pid}" in message and "flightrec serve" in message and "--db" in message
+
+
+def test_a_file_from_a_newer_duckdb_says_how_to_read_or_import_it():
+    from tracer._store import _map_open_error
+
+    error = _map_open_error("old.duckdb", duckdb.IOException(
+        "IO Error: Trying to read a database file with version number 999, but we can only read versions between 64 "
+        "and 68.\nThe database file was created with an newer version of DuckDB."))
+    assert "written by a newer DuckDB" in str(error) and "A file from a newer duckdb" in str(error)

@@ -13,6 +13,7 @@ Quick start::
 
 from ._clock import FakeClock
 from ._fake_model import Answer, FakeError, FakeModel, Policy, ScriptExhausted, error, reply, text, thinking, tool_use
+from ._postgres import PrivatePostgres, postgres_binaries
 
 __all__ = [
     "Answer",
@@ -20,10 +21,12 @@ __all__ = [
     "FakeError",
     "FakeModel",
     "Policy",
+    "PrivatePostgres",
     "ScriptExhausted",
     "error",
     "reply",
     "text",
     "thinking",
     "tool_use",
+    "postgres_binaries",
 ]

@@ -1,6 +1,7 @@
-"""A private PostgreSQL server for the lake's tests: a cluster under a temp dir, on a random loopback
-port, stopped at the end. Debian's ``postgresql`` package provides the binaries (``.ci/run``
-installs it); ``initdb`` refuses to run as root, so as root the server runs as the ``postgres`` user."""
+"""A private PostgreSQL server, for tests and benchmarks of a lake (a catalog per database): a
+cluster under a temp dir, on a random loopback port, stopped by ``stop()``. The binaries come from
+the machine (Debian's ``postgresql``); ``initdb`` refuses to run as root, so as root the server runs
+as the ``postgres`` user."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 USER = "flightrec"
 
 
-def binaries() -> Path | None:
+def postgres_binaries() -> Path | None:
     """The directory holding ``initdb`` and ``pg_ctl``: on the PATH, else Debian's newest."""
     found = shutil.which("initdb")
     if found:
@@ -24,7 +25,7 @@ def binaries() -> Path | None:
     return Path(versions[-1]).parent if versions else None
 
 
-class Postgres:
+class PrivatePostgres:
     """One running cluster; ``database()`` makes a fresh database and returns its libpq conninfo."""
 
     def __init__(self, bin_dir: Path) -> None:
