@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 $(LAKE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(LAKE_VENV)
 	$(LAKE_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LAKE_VENV)/bin/python -m pip install --quiet -e '.[test,lake]'
+	$(LAKE_VENV)/bin/python -m pip install --quiet -e '.[test,lake,lake-test]'
 	touch $(LAKE_STAMP)
 
 demo: $(STAMP)

@@ -322,7 +322,8 @@ class Collector:
             raise ConfigError("retention on a lake is not built yet: start serve on a lake without --retain and "
                               "--retain-content.")
         self.store.defer_checkpoints(_CHECKPOINT_WAL)
-        # A lake's commit writes a Parquet file a table: requests are gathered for seconds, not taken at once.
+        # A lake's commit writes a Parquet file a table: requests are gathered for up to seconds, not
+        # taken at once (RESULTS §52).
         self._gather_s = COMMIT_INTERVAL_S if self.store.lake else 0.0
         if max_resident_bytes is not None:  # else DuckDB keeps every row the log holds in memory too, up to 256 MB
             self.store.limit_memory(_DUCKDB_MEMORY)
@@ -340,6 +341,8 @@ class Collector:
         self.retain_content_s = retain_content_s
         self._jobs: queue.Queue[_Job | _Task | None] = queue.Queue()
         self._pending = 0
+        self._requests = 0
+        """Requests between their first slice's decoding and their answer: each has at most one job queued."""
         self._lock = threading.Lock()
         self._ingestor = Ingestor()
         self._writer = threading.Thread(target=self._write_loop, name="flightrec-collector-writer", daemon=True)
@@ -536,6 +539,16 @@ class Collector:
         is counted rejected, and the others are stored (a 200 with partial success), or, when none
         can be, the request is answered 400 as a whole.
         """
+        with self._lock:
+            self._requests += 1
+        try:
+            return self._store_each(decoded, measure)
+        finally:
+            with self._lock:
+                self._requests -= 1
+
+    def _store_each(self, decoded: Decoded,
+                    measure: Callable[[Decoded, list[SpanRecord], bool], None]) -> Answer | None:
         stored = failed = 0
         error = ""
         for records in decoded.slices():
@@ -693,7 +706,9 @@ class Collector:
             gather_until = time.monotonic() + self._gather_s
             while spans < _GROUP_SPANS:
                 try:
-                    wait = gather_until - time.monotonic()
+                    # Gathering longer gains nothing once every request under way has its slice here:
+                    # they all wait for this commit.
+                    wait = gather_until - time.monotonic() if len(group) < self._requests else 0
                     more = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
                 except queue.Empty:
                     break

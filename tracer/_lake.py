@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,18 @@ COMMIT_INTERVAL_S = 2.0
 EXTENSIONS = (("ducklake", "duckdb_extension_ducklake", "ducklake"), ("postgres_scanner", "duckdb_extension_postgres",
                                                                        "postgres"))
 """Each extension's name, the module of the wheel that carries it, and its file's name there."""
+OBJECT_STORE = ("httpfs", "duckdb_extension_httpfs", "httpfs")
+"""The extension that reads and writes ``s3://`` data paths, loaded only for them."""
+WRITE_CHECK = ".flightrec-write-check"
+"""What a writer puts in the data path as it opens the lake (one file a process, removed at once from a
+directory; ``maintain`` removes it from a bucket), so that a path it cannot write fails at once, not
+at the first commit that makes a file (small commits stay in the catalog)."""
 _OPTIONS = ("data_path",)
 _SECRET = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 CONNECT_TIMEOUT_S = 10
 """How long reaching the catalog may take, unless the URL sets libpq's ``connect_timeout``."""
 INSTALL_HINT = "pip install 'flightrec[lake]'"
+_ATTACH_TRIES = 5
 
 
 def is_lake(db: str | os.PathLike[str] | None) -> bool:
@@ -114,8 +122,8 @@ def lake_extension_dir() -> Path:
     return Path(cache) / "flightrec" / "duckdb-extensions"
 
 
-def _load_extensions(con: duckdb.DuckDBPyConnection) -> None:
-    for name, module, file in EXTENSIONS:
+def _load_extensions(con: duckdb.DuckDBPyConnection, extensions: tuple[tuple[str, str, str], ...]) -> None:
+    for name, module, file in extensions:
         try:
             con.execute(f"LOAD {name}")
             continue
@@ -153,21 +161,65 @@ def connect(url: str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     # No download ever: the extensions come from the wheels (the machine may have no network).
     con = duckdb.connect(config={"extension_directory": str(directory), "autoinstall_known_extensions": False})
     try:
-        _load_extensions(con)
+        _load_extensions(con, EXTENSIONS)
+        if lake.data_path and lake.data_path.startswith("s3://"):
+            _load_extensions(con, (OBJECT_STORE,))
+            _s3_secret(con)
         options = [f"DATA_PATH '{_quoted(lake.data_path)}'"] if lake.data_path else []
         if read_only:
             options.append("READ_ONLY")
         with_options = f" ({', '.join(options)})" if options else ""
-        try:
-            con.execute(f"ATTACH '{SCHEME}{_quoted(lake.catalog)}' AS {ALIAS}{with_options}")
-        except duckdb.Error as exc:
-            raise _attach_error(shown, lake, exc) from None
+        for attempt in range(_ATTACH_TRIES):
+            try:
+                con.execute(f"ATTACH '{SCHEME}{_quoted(lake.catalog)}' AS {ALIAS}{with_options}")
+                break
+            except duckdb.Error as exc:
+                # Processes that open a new lake at once race to make DuckLake's own catalog tables:
+                # the losers find them made, once the winner has committed.
+                if "Failed to initialize DuckLake" not in str(exc) or attempt == _ATTACH_TRIES - 1:
+                    raise _attach_error(shown, lake, exc) from None
+                time.sleep(0.2 * (attempt + 1))
         con.execute(f"USE {ALIAS}")
         con.execute("SET enable_progress_bar = false")
+        if not read_only and lake.data_path:
+            _check_writable(con, shown, lake.data_path)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _s3_secret(con: duckdb.DuckDBPyConnection) -> None:
+    """S3 credentials from the AWS SDKs' own variables; ``AWS_ENDPOINT_URL`` for an S3-compatible store
+    (MinIO, Ceph, R2: path-style URLs)."""
+    env = os.environ
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if not key or not secret:
+        raise ConfigError("an s3:// data_path needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment "
+                          "(and AWS_REGION; AWS_ENDPOINT_URL for an S3-compatible store).")
+    parts = {"KEY_ID": key, "SECRET": secret, "REGION": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+             or "us-east-1", "SESSION_TOKEN": env.get("AWS_SESSION_TOKEN")}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    settings = []
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        parts["ENDPOINT"] = host.rstrip("/") or scheme
+        settings = ["URL_STYLE 'path'", f"USE_SSL {'false' if scheme == 'http' else 'true'}"]
+    values = [f"{k} '{_quoted(v)}'" for k, v in parts.items() if v]
+    con.execute(f"CREATE SECRET flightrec_s3 (TYPE s3, {', '.join(values + settings)})")
+
+
+def _check_writable(con: duckdb.DuckDBPyConnection, shown: str, data_path: str) -> None:
+    target = f"{data_path.rstrip('/')}/{WRITE_CHECK}-{os.getpid()}-{time.time_ns()}.parquet"
+    try:
+        if "://" not in data_path:
+            Path(data_path).mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY (SELECT 1 AS ok) TO '{_quoted(target)}' (FORMAT parquet)")
+        if "://" not in data_path:
+            os.remove(target)
+    except (duckdb.Error, OSError) as exc:
+        raise StoreError(f"the lake {shown} cannot write its files to {data_path}: {str(exc).splitlines()[0]}. Check "
+                         "that the directory or bucket exists and that this process may write it.") from None
 
 
 def _quoted(text: str) -> str:
@@ -252,14 +304,18 @@ def _keyed_view(name: str, key: str, columns: list[str]) -> str:
     return f"CREATE OR REPLACE VIEW {name} AS SELECT {key}, {rest} FROM {_TABLES[name]} GROUP BY {key}"
 
 
+def _applied(con: duckdb.DuckDBPyConnection) -> int:
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = "
+                       "'schema_migrations'", [ALIAS]).fetchall()[0][0]:
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
+
+
 def migrate(con: duckdb.DuckDBPyConnection, shown: str, *, read_only: bool) -> None:
     """Brings the lake's schema to this flightrec's: the file store's latest tables without keys,
     session deltas and the views over them. Safe for several processes at once: a lake that another
     made meanwhile is taken as it is."""
-    applied = 0
-    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'schema_migrations'",
-                   [ALIAS]).fetchall()[0][0]:
-        applied = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
+    applied = _applied(con)
     if applied > LATEST:
         raise SchemaTooNewError(f"the lake {shown} has schema version {applied}, but this flightrec knows only up to "
                                 f"{LATEST}. Upgrade flightrec (pip install -U 'flightrec[lake]').")
@@ -271,6 +327,10 @@ def migrate(con: duckdb.DuckDBPyConnection, shown: str, *, read_only: bool) -> N
     tables = _file_columns()
     try:
         con.execute("BEGIN")
+        applied = _applied(con)  # again, in the transaction: another process may have made it meanwhile
+        if applied >= LATEST:
+            con.execute("COMMIT")
+            return
         for name, columns in tables.items():
             if name == "schema_migrations":
                 continue
@@ -294,7 +354,10 @@ def migrate(con: duckdb.DuckDBPyConnection, shown: str, *, read_only: bool) -> N
                     + ") v(version, name)")
         con.execute("COMMIT")
     except duckdb.Error as exc:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:  # a failed COMMIT has rolled back already
+            pass
         if "conflict" in str(exc).lower():  # another process made the schema meanwhile: take theirs
             return migrate(con, shown, read_only=read_only)
         raise StoreError(f"making flightrec's schema in the lake {shown} failed: {masked(str(exc))}") from None
@@ -304,6 +367,9 @@ def migrate(con: duckdb.DuckDBPyConnection, shown: str, *, read_only: bool) -> N
 
 KEEP_SNAPSHOTS_S = 24 * 3600
 """How long ``maintain`` keeps the snapshots (and files) that a reader's open query may still need."""
+_ORPHANS_AFTER_NS = 3600 * 10**9
+"""A file no snapshot lists is removed once it is this old, whatever ``keep_snapshots_s``: younger, it
+may belong to a commit still under way."""
 
 
 @dataclass
@@ -360,10 +426,15 @@ def maintain(con: duckdb.DuckDBPyConnection, *, now_ns: int, keep_snapshots_s: f
     # Small commits (a recorder's, a few sessions) are kept in the catalog, not in files (DuckLake's
     # data inlining): written out now, so that readers scan files, not catalog rows.
     con.execute(f"CALL ducklake_flush_inlined_data('{ALIAS}')")
+    con.execute(f"CALL ducklake_rewrite_data_files('{ALIAS}')")  # files that the roll-up deleted rows of
     con.execute(f"CALL ducklake_merge_adjacent_files('{ALIAS}')")
     older = now_ns - int(keep_snapshots_s * 1e9)
     con.execute(f"CALL ducklake_expire_snapshots('{ALIAS}', older_than => make_timestamp({older // 1000}))")
     con.execute(f"CALL ducklake_cleanup_old_files('{ALIAS}', cleanup_all => true)")
+    # Files no snapshot knows: write checks, and what a writer killed mid-commit left. Only old ones:
+    # a commit under way has written files the catalog does not list yet.
+    orphaned = min(older, now_ns - _ORPHANS_AFTER_NS)
+    con.execute(f"CALL ducklake_delete_orphaned_files('{ALIAS}', older_than => make_timestamp({orphaned // 1000}))")
     done.files_after = _files(con)
     return done
 

@@ -20,6 +20,7 @@ from tests.tracer.test_collector import agent_spans, dump, post
 from tracer import _collector, _lake
 from tracer._collector import Collector
 from tracer._ingest import Batch, Ingestor, from_readable
+from tracer._migrations import LATEST
 
 
 def write(db: str, batches: list[list], ingestor: Ingestor | None = None) -> None:
@@ -225,3 +226,72 @@ def test_the_maintain_and_import_commands(lake, tmp_path):
     assert maintained.exit_code == 0 and "Rolled up 0 sessions" in maintained.output, maintained.output
     refused = CliRunner().invoke(main, ["maintain", "--db", file])
     assert refused.exit_code == 2 and "is for a lake (--db ducklake:…)" in refused.output, refused.output
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A local S3 (moto's server) with a bucket ``traces``, and the AWS variables that reach it."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+        monkeypatch.setenv(k, v)
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="traces")
+    yield boto3.client("s3", endpoint_url=f"http://{host}:{port}")
+    server.stop()
+
+
+def test_a_lake_keeps_its_files_in_a_bucket(postgres, s3, tmp_path):
+    url = f"ducklake:postgres:{postgres.database()}?data_path=s3://traces/flightrec/"
+    spans = agent_spans()
+    file = str(tmp_path / "f.duckdb")
+    write(file, [spans])
+    write(url, [spans])
+    with tracer.Store(url) as store:
+        store.maintain_lake(keep_snapshots_s=0)  # the catalog's inlined rows, out to Parquet in the bucket
+    assert dump(url) == dump(file)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="traces", Prefix="flightrec/")["Contents"]]
+    assert any(k.startswith("flightrec/main/spans/") and k.endswith(".parquet") for k in keys), keys
+
+
+def test_a_bucket_that_cannot_be_written_fails_as_the_lake_opens(postgres, s3):
+    url = f"ducklake:postgres:{postgres.database()}?data_path=s3://no-such-bucket/flightrec/"
+    with pytest.raises(tracer.StoreError, match="cannot write its files to s3://no-such-bucket/flightrec/.*Check"):
+        tracer.Store(url)
+
+
+def test_a_directory_that_cannot_be_written_fails_as_the_lake_opens(postgres, tmp_path):
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    url = f"ducklake:postgres:{postgres.database()}?data_path={blocked}/lake/"
+    with pytest.raises(tracer.StoreError, match="cannot write its files to .*file-not-dir/lake/"):
+        tracer.Store(url)
+
+
+def test_an_s3_data_path_without_credentials_says_which_variables(postgres, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    url = f"ducklake:postgres:{postgres.database()}?data_path=s3://traces/x/"
+    with pytest.raises(tracer.ConfigError, match="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        tracer.Store(url)
+
+
+OPENER = r"""
+import sys, tracer
+with tracer.Store(sys.argv[1]) as store:
+    print(store.schema_version())
+"""
+
+
+def test_processes_that_open_a_new_lake_at_once_make_its_schema_once(lake, tmp_path):
+    script = tmp_path / "opener.py"
+    script.write_text(OPENER)
+    procs = [subprocess.Popen([sys.executable, str(script), lake], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    outs = [p.communicate(120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
+    with tracer.Store(lake, read_only=True) as store:
+        assert store.sql("SELECT count(*), count(DISTINCT version) FROM schema_migrations") == [(LATEST, LATEST)]
