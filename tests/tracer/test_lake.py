@@ -133,6 +133,14 @@ def test_serve_on_a_lake_acknowledges_after_its_commit(lake, monkeypatch):
             assert reader.sql("SELECT count(*) FROM spans") == [(len(spans),)]
 
 
+def test_a_commit_waits_for_no_more_than_the_requests_under_way(lake, monkeypatch):
+    # Were the gather waited out, the request would get no answer within post()'s 30 s.
+    monkeypatch.setattr(_collector, "COMMIT_INTERVAL_S", 3600)
+    with Collector(lake, port=0) as collector:
+        status, _ = post(collector.url, encode_spans(agent_spans()).SerializeToString())
+        assert status == 200
+
+
 def test_serve_refuses_retention_on_a_lake(lake):
     with pytest.raises(tracer.ConfigError, match="retention on a lake is not built yet"):
         Collector(lake, port=0, retain_s=3600)
