@@ -101,8 +101,7 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
                                                          maintain=collector.maintain).start()
     over_grpc = "" if receiver is None else f", OTLP/gRPC on {receiver.url}"
     click.echo(f"flightrec collector on {collector.url}/v1/traces{over_grpc}, writing {collector.store.shown} with "
-               f"content mode "
-               f"{collector.policy.mode} (Ctrl-C to stop)")
+               f"content mode {collector.policy.mode} (Ctrl-C to stop)")
     click.echo(f"send traces: OTEL_EXPORTER_OTLP_ENDPOINT={collector.url} (any OpenTelemetry SDK), or "
                f"tracer.configure(endpoint=\"{collector.url}\")")
     if receiver is not None:

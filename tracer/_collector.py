@@ -104,6 +104,8 @@ _EXPORT_THREADS = 32
 _ACK_TIMEOUT_S = 60.0
 SESSION_TIMEOUT_S = 30 * 60.0
 """Inactivity after which a session that no span ended is closed (``flightrec serve --session-timeout``)."""
+_LAKE_COMMIT_TRIES = 3
+"""Times a collector makes a commit that conflicts with other collectors' (after DuckLake's own retries)."""
 _GC_YOUNG = 50_000
 """Container objects allocated (less those freed) between two collections of the garbage collector's
 youngest generation in a collector process; Python's default is 700. Decoding and ingest allocate a
@@ -756,7 +758,16 @@ class Collector:
 
     def _write(self, records: list[SpanRecord], spans: int) -> tuple[str, bool] | None:
         """Ingests and commits ``records`` in one transaction; ``None``, or the error and whether it
-        is the spans' own (final) rather than the store's (worth a retry)."""
+        is the spans' own (final) rather than the store's (worth a retry). On a lake, a commit that
+        lost to other writers' commits more often than DuckLake retries it is made again whole,
+        while its requests still wait for their answer."""
+        for _ in range(_LAKE_COMMIT_TRIES - 1 if self.store.lake else 0):
+            failed = self._write_once(records, spans)
+            if failed is None or failed[1] or "conflict" not in failed[0].lower():
+                return failed
+        return self._write_once(records, spans)
+
+    def _write_once(self, records: list[SpanRecord], spans: int) -> tuple[str, bool] | None:
         batch = Batch()
         try:
             self._ingestor.build(records, batch)

@@ -332,8 +332,8 @@ SELECT session_id, start_ns, end_ns, true, CASE WHEN (SELECT last(c.action ORDER
     $reason, {', '.join('0' for _ in _SESSION_SUMS)}, 0, $now
 FROM sessions s WHERE NOT ended AND end_ns < $before
 """
-_LAKE_INACTIVE = "SELECT session_id FROM sessions WHERE NOT ended AND end_ns < $before"
 """``_CLOSE_INACTIVE`` on a lake: a delta that ends the session, which the sessions view takes as its status."""
+_LAKE_INACTIVE = "SELECT session_id FROM sessions WHERE NOT ended AND end_ns < $before"
 
 
 class Store:
@@ -356,7 +356,7 @@ class Store:
         if self.lake:
             self._con = _lake.connect(self.path, read_only=read_only)
             try:
-                _lake.migrate(self._con, _lake.masked(self.path), read_only=read_only)
+                _lake.migrate(self._con, self.shown, read_only=read_only)
             except BaseException:
                 self._con.close()
                 raise
@@ -670,8 +670,8 @@ class Store:
     def _retain(self, select: str, params: list[Any], *, content_only: bool, why: str,
                 forget_observations: bool = False) -> PruneResult:
         if self.lake:
-            raise StoreError(f"retention on a lake ({_lake.masked(self.path)}) is not built yet: flightrec keeps every "
-                             "session there. Remove old Parquet files with DuckLake's own maintenance meanwhile.")
+            raise StoreError(f"retention on a lake ({self.shown}) is not built yet: flightrec keeps every session "
+                             "there for now (README, Scale out).")
         con = self._con
         with self._lock:
             try:

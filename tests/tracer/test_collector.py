@@ -211,7 +211,13 @@ KILL_AFTER_ACKED = 500
 
 
 def test_a_sigkill_mid_load_loses_nothing_acknowledged_and_a_restart_resumes(tmp_path):
-    db, port = str(tmp_path / "kill.duckdb"), free_port()
+    kill_mid_load(str(tmp_path / "kill.duckdb"))
+
+
+def kill_mid_load(db: str) -> None:
+    """Kills a serve of ``db`` (-9) while a sender posts to it, restarts it, and checks that every span
+    it had acknowledged was stored and that the restarted serve writes."""
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = serve(db, port)
     acked: list[str] = []

@@ -16,7 +16,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import tracer
 from tests.tracer.fakes import FakeAPI, run_agent
-from tests.tracer.test_collector import agent_spans, dump, post
+from tests.tracer.test_collector import agent_spans, dump, kill_mid_load, post
 from tracer import _collector, _lake
 from tracer._collector import Collector
 from tracer._ingest import Batch, Ingestor, from_readable
@@ -141,9 +141,35 @@ def test_a_commit_waits_for_no_more_than_the_requests_under_way(lake, monkeypatc
         assert status == 200
 
 
+def test_a_collector_killed_mid_load_loses_nothing_it_acknowledged(lake):
+    kill_mid_load(lake)
+
+
+def test_a_commit_that_loses_to_other_collectors_is_made_again_before_the_answer(lake, monkeypatch):
+    monkeypatch.setattr(_collector, "COMMIT_INTERVAL_S", 0.2)
+    spans = agent_spans()
+    with Collector(lake, port=0) as collector:
+        write_once, lost = collector.store.write, []
+
+        def racing(batch):
+            if len(lost) < 2:  # two commits lose; the third is made
+                lost.append(batch)
+                raise tracer.StoreError("writing failed: TransactionContext Error: Transaction conflict: another "
+                                        "transaction inserted into the table")
+            write_once(batch)
+
+        monkeypatch.setattr(collector.store, "write", racing)
+        status, _ = post(collector.url, encode_spans(spans).SerializeToString())
+    assert status == 200 and len(lost) == 2
+    with tracer.Store(lake, read_only=True) as store:
+        assert store.sql("SELECT count(*) FROM spans") == [(len(spans),)]
+
+
 def test_serve_refuses_retention_on_a_lake(lake):
     with pytest.raises(tracer.ConfigError, match="retention on a lake is not built yet"):
         Collector(lake, port=0, retain_s=3600)
+    with tracer.Store(lake) as store, pytest.raises(tracer.StoreError, match="retention on a lake .* not built yet"):
+        store.prune_step(2**62)
 
 
 def test_sessions_closed_for_inactivity_end_as_in_a_file(lake, tmp_path):
