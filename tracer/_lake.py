@@ -247,6 +247,11 @@ _TABLES = {"sessions": "session_deltas", "content": "content_rows", "message_cha
 """The file store's tables that a lake keeps under another name, read through a view of the file's name."""
 _KEYS = {"content": "hash", "message_chain": "node"}
 """The key that a content-addressed view shows once (two collectors may both have stored it)."""
+ROW_GROUP = 4096
+"""Rows a Parquet row group holds in a lake's files (DuckDB's default: 122,880). Parquet has no index:
+a session's rows, or content by key, are found by skipping row groups whose range excludes them, so
+small groups, and the content-addressed tables sorted by key, make one session's account 4× faster at
+1M spans (RESULTS §52) for 11% more bytes."""
 
 
 def _file_columns() -> dict[str, list[tuple[str, str, str | None, bool]]]:
@@ -346,7 +351,9 @@ def migrate(con: duckdb.DuckDBPyConnection, shown: str, *, read_only: bool) -> N
             if name == "sessions":
                 con.execute(_sessions_view(names))
             elif name in _KEYS:
+                con.execute(f"ALTER TABLE {table} SET SORTED BY ({_KEYS[name]})")
                 con.execute(_keyed_view(name, _KEYS[name], names))
+        con.execute(f"CALL ducklake_set_option('{ALIAS}', 'parquet_row_group_size', {ROW_GROUP})")
         con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                     "(version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
         con.execute("INSERT INTO schema_migrations SELECT version, name, now() FROM (VALUES "
