@@ -32,6 +32,7 @@ from ._recorder import __version__
 from ._records import PruneResult
 from ._render import audit_table, session_account, sessions_table
 from ._retention import compact, parse_duration
+from ._lake import is_lake
 from ._store import default_db_path, store_exists
 
 EXIT_ERROR = 2
@@ -322,6 +323,9 @@ def _removal(db: str | None, do: Any, *, compacting: bool, actor: str | None, ac
     records it in the audit log, checkpoints, and compacts the file when asked; returns what went
     and the file's sizes."""
     path = default_db_path(db)
+    if compacting and is_lake(path):
+        raise ConfigError("--compact rewrites a DuckDB file; a lake's files are rewritten by `flightrec maintain`. "
+                          "Run without --compact, then `flightrec maintain`.")
     if not store_exists(path):  # opening it for writing would make an empty store
         raise StoreError(f"no trace store at {path}: nothing to remove. Point --db / FLIGHTREC_DB at an existing "
                          "file.")

@@ -318,11 +318,6 @@ class Collector:
         except BaseException:
             self._socket.close()
             raise
-        if self.store.lake and (retain_s or retain_content_s):
-            self.store.close()
-            self._socket.close()
-            raise ConfigError("retention on a lake is not built yet: start serve on a lake without --retain and "
-                              "--retain-content.")
         self.store.defer_checkpoints(_CHECKPOINT_WAL)
         # A lake's commit writes a Parquet file a table: requests are gathered for up to seconds, not
         # taken at once (RESULTS §52).

@@ -243,8 +243,9 @@ def _attach_error(shown: str, lake: LakeUrl, exc: duckdb.Error) -> StoreError:
 
 # -- the schema ------------------------------------------------------------------------------
 
-_TABLES = {"sessions": "session_deltas", "content": "content_rows", "message_chain": "chain_rows"}
-"""The file store's tables that a lake keeps under another name, read through a view of the file's name."""
+TABLES = {"sessions": "session_deltas", "content": "content_rows", "message_chain": "chain_rows"}
+"""The file store's tables that a lake keeps under another name, read through a view of the file's name:
+changes go to the table (retention's deletes and updates), reads to the view."""
 _KEYS = {"content": "hash", "message_chain": "node"}
 """The key that a content-addressed view shows once (two collectors may both have stored it)."""
 ROW_GROUP = 4096
@@ -306,7 +307,7 @@ def _sessions_view(columns: list[str]) -> str:
 
 def _keyed_view(name: str, key: str, columns: list[str]) -> str:
     rest = ", ".join(f"any_value({c}) AS {c}" for c in columns if c != key)
-    return f"CREATE OR REPLACE VIEW {name} AS SELECT {key}, {rest} FROM {_TABLES[name]} GROUP BY {key}"
+    return f"CREATE OR REPLACE VIEW {name} AS SELECT {key}, {rest} FROM {TABLES[name]} GROUP BY {key}"
 
 
 def _applied(con: duckdb.DuckDBPyConnection) -> int:
@@ -339,7 +340,7 @@ def migrate(con: duckdb.DuckDBPyConnection, shown: str, *, read_only: bool) -> N
         for name, columns in tables.items():
             if name == "schema_migrations":
                 continue
-            table = _TABLES.get(name, name)
+            table = TABLES.get(name, name)
             con.execute(_create_table(table, columns, deltas=name == "sessions"))
             have = {r[0] for r in con.execute(
                 "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",

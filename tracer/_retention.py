@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,7 @@ ANTI JOIN _nodes c ON m.node = c.node
 """The candidate nodes still in use: the tails of kept calls, and the predecessors of nodes that
 are not candidates. Every node before one of them in its chain stays too."""
 _DEAD_CONTENT = """
-DELETE FROM content WHERE hash IN (SELECT hash FROM _bodies)
+DELETE FROM {content} WHERE hash IN (SELECT hash FROM _bodies)
   AND hash NOT IN (SELECT system_ref FROM llm_calls WHERE system_ref IN (SELECT hash FROM _bodies))
   AND hash NOT IN (SELECT message FROM message_chain WHERE message IN (SELECT hash FROM _bodies))
   AND hash NOT IN (SELECT h FROM (SELECT unnest(tool_refs) AS h FROM llm_calls WHERE tool_refs IS NOT NULL)
@@ -109,12 +110,16 @@ def parse_duration(text: str) -> int:
 
 
 def remove_sessions(con: duckdb.DuckDBPyConnection, session_ids: list[str], *, content_only: bool, now_ns: int,
-                    why: str, forget_observations: bool = False) -> PruneResult:
+                    why: str, forget_observations: bool = False, tables: Mapping[str, str] | None = None
+                    ) -> PruneResult:
     """Removes the sessions (or, with ``content_only``, their content) and what only they used.
 
     ``why`` replaces the evidence of alerts that came from them. With ``forget_observations`` (a
     deletion on request) their alert observations go too, and alerts observed in them alone.
+    ``tables`` names the tables that changes go to where reads go through a view of another name
+    (a lake's ``sessions``, ``content`` and ``message_chain``: ``_lake.TABLES``).
     """
+    names = {"sessions": "sessions", "content": "content", "message_chain": "message_chain", **(tables or {})}
     result = PruneResult(sessions=len(session_ids), content_only=content_only)
     if not session_ids:
         return result
@@ -132,20 +137,20 @@ def remove_sessions(con: duckdb.DuckDBPyConnection, session_ids: list[str], *, c
             result.tool_calls = _count(con, _DROP_TOOL_CONTENT.format(rows=_ROWS), span)
             result.spans = _count(con, _DROP_SPAN_CONTENT.format(rows=_ROWS), span)
             result.turns = _count(con, _DROP_TURN_CONTENT.format(rows=_ROWS), span)
-            con.execute(f"UPDATE sessions SET content_pruned_ns = $now, status_reason = NULL "
+            con.execute(f"UPDATE {names['sessions']} SET content_pruned_ns = $now, status_reason = NULL "
                         f"WHERE session_id IN ({_GONE})", {"now": now_ns})
         else:
             for table in ("spans", "turns", "llm_calls", "tool_calls"):
                 setattr(result, table, _count(con, f"DELETE FROM {table} WHERE {_ROWS}", span))
-            con.execute(f"DELETE FROM sessions WHERE session_id IN ({_GONE})")
+            con.execute(f"DELETE FROM {names['sessions']} WHERE session_id IN ({_GONE})")
             result.eval_results = _count(
                 con, f"UPDATE eval_results SET session_id = NULL WHERE session_id IN ({_GONE})")
-        dead_messages = _collect_chain(con, nodes, result)
+        dead_messages = _collect_chain(con, nodes, result, names["message_chain"])
         bodies |= dead_messages
         if bodies:
             con.register("_bodies", pa.table({"hash": pa.array(sorted(bodies), pa.string())}))
             try:
-                result.content = _count(con, _DEAD_CONTENT)
+                result.content = _count(con, _DEAD_CONTENT.format(content=names["content"]))
             finally:
                 con.unregister("_bodies")
         _unlink_alerts(con, set(session_ids), why, forget=not content_only, forget_observations=forget_observations,
@@ -162,7 +167,7 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, int] | No
 
 
 def _collect_chain(con: duckdb.DuckDBPyConnection, nodes: dict[str, tuple[str | None, str]],
-                   result: PruneResult) -> set[str]:
+                   result: PruneResult, chain: str) -> set[str]:
     """Deletes the candidate ``nodes`` (those the removed sessions wrote) that no kept call's chain
     runs through, hands the others to a session that uses them; returns the dead nodes' messages."""
     if not nodes:
@@ -184,15 +189,14 @@ def _collect_chain(con: duckdb.DuckDBPyConnection, nodes: dict[str, tuple[str | 
     if dead:
         con.register("_dead", pa.table({"node": pa.array(dead, pa.string())}))
         try:
-            result.chain_nodes = _count(con, "DELETE FROM message_chain WHERE node IN (SELECT node FROM _dead)")
+            result.chain_nodes = _count(con, f"DELETE FROM {chain} WHERE node IN (SELECT node FROM _dead)")
         finally:
             con.unregister("_dead")
     if owner:
         con.register("_kept", pa.table({"node": pa.array(list(owner), pa.string()),
                                         "session_id": pa.array(list(owner.values()), pa.string())}))
         try:
-            con.execute("UPDATE message_chain SET session_id = k.session_id FROM _kept k "
-                        "WHERE message_chain.node = k.node")
+            con.execute(f"UPDATE {chain} SET session_id = k.session_id FROM _kept k WHERE {chain}.node = k.node")
         finally:
             con.unregister("_kept")
     return {nodes[n][1] for n in dead}

@@ -669,16 +669,14 @@ class Store:
 
     def _retain(self, select: str, params: list[Any], *, content_only: bool, why: str,
                 forget_observations: bool = False) -> PruneResult:
-        if self.lake:
-            raise StoreError(f"retention on a lake ({self.shown}) is not built yet: flightrec keeps every session "
-                             "there for now (README, Scale out).")
         con = self._con
         with self._lock:
             try:
                 con.execute("BEGIN")
                 ids = [r[0] for r in con.execute(select, params).fetchall()]
                 result = remove_sessions(con, ids, content_only=content_only, now_ns=time.time_ns(), why=why,
-                                         forget_observations=forget_observations)
+                                         forget_observations=forget_observations,
+                                         tables=_lake.TABLES if self.lake else None)
                 con.execute("COMMIT")
             except BaseException as exc:
                 try:
@@ -737,6 +735,8 @@ class Store:
         Raises:
             StoreError: the checkpoint failed otherwise (disk full …).
         """
+        if self.lake:  # no log to write out; on a lake CHECKPOINT is `maintain`'s whole upkeep
+            return True
         with self._lock:
             try:
                 self._con.execute("CHECKPOINT")

@@ -165,11 +165,30 @@ def test_a_commit_that_loses_to_other_collectors_is_made_again_before_the_answer
         assert store.sql("SELECT count(*) FROM spans") == [(len(spans),)]
 
 
-def test_serve_refuses_retention_on_a_lake(lake):
-    with pytest.raises(tracer.ConfigError, match="retention on a lake is not built yet"):
-        Collector(lake, port=0, retain_s=3600)
-    with tracer.Store(lake) as store, pytest.raises(tracer.StoreError, match="retention on a lake .* not built yet"):
-        store.prune_step(2**62)
+@pytest.mark.parametrize("content_only", [False, True])
+def test_retention_removes_what_it_removes_from_a_file(lake, tmp_path, monkeypatch, content_only):
+    gone, kept = agent_spans(), agent_spans()
+    cutoff = max(s.end_time for s in gone) + 1
+    file = str(tmp_path / "f.duckdb")
+    for db in (file, lake):
+        write(db, [gone, kept])
+        with tracer.Store(db) as store, monkeypatch.context() as m:
+            m.setattr(tracer._store.time, "time_ns", lambda: 1_000)  # the content_pruned_ns both record
+            result = store.prune_step(cutoff, content_only=content_only)
+        assert result.sessions == 1 and result.llm_calls == 3
+    assert dump(lake) == dump(file)
+    with tracer.Store(lake, read_only=True) as store:
+        verified = store.verify_requests()
+    assert verified.exact == 3 and len(verified.pruned) == (3 if content_only else 0)
+
+
+def test_prune_on_a_lake_refuses_compact(lake):
+    from click.testing import CliRunner
+
+    from tracer._cli import main
+
+    refused = CliRunner().invoke(main, ["prune", "--older-than", "1d", "--compact", "--db", lake])
+    assert refused.exit_code == 2 and "`flightrec maintain`" in refused.output, refused.output
 
 
 def test_sessions_closed_for_inactivity_end_as_in_a_file(lake, tmp_path):
