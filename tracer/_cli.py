@@ -28,11 +28,11 @@ import click
 from ._audit import AUDIT_ACTIONS, AuditAction
 from ._connect import ServedStore, connect
 from ._errors import ConfigError, FlightrecError, StoreError
+from ._lake import is_lake
 from ._recorder import __version__
 from ._records import PruneResult
 from ._render import audit_table, session_account, sessions_table
 from ._retention import compact, parse_duration
-from ._lake import is_lake
 from ._store import default_db_path, store_exists
 
 EXIT_ERROR = 2
