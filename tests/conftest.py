@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     them, which runs first: under pytest-xdist one worker builds the demo while the others run the
     rest, and no worker waits for it."""
     for item in items:
-        if "postgres" in getattr(item, "fixturenames", ()):
+        if {"postgres", "lake_extensions"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lake)  # `make test` runs these in the lake's venv
     readers = {item.path for item in items if "demo" in getattr(item, "fixturenames", ())}
     first = next((item.path for item in items if item.path in readers), None)
@@ -108,22 +108,34 @@ def memory():
     provider.shutdown()
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """A private PostgreSQL server (``tracer.testing.PrivatePostgres``), for lake catalogs. Without the lake's
-    extensions (``pip install '.[lake]'``) or PostgreSQL, lake tests are skipped, except in CI
-    (``CI=true``), where they fail: ``.ci/run`` installs both."""
+def _lake_needs(postgres: bool) -> None:
+    """Skips a lake test without the lake's extensions (``pip install '.[lake]'``) or PostgreSQL, except
+    in CI (``CI=true``), where it fails: ``make test`` builds the lake's venv, ``.ci/run`` installs both."""
     import importlib.util
 
-    from tracer.testing import PrivatePostgres, postgres_binaries
+    from tracer.testing import postgres_binaries
 
     missing = ("the lake's DuckDB extensions (pip install '.[lake]')"
                if importlib.util.find_spec("duckdb_extension_ducklake") is None
-               else "PostgreSQL (apt-get install postgresql)" if postgres_binaries() is None else None)
+               else "PostgreSQL (apt-get install postgresql)" if postgres and postgres_binaries() is None else None)
     if missing:
         if os.environ.get("CI") == "true":
             pytest.fail(f"lake tests need {missing}; .ci/run installs it")
         pytest.skip(f"lake tests need {missing}")
+
+
+@pytest.fixture
+def lake_extensions() -> None:
+    """For a lake test with no PostgreSQL (a local ``.ducklake`` catalog): see ``_lake_needs``."""
+    _lake_needs(postgres=False)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server (``tracer.testing.PrivatePostgres``), for lake catalogs; see ``_lake_needs``."""
+    from tracer.testing import PrivatePostgres, postgres_binaries
+
+    _lake_needs(postgres=True)
     server = PrivatePostgres(postgres_binaries())
     yield server
     server.stop()

@@ -182,11 +182,21 @@ def test_retention_removes_what_it_removes_from_a_file(lake, tmp_path, monkeypat
     assert verified.exact == 3 and len(verified.pruned) == (3 if content_only else 0)
 
 
-def test_prune_on_a_lake_refuses_compact(lake):
+def test_the_prune_and_delete_commands_on_a_lake(lake):
     from click.testing import CliRunner
 
     from tracer._cli import main
 
+    write(lake, [agent_spans(), agent_spans()])
+    with tracer.Store(lake, read_only=True) as store:
+        first, second = (r[0] for r in store.sql("SELECT session_id FROM sessions ORDER BY start_ns"))
+    deleted = CliRunner().invoke(main, ["delete", "--session", first, "--db", lake])
+    assert deleted.exit_code == 0 and f"Deleted session {first}" in deleted.output, deleted.output
+    pruned = CliRunner().invoke(main, ["prune", "--older-than", "1s", "--db", lake])
+    assert pruned.exit_code == 0 and "Removed 1 session" in pruned.output, pruned.output
+    with tracer.Store(lake, read_only=True) as store:
+        assert store.sql("SELECT count(*) FROM sessions") == [(0,)]
+        assert [e.action for e in store.audit_entries()] == ["prune", "delete"]
     refused = CliRunner().invoke(main, ["prune", "--older-than", "1d", "--compact", "--db", lake])
     assert refused.exit_code == 2 and "`flightrec maintain`" in refused.output, refused.output
 
@@ -348,3 +358,12 @@ def test_processes_that_open_a_new_lake_at_once_make_its_schema_once(lake, tmp_p
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
     with tracer.Store(lake, read_only=True) as store:
         assert store.sql("SELECT count(*), count(DISTINCT version) FROM schema_migrations") == [(LATEST, LATEST)]
+
+
+def test_a_local_catalog_file_serves_one_machine(lake_extensions, tmp_path):
+    url = f"ducklake:{tmp_path / 'catalog.ducklake'}?data_path={tmp_path / 'data'}/"
+    file = str(tmp_path / "f.duckdb")
+    spans = agent_spans()
+    write(file, [spans])
+    write(url, [spans])
+    assert dump(url) == dump(file)
