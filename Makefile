@@ -29,10 +29,13 @@ demo: $(STAMP)
 # subprocess, a server or the browser, which the third fills (RESULTS §49). A test file runs on one
 # worker, so that a module fixture is built once; files run in the order tests/conftest.py sets (one
 # builds the shared demo store while the others run the rest).
-# Then the lake's tests (marked `lake`: a private PostgreSQL, tracer.testing.PrivatePostgres) in the lake's venv.
-test: $(STAMP) $(LAKE_STAMP)
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder -m "not lake"
-	$(LAKE_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m lake
+# Then the lake's tests (marked `lake`: a private PostgreSQL, tracer.testing.PrivatePostgres) in the lake's
+# venv, which is built meanwhile (its log in .venv-lake.log, printed if the build fails).
+test: $(STAMP)
+	@$(MAKE) --no-print-directory $(LAKE_STAMP) >.venv-lake.log 2>&1 & lake=$$!; \
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder -m "not lake"; tests=$$?; \
+	if ! wait $$lake; then cat .venv-lake.log; echo "building $(LAKE_VENV) failed"; exit 1; fi; \
+	[ $$tests -eq 0 ] && $(LAKE_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m lake
 
 clean:
-	rm -rf $(VENV) $(LAKE_VENV) flightrec.duckdb flightrec.duckdb.wal flightrec.duckdb.serve.json .pytest_cache
+	rm -rf $(VENV) $(LAKE_VENV) .venv-lake.log flightrec.duckdb flightrec.duckdb.wal flightrec.duckdb.serve.json .pytest_cache
