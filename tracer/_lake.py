@@ -112,14 +112,16 @@ class LakeUrl:
         return cls(catalog, data_path)
 
 
+def cache_dir() -> Path:
+    """flightrec's directory in the user's cache (``$XDG_CACHE_HOME``, else ``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flightrec"
+
+
 def lake_extension_dir() -> Path:
     """Where the lake's extensions are installed from their wheels: ``$FLIGHTREC_EXTENSION_DIR``, else
-    flightrec's own directory in the user's cache (never DuckDB's ``~/.duckdb``, which others share)."""
+    ``cache_dir()`` (never DuckDB's ``~/.duckdb``, which others share)."""
     override = os.environ.get("FLIGHTREC_EXTENSION_DIR")
-    if override:
-        return Path(override)
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "flightrec" / "duckdb-extensions"
+    return Path(override) if override else cache_dir() / "duckdb-extensions"
 
 
 def _load_extensions(con: duckdb.DuckDBPyConnection, extensions: tuple[tuple[str, str, str], ...]) -> None:

@@ -17,7 +17,6 @@ from ._decision import ToolKinds
 from ._errors import ConfigError
 from ._export import MAX_QUEUE, ExportStats, OtlpSpanProcessor, StoreSpanProcessor, traces_url
 from ._foreign import RECORDER_MARKER
-from ._lake import is_lake
 from ._pricing import PriceTable
 from ._redact import BUILTIN_REDACTORS, ContentMode, ContentPolicy, Redactor
 from ._session import Session, SessionTracerProvider, open_session
@@ -123,8 +122,7 @@ class Recorder:
         else:
             self.processor = StoreSpanProcessor(
                 lambda: Store(self.db_path), max_queue=max_queue, on_sessions_ended=on_sessions_ended,
-                # A lake has no file to spill beside; what it has committed survives.
-                spill=None if self.db_path == ":memory:" or is_lake(self.db_path) else spill_dir(self.db_path),
+                spill=None if self.db_path == ":memory:" else spill_dir(self.db_path),
                 policy=self.policy)
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("flightrec", __version__)

@@ -37,6 +37,7 @@ span's fields (a tail garbled by a machine crash): recovery never fails the open
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
 import os
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING
 
 from ._errors import FlightrecError
 from ._ingest import Batch, Ingestor, SpanRecord
+from ._lake import cache_dir, is_lake
 from ._validate import check
 
 if TYPE_CHECKING:
@@ -77,7 +79,11 @@ _RECOVER_SPANS = 2_000
 
 
 def spill_dir(db: str | os.PathLike[str]) -> Path:
-    """Where the spill of the store ``db`` lives: ``<db>.spill/`` beside it."""
+    """Where the spill of the store ``db`` lives: ``<db>.spill/`` beside it; for a lake, which has no
+    file to sit beside, in flightrec's cache on this machine, under a digest of the URL."""
+    if is_lake(os.fspath(db)):
+        digest = hashlib.sha256(os.fspath(db).encode()).hexdigest()[:16]
+        return cache_dir() / "spill" / (digest + SUFFIX)
     return Path(os.path.abspath(os.fspath(db)) + SUFFIX)
 
 
@@ -211,7 +217,7 @@ class Spill:
 
     def _create(self, path: Path) -> Segment:
         """A new segment at ``path``, locked, with its header; under a .tmp name until it is locked."""
-        self.directory.mkdir(mode=0o700, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # a lake's is in the cache
         partial = path.with_suffix(".tmp")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:

@@ -360,6 +360,8 @@ class Store:
             except BaseException:
                 self._con.close()
                 raise
+            if not read_only:
+                recover(self)  # what recorders killed on this machine spilled (``_spill.spill_dir``)
             return
         in_memory = self.path == ":memory:"
         if read_only and not store_exists(self.path):

@@ -367,3 +367,17 @@ def test_a_local_catalog_file_serves_one_machine(lake_extensions, tmp_path):
     write(file, [spans])
     write(url, [spans])
     assert dump(url) == dump(file)
+
+
+def test_what_a_killed_recorder_spilled_is_stored_at_the_next_open_of_the_lake(lake):
+    from tests.tracer.test_spill import spilled
+    from tracer._spill import spill_dir
+
+    spans = agent_spans()
+    with tracer.Store(lake):  # the schema, as the recorder's first commit would have made it
+        pass
+    spilled(lake, spans).close()  # a recorder whose writer committed none of them, then died
+    assert spill_dir(lake).is_dir() and not str(spill_dir(lake)).startswith("ducklake:")
+    with tracer.Store(lake) as store:
+        assert store.sql("SELECT count(*) FROM spans") == [(len(spans),)]
+    assert not spill_dir(lake).exists()
