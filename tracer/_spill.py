@@ -83,7 +83,11 @@ def spill_dir(db: str | os.PathLike[str]) -> Path:
     file to sit beside, in flightrec's cache on this machine, under a digest of the URL."""
     if is_lake(os.fspath(db)):
         digest = hashlib.sha256(os.fspath(db).encode()).hexdigest()[:16]
-        return cache_dir() / "spill" / (digest + SUFFIX)
+        spills = cache_dir() / "spill"
+        # Made here, not by the spill: beside a file, a missing directory is a mistyped path that
+        # must not be made (the store would then be made there too).
+        spills.mkdir(parents=True, exist_ok=True)
+        return spills / (digest + SUFFIX)
     return Path(os.path.abspath(os.fspath(db)) + SUFFIX)
 
 
@@ -217,7 +221,7 @@ class Spill:
 
     def _create(self, path: Path) -> Segment:
         """A new segment at ``path``, locked, with its header; under a .tmp name until it is locked."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # a lake's is in the cache
+        self.directory.mkdir(mode=0o700, exist_ok=True)
         partial = path.with_suffix(".tmp")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
