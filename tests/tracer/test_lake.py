@@ -381,3 +381,12 @@ def test_what_a_killed_recorder_spilled_is_stored_at_the_next_open_of_the_lake(l
     with tracer.Store(lake) as store:
         assert store.sql("SELECT count(*) FROM spans") == [(len(spans),)]
     assert not spill_dir(lake).exists()
+
+
+def test_a_data_path_other_than_the_lakes_says_which_to_give(lake, tmp_path):
+    with tracer.Store(lake):
+        pass
+    elsewhere = lake.split("?data_path=")[0] + f"?data_path={tmp_path / 'elsewhere'}/"
+    with pytest.raises(tracer.StoreError, match="keeps its files elsewhere than data_path=.*elsewhere/.*Give the "
+                                                "data_path the lake was made with"):
+        tracer.Store(elsewhere)
