@@ -224,6 +224,16 @@ def _check_writable(con: duckdb.DuckDBPyConnection, shown: str, data_path: str) 
                          "that the directory or bucket exists and that this process may write it.") from None
 
 
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Ends the failed transaction of ``con``, if it is still open: a COMMIT that failed (on a lake, one
+    that lost to another writer's) has rolled back already, and a second ROLLBACK would raise over
+    the error worth reporting."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
 def _quoted(text: str) -> str:
     return text.replace("'", "''")
 
@@ -364,10 +374,7 @@ def migrate(con: duckdb.DuckDBPyConnection, shown: str, *, read_only: bool) -> N
                     + ") v(version, name)")
         con.execute("COMMIT")
     except duckdb.Error as exc:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:  # a failed COMMIT has rolled back already
-            pass
+        rollback(con)
         if "conflict" in str(exc).lower():  # another process made the schema meanwhile: take theirs
             return migrate(con, shown, read_only=read_only)
         raise StoreError(f"making flightrec's schema in the lake {shown} failed: {masked(str(exc))}") from None
@@ -431,7 +438,7 @@ def maintain(con: duckdb.DuckDBPyConnection, *, now_ns: int, keep_snapshots_s: f
         con.execute("DROP TABLE _rolled")
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     # Small commits (a recorder's, a few sessions) are kept in the catalog, not in files (DuckLake's
     # data inlining): written out now, so that readers scan files, not catalog rows.
@@ -510,7 +517,7 @@ def import_file(con: duckdb.DuckDBPyConnection, path: str, *, now_ns: int,
                 con.execute("DROP TABLE _ids")
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                rollback(con)
                 raise
             if progress is not None:
                 progress(min(i + IMPORT_SESSIONS, len(todo)), len(todo))

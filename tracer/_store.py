@@ -315,11 +315,11 @@ _INSERTS = (
 )
 """What ``write`` runs for each table of a batch, in this order."""
 _LAKE_INSERTS = (
-    *_INSERTS[:4],
+    *((name, sql) for name, sql in _INSERTS if name not in ("content", "chain")),
     # Content-addressed rows are appended: another collector may have stored one too, and the views
     # (``_lake.py``) show each once. Each collector's ingest sends a body only once while it remembers it.
-    ("content", "INSERT INTO content_rows SELECT * FROM _batch_content"),
-    ("chain", "INSERT INTO chain_rows SELECT * FROM _batch_chain"),
+    ("content", f"INSERT INTO {_lake.TABLES['content']} SELECT * FROM _batch_content"),
+    ("chain", f"INSERT INTO {_lake.TABLES['message_chain']} SELECT * FROM _batch_chain"),
 )
 """What ``write`` runs on a lake."""
 _LAKE_SESSION_INSERT = (f"INSERT INTO session_deltas ({', '.join(_SESSION_COLUMNS)}, committed_ns) "
@@ -420,10 +420,7 @@ class Store:
                     con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [m.version, m.name])
             con.execute("COMMIT")
         except duckdb.Error as exc:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:  # a failed COMMIT has rolled back already
-                pass
+            _lake.rollback(con)
             raise StoreError(f"migrating the trace store {self.path} failed: {exc}") from None
 
     def schema_version(self) -> int:
@@ -555,10 +552,7 @@ class Store:
                 con.execute("COMMIT")
             except BaseException as exc:
                 # Whatever failed, the transaction must not stay open: every later write would fail.
-                try:
-                    con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
+                _lake.rollback(con)
                 if isinstance(exc, (duckdb.DataError, duckdb.IntegrityError)):  # conversions, ranges, NOT NULL
                     raise UnstorableError(f"the trace store {self.path} cannot take these spans: {exc}") from None
                 if isinstance(exc, duckdb.Error):
@@ -598,8 +592,9 @@ class Store:
         """Moves the rows of session ``old`` into ``new`` (in the caller's transaction)."""
         con = self._con
         if self.lake:  # the deltas move too, and the sessions view adds them into the named session
-            for table in (*_MERGED_TABLES[:-1], "chain_rows", "session_deltas"):
-                con.execute(f"UPDATE {table} SET session_id = $new WHERE session_id = $old", {"old": old, "new": new})
+            for table in (*_MERGED_TABLES, "sessions"):
+                con.execute(f"UPDATE {_lake.TABLES.get(table, table)} SET session_id = $new WHERE session_id = $old",
+                            {"old": old, "new": new})
             return
         for table in _MERGED_TABLES:
             con.execute(f"UPDATE {table} SET session_id = $new WHERE session_id = $old", {"old": old, "new": new})
@@ -627,7 +622,7 @@ class Store:
                     rows = self._con.execute(_CLOSE_INACTIVE, {"before": before_ns, "reason": reason}).fetchall()
             except duckdb.Error as exc:
                 if self.lake:
-                    self._con.execute("ROLLBACK")
+                    _lake.rollback(self._con)
                 raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
         return [r[0] for r in rows]
 
@@ -681,10 +676,7 @@ class Store:
                                          tables=_lake.TABLES if self.lake else None)
                 con.execute("COMMIT")
             except BaseException as exc:
-                try:
-                    con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
+                _lake.rollback(con)
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(f"removing sessions from the trace store {self.path} failed: {exc}") from None
                 raise
@@ -998,7 +990,7 @@ class Store:
                     con.executemany("INSERT INTO eval_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
-                con.execute("ROLLBACK")
+                _lake.rollback(con)
                 raise StoreError(f"storing eval run {run.run_id} in {self.path} failed: {exc}") from None
 
     def label_eval_run(self, run_id: str, label: str, *, actor: str | None = None, via: AuditVia = "api") -> None:
@@ -1109,7 +1101,7 @@ class Store:
                             "ANTI JOIN alert_observations a USING (fingerprint, observation)")
                 con.execute("COMMIT")
             except duckdb.Error as exc:
-                con.execute("ROLLBACK")
+                _lake.rollback(con)
                 raise StoreError(f"storing alerts in {self.path} failed: {exc}") from None
             finally:
                 for name in ("_alert_rows", "_alert_obs"):
@@ -1211,7 +1203,7 @@ class Store:
                 con.execute(_AUDIT_INSERT, row)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
-                con.execute("ROLLBACK")
+                _lake.rollback(con)
                 raise StoreError(f"writing {entry.action} of {entry.target} to {self.path} failed: {exc}") from None
 
     def audit_entries(self, *, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
