@@ -390,3 +390,32 @@ def test_a_data_path_other_than_the_lakes_says_which_to_give(lake, tmp_path):
     with pytest.raises(tracer.StoreError, match="keeps its files elsewhere than data_path=.*elsewhere/.*Give the "
                                                 "data_path the lake was made with"):
         tracer.Store(elsewhere)
+
+
+def test_spans_of_another_instrumentation_join_their_conversation_as_in_a_file(lake, tmp_path):
+    # GenAI-convention spans, children exported before the root that names the conversation: the
+    # session stored under the trace id is merged into the named one (Store._merge_session).
+    from opentelemetry.trace import format_trace_id
+
+    from tests.tracer.test_foreign_shapes import MS, T0, Producer, genai_chat, genai_tool, send
+
+    p = Producer()
+    root = p.open("app", "invoke_agent trips", 0, {"gen_ai.operation.name": "invoke_agent",
+                                                   "gen_ai.agent.name": "trips", "gen_ai.conversation.id": "conv-2"})
+    p.span("sdk", "chat", 1, 10, genai_chat("c1", "tool_call", tools=["find_flights"]), root)
+    p.span("app", "execute_tool find_flights", 11, 20, genai_tool("find_flights"), root)
+    first = p.take()
+    p.span("sdk", "chat", 21, 30, genai_chat("c2", "stop", history=1), root)
+    root.end(end_time=T0 + 31 * MS)
+    then = p.take()
+    file = str(tmp_path / "f.duckdb")
+    for db in (file, lake):
+        with Collector(db, port=0) as collector:
+            send(collector, first)
+            trace_id = format_trace_id(root.get_span_context().trace_id)
+            assert collector.store.sql("SELECT session_id FROM sessions") == [(trace_id,)]  # not named yet
+            send(collector, then)
+    assert dump(lake) == dump(file)
+    with tracer.Store(lake, read_only=True) as store:
+        assert store.sql("SELECT session_id, status, llm_calls, tool_calls FROM sessions") == [("conv-2", "ok", 2, 1)]
+        assert store.sql("SELECT DISTINCT session_id FROM session_deltas") == [("conv-2",)]
