@@ -63,8 +63,11 @@ from ._records import (
     EvalResultRecord,
     EvalRunRecord,
     LlmCall,
+    OutcomeRecord,
     PruneResult,
+    ReviewRecord,
     SessionAccount,
+    SessionScore,
     SessionSummary,
     ToolCallRecord,
     Turn,
@@ -88,7 +91,7 @@ from ._redact import (
 from ._retention import reference_problems
 from ._session import Session, ToolCall, current_session, tool
 from ._sse import sse_events
-from ._store import DEFAULT_DB, Store, default_db_path, store_exists
+from ._store import DEFAULT_DB, QUEUED_BY, REVIEW_VERDICTS, Store, default_db_path, store_exists
 from ._target import TargetError, did_you_mean, import_target
 
 __all__ = [
@@ -114,6 +117,7 @@ __all__ = [
     "FlightrecError",
     "Ingestor",
     "LlmCall",
+    "OutcomeRecord",
     "Loop",
     "LoopCall",
     "LoopGuard",
@@ -124,12 +128,16 @@ __all__ = [
     "Origin",
     "PriceTable",
     "PruneResult",
+    "QUEUED_BY",
+    "REVIEW_VERDICTS",
+    "ReviewRecord",
     "Recorder",
     "Redactor",
     "SchemaTooNewError",
     "ServedStore",
     "Session",
     "SessionAccount",
+    "SessionScore",
     "SessionSummary",
     "SpanRecord",
     "Store",

@@ -17,9 +17,11 @@ from typing import Any, Literal, get_args
 from ._errors import ConfigError
 from ._records import AuditEntry
 
-AuditAction = Literal["acknowledge", "resolve", "reopen", "replay", "fork", "export", "label", "prune", "delete"]
+AuditAction = Literal["acknowledge", "resolve", "reopen", "replay", "fork", "export", "label", "prune", "delete",
+                      "outcome", "review"]
 """What was done. ``export`` is a recorded session's content written out of the store
-(``flightrec eval add-case``)."""
+(``flightrec eval add-case``); ``outcome`` a session's outcome recorded by a person or a program
+(``flightrec outcome``), ``review`` a session reviewed or put in the review queue by hand."""
 AuditVia = Literal["cli", "dashboard", "api"]
 """The interface it came through: a ``flightrec`` command (directly or through serve), the
 dashboard, or a program calling ``Store`` (or serve's read/write API) itself."""

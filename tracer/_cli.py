@@ -441,6 +441,30 @@ def maintain(db: str | None, as_json: bool, keep: int) -> None:
                f"duplicate chain nodes; files {done.files_before} → {done.files_after}.")
 
 
+@click.command("outcome")
+@click.argument("session_id")
+@click.option("--resolved/--unresolved", default=None, help="Whether the customer's problem was solved.")
+@click.option("--score", type=click.FloatRange(0, 1), default=None, help="A rating from 0 to 1.")
+@click.option("--note", default=None, help="Why, or a ticket id.")
+@db_option
+@json_option
+@actor_option
+def outcome(session_id: str, resolved: bool | None, score: float | None, note: str | None, db: str | None,
+            as_json: bool, actor: str | None) -> None:
+    """Record what became of a session after the fact (the newest outcome counts): the Overview's
+    resolution rate, beside its completion rate, is the share of sessions with an outcome that were resolved."""
+    if resolved is None and score is None:
+        raise click.UsageError("give --resolved or --unresolved, or --score (or both).")
+    with connect(db, read_only=False) as store:
+        record = store.record_outcome(session_id, resolved=resolved, score=score, note=note, actor=actor, via="cli")
+    if as_json:
+        click.echo(record.model_dump_json())
+        return
+    said = {True: "resolved", False: "unresolved", None: "no resolution"}[record.resolved]
+    rated = "" if record.score is None else f", score {record.score:g}"
+    click.echo(f"Session {record.session_id}: {said}{rated}, recorded by {record.actor}.")
+
+
 @click.group()
 def lake() -> None:
     """Scale out: move a file store into a lake (DuckLake on PostgreSQL and shared storage)."""

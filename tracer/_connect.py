@@ -25,13 +25,14 @@ PATH = "/flightrec/v1/store"
 """Where the read API answers."""
 READS = frozenset({
     "alerts", "audit_entries", "call_outlines", "call_parts", "count_sessions", "eval_results", "eval_runs",
-    "find_eval_run", "get_alert", "get_session", "list_sessions", "rebuild_request", "session_account",
-    "session_runs", "verify_requests",
+    "find_eval_run", "get_alert", "get_session", "list_sessions", "outcomes", "rebuild_request", "reviews",
+    "session_account", "session_runs", "session_scores", "verify_requests",
 })
 """The ``Store`` methods the read commands call (traces, replay show/diff/verify/rerun/run, eval
 list/show/compare/add-case, alerts list/show, audit list). Raw SQL (``sql``, ``frame``) is not served: no
 command needs it."""
-WRITES = frozenset({"audit", "label_eval_run", "set_alert_status"})
+WRITES = frozenset({"audit", "label_eval_run", "queue_reviews", "record_outcome", "review_session",
+                    "set_alert_status"})
 """Writes that are one small ``Store`` call each, so the holder makes them for the caller (the
 audit log's entries among them: serve is the file's one writer)."""
 MAINTENANCE = frozenset({"checkpoint", "delete_session", "prune_step"})

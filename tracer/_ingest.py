@@ -189,6 +189,8 @@ class Batch:
     content: dict[str, tuple[str, str]] = field(default_factory=dict)
     chain: dict[str, tuple[str | None, str, str]] = field(default_factory=dict)
     sessions: dict[str, SessionDelta] = field(default_factory=dict)
+    outcomes: list[tuple[Any, ...]] = field(default_factory=list)
+    """Rows of ``session_outcomes`` from outcome spans (``flightrec.outcome.*``), which are not stored as spans."""
     merges: dict[str, str] = field(default_factory=dict)
     """Sessions stored under a trace id before the trace's conversation id arrived: trace id → session id.
     The store moves their rows into the named session."""
@@ -275,7 +277,7 @@ class Ingestor:
             if key not in fresh and key not in self._spans:
                 fresh.add(key)
                 unseen.append(r)
-        records = unseen
+        records = [r for r in unseen if not _outcome(batch, r)]
         resource_json: dict[int, str] = {}
         sessions = self._sessions(records, batch)
         # In start order: a foreign tool call then meets the LLM calls that came before it, whatever
@@ -628,6 +630,25 @@ class Ingestor:
         delta.sums["tool_calls"] += 1
         if status == "error":
             delta.sums["tool_errors"] += 1
+
+
+def _outcome(batch: Batch, r: SpanRecord) -> bool:
+    """Adds an outcome span's row to the batch and says so; false for any other span.
+
+    An outcome comes after the fact, from any process (a thumbs-down in the product, a reopened
+    ticket): stored as a span of its session, it would move the session's end and count in it.
+    ``_validate.check`` has made sure it names a session and holds a resolution or a score."""
+    attrs = r.attributes
+    if A.OUTCOME_RESOLVED not in attrs and A.OUTCOME_SCORE not in attrs:
+        return False
+    session_id = attrs.get(A.OUTCOME_SESSION) or attrs.get(A.CONVERSATION_ID)
+    if not session_id:
+        return False
+    score = attrs.get(A.OUTCOME_SCORE)
+    batch.outcomes.append((r.trace_id + r.span_id, str(session_id), r.end_ns, attrs.get(A.OUTCOME_RESOLVED),
+                           None if score is None else float(score), attrs.get(A.OUTCOME_NOTE),
+                           attrs.get(A.OUTCOME_SOURCE) or "otlp", None))
+    return True
 
 
 def _llm_call_row(**values: Any) -> tuple[Any, ...]:

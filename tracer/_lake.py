@@ -462,7 +462,8 @@ IMPORT_SESSIONS = 500
 """Sessions copied in one transaction by ``import_file``: a stopped import keeps what it committed."""
 _KEYED = (("eval_runs", "run_id"), ("eval_results", "run_id, case_id, trial"), ("eval_labels", "label"),
           ("alerts", "fingerprint"), ("alert_observations", "fingerprint, observation"),
-          ("audit_log", "at_ns, actor, action, target"))
+          ("audit_log", "at_ns, actor, action, target"), ("session_scores", "session_id, scorer"),
+          ("session_outcomes", "outcome_id"), ("reviews", "session_id"))
 """The tables copied whole, each row unless the lake has its key already."""
 _BY_SESSION = ("spans", "llm_calls", "tool_calls", "turns")
 

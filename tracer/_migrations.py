@@ -304,6 +304,47 @@ MIGRATIONS: tuple[Migration, ...] = (
         FROM eval_results r WHERE sessions.session_id = r.session_id;
         """,
     ),
+    Migration(
+        11,
+        "evaluation after deploy: online scores of sessions, outcomes recorded after the fact, human reviews",
+        # A session's scores are replaced as a whole when it is scored again (by session and scorer);
+        # outcomes are kept as they came (the newest is the session's outcome); a review row is a
+        # session in the queue until it has a verdict.
+        """
+        CREATE TABLE session_scores (
+            session_id VARCHAR NOT NULL,
+            scorer VARCHAR NOT NULL,
+            version VARCHAR NOT NULL,
+            value DOUBLE,
+            passed BOOLEAN,
+            weight DOUBLE NOT NULL,
+            reason VARCHAR NOT NULL,
+            scored_ns BIGINT NOT NULL,
+            cost_usd DOUBLE,
+            PRIMARY KEY (session_id, scorer)
+        );
+        CREATE TABLE session_outcomes (
+            outcome_id VARCHAR PRIMARY KEY,
+            session_id VARCHAR NOT NULL,
+            at_ns BIGINT NOT NULL,
+            resolved BOOLEAN,
+            score DOUBLE,
+            note VARCHAR,
+            source VARCHAR NOT NULL,
+            actor VARCHAR
+        );
+        CREATE TABLE reviews (
+            session_id VARCHAR PRIMARY KEY,
+            queued_by VARCHAR NOT NULL,
+            queued_ns BIGINT NOT NULL,
+            verdict VARCHAR,
+            category VARCHAR,
+            note VARCHAR,
+            reviewer VARCHAR,
+            reviewed_ns BIGINT
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

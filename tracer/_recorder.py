@@ -174,6 +174,40 @@ class Recorder:
         with open_session(self, agent, session_id, attributes, links) as session:
             yield session
 
+    def outcome(self, session_id: str, *, resolved: bool | None = None, score: float | None = None,
+                note: str | None = None, source: str = "api") -> None:
+        """Records what became of a session after the fact (the customer's problem was solved or not, a
+        rating, a note), from this process or any other, as long after the session as it comes.
+
+        It is sent as a span with ``flightrec.outcome.*`` attributes, the way any OpenTelemetry SDK can
+        send one (docs/otlp-mapping.md): the store keeps it as an outcome of the session, not as a span
+        of it. A session's newest outcome is its outcome; the Overview shows the share resolved.
+
+        Raises:
+            ConfigError: neither ``resolved`` nor ``score`` is given, the score is outside 0..1, or no
+                session id.
+        """
+        from opentelemetry.context import Context
+
+        from . import _attributes as A
+
+        if not session_id:
+            raise ConfigError("outcome() needs the id of the session it is the outcome of.")
+        if resolved is None and score is None:
+            raise ConfigError("outcome() needs resolved=True/False or a score from 0 to 1; give one or both.")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                                  or not 0.0 <= score <= 1.0):
+            raise ConfigError(f"outcome(score=) must be a number from 0 to 1, got {score!r}.")
+        attributes: dict[str, Any] = {A.OUTCOME_SESSION: session_id, A.OUTCOME_SOURCE: source}
+        if resolved is not None:
+            attributes[A.OUTCOME_RESOLVED] = bool(resolved)
+        if score is not None:
+            attributes[A.OUTCOME_SCORE] = float(score)
+        if note:
+            attributes[A.OUTCOME_NOTE] = note
+        # A root of its own (an empty context): inside a session it must not become a span of that session.
+        self.tracer.start_span("flightrec.outcome", context=Context(), attributes=attributes).end()
+
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Blocks until every finished span is written or dropped; false on timeout."""
         return self.provider.force_flush(int(timeout_s * 1000))

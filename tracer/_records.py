@@ -408,6 +408,76 @@ class AlertRecord(BaseModel):
     """Distinct observations (sessions, or windows for fleet-wide detectors)."""
 
 
+class SessionScore(BaseModel):
+    """What one scorer of the online scoring policy made of a production session (``evals.OnlineScorer``)."""
+
+    session_id: str
+    """The session."""
+    scorer: str
+    """The scorer's label (its spec's ``name``, else its type)."""
+    version: str
+    """Which scorer it was: the first 12 hex digits of the SHA-256 of its spec, so that a changed rubric or
+    threshold shows as a new version in trends."""
+    value: float | None
+    """0..1, or ``None`` when it was skipped (a judge over its hourly budget)."""
+    passed: bool | None
+    """Whether the session passed it (``None``: skipped)."""
+    weight: float
+    """Its weight in the session's mean."""
+    reason: str
+    """Why, with the evidence; for a skipped judge, why it was skipped."""
+    scored_ns: int
+    """When it was scored."""
+    cost_usd: float | None = None
+    """What scoring cost (a judge's model call); ``None`` when it called no model, or an unpriced one."""
+
+
+class OutcomeRecord(BaseModel):
+    """What became of a session after the fact: the customer's problem was (not) solved, a rating, a note.
+
+    Recorded by ``Recorder.outcome``, ``Store.record_outcome``, ``flightrec outcome`` or a span with
+    ``flightrec.outcome.*`` attributes from any process. A session's outcome is its newest record."""
+
+    outcome_id: str
+    """Unique per record (a span's trace and span id, when it came as a span)."""
+    session_id: str
+    """The session it is the outcome of."""
+    at_ns: int
+    """When it was recorded."""
+    resolved: bool | None
+    """Whether the customer's problem was solved; ``None`` when only a score was given."""
+    score: float | None
+    """A rating 0..1 (a thumbs-up is 1), when one was given."""
+    note: str | None
+    """Free text: why, a ticket id."""
+    source: str
+    """How it came: ``api``, ``cli``, ``dashboard``, ``otlp`` (or the span's ``flightrec.outcome.source``)."""
+    actor: str | None
+    """Who recorded it, when a person did."""
+
+
+class ReviewRecord(BaseModel):
+    """A session in the review queue, and the person's verdict once reviewed."""
+
+    session_id: str
+    """The session."""
+    queued_by: str
+    """Why it is in the queue: ``sample`` (the scoring policy's review share), ``alert`` (it raised one),
+    ``score`` (an online scorer failed it) or ``hand``."""
+    queued_ns: int
+    """When it was queued."""
+    verdict: str | None
+    """``good`` or ``bad``; ``None`` while it waits."""
+    category: str | None
+    """The failure category, from the policy's list, for a bad session."""
+    note: str | None
+    """The reviewer's note."""
+    reviewer: str | None
+    """Who reviewed it."""
+    reviewed_ns: int | None
+    """When."""
+
+
 class AuditEntry(BaseModel):
     """One line of the audit log (``flightrec audit list``): an action a person took on stored data."""
 
@@ -416,8 +486,8 @@ class AuditEntry(BaseModel):
     actor: str
     """Who: ``--actor``, ``$FLIGHTREC_ACTOR`` or the operating-system user (see ``tracer._audit``)."""
     action: str
-    """What: ``acknowledge``, ``resolve``, ``reopen``, ``replay``, ``fork``, ``export``, ``label``, ``prune`` or
-    ``delete``."""
+    """What: ``acknowledge``, ``resolve``, ``reopen``, ``replay``, ``fork``, ``export``, ``label``, ``prune``,
+    ``delete``, ``outcome`` or ``review``."""
     target: str
     """The object's id: an alert, a session, an eval run, or a store for ``prune``."""
     via: str

@@ -145,6 +145,8 @@ def remove_sessions(con: duckdb.DuckDBPyConnection, session_ids: list[str], *, c
             con.execute(f"DELETE FROM {names['sessions']} WHERE session_id IN ({_GONE})")
             result.eval_results = _count(
                 con, f"UPDATE eval_results SET session_id = NULL WHERE session_id IN ({_GONE})")
+            for table in ("session_scores", "session_outcomes", "reviews"):  # what was said of them goes with them
+                con.execute(f"DELETE FROM {table} WHERE session_id IN ({_GONE})")
         dead_messages = _collect_chain(con, nodes, result, names["message_chain"])
         bodies |= dead_messages
         if bodies:

@@ -57,8 +57,11 @@ from ._records import (
     EvalResultRecord,
     EvalRunRecord,
     LlmCall,
+    OutcomeRecord,
     PruneResult,
+    ReviewRecord,
     SessionAccount,
+    SessionScore,
     SessionSummary,
     ToolCallRecord,
     Turn,
@@ -160,6 +163,13 @@ _AUDIT_COLUMNS = ("at_ns", "actor", "action", "target", "via", "detail")
 _AUDIT_INSERT = f"INSERT INTO audit_log ({', '.join(_AUDIT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
 """The one statement that writes the audit log: nothing updates or deletes a row."""
 
+_OUTCOME_COLUMNS = ("outcome_id", "session_id", "at_ns", "resolved", "score", "note", "source", "actor")
+_SCORE_COLUMNS = ("session_id", "scorer", "version", "value", "passed", "weight", "reason", "scored_ns", "cost_usd")
+_REVIEW_COLUMNS = ("session_id", "queued_by", "queued_ns", "verdict", "category", "note", "reviewer", "reviewed_ns")
+REVIEW_VERDICTS = ("good", "bad")
+QUEUED_BY = ("sample", "alert", "score", "hand")
+"""Why a session is in the review queue (``ReviewRecord.queued_by``)."""
+
 _EVAL_RUN_SQL = """
 SELECT run_id, started_ns, ended_ns, dataset, dataset_sha256, agent, settings, trials, seed, case_tags, cases,
        passed_trials, total_trials, mean_score, cost_usd, wall_s,
@@ -241,7 +251,7 @@ def _without(batch: Batch, stored: set[tuple[str, str]]) -> Batch:
     """``batch`` less the spans in ``stored`` and all but the first of a span given twice, with the
     rows derived from them; its sessions' sums are counted again from the rows kept, in the order
     the ingestor added them (so that a cost sums to the same float)."""
-    kept = Batch(content=batch.content, chain=batch.chain, merges=batch.merges)
+    kept = Batch(content=batch.content, chain=batch.chain, merges=batch.merges, outcomes=batch.outcomes)
     kept.spans = _first(batch.spans, stored, 0, 1)
     kept.llm_calls = _first(batch.llm_calls, stored, 1, 0)
     kept.tool_calls = _first(batch.tool_calls, stored, 1, 0)
@@ -312,14 +322,18 @@ _INSERTS = (
     ("turns", "INSERT INTO turns SELECT * FROM _batch_turns"),
     ("content", "INSERT OR IGNORE INTO content SELECT * FROM _batch_content"),
     ("chain", "INSERT OR IGNORE INTO message_chain SELECT * FROM _batch_chain"),
+    # Without OR IGNORE, so that a lake (no keys) runs the same statement: a retried span's outcome is stored once.
+    ("outcomes", "INSERT INTO session_outcomes SELECT * FROM _batch_outcomes ANTI JOIN session_outcomes "
+                 "USING (outcome_id)"),
 )
 """What ``write`` runs for each table of a batch, in this order."""
 _LAKE_INSERTS = (
-    *((name, sql) for name, sql in _INSERTS if name not in ("content", "chain")),
+    *((name, sql) for name, sql in _INSERTS if name not in ("content", "chain", "outcomes")),
     # Content-addressed rows are appended: another collector may have stored one too, and the views
     # (``_lake.py``) show each once. Each collector's ingest sends a body only once while it remembers it.
     ("content", f"INSERT INTO {_lake.TABLES['content']} SELECT * FROM _batch_content"),
     ("chain", f"INSERT INTO {_lake.TABLES['message_chain']} SELECT * FROM _batch_chain"),
+    *((name, sql) for name, sql in _INSERTS if name == "outcomes"),
 )
 """What ``write`` runs on a lake."""
 _LAKE_SESSION_INSERT = (f"INSERT INTO session_deltas ({', '.join(_SESSION_COLUMNS)}, committed_ns) "
@@ -480,9 +494,12 @@ class Store:
                     cursor.execute(f"USE {_lake.ALIAS}")  # a cursor starts in DuckDB's own database
                 types = self._write_types = {
                     name: cursor.sql(f"SELECT {', '.join(columns)} FROM {name} LIMIT 0").to_arrow_table().schema.types
-                    for name, columns in (*_COLUMNS.items(), ("sessions", _SESSION_COLUMNS))
+                    for name, columns in (*_COLUMNS.items(), ("sessions", _SESSION_COLUMNS),
+                                          ("session_outcomes", _OUTCOME_COLUMNS))
                 }
         tables: dict[str, pa.Table] = {}
+        if batch.outcomes:
+            tables["outcomes"] = _table(_OUTCOME_COLUMNS, batch.outcomes, types["session_outcomes"])
         if not batch.spans:
             return tables
         for name, columns in _COLUMNS.items():
@@ -531,7 +548,7 @@ class Store:
             try:
                 con.execute("BEGIN")
                 # Checked inside the transaction, under the lock: nothing can store these spans meanwhile.
-                stored = self._stored_spans(batch, tables["spans"])
+                stored = self._stored_spans(batch, tables["spans"]) if "spans" in tables else None
                 if stored is not None:
                     batch = _without(batch, stored)
                     con.unregister("_batch_spans")
@@ -1163,6 +1180,139 @@ class Store:
                            agent=r[6], route=r[7], session_id=r[8], turns=r[9], session_ids=r[10],
                            evidence=json.loads(r[11]), status=r[12], first_seen_ns=r[13], last_seen_ns=r[14],
                            count=r[15])
+
+    # -- after deploy: online scores, outcomes, reviews -------------------------------------------
+
+    def record_scores(self, session_id: str, scores: Iterable[SessionScore]) -> None:
+        """Replaces the online scores of a session (``evals.OnlineScorer``) by scorer, in one transaction.
+
+        Raises:
+            StoreError: the write failed; nothing was written.
+        """
+        rows = [tuple(getattr(sc, c) for c in _SCORE_COLUMNS) for sc in scores]
+        if not rows:
+            return
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                con.register("_score_rows", _table(_SCORE_COLUMNS, rows))
+                # Two statements, not INSERT OR REPLACE: a lake has no keys to replace by.
+                con.execute("DELETE FROM session_scores WHERE session_id = ? AND scorer IN "
+                            "(SELECT scorer FROM _score_rows)", [session_id])
+                con.execute("INSERT INTO session_scores SELECT * FROM _score_rows")
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                _lake.rollback(con)
+                raise StoreError(f"storing the scores of session {session_id} in {self.path} failed: {exc}") from None
+            finally:
+                con.unregister("_score_rows")
+
+    def session_scores(self, session_id: str) -> list[SessionScore]:
+        """A session's online scores, by scorer."""
+        rows = self._query(f"SELECT {', '.join(_SCORE_COLUMNS)} FROM session_scores WHERE session_id = ? "
+                           "ORDER BY scorer", [session_id])
+        return [SessionScore(**dict(zip(_SCORE_COLUMNS, r))) for r in rows]
+
+    def record_outcome(self, session_id: str, *, resolved: bool | None = None, score: float | None = None,
+                       note: str | None = None, actor: str | None = None, via: AuditVia = "api") -> OutcomeRecord:
+        """Records what became of a session after the fact, and who said so in the audit log, in one
+        transaction. The newest outcome of a session is its outcome.
+
+        Args:
+            session_id: The session, or a unique prefix of 8+ characters.
+            resolved: Whether the customer's problem was solved.
+            score: A rating from 0 to 1.
+            note: Free text (why, a ticket id).
+            actor: Who (``None``: ``tracer.actor_name()``).
+            via: ``cli``, ``dashboard`` or ``api``.
+
+        Raises:
+            ConfigError: neither ``resolved`` nor ``score`` was given, or the score is outside 0..1.
+            UnknownSessionError: no such session.
+            StoreError: the write failed.
+        """
+        if resolved is None and score is None:
+            raise ConfigError("an outcome needs resolved (true or false) or a score from 0 to 1; give one or both.")
+        if score is not None and not (isinstance(score, (int, float)) and 0.0 <= score <= 1.0):
+            raise ConfigError(f"an outcome's score must be a number from 0 to 1, got {score!r}.")
+        sid = self.get_session(session_id).session_id
+        entry = audit_entry(actor, "outcome", sid, {"resolved": resolved, "score": score}, via)
+        record = OutcomeRecord(outcome_id=f"{via}-{entry.at_ns:x}-{os.urandom(4).hex()}", session_id=sid,
+                               at_ns=entry.at_ns, resolved=resolved, score=score, note=note, source=via,
+                               actor=entry.actor)
+        self._audited(entry, (f"INSERT INTO session_outcomes VALUES ({', '.join('?' for _ in _OUTCOME_COLUMNS)})",
+                              [getattr(record, c) for c in _OUTCOME_COLUMNS]))
+        return record
+
+    def outcomes(self, session_id: str) -> list[OutcomeRecord]:
+        """Every outcome recorded for a session, newest first (the first is its outcome)."""
+        rows = self._query(f"SELECT {', '.join(_OUTCOME_COLUMNS)} FROM session_outcomes WHERE session_id = ? "
+                           "ORDER BY at_ns DESC", [session_id])
+        return [OutcomeRecord(**dict(zip(_OUTCOME_COLUMNS, r))) for r in rows]
+
+    def queue_reviews(self, session_ids: Iterable[str], queued_by: str) -> int:
+        """Puts sessions in the review queue (those not in it, or reviewed, already); returns how many were added.
+
+        Raises:
+            ConfigError: ``queued_by`` is not one of ``QUEUED_BY``.
+            StoreError: the write failed.
+        """
+        if queued_by not in QUEUED_BY:
+            raise ConfigError(f"queued_by {queued_by!r} is not one of {', '.join(QUEUED_BY)}.")
+        ids = list(dict.fromkeys(session_ids))
+        if not ids:
+            return 0
+        now = time.time_ns()
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                con.register("_queued", pa.table({"session_id": pa.array(ids, pa.string())}))
+                added = con.execute(
+                    "INSERT INTO reviews (session_id, queued_by, queued_ns) SELECT session_id, ?, ? FROM _queued "
+                    "ANTI JOIN reviews USING (session_id)", [queued_by, now]).fetchall()[0][0]
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                _lake.rollback(con)
+                raise StoreError(f"queueing sessions for review in {self.path} failed: {exc}") from None
+            finally:
+                con.unregister("_queued")
+        return int(added)
+
+    def review_session(self, session_id: str, verdict: str, *, category: str | None = None, note: str | None = None,
+                       actor: str | None = None, via: AuditVia = "api") -> ReviewRecord:
+        """Records a person's verdict on a session (it need not have been queued), with the audit entry, in
+        one transaction. A second review replaces the first; both stay in the audit log.
+
+        Raises:
+            ConfigError: ``verdict`` is not ``good`` or ``bad``, or a blank ``actor``.
+            UnknownSessionError: no such session.
+            StoreError: the write failed.
+        """
+        if verdict not in REVIEW_VERDICTS:
+            raise ConfigError(f"a review's verdict is good or bad, not {verdict!r}.")
+        sid = self.get_session(session_id).session_id
+        was = self._query("SELECT queued_by, queued_ns FROM reviews WHERE session_id = ?", [sid])
+        entry = audit_entry(actor, "review", sid, {"verdict": verdict, "category": category}, via)
+        queued_by, queued_ns = was[0] if was else ("hand", entry.at_ns)
+        record = ReviewRecord(session_id=sid, queued_by=queued_by, queued_ns=queued_ns, verdict=verdict,
+                              category=category or None, note=note or None, reviewer=entry.actor,
+                              reviewed_ns=entry.at_ns)
+        self._audited(entry, ("DELETE FROM reviews WHERE session_id = ?", [sid]),
+                      (f"INSERT INTO reviews VALUES ({', '.join('?' for _ in _REVIEW_COLUMNS)})",
+                       [getattr(record, c) for c in _REVIEW_COLUMNS]))
+        return record
+
+    def reviews(self, *, pending: bool | None = None, limit: int = 200) -> list[ReviewRecord]:
+        """The review queue: ``pending`` True those waiting (oldest first), False those reviewed (newest
+        first), ``None`` all (newest first)."""
+        where, order = {True: ("WHERE verdict IS NULL", "queued_ns"),
+                        False: ("WHERE verdict IS NOT NULL", "reviewed_ns DESC")}.get(
+            pending, ("", "coalesce(reviewed_ns, queued_ns) DESC"))  # type: ignore[arg-type]
+        rows = self._query(f"SELECT {', '.join(_REVIEW_COLUMNS)} FROM reviews {where} ORDER BY {order} LIMIT ?",
+                           [limit])
+        return [ReviewRecord(**dict(zip(_REVIEW_COLUMNS, r))) for r in rows]
 
     # -- audit log -------------------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ The rules follow the schema (``_migrations.py``) and what ingest derives from ea
 - strings must be UTF-8. OTLP's decoder refuses any other; the SDK's spans may hold unpaired
   surrogates, which are replaced with U+FFFD.
 
+- an outcome span (``flightrec.outcome.resolved`` or ``.score``; ``tracer._ingest``) must name its
+  session and keep at least one of the two after the rules above, else it is rejected: it would
+  otherwise be stored as a span of the session it names, and move that session's end.
+
 Values stored only as JSON (every other attribute, events, links, the resource) need no check:
 ingest serialises any of them (an integer beyond 64 bits as text, NaN as null).
 
@@ -120,6 +124,19 @@ def _text_or_json(value: Any) -> str | None:
     return None if value is None else as_text(value)
 
 
+def _boolean(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def _unit(value: Any) -> float | int | None:
+    number = _number(value)
+    return number if number is not None and 0 <= number <= 1 else None
+
+
 def _texts(value: Any) -> Any:
     if type(value) is tuple or type(value) is list:
         return value if all(type(v) is str for v in value) else None
@@ -150,6 +167,10 @@ _RULES: dict[str, _Rule] = {
         A.TOOL_CALL_ID, A.TOOL_STATUS, A.TOOL_IDEMPOTENCY_KEY, A.TOOL_CIRCUIT_STATE,
     ), (_text, _TEXT, str)),
     **dict.fromkeys((A.TOOL_ARGUMENTS, A.TOOL_RESULT), (_text_or_json, _TEXT, str)),
+    # An outcome sent after the fact (``tracer._ingest``: a row of session_outcomes, not a span of the session).
+    A.OUTCOME_RESOLVED: (_boolean, "not a boolean", bool),
+    A.OUTCOME_SCORE: (_unit, "not a number from 0 to 1", None),
+    **dict.fromkeys((A.OUTCOME_SESSION, A.OUTCOME_NOTE, A.OUTCOME_SOURCE), (_text, _TEXT, str)),
     **dict.fromkeys((A.TOOLS_AVAILABLE, A.TOOLS_CHOSEN, A.REQUEST_BETAS, A.RESPONSE_FINISH_REASONS),
                     (_texts, _TEXTS, None)),
 }
@@ -174,6 +195,7 @@ def check(record: SpanRecord, notes: Counter[str], *, from_sdk: bool = False) ->
     if not (0 <= record.start_ns <= _MAX_NS and 0 <= record.end_ns <= _MAX_NS):
         return "start or end time outside 0 to 2^63 - 1 ns (1970 to 2262)"
     attrs = record.attributes
+    outcome = A.OUTCOME_RESOLVED in attrs or A.OUTCOME_SCORE in attrs
     changed: dict[str, Any] | None = None
     for key, value in attrs.items():
         rule = _RULES.get(key)
@@ -192,6 +214,12 @@ def check(record: SpanRecord, notes: Counter[str], *, from_sdk: bool = False) ->
                 del attrs[key]
             else:
                 attrs[key] = value
+    if outcome:  # never taken as a span of the session it names: an outcome, or nothing
+        if A.OUTCOME_RESOLVED not in attrs and A.OUTCOME_SCORE not in attrs:
+            return (f"an outcome whose {A.OUTCOME_RESOLVED} is not a boolean and whose {A.OUTCOME_SCORE} is not a "
+                    "number from 0 to 1")
+        if not attrs.get(A.OUTCOME_SESSION) and not attrs.get(A.CONVERSATION_ID):
+            return f"an outcome that names no session (set {A.OUTCOME_SESSION})"
     body = attrs.get(A.REQUEST_BODY)
     if body is not None and not (type(body) is str and body[:1] == "{" and body[-1:] == "}"):
         notes[f"{A.REQUEST_BODY}: {BAD_BODY}, so the call is stored without it, as not rebuildable"] += 1

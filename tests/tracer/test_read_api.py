@@ -83,7 +83,8 @@ def test_every_served_method_returns_what_the_store_returns(api):
         "rebuild_request": {"span_id": span}, "call_parts": {"span_id": span}, "verify_requests": {"session_id": None},
         "alerts": {"status": "open", "limit": 5}, "get_alert": {"alert_id": "al000002"},
         "eval_runs": {}, "find_eval_run": {"ref": "run-0123"}, "eval_results": {"run_id": "run-0123456789"},
-        "audit_entries": {"limit": 5, "action": "label"},
+        "audit_entries": {"limit": 5, "action": "label"}, "session_scores": {"session_id": sid},
+        "outcomes": {"session_id": sid}, "reviews": {"pending": None, "limit": 5},
     }
     assert set(calls) == READS
     with tracer.ServedStore(api.db_path, holder) as served:
@@ -96,18 +97,26 @@ def test_every_served_method_returns_what_the_store_returns(api):
                                  f"`flightrec traces list --db {api.db_path}`."
         assert served.set_alert_status("al000001", "acknowledged", actor="ana", via="cli").status == "acknowledged"
         served.label_eval_run("run-0123456789", "baseline", actor="ana", via="cli")
+        outcome = served.record_outcome(sid[:13], resolved=False, note="reopened", actor="cy", via="cli")
+        assert served.queue_reviews([sid], "hand") == 1
+        review = served.review_session(sid, "bad", category="wrong tool", actor="cy", via="cli")
         entry = served.audit("bo", "export", sid, {"to": "dataset"}, via="cli")
-        assert WRITES == {"set_alert_status", "label_eval_run", "audit"}
+        assert WRITES == {"set_alert_status", "label_eval_run", "audit", "record_outcome", "queue_reviews",
+                          "review_session"}
         with pytest.raises(AttributeError, match="not served"):
             served.sql("SELECT 1")
         with pytest.raises(tracer.StoreError, match="audit\\(\\) argument action: Input should be 'acknowledge'"):
             served.audit("bo", "erase", sid)  # refused by serve, before any write
     assert store.get_alert("al000001").status == "acknowledged"
     assert store.find_eval_run("baseline").run_id == "run-0123456789"
+    assert store.outcomes(sid) == [outcome] and outcome.session_id == sid and outcome.source == "cli"
+    assert store.reviews() == [review] and review.queued_by == "hand" and review.reviewer == "cy"
     # Serve wrote the audit entries, as the callers named themselves.
     assert store.audit_entries()[0] == entry
     assert [(e.actor, e.action, e.target, e.via, e.detail) for e in store.audit_entries()] == [
         ("bo", "export", sid, "cli", {"to": "dataset"}),
+        ("cy", "review", sid, "cli", {"verdict": "bad", "category": "wrong tool"}),
+        ("cy", "outcome", sid, "cli", {"resolved": False, "score": None}),
         ("ana", "label", "run-0123456789", "cli", {"label": "baseline", "moved_from": None}),
         ("ana", "acknowledge", "al000001", "cli", {"status": "acknowledged", "was": "open"})]
 
