@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
@@ -56,9 +57,15 @@ def _stop(signum: int, frame: FrameType | None) -> None:
               help="What of the spans' content to store: full (as sent), redacted (the built-in redactors run "
                    "over every string) or none (metadata only). Default $FLIGHTREC_CONTENT, else flightrec.toml's, "
                    "else full.")
+@click.option("--scoring", type=click.Path(dir_okay=False, exists=True), envvar="FLIGHTREC_SCORING", default=None,
+              metavar="FILE", help="Score production sessions as they end with this scoring policy (default "
+                                   "$FLIGHTREC_SCORING, else flightrec.scoring.yaml here; off without one).")
+@click.option("--score-sample", type=click.FloatRange(0, 1), default=None, metavar="RATE",
+              help="The share of production sessions scored as they end (overrides the policy's sample; turns "
+                   "scoring on with the default policy when no file is given).")
 def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, token: str | None,
           dashboard_host: str, dashboard_port: int, no_dashboard: bool, session_timeout: float, retain: int | None,
-          retain_content: int | None, content: str | None) -> None:
+          retain_content: int | None, content: str | None, scoring: str | None, score_sample: float | None) -> None:
     """Run the store's single writer: an OTLP collector (HTTP on /v1/traces, and gRPC) that agents
     in any process or language send traces to, and the dashboard, which shows them as they land.
     Other commands read the file through it meanwhile. Installed packages add to it (the
@@ -75,7 +82,14 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
     if not no_dashboard:
         check_port_free(dashboard_host, dashboard_port, "--dashboard-port")
     db_path = default_db_path(db)
-    hooks = [ep.load()(db_path) for ep in entry_points(group="flightrec.serve_hooks")]
+    # The hooks read their settings from the environment (evals._online: the scoring policy), so that a
+    # hook of another package needs no option of serve's.
+    if scoring:
+        os.environ["FLIGHTREC_SCORING"] = scoring
+    if score_sample is not None:
+        os.environ["FLIGHTREC_SCORE_SAMPLE"] = str(score_sample)
+    # A hook that has nothing to do (scoring with no policy) returns None.
+    hooks = [h for h in (ep.load()(db_path) for ep in entry_points(group="flightrec.serve_hooks")) if h is not None]
 
     def ended(session_ids: list[str]) -> None:
         for hook in hooks:

@@ -1,6 +1,8 @@
 """flightrec's evals: run a dataset of cases against an agent K times each, score every trial
 from its trace, compare with a baseline through the regression gate (a paired test over all
 cases, each case's own test, a stricter rule for critical cases), and gate CI on real regressions.
+After deploy, a scoring policy samples production sessions as they end and scores them without a
+dataset (``OnlineScorer``), feeding score trends, the review queue and the ``score.drop`` alert.
 The detectors are scorers of live traces: they flag loops, cost blow-ups, unreliable tools and
 unsafe content in the store, online as sessions end or in batch, and deliver alerts to sinks
 (``evals.detectors``).
@@ -29,6 +31,8 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "_compare": ("CaseComparison", "Comparison", "RunSide", "collapsed", "compare", "compare_stored", "failing_turn"),
     "_dataset": ("Case", "CaseInput", "Dataset", "Message", "load_dataset"),
     "_errors": ("AgentLoadError", "DatasetError", "EvalError", "ScorerError"),
+    "_online": ("POLICY_FILE", "OnlineScorer", "ReviewPolicy", "RouteRule", "ScoringPolicy", "load_scoring_policy",
+                "sampled"),
     "_protocol": ("INPUT_ATTRIBUTE", "agent"),
     "_report": ("comparison_text", "junit", "markdown", "run_text"),
     "_runner": ("DEFAULT_CONCURRENCY", "DEFAULT_TRIALS", "EvalRun", "run_eval", "trial_seed"),
@@ -50,6 +54,11 @@ __all__ = [
     "SCORER_TYPES",
     "AgentLoadError",
     "INPUT_ATTRIBUTE",
+    "OnlineScorer",
+    "POLICY_FILE",
+    "ReviewPolicy",
+    "RouteRule",
+    "ScoringPolicy",
     "Case",
     "CaseComparison",
     "CaseInput",
@@ -89,11 +98,13 @@ __all__ = [
     "junit",
     "load_agent",
     "load_dataset",
+    "load_scoring_policy",
     "markdown",
     "min_attainable_p",
     "paired_test",
     "run_eval",
     "run_text",
+    "sampled",
     "score_trial",
     "trajectory_of",
     "trial_seed",

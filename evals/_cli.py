@@ -208,6 +208,45 @@ def label_cmd(run: str, label: str, db: str | None, actor: str | None) -> None:
     click.echo(f"{label} → {record.run_id}")
 
 
+@evals.command("score")
+@click.option("--since", default="1d", show_default=True, metavar="DURATION",
+              help="Production sessions that ended this long ago or less (30m, 24h, 7d).")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+              help="The scoring policy (default $FLIGHTREC_SCORING, else flightrec.scoring.yaml here, else the "
+                   "defaults).")
+@click.option("--all", "everything", is_flag=True, help="Score every session of the window, not the policy's sample.")
+@db_option
+@json_option
+def score_cmd(since: str, policy_path: str | None, everything: bool, db: str | None, as_json: bool) -> None:
+    """Score production sessions with the online scoring policy after the fact, as `flightrec serve
+    --scoring` does when they end: a backfill, or a new scorer tried on history. Scores replace earlier
+    ones of the same scorer; sessions that fail a scorer go to the review queue."""
+    import time
+
+    from ._online import Scoring, load_scoring_policy
+    from .detectors import parse_duration
+
+    policy = load_scoring_policy(policy_path)
+    if everything:
+        policy = policy.model_copy(update={"sample": 1.0, "routes": []})
+    cutoff = time.time_ns() - int(parse_duration(since) * 1e9)
+    scoring = Scoring(policy)
+    with tracer.Store(tracer.default_db_path(db)) as store:
+        ids = [r[0] for r in store.sql("SELECT session_id FROM sessions WHERE origin = 'production' AND ended "
+                                       "AND end_ns >= ? ORDER BY end_ns", [cutoff])]
+        scoring.run(store, ids)
+        queued = len(store.reviews(pending=True, limit=1_000_000))
+    if as_json:
+        click.echo(json.dumps({"sessions": len(ids), "scored": scoring.scored,
+                               "skipped_for_budget": scoring.skipped_for_budget, "review_queue": queued}))
+        return
+    click.echo(f"Scored {scoring.scored} of {len(ids)} production sessions that ended in the last {since} "
+               f"({'all' if everything else f'the policy samples {policy.sample:.0%}'}, with "
+               f"{', '.join(p.label for p in scoring.scorers)}); {queued} sessions wait for review.")
+    if scoring.skipped_for_budget:
+        click.echo(f"The judge was skipped {scoring.skipped_for_budget} times for its hourly budget.")
+
+
 @evals.command("add-case")
 @click.argument("session_id")
 @click.option("--dataset", "dataset", required=True, metavar="FILE", help="The dataset to append to (created if new).")

@@ -36,6 +36,7 @@ instead of ending the whole run. A judge that cannot be reached or refuses the r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -47,6 +48,7 @@ import anthropic
 import httpx2
 from pydantic import BaseModel
 
+import tracer
 from tracer import clip_text
 
 from ._errors import ScorerError
@@ -136,6 +138,9 @@ class JudgeVerdict(BaseModel):
     """The model that judged (as the API named it)."""
     simulated: bool
     """The offline simulated judge gave this verdict, not a model."""
+    cost_usd: float | None = None
+    """What the call cost, from its usage and flightrec's price table; 0 for the simulated judge, ``None``
+    when the model's price is unknown. Online scoring keeps the judge within a budget by it."""
 
 
 def judge(trajectory: Trajectory, rubric: Sequence[str], *, model: str | None = None,
@@ -236,7 +241,22 @@ def _verdict(reply: Any, criteria: list[str], *, model: str, simulated: bool) ->
     out = [CriterionVerdict(index=i, criterion=c, met=rulings.get(i, (False, missing))[0],
                             reason=rulings.get(i, (False, missing))[1]) for i, c in enumerate(criteria, 1)]
     return JudgeVerdict(criteria=out, share_met=sum(c.met for c in out) / len(out), model=model,
-                        simulated=simulated)
+                        simulated=simulated, cost_usd=0.0 if simulated else _cost(model, reply))
+
+
+def _cost(model: str, reply: Any) -> float | None:
+    usage = getattr(reply, "usage", None)
+    if usage is None:
+        return None
+    return _prices().cost(model, tracer.Usage(
+        input_tokens=usage.input_tokens or 0, output_tokens=usage.output_tokens or 0,
+        cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
+        cache_write_5m_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0))
+
+
+@functools.cache
+def _prices() -> tracer.PriceTable:
+    return tracer.PriceTable.load()
 
 
 def _api_message(exc: anthropic.APIStatusError) -> str:

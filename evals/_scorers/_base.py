@@ -27,6 +27,8 @@ class Score(BaseModel):
     """The scorer's weight in the trial's weighted mean."""
     reason: str
     """Why it passed or failed, with the evidence ("issue_refund was called at turn 2 ...")."""
+    cost_usd: float | None = None
+    """What scoring cost, when it called a model (a judge); ``None`` otherwise or when the price is unknown."""
 
 
 Scorer = Callable[[Trajectory], Score]

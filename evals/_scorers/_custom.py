@@ -61,7 +61,8 @@ def _judge(p: _Judge, client_factory: JudgeClientFactory | None = None) -> Score
         who = "the simulated judge" if v.simulated else v.model
         rulings = "; ".join(f"{c.index}. {'met' if c.met else 'NOT met'}: {c.reason}" for c in v.criteria)
         return p.score(v.share_met, v.share_met >= p.threshold,
-                       f"{met}/{len(v.criteria)} criteria met by {who} (threshold {p.threshold:g}): {rulings}")
+                       f"{met}/{len(v.criteria)} criteria met by {who} (threshold {p.threshold:g}): {rulings}"
+                       ).model_copy(update={"cost_usd": v.cost_usd})
 
     return score
 
