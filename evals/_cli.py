@@ -240,9 +240,10 @@ def score_cmd(since: str, policy_path: str | None, everything: bool, db: str | N
         click.echo(json.dumps({"sessions": len(ids), "scored": scoring.scored,
                                "skipped_for_budget": scoring.skipped_for_budget, "review_queue": queued}))
         return
+    which = "all of them" if everything else f"a {policy.sample:.0%} sample" + (
+        " and every alerted one" if policy.alerted else "")
     click.echo(f"Scored {scoring.scored} of {len(ids)} production sessions that ended in the last {since} "
-               f"({'all' if everything else f'the policy samples {policy.sample:.0%}'}, with "
-               f"{', '.join(p.label for p in scoring.scorers)}); {queued} sessions wait for review.")
+               f"({which}, with {', '.join(p.label for p in scoring.scorers)}); {queued} sessions wait for review.")
     if scoring.skipped_for_budget:
         click.echo(f"The judge was skipped {scoring.skipped_for_budget} times for its hourly budget.")
 

@@ -323,6 +323,29 @@ def _detect(ctx: click.Context, db_path: str) -> None:
     click.echo(f"Evidence: {command_name()} alerts show ALERT_ID --db {db_path}")
 
 
+def _after_deploy(ctx: click.Context, db_path: str) -> None:
+    """Evaluation after deploy, when evals is installed: customers' feedback on some sessions comes in
+    later as outcomes (simulated: resolved when the session ended ok and raised no alert), then the
+    online scoring policy scores its sample and every alerted session, and fills the review queue."""
+    group = ctx.parent.command.get_command(ctx.parent, "eval") if ctx.parent is not None else None  # type: ignore[attr-defined]
+    score = group.get_command(ctx, "score") if group is not None else None  # type: ignore[attr-defined]
+    if score is None:
+        return
+    with tracer.Store(db_path, read_only=True) as store:
+        rows = store.sql("SELECT session_id, status = 'ok' AND session_id NOT IN (SELECT unnest(session_ids) FROM "
+                         "alerts) FROM sessions WHERE origin = 'production' ORDER BY session_id")
+    # About two customers in three answer the survey; which ones is fixed by the session id.
+    answered = [(sid, ok) for sid, ok in rows if int(tracer.sha256_hex(f"survey:{sid}")[:8], 16) % 3]
+    recorder = tracer.Recorder(db_path)  # as the product would: an outcome span, from another process
+    for sid, ok in answered:
+        recorder.outcome(sid, resolved=bool(ok), source="survey")
+    recorder.shutdown()
+    resolved = sum(ok for _, ok in answered)
+    click.echo(f"\nAfter deploy: {len(answered)} customers answered the survey, {resolved} resolved "
+               f"({resolved / max(len(answered), 1):.0%}; `{command_name()} outcome SESSION --resolved` records one)")
+    score.main(args=["--db", db_path, "--since", "7d"], prog_name="flightrec eval score", standalone_mode=False)
+
+
 def _gate(ctx: click.Context, db_path: str, seed: int) -> None:
     """The eval step of the demo, when evals is installed: the bundled suite as the baseline, then
     the variant without the refund-confirmation rule, which the gate catches."""
@@ -374,6 +397,7 @@ def demo(ctx: click.Context, db: str | None, sessions: int, workers: int, seed: 
                           progress=lambda _out: bar.update(1))
     click.echo(_summary(report, db_path, world_path))
     _detect(ctx, db_path)
+    _after_deploy(ctx, db_path)
     _gate(ctx, db_path, seed)
     if no_serve:
         return

@@ -188,7 +188,7 @@ def test_flightrec_eval_score_backfills_and_says_what_it_did(tmp_path, monkeypat
     _record(db, 2, route="refund", failing=True)
     result = CliRunner().invoke(main, ["eval", "score", "--all", "--db", db])
     assert result.exit_code == 0, result.output
-    assert result.output == ("Scored 8 of 8 production sessions that ended in the last 1d (all, with "
+    assert result.output == ("Scored 8 of 8 production sessions that ended in the last 1d (all of them, with "
                              "recovers_after_error, guards, usual_steps); 2 sessions wait for review.\n")
     as_json = CliRunner().invoke(main, ["eval", "score", "--since", "2h", "--json", "--db", db])
     assert json.loads(as_json.output)["sessions"] == 8

@@ -107,6 +107,11 @@ def test_the_demo_records_a_store_that_rebuilds_exactly(demo):
     assert "0 duplicated refunds" in output
     exact = re.search(r"exact rebuild ([\d,]+) of ([\d,]+) stored calls", output)
     assert exact and exact.group(1) == exact.group(2)
+    # After deploy: customers' outcomes come in as spans, the scoring policy scores its sample and the alerted.
+    survey = re.search(r"After deploy: (\d+) customers answered the survey, (\d+) resolved", output)
+    assert survey and 0 < int(survey.group(2)) < int(survey.group(1)) < DEMO_SESSIONS
+    scored = re.search(r"Scored (\d+) of (\d+) production sessions .*; (\d+) sessions wait for review", output)
+    assert scored and 0 < int(scored.group(1)) < int(scored.group(2)) == DEMO_SESSIONS and int(scored.group(3)) > 0
     # The demo ends with the eval gate: a baseline run of the bundled suite, then the regressed variant.
     assert "Eval 2/2" in output and "REGRESSION" in output
     assert "The gate caught the regression" in output
@@ -116,6 +121,10 @@ def test_the_demo_records_a_store_that_rebuilds_exactly(demo):
         assert store.count_sessions() == DEMO_SESSIONS + sum(r.total_trials for r in runs)
         verified = store.verify_requests()
         statuses = {s for (s,) in store.sql("SELECT DISTINCT status FROM sessions")}
+        outcomes = store.sql("SELECT count(*), count(DISTINCT session_id), count(*) FILTER (WHERE resolved) FROM "
+                             "session_outcomes WHERE source = 'survey'")[0]
+        assert store.sql("SELECT count(*) FROM spans WHERE name = 'flightrec.outcome'") == [(0,)]
+    assert outcomes == (int(survey.group(1)), int(survey.group(1)), int(survey.group(2)))
     assert verified.total > 300 and verified.exact == verified.total
     assert {"ok", "guard:loop", "guard:token_budget"} <= statuses
     world = sqlite3.connect(f"file:{db.parent / 'demo.world.sqlite'}?mode=ro", uri=True)
