@@ -189,6 +189,8 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true", help="no server: the CPU of each stage, in process")
     parser.add_argument("--content", choices=("full", "redacted", "none"), default="full",
                         help="the collector's content policy (serve --content)")
+    parser.add_argument("--score-sample", type=float, default=None, metavar="RATE",
+                        help="online scoring on, with the default policy at this rate (serve --score-sample)")
     args = parser.parse_args()
     if args.stages:
         _stages(args)
@@ -200,7 +202,9 @@ def main() -> None:
         flightrec = Path(sys.executable).with_name("flightrec")
         grpc_args = ["--grpc-port", str(grpc_port)] if args.transport == "grpc" else ["--no-grpc"]
         server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), *grpc_args,
-                                   "--dashboard-port", str(dashboard_port), "--content", args.content],
+                                   "--dashboard-port", str(dashboard_port), "--content", args.content,
+                                   *(["--score-sample", str(args.score_sample)] if args.score_sample is not None
+                                     else [])],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until_serving(f"http://127.0.0.1:{port}", 30)
@@ -233,6 +237,7 @@ def main() -> None:
         con = duckdb.connect(db, read_only=True)
         stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]
         sessions = con.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        scored = con.execute("SELECT count(DISTINCT session_id) FROM session_scores").fetchone()[0]
         con.close()
     first = min(d[2] for d in done)
     last = max(d[3] for d in done)
@@ -240,7 +245,8 @@ def main() -> None:
     p = lambda q: latencies[min(int(q * len(latencies)), len(latencies) - 1)] * 1e3  # noqa: E731
     print(machine_header("collector throughput"))
     print(json.dumps({"transport": args.transport, "senders": args.senders, "spans_committed": stored,
-                      "sessions": sessions, "requests": len(latencies), "spans_per_request": args.batch,
+                      "sessions": sessions, "sessions_scored": scored, "score_sample": args.score_sample,
+                      "requests": len(latencies), "spans_per_request": args.batch,
                       "seconds": round(last - first, 2),
                       "spans_per_s": round(stored / (last - first)), "ack_p50_ms": round(p(0.5), 1),
                       "ack_p99_ms": round(p(0.99), 1), "ack_mean_ms": round(statistics.mean(latencies) * 1e3, 1),

@@ -222,6 +222,33 @@ def test_a_recorder_writes_a_lake_directly(lake):
 
 
 
+def test_outcomes_scores_and_reviews_on_a_lake_behave_as_in_a_file(lake, tmp_path):
+    """A lake has no keys: what the file replaces by key is deleted and inserted, what it ignores is anti-joined."""
+    file = str(tmp_path / "f.duckdb")
+    for db in (file, lake):
+        rec = tracer.Recorder(db)
+        with rec.session(agent="support", session_id="conv-1"):
+            run_agent(rec.instrument(FakeAPI().client()))
+        rec.outcome("conv-1", resolved=False, source="survey")
+        rec.shutdown()
+        with tracer.Store(db) as store:
+            score = tracer.SessionScore(session_id="conv-1", scorer="guards", version="v1", value=1.0, passed=True,
+                                        weight=1.0, reason="none fired", scored_ns=1)
+            store.record_scores("conv-1", [score])
+            store.record_scores("conv-1", [score.model_copy(update={"value": 0.0, "passed": False})])
+            assert [s.value for s in store.session_scores("conv-1")] == [0.0]
+            assert store.queue_reviews(["conv-1"], "score") == 1 and store.queue_reviews(["conv-1"], "hand") == 0
+            store.review_session("conv-1", "bad", category="loop", actor="ana")
+            review = store.review_session("conv-1", "good", actor="bo")
+            assert store.reviews() == [review] and review.queued_by == "score"
+            (outcome,) = store.outcomes("conv-1")
+            assert (outcome.resolved, outcome.source) == (False, "survey")
+    with tracer.Store(lake) as store:
+        store.delete_session("conv-1")
+        for table in ("session_scores", "session_outcomes", "reviews"):
+            assert store.sql(f"SELECT count(*) FROM {table}") == [(0,)]
+
+
 def test_maintain_rolls_up_deltas_and_removes_duplicates_while_a_collector_writes(lake, tmp_path, monkeypatch):
     first, second, later = agent_spans(), agent_spans(), agent_spans()
     file = str(tmp_path / "f.duckdb")
@@ -262,11 +289,17 @@ def test_a_file_store_moves_up_into_a_lake_and_a_second_import_copies_only_what_
     write(file, [agent_spans(), agent_spans()])
     with tracer.Store(file) as store:
         store.audit("ops", "export", "store")
+        sid = store.list_sessions()[0].session_id
+        store.record_outcome(sid, resolved=True)
+        store.queue_reviews([sid], "hand")
+        store.record_scores(sid, [tracer.SessionScore(session_id=sid, scorer="guards", version="v1", value=1.0,
+                                                      passed=True, weight=1.0, reason="none fired", scored_ns=1)])
     monkeypatch.setattr(_lake, "IMPORT_SESSIONS", 1)  # a transaction a session: resumable in between
     with tracer.Store(lake) as store:
         first = store.import_file(file)
         again = store.import_file(file)
-    assert first.sessions == 2 and first.rows["audit_log"] == 1
+    assert first.sessions == 2 and first.rows["audit_log"] == 2
+    assert [first.rows[t] for t in ("session_outcomes", "reviews", "session_scores")] == [1, 1, 1]
     assert again.sessions == 0 and not any(again.rows.values())
     assert dump(lake) == dump(file)
 
