@@ -248,6 +248,36 @@ def score_cmd(since: str, policy_path: str | None, everything: bool, db: str | N
         click.echo(f"The judge was skipped {scoring.skipped_for_budget} times for its hourly budget.")
 
 
+@evals.command("vs-production")
+@click.argument("run")
+@click.option("--since", default="7d", show_default=True, metavar="DURATION",
+              help="Production sessions that ended this long ago or less.")
+@db_option
+@json_option
+def vs_production_cmd(run: str, since: str, db: str | None, as_json: bool) -> None:
+    """Put RUN (a label, id or prefix) beside its agent's production sessions, route by route: the suite's
+    pass rate against the online scores' and the outcomes' resolution rate, and whether the suite
+    predicts production."""
+    from ._production import MIN_SESSIONS, suite_vs_production
+    from .detectors import parse_duration
+
+    with tracer.Store(tracer.default_db_path(db), read_only=True) as store:
+        result = suite_vs_production(store, run, since_s=parse_duration(since))
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    pct = lambda x: "–" if x is None else f"{x:.0%}"  # noqa: E731
+    click.echo(f"Eval run {result.run_id} beside production sessions of {result.agent or 'its agent'} that ended in "
+               f"the last {since} (routes need {MIN_SESSIONS}+ sessions a side to compare).")
+    width = max([len(r.route or "(no route)") for r in result.routes] + [5])
+    click.echo(f"{'route':<{width}}  {'suite':>12}  {'production':>12}  {'resolved':>12}")
+    for r in result.routes:
+        click.echo(f"{r.route or '(no route)':<{width}}  {pct(r.suite.pass_rate):>5} of {r.suite.sessions:<4}  "
+                   f"{pct(r.production.pass_rate):>5} of {r.production.sessions:<4}  "
+                   f"{pct(r.resolved):>5} of {r.outcomes:<4}")
+    click.echo(result.summary())
+
+
 @evals.command("add-case")
 @click.argument("session_id")
 @click.option("--dataset", "dataset", required=True, metavar="FILE", help="The dataset to append to (created if new).")

@@ -326,7 +326,7 @@ def _detect(ctx: click.Context, db_path: str) -> None:
 def _after_deploy(ctx: click.Context, db_path: str) -> None:
     """Evaluation after deploy, when evals is installed: customers' feedback on some sessions comes in
     later as outcomes (simulated: resolved when the session ended ok and raised no alert), then the
-    online scoring policy scores its sample and every alerted session, and fills the review queue."""
+    online scoring policy scores the sessions, and fills the review queue."""
     group = ctx.parent.command.get_command(ctx.parent, "eval") if ctx.parent is not None else None  # type: ignore[attr-defined]
     score = group.get_command(ctx, "score") if group is not None else None  # type: ignore[attr-defined]
     if score is None:
@@ -343,7 +343,8 @@ def _after_deploy(ctx: click.Context, db_path: str) -> None:
     resolved = sum(ok for _, ok in answered)
     click.echo(f"\nAfter deploy: {len(answered)} customers answered the survey, {resolved} resolved "
                f"({resolved / max(len(answered), 1):.0%}; `{command_name()} outcome SESSION --resolved` records one)")
-    score.main(args=["--db", db_path, "--since", "7d"], prog_name="flightrec eval score", standalone_mode=False)
+    # Every session, where serve would take its policy's sample: 10 sessions a route leave too few to compare.
+    score.main(args=["--db", db_path, "--since", "7d", "--all"], prog_name="flightrec eval score", standalone_mode=False)
 
 
 def _gate(ctx: click.Context, db_path: str, seed: int) -> None:
