@@ -146,6 +146,8 @@ def test_serve_and_the_detectors_load_no_eval_harness():
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                                 cwd=ROOT).stdout.split())
     assert "evals.detectors" in loaded
+    # evals._online is the scoring hook: it loads the scorers (and anthropic, for the judge) only when a
+    # scoring policy turns it on.
     harness = sorted(m for m in loaded if m == "anthropic" or m.startswith(("anthropic.", "replay", "reference_agent"))
-                     or (m.startswith("evals.") and not m.startswith("evals.detectors")))
+                     or (m.startswith("evals.") and not m.startswith(("evals.detectors", "evals._online"))))
     assert not harness, f"serve's path imports {harness[:10]}"
