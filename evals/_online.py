@@ -15,6 +15,7 @@ or ``flightrec serve --scoring FILE``)::
       - {type: usual_steps, slack: 2}
       - {type: judge, rubric: ['Never promises a refund before "issue_refund" succeeded']}
     judge_budget_usd_per_hour: 1.0
+    cpu_share: 0.25             # the most of one core the worker takes beside the writer
     review:
       sample: 0.02              # the share of scored sessions put in the review queue
       failed: true              # and every session a scorer failed
@@ -107,6 +108,10 @@ class ScoringPolicy(BaseModel):
     queue: int = Field(default=10_000, ge=1)
     """Ended sessions that may wait for the worker; more are dropped and counted (``flightrec eval score``
     scores them later)."""
+    cpu_share: float = Field(default=0.25, gt=0.0, le=1.0)
+    """The most of one core the worker takes (it rests in proportion after each run): scoring shares the
+    writer's process, so past this share sessions wait in the queue, and beyond it are dropped and counted,
+    rather than slowing ingest."""
     review: ReviewPolicy = Field(default_factory=ReviewPolicy)
 
     def rate(self, agent: str | None, route: str | None) -> float:
@@ -384,6 +389,7 @@ class OnlineScorer:
                         ids.append(self._pending.get_nowait())
                     except queue.Empty:
                         break
+                started = time.thread_time()
                 try:
                     store = store or tracer.Store(self.db_path)
                     self.scoring.run(store, ids)
@@ -394,6 +400,9 @@ class OnlineScorer:
                     with self._idle:
                         self._busy -= len(ids)
                         self._idle.notify_all()
+                # Python work holds the GIL the writer needs: rest so as to use at most cpu_share of a core.
+                used = time.thread_time() - started
+                self._closed.wait(used * (1 / self.scoring.policy.cpu_share - 1))
         finally:
             if store is not None:
                 store.close()
