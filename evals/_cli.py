@@ -278,6 +278,69 @@ def vs_production_cmd(run: str, since: str, db: str | None, as_json: bool) -> No
     click.echo(result.summary())
 
 
+@evals.group("review")
+def review() -> None:
+    """The review queue: sessions a scorer failed, that raised an alert, sampled or queued by hand,
+    each waiting for a person's verdict (the dashboard's Review page does the same)."""
+
+
+@review.command("list")
+@click.option("--done", is_flag=True, help="Reviewed sessions (newest first), not those waiting.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@db_option
+@json_option
+def review_list(done: bool, limit: int, db: str | None, as_json: bool) -> None:
+    """Sessions waiting for review, oldest first (or, with --done, the verdicts)."""
+    with tracer.connect(db) as store:
+        rows = store.reviews(pending=not done, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.model_dump() for r in rows]))
+        return
+    if not rows:
+        click.echo("No session has been reviewed yet." if done else
+                   "No session waits for review. Queue one with `" + hint("eval", "review", "queue", "SESSION", db=db)
+                   + "`, or let the scoring policy queue them (see `flightrec eval score`).")
+        return
+    for r in rows:
+        said = f"  {r.verdict}" + (f" ({r.category})" if r.category else "") + f" by {r.reviewer}" if r.verdict else ""
+        click.echo((f"{r.session_id}  queued by {r.queued_by:<6}{said}" + (f": {r.note}" if r.note else "")).rstrip())
+
+
+@review.command("queue")
+@click.argument("session_ids", nargs=-1, required=True)
+@db_option
+def review_queue(session_ids: tuple[str, ...], db: str | None) -> None:
+    """Put sessions in the review queue by hand."""
+    with tracer.connect(db, read_only=False) as store:
+        ids = [store.get_session(s).session_id for s in session_ids]
+        added = store.queue_reviews(ids, "hand")
+    click.echo(f"queued {added} of {len(ids)} session(s) ({len(ids) - added} were in the queue already)")
+
+
+@review.command("label")
+@click.argument("session_id")
+@click.argument("verdict", type=click.Choice(tracer.REVIEW_VERDICTS))
+@click.option("--category", default=None, help="The failure category (the scoring policy's review.categories).")
+@click.option("--note", default=None, help="What the reviewer saw.")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+              help="The scoring policy whose categories apply (default as `flightrec eval score`).")
+@db_option
+@actor_option
+def review_label(session_id: str, verdict: str, category: str | None, note: str | None, policy_path: str | None,
+                 db: str | None, actor: str | None) -> None:
+    """Record a person's verdict on a session (good or bad), with the reviewer in the audit log."""
+    from ._online import load_scoring_policy
+
+    categories = load_scoring_policy(policy_path).review.categories
+    if category is not None and category not in categories:
+        raise click.BadParameter(f"{category!r} is not one of the policy's categories: {', '.join(categories)} "
+                                 "(review.categories in the scoring policy).", param_hint="--category")
+    with tracer.connect(db, read_only=False) as store:
+        r = store.review_session(session_id, verdict, category=category, note=note, actor=actor, via="cli")
+    click.echo(f"{r.session_id} reviewed {r.verdict}" + (f" ({r.category})" if r.category else "")
+               + f" by {r.reviewer}")
+
+
 @evals.command("add-case")
 @click.argument("session_id")
 @click.option("--dataset", "dataset", required=True, metavar="FILE", help="The dataset to append to (created if new).")

@@ -197,3 +197,26 @@ def test_flightrec_eval_score_backfills_and_says_what_it_did(tmp_path, monkeypat
         assert failed == {"guards": 2}
     bad = CliRunner().invoke(main, ["eval", "score", "--since", "soon", "--db", db])
     assert bad.exit_code == 2 and "use a number and a unit" in bad.output
+
+
+def test_the_review_queue_from_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "t.duckdb")
+    a, b = _record(db, 2)
+    run = lambda *args: CliRunner().invoke(main, ["eval", "review", *args, "--db", db])  # noqa: E731
+    empty = run("list")
+    assert empty.exit_code == 0 and "No session waits for review. Queue one with `" in empty.output
+    assert run("queue", a, b).output == "queued 2 of 2 session(s) (0 were in the queue already)\n"
+    assert run("queue", a).output == "queued 0 of 1 session(s) (1 were in the queue already)\n"
+    assert run("list").output == f"{a}  queued by hand\n{b}  queued by hand\n"
+    labelled = run("label", a, "bad", "--category", "wrong tool", "--note", "asked for the wrong order",
+                   "--actor", "ana")
+    assert labelled.output == f"{a} reviewed bad (wrong tool) by ana\n"
+    assert run("list").output == f"{b}  queued by hand\n"
+    assert run("list", "--done").output == f"{a}  queued by hand    bad (wrong tool) by ana: asked for the wrong order\n"
+    wrong = run("label", b, "bad", "--category", "rudeness")
+    assert wrong.exit_code == 2 and "'rudeness' is not one of the policy's categories: wrong tool," in wrong.output
+    verdict = run("label", b, "meh")
+    assert verdict.exit_code == 2 and "'meh' is not one of 'good', 'bad'" in verdict.output
+    unknown = run("queue", "no-such")
+    assert unknown.exit_code == 2 and "no session 'no-such'" in unknown.output
