@@ -66,6 +66,9 @@ DEFAULT_SCORERS: tuple[dict[str, Any], ...] = (
 USUAL_HISTORY = 200
 """Recent production sessions of a route whose tool calls make its usual (``usual_steps``)."""
 
+SERVE_INTERVAL_S = 5.0
+"""How long ``flightrec serve`` gathers ended sessions before a scoring run."""
+
 log = logging.getLogger("flightrec.score")
 
 
@@ -423,4 +426,4 @@ def serve_hook(db: str) -> OnlineScorer | None:
     ``flightrec.scoring.yaml`` here, or ``--score-sample``), off otherwise (``None``)."""
     if not (os.environ.get(POLICY_ENV) or os.environ.get(SAMPLE_ENV) or Path(POLICY_FILE).is_file()):
         return None
-    return OnlineScorer(db, interval_s=5.0)
+    return OnlineScorer(db, interval_s=SERVE_INTERVAL_S)

@@ -220,3 +220,24 @@ def test_the_review_queue_from_the_command_line(tmp_path, monkeypatch):
     assert verdict.exit_code == 2 and "'meh' is not one of 'good', 'bad'" in verdict.output
     unknown = run("queue", "no-such")
     assert unknown.exit_code == 2 and "no session 'no-such'" in unknown.output
+
+
+def test_serve_scores_sessions_sent_over_otlp_as_they_end(tmp_path, monkeypatch):
+    """What `flightrec serve --score-sample 1` runs: the hook on the collector's ended sessions."""
+    from evals import _online
+    from tracer._collector import Collector
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLIGHTREC_SCORE_SAMPLE", "1")
+    monkeypatch.setattr(_online, "SERVE_INTERVAL_S", 0.0)
+    db = str(tmp_path / "t.duckdb")
+    hook = serve_hook(db)
+    with Collector(db, port=0, on_sessions_ended=hook) as collector:
+        rec = tracer.Recorder(endpoint=collector.url)
+        with rec.session("shop", session_id="sent-1", **{"flightrec.route": "orders"}):
+            run_agent(rec.instrument(FakeAPI().client()))
+        rec.shutdown()
+        assert hook.flush()
+    hook.close()
+    with tracer.Store(db, read_only=True) as store:
+        assert {s.scorer for s in store.session_scores("sent-1")} == {"recovers_after_error", "guards", "usual_steps"}
