@@ -285,15 +285,28 @@ class Scoring:
         if alerted and self.policy.review.alerted:
             store.queue_reviews([s for s in sorted(alerted) if s in sessions], "alert")
         scored = {r[0] for r in store.sql("SELECT DISTINCT session_id FROM session_scores WHERE session_id IN "
-                                          "(SELECT unnest(?))", [candidates])}
+                                          "(SELECT unnest(?))", [sorted(alerted)])} if alerted else set()
         todo = [s for s in candidates if s in sessions and (
             (s in alerted and self.policy.alerted and s not in scored)
             or (s in ids and sampled(s, self.policy.rate(sessions[s]["agent"], sessions[s]["route"]))))]
+        rows: list[tracer.SessionScore] = []
         for sid in todo:
-            self._score(store, sid, sessions[sid])
+            try:
+                rows += self._score(store, sid, sessions[sid])
+            except tracer.UnknownSessionError:  # deleted meanwhile (retention, a request)
+                continue
+            self.scored += 1
+        store.record_scores(rows)  # one transaction a run: a transaction costs more than a session's scores
+        review = self.policy.review
+        failed = list(dict.fromkeys(r.session_id for r in rows if r.passed is False)) if review.failed else []
+        store.queue_reviews(failed, "score")
+        if review.sample:
+            store.queue_reviews([s for s in todo if s not in failed and sampled(s, review.sample, salt="review")],
+                                "sample")
         return len(todo)
 
-    def _score(self, store: tracer.Store, session_id: str, session: Mapping[str, Any]) -> None:
+    def _score(self, store: tracer.Store, session_id: str, session: Mapping[str, Any]) -> list[tracer.SessionScore]:
+        """A session's scores by every scorer of the policy (a skipped or failing one says why)."""
         from ._trajectory import trajectory_of
 
         t = trajectory_of(store, session_id)
@@ -320,13 +333,7 @@ class Scoring:
             rows.append(tracer.SessionScore(session_id=session_id, scorer=p.label, version=p.version,
                                             value=score.value, passed=score.passed, weight=score.weight,
                                             reason=score.reason, scored_ns=now_ns, cost_usd=score.cost_usd))
-        store.record_scores(session_id, rows)
-        self.scored += 1
-        review = self.policy.review
-        if review.failed and any(r.passed is False for r in rows):
-            store.queue_reviews([session_id], "score")
-        elif review.sample and sampled(session_id, review.sample, salt="review"):
-            store.queue_reviews([session_id], "sample")
+        return rows
 
     def _spent_last_hour(self) -> float:
         hour_ago = self._clock() - 3600

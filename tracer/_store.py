@@ -1183,8 +1183,9 @@ class Store:
 
     # -- after deploy: online scores, outcomes, reviews -------------------------------------------
 
-    def record_scores(self, session_id: str, scores: Iterable[SessionScore]) -> None:
-        """Replaces the online scores of a session (``evals.OnlineScorer``) by scorer, in one transaction.
+    def record_scores(self, scores: Iterable[SessionScore]) -> None:
+        """Stores online scores (``evals.OnlineScorer``), of any number of sessions, in one transaction; each
+        replaces the session's earlier score of the same scorer.
 
         Raises:
             StoreError: the write failed; nothing was written.
@@ -1198,13 +1199,13 @@ class Store:
                 con.execute("BEGIN")
                 con.register("_score_rows", _table(_SCORE_COLUMNS, rows))
                 # Two statements, not INSERT OR REPLACE: a lake has no keys to replace by.
-                con.execute("DELETE FROM session_scores WHERE session_id = ? AND scorer IN "
-                            "(SELECT scorer FROM _score_rows)", [session_id])
+                con.execute("DELETE FROM session_scores WHERE (session_id, scorer) IN "
+                            "(SELECT (session_id, scorer) FROM _score_rows)")
                 con.execute("INSERT INTO session_scores SELECT * FROM _score_rows")
                 con.execute("COMMIT")
             except duckdb.Error as exc:
                 _lake.rollback(con)
-                raise StoreError(f"storing the scores of session {session_id} in {self.path} failed: {exc}") from None
+                raise StoreError(f"storing online scores in {self.path} failed: {exc}") from None
             finally:
                 con.unregister("_score_rows")
 

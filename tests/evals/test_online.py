@@ -213,7 +213,8 @@ def test_the_review_queue_from_the_command_line(tmp_path, monkeypatch):
                    "--actor", "ana")
     assert labelled.output == f"{a} reviewed bad (wrong tool) by ana\n"
     assert run("list").output == f"{b}  queued by hand\n"
-    assert run("list", "--done").output == f"{a}  queued by hand    bad (wrong tool) by ana: asked for the wrong order\n"
+    done = run("list", "--done").output
+    assert done == f"{a}  queued by hand    bad (wrong tool) by ana: asked for the wrong order\n"
     wrong = run("label", b, "bad", "--category", "rudeness")
     assert wrong.exit_code == 2 and "'rudeness' is not one of the policy's categories: wrong tool," in wrong.output
     verdict = run("label", b, "meh")

@@ -47,10 +47,10 @@ def _store(db: str) -> str:
         for route, (_, production, _) in ROUTES.items():
             for i in range(6 if production is not None else 0):
                 sid = f"{route}-{i}"
-                store.record_scores(sid, [tracer.SessionScore(
+                store.record_scores([tracer.SessionScore(
                     session_id=sid, scorer=name, version="v1", value=1.0 if i < production or name == "b" else 0.0,
                     passed=i < production or name == "b", weight=1.0, reason="", scored_ns=1) for name in ("a", "b")])
-        store.record_scores("other-agent", [tracer.SessionScore(session_id="other-agent", scorer="a", version="v1",
+        store.record_scores([tracer.SessionScore(session_id="other-agent", scorer="a", version="v1",
                                                                 value=0.0, passed=False, weight=1.0, reason="",
                                                                 scored_ns=1)])
     return db

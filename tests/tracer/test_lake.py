@@ -234,8 +234,8 @@ def test_outcomes_scores_and_reviews_on_a_lake_behave_as_in_a_file(lake, tmp_pat
         with tracer.Store(db) as store:
             score = tracer.SessionScore(session_id="conv-1", scorer="guards", version="v1", value=1.0, passed=True,
                                         weight=1.0, reason="none fired", scored_ns=1)
-            store.record_scores("conv-1", [score])
-            store.record_scores("conv-1", [score.model_copy(update={"value": 0.0, "passed": False})])
+            store.record_scores([score])
+            store.record_scores([score.model_copy(update={"value": 0.0, "passed": False})])
             assert [s.value for s in store.session_scores("conv-1")] == [0.0]
             assert store.queue_reviews(["conv-1"], "score") == 1 and store.queue_reviews(["conv-1"], "hand") == 0
             store.review_session("conv-1", "bad", category="loop", actor="ana")
@@ -292,7 +292,7 @@ def test_a_file_store_moves_up_into_a_lake_and_a_second_import_copies_only_what_
         sid = store.list_sessions()[0].session_id
         store.record_outcome(sid, resolved=True)
         store.queue_reviews([sid], "hand")
-        store.record_scores(sid, [tracer.SessionScore(session_id=sid, scorer="guards", version="v1", value=1.0,
+        store.record_scores([tracer.SessionScore(session_id=sid, scorer="guards", version="v1", value=1.0,
                                                       passed=True, weight=1.0, reason="none fired", scored_ns=1)])
     monkeypatch.setattr(_lake, "IMPORT_SESSIONS", 1)  # a transaction a session: resumable in between
     with tracer.Store(lake) as store:
