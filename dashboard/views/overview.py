@@ -1,4 +1,4 @@
-"""Overview: sessions, success rate, cost, tokens, latency and alerts over a chosen time range.
+"""Overview: sessions, completion and resolution rates, cost, tokens, latency and alerts over a chosen time range.
 
 Production sessions by default: eval trials, replays and forks are a switch away, not traffic.
 Every number is aggregated in DuckDB; the page only draws what comes back (one row per bucket).
@@ -51,7 +51,15 @@ def _totals(lo: int, hi: int, view: str) -> pd.Series:
     alerts = _ui.frame("SELECT count(*) AS open_alerts FROM alerts a WHERE status = 'open' "
                        "AND last_seen_ns >= ? AND last_seen_ns < ?" + (f" AND {alerts_where}" if alerts_where else ""),
                        [lo, hi, *alerts_params]).iloc[0]
-    return pd.concat([sessions, calls, alerts])
+    # A session's outcome is its newest record (``Store.outcomes``); one that gave only a score says
+    # nothing of resolution, so it is counted as having an outcome but left out of the rate.
+    outcomes = _ui.frame(
+        """SELECT count(*) AS with_outcome, count(o.resolved) AS says_resolved,
+                  count(*) FILTER (WHERE o.resolved) AS resolved
+           FROM sessions s JOIN (SELECT session_id, arg_max(resolved, at_ns) AS resolved
+                                 FROM session_outcomes GROUP BY session_id) o USING (session_id)
+           WHERE s.start_ns >= ? AND s.start_ns < ?""" + where, [lo, hi, *params]).iloc[0]
+    return pd.concat([sessions, calls, alerts, outcomes])
 
 
 @_ui.cached
@@ -110,10 +118,15 @@ def _series(lo: int, hi: int, step_ns: int, view: str) -> dict[str, pd.DataFrame
 
 
 def _metrics(t: pd.Series) -> None:
-    row1 = st.columns(5)
+    outcomes = int(t["with_outcome"])
+    row1 = st.columns(6 if outcomes else 5)
     row1[0].metric("Sessions", f"{int(t['sessions']):,}")
-    row1[1].metric("Success rate", f"{t['ok'] / t['ended']:.1%}" if t["ended"] else "–",
-                   help="Sessions that ended with status `ok`, over all that ended (running ones are left out).")
+    row1[1].metric("Completion rate", f"{t['ok'] / t['ended']:.1%}" if t["ended"] else "–",
+                   help="Sessions that ended with status `ok`, over all that ended (running ones are left out). It "
+                        "says the agent finished, not that the customer's problem was solved: that is the "
+                        "resolution rate, where outcomes are recorded.")
+    if outcomes:
+        _resolution(row1.pop(2), t, outcomes)
     unpriced = int(t["unpriced_calls"] or 0)
     row1[2].metric("Cost", _ui.usd(t["cost_usd"] or 0.0) + (" +?" if unpriced else ""),
                    help=f"{unpriced:,} calls have no known price and are not counted; see Costs." if unpriced
@@ -131,6 +144,19 @@ def _metrics(t: pd.Series) -> None:
         _ui.link("costs", "Where the money goes", **_ui.shared_query())
 
 
+def _resolution(column, t: pd.Series, outcomes: int) -> None:
+    """The share of sessions with an outcome whose outcome says resolved, beside the completion rate."""
+    said = int(t["says_resolved"])
+    column.metric(
+        "Resolution rate", f"{t['resolved'] / said:.1%}" if said else "–",
+        delta=f"of {said:,} with an outcome" if said == outcomes else f"of {said:,} ({outcomes:,} with an outcome)",
+        delta_color="off", delta_arrow="off",
+        help=f"Sessions whose outcome (the newest recorded: `flightrec outcome`, `Recorder.outcome` or an outcome "
+             f"span) says the customer's problem was resolved, over the {said:,} whose outcome says whether it "
+             "was" + (f"; {outcomes - said:,} more have only a score" if outcomes > said else "")
+             + ". Sessions with no outcome are left out.")
+
+
 def _charts(charts: dict[str, pd.DataFrame], step: str) -> None:
     left, right = st.columns(2)
     with left:
@@ -146,7 +172,7 @@ def _charts(charts: dict[str, pd.DataFrame], step: str) -> None:
         else:
             _ui.chart(charts["alerts"], "bar", order=charts["alerts"]["series"].unique().tolist())
     with right:
-        st.subheader("Success rate")
+        st.subheader("Completion rate")
         _ui.chart(charts["success"], "line", order=["success"], title="ok / ended")
         st.subheader("Tokens")
         _ui.chart(charts["tokens"], "bar", order=["input_tokens", "output_tokens"])

@@ -40,7 +40,7 @@ def test_overview_shows_production_by_default_and_its_counts_match_the_store(sto
     assert shown["Cost"] == _ui.usd(_one(store, f"SELECT sum(cost_usd) {_PRODUCTION}"))
     assert shown["Open alerts"] == str(_one(store, "SELECT count(*) FROM alerts WHERE status = 'open'"))
     ok = _one(store, f"SELECT count(*) FILTER (WHERE status = 'ok') / count(*) {_PRODUCTION}")
-    assert shown["Success rate"] == f"{ok:.1%}"
+    assert shown["Completion rate"] == f"{ok:.1%}"
     assert at.query_params["origin"] == "production"
     # The demo is recorded in about a minute: its charts get buckets of seconds, not one bar a day.
     assert any(re.search(r"in buckets of \d+ s\.", c.value) for c in at.caption), [c.value for c in at.caption]
