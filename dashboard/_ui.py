@@ -25,6 +25,7 @@ PAGES = {
     "replay": "views/replay.py",
     "evals": "views/evals.py",
     "alerts": "views/alerts.py",
+    "review": "views/review.py",
     "costs": "views/costs.py",
     "audit": "views/audit.py",
 }
@@ -205,7 +206,7 @@ def url(page: str, **query: Any) -> str:
 
 def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", across: bool = False,
           series: str = "series", order: Sequence[str] | None = None, colors: Sequence[str] | None = None,
-          stack: bool = True, height: int = 220, title: str | None = None) -> None:
+          stack: bool = True, height: int = 220, title: str | None = None, points: bool = False) -> None:
     """A chart of ``data`` in long form, one point a row (``x``, ``series``, ``value``), from a Vega-Lite
     spec written here. ``st.bar_chart`` and ``st.line_chart`` build theirs with altair and validate it
     against the Vega-Lite schema on every run: on the 1M-span store that was most of Overview's and
@@ -219,6 +220,7 @@ def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", 
         series: The column that colours the points; ``order`` lists its values in the legend's order
             (and ``colors`` their colours, in the same order). One series gets no legend.
         title: The value axis' title.
+        points: Mark each point of a line (a line of one day's point draws nothing without it).
     """
     value: dict[str, Any] = {"field": "value", "type": "quantitative", "title": title}
     if not stack:
@@ -237,7 +239,8 @@ def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", 
         encoding["yOffset" if across else "xOffset"] = {"field": series, "sort": color.get("sort")}
     # Drawn on a canvas, not as SVG: Overview's six charts were 690 of its 1,393 DOM elements, each
     # made and styled by the browser on every load.
-    st.vega_lite_chart(data, {"height": height, "mark": {"type": mark, "tooltip": True}, "encoding": encoding,
+    marks: dict[str, Any] = {"type": mark, "tooltip": True, **({"point": True} if points else {})}
+    st.vega_lite_chart(data, {"height": height, "mark": marks, "encoding": encoding,
                               "usermeta": {"embedOptions": {"renderer": "canvas"}}}, width="stretch")
 
 
@@ -377,6 +380,82 @@ def alerts_in(view: str) -> tuple[str, list[Any]]:
     cond, params = observed_in(view)
     return (f"EXISTS (SELECT 1 FROM alert_observations o WHERE o.fingerprint = a.fingerprint AND {cond})"
             if cond else "", params)
+
+
+SCORED = """(SELECT session_id,
+       sum(value * weight) / nullif(sum(weight) FILTER (WHERE value IS NOT NULL), 0) AS score,
+       string_agg(scorer, ', ' ORDER BY scorer) FILTER (WHERE NOT passed) AS failing
+   FROM session_scores GROUP BY session_id)"""
+"""A subquery of each scored session's online score, to join on ``session_id``: ``score``, the mean of
+its scorers' values weighted by their weights (skipped ones left out; NULL if all were), and
+``failing``, the scorers it failed."""
+
+
+@dataclass(frozen=True)
+class AfterDeploy:
+    """What was made of a session after it ended: its online scores, its outcome and its review."""
+
+    scores: list[tracer.SessionScore]
+    outcomes: list[tracer.OutcomeRecord]
+    """Newest first: the first is the session's outcome."""
+    review: tracer.ReviewRecord | None
+    """Its place in the review queue, with the verdict once reviewed; ``None``: never queued nor reviewed."""
+
+    @property
+    def score(self) -> float | None:
+        """The scores' mean, weighted as ``SCORED`` weighs them."""
+        done = [s for s in self.scores if s.value is not None]
+        weight = sum(s.weight for s in done)
+        return sum(s.value * s.weight for s in done) / weight if weight else None  # type: ignore[operator]
+
+
+def after_deploy(session_id: str) -> AfterDeploy:
+    """A session's ``AfterDeploy``; wrap it in ``cached`` where it is read."""
+    store = source().store()
+    review = frame("SELECT * FROM reviews WHERE session_id = ?", [session_id])
+    return AfterDeploy(store.session_scores(session_id), store.outcomes(session_id),
+                       tracer.ReviewRecord(**{k: None if pd.isna(v) else v for k, v in review.iloc[0].items()})
+                       if not review.empty else None)
+
+
+def _cell(text: Any) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+_PASSED = {None: ":gray-badge[skipped]", True: ":green-badge[pass]", False: ":red-badge[fail]"}
+
+
+def show_after_deploy(a: AfterDeploy) -> None:
+    """The scores (each scorer's value, verdict and reason), the outcome and the review, in three lines of markdown."""
+    if a.scores:
+        failed = [s.scorer for s in a.scores if s.passed is False]
+        head = (f"**Online scores**: {a.score:.2f}" if a.score is not None else "**Online scores**: –") + (
+            " (weighted mean)" + (f" · failed {', '.join(failed)}" if failed else " · passed every scorer"))
+        rows = "".join(f"| {_cell(s.scorer)} | {'–' if s.value is None else f'{s.value:.2f}'} | {_PASSED[s.passed]} | "
+                       f"{_cell(tracer.clip_text(s.reason, 300))} |\n" for s in a.scores)
+        st.markdown(f"{head}\n\n| scorer | score | | why |\n|---|---|---|---|\n{rows}")
+    else:
+        st.markdown("**Online scores**: none. The scoring policy scores a sample of production sessions "
+                    "(`flightrec serve --scoring`; `flightrec eval score` after the fact).")
+    if a.outcomes:
+        o = a.outcomes[0]
+        said = [] if o.resolved is None else [":green-badge[resolved]" if o.resolved else ":red-badge[not resolved]"]
+        said += [f"score {o.score:.2f}"] if o.score is not None else []
+        said += [f"“{_cell(o.note)}”"] if o.note else []
+        said += [f"{o.actor or 'unknown'} via {o.source}, {when(o.at_ns)}"]
+        earlier = f" ({len(a.outcomes) - 1} earlier)" if len(a.outcomes) > 1 else ""
+        st.markdown(f"**Outcome**{earlier}: " + " · ".join(said))
+    else:
+        st.markdown("**Outcome**: none recorded (`flightrec outcome`, `Recorder.outcome`).")
+    r = a.review
+    if r is None:
+        st.markdown("**Review**: not queued.")
+    elif r.verdict is None:
+        st.markdown(f"**Review**: :orange-badge[waiting] queued ({r.queued_by}) {when(r.queued_ns)}")
+    else:
+        badge = ":green-badge[good]" if r.verdict == "good" else ":red-badge[bad]"
+        st.markdown(f"**Review**: {badge}" + (f" {r.category}" if r.category else "")
+                    + (f" · “{_cell(r.note)}”" if r.note else "") + f" · by {r.reviewer}, {when(r.reviewed_ns)}")
 
 
 def shared_query() -> dict[str, str]:

@@ -13,6 +13,7 @@ _TITLES = {
     "replay": ("Replay", ":material/replay:"),
     "evals": ("Evals", ":material/fact_check:"),
     "alerts": ("Alerts", ":material/notifications:"),
+    "review": ("Review", ":material/rate_review:"),
     "costs": ("Costs", ":material/payments:"),
     "audit": ("Audit", ":material/policy:"),
 }

@@ -207,7 +207,7 @@ def test_costs_flags_calls_with_no_known_price(store):
     assert by_model.loc["mystery-model"][["cost_usd", "saved_usd"]].isna().all()
 
 
-@pytest.mark.parametrize("page", ["overview", "costs", "evals", "alerts"])
+@pytest.mark.parametrize("page", ["overview", "costs", "evals", "alerts", "review"])
 def test_an_empty_store_shows_how_to_fill_it(page, tmp_path, monkeypatch):
     db = tmp_path / "empty.duckdb"
     tracer.Store(str(db)).close()

@@ -4,8 +4,6 @@ review on the Session page."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 from click.testing import CliRunner
 
@@ -61,3 +59,100 @@ def test_overview_shows_the_resolution_rate_only_where_outcomes_exist(store):
     no_exceptions(at)
     metric = next(m for m in at.metric if m.label == "Resolution rate")
     assert (metric.value, metric.proto.delta) == ("0.0%", "of 1 with an outcome")
+
+
+def _button(at, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_a_queued_session_is_reviewed_and_added_to_a_dataset(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLIGHTREC_ACTOR", "dash-reviewer")  # the reviewer the form starts with
+    _scored(store)
+    with tracer.Store(str(store)) as s:
+        pending = s.reviews(pending=True, limit=1000)
+    assert {r.queued_by for r in pending} <= {"score", "alert"}  # those a scorer failed or that raised an alert
+    at = app("review")
+    no_exceptions(at)
+    queue = at.dataframe[0].value
+    assert queue["session_id"].tolist() == [r.session_id for r in pending]  # oldest first
+    assert queue["queued_by"].tolist() == [r.queued_by for r in pending]
+    sid, why = pending[0].session_id, pending[0].queued_by
+    with tracer.Store(str(store), read_only=True) as s:
+        failed = [x.scorer for x in s.session_scores(sid) if x.passed is False]
+    assert queue["failing"].iloc[0] == (", ".join(failed) if failed else None)
+    click(at, "review_queue", 0, "status")
+    no_exceptions(at)
+    assert at.query_params["id"] == sid
+    assert "CUSTOMER:" in at.code[0].value  # what happened, as the judge reads it
+    assert any(m.value.startswith("**Online scores**") and "| scorer | score |" in m.value for m in at.markdown)
+    assert any(m.value.startswith(f"**Review**: :orange-badge[waiting] queued ({why})") for m in at.markdown)
+
+    # A bad verdict needs its category: the form says so and writes nothing.
+    at.radio(key=f"review_verdict_{sid}").set_value("bad")
+    _button(at, "Submit review").click().run()
+    assert "Pick the failure category of a bad session" in at.warning[0].value
+    category = evals.load_scoring_policy().review.categories[0]
+    at.radio(key=f"review_verdict_{sid}").set_value("bad")
+    at.selectbox(key=f"review_category_{sid}").set_value(category)
+    at.text_area(key=f"review_note_{sid}").set_value("refunded twice")
+    _button(at, "Submit review").click().run()
+    no_exceptions(at)
+    assert at.success[0].value == f"Reviewed as **bad** ({category}) by dash-reviewer."
+    with tracer.Store(str(store), read_only=True) as s:
+        done = s.reviews(pending=False)
+        entries = [(e.actor, e.action, e.target, e.via) for e in s.audit_entries() if e.action == "review"]
+    assert [(r.session_id, r.verdict, r.category, r.note, r.reviewer, r.queued_by) for r in done] == [
+        (sid, "bad", category, "refunded twice", "dash-reviewer", why)]
+    assert entries == [("dash-reviewer", "review", sid, "dashboard")]
+    assert any(m.value.startswith(f"**Review**: :red-badge[bad] {category}") for m in at.markdown)
+
+    # Into a dataset: a folder that does not exist is a message that says what to do.
+    at.text_input(key="review_dataset").set_value(str(tmp_path / "missing" / "reviewed.yaml"))
+    at.button(key="review_add_case").click().run()
+    assert not at.exception
+    assert "There is no folder" in at.error[0].value and "Create it" in at.error[0].value
+    dataset = tmp_path / "reviewed.yaml"
+    at.text_input(key="review_dataset").set_value(str(dataset))
+    at.button(key="review_add_case").click().run()
+    no_exceptions(at)
+    cases = yaml.safe_load(dataset.read_text())["cases"]
+    assert len(cases) == 1 and sid in cases[0]["description"]
+    assert at.success[0].value.startswith(f"Added case `{cases[0]['id']}` to {dataset}")
+    loaded = evals.load_dataset(dataset)
+    assert [c.id for c in loaded.cases] == [cases[0]["id"]]
+    with tracer.Store(str(store), read_only=True) as s:
+        export = next(e for e in s.audit_entries() if e.action == "export")
+    assert (export.actor, export.target, export.via, export.detail) == (
+        "dash-reviewer", sid, "dashboard", {"to": "dataset", "dataset": str(dataset), "case": cases[0]["id"]})
+    # The same case again: the id is taken, and the message says where to name another.
+    at.button(key="review_add_case").click().run()
+    assert not at.exception
+    assert "already has a case" in at.error[0].value and "Case id" in at.error[0].value
+    assert len(yaml.safe_load(dataset.read_text())["cases"]) == 1
+
+
+def test_agreement_and_trends_match_the_store(store):
+    _scored(store)
+    with tracer.Store(str(store)) as s:
+        pending = s.reviews(pending=True, limit=1000)
+        good, bad = pending[0].session_id, pending[1].session_id
+        s.review_session(good, "good")
+        s.review_session(bad, "bad", category="loop")
+        scores = {sid: s.session_scores(sid) for sid in (good, bad)}
+        scorers = s.sql("SELECT scorer, avg(passed::INT) FROM session_scores JOIN sessions USING (session_id) "
+                        "WHERE origin = 'production' AND passed IS NOT NULL GROUP BY 1 ORDER BY 1")
+    at = app("review")
+    no_exceptions(at)
+    agreement = at.dataframe[1].value.set_index("scorer")
+    # Queued because a scorer failed them: a bad verdict agrees with every scorer that failed it.
+    every = [all(x.passed for x in scores[sid] if x.passed is not None) for sid in (good, bad)]
+    assert agreement.loc["every scorer", "reviewed"] == 2
+    assert agreement.loc["every scorer", "agree"] == (every[0] is True) + (every[1] is False)
+    for name in {x.scorer for v in scores.values() for x in v}:
+        said = [(x.passed, sid == good) for sid in (good, bad) for x in scores[sid] if x.scorer == name]
+        assert agreement.loc[name, "agree"] == sum(p == g for p, g in said)
+    assert any("No LLM judge scored a reviewed session" in c.value for c in at.caption)
+    table = at.dataframe[2].value.set_index("scorer")
+    assert {k: round(v, 6) for k, v in table["pass_rate"].items()} == {k: round(v, 6) for k, v in scorers}
+    assert len(at.get("vega_lite_chart")) == 2
+
