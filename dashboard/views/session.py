@@ -563,6 +563,34 @@ def _eval_box(session_id: str) -> None:
                     _ui.link("session", f"Open the decision that failed (turn {turn})", id=session_id, turn=turn)
 
 
+_after = _ui.cached(_ui.after_deploy)
+
+
+def _after_deploy_box(session_id: str) -> None:
+    """Its online scores, outcome and review, folded (one line says what is in it), and the button that
+    queues it for review."""
+    after = _after(session_id)
+    if st.session_state.pop("session_queued", None) == session_id:
+        st.success("Queued for review: it waits on the Review page.", icon=":material/check:")
+    told = [f"score {after.score:.2f}" if after.score is not None else "scored" if after.scores else "not scored",
+            ("resolved" if after.outcomes[0].resolved else "not resolved" if after.outcomes[0].resolved is False
+             else "rated") if after.outcomes else "no outcome",
+            "not reviewed" if after.review is None else "waiting for review" if after.review.verdict is None
+            else f"reviewed {after.review.verdict}"]
+    with st.expander("After it ended: " + " · ".join(told), expanded=False, key="session_after"):
+        _ui.show_after_deploy(after)
+    with st.container(horizontal=True):
+        if after.review is not None:
+            _ui.link("review", "Open it on the Review page", id=session_id)
+        # A plain button, not on_click: a failed write must raise inside the page body, as an error box.
+        elif st.button("Queue for review", key="session_queue_review", icon=":material/rate_review:",
+                       help="Puts it in the review queue (why: hand), for someone to give it a verdict."):
+            with _ui.source().writing() as store:
+                store.queue_reviews([session_id], "hand")
+            st.session_state["session_queued"] = session_id
+            st.rerun()
+
+
 def _pick_session() -> None:
     recent = _recent()
     st.title("Session")
@@ -597,6 +625,7 @@ def render() -> None:
               ("cost", _ui.usd(s.cost_usd)), ("duration", _ui.ms(s.duration_ms))]
     st.html(_CSS + f'<div class="fr"><div>{said}</div><div class="grid" style="grid-template-columns:repeat(5,1fr)">'
             + "".join(f"<div><small>{k}</small><b>{v}</b></div>" for k, v in totals) + "</div></div>")
+    _after_deploy_box(s.session_id)
     alerts = _related(s.session_id)
     if not alerts.empty:
         with st.container(horizontal=True):

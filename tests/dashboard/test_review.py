@@ -156,3 +156,25 @@ def test_agreement_and_trends_match_the_store(store):
     assert {k: round(v, 6) for k, v in table["pass_rate"].items()} == {k: round(v, 6) for k, v in scorers}
     assert len(at.get("vega_lite_chart")) == 2
 
+
+def test_the_session_page_shows_scores_and_outcome_and_queues_by_hand(store):
+    _scored(store)
+    production = _production(store, 100)
+    with tracer.Store(str(store)) as s:
+        queued = {r.session_id for r in s.reviews(pending=True, limit=1000)}
+        sid = next(i for i in production if i not in queued and s.session_scores(i))
+        s.record_outcome(sid, resolved=True, note="customer thanked us", actor="support-lead")
+        scores = s.session_scores(sid)
+    at = app("session", id=sid)
+    no_exceptions(at)
+    assert "not reviewed" in next(e.label for e in at.expander if e.label.startswith("After it ended"))
+    shown = "\n".join(m.value for m in at.markdown)
+    assert all(f"| {x.scorer} |" in shown for x in scores)
+    assert "**Outcome**: :green-badge[resolved] · “customer thanked us” · support-lead via api" in shown
+    at.button(key="session_queue_review").click().run()
+    no_exceptions(at)
+    assert at.success[0].value.startswith("Queued for review")
+    with tracer.Store(str(store), read_only=True) as s:
+        assert [(r.session_id, r.queued_by) for r in s.reviews(pending=True, limit=1000) if r.session_id == sid] == [
+            (sid, "hand")]
+    assert not [b for b in at.button if b.label == "Queue for review"]
