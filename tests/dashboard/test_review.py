@@ -178,3 +178,30 @@ def test_the_session_page_shows_scores_and_outcome_and_queues_by_hand(store):
         assert [(r.session_id, r.queued_by) for r in s.reviews(pending=True, limit=1000) if r.session_id == sid] == [
             (sid, "hand")]
     assert not [b for b in at.button if b.label == "Queue for review"]
+
+
+def test_the_judges_agreement_with_reviewers_is_its_own_number(store):
+    ids = _production(store, 3)
+    with tracer.Store(str(store)) as s:
+        for sid, passed, verdict in zip(ids, (True, False, True), ("good", "good", "bad")):
+            s.record_scores(sid, [tracer.SessionScore(session_id=sid, scorer="judge", version="v1", value=float(passed),
+                                                      passed=passed, weight=1.0, reason="rubric", scored_ns=1)])
+            s.review_session(sid, verdict, category=None if verdict == "good" else "tone")
+    at = app("review")
+    no_exceptions(at)
+    assert _metrics(at)["Judge agrees with reviewers"] == f"{1 / 3:.1%}"  # only the first: passed and good
+    assert at.dataframe[0].value.set_index("scorer").loc["judge", "reviewed"] == 3
+
+
+def test_a_reviewed_case_runs_as_an_eval(store, tmp_path):
+    with tracer.Store(str(store), read_only=True) as s:
+        sid = s.sql("SELECT session_id FROM sessions WHERE origin = 'production' AND status = 'ok' "
+                    "ORDER BY start_ns LIMIT 1")[0][0]
+    at = app("review", id=sid)
+    dataset = tmp_path / "reviewed.yaml"
+    at.text_input(key="review_dataset").set_value(str(dataset))
+    at.button(key="review_add_case").click().run()
+    no_exceptions(at)
+    run = evals.run_eval(dataset, trials=1, db=str(tmp_path / "runs.duckdb"))
+    # It runs: the case's input drives the agent (whether it passes is the agent's business, not the page's).
+    assert run.run.total_trials == 1 and run.results[0].error is None, run.results[0]
