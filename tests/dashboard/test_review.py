@@ -205,3 +205,9 @@ def test_a_reviewed_case_runs_as_an_eval(store, tmp_path):
     run = evals.run_eval(dataset, trials=1, db=str(tmp_path / "runs.duckdb"))
     # It runs: the case's input drives the agent (whether it passes is the agent's business, not the page's).
     assert run.run.total_trials == 1 and run.results[0].error is None, run.results[0]
+
+
+def test_an_unknown_session_to_review_is_a_clear_error(store):
+    at = app("review", id="ffffffffffff")
+    assert not at.exception
+    assert "ffffffffffff" in at.error[0].value, at.error[0].value
