@@ -419,21 +419,23 @@ def after_deploy(session_id: str) -> AfterDeploy:
 
 
 def _cell(text: Any) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Text on one line, for a line of markdown."""
+    return " ".join(str(text).split())
 
 
 _PASSED = {None: ":gray-badge[skipped]", True: ":green-badge[pass]", False: ":red-badge[fail]"}
 
 
 def show_after_deploy(a: AfterDeploy) -> None:
-    """The scores (each scorer's value, verdict and reason), the outcome and the review, in three lines of markdown."""
+    """The scores (each scorer's value, verdict and reason), the outcome and the review, as three blocks of markdown."""
     if a.scores:
         failed = [s.scorer for s in a.scores if s.passed is False]
         head = (f"**Online scores**: {a.score:.2f}" if a.score is not None else "**Online scores**: –") + (
             " (weighted mean)" + (f" · failed {', '.join(failed)}" if failed else " · passed every scorer"))
-        rows = "".join(f"| {_cell(s.scorer)} | {'–' if s.value is None else f'{s.value:.2f}'} | {_PASSED[s.passed]} | "
-                       f"{_cell(tracer.clip_text(s.reason, 300))} |\n" for s in a.scores)
-        st.markdown(f"{head}\n\n| scorer | score | | why |\n|---|---|---|---|\n{rows}")
+        # A list, not a table: a reason is a sentence, and a table's column of them is tall and narrow.
+        rows = "".join(f"- {_PASSED[s.passed]} **{_cell(s.scorer)}** {'–' if s.value is None else f'{s.value:.2f}'}: "
+                       f"{_cell(tracer.clip_text(s.reason, 300))}\n" for s in a.scores)
+        st.markdown(f"{head}\n\n{rows}")
     else:
         st.markdown("**Online scores**: none. The scoring policy scores a sample of production sessions "
                     "(`flightrec serve --scoring`; `flightrec eval score` after the fact).")

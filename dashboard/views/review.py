@@ -117,7 +117,7 @@ def _queue_list() -> None:
         return
     if total > len(rows):
         st.caption(f"The oldest {len(rows):,} of {total:,}.")
-    table = rows.assign(queued=[_ui.when(ns) for ns in rows["queued_ns"]])[
+    table = rows.assign(queued=[_ui.when(ns) for ns in rows["queued_ns"]], failing=rows["failing"].fillna(""))[
         ["queued", "queued_by", "agent", "route", "status", "score", "failing", "session_id"]]
     st.caption("Oldest first. Click a row to review its session.")
     _ui.table(table, key="review_queue", opens=lambda row: ("review", {"id": row["session_id"]}), column_config={

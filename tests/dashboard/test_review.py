@@ -79,12 +79,12 @@ def test_a_queued_session_is_reviewed_and_added_to_a_dataset(store, tmp_path, mo
     sid, why = pending[0].session_id, pending[0].queued_by
     with tracer.Store(str(store), read_only=True) as s:
         failed = [x.scorer for x in s.session_scores(sid) if x.passed is False]
-    assert queue["failing"].iloc[0] == (", ".join(failed) if failed else None)
+    assert queue["failing"].iloc[0] == ", ".join(failed)
     click(at, "review_queue", 0, "status")
     no_exceptions(at)
     assert at.query_params["id"] == sid
     assert "CUSTOMER:" in at.code[0].value  # what happened, as the judge reads it
-    assert any(m.value.startswith("**Online scores**") and "| scorer | score |" in m.value for m in at.markdown)
+    assert any(m.value.startswith("**Online scores**") and "(weighted mean)" in m.value for m in at.markdown)
     assert any(m.value.startswith(f"**Review**: :orange-badge[waiting] queued ({why})") for m in at.markdown)
 
     # A bad verdict needs its category: the form says so and writes nothing.
@@ -169,7 +169,7 @@ def test_the_session_page_shows_scores_and_outcome_and_queues_by_hand(store):
     no_exceptions(at)
     assert "not reviewed" in next(e.label for e in at.expander if e.label.startswith("After it ended"))
     shown = "\n".join(m.value for m in at.markdown)
-    assert all(f"| {x.scorer} |" in shown for x in scores)
+    assert all(f"**{x.scorer}** {x.value:.2f}: {x.reason.split()[0]}" in shown for x in scores)
     assert "**Outcome**: :green-badge[resolved] · “customer thanked us” · support-lead via api" in shown
     at.button(key="session_queue_review").click().run()
     no_exceptions(at)
