@@ -258,7 +258,7 @@ def vs_production_cmd(run: str, since: str, db: str | None, as_json: bool) -> No
     """Put RUN (a label, id or prefix) beside its agent's production sessions, route by route: the suite's
     pass rate against the online scores' and the outcomes' resolution rate, and whether the suite
     predicts production."""
-    from ._production import MIN_SESSIONS, suite_vs_production
+    from ._production import MIN_ROUTE_SESSIONS, suite_vs_production
     from .detectors import parse_duration
 
     with tracer.Store(tracer.default_db_path(db), read_only=True) as store:
@@ -268,7 +268,7 @@ def vs_production_cmd(run: str, since: str, db: str | None, as_json: bool) -> No
         return
     pct = lambda x: "–" if x is None else f"{x:.0%}"  # noqa: E731
     click.echo(f"Eval run {result.run_id} beside production sessions of {result.agent or 'its agent'} that ended in "
-               f"the last {since} (routes need {MIN_SESSIONS}+ sessions a side to compare).")
+               f"the last {since} (routes need {MIN_ROUTE_SESSIONS}+ sessions a side to compare).")
     width = max([len(r.route or "(no route)") for r in result.routes] + [5])
     click.echo(f"{'route':<{width}}  {'suite':>12}  {'production':>12}  {'resolved':>12}")
     for r in result.routes:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 import tracer
 
-MIN_SESSIONS = 5
+MIN_ROUTE_SESSIONS = 5
 """Sessions a route needs on each side before its pass rates are compared (and count in ``agreement``)."""
 BLIND_GAP = 0.2
 """A route whose production pass rate is this much below the suite's is listed as one the suite is blind to."""
@@ -46,8 +46,8 @@ class RouteRow(BaseModel):
 
     @property
     def gap(self) -> float | None:
-        """The suite's pass rate minus production's, where both have ``MIN_SESSIONS``."""
-        if self.suite.sessions < MIN_SESSIONS or self.production.sessions < MIN_SESSIONS:
+        """The suite's pass rate minus production's, where both have ``MIN_ROUTE_SESSIONS``."""
+        if self.suite.sessions < MIN_ROUTE_SESSIONS or self.production.sessions < MIN_ROUTE_SESSIONS:
             return None
         return (self.suite.pass_rate or 0.0) - (self.production.pass_rate or 0.0)
 
@@ -63,7 +63,7 @@ class SuiteVsProduction(BaseModel):
     agreement: float | None
     """Spearman's rank correlation of the two pass rates over the comparable routes; ``None`` below three."""
     compared: int
-    """Routes with ``MIN_SESSIONS`` on both sides."""
+    """Routes with ``MIN_ROUTE_SESSIONS`` on both sides."""
 
     @property
     def blind(self) -> list[RouteRow]:
@@ -73,8 +73,9 @@ class SuiteVsProduction(BaseModel):
     def summary(self) -> str:
         """One paragraph a person reads first."""
         if self.agreement is None:
-            head = (f"{self.compared} route(s) have {MIN_SESSIONS}+ sessions on both sides; at least 3 are needed to "
-                    "say whether the suite predicts production (score more sessions: `flightrec eval score`).")
+            head = (f"{self.compared} route(s) have {MIN_ROUTE_SESSIONS}+ sessions on both sides; at least 3 are "
+                    "needed to say whether the suite predicts production (score more sessions: `flightrec eval "
+                    "score`).")
         else:
             word = "follows" if self.agreement >= 0.5 else "barely follows" if self.agreement > 0 else "does not follow"
             head = (f"Production {word} the suite: rank correlation {self.agreement:+.2f} of the pass rates over "

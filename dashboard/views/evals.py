@@ -28,6 +28,11 @@ def _run(ref: str) -> tuple[tracer.EvalRunRecord, list[tracer.EvalResultRecord]]
 
 
 @_ui.cached
+def _vs_production(run_id: str, days: int) -> evals.SuiteVsProduction:
+    return evals.suite_vs_production(_ui.source().store(), run_id, since_s=days * 86400)
+
+
+@_ui.cached
 def _comparison(a: str, b: str) -> evals.Comparison:
     return evals.compare_stored(_ui.source().store(), a, b)
 
@@ -134,7 +139,47 @@ def _one_run(ref: str) -> None:
                 "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
                 "latency_ms": st.column_config.NumberColumn("latency", format="%.0f ms"),
                 **_HIDDEN})
+    _beside_production(run)
     _ui.raw_json("Raw run record (JSON)", run.model_dump())
+
+
+def _beside_production(run: tracer.EvalRunRecord) -> None:
+    """The run's pass rate on each route beside its agent's production sessions there (online scores and
+    outcomes): does the suite predict production? (``evals.suite_vs_production``, as ``flightrec eval
+    vs-production`` prints it.)"""
+    st.subheader("Beside production")
+    days = st.segmented_control("Production sessions of the last", [1, 7, 30], default=7, key="evals_prod_days",
+                                format_func=lambda d: f"{d} day{'s' if d > 1 else ''}") or 7
+    result = _vs_production(run.run_id, days)
+    st.caption(result.summary())
+    if not any(r.production.sessions or r.outcomes for r in result.routes):
+        st.info(f"No production session of {result.agent or 'this agent'} has an online score or an outcome in the "
+                "last days. Score them with `flightrec serve --scoring FILE` (as they end) or `flightrec eval score` "
+                "(after the fact), and record outcomes with `flightrec outcome`.")
+        return
+    table = pd.DataFrame([{
+        "route": r.route or "(no route)", "suite": r.suite.pass_rate, "suite_n": r.suite.sessions,
+        "production": r.production.pass_rate, "production_n": r.production.sessions,
+        "gap": None if r.gap is None else r.gap * 100,
+        "resolved": r.resolved, "outcomes": r.outcomes, "route_key": r.route} for r in result.routes])
+    st.caption("Click a route to open its production sessions. The gap is the suite's pass rate minus production's, "
+               f"where both sides have {evals.MIN_ROUTE_SESSIONS}+ sessions.")
+    _ui.table(table, key="evals_vs_production",
+              opens=lambda row: ("sessions", {"route": row["route_key"]}) if isinstance(row["route_key"], str)
+              else None,
+              column_config={
+                  "suite": st.column_config.ProgressColumn("suite pass rate", format="percent", min_value=0,
+                                                           max_value=1),
+                  "suite_n": st.column_config.NumberColumn("trials"),
+                  "production": st.column_config.ProgressColumn("production pass rate", format="percent",
+                                                                min_value=0, max_value=1),
+                  "production_n": st.column_config.NumberColumn("scored sessions"),
+                  "gap": st.column_config.NumberColumn("gap", format="%+.0f pts"),
+                  "resolved": st.column_config.ProgressColumn("resolved", format="percent", min_value=0,
+                                                              max_value=1),
+                  "outcomes": st.column_config.NumberColumn("with an outcome"),
+                  "route_key": None,
+              })
 
 
 def _pick_pair(runs: list[tracer.EvalRunRecord]) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """Sessions: every recorded session, filterable and sortable, searchable by id and by text.
 
 Production sessions by default (the origin switch shows eval trials, replays and forks);
-``?run=RUN_ID`` shows the sessions of one eval run, as the Evals page links to them.
+``?run=RUN_ID`` shows the sessions of one eval run, as the Evals page links to them; ``?route=ROUTE``
+the sessions of one route (the Evals page's run beside production links to them).
 """
 
 import streamlit as st
@@ -29,9 +30,9 @@ def _facets() -> tuple[list[str], list[str]]:
 
 
 def _where(search: str, agents: list[str], statuses: list[str], origins: list[str],
-           run: str | None) -> tuple[str, list[object]]:
+           run: str | None, route: str | None) -> tuple[str, list[object]]:
     clauses, params = _ui.where_in({"s.agent": agents, "s.status": statuses, "s.origin": origins,
-                                    "s.eval_run_id": [run] if run else []})
+                                    "s.eval_run_id": [run] if run else [], "s.route": [route] if route else []})
     if search:
         # An id (or a prefix of one) is looked up directly; anything else is searched in what the
         # sessions said and did: the model's replies, tool arguments and results, status reasons.
@@ -54,8 +55,8 @@ _ORIGIN = """CASE WHEN s.origin = 'eval' THEN 'eval ' || left(coalesce(s.eval_ru
 
 @_ui.cached
 def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], origins: tuple[str, ...],
-              run: str | None, sort: str, page: int, with_origin: bool):
-    where, params = _where(search, list(agents), list(statuses), list(origins), run)
+              run: str | None, route: str | None, sort: str, page: int, with_origin: bool):
+    where, params = _where(search, list(agents), list(statuses), list(origins), run, route)
     total = int(_ui.frame(f"SELECT count(*) AS n FROM sessions s {where}", params)["n"].iloc[0])
     # Why a session ended is what a reader scans for: next to its status, in view at 1440 px.
     rows = _ui.frame(
@@ -78,11 +79,11 @@ def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], o
 def render() -> None:
     st.title("Sessions")
     agents, statuses = _facets()
-    run = _ui.param("run")
+    run, route = _ui.param("run"), _ui.param("route")
     view = _ui.origin_view("sessions", default="evals" if run else "production")
-    if run:
+    if run or route:
         left, right = st.columns([4, 1])
-        left.caption(f"The sessions of eval run `{run}`.")
+        left.caption(f"The sessions of eval run `{run}`." if run else f"The sessions of route `{route}`.")
         with right:
             _ui.link("sessions", "All sessions", origin=view)
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
@@ -93,7 +94,7 @@ def render() -> None:
     sort = c4.selectbox("Sort by", list(_SORTS), key="sessions_sort")
     # Every session of the production view is production's: no origin column to read.
     total, rows = _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)), run,
-                            sort, st.session_state.get("sessions_page", 1) - 1, view != "production")
+                            route, sort, st.session_state.get("sessions_page", 1) - 1, view != "production")
     pages = max(1, -(-total // _PAGE_SIZE))
     left, right = st.columns([4, 1])
     right.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="sessions_page")

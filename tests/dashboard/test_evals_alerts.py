@@ -54,6 +54,27 @@ def test_evals_one_run_shows_each_case_with_its_session(store):
     assert len(at.dataframe[1].value) == len(results)
 
 
+def test_a_run_beside_production_route_by_route_opens_a_routes_sessions(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        expected = evals.suite_vs_production(s, "baseline")
+    at = app("evals", run="baseline")
+    no_exceptions(at)
+    assert any(c.value == expected.summary() for c in at.caption)
+    table = at.dataframe[1].value
+    assert [k if isinstance(k, str) else None for k in table["route_key"]] == [r.route for r in expected.routes]
+    assert table["production_n"].sum() == sum(r.production.sessions for r in expected.routes) > 0
+    assert table["outcomes"].sum() == sum(r.outcomes for r in expected.routes) > 0
+    row = next(i for i, r in enumerate(expected.routes) if r.route and r.production.sessions)
+    click(at, "evals_vs_production", row, "route")
+    assert at.query_params["route"] == expected.routes[row].route
+    at.switch_page("views/sessions.py").run()
+    no_exceptions(at)
+    with tracer.Store(str(store), read_only=True) as s:
+        (n,), = s.sql("SELECT count(*) FROM sessions WHERE origin = 'production' AND route = ?",
+                      [expected.routes[row].route])
+    assert len(at.dataframe[0].value) == n
+
+
 def test_evals_unknown_run_is_a_clear_error(store):
     at = app("evals", run="no-such-run")
     assert not at.exception
