@@ -139,8 +139,10 @@ class ScoreLimits(_Section):
 
     window: int = Field(default=30, ge=5)
     """score.drop: the newest scored sessions of a route and scorer (one version of it) judged together ..."""
+    long_window: int = Field(default=120, ge=5)
+    """... and again this many (a smaller fall that lasts: the mean of more sessions is surer) ..."""
     baseline: int = Field(default=300, ge=10)
-    """... against at most this many scored sessions before them ..."""
+    """... each against at most this many scored sessions before it ..."""
     min_baseline: int = Field(default=60, ge=5)
     """... and at least this many (a route with fewer is not judged) ..."""
     min_drop: float = Field(default=0.15, gt=0, le=1)

@@ -16,25 +16,27 @@ _LOWEST = 10
 
 def score_drop(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     """Routes whose recent scores dropped: per agent, route and scorer, the mean score of the
-    newest ``window`` scored sessions against the ``baseline`` scored sessions before them.
+    newest ``window`` scored sessions, and of the newest ``long_window``, each against the
+    ``baseline`` scored sessions before it.
 
     Why this rule, and not the cost detectors' median and MAD: a score is bounded (0..1) and often
     binary (passed or not). A median and a MAD say nothing of a pass rate (at 95% both are 1 and 0,
     and they stay so down to 51%), while a mean of bounded values is already robust: one session
     moves the mean of ``window`` sessions by at most ``1/window``. So the window's mean must be
     ``min_drop`` under the baseline's (a drop someone would act on) and ``z`` standard errors under
-    it, the standard error from the variance of both sides' values pooled. For pass/fail scores
-    that is the two-proportion z-test; for graded ones it is the spread they really have (a judge
-    that scores 0.85 to 0.95 shows a fall to 0.7 sooner than one that scores anywhere in 0..1).
-    Pooling the two sides keeps the test fair when the baseline is all passes: three failures in a
-    window of 30 after 300 passes still has a spread to be measured against. ``min_baseline``
-    sessions are needed before a route is judged at all: unlike a cost, a score means different
-    things on different routes, so there is no spread to borrow from the agent or the store.
+    it (``_z``: for pass/fail scores the two-proportion test, for graded ones the spread they
+    really have, so that a judge that scores 0.85 to 0.95 shows a fall to 0.7 sooner than one that
+    scores anywhere in 0..1). The short window catches a sharp fall within a few dozen sessions;
+    the long one a smaller fall that lasts, which 30 pass/fail sessions are too few to tell from
+    chance (at a 75% pass rate their mean varies by ±0.08). ``min_baseline`` sessions are needed
+    before a route is judged at all: unlike a cost, a score means different things on different
+    routes, so there is no spread to borrow from the agent or the store.
+    ``benchmarks/bench_score_drop.py`` measures recall and false alarms by drop size.
 
     Only like with like: rows of one scorer ``version`` (a changed rubric or threshold is a new
     scorer, judged once it has its own baseline), and no skipped scores (``value`` NULL).
 
-    The window is a count of sessions, not the run's time range: online, a session is scored a
+    The windows are counts of sessions, not the run's time range: online, a session is scored a
     moment after it ended (after the detectors looked at it), and a run covers a few seconds of
     sessions. So each run judges, on the routes of the sessions in scope, every scored session in
     scope and each scorer's newest scored session: a drop shows at the next run after the sessions
@@ -43,6 +45,19 @@ def score_drop(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
     """
     q = config.scores
     where, params = scope.where()
+    windows = dict.fromkeys((q.window, q.long_window))
+    key = "PARTITION BY agent, route, scorer, version ORDER BY end_ns, session_id"
+    stats = ", ".join(
+        f"count(*) OVER w{k} AS n_w{k}, avg(value) OVER w{k} AS m_w{k}, sum(value * value) OVER w{k} AS q_w{k}, "
+        f"avg(passed) OVER w{k} AS p_w{k}, min(end_ns) OVER w{k} AS from_ns{k}, count(*) OVER b{k} AS n_b{k}, "
+        f"avg(value) OVER b{k} AS m_b{k}, sum(value * value) OVER b{k} AS q_b{k}, avg(passed) OVER b{k} AS p_b{k}"
+        for k in windows)
+    frames = ", ".join(f"w{k} AS ({key} ROWS BETWEEN {k - 1} PRECEDING AND CURRENT ROW), "
+                       f"b{k} AS ({key} ROWS BETWEEN {k + q.baseline - 1} PRECEDING AND {k} PRECEDING)"
+                       for k in windows)
+    cols = ", ".join(f"n_w{k}, m_w{k}, q_w{k}, p_w{k}, from_ns{k}, n_b{k}, m_b{k}, q_b{k}, p_b{k}" for k in windows)
+    fell = " OR ".join(f"(n_w{k} = {k} AND n_b{k} >= {q.min_baseline} AND m_b{k} - m_w{k} >= {q.min_drop})"
+                       for k in windows)
     rows = store.sql(f"""WITH {TARGET.format(where=where)},
         routes AS (SELECT DISTINCT agent, coalesce(route, '') AS route FROM target),
         scored AS (
@@ -51,43 +66,60 @@ def score_drop(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
             FROM session_scores c JOIN sessions s USING (session_id)
             JOIN routes r ON r.agent IS NOT DISTINCT FROM s.agent AND r.route = coalesce(s.route, '')
             WHERE c.value IS NOT NULL AND s.ended AND {scope.of_origins()}),
+        ranked AS (SELECT *, row_number() OVER (PARTITION BY agent, route, scorer, version
+                                                 ORDER BY end_ns DESC, session_id DESC) AS back FROM scored),
+        -- The rows judged and the windows before them: a run over a few new sessions reads a few
+        -- hundred rows of each route, however long its history.
+        kept AS (SELECT * FROM ranked QUALIFY back <= max(back) FILTER (WHERE in_scope OR back = 1)
+                     OVER (PARTITION BY agent, route, scorer, version) + {max(windows) + q.baseline}),
         rolled AS (
-            SELECT *, count(*) OVER w AS n_w, avg(value) OVER w AS m_w, sum(value * value) OVER w AS q_w,
-                   avg(passed) OVER w AS p_w, min(end_ns) OVER w AS from_ns,
-                   count(*) OVER b AS n_b, avg(value) OVER b AS m_b, sum(value * value) OVER b AS q_b,
-                   avg(passed) OVER b AS p_b,
+            SELECT *, {stats},
                    row_number() OVER (PARTITION BY agent, route, scorer ORDER BY end_ns DESC, session_id DESC) = 1
                        AS newest
-            FROM scored WINDOW
-                w AS (PARTITION BY agent, route, scorer, version ORDER BY end_ns, session_id
-                      ROWS BETWEEN {q.window - 1} PRECEDING AND CURRENT ROW),
-                b AS (PARTITION BY agent, route, scorer, version ORDER BY end_ns, session_id
-                      ROWS BETWEEN {q.window + q.baseline - 1} PRECEDING AND {q.window} PRECEDING))
-        SELECT session_id, agent, nullif(route, ''), end_ns, scorer, version, n_w, m_w, q_w, p_w, from_ns,
-               n_b, m_b, q_b, p_b
+            FROM kept WINDOW {frames})
+        SELECT session_id, agent, nullif(route, ''), end_ns, scorer, version, {cols}
         FROM rolled
-        WHERE (in_scope OR newest) AND n_w = ? AND n_b >= ? AND m_b - m_w >= ?""",
-                     [*params, q.window, q.min_baseline, q.min_drop])
+        WHERE (in_scope OR newest) AND ({fell})""", params)
     hits = []
     for row in rows:
-        n_w, m_w, q_w, n_b, m_b, q_b = row[6], row[7], row[8], row[11], row[12], row[13]
-        n = n_w + n_b
-        mean = (n_w * m_w + n_b * m_b) / n
-        variance = max((q_w + q_b - n * mean * mean) / (n - 1), 0.0)
-        z = (m_b - m_w) / math.sqrt(variance * (1 / n_w + 1 / n_b)) if variance > 0 else math.inf
-        if z >= q.z:
-            hits.append((row, z))
+        # The short window first: it is the one that shows a sharp fall, and the sooner.
+        for at in range(6, len(row), 9):
+            n_w, m_w, q_w, p_w, from_ns, n_b, m_b, q_b, p_b = row[at:at + 9]
+            if (n_w in windows and n_b >= q.min_baseline and m_b - m_w >= q.min_drop
+                    and (z := _z(n_w, m_w, q_w, n_b, m_b, q_b)) >= q.z):
+                hits.append((*row[:6], n_w, m_w, p_w, from_ns, n_b, m_b, p_b, z))
+                break
     if not hits:
         return []
     return _findings(store, scope, hits, config)
 
 
-def _findings(store: tracer.Store, scope: Scope, hits: list[tuple[tuple, float]],
-              config: DetectConfig) -> list[Finding]:
+def _z(n_w: int, m_w: float, q_w: float, n_b: int, m_b: float, q_b: float) -> float:
+    """How many standard errors the window's mean ``m_w`` is under the baseline's ``m_b`` (``q_*``:
+    the sums of squares), on the arcsine scale.
+
+    A pass rate near 1 is skewed: at 97%, six failures in 30 sessions are 4.3 standard errors on
+    the plain scale (a one-in-100,000 event, were it normal) but happen once in 4,300 windows, and
+    a window is judged at every scored session; on the arcsine scale they are 3.0. ``2·asin(√m)``
+    evens that out: its variance is ``1/n`` for a pass rate whatever the rate (the arcsine
+    two-proportion test), and ``ρ/n`` for graded scores, ``ρ`` being their variance over the most a
+    0..1 value can have at that mean (``M(1 − M)``); both from the two sides pooled, as the null
+    hypothesis (one distribution) has it.
+    """
+    n = n_w + n_b
+    mean = (n_w * m_w + n_b * m_b) / n
+    if mean * (1 - mean) <= 0:
+        return 0.0  # every value 0, or every value 1: nothing fell
+    rho = min(max((q_w + q_b - n * mean * mean) / (n - 1), 0.0) / (mean * (1 - mean)), 1.0)
+    gap = 2 * (math.asin(math.sqrt(m_b)) - math.asin(math.sqrt(m_w)))
+    return gap / math.sqrt(rho * (1 / n_w + 1 / n_b)) if rho > 0 else math.inf
+
+
+def _findings(store: tracer.Store, scope: Scope, hits: list[tuple], config: DetectConfig) -> list[Finding]:
     """The alerts of the judged sessions that dropped, each with its window's lowest-scoring sessions
     (read in a second query: there are few hits, and the windows of all the others are never read)."""
     q = config.scores
-    wanted = {(r[1], r[2] or "", r[4], r[5]) for r, _ in hits}
+    wanted = {(h[1], h[2] or "", h[4], h[5]) for h in hits}
     sessions: dict[tuple, list[tuple]] = {}
     versions = sorted({k[3] for k in wanted})
     marks = ", ".join("?" * len(versions))
@@ -99,9 +131,11 @@ def _findings(store: tracer.Store, scope: Scope, hits: list[tuple[tuple, float]]
                 ORDER BY s.end_ns, c.session_id""", versions):
         if (agent, route, scorer, version) in wanted:
             sessions.setdefault((agent, route, scorer, version), []).append((sid, end_ns, value, passed, reason))
+    rule = (f"the mean of the newest {q.window} scored sessions, or of the newest {q.long_window}, at least "
+            f"{q.min_drop:g} under the mean of up to {q.baseline} before them (at least {q.min_baseline}), and "
+            f"{q.z:g} standard errors under it (on the arcsine scale, both sides' values pooled)")
     out = []
-    for row, z in hits:
-        sid, agent, route, seen, scorer, version, n_w, m_w, _, p_w, from_ns, n_b, m_b, _, p_b = row
+    for sid, agent, route, seen, scorer, version, n_w, m_w, p_w, from_ns, n_b, m_b, p_b, z in hits:
         history = sessions[(agent, route or "", scorer, version)]
         at = next(i for i, s in enumerate(history) if s[0] == sid)
         window = history[at + 1 - n_w: at + 1]
@@ -118,9 +152,7 @@ def _findings(store: tracer.Store, scope: Scope, hits: list[tuple[tuple, float]]
             {"scorer": scorer, "version": version, "drop": m_b - m_w, "z": round(z, 2),
              "window": {"sessions": n_w, "mean": m_w, "pass_rate": p_w, "from_ns": from_ns, "to_ns": seen},
              "baseline": {"of": f"{of}, scorer {scorer} version {version}", "sessions": n_b, "mean": m_b,
-                          "pass_rate": p_b, "rule": f"the mean of the newest {q.window} scored sessions at least "
-                          f"{q.min_drop:g} under the mean of up to {q.baseline} before them (at least "
-                          f"{q.min_baseline}), and {q.z:g} standard errors under it (both sides' values pooled)"},
+                          "pass_rate": p_b, "rule": rule},
              "lowest": [{"session_id": s[0], "value": s[2], "passed": s[3], "reason": tracer.clip_text(s[4], 200)}
                         for s in lowest]},
             observation=sid, session_ids=[s[0] for s in lowest]))

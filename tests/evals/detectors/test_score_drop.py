@@ -100,6 +100,19 @@ def test_a_pass_rate_falling_from_95_to_60_percent_alerts():
     assert all(s["value"] == 0.0 and s["passed"] is False for s in ev["lowest"])
 
 
+def test_a_smaller_fall_that_lasts_is_found_over_the_long_window():
+    # 75% of sessions passed; then half. Thirty sessions at 50% are within chance of a 75% route
+    # (their pass rate varies by ±0.08); a hundred and twenty are not.
+    scored("support", "billing", [0.0, 1.0, 1.0, 1.0] * 75, scorer="resolved", binary=True)
+    scored("support", "billing", [0.0, 1.0] * 45, at=300, scorer="resolved", binary=True)
+    assert drops() == []
+    scored("support", "billing", [0.0, 1.0] * 15, at=390, scorer="resolved", binary=True)
+    (alert,) = drops()
+    assert alert.evidence["window"]["sessions"] == 120 and alert.evidence["window"]["mean"] == 0.5
+    assert alert.title.startswith("resolved pass rate fell to 50% over the last 120 scored sessions of ")
+    assert alert.title.endswith("against 75% over the 300 before")
+
+
 @pytest.mark.parametrize("shape", ["steady judge", "coin flips", "rare failures", "wide grades", "a young route"])
 def test_noise_around_a_steady_mean_does_not_alert(shape):
     rng = random.Random(shape)
@@ -191,6 +204,17 @@ def test_online_the_drop_shows_at_the_next_run_after_the_sessions_are_scored():
     # ... and a session of another route judges nothing of this one.
     (other,) = scored("support", "orders", [0.9], at=341)
     assert drops(scope=D.Scope(session_ids=(other,))) == []
+
+
+def test_a_run_over_the_last_sessions_judges_them_against_the_whole_window_behind_them():
+    rng = random.Random(10)
+    scored("support", "refund", around(rng, 0.9, 0.05, 600))
+    fallen = scored("support", "refund", around(rng, 0.5, 0.1, 40), at=600)
+    (alert,) = drops(scope=D.Scope(since_ns=T0 + 630 * MINUTE))  # `flightrec detect --since`: the last 10
+    ev = alert.evidence
+    assert ev["baseline"]["sessions"] == 300 and ev["window"]["sessions"] == 30
+    assert ev["baseline"]["mean"] == pytest.approx(0.9, abs=0.02) and alert.last_seen_ns == T0 + 639 * MINUTE
+    assert alert.count == 10 and set(alert.session_ids) <= set(fallen)
 
 
 def test_batch_detect_config_and_family():
