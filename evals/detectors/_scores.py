@@ -34,7 +34,9 @@ def score_drop(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
     ``benchmarks/bench_score_drop.py`` measures recall and false alarms by drop size.
 
     Only like with like: rows of one scorer ``version`` (a changed rubric or threshold is a new
-    scorer, judged once it has its own baseline), and no skipped scores (``value`` NULL).
+    scorer, judged once it has its own baseline), and no skipped scores (``value`` NULL). The rows
+    are every scored session: a scoring policy that also scores every alerted session (``alerted``)
+    weighs them more than its sample does, so a burst of other alerts can lower a window's mean.
 
     The windows are counts of sessions, not the run's time range: online, a session is scored a
     moment after it ended (after the detectors looked at it), and a run covers a few seconds of

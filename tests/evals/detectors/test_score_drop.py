@@ -197,13 +197,19 @@ def test_online_the_drop_shows_at_the_next_run_after_the_sessions_are_scored():
             store.record_scores(sid, [tracer.SessionScore(session_id=sid, scorer="judge", version="v1", value=value,
                                                           passed=value >= 0.7, weight=1.0, reason="",
                                                           scored_ns=T0)])
-    # The next run covers a session of the route that has just ended (not scored yet) ...
-    (later,) = scored("support", "refund", [None], at=340)
-    (alert,) = drops(scope=D.Scope(session_ids=(later,)))
-    assert alert.route == "refund" and set(alert.session_ids) <= set(ended)
-    # ... and a session of another route judges nothing of this one.
-    (other,) = scored("support", "orders", [0.9], at=341)
+    # A session of another route judges nothing of this one ...
+    (other,) = scored("support", "orders", [0.9], at=340)
     assert drops(scope=D.Scope(session_ids=(other,))) == []
+    # ... and the next run over a session of the route that has just ended (not scored yet) finds the drop.
+    (later,) = scored("support", "refund", [None], at=341)
+    got: list[tracer.AlertRecord] = []
+    online = D.OnlineDetector(db(), publish=got.extend, interval_s=3600)
+    online([later])
+    online.close(timeout_s=30)
+    assert online.runs == 1 and online.errors == 0
+    (alert,) = [a for a in got if a.detector == "score.drop"]
+    assert alert.route == "refund" and set(alert.session_ids) <= set(ended)
+    assert alert.last_seen_ns == T0 + 339 * MINUTE  # observed at the route's newest scored session
 
 
 def test_a_run_over_the_last_sessions_judges_them_against_the_whole_window_behind_them():
@@ -222,6 +228,10 @@ def test_batch_detect_config_and_family():
     scored("support", "refund", around(rng, 0.9, 0.05, 300) + around(rng, 0.5, 0.1, 30))
     out = CliRunner().invoke(main, ["detect"])
     assert out.exit_code == 0 and "refund: judge score fell to 0.5" in out.output
+    with tracer.Store(db()) as store:
+        (alert,) = store.alerts()
+    shown = CliRunner().invoke(main, ["alerts", "show", alert.alert_id]).output
+    assert f"sessions  {', '.join(alert.session_ids)} (newest last)" in shown and '"lowest": [' in shown
     assert "scores:" in D.config_yaml() and "min_drop: 0.15" in D.config_yaml()
     strict = D.DetectConfig(scores=D.ScoreLimits(min_drop=0.5))
     with tracer.Store(db()) as store:
