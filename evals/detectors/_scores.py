@@ -130,7 +130,8 @@ def _findings(store: tracer.Store, scope: Scope, hits: list[tuple], config: Dete
                        c.passed, c.reason
                 FROM session_scores c JOIN sessions s USING (session_id)
                 WHERE c.value IS NOT NULL AND s.ended AND {scope.of_origins()} AND c.version IN ({marks})
-                ORDER BY s.end_ns, c.session_id""", versions):
+                  AND s.end_ns BETWEEN ? AND ?
+                ORDER BY s.end_ns, c.session_id""", [*versions, min(h[9] for h in hits), max(h[3] for h in hits)]):
         if (agent, route, scorer, version) in wanted:
             sessions.setdefault((agent, route, scorer, version), []).append((sid, end_ns, value, passed, reason))
     rule = (f"the mean of the newest {q.window} scored sessions, or of the newest {q.long_window}, at least "
@@ -142,7 +143,8 @@ def _findings(store: tracer.Store, scope: Scope, hits: list[tuple], config: Dete
         at = next(i for i, s in enumerate(history) if s[0] == sid)
         window = history[at + 1 - n_w: at + 1]
         lowest = sorted(sorted(window, key=lambda s: (s[2], -s[1]))[:_LOWEST], key=lambda s: s[1])
-        binary = all(s[2] in (0.0, 1.0) for s in history[max(at + 1 - n_w - n_b, 0): at + 1])
+        # A pass/fail scorer's value is its verdict (1 passed, 0 failed): then the title gives a pass rate.
+        binary = p_b is not None and abs(m_b - p_b) < 1e-9 and all(s[2] in (0.0, 1.0) for s in window)
         what, now, before = ((f"{scorer} pass rate", f"{m_w:.0%}", f"{m_b:.0%}") if binary else
                              (f"{scorer} score", f"{m_w:.2f}", f"{m_b:.2f}"))
         of = route_label(agent, route)
