@@ -1,4 +1,4 @@
-"""flightrec's detectors: loops, cost blow-ups, unreliable tools and unsafe content, found in the
+"""flightrec's detectors: loops, cost blow-ups, unreliable tools, unsafe content and falling scores, found in the
 store with SQL, online as sessions end or in batch over history, each finding an alert with its
 evidence, delivered to sinks (the console, a log, a JSONL file, a webhook, Slack).
 
@@ -28,6 +28,7 @@ from ._config import (
     LoopLimits,
     ReliabilityLimits,
     SafetyLimits,
+    ScoreLimits,
     StepLimits,
     config_yaml,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "ReliabilityLimits",
     "SafetyLimits",
     "Scope",
+    "ScoreLimits",
     "Severity",
     "Sink",
     "SinkStats",

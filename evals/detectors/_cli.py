@@ -136,6 +136,8 @@ def alerts_show(alert_id: str, db: str | None, as_json: bool) -> None:
         f"seen      {a.count}× · first {_when(a.first_seen_ns)} · last {_when(a.last_seen_ns)}",
         f"session   {a.session_id or '-'}" + (f" · turns {', '.join(map(str, a.turns))}" if a.turns else ""),
         f"open it   {hint('traces', 'show', a.session_id, db=db)}" if a.session_id else "",
+        # A route's alert (score.drop) points at several sessions, none of them the alert's own.
+        f"sessions  {', '.join(a.session_ids)} (newest last)" if a.session_ids and not a.session_id else "",
         "evidence",
         json.dumps(a.evidence, indent=2, ensure_ascii=False, default=str),
     ]).replace("\n\n", "\n"))

@@ -134,6 +134,23 @@ class ReliabilityLimits(_Section):
     """... with at least this many calls on each side."""
 
 
+class ScoreLimits(_Section):
+    """When a route's online scores (session_scores) have dropped against its own history of the same scorer."""
+
+    window: int = Field(default=30, ge=5)
+    """score.drop: the newest scored sessions of a route and scorer (one version of it) judged together ..."""
+    long_window: int = Field(default=120, ge=5)
+    """... and again this many (a smaller fall that lasts: the mean of more sessions is surer) ..."""
+    baseline: int = Field(default=300, ge=10)
+    """... each against at most this many scored sessions before it ..."""
+    min_baseline: int = Field(default=60, ge=5)
+    """... and at least this many (a route with fewer is not judged) ..."""
+    min_drop: float = Field(default=0.15, gt=0, le=1)
+    """... when their mean score (0..1; a pass rate for pass/fail scorers) is at least this much lower ..."""
+    z: float = Field(default=4.0, gt=0)
+    """... and this many standard errors lower (both sides' values pooled: a two-proportion test for pass/fail)."""
+
+
 class ApprovalRule(_Section):
     amount_argument: str
     """The argument that holds the amount."""
@@ -170,6 +187,7 @@ class DetectConfig(_Section):
     steps: StepLimits = StepLimits()
     reliability: ReliabilityLimits = ReliabilityLimits()
     safety: SafetyLimits = SafetyLimits()
+    scores: ScoreLimits = ScoreLimits()
     budgets: list[Budget] = []
     """Absolute budgets per agent and route; the most specific match applies. None by default."""
     disabled: list[str] = []

@@ -9,8 +9,9 @@ subject), so that running it again over the same history changes nothing.
 
 The detectors live by family: ``_loops`` (loop.*), ``_cost`` (budgets, cost.guard, cost.drift,
 context.window), ``_baselines`` (the detectors that judge a session against its route's history,
-in one pass), ``_reliability`` (reliability.*) and ``_safety`` (safety.*). ``DETECTORS`` below
-names them all, in the order they run.
+in one pass), ``_reliability`` (reliability.*), ``_safety`` (safety.*) and ``_scores``
+(score.drop, family quality: the online scores of sessions). ``DETECTORS`` below names them all,
+in the order they run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ._loops import loop_calls, loop_guard, loop_max_tokens
 from ._reliability import breaker, latency_drift, retry_storm, tool_errors
 from ._safety import injection, unapproved
 from ._scope import Detector, Finding, Scope
+from ._scores import score_drop
 
 DETECTORS: dict[str, Detector] = {
     "loop.calls": loop_calls, "loop.guard": loop_guard, "loop.max_tokens": loop_max_tokens,
@@ -46,10 +48,12 @@ DETECTORS: dict[str, Detector] = {
     "reliability.retry_storm": retry_storm, "reliability.latency": baselines,
     "reliability.latency_drift": latency_drift,
     "safety.injection": injection, "safety.unapproved": unapproved,
+    "score.drop": score_drop,
 }
 """Every detector by name, in the order they run."""
 
-FAMILIES_OF = {name: {"loop": "loops"}.get(name.split(".")[0], name.split(".")[0]) for name in DETECTORS}
+FAMILIES_OF = {name: {"loop": "loops", "score": "quality"}.get(name.split(".")[0], name.split(".")[0])
+               for name in DETECTORS}
 """Each detector's family."""
 
 
@@ -95,7 +99,7 @@ def _alert(f: Finding) -> Alert:
     return Alert(
         alert_id=fingerprint[:10], fingerprint=fingerprint, detector=f.detector, family=FAMILIES_OF[f.detector],
         severity=f.severity, title=f.title, agent=f.agent, route=f.route, session_id=f.session_id, turns=f.turns,
-        session_ids=[f.session_id] if f.session_id else [], evidence=f.evidence, status="open",
+        session_ids=f.session_ids or ([f.session_id] if f.session_id else []), evidence=f.evidence, status="open",
         first_seen_ns=f.seen_ns, last_seen_ns=f.seen_ns, count=1)
 
 

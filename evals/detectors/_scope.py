@@ -72,6 +72,9 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     observation: str | None = None
     """The observation's key; the session id unless the detector watches something else."""
+    session_ids: list[str] | None = None
+    """The sessions the alert points at, newest last, when they are not the one ``session_id`` (a
+    window's worst sessions)."""
 
 
 Detector = Callable[[tracer.Store, Scope, DetectConfig], list[Finding]]
