@@ -384,11 +384,13 @@ def alerts_in(view: str) -> tuple[str, list[Any]]:
 
 SCORED = """(SELECT session_id,
        sum(value * weight) / nullif(sum(weight) FILTER (WHERE value IS NOT NULL), 0) AS score,
-       string_agg(scorer, ', ' ORDER BY scorer) FILTER (WHERE NOT passed) AS failing
+       string_agg(scorer, ', ' ORDER BY scorer) FILTER (WHERE NOT passed) AS failing,
+       bool_or(chosen_by = 'alert') AS alerted
    FROM session_scores GROUP BY session_id)"""
 """A subquery of each scored session's online score, to join on ``session_id``: ``score``, the mean of
 its scorers' values weighted by their weights (skipped ones left out; NULL if all were), and
-``failing``, the scorers it failed."""
+``failing``, the scorers it failed, and ``alerted``, whether it was scored for raising an alert (not a
+random pick: trends leave it out)."""
 
 
 @dataclass(frozen=True)

@@ -286,13 +286,14 @@ class Scoring:
             store.queue_reviews([s for s in sorted(alerted) if s in sessions], "alert")
         scored = {r[0] for r in store.sql("SELECT DISTINCT session_id FROM session_scores WHERE session_id IN "
                                           "(SELECT unnest(?))", [sorted(alerted)])} if alerted else set()
-        todo = [s for s in candidates if s in sessions and (
-            (s in alerted and self.policy.alerted and s not in scored)
-            or (s in ids and sampled(s, self.policy.rate(sessions[s]["agent"], sessions[s]["route"]))))]
+        picked = {s for s in ids if s in sessions and sampled(s, self.policy.rate(sessions[s]["agent"],
+                                                                                   sessions[s]["route"]))}
+        todo = [s for s in candidates if s in picked or (
+            s in sessions and s in alerted and self.policy.alerted and s not in scored)]
         rows: list[tracer.SessionScore] = []
         for sid in todo:
             try:
-                rows += self._score(store, sid, sessions[sid])
+                rows += self._score(store, sid, sessions[sid], "sample" if sid in picked else "alert")
             except tracer.UnknownSessionError:  # deleted meanwhile (retention, a request)
                 continue
             self.scored += 1
@@ -305,7 +306,8 @@ class Scoring:
                                 "sample")
         return len(todo)
 
-    def _score(self, store: tracer.Store, session_id: str, session: Mapping[str, Any]) -> list[tracer.SessionScore]:
+    def _score(self, store: tracer.Store, session_id: str, session: Mapping[str, Any],
+               chosen_by: str) -> list[tracer.SessionScore]:
         """A session's scores by every scorer of the policy (a skipped or failing one says why)."""
         from ._trajectory import trajectory_of
 
@@ -326,13 +328,15 @@ class Scoring:
                     skipped = f"the scorer failed: {type(exc).__name__}: {exc}"
             if skipped is not None:
                 rows.append(tracer.SessionScore(session_id=session_id, scorer=p.label, version=p.version, value=None,
-                                                passed=None, weight=p.weight, reason=skipped, scored_ns=now_ns))
+                                                passed=None, weight=p.weight, reason=skipped, scored_ns=now_ns,
+                                                chosen_by=chosen_by))
                 continue
             if score.cost_usd:
                 self._spent.append((self._clock(), score.cost_usd))
             rows.append(tracer.SessionScore(session_id=session_id, scorer=p.label, version=p.version,
                                             value=score.value, passed=score.passed, weight=score.weight,
-                                            reason=score.reason, scored_ns=now_ns, cost_usd=score.cost_usd))
+                                            reason=score.reason, scored_ns=now_ns, cost_usd=score.cost_usd,
+                                            chosen_by=chosen_by))
         return rows
 
     def _spent_last_hour(self) -> float:

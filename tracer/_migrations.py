@@ -321,6 +321,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             reason VARCHAR NOT NULL,
             scored_ns BIGINT NOT NULL,
             cost_usd DOUBLE,
+            chosen_by VARCHAR NOT NULL DEFAULT 'sample',
             PRIMARY KEY (session_id, scorer)
         );
         CREATE TABLE session_outcomes (

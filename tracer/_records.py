@@ -430,6 +430,9 @@ class SessionScore(BaseModel):
     """When it was scored."""
     cost_usd: float | None = None
     """What scoring cost (a judge's model call); ``None`` when it called no model, or an unpriced one."""
+    chosen_by: str = "sample"
+    """Why the session was scored: ``sample`` (the policy's random share; all of them with ``flightrec eval
+    score --all``) or ``alert`` (it raised an alert: not a random pick, so ``score.drop`` leaves it out)."""
 
 
 class OutcomeRecord(BaseModel):

@@ -164,7 +164,8 @@ _AUDIT_INSERT = f"INSERT INTO audit_log ({', '.join(_AUDIT_COLUMNS)}) VALUES (?,
 """The one statement that writes the audit log: nothing updates or deletes a row."""
 
 _OUTCOME_COLUMNS = ("outcome_id", "session_id", "at_ns", "resolved", "score", "note", "source", "actor")
-_SCORE_COLUMNS = ("session_id", "scorer", "version", "value", "passed", "weight", "reason", "scored_ns", "cost_usd")
+_SCORE_COLUMNS = ("session_id", "scorer", "version", "value", "passed", "weight", "reason", "scored_ns", "cost_usd",
+                  "chosen_by")
 _REVIEW_COLUMNS = ("session_id", "queued_by", "queued_ns", "verdict", "category", "note", "reviewer", "reviewed_ns")
 REVIEW_VERDICTS = ("good", "bad")
 QUEUED_BY = ("sample", "alert", "score", "hand")

@@ -89,17 +89,19 @@ def _trends() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         f"""SELECT s.start_ns // ? * ? AS day, coalesce(s.agent, '–') || ' · ' || coalesce(s.route, '–') AS series,
                    avg(sc.score) AS value, count(*) AS sessions
             FROM {_ui.SCORED} sc JOIN sessions s USING (session_id)
-            WHERE s.origin = 'production' AND sc.score IS NOT NULL GROUP BY ALL ORDER BY 1, 2""", [_DAY_NS, _DAY_NS])
+            WHERE s.origin = 'production' AND sc.score IS NOT NULL AND NOT sc.alerted
+            GROUP BY ALL ORDER BY 1, 2""", [_DAY_NS, _DAY_NS])
     by_scorer = _ui.frame(
         """SELECT s.start_ns // ? * ? AS day, sc.scorer AS series, avg(sc.passed::INT) AS value
            FROM session_scores sc JOIN sessions s USING (session_id)
-           WHERE s.origin = 'production' AND sc.passed IS NOT NULL GROUP BY ALL ORDER BY 1, 2""", [_DAY_NS, _DAY_NS])
+           WHERE s.origin = 'production' AND sc.passed IS NOT NULL AND sc.chosen_by <> 'alert'
+           GROUP BY ALL ORDER BY 1, 2""", [_DAY_NS, _DAY_NS])
     scorers = _ui.frame(
         """SELECT sc.scorer, count(sc.passed) AS scored, count(*) FILTER (WHERE sc.passed IS NULL) AS skipped,
                   avg(sc.passed::INT) AS pass_rate, avg(sc.value) AS mean_score,
                   string_agg(DISTINCT sc.version, ', ') AS versions
            FROM session_scores sc JOIN sessions s USING (session_id)
-           WHERE s.origin = 'production' GROUP BY 1 ORDER BY 1""")
+           WHERE s.origin = 'production' AND sc.chosen_by <> 'alert' GROUP BY 1 ORDER BY 1""")
 
     def at(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(time=pd.to_datetime(frame["day"], unit="ns", utc=True))
@@ -159,6 +161,8 @@ def _trends_view() -> None:
         st.caption("No production session has online scores yet (`flightrec serve --scoring`, `flightrec eval "
                    "score`).")
         return
+    st.caption("The policy's sample only: a session scored because it raised an alert is not a random pick of its "
+               "route, and would pull the trend down (the score.drop alert leaves those out too).")
     left, right = st.columns(2)
     with left:
         st.markdown("**Mean score by agent · route**")

@@ -34,9 +34,9 @@ def score_drop(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
     ``benchmarks/bench_score_drop.py`` measures recall and false alarms by drop size.
 
     Only like with like: rows of one scorer ``version`` (a changed rubric or threshold is a new
-    scorer, judged once it has its own baseline), and no skipped scores (``value`` NULL). The rows
-    are every scored session: a scoring policy that also scores every alerted session (``alerted``)
-    weighs them more than its sample does, so a burst of other alerts can lower a window's mean.
+    scorer, judged once it has its own baseline), no skipped scores (``value`` NULL), and no session
+    scored because it raised an alert (``chosen_by`` ``alert``): those are not a random pick, and a
+    burst of other alerts would lower a window's mean.
 
     The windows are counts of sessions, not the run's time range: online, a session is scored a
     moment after it ended (after the detectors looked at it), and a run covers a few seconds of
@@ -67,7 +67,7 @@ def score_drop(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
                    c.passed::INTEGER AS passed, c.session_id IN (SELECT session_id FROM target) AS in_scope
             FROM session_scores c JOIN sessions s USING (session_id)
             JOIN routes r ON r.agent IS NOT DISTINCT FROM s.agent AND r.route = coalesce(s.route, '')
-            WHERE c.value IS NOT NULL AND s.ended AND {scope.of_origins()}),
+            WHERE c.value IS NOT NULL AND c.chosen_by <> 'alert' AND s.ended AND {scope.of_origins()}),
         ranked AS (SELECT *, row_number() OVER (PARTITION BY agent, route, scorer, version
                                                  ORDER BY end_ns DESC, session_id DESC) AS back FROM scored),
         -- The rows judged and the windows before them: a run over a few new sessions reads a few
@@ -129,7 +129,8 @@ def _findings(store: tracer.Store, scope: Scope, hits: list[tuple], config: Dete
             f"""SELECT s.agent, coalesce(s.route, ''), c.scorer, c.version, c.session_id, s.end_ns, c.value,
                        c.passed, c.reason
                 FROM session_scores c JOIN sessions s USING (session_id)
-                WHERE c.value IS NOT NULL AND s.ended AND {scope.of_origins()} AND c.version IN ({marks})
+                WHERE c.value IS NOT NULL AND c.chosen_by <> 'alert' AND s.ended AND {scope.of_origins()}
+                  AND c.version IN ({marks})
                   AND s.end_ns BETWEEN ? AND ?
                 ORDER BY s.end_ns, c.session_id""", [*versions, min(h[9] for h in hits), max(h[3] for h in hits)]):
         if (agent, route, scorer, version) in wanted:

@@ -23,7 +23,7 @@ def db() -> str:
 
 
 def scored(agent: str, route: str | None, values: list[float | None], *, at: int = 0, step: int = 1,
-           scorer: str = "judge", version: str = "v1", binary: bool = False) -> list[str]:
+           scorer: str = "judge", version: str = "v1", binary: bool = False, chosen_by: str = "sample") -> list[str]:
     """Ended production sessions of one agent and route, the ``i``-th ending at minute ``at + i * step``,
     each with one score (``None``: skipped); returns their ids, oldest first."""
     ids = [f"{agent}-{route}-{at + i * step:05d}" for i in range(len(values))]
@@ -35,10 +35,11 @@ def scored(agent: str, route: str | None, values: list[float | None], *, at: int
                      SELECT unnest(?), ?, ?, unnest(?) - 30 * 10^9, unnest(?), true, 'ok', 1, 1, 0, 0, 0, 100, 10,
                             0, 0, 0.001, 0""", [ids, agent, route, ends, ends])
         # The rows record_scores writes, in one statement (a transaction per session would take seconds).
-        store.sql("INSERT INTO session_scores SELECT unnest(?), ?, ?, unnest(?), unnest(?), 1.0, unnest(?), ?, NULL",
+        store.sql("INSERT INTO session_scores SELECT unnest(?), ?, ?, unnest(?), unnest(?), 1.0, unnest(?), ?, NULL, ?",
                   [ids, scorer, version, values,
                    [None if v is None else v >= 0.5 if binary else v >= 0.7 for v in values],
-                   ["skipped: over the judge's budget" if v is None else f"scored {v:.2f}" for v in values], T0])
+                   ["skipped: over the judge's budget" if v is None else f"scored {v:.2f}" for v in values], T0,
+                   chosen_by])
     return ids
 
 
@@ -193,10 +194,9 @@ def test_online_the_drop_shows_at_the_next_run_after_the_sessions_are_scored():
         store.sql("DELETE FROM session_scores WHERE session_id IN (SELECT unnest(?))", [ended])
     assert drops(scope=D.Scope(session_ids=tuple(ended[-5:]))) == []
     with tracer.Store(db()) as store:
-        for sid, value in zip(ended, around(rng, 0.45, 0.1, 40)):
-            store.record_scores(sid, [tracer.SessionScore(session_id=sid, scorer="judge", version="v1", value=value,
-                                                          passed=value >= 0.7, weight=1.0, reason="",
-                                                          scored_ns=T0)])
+        store.record_scores([tracer.SessionScore(session_id=sid, scorer="judge", version="v1", value=value,
+                                                 passed=value >= 0.7, weight=1.0, reason="", scored_ns=T0)
+                             for sid, value in zip(ended, around(rng, 0.45, 0.1, 40))])
     # A session of another route judges nothing of this one ...
     (other,) = scored("support", "orders", [0.9], at=340)
     assert drops(scope=D.Scope(session_ids=(other,))) == []
@@ -238,4 +238,14 @@ def test_batch_detect_config_and_family():
         store.sql("DELETE FROM alert_observations")
         store.sql("DELETE FROM alerts")
     assert drops(config=strict) == [] and drops(config=D.DetectConfig(disabled=["quality"])) == []
+    assert len(drops()) == 1
+
+
+def test_sessions_scored_because_they_raised_an_alert_are_not_a_drop():
+    """The scoring policy also scores every alerted session; they are not a random pick of the route."""
+    rng = random.Random(7)
+    scored("support", "refund", around(rng, 0.9, 0.05, 200))
+    scored("support", "refund", around(rng, 0.3, 0.1, 40), at=200, chosen_by="alert")
+    assert drops() == []
+    scored("support", "refund", around(rng, 0.3, 0.1, 40), at=240)
     assert len(drops()) == 1
