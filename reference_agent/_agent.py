@@ -514,7 +514,7 @@ class Agent:
             return None
         timeout = cp.config.approval_timeout_s
         row = self.world.decide(cp.session_id, cp.approval["approval_id"], "expired",
-                                f"no decision within {timeout / 3600:g} h")
+                                f"no decision within {timeout:g} s")
         waited = max(now - cp.approval.get("requested_at", now), 0.0)
         # A human who decided just before the sweep wins: the world keeps the first decision.
         cp = cp.model_copy(update={"status": "running", "reason": None, "step": cp.step + 1,
@@ -762,7 +762,7 @@ class _Loop:
             if approval is not None and decision in ("rejected", "expired"):
                 row = self.agent.world.approval(self.cp.session_id, approval["approval_id"]) or approval
                 result = rejected_result(row) if decision == "rejected" else expired_result(
-                    row, waited_s=approval.get("waited_s", 0.0), outcome=self.config.on_approval_timeout)
+                    row, timeout_s=self.config.approval_timeout_s, outcome=self.config.on_approval_timeout)
                 code = result["error"]["code"]
                 outcome = ToolOutcome(result, True, code, result["error"]["message"],
                                       circuit_state=breaker.state, breaker=breaker)

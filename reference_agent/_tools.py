@@ -626,9 +626,11 @@ def rejected_result(approval: dict[str, Any]) -> dict[str, Any]:
 ApprovalOutcome = Literal["escalate", "refuse"]
 
 
-def expired_result(approval: dict[str, Any], *, waited_s: float, outcome: ApprovalOutcome) -> dict[str, Any]:
-    """What the model is told when nobody decided on a request before its deadline."""
-    hours = waited_s / 3600
+def expired_result(approval: dict[str, Any], *, timeout_s: float, outcome: ApprovalOutcome) -> dict[str, Any]:
+    """What the model is told when nobody decided on a request within ``timeout_s``.
+
+    It names the timeout, not the time waited, so that a rerun of the session asks the same."""
+    wait = f"{timeout_s / 3600:g} h" if timeout_s >= 3600 else f"{timeout_s:g} s"
     if outcome == "escalate":
         recovery = ("Do not try it again. Call escalate_to_human now with priority high so that a colleague takes "
                     "the case over, then tell the customer a colleague will follow up.")
@@ -637,7 +639,7 @@ def expired_result(approval: dict[str, Any], *, waited_s: float, outcome: Approv
                     "that nothing was done, and that they can contact us again.")
     return {"error": {
         "code": "approval_expired",
-        "message": f"No team lead decided on the request ({approval['summary']}) within {hours:.0f} h, so it "
+        "message": f"No team lead decided on the request ({approval['summary']}) within {wait}, so it "
                    "expired and nothing was done.",
         "recovery": recovery,
         "retryable": False,
