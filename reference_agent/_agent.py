@@ -36,7 +36,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import anthropic
@@ -780,13 +780,11 @@ class _Loop:
                                "flightrec.approval.decision": decision}, content=False)
             if context is not None and not outcome.is_error:
                 call.annotate(context.attributes())
-            fired: dict[str, int] = {}
-            if not outcome.is_error:
-                # What the model sees, and so what the trace records, is the sanitised result.
-                clean, fired = sanitise(outcome.result)
-                if fired:
-                    outcome = replace(outcome, result=clean)
-                    call.annotate({"flightrec.tool.sanitised": list(fired)}, content=False)
+            # The model sees the result sanitised (its request records that); the span keeps what the tool
+            # returned, so that the safety detectors see the planted text the sanitiser took out.
+            seen, fired = sanitise(outcome.result) if not outcome.is_error else (outcome.result, {})
+            if fired:
+                call.annotate({"flightrec.tool.sanitised": list(fired)}, content=False)
             if outcome.is_error:
                 call.set_error(outcome.error_message or "tool error", error_type=outcome.error_code or "tool_error",
                                result=outcome.result)
@@ -816,7 +814,7 @@ class _Loop:
             self.stop("waiting_human", f"{outcome.approval['summary']} needs a team lead's approval "
                       f"({pending['approval_id']})", approval=pending, **changes)
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id,
-                                 "content": json.dumps(outcome.result, ensure_ascii=False)}
+                                 "content": json.dumps(seen, ensure_ascii=False)}
         if outcome.is_error:
             block["is_error"] = True
         self.save(results=[*self.cp.results, block], approval=None if approval is not None else self.cp.approval,

@@ -247,7 +247,7 @@ def test_injection_markers_are_replaced_before_the_model_sees_them(agent, world,
         ("search_kb", "tool_markup", 1)}
     assert all(set(e) == {"tool", "tool_use_id", "rule", "count"} for e in fired)  # never the content
     search = next(c for c in tool_calls(acc) if c.tool_name == "search_kb")
-    assert "<|im_start|>" not in (search.result or "") and "removed: text that addressed the assistant" in search.result
+    assert "<|im_start|>" in (search.result or "")  # the span keeps what the tool returned, for the detectors
     assert json.loads(span_attributes(recorder, search.span_id)["flightrec.tool.sanitised"]) == [
         "encoded_payload", "impersonation", "role_tag", "tool_markup"]
     model_saw = json.dumps(agent.load(out.session_id).messages)
