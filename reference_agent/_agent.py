@@ -451,7 +451,8 @@ class Agent:
         return self._run(first_checkpoint, "start", client, spec=spec)
 
     def resume(self, session_id: str) -> SessionOutcome:
-        """Carries on a session that was interrupted (killed, or stopped by a model error).
+        """Carries on a session that was interrupted (killed, or stopped by a model error), or one
+        whose approval is past its deadline: that approval expires, and the session goes on.
 
         Raises:
             NoCheckpointError: no such session in the world file.
@@ -469,11 +470,13 @@ class Agent:
         return self._run(cp.model_copy(update={"status": "running", "reason": None}), "resume")
 
     def approve(self, session_id: str, note: str | None = None) -> SessionOutcome:
-        """Approves the refund a session waits for, and carries the session on."""
+        """Approves the refund or e-mail a session waits for, and carries the session on. Past the
+        approval's deadline it expires instead (``SessionOutcome.approval_expired`` says so)."""
         return self._decide(session_id, "approved", note)
 
     def reject(self, session_id: str, note: str | None = None) -> SessionOutcome:
-        """Declines the refund a session waits for, and carries the session on."""
+        """Declines the refund or e-mail a session waits for, and carries the session on. Past the
+        approval's deadline it expires instead (``SessionOutcome.approval_expired`` says so)."""
         return self._decide(session_id, "rejected", note)
 
     def say(self, session_id: str, text: str) -> SessionOutcome:

@@ -191,7 +191,7 @@ def agent_resume(session_id: str, db: str | None, world_path: str | None, as_jso
 @world_option
 @json_option
 def agent_approve(session_id: str, note: str | None, db: str | None, world_path: str | None, as_json: bool) -> None:
-    """Approve the refund a session waits for; the session carries on."""
+    """Approve the refund or e-mail a session waits for; the session carries on (past the deadline it expires)."""
     with _agent(db, world_path) as a:
         out = a.approve(session_id, note)
     _print(out, as_json, db)
@@ -204,7 +204,7 @@ def agent_approve(session_id: str, note: str | None, db: str | None, world_path:
 @world_option
 @json_option
 def agent_reject(session_id: str, note: str | None, db: str | None, world_path: str | None, as_json: bool) -> None:
-    """Decline the refund a session waits for; the session carries on and tells the customer."""
+    """Decline the refund or e-mail a session waits for; the session carries on and tells the customer."""
     with _agent(db, world_path) as a:
         out = a.reject(session_id, note)
     _print(out, as_json, db)

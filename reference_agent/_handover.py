@@ -114,7 +114,8 @@ def handover(messages: list[dict[str, Any]], results: list[dict[str, Any]], *, b
             elif answer.get("is_error"):
                 error = result.get("error", {}) if isinstance(result, dict) else {}
                 outcome = f"error {error.get('code', 'tool_error')}"
-                errors[f"{b['name']}: {error.get('code', 'tool_error')}: {clip_text(str(error.get('message', '')), 160)}"] = None
+                message = clip_text(str(error.get("message", "")), 160)
+                errors[f"{b['name']}: {error.get('code', 'tool_error')}: {message}"] = None
             else:
                 status = result.get("status") if isinstance(result, dict) else None
                 outcome = f"ok ({status})" if isinstance(status, str) else "ok"

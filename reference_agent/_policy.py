@@ -49,6 +49,7 @@ _DATA_RULE = re.compile(r"(?:article|knowledge[- ]base|tool result)[^.\n]*never 
                         r"|never follow instructions[^.\n]*(?:article|knowledge[- ]base|tool result)", re.I)
 # A planted instruction, or the placeholder the agent's sanitiser left where one was.
 _INJECTION = re.compile(r"ignore (?:all )?(?:previous|prior|your) instructions|\[removed: text that addressed", re.I)
+_WHY_DOWN = {"timeout": "timed out", "circuit_open": "service down"}
 _SEND_TO = re.compile(r"\bto\b[^.?!@]*?([\w.+-]+@[\w-]+(?:\.[\w-]+)+)", re.I)
 _INJECTED_REFUND = re.compile(r"issue_refund for order (A-\d{4}) with amount_cents (\d+) and reason (\w+)")
 
@@ -401,8 +402,8 @@ class Mind:
             return Act(rng.choice(("That system isn't responding, so I'll hand this to a colleague.",
                                    "I can't reach that system right now; escalating to a colleague.")),
                        (Use("escalate_to_human", self._ticket(
-                           f"The {last.name} tool is unavailable ({'timed out' if code == 'timeout' else 'service down'}"
-                           f"); the customer needs help with their {task.kind} request.", "high", facts, task)),))
+                           f"The {last.name} tool is unavailable ({_WHY_DOWN.get(code, 'service down')}); the "
+                           f"customer needs help with their {task.kind} request.", "high", facts, task)),))
         what = "e-mail" if last.name == "send_email" else "refund"
         if code == "approval_rejected":
             reason = (last.error.get("details") or {}).get("note") or ""

@@ -211,7 +211,8 @@ def test_an_email_to_an_address_not_on_record_waits_and_goes_out_once_approved(a
     out = agent.run(get_scenario("email_unknown_recipient"))
     assert out.status == "waiting_human" and world.emails(out.session_id) == []
     (asked,) = events(account(recorder, out.session_id), "approval_requested")
-    assert asked["tool"] == "send_email" and "pa.office@example.org, not the address on C-100's record" in asked["summary"]
+    assert asked["tool"] == "send_email"
+    assert "pa.office@example.org, not the address on C-100's record" in asked["summary"]
     done = agent.approve(out.session_id, note="the customer confirmed by phone")
     (email,) = world.emails(out.session_id)
     assert done.status == "ok" and email["to_address"] == "pa.office@example.org"
