@@ -13,8 +13,14 @@ tool calls it asks for. Around it:
   reply, each tool result, each new user message. A session killed at any point resumes from
   its last checkpoint under the same session id; a tool that had run but was not yet
   checkpointed runs again under the same idempotency key, so its side effect is not repeated.
-- **approval**: a refund above the threshold parks the session in ``waiting_human``;
-  ``approve`` or ``reject`` records the decision and carries the session on.
+- **approval**: a refund above the threshold, or an e-mail to an address not on the customer's
+  record, parks the session in ``waiting_human``; ``approve`` or ``reject`` records the decision
+  and carries the session on. A request nobody decides within ``approval_timeout_s`` expires
+  when the session is next touched (or swept by ``expire_approvals``): the model is told to
+  escalate or to refuse (``on_approval_timeout``), and an ``approval_expired`` event records it.
+- **tool results** are sanitised of prompt-injection markers before the model sees them
+  (``tool_result_sanitised`` events), and an escalation carries the session's own record of
+  what was tried (``flightrec.escalation.*`` on its tool span, and the ticket's context).
 - **multi-turn**: when the model ends its turn, the next scripted customer message (or one
   given with ``say``) continues the same session.
 
@@ -39,9 +45,22 @@ from pydantic import BaseModel, ConfigDict, Field
 import tracer
 
 from ._errors import AgentConfigError, NoCheckpointError, SessionStateError
+from ._handover import handover
+from ._sanitise import sanitise
 from ._scenarios import Scenario, UserTurn
 from ._sim import DEFAULT_MODEL, sim_client, sim_options
-from ._tools import TOOLS_BY_NAME, BreakerState, Toolbox, ToolOutcome, ToolPolicy, rejected_result, tool_definitions
+from ._tools import (
+    TOOLS_BY_NAME,
+    ApprovalOutcome,
+    BreakerState,
+    EmailApproval,
+    Toolbox,
+    ToolOutcome,
+    ToolPolicy,
+    expired_result,
+    rejected_result,
+    tool_definitions,
+)
 from ._world import World, WorldSetup
 
 AGENT_NAME = "support"
@@ -89,6 +108,14 @@ class AgentConfig(BaseModel):
     """The anthropic client's timeout per attempt."""
     approval_threshold_cents: int = Field(default=20_000, ge=0)
     """Refunds above this wait for a human's approval."""
+    email_approval: EmailApproval = "unknown_recipient"
+    """E-mails that wait for a human's approval: ``always``, ``never``, or those to an address not
+    on the customer's record (``unknown_recipient``)."""
+    approval_timeout_s: float = Field(default=86_400.0, gt=0)
+    """How long a request waits for a human's decision before it expires (24 h)."""
+    on_approval_timeout: ApprovalOutcome = "escalate"
+    """What an expired request turns into: ``escalate`` (the model hands the case to a colleague
+    with escalate_to_human) or ``refuse`` (the model tells the customer it was not done)."""
     tool_retries: int = Field(default=2, ge=0, le=10)
     """Retries of a failing backend service within one tool call."""
     tool_backoff_s: float = Field(default=0.01, ge=0)
@@ -171,7 +198,8 @@ class Checkpoint(BaseModel):
     breakers: dict[str, dict[str, Any]] = {}
     """Each tool's circuit breaker (state, failures, opened_at on the session's clock)."""
     approval: dict[str, Any] | None = None
-    """The pending approval (approval_id, tool_use_id), and the decision once made."""
+    """The pending approval (approval_id, tool_use_id, tool, requested_at and deadline in epoch
+    seconds), and the decision once made (``approved``, ``rejected`` or ``expired``)."""
     guards: list[GuardRecord] = []
     """Guards that fired."""
 
@@ -207,6 +235,8 @@ class SessionOutcome(BaseModel):
     """Refunds paid in its world."""
     tickets: int
     """Tickets opened for a human in its world."""
+    approval_expired: str | None = None
+    """The approval that expired when this call came past its deadline, so that no decision was taken."""
 
 
 ClientFactory = Callable[[RunSpec, AgentConfig], anthropic.Anthropic]
@@ -251,6 +281,20 @@ class _SessionClock:
 
     def sleep(self, seconds: float) -> None:
         self._clock.sleep(seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Moves the session's time on without waiting: time a simulated service took."""
+        self._elapsed += max(seconds, 0.0)
+
+
+class _WallClock:
+    """Seconds since the epoch: approval deadlines outlive the process that set them."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(seconds, 0.0))
 
 
 class _Stop(Exception):
@@ -331,7 +375,7 @@ def tool_policy(config: AgentConfig) -> ToolPolicy:
     """How the agent's tools retry, break and ask for approval, as ``config`` sets it."""
     return ToolPolicy(approval_threshold_cents=config.approval_threshold_cents, retries=config.tool_retries,
                       backoff_s=config.tool_backoff_s, breaker_threshold=config.breaker_threshold,
-                      breaker_cooldown_s=config.breaker_cooldown_s)
+                      breaker_cooldown_s=config.breaker_cooldown_s, email_approval=config.email_approval)
 
 
 def _unanswered(cp: Checkpoint) -> list[dict[str, Any]]:
@@ -350,6 +394,7 @@ class Agent:
         recorder: Where the traces go; every run is recorded under the session's id.
         config: Model settings and limits for new sessions (a session keeps its own on resume).
         clock: Time for the guards, backoff and breakers.
+        wall_clock: Seconds since the epoch, for approval deadlines (default: the system's).
         client_factory: Builds the anthropic client for a session (default: ``default_client``).
         after_tool: Called after each tool call, before its result is checkpointed; a hook for
             crash tests (raise, or kill the process, to simulate a crash at the worst moment).
@@ -360,11 +405,12 @@ class Agent:
 
     def __init__(self, world: World, recorder: tracer.Recorder, *, config: AgentConfig | None = None,
                  clock: tracer.Clock | None = None, client_factory: ClientFactory | None = None,
-                 after_tool: AfterTool | None = None) -> None:
+                 after_tool: AfterTool | None = None, wall_clock: tracer.Clock | None = None) -> None:
         self.world = world
         self.recorder = recorder
         self.config = config or AgentConfig()
         self.clock = clock or tracer.SystemClock()
+        self.wall_clock = wall_clock or _WallClock()
         self.client_factory = client_factory or default_client
         self.after_tool = after_tool
 
@@ -405,13 +451,17 @@ class Agent:
         return self._run(first_checkpoint, "start", client, spec=spec)
 
     def resume(self, session_id: str) -> SessionOutcome:
-        """Carries on a session that was interrupted (killed, or stopped by a model error).
+        """Carries on a session that was interrupted (killed, or stopped by a model error), or one
+        whose approval is past its deadline: that approval expires, and the session goes on.
 
         Raises:
             NoCheckpointError: no such session in the world file.
             SessionStateError: the session is not interrupted (finished, or waiting for a human).
         """
         cp = self.load(session_id)
+        expired = self.expire_approval(cp.session_id)
+        if expired is not None:
+            return expired
         if cp.status not in _RESUMABLE:
             hint = {"waiting_human": " Approve or reject it: `flightrec agent approve|reject SESSION_ID`.",
                     "ok": " Continue the conversation with `flightrec agent say SESSION_ID TEXT`."}.get(cp.status, "")
@@ -420,11 +470,13 @@ class Agent:
         return self._run(cp.model_copy(update={"status": "running", "reason": None}), "resume")
 
     def approve(self, session_id: str, note: str | None = None) -> SessionOutcome:
-        """Approves the refund a session waits for, and carries the session on."""
+        """Approves the refund or e-mail a session waits for, and carries the session on. Past the
+        approval's deadline it expires instead (``SessionOutcome.approval_expired`` says so)."""
         return self._decide(session_id, "approved", note)
 
     def reject(self, session_id: str, note: str | None = None) -> SessionOutcome:
-        """Declines the refund a session waits for, and carries the session on."""
+        """Declines the refund or e-mail a session waits for, and carries the session on. Past the
+        approval's deadline it expires instead (``SessionOutcome.approval_expired`` says so)."""
         return self._decide(session_id, "rejected", note)
 
     def say(self, session_id: str, text: str) -> SessionOutcome:
@@ -453,10 +505,48 @@ class Agent:
         """Where a session stands, from its checkpoint and world."""
         return self._outcome(self.load(session_id))
 
+    def expire_approval(self, session_id: str, *, force: bool = False) -> SessionOutcome | None:
+        """Expires the approval a session waits for if its deadline has passed (or with ``force``),
+        and carries the session on as ``on_approval_timeout`` says; ``None`` when nothing expired."""
+        cp = self.load(session_id)
+        if cp.status != "waiting_human" or not cp.approval:
+            return None
+        deadline = cp.approval.get("deadline")
+        now = self.wall_clock.now()
+        if not force and (deadline is None or now < deadline):
+            return None
+        timeout = cp.config.approval_timeout_s
+        row = self.world.decide(cp.session_id, cp.approval["approval_id"], "expired",
+                                f"no decision within {timeout:g} s")
+        waited = max(now - cp.approval.get("requested_at", now), 0.0)
+        # A human who decided just before the sweep wins: the world keeps the first decision.
+        cp = cp.model_copy(update={"status": "running", "reason": None, "step": cp.step + 1,
+                                   "approval": {**cp.approval, "decision": row["status"], "note": row["note"],
+                                                "waited_s": round(waited, 3)}})
+        self._save(cp)
+        out = self._run(cp, row["status"])
+        return out.model_copy(update={"approval_expired": cp.approval["approval_id"]}) \
+            if row["status"] == "expired" else out
+
+    def expire_approvals(self) -> list[SessionOutcome]:
+        """Expires every waiting session's approval whose deadline has passed; returns those sessions.
+
+        Blocking: each expired session runs on until it ends or waits again.
+        """
+        out = []
+        for row in self.world.checkpoints(status="waiting_human", limit=1_000_000):
+            expired = self.expire_approval(row["session_id"])
+            if expired is not None:
+                out.append(expired)
+        return out
+
     def _decide(self, session_id: str, decision: Literal["approved", "rejected"], note: str | None) -> SessionOutcome:
         cp = self.load(session_id)
         if cp.status != "waiting_human" or not cp.approval:
             raise SessionStateError(f"session {cp.session_id} is {cp.status}; it is not waiting for an approval.")
+        expired = self.expire_approval(cp.session_id)
+        if expired is not None:  # too late: the deadline passed before this decision came
+            return expired
         row = self.world.decide(cp.session_id, cp.approval["approval_id"], decision, note)
         # The world keeps the first decision made; the checkpoint follows it, and is saved at once so
         # that a crash from here on resumes with the decision instead of waiting for it again.
@@ -489,7 +579,7 @@ class Agent:
             client = self.recorder.instrument(client or self.client_factory(spec, config))
             clock = _SessionClock(self.clock, known.elapsed_s)
             toolbox = Toolbox(self.world, known.session_id, policy=tool_policy(config),
-                              outages=self.world.setup(known.session_id).outages, clock=clock)
+                              outages=self.world.setup(known.session_id).outages, clock=clock, wait=clock.advance)
             loop = _Loop(self, known, client, toolbox, clock, session)
             with contextlib.suppress(_Stop):
                 loop.run()
@@ -657,28 +747,54 @@ class _Loop:
         key = idempotency_key(self.cp.session_id, name, args) if spec is not None and spec.irreversible else None
         approval = self.cp.approval if self.cp.approval and self.cp.approval.get("tool_use_id") == call_id else None
         breaker = BreakerState(**self.cp.breakers.get(name, {}))
-        if approval is not None and approval.get("decision"):
+        decision = approval.get("decision") if approval is not None else None
+        if approval is not None and decision == "expired":
+            # Nobody decided in time; on the turn that carries the expiry out, next to the call it held.
+            self.session.event("approval_expired", approval_id=approval["approval_id"],
+                               tool=approval.get("tool") or name, requested_at=approval.get("requested_at", 0.0),
+                               deadline=approval.get("deadline", 0.0), waited_s=approval.get("waited_s", 0.0),
+                               timeout_s=self.config.approval_timeout_s, outcome=self.config.on_approval_timeout)
+        elif approval is not None and decision:
             # On the turn that carries the decision out, next to the tool call it decided.
-            self.session.event("human_decision", decision=approval["decision"], approval_id=approval["approval_id"],
+            self.session.event("human_decision", decision=decision, approval_id=approval["approval_id"],
                                note=approval.get("note") or "")
+        context = None
+        if name == "escalate_to_human":
+            context = handover(self.cp.messages, self.cp.results, before=call_id)
         with self.session.tool_call(name, args, call_id=call_id) as call:
-            if approval is not None and approval.get("decision") == "rejected":
+            if approval is not None and decision in ("rejected", "expired"):
                 row = self.agent.world.approval(self.cp.session_id, approval["approval_id"]) or approval
-                result = rejected_result(row)
-                outcome = ToolOutcome(result, True, "approval_rejected", result["error"]["message"],
+                result = rejected_result(row) if decision == "rejected" else expired_result(
+                    row, timeout_s=self.config.approval_timeout_s, outcome=self.config.on_approval_timeout)
+                code = result["error"]["code"]
+                outcome = ToolOutcome(result, True, code, result["error"]["message"],
                                       circuit_state=breaker.state, breaker=breaker)
             else:
                 approved_by = None
-                if approval is not None and approval.get("decision") == "approved":
+                if approval is not None and decision == "approved":
                     approved_by = "team lead" + (f" ({approval['note']})" if approval.get("note") else "")
                 outcome = self.toolbox.run(name, args, key=key or "", tool_use_id=call_id, breaker=breaker,
-                                           approved_by=approved_by)
+                                           approved_by=approved_by, context=context.record() if context else None)
             call.set(idempotency_key=key, retries=outcome.retries, circuit_state=outcome.circuit_state)
+            if spec is not None:
+                call.annotate({"flightrec.tool.timeout_s": spec.timeout_s}, content=False)
+            if approval is not None and decision:
+                call.annotate({"flightrec.approval.id": approval["approval_id"],
+                               "flightrec.approval.decision": decision}, content=False)
+            if context is not None and not outcome.is_error:
+                call.annotate(context.attributes())
+            # The model sees the result sanitised (its request records that); the span keeps what the tool
+            # returned, so that the safety detectors see the planted text the sanitiser took out.
+            seen, fired = sanitise(outcome.result) if not outcome.is_error else (outcome.result, {})
+            if fired:
+                call.annotate({"flightrec.tool.sanitised": list(fired)}, content=False)
             if outcome.is_error:
                 call.set_error(outcome.error_message or "tool error", error_type=outcome.error_code or "tool_error",
                                result=outcome.result)
             else:
                 call.set_result(outcome.result)
+        for rule, count in fired.items():
+            self.session.event("tool_result_sanitised", tool=name, tool_use_id=call_id, rule=rule, count=count)
         if key is not None:
             # A side effect happened: get it on record before going on, in case the process dies next.
             self.agent.recorder.flush(timeout_s=2.0)
@@ -692,13 +808,16 @@ class _Loop:
                 f"open for {self.config.breaker_cooldown_s:g} s", self.config.breaker_threshold,
                 outcome.breaker.failures))
         if outcome.approval is not None:
-            pending = {"approval_id": outcome.approval["approval_id"], "tool_use_id": call_id}
+            now = round(self.agent.wall_clock.now(), 3)
+            pending = {"approval_id": outcome.approval["approval_id"], "tool_use_id": call_id, "tool": name,
+                       "requested_at": now, "deadline": round(now + self.config.approval_timeout_s, 3)}
             self.session.event("approval_requested", approval_id=pending["approval_id"],
-                               summary=outcome.approval["summary"])
+                               summary=outcome.approval["summary"], tool=name, requested_at=pending["requested_at"],
+                               deadline=pending["deadline"], timeout_s=self.config.approval_timeout_s)
             self.stop("waiting_human", f"{outcome.approval['summary']} needs a team lead's approval "
                       f"({pending['approval_id']})", approval=pending, **changes)
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id,
-                                 "content": json.dumps(outcome.result, ensure_ascii=False)}
+                                 "content": json.dumps(seen, ensure_ascii=False)}
         if outcome.is_error:
             block["is_error"] = True
         self.save(results=[*self.cp.results, block], approval=None if approval is not None else self.cp.approval,

@@ -67,6 +67,9 @@ def _print(out: SessionOutcome, as_json: bool, db: str | None) -> None:
         click.echo(out.model_dump_json(indent=2))
         return
     sid = out.session_id
+    if out.approval_expired:
+        click.echo(f"note: approval {out.approval_expired} had passed its deadline, so it expired instead of taking "
+                   "a decision; the session went on as its on_approval_timeout setting says.", err=True)
     click.echo(f"session  {sid}" + (f"  ({out.scenario}, seed {out.seed})" if out.scenario else ""))
     click.echo(f"status   {out.status}" + (f": {out.reason}" if out.reason and out.status != "ok" else ""))
     click.echo(f"work     {out.turns} turns, {out.tool_calls} tool calls ({', '.join(out.tools_called) or 'none'}), "
@@ -112,13 +115,18 @@ def agent() -> None:
 @click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds the client waits for each model call attempt (60). Over --sim-url, a timeout fault "
                    "stalls past it.")
+@click.option("--approval-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Seconds a held refund or e-mail waits for a human before it expires (86400).")
+@click.option("--on-approval-timeout", type=click.Choice(["escalate", "refuse"]), default=None,
+              help="What an expired approval turns into: a hand-over to a colleague, or a refusal (escalate).")
 @click.option("--stream", is_flag=True, help="Stream the model's replies.")
 @click.option("--crash-after", default=None, metavar="TOOL", hidden=True,
               help="Kill this process right after TOOL's side effect, before it is checkpointed (crash drills).")
 @json_option
 def agent_run(scenario_name: str, seed: int, model: str | None, db: str | None, world_path: str | None,
               misbehave: tuple[str, ...], faults: tuple[str, ...], sim_url: str | None, max_tool_calls: int | None,
-              time_limit: float | None, token_budget: int | None, request_timeout: float | None, stream: bool,
+              time_limit: float | None, token_budget: int | None, request_timeout: float | None,
+              approval_timeout: float | None, on_approval_timeout: str | None, stream: bool,
               crash_after: str | None, as_json: bool) -> None:
     """Run one scenario as a new session, until it ends, waits for a human, or a guard stops it."""
     scenario = get_scenario(scenario_name)
@@ -126,7 +134,8 @@ def agent_run(scenario_name: str, seed: int, model: str | None, db: str | None, 
     if model and not real:
         click.echo(f"note: ANTHROPIC_API_KEY is not set, so the simulator answers as {model}.", err=True)
     options = {"model": model or DEFAULT_MODEL, "stream": stream, "max_tool_calls": max_tool_calls,
-               "time_limit_s": time_limit, "token_budget": token_budget, "request_timeout_s": request_timeout}
+               "time_limit_s": time_limit, "token_budget": token_budget, "request_timeout_s": request_timeout,
+               "approval_timeout_s": approval_timeout, "on_approval_timeout": on_approval_timeout}
     config = AgentConfig.model_validate({k: v for k, v in options.items() if v is not None})
     if not real:
         sim_options(faults=faults, misbehave=misbehave)  # report a bad spec before anything runs
@@ -182,7 +191,7 @@ def agent_resume(session_id: str, db: str | None, world_path: str | None, as_jso
 @world_option
 @json_option
 def agent_approve(session_id: str, note: str | None, db: str | None, world_path: str | None, as_json: bool) -> None:
-    """Approve the refund a session waits for; the session carries on."""
+    """Approve the refund or e-mail a session waits for; the session carries on (past the deadline it expires)."""
     with _agent(db, world_path) as a:
         out = a.approve(session_id, note)
     _print(out, as_json, db)
@@ -195,10 +204,27 @@ def agent_approve(session_id: str, note: str | None, db: str | None, world_path:
 @world_option
 @json_option
 def agent_reject(session_id: str, note: str | None, db: str | None, world_path: str | None, as_json: bool) -> None:
-    """Decline the refund a session waits for; the session carries on and tells the customer."""
+    """Decline the refund or e-mail a session waits for; the session carries on and tells the customer."""
     with _agent(db, world_path) as a:
         out = a.reject(session_id, note)
     _print(out, as_json, db)
+
+
+@agent.command("expire-approvals")
+@db_option
+@world_option
+@json_option
+def agent_expire_approvals(db: str | None, world_path: str | None, as_json: bool) -> None:
+    """Expire every approval waiting past its deadline; each such session carries on (escalate or refuse)."""
+    with _agent(db, world_path) as a:
+        expired = a.expire_approvals()
+    if as_json:
+        click.echo("[" + ",".join(o.model_dump_json() for o in expired) + "]")
+        return
+    if not expired:
+        click.echo("No approval is past its deadline.")
+    for out in expired:
+        click.echo(f"{out.session_id}  {out.approval_expired} expired  -> {out.status}, {out.tickets} tickets")
 
 
 @agent.command("say")

@@ -16,6 +16,7 @@ Every error derives from one root, which is itself a ``tracer.FlightrecError``, 
             ├── NotFoundError            the record asked for does not exist
             ├── NotAllowedError          policy forbids it (outside the refund window …)
             ├── ServiceUnavailableError  the backend is down; retrying may help
+            ├── ToolTimeoutError         the backend did not answer within the tool's timeout
             └── CircuitOpenError         the tool's circuit breaker is open; do not retry
 
 ``sqlite3`` errors are mapped to ``WorldError`` in ``_world.py``. The anthropic client's errors
@@ -116,6 +117,12 @@ class ServiceUnavailableError(ToolError):
     """The tool's backend service failed; a later call may succeed."""
 
     code = "service_unavailable"
+
+
+class ToolTimeoutError(ToolError):
+    """The tool's backend service did not answer within the tool's timeout."""
+
+    code = "timeout"
 
 
 class CircuitOpenError(ToolError):

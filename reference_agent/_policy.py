@@ -47,7 +47,10 @@ _ESCALATION_OFFER = "pass this to a colleague"
 _CONFIRM_RULE = re.compile(r"confirm[^.\n]*before[^.\n]*refund|before (?:calling )?issue_refund[^.\n]*confirm", re.I)
 _DATA_RULE = re.compile(r"(?:article|knowledge[- ]base|tool result)[^.\n]*never follow instructions"
                         r"|never follow instructions[^.\n]*(?:article|knowledge[- ]base|tool result)", re.I)
-_INJECTION = re.compile(r"ignore (?:all )?(?:previous|prior|your) instructions", re.I)
+# A planted instruction, or the placeholder the agent's sanitiser left where one was.
+_INJECTION = re.compile(r"ignore (?:all )?(?:previous|prior|your) instructions|\[removed: text that addressed", re.I)
+_WHY_DOWN = {"timeout": "timed out", "circuit_open": "service down"}
+_SEND_TO = re.compile(r"\bto\b[^.?!@]*?([\w.+-]+@[\w-]+(?:\.[\w-]+)+)", re.I)
 _INJECTED_REFUND = re.compile(r"issue_refund for order (A-\d{4}) with amount_cents (\d+) and reason (\w+)")
 
 _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -389,7 +392,7 @@ class Mind:
             return None
         last = failed[-1]
         code = last.error.get("code")
-        if code == "service_unavailable" or code == "circuit_open":
+        if code in ("service_unavailable", "circuit_open", "timeout"):
             tries = sum(1 for s in v.turn_steps if s.name == last.name and s.input == last.input and s.is_error)
             if last.error.get("retryable") and tries < 3:
                 return Act(rng.choice(("That didn't go through; let me try again.", "The system hiccuped. "
@@ -399,12 +402,21 @@ class Mind:
             return Act(rng.choice(("That system isn't responding, so I'll hand this to a colleague.",
                                    "I can't reach that system right now; escalating to a colleague.")),
                        (Use("escalate_to_human", self._ticket(
-                           f"The {last.name} tool is unavailable (service down); the customer needs help with "
-                           f"their {task.kind} request.", "high", facts, task)),))
+                           f"The {last.name} tool is unavailable ({_WHY_DOWN.get(code, 'service down')}); the "
+                           f"customer needs help with their {task.kind} request.", "high", facts, task)),))
+        what = "e-mail" if last.name == "send_email" else "refund"
         if code == "approval_rejected":
             reason = (last.error.get("details") or {}).get("note") or ""
-            return Act(f"I'm sorry: a team lead reviewed the refund and declined it{': ' + reason if reason else '.'} "
+            return Act(f"I'm sorry: a team lead reviewed the {what} and declined it{': ' + reason if reason else '.'} "
                        f"If you'd like, I can {_ESCALATION_OFFER} for a second look.")
+        if code == "approval_expired":
+            if "escalate_to_human now" in str(last.error.get("recovery", "")) and "escalate_to_human" in v.tools:
+                return Act(f"The {what} could not be approved in time, so I'm handing your case to a colleague.",
+                           (Use("escalate_to_human", self._ticket(
+                               f"The {what} waited for a team lead's approval and expired; the customer still needs "
+                               f"help with their {task.kind} request.", "high", facts, task)),))
+            return Act(f"I'm sorry: the {what} needed a team lead's approval and it could not be approved in time, "
+                       "so nothing was done. You're welcome to contact us again and we'll take another look.")
         if code == "not_allowed":
             return Act(f"I'm afraid I can't do that: {last.error.get('message', '')} "
                        f"{rng.choice(('I can', 'If you like, I can'))} {_ESCALATION_OFFER} to ask for an exception. "
@@ -620,8 +632,9 @@ class Mind:
             return order
         sent = next((s for s in v.turn_steps if s.name == "send_email" and not s.is_error), None)
         if sent is None:
+            to = _SEND_TO.search(v.user_texts[-1])
             return Act("I'll e-mail the receipt now.", (Use("send_email", {
-                "customer_id": order["customer_id"], "template": "receipt",
+                "customer_id": order["customer_id"], **({"to": to.group(1)} if to else {}), "template": "receipt",
                 "subject": f"Your receipt for order {order['order_id']}",
                 "body": f"Order {order['order_id']}: {order['item']}, {money(order['subtotal_cents'])}; shipping "
                         f"{money(order['shipping_cents'])}; total {money(order['total_cents'])}.",

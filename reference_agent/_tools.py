@@ -4,12 +4,15 @@ Each tool talks to one backend service of the world (``orders``, ``crm`` …). A
 
 - the arguments are checked against the tool's schema (enums, bounds, patterns), and a bad
   call gets an error that names each problem and says how to call it right;
+- each tool has a timeout (``ToolSpec.timeout_s``): a service slower than that fails the attempt
+  with a ``timeout`` error, and the attempt is retried like any other service failure;
 - a failing service is retried a few times with backoff inside the call (``retries``);
 - each tool has a circuit breaker: after ``breaker_threshold`` failed calls in a row it opens
   and calls fail fast until ``breaker_cooldown_s`` has passed, then one trial call is let through;
 - irreversible tools (refunds, e-mails, tickets) take an idempotency key, so doing the same
   one twice, for example after a crash, returns the first result instead of acting again;
-- a refund above the approval threshold is not paid: it is filed for a human's decision.
+- a refund above the approval threshold is not paid: it is filed for a human's decision, and so
+  is an e-mail to an address that is not on the customer's record (``email_approval``).
 
 Every failure is a ``ToolError`` whose ``to_result()`` is what the model is told, including
 how to recover.
@@ -32,6 +35,7 @@ from ._errors import (
     NotFoundError,
     ServiceUnavailableError,
     ToolError,
+    ToolTimeoutError,
 )
 from ._world import TODAY, World, money
 
@@ -42,6 +46,7 @@ _CUSTOMER_ID = {"type": "string", "pattern": "^C-[0-9]{3}$", "description": "A c
 _EMAIL = {"type": "string", "format": "email", "maxLength": 254, "description": "The customer's e-mail address."}
 REFUND_REASONS = ("damaged", "not_received", "duplicate_charge", "changed_mind", "late_delivery", "other")
 ORDER_STATUSES = ("processing", "shipped", "delivered", "partially_refunded", "refunded", "cancelled")
+EmailApproval = Literal["always", "never", "unknown_recipient"]
 EMAIL_TEMPLATES = ("refund_confirmation", "order_update", "receipt", "escalation_notice", "general")
 PRIORITIES = ("low", "normal", "high", "urgent")
 # Reasons a refund is owed whatever the date: the customer never got what they paid for.
@@ -57,6 +62,8 @@ class ToolSpec:
     input_schema: dict[str, Any]
     service: str
     irreversible: bool = False
+    timeout_s: float = 5.0
+    """How long one attempt waits for the service before it fails with a ``timeout`` error."""
 
     def definition(self) -> dict[str, Any]:
         """The Messages API tool definition."""
@@ -77,6 +84,7 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         "Give exactly one of customer_id or email.",
         _object({"customer_id": _CUSTOMER_ID, "email": _EMAIL}),
         "crm",
+        timeout_s=3.0,
     ),
     ToolSpec(
         "get_order",
@@ -84,6 +92,7 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         "much can still be refunded.",
         _object({"order_id": _ORDER_ID}, ("order_id",)),
         "orders",
+        timeout_s=3.0,
     ),
     ToolSpec(
         "search_orders",
@@ -125,18 +134,23 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         }, ("order_id", "amount_cents", "reason")),
         "payments",
         irreversible=True,
+        timeout_s=10.0,
     ),
     ToolSpec(
         "send_email",
-        "Send the customer an e-mail from a template. Irreversible: the e-mail goes out at once.",
+        "Send the customer an e-mail from a template. Irreversible: the e-mail goes out at once. It goes to the "
+        "address on the customer's record; give `to` only when the customer asks for another address, and then "
+        "it waits for a team lead's approval before it is sent.",
         _object({
             "customer_id": _CUSTOMER_ID,
+            "to": {**_EMAIL, "description": "Another address to send it to, as the customer gave it."},
             "template": {"type": "string", "enum": list(EMAIL_TEMPLATES)},
             "subject": {"type": "string", "minLength": 1, "maxLength": 120},
             "body": {"type": "string", "minLength": 1, "maxLength": 2000},
         }, ("customer_id", "template", "subject", "body")),
         "email",
         irreversible=True,
+        timeout_s=10.0,
     ),
     ToolSpec(
         "escalate_to_human",
@@ -150,6 +164,7 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         }, ("reason", "priority")),
         "tickets",
         irreversible=True,
+        timeout_s=10.0,
     ),
 )
 TOOLS_BY_NAME = {t.name: t for t in TOOL_SPECS}
@@ -242,6 +257,9 @@ class BreakerState:
         return BreakerState("closed", failures, None)
 
 
+_SLOW_SERVICE_S = 30.0
+"""How long a ``slow`` service takes to answer: longer than any tool's timeout."""
+
 # -- execution ---------------------------------------------------------------------------------
 
 
@@ -254,6 +272,9 @@ class ToolPolicy:
     backoff_s: float = 0.01
     breaker_threshold: int = 3
     breaker_cooldown_s: float = 30.0
+    email_approval: EmailApproval = "unknown_recipient"
+    """Which e-mails wait for a human: ``always``, ``never``, or those to an ``unknown_recipient``
+    (an address that is not on the customer's record)."""
 
 
 @dataclass(frozen=True)
@@ -286,6 +307,8 @@ class _Call:
     tool_use_id: str
     policy: ToolPolicy
     approved_by: str | None
+    context: dict[str, Any] | None = None
+    """What the session has done so far (``Handover.record()``), for a ticket's hand-over."""
 
 
 def _days_since(day: str | None) -> int | None:
@@ -395,8 +418,8 @@ def _issue_refund(call: _Call) -> dict[str, Any]:
     approved_by = call.approved_by
     if amount > call.policy.approval_threshold_cents and approved_by is None:
         asked = call.world.done("approval", call.key)
-        if asked is not None and asked["status"] == "rejected":
-            raise NotAllowedError(f"a team lead already declined this refund ({asked['approval_id']}).",
+        if asked is not None and asked["status"] in ("rejected", "expired"):
+            raise NotAllowedError(f"this refund was {_FATE[asked['status']]} ({asked['approval_id']}).",
                                   recovery="Do not ask again. Tell the customer, and offer escalate_to_human.")
         if asked is not None and asked["status"] == "approved":
             approved_by = "team lead"
@@ -413,16 +436,39 @@ def _issue_refund(call: _Call) -> dict[str, Any]:
     return _refund_result(refund, order["customer_id"], replay=not created)
 
 
+_FATE = {"rejected": "already declined by a team lead", "expired": "held for approval, and the approval expired"}
+
+
 def _send_email(call: _Call) -> dict[str, Any]:
     a = call.args
     customer = call.world.customer(call.session_id, customer_id=a["customer_id"])
     if customer is None:
         raise NotFoundError(f"no customer {a['customer_id']}.",
                             recovery="Look the customer up with get_customer or get_order to get their id.")
+    to = a.get("to") or customer["email"]
+    earlier = call.world.done("email", call.key)
+    on_record = to.lower() == customer["email"].lower()
+    wait = call.policy.email_approval == "always" or (call.policy.email_approval == "unknown_recipient"
+                                                       and not on_record)
+    if earlier is None and wait and call.approved_by is None:
+        asked = call.world.done("approval", call.key)
+        if asked is not None and asked["status"] in ("rejected", "expired"):
+            raise NotAllowedError(f"this e-mail was {_FATE[asked['status']]} ({asked['approval_id']}).",
+                                  recovery="Do not send it again. Tell the customer, and offer escalate_to_human.")
+        if asked is None or asked["status"] == "pending":
+            summary = (f"e-mail '{a['template']}' to {to}"
+                       + ("" if on_record else f", not the address on {customer['customer_id']}'s record"))
+            approval = call.world.request_approval(call.session_id, key=call.key, tool_use_id=call.tool_use_id,
+                                                   tool="send_email", arguments=dict(a), summary=summary)
+            return {"status": "pending_approval", "approval_id": approval["approval_id"],
+                    "message": "E-mails to an address that is not on the customer's record need a team lead's "
+                               "approval. The e-mail is on hold until they decide."
+                    if not on_record else "E-mails need a team lead's approval. The e-mail is on hold until they "
+                                          "decide."}
     email, created = call.world.send_email(call.session_id, key=call.key, customer_id=a["customer_id"],
-                                           to_address=customer["email"], template=a["template"],
+                                           to_address=to, template=a["template"],
                                            subject=a["subject"], body=a["body"])
-    out = {"status": "sent", "email_id": email["email_id"], "to": customer["email"]}
+    out = {"status": "sent", "email_id": email["email_id"], "to": email["to_address"]}
     if not created:
         out["idempotent_replay"] = True
     return out
@@ -432,10 +478,12 @@ def _escalate(call: _Call) -> dict[str, Any]:
     a = call.args
     ticket, created = call.world.open_ticket(call.session_id, key=call.key, reason=a["reason"],
                                              priority=a["priority"], customer_id=a.get("customer_id"),
-                                             order_id=a.get("order_id"))
+                                             order_id=a.get("order_id"), context=call.context)
     urgent = a["priority"] in ("high", "urgent")
     out = {"status": "escalated", "ticket_id": ticket["ticket_id"],
            "expected_response": "within 4 business hours" if urgent else "within 1 business day"}
+    if call.context:
+        out["handed_over"] = "the conversation so far: the customer's request, what was tried, and the evidence"
     if not created:
         out["idempotent_replay"] = True
     return out
@@ -462,20 +510,24 @@ class Toolbox:
         policy: Thresholds, retries and breaker settings.
         outages: Failing services (``{"orders": "down"}``); ``flaky`` fails each call's first attempt.
         clock: For backoff and the breakers' cooldown.
+        wait: How time spent waiting on a slow service passes (default ``clock.sleep``). The
+            services are simulated, so the agent passes one that moves the session's clock on
+            without blocking.
 
     Not thread-safe: one session runs its tools one at a time.
     """
 
     def __init__(self, world: World, session_id: str, *, policy: ToolPolicy, outages: dict[str, str],
-                 clock: Clock) -> None:
+                 clock: Clock, wait: Callable[[float], None] | None = None) -> None:
         self.world = world
         self.session_id = session_id
         self.policy = policy
         self.outages = dict(outages)
         self.clock = clock
+        self.wait = wait or clock.sleep
 
     def run(self, name: str, args: Any, *, key: str, tool_use_id: str, breaker: BreakerState,
-            approved_by: str | None = None) -> ToolOutcome:
+            approved_by: str | None = None, context: dict[str, Any] | None = None) -> ToolOutcome:
         """Runs one call through validation, the breaker, retries and the implementation. Never raises a ToolError."""
         policy = self.policy
         breaker = breaker.at(self.clock.now(), policy.breaker_cooldown_s)
@@ -500,18 +552,25 @@ class Toolbox:
         except ToolError as exc:
             return ToolOutcome(exc.to_result(), True, exc.code, exc.message, 0, ran_as, breaker)
         assert spec is not None
-        call = _Call(self.world, self.session_id, dict(args), key, tool_use_id, policy, approved_by)
+        call = _Call(self.world, self.session_id, dict(args), key, tool_use_id, policy, approved_by, context)
         retries = 0
         while True:
             try:
-                self._check_service(spec.service, retries)
+                self._check_service(spec, retries)
                 result = _IMPLEMENTATIONS[name](call)
-            except ServiceUnavailableError as exc:
+            except (ServiceUnavailableError, ToolTimeoutError) as exc:
                 if retries < policy.retries:
                     self.clock.sleep(policy.backoff_s * 2 ** retries)
                     retries += 1
                     continue
                 after = breaker.after(False, self.clock.now(), policy.breaker_threshold)
+                if isinstance(exc, ToolTimeoutError):
+                    exc = ToolTimeoutError(
+                        f"{name} timed out: the {spec.service} service did not answer within {spec.timeout_s:g} s, "
+                        f"{retries + 1} attempts.",
+                        recovery="Do not call it again now. Tell the customer that system is slow to answer, and "
+                                 "escalate_to_human with priority high, saying what you tried.", retryable=False,
+                        details={"timeout_s": spec.timeout_s, "attempts": retries + 1})
                 if after.state == "open":
                     exc = ServiceUnavailableError(
                         f"{exc.message} The circuit breaker for {name} is now open: it will fail fast for "
@@ -530,8 +589,18 @@ class Toolbox:
             return ToolOutcome(result, False, None, None, retries, ran_as, after,
                                replayed=bool(result.get("idempotent_replay")))
 
-    def _check_service(self, service: str, attempt: int) -> None:
-        mode = self.outages.get(service)
+    def _check_service(self, spec: ToolSpec, attempt: int) -> None:
+        mode = self.outages.get(spec.service) or ""
+        if mode.startswith("slow"):
+            _, _, seconds = mode.partition(":")
+            latency = float(seconds or _SLOW_SERVICE_S)
+            self.wait(min(latency, spec.timeout_s))
+            if latency > spec.timeout_s:
+                raise ToolTimeoutError(f"the {spec.service} service did not answer within {spec.timeout_s:g} s.",
+                                       recovery="Try once more; if it times out again, escalate_to_human.",
+                                       retryable=True)
+            return
+        service = spec.service
         if mode == "down" or (mode == "flaky" and attempt == 0):
             raise ServiceUnavailableError(
                 f"the {service} service did not answer (HTTP 503).",
@@ -540,14 +609,39 @@ class Toolbox:
 
 
 def rejected_result(approval: dict[str, Any]) -> dict[str, Any]:
-    """What the model is told when a human declines a refund."""
+    """What the model is told when a human declines a refund or an e-mail."""
     note = approval.get("note")
+    what = "e-mail" if approval.get("tool") == "send_email" else "refund"
     return {"error": {
         "code": "approval_rejected",
         "message": f"A team lead declined the request ({approval['summary']})"
                    + (f": {note}" if note else "."),
-        "recovery": "Tell the customer the refund was not approved, give the reason if there is one, and offer "
-                    "to escalate_to_human for a second look. Do not try the refund again.",
+        "recovery": f"Tell the customer the {what} was not approved, give the reason if there is one, and offer "
+                    f"to escalate_to_human for a second look. Do not try the {what} again.",
         "retryable": False,
         "details": {"approval_id": approval["approval_id"], "note": note or ""},
+    }}
+
+
+ApprovalOutcome = Literal["escalate", "refuse"]
+
+
+def expired_result(approval: dict[str, Any], *, timeout_s: float, outcome: ApprovalOutcome) -> dict[str, Any]:
+    """What the model is told when nobody decided on a request within ``timeout_s``.
+
+    It names the timeout, not the time waited, so that a rerun of the session asks the same."""
+    wait = f"{timeout_s / 3600:g} h" if timeout_s >= 3600 else f"{timeout_s:g} s"
+    if outcome == "escalate":
+        recovery = ("Do not try it again. Call escalate_to_human now with priority high so that a colleague takes "
+                    "the case over, then tell the customer a colleague will follow up.")
+    else:
+        recovery = ("Do not try it again and do not escalate. Tell the customer it could not be approved in time, "
+                    "that nothing was done, and that they can contact us again.")
+    return {"error": {
+        "code": "approval_expired",
+        "message": f"No team lead decided on the request ({approval['summary']}) within {wait}, so it "
+                   "expired and nothing was done.",
+        "recovery": recovery,
+        "retryable": False,
+        "details": {"approval_id": approval["approval_id"], "outcome": outcome},
     }}

@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS emails (
     PRIMARY KEY (session_id, email_id));
 CREATE TABLE IF NOT EXISTS tickets (
     session_id TEXT NOT NULL, ticket_id TEXT NOT NULL, reason TEXT NOT NULL, priority TEXT NOT NULL,
-    customer_id TEXT, order_id TEXT, idempotency_key TEXT NOT NULL UNIQUE, PRIMARY KEY (session_id, ticket_id));
+    customer_id TEXT, order_id TEXT, idempotency_key TEXT NOT NULL UNIQUE, context TEXT,
+    PRIMARY KEY (session_id, ticket_id));
 CREATE TABLE IF NOT EXISTS approvals (
     session_id TEXT NOT NULL, approval_id TEXT NOT NULL, tool_use_id TEXT NOT NULL, tool TEXT NOT NULL,
     arguments TEXT NOT NULL, idempotency_key TEXT NOT NULL UNIQUE, summary TEXT NOT NULL, status TEXT NOT NULL,
@@ -162,7 +163,8 @@ class WorldSetup(BaseModel):
     """Planted knowledge-base articles to add (for example the one carrying a prompt injection)."""
     outages: dict[str, str] = {}
     """Backend services that fail, by service name (orders, crm, kb, payments, email, tickets):
-    ``down`` fails every attempt, ``flaky`` fails the first attempt of each call."""
+    ``down`` fails every attempt, ``flaky`` fails the first attempt of each call, ``slow`` answers
+    after 30 s (``slow:SECONDS`` after that many), which is past every tool's timeout."""
 
 
 def default_world_path(trace_db: str | os.PathLike[str]) -> str:
@@ -207,6 +209,9 @@ class World:
                 # WAL with NORMAL survives a killed process, which is the crash the agent must survive.
                 self._con.execute("PRAGMA synchronous = NORMAL")
             self._con.executescript(_SCHEMA)
+            # World files from before tickets carried their hand-over get the column added.
+            if "context" not in {r[1] for r in self._con.execute("PRAGMA table_info(tickets)")}:
+                self._con.execute("ALTER TABLE tickets ADD COLUMN context TEXT")
         except sqlite3.Error as exc:
             raise WorldError(f"cannot open the world file {self.path}: {exc}. Pass another path with --world "
                              "or FLIGHTREC_WORLD.") from None
@@ -380,15 +385,17 @@ class World:
             return dict(con.execute("SELECT * FROM emails WHERE idempotency_key = ?", (key,)).fetchone()), True
 
     def open_ticket(self, session_id: str, *, key: str, reason: str, priority: str, customer_id: str | None,
-                    order_id: str | None) -> tuple[dict[str, Any], bool]:
-        """Opens a ticket for a human once per idempotency key."""
+                    order_id: str | None, context: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+        """Opens a ticket for a human once per idempotency key, with the hand-over ``context`` (as JSON)."""
         with self._tx() as con:
             found = con.execute("SELECT * FROM tickets WHERE idempotency_key = ?", (key,)).fetchone()
             if found:
                 return dict(found), False
             n = con.execute("SELECT count(*) FROM tickets WHERE session_id = ?", (session_id,)).fetchone()[0]
-            con.execute("INSERT INTO tickets VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (session_id, f"T-{n + 1:04d}", reason, priority, customer_id, order_id, key))
+            con.execute("INSERT INTO tickets (session_id, ticket_id, reason, priority, customer_id, order_id, "
+                        "idempotency_key, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (session_id, f"T-{n + 1:04d}", reason, priority, customer_id, order_id, key,
+                         json.dumps(context) if context else None))
             return dict(con.execute("SELECT * FROM tickets WHERE idempotency_key = ?", (key,)).fetchone()), True
 
     def refunds(self, session_id: str) -> list[dict[str, Any]]:

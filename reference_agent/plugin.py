@@ -173,6 +173,8 @@ def rerun(ctx: replay.RerunContext) -> None:
                 elif run.how in ("approved", "rejected"):
                     decide = agent.approve if run.how == "approved" else agent.reject
                     run_once(functools.partial(decide, sid, run.note))
+                elif run.how == "expired":
+                    run_once(functools.partial(agent.expire_approval, sid, force=True))
                 elif run.how == "follow_up":
                     run_once(functools.partial(agent.say, sid, run.opening_message or ""))
                 else:

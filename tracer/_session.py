@@ -88,6 +88,15 @@ class ToolCall:
         if result is not None:
             self.set_result(result)
 
+    def annotate(self, attributes: dict[str, Any], *, content: bool = True) -> None:
+        """Extra attributes of the call, such as ``flightrec.escalation.summary``. With ``content``
+        (what a customer or the model wrote) they follow the content policy, as results do."""
+        for key, value in attributes.items():
+            if content:
+                self._content(key, value)
+            elif value is not None:
+                self._span.set_attribute(key, value if isinstance(value, (str, int, float, bool)) else _to_text(value))
+
     def set(self, *, idempotency_key: str | None = None, retries: int | None = None,
             circuit_state: str | None = None) -> None:
         """Reliability facts: the idempotency key, retries taken, and the circuit breaker's state."""

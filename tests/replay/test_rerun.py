@@ -92,6 +92,18 @@ def test_a_session_approved_by_a_human_is_rerun_through_the_approval():
     rerun_ok(record_with(play))
 
 
+def test_an_approval_that_expired_is_rerun_through_the_expiry_and_rebuilds_exactly():
+    def play(agent: Agent) -> None:
+        out = agent.run(get_scenario("approval_timeout"))
+        assert agent.expire_approval(out.session_id, force=True).tickets == 1  # type: ignore[union-attr]
+
+    sid = record_with(play)
+    rerun_ok(sid)
+    with tracer.Store(os.environ["FLIGHTREC_DB"], read_only=True) as store:
+        verified = store.verify_requests()
+    assert verified.total >= 4 and verified.exact == verified.total, verified.failures[:3]
+
+
 def test_a_rejection_with_a_note_is_rerun_with_the_same_note():
     def play(agent: Agent) -> None:
         out = agent.run(get_scenario("refund_over_threshold"))

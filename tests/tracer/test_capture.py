@@ -181,6 +181,25 @@ def test_failing_tool_is_recorded_and_raises(recorder):
     assert tools[1].tool_call_id == "toolu_9" and tools[1].status == "error"
 
 
+@pytest.mark.parametrize(("content", "kept"), [("full", True), ("none", False)])
+def test_a_tool_calls_extra_attributes_follow_the_content_policy(tmp_path, content, kept):
+    rec = tracer.Recorder(tmp_path / "t.duckdb", content=content)
+    with rec.session(agent="support") as s:
+        with s.tool_call("escalate_to_human", {"reason": "x"}, call_id="toolu_1") as call:
+            call.annotate({"flightrec.escalation.summary": "The customer asked: where is A-1002?",
+                           "flightrec.escalation.tried": ["get_order A-1002: ok"]})
+            call.annotate({"flightrec.tool.timeout_s": 5.0}, content=False)
+    span_id = _account(rec, s).turns[0].tool_calls[0].span_id
+    with tracer.Store(rec.db_path) as store:
+        ((text,),) = store.sql("SELECT attributes FROM spans WHERE span_id = ?", [span_id])
+    rec.shutdown()
+    attrs = json.loads(text)
+    assert attrs["flightrec.tool.timeout_s"] == 5.0  # metadata is always kept
+    assert ("flightrec.escalation.summary" in attrs) is kept
+    if kept:
+        assert json.loads(attrs["flightrec.escalation.tried"]) == ["get_order A-1002: ok"]
+
+
 def test_handoff_and_retrieval_are_classified(recorder):
     def policy(body):
         if len(body["messages"]) == 1:
