@@ -113,19 +113,26 @@ def agent() -> None:
               help="Seconds the client waits for each model call attempt (60). Over --sim-url, a timeout fault "
                    "stalls past it.")
 @click.option("--stream", is_flag=True, help="Stream the model's replies.")
+@click.option("--fallback-model", default=None, metavar="MODEL",
+              help="Switch to this model when --model stays overloaded (529) or times out past the retries.")
+@click.option("--context-window", type=click.IntRange(1), default=None,
+              help="The model's context window in tokens (default: from the price table); the agent warns at 70% "
+                   "and compacts the conversation at 85%.")
 @click.option("--crash-after", default=None, metavar="TOOL", hidden=True,
               help="Kill this process right after TOOL's side effect, before it is checkpointed (crash drills).")
 @json_option
 def agent_run(scenario_name: str, seed: int, model: str | None, db: str | None, world_path: str | None,
               misbehave: tuple[str, ...], faults: tuple[str, ...], sim_url: str | None, max_tool_calls: int | None,
               time_limit: float | None, token_budget: int | None, request_timeout: float | None, stream: bool,
-              crash_after: str | None, as_json: bool) -> None:
+              fallback_model: str | None, context_window: int | None, crash_after: str | None,
+              as_json: bool) -> None:
     """Run one scenario as a new session, until it ends, waits for a human, or a guard stops it."""
     scenario = get_scenario(scenario_name)
     real = bool(model) and bool(os.environ.get("ANTHROPIC_API_KEY"))
     if model and not real:
         click.echo(f"note: ANTHROPIC_API_KEY is not set, so the simulator answers as {model}.", err=True)
-    options = {"model": model or DEFAULT_MODEL, "stream": stream, "max_tool_calls": max_tool_calls,
+    # Unset options are left out, so that the scenario's own settings apply.
+    options = {"model": model, "fallback_model": fallback_model, "context_window": context_window, "stream": stream, "max_tool_calls": max_tool_calls,
                "time_limit_s": time_limit, "token_budget": token_budget, "request_timeout_s": request_timeout}
     config = AgentConfig.model_validate({k: v for k, v in options.items() if v is not None})
     if not real:
