@@ -406,6 +406,11 @@ def _chat(account: tracer.SessionAccount, marks: dict[int, list[tuple[str, str]]
     if isinstance(request, str):
         st.info(request, icon=":material/visibility_off:")
         return
+    compacted = [t.index for t in account.turns for e in t.events if e.get("name") == "context_compacted"]
+    if compacted:
+        st.info(f"The agent compacted its context at turn {', '.join(map(str, compacted))}: this is the conversation "
+                "as the model saw it last, with a summary in place of the dropped turns. Pick an earlier decision "
+                "to see what they said.", icon=":material/compress:")
     answer: list[dict[str, Any]] = ([{"type": "text", "text": call.output_text}] if call.output_text else []) + [
         {"type": "tool_use", "name": u.get("name"), "input": u.get("input")} for u in call.tool_uses]
     messages = [*(request.get("messages") or []), *([{"role": "assistant", "content": answer}] if answer else [])]
