@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import anthropic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import tracer
 
@@ -122,6 +122,13 @@ class AgentConfig(BaseModel):
     """Share of the context window at which a ``context_warning`` event is recorded."""
     context_compact_at: float = Field(default=0.85, gt=0, le=1)
     """Share of the context window at which the conversation is compacted before the next request."""
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> AgentConfig:
+        if self.context_warn_at > self.context_compact_at:
+            raise ValueError(f"context_warn_at ({self.context_warn_at:g}) is above context_compact_at "
+                             f"({self.context_compact_at:g}): the warning comes first; lower it or raise the other")
+        return self
 
 
 class RunSpec(BaseModel):

@@ -178,3 +178,8 @@ def test_a_second_compaction_replaces_the_summary_and_carries_its_facts():
 
 def test_a_conversation_with_nothing_older_than_its_exchange_is_not_compacted():
     assert compact(CONVERSATION[:3]) is None
+
+
+def test_the_warning_threshold_must_come_before_the_compaction_one():
+    with pytest.raises(ValueError, match="context_warn_at .0.9. is above context_compact_at"):
+        AgentConfig(context_warn_at=0.9)
