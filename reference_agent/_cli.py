@@ -30,7 +30,8 @@ from ._tools import ToolOutcome
 from ._world import World, default_world_path
 
 _FAULT_HELP = ("Inject a model API fault: KIND[:MS][@CALL][xTIMES] or KIND[:MS]%PERCENT, KIND one of 429, 500, 529, "
-               "timeout, latency (e.g. 529@1x2, 429%5). Repeatable.")
+               "timeout, latency, with /MODEL to hit one model only (e.g. 529@1x2, 429%5, 529@1x9/claude-sonnet-4-5). "
+               "Repeatable.")
 
 
 def world_option(fn: Any) -> Any:
@@ -132,8 +133,9 @@ def agent_run(scenario_name: str, seed: int, model: str | None, db: str | None, 
     if model and not real:
         click.echo(f"note: ANTHROPIC_API_KEY is not set, so the simulator answers as {model}.", err=True)
     # Unset options are left out, so that the scenario's own settings apply.
-    options = {"model": model, "fallback_model": fallback_model, "context_window": context_window, "stream": stream, "max_tool_calls": max_tool_calls,
-               "time_limit_s": time_limit, "token_budget": token_budget, "request_timeout_s": request_timeout}
+    options = {"model": model, "fallback_model": fallback_model, "context_window": context_window, "stream": stream,
+               "max_tool_calls": max_tool_calls, "time_limit_s": time_limit, "token_budget": token_budget,
+               "request_timeout_s": request_timeout}
     config = AgentConfig.model_validate({k: v for k, v in options.items() if v is not None})
     if not real:
         sim_options(faults=faults, misbehave=misbehave)  # report a bad spec before anything runs

@@ -95,7 +95,8 @@ def _pins(dropped: list[dict[str, Any]]) -> list[str]:
             if b.get("type") == "tool_result":
                 use = uses.get(b.get("tool_use_id", ""), {})
                 args = json.dumps(use.get("input", {}), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-                out.append(f"- {use.get('name', '?')}({args}) → {_pin_result(b.get('content'), bool(b.get('is_error')))}")
+                result = _pin_result(b.get("content"), bool(b.get("is_error")))
+                out.append(f"- {use.get('name', '?')}({args}) → {result}")
     return out
 
 

@@ -61,7 +61,8 @@ def test_the_calls_show_which_model_answered_each_priced_at_its_own_price(fell_b
     prices = tracer.PriceTable.load()
     for c in calls:
         usage = tracer.Usage(input_tokens=c.input_tokens or 0, output_tokens=c.output_tokens or 0,
-                             cache_read_tokens=c.cache_read_tokens or 0, cache_write_5m_tokens=c.cache_write_tokens or 0)
+                             cache_read_tokens=c.cache_read_tokens or 0,
+                             cache_write_5m_tokens=c.cache_write_tokens or 0)
         assert c.cost_usd == pytest.approx(prices.cost(c.model, usage))
     assert acc.session.cost_usd == pytest.approx(sum(c.cost_usd for c in calls))
 
