@@ -3,6 +3,8 @@ fallback model, on record, and each model's calls are priced at its own price.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import tracer
@@ -101,3 +103,17 @@ def test_a_fallback_model_that_fails_too_stops_the_session_after_one_fallback(tm
     out, acc, _ = _run(tmp_path, "model_fallback", faults=("529@1x9",))  # every model overloaded
     assert out.status == "error" and len(events(acc, "model_fallback")) == 1
     assert out.reason.startswith(f"the model API: {HAIKU} answered HTTP 529")
+
+
+def test_the_command_line_takes_a_fallback_model_and_a_fault_on_one_model():
+    from click.testing import CliRunner
+
+    from tracer._cli import main
+
+    result = CliRunner().invoke(main, ["agent", "run", "--scenario", "order_status", "--model", SONNET,
+                                       "--fallback-model", HAIKU, "--fault", f"529@0x9/{SONNET}", "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    sid = json.loads(result.output[result.output.index("{"):])["session_id"]
+    shown = CliRunner().invoke(main, ["traces", "show", sid], catch_exceptions=False)
+    assert f"model_fallback (from_model={SONNET}, to_model={HAIKU}, reason=overloaded" in " ".join(shown.output.split())
