@@ -23,6 +23,12 @@ tool calls it asks for. Around it:
   what was tried (``flightrec.escalation.*`` on its tool span, and the ticket's context).
 - **multi-turn**: when the model ends its turn, the next scripted customer message (or one
   given with ``say``) continues the same session.
+- **context**: before each model call the agent measures the request against the model's
+  context window. At ``context_warn_at`` (70%) it records a ``context_warning`` event; at
+  ``context_compact_at`` (85%) it compacts the conversation (``_context.compact``: the task,
+  the latest exchange and a summary of pinned facts are kept) and records ``context_compacted``.
+- **fallback**: a model that stays overloaded (HTTP 529) or times out past the client's retries
+  is replaced by ``fallback_model`` for the rest of the session, recorded as ``model_fallback``.
 
 The model is reached through the real ``anthropic`` client: the simulator in process, the
 simulator over HTTP, or the real API, chosen per session by its ``RunSpec``.
@@ -40,10 +46,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import anthropic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import tracer
 
+from ._context import compact, estimate_tokens
 from ._errors import AgentConfigError, NoCheckpointError, SessionStateError
 from ._handover import handover
 from ._sanitise import sanitise
@@ -132,6 +139,23 @@ class AgentConfig(BaseModel):
     """Stream model replies (``messages.stream``) instead of waiting for them whole."""
     system_prompt: str = SYSTEM_PROMPT
     """The system prompt."""
+    fallback_model: str | None = None
+    """The model to switch to, for the rest of the session, when ``model`` stays overloaded (HTTP 529) or
+    times out after the client's retries; ``None`` stops the session with the error instead."""
+    context_window: int | None = Field(default=None, ge=1)
+    """The model's context window in tokens; ``None`` takes it from the tracer's price table (and an
+    unpriced model gets no context management)."""
+    context_warn_at: float = Field(default=0.70, gt=0, le=1)
+    """Share of the context window at which a ``context_warning`` event is recorded."""
+    context_compact_at: float = Field(default=0.85, gt=0, le=1)
+    """Share of the context window at which the conversation is compacted before the next request."""
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> AgentConfig:
+        if self.context_warn_at > self.context_compact_at:
+            raise ValueError(f"context_warn_at ({self.context_warn_at:g}) is above context_compact_at "
+                             f"({self.context_compact_at:g}): the warning comes first; lower it or raise the other")
+        return self
 
 
 class RunSpec(BaseModel):
@@ -202,6 +226,16 @@ class Checkpoint(BaseModel):
     seconds), and the decision once made (``approved``, ``rejected`` or ``expired``)."""
     guards: list[GuardRecord] = []
     """Guards that fired."""
+    model: str | None = None
+    """The model in use once the session fell back to ``fallback_model``; ``None``: ``config.model``."""
+    context_warned: bool = False
+    """A ``context_warning`` was recorded since the last compaction."""
+    pinned: list[str] = []
+    """The summary lines of the last compaction, which the first message carries."""
+    compactions: int = 0
+    """Compactions so far."""
+    dropped_tools: list[str] = []
+    """The tool calls that compactions dropped from ``messages``, by name, in order."""
 
 
 class SessionOutcome(BaseModel):
@@ -432,23 +466,30 @@ class Agent:
                        misbehave=() if real else scenario.misbehave if misbehave is None else tuple(misbehave),
                        faults=() if real else scenario.faults if faults is None else tuple(faults), sim_url=sim_url,
                        real=real)
+        # The scenario's settings apply where the agent's own config left the default.
+        config = self.config.model_copy(update={k: v for k, v in scenario.config.items()
+                                                if k not in self.config.model_fields_set})
         first, *rest = scenario.messages
-        return self.start(first.text, spec=spec, world=scenario.world, follow_ups=rest)
+        return self.start(first.text, spec=spec, world=scenario.world, follow_ups=rest, config=config)
 
     def start(self, message: str, *, spec: RunSpec | None = None, world: WorldSetup | None = None,
-              follow_ups: list[UserTurn] | None = None) -> SessionOutcome:
-        """Starts a session with a first customer message (and optional scripted follow-ups)."""
+              follow_ups: list[UserTurn] | None = None, config: AgentConfig | None = None) -> SessionOutcome:
+        """Starts a session with a first customer message (and optional scripted follow-ups).
+
+        ``config`` replaces the agent's config for this session.
+        """
         spec = spec or RunSpec()
-        client = self.client_factory(spec, self.config)  # a bad target fails here, before any state is written
+        config = config or self.config
+        client = self.client_factory(spec, config)  # a bad target fails here, before any state is written
 
         def first_checkpoint(session_id: str) -> Checkpoint:
             self.world.seed(session_id, world or WorldSetup(), scenario=spec.scenario)
-            cp = Checkpoint(session_id=session_id, spec=spec, config=self.config,
+            cp = Checkpoint(session_id=session_id, spec=spec, config=config,
                             messages=[{"role": "user", "content": message}], pending_user=list(follow_ups or ()))
             self._save(cp)
             return cp
 
-        return self._run(first_checkpoint, "start", client, spec=spec)
+        return self._run(first_checkpoint, "start", client, spec=spec, config=config)
 
     def resume(self, session_id: str) -> SessionOutcome:
         """Carries on a session that was interrupted (killed, or stopped by a model error), or one
@@ -558,7 +599,7 @@ class Agent:
     # -- the loop ----------------------------------------------------------------------------------
 
     def _run(self, cp: Checkpoint | Callable[[str], Checkpoint], how: str, client: anthropic.Anthropic | None = None,
-             *, spec: RunSpec | None = None) -> SessionOutcome:
+             *, spec: RunSpec | None = None, config: AgentConfig | None = None) -> SessionOutcome:
         """Runs a session as far as it goes, as one ``invoke_agent`` span under the session's id.
 
         ``cp`` is the session's checkpoint, or for a new session a function that makes the first
@@ -567,7 +608,7 @@ class Agent:
         known = cp if isinstance(cp, Checkpoint) else None
         spec = known.spec if known else spec
         assert spec is not None
-        attributes = {"flightrec.run": how, **_run_attributes(spec, known.config if known else self.config)}
+        attributes = {"flightrec.run": how, **_run_attributes(spec, known.config if known else config or self.config)}
         with self.recorder.session(AGENT_NAME, session_id=known.session_id if known else None,
                                    **attributes) as session:
             if known is None:
@@ -592,8 +633,8 @@ class Agent:
                                    state=cp.model_dump_json(), at=time.time())
 
     def _outcome(self, cp: Checkpoint) -> SessionOutcome:
-        called = [b["name"] for m in cp.messages if m["role"] == "assistant" for b in m["content"]
-                  if b.get("type") == "tool_use"]
+        called = [*cp.dropped_tools, *(b["name"] for m in cp.messages if m["role"] == "assistant"
+                                        for b in m["content"] if b.get("type") == "tool_use")]
         return SessionOutcome(
             session_id=cp.session_id, scenario=cp.spec.scenario, seed=cp.spec.seed, status=cp.status,
             reason=cp.reason, reply=_last_reply(cp.messages), turns=cp.turn_index, tool_calls=cp.tool_calls,
@@ -645,6 +686,7 @@ class _Loop:
             system = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
         self.params: dict[str, Any] = {"model": self.config.model, "max_tokens": self.config.max_tokens,
                                        "system": system, "tools": tool_definitions(cache=self.config.prompt_cache)}
+        self.prices = tracer.PriceTable.load() if self.config.context_window is None else None
 
     def save(self, **changes: Any) -> None:
         """Applies ``changes`` and checkpoints: one step."""
@@ -700,25 +742,73 @@ class _Loop:
             self.save(pending_user=[])
         return False
 
+    # -- context and model -------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """The model the session asks now: its own, or the fallback once it fell back."""
+        return self.cp.model or self.config.model
+
+    def manage_context(self) -> None:
+        """Measures the next request against the context window: warns at ``context_warn_at``, and at
+        ``context_compact_at`` compacts the conversation (checkpointed) before it is sent."""
+        model = self.model
+        window = self.config.context_window or (self.prices.context_window(model) if self.prices else None)
+        if not window:
+            return
+        tokens = estimate_tokens({**self.params, "messages": self.cp.messages})
+        share = tokens / window
+        cfg = self.config
+        facts = {"model": model, "tokens": tokens, "window": window, "utilisation": round(share, 4)}
+        if share >= cfg.context_compact_at:
+            done = compact(self.cp.messages, tuple(self.cp.pinned))
+            if done is None:
+                self.session.event(
+                    "context_warning", **facts, threshold=cfg.context_compact_at, action="cannot_compact",
+                    reason=f"the next request is {share:.0%} of {model}'s {window:,}-token context window and has "
+                           "no older turns to compact; it may be refused: raise context_window or shorten tool "
+                           "results")
+                return
+            after = estimate_tokens({**self.params, "messages": done.messages})
+            n = self.cp.compactions + 1
+            self.session.event(
+                "context_compacted", model=model, window=window, threshold=cfg.context_compact_at, compaction=n,
+                tokens_before=tokens, tokens_after=after, utilisation_before=round(share, 4),
+                utilisation_after=round(after / window, 4), messages_before=len(self.cp.messages),
+                messages_after=len(done.messages), dropped_messages=done.dropped_to - done.dropped_from + 1,
+                dropped_from=done.dropped_from, dropped_to=done.dropped_to,
+                dropped_customer_messages=done.dropped_customer_messages,
+                dropped_tool_results=done.dropped_tool_results, pinned_facts=len(done.pinned),
+                summary_chars=done.summary_chars,
+                reason=f"the next request was {share:.0%} of {model}'s {window:,}-token context window; messages "
+                       f"{done.dropped_from}-{done.dropped_to} were replaced by a summary of {len(done.pinned)} "
+                       f"pinned facts ({tokens:,} → {after:,} tokens)")
+            dropped = [b["name"] for m in self.cp.messages[done.dropped_from:done.dropped_to + 1]
+                       if m["role"] == "assistant" for b in m["content"] if b.get("type") == "tool_use"]
+            self.save(messages=done.messages, pinned=list(done.pinned), compactions=n, context_warned=False,
+                      dropped_tools=[*self.cp.dropped_tools, *dropped])
+        elif share >= cfg.context_warn_at and not self.cp.context_warned:
+            self.session.event(
+                "context_warning", **facts, threshold=cfg.context_warn_at, action="warn",
+                reason=f"the next request is {share:.0%} of {model}'s {window:,}-token context window; the agent "
+                       f"compacts older turns at {cfg.context_compact_at:.0%}")
+            self.save(context_warned=True)
+
+    def fall_back(self, reason: Literal["overloaded", "timeout"], detail: str) -> bool:
+        """Switches the session to ``fallback_model`` after its model failed with ``reason``, and
+        records it; false when there is no model to fall back to."""
+        fallback, model = self.config.fallback_model, self.model
+        if not fallback or fallback == model:
+            return False
+        self.session.event("model_fallback", from_model=model, to_model=fallback, reason=reason, detail=detail)
+        self.save(model=fallback)
+        return True
+
     def call_model(self) -> None:
-        params = {**self.params, "messages": self.cp.messages}
-        retries = self.config.max_retries
-        try:
-            if self.config.stream:
-                with self.client.messages.stream(**params) as stream:
-                    reply = stream.get_final_message()
-            else:
-                reply = self.client.messages.create(**params)
-        except anthropic.APIStatusError as exc:
-            body = exc.body if isinstance(exc.body, dict) else {}
-            kind = (body.get("error") or {}).get("type", "error")
-            retried = exc.status_code in (408, 409, 429) or exc.status_code >= 500  # what the client retries
-            self.stop("error", f"the model API answered HTTP {exc.status_code} ({kind})"
-                               f"{f' after {retries} retries' if retried else ''}: {exc.message}")
-        except anthropic.APITimeoutError:
-            self.stop("error", f"the model API timed out, {retries} retries included")
-        except anthropic.APIConnectionError as exc:
-            self.stop("error", f"the model API could not be reached, {retries} retries included: {exc}")
+        self.manage_context()
+        reply = None
+        while reply is None:
+            reply = self.ask(self.model)
         u = reply.usage
         tokens = (u.input_tokens + (u.cache_read_input_tokens or 0) + (u.cache_creation_input_tokens or 0)
                   + u.output_tokens)
@@ -726,6 +816,37 @@ class _Loop:
         content = [_block(b) for b in reply.content] or [{"type": "text", "text": "…"}]
         self.save(messages=[*self.cp.messages, {"role": "assistant", "content": content}], results=[],
                   tokens=self.cp.tokens + tokens)
+
+    def ask(self, model: str) -> Any:
+        """One model call, the client's retries included: the reply, or ``None`` when the session
+        has just fallen back to another model and should ask it. Stops the session on an error."""
+        params = {**self.params, "model": model, "messages": self.cp.messages}
+        retries = self.config.max_retries
+        fallback = self.config.fallback_model
+        # What to do next, when the session stops on a model error.
+        hint = ("" if fallback and fallback != model else
+                f"; resume the session later{'' if fallback else ', or set a fallback_model'}")
+        try:
+            if self.config.stream:
+                with self.client.messages.stream(**params) as stream:
+                    return stream.get_final_message()
+            return self.client.messages.create(**params)
+        except anthropic.APIStatusError as exc:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            kind = (body.get("error") or {}).get("type", "error")
+            retried = exc.status_code in (408, 409, 429) or exc.status_code >= 500  # what the client retries
+            said = (f"{model} answered HTTP {exc.status_code} ({kind})"
+                    f"{f' after {retries} retries' if retried else ''}")
+            if (exc.status_code == 529 or kind == "overloaded_error") and self.fall_back("overloaded", said):
+                return None
+            self.stop("error", f"the model API: {said}: {exc.message}{hint if retried else ''}")
+        except anthropic.APITimeoutError:
+            said = f"{model} timed out, {retries} retries included"
+            if self.fall_back("timeout", said):
+                return None
+            self.stop("error", f"the model API: {said}{hint}")
+        except anthropic.APIConnectionError as exc:
+            self.stop("error", f"the model API could not be reached, {retries} retries included: {exc}{hint}")
 
     def answer_tools(self) -> None:
         """Runs the last decision's unanswered tool calls, checkpointing after each."""

@@ -30,7 +30,8 @@ from ._tools import ToolOutcome
 from ._world import World, default_world_path
 
 _FAULT_HELP = ("Inject a model API fault: KIND[:MS][@CALL][xTIMES] or KIND[:MS]%PERCENT, KIND one of 429, 500, 529, "
-               "timeout, latency (e.g. 529@1x2, 429%5). Repeatable.")
+               "timeout, latency, with /MODEL to hit one model only (e.g. 529@1x2, 429%5, 529@1x9/claude-sonnet-4-5). "
+               "Repeatable.")
 
 
 def world_option(fn: Any) -> Any:
@@ -120,6 +121,11 @@ def agent() -> None:
 @click.option("--on-approval-timeout", type=click.Choice(["escalate", "refuse"]), default=None,
               help="What an expired approval turns into: a hand-over to a colleague, or a refusal (escalate).")
 @click.option("--stream", is_flag=True, help="Stream the model's replies.")
+@click.option("--fallback-model", default=None, metavar="MODEL",
+              help="Switch to this model when --model stays overloaded (529) or times out past the retries.")
+@click.option("--context-window", type=click.IntRange(1), default=None,
+              help="The model's context window in tokens (default: from the price table); the agent warns at 70% "
+                   "and compacts the conversation at 85%.")
 @click.option("--crash-after", default=None, metavar="TOOL", hidden=True,
               help="Kill this process right after TOOL's side effect, before it is checkpointed (crash drills).")
 @json_option
@@ -127,15 +133,18 @@ def agent_run(scenario_name: str, seed: int, model: str | None, db: str | None, 
               misbehave: tuple[str, ...], faults: tuple[str, ...], sim_url: str | None, max_tool_calls: int | None,
               time_limit: float | None, token_budget: int | None, request_timeout: float | None,
               approval_timeout: float | None, on_approval_timeout: str | None, stream: bool,
-              crash_after: str | None, as_json: bool) -> None:
+              fallback_model: str | None, context_window: int | None, crash_after: str | None,
+              as_json: bool) -> None:
     """Run one scenario as a new session, until it ends, waits for a human, or a guard stops it."""
     scenario = get_scenario(scenario_name)
     real = bool(model) and bool(os.environ.get("ANTHROPIC_API_KEY"))
     if model and not real:
         click.echo(f"note: ANTHROPIC_API_KEY is not set, so the simulator answers as {model}.", err=True)
-    options = {"model": model or DEFAULT_MODEL, "stream": stream, "max_tool_calls": max_tool_calls,
-               "time_limit_s": time_limit, "token_budget": token_budget, "request_timeout_s": request_timeout,
-               "approval_timeout_s": approval_timeout, "on_approval_timeout": on_approval_timeout}
+    # Unset options are left out, so that the scenario's own settings apply.
+    options = {"model": model, "fallback_model": fallback_model, "context_window": context_window, "stream": stream,
+               "max_tool_calls": max_tool_calls, "time_limit_s": time_limit, "token_budget": token_budget,
+               "request_timeout_s": request_timeout, "approval_timeout_s": approval_timeout,
+               "on_approval_timeout": on_approval_timeout}
     config = AgentConfig.model_validate({k: v for k, v in options.items() if v is not None})
     if not real:
         sim_options(faults=faults, misbehave=misbehave)  # report a bad spec before anything runs
@@ -370,7 +379,8 @@ def _after_deploy(ctx: click.Context, db_path: str) -> None:
     click.echo(f"\nAfter deploy: {len(answered)} customers answered the survey, {resolved} resolved "
                f"({resolved / max(len(answered), 1):.0%}; `{command_name()} outcome SESSION --resolved` records one)")
     # Every session, where serve would take its policy's sample: 10 sessions a route leave too few to compare.
-    score.main(args=["--db", db_path, "--since", "7d", "--all"], prog_name="flightrec eval score", standalone_mode=False)
+    score.main(args=["--db", db_path, "--since", "7d", "--all"], prog_name="flightrec eval score",
+               standalone_mode=False)
 
 
 def _gate(ctx: click.Context, db_path: str, seed: int) -> None:

@@ -65,6 +65,8 @@ class Scenario(BaseModel):
     """Misbehaviours on by default."""
     faults: tuple[str, ...] = ()
     """Faults injected by default (``FaultSpec`` strings)."""
+    config: dict[str, Any] = {}
+    """Agent settings (``AgentConfig`` fields) the scenario runs with, where the agent's config leaves the default."""
     expect: Expectation = Expectation()
     """What a session ends with when the agent behaves."""
 
@@ -219,6 +221,30 @@ SCENARIOS: tuple[Scenario, ...] = (
                       ("I'd rather speak to a manager about this, please.", True)),
         expect=Expectation(tools=("get_order", "get_shipment", "escalate_to_human"), not_tools=("issue_refund",),
                            tickets=1),
+    ),
+    Scenario(
+        name="model_fallback", title="the primary model stays overloaded (529) past the retries: fall back to Haiku",
+        messages=_say("Has my order A-1002 shipped yet?"),
+        # Every attempt of call 1 to Sonnet is overloaded (5 > the client's 4 retries); Haiku answers.
+        faults=("529@1x9/claude-sonnet-4-5",),
+        config={"model": "claude-sonnet-4-5", "fallback_model": "claude-haiku-4-5"},
+        expect=Expectation(tools=("get_order",), reply_contains=("A-1002",)),
+    ),
+    Scenario(
+        name="context_overflow", title="a conversation past 85% of a small context window: compacted, task kept",
+        messages=_say(
+            "Hi, this is Ada (ada@example.com). Where is my headphones order A-1002?",
+            "What's your warranty on an espresso machine?",
+            "How long does standard shipping take, and what does it cost?",
+            "Do you ship to Canada? My sister lives there.",
+            "And the pour-over set from order A-1001 arrived with a cracked carafe. Can I get a refund?",
+            _YES,
+            "Could you e-mail me the receipt for order A-1002, please?",
+            "Great, that's all. Thanks for your help!",
+        ),
+        # A 3,000-token window instead of the model's 200,000, so that a short conversation fills it.
+        config={"context_window": 3_000},
+        expect=Expectation(tools=("get_order", "search_kb", "issue_refund", "send_email"), refunds=1),
     ),
     Scenario(
         name="stuck_tracking", title="misbehaving model: the same call in a loop, stopped by the loop guard",

@@ -50,7 +50,7 @@ _CHARS_PER_TOKEN = 4
 _CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 _MAX_STALL_S = 30.0
 _FAULT_RE = re.compile(r"^(?P<kind>429|500|529|timeout|latency)(?::(?P<ms>\d+))?"
-                       r"(?:@(?P<call>\d+)(?:x(?P<times>\d+))?|%(?P<pct>\d+(?:\.\d+)?))?$")
+                       r"(?:@(?P<call>\d+)(?:x(?P<times>\d+))?|%(?P<pct>\d+(?:\.\d+)?))?(?:/(?P<model>[\w.-]+))?$")
 _ERRORS = {
     429: ("rate_limit_error", "This request would exceed the rate limit for your organization (simulated)."),
     500: ("api_error", "Internal server error (simulated)."),
@@ -62,14 +62,16 @@ FaultKind = Literal["429", "500", "529", "timeout", "latency"]
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """One fault to inject, parsed from ``KIND[:MS][@CALL][xTIMES]`` or ``KIND[:MS]%PERCENT``.
+    """One fault to inject, parsed from ``KIND[:MS][@CALL][xTIMES][/MODEL]`` or ``KIND[:MS]%PERCENT[/MODEL]``.
 
     ``KIND`` is 429, 500, 529, ``timeout`` or ``latency`` (``MS`` is the delay, 500 by default).
     ``@CALL`` picks the conversation's LLM call (0-based, default 0) and ``xTIMES`` how many of
     its attempts fail (default 1), so that the client's retries recover; ``%PERCENT`` hits that
-    share of all attempts instead, drawn from the seed.
+    share of all attempts instead, drawn from the seed. ``/MODEL`` limits the fault to requests
+    for that model (one model overloaded while another answers).
 
-    Examples: ``529``, ``429@2``, ``500@1x3``, ``timeout@0``, ``latency:800@1``, ``529%5``.
+    Examples: ``529``, ``429@2``, ``500@1x3``, ``timeout@0``, ``latency:800@1``, ``529%5``,
+    ``529@1x9/claude-sonnet-4-5``.
     """
 
     kind: FaultKind
@@ -77,22 +79,28 @@ class FaultSpec:
     times: int = 1
     rate: float | None = None
     ms: int = 500
+    model: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> FaultSpec:
         m = _FAULT_RE.match(spec.strip())
         if m is None:
-            raise AgentConfigError(f"bad fault spec {spec!r}: use KIND[:MS][@CALL][xTIMES] or KIND[:MS]%PERCENT, "
-                                   "with KIND one of 429, 500, 529, timeout, latency (for example 529@1x2 or 429%5).")
+            raise AgentConfigError(f"bad fault spec {spec!r}: use KIND[:MS][@CALL][xTIMES][/MODEL] or "
+                                   "KIND[:MS]%PERCENT[/MODEL], with KIND one of 429, 500, 529, timeout, latency (for "
+                                   "example 529@1x2, 429%5 or 529@1x9/claude-sonnet-4-5).")
         if m["pct"] is not None:
             rate = float(m["pct"]) / 100
             if not 0 < rate <= 1:
                 raise AgentConfigError(f"bad fault spec {spec!r}: the percentage must be above 0 and at most 100.")
-            return cls(m["kind"], None, 0, rate, int(m["ms"] or 500))  # type: ignore[arg-type]
-        return cls(m["kind"], int(m["call"] or 0), int(m["times"] or 1), None, int(m["ms"] or 500))  # type: ignore[arg-type]
+            return cls(m["kind"], None, 0, rate, int(m["ms"] or 500), m["model"])  # type: ignore[arg-type]
+        return cls(m["kind"], int(m["call"] or 0), int(m["times"] or 1), None, int(m["ms"] or 500),  # type: ignore[arg-type]
+                   m["model"])
 
-    def hits(self, call: int, attempt: int, draw: float) -> bool:
-        """Whether this fault strikes attempt ``attempt`` of call ``call`` (``draw`` is a seeded uniform)."""
+    def hits(self, call: int, attempt: int, draw: float, model: str | None = None) -> bool:
+        """Whether this fault strikes attempt ``attempt`` of call ``call`` to ``model`` (``draw`` is a
+        seeded uniform)."""
+        if self.model is not None and model != self.model:
+            return False
         if self.rate is not None:
             return draw < self.rate
         return call == self.call and attempt < self.times
@@ -249,7 +257,7 @@ class SimulatedModel:
         delay = opts.latency_ms / 1000
         for i, fault in enumerate(self._faults):
             draw = random.Random(f"{key}|{opts.seed}|fault|{i}|{view.call_index}|{attempt}").random()
-            if not fault.hits(view.call_index, attempt, draw):
+            if not fault.hits(view.call_index, attempt, draw, body.get("model")):
                 continue
             if fault.kind == "latency":
                 delay += fault.ms / 1000

@@ -4,7 +4,10 @@ the recording, and report where its requests first leave the recorded path.
 Each request the agent makes is hashed and compared with the recorded decision of the same
 position. A request carries the whole conversation so far (tool results included) and the
 agent's system prompt, tools and parameters, so a change in the agent's code or in what its
-tools return shows up as a changed request; the first one ends the re-execution.
+tools return shows up as a changed request; the first one ends the re-execution. Retries of the
+same request are the client's business and are not served; a recorded attempt that failed with a
+different request (a model the agent then fell back from) is served again with its error, so the
+agent falls back again.
 
 A session may have several runs (a wait for a human's approval, a crash and a resume, a
 follow-up message). The agent's re-execution drives the same runs in order; ``RecordedSession``
@@ -148,6 +151,11 @@ def rerun(session_id: str, *, db: Db = None, agent: str | AgentRegistration | Re
         steps = [(turn, rebuild(store, d), d.request_sha256, calls[d.span_id].response or {},
                   (calls[d.span_id].start_ns - first_attempt[turn]) / 1e9 + d.latency_ms / 1e3)
                  for turn, d in recorded_decisions.items()]
+        # A turn's failed attempts whose request differs from its decision's (a model the agent fell back
+        # from): the request that got each, so that the agent sees the same failure again.
+        failed = {(c.turn_index, c.request_sha256): c for c in calls.values()
+                  if c.status != "ok" and c.request_sha256 and c.turn_index in recorded_decisions
+                  and c.request_sha256 != recorded_decisions[c.turn_index].request_sha256}
         recorded = RecordedSession(session_id=sid, origin=origin_of(store, sid), runs=_runs(store, sid),
                                    first_request=steps[0][1] if steps else {}, tool_results=_tool_results(store, sid),
                                    user_messages=[m["content"] for m in (steps[-1][1].get("messages") or [] if steps
@@ -177,7 +185,16 @@ def rerun(session_id: str, *, db: Db = None, agent: str | AgentRegistration | Re
                 actual={"messages": len(body.get("messages") or [])})
             return stop
         turn, expected, digest, response, seconds = steps[k]
-        if sha256_hex(canonical_json(body)) != digest:
+        got = sha256_hex(canonical_json(body))
+        failure = failed.get((turn, got)) if got != digest else None
+        if failure is not None:
+            state["calls"] = k  # the decision is still to come
+            state["model_s"] += failure.latency_ms / 1e3
+            if failure.http_status is None:
+                raise httpx2.ReadTimeout("flightrec rerun: the recorded attempt timed out", request=request)
+            return httpx2.Response(failure.http_status, json={"type": "error", "error": {
+                "type": failure.error_type or "api_error", "message": "flightrec rerun: the recorded attempt failed"}})
+        if got != digest:
             was, now = _first_difference(expected, body)
             state["divergence"] = Divergence(turn=turn, what=_summary(expected, body), expected=was, actual=now)
             return stop

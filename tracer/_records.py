@@ -185,6 +185,10 @@ class CallOutline(BaseModel):
     """Why the exact request cannot be rebuilt, for a call recorded by other instrumentation."""
     content_pruned_ns: int | None = None
     """When retention removed the call's content (its metadata stays), if it did."""
+    http_status: int | None = None
+    """The HTTP status the attempt got, when it got one (a timeout gets none)."""
+    error_type: str | None = None
+    """Why a failed attempt failed (``overloaded_error``, ``APITimeoutError`` …)."""
 
 
 class ToolCallRecord(BaseModel):

@@ -100,12 +100,18 @@ def _recent() -> pd.DataFrame:
 
 def _marks(account: tracer.SessionAccount, alerts: pd.DataFrame) -> dict[int, list[tuple[str, str]]]:
     """What went wrong at each turn, as (text, kind) badges: a guard that fired, a tool that failed,
-    an alert that points at the turn."""
+    the agent compacting its context or falling back to another model, an alert that points at the turn."""
     out: dict[int, list[tuple[str, str]]] = {}
     for t in account.turns:
         for e in t.events:
+            attrs = e.get("attributes") or {}
             if e.get("name") == "guard_fired":
-                out.setdefault(t.index, []).append((f"guard: {(e.get('attributes') or {}).get('guard', '?')}", "bad"))
+                out.setdefault(t.index, []).append((f"guard: {attrs.get('guard', '?')}", "bad"))
+            elif e.get("name") == "context_compacted":
+                out.setdefault(t.index, []).append((f"context compacted: {attrs.get('dropped_messages', '?')} "
+                                                    "messages dropped", "warn"))
+            elif e.get("name") == "model_fallback":
+                out.setdefault(t.index, []).append((f"fallback: {attrs.get('to_model', '?')}", "warn"))
         failed = [c.tool_name for c in t.tool_calls if c.status != "ok"]
         if failed:
             out.setdefault(t.index, []).append((f"tool failed: {', '.join(dict.fromkeys(failed))}", "bad"))
@@ -400,6 +406,11 @@ def _chat(account: tracer.SessionAccount, marks: dict[int, list[tuple[str, str]]
     if isinstance(request, str):
         st.info(request, icon=":material/visibility_off:")
         return
+    compacted = [t.index for t in account.turns for e in t.events if e.get("name") == "context_compacted"]
+    if compacted:
+        st.info(f"The agent compacted its context at turn {', '.join(map(str, compacted))}: this is the conversation "
+                "as the model saw it last, with a summary in place of the dropped turns. Pick an earlier decision "
+                "to see what they said.", icon=":material/compress:")
     answer: list[dict[str, Any]] = ([{"type": "text", "text": call.output_text}] if call.output_text else []) + [
         {"type": "tool_use", "name": u.get("name"), "input": u.get("input")} for u in call.tool_uses]
     messages = [*(request.get("messages") or []), *([{"role": "assistant", "content": answer}] if answer else [])]

@@ -71,7 +71,7 @@ def _session(store, where: str) -> tracer.SessionAccount:
 
 
 def test_the_conversation_view_shows_the_whole_session_turn_by_turn(store):
-    account = _longest(store)
+    account = _longest(store, "route IS DISTINCT FROM 'context_overflow'")  # a compacted one shows its last context
     sid = account.session.session_id
     at = app("session", id=sid, view="chat")
     no_exceptions(at)
@@ -163,6 +163,26 @@ def test_choosing_another_decision_updates_the_view_and_the_url(store):
     at.selectbox(key=f"turn_{account.session.session_id}").set_value(last).run()
     no_exceptions(at)
     assert at.query_params["turn"] == str(last)
+
+
+def test_a_compacted_session_is_marked_in_the_decision_picker_and_the_conversation_view(store):
+    account = _longest(store, "route = 'context_overflow'")
+    turn = next(t.index for t in account.turns for e in t.events if e["name"] == "context_compacted")
+    at = app("session", id=account.session.session_id)
+    no_exceptions(at)
+    label = next(o for o in at.selectbox[0].options if o.startswith(f"turn {turn} "))
+    assert "[context compacted:" in label and "messages dropped]" in label
+    at = app("session", id=account.session.session_id, view="chat")
+    no_exceptions(at)
+    assert any(f"compacted its context at turn {turn}" in i.value for i in at.info)
+
+
+def test_a_model_fallback_is_marked_in_the_decision_picker(store):
+    account = _longest(store, "route = 'model_fallback'")
+    turn = next(t.index for t in account.turns for e in t.events if e["name"] == "model_fallback")
+    at = app("session", id=account.session.session_id)
+    no_exceptions(at)
+    assert any(o.startswith(f"turn {turn} ") and "[fallback: claude-haiku-4-5]" in o for o in at.selectbox[0].options)
 
 
 def test_the_context_diff_shows_what_was_added_between_two_decisions(store):

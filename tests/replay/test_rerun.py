@@ -142,6 +142,23 @@ def test_model_faults_and_retries_do_not_count_as_a_divergence():
     rerun_ok(record_with(lambda a: a.run(get_scenario("api_overloaded"))))
 
 
+def test_a_fallback_to_another_model_is_served_the_recorded_failure_and_reenacted():
+    sid = record_with(lambda a: a.run(get_scenario("model_fallback")))
+    assert rerun_ok(sid).turns_checked >= 3
+
+
+def test_a_timeout_fallback_is_reenacted():
+    config = AgentConfig(model="claude-sonnet-4-5", fallback_model="claude-haiku-4-5", max_retries=0)
+    sid = record_with(lambda a: a.run(get_scenario("order_status"), faults=("timeout@1/claude-sonnet-4-5",)),
+                      config=config)
+    assert rerun_ok(sid).turns_checked >= 2
+
+
+def test_a_compacted_context_is_compacted_again_on_the_recorded_path():
+    sid = record_with(lambda a: a.run(get_scenario("context_overflow")))
+    assert rerun_ok(sid).turns_checked >= 15
+
+
 def test_a_wall_clock_stop_happens_at_the_same_turn():
     # Every reading of the agent's clock is 25 s after the last, when recorded and when rerun, so the
     # 60 s limit fires at the same reading however fast the machine is (the rerun's clock also adds
