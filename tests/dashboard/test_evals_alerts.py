@@ -48,10 +48,10 @@ def test_evals_one_run_shows_each_case_with_its_session(store):
     assert (cases.loc[flaky, "session_id"], cases.loc[flaky, "turn"]) == (failing.session_id,
                                                                           evals.failing_turn(failing))
     # Every trial is listed under an expander, sent to the browser only once it is opened.
-    assert len(at.dataframe) == 1
+    assert [d.key for d in at.dataframe] == ["evals_cases", "evals_vs_production"]
     at.session_state["evals_all_trials"] = True
     at.run()
-    assert len(at.dataframe[1].value) == len(results)
+    assert len(next(d for d in at.dataframe if d.key == "evals_trials").value) == len(results)
 
 
 def test_a_run_beside_production_route_by_route_opens_a_routes_sessions(store):
@@ -60,7 +60,7 @@ def test_a_run_beside_production_route_by_route_opens_a_routes_sessions(store):
     at = app("evals", run="baseline")
     no_exceptions(at)
     assert any(c.value == expected.summary() for c in at.caption)
-    table = at.dataframe[1].value
+    table = next(d for d in at.dataframe if d.key == "evals_vs_production").value
     assert [k if isinstance(k, str) else None for k in table["route_key"]] == [r.route for r in expected.routes]
     assert table["production_n"].sum() == sum(r.production.sessions for r in expected.routes) > 0
     assert table["outcomes"].sum() == sum(r.outcomes for r in expected.routes) > 0
