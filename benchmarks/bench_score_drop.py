@@ -101,7 +101,7 @@ def corpus(store: tracer.Store, rng: random.Random, n_routes: int, days: int) ->
                         100, 10, 0, 0, 0.001, 0""", [ids, agents, names, ends, ends])
     # The rows Store.record_scores writes, in one statement.
     store.sql("INSERT INTO session_scores SELECT unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), 1.0, '', ?, "
-              "NULL", [ids, scorers, versions, values, passed, T0])
+              "NULL, 'sample'", [ids, scorers, versions, values, passed, T0])
     return routes
 
 
