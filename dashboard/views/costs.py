@@ -4,6 +4,8 @@ and what the prompt cache saved, over the range and the sessions (production by 
 A call whose model has no known price has an unknown cost (``llm_calls.cost_usd`` is NULL): it is
 counted and flagged, never summed as 0, so a group with such calls shows a lower bound. A call is in
 the range when it started in it; a session (top sessions, cost per session) when it started in it.
+A sub-agent's session (``parent_session_id``) is a session of its own here, with its own row and
+cost; the top sessions also rank each session by its cost with its sub-agents' ("with sub-agents").
 """
 
 import pandas as pd
@@ -47,7 +49,11 @@ def _models() -> list[str]:
 def _calls(lo: int, hi: int, view: str) -> tuple[str, list[object]]:
     """The ``WITH`` head that every breakdown reads: the calls in the range of the view's sessions,
     with their session's agent, route and tags, and what their cache reads saved. The model is the
-    one that answered, as the recorder priced it."""
+    one that answered, as the recorder priced it.
+
+    A sub-agent's calls count under their own session's agent, and under its route, else its parent's:
+    a route is the way a task came in, and the sub-agent spent its money on that task (the reference
+    agent's sub-agent carries its parent's route already; a sender's child session may name none)."""
     cte, params = _prices_cte(_models())
     origins = _ui.origin_values(view)
     # A call whose session row is missing (its root span never came) counts as production, like its session would.
@@ -55,10 +61,11 @@ def _calls(lo: int, hi: int, view: str) -> tuple[str, list[object]]:
     return f"""WITH {cte},
         calls AS (
             SELECT coalesce(c.response_model, c.model, '(none)') AS model, coalesce(s.agent, '(none)') AS agent,
-                   coalesce(s.route, '(none)') AS route, s.tags, c.start_ns, c.status, c.cost_usd, c.input_tokens,
-                   c.output_tokens, c.cache_read_tokens, c.cache_write_tokens,
+                   coalesce(s.route, up.route, '(none)') AS route, s.tags, c.start_ns, c.status, c.cost_usd,
+                   c.input_tokens, c.output_tokens, c.cache_read_tokens, c.cache_write_tokens,
                    c.cache_read_tokens * (p.input - p.cache_read) AS saved_usd
             FROM llm_calls c LEFT JOIN sessions s USING (session_id)
+            LEFT JOIN sessions up ON up.session_id = s.parent_session_id
             LEFT JOIN prices p ON p.model = coalesce(c.response_model, c.model)
             WHERE c.start_ns >= ? AND c.start_ns < ?{where})""", [*params, lo, hi, *origins]
 
