@@ -233,7 +233,7 @@ def score_cmd(since: str, policy_path: str | None, everything: bool, db: str | N
     scoring = Scoring(policy)
     with tracer.Store(tracer.default_db_path(db)) as store:
         ids = [r[0] for r in store.sql("SELECT session_id FROM sessions WHERE origin = 'production' AND ended "
-                                       "AND end_ns >= ? ORDER BY end_ns", [cutoff])]
+                                       "AND parent_session_id IS NULL AND end_ns >= ? ORDER BY end_ns", [cutoff])]
         scoring.run(store, ids)
         queued = len(store.reviews(pending=True, limit=1_000_000))
     if as_json:

@@ -279,9 +279,10 @@ class Scoring:
         candidates = list(dict.fromkeys([*ids, *sorted(alerted)]))
         if not candidates:
             return 0
+        # A sub-agent's session is judged through its parent's (its words are not the customer's answer).
         sessions = {r[0]: {"agent": r[1], "route": r[2]} for r in store.sql(
             "SELECT session_id, agent, route FROM sessions WHERE origin = 'production' AND ended "
-            "AND session_id IN (SELECT unnest(?))", [candidates])}
+            "AND parent_session_id IS NULL AND session_id IN (SELECT unnest(?))", [candidates])}
         if alerted and self.policy.review.alerted:
             store.queue_reviews([s for s in sorted(alerted) if s in sessions], "alert")
         scored = {r[0] for r in store.sql("SELECT DISTINCT session_id FROM session_scores WHERE session_id IN "

@@ -53,6 +53,7 @@ import tracer
 from ._context import compact, estimate_tokens
 from ._errors import AgentConfigError, NoCheckpointError, SessionStateError
 from ._handover import handover
+from ._research import RESEARCH_TOOL, research
 from ._sanitise import sanitise
 from ._scenarios import Scenario, UserTurn
 from ._sim import DEFAULT_MODEL, sim_client, sim_options
@@ -149,6 +150,9 @@ class AgentConfig(BaseModel):
     """Share of the context window at which a ``context_warning`` event is recorded."""
     context_compact_at: float = Field(default=0.85, gt=0, le=1)
     """Share of the context window at which the conversation is compacted before the next request."""
+    research_subagent: bool = False
+    """Offer the ``ask_researcher`` tool: a policy question goes to the research sub-agent, which answers it
+    from the knowledge base in a child session of its own (``_research.py``)."""
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> AgentConfig:
@@ -685,7 +689,9 @@ class _Loop:
         if self.config.prompt_cache:
             system = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
         self.params: dict[str, Any] = {"model": self.config.model, "max_tokens": self.config.max_tokens,
-                                       "system": system, "tools": tool_definitions(cache=self.config.prompt_cache)}
+                                       "system": system, "tools": tool_definitions(
+                                           cache=self.config.prompt_cache,
+                                           extra=(RESEARCH_TOOL,) if self.config.research_subagent else ())}
         self.prices = tracer.PriceTable.load() if self.config.context_window is None else None
 
     def save(self, **changes: Any) -> None:
@@ -862,6 +868,24 @@ class _Loop:
         if self.cp.results:
             self.save(messages=[*self.cp.messages, {"role": "user", "content": list(self.cp.results)}], results=[])
 
+    def delegate(self, args: Any, breaker: BreakerState) -> tuple[ToolOutcome, int]:
+        """Hands a question to the research sub-agent (a child session); its outcome and the tokens it used."""
+        question = args.get("question") if isinstance(args, dict) else None
+        if not isinstance(question, str) or len(question.strip()) < 3:
+            result = {"error": {"code": "invalid_arguments", "message": "ask_researcher needs a question.",
+                                "retryable": False, "recovery": "Call ask_researcher with the question in full."}}
+            return ToolOutcome(result, True, "invalid_arguments", "ask_researcher needs a question.",
+                               breaker=breaker), 0
+        spec = self.cp.spec
+        # The child runs on the parent's model, target and scenario (its route: Costs counts it there).
+        attributes = _run_attributes(spec, AgentConfig(model=self.model))
+        found = research(question, recorder=self.agent.recorder, client=self.client, toolbox=self.toolbox,
+                         model=self.model, max_tokens=self.config.max_tokens, attributes=attributes)
+        result = found.result()
+        if found.error is not None:
+            return ToolOutcome(result, True, "research_failed", found.error, breaker=breaker), found.tokens
+        return ToolOutcome(result, False, breaker=breaker), found.tokens
+
     def run_tool(self, use: dict[str, Any]) -> None:
         name, args, call_id = use["name"], use["input"], use["id"]
         spec = TOOLS_BY_NAME.get(name)
@@ -882,8 +906,14 @@ class _Loop:
         context = None
         if name == "escalate_to_human":
             context = handover(self.cp.messages, self.cp.results, before=call_id)
+        delegated = 0
         with self.session.tool_call(name, args, call_id=call_id) as call:
-            if approval is not None and decision in ("rejected", "expired"):
+            if name == RESEARCH_TOOL.name and self.config.research_subagent:
+                outcome, delegated = self.delegate(args, breaker)
+                if outcome.result.get("research_session_id"):
+                    call.annotate({"flightrec.tool.child_session_id": outcome.result["research_session_id"]},
+                                  content=False)
+            elif approval is not None and decision in ("rejected", "expired"):
                 row = self.agent.world.approval(self.cp.session_id, approval["approval_id"]) or approval
                 result = rejected_result(row) if decision == "rejected" else expired_result(
                     row, timeout_s=self.config.approval_timeout_s, outcome=self.config.on_approval_timeout)
@@ -923,6 +953,8 @@ class _Loop:
             self.agent.after_tool(name, outcome)
         changes: dict[str, Any] = {"tool_calls": self.cp.tool_calls + 1,
                                    "breakers": {**self.cp.breakers, name: asdict(outcome.breaker)}}
+        if delegated:  # the sub-agent's tokens count against this session's budget: it spent them for it
+            changes["tokens"] = self.cp.tokens + delegated
         if outcome.breaker.state == "open" and breaker.state != "open":
             changes["guards"] = self.guard(FiredGuard(
                 "circuit_breaker", f"{name} failed {outcome.breaker.failures} times in a row; its circuit breaker is "

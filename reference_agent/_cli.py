@@ -368,7 +368,8 @@ def _after_deploy(ctx: click.Context, db_path: str) -> None:
         return
     with tracer.Store(db_path, read_only=True) as store:
         rows = store.sql("SELECT session_id, status = 'ok' AND session_id NOT IN (SELECT unnest(session_ids) FROM "
-                         "alerts) FROM sessions WHERE origin = 'production' ORDER BY session_id")
+                         "alerts) FROM sessions WHERE origin = 'production' AND parent_session_id IS NULL "
+                         "ORDER BY session_id")  # a customer answers for the session they talked to, not its sub-agents
     # About two customers in three answer the survey; which ones is fixed by the session id.
     answered = [(sid, ok) for sid, ok in rows if int(tracer.sha256_hex(f"survey:{sid}")[:8], 16) % 3]
     recorder = tracer.Recorder(db_path)  # as the product would: an outcome span, from another process

@@ -583,6 +583,8 @@ class Mind:
                    "its own line.")
 
     def _policy(self, v: View, facts: Facts, task: Task, rules: Rules, rng: random.Random) -> Act:
+        if "ask_researcher" in v.tools:
+            return self._delegated(v, rng)
         found = [s for s in v.turn_steps if s.name == "search_kb" and not s.is_error]
         if not found:
             words = [w for w in re.findall(r"[a-z0-9-]+", v.user_texts[-1].lower()) if w not in STOPWORDS]
@@ -607,6 +609,20 @@ class Mind:
         answer = " ".join(sentences[: 2 + rng.randint(0, 1)])
         return Act(rng.choice((f"According to our {top['title']} policy ({top['article_id']}): {answer}",
                                f"{answer} (from {top['article_id']}, {top['title']})")))
+
+    def _delegated(self, v: View, rng: random.Random) -> Act:
+        """A policy question handed to the research assistant (``ask_researcher``), then its answer passed on."""
+        asked = [s for s in v.turn_steps if s.name == "ask_researcher"]
+        if not asked:
+            question = " ".join(v.user_texts[-1].split())[:500]
+            return Act(rng.choice(("Let me ask our research assistant to check the policy.", "")),
+                       (Use("ask_researcher", {"question": question}),))
+        answer = asked[-1].result.get("answer") if isinstance(asked[-1].result, dict) else None
+        if asked[-1].is_error or not answer:
+            return Act(f"I couldn't confirm our policy on that just now. I can {_ESCALATION_OFFER} who can answer. "
+                       "Would you like that?")
+        return Act(rng.choice((f"I checked with our research assistant. {answer}",
+                               f"Here's what our policy says. {answer}")))
 
     def _hijacked(self, v: View, article: dict[str, Any]) -> Act | None:
         """Follows instructions planted in an article, as a model without rule 4 might."""

@@ -247,6 +247,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         expect=Expectation(tools=("get_order", "search_kb", "issue_refund", "send_email"), refunds=1),
     ),
     Scenario(
+        name="delegated_research",
+        title="a shipping-policy question handed to the research sub-agent, a child session with its own calls",
+        messages=_say("Do you ship to Canada? My sister lives there, and I'd like to know what it costs."),
+        config={"research_subagent": True},
+        expect=Expectation(tools=("ask_researcher",), not_tools=("search_kb", "issue_refund"),
+                           reply_contains=("Canada",)),
+    ),
+    Scenario(
         name="stuck_tracking", title="misbehaving model: the same call in a loop, stopped by the loop guard",
         messages=_say("Has my order A-1002 shipped yet?"),
         misbehave=("loop",),

@@ -171,9 +171,10 @@ TOOLS_BY_NAME = {t.name: t for t in TOOL_SPECS}
 SERVICES = frozenset(t.service for t in TOOL_SPECS)
 
 
-def tool_definitions(*, cache: bool = False) -> list[dict[str, Any]]:
-    """The tool list for a request; with ``cache`` the last one carries a prompt-cache breakpoint."""
-    tools = [t.definition() for t in TOOL_SPECS]
+def tool_definitions(*, cache: bool = False, extra: tuple[ToolSpec, ...] = ()) -> list[dict[str, Any]]:
+    """The tool list for a request, ``extra`` tools after the standard ones; with ``cache`` the last one
+    carries a prompt-cache breakpoint."""
+    tools = [t.definition() for t in (*TOOL_SPECS, *extra)]
     if cache:
         tools[-1] = {**tools[-1], "cache_control": {"type": "ephemeral"}}
     return tools

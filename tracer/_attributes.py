@@ -74,6 +74,9 @@ SCENARIO = "flightrec.scenario"
 """The reference agent's scenario; the route of a session that names no route (as the detectors read it)."""
 TAGS = "flightrec.tags"
 """Labels an agent puts on a session (a list of strings): a dimension of costs."""
+PARENT_SESSION_ID = "flightrec.parent_session_id"
+"""On a session's root span: the session that started it (a sub-agent's, a handoff's), whose cost it
+adds to (``sessions.parent_session_id``). Any sender may set it."""
 OUTCOME_SESSION = "flightrec.outcome.session_id"
 """On a span sent after the fact by any process: the session it records the outcome of (else the span's
 ``gen_ai.conversation.id``). A span with ``OUTCOME_RESOLVED`` or ``OUTCOME_SCORE`` is an outcome, not part

@@ -26,7 +26,7 @@ PATH = "/flightrec/v1/store"
 READS = frozenset({
     "alerts", "audit_entries", "call_outlines", "call_parts", "count_sessions", "eval_results", "eval_runs",
     "find_eval_run", "get_alert", "get_session", "list_sessions", "outcomes", "rebuild_request", "reviews",
-    "session_account", "session_runs", "session_scores", "verify_requests",
+    "session_account", "session_runs", "session_scores", "session_tree", "verify_requests",
 })
 """The ``Store`` methods the read commands call (traces, replay show/diff/verify/rerun/run, eval
 list/show/compare/add-case, alerts list/show, audit list). Raw SQL (``sql``, ``frame``) is not served: no

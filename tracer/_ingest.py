@@ -215,6 +215,8 @@ class Ingestor:
         """Traces whose spans were stored under the trace id, for want of a conversation id."""
         self._spans: set[str] = set()
         """Spans already built (trace id + span id): a retried request's spans are skipped."""
+        self._handoffs: dict[str, str] = {}
+        """The request being built's sessions whose spans sit under a span of another session: child → parent."""
 
     def rollback(self, batch: Batch) -> None:
         """Undoes what ``build`` remembered of a batch that was not committed, so that the spans,
@@ -343,6 +345,10 @@ class Ingestor:
                 delta.sums["turns"] += 1
             elif found is not None:
                 self._foreign(batch, r, session_id, delta, found)
+        for child, parent in self._handoffs.items():  # after the spans: a parent the child's root names wins
+            delta = batch.sessions[child]
+            handed = SessionMarks(parent_session_id=parent)
+            delta.marks = handed if delta.marks is None else delta.marks.merged(handed)
         # Remembered only once built whole: if building failed half-way, ``rollback`` forgets what is
         # in the batch, and nothing else may stay remembered either.
         if len(self._spans) + len(fresh) > _SPANS:
@@ -388,6 +394,14 @@ class Ingestor:
                     self._anonymous.clear()
                 self._anonymous.add(r.trace_id)
             sessions.append(session_id)
+        # A span with a conversation id of its own under a span of another conversation (an agent
+        # handing off to another, as the OpenAI Agents SDK, LangGraph or CrewAI trace a sub-agent): its
+        # session is a child of that one. Seen when both spans come in one request; else the sender
+        # sets flightrec.parent_session_id on the child's root span.
+        self._handoffs = {
+            session_id: parent for r, session_id in zip(records, named)
+            if session_id is not None and r.parent_span_id
+            and (parent := by_span.get(r.parent_span_id)) is not None and parent != session_id}
         return sessions
 
     def _carry_over(self, old: str, new: str) -> None:

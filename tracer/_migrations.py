@@ -306,11 +306,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         11,
-        "evaluation after deploy: online scores of sessions, outcomes recorded after the fact, human reviews",
+        "evaluation after deploy: online scores of sessions, outcomes recorded after the fact, human reviews; "
+        "sessions started by another session (sub-agents)",
         # A session's scores are replaced as a whole when it is scored again (by session and scorer);
         # outcomes are kept as they came (the newest is the session's outcome); a review row is a
-        # session in the queue until it has a verdict.
+        # session in the queue until it has a verdict. A sub-agent's session names its parent
+        # (``flightrec.parent_session_id`` on its root span): no store before this migration has one.
         """
+        ALTER TABLE sessions ADD COLUMN parent_session_id VARCHAR;
         CREATE TABLE session_scores (
             session_id VARCHAR NOT NULL,
             scorer VARCHAR NOT NULL,

@@ -14,7 +14,9 @@ The root span ends last, so a session's turns and calls reach the store long bef
 recorder repeats the origin marks on each turn and chat span (``origin_marks``), and ingest takes
 them from whichever arrives first: an eval trial or a fork still running is not counted as
 production meanwhile (``flightrec serve``, the dashboard's live pages). Production sessions have
-no marks, so their spans carry nothing more. Route and tags stay on the root span only.
+no marks, so their spans carry nothing more. Route, tags and the parent session
+(``flightrec.parent_session_id``: a sub-agent's session names the session that started it) stay on
+the root span only.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class SessionMarks:
     source_session_id: str | None = None
     route: str | None = None
     tags: list[str] | None = None
+    parent_session_id: str | None = None
 
     def merged(self, later: SessionMarks) -> SessionMarks:
         """These marks, completed by those of a later root span of the same session (a resumed run)."""
@@ -88,7 +91,8 @@ def marks_of(attributes: Mapping[str, Any]) -> SessionMarks | None:
     kind = attributes.get(A.REPLAY_KIND)
     route = attributes.get(A.ROUTE) or attributes.get(A.SCENARIO)
     tags = attributes.get(A.TAGS)
-    if run_id is None and kind is None and route is None and tags is None:
+    parent = attributes.get(A.PARENT_SESSION_ID)
+    if run_id is None and kind is None and route is None and tags is None and parent is None:
         return None
     origin: Origin | None = None
     if run_id is not None:
@@ -104,4 +108,5 @@ def marks_of(attributes: Mapping[str, Any]) -> SessionMarks | None:
         eval_case_id=str(case_id) if case_id is not None else None,
         source_session_id=str(source) if source is not None and origin in ("replay", "fork") else None,
         route=str(route) if route is not None else None,
-        tags=[str(t) for t in tags] if isinstance(tags, (list, tuple)) and tags else None)
+        tags=[str(t) for t in tags] if isinstance(tags, (list, tuple)) and tags else None,
+        parent_session_id=str(parent) if parent is not None and parent != "" else None)

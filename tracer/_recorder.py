@@ -162,16 +162,23 @@ class Recorder:
         return client.with_options(middleware=middleware, open_telemetry=telemetry)  # type: ignore[attr-defined]
 
     @contextmanager
-    def session(self, agent: str, *, session_id: str | None = None, links: Sequence[tuple[str, str]] = (),
-                **attributes: Any) -> Iterator[Session]:
+    def session(self, agent: str, *, session_id: str | None = None, parent_session_id: str | None = None,
+                links: Sequence[tuple[str, str]] = (), **attributes: Any) -> Iterator[Session]:
         """Runs the body as one agent session (an ``invoke_agent`` span).
 
         LLM calls through an instrumented client and tools decorated with ``@tool`` inside it
         are recorded under it, in this thread and in the asyncio tasks it starts. ``links`` are
         ``(trace_id, span_id)`` hex pairs of spans this session derives from (a replay's origin),
         recorded as OpenTelemetry span links.
+
+        A session opened inside another session's body is a sub-agent's: the enclosing session is
+        its parent (``flightrec.parent_session_id`` on its span, and a span link to the parent's
+        span), its cost rolls up into the parent's (``Store.session_tree``), and it takes the
+        parent's origin (an eval trial's, a replay's). ``parent_session_id`` names the parent
+        instead: a session handed off from another process, or ``""`` for a session that is not
+        part of the enclosing one's work.
         """
-        with open_session(self, agent, session_id, attributes, links) as session:
+        with open_session(self, agent, session_id, attributes, links, parent_session_id=parent_session_id) as session:
             yield session
 
     def outcome(self, session_id: str, *, resolved: bool | None = None, score: float | None = None,

@@ -47,6 +47,56 @@ class SessionSummary(BaseModel):
     """Total cost in USD; ``None`` when any successful call used a model without a known price."""
     cost_usd_known_part: float
     """The cost of the calls whose price is known."""
+    parent_session_id: str | None = None
+    """The session that started this one (a sub-agent's, a handoff's: ``flightrec.parent_session_id``)."""
+
+
+class SessionNode(BaseModel):
+    """One session of a tree of sessions: its own figures, and those of it with its descendants."""
+
+    session_id: str
+    """The session id."""
+    parent_session_id: str | None
+    """The session that started it; ``None`` for the tree's root (or a root whose parent is not in the store)."""
+    depth: int
+    """0 for the root, 1 for its children, and so on."""
+    agent: str | None
+    """The agent's name."""
+    status: str
+    """As ``SessionSummary.status``."""
+    start_ns: int
+    """Start, in nanoseconds since the epoch."""
+    llm_calls: int
+    """Its own LLM call attempts."""
+    tokens: int
+    """Its own tokens: input (cached or not) plus output."""
+    cost_usd: float | None
+    """Its own cost; ``None`` when a call of it has no known price."""
+    cost_usd_known_part: float
+    """Its own cost of the calls whose price is known."""
+    subtree_tokens: int
+    """Its tokens with its descendants'."""
+    subtree_cost_usd: float | None
+    """Its cost with its descendants'; ``None`` when a call of any of them has no known price."""
+    subtree_cost_usd_known_part: float
+    """Its known cost with its descendants'."""
+
+
+class SessionTree(BaseModel):
+    """A session with the sessions it started, theirs, and so on (sub-agents, handoffs), from the root."""
+
+    root_session_id: str
+    """The session at the top: the one asked about, or the ancestor it descends from."""
+    nodes: list[SessionNode]
+    """Every session of the tree, depth first, the root first and siblings by start."""
+
+    @property
+    def root(self) -> SessionNode:
+        return self.nodes[0]
+
+    def node(self, session_id: str) -> SessionNode | None:
+        """The node of ``session_id``, or ``None`` when it is not in the tree."""
+        return next((n for n in self.nodes if n.session_id == session_id), None)
 
 
 class LlmCall(BaseModel):

@@ -112,27 +112,43 @@ class Session:
     """One agent session: an ``invoke_agent`` span with its turns. Made by ``Recorder.session``."""
 
     def __init__(self, recorder: Recorder, agent: str, session_id: str, attributes: dict[str, Any],
-                 links: Sequence[tuple[str, str]] = ()) -> None:
+                 links: Sequence[tuple[str, str]] = (), *, parent_session_id: str | None = None,
+                 parent: Session | None = None) -> None:
         self.id = session_id
         self.agent = agent
+        self.parent_session_id = parent_session_id
+        """The session that started this one (a sub-agent's), or ``None``."""
         self._recorder = recorder
         self._tracer = recorder.tracer
         self._lock = threading.Lock()
+        links = list(links)
+        inherited: dict[str, Any] = {}
+        if parent is not None:
+            # A sub-agent's session is linked to its parent's root span, and is what its parent is: an
+            # eval trial's sub-agent is part of the trial, a replay's of the replay (not of its source).
+            ctx = parent._span.get_span_context()
+            links.append((f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"))
+            inherited = {k: v for k, v in parent.marks.items() if k != A.REPLAY_SESSION}
         # A session is the root of a trace of its own, even when the agent runs inside a span of the
         # application (a web request): its runs are its root spans, and an application span must not
-        # end or judge it. The application's span is kept as a link.
+        # end or judge it. The application's span (for a sub-agent, its parent's turn) is kept as a link.
         ambient = trace.get_current_span().get_span_context()
         if ambient.is_valid:
-            links = [*links, (f"{ambient.trace_id:032x}", f"{ambient.span_id:016x}")]
+            here = (f"{ambient.trace_id:032x}", f"{ambient.span_id:016x}")
+            if here not in links:
+                links.append(here)
         span_attributes = {
             A.OPERATION: "invoke_agent",
             A.PROVIDER: "anthropic",
             A.AGENT_NAME: agent,
             A.CONVERSATION_ID: session_id,
             A.CONTENT_MODE: recorder.content,
+            **inherited,
             **recorder.policy.metadata(attributes),
             **ambient_marks(),
         }
+        if parent_session_id:
+            span_attributes[A.PARENT_SESSION_ID] = parent_session_id
         self.marks = origin_marks(span_attributes)
         """The origin marks, repeated on every turn and chat span: they reach the store before the session's span."""
         self._span = self._tracer.start_span(
@@ -297,8 +313,15 @@ class Session:
 
 @contextmanager
 def open_session(recorder: Recorder, agent: str, session_id: str | None, attributes: dict[str, Any],
-                 links: Sequence[tuple[str, str]] = ()) -> Iterator[Session]:
-    session = Session(recorder, agent, session_id or new_session_id(), attributes, links)
+                 links: Sequence[tuple[str, str]] = (), *, parent_session_id: str | None = None) -> Iterator[Session]:
+    # A session opened inside another (same thread or asyncio task) is a sub-agent's: the enclosing
+    # session is its parent unless the caller names another one.
+    enclosing = _current.get()
+    if parent_session_id is None and enclosing is not None:
+        parent_session_id = enclosing.id
+    parent = enclosing if enclosing is not None and enclosing.id == parent_session_id else None
+    session = Session(recorder, agent, session_id or new_session_id(), attributes, links,
+                      parent_session_id=parent_session_id or None, parent=parent)
     token = _current.set(session)
     # Detached in the same context it was attached in: a `with` block never changes task or thread.
     otel_token = otel_context.attach(session._context)

@@ -61,8 +61,10 @@ from ._records import (
     PruneResult,
     ReviewRecord,
     SessionAccount,
+    SessionNode,
     SessionScore,
     SessionSummary,
+    SessionTree,
     ToolCallRecord,
     Turn,
     VerifyResult,
@@ -94,10 +96,11 @@ _LLM = {c: i for i, c in enumerate(_COLUMNS["llm_calls"])}
 _SESSION_COLUMNS = (
     "session_id", "trace_id", "agent", "start_ns", "end_ns", "ended", "status", "status_reason", "content_mode",
     *_SESSION_SUMS, "cost_usd", "origin", "eval_run_id", "eval_case_id", "source_session_id", "route", "tags",
+    "parent_session_id",
 )
 
 
-_SESSION_MARKS = ("eval_run_id", "eval_case_id", "source_session_id", "route", "tags")
+_SESSION_MARKS = ("eval_run_id", "eval_case_id", "source_session_id", "route", "tags", "parent_session_id")
 
 
 def _combined_session(first: str, other: str) -> str:
@@ -181,9 +184,35 @@ FROM eval_runs r
 _SUMMARY_SQL = """
 SELECT session_id, agent, start_ns, (end_ns - start_ns) / 1e6, status, status_reason, content_mode, turns,
        llm_calls, llm_errors, tool_calls, tool_errors, input_tokens, output_tokens, cache_read_tokens,
-       cache_write_tokens, cost_usd, unpriced_calls
+       cache_write_tokens, cost_usd, unpriced_calls, parent_session_id
 FROM sessions
 """
+_TREE_DEPTH = 32
+"""How deep ``session_tree`` follows parents and children: a cycle (ids reused by a sender) stops there."""
+_TREE_SQL = f"""
+WITH RECURSIVE edges AS MATERIALIZED (
+    SELECT session_id, parent_session_id FROM sessions WHERE parent_session_id IS NOT NULL
+), up(session_id, depth) AS (
+    SELECT $sid, 0
+    UNION ALL
+    SELECT e.parent_session_id, up.depth + 1 FROM up JOIN edges e USING (session_id)
+    WHERE up.depth < {_TREE_DEPTH} AND e.parent_session_id <> $sid
+), root AS (
+    SELECT up.session_id FROM up SEMI JOIN sessions s USING (session_id) ORDER BY up.depth DESC LIMIT 1
+), down(session_id, depth, path) AS (
+    SELECT session_id, 0, [session_id] FROM root
+    UNION ALL
+    SELECT e.session_id, d.depth + 1, list_append(d.path, e.session_id)
+    FROM down d JOIN edges e ON e.parent_session_id = d.session_id
+    WHERE d.depth < {_TREE_DEPTH} AND NOT list_contains(d.path, e.session_id)
+)
+SELECT s.session_id, s.parent_session_id, min(d.depth), s.agent, s.status, s.start_ns, s.llm_calls,
+       s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens, s.cost_usd, s.unpriced_calls
+FROM down d JOIN sessions s USING (session_id)
+GROUP BY ALL ORDER BY s.start_ns
+"""
+"""The tree of sessions that ``$sid`` belongs to: up to its root, then down through every child.
+The edges are read once (``MATERIALIZED``): on a lake ``sessions`` is a view that adds up deltas."""
 
 
 def _day(ns: int) -> str:
@@ -284,10 +313,11 @@ def _without(batch: Batch, stored: set[tuple[str, str]]) -> Batch:
 
 
 def _marks(marks: SessionMarks | None) -> tuple[Any, ...]:
-    """A session row's origin, its ids, route and tags, in ``_SESSION_COLUMNS`` order (NULL: not known yet)."""
+    """A session row's origin, its ids, route, tags and parent, in ``_SESSION_COLUMNS`` order (NULL: not known yet)."""
     if marks is None:
-        return (None,) * 6
-    return marks.origin, marks.eval_run_id, marks.eval_case_id, marks.source_session_id, marks.route, marks.tags
+        return (None,) * 7
+    return (marks.origin, marks.eval_run_id, marks.eval_case_id, marks.source_session_id, marks.route, marks.tags,
+            marks.parent_session_id)
 
 
 def _first(rows: list[tuple[Any, ...]], stored: set[tuple[str, str]], trace: int, span: int,
@@ -760,7 +790,7 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self._con.execute(sql, params or []).fetchall()
@@ -770,12 +800,13 @@ class Store:
     @staticmethod
     def _summary(row: tuple[Any, ...]) -> SessionSummary:
         (sid, agent, start, dur, status, reason, mode, turns, calls, call_err, tools, tool_err,
-         tin, tout, cread, cwrite, cost, unpriced) = row
+         tin, tout, cread, cwrite, cost, unpriced, parent) = row
         return SessionSummary(
             session_id=sid, agent=agent, start_ns=start, duration_ms=dur, status=status, status_reason=reason,
             content_mode=mode, turns=turns, llm_calls=calls, llm_errors=call_err, tool_calls=tools,
             tool_errors=tool_err, input_tokens=tin, output_tokens=tout, cache_read_tokens=cread,
             cache_write_tokens=cwrite, cost_usd=None if unpriced else cost, cost_usd_known_part=cost,
+            parent_session_id=parent,
         )
 
     def list_sessions(self, *, limit: int = 50, offset: int = 0, agent: str | None = None) -> list[SessionSummary]:
@@ -800,6 +831,42 @@ class Store:
                 f"no session {session_id!r} in {self.path}. List the sessions with "
                 f"`{_listing('traces list', self.path)}`.")
         return self._summary(row)
+
+    def session_tree(self, session_id: str) -> SessionTree:
+        """The tree of sessions ``session_id`` belongs to: its root (the session itself, or the ancestor
+        it descends from through ``parent_session_id``), and every session under that root, each with
+        its own cost and tokens and those of its descendants rolled up. A session that started no
+        other and was started by none is a tree of one.
+
+        Raises:
+            UnknownSessionError: no such session (a unique prefix of 8+ characters also matches).
+        """
+        sid = self.get_session(session_id).session_id
+        rows = self._query(_TREE_SQL, {"sid": sid})
+        children: dict[str | None, list[tuple[Any, ...]]] = {}
+        in_tree = {r[0] for r in rows}
+        root = min(rows, key=lambda r: r[2])
+        for r in rows:
+            if r is not root:
+                children.setdefault(r[1] if r[1] in in_tree else root[0], []).append(r)
+        nodes: list[SessionNode] = []
+
+        def visit(r: tuple[Any, ...], depth: int) -> tuple[int, float, bool]:
+            """Adds ``r`` and its descendants; returns their tokens, known cost and whether all is priced."""
+            at = len(nodes)
+            nodes.append(None)  # type: ignore[arg-type]  # filled once the descendants are added up
+            tokens, known, priced = r[7], r[8], not r[9]
+            for child in children.get(r[0], ()):
+                t, k, p = visit(child, depth + 1)
+                tokens, known, priced = tokens + t, known + k, priced and p
+            nodes[at] = SessionNode(
+                session_id=r[0], parent_session_id=r[1], depth=depth, agent=r[3], status=r[4], start_ns=r[5],
+                llm_calls=r[6], tokens=r[7], cost_usd=None if r[9] else r[8], cost_usd_known_part=r[8],
+                subtree_tokens=tokens, subtree_cost_usd=known if priced else None, subtree_cost_usd_known_part=known)
+            return tokens, known, priced
+
+        visit(root, 0)
+        return SessionTree(root_session_id=root[0], nodes=nodes)
 
     def _by_id_or_prefix(self, select: str, column: str, ref: str, *, shortest: int,
                          error: type[FlightrecError], noun: str) -> tuple[Any, ...] | None:

@@ -4,6 +4,8 @@ and what the prompt cache saved, over the range and the sessions (production by 
 A call whose model has no known price has an unknown cost (``llm_calls.cost_usd`` is NULL): it is
 counted and flagged, never summed as 0, so a group with such calls shows a lower bound. A call is in
 the range when it started in it; a session (top sessions, cost per session) when it started in it.
+A sub-agent's session (``parent_session_id``) is a session of its own here, with its own row and
+cost; the top sessions also rank each session by its cost with its sub-agents' ("with sub-agents").
 """
 
 import pandas as pd
@@ -47,7 +49,11 @@ def _models() -> list[str]:
 def _calls(lo: int, hi: int, view: str) -> tuple[str, list[object]]:
     """The ``WITH`` head that every breakdown reads: the calls in the range of the view's sessions,
     with their session's agent, route and tags, and what their cache reads saved. The model is the
-    one that answered, as the recorder priced it."""
+    one that answered, as the recorder priced it.
+
+    A sub-agent's calls count under their own session's agent, and under its route, else its parent's:
+    a route is the way a task came in, and the sub-agent spent its money on that task (the reference
+    agent's sub-agent carries its parent's route already; a sender's child session may name none)."""
     cte, params = _prices_cte(_models())
     origins = _ui.origin_values(view)
     # A call whose session row is missing (its root span never came) counts as production, like its session would.
@@ -55,10 +61,11 @@ def _calls(lo: int, hi: int, view: str) -> tuple[str, list[object]]:
     return f"""WITH {cte},
         calls AS (
             SELECT coalesce(c.response_model, c.model, '(none)') AS model, coalesce(s.agent, '(none)') AS agent,
-                   coalesce(s.route, '(none)') AS route, s.tags, c.start_ns, c.status, c.cost_usd, c.input_tokens,
-                   c.output_tokens, c.cache_read_tokens, c.cache_write_tokens,
+                   coalesce(s.route, up.route, '(none)') AS route, s.tags, c.start_ns, c.status, c.cost_usd,
+                   c.input_tokens, c.output_tokens, c.cache_read_tokens, c.cache_write_tokens,
                    c.cache_read_tokens * (p.input - p.cache_read) AS saved_usd
             FROM llm_calls c LEFT JOIN sessions s USING (session_id)
+            LEFT JOIN sessions up ON up.session_id = s.parent_session_id
             LEFT JOIN prices p ON p.model = coalesce(c.response_model, c.model)
             WHERE c.start_ns >= ? AND c.start_ns < ?{where})""", [*params, lo, hi, *origins]
 
@@ -119,19 +126,37 @@ def _sessions_where(lo: int, hi: int, view: str, group: tuple[str, str] | None =
 def _top_sessions(lo: int, hi: int, view: str, group: tuple[str, str] | None) -> pd.DataFrame:
     """The most expensive sessions, as their table shows them (shaped here, once per query)."""
     where, params = _sessions_where(lo, hi, view, group)
+    # A session's cost with its sub-agents' (the sessions under it, ``parent_session_id``): the edges are
+    # only the child sessions, so the recursion is as small as the store's sub-agent sessions.
     top = _ui.frame(
-        f"""SELECT session_id, agent, coalesce(route, '(none)') AS route, start_ns, status, turns, llm_calls,
+        f"""WITH RECURSIVE edges AS MATERIALIZED (
+                SELECT session_id, parent_session_id, cost_usd, unpriced_calls FROM sessions
+                WHERE parent_session_id IS NOT NULL
+            ), under(top, session_id, depth) AS (
+                SELECT parent_session_id, session_id, 1 FROM edges
+                UNION ALL
+                SELECT u.top, e.session_id, u.depth + 1 FROM under u JOIN edges e ON e.parent_session_id = u.session_id
+                WHERE u.depth < 32
+            ), rolled AS (
+                SELECT u.top AS session_id, count(DISTINCT e.session_id) AS sub_sessions,
+                       sum(e.cost_usd) AS sub_cost, sum(e.unpriced_calls) AS sub_unpriced
+                FROM (SELECT DISTINCT top, session_id FROM under) u JOIN edges e USING (session_id) GROUP BY u.top
+            )
+            SELECT session_id, agent, coalesce(route, '(none)') AS route, start_ns, status, turns, llm_calls,
                    cost_usd, unpriced_calls, input_tokens + output_tokens + cache_read_tokens + cache_write_tokens
-                   AS tokens
-            FROM sessions s WHERE start_ns >= ? AND start_ns < ?{where}
-            ORDER BY cost_usd DESC, start_ns DESC LIMIT {_TOP_SESSIONS}""", params)
+                   AS tokens, coalesce(r.sub_sessions, 0) AS sub_sessions,
+                   cost_usd + coalesce(r.sub_cost, 0) AS tree_cost_usd, coalesce(r.sub_unpriced, 0) AS sub_unpriced
+            FROM sessions s LEFT JOIN rolled r USING (session_id) WHERE start_ns >= ? AND start_ns < ?{where}
+            ORDER BY tree_cost_usd DESC, start_ns DESC LIMIT {_TOP_SESSIONS}""", params)
     return top.assign(
         session=top["session_id"].str[:13],
         started=[_ui.when(ns) for ns in top["start_ns"]],
         # A session with unpriced calls cost at least this much: shown, and flagged in its own column.
         cost_usd=top["cost_usd"].where(top["unpriced_calls"] < top["llm_calls"]),
-    )[["session", "cost_usd", "route", "agent", "started", "status", "turns", "llm_calls", "tokens", "unpriced_calls",
-       "session_id"]]
+        tree_cost_usd=top["tree_cost_usd"].where(top["sub_sessions"] > 0),
+        unpriced_calls=top["unpriced_calls"] + top["sub_unpriced"],
+    )[["session", "tree_cost_usd", "cost_usd", "route", "agent", "started", "status", "turns", "llm_calls", "tokens",
+       "sub_sessions", "unpriced_calls", "session_id"]]
 
 
 @_ui.cached
@@ -256,7 +281,11 @@ def _top(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
     st.caption("Click a row to open its session.")
     _ui.table(table, key="costs_top", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
         "session": st.column_config.TextColumn("session", help="The session id's first characters.", width="small"),
-        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f", help="The session's own calls."),
+        "tree_cost_usd": st.column_config.NumberColumn(
+            "with sub-agents", format="$%.4f",
+            help="Its cost and that of the sessions its sub-agents ran (their own rows too); empty: it started none."),
+        "sub_sessions": st.column_config.NumberColumn("sub-agent sessions"),
         "llm_calls": st.column_config.NumberColumn("LLM calls"),
         "unpriced_calls": st.column_config.NumberColumn("unpriced calls",
                                                         help="Calls with no known price: the cost is a lower bound."),

@@ -37,6 +37,11 @@ def _account(session_id: str) -> tracer.SessionAccount:
 
 
 @_ui.cached
+def _tree(session_id: str) -> tracer.SessionTree:
+    return _ui.source().store().session_tree(session_id)
+
+
+@_ui.cached
 def _request(session_id: str, turn: int) -> dict[str, Any] | str:
     """The turn's exact request, or why it cannot be rebuilt."""
     try:
@@ -602,6 +607,35 @@ def _after_deploy_box(session_id: str) -> None:
             st.rerun()
 
 
+def _task_box(s: tracer.SessionSummary, tree: tracer.SessionTree) -> None:
+    """The sessions of the task this one is part of: the root, the sub-agents' sessions it started,
+    theirs, and so on, each with its own cost and the cost with its sub-agents; a row opens its session."""
+    if s.parent_session_id:
+        parent = tree.node(s.parent_session_id)
+        _ui.link("session", f"Open the parent session ({parent.agent if parent else 'not in this store'} · "
+                            f"{s.parent_session_id[:13]})", id=s.parent_session_id)
+    if len(tree.nodes) < 2:
+        return
+    total = tree.root.subtree_cost_usd if tree.root.subtree_cost_usd is not None else \
+        tree.root.subtree_cost_usd_known_part
+    st.subheader("Sessions of this task", help="A session that a sub-agent or a handoff started is a child of the "
+                 "session that started it (flightrec.parent_session_id); its cost rolls up into its parent's.")
+    st.caption(f"{len(tree.nodes)} sessions, {_ui.usd(total)} in all. Click a row to open its session.")
+    rows = pd.DataFrame([{
+        # The grid trims leading spaces: the depth is drawn with dots.
+        "session": "· " * n.depth + n.session_id[:13] + ("  (this one)" if n.session_id == s.session_id else ""),
+        "agent": n.agent or "–", "status": n.status, "cost_usd": n.cost_usd, "subtree_cost_usd": n.subtree_cost_usd,
+        "llm_calls": n.llm_calls, "tokens": n.tokens, "session_id": n.session_id} for n in tree.nodes])
+    # A key per session: the row clicked here must not open again on the page it opens.
+    _ui.table(rows, key=f"session_tree_{s.session_id}",
+              opens=lambda row: None if row["session_id"] == s.session_id else ("session", {"id": row["session_id"]}),
+              column_config={
+                  "cost_usd": st.column_config.NumberColumn("own cost", format="$%.4f"),
+                  "subtree_cost_usd": st.column_config.NumberColumn(
+                      "with sub-agents", format="$%.4f", help="Its cost and that of every session under it."),
+                  "llm_calls": st.column_config.NumberColumn("LLM calls"), "session_id": None})
+
+
 def _pick_session() -> None:
     recent = _recent()
     st.title("Session")
@@ -634,8 +668,14 @@ def render() -> None:
                                                   if s.tool_errors else "")),
               ("tokens", _ui.tokens(s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens)),
               ("cost", _ui.usd(s.cost_usd)), ("duration", _ui.ms(s.duration_ms))]
-    st.html(_CSS + f'<div class="fr"><div>{said}</div><div class="grid" style="grid-template-columns:repeat(5,1fr)">'
-            + "".join(f"<div><small>{k}</small><b>{v}</b></div>" for k, v in totals) + "</div></div>")
+    tree = _tree(s.session_id)
+    here = tree.node(s.session_id)
+    if here is not None and any(n.parent_session_id == s.session_id for n in tree.nodes):
+        totals.insert(4, ("cost with sub-agents", _ui.usd(here.subtree_cost_usd)))
+    st.html(_CSS + f'<div class="fr"><div>{said}</div><div class="grid" style="grid-template-columns:'
+            f'repeat({len(totals)},1fr)">' + "".join(f"<div><small>{k}</small><b>{v}</b></div>" for k, v in totals)
+            + "</div></div>")
+    _task_box(s, tree)
     _after_deploy_box(s.session_id)
     alerts = _related(s.session_id)
     if not alerts.empty:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import duckdb
+import pandas as pd
 import pytest
 
 import tracer
@@ -164,14 +165,23 @@ def test_top_sessions_by_cost_open_the_session_page(store):
     at = app("costs")
     no_exceptions(at)
     top = at.dataframe[1].value
-    expected = tracer.Store(str(store), read_only=True).sql(
-        f"SELECT session_id {_PRODUCTION} ORDER BY cost_usd DESC, start_ns DESC LIMIT 20")
-    assert top["session_id"].tolist() == [sid for (sid,) in expected]
-    assert top["cost_usd"].is_monotonic_decreasing
+    # Ranked by cost with the sub-agents' sessions (delegated_research's parent starts one).
+    with tracer.Store(str(store), read_only=True) as s:
+        rolled = {sid: (s.session_tree(sid).node(sid).subtree_cost_usd_known_part, start)
+                  for sid, start in s.sql(f"SELECT session_id, start_ns {_PRODUCTION}")}
+        parents = dict(s.sql(f"SELECT parent_session_id, count(*) {_PRODUCTION} AND parent_session_id IS NOT NULL "
+                             "GROUP BY 1"))
+    expected = sorted(rolled, key=lambda sid: (-rolled[sid][0], -rolled[sid][1]))[:20]
+    assert top["session_id"].tolist() == expected
+    assert parents, "the demo has a session with a sub-agent"
+    for row in top.itertuples():
+        assert row.tree_cost_usd == pytest.approx(rolled[row.session_id][0]) if row.session_id in parents \
+            else pd.isna(row.tree_cost_usd)
+        assert row.sub_sessions == parents.get(row.session_id, 0)
     click(at, "costs_top", 0, "cost_usd")
     no_exceptions(at)
-    assert at.query_params["id"] == expected[0][0]
-    assert at.title[0].value.startswith(f"Session `{expected[0][0][:13]}")
+    assert at.query_params["id"] == expected[0]
+    assert at.title[0].value.startswith(f"Session `{expected[0][:13]}")
 
 
 def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):
@@ -184,10 +194,11 @@ def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):
     no_exceptions(at)
     assert at.query_params["route"] == route
     assert f"Most expensive sessions of route {route}" in [h.value for h in at.subheader]
+    shown = at.dataframe[1].value
     expected = tracer.Store(str(store), read_only=True).sql(
-        f"SELECT session_id {_PRODUCTION} AND coalesce(route, '(none)') = ? ORDER BY cost_usd DESC, start_ns DESC "
-        "LIMIT 20", [route])
-    assert at.dataframe[1].value["session_id"].tolist() == [sid for (sid,) in expected]
+        f"SELECT session_id {_PRODUCTION} AND coalesce(route, '(none)') = ?", [route])
+    assert set(shown["session_id"]) <= {sid for (sid,) in expected} and len(shown) == min(20, len(expected))
+    assert shown["tree_cost_usd"].fillna(shown["cost_usd"]).is_monotonic_decreasing
     # Another breakdown drops the route; the button lists every session again.
     at.button(key="costs_all_groups").click().run()
     no_exceptions(at)

@@ -10,7 +10,7 @@ import pytest
 import replay
 import tracer
 from dashboard import _ui
-from tests.dashboard.conftest import app, no_exceptions
+from tests.dashboard.conftest import app, click, no_exceptions
 
 
 def _html(at) -> str:
@@ -263,3 +263,46 @@ def test_a_guard_that_fired_before_the_turns_model_call_is_shown_on_its_turn(sto
     assert at.selectbox(key=f"turn_{session.id}").options[-1] == "turn 2  [guard: time_limit]"
     assert "This turn made no LLM call." in at.info[0].value
     assert ">guard</span> guard_fired: guard=time_limit" in _html(at)
+
+
+def test_a_session_with_sub_agents_shows_the_tree_of_its_task_and_what_it_cost_in_all(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        [(parent, child)] = s.sql("SELECT parent_session_id, session_id FROM sessions WHERE agent = 'researcher' "
+                                  "AND origin = 'production' ORDER BY start_ns LIMIT 1")
+        alone = s.sql("SELECT session_id FROM sessions WHERE parent_session_id IS NULL AND session_id NOT IN "
+                      "(SELECT parent_session_id FROM sessions WHERE parent_session_id IS NOT NULL) LIMIT 1")[0][0]
+    recorder = tracer.Recorder(str(store))  # a grandchild: the researcher hands a check on to a session of its own
+    try:
+        with recorder.session("checker", parent_session_id=child) as grandchild:
+            grandchild.set_status("ok")
+    finally:
+        recorder.shutdown()
+    with tracer.Store(str(store), read_only=True) as s:
+        tree = s.session_tree(parent)
+    assert [(n.session_id, n.depth) for n in tree.nodes] == [(parent, 0), (child, 1), (grandchild.id, 2)]
+
+    at = app("session", id=parent)
+    no_exceptions(at)
+    assert f"<small>cost with sub-agents</small><b>{_ui.usd(tree.root.subtree_cost_usd)}</b>" in _html(at)
+    assert f"<small>cost</small><b>{_ui.usd(tree.root.cost_usd)}</b>" in _html(at)
+    assert "Sessions of this task" in [h.value for h in at.subheader]
+    rows = at.dataframe[0].value
+    assert rows["session"].tolist() == [f"{parent[:13]}  (this one)", f"· {child[:13]}", f"· · {grandchild.id[:13]}"]
+    assert rows["agent"].tolist() == ["support", "researcher", "checker"]
+    assert rows["subtree_cost_usd"].iloc[0] == pytest.approx(tree.root.subtree_cost_usd)
+    at = click(at, f"session_tree_{parent}", 1, "session")  # opens the child, in this tab
+    no_exceptions(at)
+    assert at.query_params["id"] == child and at.title[0].value.startswith(f"Session `{child[:13]}")
+
+    # On the child: a link to its parent, and the same tree, itself marked.
+    at = app("session", id=child)
+    no_exceptions(at)
+    link = next(p for p in at.get("page_link") if "parent session" in p.proto.label)
+    assert f"id={parent}" in link.proto.query_string and "support" in link.proto.label
+    assert at.dataframe[0].value["session"].tolist()[1] == f"· {child[:13]}  (this one)"
+
+    # A session no other started, and that started none, has no tree to show.
+    at = app("session", id=alone)
+    no_exceptions(at)
+    assert "Sessions of this task" not in [h.value for h in at.subheader]
+    assert "cost with sub-agents" not in _html(at)

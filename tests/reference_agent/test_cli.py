@@ -118,7 +118,10 @@ def test_the_demo_records_a_store_that_rebuilds_exactly(demo):
     with tracer.Store(db, read_only=True) as store:
         runs = store.eval_runs()
         assert [r.labels for r in runs] == [[], ["baseline"]]
-        assert store.count_sessions() == DEMO_SESSIONS + sum(r.total_trials for r in runs)
+        # Besides the sub-agents' sessions (delegated_research's researcher), one session a demo session or a trial.
+        assert store.sql("SELECT count(*) FROM sessions WHERE parent_session_id IS NULL") == [
+            (DEMO_SESSIONS + sum(r.total_trials for r in runs),)]
+        assert store.sql("SELECT count(*) FROM sessions WHERE agent = 'researcher'")[0][0] >= 1
         verified = store.verify_requests()
         statuses = {s for (s,) in store.sql("SELECT DISTINCT status FROM sessions")}
         outcomes = store.sql("SELECT count(*), count(DISTINCT session_id), count(*) FILTER (WHERE resolved) FROM "

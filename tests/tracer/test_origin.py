@@ -127,7 +127,8 @@ def test_migration_10_fills_in_the_origin_of_an_older_store(tmp_path):
                                      cost_usd=None, latency_ms=None)])
     # The store as flightrec wrote it at schema version 9: without the columns, nor the eval marks on the spans.
     with duckdb.connect(db) as con:
-        for column in ("origin", "eval_run_id", "eval_case_id", "source_session_id", "route", "tags"):
+        for column in ("origin", "eval_run_id", "eval_case_id", "source_session_id", "route", "tags",
+                       "parent_session_id"):  # migration 11 adds the last
             con.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
         # A merge patch removes the keys it sets to null (json_remove is DuckDB 2.0's).
         patch = json.dumps({f"flightrec.eval.{key}": None for key in ("run_id", "case_id", "trial")})

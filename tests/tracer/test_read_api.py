@@ -84,7 +84,7 @@ def test_every_served_method_returns_what_the_store_returns(api):
         "alerts": {"status": "open", "limit": 5}, "get_alert": {"alert_id": "al000002"},
         "eval_runs": {}, "find_eval_run": {"ref": "run-0123"}, "eval_results": {"run_id": "run-0123456789"},
         "audit_entries": {"limit": 5, "action": "label"}, "session_scores": {"session_id": sid},
-        "outcomes": {"session_id": sid}, "reviews": {"pending": None, "limit": 5},
+        "outcomes": {"session_id": sid}, "reviews": {"pending": None, "limit": 5}, "session_tree": {"session_id": sid},
     }
     assert set(calls) == READS
     with tracer.ServedStore(api.db_path, holder) as served:
