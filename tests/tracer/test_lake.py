@@ -249,6 +249,22 @@ def test_outcomes_scores_and_reviews_on_a_lake_behave_as_in_a_file(lake, tmp_pat
             assert store.sql(f"SELECT count(*) FROM {table}") == [(0,)]
 
 
+def test_a_tree_of_sessions_rolls_up_on_a_lake_as_in_a_file(lake, tmp_path):
+    trees = []
+    for db in (str(tmp_path / "f.duckdb"), lake):
+        rec = tracer.Recorder(db)
+        with rec.session(agent="support", session_id="parent"):
+            run_agent(rec.instrument(FakeAPI().client()))
+            with rec.session(agent="research", session_id="child"):  # opened inside: the parent's sub-agent
+                run_agent(rec.instrument(FakeAPI().client()))
+        rec.shutdown()
+        with tracer.Store(db, read_only=True) as store:
+            trees.append([n.model_dump(exclude={"start_ns"}) for n in store.session_tree("child").nodes])
+    assert trees[0] == trees[1]
+    assert [(n["session_id"], n["parent_session_id"], n["depth"], n["subtree_tokens"]) for n in trees[1]] == [
+        ("parent", None, 0, 2 * trees[1][1]["tokens"]), ("child", "parent", 1, trees[1][1]["tokens"])]
+
+
 def test_maintain_rolls_up_deltas_and_removes_duplicates_while_a_collector_writes(lake, tmp_path, monkeypatch):
     first, second, later = agent_spans(), agent_spans(), agent_spans()
     file = str(tmp_path / "f.duckdb")
