@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 import tracer
-from tracer.cli import check_port_free, command_name, db_option, hint, json_option, serve_port_options
+from tracer.cli import actor_option, check_port_free, command_name, db_option, hint, json_option, serve_port_options
 
 from ._agent import Agent, AgentConfig, SessionOutcome
 from ._demo import DEFAULT_SESSIONS, DEFAULT_WORKERS, DemoReport, run_demo
@@ -199,10 +199,24 @@ def agent_resume(session_id: str, db: str | None, world_path: str | None, as_jso
 @db_option
 @world_option
 @json_option
-def agent_approve(session_id: str, note: str | None, db: str | None, world_path: str | None, as_json: bool) -> None:
+@actor_option
+def agent_approve(session_id: str, note: str | None, db: str | None, world_path: str | None, as_json: bool,
+                  actor: str | None) -> None:
     """Approve the refund or e-mail a session waits for; the session carries on (past the deadline it expires)."""
+    _decided(session_id, "approve", note, db, world_path, as_json, actor)
+
+
+def _decided(session_id: str, action: str, note: str | None, db: str | None, world_path: str | None, as_json: bool,
+             actor: str | None) -> None:
+    """A person's decision, carried out by the agent, then recorded in the audit log with who made it."""
+    tracer.actor_name(actor)  # a blank --actor fails before the agent acts
     with _agent(db, world_path) as a:
-        out = a.approve(session_id, note)
+        waiting = a.load(session_id)
+        out = (a.approve if action == "approve" else a.reject)(session_id, note)
+    if not out.approval_expired:
+        with tracer.Store(db) as store:
+            store.audit(actor, action, waiting.session_id,  # type: ignore[arg-type]
+                        {"approval_id": (waiting.approval or {}).get("approval_id"), "note": note}, via="cli")
     _print(out, as_json, db)
 
 
@@ -212,11 +226,11 @@ def agent_approve(session_id: str, note: str | None, db: str | None, world_path:
 @db_option
 @world_option
 @json_option
-def agent_reject(session_id: str, note: str | None, db: str | None, world_path: str | None, as_json: bool) -> None:
+@actor_option
+def agent_reject(session_id: str, note: str | None, db: str | None, world_path: str | None, as_json: bool,
+                 actor: str | None) -> None:
     """Decline the refund or e-mail a session waits for; the session carries on and tells the customer."""
-    with _agent(db, world_path) as a:
-        out = a.reject(session_id, note)
-    _print(out, as_json, db)
+    _decided(session_id, "reject", note, db, world_path, as_json, actor)
 
 
 @agent.command("expire-approvals")

@@ -18,10 +18,11 @@ from ._errors import ConfigError
 from ._records import AuditEntry
 
 AuditAction = Literal["acknowledge", "resolve", "reopen", "replay", "fork", "export", "label", "prune", "delete",
-                      "outcome", "review"]
+                      "outcome", "review", "approve", "reject"]
 """What was done. ``export`` is a recorded session's content written out of the store
 (``flightrec eval add-case``); ``outcome`` a session's outcome recorded by a person or a program
-(``flightrec outcome``), ``review`` a session reviewed or put in the review queue by hand."""
+(``flightrec outcome``), ``review`` a session reviewed or put in the review queue by hand, ``approve``
+and ``reject`` a person's decision on an action an agent held for approval (``flightrec agent approve``)."""
 AuditVia = Literal["cli", "dashboard", "api"]
 """The interface it came through: a ``flightrec`` command (directly or through serve), the
 dashboard, or a program calling ``Store`` (or serve's read/write API) itself."""

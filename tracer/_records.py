@@ -544,7 +544,7 @@ class AuditEntry(BaseModel):
     """Who: ``--actor``, ``$FLIGHTREC_ACTOR`` or the operating-system user (see ``tracer._audit``)."""
     action: str
     """What: ``acknowledge``, ``resolve``, ``reopen``, ``replay``, ``fork``, ``export``, ``label``, ``prune``,
-    ``delete``, ``outcome`` or ``review``."""
+    ``delete``, ``outcome``, ``review``, ``approve`` or ``reject``."""
     target: str
     """The object's id: an alert, a session, an eval run, or a store for ``prune``."""
     via: str

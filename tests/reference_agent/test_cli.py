@@ -40,17 +40,22 @@ def test_run_then_approve_from_the_command_line():
     assert f"flightrec agent approve {sid}" in waiting.output
     listed = run("agent", "sessions", "--status", "waiting_human")
     assert sid in listed.output
-    approved = run("agent", "approve", sid[:13], "--note", "ok", "--json")
+    approved = run("agent", "approve", sid[:13], "--note", "ok", "--json", "--actor", "team lead")
     out = json.loads(approved.output)
     assert out["status"] == "ok" and out["refunds"] == 1 and out["session_id"] == sid
     with tracer.Store(read_only=True) as store:
         assert store.get_session(sid).status == "ok"
+        (entry,) = store.audit_entries(action="approve")  # who decided, in the audit log
+        assert (entry.actor, entry.target, entry.via, entry.detail["note"]) == ("team lead", sid, "cli", "ok")
+        assert entry.detail["approval_id"]
 
 
 def test_reject_resume_and_say_from_the_command_line():
     sid = session_id(run("agent", "run", "--scenario", "refund_over_threshold").output)
     rejected = run("agent", "reject", sid, "--note", "no photos")
     assert "status   ok" in rejected.output and "no photos" in rejected.output
+    with tracer.Store(read_only=True) as store:
+        assert [(e.action, e.target) for e in store.audit_entries(action="reject")] == [("reject", sid)]
     more = run("agent", "say", sid, "Thanks, that's all.")
     assert more.exit_code == 0 and "status   ok" in more.output
     errored = run("agent", "run", "--scenario", "order_status", "--fault", "529@0x9")
