@@ -70,7 +70,7 @@ class CaseInput(BaseModel):
     messages: tuple[Message, ...] = ()
     """The customer's messages: the first opens the session, the rest follow up."""
     world: dict[str, Any] | None = None
-    """The reference agent's world set-up (``articles``, ``outages``)."""
+    """The reference agent's world set-up (``articles``, ``outages``, ``shipment_events``)."""
     misbehave: tuple[str, ...] | None = None
     """Simulated-model misbehaviours (``None``: the scenario's)."""
     faults: tuple[str, ...] | None = None
