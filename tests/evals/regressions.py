@@ -12,7 +12,7 @@ Each is the reference support agent with one thing broken, the way a real change
   the customer to a person, nor can four ordinary cases that end in a hand-over (slow-shipping,
   payments-down-refund, approval-timeout, escalation-with-context).
 
-Each breaks one or two critical cases out of the suite's 56: the kind of regression the aggregate
+Each breaks one or two critical cases out of the suite's 57: the kind of regression the aggregate
 sign-flip test alone can never flag, and the per-case test must::
 
     flightrec eval run support --agent tests.evals.regressions:without_escalation --baseline baseline
