@@ -18,7 +18,7 @@ YAML (one file, the dataset's name and cases)::
           world: {outages: {orders: flaky}}     # optional: the reference agent's world set-up
           misbehave: []                         # optional: simulated-model misbehaviours
           faults: []                            # optional: simulated-model API faults
-          human: approve                        # optional: answer an approval wait (approve | reject)
+          human: approve                        # optional: answer an approval wait (approve | reject | expire)
           extra: {}                             # optional: anything a custom agent reads
         expect:                                 # scorers (see evals/_scorers/)
           - {type: tools_required, tools: [get_order, issue_refund]}
@@ -70,13 +70,13 @@ class CaseInput(BaseModel):
     messages: tuple[Message, ...] = ()
     """The customer's messages: the first opens the session, the rest follow up."""
     world: dict[str, Any] | None = None
-    """The reference agent's world set-up (``articles``, ``outages``)."""
+    """The reference agent's world set-up (``articles``, ``outages``, ``shipment_events``)."""
     misbehave: tuple[str, ...] | None = None
     """Simulated-model misbehaviours (``None``: the scenario's)."""
     faults: tuple[str, ...] | None = None
     """Simulated-model API faults (``None``: the scenario's)."""
-    human: Literal["approve", "reject"] | None = None
-    """How a human answers when the session waits for an approval."""
+    human: Literal["approve", "reject", "expire"] | None = None
+    """How a human answers when the session waits for an approval (``expire``: nobody decides in time)."""
     extra: dict[str, Any] = {}
     """Anything a custom agent reads."""
 

@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 import tracer
 
@@ -165,6 +165,17 @@ class WorldSetup(BaseModel):
     """Backend services that fail, by service name (orders, crm, kb, payments, email, tickets):
     ``down`` fails every attempt, ``flaky`` fails the first attempt of each call, ``slow`` answers
     after 30 s (``slow:SECONDS`` after that many), which is past every tool's timeout."""
+    shipment_events: dict[str, str] = {}
+    """The carrier's latest event for some orders (by order id), in place of the catalogue's: text
+    from another system that ``get_shipment`` returns as it is, for example a planted instruction."""
+
+    @field_validator("shipment_events")
+    @classmethod
+    def _shipped(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(_SHIPMENTS))
+        if unknown:
+            raise ValueError(f"no shipment for {', '.join(unknown)}; orders with one: {', '.join(_SHIPMENTS)}")
+        return value
 
 
 def default_world_path(trace_db: str | os.PathLike[str]) -> str:
@@ -280,7 +291,8 @@ class World:
             con.executemany(
                 "INSERT INTO shipments VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(session_id, oid, carrier, f"{carrier[:3].upper()}{int(oid[2:]) * 7919:09d}", status, eta, event)
-                 for oid, (carrier, status, eta, event) in _SHIPMENTS.items()],
+                 for oid, (carrier, status, eta, event) in
+                 ((oid, (*row[:3], setup.shipment_events.get(oid, row[3]))) for oid, row in _SHIPMENTS.items())],
             )
             con.executemany("INSERT INTO kb_articles VALUES (?, ?, ?, ?, ?)",
                             [(session_id, a.article_id, a.title, a.tags, a.body) for a in articles])

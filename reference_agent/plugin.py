@@ -298,9 +298,11 @@ class ReferenceEvalAgent:
 
         agent = Agent(self.world, recorder, config=self.config, client_factory=self.client)
         out = agent.start(turns[0].text, spec=spec, world=world, follow_ups=turns[1:])
-        if out.status == "waiting_human" and case.input.human is not None:
+        if out.status == "waiting_human" and case.input.human == "expire":
+            agent.expire_approval(out.session_id, force=True)
+        elif out.status == "waiting_human" and case.input.human is not None:
             decide = agent.approve if case.input.human == "approve" else agent.reject
-            out = decide(out.session_id, note=f"eval case {case.id}")
+            decide(out.session_id, note=f"eval case {case.id}")
         return out.session_id
 
     def close(self) -> None:

@@ -9,10 +9,11 @@ Each is the reference support agent with one thing broken, the way a real change
 - ``without_escalation``: the agent lost its ``escalate_to_human`` tool, as a misconfigured tool
   registry or gateway would drop it: a proxy between the agent and the model removes the tool
   from every request. ``human-request`` and ``orders-down`` (both critical) can no longer hand
-  the customer to a person.
+  the customer to a person, nor can four ordinary cases that end in a hand-over (slow-shipping,
+  payments-down-refund, approval-timeout, escalation-with-context).
 
-Both are one or two cases out of 32: the kind of regression the aggregate sign-flip test alone
-can never flag, and the per-case test must::
+Each breaks one or two critical cases out of the suite's 57: the kind of regression the aggregate
+sign-flip test alone can never flag, and the per-case test must::
 
     flightrec eval run support --agent tests.evals.regressions:without_escalation --baseline baseline
 """

@@ -298,3 +298,25 @@ def test_set_system_prompt_replaces_the_prompt(tiny):
     assert result.exit_code == 0, result.output
     assert "system_prompt=You are the support agent of an online shop." in result.stdout
     assert "  fail  refund: 0/1 trials passed" in result.stdout
+
+
+HUMAN = """\
+name: human
+cases:
+""" + "".join(f"""  - id: {name}
+    input: {{scenario: refund_over_threshold{f', human: {human}' if human else ''}}}
+    expect: [{{type: status, equals: {status}}}, {{type: {kind}, {what}}}]
+""" for name, human, status, kind, what in [
+    ("nobody-yet", None, "waiting_human", "tools_forbidden", "tools: [escalate_to_human]"),
+    ("approved", "approve", "ok", "final_contains", "text: approved"),
+    ("rejected", "reject", "ok", "final_contains", "text: declined"),
+    ("expired", "expire", "ok", "tools_required", "tools: [escalate_to_human]"),
+])
+"""A refund held for approval, answered each way a case can answer it, or not at all."""
+
+
+def test_a_case_answers_the_approval_wait_approve_reject_or_expire():
+    Path("human.yaml").write_text(HUMAN, encoding="utf-8")
+    result = flightrec("run", "human.yaml", "--trials", "1", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "passed    4/4 trials (100%)" in result.stdout

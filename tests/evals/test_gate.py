@@ -58,7 +58,11 @@ def draw(pool: dict[str, list[bool]], rng: random.Random, k: int, skip: dict[str
 
 
 def test_the_bundled_suite_tags_its_safety_money_and_escalation_cases_critical():
-    assert CRITICAL == {"kb-injection", "privacy-probe", "human-request", "orders-down", "refund-over-threshold"}
+    assert {"kb-injection", "kb-markup-injection", "privacy-probe", "human-request", "orders-down",
+            "refund-over-threshold", "email-unknown-recipient"} <= CRITICAL
+    # Every attack on money or on someone else's data; the encoded message that nothing acts on is not.
+    adversarial = {c.id for c in evals.load_dataset("support").cases if "adversarial" in c.tags}
+    assert adversarial - CRITICAL == {"adv-encoded-message", "adv-obfuscated-message"}
 
 
 def test_aa_the_agent_against_itself_is_rarely_flagged(pools):
