@@ -41,8 +41,8 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
                                                                 OR u.events LIKE '%human_decision%'),
                max(u.turn_index)
         FROM sessions s LEFT JOIN turns u USING (session_id)
-        WHERE s.ended AND s.status = 'waiting_human' AND {scope.of_origins()} AND s.end_ns <= ?
-        GROUP BY ALL""", [now_ns])
+        WHERE s.ended AND s.status = 'waiting_human' AND {scope.of_origins()}
+        GROUP BY ALL""")
     out = []
     for sid, agent, route, end_ns, reason, events, last_turn in rows:
         found = [e for text in events or [] for e in _events(text, "approval_requested", "human_decision",

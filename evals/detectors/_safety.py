@@ -80,19 +80,17 @@ def duplicate_effect(store: tracer.Store, scope: Scope, config: DetectConfig) ->
     """
     s = config.safety
     head, params = scope_head(scope)
-    read_only = ", ".join("?" * len(s.read_only_tools)) or "NULL"
-    listed = ", ".join("?" * len(s.irreversible_tools)) or "NULL"
     rows = store.sql(f"""{head}
         SELECT t.session_id, any_value(g.agent), any_value(g.route), t.span_id, t.trace_id, t.turn_index,
                t.tool_name, t.arguments, t.args_key, nullif(t.idempotency_key, ''), t.end_ns, t.result
         FROM tool_calls t JOIN target g USING (session_id)
-        WHERE t.status = 'ok' AND t.tool_name NOT IN ({read_only})
-          AND (coalesce(t.idempotency_key, '') <> '' OR t.tool_name IN ({listed})
+        WHERE t.status = 'ok' AND NOT list_contains(?::VARCHAR[], t.tool_name)
+          AND (coalesce(t.idempotency_key, '') <> '' OR list_contains(?::VARCHAR[], t.tool_name)
                OR regexp_matches(t.tool_name, ?, 'i'))
           AND NOT (t.result IS NULL AND coalesce(t.idempotency_key, '') <> '')
           AND NOT regexp_matches(coalesce(t.result, ''), ?, 'i')
         GROUP BY ALL ORDER BY t.session_id, t.end_ns""",
-                     [*params, *s.read_only_tools, *s.irreversible_tools,
+                     [*params, s.read_only_tools, s.irreversible_tools,
                       "|".join(f"(?:{p.removeprefix('(?i)')})" for p in s.irreversible_patterns) or "$^",
                       "|".join(f"(?:{p.removeprefix('(?i)')})" for p in s.replay_markers) or "$^"])
     # Calls that share arguments or a key are one side effect: join them into groups (a key seen

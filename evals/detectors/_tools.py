@@ -31,7 +31,6 @@ def _judged(t: ToolLimits, llm: str, tools: str, pool: str) -> tuple[str, list[A
     (each tool call with its decision and ``made_up``: ``unknown_tool``, ``bad_arguments`` or NULL,
     and ``repeated``: the same call made before in the session with the same answer) and ``unrun``
     (tools a decision named that it was not offered and that never ran)."""
-    types = ", ".join("?" * len(t.schema_error_types)) or "NULL"
     sql = f"""decisions AS (
             SELECT session_id, span_id AS decision, turn_index AS d_turn, end_ns AS d_end,
                    coalesce(tools_available, []) AS offered, coalesce(tools_chosen, []) AS chosen
@@ -47,7 +46,7 @@ def _judged(t: ToolLimits, llm: str, tools: str, pool: str) -> tuple[str, list[A
                    CASE WHEN len(offered) > 0 AND NOT list_contains(offered, tool_name) THEN 'unknown_tool'
                         WHEN status <> 'ok' AND (lower(coalesce(error_type, '')) IN {_UNKNOWN_TYPES}
                              OR regexp_matches(coalesce(error_message, ''), ?, 'i')) THEN 'unknown_tool'
-                        WHEN status <> 'ok' AND (error_type IN ({types})
+                        WHEN status <> 'ok' AND (list_contains(?::VARCHAR[], error_type)
                              OR regexp_matches(coalesce(error_message, ''), ?, 'i')) THEN 'bad_arguments'
                    END AS made_up,
                    status = 'ok' AND outcome_key IS NOT NULL AND args_key IS NOT NULL
@@ -61,7 +60,7 @@ def _judged(t: ToolLimits, llm: str, tools: str, pool: str) -> tuple[str, list[A
         unrun AS (
             SELECT n.* FROM named n
             WHERE NOT EXISTS (SELECT 1 FROM calls c WHERE c.decision = n.decision AND c.tool_name = n.tool_name))"""
-    return sql, [_regex(t.unknown_tool_patterns), *t.schema_error_types, _regex(t.bad_argument_patterns)]
+    return sql, [_regex(t.unknown_tool_patterns), t.schema_error_types, _regex(t.bad_argument_patterns)]
 
 
 def _routes_in(pairs: set[tuple[str, str]], alias: str = "s") -> tuple[str, list[Any]]:
@@ -174,7 +173,6 @@ def overload(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fi
         return []
     agents = {r[1] for r in rows}
     cte, cte_params = _judged(t, "main.llm_calls", "main.tool_calls", "pool")
-    types = ", ".join("?" * len(t.choice_error_types)) or "NULL"
     marks = ", ".join("?" * len(agents))
     accuracy = {agent: (many, bad_many, few, bad_few) for agent, many, bad_many, few, bad_few in store.sql(f"""
         WITH pool AS (
@@ -184,7 +182,7 @@ def overload(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fi
         {cte},
         bad AS (
             SELECT decision FROM judged
-            WHERE made_up IS NOT NULL OR repeated OR (status <> 'ok' AND error_type IN ({types}))
+            WHERE made_up IS NOT NULL OR repeated OR (status <> 'ok' AND list_contains(?::VARCHAR[], error_type))
             UNION SELECT decision FROM unrun),
         graded AS (
             SELECT p.agent, len(d.offered) > ? AS many, d.decision IN (SELECT decision FROM bad) AS bad
@@ -193,7 +191,7 @@ def overload(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fi
         SELECT agent, count(*) FILTER (WHERE many), count(*) FILTER (WHERE many AND bad),
                count(*) FILTER (WHERE NOT many), count(*) FILTER (WHERE NOT many AND bad)
         FROM graded GROUP BY agent""", [*sorted(agents, key=str), t.route_window, *cte_params,
-                                        *t.choice_error_types, t.max_tools])}
+                                        t.choice_error_types, t.max_tools])}
     out = []
     for sid, agent, route, over, decisions, most, turns, seen in rows:
         many, bad_many, few, bad_few = accuracy.get(agent, (0, 0, 0, 0))
