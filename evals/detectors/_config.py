@@ -155,10 +155,10 @@ class ToolLimits(_Section):
     """How an agent uses its tools: invented tools and arguments, too many tools offered, a route's tools narrowing."""
 
     schema_error_types: list[str] = ["invalid_arguments", "invalid_args", "invalid_input", "schema_error",
-                                     "validation_error", "ValidationError", "unknown_tool", "tool_not_found",
-                                     "UnknownToolError"]
+                                     "ValidationError", "unknown_tool", "tool_not_found", "UnknownToolError"]
     """tools.hallucinated: error types of a failed tool call that mean the call itself was made up (a tool or
-    arguments that do not exist, arguments that fail the tool's schema) ..."""
+    arguments that do not exist, arguments that fail the tool's schema). Not a bare ``validation_error``: tools
+    use it for business rules too ("this account cannot receive GBP"), which are answers, not made-up calls ..."""
     unknown_tool_patterns: list[str] = [
         r"(?i)\b(no|unknown|unsupported|undefined|invalid) (such )?(tool|function)\b",
         r"(?i)\b(tool|function) (named |called )?\S+ (does not|doesn't) exist\b",
@@ -173,6 +173,13 @@ class ToolLimits(_Section):
         r"(?i)\bvalidation errors? for\b"]
     """... and arguments that fail the tool's signature or schema. Ordinary failures (a service down, a record not
     found) are none of these: an agent is not blamed for them."""
+    not_found_types: list[str] = ["not_found", "NotFound", "NotFoundError", "ResourceNotFound",
+                                  "ResourceNotFoundError", "DoesNotExist"]
+    """tools.hallucinated: a call that failed as not found (these error types, or a message saying "not found",
+    "does not exist", "no such") is made up when an identifying argument of it (a key such as ``order_id``,
+    ``sku`` or ``email``, or an id-like value) appears nowhere in what its decision was given (the system prompt
+    and messages, tool results included): an invented id. One the customer typed is the tool's answer. Needs the
+    content (not with content mode ``none``)."""
     hallucination_rate: float = Field(default=0.25, gt=0, le=1)
     """tools.hallucinated: a session with one made-up call is an info alert; a warning when at least this share of
     its calls were made up, or 2 of them, or when its route has them in at least ``route_rate`` of its sessions ..."""

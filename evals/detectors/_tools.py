@@ -11,6 +11,8 @@ join on time), so an agent that runs several calls per decision, or none, is jud
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import tracer
@@ -19,6 +21,10 @@ from ._config import DetectConfig, ToolLimits
 from ._scope import TARGET, Finding, Scope, json_value, route_label, scope_head
 
 _UNKNOWN_TYPES = ("unknown_tool", "tool_not_found", "unknowntoolerror", "toolnotfounderror")
+_NOT_FOUND = r"(?i)\b(not found|does not exist|doesn't exist|no such)\b"
+_ID_KEY = re.compile(r"(?i)(^|[_\-.])(id|ids|uuid|sku|number|no|code|ref|reference|email|e_?mail|account|handle)$|"
+                     r"[a-z](Id|ID|Number|Email)$")
+_ID_VALUE = re.compile(r"^(?=.*\d)[A-Za-z0-9][A-Za-z0-9_\-.:/#@+]{3,79}$|^[^@\s]+@[^@\s]+$")
 
 
 def _regex(patterns: list[str]) -> str:
@@ -33,12 +39,13 @@ def _judged(t: ToolLimits, llm: str, tools: str, pool: str) -> tuple[str, list[A
     (tools a decision named that it was not offered and that never ran)."""
     sql = f"""decisions AS (
             SELECT session_id, span_id AS decision, turn_index AS d_turn, end_ns AS d_end,
-                   coalesce(tools_available, []) AS offered, coalesce(tools_chosen, []) AS chosen
+                   coalesce(tools_available, []) AS offered, coalesce(tools_chosen, []) AS chosen,
+                   messages_ref, system_ref
             FROM {llm} WHERE status = 'ok' AND session_id IN (SELECT session_id FROM {pool})),
         calls AS (
             SELECT c.session_id, c.span_id, c.turn_index, c.tool_name, c.arguments, c.status, c.error_type,
                    c.error_message, c.start_ns, c.end_ns, c.args_key, c.outcome_key, d.decision,
-                   coalesce(d.offered, []) AS offered
+                   coalesce(d.offered, []) AS offered, d.messages_ref, d.system_ref
             FROM (SELECT * FROM {tools} WHERE session_id IN (SELECT session_id FROM {pool})) c
             ASOF LEFT JOIN decisions d ON d.session_id = c.session_id AND d.d_end <= c.start_ns),
         judged AS (
@@ -69,64 +76,121 @@ def _routes_in(pairs: set[tuple[str, str]], alias: str = "s") -> tuple[str, list
 
 
 def hallucinated(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
-    """Calls the model made up: a tool its decision was not offered (run or not), or a call that
-    failed because of its own arguments (an error type or message that says so; ``ToolLimits``).
+    """Calls the model made up: a tool its decision was not offered (run or not), a call that
+    failed because of its own arguments (an error type or message that says so; ``ToolLimits``),
+    or one that asked for a thing by an id that nothing the model was given contains and was
+    answered not found (an invented id; ``_invented``).
 
     One made-up call in a session is an ``info`` alert: models slip, and a good agent reads the
     error and asks again. It is a ``warning`` when a quarter of the session's calls were made up,
     or two of them, or when its route makes them up in a fifth of its recent sessions: then the
     tool's description, the prompt or the model is at fault, not chance. Ordinary failures (a
-    service down, a record not found: also what an invented id gets) are not made-up calls.
+    service down; a record not found by an id the customer gave) are not made-up calls.
     """
     t = config.tools
     head, params = scope_head(scope)
     cte, cte_params = _judged(t, "llm_calls", "tool_calls", "target")
     rows = store.sql(f"""{head}, {cte},
         made AS (
-            SELECT session_id, turn_index, tool_name, made_up, arguments, error_type, error_message, end_ns,
-                   offered
-            FROM judged WHERE made_up IS NOT NULL
+            SELECT session_id, turn_index, tool_name,
+                   coalesce(made_up, 'invented_id') AS kind, arguments, error_type, error_message, end_ns,
+                   offered, messages_ref, system_ref
+            FROM judged
+            WHERE made_up IS NOT NULL
+               OR (status <> 'ok' AND messages_ref IS NOT NULL AND arguments IS NOT NULL
+                   AND (list_contains(?::VARCHAR[], error_type) OR regexp_matches(coalesce(error_message, ''), ?)))
             UNION ALL
             SELECT session_id, d_turn, tool_name, 'unknown_tool', NULL, NULL, 'named by the model, not offered',
-                   d_end, NULL
+                   d_end, NULL, NULL, NULL
             FROM unrun),
         sizes AS (SELECT session_id, count(*) AS calls FROM judged GROUP BY session_id)
-        SELECT m.session_id, s.agent, s.route, coalesce(z.calls, 0) + (SELECT count(*) FROM unrun u
-                                                                     WHERE u.session_id = m.session_id),
-               m.made_up, m.tool_name, list(m.turn_index ORDER BY m.end_ns),
-               list({{'arguments': m.arguments, 'error_type': m.error_type, 'error': m.error_message,
-                      'turn': m.turn_index, 'offered': len(m.offered)}} ORDER BY m.end_ns), max(m.end_ns),
-               any_value(m.offered)
+        SELECT m.session_id, s.agent, s.route,
+               coalesce(z.calls, 0) + (SELECT count(*) FROM unrun u WHERE u.session_id = m.session_id) AS calls,
+               m.kind, m.tool_name, m.turn_index, m.arguments, m.error_type, m.error_message, m.end_ns, m.offered,
+               m.messages_ref, m.system_ref
         FROM made m JOIN target s USING (session_id) LEFT JOIN sizes z USING (session_id)
-        GROUP BY m.session_id, s.agent, s.route, z.calls, m.made_up, m.tool_name""",
-                     [*params, *cte_params])
-    if not rows:
+        ORDER BY m.session_id, m.end_ns""", [*params, *cte_params, t.not_found_types, _NOT_FOUND])
+    invented = _invented(store, [(i, r[7], r[12], r[13]) for i, r in enumerate(rows) if r[4] == "invented_id"])
+    groups: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
+    for i, row in enumerate(rows):
+        if row[4] == "invented_id" and i not in invented:
+            continue
+        groups.setdefault((row[0], row[4], row[5]), []).append((*row, invented.get(i)))
+    if not groups:
         return []
     per_session: dict[str, int] = {}
-    for row in rows:
-        per_session[row[0]] = per_session.get(row[0], 0) + len(row[6])
-    rates = _route_rates(store, scope, config, {(r[1], r[2] or "") for r in rows})
+    for (sid, _, _), calls in groups.items():
+        per_session[sid] = per_session.get(sid, 0) + len(calls)
+    rates = _route_rates(store, scope, config, {(c[0][1], c[0][2] or "") for c in groups.values()})
     out = []
-    for sid, agent, route, calls, kind, tool, turns, examples, seen, offered in rows:
+    for (sid, kind, tool), made_calls in groups.items():
+        agent, route, calls, offered = made_calls[0][1], made_calls[0][2], made_calls[0][3], made_calls[0][11]
         made = per_session[sid]
         sessions_with, sessions_of = rates.get((agent, route or ""), (0, 0))
         route_rate = sessions_with / sessions_of if sessions_of else 0.0
         severe = (made >= 2 or made >= t.hallucination_rate * max(calls, 1)
                   or (sessions_of >= 10 and route_rate >= t.route_rate))
+        first_invented = made_calls[0][14]
         what = (f"{tool} called but not among the {len(offered)} tools offered" if kind == "unknown_tool" and offered
                 else f"{tool}: a tool the agent does not have" if kind == "unknown_tool"
-                else f"{tool} called with arguments that fail its schema")
+                else f"{tool} called with arguments that fail its schema" if kind == "bad_arguments"
+                else f"{tool} asked for {first_invented[0]} {first_invented[1]!r}, which nothing the model was given "
+                     "contains, and found nothing")
         out.append(Finding(
             "tools.hallucinated", "warning" if severe else "info",
             f"{what} ({made} of {calls} tool calls in the session made up; {sessions_with} of the route's last "
-            f"{sessions_of} sessions had one)", agent, route, sid, f"{kind}:{tool}", seen, sorted(set(turns)),
-            {"kind": kind, "tool": tool, "calls": [{**e, "arguments": json_value(e["arguments"]),
-                                                    "error": tracer.clip_text(e["error"], 300)} for e in examples],
+            f"{sessions_of} sessions had one)", agent, route, sid, f"{kind}:{tool}", max(c[10] for c in made_calls),
+            sorted({c[6] for c in made_calls}),
+            {"kind": kind, "tool": tool,
+             "calls": [{"turn": c[6], "arguments": json_value(c[7]), "error_type": c[8],
+                        "error": tracer.clip_text(c[9], 300), "tools_offered": len(c[11]) if c[11] else None,
+                        **({"invented": {"argument": c[14][0], "value": c[14][1]}} if c[14] else {})}
+                       for c in made_calls],
              "tools_offered": offered, "made_up_in_session": made, "tool_calls_in_session": calls,
              "route": {"of": route_label(agent, route), "sessions": sessions_of, "with_made_up_calls": sessions_with,
-                       "rate": route_rate},
+                       "rate": route_rate, "counts": "unknown tools and schema failures (not invented ids)"},
              "rule": f"warning at {t.hallucination_rate:.0%} of a session's calls, 2 calls, or {t.route_rate:.0%} of "
                      f"the route's last {t.route_window} sessions; info for one"}))
+    return out
+
+
+def _invented(store: tracer.Store, calls: list[tuple[int, str | None, str | None, str | None]],
+              ) -> dict[int, tuple[str, str]]:
+    """Of the calls ``(i, arguments, messages_ref, system_ref)``, those with an identifying argument
+    (its key names a thing, or its value looks like an id) whose value appears in neither the
+    system prompt nor any message of the decision's request (the customer's words, earlier tool
+    results): ``{i: (key, value)}``. One query for all of them: the requests' message chains walked
+    back together."""
+    wanted: list[tuple[int, str, str, str | None, str]] = []
+    for i, arguments, messages_ref, system_ref in calls:
+        try:
+            args = json.loads(arguments or "null")
+        except ValueError:
+            continue
+        if isinstance(args, dict) and messages_ref:
+            wanted += [(i, k, messages_ref, system_ref, str(v)) for k, v in args.items()
+                       if isinstance(v, str | int) and not isinstance(v, bool) and len(str(v)) >= 3
+                       and (_ID_KEY.search(k) or _ID_VALUE.match(str(v)))]
+    if not wanted:
+        return {}
+    unseen = store.sql("""WITH RECURSIVE wanted AS (
+            SELECT unnest(?::INTEGER[]) AS w, unnest(?::VARCHAR[]) AS start, unnest(?::VARCHAR[]) AS sys,
+                   unnest(?::VARCHAR[]) AS value),
+        chain(start, node) AS (
+            SELECT DISTINCT start, start FROM wanted
+            UNION
+            SELECT c.start, m.prev FROM chain c JOIN message_chain m ON m.node = c.node WHERE m.prev IS NOT NULL),
+        bodies AS (SELECT c.start, t.body FROM chain c JOIN message_chain m ON m.node = c.node
+                   JOIN content t ON t.hash = m.message)
+        SELECT w FROM wanted x
+        WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.start = x.start AND contains(b.body, x.value))
+          AND NOT EXISTS (SELECT 1 FROM content t WHERE t.hash = x.sys AND contains(t.body, x.value))""",
+                       [list(range(len(wanted))), [w[2] for w in wanted], [w[3] for w in wanted],
+                        [w[4] for w in wanted]])
+    out: dict[int, tuple[str, str]] = {}
+    for (w,) in sorted(unseen):
+        i, key, _, _, value = wanted[w]
+        out.setdefault(i, (key, value))
     return out
 
 

@@ -45,11 +45,11 @@ Step = list[tuple[str, dict[str, Any]]]
 
 def scripted(route: str, offered: list[str], script: list[Step], tools: dict[str, Callable[..., Any]], *,
              agent: str = "shop", session_id: str | None = None, key: Callable[[str, dict], str | None] | None = None,
-             status: str | None = None) -> str:
+             status: str | None = None, question: str = "help") -> str:
     """One session of an agent whose model asks, decision by decision, for the calls in ``script``
     (then answers), offered the tools named in ``offered``; the agent runs each from ``tools`` (a
     name it does not have is a ``KeyError``, a Python function's own errors are its own) and keys
-    a call with ``key`` when given. Returns the session id."""
+    a call with ``key`` when given. The customer asks ``question``. Returns the session id."""
     definitions = [{"name": n, "description": f"the {n} tool", "input_schema": {"type": "object"}} for n in offered]
 
     def policy(body: dict[str, Any]) -> Any:
@@ -61,7 +61,7 @@ def scripted(route: str, offered: list[str], script: list[Step], tools: dict[str
 
     recorder = tracer.Recorder(db())
     client = recorder.instrument(FakeModel(policy=policy).client())
-    messages: list[dict[str, Any]] = [{"role": "user", "content": "help"}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
     with recorder.session(agent, session_id=session_id, **{"flightrec.route": route}) as s:
         while True:
             with s.turn():
@@ -131,10 +131,22 @@ def test_arguments_that_fail_the_tool_s_signature_are_made_up_and_one_slip_in_ma
 
 
 def test_ordinary_tool_failures_are_not_made_up_calls():
-    # A service down and a record not found (what an invented id also gets) are the tools' answers.
+    # A service down, and a record not found by the id the customer typed, are the tools' answers.
     scripted("status", ["get_order", "track"], [[("track", {"order_id": "A-1"})], [("track", {"order_id": "A-1"})],
-                                                [("get_order", {"order_id": "X-9"})]], SHOP)
+                                                [("get_order", {"order_id": "X-9"})]], SHOP,
+             question="Where is my order X-9? It was A-1 before.")
     assert alerts("tools.hallucinated") == []
+
+
+def test_an_id_nothing_the_model_was_given_contains_and_that_is_not_found_is_invented():
+    # The customer gave A-1; the model asks for X-42, which no message holds, and the shop has no such order.
+    sid = scripted("status", ["get_order", "search"], [[("get_order", {"order_id": "X-42"})],
+                                                       [("get_order", {"order_id": "A-1"})]], SHOP,
+                   question="Where is my order A-1?")
+    (alert,) = alerts("tools.hallucinated")
+    assert alert.session_id == sid and alert.evidence["kind"] == "invented_id"
+    assert alert.evidence["calls"][0]["invented"] == {"argument": "order_id", "value": "X-42"}
+    assert alert.title.startswith("get_order asked for order_id 'X-42', which nothing the model was given contains")
 
 
 def test_another_instrumentation_s_schema_errors_count_without_the_tools_offered_on_record():
