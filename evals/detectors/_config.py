@@ -162,7 +162,7 @@ class ToolLimits(_Section):
     unknown_tool_patterns: list[str] = [
         r"(?i)\b(no|unknown|unsupported|undefined|invalid) (such )?(tool|function)\b",
         r"(?i)\b(tool|function) (named |called )?\S+ (does not|doesn't) exist\b",
-        r"(?i)\b(tool|function) \S+ (is )?not (found|available|registered|defined)\b"]
+        r"(?i)\b(tool|function) \S+ (is )?not (found|registered|defined)\b"]
     """... error messages (regular expressions, RE2) that name a tool the agent does not have, whatever the
     error type (every instrumentation reports errors its own way) ..."""
     bad_argument_patterns: list[str] = [

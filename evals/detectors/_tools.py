@@ -1,7 +1,8 @@
-"""Tool use: ``tools.hallucinated`` calls to tools the decision was not offered, or with arguments
-that fail the tool's schema; ``tools.overload`` sessions whose decisions are offered so many tools
-that the agent's choices suffer; ``tools.diversity`` a route whose sessions use far fewer distinct
-tools than they used to.
+"""Tool use: ``tools.hallucinated`` calls to tools the decision was not offered, with arguments
+that fail the tool's schema, or by an id nothing the model was given contains (answered not
+found); ``tools.overload`` sessions whose decisions are offered so many tools that the agent's
+choices suffer; ``tools.diversity`` a route whose sessions use far fewer distinct tools than they
+used to.
 
 Every rule reads what any instrumentation records: the tools a decision was offered
 (``llm_calls.tools_available``; where it is empty, only errors are read) and a tool call's error
@@ -24,7 +25,10 @@ _UNKNOWN_TYPES = ("unknown_tool", "tool_not_found", "unknowntoolerror", "toolnot
 _NOT_FOUND = r"(?i)\b(not found|does not exist|doesn't exist|no such)\b"
 _ID_KEY = re.compile(r"(?i)(^|[_\-.])(id|ids|uuid|sku|number|no|code|ref|reference|email|e_?mail|account|handle)$|"
                      r"[a-z](Id|ID|Number|Email)$")
-_ID_VALUE = re.compile(r"^(?=.*\d)[A-Za-z0-9][A-Za-z0-9_\-.:/#@+]{3,79}$|^[^@\s]+@[^@\s]+$")
+_ID_VALUE = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])(?!\d{4}-\d{2}-\d{2})[A-Za-z0-9][A-Za-z0-9_\-.:/#@+]{3,79}$"
+                       r"|^[^@\s]+@[^@\s]+$")
+"""A value that looks like an id whatever its key: letters and digits (``A-1042``, ``cus_9f3``), not a
+date; or an e-mail address. A bare number is an id only under a key that says so."""
 
 
 def _regex(patterns: list[str]) -> str:
