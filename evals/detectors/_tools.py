@@ -147,7 +147,8 @@ def hallucinated(store: tracer.Store, scope: Scope, config: DetectConfig) -> lis
             sorted({c[6] for c in made_calls}),
             {"kind": kind, "tool": tool,
              "calls": [{"turn": c[6], "arguments": json_value(c[7]), "error_type": c[8],
-                        "error": tracer.clip_text(c[9], 300), "tools_offered": len(c[11]) if c[11] else None,
+                        "error": tracer.clip_text(c[9], 300) if c[9] else None,
+                        "tools_offered": len(c[11]) if c[11] else None,
                         **({"invented": {"argument": c[14][0], "value": c[14][1]}} if c[14] else {})}
                        for c in made_calls],
              "tools_offered": offered, "made_up_in_session": made, "tool_calls_in_session": calls,

@@ -171,7 +171,7 @@ def insert_session(sid: str, agent: str, route: str | None, end_ns: int, *, stat
                                            llm_errors, tool_calls, tool_errors, input_tokens, output_tokens,
                                            cache_read_tokens, cache_write_tokens, cost_usd, unpriced_calls, origin)
                      VALUES (?, ?, ?, ?, ?, true, ?, 1, 1, 0, 0, 0, 100, 10, 0, 0, 0.001, 0, 'production')""",
-                  [sid, agent, route, end_ns - 30 * SECOND if start_ns is None else start_ns, end_ns, status])
+                  [sid, agent, route, end_ns - 300 * SECOND if start_ns is None else start_ns, end_ns, status])
 
 
 def insert_calls(sid: str, at_ns: int, calls: list[tuple[str, str, str | None, str | None]], *,
@@ -192,6 +192,16 @@ def insert_calls(sid: str, at_ns: int, calls: list[tuple[str, str, str | None, s
                          VALUES (?, 't', ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', md5(? || ?))""",
                       [f"{sid}-c{i}", sid, i + 1, tool, t + 200, t + 300, status, etype, message, arguments, tool,
                        arguments])
+
+
+def test_a_tool_that_ran_though_its_decision_was_not_offered_it_is_made_up():
+    # Recorded by another instrumentation: the decision offered two tools, the agent ran a third, and it worked.
+    insert_session("other-1", "router", "triage", T0)
+    insert_calls("other-1", T0 - 60 * SECOND, [("lookup", "ok", None, None), ("delete_all", "ok", None, None)],
+                 offered=["lookup", "search"])
+    (alert,) = alerts("tools.hallucinated")
+    assert alert.evidence["kind"] == "unknown_tool" and alert.evidence["calls"][0]["error"] is None
+    assert alert.title.startswith("delete_all called but not among the 2 tools offered")
 
 
 # -- tools.overload -----------------------------------------------------------------------------------
