@@ -80,16 +80,21 @@ def duplicate_effect(store: tracer.Store, scope: Scope, config: DetectConfig) ->
     """
     s = config.safety
     head, params = scope_head(scope)
-    rows = store.sql(f"""{head}
-        SELECT t.session_id, any_value(g.agent), any_value(g.route), t.span_id, t.trace_id, t.turn_index,
-               t.tool_name, t.arguments, t.args_key, nullif(t.idempotency_key, ''), t.end_ns, t.result
-        FROM tool_calls t JOIN target g USING (session_id)
-        WHERE t.status = 'ok' AND NOT list_contains(?::VARCHAR[], t.tool_name)
-          AND (coalesce(t.idempotency_key, '') <> '' OR list_contains(?::VARCHAR[], t.tool_name)
-               OR regexp_matches(t.tool_name, ?, 'i'))
-          AND NOT (t.result IS NULL AND coalesce(t.idempotency_key, '') <> '')
-          AND NOT regexp_matches(coalesce(t.result, ''), ?, 'i')
-        GROUP BY ALL ORDER BY t.session_id, t.end_ns""",
+    rows = store.sql(f"""{head},
+        done AS (
+            SELECT t.session_id, g.agent, g.route, t.span_id, t.trace_id, t.turn_index, t.tool_name, t.arguments,
+                   t.args_key, nullif(t.idempotency_key, '') AS idem, t.end_ns, t.result
+            FROM tool_calls t JOIN target g USING (session_id)
+            WHERE t.status = 'ok' AND NOT list_contains(?::VARCHAR[], t.tool_name)
+              AND (coalesce(t.idempotency_key, '') <> '' OR list_contains(?::VARCHAR[], t.tool_name)
+                   OR regexp_matches(t.tool_name, ?, 'i'))
+              AND NOT (t.result IS NULL AND coalesce(t.idempotency_key, '') <> '')
+              AND NOT regexp_matches(coalesce(t.result, ''), ?, 'i'))
+        -- Only calls that share their arguments or their key with another: the rest are done once.
+        SELECT * FROM done
+        QUALIFY (args_key IS NOT NULL AND count(*) OVER (PARTITION BY session_id, tool_name, args_key) > 1)
+             OR (idem IS NOT NULL AND count(*) OVER (PARTITION BY session_id, idem) > 1)
+        ORDER BY session_id, end_ns""",
                      [*params, s.read_only_tools, s.irreversible_tools,
                       "|".join(f"(?:{p.removeprefix('(?i)')})" for p in s.irreversible_patterns) or "$^",
                       "|".join(f"(?:{p.removeprefix('(?i)')})" for p in s.replay_markers) or "$^"])

@@ -36,21 +36,32 @@ def _regex(patterns: list[str]) -> str:
     return "|".join(f"(?:{p.removeprefix('(?i)')})" for p in patterns) or "$^"
 
 
-def _judged(t: ToolLimits, llm: str, tools: str, pool: str) -> tuple[str, list[Any]]:
+def _judged(t: ToolLimits, llm: str, tools: str, pool: str, *, every: bool = True) -> tuple[str, list[Any]]:
     """CTEs over the sessions in ``pool``: ``decisions`` (the model calls that answered), ``judged``
     (each tool call with its decision and ``made_up``: ``unknown_tool``, ``bad_arguments`` or NULL,
     and ``repeated``: the same call made before in the session with the same answer) and ``unrun``
-    (tools a decision named that it was not offered and that never ran)."""
+    (tools a decision named that it was not offered and that never ran).
+
+    Without ``every``, ``judged`` holds only the calls that can be made up (those that failed, and
+    those of a tool their decision named but was not offered): matching every call of a long
+    history to its decision costs more than the rest of the detector, and the others are not read.
+    """
+    only = "" if every else """ AND (status <> 'ok' OR (session_id, turn_index, tool_name) IN (
+                SELECT session_id, d_turn, tool_name FROM named))"""
     sql = f"""decisions AS (
             SELECT session_id, span_id AS decision, turn_index AS d_turn, end_ns AS d_end,
                    coalesce(tools_available, []) AS offered, coalesce(tools_chosen, []) AS chosen,
                    messages_ref, system_ref
             FROM {llm} WHERE status = 'ok' AND session_id IN (SELECT session_id FROM {pool})),
+        named AS (
+            SELECT session_id, decision, d_turn, d_end,
+                   unnest(list_filter(chosen, lambda x: NOT list_contains(offered, x))) AS tool_name
+            FROM decisions WHERE len(offered) > 0),
         calls AS (
             SELECT c.session_id, c.span_id, c.turn_index, c.tool_name, c.arguments, c.status, c.error_type,
                    c.error_message, c.start_ns, c.end_ns, c.args_key, c.outcome_key, d.decision,
                    coalesce(d.offered, []) AS offered, d.messages_ref, d.system_ref
-            FROM (SELECT * FROM {tools} WHERE session_id IN (SELECT session_id FROM {pool})) c
+            FROM (SELECT * FROM {tools} WHERE session_id IN (SELECT session_id FROM {pool}){only}) c
             ASOF LEFT JOIN decisions d ON d.session_id = c.session_id AND d.d_end <= c.start_ns),
         judged AS (
             SELECT *,
@@ -64,10 +75,6 @@ def _judged(t: ToolLimits, llm: str, tools: str, pool: str) -> tuple[str, list[A
                        AND count(*) OVER (PARTITION BY session_id, args_key, outcome_key ORDER BY start_ns
                                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) > 1 AS repeated
             FROM calls),
-        named AS (
-            SELECT session_id, decision, d_turn, d_end,
-                   unnest(list_filter(chosen, lambda x: NOT list_contains(offered, x))) AS tool_name
-            FROM decisions WHERE len(offered) > 0),
         unrun AS (
             SELECT n.* FROM named n
             WHERE NOT EXISTS (SELECT 1 FROM calls c WHERE c.decision = n.decision AND c.tool_name = n.tool_name))"""
@@ -93,7 +100,7 @@ def hallucinated(store: tracer.Store, scope: Scope, config: DetectConfig) -> lis
     """
     t = config.tools
     head, params = scope_head(scope)
-    cte, cte_params = _judged(t, "llm_calls", "tool_calls", "target")
+    cte, cte_params = _judged(t, "llm_calls", "tool_calls", "target", every=False)
     rows = store.sql(f"""{head}, {cte},
         made AS (
             SELECT session_id, turn_index, tool_name,
@@ -107,7 +114,8 @@ def hallucinated(store: tracer.Store, scope: Scope, config: DetectConfig) -> lis
             SELECT session_id, d_turn, tool_name, 'unknown_tool', NULL, NULL, 'named by the model, not offered',
                    d_end, NULL, NULL, NULL
             FROM unrun),
-        sizes AS (SELECT session_id, count(*) AS calls FROM judged GROUP BY session_id)
+        sizes AS (SELECT session_id, count(*) AS calls FROM tool_calls
+                  WHERE session_id IN (SELECT session_id FROM made) GROUP BY session_id)
         SELECT m.session_id, s.agent, s.route,
                coalesce(z.calls, 0) + (SELECT count(*) FROM unrun u WHERE u.session_id = m.session_id) AS calls,
                m.kind, m.tool_name, m.turn_index, m.arguments, m.error_type, m.error_message, m.end_ns, m.offered,
@@ -188,7 +196,9 @@ def _invented(store: tracer.Store, calls: list[tuple[int, str | None, str | None
         bodies AS (SELECT c.start, t.body FROM chain c JOIN message_chain m ON m.node = c.node
                    JOIN content t ON t.hash = m.message)
         SELECT w FROM wanted x
-        WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.start = x.start AND contains(b.body, x.value))
+        -- A chain whose messages are not in the store (pruned, or never written) proves nothing.
+        WHERE EXISTS (SELECT 1 FROM bodies b WHERE b.start = x.start)
+          AND NOT EXISTS (SELECT 1 FROM bodies b WHERE b.start = x.start AND contains(b.body, x.value))
           AND NOT EXISTS (SELECT 1 FROM content t WHERE t.hash = x.sys AND contains(t.body, x.value))""",
                        [list(range(len(wanted))), [w[2] for w in wanted], [w[3] for w in wanted],
                         [w[4] for w in wanted]])
@@ -204,7 +214,7 @@ def _route_rates(store: tracer.Store, scope: Scope, config: DetectConfig,
     """Of each route's newest ``route_window`` sessions: how many had a made-up call, and how many there were."""
     t = config.tools
     where, params = _routes_in(routes)
-    cte, cte_params = _judged(t, "main.llm_calls", "main.tool_calls", "pool")
+    cte, cte_params = _judged(t, "main.llm_calls", "main.tool_calls", "pool", every=False)
     rows = store.sql(f"""WITH pool AS (
             SELECT s.session_id, s.agent, coalesce(s.route, '') AS route FROM sessions s
             WHERE s.ended AND {scope.of_origins()} AND ({where})
