@@ -429,3 +429,16 @@ def test_an_expired_approval_alerts_once_per_expiry():
     assert alert.turns == [3] and alert.title == ("an approval of issue_refund expired after 25.0 h with no decision; "
                                                   "the agent went on to escalate")
     assert alerts("approval.expired") == []  # the same history again: nothing new
+
+
+def test_the_new_settings_load_from_yaml_and_a_bad_pattern_is_named(tmp_path):
+    good = tmp_path / "detect.yaml"
+    good.write_text("tools: {max_tools: 50}\nsafety: {irreversible_tools: [wire_money]}\n"
+                    "approvals: {wait_warning_s: 60}\n")
+    config = D.load_config(good)
+    assert config.tools.max_tools == 50 and config.safety.irreversible_tools == ["wire_money"]
+    assert config.approvals.wait_warning_s == 60 and "approvals:" in D.config_yaml(config)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tools: {bad_argument_patterns: ['(']}\n")
+    with pytest.raises(tracer.ConfigError, match=r"tools.bad_argument_patterns: '\(' is not a regular expression"):
+        D.load_config(bad)
