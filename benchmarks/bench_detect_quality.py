@@ -18,7 +18,8 @@ default misbehaviour or faults. Two stores:
 Then ``evals.detectors.detect(store)`` over each whole store with the default thresholds. A session
 is predicted positive for a family when an alert of that family has an observation for it
 (``alert_observations`` joined to ``alerts``). Labels: loops-positive iff ``misbehave=("loop",)``,
-cost-positive iff ``misbehave=("runaway",)``; runaway sessions are left out of the loops score
+cost-positive iff ``misbehave=("runaway",)``, ``tools.hallucinated``-positive iff
+``misbehave=("hallucinate",)``; runaway sessions are left out of the loops score
 (their 17 searches cycle through 11 queries, repeating six with the same results, a real
 repetition that the label does not mean) and counted apart; the warm-up and labelled normal sessions are the
 clean normal sessions, on which no alert of any family should be raised.
@@ -232,6 +233,11 @@ def main() -> None:
           lambda p: "loops" in fam_a[p.session_id])
     score("loops (guard off), loops that made a tool call", [p for p in played_b if p.tool_calls], loops_neg,
           flagged_off)
+    # The hallucinate misbehaviour invents an argument in its first call: an order id (the tool answers
+    # not_found, which is no made-up call: a customer's mistyped id gets the same answer) or an
+    # out-of-range limit or a malformed e-mail address (invalid_arguments, which is one).
+    score("tools.hallucinated (hallucinate mode)", [p for p in lab if p.item.mode == "hallucinate"],
+          [p for p in lab if p.item.mode != "hallucinate"], lambda p: "tools.hallucinated" in det_a[p.session_id])
     runaway = [p for p in lab if p.item.mode == "runaway"]
     rows.append(("*runaway sessions (left out of loops) flagged as loops*",
                  f"{sum(1 for p in runaway if 'loops' in fam_a[p.session_id])} / {len(runaway)}", "", "", "", "", "",

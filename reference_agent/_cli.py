@@ -367,7 +367,8 @@ def _detect(ctx: click.Context, db_path: str) -> None:
     detect = ctx.parent.command.get_command(ctx.parent, "detect") if ctx.parent is not None else None  # type: ignore[attr-defined]
     if detect is None:
         return
-    click.echo("\nDetectors: loops, cost, steps, context, reliability and safety over the recorded sessions")
+    click.echo("\nDetectors: loops, cost, steps, context, reliability, safety, tools and approvals over the recorded "
+               "sessions")
     detect.main(args=["--db", db_path], prog_name="flightrec detect", standalone_mode=False)
     click.echo(f"Evidence: {command_name()} alerts show ALERT_ID --db {db_path}")
 

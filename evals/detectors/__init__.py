@@ -20,6 +20,7 @@ Quick start::
 
 from ._alerts import FAMILIES, SEVERITIES, Alert, AlertStatus, Severity
 from ._config import (
+    ApprovalLimits,
     ApprovalRule,
     BaselineLimits,
     Budget,
@@ -30,6 +31,7 @@ from ._config import (
     SafetyLimits,
     ScoreLimits,
     StepLimits,
+    ToolLimits,
     config_yaml,
 )
 from ._detect import DETECTORS, FAMILIES_OF, DetectResult, detect, load_config, parse_duration
@@ -57,6 +59,7 @@ __all__ = [
     "Alert",
     "AlertError",
     "AlertStatus",
+    "ApprovalLimits",
     "ApprovalRule",
     "BaselineLimits",
     "Budget",
@@ -78,6 +81,7 @@ __all__ = [
     "Sink",
     "SinkStats",
     "StepLimits",
+    "ToolLimits",
     "WebhookSink",
     "config_yaml",
     "detect",

@@ -13,6 +13,6 @@ from tracer import AlertRecord as Alert
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 AlertStatus = Literal["open", "acknowledged", "resolved"]
-FAMILIES = ("loops", "cost", "steps", "context", "reliability", "safety", "quality")
+FAMILIES = ("loops", "cost", "steps", "context", "reliability", "safety", "tools", "approvals", "quality")
 
 __all__ = ["FAMILIES", "SEVERITIES", "Alert", "AlertStatus", "Severity"]

@@ -151,6 +151,81 @@ class ScoreLimits(_Section):
     """... and this many standard errors lower (both sides' values pooled: a two-proportion test for pass/fail)."""
 
 
+class ToolLimits(_Section):
+    """How an agent uses its tools: invented tools and arguments, too many tools offered, a route's tools narrowing."""
+
+    schema_error_types: list[str] = ["invalid_arguments", "invalid_args", "invalid_input", "schema_error",
+                                     "ValidationError", "unknown_tool", "tool_not_found", "UnknownToolError"]
+    """tools.hallucinated: error types of a failed tool call that mean the call itself was made up (a tool or
+    arguments that do not exist, arguments that fail the tool's schema). Not a bare ``validation_error``: tools
+    use it for business rules too ("this account cannot receive GBP"), which are answers, not made-up calls ..."""
+    unknown_tool_patterns: list[str] = [
+        r"(?i)\b(no|unknown|unsupported|undefined|invalid) (such )?(tool|function)\b",
+        r"(?i)\b(tool|function) (named |called )?\S+ (does not|doesn't) exist\b",
+        r"(?i)\b(tool|function) \S+ (is )?not (found|registered|defined)\b"]
+    """... error messages (regular expressions, RE2) that name a tool the agent does not have, whatever the
+    error type (every instrumentation reports errors its own way) ..."""
+    bad_argument_patterns: list[str] = [
+        r"(?i)\bunexpected keyword argument\b", r"(?i)\bmissing \d+ required (positional|keyword)",
+        r"(?i)\bis a required property\b", r"(?i)\badditional properties are not allowed\b",
+        r"(?i)\b(invalid|unknown|unrecognized|unexpected) (argument|parameter|field)s?\b",
+        r"(?i)\b(does not|doesn't|did not|failed to) (match|validate against) (the )?(input )?schema\b",
+        r"(?i)\bvalidation errors? for\b"]
+    """... and arguments that fail the tool's signature or schema. Ordinary failures (a service down, a record not
+    found) are none of these: an agent is not blamed for them."""
+    not_found_types: list[str] = ["not_found", "NotFound", "NotFoundError", "ResourceNotFound",
+                                  "ResourceNotFoundError", "DoesNotExist"]
+    """tools.hallucinated: a call that failed as not found (these error types, or a message saying "not found",
+    "does not exist", "no such") is made up when an identifying argument of it (a key such as ``order_id``,
+    ``sku`` or ``email``, or an id-like value) appears nowhere in what its decision was given (the system prompt
+    and messages, tool results included): an invented id. One the customer typed is the tool's answer. Needs the
+    content (not with content mode ``none``)."""
+    hallucination_rate: float = Field(default=0.25, gt=0, le=1)
+    """tools.hallucinated: a session with one made-up call is an info alert; a warning when at least this share of
+    its calls were made up, or 2 of them, or when its route has them in at least ``route_rate`` of its sessions ..."""
+    route_rate: float = Field(default=0.2, gt=0, le=1)
+    """... of its newest ``route_window`` sessions (at least 10 of them)."""
+    route_window: int = Field(default=100, ge=10)
+    """tools.hallucinated and tools.overload: the newest sessions of a route (tools.overload: of an agent) that
+    rates are taken over."""
+    max_tools: int = Field(default=20, ge=1)
+    """tools.overload: more tools than this offered to one decision is many ..."""
+    overload_share: float = Field(default=0.5, gt=0, le=1)
+    """... and a session whose decisions are offered many at least this often is overloaded. It alerts only when
+    choices suffer: the agent's decisions with many tools make a bad choice (a made-up call, a call the tool
+    refused as a bad request, or one that repeated an earlier call and got the same answer) ..."""
+    overload_bad_rate: float = Field(default=0.15, gt=0, le=1)
+    """... at least this often ..."""
+    overload_margin: float = Field(default=0.1, ge=0, le=1)
+    """... and, when the agent also has decisions with few tools to compare with, this much more often than those
+    (else the tool count is not what hurts) ..."""
+    overload_min_decisions: int = Field(default=20, ge=1)
+    """... over at least this many decisions on each side."""
+    choice_error_types: list[str] = ["not_found", "not_allowed", "invalid_request", "bad_request"]
+    """tools.overload: error types that say the call was a bad request (a wrong choice), not a failing tool."""
+    diversity_recent: int = Field(default=10, ge=3)
+    """tools.diversity: the route's last N sessions ..."""
+    diversity_reference: int = Field(default=50, ge=5)
+    """... against up to M sessions before them (at least half of M) ..."""
+    diversity_drop: float = Field(default=0.5, gt=0, lt=1)
+    """... whose median number of distinct tools used fell by at least this share (or whose most used tool's median
+    share of the calls rose from at most 1 - this to at least ``diversity_top_share``) ..."""
+    diversity_top_share: float = Field(default=0.8, gt=0, le=1)
+    """... (the share named there) ..."""
+    diversity_min_tools: int = Field(default=3, ge=2)
+    """... on a route whose sessions used at least this many distinct tools (median); the session judged is
+    collapsed too."""
+
+
+class ApprovalLimits(_Section):
+    """Sessions parked for a person's approval (status ``waiting_human``)."""
+
+    wait_warning_s: float = Field(default=4 * 3600, gt=0)
+    """approval.waiting: a pending approval that has waited this many seconds with no decision ..."""
+    wait_critical_s: float = Field(default=24 * 3600, gt=0)
+    """... is critical from this many, or once past the deadline the agent gave it with nothing expiring it."""
+
+
 class ApprovalRule(_Section):
     amount_argument: str
     """The argument that holds the amount."""
@@ -176,6 +251,21 @@ class SafetyLimits(_Section):
     approval_tools: dict[str, ApprovalRule] = {"issue_refund": ApprovalRule(amount_argument="amount_cents",
                                                                             above=20_000)}
     """safety.unapproved: irreversible tools and the amount above which they need an approval."""
+    irreversible_tools: list[str] = []
+    """safety.duplicate_effect: tools whose calls have a side effect that cannot be undone, beyond those a call
+    marks with an idempotency key and those whose name matches ``irreversible_patterns`` ..."""
+    irreversible_patterns: list[str] = [
+        r"^(issue|send|create|delete|remove|cancel|submit|post|book|place|execute)_",
+        r"^(refund|pay|charge|transfer|withdraw|wire|purchase)"]
+    """... (regular expressions, RE2, on the tool name) ..."""
+    read_only_tools: list[str] = []
+    """... less these, whatever their name. One executed twice in a session (or across its resume) with the same
+    arguments or the same idempotency key is a duplicate ..."""
+    replay_markers: list[str] = [r'"idempotent_replay"\s*:\s*true', r'"replayed"\s*:\s*true',
+                                 r'"status"\s*:\s*"pending_approval"',
+                                 r"(?i)\balready (processed|done|executed|sent|refunded|paid|charged)\b"]
+    """... unless its result matches one of these: the tool answered with the first call's result (an idempotent
+    replay) or only asked for an approval."""
 
 
 class DetectConfig(_Section):
@@ -188,6 +278,8 @@ class DetectConfig(_Section):
     reliability: ReliabilityLimits = ReliabilityLimits()
     safety: SafetyLimits = SafetyLimits()
     scores: ScoreLimits = ScoreLimits()
+    tools: ToolLimits = ToolLimits()
+    approvals: ApprovalLimits = ApprovalLimits()
     budgets: list[Budget] = []
     """Absolute budgets per agent and route; the most specific match applies. None by default."""
     disabled: list[str] = []

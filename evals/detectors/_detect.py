@@ -9,8 +9,10 @@ subject), so that running it again over the same history changes nothing.
 
 The detectors live by family: ``_loops`` (loop.*), ``_cost`` (budgets, cost.guard, cost.drift,
 context.window), ``_baselines`` (the detectors that judge a session against its route's history,
-in one pass), ``_reliability`` (reliability.*), ``_safety`` (safety.*) and ``_scores``
-(score.drop, family quality: the online scores of sessions). ``DETECTORS`` below names them all,
+in one pass), ``_reliability`` (reliability.*), ``_safety`` (safety.*), ``_tools`` (tools.*: made-up
+calls, too many tools, a route's tools narrowing), ``_approvals`` (approval.*, family approvals:
+sessions waiting for a person) and ``_scores`` (score.drop, family quality: the online scores of
+sessions). ``DETECTORS`` below names them all,
 in the order they run.
 """
 
@@ -30,14 +32,16 @@ from pydantic import BaseModel, ValidationError
 import tracer
 
 from ._alerts import Alert
+from ._approvals import expired, waiting
 from ._baselines import baselines
 from ._config import DetectConfig
 from ._cost import budgets, context_window, cost_drift, cost_guard
 from ._loops import loop_calls, loop_guard, loop_max_tokens
 from ._reliability import breaker, latency_drift, retry_storm, tool_errors
-from ._safety import injection, unapproved
+from ._safety import duplicate_effect, injection, unapproved
 from ._scope import Detector, Finding, Scope
 from ._scores import score_drop
+from ._tools import diversity, hallucinated, overload
 
 DETECTORS: dict[str, Detector] = {
     "loop.calls": loop_calls, "loop.guard": loop_guard, "loop.max_tokens": loop_max_tokens,
@@ -47,13 +51,15 @@ DETECTORS: dict[str, Detector] = {
     "reliability.tool_errors": tool_errors, "reliability.breaker": breaker,
     "reliability.retry_storm": retry_storm, "reliability.latency": baselines,
     "reliability.latency_drift": latency_drift,
-    "safety.injection": injection, "safety.unapproved": unapproved,
+    "safety.injection": injection, "safety.unapproved": unapproved, "safety.duplicate_effect": duplicate_effect,
+    "tools.hallucinated": hallucinated, "tools.overload": overload, "tools.diversity": diversity,
+    "approval.waiting": waiting, "approval.expired": expired,
     "score.drop": score_drop,
 }
 """Every detector by name, in the order they run."""
 
-FAMILIES_OF = {name: {"loop": "loops", "score": "quality"}.get(name.split(".")[0], name.split(".")[0])
-               for name in DETECTORS}
+_FAMILY_OF_PREFIX = {"loop": "loops", "score": "quality", "approval": "approvals"}
+FAMILIES_OF = {name: _FAMILY_OF_PREFIX.get(name.split(".")[0], name.split(".")[0]) for name in DETECTORS}
 """Each detector's family."""
 
 
@@ -81,12 +87,17 @@ def load_config(path: str | os.PathLike[str] | None) -> DetectConfig:
     if unknown:
         raise tracer.ConfigError(f"{p}: disabled: unknown detector(s) {', '.join(unknown)}; "
                                  f"known: {', '.join(DETECTORS)}.")
-    for pattern in config.safety.injection_patterns:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise tracer.ConfigError(f"{p}: safety.injection_patterns: {pattern!r} is not a regular expression "
-                                     f"({exc}).") from None
+    patterns = {"safety.injection_patterns": config.safety.injection_patterns,
+                "safety.irreversible_patterns": config.safety.irreversible_patterns,
+                "safety.replay_markers": config.safety.replay_markers,
+                "tools.unknown_tool_patterns": config.tools.unknown_tool_patterns,
+                "tools.bad_argument_patterns": config.tools.bad_argument_patterns}
+    for setting, values in patterns.items():
+        for pattern in values:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise tracer.ConfigError(f"{p}: {setting}: {pattern!r} is not a regular expression ({exc}).") from None
     return config
 
 
@@ -137,7 +148,8 @@ def detect(store: tracer.Store, *, scope: Scope | None = None, config: DetectCon
     started = time.perf_counter()
     where, params = scope.where()
     sessions, first_ns = store.sql(f"SELECT count(*), min(start_ns) FROM sessions s WHERE {where}", params)[0]
-    scope = dataclasses.replace(scope, rows_from_ns=max(scope.rows_from_ns, first_ns or 0))
+    scope = dataclasses.replace(scope, rows_from_ns=max(scope.rows_from_ns, first_ns or 0),
+                                now_ns=time.time_ns() if scope.now_ns is None else scope.now_ns)
     findings: list[Finding] = []
     timings: dict[str, float] = {}
     if sessions:

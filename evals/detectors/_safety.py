@@ -1,10 +1,12 @@
 """Safety: ``safety.injection`` tool results carrying prompt-injection markers (patterns, and
 imperative text aimed at the assistant); ``safety.unapproved`` an irreversible tool call above its
-approval threshold with no approval on record."""
+approval threshold with no approval on record; ``safety.duplicate_effect`` the same irreversible call
+executed twice in a session (or across its resume)."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import tracer
 
@@ -59,4 +61,78 @@ def unapproved(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
                                f"{tool} with {rule.amount_argument} {amount:g} (approval needed above {rule.above:g}) "
                                "ran with no approval on record", agent, route, sid, tool, seen, [turn],
                                {"tool": tool, "arguments": json_value(args), "above": rule.above}))
+    return out
+
+
+def duplicate_effect(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+    """The same irreversible call executed twice in a session: the same tool with the same
+    canonical arguments (``args_key``), or under the same idempotency key, both done.
+
+    A call is irreversible when it carries an idempotency key (the agent says so), or its tool is
+    in ``irreversible_tools`` or its name matches ``irreversible_patterns`` (``issue_…``,
+    ``send_…``, ``refund…``, ``pay…``, ``charge…``, ``transfer…``), and not in
+    ``read_only_tools``. It is done when it succeeded and its result is not an idempotent replay
+    nor a request for approval (``replay_markers``): a resumed session that asks again under the
+    same key and gets the first result back did nothing twice. A call with a key whose result is
+    unknown (content mode ``none``) is taken to be protected by its key. A resumed session keeps
+    its id, so a repeat across the resume is found the same way; the evidence says which runs
+    (traces) the calls were in.
+    """
+    s = config.safety
+    head, params = scope_head(scope)
+    rows = store.sql(f"""{head},
+        done AS (
+            SELECT t.session_id, g.agent, g.route, t.span_id, t.trace_id, t.turn_index, t.tool_name, t.arguments,
+                   t.args_key, nullif(t.idempotency_key, '') AS idem, t.end_ns, t.result
+            FROM tool_calls t JOIN target g USING (session_id)
+            WHERE t.status = 'ok' AND NOT list_contains(?::VARCHAR[], t.tool_name)
+              AND (coalesce(t.idempotency_key, '') <> '' OR list_contains(?::VARCHAR[], t.tool_name)
+                   OR regexp_matches(t.tool_name, ?, 'i'))
+              AND NOT (t.result IS NULL AND coalesce(t.idempotency_key, '') <> '')
+              AND NOT regexp_matches(coalesce(t.result, ''), ?, 'i'))
+        -- Only calls that share their arguments or their key with another: the rest are done once.
+        SELECT * FROM done
+        QUALIFY (args_key IS NOT NULL AND count(*) OVER (PARTITION BY session_id, tool_name, args_key) > 1)
+             OR (idem IS NOT NULL AND count(*) OVER (PARTITION BY session_id, idem) > 1)
+        ORDER BY session_id, end_ns""",
+                     [*params, s.read_only_tools, s.irreversible_tools,
+                      "|".join(f"(?:{p.removeprefix('(?i)')})" for p in s.irreversible_patterns) or "$^",
+                      "|".join(f"(?:{p.removeprefix('(?i)')})" for p in s.replay_markers) or "$^"])
+    # Calls that share arguments or a key are one side effect: join them into groups (a key seen
+    # with two argument sets, or one argument set under two keys, still makes one group).
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for sid, _, _, span, _, _, tool, _, args_key, key, _, _ in rows:
+        for link in (f"a:{sid}:{tool}:{args_key}" if args_key else None, f"k:{sid}:{key}" if key else None):
+            if link:
+                parent[find(span)] = find(link)
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        if row[8] or row[9]:
+            groups.setdefault(find(row[3]), []).append(row)
+    out = []
+    for calls in groups.values():
+        if len(calls) < 2:
+            continue
+        sid, agent, route, _, _, _, tool, args, args_key, key, _, _ = calls[0]
+        runs = len({c[4] for c in calls})
+        where = " across a resume" if runs > 1 else ""
+        out.append(Finding(
+            "safety.duplicate_effect", "critical",
+            f"{tool} was executed {len(calls)} times in one session with the same "
+            f"{'idempotency key' if key and len({c[8] for c in calls}) > 1 else 'arguments'}{where}: an irreversible "
+            "side effect done twice", agent, route, sid, tool, max(c[10] for c in calls),
+            sorted({c[5] for c in calls}),
+            {"tool": tool, "executions": len(calls), "runs": runs, "arguments": json_value(args),
+             "idempotency_keys": sorted({c[9] for c in calls if c[9]}),
+             "calls": [{"turn": c[5], "trace_id": c[4], "span_id": c[3], "arguments": json_value(c[7]),
+                        "result": tracer.clip_text(c[11], 200)} for c in calls],
+             "irreversible_because": ("it carries an idempotency key" if key else
+                                      f"{tool} is listed or its name matches safety.irreversible_patterns")},
+            observation=f"{sid}:{args_key or key}"))
     return out

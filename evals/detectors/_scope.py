@@ -32,6 +32,9 @@ class Scope:
     starts. The per-session detectors read only the rows from then on (see ``scope_head``)."""
     origins: tuple[str, ...] | None = ("production",)
     """The ``sessions.origin`` values looked at (``tracer.ORIGINS``); ``None``: every session."""
+    now_ns: int | None = None
+    """What "now" is to the detectors that measure a wait (``approval.waiting``); ``detect`` sets it
+    from the wall clock when it is ``None``, and tests pass their own."""
 
     def __post_init__(self) -> None:
         unknown = [o for o in self.origins or () if o not in tracer.ORIGINS]

@@ -1,0 +1,112 @@
+"""Approvals: ``approval.waiting`` a session parked for a person's approval (status
+``waiting_human``) that nobody has decided for too long; ``approval.expired`` an approval that
+expired unanswered (an ``approval_expired`` event)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import tracer
+
+from ._config import DetectConfig
+from ._scope import Finding, Scope, scope_head
+
+
+def _events(text: str | None, *names: str) -> list[dict[str, Any]]:
+    try:
+        return [e for e in json.loads(text or "[]") if e.get("name") in names]
+    except ValueError:
+        return []
+
+
+def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+    """Sessions waiting for an approval past ``wait_warning_s`` (critical past ``wait_critical_s``,
+    or past the deadline the agent gave the approval with nothing expiring it).
+
+    A wait grows while nothing about the session changes, so every run looks at every session of
+    the scope's origins that is still ``waiting_human``, not only the sessions in scope: online,
+    each run (as any session ends) sees the waits that have passed the threshold since. The wait
+    is counted from the latest ``approval_requested`` event's ``requested_at`` (epoch seconds) with
+    no ``human_decision`` or ``approval_expired`` for it since, else, for an agent that records no
+    such event, from when the session parked (its end). "Now" is ``Scope.now_ns``. Each approval
+    (and each severity it reaches) is one observation, so re-running changes nothing.
+    """
+    a = config.approvals
+    now_ns = scope.now_ns if scope.now_ns is not None else time.time_ns()
+    rows = store.sql(f"""
+        SELECT s.session_id, s.agent, s.route, s.end_ns, s.status_reason,
+               list(u.events ORDER BY u.turn_index) FILTER (WHERE u.events LIKE '%approval%'
+                                                                OR u.events LIKE '%human_decision%'),
+               max(u.turn_index)
+        FROM sessions s LEFT JOIN turns u USING (session_id)
+        WHERE s.ended AND s.status = 'waiting_human' AND {scope.of_origins()}
+        GROUP BY ALL""")
+    out = []
+    for sid, agent, route, end_ns, reason, events, last_turn in rows:
+        found = [e for text in events or [] for e in _events(text, "approval_requested", "human_decision",
+                                                             "approval_expired")]
+        requested = [e for e in found if e["name"] == "approval_requested"]
+        request = requested[-1].get("attributes", {}) if requested else {}
+        approval_id = request.get("approval_id")
+        if approval_id and any(e["name"] != "approval_requested" and
+                               e.get("attributes", {}).get("approval_id") == approval_id for e in found):
+            continue  # decided (or expired): the session is about to carry on
+        since_s = float(request.get("requested_at") or end_ns / 1e9)
+        waited_s = now_ns / 1e9 - since_s
+        if waited_s < a.wait_warning_s:
+            continue
+        deadline = request.get("deadline")
+        overdue = bool(deadline) and now_ns / 1e9 > float(deadline)
+        severity = "critical" if waited_s >= a.wait_critical_s or overdue else "warning"
+        what = request.get("summary") or reason or "an approval"
+        turn = _turn_of(store, sid, approval_id) or last_turn
+        out.append(Finding(
+            "approval.waiting", severity,
+            f"{tracer.clip_text(what, 80)} has waited {_hours(waited_s)} for a person's decision "
+            f"(alert at {_hours(a.wait_warning_s)})" + (", past its deadline with nothing expiring it"
+                                                         if overdue else ""),
+            agent, route, sid, approval_id or sid, now_ns, [turn] if turn else [],
+            {"approval_id": approval_id, "tool": request.get("tool"), "summary": what, "waited_s": round(waited_s),
+             "requested_at": since_s, "deadline": deadline, "past_deadline": overdue,
+             "counted_from": "the approval_requested event" if request else "when the session parked (its end)",
+             "thresholds": {"warning_s": a.wait_warning_s, "critical_s": a.wait_critical_s},
+             "decide": f"flightrec agent approve|reject {sid} (the reference agent), or your agent's own way"},
+            observation=f"{approval_id or sid}:{severity}"))
+    return out
+
+
+def _turn_of(store: tracer.Store, session_id: str, approval_id: str | None) -> int | None:
+    if not approval_id:
+        return None
+    rows = store.sql("SELECT max(turn_index) FROM turns WHERE session_id = ? AND contains(events, ?)",
+                     [session_id, f'"{approval_id}"'])
+    return rows[0][0] if rows else None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def expired(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
+    """Approvals that expired unanswered: nobody decided before the deadline, and the agent did what
+    it does then (escalate, refuse). One alert per agent, route and tool, each expiry an observation."""
+    head, params = scope_head(scope)
+    rows = store.sql(f"""{head}
+        SELECT u.session_id, t.agent, t.route, u.turn_index, u.end_ns, u.events
+        FROM turns u JOIN target t USING (session_id) WHERE u.events LIKE '%approval_expired%'""", params)
+    out = []
+    for sid, agent, route, turn, seen, events in rows:
+        for e in _events(events, "approval_expired"):
+            at = e.get("attributes", {})
+            tool = at.get("tool") or "?"
+            waited = float(at.get("waited_s") or 0.0)
+            out.append(Finding(
+                "approval.expired", "warning",
+                f"an approval of {tool} expired after {_hours(waited)} with no decision; the agent went on to "
+                f"{at.get('outcome') or 'its fallback'}", agent, route, sid, tool, seen, [turn],
+                {"approval_id": at.get("approval_id"), "tool": tool, "waited_s": waited,
+                 "timeout_s": at.get("timeout_s"), "outcome": at.get("outcome")},
+                observation=f"{sid}:{at.get('approval_id')}"))
+    return out
