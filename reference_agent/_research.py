@@ -103,7 +103,7 @@ def research(question: str, *, recorder: tracer.Recorder, client: anthropic.Anth
                 for use in uses:
                     with session.tool_call(use.name, use.input, call_id=use.id) as call:
                         outcome = toolbox.run(use.name, use.input, key="", tool_use_id=use.id,
-                                              breaker=BreakerState())
+                                              breaker=BreakerState(), offered=(search.name,))
                         seen = sanitise(outcome.result)[0] if not outcome.is_error else outcome.result
                         if outcome.is_error:
                             call.set_error(outcome.error_message or "tool error",

@@ -528,16 +528,21 @@ class Toolbox:
         self.wait = wait or clock.sleep
 
     def run(self, name: str, args: Any, *, key: str, tool_use_id: str, breaker: BreakerState,
-            approved_by: str | None = None, context: dict[str, Any] | None = None) -> ToolOutcome:
-        """Runs one call through validation, the breaker, retries and the implementation. Never raises a ToolError."""
+            approved_by: str | None = None, context: dict[str, Any] | None = None,
+            offered: tuple[str, ...] | None = None) -> ToolOutcome:
+        """Runs one call through validation, the breaker, retries and the implementation. Never raises a ToolError.
+
+        ``offered`` names the tools the caller's model was given (default: every tool): a call to any
+        other is refused, never run, whatever the model says (a sub-agent with a smaller tool set)."""
         policy = self.policy
         breaker = breaker.at(self.clock.now(), policy.breaker_cooldown_s)
         ran_as: BreakerName = breaker.state
-        spec = TOOLS_BY_NAME.get(name)
+        allowed = offered if offered is not None else tuple(TOOLS_BY_NAME)
+        spec = TOOLS_BY_NAME.get(name) if name in allowed else None
         try:
             if spec is None:
                 raise InvalidArgumentsError(f"there is no tool named {name!r}.",
-                                            recovery=f"Use one of: {', '.join(TOOLS_BY_NAME)}.")
+                                            recovery=f"Use one of: {', '.join(allowed)}.")
             if breaker.state == "open":
                 raise CircuitOpenError(
                     f"{name} is switched off after {breaker.failures} failed calls in a row (circuit breaker open).",

@@ -57,3 +57,24 @@ def test_without_the_setting_the_question_is_answered_by_the_support_agent_itsel
     recorder.flush()
     with tracer.Store(recorder.db_path) as store:
         assert store.sql("SELECT count(*) FROM sessions WHERE parent_session_id IS NOT NULL") == [(0,)]
+
+
+def test_the_researcher_never_runs_a_tool_it_was_not_given(world, recorder):
+    """A model that names another of the support agent's tools (the demo's hallucinating model did:
+    get_shipment, found by tools.hallucinated) is refused, and the call is never made."""
+    from reference_agent._research import research
+    from reference_agent._tools import Toolbox, ToolPolicy
+    from tracer.testing import FakeClock, FakeModel, reply, tool_use
+
+    model = FakeModel([reply(tool_use("get_shipment", {"order_id": "A-1001"})), reply("We ship to Canada.")])
+    toolbox = Toolbox(world, "s1", policy=ToolPolicy(), outages={}, clock=FakeClock())
+    with recorder.session("support", session_id="parent"):
+        found = research("Do you ship to Canada?", recorder=recorder, client=recorder.instrument(model.client()),
+                         toolbox=toolbox, model="claude-haiku-4-5", max_tokens=256, attributes={})
+    assert found.answer == "We ship to Canada."
+    recorder.flush()
+    with tracer.Store(recorder.db_path) as store:
+        [call] = [c for t in store.session_account(found.session_id).turns for c in t.tool_calls]
+    assert (call.tool_name, call.status, call.error_type) == ("get_shipment", "error", "invalid_arguments")
+    assert json.loads(call.result)["error"]["message"] == "there is no tool named 'get_shipment'."
+    assert "Use one of: search_kb." in call.result
