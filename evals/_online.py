@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -50,6 +47,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import tracer
+
+from .detectors import SessionWorker
 
 POLICY_FILE = "flightrec.scoring.yaml"
 """The scoring policy looked for in the working directory."""
@@ -68,8 +67,6 @@ USUAL_HISTORY = 200
 
 SERVE_INTERVAL_S = 5.0
 """How long ``flightrec serve`` gathers ended sessions before a scoring run."""
-
-log = logging.getLogger("flightrec.score")
 
 
 class RouteRule(BaseModel):
@@ -347,13 +344,13 @@ class Scoring:
         return sum(c for _, c in self._spent)
 
 
-class OnlineScorer:
+class OnlineScorer(SessionWorker):
     """Scores production sessions as they end, as a policy says, on its own thread.
 
     Pass it to the recorder (``tracer.Recorder(db, on_sessions_ended=OnlineScorer(db))``), or let
-    ``flightrec serve`` run it (``serve_hook``). It never blocks the writer: ids wait in a bounded
-    queue (``policy.queue``); past it, they are dropped and counted, and ``flightrec eval score``
-    scores them later.
+    ``flightrec serve`` run it (``serve_hook``). It never blocks the writer (``SessionWorker``): ids
+    wait in a bounded queue (``policy.queue``); past it, they are dropped and counted, and
+    ``flightrec eval score`` scores them later. It takes at most ``policy.cpu_share`` of a core.
 
     Args:
         db: The store the sessions are written to (this process writes it).
@@ -362,75 +359,16 @@ class OnlineScorer:
         clock: Seconds now, for the judge's hourly budget.
     """
 
+    what = "online scoring"
+
     def __init__(self, db: str | os.PathLike[str] | None = None, *, policy: ScoringPolicy | None = None,
                  interval_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
-        self.db_path = tracer.default_db_path(db)
         self.scoring = Scoring(policy, clock=clock)
-        self._interval_s = interval_s
-        self._pending: queue.Queue[str] = queue.Queue(self.scoring.policy.queue)
-        self._idle = threading.Condition()
-        self._busy = 0
-        self._closed = threading.Event()
-        self.dropped = self.errors = 0
-        self._thread = threading.Thread(target=self._loop, name="flightrec-score", daemon=True)
-        self._thread.start()
+        super().__init__(db, interval_s=interval_s, max_pending=self.scoring.policy.queue,
+                         cpu_share=self.scoring.policy.cpu_share)
 
-    def __call__(self, session_ids: list[str]) -> None:
-        for sid in session_ids:
-            try:
-                self._pending.put_nowait(sid)
-            except queue.Full:
-                self.dropped += 1
-            else:
-                with self._idle:
-                    self._busy += 1
-
-    def _loop(self) -> None:
-        store: tracer.Store | None = None
-        try:
-            while not self._closed.is_set() or not self._pending.empty():
-                try:
-                    ids = [self._pending.get(timeout=0.1)]
-                except queue.Empty:
-                    continue
-                deadline = time.monotonic() + self._interval_s
-                while time.monotonic() < deadline and not self._closed.is_set():
-                    try:
-                        ids.append(self._pending.get(timeout=min(max(deadline - time.monotonic(), 0.01), 0.1)))
-                    except queue.Empty:
-                        pass
-                while True:
-                    try:
-                        ids.append(self._pending.get_nowait())
-                    except queue.Empty:
-                        break
-                started = time.thread_time()
-                try:
-                    store = store or tracer.Store(self.db_path)
-                    self.scoring.run(store, ids)
-                except Exception:  # scoring must never take the writer down with it
-                    self.errors += 1
-                    log.warning("flightrec: online scoring failed for %d sessions", len(ids), exc_info=True)
-                finally:
-                    with self._idle:
-                        self._busy -= len(ids)
-                        self._idle.notify_all()
-                # Python work holds the GIL the writer needs: rest so as to use at most cpu_share of a core.
-                used = time.thread_time() - started
-                self._closed.wait(used * (1 / self.scoring.policy.cpu_share - 1))
-        finally:
-            if store is not None:
-                store.close()
-
-    def flush(self, timeout_s: float = 30.0) -> bool:
-        """Waits until every session handed over so far has been looked at; false on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._busy <= 0, timeout=timeout_s)
-
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Scores what is pending at once (without waiting out the interval), then stops the thread."""
-        self._closed.set()
-        self._thread.join(timeout_s)
+    def run(self, store: tracer.Store, session_ids: list[str]) -> None:
+        self.scoring.run(store, session_ids)
 
 
 def serve_hook(db: str) -> OnlineScorer | None:

@@ -36,7 +36,7 @@ from ._config import (
 )
 from ._detect import DETECTORS, FAMILIES_OF, DetectResult, detect, load_config, parse_duration
 from ._errors import AlertError, DeliveryError
-from ._online import SERVE_INTERVAL_S, OnlineDetector, serve_hook
+from ._online import SERVE_INTERVAL_S, OnlineDetector, SessionWorker, serve_hook
 from ._scope import Scope
 from ._sinks import (
     ConsoleSink,
@@ -76,6 +76,7 @@ __all__ = [
     "ReliabilityLimits",
     "SafetyLimits",
     "Scope",
+    "SessionWorker",
     "ScoreLimits",
     "Severity",
     "Sink",

@@ -16,40 +16,39 @@ from ._scope import Scope
 from ._sinks import ConsoleSink, Dispatcher
 
 
-class OnlineDetector:
-    """Runs the detectors on sessions as they end, on its own thread, and publishes what is new.
+class SessionWorker:
+    """Work on sessions as they end, on a thread of its own, beside the store's writer: the
+    detectors (``OnlineDetector``) and online scoring (``evals.OnlineScorer``) share it.
 
-    Pass it to the recorder (``tracer.Recorder(db, on_sessions_ended=OnlineDetector(db))``) or to
-    ``flightrec serve``: the exporter hands it the ids of sessions it has just committed, and it
-    never blocks the exporter (ids wait in a bounded queue; if it falls behind, the oldest are
-    dropped and counted, and ``flightrec detect`` finds them later).
-
-    Args:
-        db: The store the sessions are written to (this process must be its writer).
-        config: Thresholds.
-        publish: Called with each run's new or repeated alerts (``Dispatcher.publish``).
-        interval_s: How long ended sessions gather before a run, so that one run covers many.
-        origins: The origins of the sessions it judges (``Scope.origins``; default production).
+    It never blocks the writer: ids wait in a bounded queue; past it, they are dropped and counted
+    (``dropped``). Ended sessions gather for ``interval_s`` so that one run covers many. A run that
+    raises is logged and counted (``errors``), never passed on: the worker must not take the agent
+    down with it. ``cpu_share`` below 1 makes it rest after each run in proportion to the CPU the run
+    took, since its Python holds the GIL the writer needs.
     """
 
-    def __init__(self, db: str | os.PathLike[str] | None = None, *, config: DetectConfig | None = None,
-                 publish: Callable[[list[Alert]], None] | None = None, interval_s: float = 1.0,
-                 max_pending: int = 10_000, origins: tuple[str, ...] | None = Scope.origins) -> None:
+    what = "work"
+    """What a run does, for the log ("online detection")."""
+
+    def __init__(self, db: str | os.PathLike[str] | None, *, interval_s: float, max_pending: int,
+                 cpu_share: float = 1.0) -> None:
         import queue
         import threading
 
         self.db_path = tracer.default_db_path(db)
-        self.config = config or DetectConfig()
-        self._publish = publish
         self._interval_s = interval_s
-        self._origins = Scope(origins=origins).origins  # checked here, not on the thread
+        self._cpu_share = cpu_share
         self._pending: queue.Queue[str] = queue.Queue(max_pending)
         self._idle = threading.Condition()
         self._busy = 0
         self._closed = threading.Event()
-        self.runs = self.alerts = self.dropped = self.errors = 0
-        self._thread = threading.Thread(target=self._loop, name="flightrec-detect", daemon=True)
+        self.dropped = self.errors = 0
+        self._thread = threading.Thread(target=self._loop, name=f"flightrec-{type(self).__name__}", daemon=True)
         self._thread.start()
+
+    def run(self, store: tracer.Store, session_ids: list[str]) -> None:
+        """One run over the sessions gathered (in the worker's thread)."""
+        raise NotImplementedError
 
     def __call__(self, session_ids: list[str]) -> None:
         import queue
@@ -67,7 +66,7 @@ class OnlineDetector:
         import logging
         import queue
 
-        log = logging.getLogger("flightrec.detect")
+        log = logging.getLogger("flightrec")
         store: tracer.Store | None = None
         try:
             while not self._closed.is_set() or not self._pending.empty():
@@ -86,21 +85,19 @@ class OnlineDetector:
                         ids.append(self._pending.get_nowait())
                     except queue.Empty:
                         break
+                started = time.thread_time()
                 try:
                     store = store or tracer.Store(self.db_path)
-                    result = detect(store, scope=Scope(session_ids=tuple(dict.fromkeys(ids)), origins=self._origins),
-                                    config=self.config)
-                    self.runs += 1
-                    self.alerts += len(result.alerts)
-                    if result.alerts and self._publish is not None:
-                        self._publish(result.alerts)
-                except Exception:  # detection must never take the agent down with it
+                    self.run(store, list(dict.fromkeys(ids)))
+                except Exception:
                     self.errors += 1
-                    log.warning("flightrec: online detection failed for %d sessions", len(ids), exc_info=True)
+                    log.warning("flightrec: %s failed for %d sessions", self.what, len(ids), exc_info=True)
                 finally:
                     with self._idle:
                         self._busy -= len(ids)
                         self._idle.notify_all()
+                if self._cpu_share < 1.0:
+                    self._closed.wait((time.thread_time() - started) * (1 / self._cpu_share - 1))
         finally:
             if store is not None:
                 store.close()
@@ -111,9 +108,44 @@ class OnlineDetector:
             return self._idle.wait_for(lambda: self._busy <= 0, timeout=timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Looks at what is pending at once (without waiting out the interval), then stops the thread."""
+        """Works on what is pending at once (without waiting out the interval), then stops the thread."""
         self._closed.set()
         self._thread.join(timeout_s)
+
+
+class OnlineDetector(SessionWorker):
+    """Runs the detectors on sessions as they end, on its own thread, and publishes what is new.
+
+    Pass it to the recorder (``tracer.Recorder(db, on_sessions_ended=OnlineDetector(db))``) or to
+    ``flightrec serve``: the exporter hands it the ids of sessions it has just committed, and it
+    never blocks the exporter (``SessionWorker``: if it falls behind, the oldest are dropped and
+    counted, and ``flightrec detect`` finds them later).
+
+    Args:
+        db: The store the sessions are written to (this process must be its writer).
+        config: Thresholds.
+        publish: Called with each run's new or repeated alerts (``Dispatcher.publish``).
+        interval_s: How long ended sessions gather before a run, so that one run covers many.
+        origins: The origins of the sessions it judges (``Scope.origins``; default production).
+    """
+
+    what = "online detection"
+
+    def __init__(self, db: str | os.PathLike[str] | None = None, *, config: DetectConfig | None = None,
+                 publish: Callable[[list[Alert]], None] | None = None, interval_s: float = 1.0,
+                 max_pending: int = 10_000, origins: tuple[str, ...] | None = Scope.origins) -> None:
+        self.config = config or DetectConfig()
+        self._publish = publish
+        self._origins = Scope(origins=origins).origins  # checked here, not on the thread
+        self.runs = self.alerts = 0
+        super().__init__(db, interval_s=interval_s, max_pending=max_pending)
+
+    def run(self, store: tracer.Store, session_ids: list[str]) -> None:
+        result = detect(store, scope=Scope(session_ids=tuple(session_ids), origins=self._origins), config=self.config)
+        self.runs += 1
+        self.alerts += len(result.alerts)
+        if result.alerts and self._publish is not None:
+            self._publish(result.alerts)
 
 
 SERVE_INTERVAL_S = 10.0
