@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1129,6 +1130,25 @@ class Store:
                              cases=r[10], passed_trials=r[11], total_trials=r[12], mean_score=r[13], cost_usd=r[14],
                              wall_s=r[15], labels=r[16] or [])
 
+    @contextmanager
+    def _transaction(self, what: str, **tables: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write transaction over ``tables`` registered under their names: committed when the
+        body ends, rolled back and raised as a ``StoreError`` naming ``what`` when a statement fails."""
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                for name, table in tables.items():
+                    con.register(name, table)
+                yield con
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                _lake.rollback(con)
+                raise StoreError(f"{what} in {self.path} failed: {exc}") from None
+            finally:
+                for name in tables:
+                    con.unregister(name)
+
     # -- alerts ----------------------------------------------------------------------------------
 
     def record_alerts(self, observed: Iterable[tuple[AlertRecord, str]]) -> list[AlertRecord]:
@@ -1173,24 +1193,13 @@ class Store:
                  a.turns, a.session_ids, json.dumps(a.evidence, default=str), a.status, a.first_seen_ns, a.last_seen_ns,
                  a.count) for a in changed.values()]
         obs_rows = [(fp, key, a.last_seen_ns) for (fp, key), a in new.items()]
-        with self._lock:
-            con = self._con
-            try:
-                con.execute("BEGIN")
-                con.register("_alert_rows", _table(_ALERT_COLUMNS, rows))
-                # Without INSERT OR REPLACE / OR IGNORE: a lake has no keys (the file store's keep these unique).
-                con.execute("DELETE FROM alerts WHERE fingerprint IN (SELECT fingerprint FROM _alert_rows)")
-                con.execute("INSERT INTO alerts SELECT * FROM _alert_rows")
-                con.register("_alert_obs", _table(("fingerprint", "observation", "seen_ns"), obs_rows))
-                con.execute("INSERT INTO alert_observations SELECT * FROM _alert_obs o "
-                            "ANTI JOIN alert_observations a USING (fingerprint, observation)")
-                con.execute("COMMIT")
-            except duckdb.Error as exc:
-                _lake.rollback(con)
-                raise StoreError(f"storing alerts in {self.path} failed: {exc}") from None
-            finally:
-                for name in ("_alert_rows", "_alert_obs"):
-                    con.unregister(name)
+        with self._transaction("storing alerts", _alert_rows=_table(_ALERT_COLUMNS, rows),
+                               _alert_obs=_table(("fingerprint", "observation", "seen_ns"), obs_rows)) as con:
+            # Without INSERT OR REPLACE / OR IGNORE: a lake has no keys (the file store's keep these unique).
+            con.execute("DELETE FROM alerts WHERE fingerprint IN (SELECT fingerprint FROM _alert_rows)")
+            con.execute("INSERT INTO alerts SELECT * FROM _alert_rows")
+            con.execute("INSERT INTO alert_observations SELECT * FROM _alert_obs o "
+                        "ANTI JOIN alert_observations a USING (fingerprint, observation)")
         return list(changed.values())
 
     def alerts(self, *, status: str | None = None, severity: str | None = None, session_id: str | None = None,
@@ -1261,21 +1270,11 @@ class Store:
         rows = [tuple(getattr(sc, c) for c in _SCORE_COLUMNS) for sc in scores]
         if not rows:
             return
-        with self._lock:
-            con = self._con
-            try:
-                con.execute("BEGIN")
-                con.register("_score_rows", _table(_SCORE_COLUMNS, rows))
-                # Two statements, not INSERT OR REPLACE: a lake has no keys to replace by.
-                con.execute("DELETE FROM session_scores WHERE (session_id, scorer) IN "
-                            "(SELECT (session_id, scorer) FROM _score_rows)")
-                con.execute("INSERT INTO session_scores SELECT * FROM _score_rows")
-                con.execute("COMMIT")
-            except duckdb.Error as exc:
-                _lake.rollback(con)
-                raise StoreError(f"storing online scores in {self.path} failed: {exc}") from None
-            finally:
-                con.unregister("_score_rows")
+        with self._transaction("storing online scores", _score_rows=_table(_SCORE_COLUMNS, rows)) as con:
+            # Two statements, not INSERT OR REPLACE: a lake has no keys to replace by.
+            con.execute("DELETE FROM session_scores WHERE (session_id, scorer) IN "
+                        "(SELECT (session_id, scorer) FROM _score_rows)")
+            con.execute("INSERT INTO session_scores SELECT * FROM _score_rows")
 
     def session_scores(self, session_id: str) -> list[SessionScore]:
         """A session's online scores, by scorer."""
@@ -1332,21 +1331,11 @@ class Store:
         ids = list(dict.fromkeys(session_ids))
         if not ids:
             return 0
-        now = time.time_ns()
-        with self._lock:
-            con = self._con
-            try:
-                con.execute("BEGIN")
-                con.register("_queued", pa.table({"session_id": pa.array(ids, pa.string())}))
-                added = con.execute(
-                    "INSERT INTO reviews (session_id, queued_by, queued_ns) SELECT session_id, ?, ? FROM _queued "
-                    "ANTI JOIN reviews USING (session_id)", [queued_by, now]).fetchall()[0][0]
-                con.execute("COMMIT")
-            except duckdb.Error as exc:
-                _lake.rollback(con)
-                raise StoreError(f"queueing sessions for review in {self.path} failed: {exc}") from None
-            finally:
-                con.unregister("_queued")
+        queued = pa.table({"session_id": pa.array(ids, pa.string())})
+        with self._transaction("queueing sessions for review", _queued=queued) as con:
+            added = con.execute(
+                "INSERT INTO reviews (session_id, queued_by, queued_ns) SELECT session_id, ?, ? FROM _queued "
+                "ANTI JOIN reviews USING (session_id)", [queued_by, time.time_ns()]).fetchall()[0][0]
         return int(added)
 
     def review_session(self, session_id: str, verdict: str, *, category: str | None = None, note: str | None = None,
