@@ -126,14 +126,27 @@ def test_the_judge_keeps_within_its_hourly_budget_and_says_when_it_skipped(tmp_p
         assert store.session_scores(ids[3])[1].value == 0.0 and judge.calls == 2
 
 
-def test_the_worker_never_blocks_the_writer_a_full_queue_drops_and_counts(tmp_path):
-    db = str(tmp_path / "t.duckdb")
-    worker = OnlineScorer(db, policy=ScoringPolicy(queue=2, sample=1.0), interval_s=60)
+def test_the_worker_never_blocks_the_writer_a_full_queue_drops_and_counts(tmp_path, monkeypatch):
+    """While a run is under way, the policy's queue (2) takes what it can and the rest is dropped, counted."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_run(self, store, session_ids):
+        started.set()
+        release.wait(30)
+
+    monkeypatch.setattr(Scoring, "run", slow_run)
+    worker = OnlineScorer(str(tmp_path / "t.duckdb"), policy=ScoringPolicy(queue=2, sample=1.0), interval_s=0)
     try:
-        worker(["a", "b", "c", "d", "e"])  # returns at once; the worker is still gathering
-        assert worker.dropped >= 3
+        worker(["a"])
+        assert started.wait(30)  # the worker is busy with "a"
+        worker(["b", "c", "d", "e", "f"])  # returns at once
+        assert worker.dropped == 3
     finally:
+        release.set()
         worker.close()
+    assert worker.errors == 0
 
 
 def test_an_embedded_recorder_scores_its_sessions_on_the_workers_thread(tmp_path):
