@@ -21,7 +21,7 @@ from ._pricing import PriceTable
 from ._redact import BUILTIN_REDACTORS, ContentMode, ContentPolicy, Redactor
 from ._session import Session, SessionTracerProvider, open_session
 from ._spill import spill_dir
-from ._store import Store, default_db_path
+from ._store import Store, check_outcome, default_db_path
 
 Client = TypeVar("Client")
 
@@ -200,11 +200,7 @@ class Recorder:
 
         if not session_id:
             raise ConfigError("outcome() needs the id of the session it is the outcome of.")
-        if resolved is None and score is None:
-            raise ConfigError("outcome() needs resolved=True/False or a score from 0 to 1; give one or both.")
-        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
-                                  or not 0.0 <= score <= 1.0):
-            raise ConfigError(f"outcome(score=) must be a number from 0 to 1, got {score!r}.")
+        check_outcome(resolved, score)
         attributes: dict[str, Any] = {A.OUTCOME_SESSION: session_id, A.OUTCOME_SOURCE: source}
         if resolved is not None:
             attributes[A.OUTCOME_RESOLVED] = bool(resolved)

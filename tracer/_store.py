@@ -221,6 +221,19 @@ def _day(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d")
 
 
+def check_outcome(resolved: bool | None, score: float | None) -> None:
+    """What every way of recording an outcome checks (``Store.record_outcome``, ``Recorder.outcome``).
+
+    Raises:
+        ConfigError: neither is given, or the score is not a number from 0 to 1.
+    """
+    if resolved is None and score is None:
+        raise ConfigError("an outcome needs resolved (true or false) or a score from 0 to 1; give one or both.")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                              or not 0.0 <= score <= 1.0):
+        raise ConfigError(f"an outcome's score must be a number from 0 to 1, got {score!r}.")
+
+
 def default_db_path(db: str | os.PathLike[str] | None = None) -> str:
     """``db`` if given, else ``$FLIGHTREC_DB``, else ``./flightrec.duckdb``."""
     return os.fspath(db) if db else os.environ.get("FLIGHTREC_DB") or DEFAULT_DB
@@ -1300,10 +1313,7 @@ class Store:
             UnknownSessionError: no such session.
             StoreError: the write failed.
         """
-        if resolved is None and score is None:
-            raise ConfigError("an outcome needs resolved (true or false) or a score from 0 to 1; give one or both.")
-        if score is not None and not (isinstance(score, (int, float)) and 0.0 <= score <= 1.0):
-            raise ConfigError(f"an outcome's score must be a number from 0 to 1, got {score!r}.")
+        check_outcome(resolved, score)
         sid = self.get_session(session_id).session_id
         entry = audit_entry(actor, "outcome", sid, {"resolved": resolved, "score": score}, via)
         record = OutcomeRecord(outcome_id=f"{via}-{entry.at_ns:x}-{os.urandom(4).hex()}", session_id=sid,

@@ -45,15 +45,17 @@ def test_an_outcome_from_the_recorder_is_the_sessions_outcome_not_a_span_of_it(t
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({}, "needs resolved=True/False or a score"),
-    ({"score": 1.5}, "must be a number from 0 to 1, got 1.5"),
-    ({"score": True}, "must be a number from 0 to 1, got True"),
+    ({}, "an outcome needs resolved \\(true or false\\) or a score from 0 to 1"),
+    ({"score": 1.5}, "an outcome's score must be a number from 0 to 1, got 1.5"),
+    ({"score": True}, "an outcome's score must be a number from 0 to 1, got True"),
 ])
 def test_a_bad_outcome_is_refused_where_it_is_made(kwargs, message):
     rec = tracer.Recorder(":memory:")
     with pytest.raises(tracer.ConfigError, match=message):
         rec.outcome("conv-1", **kwargs)
     rec.shutdown()
+    with tracer.Store(":memory:") as store, pytest.raises(tracer.ConfigError, match=message):
+        store.record_outcome("conv-1", **kwargs)  # the same rules, before the session is looked up
 
 
 def _outcome_spans(**attributes) -> list:
