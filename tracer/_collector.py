@@ -17,6 +17,7 @@ retry), never queued. Connections are capped, and idle or slow ones closed (``_P
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import importlib.abc
@@ -28,7 +29,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -51,6 +52,13 @@ MAX_PENDING_SPANS = 100_000
 """Spans decoded and waiting for the writer; more are refused with 503 until it catches up."""
 _GROUP_SPANS = 20_000
 """Spans the writer commits in one transaction at most."""
+_GATHER_MAX_S = 0.05
+"""Longest the writer waits for the slices that requests under way are decoding before it commits
+the group it has, and never longer than its last commit took. A commit's cost is mostly fixed
+(about 40 ms of statements and COMMIT on the benchmark's payload, however few its spans,
+benchmarks/RESULTS.md §59): four requests' slices in one commit cost far less than in four, and a
+request waits for that commit no longer than for the one before it."""
+_GATHER_POLL_S = 0.005
 _CHECKPOINT_WAL = "256MB"
 """Write-ahead log the writer lets grow before DuckDB checkpoints it (its default is 16MB): fewer,
 larger checkpoints cost the writer less CPU per span (benchmarks/RESULTS.md §12), and a restart
@@ -339,7 +347,12 @@ class Collector:
         self._jobs: queue.Queue[_Job | _Task | None] = queue.Queue()
         self._pending = 0
         self._requests = 0
-        """Requests between their first slice's decoding and their answer: each has at most one job queued."""
+        """Requests between the first byte of their body (``under_way``) and their answer: each has at most
+        one job queued."""
+        self._queued = 0
+        """Jobs queued or being committed. The requests under way without one (``_requests`` less these)
+        are decoding a slice, or are about to, or to be answered: the writer waits for their slices."""
+        self._last_commit_s = _GATHER_MAX_S  # until a commit is timed
         self._lock = threading.Lock()
         self._ingestor = Ingestor()
         self._writer = threading.Thread(target=self._write_loop, name="flightrec-collector-writer", daemon=True)
@@ -419,6 +432,7 @@ class Collector:
             if self._pending + len(records) > self.max_pending_spans and self._pending > 0 and not admitted:
                 return None
             self._pending += len(records)
+            self._queued += 1
         job = _Job(records)
         self._jobs.put(job)
         return job
@@ -457,9 +471,22 @@ class Collector:
         if not self.budget.take(own):
             return self.busy()
         try:
-            return self.export_held(body, content_type, content_encoding, own)
+            with self.under_way():
+                return self.export_held(body, content_type, content_encoding, own)
         finally:
             self.budget.give(own)
+
+    @contextlib.contextmanager
+    def under_way(self) -> Iterator[None]:
+        """Counts a request from its body's first byte to its answer: the writer gathers the slices of
+        the requests under way into one commit (``_GATHER_MAX_S``)."""
+        with self._lock:
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._requests -= 1
 
     def export_held(self, body: bytes, content_type: str | None, content_encoding: str | None, own: int) -> Answer:
         """``export``, for a transport that already holds ``own`` bytes of the budget, ``body``'s
@@ -536,13 +563,7 @@ class Collector:
         is counted rejected, and the others are stored (a 200 with partial success), or, when none
         can be, the request is answered 400 as a whole.
         """
-        with self._lock:
-            self._requests += 1
-        try:
-            return self._store_each(decoded, measure)
-        finally:
-            with self._lock:
-                self._requests -= 1
+        return self._store_each(decoded, measure)
 
     def _store_each(self, decoded: Decoded,
                     measure: Callable[[Decoded, list[SpanRecord], bool], None]) -> Answer | None:
@@ -700,14 +721,17 @@ class Collector:
                 continue
             group = [job]
             spans = len(job.records)
-            gather_until = time.monotonic() + self._gather_s
+            gather_until = time.monotonic() + (self._gather_s or min(_GATHER_MAX_S, self._last_commit_s))
             while spans < _GROUP_SPANS:
                 try:
                     # Gathering longer gains nothing once every request under way has its slice here:
-                    # they all wait for this commit.
-                    wait = gather_until - time.monotonic() if len(group) < self._requests else 0
-                    more = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
+                    # they all wait for this commit. A request that ends instead of sending another
+                    # slice is noticed within a poll.
+                    wait = gather_until - time.monotonic() if self._requests > self._queued else 0
+                    more = self._jobs.get(timeout=min(wait, _GATHER_POLL_S)) if wait > 0 else self._jobs.get_nowait()
                 except queue.Empty:
+                    if wait > 0:
+                        continue
                     break
                 if more is None:
                     self._jobs.put(None)
@@ -717,7 +741,9 @@ class Collector:
                     break
                 group.append(more)
                 spans += len(more.records)
+            began = time.monotonic()
             self._commit(group, spans)
+            self._last_commit_s = time.monotonic() - began
             next_idle_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
             # Let the group's spans go now, not when the next request comes: the budget no longer counts them.
             job = more = None
@@ -746,6 +772,7 @@ class Collector:
             outcomes = [self._write(job.records, len(job.records)) for job in group]
         with self._lock:
             self._pending -= spans
+            self._queued -= len(group)
         for job, failed in zip(group, outcomes):
             job.error, job.final = failed or (None, False)
             job.records = []  # the request's thread holds its job while it decodes its next slice
@@ -1004,13 +1031,14 @@ class _App:
             await self._refuse(scope, receive, send, owner.busy())
             return
         try:
-            body = await _read_body(receive, size)
-            if body is None:
-                return
-            answer = await asyncio.get_running_loop().run_in_executor(
-                self.pool, owner.export_held, body, _header(scope, b"content-type"),
-                _header(scope, b"content-encoding"), size)
-            del body
+            with owner.under_way():
+                body = await _read_body(receive, size)
+                if body is None:
+                    return
+                answer = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, owner.export_held, body, _header(scope, b"content-type"),
+                    _header(scope, b"content-encoding"), size)
+                del body
         finally:
             owner.budget.give(size)
         await _reply(send, answer)

@@ -306,6 +306,52 @@ def test_a_request_is_written_a_slice_at_a_time_and_answered_only_once_its_last_
     assert dump(db) == embedded_dump(spans, str(tmp_path / "embedded.duckdb"))
 
 
+def until(condition, what: str) -> None:
+    """Waits for ``condition()`` (another thread's progress), failing the test if it never comes."""
+    for _ in range(30_000):
+        if condition():
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError(f"never came: {what}")
+
+
+def start_slow_request(url: str, body: bytes) -> socket.socket:
+    """A POST whose headers and first body byte are sent, the rest held back: a request under way."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(f"POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: {PROTOBUF}\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:1])
+    return sock
+
+
+@pytest.mark.parametrize("slow_sender_finishes", [True, False])
+def test_the_writer_waits_for_a_request_under_way_and_commits_it_with_the_others(tmp_path, monkeypatch,
+                                                                                 slow_sender_finishes):
+    # A commit's cost is mostly fixed: the writer holds a slice back while another request's body is
+    # still arriving, and commits the two at once. Here it would wait as long as the test lasts, so a
+    # request that ends without sending its slice must end the wait too.
+    monkeypatch.setattr("tracer._collector._GATHER_MAX_S", 600.0)
+    spans = agent_spans()
+    a, b = renamed(encode_spans(spans), 1), renamed(encode_spans(spans), 2)
+    db = str(tmp_path / "gathered.duckdb")
+    with Collector(db, port=0) as collector:
+        slow = start_slow_request(collector.url, b)
+        until(lambda: collector._requests == 1, "the slow request counted as under way")
+        answers: list[int] = []
+        sender = threading.Thread(target=lambda: answers.append(post(collector.url, a)[0]))
+        sender.start()
+        until(lambda: collector._queued == 1 and collector._jobs.empty(), "the writer gathering a commit")
+        if slow_sender_finishes:
+            slow.sendall(b[1:])
+            assert slow.recv(4096).startswith(b"HTTP/1.1 200")
+        slow.close()
+        sender.join(60)
+        assert answers == [200]
+        assert collector.stats.transactions == 1
+        stored = {r[0] for r in collector.store.sql("SELECT session_id FROM sessions")}
+    assert stored == ({"run-1", "run-2"} if slow_sender_finishes else {"run-1"})
+
+
 def fail_second_write(collector: Collector, monkeypatch, error: Exception) -> None:
     """Makes the collector's second transaction raise ``error``; the others are written."""
     writes: list[int] = []
