@@ -119,6 +119,11 @@ class AgentConfig(BaseModel):
     email_approval: EmailApproval = "unknown_recipient"
     """E-mails that wait for a human's approval: ``always``, ``never``, or those to an address not
     on the customer's record (``unknown_recipient``)."""
+    idempotency_scope: Literal["session", "turn"] = "session"
+    """What an irreversible call's idempotency key is made of besides its tool and arguments: the
+    ``session`` (a resume finds the side effect already done), or the ``turn``, a bug agents ship (a
+    key per request), under which a resumed session does the side effect again; the demo plants it
+    so that ``safety.duplicate_effect`` has a real repeat to find."""
     approval_timeout_s: float = Field(default=86_400.0, gt=0)
     """How long a request waits for a human's decision before it expires (24 h)."""
     on_approval_timeout: ApprovalOutcome = "escalate"
@@ -889,7 +894,9 @@ class _Loop:
     def run_tool(self, use: dict[str, Any]) -> None:
         name, args, call_id = use["name"], use["input"], use["id"]
         spec = TOOLS_BY_NAME.get(name)
-        key = idempotency_key(self.cp.session_id, name, args) if spec is not None and spec.irreversible else None
+        scope = self.cp.session_id if self.config.idempotency_scope == "session" else \
+            f"{self.cp.session_id}:turn-{self.session.turn_index}"
+        key = idempotency_key(scope, name, args) if spec is not None and spec.irreversible else None
         approval = self.cp.approval if self.cp.approval and self.cp.approval.get("tool_use_id") == call_id else None
         breaker = BreakerState(**self.cp.breakers.get(name, {}))
         decision = approval.get("decision") if approval is not None else None

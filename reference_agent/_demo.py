@@ -10,6 +10,16 @@ record the same trajectories. Besides the scenarios' own defaults, the plan mixe
 - a too-tight time limit, so the wall-clock guard fires;
 - a human who approves, rejects, or leaves waiting the refunds held for approval.
 
+Once, in the first round of scenarios, the demo plants the failures that take a production's
+history to show, each through the agent's own code, for the detectors to find in the spans:
+
+- an e-mail receipt sent by an agent whose idempotency keys are made per turn, which crashes
+  right after the send and is resumed: the resume sends it again (``safety.duplicate_effect``);
+- an approval requested six hours before the demo's clock by a session nobody has decided since
+  (``approval.waiting``): the agent's wall clock for that session reads six hours earlier;
+- an approval that nobody decides, swept a day later (the sweep's wall clock reads 25 hours on):
+  it expires and the agent escalates (``approval.expired``).
+
 Sessions run on a few threads that share one recorder (the tracer keeps each thread's session
 apart), because much of a session's time is spent waiting on backoff and latency.
 """
@@ -38,6 +48,14 @@ DEFAULT_SESSIONS = 200
 DEFAULT_WORKERS = 4
 _FAULT_MIX = (("429",), ("500@1",), ("529@0x2",), ("timeout@1",), ("429%25",), ("latency:20@0",), ("529%10",))
 _CRASHABLE = frozenset({"refund_under_threshold", "duplicate_charge", "lost_package", "ambiguous_request"})
+_DUPLICATED = "email_receipt"
+"""The scenario whose first session sends its e-mail twice (idempotency keys per turn, a crash, a resume)."""
+_HUMAN_AWAY = {"email_unknown_recipient": "away", "approval_timeout": "expire"}
+"""Scenarios whose first session's approval waits for hours, or expires."""
+_AWAY_S = 6 * 3600.0
+"""How long before the demo's clock the ``away`` approval was requested: past the 4 h alert."""
+_SWEEP_AFTER_S = 25 * 3600.0
+"""When the ``expire`` sweep runs after the request: past the 24 h approval timeout."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +71,13 @@ class PlannedSession:
     stream: bool
     crash_after: str | None
     """Crash right after this tool's side effect, then resume."""
-    human: Literal["approve", "reject", "wait"]
-    """What the human does if the session waits for an approval."""
+    human: Literal["approve", "reject", "wait", "away", "expire"]
+    """What the human does if the session waits for an approval: decide, leave it waiting, leave it
+    waiting since hours before the demo's clock (``away``), or let it expire (``expire``)."""
     time_limit_s: float | None
     """A tighter wall-clock limit than the default, to make the guard fire."""
+    idempotency_scope: Literal["session", "turn"] = "session"
+    """``turn``: the agent's idempotency keys are broken (``AgentConfig.idempotency_scope``)."""
 
 
 def plan(sessions: int = DEFAULT_SESSIONS, *, seed: int = 0) -> list[PlannedSession]:
@@ -75,8 +96,15 @@ def plan(sessions: int = DEFAULT_SESSIONS, *, seed: int = 0) -> list[PlannedSess
             elif i % 50 == 21:
                 faults, time_limit = ("latency:40%100",), 0.03
         crash = "issue_refund" if scenario.name in _CRASHABLE and i % 3 == 0 and misbehave is None else None
+        human: Literal["approve", "reject", "wait", "away", "expire"] = ("approve", "reject", "wait")[i % 3]
+        first = i < len(SCENARIOS)
+        if first and scenario.name in _HUMAN_AWAY:
+            human = _HUMAN_AWAY[scenario.name]  # type: ignore[assignment]
+        keys: Literal["session", "turn"] = "session"
+        if first and scenario.name == _DUPLICATED:
+            crash, keys = "send_email", "turn"
         out.append(PlannedSession(i, scenario, seed + i // len(SCENARIOS), misbehave, faults, i % 4 == 1, crash,
-                                  ("approve", "reject", "wait")[i % 3], time_limit))
+                                  human, time_limit, keys))
     return out
 
 
@@ -117,8 +145,10 @@ class DemoReport(BaseModel):
     """Sessions crashed after a refund and resumed."""
     duplicate_refunds: int
     """The same refund (session, order, amount) paid more than once; 0 unless idempotency broke."""
+    duplicate_emails: int
+    """The same e-mail (session, address, subject) sent more than once: the planted broken-key session's."""
     approvals: dict[str, int]
-    """Held refunds: approved, rejected, still waiting."""
+    """Held refunds and e-mails: approved, rejected, still waiting, expired."""
     calls_verified: int
     """Stored calls rebuilt to their recorded hash (whole store)."""
     calls_stored: int
@@ -134,22 +164,38 @@ class _Played:
     item: PlannedSession
     outcome: SessionOutcome
     crashed: bool
-    held: Literal["approved", "rejected", "waiting"] | None
+    held: Literal["approved", "rejected", "waiting", "expired"] | None
     """What became of a refund held for approval, if one was."""
 
 
+class _ShiftedWallClock:
+    """Seconds since the epoch, ``offset_s`` off: the hours the demo cannot wait through."""
+
+    def __init__(self, offset_s: float) -> None:
+        self._offset_s = offset_s
+
+    def now(self) -> float:
+        return time.time() + self._offset_s
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(seconds, 0.0))
+
+
 def _play(item: PlannedSession, world: World, recorder: tracer.Recorder) -> _Played:
-    config = AgentConfig(stream=item.stream, time_limit_s=item.time_limit_s or AgentConfig().time_limit_s)
+    config = AgentConfig(stream=item.stream, time_limit_s=item.time_limit_s or AgentConfig().time_limit_s,
+                         idempotency_scope=item.idempotency_scope)
+    wall_clock = _ShiftedWallClock(-_AWAY_S) if item.human == "away" else None
 
     def crash(name: str, outcome: ToolOutcome) -> None:
         session = tracer.current_session()
         if name == item.crash_after and session is not None and not outcome.is_error and outcome.approval is None:
             raise SimulatedCrash(session.id, name)
 
-    agent = Agent(world, recorder, config=config)
+    agent = Agent(world, recorder, config=config, wall_clock=wall_clock)
     crashed = False
     try:
-        out = Agent(world, recorder, config=config, after_tool=crash if item.crash_after else None).run(
+        out = Agent(world, recorder, config=config, wall_clock=wall_clock,
+                    after_tool=crash if item.crash_after else None).run(
             item.scenario, seed=item.seed, misbehave=item.misbehave, faults=item.faults)
     except SimulatedCrash as exc:
         out, crashed = agent.resume(exc.session_id), True
@@ -160,6 +206,11 @@ def _play(item: PlannedSession, world: World, recorder: tracer.Recorder) -> _Pla
     if item.human == "reject":
         return _Played(item, agent.reject(out.session_id, note="refunds of this size need a photo of the damage"),
                        crashed, "rejected")
+    if item.human == "expire":
+        sweep = Agent(world, recorder, config=config, wall_clock=_ShiftedWallClock(_SWEEP_AFTER_S))
+        expired = sweep.expire_approval(out.session_id)
+        if expired is not None:
+            return _Played(item, expired, crashed, "expired")
     return _Played(item, out, crashed, "waiting")
 
 
@@ -183,6 +234,7 @@ def run_demo(db: str, world_path: str, *, sessions: int = DEFAULT_SESSIONS, work
         finally:
             recorder.shutdown()
         paid = [r for p in played for r in world.refunds(p.outcome.session_id)]
+        sent = [e for p in played for e in world.emails(p.outcome.session_id)]
     sums: collections.Counter[str] = collections.Counter()
     cost = 0.0
     with tracer.Store(db, read_only=True) as store:
@@ -200,6 +252,7 @@ def run_demo(db: str, world_path: str, *, sessions: int = DEFAULT_SESSIONS, work
         with_faults=sum(1 for p in played if p.item.faults or p.item.scenario.faults),
         crashes_resumed=sum(p.crashed for p in played),
         duplicate_refunds=len(paid) - len({(r["session_id"], r["order_id"], r["amount_cents"]) for r in paid}),
+        duplicate_emails=len(sent) - len({(e["session_id"], e["to_address"], e["subject"]) for e in sent}),
         approvals=dict(collections.Counter(p.held for p in played if p.held)),
         calls_verified=verified.exact, calls_stored=verified.total, dropped_spans=recorder.stats.dropped,
         seconds=round(time.perf_counter() - started, 2),
