@@ -84,6 +84,27 @@ def test_replay_verify_on_the_command_line_rebuilds_the_compacted_calls(tmp_path
     assert "context_compacted (" in shown.output and "pinned facts" in shown.output
 
 
+def test_utilisation_is_stated_against_the_agents_own_window(overflow):
+    """The agent works to 3,000 tokens, not its model's 200,000: every decision, before the first
+    context event as after, is measured against the window the agent compacts by."""
+    out, acc, db = overflow
+    calls = [c for t in acc.turns for c in t.llm_calls if c.status == "ok"]
+    assert calls and {c.context_window for c in calls} == {3000}
+    first = calls[0]
+    seen = first.input_tokens + (first.cache_read_tokens or 0) + (first.cache_write_tokens or 0)
+    assert first.context_utilisation == pytest.approx(seen / 3000)
+    warned = events(acc, "context_warning")[0]
+    assert any(c.context_utilisation >= warned["threshold"] for c in calls)
+    shown = CliRunner().invoke(main, ["traces", "show", out.session_id, "--db", str(db)], catch_exceptions=False)
+    assert f"= {seen / 3000:.1%} of 3,000:" in shown.output and "of 200,000" not in shown.output
+
+
+def test_a_session_that_declares_no_window_is_measured_against_its_models(tmp_path):
+    out, acc, _ = _run(tmp_path, "order_status")
+    calls = [c for t in acc.turns for c in t.llm_calls if c.status == "ok"]
+    assert calls and {c.context_window for c in calls} == {tracer.PriceTable.load().context_window(calls[0].model)}
+
+
 def test_the_same_seed_compacts_the_same_way(tmp_path, overflow):
     out, acc, _ = overflow
     again, acc2, _ = _run(tmp_path, "context_overflow")
