@@ -58,6 +58,7 @@ from ._sanitise import sanitise
 from ._scenarios import Scenario, UserTurn
 from ._sim import DEFAULT_MODEL, sim_client, sim_options
 from ._tools import (
+    INTEGRATION_SPECS,
     TOOLS_BY_NAME,
     ApprovalOutcome,
     BreakerState,
@@ -119,6 +120,9 @@ class AgentConfig(BaseModel):
     email_approval: EmailApproval = "unknown_recipient"
     """E-mails that wait for a human's approval: ``always``, ``never``, or those to an address not
     on the customer's record (``unknown_recipient``)."""
+    integration_tools: bool = False
+    """Also offer the 16 read-only tools of the company's other systems (CRM, loyalty, inventory …),
+    24 tools in all: tool sprawl, among which the simulated model mixes up arguments now and then."""
     idempotency_scope: Literal["session", "turn"] = "session"
     """What an irreversible call's idempotency key is made of besides its tool and arguments: the
     ``session`` (a resume finds the side effect already done), or the ``turn``, a bug agents ship (a
@@ -696,7 +700,8 @@ class _Loop:
         self.params: dict[str, Any] = {"model": self.config.model, "max_tokens": self.config.max_tokens,
                                        "system": system, "tools": tool_definitions(
                                            cache=self.config.prompt_cache,
-                                           extra=(RESEARCH_TOOL,) if self.config.research_subagent else ())}
+                                           extra=(*((RESEARCH_TOOL,) if self.config.research_subagent else ()),
+                                                  *(INTEGRATION_SPECS if self.config.integration_tools else ())))}
         self.prices = tracer.PriceTable.load() if self.config.context_window is None else None
 
     def save(self, **changes: Any) -> None:
@@ -932,6 +937,7 @@ class _Loop:
                 if approval is not None and decision == "approved":
                     approved_by = "team lead" + (f" ({approval['note']})" if approval.get("note") else "")
                 outcome = self.toolbox.run(name, args, key=key or "", tool_use_id=call_id, breaker=breaker,
+                                           offered=tuple(t["name"] for t in self.params["tools"]),
                                            approved_by=approved_by, context=context.record() if context else None)
             call.set(idempotency_key=key, retries=outcome.retries, circuit_state=outcome.circuit_state)
             if spec is not None:

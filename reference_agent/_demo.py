@@ -20,6 +20,9 @@ history to show, each through the agent's own code, for the detectors to find in
 - an approval that nobody decides, swept a day later (the sweep's wall clock reads 25 hours on):
   it expires and the agent escalates (``approval.expired``).
 
+And the last sessions after the first round run a build of the agent wired to every integration
+(24 tools instead of 8), among which the simulated model mixes up arguments (``tools.overload``).
+
 Sessions run on a few threads that share one recorder (the tracer keeps each thread's session
 apart), because much of a session's time is spent waiting on backoff and latency.
 """
@@ -52,6 +55,8 @@ _DUPLICATED = "email_receipt"
 """The scenario whose first session sends its e-mail twice (idempotency keys per turn, a crash, a resume)."""
 _HUMAN_AWAY = {"email_unknown_recipient": "away", "approval_timeout": "expire"}
 """Scenarios whose first session's approval waits for hours, or expires."""
+_INTEGRATED = 12
+"""The last sessions of the plan (after its first round) that run with ``integration_tools``."""
 _AWAY_S = 6 * 3600.0
 """How long before the demo's clock the ``away`` approval was requested: past the 4 h alert."""
 _SWEEP_AFTER_S = 25 * 3600.0
@@ -78,6 +83,8 @@ class PlannedSession:
     """A tighter wall-clock limit than the default, to make the guard fire."""
     idempotency_scope: Literal["session", "turn"] = "session"
     """``turn``: the agent's idempotency keys are broken (``AgentConfig.idempotency_scope``)."""
+    integration_tools: bool = False
+    """The agent is offered every integration's tools too (``AgentConfig.integration_tools``)."""
 
 
 def plan(sessions: int = DEFAULT_SESSIONS, *, seed: int = 0) -> list[PlannedSession]:
@@ -103,8 +110,9 @@ def plan(sessions: int = DEFAULT_SESSIONS, *, seed: int = 0) -> list[PlannedSess
         keys: Literal["session", "turn"] = "session"
         if first and scenario.name == _DUPLICATED:
             crash, keys = "send_email", "turn"
+        integrated = not first and i >= sessions - _INTEGRATED
         out.append(PlannedSession(i, scenario, seed + i // len(SCENARIOS), misbehave, faults, i % 4 == 1, crash,
-                                  human, time_limit, keys))
+                                  human, time_limit, keys, integrated))
     return out
 
 
@@ -183,7 +191,7 @@ class _ShiftedWallClock:
 
 def _play(item: PlannedSession, world: World, recorder: tracer.Recorder) -> _Played:
     config = AgentConfig(stream=item.stream, time_limit_s=item.time_limit_s or AgentConfig().time_limit_s,
-                         idempotency_scope=item.idempotency_scope)
+                         idempotency_scope=item.idempotency_scope, integration_tools=item.integration_tools)
     wall_clock = _ShiftedWallClock(-_AWAY_S) if item.human == "away" else None
 
     def crash(name: str, outcome: ToolOutcome) -> None:
