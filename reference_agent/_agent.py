@@ -123,6 +123,10 @@ class AgentConfig(BaseModel):
     integration_tools: bool = False
     """Also offer the 16 read-only tools of the company's other systems (CRM, loyalty, inventory …),
     24 tools in all: tool sprawl, among which the simulated model mixes up arguments now and then."""
+    withheld_tools: tuple[str, ...] = ()
+    """Tools this build does not offer, as after a deploy that dropped them from the registry: the model
+    hands over what needs them. The demo withholds ``get_order`` from a route's last sessions, whose tool
+    mix collapses (``tools.diversity``)."""
     idempotency_scope: Literal["session", "turn"] = "session"
     """What an irreversible call's idempotency key is made of besides its tool and arguments: the
     ``session`` (a resume finds the side effect already done), or the ``turn``, a bug agents ship (a
@@ -162,6 +166,14 @@ class AgentConfig(BaseModel):
     research_subagent: bool = False
     """Offer the ``ask_researcher`` tool: a policy question goes to the research sub-agent, which answers it
     from the knowledge base in a child session of its own (``_research.py``)."""
+
+    @model_validator(mode="after")
+    def _known_tools(self) -> AgentConfig:
+        unknown = [t for t in self.withheld_tools if t not in TOOLS_BY_NAME]
+        if unknown:
+            raise ValueError(f"withheld_tools names no tool {', '.join(unknown)}; the tools are "
+                             f"{', '.join(TOOLS_BY_NAME)}")
+        return self
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> AgentConfig:
@@ -701,7 +713,8 @@ class _Loop:
                                        "system": system, "tools": tool_definitions(
                                            cache=self.config.prompt_cache,
                                            extra=(*((RESEARCH_TOOL,) if self.config.research_subagent else ()),
-                                                  *(INTEGRATION_SPECS if self.config.integration_tools else ())))}
+                                                  *(INTEGRATION_SPECS if self.config.integration_tools else ())),
+                                           withheld=self.config.withheld_tools)}
         self.prices = tracer.PriceTable.load() if self.config.context_window is None else None
 
     def save(self, **changes: Any) -> None:

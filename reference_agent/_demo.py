@@ -22,6 +22,9 @@ history to show, each through the agent's own code, for the detectors to find in
 
 And the last sessions after the first round run a build of the agent wired to every integration
 (24 tools instead of 8), among which the simulated model mixes up arguments (``tools.overload``).
+A demo of the full 200 sessions also has a busy route: after the first round every fourth session
+is a lost parcel, and its last ten run a build that dropped ``get_order``, so the agent hands each
+case over at once and the route's tool mix collapses against its history (``tools.diversity``).
 
 Sessions run on a few threads that share one recorder (the tracer keeps each thread's session
 apart), because much of a session's time is spent waiting on backoff and latency.
@@ -30,6 +33,7 @@ apart), because much of a session's time is spent waiting on backoff and latency
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -57,6 +61,10 @@ _HUMAN_AWAY = {"email_unknown_recipient": "away", "approval_timeout": "expire"}
 """Scenarios whose first session's approval waits for hours, or expires."""
 _INTEGRATED = 12
 """The last sessions of the plan (after its first round) that run with ``integration_tools``."""
+_BUSY = "lost_package"
+"""The busy route of a full demo, whose last ``_COLLAPSED`` sessions run without ``get_order``."""
+_BUSY_EVERY = 4
+_COLLAPSED = 10
 _AWAY_S = 6 * 3600.0
 """How long before the demo's clock the ``away`` approval was requested: past the 4 h alert."""
 _SWEEP_AFTER_S = 25 * 3600.0
@@ -85,14 +93,22 @@ class PlannedSession:
     """``turn``: the agent's idempotency keys are broken (``AgentConfig.idempotency_scope``)."""
     integration_tools: bool = False
     """The agent is offered every integration's tools too (``AgentConfig.integration_tools``)."""
+    withheld_tools: tuple[str, ...] = ()
+    """Tools the build does not offer (``AgentConfig.withheld_tools``)."""
 
 
 def plan(sessions: int = DEFAULT_SESSIONS, *, seed: int = 0) -> list[PlannedSession]:
     """The demo's sessions: scenarios round-robin, seeds counting up, the extras mixed in by index."""
     out = []
     kinds = tuple(MISBEHAVIOURS)
+    busy = sessions >= DEFAULT_SESSIONS
+    turn = 0  # the round-robin's position: the busy route's extra sessions are not in it
     for i in range(sessions):
-        scenario = SCENARIOS[i % len(SCENARIOS)]
+        if busy and i >= len(SCENARIOS) and i % _BUSY_EVERY == _BUSY_EVERY - 1:
+            scenario, trial = next(s for s in SCENARIOS if s.name == _BUSY), seed + i
+        else:
+            scenario, trial = SCENARIOS[turn % len(SCENARIOS)], seed + turn // len(SCENARIOS)
+            turn += 1
         misbehave = faults = None
         time_limit = None
         if not scenario.misbehave and not scenario.faults:
@@ -111,8 +127,12 @@ def plan(sessions: int = DEFAULT_SESSIONS, *, seed: int = 0) -> list[PlannedSess
         if first and scenario.name == _DUPLICATED:
             crash, keys = "send_email", "turn"
         integrated = not first and i >= sessions - _INTEGRATED
-        out.append(PlannedSession(i, scenario, seed + i // len(SCENARIOS), misbehave, faults, i % 4 == 1, crash,
+        out.append(PlannedSession(i, scenario, trial, misbehave, faults, i % 4 == 1, crash,
                                   human, time_limit, keys, integrated))
+    if busy:
+        route = [p.index for p in out if p.scenario.name == _BUSY]
+        for i in route[-_COLLAPSED:]:
+            out[i] = dataclasses.replace(out[i], withheld_tools=("get_order",))
     return out
 
 
@@ -191,7 +211,8 @@ class _ShiftedWallClock:
 
 def _play(item: PlannedSession, world: World, recorder: tracer.Recorder) -> _Played:
     config = AgentConfig(stream=item.stream, time_limit_s=item.time_limit_s or AgentConfig().time_limit_s,
-                         idempotency_scope=item.idempotency_scope, integration_tools=item.integration_tools)
+                         idempotency_scope=item.idempotency_scope, integration_tools=item.integration_tools,
+                         withheld_tools=item.withheld_tools)
     wall_clock = _ShiftedWallClock(-_AWAY_S) if item.human == "away" else None
 
     def crash(name: str, outcome: ToolOutcome) -> None:

@@ -189,10 +189,11 @@ The demo world holds no records in them."""
 _ALL_SPECS = {**TOOLS_BY_NAME, **{t.name: t for t in INTEGRATION_SPECS}}
 
 
-def tool_definitions(*, cache: bool = False, extra: tuple[ToolSpec, ...] = ()) -> list[dict[str, Any]]:
-    """The tool list for a request, ``extra`` tools after the standard ones; with ``cache`` the last one
-    carries a prompt-cache breakpoint."""
-    tools = [t.definition() for t in (*TOOL_SPECS, *extra)]
+def tool_definitions(*, cache: bool = False, extra: tuple[ToolSpec, ...] = (),
+                     withheld: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The tool list for a request, ``extra`` tools after the standard ones less those ``withheld``; with
+    ``cache`` the last one carries a prompt-cache breakpoint."""
+    tools = [t.definition() for t in (*TOOL_SPECS, *extra) if t.name not in withheld]
     if cache:
         tools[-1] = {**tools[-1], "cache_control": {"type": "ephemeral"}}
     return tools
