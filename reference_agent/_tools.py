@@ -175,8 +175,8 @@ INTEGRATION_SPECS: tuple[ToolSpec, ...] = tuple(
     ToolSpec(name, f"{what} (read-only; the company's {name.split('_')[0]} system).", _LOOKUP, "integrations")
     for name, what in (
         ("crm_find_contact", "Find a contact in the CRM"), ("crm_list_notes", "List the CRM notes on a customer"),
-        ("loyalty_get_points", "A customer's loyalty points"), ("loyalty_list_rewards", "Rewards a customer can redeem"),
-        ("inventory_check_stock", "Stock of a product"), ("inventory_find_warehouse", "Which warehouse holds a product"),
+        ("loyalty_get_points", "A customer's loyalty points"), ("loyalty_list_rewards", "Rewards to redeem"),
+        ("inventory_check_stock", "Stock of a product"), ("inventory_find_warehouse", "Where a product is stored"),
         ("marketing_list_campaigns", "Campaigns a customer is in"), ("marketing_get_segment", "A customer's segment"),
         ("analytics_order_metrics", "Order metrics of a customer"), ("analytics_customer_ltv", "A customer's value"),
         ("payments_list_payouts", "Payouts of the payment provider"), ("payments_list_disputes", "Card disputes"),

@@ -126,8 +126,9 @@ def _truncated(x: dict[str, Any], y: dict[str, Any]) -> bool:
 
 
 def _amended(x: dict[str, Any], y: dict[str, Any]) -> str | None:
-    """The text of B's blocks that A's message lacks (clipped), when B keeps the message (the same role and first block) and
-    adds or swaps blocks after it, as a compaction attaches its summary to the customer's task; else None."""
+    """The text of B's blocks that A's message lacks (clipped), when B keeps the message (the same role
+    and first block) and adds or swaps blocks after it, as a compaction attaches its summary to the
+    customer's task; else None."""
     bx, by = _blocks(x), _blocks(y)
     if x.get("role") != y.get("role") or not bx or not by or canonical_json(bx[0]) != canonical_json(by[0]):
         return None
