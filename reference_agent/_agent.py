@@ -58,6 +58,7 @@ from ._sanitise import sanitise
 from ._scenarios import Scenario, UserTurn
 from ._sim import DEFAULT_MODEL, sim_client, sim_options
 from ._tools import (
+    INTEGRATION_SPECS,
     TOOLS_BY_NAME,
     ApprovalOutcome,
     BreakerState,
@@ -119,6 +120,18 @@ class AgentConfig(BaseModel):
     email_approval: EmailApproval = "unknown_recipient"
     """E-mails that wait for a human's approval: ``always``, ``never``, or those to an address not
     on the customer's record (``unknown_recipient``)."""
+    integration_tools: bool = False
+    """Also offer the 16 read-only tools of the company's other systems (CRM, loyalty, inventory …),
+    24 tools in all: tool sprawl, among which the simulated model mixes up arguments now and then."""
+    withheld_tools: tuple[str, ...] = ()
+    """Tools this build does not offer, as after a deploy that dropped them from the registry: the model
+    hands over what needs them. The demo withholds ``get_order`` from a route's last sessions, whose tool
+    mix collapses (``tools.diversity``)."""
+    idempotency_scope: Literal["session", "turn"] = "session"
+    """What an irreversible call's idempotency key is made of besides its tool and arguments: the
+    ``session`` (a resume finds the side effect already done), or the ``turn``, a bug agents ship (a
+    key per request), under which a resumed session does the side effect again; the demo plants it
+    so that ``safety.duplicate_effect`` has a real repeat to find."""
     approval_timeout_s: float = Field(default=86_400.0, gt=0)
     """How long a request waits for a human's decision before it expires (24 h)."""
     on_approval_timeout: ApprovalOutcome = "escalate"
@@ -153,6 +166,14 @@ class AgentConfig(BaseModel):
     research_subagent: bool = False
     """Offer the ``ask_researcher`` tool: a policy question goes to the research sub-agent, which answers it
     from the knowledge base in a child session of its own (``_research.py``)."""
+
+    @model_validator(mode="after")
+    def _known_tools(self) -> AgentConfig:
+        unknown = [t for t in self.withheld_tools if t not in TOOLS_BY_NAME]
+        if unknown:
+            raise ValueError(f"withheld_tools names no tool {', '.join(unknown)}; the tools are "
+                             f"{', '.join(TOOLS_BY_NAME)}")
+        return self
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> AgentConfig:
@@ -691,7 +712,9 @@ class _Loop:
         self.params: dict[str, Any] = {"model": self.config.model, "max_tokens": self.config.max_tokens,
                                        "system": system, "tools": tool_definitions(
                                            cache=self.config.prompt_cache,
-                                           extra=(RESEARCH_TOOL,) if self.config.research_subagent else ())}
+                                           extra=(*((RESEARCH_TOOL,) if self.config.research_subagent else ()),
+                                                  *(INTEGRATION_SPECS if self.config.integration_tools else ())),
+                                           withheld=self.config.withheld_tools)}
         self.prices = tracer.PriceTable.load() if self.config.context_window is None else None
 
     def save(self, **changes: Any) -> None:
@@ -889,7 +912,9 @@ class _Loop:
     def run_tool(self, use: dict[str, Any]) -> None:
         name, args, call_id = use["name"], use["input"], use["id"]
         spec = TOOLS_BY_NAME.get(name)
-        key = idempotency_key(self.cp.session_id, name, args) if spec is not None and spec.irreversible else None
+        scope = self.cp.session_id if self.config.idempotency_scope == "session" else \
+            f"{self.cp.session_id}:turn-{self.session.turn_index}"
+        key = idempotency_key(scope, name, args) if spec is not None and spec.irreversible else None
         approval = self.cp.approval if self.cp.approval and self.cp.approval.get("tool_use_id") == call_id else None
         breaker = BreakerState(**self.cp.breakers.get(name, {}))
         decision = approval.get("decision") if approval is not None else None
@@ -925,6 +950,7 @@ class _Loop:
                 if approval is not None and decision == "approved":
                     approved_by = "team lead" + (f" ({approval['note']})" if approval.get("note") else "")
                 outcome = self.toolbox.run(name, args, key=key or "", tool_use_id=call_id, breaker=breaker,
+                                           offered=tuple(t["name"] for t in self.params["tools"]),
                                            approved_by=approved_by, context=context.record() if context else None)
             call.set(idempotency_key=key, retries=outcome.retries, circuit_state=outcome.circuit_state)
             if spec is not None:

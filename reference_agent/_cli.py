@@ -349,7 +349,9 @@ def _summary(r: DemoReport, db: str, world_path: str) -> str:
         f"  guards fired  {sum(r.guards.values())}: {counts(r.guards)}",
         f"  failures      {r.llm_errors:,} model call attempts failed and were retried "
         f"(of {r.llm_calls:,}); {r.statuses.get('error', 0)} sessions ended in error; "
-        f"{r.duplicate_refunds} duplicated refunds",
+        f"{r.duplicate_refunds} duplicated refunds, {r.duplicate_emails} e-mails sent twice"
+        + (" (planted: an agent whose idempotency keys are made per turn, resumed after a crash)"
+           if r.duplicate_emails else ""),
         f"  approvals     {counts(r.approvals)}",
         f"  exact rebuild {r.calls_verified:,} of {r.calls_stored:,} stored calls rebuild to their recorded hash",
     ]

@@ -10,6 +10,22 @@ record the same trajectories. Besides the scenarios' own defaults, the plan mixe
 - a too-tight time limit, so the wall-clock guard fires;
 - a human who approves, rejects, or leaves waiting the refunds held for approval.
 
+Once, in the first round of scenarios, the demo plants the failures that take a production's
+history to show, each through the agent's own code, for the detectors to find in the spans:
+
+- an e-mail receipt sent by an agent whose idempotency keys are made per turn, which crashes
+  right after the send and is resumed: the resume sends it again (``safety.duplicate_effect``);
+- an approval requested six hours before the demo's clock by a session nobody has decided since
+  (``approval.waiting``): the agent's wall clock for that session reads six hours earlier;
+- an approval that nobody decides, swept a day later (the sweep's wall clock reads 25 hours on):
+  it expires and the agent escalates (``approval.expired``).
+
+And the last sessions after the first round run a build of the agent wired to every integration
+(24 tools instead of 8), among which the simulated model mixes up arguments (``tools.overload``).
+A demo of the full 200 sessions also has a busy route: after the first round every fourth session
+is a lost parcel, and its last ten run a build that dropped ``get_order``, so the agent hands each
+case over at once and the route's tool mix collapses against its history (``tools.diversity``).
+
 Sessions run on a few threads that share one recorder (the tracer keeps each thread's session
 apart), because much of a session's time is spent waiting on backoff and latency.
 """
@@ -17,6 +33,7 @@ apart), because much of a session's time is spent waiting on backoff and latency
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -38,6 +55,20 @@ DEFAULT_SESSIONS = 200
 DEFAULT_WORKERS = 4
 _FAULT_MIX = (("429",), ("500@1",), ("529@0x2",), ("timeout@1",), ("429%25",), ("latency:20@0",), ("529%10",))
 _CRASHABLE = frozenset({"refund_under_threshold", "duplicate_charge", "lost_package", "ambiguous_request"})
+_DUPLICATED = "email_receipt"
+"""The scenario whose first session sends its e-mail twice (idempotency keys per turn, a crash, a resume)."""
+_HUMAN_AWAY = {"email_unknown_recipient": "away", "approval_timeout": "expire"}
+"""Scenarios whose first session's approval waits for hours, or expires."""
+_INTEGRATED = 12
+"""The last sessions of the plan (after its first round) that run with ``integration_tools``."""
+_BUSY = "lost_package"
+"""The busy route of a full demo, whose last ``_COLLAPSED`` sessions run without ``get_order``."""
+_BUSY_EVERY = 4
+_COLLAPSED = 10
+_AWAY_S = 6 * 3600.0
+"""How long before the demo's clock the ``away`` approval was requested: past the 4 h alert."""
+_SWEEP_AFTER_S = 25 * 3600.0
+"""When the ``expire`` sweep runs after the request: past the 24 h approval timeout."""
 
 
 @dataclass(frozen=True)
@@ -53,18 +84,31 @@ class PlannedSession:
     stream: bool
     crash_after: str | None
     """Crash right after this tool's side effect, then resume."""
-    human: Literal["approve", "reject", "wait"]
-    """What the human does if the session waits for an approval."""
+    human: Literal["approve", "reject", "wait", "away", "expire"]
+    """What the human does if the session waits for an approval: decide, leave it waiting, leave it
+    waiting since hours before the demo's clock (``away``), or let it expire (``expire``)."""
     time_limit_s: float | None
     """A tighter wall-clock limit than the default, to make the guard fire."""
+    idempotency_scope: Literal["session", "turn"] = "session"
+    """``turn``: the agent's idempotency keys are broken (``AgentConfig.idempotency_scope``)."""
+    integration_tools: bool = False
+    """The agent is offered every integration's tools too (``AgentConfig.integration_tools``)."""
+    withheld_tools: tuple[str, ...] = ()
+    """Tools the build does not offer (``AgentConfig.withheld_tools``)."""
 
 
 def plan(sessions: int = DEFAULT_SESSIONS, *, seed: int = 0) -> list[PlannedSession]:
     """The demo's sessions: scenarios round-robin, seeds counting up, the extras mixed in by index."""
     out = []
     kinds = tuple(MISBEHAVIOURS)
+    busy = sessions >= DEFAULT_SESSIONS
+    turn = 0  # the round-robin's position: the busy route's extra sessions are not in it
     for i in range(sessions):
-        scenario = SCENARIOS[i % len(SCENARIOS)]
+        if busy and i >= len(SCENARIOS) and i % _BUSY_EVERY == _BUSY_EVERY - 1:
+            scenario, trial = next(s for s in SCENARIOS if s.name == _BUSY), seed + i
+        else:
+            scenario, trial = SCENARIOS[turn % len(SCENARIOS)], seed + turn // len(SCENARIOS)
+            turn += 1
         misbehave = faults = None
         time_limit = None
         if not scenario.misbehave and not scenario.faults:
@@ -75,8 +119,20 @@ def plan(sessions: int = DEFAULT_SESSIONS, *, seed: int = 0) -> list[PlannedSess
             elif i % 50 == 21:
                 faults, time_limit = ("latency:40%100",), 0.03
         crash = "issue_refund" if scenario.name in _CRASHABLE and i % 3 == 0 and misbehave is None else None
-        out.append(PlannedSession(i, scenario, seed + i // len(SCENARIOS), misbehave, faults, i % 4 == 1, crash,
-                                  ("approve", "reject", "wait")[i % 3], time_limit))
+        human: Literal["approve", "reject", "wait", "away", "expire"] = ("approve", "reject", "wait")[i % 3]
+        first = i < len(SCENARIOS)
+        if first and scenario.name in _HUMAN_AWAY:
+            human = _HUMAN_AWAY[scenario.name]  # type: ignore[assignment]
+        keys: Literal["session", "turn"] = "session"
+        if first and scenario.name == _DUPLICATED:
+            crash, keys = "send_email", "turn"
+        integrated = not first and i >= sessions - _INTEGRATED
+        out.append(PlannedSession(i, scenario, trial, misbehave, faults, i % 4 == 1, crash,
+                                  human, time_limit, keys, integrated))
+    if busy:
+        route = [p.index for p in out if p.scenario.name == _BUSY]
+        for i in route[-_COLLAPSED:]:
+            out[i] = dataclasses.replace(out[i], withheld_tools=("get_order",))
     return out
 
 
@@ -117,8 +173,10 @@ class DemoReport(BaseModel):
     """Sessions crashed after a refund and resumed."""
     duplicate_refunds: int
     """The same refund (session, order, amount) paid more than once; 0 unless idempotency broke."""
+    duplicate_emails: int
+    """The same e-mail (session, address, subject) sent more than once: the planted broken-key session's."""
     approvals: dict[str, int]
-    """Held refunds: approved, rejected, still waiting."""
+    """Held refunds and e-mails: approved, rejected, still waiting, expired."""
     calls_verified: int
     """Stored calls rebuilt to their recorded hash (whole store)."""
     calls_stored: int
@@ -134,22 +192,39 @@ class _Played:
     item: PlannedSession
     outcome: SessionOutcome
     crashed: bool
-    held: Literal["approved", "rejected", "waiting"] | None
+    held: Literal["approved", "rejected", "waiting", "expired"] | None
     """What became of a refund held for approval, if one was."""
 
 
+class _ShiftedWallClock:
+    """Seconds since the epoch, ``offset_s`` off: the hours the demo cannot wait through."""
+
+    def __init__(self, offset_s: float) -> None:
+        self._offset_s = offset_s
+
+    def now(self) -> float:
+        return time.time() + self._offset_s
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(seconds, 0.0))
+
+
 def _play(item: PlannedSession, world: World, recorder: tracer.Recorder) -> _Played:
-    config = AgentConfig(stream=item.stream, time_limit_s=item.time_limit_s or AgentConfig().time_limit_s)
+    config = AgentConfig(stream=item.stream, time_limit_s=item.time_limit_s or AgentConfig().time_limit_s,
+                         idempotency_scope=item.idempotency_scope, integration_tools=item.integration_tools,
+                         withheld_tools=item.withheld_tools)
+    wall_clock = _ShiftedWallClock(-_AWAY_S) if item.human == "away" else None
 
     def crash(name: str, outcome: ToolOutcome) -> None:
         session = tracer.current_session()
         if name == item.crash_after and session is not None and not outcome.is_error and outcome.approval is None:
             raise SimulatedCrash(session.id, name)
 
-    agent = Agent(world, recorder, config=config)
+    agent = Agent(world, recorder, config=config, wall_clock=wall_clock)
     crashed = False
     try:
-        out = Agent(world, recorder, config=config, after_tool=crash if item.crash_after else None).run(
+        out = Agent(world, recorder, config=config, wall_clock=wall_clock,
+                    after_tool=crash if item.crash_after else None).run(
             item.scenario, seed=item.seed, misbehave=item.misbehave, faults=item.faults)
     except SimulatedCrash as exc:
         out, crashed = agent.resume(exc.session_id), True
@@ -160,6 +235,11 @@ def _play(item: PlannedSession, world: World, recorder: tracer.Recorder) -> _Pla
     if item.human == "reject":
         return _Played(item, agent.reject(out.session_id, note="refunds of this size need a photo of the damage"),
                        crashed, "rejected")
+    if item.human == "expire":
+        sweep = Agent(world, recorder, config=config, wall_clock=_ShiftedWallClock(_SWEEP_AFTER_S))
+        expired = sweep.expire_approval(out.session_id)
+        if expired is not None:
+            return _Played(item, expired, crashed, "expired")
     return _Played(item, out, crashed, "waiting")
 
 
@@ -183,6 +263,7 @@ def run_demo(db: str, world_path: str, *, sessions: int = DEFAULT_SESSIONS, work
         finally:
             recorder.shutdown()
         paid = [r for p in played for r in world.refunds(p.outcome.session_id)]
+        sent = [e for p in played for e in world.emails(p.outcome.session_id)]
     sums: collections.Counter[str] = collections.Counter()
     cost = 0.0
     with tracer.Store(db, read_only=True) as store:
@@ -200,6 +281,7 @@ def run_demo(db: str, world_path: str, *, sessions: int = DEFAULT_SESSIONS, work
         with_faults=sum(1 for p in played if p.item.faults or p.item.scenario.faults),
         crashes_resumed=sum(p.crashed for p in played),
         duplicate_refunds=len(paid) - len({(r["session_id"], r["order_id"], r["amount_cents"]) for r in paid}),
+        duplicate_emails=len(sent) - len({(e["session_id"], e["to_address"], e["subject"]) for e in sent}),
         approvals=dict(collections.Counter(p.held for p in played if p.held)),
         calls_verified=verified.exact, calls_stored=verified.total, dropped_spans=recorder.stats.dropped,
         seconds=round(time.perf_counter() - started, 2),

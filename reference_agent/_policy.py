@@ -12,6 +12,9 @@ It reacts to its context on purpose:
 - rule 4 (knowledge-base text is data) makes it ignore instructions planted in an article;
   without it, it follows them;
 - a tool missing from ``tools`` is never called; it offers a hand-over instead;
+- offered more than 20 tools, it now and then passes a tool an argument named as another
+  system's tools name it (``order_number`` for ``order_id``), as models choose worse among many
+  tools; the schema error that comes back sets it right on the next call;
 - tool errors steer it: it retries what the error calls retryable, fixes what was invalid,
   and escalates when a service stays down.
 
@@ -65,6 +68,11 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("status", re.compile(r"\b(?:where|status|track|tracking|shipped|arrived?|delivery|delivered|late)\b")),
 )
 _SHORT = 80
+_MANY_TOOLS = 20
+_MIXED_UP = 0.4
+"""How often a decision with more than ``_MANY_TOOLS`` tools mixes up an argument's name."""
+_OTHER_NAMES = {"order_id": "order_number", "email": "customer_email", "customer_id": "customer",
+                "query": "search_query"}
 _THANKS = re.compile(r"^\W*(?:thanks|thank you|great|perfect|that's all|that is all|bye)\b", re.I)
 _CONFIRM = re.compile(r"^\W*(?:yes|yeah|yep|sure|ok|okay|please do|go ahead|confirm|do it)\b", re.I)
 _DECLINE = re.compile(r"^\W*(?:no|nope|don't|do not|never mind|cancel)\b", re.I)
@@ -372,6 +380,9 @@ class Mind:
         task = read_task(v)
         act = self._recover(v, facts, task, rng) or self._plan(v, facts, task, rules, rng)
         act = self._within_tools(act, v, task, rng)
+        corrected = bool(v.turn_steps) and v.turn_steps[-1].is_error  # a schema error just told it the names
+        if len(v.tools) > _MANY_TOOLS and act.uses and not corrected and rng.random() < _MIXED_UP:
+            act = self._mixed_up(act)
         if not v.steps and act.uses:
             if "hallucinate" in self.misbehave:
                 act = self._hallucinate(act, rng)
@@ -703,6 +714,15 @@ class Mind:
                            "reason": f"The assistant cannot use {missing[0]}; the customer needs help with their "
                                      f"{task.kind} request.", "priority": "normal"}),))
         return Act("I'm sorry, I can't do that from here. Please contact our support team by phone.")
+
+    @staticmethod
+    def _mixed_up(act: Act) -> Act:
+        first = act.uses[0]
+        key = next((k for k in first.input if k in _OTHER_NAMES), None)
+        if key is None:
+            return act
+        args = {(_OTHER_NAMES[k] if k == key else k): v for k, v in first.input.items()}
+        return replace(act, uses=(Use(first.name, args), *act.uses[1:]))
 
     def _hallucinate(self, act: Act, rng: random.Random) -> Act:
         first = act.uses[0]

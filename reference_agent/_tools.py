@@ -170,11 +170,30 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
 TOOLS_BY_NAME = {t.name: t for t in TOOL_SPECS}
 SERVICES = frozenset(t.service for t in TOOL_SPECS)
 
+_LOOKUP = _object({"customer_id": _CUSTOMER_ID, "query": {"type": "string", "minLength": 1, "maxLength": 200}})
+INTEGRATION_SPECS: tuple[ToolSpec, ...] = tuple(
+    ToolSpec(name, f"{what} (read-only; the company's {name.split('_')[0]} system).", _LOOKUP, "integrations")
+    for name, what in (
+        ("crm_find_contact", "Find a contact in the CRM"), ("crm_list_notes", "List the CRM notes on a customer"),
+        ("loyalty_get_points", "A customer's loyalty points"), ("loyalty_list_rewards", "Rewards to redeem"),
+        ("inventory_check_stock", "Stock of a product"), ("inventory_find_warehouse", "Where a product is stored"),
+        ("marketing_list_campaigns", "Campaigns a customer is in"), ("marketing_get_segment", "A customer's segment"),
+        ("analytics_order_metrics", "Order metrics of a customer"), ("analytics_customer_ltv", "A customer's value"),
+        ("payments_list_payouts", "Payouts of the payment provider"), ("payments_list_disputes", "Card disputes"),
+        ("reviews_list_for_product", "Reviews of a product"), ("survey_get_responses", "A customer's survey answers"),
+        ("calendar_find_slot", "Free slots for a call back"), ("warehouse_get_pick_list", "A warehouse's pick list"),
+    ))
+"""The company's other systems, offered besides the support tools with ``AgentConfig.integration_tools``
+(24 tools in all): an agent wired to everything, which the demo shows choosing worse (``tools.overload``).
+The demo world holds no records in them."""
+_ALL_SPECS = {**TOOLS_BY_NAME, **{t.name: t for t in INTEGRATION_SPECS}}
 
-def tool_definitions(*, cache: bool = False, extra: tuple[ToolSpec, ...] = ()) -> list[dict[str, Any]]:
-    """The tool list for a request, ``extra`` tools after the standard ones; with ``cache`` the last one
-    carries a prompt-cache breakpoint."""
-    tools = [t.definition() for t in (*TOOL_SPECS, *extra)]
+
+def tool_definitions(*, cache: bool = False, extra: tuple[ToolSpec, ...] = (),
+                     withheld: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The tool list for a request, ``extra`` tools after the standard ones less those ``withheld``; with
+    ``cache`` the last one carries a prompt-cache breakpoint."""
+    tools = [t.definition() for t in (*TOOL_SPECS, *extra) if t.name not in withheld]
     if cache:
         tools[-1] = {**tools[-1], "cache_control": {"type": "ephemeral"}}
     return tools
@@ -475,6 +494,10 @@ def _send_email(call: _Call) -> dict[str, Any]:
     return out
 
 
+def _integration(call: _Call) -> dict[str, Any]:
+    return {"records": [], "note": "no records for this customer in that system"}
+
+
 def _escalate(call: _Call) -> dict[str, Any]:
     a = call.args
     ticket, created = call.world.open_ticket(call.session_id, key=call.key, reason=a["reason"],
@@ -499,6 +522,7 @@ _IMPLEMENTATIONS: dict[str, Callable[[_Call], dict[str, Any]]] = {
     "issue_refund": _issue_refund,
     "send_email": _send_email,
     "escalate_to_human": _escalate,
+    **{t.name: _integration for t in INTEGRATION_SPECS},
 }
 
 
@@ -538,7 +562,7 @@ class Toolbox:
         breaker = breaker.at(self.clock.now(), policy.breaker_cooldown_s)
         ran_as: BreakerName = breaker.state
         allowed = offered if offered is not None else tuple(TOOLS_BY_NAME)
-        spec = TOOLS_BY_NAME.get(name) if name in allowed else None
+        spec = _ALL_SPECS.get(name) if name in allowed else None
         try:
             if spec is None:
                 raise InvalidArgumentsError(f"there is no tool named {name!r}.",

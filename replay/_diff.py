@@ -114,28 +114,76 @@ def _system_text(system: Any) -> str:
     return "\n".join(b.get("text", "") for b in system)
 
 
+def _blocks(message: dict[str, Any]) -> list[Any]:
+    content = message.get("content")
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+
+
+def _truncated(x: dict[str, Any], y: dict[str, Any]) -> bool:
+    """B's message is A's with its text shortened (a replay edit that truncates a tool result)."""
+    tx, ty = _text(x.get("content")), _text(y.get("content"))
+    return x.get("role") == y.get("role") and len(ty) < len(tx) and tx.startswith(ty.rstrip("…. "))
+
+
+def _amended(x: dict[str, Any], y: dict[str, Any]) -> str | None:
+    """The text of B's blocks that A's message lacks (clipped), when B keeps the message (the same role
+    and first block) and adds or swaps blocks after it, as a compaction attaches its summary to the
+    customer's task; else None."""
+    bx, by = _blocks(x), _blocks(y)
+    if x.get("role") != y.get("role") or not bx or not by or canonical_json(bx[0]) != canonical_json(by[0]):
+        return None
+    had = {canonical_json(b) for b in bx}
+    added = [b for b in by[1:] if canonical_json(b) not in had]
+    if not added:
+        return None
+    text = _text(added).replace("\n", " ")
+    return text[:_PREVIEW] + ("…" if len(text) > _PREVIEW else "")
+
+
 def diff_context(a: dict[str, Any], b: dict[str, Any], *, a_ref: str = "A", b_ref: str = "B") -> ContextDiff:
-    """What the model saw in two requests: system prompt, messages added/removed/truncated, tools, params."""
+    """What the model saw in two requests: system prompt, messages in common, kept, replaced, added,
+    removed and truncated, tools, params.
+
+    Messages are aligned, not only compared place by place: after a compaction (B's first message
+    is A's task with a summary added, and A's older turns are gone), the task counts as in common
+    (amended), the tail B kept counts as kept, and the dropped turns as replaced by the summary.
+    """
     sys_a, sys_b = _system_text(a.get("system")), _system_text(b.get("system"))
     ma, mb = a.get("messages") or [], b.get("messages") or []
     common = 0
-    while common < min(len(ma), len(mb)) and canonical_json(ma[common]) == canonical_json(mb[common]):
+    amended: list[dict[str, Any]] = []
+    while common < min(len(ma), len(mb)):
+        x, y = ma[common], mb[common]
+        if canonical_json(x) != canonical_json(y):
+            added_blocks = None if _truncated(x, y) else _amended(x, y)
+            if added_blocks is None:
+                break
+            amended.append({**_entry(common, y), "added": added_blocks})
         common += 1
     removed: list[dict[str, Any]] = []
     added: list[dict[str, Any]] = []
     truncated: list[dict[str, Any]] = []
-    for i in range(common, max(len(ma), len(mb))):
-        x = ma[i] if i < len(ma) else None
-        y = mb[i] if i < len(mb) else None
-        if x is not None and y is not None and x.get("role") == y.get("role"):
-            tx, ty = _text(x.get("content")), _text(y.get("content"))
-            if len(ty) < len(tx) and tx.startswith(ty.rstrip("…. ")):
-                truncated.append({**_entry(i, y), "from_chars": len(tx), "to_chars": len(ty)})
+    kept = 0
+    rest_a, rest_b = ma[common:], mb[common:]
+    matcher = difflib.SequenceMatcher(None, [canonical_json(m) for m in rest_a], [canonical_json(m) for m in rest_b],
+                                      autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            kept += i2 - i1
+            continue
+        for k in range(max(i2 - i1, j2 - j1)):
+            x = rest_a[i1 + k] if i1 + k < i2 else None
+            y = rest_b[j1 + k] if j1 + k < j2 else None
+            if x is not None and y is not None and _truncated(x, y):
+                tx, ty = _text(x.get("content")), _text(y.get("content"))
+                truncated.append({**_entry(common + j1 + k, y), "from_chars": len(tx), "to_chars": len(ty)})
                 continue
-        if x is not None:
-            removed.append(_entry(i, x))
-        if y is not None:
-            added.append(_entry(i, y))
+            if x is not None:
+                removed.append(_entry(common + i1 + k, x))
+            if y is not None:
+                added.append(_entry(common + j1 + k, y))
+    # What B dropped while it amended a message it kept is what the amendment (a summary) replaced.
+    replaced, removed = (removed, []) if amended else ([], removed)
     tools_a = [t.get("name") for t in a.get("tools") or []]
     tools_b = [t.get("name") for t in b.get("tools") or []]
     skip = {"system", "messages", "tools"}
@@ -143,7 +191,8 @@ def diff_context(a: dict[str, Any], b: dict[str, Any], *, a_ref: str = "A", b_re
     return ContextDiff(
         a=a_ref, b=b_ref, system_changed=sys_a != sys_b,
         system_diff=list(difflib.unified_diff(sys_a.splitlines(), sys_b.splitlines(), "A", "B", lineterm="", n=0)),
-        messages_common=common, messages_removed=removed, messages_added=added, messages_truncated=truncated,
+        messages_common=common, messages_amended=amended, messages_kept=kept, messages_replaced=replaced,
+        messages_removed=removed, messages_added=added, messages_truncated=truncated,
         tools_added=[str(n) for n in tools_b if n not in tools_a],
         tools_removed=[str(n) for n in tools_a if n not in tools_b], params_changed=params,
     )

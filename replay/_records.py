@@ -232,9 +232,19 @@ class ContextDiff(BaseModel):
     system_diff: list[str]
     """A unified diff of the system prompts' text."""
     messages_common: int
-    """Messages both requests start with, unchanged."""
+    """Messages both requests start with: unchanged, or kept with blocks added (``messages_amended``)."""
+    messages_amended: list[dict[str, Any]]
+    """Messages of the common start that B kept with blocks added or swapped after the first, as a
+    compaction attaches its summary to the customer's task: ``{"index", "role", "preview", "added"}``
+    (``added``: the new blocks' text, clipped)."""
+    messages_kept: int
+    """Messages after the common start that B still has unchanged, after A's that it dropped (a
+    compaction's kept tail)."""
+    messages_replaced: list[dict[str, Any]]
+    """Messages only in A that B dropped while it amended a message it kept: the turns a compaction's
+    summary replaced, ``{"index", "role", "preview"}`` (then not in ``messages_removed``)."""
     messages_removed: list[dict[str, Any]]
-    """Messages only in A, after the common start: ``{"index", "role", "preview"}``."""
+    """Messages only in A, after the common start (and not replaced): ``{"index", "role", "preview"}``."""
     messages_added: list[dict[str, Any]]
     """Messages only in B, after the common start."""
     messages_truncated: list[dict[str, Any]]

@@ -109,13 +109,19 @@ def context_diff(d: ContextDiff) -> str:
         lines += [f"  {line}" for line in d.system_diff if not line.startswith(("---", "+++"))]
     else:
         lines.append("system prompt unchanged")
-    lines.append(f"messages: {d.messages_common} in common at the start")
+    lines.append(f"messages: {d.messages_common} in common at the start"
+                 + (f" ({len(d.messages_amended)} with blocks added in B)" if d.messages_amended else "")
+                 + (f", {d.messages_kept} kept after it" if d.messages_kept else ""))
 
     def entries(title: str, items: list[dict[str, Any]]) -> None:
         if items:
             lines.append(f"{title}:")
             lines.extend(f"  [{e['index']}] {e['role']}: {e['preview']}" for e in items)
 
+    if d.messages_amended:
+        lines.append("amended in B (kept, with blocks added):")
+        lines.extend(f"  [{e['index']}] {e['role']}: {e['preview']}\n      + {e['added']}" for e in d.messages_amended)
+    entries("replaced in B by the blocks added (only in A)", d.messages_replaced)
     entries("removed (only in A)", d.messages_removed)
     entries("added (only in B)", d.messages_added)
     entries("truncated in B", d.messages_truncated)

@@ -145,9 +145,10 @@ class LlmCall(BaseModel):
     context_tokens: dict[str, int]
     """Input tokens by segment: system, tools, history, tool_results, retrieved (estimated split)."""
     context_window: int | None
-    """The model's context window in tokens."""
+    """The context window in tokens: the agent's own, where its session recorded one on a ``context_warning``
+    or ``context_compacted`` event for the model, else the model's (the price table's)."""
     context_utilisation: float | None
-    """Share of the context window used, 0..1."""
+    """Share of that context window the request used, 0..1."""
     request_sha256: str | None
     """Hash of the canonical request JSON, taken when the call was made."""
     content_mode: str | None

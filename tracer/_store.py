@@ -75,6 +75,8 @@ from ._spill import recover
 
 DEFAULT_DB = "flightrec.duckdb"
 _NEWEST_MESSAGES = 3
+_CONTEXT_EVENTS = ("context_warning", "context_compacted")
+"""Events on which an agent that manages its own context records the window it works to (``window``, ``model``)."""
 _KEYS_PER_QUERY = 1_000
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 
@@ -987,7 +989,18 @@ class Store:
             key = i or 0
             return turns.setdefault(key, Turn(index=key, llm_calls=[], tool_calls=[], events=[]))
 
+        # An agent may work to a smaller window than its model's (the price table's), and says so on its
+        # context events; its decisions are measured against that window, the one it compacts by.
+        declared = {e["attributes"]["model"]: e["attributes"]["window"] for t in turns.values() for e in t.events
+                    if e.get("name") in _CONTEXT_EVENTS and isinstance(e.get("attributes", {}).get("window"), int)
+                    and e["attributes"].get("model")}
+
         for c in calls:
+            window, utilisation = c[25], c[26]
+            if c[9] in declared and declared[c[9]] != window:
+                window = declared[c[9]]
+                seen = [n for n in (c[15], c[17], c[18]) if n is not None]
+                utilisation = sum(seen) / window if seen else None
             response = json.loads(c[29]) if c[29] else {}
             blocks = response.get("content") or []
             turn(c[1]).llm_calls.append(LlmCall(
@@ -997,7 +1010,7 @@ class Store:
                 output_tokens=c[16], cache_read_tokens=c[17], cache_write_tokens=c[18], cost_usd=c[19],
                 context_tokens={k: v for k, v in zip(("system", "tools", "history", "tool_results", "retrieved"),
                                                      c[20:25]) if v is not None},
-                context_window=c[25], context_utilisation=c[26], request_sha256=c[27], content_mode=c[28],
+                context_window=window, context_utilisation=utilisation, request_sha256=c[27], content_mode=c[28],
                 output_text="\n".join(b.get("text", "") for b in blocks if b.get("type") == "text") or None,
                 tool_uses=[{"id": b.get("id"), "name": b.get("name"), "input": b.get("input")}
                            for b in blocks if b.get("type") == "tool_use"],

@@ -537,7 +537,10 @@ def _context_diff_view(session_id: str, turns: list[int], current: int) -> None:
     if isinstance(d, str):
         st.info(d)
         return
-    st.markdown(f"**{d.messages_common}** messages in common at the start; "
+    kept = f" and **{d.messages_kept}** kept after it" if d.messages_kept else ""
+    replaced = (f"**{len(d.messages_replaced)}** replaced by what B added to {len(d.messages_amended)} of them, "
+                if d.messages_amended else "")
+    st.markdown(f"**{d.messages_common}** messages in common at the start{kept}; {replaced}"
                 f"**{len(d.messages_added)}** added, **{len(d.messages_removed)}** removed, "
                 f"**{len(d.messages_truncated)}** truncated in B.")
     if d.system_changed:
@@ -545,7 +548,9 @@ def _context_diff_view(session_id: str, turns: list[int], current: int) -> None:
         st.code("\n".join(d.system_diff), language="diff")
     else:
         st.caption("system prompt unchanged")
-    for title, items in (("Added in B", d.messages_added), ("Only in A (removed)", d.messages_removed),
+    for title, items in (("Kept in B, with blocks added", d.messages_amended),
+                         ("Only in A, replaced by those blocks", d.messages_replaced),
+                         ("Added in B", d.messages_added), ("Only in A (removed)", d.messages_removed),
                          ("Truncated in B", d.messages_truncated)):
         if items:
             st.markdown(f"**{title}**")

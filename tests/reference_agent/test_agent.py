@@ -190,6 +190,21 @@ def test_a_crash_right_after_the_refund_does_not_pay_twice(world, recorder):
     assert json.loads(refunds[1].result)["idempotent_replay"] is True
 
 
+def test_idempotency_keys_made_per_turn_send_the_email_again_on_resume(world, recorder):
+    """The bug the demo plants: a key that is not the same across a resume protects nothing."""
+    scenario = get_scenario("email_receipt")
+    config = AgentConfig(idempotency_scope="turn")
+    position = Agent(world, recorder, config=config).run(scenario).tools_called.index("send_email") + 1
+    with pytest.raises(SimulatedCrash) as crash:
+        Agent(world, recorder, config=config, after_tool=crash_at(position)).run(scenario)
+    sid = crash.value.session_id
+    out = Agent(world, recorder, config=config).resume(sid)
+    assert out.status == "ok" and len(world.emails(sid)) == 2
+    sends = [c for c in tool_calls(account(recorder, sid)) if c.tool_name == "send_email"]
+    assert len(sends) == 2 and sends[0].idempotency_key != sends[1].idempotency_key
+    assert sends[0].arguments == sends[1].arguments
+
+
 @pytest.mark.parametrize("scenario_name", ["ambiguous_request", "long_conversation"])
 def test_a_crash_after_any_step_resumes_to_the_same_end(world, recorder, scenario_name):
     scenario = get_scenario(scenario_name)

@@ -109,7 +109,8 @@ def test_the_demo_records_a_store_that_rebuilds_exactly(demo):
     for label in (f"sessions      {DEMO_SESSIONS}:", "turns", "tool calls", "tokens", "cost", "guards fired",
                   "failures", "approvals"):
         assert label in output
-    assert "0 duplicated refunds" in output
+    # The one planted duplicate: an e-mail re-sent on resume by an agent whose idempotency keys are per turn.
+    assert "0 duplicated refunds, 1 e-mails sent twice (planted:" in output
     exact = re.search(r"exact rebuild ([\d,]+) of ([\d,]+) stored calls", output)
     assert exact and exact.group(1) == exact.group(2)
     # After deploy: customers' outcomes come in as spans, and the scoring policy scores the sessions.
@@ -129,15 +130,23 @@ def test_the_demo_records_a_store_that_rebuilds_exactly(demo):
         assert store.sql("SELECT count(*) FROM sessions WHERE agent = 'researcher'")[0][0] >= 1
         verified = store.verify_requests()
         statuses = {s for (s,) in store.sql("SELECT DISTINCT status FROM sessions")}
+        # The misbehaving sessions raise the failure table's alerts, found in their spans by the detectors.
+        raised = {d for (d,) in store.sql("SELECT DISTINCT detector FROM alerts")}
+        duplicated = store.sql("SELECT DISTINCT session_ids FROM alerts WHERE detector = 'safety.duplicate_effect'")
         outcomes = store.sql("SELECT count(*), count(DISTINCT session_id), count(*) FILTER (WHERE resolved) FROM "
                              "session_outcomes WHERE source = 'survey'")[0]
         assert store.sql("SELECT count(*) FROM spans WHERE name = 'flightrec.outcome'") == [(0,)]
     assert outcomes == (int(survey.group(1)), int(survey.group(1)), int(survey.group(2)))
     assert verified.total > 300 and verified.exact == verified.total
     assert {"ok", "guard:loop", "guard:token_budget"} <= statuses
+    assert {"tools.hallucinated", "tools.overload", "safety.duplicate_effect", "approval.waiting",
+            "approval.expired"} <= raised
+    assert len(duplicated) == 1
     world = sqlite3.connect(f"file:{db.parent / 'demo.world.sqlite'}?mode=ro", uri=True)
     assert world.execute("SELECT count(*) FROM (SELECT session_id, order_id, amount_cents FROM refunds "
                          "GROUP BY session_id, order_id, amount_cents HAVING count(*) > 1)").fetchone() == (0,)
+    assert world.execute("SELECT session_id FROM emails GROUP BY session_id, to_address, subject "
+                         "HAVING count(*) > 1").fetchall() == [tuple(duplicated[0][0])]
 
 
 # -- the demo's hand-over to `flightrec serve` ------------------------------------------------------

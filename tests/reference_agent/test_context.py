@@ -84,6 +84,57 @@ def test_replay_verify_on_the_command_line_rebuilds_the_compacted_calls(tmp_path
     assert "context_compacted (" in shown.output and "pinned facts" in shown.output
 
 
+def test_utilisation_is_stated_against_the_agents_own_window(overflow):
+    """The agent works to 3,000 tokens, not its model's 200,000: every decision, before the first
+    context event as after, is measured against the window the agent compacts by."""
+    out, acc, db = overflow
+    calls = [c for t in acc.turns for c in t.llm_calls if c.status == "ok"]
+    assert calls and {c.context_window for c in calls} == {3000}
+    first = calls[0]
+    seen = first.input_tokens + (first.cache_read_tokens or 0) + (first.cache_write_tokens or 0)
+    assert first.context_utilisation == pytest.approx(seen / 3000)
+    warned = events(acc, "context_warning")[0]
+    assert any(c.context_utilisation >= warned["threshold"] for c in calls)
+    shown = CliRunner().invoke(main, ["traces", "show", out.session_id, "--db", str(db)], catch_exceptions=False)
+    assert f"= {seen / 3000:.1%} of 3,000:" in shown.output and "of 200,000" not in shown.output
+
+
+def test_a_session_that_declares_no_window_is_measured_against_its_models(tmp_path):
+    out, acc, _ = _run(tmp_path, "order_status")
+    calls = [c for t in acc.turns for c in t.llm_calls if c.status == "ok"]
+    assert calls and {c.context_window for c in calls} == {tracer.PriceTable.load().context_window(calls[0].model)}
+
+
+def test_the_context_diff_across_a_compaction_shows_what_was_kept_and_what_the_summary_replaced(overflow):
+    _, acc, db = overflow
+    sid = acc.session.session_id
+    turn = next(t for t in acc.turns if any(e["name"] == "context_compacted" for e in t.events))
+    compacted = next(e["attributes"] for e in turn.events if e["name"] == "context_compacted")
+    d = replay.diff(f"{sid}:{turn.index - 1}", f"{sid}:{turn.index}", context=True, db=db)
+    assert not d.system_changed and not d.tools_added and not d.tools_removed  # kept as they were
+    # The customer's task is in common, with the summary added to it; the tail after the dropped turns is kept.
+    assert d.messages_common == 1 and [e["index"] for e in d.messages_amended] == [0]
+    assert d.messages_amended[0]["preview"].startswith("Hi, this is Ada")
+    assert d.messages_amended[0]["added"].startswith(SUMMARY_HEAD)
+    assert d.messages_kept == compacted["messages_after"] - 1 - len(d.messages_added) > 0
+    # The dropped turns are replaced by the summary, not merely removed.
+    assert [e["index"] for e in d.messages_replaced] == list(range(compacted["dropped_from"],
+                                                                    compacted["dropped_to"] + 1))
+    assert d.messages_removed == []
+    shown = CliRunner().invoke(main, ["replay", "diff", f"{sid}:{turn.index - 1}", f"{sid}:{turn.index}",
+                                      "--context", "--db", str(db)], catch_exceptions=False).output
+    assert f"messages: 1 in common at the start (1 with blocks added in B), {d.messages_kept} kept after it" in shown
+    assert "replaced in B by the blocks added (only in A):" in shown and "removed (only in A)" not in shown
+
+
+def test_the_context_diff_of_turns_without_a_compaction_only_adds(overflow):
+    _, acc, db = overflow
+    sid = acc.session.session_id
+    d = replay.diff(f"{sid}:2", f"{sid}:3", context=True, db=db)
+    assert d.messages_common > 1 and d.messages_added
+    assert (d.messages_amended, d.messages_kept, d.messages_replaced, d.messages_removed) == ([], 0, [], [])
+
+
 def test_the_same_seed_compacts_the_same_way(tmp_path, overflow):
     out, acc, _ = overflow
     again, acc2, _ = _run(tmp_path, "context_overflow")

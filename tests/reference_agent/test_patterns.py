@@ -207,6 +207,26 @@ def test_a_rejected_call_is_recorded_on_its_span(agent, recorder):
 # -- e-mail approval ---------------------------------------------------------------------------------
 
 
+def test_offered_every_integration_the_model_mixes_up_arguments_and_the_schema_error_sets_it_right(world, recorder):
+    mixed = []
+    for seed in range(4):
+        out = Agent(world, recorder, config=AgentConfig(integration_tools=True)).run(
+            get_scenario("refund_under_threshold"), seed=seed)
+        acc = account(recorder, out.session_id)
+        assert {len(c.tools_available) for t in acc.turns for c in t.llm_calls if c.status == "ok"} == {24}
+        assert out.status == "ok" and out.refunds == 1  # the customer is served all the same
+        mixed += [c for c in tool_calls(acc) if c.error_type == "invalid_arguments"]
+    assert mixed
+    for c in mixed:  # another system's name for an argument; the schema error says which
+        assert set(json.loads(c.arguments)) & {"order_number", "customer_email", "customer", "search_query"}
+
+
+def test_with_the_standard_tools_the_model_keeps_to_their_argument_names(world, recorder):
+    for seed in range(4):
+        out = Agent(world, recorder).run(get_scenario("refund_under_threshold"), seed=seed)
+        assert not [c for c in tool_calls(account(recorder, out.session_id)) if c.status != "ok"]
+
+
 def test_an_email_to_an_address_not_on_record_waits_and_goes_out_once_approved(agent, world, recorder):
     out = agent.run(get_scenario("email_unknown_recipient"))
     assert out.status == "waiting_human" and world.emails(out.session_id) == []
