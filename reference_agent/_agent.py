@@ -545,6 +545,35 @@ class Agent:
         approval's deadline it expires instead (``SessionOutcome.approval_expired`` says so)."""
         return self._decide(session_id, "rejected", note)
 
+    def decide(self, session_id: str, action: Literal["approve", "reject"], note: str | None = None, *,
+               approval_id: str | None = None) -> tuple[str, SessionOutcome]:
+        """A person's decision on the action a session holds, from any interface (``flightrec agent
+        approve|reject``, the dashboard): ``approve`` or ``reject`` it, checked first against
+        ``approval_id``, the approval the person was shown, when given. Returns the approval decided
+        on and where the session stands.
+
+        Raises:
+            NoCheckpointError: no such session in the world file.
+            SessionStateError: the session waits for no approval, or ``approval_id`` is unknown or was
+                already decided or expired.
+        """
+        cp = self.load(session_id)
+        pending = (cp.approval or {}).get("approval_id") if cp.status == "waiting_human" else None
+        if approval_id is not None and approval_id != pending:
+            row = self.world.approval(cp.session_id, approval_id)
+            if row is None:
+                raise SessionStateError(f"session {cp.session_id} has no approval {approval_id}. Check the id; "
+                                        "`flightrec agent sessions --status waiting_human` lists those waiting.")
+            if row["status"] != "pending":
+                by = f" ({row['note']})" if row.get("note") else ""
+                raise SessionStateError(f"approval {approval_id} of session {cp.session_id} is already "
+                                        f"{row['status']}{by}; a decided or expired approval cannot be decided again.")
+        if pending is None:
+            raise SessionStateError(f"session {cp.session_id} is {cp.status}; it is not waiting for an approval, "
+                                    "so there is nothing to approve or reject.")
+        out = (self.approve if action == "approve" else self.reject)(cp.session_id, note)
+        return pending, out
+
     def say(self, session_id: str, text: str) -> SessionOutcome:
         """Continues a finished session with a new customer message (a multi-turn follow-up)."""
         cp = self.load(session_id)

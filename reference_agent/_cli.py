@@ -211,12 +211,11 @@ def _decided(session_id: str, action: str, note: str | None, db: str | None, wor
     """A person's decision, carried out by the agent, then recorded in the audit log with who made it."""
     tracer.actor_name(actor)  # a blank --actor fails before the agent acts
     with _agent(db, world_path) as a:
-        waiting = a.load(session_id)
-        out = (a.approve if action == "approve" else a.reject)(session_id, note)
+        approval_id, out = a.decide(session_id, action, note)  # type: ignore[arg-type]
     if not out.approval_expired:
         with tracer.Store(db) as store:
-            store.audit(actor, action, waiting.session_id,  # type: ignore[arg-type]
-                        {"approval_id": (waiting.approval or {}).get("approval_id"), "note": note}, via="cli")
+            store.audit(actor, action, out.session_id,  # type: ignore[arg-type]
+                        {"approval_id": approval_id, "note": note}, via="cli")
     _print(out, as_json, db)
 
 

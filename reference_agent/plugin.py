@@ -1,4 +1,5 @@
-"""The reference agent's registration with replay and evals: its model, fork, rerun and eval agent.
+"""The reference agent's registration with replay, evals and the dashboard: its model, fork, rerun, eval agent
+and approval decisions.
 
 Installed under the ``flightrec.agents`` entry-point group as ``support`` (the name its sessions
 record) and ``reference`` (the name earlier command lines used). Replay and evals find it there,
@@ -185,6 +186,16 @@ def rerun(ctx: replay.RerunContext) -> None:
         recorder.shutdown()
 
 
+def decide(*, db: str, session_id: str, approval_id: str | None, action: replay.ApprovalAction, note: str | None,
+           recorder: tracer.Recorder) -> replay.Decided:
+    """Approves or rejects what a session holds, as ``flightrec agent approve|reject`` does (``Agent.decide``),
+    on the world file beside the store ``db``; the session carries on, recorded by ``recorder``."""
+    with World(default_world_path(db)) as world:
+        decided, out = Agent(world, recorder).decide(session_id, action, note, approval_id=approval_id)
+    return replay.Decided(session_id=out.session_id, approval_id=decided, expired=out.approval_expired is not None,
+                          status=out.status, reply=out.reply)
+
+
 VARIANTS = {"no-refund-confirmation": "2. Before calling issue_refund"}
 """Named variants of the reference agent (``--set variant=NAME``): the system prompt without the
 rule that starts with this text. ``no-refund-confirmation`` is the bundled regression: the agent
@@ -314,6 +325,6 @@ class ReferenceEvalAgent:
 
 REGISTRATION = replay.AgentRegistration(
     name=AGENT_NAME, model=simulated_model, model_label="the reference agent's simulator (in process)",
-    eval=ReferenceEvalAgent, fork=fork_agent, rerun=rerun,
+    eval=ReferenceEvalAgent, fork=fork_agent, rerun=rerun, decide=decide,
     description="the reference customer-support agent, on its simulated model")
 """The reference agent, as the ``flightrec.agents`` entry points ``support`` and ``reference`` install it."""

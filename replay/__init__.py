@@ -44,7 +44,16 @@ from ._records import (
     SessionDiff,
     TurnPair,
 )
-from ._registry import GROUP, AgentRegistration, find_agent, load_target, registered_agents
+from ._registry import (
+    GROUP,
+    AgentRegistration,
+    ApprovalAction,
+    ApprovalDecider,
+    Decided,
+    find_agent,
+    load_target,
+    registered_agents,
+)
 from ._rerun import RerunAgent, RerunContext, rerun
 from ._run import run
 
@@ -53,9 +62,12 @@ __all__ = [
     "REPLAY_OF",
     "AgentNotFoundError",
     "AgentRegistration",
+    "ApprovalAction",
+    "ApprovalDecider",
     "Change",
     "ClientFactory",
     "ContextDiff",
+    "Decided",
     "Decision",
     "DecisionDiff",
     "Divergence",

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import tracer
 
@@ -30,6 +30,40 @@ if TYPE_CHECKING:
 
 GROUP = "flightrec.agents"
 """The entry-point group agents register under."""
+
+ApprovalAction = Literal["approve", "reject"]
+"""A person's decision on an action an agent held for approval; also its audit action."""
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What became of a decision on a held action."""
+
+    session_id: str
+    """The session, by its full id."""
+    approval_id: str
+    """The approval decided on."""
+    expired: bool
+    """Its deadline had passed: it expired instead, and the decision was not taken (nor is it audited)."""
+    status: str
+    """The session's status once it carried on (``ok``, ``waiting_human`` again, ``escalated`` …)."""
+    reply: str | None = None
+    """The agent's last reply to the customer after it carried on."""
+
+
+class ApprovalDecider(Protocol):
+    """``decide(...)``: carries out a person's decision on the action a session of the agent holds for
+    approval, and carries the session on, recording its spans with ``recorder``.
+
+    Blocking: returns once the session has run on until it ends or waits again.
+
+    Raises:
+        tracer.FlightrecError: no such session or approval, or it is not pending any more (decided or
+            expired): the message says which, and what to do.
+    """
+
+    def __call__(self, *, db: str, session_id: str, approval_id: str | None, action: ApprovalAction,
+                 note: str | None, recorder: tracer.Recorder) -> Decided: ...
 
 
 @dataclass(frozen=True)
@@ -58,6 +92,8 @@ class AgentRegistration:
     """Its live tools and user for ``replay fork --tools live``."""
     rerun: RerunAgent | None = None
     """Re-executes one of its sessions for ``replay rerun --recorded``."""
+    decide: ApprovalDecider | None = None
+    """Approves or rejects an action one of its sessions holds for a person (the dashboard's Approvals page)."""
     description: str = ""
     """One line for listings."""
 
