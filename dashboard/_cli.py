@@ -125,7 +125,10 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
             collector.serve_forever()
         else:
             threading.Thread(target=collector.serve_forever, name="flightrec-collector", daemon=True).start()
-            run(db_path, host=dashboard_host, port=dashboard_port, mode="read_only" if read_api is None else "shared")
+            if token:  # the dashboard's own agent runs (an approval's decision) send to the collector with it
+                os.environ["FLIGHTREC_TOKEN"] = token
+            run(db_path, host=dashboard_host, port=dashboard_port, mode="read_only" if read_api is None else "shared",
+                collector=collector.url)
     except KeyboardInterrupt:
         pass
     finally:

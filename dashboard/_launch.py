@@ -10,7 +10,7 @@ from pathlib import Path
 import tracer
 
 from . import _source
-from ._source import DB_ENV, MODE_ENV, Mode
+from ._source import COLLECTOR_ENV, DB_ENV, MODE_ENV, Mode
 
 APP = str(Path(__file__).with_name("app.py"))
 
@@ -27,7 +27,7 @@ def exposure_warning(host: str, port: int) -> str:
 
 
 def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 8501,
-        mode: Mode = "read_only") -> None:
+        mode: Mode = "read_only", collector: str | None = None) -> None:
     """Serves the dashboard on ``http://HOST:PORT`` until interrupted.
 
     Args:
@@ -36,6 +36,7 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
         port: The port.
         mode: ``read_only`` to open the file read-only (``flightrec dashboard``), ``shared`` when
             this process already writes it (``flightrec serve``).
+        collector: In ``shared`` mode, the collector's URL: agents run from a page send their spans to it.
 
     Raises:
         tracer.StoreError: the file does not exist, or (read-only) another process writes it.
@@ -47,6 +48,8 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
     path = tracer.default_db_path(db)
     os.environ[DB_ENV] = path
     os.environ[MODE_ENV] = mode
+    if collector:
+        os.environ[COLLECTOR_ENV] = collector
     if mode == "read_only":
         # Fails here, in the terminal, rather than in the browser; and kept open for the first visitor,
         # who would otherwise wait for it (0.2 s on the 1M-span store, benchmarks/RESULTS.md).

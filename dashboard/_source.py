@@ -30,15 +30,19 @@ DB_ENV = "FLIGHTREC_DASHBOARD_DB"
 """The store the dashboard shows; set by ``flightrec dashboard`` and ``flightrec serve``."""
 MODE_ENV = "FLIGHTREC_DASHBOARD_MODE"
 """``read_only`` or ``shared``."""
+COLLECTOR_ENV = "FLIGHTREC_DASHBOARD_COLLECTOR"
+"""In ``shared`` mode, the URL of serve's collector, which an agent run from a page sends its spans to."""
 
 
 class Source:
     """The dashboard's store. Reads are thread-safe (``Store`` serialises them); writes hold an
     exclusive lock so that no read runs while the read-only handle is swapped out."""
 
-    def __init__(self, db: str, mode: Mode) -> None:
+    def __init__(self, db: str, mode: Mode, collector: str | None = None) -> None:
         self.db_path = tracer.default_db_path(db)
         self.mode: Mode = mode
+        self.collector = collector
+        """Serve's collector (``shared`` mode)."""
         self._lock = threading.RLock()
         self._store: tracer.Store | None = None
         self.generation = 0
@@ -80,6 +84,36 @@ class Source:
             finally:
                 self.generation += 1
 
+    @contextmanager
+    def recording(self) -> Iterator[tracer.Recorder]:
+        """A recorder for an agent that a page runs (an approval's decision carries its session on),
+        flushed when the block ends. In serve mode it sends to serve's collector, the file's one
+        writer; in read-only mode it writes the file, with the read-only handle closed meanwhile.
+
+        Raises:
+            tracer.StoreLockedError: in read-only mode, another process is writing the file.
+            tracer.ConfigError: in serve mode, the collector's URL was not handed to the dashboard.
+        """
+        with self._lock:
+            try:
+                if self.mode == "shared":
+                    if not self.collector:
+                        raise tracer.ConfigError(f"the dashboard shares the store with a collector but was not told "
+                                                 f"its URL (${COLLECTOR_ENV}); start it with `flightrec serve`.")
+                    recorder = tracer.Recorder(endpoint=self.collector)
+                else:
+                    self.close()
+                    # The recorder would drop the spans of a file another process holds (tracing never
+                    # breaks an agent): a holder is named here, before the agent acts.
+                    tracer.Store(self.db_path).close()
+                    recorder = tracer.Recorder(self.db_path)
+                try:
+                    yield recorder
+                finally:
+                    recorder.shutdown()
+            finally:
+                self.generation += 1
+
     def close(self) -> None:
         with self._lock:
             if self._store is not None:
@@ -100,5 +134,5 @@ def current() -> Source:
     with _sources_lock:
         key = (db, mode)
         if key not in _sources:
-            _sources[key] = Source(db, mode)  # type: ignore[arg-type]
+            _sources[key] = Source(db, mode, os.environ.get(COLLECTOR_ENV) or None)  # type: ignore[arg-type]
         return _sources[key]
