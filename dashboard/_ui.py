@@ -26,6 +26,7 @@ PAGES = {
     "evals": "views/evals.py",
     "alerts": "views/alerts.py",
     "review": "views/review.py",
+    "approvals": "views/approvals.py",
     "costs": "views/costs.py",
     "audit": "views/audit.py",
 }

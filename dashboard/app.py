@@ -14,6 +14,7 @@ _TITLES = {
     "evals": ("Evals", ":material/fact_check:"),
     "alerts": ("Alerts", ":material/notifications:"),
     "review": ("Review", ":material/rate_review:"),
+    "approvals": ("Approvals", ":material/approval:"),
     "costs": ("Costs", ":material/payments:"),
     "audit": ("Audit", ":material/policy:"),
 }

@@ -73,7 +73,7 @@ def screenshots(tmp_path_factory) -> Path:
     return path
 
 
-PAGES = ["overview", "sessions", "session", "replay", "evals", "alerts", "review", "costs", "audit"]
+PAGES = ["overview", "sessions", "session", "replay", "evals", "alerts", "review", "approvals", "costs", "audit"]
 _DEEP = {"session", "replay"}  # opened on a real session and turn, as their links do
 
 

@@ -1,0 +1,178 @@
+"""Approvals: the actions agents hold for a person (a refund above the threshold, an e-mail to an address
+not on record), oldest first, and each one (``?id=SESSION``) with an approve and a reject button.
+
+The decision is carried out by the session's own agent, through the ``decide`` part of its registration
+(``replay.AgentRegistration``): the dashboard never imports an agent. The agent carries the session on,
+and its spans are recorded as any run's are (sent to serve's collector under ``flightrec serve``); the
+audit log records who decided, as ``flightrec agent approve|reject --actor`` does."""
+
+import json
+import time
+
+import pandas as pd
+import streamlit as st
+
+import replay
+import tracer
+from dashboard import _ui
+
+_LIST_LIMIT = 500
+
+
+def _requested(events: list[str]) -> dict:
+    """The last ``approval_requested`` event of a session's turns (the one it waits on): approval id,
+    summary, tool, requested_at and deadline in epoch seconds. Retention keeps only its name."""
+    found: dict = {}
+    for text in events:
+        for event in json.loads(text or "[]"):
+            if event.get("name") == "approval_requested":
+                found = event.get("attributes") or {}
+    return found
+
+
+@_ui.cached
+def _pending() -> tuple[int, pd.DataFrame]:
+    """The sessions waiting for a person's decision, oldest first, with what each waits on."""
+    total = int(_ui.frame("SELECT count(*) AS n FROM sessions WHERE status = 'waiting_human'")["n"].iloc[0])
+    rows = _ui.frame(
+        """SELECT s.session_id, s.agent, s.route, s.start_ns, s.status_reason,
+                  list(t.events ORDER BY t.turn_index) FILTER (WHERE t.events LIKE '%approval_requested%') AS events
+           FROM sessions s LEFT JOIN turns t USING (session_id)
+           WHERE s.status = 'waiting_human' GROUP BY ALL ORDER BY s.start_ns, s.session_id LIMIT ?""", [_LIST_LIMIT])
+    # A session with no such event on a turn (another agent's) is listed with its status' reason.
+    asked = [_requested([] if e is None or e is pd.NA else list(e)) for e in rows["events"]]
+    return total, rows.drop(columns="events").assign(
+        approval=[a.get("approval_id") for a in asked], tool=[a.get("tool") for a in asked],
+        what=[a.get("summary") or r for a, r in zip(asked, rows["status_reason"])],
+        requested_at=[a.get("requested_at") for a in asked], deadline=[a.get("deadline") for a in asked])
+
+
+def _age(seconds: float | None, now: float) -> str:
+    if seconds is None or pd.isna(seconds):
+        return "–"
+    left = now - seconds
+    return tracer.format_ms(max(left, 0.0) * 1000) if left >= 0 else "in " + tracer.format_ms(-left * 1000)
+
+
+def _list(rows: pd.DataFrame, total: int) -> None:
+    st.subheader(f"Waiting for a decision ({total:,})")
+    if rows.empty:
+        st.info("No action waits for approval. An agent holds one when its policy says a person must decide (the "
+                "reference agent: a refund above its threshold, an e-mail to an address not on record).")
+        return
+    if total > len(rows):
+        st.caption(f"The oldest {len(rows):,} of {total:,}.")
+    now = time.time()
+    table = pd.DataFrame({"waiting": [_age(r, now) for r in rows["requested_at"]], "agent": rows["agent"],
+                          "approval": rows["approval"], "what": rows["what"], "tool": rows["tool"],
+                          "deadline": [_ui.when(d * 1e9) if d is not None and not pd.isna(d) else "–"
+                                       for d in rows["deadline"]],
+                          "session_id": rows["session_id"]})
+    st.caption("Oldest first. Click a row to approve or reject it.")
+    _ui.table(table, key="approvals_list", opens=lambda row: ("approvals", {"id": row["session_id"]}), column_config={
+        "waiting": st.column_config.TextColumn(help="Since the agent asked."),
+        "what": st.column_config.TextColumn(width="large", help="The action held, with its amount or recipient."),
+        "deadline": st.column_config.TextColumn(help="Past it, the approval expires and the agent goes on as its "
+                                                "settings say (a hand-over or a refusal)."),
+        "session_id": st.column_config.TextColumn("session", width="small"),
+    })
+
+
+@_ui.cached
+def _decisions(session_id: str) -> pd.DataFrame:
+    """The audit log's decisions on a session, newest first."""
+    return _ui.frame("""SELECT at_ns, actor, action, via, detail FROM audit_log
+                        WHERE target = ? AND action IN ('approve', 'reject') ORDER BY at_ns DESC""", [session_id])
+
+
+def _decide(row: pd.Series, action: replay.ApprovalAction, actor: str, note: str) -> None:
+    """Has the session's agent carry out the decision, audits it, and reruns so that the page shows the result."""
+    if not actor.strip():
+        st.warning("Fill in your name: the audit log records who decided.")
+        return
+    agent = row["agent"] if not pd.isna(row["agent"]) else None
+    registration = replay.registered_agents().get(agent) if agent else None
+    if registration is None or registration.decide is None:
+        who = f"agent {agent!r}" if agent else "an agent that recorded no name"
+        why = "is not registered" if registration is None else "registers no decide hook"
+        st.error(f"This session was recorded by {who}, which {why} here, so the dashboard cannot carry out a "
+                 f"decision for it. Install the agent's package (its `{replay.GROUP}` entry point, with `decide=`), "
+                 "or decide with the agent's own tools.", icon=":material/error:")
+        return
+    source = _ui.source()
+    with source.recording() as recorder:
+        decided = registration.decide(db=source.db_path, session_id=row["session_id"],
+                                      approval_id=row["approval"] or None, action=action,
+                                      note=note.strip() or None, recorder=recorder)
+    if decided.expired:
+        st.session_state["approvals_done"] = ("warning", (
+            f"Approval {decided.approval_id} had passed its deadline, so it expired instead of being "
+            f"{action}d; the session went on as its agent's settings say (now **{decided.status}**). Nothing was "
+            "recorded as your decision."))
+    else:
+        with source.writing() as store:
+            store.audit(actor.strip(), action, decided.session_id, {"approval_id": decided.approval_id,
+                                                                    "note": note.strip() or None}, via="dashboard")
+        said = f" The agent told the customer: “{tracer.clip_text(decided.reply, 400)}”" if decided.reply else ""
+        st.session_state["approvals_done"] = ("success", (
+            f"**{'Approved' if action == 'approve' else 'Rejected'}** {decided.approval_id} as {actor.strip()}, "
+            f"recorded in the audit log. The session carried on and is now **{decided.status}**.{said}"))
+    st.rerun()
+
+
+def _one(session_id: str, rows: pd.DataFrame) -> None:
+    done = st.session_state.pop("approvals_done", None)
+    if done:
+        (st.success if done[0] == "success" else st.warning)(done[1], icon=":material/check:")
+    match = rows[rows["session_id"].str.startswith(session_id)]
+    if match.empty:
+        status = _ui.frame("SELECT session_id, status FROM sessions WHERE session_id = ?", [session_id])
+        if status.empty:
+            st.error(f"There is no session `{session_id}` in this store. Pick one from the list.",
+                     icon=":material/error:")
+            return
+        if not done:
+            st.info(f"Session `{session_id}` waits for no approval (it is **{status['status'].iloc[0]}**): it was "
+                    "decided or expired, and cannot be decided again.", icon=":material/info:")
+        decisions = _decisions(session_id)
+        if not decisions.empty:
+            st.markdown("**Decisions in the audit log**\n\n" + "".join(
+                f"- {r.action} by {r.actor} via {r.via}, {_ui.when(r.at_ns)}"
+                + (f": “{json.loads(r.detail).get('note')}”" if json.loads(r.detail).get("note") else "") + "\n"
+                for r in decisions.itertuples()))
+        _ui.link("session", "Open the session", id=session_id)
+        return
+    row = match.iloc[0]
+    sid = row["session_id"]
+    st.subheader(row["what"] if isinstance(row["what"], str) else "An action held for approval")
+    st.markdown(f"approval **{row['approval'] or '–'}** · tool **{row['tool'] or '–'}** · agent "
+                f"**{row['agent'] or '–'}** · waiting {_age(row['requested_at'], time.time())} · deadline "
+                + (_ui.when(row["deadline"] * 1e9) if not pd.isna(row["deadline"]) else "–"))
+    _ui.link("session", "Open the session decision by decision", id=sid)
+    with st.form(f"approval_form_{sid}", border=True):
+        if "approvals_actor" not in st.session_state:
+            st.session_state["approvals_actor"] = _ui.actor()
+        actor = st.text_input("Your name", key="approvals_actor",
+                              help="Who decides, for the audit log. Defaults to $FLIGHTREC_ACTOR of the dashboard's "
+                                   "process, else its OS user: the dashboard has no login.")
+        note = st.text_area("Reason (optional)", key=f"approvals_note_{sid}", height=80,
+                            placeholder="the agent tells the customer a rejection's reason")
+        left, right = st.columns(2)
+        approve = left.form_submit_button("Approve", type="primary", icon=":material/check:")
+        reject = right.form_submit_button("Reject", icon=":material/close:")
+    if approve or reject:
+        _decide(row, "approve" if approve else "reject", actor, note)
+
+
+def render() -> None:
+    st.title("Approvals")
+    total, rows = _pending()
+    session_id = _ui.param("id")
+    if session_id is not None:
+        _ui.link("approvals", "Every pending approval")
+        _one(session_id, rows)
+        return
+    _list(rows, total)
+
+
+_ui.guarded(render)
