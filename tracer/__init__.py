@@ -14,6 +14,7 @@ Quick start::
         ...  # your agent loop
 """
 
+from ._approvals import PendingApproval, pending_approvals
 from ._audit import ACTOR_ENV, AUDIT_ACTIONS, AUDIT_VIAS, AuditAction, AuditVia, actor_name
 from ._canonical import canonical_json, sha256_hex
 from ._clock import Clock, SystemClock
@@ -128,6 +129,7 @@ __all__ = [
     "NotRebuildableError",
     "ORIGINS",
     "Origin",
+    "PendingApproval",
     "PriceTable",
     "PruneResult",
     "QUEUED_BY",
@@ -184,6 +186,7 @@ __all__ = [
     "normalise_outcome",
     "outcome_key",
     "outcome_key_sql",
+    "pending_approvals",
     "presidio_redactor",
     "redact_api_key",
     "redact_bearer",

@@ -16,35 +16,15 @@ import replay
 import tracer
 from dashboard import _ui
 
-_LIST_LIMIT = 500
-
-
-def _requested(events: list[str]) -> dict:
-    """The last ``approval_requested`` event of a session's turns (the one it waits on): approval id,
-    summary, tool, requested_at and deadline in epoch seconds. Retention keeps only its name."""
-    found: dict = {}
-    for text in events:
-        for event in json.loads(text or "[]"):
-            if event.get("name") == "approval_requested":
-                found = event.get("attributes") or {}
-    return found
-
-
 @_ui.cached
-def _pending() -> tuple[int, pd.DataFrame]:
+def _pending() -> pd.DataFrame:
     """The sessions waiting for a person's decision, oldest first, with what each waits on."""
-    total = int(_ui.frame("SELECT count(*) AS n FROM sessions WHERE status = 'waiting_human'")["n"].iloc[0])
-    rows = _ui.frame(
-        """SELECT s.session_id, s.agent, s.route, s.start_ns, s.status_reason,
-                  list(t.events ORDER BY t.turn_index) FILTER (WHERE t.events LIKE '%approval_requested%') AS events
-           FROM sessions s LEFT JOIN turns t USING (session_id)
-           WHERE s.status = 'waiting_human' GROUP BY ALL ORDER BY s.start_ns, s.session_id LIMIT ?""", [_LIST_LIMIT])
-    # A session with no such event on a turn (another agent's) is listed with its status' reason.
-    asked = [_requested([] if e is None or e is pd.NA else list(e)) for e in rows["events"]]
-    return total, rows.drop(columns="events").assign(
-        approval=[a.get("approval_id") for a in asked], tool=[a.get("tool") for a in asked],
-        what=[a.get("summary") or r for a, r in zip(asked, rows["status_reason"])],
-        requested_at=[a.get("requested_at") for a in asked], deadline=[a.get("deadline") for a in asked])
+    asked = tracer.pending_approvals(_ui.source().store())
+    return pd.DataFrame({"session_id": [p.session_id for p in asked], "agent": [p.agent for p in asked],
+                         "approval": [p.approval_id for p in asked], "what": [p.what for p in asked],
+                         "tool": [p.request.get("tool") for p in asked],
+                         "requested_at": [p.request.get("requested_at") for p in asked],
+                         "deadline": [p.request.get("deadline") for p in asked]})
 
 
 def _age(seconds: float | None, now: float) -> str:
@@ -54,14 +34,12 @@ def _age(seconds: float | None, now: float) -> str:
     return tracer.format_ms(max(left, 0.0) * 1000) if left >= 0 else "in " + tracer.format_ms(-left * 1000)
 
 
-def _list(rows: pd.DataFrame, total: int) -> None:
-    st.subheader(f"Waiting for a decision ({total:,})")
+def _list(rows: pd.DataFrame) -> None:
+    st.subheader(f"Waiting for a decision ({len(rows):,})")
     if rows.empty:
         st.info("No action waits for approval. An agent holds one when its policy says a person must decide (the "
                 "reference agent: a refund above its threshold, an e-mail to an address not on record).")
         return
-    if total > len(rows):
-        st.caption(f"The oldest {len(rows):,} of {total:,}.")
     now = time.time()
     table = pd.DataFrame({"waiting": [_age(r, now) for r in rows["requested_at"]], "agent": rows["agent"],
                           "approval": rows["approval"], "what": rows["what"], "tool": rows["tool"],
@@ -124,7 +102,7 @@ def _one(session_id: str, rows: pd.DataFrame) -> None:
     done = st.session_state.pop("approvals_done", None)
     if done:
         (st.success if done[0] == "success" else st.warning)(done[1], icon=":material/check:")
-    match = rows[rows["session_id"].str.startswith(session_id)]
+    match = rows[rows["session_id"].astype(str).str.startswith(session_id)]
     if match.empty:
         status = _ui.frame("SELECT session_id, status FROM sessions WHERE session_id = ?", [session_id])
         if status.empty:
@@ -166,13 +144,13 @@ def _one(session_id: str, rows: pd.DataFrame) -> None:
 
 def render() -> None:
     st.title("Approvals")
-    total, rows = _pending()
+    rows = _pending()
     session_id = _ui.param("id")
     if session_id is not None:
         _ui.link("approvals", "Every pending approval")
         _one(session_id, rows)
         return
-    _list(rows, total)
+    _list(rows)
 
 
 _ui.guarded(render)

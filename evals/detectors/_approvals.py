@@ -35,24 +35,10 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
     """
     a = config.approvals
     now_ns = scope.now_ns if scope.now_ns is not None else time.time_ns()
-    rows = store.sql(f"""
-        SELECT s.session_id, s.agent, s.route, s.end_ns, s.status_reason,
-               list(u.events ORDER BY u.turn_index) FILTER (WHERE u.events LIKE '%approval%'
-                                                                OR u.events LIKE '%human_decision%'),
-               max(u.turn_index)
-        FROM sessions s LEFT JOIN turns u USING (session_id)
-        WHERE s.ended AND s.status = 'waiting_human' AND {scope.of_origins()}
-        GROUP BY ALL""")
     out = []
-    for sid, agent, route, end_ns, reason, events, last_turn in rows:
-        found = [e for text in events or [] for e in _events(text, "approval_requested", "human_decision",
-                                                             "approval_expired")]
-        requested = [e for e in found if e["name"] == "approval_requested"]
-        request = requested[-1].get("attributes", {}) if requested else {}
-        approval_id = request.get("approval_id")
-        if approval_id and any(e["name"] != "approval_requested" and
-                               e.get("attributes", {}).get("approval_id") == approval_id for e in found):
-            continue  # decided (or expired): the session is about to carry on
+    for p in tracer.pending_approvals(store, f"s.ended AND {scope.of_origins()}"):
+        sid, agent, route, end_ns, reason, last_turn = p.session_id, p.agent, p.route, p.end_ns, p.reason, p.last_turn
+        request, approval_id = p.request, p.approval_id
         since_s = float(request.get("requested_at") or end_ns / 1e9)
         waited_s = now_ns / 1e9 - since_s
         if waited_s < a.wait_warning_s:
@@ -60,7 +46,7 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
         deadline = request.get("deadline")
         overdue = bool(deadline) and now_ns / 1e9 > float(deadline)
         severity = "critical" if waited_s >= a.wait_critical_s or overdue else "warning"
-        what = request.get("summary") or reason or "an approval"
+        what = p.what or "an approval"
         turn = _turn_of(store, sid, approval_id) or last_turn
         out.append(Finding(
             "approval.waiting", severity,
@@ -72,7 +58,8 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
              "requested_at": since_s, "deadline": deadline, "past_deadline": overdue,
              "counted_from": "the approval_requested event" if request else "when the session parked (its end)",
              "thresholds": {"warning_s": a.wait_warning_s, "critical_s": a.wait_critical_s},
-             "decide": f"flightrec agent approve|reject {sid} (the reference agent), or your agent's own way"},
+             "decide": f"the dashboard's Approvals page (/approvals?id={sid}) for an agent that registers a decide "
+                       f"hook, flightrec agent approve|reject {sid} (the reference agent), or your agent's own way"},
             observation=f"{approval_id or sid}:{severity}"))
     return out
 
