@@ -20,8 +20,9 @@ def exposure_warning(host: str, port: int) -> str:
     hook to check a token on its HTTP and WebSocket endpoints, so the dashboard cannot require one as
     the collector does; a login belongs in front of it (README, "Exposing the dashboard")."""
     return (f"WARNING: the dashboard on {host}:{port} is reachable from other machines, and it has no login: anyone "
-            "who reaches it can read every recorded conversation, acknowledge and resolve alerts, and run replays "
-            "and forks (which call the model), and the audit log cannot tell who. Bind it to 127.0.0.1 and reach it "
+            "who reaches it can read every recorded conversation, acknowledge and resolve alerts, approve or reject "
+            "held refunds and e-mails, and run replays and forks (which call the model), and the audit log cannot "
+            "tell who. Bind it to 127.0.0.1 and reach it "
             f"through an SSH tunnel (ssh -L {port}:127.0.0.1:{port} HOST), or put a reverse proxy with a login and "
             "TLS in front of it.")
 

@@ -680,6 +680,8 @@ def render() -> None:
     st.html(_CSS + f'<div class="fr"><div>{said}</div><div class="grid" style="grid-template-columns:'
             f'repeat({len(totals)},1fr)">' + "".join(f"<div><small>{k}</small><b>{v}</b></div>" for k, v in totals)
             + "</div></div>")
+    if s.status == "waiting_human":
+        _ui.link("approvals", "Approve or reject what it waits for", id=s.session_id)
     _task_box(s, tree)
     _after_deploy_box(s.session_id)
     alerts = _related(s.session_id)
