@@ -38,7 +38,7 @@ from ._agent import (
     tool_history,
     tool_policy,
 )
-from ._errors import AgentConfigError, SessionStateError, UnknownScenarioError
+from ._errors import AgentConfigError, NoCheckpointError, SessionStateError, UnknownScenarioError
 from ._policy import MISBEHAVIOURS
 from ._scenarios import get_scenario
 from ._sim import FaultSpec, sim_client, sim_options
@@ -189,8 +189,17 @@ def rerun(ctx: replay.RerunContext) -> None:
 def decide(*, db: str, session_id: str, approval_id: str | None, action: replay.ApprovalAction, note: str | None,
            recorder: tracer.Recorder) -> replay.Decided:
     """Approves or rejects what a session holds, as ``flightrec agent approve|reject`` does (``Agent.decide``),
-    on the world file beside the store ``db``; the session carries on, recorded by ``recorder``."""
-    with World(default_world_path(db)) as world:
+    on the world file beside the store ``db``; the session carries on, recorded by ``recorder``.
+
+    Raises:
+        NoCheckpointError: there is no world file beside the store (opening one would make an empty one).
+    """
+    path = default_world_path(db)
+    if not os.path.exists(path):
+        raise NoCheckpointError(f"there is no world file {path} beside the store, so the reference agent has no "
+                                "session here to carry on. Decide where the sessions ran: `flightrec agent "
+                                "approve|reject SESSION_ID --world PATH`.")
+    with World(path) as world:
         decided, out = Agent(world, recorder).decide(session_id, action, note, approval_id=approval_id)
     return replay.Decided(session_id=out.session_id, approval_id=decided, expired=out.approval_expired is not None,
                           status=out.status, reply=out.reply)

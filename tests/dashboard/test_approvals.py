@@ -12,6 +12,7 @@ from dashboard._source import COLLECTOR_ENV, DB_ENV, MODE_ENV
 from reference_agent import Agent, World, default_world_path, get_scenario
 from tests.dashboard.conftest import app, no_exceptions
 from tracer._collector import Collector
+from tracer.testing import FakeClock
 
 
 @pytest.fixture
@@ -143,3 +144,33 @@ def test_a_session_of_an_agent_that_cannot_decide_says_so(tmp_path, monkeypatch)
     assert "'trip-planner'" in error.value and "is not registered" in error.value
     with tracer.Store(str(db), read_only=True) as store:
         assert store.audit_entries() == [] and store.get_session(session.id).status == "waiting_human"
+
+
+def test_an_approval_past_its_deadline_expires_instead_and_is_not_audited(tmp_path, monkeypatch):
+    # Asked for at epoch second 1,000 with a day to decide: any click today comes past the deadline.
+    db = tmp_path / "late.duckdb"
+    recorder = tracer.Recorder(str(db))
+    with World(default_world_path(str(db))) as world:
+        agent = Agent(world, recorder, wall_clock=FakeClock(1_000.0))
+        sid = agent.run(get_scenario("refund_over_threshold")).session_id
+    recorder.shutdown()
+    monkeypatch.setenv(DB_ENV, str(db))
+    monkeypatch.setenv(MODE_ENV, "read_only")
+    at = _decide(app("approvals", id=sid), sid, "Approve", actor="dana")
+    no_exceptions(at)
+    (warning,) = at.warning
+    assert "had passed its deadline, so it expired instead of being approved" in warning.value
+    assert "Nothing was recorded as your decision" in warning.value
+    assert _approval(db, sid)["status"] == "expired"
+    with tracer.Store(str(db), read_only=True) as store:
+        assert store.audit_entries() == []
+
+
+def test_a_store_without_the_agents_world_file_says_where_to_decide(waiting):
+    db, sid = waiting
+    world = Path(default_world_path(str(db)))
+    world.rename(world.with_suffix(".moved"))
+    at = _decide(app("approvals", id=sid), sid, "Reject", actor="dana")
+    (error,) = at.error
+    assert "no world file" in error.value and "--world PATH" in error.value
+    assert not world.exists()  # no empty world was made in its place

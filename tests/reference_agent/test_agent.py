@@ -138,6 +138,20 @@ def test_a_refund_over_the_threshold_waits_and_approval_pays_it(agent, world, re
     assert [t.index for t in acc.turns] == list(range(1, len(acc.turns) + 1))  # numbered on, not restarted
 
 
+def test_decide_checks_the_approval_the_person_was_shown(agent, world):
+    # The CLI and the dashboard decide through Agent.decide: a stale or wrong id is refused, not applied.
+    sid = agent.run(get_scenario("refund_over_threshold")).session_id
+    with pytest.raises(SessionStateError, match="has no approval AP-0009"):
+        agent.decide(sid, "approve", approval_id="AP-0009")
+    decided, out = agent.decide(sid, "reject", "no photos", approval_id="AP-0001")
+    assert decided == "AP-0001" and out.status == "ok" and world.approval(sid, "AP-0001")["status"] == "rejected"
+    with pytest.raises(SessionStateError, match="AP-0001 .* is already rejected \\(no photos\\); a decided or expired"):
+        agent.decide(sid, "approve", approval_id="AP-0001")
+    with pytest.raises(SessionStateError, match="it is not waiting for an approval"):
+        agent.decide(sid, "approve")
+    assert world.approval(sid, "AP-0001")["status"] == "rejected" and world.refunds(sid) == []
+
+
 def test_a_rejected_refund_is_not_paid_and_the_customer_is_told(agent, world, recorder):
     out = agent.run(get_scenario("refund_over_threshold"), seed=1)
     done = agent.reject(out.session_id, note="we need photos of the damage")
