@@ -8,7 +8,8 @@ Two modes, set by the process that starts the dashboard:
   DuckDB allows one configuration per file per process, so the two cannot be open at once.
 - ``shared`` (``flightrec serve``): the collector in this process is the file's writer; the
   dashboard opens a connection to the same database (DuckDB shares the instance within a process),
-  sees every commit as it lands, and writes beside the collector.
+  sees every commit as it lands, and writes beside the collector. An agent a page runs (an
+  approval's decision carries its session on) sends its spans to that collector, as any agent does.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The agent registry: how replay and evals find an agent's code without importing it.
+"""The agent registry: how replay, evals and the dashboard find an agent's code without importing it.
 
 An agent registers an ``AgentRegistration`` under the ``flightrec.agents`` entry-point group, as
 commands do under ``flightrec.commands``::
