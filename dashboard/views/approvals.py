@@ -16,6 +16,7 @@ import replay
 import tracer
 from dashboard import _ui
 
+
 @_ui.cached
 def _pending() -> pd.DataFrame:
     """The sessions waiting for a person's decision, oldest first, with what each waits on."""
@@ -27,11 +28,14 @@ def _pending() -> pd.DataFrame:
                          "deadline": [p.request.get("deadline") for p in asked]})
 
 
-def _age(seconds: float | None, now: float) -> str:
-    if seconds is None or pd.isna(seconds):
+def _age(since: float | None, now: float) -> str:
+    """How long since ``since`` (epoch seconds), as a lead reads a wait: "5 min", "3.2 h", "2.0 d"."""
+    if since is None or pd.isna(since):
         return "–"
-    left = now - seconds
-    return tracer.format_ms(max(left, 0.0) * 1000) if left >= 0 else "in " + tracer.format_ms(-left * 1000)
+    waited = max(now - since, 0.0)  # a clock behind the agent's is no negative wait
+    if waited < 3600:
+        return f"{waited / 60:.0f} min"
+    return f"{waited / 3600:.1f} h" if waited < 86_400 else f"{waited / 86_400:.1f} d"
 
 
 def _list(rows: pd.DataFrame) -> None:
@@ -101,7 +105,10 @@ def _decide(row: pd.Series, action: replay.ApprovalAction, actor: str, note: str
 def _one(session_id: str, rows: pd.DataFrame) -> None:
     done = st.session_state.pop("approvals_done", None)
     if done:
-        (st.success if done[0] == "success" else st.warning)(done[1], icon=":material/check:")
+        if done[0] == "success":
+            st.success(done[1], icon=":material/check:")
+        else:
+            st.warning(done[1], icon=":material/schedule:")
     match = rows[rows["session_id"].astype(str).str.startswith(session_id)]
     if match.empty:
         status = _ui.frame("SELECT session_id, status FROM sessions WHERE session_id = ?", [session_id])
