@@ -80,20 +80,24 @@ def duplicate_effect(store: tracer.Store, scope: Scope, config: DetectConfig) ->
     """
     s = config.safety
     head, params = scope_head(scope)
+    shared = """(args_key IS NOT NULL AND count(*) OVER (PARTITION BY session_id, tool_name, args_key) > 1)
+             OR (idem IS NOT NULL AND count(*) OVER (PARTITION BY session_id, idem) > 1)"""
     rows = store.sql(f"""{head},
-        done AS (
+        irreversible AS (
             SELECT t.session_id, g.agent, g.route, t.span_id, t.trace_id, t.turn_index, t.tool_name, t.arguments,
                    t.args_key, nullif(t.idempotency_key, '') AS idem, t.end_ns, t.result
             FROM tool_calls t JOIN target g USING (session_id)
             WHERE t.status = 'ok' AND NOT list_contains(?::VARCHAR[], t.tool_name)
               AND (coalesce(t.idempotency_key, '') <> '' OR list_contains(?::VARCHAR[], t.tool_name)
                    OR regexp_matches(t.tool_name, ?, 'i'))
-              AND NOT (t.result IS NULL AND coalesce(t.idempotency_key, '') <> '')
-              AND NOT regexp_matches(coalesce(t.result, ''), ?, 'i'))
-        -- Only calls that share their arguments or their key with another: the rest are done once.
+              AND NOT (t.result IS NULL AND coalesce(t.idempotency_key, '') <> '')),
+        -- Only calls that share their arguments or their key with another can be done twice. The replay
+        -- markers' expression over the whole result is the costly test, so it runs on those calls only;
+        -- dropping a call can only lower the counts, so counting again after it finds the same calls.
+        candidates AS (SELECT * FROM irreversible QUALIFY {shared}),
+        done AS (SELECT * FROM candidates WHERE NOT regexp_matches(coalesce(result, ''), ?, 'i'))
         SELECT * FROM done
-        QUALIFY (args_key IS NOT NULL AND count(*) OVER (PARTITION BY session_id, tool_name, args_key) > 1)
-             OR (idem IS NOT NULL AND count(*) OVER (PARTITION BY session_id, idem) > 1)
+        QUALIFY {shared}
         ORDER BY session_id, end_ns""",
                      [*params, s.read_only_tools, s.irreversible_tools,
                       "|".join(f"(?:{p.removeprefix('(?i)')})" for p in s.irreversible_patterns) or "$^",
@@ -115,6 +119,16 @@ def duplicate_effect(store: tracer.Store, scope: Scope, config: DetectConfig) ->
     for row in rows:
         if row[8] or row[9]:
             groups.setdefault(find(row[3]), []).append(row)
+    # A side effect done again is mostly asked for with the same argument text: parse each text once.
+    parsed: dict[str, Any] = {}
+
+    def arguments(text: str | None) -> Any:
+        if text is None:
+            return None
+        if text not in parsed:
+            parsed[text] = json_value(text)
+        return parsed[text]
+
     out = []
     for calls in groups.values():
         if len(calls) < 2:
@@ -128,9 +142,9 @@ def duplicate_effect(store: tracer.Store, scope: Scope, config: DetectConfig) ->
             f"{'idempotency key' if key and len({c[8] for c in calls}) > 1 else 'arguments'}{where}: an irreversible "
             "side effect done twice", agent, route, sid, tool, max(c[10] for c in calls),
             sorted({c[5] for c in calls}),
-            {"tool": tool, "executions": len(calls), "runs": runs, "arguments": json_value(args),
+            {"tool": tool, "executions": len(calls), "runs": runs, "arguments": arguments(args),
              "idempotency_keys": sorted({c[9] for c in calls if c[9]}),
-             "calls": [{"turn": c[5], "trace_id": c[4], "span_id": c[3], "arguments": json_value(c[7]),
+             "calls": [{"turn": c[5], "trace_id": c[4], "span_id": c[3], "arguments": arguments(c[7]),
                         "result": tracer.clip_text(c[11], 200)} for c in calls],
              "irreversible_because": ("it carries an idempotency key" if key else
                                       f"{tool} is listed or its name matches safety.irreversible_patterns")},
