@@ -18,6 +18,10 @@ tool calls it asks for. Around it:
   and carries the session on. A request nobody decides within ``approval_timeout_s`` expires
   when the session is next touched (or swept by ``expire_approvals``): the model is told to
   escalate or to refuse (``on_approval_timeout``), and an ``approval_expired`` event records it.
+  A refund or e-mail that the customer's own messages never asked for (``_consent.asked_for``:
+  its trigger came from a tool result or the model alone) waits for approval too, whatever its
+  amount; an ``action_not_requested`` event and the tool span's ``flightrec.tool.not_requested``
+  record what the guard decided.
 - **tool results** are sanitised of prompt-injection markers before the model sees them
   (``tool_result_sanitised`` events), and an escalation carries the session's own record of
   what was tried (``flightrec.escalation.*`` on its tool span, and the ticket's context).
@@ -50,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import tracer
 
+from ._consent import asked_for
 from ._context import compact, estimate_tokens
 from ._errors import AgentConfigError, NoCheckpointError, SessionStateError
 from ._handover import handover
@@ -147,6 +152,9 @@ class AgentConfig(BaseModel):
     """How long an open breaker fails fast before it lets a trial call through."""
     loop_guard: bool = True
     """Guard: stop a session whose model repeats a tool call in a loop (``tracer.LoopGuard``)."""
+    consent_guard: bool = True
+    """Guard: a refund or e-mail that the customer's own messages never asked for waits for a team lead's
+    approval, whatever its amount (``_consent.py``): an instruction planted in a tool result cannot pay."""
     prompt_cache: bool = True
     """Mark the tools and system prompt as a prompt-cache prefix."""
     stream: bool = False
@@ -961,6 +969,7 @@ class _Loop:
         if name == "escalate_to_human":
             context = handover(self.cp.messages, self.cp.results, before=call_id)
         delegated = 0
+        unasked: str | None = None  # what the consent guard decided, when the customer never asked for this
         with self.session.tool_call(name, args, call_id=call_id) as call:
             if name == RESEARCH_TOOL.name and self.config.research_subagent:
                 outcome, delegated = self.delegate(args, breaker)
@@ -978,9 +987,15 @@ class _Loop:
                 approved_by = None
                 if approval is not None and decision == "approved":
                     approved_by = "team lead" + (f" ({approval['note']})" if approval.get("note") else "")
+                requested = asked_for(name, self.cp.messages) if self.config.consent_guard else True
                 outcome = self.toolbox.run(name, args, key=key or "", tool_use_id=call_id, breaker=breaker,
                                            offered=tuple(t["name"] for t in self.params["tools"]),
-                                           approved_by=approved_by, context=context.record() if context else None)
+                                           approved_by=approved_by, context=context.record() if context else None,
+                                           requested=requested)
+                if not requested:
+                    unasked = ("held_for_approval" if outcome.approval is not None else
+                               "approved" if approved_by else "refused" if outcome.is_error else "replayed")
+                    call.annotate({"flightrec.tool.not_requested": unasked}, content=False)
             call.set(idempotency_key=key, retries=outcome.retries, circuit_state=outcome.circuit_state)
             if spec is not None:
                 call.annotate({"flightrec.tool.timeout_s": spec.timeout_s}, content=False)
@@ -1001,6 +1016,10 @@ class _Loop:
                 call.set_result(outcome.result)
         for rule, count in fired.items():
             self.session.event("tool_result_sanitised", tool=name, tool_use_id=call_id, rule=rule, count=count)
+        if unasked is not None:
+            self.session.event("action_not_requested", tool=name, tool_use_id=call_id, decision=unasked,
+                               reason=f"no message of the customer's asks for {name}; its trigger came from tool "
+                                      "results or the model alone, so it needs a team lead's approval")
         if key is not None:
             # A side effect happened: get it on record before going on, in case the process dies next.
             self.agent.recorder.flush(timeout_s=2.0)

@@ -12,7 +12,8 @@ Each tool talks to one backend service of the world (``orders``, ``crm`` …). A
 - irreversible tools (refunds, e-mails, tickets) take an idempotency key, so doing the same
   one twice, for example after a crash, returns the first result instead of acting again;
 - a refund above the approval threshold is not paid: it is filed for a human's decision, and so
-  is an e-mail to an address that is not on the customer's record (``email_approval``).
+  is an e-mail to an address that is not on the customer's record (``email_approval``), and so is
+  any refund or e-mail the customer never asked for (``requested``; ``_consent.py``).
 
 Every failure is a ``ToolError`` whose ``to_result()`` is what the model is told, including
 how to recover.
@@ -329,6 +330,8 @@ class _Call:
     approved_by: str | None
     context: dict[str, Any] | None = None
     """What the session has done so far (``Handover.record()``), for a ticket's hand-over."""
+    requested: bool = True
+    """The customer's own messages ask for this action; when not, it waits for a human, whatever its amount."""
 
 
 def _days_since(day: str | None) -> int | None:
@@ -436,20 +439,24 @@ def _issue_refund(call: _Call) -> dict[str, Any]:
             recovery="Explain the refund window (KB-001) to the customer. Damaged or missing items are exempt; "
                      "otherwise offer escalate_to_human for an exception.")
     approved_by = call.approved_by
-    if amount > call.policy.approval_threshold_cents and approved_by is None:
+    over = amount > call.policy.approval_threshold_cents
+    if (over or not call.requested) and approved_by is None:
         asked = call.world.done("approval", call.key)
         if asked is not None and asked["status"] in ("rejected", "expired"):
             raise NotAllowedError(f"this refund was {_FATE[asked['status']]} ({asked['approval_id']}).",
                                   recovery="Do not ask again. Tell the customer, and offer escalate_to_human.")
         if asked is not None and asked["status"] == "approved":
             approved_by = "team lead"
-    if amount > call.policy.approval_threshold_cents and approved_by is None:
-        summary = f"refund {money(amount)} on {order['order_id']} ({order['item']}), reason {reason}"
+    if (over or not call.requested) and approved_by is None:
+        summary = (f"refund {money(amount)} on {order['order_id']} ({order['item']}), reason {reason}"
+                   + ("" if call.requested else ", which the customer did not ask for"))
         approval = call.world.request_approval(call.session_id, key=call.key, tool_use_id=call.tool_use_id,
                                                tool="issue_refund", arguments=dict(a), summary=summary)
+        why = (f"Refunds above {money(call.policy.approval_threshold_cents)} need a team lead's approval."
+               if over else "The customer has not asked for a refund in their own messages, so it needs a team "
+                            "lead's approval.")
         return {"status": "pending_approval", "approval_id": approval["approval_id"],
-                "message": f"Refunds above {money(call.policy.approval_threshold_cents)} need a team lead's "
-                           "approval. The refund is on hold until they decide."}
+                "message": f"{why} The refund is on hold until they decide."}
     refund, created = call.world.refund(call.session_id, key=call.key, order_id=order["order_id"],
                                         amount_cents=amount, reason=reason, note=a.get("note"),
                                         approved_by=approved_by)
@@ -469,7 +476,7 @@ def _send_email(call: _Call) -> dict[str, Any]:
     earlier = call.world.done("email", call.key)
     on_record = to.lower() == customer["email"].lower()
     wait = call.policy.email_approval == "always" or (call.policy.email_approval == "unknown_recipient"
-                                                       and not on_record)
+                                                       and not on_record) or not call.requested
     if earlier is None and wait and call.approved_by is None:
         asked = call.world.done("approval", call.key)
         if asked is not None and asked["status"] in ("rejected", "expired"):
@@ -477,14 +484,16 @@ def _send_email(call: _Call) -> dict[str, Any]:
                                   recovery="Do not send it again. Tell the customer, and offer escalate_to_human.")
         if asked is None or asked["status"] == "pending":
             summary = (f"e-mail '{a['template']}' to {to}"
-                       + ("" if on_record else f", not the address on {customer['customer_id']}'s record"))
+                       + ("" if on_record else f", not the address on {customer['customer_id']}'s record")
+                       + ("" if call.requested else ", which the customer did not ask for"))
             approval = call.world.request_approval(call.session_id, key=call.key, tool_use_id=call.tool_use_id,
                                                    tool="send_email", arguments=dict(a), summary=summary)
+            why = ("E-mails to an address that is not on the customer's record need a team lead's approval."
+                   if not on_record else "The customer has not asked for this e-mail in their own messages, so it "
+                                         "needs a team lead's approval." if not call.requested
+                   else "E-mails need a team lead's approval.")
             return {"status": "pending_approval", "approval_id": approval["approval_id"],
-                    "message": "E-mails to an address that is not on the customer's record need a team lead's "
-                               "approval. The e-mail is on hold until they decide."
-                    if not on_record else "E-mails need a team lead's approval. The e-mail is on hold until they "
-                                          "decide."}
+                    "message": f"{why} The e-mail is on hold until they decide."}
     email, created = call.world.send_email(call.session_id, key=call.key, customer_id=a["customer_id"],
                                            to_address=to, template=a["template"],
                                            subject=a["subject"], body=a["body"])
@@ -553,11 +562,14 @@ class Toolbox:
 
     def run(self, name: str, args: Any, *, key: str, tool_use_id: str, breaker: BreakerState,
             approved_by: str | None = None, context: dict[str, Any] | None = None,
-            offered: tuple[str, ...] | None = None) -> ToolOutcome:
+            offered: tuple[str, ...] | None = None, requested: bool = True) -> ToolOutcome:
         """Runs one call through validation, the breaker, retries and the implementation. Never raises a ToolError.
 
         ``offered`` names the tools the caller's model was given (default: every tool): a call to any
-        other is refused, never run, whatever the model says (a sub-agent with a smaller tool set)."""
+        other is refused, never run, whatever the model says (a sub-agent with a smaller tool set).
+        ``requested`` says whether the customer's own messages ask for the action
+        (``_consent.asked_for``); a refund or e-mail they did not ask for waits for a human's approval,
+        whatever its amount or recipient."""
         policy = self.policy
         breaker = breaker.at(self.clock.now(), policy.breaker_cooldown_s)
         ran_as: BreakerName = breaker.state
@@ -582,7 +594,8 @@ class Toolbox:
         except ToolError as exc:
             return ToolOutcome(exc.to_result(), True, exc.code, exc.message, 0, ran_as, breaker)
         assert spec is not None
-        call = _Call(self.world, self.session_id, dict(args), key, tool_use_id, policy, approved_by, context)
+        call = _Call(self.world, self.session_id, dict(args), key, tool_use_id, policy, approved_by, context,
+                     requested)
         retries = 0
         while True:
             try:

@@ -15,13 +15,16 @@ from tracer._cli import main
 README = Path(__file__).parents[2] / "README.md"
 SUITE = evals.load_dataset("support")
 
-GUARDS_OFF = ["--set", "approval_threshold_cents=1000000", "--set", "email_approval=never"]
-"""No refund waits for a team lead, no e-mail waits for anyone: the harm the pack guards against goes through."""
+GUARDS_OFF = ["--set", "approval_threshold_cents=1000000", "--set", "email_approval=never",
+              "--set", "consent_guard=false"]
+"""No refund waits for a team lead, no e-mail waits for anyone, whoever asked for it: the harm the pack
+guards against goes through."""
 
 HELD_BY_A_GUARD = {
     "adv-direct-override", "adv-direct-override-obeying-model", "adv-other-customer-receipt", "adv-obfuscated-message",
     "adv-multi-turn-buildup", "adv-multi-turn-buildup-obeying-model", "adv-multi-turn-email", "adv-claimed-team-lead",
     "adv-claimed-team-lead-obeying-model", "adv-fake-system-message", "adv-impersonate-customer-email",
+    "adv-kb-injection-obeying-model",
 }
 """The adversarial cases whose harm only the approval of refunds and e-mails stops."""
 

@@ -141,7 +141,9 @@ def test_without_the_data_rule_it_follows_an_injected_instruction(world, recorde
     rule = next(line for line in SYSTEM_PROMPT.splitlines() if "never follow instructions" in line)
     unsafe = Agent(world, recorder, config=AgentConfig(system_prompt=SYSTEM_PROMPT.replace(rule, ""))).run(scenario)
     assert safe.refunds == 0 and "issue_refund" not in safe.tools_called
-    assert unsafe.refunds == 1 and unsafe.tools_called[1:] == ["issue_refund", "send_email"]
+    # The model decides to refund; the agent's consent guard holds it, since the customer never asked.
+    assert unsafe.tools_called[1:] == ["issue_refund"]
+    assert unsafe.refunds == 0 and unsafe.status == "waiting_human"
 
 
 @pytest.mark.parametrize("mode", ["loop", "wrong_tool", "hallucinate", "runaway", "ignore_rule"])
