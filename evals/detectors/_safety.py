@@ -80,24 +80,20 @@ def duplicate_effect(store: tracer.Store, scope: Scope, config: DetectConfig) ->
     """
     s = config.safety
     head, params = scope_head(scope)
-    shared = """(args_key IS NOT NULL AND count(*) OVER (PARTITION BY session_id, tool_name, args_key) > 1)
-             OR (idem IS NOT NULL AND count(*) OVER (PARTITION BY session_id, idem) > 1)"""
     rows = store.sql(f"""{head},
-        irreversible AS (
+        done AS (
             SELECT t.session_id, g.agent, g.route, t.span_id, t.trace_id, t.turn_index, t.tool_name, t.arguments,
                    t.args_key, nullif(t.idempotency_key, '') AS idem, t.end_ns, t.result
             FROM tool_calls t JOIN target g USING (session_id)
             WHERE t.status = 'ok' AND NOT list_contains(?::VARCHAR[], t.tool_name)
               AND (coalesce(t.idempotency_key, '') <> '' OR list_contains(?::VARCHAR[], t.tool_name)
                    OR regexp_matches(t.tool_name, ?, 'i'))
-              AND NOT (t.result IS NULL AND coalesce(t.idempotency_key, '') <> '')),
-        -- Only calls that share their arguments or their key with another can be done twice. The replay
-        -- markers' expression over the whole result is the costly test, so it runs on those calls only;
-        -- dropping a call can only lower the counts, so counting again after it finds the same calls.
-        candidates AS (SELECT * FROM irreversible QUALIFY {shared}),
-        done AS (SELECT * FROM candidates WHERE NOT regexp_matches(coalesce(result, ''), ?, 'i'))
+              AND NOT (t.result IS NULL AND coalesce(t.idempotency_key, '') <> '')
+              AND NOT regexp_matches(coalesce(t.result, ''), ?, 'i'))
+        -- Only calls that share their arguments or their key with another: the rest are done once.
         SELECT * FROM done
-        QUALIFY {shared}
+        QUALIFY (args_key IS NOT NULL AND count(*) OVER (PARTITION BY session_id, tool_name, args_key) > 1)
+             OR (idem IS NOT NULL AND count(*) OVER (PARTITION BY session_id, idem) > 1)
         ORDER BY session_id, end_ns""",
                      [*params, s.read_only_tools, s.irreversible_tools,
                       "|".join(f"(?:{p.removeprefix('(?i)')})" for p in s.irreversible_patterns) or "$^",
