@@ -56,7 +56,7 @@ _GATHER_MAX_S = 0.05
 """Longest the writer waits for the slices that requests under way are decoding before it commits
 the group it has, and never longer than its last commit took. A commit's cost is mostly fixed
 (about 40 ms of statements and COMMIT on the benchmark's payload, however few its spans,
-benchmarks/RESULTS.md §59): four requests' slices in one commit cost far less than in four, and a
+benchmarks/RESULTS.md §60): four requests' slices in one commit cost far less than in four, and a
 request waits for that commit no longer than for the one before it."""
 _GATHER_POLL_S = 0.005
 _CHECKPOINT_WAL = "256MB"
