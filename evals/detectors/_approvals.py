@@ -37,9 +37,8 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
     now_ns = scope.now_ns if scope.now_ns is not None else time.time_ns()
     out = []
     for p in tracer.pending_approvals(store, f"s.ended AND {scope.of_origins()}"):
-        sid, agent, route, end_ns, reason, last_turn = p.session_id, p.agent, p.route, p.end_ns, p.reason, p.last_turn
-        request, approval_id = p.request, p.approval_id
-        since_s = float(request.get("requested_at") or end_ns / 1e9)
+        sid, agent, route, request, approval_id = p.session_id, p.agent, p.route, p.request, p.approval_id
+        since_s = float(request.get("requested_at") or p.end_ns / 1e9)
         waited_s = now_ns / 1e9 - since_s
         if waited_s < a.wait_warning_s:
             continue
@@ -47,7 +46,7 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
         overdue = bool(deadline) and now_ns / 1e9 > float(deadline)
         severity = "critical" if waited_s >= a.wait_critical_s or overdue else "warning"
         what = p.what or "an approval"
-        turn = _turn_of(store, sid, approval_id) or last_turn
+        turn = _turn_of(store, sid, approval_id) or p.last_turn
         out.append(Finding(
             "approval.waiting", severity,
             f"{tracer.clip_text(what, 80)} has waited {_hours(waited_s)} for a person's decision "
