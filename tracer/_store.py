@@ -1388,9 +1388,10 @@ class Store:
     def reviews(self, *, pending: bool | None = None, limit: int = 200) -> list[ReviewRecord]:
         """The review queue: ``pending`` True those waiting (oldest first), False those reviewed (newest
         first), ``None`` all (newest first)."""
-        where, order = {True: ("WHERE verdict IS NULL", "queued_ns"),
-                        False: ("WHERE verdict IS NOT NULL", "reviewed_ns DESC")}.get(
-            pending, ("", "coalesce(reviewed_ns, queued_ns) DESC"))  # type: ignore[arg-type]
+        # Sessions queued in one call share a time: the session id orders them, as on the Review page.
+        where, order = {True: ("WHERE verdict IS NULL", "queued_ns, session_id"),
+                        False: ("WHERE verdict IS NOT NULL", "reviewed_ns DESC, session_id")}.get(
+            pending, ("", "coalesce(reviewed_ns, queued_ns) DESC, session_id"))  # type: ignore[arg-type]
         rows = self._query(f"SELECT {', '.join(_REVIEW_COLUMNS)} FROM reviews {where} ORDER BY {order} LIMIT ?",
                            [limit])
         return [ReviewRecord(**dict(zip(_REVIEW_COLUMNS, r))) for r in rows]
