@@ -19,8 +19,9 @@ from dashboard import _ui
 
 @_ui.cached
 def _pending() -> pd.DataFrame:
-    """The sessions waiting for a person's decision, oldest first, with what each waits on."""
-    asked = tracer.pending_approvals(_ui.source().store())
+    """The production sessions waiting for a person's decision, oldest first, with what each waits on. An eval
+    trial's, a replay's or a fork's held action is no customer's: it is left to its run, not a lead's queue."""
+    asked = tracer.pending_approvals(_ui.source().store(), "s.origin = 'production'")
     return pd.DataFrame({"session_id": [p.session_id for p in asked], "agent": [p.agent for p in asked],
                          "approval": [p.approval_id for p in asked], "what": [p.what for p in asked],
                          "tool": [p.request.get("tool") for p in asked],

@@ -45,6 +45,12 @@ def _approval(db: Path, session_id: str) -> dict:
 
 def test_the_list_shows_what_waits_and_a_click_opens_it(waiting):
     db, sid = waiting
+    recorder = tracer.Recorder(str(db))  # an eval trial's held refund is no customer's: not listed
+    try:
+        with World(default_world_path(str(db))) as world, tracer.eval_trial("run-1", "refund", 0):
+            assert Agent(world, recorder).run(get_scenario("refund_over_threshold")).status == "waiting_human"
+    finally:
+        recorder.shutdown()
     at = app("approvals")
     no_exceptions(at)
     listed = at.dataframe[0].value
