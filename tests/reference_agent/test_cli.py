@@ -161,8 +161,11 @@ def free_port() -> int:
 @pytest.mark.parametrize("option", ["--port", "--grpc-port", "--dashboard-port"])
 def test_the_demo_names_the_option_to_change_when_a_port_is_taken_before_recording(tmp_path, taken_port, option):
     db = tmp_path / "demo.duckdb"
-    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", "2", "--grpc-port", "0", option,
-                                       str(taken_port)])  # the last --grpc-port is the one taken
+    # The other two on free ports, not 4318 and 8501, which a demo or serve on this machine may hold; the
+    # option given last wins.
+    result = CliRunner().invoke(main, ["demo", "--db", str(db), "--sessions", "2", "--port", str(free_port()),
+                                       "--grpc-port", "0", "--dashboard-port", str(free_port()), option,
+                                       str(taken_port)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"error: cannot listen on 127.0.0.1:{taken_port} (address already in use): pass {option} with a free port."]
