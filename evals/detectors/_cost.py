@@ -12,7 +12,7 @@ import tracer
 
 from ._alerts import Severity
 from ._config import Budget, DetectConfig
-from ._scope import TARGET, Finding, Scope, guard_stops, route_label, scope_head
+from ._scope import TARGET, Finding, Scope, guard_stops, recent_and_reference, route_label, scope_head
 
 
 def _budget_for(budgets: list[Budget], agent: str | None, route: str | None) -> Budget | None:
@@ -78,12 +78,7 @@ def cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
         windows AS (
             SELECT *, count(*) OVER rec AS n_rec, quantile_cont(x, [0.2, 0.5]) OVER rec AS q_rec,
                    count(*) OVER ref AS n_ref, median(x) OVER ref AS med_ref
-            FROM hist WINDOW
-                rec AS (PARTITION BY agent, route ORDER BY end_ns ROWS BETWEEN {c.drift_recent - 1} PRECEDING
-                        AND CURRENT ROW),
-                ref AS (PARTITION BY agent, route ORDER BY end_ns
-                        ROWS BETWEEN {c.drift_recent + c.drift_reference - 1} PRECEDING
-                        AND {c.drift_recent} PRECEDING)),
+            FROM hist WINDOW {recent_and_reference(c.drift_recent, c.drift_reference)}),
         shifted AS (
             SELECT *, n_rec = ? AND n_ref >= ? AND q_rec[2] - med_ref >= ? AND q_rec[1] - med_ref >= ? AS up
             FROM windows),

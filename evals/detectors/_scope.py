@@ -58,6 +58,16 @@ class Scope:
         return sql, params
 
 
+def recent_and_reference(recent: int, reference: int, *, names: tuple[str, str] = ("rec", "ref"),
+                         order: str = "PARTITION BY agent, route ORDER BY end_ns") -> str:
+    """Two SQL window frames over a route's sessions in time order, for a detector that compares a route's
+    newest sessions with its own history: ``names[0]``, the ``recent`` rows up to the current one, and
+    ``names[1]``, the ``reference`` rows before those."""
+    recent_name, reference_name = names
+    return (f"{recent_name} AS ({order} ROWS BETWEEN {recent - 1} PRECEDING AND CURRENT ROW), "
+            f"{reference_name} AS ({order} ROWS BETWEEN {recent + reference - 1} PRECEDING AND {recent} PRECEDING)")
+
+
 @dataclass
 class Finding:
     """One observation: becomes (or adds to) an alert."""

@@ -8,7 +8,7 @@ import math
 import tracer
 
 from ._config import DetectConfig
-from ._scope import TARGET, Finding, Scope, route_label
+from ._scope import TARGET, Finding, Scope, recent_and_reference, route_label
 
 _LOWEST = 10
 """The window's lowest-scoring sessions an alert points at."""
@@ -54,9 +54,7 @@ def score_drop(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
         f"avg(passed) OVER w{k} AS p_w{k}, min(end_ns) OVER w{k} AS from_ns{k}, count(*) OVER b{k} AS n_b{k}, "
         f"avg(value) OVER b{k} AS m_b{k}, sum(value * value) OVER b{k} AS q_b{k}, avg(passed) OVER b{k} AS p_b{k}"
         for k in windows)
-    frames = ", ".join(f"w{k} AS ({key} ROWS BETWEEN {k - 1} PRECEDING AND CURRENT ROW), "
-                       f"b{k} AS ({key} ROWS BETWEEN {k + q.baseline - 1} PRECEDING AND {k} PRECEDING)"
-                       for k in windows)
+    frames = ", ".join(recent_and_reference(k, q.baseline, names=(f"w{k}", f"b{k}"), order=key) for k in windows)
     cols = ", ".join(f"n_w{k}, m_w{k}, q_w{k}, p_w{k}, from_ns{k}, n_b{k}, m_b{k}, q_b{k}, p_b{k}" for k in windows)
     fell = " OR ".join(f"(n_w{k} = {k} AND n_b{k} >= {q.min_baseline} AND m_b{k} - m_w{k} >= {q.min_drop})"
                        for k in windows)

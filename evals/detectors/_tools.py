@@ -19,7 +19,7 @@ from typing import Any
 import tracer
 
 from ._config import DetectConfig, ToolLimits
-from ._scope import TARGET, Finding, Scope, json_value, route_label, scope_head
+from ._scope import TARGET, Finding, Scope, json_value, recent_and_reference, route_label, scope_head
 
 _UNKNOWN_TYPES = ("unknown_tool", "tool_not_found", "unknowntoolerror", "toolnotfounderror")
 _NOT_FOUND = r"(?i)\b(not found|does not exist|doesn't exist|no such)\b"
@@ -329,12 +329,7 @@ def diversity(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[F
         windows AS (
             SELECT *, count(*) OVER rec AS n_rec, median(tools) OVER rec AS tools_rec, median(top) OVER rec AS top_rec,
                    count(*) OVER ref AS n_ref, median(tools) OVER ref AS tools_ref, median(top) OVER ref AS top_ref
-            FROM hist WINDOW
-                rec AS (PARTITION BY agent, route ORDER BY end_ns ROWS BETWEEN {t.diversity_recent - 1} PRECEDING
-                        AND CURRENT ROW),
-                ref AS (PARTITION BY agent, route ORDER BY end_ns
-                        ROWS BETWEEN {t.diversity_recent + t.diversity_reference - 1} PRECEDING
-                        AND {t.diversity_recent} PRECEDING)),
+            FROM hist WINDOW {recent_and_reference(t.diversity_recent, t.diversity_reference)}),
         fell AS (
             SELECT *, n_rec = ? AND n_ref >= ? AND tools_ref >= ?
                       AND ((tools_rec <= ? * tools_ref AND tools <= ? * tools_ref)
