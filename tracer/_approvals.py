@@ -35,6 +35,8 @@ class PendingApproval:
     last_turn: int | None
     request: dict[str, Any]
     """The latest ``approval_requested`` event's attributes; empty for an agent that records none."""
+    turn: int | None = None
+    """The turn that event is on."""
 
     @property
     def approval_id(self) -> str | None:
@@ -68,20 +70,20 @@ def pending_approvals(store: Store, condition: str = "TRUE", params: list[Any] |
     """
     rows = store.sql(f"""
         SELECT s.session_id, s.agent, s.route, s.start_ns, s.end_ns, s.status_reason,
-               list(u.events ORDER BY u.turn_index) FILTER (WHERE u.events LIKE '%approval%'
-                                                                OR u.events LIKE '%human_decision%'),
+               list((u.turn_index, u.events) ORDER BY u.turn_index) FILTER (WHERE u.events LIKE '%approval%'
+                                                                              OR u.events LIKE '%human_decision%'),
                max(u.turn_index)
         FROM sessions s LEFT JOIN turns u USING (session_id)
         WHERE s.status = 'waiting_human' AND ({condition})
         GROUP BY ALL ORDER BY s.start_ns, s.session_id""", params)
     out = []
-    for sid, agent, route, start_ns, end_ns, reason, events, last_turn in rows:
-        found = [e for text in events or [] for e in _events(text)]
-        requested = [e for e in found if e["name"] == _REQUESTED]
-        request = requested[-1].get("attributes", {}) if requested else {}
+    for sid, agent, route, start_ns, end_ns, reason, turns, last_turn in rows:
+        found = [(turn, e) for turn, text in turns or [] for e in _events(text)]
+        requested = [(turn, e) for turn, e in found if e["name"] == _REQUESTED]
+        turn, request = (requested[-1][0], requested[-1][1].get("attributes", {})) if requested else (None, {})
         approval_id = request.get("approval_id")
         if approval_id and any(e["name"] in _ANSWERED and e.get("attributes", {}).get("approval_id") == approval_id
-                               for e in found):
+                               for _, e in found):
             continue  # decided (or expired): the session is about to carry on
-        out.append(PendingApproval(sid, agent, route, start_ns, end_ns, reason, last_turn, request))
+        out.append(PendingApproval(sid, agent, route, start_ns, end_ns, reason, last_turn, request, turn))
     return out

@@ -37,7 +37,7 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
     now_ns = scope.now_ns if scope.now_ns is not None else time.time_ns()
     out = []
     for p in tracer.pending_approvals(store, f"s.ended AND {scope.of_origins()}"):
-        sid, agent, route, request, approval_id = p.session_id, p.agent, p.route, p.request, p.approval_id
+        request, approval_id = p.request, p.approval_id
         since_s = float(request.get("requested_at") or p.end_ns / 1e9)
         waited_s = now_ns / 1e9 - since_s
         if waited_s < a.wait_warning_s:
@@ -46,29 +46,22 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
         overdue = bool(deadline) and now_ns / 1e9 > float(deadline)
         severity = "critical" if waited_s >= a.wait_critical_s or overdue else "warning"
         what = p.what or "an approval"
-        turn = _turn_of(store, sid, approval_id) or p.last_turn
+        turn = p.turn if p.turn is not None else p.last_turn
         out.append(Finding(
             "approval.waiting", severity,
             f"{tracer.clip_text(what, 80)} has waited {_hours(waited_s)} for a person's decision "
             f"(alert at {_hours(a.wait_warning_s)})" + (", past its deadline with nothing expiring it"
                                                          if overdue else ""),
-            agent, route, sid, approval_id or sid, now_ns, [turn] if turn else [],
+            p.agent, p.route, p.session_id, approval_id or p.session_id, now_ns, [turn] if turn is not None else [],
             {"approval_id": approval_id, "tool": request.get("tool"), "summary": what, "waited_s": round(waited_s),
              "requested_at": since_s, "deadline": deadline, "past_deadline": overdue,
              "counted_from": "the approval_requested event" if request else "when the session parked (its end)",
              "thresholds": {"warning_s": a.wait_warning_s, "critical_s": a.wait_critical_s},
-             "decide": f"the dashboard's Approvals page (/approvals?id={sid}) for an agent that registers a decide "
-                       f"hook, flightrec agent approve|reject {sid} (the reference agent), or your agent's own way"},
-            observation=f"{approval_id or sid}:{severity}"))
+             "decide": f"the dashboard's Approvals page (/approvals?id={p.session_id}) for an agent that registers a "
+                       f"decide hook, flightrec agent approve|reject {p.session_id} (the reference agent), or your "
+                       "agent's own way"},
+            observation=f"{approval_id or p.session_id}:{severity}"))
     return out
-
-
-def _turn_of(store: tracer.Store, session_id: str, approval_id: str | None) -> int | None:
-    if not approval_id:
-        return None
-    rows = store.sql("SELECT max(turn_index) FROM turns WHERE session_id = ? AND contains(events, ?)",
-                     [session_id, f'"{approval_id}"'])
-    return rows[0][0] if rows else None
 
 
 def _hours(seconds: float) -> str:
