@@ -112,12 +112,15 @@ def _one(session_id: str, rows: pd.DataFrame) -> None:
             st.warning(done[1], icon=":material/schedule:")
     match = rows[rows["session_id"].astype(str).str.startswith(session_id)]
     if match.empty:
-        status = _ui.frame("SELECT session_id, status FROM sessions WHERE session_id = ?", [session_id])
+        status = _ui.frame("SELECT session_id, status, origin FROM sessions WHERE session_id = ?", [session_id])
         if status.empty:
             st.error(f"There is no session `{session_id}` in this store. Pick one from the list.",
                      icon=":material/error:")
             return
-        if not done:
+        if status["origin"].iloc[0] != "production":
+            st.info(f"Session `{session_id}` is not a production session (it is from {status['origin'].iloc[0]}): "
+                    "what it holds is its run's, not a person's to decide here.", icon=":material/info:")
+        elif not done:
             st.info(f"Session `{session_id}` waits for no approval (it is **{status['status'].iloc[0]}**): it was "
                     "decided or expired, and cannot be decided again.", icon=":material/info:")
         decisions = _decisions(session_id)

@@ -48,9 +48,13 @@ def test_the_list_shows_what_waits_and_a_click_opens_it(waiting):
     recorder = tracer.Recorder(str(db))  # an eval trial's held refund is no customer's: not listed
     try:
         with World(default_world_path(str(db))) as world, tracer.eval_trial("run-1", "refund", 0):
-            assert Agent(world, recorder).run(get_scenario("refund_over_threshold")).status == "waiting_human"
+            trial = Agent(world, recorder).run(get_scenario("refund_over_threshold"))
     finally:
         recorder.shutdown()
+    assert trial.status == "waiting_human"
+    at = app("approvals", id=trial.session_id)
+    no_exceptions(at)
+    assert any("not a production session (it is from eval)" in i.value for i in at.info)
     at = app("approvals")
     no_exceptions(at)
     listed = at.dataframe[0].value
