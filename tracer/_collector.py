@@ -563,10 +563,6 @@ class Collector:
         is counted rejected, and the others are stored (a 200 with partial success), or, when none
         can be, the request is answered 400 as a whole.
         """
-        return self._store_each(decoded, measure)
-
-    def _store_each(self, decoded: Decoded,
-                    measure: Callable[[Decoded, list[SpanRecord], bool], None]) -> Answer | None:
         stored = failed = 0
         error = ""
         for records in decoded.slices():
