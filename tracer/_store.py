@@ -90,7 +90,7 @@ _COLUMNS = {
     "turns": ("session_id", "turn_index", "trace_id", "span_id", "start_ns", "end_ns", "events"),
 }
 _STORED_SPANS = """
-SELECT b.trace_id, b.span_id FROM _batch_spans b
+SELECT b.trace_id, b.span_id FROM _batch b
 SEMI JOIN (SELECT trace_id, span_id FROM spans WHERE start_ns BETWEEN $lo AND $hi) s USING (trace_id, span_id)
 """
 """The spans of a batch already in the store. A retry repeats a span's start time, and spans arrive
@@ -140,11 +140,11 @@ def _saturated(a: str, b: str, column: str) -> str:
 # insert of the others cost about half of one INSERT … ON CONFLICT DO UPDATE (see benchmarks/RESULTS.md §24).
 _SESSION_UPDATE = f"""
 UPDATE sessions SET {_combined_session("b", "sessions")}
-FROM _batch_sessions b WHERE sessions.session_id = b.session_id
+FROM _batch b WHERE sessions.session_id = b.session_id
 RETURNING session_id
 """
 _SESSION_INSERT = (f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)}) "
-                   "SELECT * REPLACE (coalesce(origin, 'production') AS origin) FROM _batch_new_sessions")
+                   "SELECT * REPLACE (coalesce(origin, 'production') AS origin) FROM _batch")
 _MERGED_TABLES = ("spans", "llm_calls", "tool_calls", "turns", "message_chain")
 _SESSION_MERGE = f"""
 UPDATE sessions SET {_combined_session("sessions", "a")}
@@ -349,6 +349,17 @@ def _first(rows: list[tuple[Any, ...]], stored: set[tuple[str, str]], trace: int
     return kept
 
 
+def _over(con: duckdb.DuckDBPyConnection, table: pa.Table, sql: str,
+          params: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    """Runs ``sql``, which reads ``table`` as ``_batch``.
+
+    DuckDB finds the table by its variable's name in this frame (a replacement scan): registering
+    it as a view and dropping that costs a commit ~0.8 ms a table more (benchmarks/RESULTS.md §62).
+    """
+    _batch = table  # noqa: F841 - read by the SQL, through DuckDB's replacement scan
+    return con.execute(sql, params)
+
+
 def _column(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
     # Given its column's type, pyarrow converts without inferring one first, in about half the time.
     try:
@@ -360,17 +371,17 @@ def _column(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
 
 
 _INSERTS = (
-    ("spans", "INSERT INTO spans SELECT * FROM _batch_spans"),
+    ("spans", "INSERT INTO spans SELECT * FROM _batch"),
     # Named: columns the ingest never fills (content_pruned_ns, written by retention) stay NULL.
-    ("llm_calls", f"INSERT INTO llm_calls ({', '.join(_COLUMNS['llm_calls'])}) SELECT * FROM _batch_llm_calls"),
+    ("llm_calls", f"INSERT INTO llm_calls ({', '.join(_COLUMNS['llm_calls'])}) SELECT * FROM _batch"),
     # The outcome key is computed here, in DuckDB's vectorised regular expressions (see tracer._loops).
     ("tool_calls", "INSERT INTO tool_calls SELECT *, "
-                   f"{outcome_key_sql('result', 'error_type', 'error_message', 'status')} FROM _batch_tool_calls"),
-    ("turns", "INSERT INTO turns SELECT * FROM _batch_turns"),
-    ("content", "INSERT OR IGNORE INTO content SELECT * FROM _batch_content"),
-    ("chain", "INSERT OR IGNORE INTO message_chain SELECT * FROM _batch_chain"),
+                   f"{outcome_key_sql('result', 'error_type', 'error_message', 'status')} FROM _batch"),
+    ("turns", "INSERT INTO turns SELECT * FROM _batch"),
+    ("content", "INSERT OR IGNORE INTO content SELECT * FROM _batch"),
+    ("chain", "INSERT OR IGNORE INTO message_chain SELECT * FROM _batch"),
     # Without OR IGNORE, so that a lake (no keys) runs the same statement: a retried span's outcome is stored once.
-    ("outcomes", "INSERT INTO session_outcomes SELECT * FROM _batch_outcomes ANTI JOIN session_outcomes "
+    ("outcomes", "INSERT INTO session_outcomes SELECT * FROM _batch ANTI JOIN session_outcomes "
                  "USING (outcome_id)"),
 )
 """What ``write`` runs for each table of a batch, in this order."""
@@ -378,13 +389,13 @@ _LAKE_INSERTS = (
     *((name, sql) for name, sql in _INSERTS if name not in ("content", "chain", "outcomes")),
     # Content-addressed rows are appended: another collector may have stored one too, and the views
     # (``_lake.py``) show each once. Each collector's ingest sends a body only once while it remembers it.
-    ("content", f"INSERT INTO {_lake.TABLES['content']} SELECT * FROM _batch_content"),
-    ("chain", f"INSERT INTO {_lake.TABLES['message_chain']} SELECT * FROM _batch_chain"),
+    ("content", f"INSERT INTO {_lake.TABLES['content']} SELECT * FROM _batch"),
+    ("chain", f"INSERT INTO {_lake.TABLES['message_chain']} SELECT * FROM _batch"),
     *((name, sql) for name, sql in _INSERTS if name == "outcomes"),
 )
 """What ``write`` runs on a lake."""
 _LAKE_SESSION_INSERT = (f"INSERT INTO session_deltas ({', '.join(_SESSION_COLUMNS)}, committed_ns) "
-                        "SELECT *, $now FROM _batch_sessions")
+                        "SELECT *, $now FROM _batch")
 _LAKE_CLOSE_INACTIVE = f"""
 INSERT INTO session_deltas (session_id, start_ns, end_ns, ended, status, status_reason,
     {', '.join(_SESSION_SUMS)}, cost_usd, committed_ns)
@@ -598,17 +609,14 @@ class Store:
                 stored = self._stored_spans(batch, tables["spans"]) if "spans" in tables else None
                 if stored is not None:
                     batch = _without(batch, stored)
-                    con.unregister("_batch_spans")
                     tables = self._tables(batch)
                 for name, sql in _LAKE_INSERTS if self.lake else _INSERTS:
                     table = tables.get(name)
                     if table is not None:
-                        con.register(f"_batch_{name}", table)
-                        con.execute(sql)
+                        _over(con, table, sql)
                 if "sessions" in tables:
                     if self.lake:  # a lake adds the session's delta; the sessions view adds them up
-                        con.register("_batch_sessions", tables["sessions"])
-                        con.execute(_LAKE_SESSION_INSERT, {"now": time.time_ns()})
+                        _over(con, tables["sessions"], _LAKE_SESSION_INSERT, {"now": time.time_ns()})
                     else:
                         self._upsert_sessions(tables["sessions"])
                 for old, new in batch.merges.items():
@@ -622,32 +630,22 @@ class Store:
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
                 raise
-            finally:
-                for name in (*tables, "new_sessions"):
-                    try:
-                        con.unregister(f"_batch_{name}")
-                    except duckdb.Error:
-                        pass
 
     def _upsert_sessions(self, sessions: pa.Table) -> None:
         """Adds the batch's session rows into the stored ones and inserts the rest (in the caller's transaction)."""
         con = self._con
-        con.register("_batch_sessions", sessions)
-        updated = pa.array([r[0] for r in con.execute(_SESSION_UPDATE).fetchall()], pa.string())
+        updated = pa.array([r[0] for r in _over(con, sessions, _SESSION_UPDATE).fetchall()], pa.string())
         new = sessions if not len(updated) else sessions.filter(
             pc.invert(pc.is_in(sessions.column("session_id"), value_set=updated)))
         if new.num_rows:
-            con.register("_batch_new_sessions", new)
-            con.execute(_SESSION_INSERT)
+            _over(con, new, _SESSION_INSERT)
 
     def _stored_spans(self, batch: Batch, spans: pa.Table) -> set[tuple[str, str]] | None:
         """The (trace id, span id) of the batch's spans that the store has already, or ``None`` when
         there are none and no span comes twice in the batch (the usual case: nothing to drop)."""
-        con = self._con
-        con.register("_batch_spans", spans)
         bounds = pc.min_max(spans.column("start_ns"))
-        stored = {tuple(r) for r in con.execute(
-            _STORED_SPANS, {"lo": bounds["min"].as_py(), "hi": bounds["max"].as_py()}).fetchall()}
+        stored = {tuple(r) for r in _over(self._con, spans, _STORED_SPANS,
+                                          {"lo": bounds["min"].as_py(), "hi": bounds["max"].as_py()}).fetchall()}
         if not stored and len({(r[0], r[1]) for r in batch.spans}) == len(batch.spans):
             return None
         return stored
