@@ -53,11 +53,18 @@ MAX_PENDING_SPANS = 100_000
 _GROUP_SPANS = 20_000
 """Spans the writer commits in one transaction at most."""
 _GATHER_MAX_S = 0.05
-"""Longest the writer waits for the slices that requests under way are decoding before it commits
-the group it has, and never longer than its last commit took. A commit's cost is mostly fixed
-(about 40 ms of statements and COMMIT on the benchmark's payload, however few its spans,
-benchmarks/RESULTS.md §60): four requests' slices in one commit cost far less than in four, and a
-request waits for that commit no longer than for the one before it."""
+"""Longest the writer waits, with nothing queued, for the next slice of a request under way before
+it commits the group it has, and never longer than its last commit took. A commit's cost is mostly
+fixed (about 35 ms of statements and COMMIT on the benchmark's payload, however few its spans,
+benchmarks/RESULTS.md §60, §62): four requests' slices in one commit cost far less than in four, and
+a request waits for that commit no longer than for the one before it."""
+_GROUP_BYTES = 8 * 1024 * 1024
+"""Payload bytes of the slices the writer gathers into one group at most: the group's rows, held
+until its commit, take 0.75 (realistic spans) to 2 bytes (one-byte attributes) a payload byte; the
+benchmark's four senders' requests of 512 spans (2 MB each) still share one commit (RESULTS §62)."""
+_GROUP_AGE_S = 0.5
+"""Longest the writer adds slices to one group while requests keep coming (a file; a lake waits
+``COMMIT_INTERVAL_S``): the first request in it is answered no later than this, plus the commit."""
 _GATHER_POLL_S = 0.005
 _CHECKPOINT_WAL = "256MB"
 """Write-ahead log the writer lets grow before DuckDB checkpoints it (its default is 16MB): fewer,
@@ -150,11 +157,30 @@ def check_exposure(host: str, token: str | None) -> None:
 
 @dataclass
 class _Job:
+    """A slice of spans for the writer. It ingests the slice into the group it is gathering as soon as
+    it takes it (``taken``; the request then decodes its next slice) and commits the group later
+    (``done``)."""
+
     records: list[SpanRecord]
+    size: int = 0
+    """Payload bytes of the slice, about."""
+    retained: bool = True
+    """The writer keeps the records until the commit, to write them again alone if their group fails.
+    A request over HTTP or gRPC does not: it sends the slice again itself (``alone``), decoded anew
+    from its body, so that a slice's decoded form is dropped once ingested."""
+    alone: bool = False
+    """Committed in a transaction of its own, at once: sent again after its group failed."""
+    taken: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
     final: bool = False
     """The error is the spans' own (they can never be stored): answered 400, not 503 "retry"."""
+    blocking: bool = False
+    """A request's thread waits for this job (counted in ``Collector._blocked``)."""
+
+
+_REGROUP = "the transaction it shared with other requests failed"
+"""A job's error when its group failed and its records were not retained: its request sends it again alone."""
 
 
 @dataclass
@@ -347,11 +373,10 @@ class Collector:
         self._jobs: queue.Queue[_Job | _Task | None] = queue.Queue()
         self._pending = 0
         self._requests = 0
-        """Requests between the first byte of their body (``under_way``) and their answer: each has at most
-        one job queued."""
-        self._queued = 0
-        """Jobs queued or being committed. The requests under way without one (``_requests`` less these)
-        are decoding a slice, or are about to, or to be answered: the writer waits for their slices."""
+        """Requests between the first byte of their body (``under_way``) and their answer."""
+        self._blocked = 0
+        """Requests under way whose thread waits for the writer: to take its slice, or to commit. The others
+        are receiving their body or decoding a slice: the writer waits for it before it commits."""
         self._last_commit_s = _GATHER_MAX_S  # until a commit is timed
         self._lock = threading.Lock()
         self._ingestor = Ingestor()
@@ -425,17 +450,35 @@ class Collector:
 
     # -- the HTTP side -----------------------------------------------------------------------
 
-    def submit(self, records: list[SpanRecord], *, admitted: bool = False) -> _Job | None:
+    def submit(self, records: list[SpanRecord], *, admitted: bool = False, size: int = 0, retained: bool = True,
+               alone: bool = False) -> _Job | None:
         """Queues spans for the writer; ``None`` when too many are already waiting, unless they are a
         later slice of a request ``admitted`` already (refusing it then would waste what was stored)."""
         with self._lock:
             if self._pending + len(records) > self.max_pending_spans and self._pending > 0 and not admitted:
                 return None
             self._pending += len(records)
-            self._queued += 1
-        job = _Job(records)
+        job = _Job(records, size, retained=retained, alone=alone)
         self._jobs.put(job)
         return job
+
+    def _wait(self, job: _Job, event: threading.Event, timeout_s: float) -> bool:
+        """Waits for ``event`` of ``job``, counted among the requests that wait for the writer; whether it came."""
+        with self._lock:
+            if not event.is_set():
+                job.blocking = True
+                self._blocked += 1
+        came = event.wait(timeout_s)
+        self._unblock(job)
+        return came
+
+    def _unblock(self, job: _Job) -> None:
+        # Called by the writer as it sets the event, so that it never counts a request as waiting once
+        # it has let it go on; and by the request, in case it stopped waiting first (a time-out).
+        with self._lock:
+            if job.blocking:
+                job.blocking = False
+                self._blocked -= 1
 
     def authorized(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` value (header or gRPC metadata) carries the token."""
@@ -479,7 +522,7 @@ class Collector:
     @contextlib.contextmanager
     def under_way(self) -> Iterator[None]:
         """Counts a request from its body's first byte to its answer: the writer gathers the slices of
-        the requests under way into one commit (``_GATHER_MAX_S``)."""
+        the requests under way into one commit (``_GATHER_MAX_S``, ``_GROUP_AGE_S``)."""
         with self._lock:
             self._requests += 1
         try:
@@ -536,6 +579,12 @@ class Collector:
             decoded = decode_slices(body, content_type, content_encoding, max_body=self.max_body, reserve=reserve,
                                     slice_bytes=SLICE_BYTES)
             answer = self._store_slices(decoded, measure)
+            if answer == _REGROUP:
+                # A transaction it shared failed: its slices go again, each alone, decoded anew from the
+                # body (whose bytes it holds reserved already), so that only what cannot be stored fails.
+                decoded = decode_slices(body, content_type, content_encoding, max_body=self.max_body,
+                                        slice_bytes=SLICE_BYTES)
+                answer = self._store_slices(decoded, measure, alone=True)
         except _Busy:
             raise
         except OtlpError as exc:
@@ -544,46 +593,55 @@ class Collector:
             log.warning("flightrec collector: a request could not be decoded (%s)", type(exc).__name__)
             return self.refuse(400, f"malformed OTLP request ({type(exc).__name__}); send a valid "
                                     "ExportTraceServiceRequest")
-        if answer is not None:
+        if isinstance(answer, Answer):
             return answer
         reply_type = "application/json" if "json" in (content_type or "") else "application/x-protobuf"
         return Answer(200, encode_response(decoded.rejected, decoded.message, reply_type), reply_type,
                       rejected=decoded.rejected)
 
-    def _store_slices(self, decoded: Decoded,
-                      measure: Callable[[Decoded, list[SpanRecord], bool], None]) -> Answer | None:
-        """Hands the request's spans to the writer a slice at a time, each decoded once the one before
-        has committed, so that a large request's decoded form is never in memory whole; ``None``
-        once every slice is stored, else the answer. Each slice is ``measure``d before the writer gets
-        it, which sizes the next slice and raises ``_Busy`` to refuse the request (it may while none of
-        its spans is stored).
+    def _store_slices(self, decoded: Decoded, measure: Callable[[Decoded, list[SpanRecord], bool], None],
+                      *, alone: bool = False) -> Answer | str | None:
+        """Hands the request's spans to the writer a slice at a time, each decoded once the writer has
+        taken the one before into the group it is gathering (``alone``: once it has committed it), so
+        that a large request's decoded form is never in memory whole; ``None`` once every slice is
+        stored, ``_REGROUP`` if a transaction that other requests shared failed (send it again,
+        ``alone``), else the answer. Each slice is ``measure``d before the writer gets it, which sizes
+        the next slice and raises ``_Busy`` to refuse the request (it may before any slice is sent).
 
-        A slice that fails for the store's sake stops the request with a 503: the client's retry is
-        safe, since the store skips the spans it has already. A slice whose spans can never be stored
-        is counted rejected, and the others are stored (a 200 with partial success), or, when none
+        A slice that fails for the store's sake gets the request a 503: the client's retry is safe,
+        since the store skips the spans it has already. A slice whose spans can never be stored is
+        counted rejected, and the others are stored (a 200 with partial success), or, when none
         can be, the request is answered 400 as a whole.
         """
-        stored = failed = 0
-        error = ""
+        jobs: list[tuple[_Job, int]] = []
         for records in decoded.slices():
             self.policy.records(records)
-            measure(decoded, records, stored + failed == 0)
-            job = self.submit(records, admitted=stored + failed > 0)
+            measure(decoded, records, not jobs)
+            # OTLP/JSON's slices are of about ``slice_bytes`` each (their ``sliced_bytes`` is not counted).
+            job = self.submit(records, admitted=bool(jobs), size=decoded.sliced_bytes or decoded.slice_bytes,
+                              retained=False, alone=alone)
             count = len(records)
-            del records  # the writer drops the spans once committed: only the next slice is then held
+            del records  # the writer drops the spans once ingested: only the next slice is then held
             if job is None:
                 self.stats.count(refused_busy=1)
                 return self.refuse(503, "the collector's writer is behind; retry shortly", {"Retry-After": "1"})
-            if not job.done.wait(_ACK_TIMEOUT_S) or (job.error is not None and not job.final):
-                some = f"{stored} of its spans were stored, the rest " if stored else ""
-                self.stats.count(spans_rejected=decoded.rejected)
-                return self.refuse(503, f"{some}not stored: {job.error or 'the write timed out'}; retry (spans "
-                                        "stored already are not stored twice)", {"Retry-After": "2"})
+            jobs.append((job, count))
+            if not self._wait(job, job.done if alone else job.taken, _ACK_TIMEOUT_S):
+                return self._not_stored(decoded, jobs, "the write timed out")
+            if job.done.is_set() and job.error is not None and not job.final:
+                break  # the store's trouble: the slices after it would fare no better
+        if jobs and not self._wait(jobs[-1][0], jobs[-1][0].done, _ACK_TIMEOUT_S):
+            return self._not_stored(decoded, jobs, "the write timed out")
+        if any(job.error == _REGROUP for job, _ in jobs):
+            return _REGROUP
+        failed, error = 0, ""
+        for job, count in jobs:
+            if job.error is not None and not job.final:
+                return self._not_stored(decoded, jobs, job.error)
             if job.final:
                 failed += count
                 error = job.error or ""
-            else:
-                stored += count
+        stored = sum(count for _, count in jobs) - failed
         self.stats.count(spans_rejected=decoded.rejected + failed)
         if not stored and failed:
             return self.refuse(400, f"{error}; they were not stored, and would not be if sent again")
@@ -593,6 +651,14 @@ class Collector:
         if failed:
             decoded.reject(failed, error)
         return None
+
+    def _not_stored(self, decoded: Decoded, jobs: list[tuple[_Job, int]], error: str) -> Answer:
+        """The 503 for a request some of whose slices were not stored, for the store's sake or a time-out."""
+        stored = sum(count for job, count in jobs if job.done.is_set() and job.error is None)
+        some = f"{stored} of its spans were stored, the rest " if stored else ""
+        self.stats.count(spans_rejected=decoded.rejected)
+        return self.refuse(503, f"{some}not stored: {error}; retry (spans stored already are not stored twice)",
+                           {"Retry-After": "2"})
 
     # -- the writer --------------------------------------------------------------------------
 
@@ -691,7 +757,7 @@ class Collector:
         sweep_every = self._sweep_every_s
         next_sweep = time.monotonic() + sweep_every if sweep_every else None
         next_retain = time.monotonic() if self.retain_s or self.retain_content_s else None  # a first round at once
-        pending: _Job | _Task | None = None  # taken from the queue while grouping a commit; handled next
+        pending: _Task | None = None  # taken from the queue while gathering a group; run next
         next_idle_checkpoint: float | None = None  # set by a commit: a checkpoint is due if nothing follows it
         while True:
             if next_idle_checkpoint is not None and time.monotonic() >= next_idle_checkpoint:
@@ -715,35 +781,58 @@ class Collector:
             if isinstance(job, _Task):
                 self._run(job)
                 continue
-            group = [job]
-            spans = len(job.records)
-            gather_until = time.monotonic() + (self._gather_s or min(_GATHER_MAX_S, self._last_commit_s))
-            while spans < _GROUP_SPANS:
-                try:
-                    # Gathering longer gains nothing once every request under way has its slice here:
-                    # they all wait for this commit. A request that ends instead of sending another
-                    # slice is noticed within a poll.
-                    wait = gather_until - time.monotonic() if self._requests > self._queued else 0
-                    more = self._jobs.get(timeout=min(wait, _GATHER_POLL_S)) if wait > 0 else self._jobs.get_nowait()
-                except queue.Empty:
-                    if wait > 0:
-                        continue
-                    break
-                if more is None:
-                    self._jobs.put(None)
-                    break
-                if isinstance(more, _Task):
-                    pending = more
-                    break
-                group.append(more)
-                spans += len(more.records)
-            began = time.monotonic()
-            self._commit(group, spans)
-            self._last_commit_s = time.monotonic() - began
+            pending = self._gather(job)
             next_idle_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
-            # Let the group's spans go now, not when the next request comes: the budget no longer counts them.
-            job = more = None
-            group = []
+            job = None  # let the group's spans go now, not when the next request comes
+
+    def _gather(self, job: _Job) -> _Task | None:
+        """Ingests ``job`` and the slices that follow it into one batch and commits it, once every
+        request under way waits for this commit (their next slice would come only after it), or
+        nothing came for a while (``_GATHER_MAX_S``), or the group is full (``_GROUP_SPANS``,
+        ``_GROUP_BYTES``, ``_GROUP_AGE_S``). Returns a task taken meanwhile, which the writer runs
+        next; the end of the queue (``None``) is put back."""
+        group: list[_Job] = []
+        batch, spans, size, broken = Batch(), 0, 0, None
+        idle_s = self._gather_s or min(_GATHER_MAX_S, self._last_commit_s)
+        closes = time.monotonic() + max(self._gather_s, _GROUP_AGE_S)
+        taken: _Job | _Task | None = job
+        last = time.monotonic()  # when the last slice came
+        while True:
+            if isinstance(taken, _Job) and not taken.alone and broken is None:
+                group.append(taken)
+                spans += len(taken.records)
+                size += taken.size
+                try:
+                    self._ingestor.build(taken.records, batch)
+                except Exception as exc:  # spans that ingest cannot take: theirs, not the store's
+                    broken = self._failure(exc, len(taken.records))
+                if not taken.retained:
+                    taken.records = []
+                taken.taken.set()
+                self._unblock(taken)
+                taken, last = None, time.monotonic()
+            if taken is not None or broken is not None or spans >= _GROUP_SPANS or size >= _GROUP_BYTES:
+                break
+            with self._lock:
+                everyone_waits = self._blocked >= self._requests
+            wait = 0 if everyone_waits else min(last + idle_s, closes) - time.monotonic()
+            try:
+                taken = self._jobs.get(timeout=min(wait, _GATHER_POLL_S)) if wait > 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                if wait > 0:
+                    continue  # a poll: a request under way may have ended, or begun to wait
+                break
+            if taken is None:
+                self._jobs.put(None)
+                break
+        if group:
+            began = time.monotonic()
+            self._commit(group, batch, spans, broken)
+            self._last_commit_s = time.monotonic() - began
+        if isinstance(taken, _Job):  # sent alone, after its group failed
+            self._commit([taken], None, len(taken.records), None)
+            return None
+        return taken
 
     def idle_checkpoint(self) -> bool:
         """Checkpoints when the write-ahead log holds ``IDLE_CHECKPOINT_BYTES`` or more; the writer
@@ -759,54 +848,77 @@ class Collector:
             log.info("flightrec collector: %s", exc)
             return False
 
-    def _commit(self, group: list[_Job], spans: int) -> None:
-        outcome = self._write([r for job in group for r in job.records], spans)
+    def _commit(self, group: list[_Job], batch: Batch | None, spans: int, broken: tuple[str, bool] | None) -> None:
+        """Commits ``batch``, into which ``group`` is ingested (``None``: a job alone, ingested now), and
+        answers the jobs."""
+        if broken is not None and batch is not None:
+            self._ingestor.rollback(batch)  # ingest stopped part way: the content it noted was not stored
+        outcome = broken or self._write(batch if batch is not None else self._built(group[0].records), spans)
         outcomes = [outcome] * len(group)
         if outcome is not None and len(group) > 1:
-            # One request that cannot be stored must not fail the others that shared its
-            # transaction: each is committed alone, and only what fails alone is answered so.
-            outcomes = [self._write(job.records, len(job.records)) for job in group]
+            # One request that cannot be stored must not fail the others that shared its transaction:
+            # each is committed alone, and only what fails alone is answered so. A request that did not
+            # leave its records here sends them again itself.
+            outcomes = [self._write(self._built(job.records), len(job.records)) if job.retained
+                        else (_REGROUP, False) for job in group]
         with self._lock:
             self._pending -= spans
-            self._queued -= len(group)
         for job, failed in zip(group, outcomes):
             job.error, job.final = failed or (None, False)
             job.records = []  # the request's thread holds its job while it decodes its next slice
+            job.taken.set()
             job.done.set()
+            self._unblock(job)
 
-    def _write(self, records: list[SpanRecord], spans: int) -> tuple[str, bool] | None:
-        """Ingests and commits ``records`` in one transaction; ``None``, or the error and whether it
-        is the spans' own (final) rather than the store's (worth a retry). On a lake, a commit that
-        lost to other writers' commits more often than DuckLake retries it is made again whole,
-        while its requests still wait for their answer."""
-        for _ in range(_LAKE_COMMIT_TRIES - 1 if self.store.lake else 0):
-            failed = self._write_once(records, spans)
-            if failed is None or failed[1] or "conflict" not in failed[0].lower():
-                return failed
-        return self._write_once(records, spans)
-
-    def _write_once(self, records: list[SpanRecord], spans: int) -> tuple[str, bool] | None:
+    def _built(self, records: list[SpanRecord]) -> Batch | tuple[str, bool]:
+        """``records`` ingested into a batch of their own, or why they cannot be."""
         batch = Batch()
         try:
-            self._ingestor.build(records, batch)
+            return self._ingestor.build(records, batch)
+        except Exception as exc:
+            self._ingestor.rollback(batch)
+            return self._failure(exc, len(records))
+
+    def _write(self, batch: Batch | tuple[str, bool], spans: int) -> tuple[str, bool] | None:
+        """Commits ``batch`` in one transaction; ``None``, or the error and whether it is the spans'
+        own (final) rather than the store's (worth a retry). On a lake, a commit that lost to other
+        writers' commits more often than DuckLake retries it is made again whole, while its requests
+        still wait for their answer. The ingestor forgets a batch that was not committed."""
+        if isinstance(batch, tuple):  # ingest refused it (``_built``)
+            return batch
+        for _ in range(_LAKE_COMMIT_TRIES - 1 if self.store.lake else 0):
+            failed = self._write_once(batch, spans)
+            if failed is None or failed[1] or "conflict" not in failed[0].lower():
+                break
+        else:
+            failed = self._write_once(batch, spans)
+        if failed is not None:
+            # Nothing was committed: forget the content so that the client's retry sends it again.
+            self._ingestor.rollback(batch)
+        return failed
+
+    def _write_once(self, batch: Batch, spans: int) -> tuple[str, bool] | None:
+        try:
             self.store.write(batch)
-        except UnstorableError as exc:  # _validate let through a value the schema refuses: a bug to fix there
+        except Exception as exc:
+            return self._failure(exc, spans)
+        self.stats.count(spans_committed=spans, transactions=1)
+        self._sessions_ended([d.session_id for d in batch.sessions.values() if d.ended])
+        return None
+
+    @staticmethod
+    def _failure(exc: Exception, spans: int) -> tuple[str, bool]:
+        """Why ``spans`` were not stored, and whether that is final (theirs) or worth a retry (the store's)."""
+        if isinstance(exc, UnstorableError):  # _validate let through a value the schema refuses: a bug to fix there
             log.warning("flightrec collector: %d spans hold a value the store's schema refuses", spans)
             log.debug("flightrec collector: %s", exc)  # the message may quote content: never above DEBUG
-            failed = (str(exc), True)
-        except FlightrecError as exc:  # the store's own trouble (disk full, lock): worth a retry
-            failed = (str(exc), False)
-        except Exception as exc:  # spans that ingest or the store's types cannot take: theirs, not the store's
-            log.warning("flightrec collector: %d spans cannot be stored (%s)", spans, type(exc).__name__)
-            log.debug("flightrec collector: ingesting %d spans failed", spans, exc_info=True)
-            failed = (f"these spans cannot be stored ({type(exc).__name__})", True)
-        else:
-            self.stats.count(spans_committed=spans, transactions=1)
-            self._sessions_ended([d.session_id for d in batch.sessions.values() if d.ended])
-            return None
-        # Nothing was committed: forget the content so that the client's retry sends it again.
-        self._ingestor.rollback(batch)
-        return failed
+            return str(exc), True
+        if isinstance(exc, FlightrecError):  # the store's own trouble (disk full, lock): worth a retry
+            return str(exc), False
+        # Spans that ingest or the store's types cannot take: theirs, not the store's.
+        log.warning("flightrec collector: %d spans cannot be stored (%s)", spans, type(exc).__name__)
+        log.debug("flightrec collector: ingesting %d spans failed", spans, exc_info=True)
+        return f"these spans cannot be stored ({type(exc).__name__})", True
 
 
 # -- the HTTP transport ------------------------------------------------------------------------

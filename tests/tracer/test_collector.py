@@ -277,32 +277,41 @@ def embedded_dump(spans: list, db: str) -> dict[str, list]:
     return dump(db)
 
 
-def test_a_request_is_written_a_slice_at_a_time_and_answered_only_once_its_last_slice_commits(tmp_path, monkeypatch):
+def test_a_request_is_decoded_a_slice_at_a_time_committed_at_once_and_answered_after_the_commit(tmp_path,
+                                                                                                monkeypatch):
     monkeypatch.setattr("tracer._collector.SLICE_BYTES", 1)  # a slice a span
+    monkeypatch.setattr("tracer._collector._GATHER_MAX_S", 600.0)  # the group ends when the request waits, only
+    monkeypatch.setattr("tracer._collector._GROUP_AGE_S", 600.0)
     spans = agent_spans()
     db = str(tmp_path / "sliced.duckdb")
     with Collector(db, port=0) as collector:
+        slices: list[int] = []
         writes: list[int] = []
-        last, release = threading.Event(), threading.Event()
-        real = collector.store.write
+        writing, release = threading.Event(), threading.Event()
+        real_submit, real_write = collector.submit, collector.store.write
+
+        def submit(records: list, **kwargs) -> object:
+            # The slice before was taken (ingested) already, and its records dropped: one slice is held.
+            slices.append(len(records))
+            return real_submit(records, **kwargs)
 
         def write(batch: Batch) -> None:
             writes.append(len(batch.spans))
-            if len(writes) == len(spans):
-                last.set()
-                release.wait(30)
-            real(batch)
+            writing.set()
+            release.wait(30)
+            real_write(batch)
 
+        monkeypatch.setattr(collector, "submit", submit)
         monkeypatch.setattr(collector.store, "write", write)
         answers: list[int] = []
         sender = threading.Thread(target=lambda: answers.append(post(collector.url, encode_spans(spans)
                                                                      .SerializeToString())[0]))
         sender.start()
-        assert last.wait(30)
-        assert answers == []  # every slice but the last has committed: not answered yet
+        assert writing.wait(30)
+        assert answers == []  # every slice is in the transaction under way: not answered yet
         release.set()
         sender.join(30)
-    assert answers == [200] and writes == [1] * len(spans)
+    assert answers == [200] and slices == [1] * len(spans) and writes == [len(spans)]
     assert dump(db) == embedded_dump(spans, str(tmp_path / "embedded.duckdb"))
 
 
@@ -340,7 +349,7 @@ def test_the_writer_waits_for_a_request_under_way_and_commits_it_with_the_others
         answers: list[int] = []
         sender = threading.Thread(target=lambda: answers.append(post(collector.url, a)[0]))
         sender.start()
-        until(lambda: collector._queued == 1 and collector._jobs.empty(), "the writer gathering a commit")
+        until(lambda: collector._blocked == 1 and collector._jobs.empty(), "the writer gathering a commit")
         if slow_sender_finishes:
             slow.sendall(b[1:])
             assert slow.recv(4096).startswith(b"HTTP/1.1 200")
@@ -352,14 +361,19 @@ def test_the_writer_waits_for_a_request_under_way_and_commits_it_with_the_others
     assert stored == ({"run-1", "run-2"} if slow_sender_finishes else {"run-1"})
 
 
-def fail_second_write(collector: Collector, monkeypatch, error: Exception) -> None:
-    """Makes the collector's second transaction raise ``error``; the others are written."""
-    writes: list[int] = []
+def span_key(span) -> tuple[str, str]:
+    """An SDK span's (trace id, span id), as the store keeps them."""
+    return format(span.context.trace_id, "032x"), format(span.context.span_id, "016x")
+
+
+def fail_writes_of(span: tuple[str, str], collector: Collector, monkeypatch, error: Exception, times: int) -> None:
+    """Makes the collector's first ``times`` transactions that hold ``span`` (trace id, span id) raise ``error``."""
+    failed: list[int] = []
     real = collector.store.write
 
     def write(batch: Batch) -> None:
-        writes.append(len(batch.spans))
-        if len(writes) == 2:
+        if len(failed) < times and any((row[0], row[1]) == span for row in batch.spans):
+            failed.append(len(batch.spans))
             raise error
         real(batch)
 
@@ -372,7 +386,8 @@ def test_a_request_whose_second_slice_fails_gets_a_503_and_its_retry_stores_ever
     body = encode_spans(spans).SerializeToString()
     db = str(tmp_path / "retried.duckdb")
     with Collector(db, port=0) as collector:
-        fail_second_write(collector, monkeypatch, StoreError("the disk is full (a test)"))
+        # Its slices' transaction fails, then the second slice's alone (the first's alone is stored).
+        fail_writes_of(span_key(spans[1]), collector, monkeypatch, StoreError("the disk is full (a test)"), times=2)
         status, text = post(collector.url, body)
         assert status == 503
         assert b"1 of its spans were stored, the rest not stored: the disk is full (a test); retry" in text
@@ -388,7 +403,8 @@ def test_a_slice_that_can_never_be_stored_is_rejected_alone_and_the_request_s_ot
     spans = agent_spans()
     db = str(tmp_path / "poison.duckdb")
     with Collector(db, port=0) as collector:
-        fail_second_write(collector, monkeypatch, UnstorableError("a value out of range (a test)"))
+        fail_writes_of(span_key(spans[1]), collector, monkeypatch, UnstorableError("a value out of range (a test)"),
+                       times=1_000)
         status, body = post(collector.url, encode_spans(spans).SerializeToString())
         response = ExportTraceServiceResponse.FromString(body)
         assert status == 200 and response.partial_success.rejected_spans == 1
@@ -399,6 +415,36 @@ def test_a_slice_that_can_never_be_stored_is_rejected_alone_and_the_request_s_ot
 
 
 # -- one bad request among many ----------------------------------------------------------------------
+
+
+def test_a_request_whose_slice_fails_its_shared_transaction_leaves_the_other_stored_whole(tmp_path, monkeypatch):
+    # The slices of two requests are ingested into one transaction, which one request's span fails: the
+    # writer has dropped the slices it ingested, so each request sends its own again, alone.
+    monkeypatch.setattr("tracer._collector.SLICE_BYTES", 1)  # a slice a span
+    monkeypatch.setattr("tracer._collector._GATHER_MAX_S", 600.0)
+    monkeypatch.setattr("tracer._collector._GROUP_AGE_S", 600.0)
+    spans = agent_spans()
+    a, b = renamed(encode_spans(spans), 1), renamed(encode_spans(spans), 2)
+    poisoned = ExportTraceServiceRequest.FromString(b).resource_spans[0].scope_spans[0].spans[1]
+    with Collector(str(tmp_path / "shared.duckdb"), port=0) as collector:
+        fail_writes_of((poisoned.trace_id.hex(), poisoned.span_id.hex()), collector, monkeypatch,
+                       UnstorableError("a value out of range (a test)"), times=1_000)
+        slow = start_slow_request(collector.url, b)
+        until(lambda: collector._requests == 1, "the slow request counted as under way")
+        answers: list[tuple[int, bytes]] = []
+        sender = threading.Thread(target=lambda: answers.append(post(collector.url, a)))
+        sender.start()
+        until(lambda: collector._blocked == 1 and collector._jobs.empty(), "the writer gathering a commit")
+        slow.sendall(b[1:])
+        reply = slow.recv(1 << 16)
+        slow.close()
+        sender.join(60)
+        assert answers == [(200, ExportTraceServiceResponse().SerializeToString())]
+        assert reply.startswith(b"HTTP/1.1 200")
+        response = ExportTraceServiceResponse.FromString(reply.split(b"\r\n\r\n", 1)[1])
+        assert response.partial_success.rejected_spans == 1
+        stored = collector.store.sql("SELECT session_id, count(*) FROM spans GROUP BY ALL ORDER BY 1")
+    assert stored == [("run-1", len(spans)), ("run-2", len(spans) - 1)]
 
 
 def test_a_request_that_cannot_be_stored_does_not_fail_the_others_in_its_transaction(tmp_path):

@@ -207,14 +207,14 @@ def test_a_dense_request_is_written_in_smaller_slices_than_a_realistic_one(tmp_p
     monkeypatch.setattr("tracer._collector.SLICE_BYTES", 4096)
     body = dense(len(good))
     with Collector(str(tmp_path / "s.duckdb"), port=0) as collector:
-        writes: dict[str, list[int]] = {"realistic": [], "dense": []}
-        real = collector.store.write
+        slices: dict[str, list[int]] = {"realistic": [], "dense": []}
+        real = collector.submit
         for shape, sent in (("realistic", good), ("dense", body)):
-            monkeypatch.setattr(collector.store, "write", lambda batch, shape=shape: (
-                writes[shape].append(len(batch.spans)), real(batch)))
+            monkeypatch.setattr(collector, "submit", lambda records, shape=shape, **kwargs: (
+                slices[shape].append(len(records)), real(records, **kwargs))[1])
             assert post(collector.url, sent)[0] == 200
-    assert max(writes["realistic"]) > 1 and set(writes["dense"]) == {1}
-    assert sum(writes["dense"]) == span_count(body) and len(body) / span_count(body) < 4096 / 3
+    assert max(slices["realistic"]) > 1 and set(slices["dense"]) == {1}
+    assert sum(slices["dense"]) == span_count(body) and len(body) / span_count(body) < 4096 / 3
 
 
 def test_a_dense_request_whose_charge_does_not_fit_gets_503_and_is_served_alone(tmp_path, monkeypatch, good):
