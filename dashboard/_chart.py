@@ -1,13 +1,15 @@
-"""Charts drawn here as SVG, for ``st.html``: bars (stacked, side by side, or across) and lines over time.
+"""Charts drawn here, for ``st.html``: bars (stacked, side by side, or across) and lines over time.
 
-A Vega-Lite chart costs the browser its chart library on every page load: ~0.35 s of main-thread
-time for the first chart on a page, whatever its size, which alone put Overview and Costs over
-issue 17's 1.3x the floor (``benchmarks/RESULTS.md`` §61). An SVG of a few dozen shapes costs next to
-nothing to draw. Hovering a bar or a point shows its value (the shape's ``<title>``).
+A Vega-Lite chart costs the browser its chart library on every page load (~0.35 s of main-thread
+time for a page's first chart, whatever its size), and an inline SVG in ``st.markdown`` costs as much
+again in its markdown parser, one React element a shape (``benchmarks/RESULTS.md`` §61). So the chart
+is an SVG image the browser draws by itself, with a plain ``<div>`` over each bucket (or group) whose
+tooltip lists its values: hovering shows them, as Vega-Lite's tooltips did.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from typing import Any, Literal
 import pandas as pd
 
 # Streamlit's own chart colours, so that the charts look as they did.
+_INK = "#808495"  # text and axes: an image does not inherit the theme's colour; this grey reads on both
 _PALETTE = ("#0068c9", "#83c9ff", "#ff2b2b", "#ffabab", "#29b09d", "#7defa1", "#ff8700", "#ffd16a", "#6d3fc0",
             "#d5dae5")
 _FONT = 11
@@ -23,10 +26,29 @@ _LEFT, _RIGHT, _TOP = 56, 12, 10
 _LABEL_CHARS = 18  # a group's label across is cut to this many characters (its tooltip has all of it)
 
 
+Hover = list[tuple[float, float, float, float, str]]
+"""Where a tooltip is (x, y, width, height in the drawing's units) and what it says."""
+
+
+def html_chart(data: pd.DataFrame, mark: Literal["bar", "line"], **kw: Any) -> str:
+    """The chart as HTML for ``st.html``: the SVG as an image, scaled to the column's width, and the
+    tooltips' boxes over it, placed in percent of it; the arguments are ``_ui.chart``'s."""
+    hover: Hover = []
+    drawing = svg(data, mark, hover=hover, **kw)
+    w, h = kw["width"], kw["height"]
+    boxes = "".join(f'<div title="{_esc(text)}" style="position:absolute;left:{x / w:.3%};top:{y / h:.3%};'
+                    f'width:{bw / w:.3%};height:{bh / h:.3%}"></div>' for x, y, bw, bh, text in hover)
+    src = base64.b64encode(drawing.encode()).decode()
+    return (f'<div style="position:relative;width:100%"><img alt="chart" style="width:100%;display:block" '
+            f'src="data:image/svg+xml;base64,{src}">{boxes}</div>')
+
+
 def svg(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str, across: bool, series: str,
         order: Sequence[str] | None, colors: Sequence[str] | None, stack: bool, height: int, title: str | None,
-        points: bool, width: int) -> str:
-    """The chart as one ``<svg>`` element; the arguments are ``_ui.chart``'s."""
+        points: bool, width: int, hover: Hover | None = None) -> str:
+    """The chart as one ``<svg>`` element; the arguments are ``_ui.chart``'s. ``hover`` receives the
+    tooltips' boxes (each shape also has its own ``<title>``, for the SVG shown by itself)."""
+    hover = [] if hover is None else hover
     names = list(order) if order is not None else list(dict.fromkeys(data[series].tolist()))
     names += [n for n in dict.fromkeys(data[series].tolist()) if n not in names]
     palette = list(colors or ()) + [c for c in _PALETTE if c not in (colors or ())]
@@ -35,9 +57,10 @@ def svg(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str, across: boo
     legend_h = 22 if legend else 0
     parts: list[str] = []
     if across:
-        _across(parts, data, x, series, names, color, stack, width, height - legend_h, title)
+        _across(parts, hover, data, x, series, names, color, stack, width, height - legend_h, title)
     else:
-        _over_time(parts, data, mark, x, series, names, color, stack, width, height - legend_h, title, points)
+        _over_time(parts, hover, data, mark, x, series, names, color, stack, width, height - legend_h, title,
+                   points)
     if legend:
         parts.append(_legend(names, color, height - 6))
     return (f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" xmlns="http://www.w3.org/2000/svg" '
@@ -84,13 +107,13 @@ def _anchor(x: float, right: float) -> str:
 def _value_axis(parts: list[str], ticks: list[float], y, x0: float, x1: float, title: str | None) -> None:
     for t in ticks:
         yy = y(t)
-        parts.append(f'<line x1="{x0}" x2="{x1}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="currentColor" '
-                     f'stroke-opacity="0.12"/><text x="{x0 - 4}" y="{yy + 4:.1f}" text-anchor="end" '
-                     f'fill="currentColor" fill-opacity="0.7">{_esc(_num(t))}</text>')
+        parts.append(f'<line x1="{x0}" x2="{x1}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="{_INK}" '
+                     f'stroke-opacity="0.3"/><text x="{x0 - 4}" y="{yy + 4:.1f}" text-anchor="end" '
+                     f'fill="{_INK}">{_esc(_num(t))}</text>')
     if title:
         mid = (y(ticks[0]) + y(ticks[-1])) / 2
         parts.append(f'<text transform="translate(11 {mid:.1f}) rotate(-90)" text-anchor="middle" '
-                     f'fill="currentColor" fill-opacity="0.7">{_esc(title)}</text>')
+                     f'fill="{_INK}">{_esc(title)}</text>')
 
 
 def _when(t: pd.Timestamp, span_s: float) -> str:
@@ -99,7 +122,7 @@ def _when(t: pd.Timestamp, span_s: float) -> str:
     return t.strftime(fmt)
 
 
-def _over_time(parts: list[str], data: pd.DataFrame, mark: str, x: str, series: str, names: list[str],
+def _over_time(parts: list[str], hover: Hover, data: pd.DataFrame, mark: str, x: str, series: str, names: list[str],
                color: dict[str, str], stack: bool, width: int, height: int, title: str | None, points: bool) -> None:
     times = sorted(data[x].dropna().unique())
     values = data["value"].astype(float)
@@ -125,10 +148,18 @@ def _over_time(parts: list[str], data: pd.DataFrame, mark: str, x: str, series: 
     every = max(1, math.ceil(n / max(1, (x1 - x0) // 90)))
     for i in range(0, n, every):
         parts.append(f'<text x="{pos[times[i]]:.1f}" y="{y1 + 14}" text-anchor="{_anchor(pos[times[i]], x1)}" '
-                     f'fill="currentColor" fill-opacity="0.7">{_esc(_when(ts[i], span_s))}</text>')
-    parts.append(f'<line x1="{x0}" x2="{x1}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="currentColor" '
+                     f'fill="{_INK}">{_esc(_when(ts[i], span_s))}</text>')
+    parts.append(f'<line x1="{x0}" x2="{x1}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="{_INK}" '
                  'stroke-opacity="0.4"/>')
     by = {name: frame for name, frame in data.groupby(series, sort=False)}
+    said: dict[Any, list[str]] = {t: [] for t in times}
+    for name in names:
+        if name in by:
+            for t, v in zip(by[name][x], by[name]["value"], strict=True):
+                if t in said and not pd.isna(v):
+                    said[t].append(f"{name}: {_num(float(v))}")
+    for t in times:
+        hover.append((pos[t] - slot / 2, y0, slot, y1 - y0, "\n".join([pd.Timestamp(t).strftime(full), *said[t]])))
     if mark == "bar":
         bar_w = slot * 0.8 / (1 if stack else len(names))
         base = dict.fromkeys(times, 0.0)
@@ -173,8 +204,8 @@ def _over_time(parts: list[str], data: pd.DataFrame, mark: str, x: str, series: 
                              f'{pd.Timestamp(t).strftime(full)}: {_esc(_num(v))}</title></circle>')
 
 
-def _across(parts: list[str], data: pd.DataFrame, x: str, series: str, names: list[str], color: dict[str, str],
-            stack: bool, width: int, height: int, title: str | None) -> None:
+def _across(parts: list[str], hover: Hover, data: pd.DataFrame, x: str, series: str, names: list[str],
+            color: dict[str, str], stack: bool, width: int, height: int, title: str | None) -> None:
     """Bars across: one group a row, in ``data``'s order, its series side by side (or stacked)."""
     groups = list(dict.fromkeys(data[x].tolist()))
     values = data["value"].astype(float)
@@ -184,12 +215,12 @@ def _across(parts: list[str], data: pd.DataFrame, x: str, series: str, names: li
     x0, x1, y0, y1 = label_w, width - _RIGHT, _TOP, height - 20
     scale = lambda v: x0 + v / ticks[-1] * (x1 - x0)  # noqa: E731
     for t in ticks:
-        parts.append(f'<line x1="{scale(t):.1f}" x2="{scale(t):.1f}" y1="{y0}" y2="{y1}" stroke="currentColor" '
-                     f'stroke-opacity="0.12"/><text x="{scale(t):.1f}" y="{y1 + 14}" '
+        parts.append(f'<line x1="{scale(t):.1f}" x2="{scale(t):.1f}" y1="{y0}" y2="{y1}" stroke="{_INK}" '
+                     f'stroke-opacity="0.3"/><text x="{scale(t):.1f}" y="{y1 + 14}" '
                      f'text-anchor="{_anchor(scale(t), x1)}" '
-                     f'fill="currentColor" fill-opacity="0.7">{_esc(_num(t))}</text>')
+                     f'fill="{_INK}">{_esc(_num(t))}</text>')
     if title:
-        parts.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{y1 + 28}" text-anchor="middle" fill="currentColor" '
+        parts.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{y1 + 28}" text-anchor="middle" fill="{_INK}" '
                      f'fill-opacity="0.7">{_esc(title)}</text>')
     if not groups:
         return
@@ -198,9 +229,11 @@ def _across(parts: list[str], data: pd.DataFrame, x: str, series: str, names: li
     cells = {(g, s): float(v) for g, s, v in zip(data[x], data[series], values, strict=True) if not pd.isna(v)}
     for i, g in enumerate(groups):
         top = y0 + i * row + row * 0.1
+        hover.append((0, y0 + i * row, x1, row, "\n".join(
+            [str(g), *(f"{n}: {_num(cells[g, n])}" for n in names if (g, n) in cells)])))
         label = str(g) if len(str(g)) <= _LABEL_CHARS else str(g)[:_LABEL_CHARS - 1] + "…"
         parts.append(f'<text x="{x0 - 4:.1f}" y="{y0 + (i + 0.5) * row + 4:.1f}" text-anchor="end" '
-                     f'fill="currentColor"><title>{_esc(g)}</title>{_esc(label)}</text>')
+                     f'fill="{_INK}"><title>{_esc(g)}</title>{_esc(label)}</text>')
         left = 0.0
         for k, name in enumerate(names):
             v = cells.get((g, name))
@@ -219,6 +252,6 @@ def _legend(names: list[str], color: dict[str, str], y: float) -> str:
     out, x = [], _LEFT
     for name in names:
         out.append(f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{color[name]}"/>'
-                   f'<text x="{x + 14}" y="{y}" fill="currentColor">{_esc(name)}</text>')
+                   f'<text x="{x + 14}" y="{y}" fill="{_INK}">{_esc(name)}</text>')
         x += 24 + 6.5 * len(str(name))
     return "".join(out)

@@ -210,9 +210,8 @@ def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", 
           stack: bool = True, height: int = 220, title: str | None = None, points: bool = False,
           width: int = 480) -> None:
     """A chart of ``data`` in long form, one point a row (``x``, ``series``, ``value``), drawn here as an
-    SVG (``_chart``): a Vega-Lite chart costs the browser its chart library on every load, which put
-    Overview and Costs over the speed target by itself (``benchmarks/RESULTS.md`` §61). Hovering a bar
-    or a point shows its value.
+    SVG image (``_chart``): a Vega-Lite chart costs the browser its chart library on every load
+    (``benchmarks/RESULTS.md`` §61). Hovering a bucket or a group shows its values.
 
     Args:
         data: The points; build it where the query is cached, so that a rerun does no pandas work.
@@ -226,8 +225,8 @@ def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", 
         title: The value axis' title.
         points: Mark each point of a line.
     """
-    st.markdown(_chart.svg(data, mark, x=x, across=across, series=series, order=order, colors=colors, stack=stack,
-                       height=height, title=title, points=points, width=width), unsafe_allow_html=True)
+    st.html(_chart.html_chart(data, mark, x=x, across=across, series=series, order=order, colors=colors, stack=stack,
+                              height=height, title=title, points=points, width=width))
 
 
 # -- the time range and the origin switch, shared by Overview, Sessions and Costs ------------------

@@ -4,11 +4,12 @@ import pandas as pd
 
 from dashboard import _chart
 
+_ARGS = dict(x="time", across=False, series="series", order=None, colors=None, stack=True, height=220,
+             title=None, points=False, width=480)
+
 
 def _svg(data: pd.DataFrame, mark: str, **kw) -> str:
-    args = dict(x="time", across=False, series="series", order=None, colors=None, stack=True, height=220,
-                title=None, points=False, width=480)
-    return _chart.svg(data, mark, **{**args, **kw})
+    return _chart.svg(data, mark, **{**_ARGS, **kw})
 
 
 def test_every_bar_shows_its_series_and_value_on_hover():
@@ -16,8 +17,9 @@ def test_every_bar_shows_its_series_and_value_on_hover():
     data = pd.DataFrame({"time": [t[0], t[0], t[1]], "series": ["ok", "other", "ok"], "value": [3.0, 1.0, 1234.0]})
     svg = _svg(data, "bar", order=["ok", "other"])
     assert svg.count("<rect") == 3 + 2  # the bars and the legend's two swatches
-    assert "ok · 1970-01-01 00:00:00 UTC: 3</title>" in svg
-    assert "ok · 1970-01-01 00:01:00 UTC: 1,234</title>" in svg
+    shown = _chart.html_chart(data, "bar", **{**_ARGS, "order": ["ok", "other"]})
+    assert 'title="1970-01-01 00:00:00 UTC\nok: 3\nother: 1"' in shown
+    assert 'title="1970-01-01 00:01:00 UTC\nok: 1,234"' in shown
 
 
 def test_a_missing_value_breaks_the_line_instead_of_drawing_a_zero():
@@ -29,8 +31,11 @@ def test_a_missing_value_breaks_the_line_instead_of_drawing_a_zero():
 
 
 def test_groups_across_keep_their_order_and_escape_their_names():
+    """A group's name is the user's (a route, a tag): escaped, in the drawing and in its tooltip."""
     data = pd.DataFrame({"model": ["b<x>", "a", "b<x>", "a"], "series": ["cost", "cost", "saved", "saved"],
                          "value": [2.0, 1.0, 0.5, 0.25]})
     svg = _svg(data, "bar", x="model", across=True, stack=False)
     assert svg.index("b&lt;x&gt; · cost: 2") < svg.index("a · cost: 1")
     assert "<x>" not in svg
+    assert 'title="b&lt;x&gt;\ncost: 2\nsaved: 0.5"' in _chart.html_chart(data, "bar", **{**_ARGS, "x": "model",
+                                                                                        "across": True})
