@@ -141,8 +141,11 @@ def _over_time(parts: list[str], hover: Hover, data: pd.DataFrame, mark: str, x:
     n = len(times)
     ts = [pd.Timestamp(t) for t in times]
     span_s = (ts[-1] - ts[0]).total_seconds() if n > 1 else 0.0
-    slot = (x1 - x0) / n
-    pos = {t: x0 + slot * (i + 0.5) for i, t in enumerate(times)}
+    # On a time axis: the buckets are a step apart, and a bucket with no row is a gap, not squeezed out.
+    step_s = min((b - a).total_seconds() for a, b in zip(ts, ts[1:], strict=False)) if n > 1 else 1.0
+    slots = round(span_s / step_s) + 1
+    slot = (x1 - x0) / slots
+    pos = {t: x0 + slot * ((tt - ts[0]).total_seconds() / step_s + 0.5) for t, tt in zip(times, ts, strict=True)}
     full = "%Y-%m-%d %H:%M:%S UTC"
     # Time labels: as many as fit, evenly spaced.
     every = max(1, math.ceil(n / max(1, (x1 - x0) // 90)))

@@ -1,6 +1,7 @@
 """The charts Overview, Costs and Review draw: values a reader can hover, gaps left as gaps."""
 
 import pandas as pd
+import pytest
 
 from dashboard import _chart
 
@@ -39,3 +40,11 @@ def test_groups_across_keep_their_order_and_escape_their_names():
     assert "<x>" not in svg
     assert 'title="b&lt;x&gt;\ncost: 2\nsaved: 0.5"' in _chart.html_chart(data, "bar", **{**_ARGS, "x": "model",
                                                                                         "across": True})
+
+
+def test_a_bucket_without_rows_is_a_gap_on_the_time_axis():
+    t = pd.to_datetime([0, 60_000_000_000, 180_000_000_000], unit="ns", utc=True)  # no row at minute 2
+    data = pd.DataFrame({"time": t, "series": "ok", "value": [1.0, 1.0, 1.0]})
+    shown = _chart.html_chart(data, "bar", **_ARGS)
+    lefts = [float(part.split("%")[0]) for part in shown.split("left:")[1:]]
+    assert lefts[2] - lefts[1] == pytest.approx(2 * (lefts[1] - lefts[0]), rel=1e-3)
