@@ -14,7 +14,7 @@ import streamlit as st
 
 import tracer
 
-from . import _source
+from . import _chart, _source
 
 T = TypeVar("T")
 
@@ -207,11 +207,11 @@ def url(page: str, **query: Any) -> str:
 
 def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", across: bool = False,
           series: str = "series", order: Sequence[str] | None = None, colors: Sequence[str] | None = None,
-          stack: bool = True, height: int = 220, title: str | None = None, points: bool = False) -> None:
-    """A chart of ``data`` in long form, one point a row (``x``, ``series``, ``value``), from a Vega-Lite
-    spec written here. ``st.bar_chart`` and ``st.line_chart`` build theirs with altair and validate it
-    against the Vega-Lite schema on every run: on the 1M-span store that was most of Overview's and
-    Costs' scripts (``benchmarks/RESULTS.md``).
+          stack: bool = True, height: int = 220, title: str | None = None, points: bool = False,
+          width: int = 480) -> None:
+    """A chart of ``data`` in long form, one point a row (``x``, ``series``, ``value``), drawn here as an
+    SVG image (``_chart``): a Vega-Lite chart costs the browser its chart library on every load
+    (``benchmarks/RESULTS.md`` §61). Hovering a bucket or a group shows its values.
 
     Args:
         data: The points; build it where the query is cached, so that a rerun does no pandas work.
@@ -220,29 +220,13 @@ def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", 
             row, in ``data``'s order.
         series: The column that colours the points; ``order`` lists its values in the legend's order
             (and ``colors`` their colours, in the same order). One series gets no legend.
+        width, height: The drawing's size in its own units, scaled to the column's width: about the
+            column's width in pixels keeps text at its size (480 for half of a wide page at 1440 px).
         title: The value axis' title.
-        points: Mark each point of a line (a line of one day's point draws nothing without it).
+        points: Mark each point of a line.
     """
-    value: dict[str, Any] = {"field": "value", "type": "quantitative", "title": title}
-    if not stack:
-        value["stack"] = None
-    color: dict[str, Any] = {"field": series, "type": "nominal", "title": None,
-                             "legend": None if order is not None and len(order) < 2 else {"orient": "bottom"}}
-    if order is not None:
-        color["sort"] = list(order)
-        if colors:
-            color["scale"] = {"domain": list(order), "range": list(colors)}
-    key: dict[str, Any] = ({"field": x, "type": "nominal", "title": None, "sort": None} if across
-                           else {"field": x, "type": "temporal", "title": None})
-    encoding = {"y": key, "x": value} if across else {"x": key, "y": value}
-    encoding["color"] = color
-    if mark == "bar" and not stack:
-        encoding["yOffset" if across else "xOffset"] = {"field": series, "sort": color.get("sort")}
-    # Drawn on a canvas, not as SVG: Overview's six charts were 690 of its 1,393 DOM elements, each
-    # made and styled by the browser on every load.
-    marks: dict[str, Any] = {"type": mark, "tooltip": True, **({"point": True} if points else {})}
-    st.vega_lite_chart(data, {"height": height, "mark": marks, "encoding": encoding,
-                              "usermeta": {"embedOptions": {"renderer": "canvas"}}}, width="stretch")
+    st.html(_chart.html_chart(data, mark, x=x, across=across, series=series, order=order, colors=colors, stack=stack,
+                              height=height, title=title, points=points, width=width))
 
 
 # -- the time range and the origin switch, shared by Overview, Sessions and Costs ------------------

@@ -250,7 +250,7 @@ def _breakdown(span: _ui.TimeRange, view: str, step: tuple[int, str]) -> tuple[s
     # Bars across, one group per row in the rows' order (most expensive first), each tall enough to read
     # its label; cost and cache savings side by side, since the savings are not part of the cost.
     _ui.chart(points, "bar", x=by, across=across, order=["cost", "cache savings"], stack=False, title="USD",
-              height=min(max(260, 36 * len(shown)), 900) if across else 260)
+              height=min(max(200, 30 * len(shown) + 60), 900) if across else 260, width=960)
     picked = _table(shown, by)
     if by == "tag":
         st.caption("A session with several tags counts under each, so the tags add up to more than the total.")
@@ -300,7 +300,7 @@ def _per_route(span: _ui.TimeRange, view: str, first_ns: int, last_ns: int) -> N
     if per.empty:
         st.caption("No session started in this range.")
         return
-    _ui.chart(per, "line", series="route", title="USD per session", height=300)
+    _ui.chart(per, "line", series="route", title="USD per session", height=300, width=960)
     st.caption("Each point is the mean cost of the sessions of that route that started in the bucket.")
 
 
