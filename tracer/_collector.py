@@ -175,8 +175,8 @@ class _Job:
     error: str | None = None
     final: bool = False
     """The error is the spans' own (they can never be stored): answered 400, not 503 "retry"."""
-    blocking: bool = False
-    """A request's thread waits for this job (counted in ``Collector._blocked``)."""
+    blocking: threading.Event | None = None
+    """The event of this job that a request's thread waits for (counted in ``Collector._blocked``)."""
 
 
 _REGROUP = "the transaction it shared with other requests failed"
@@ -466,18 +466,19 @@ class Collector:
         """Waits for ``event`` of ``job``, counted among the requests that wait for the writer; whether it came."""
         with self._lock:
             if not event.is_set():
-                job.blocking = True
+                job.blocking = event
                 self._blocked += 1
         came = event.wait(timeout_s)
         self._unblock(job)
         return came
 
-    def _unblock(self, job: _Job) -> None:
-        # Called by the writer as it sets the event, so that it never counts a request as waiting once
-        # it has let it go on; and by the request, in case it stopped waiting first (a time-out).
+    def _unblock(self, job: _Job, event: threading.Event | None = None) -> None:
+        # Called by the writer as it sets ``event`` (any: the commit's), so that it never counts a
+        # request as waiting once it has let it go on; and by the request, in case it stopped waiting
+        # first (a time-out).
         with self._lock:
-            if job.blocking:
-                job.blocking = False
+            if job.blocking is not None and event in (None, job.blocking):
+                job.blocking = None
                 self._blocked -= 1
 
     def authorized(self, authorization: str | None) -> bool:
@@ -602,8 +603,8 @@ class Collector:
     def _store_slices(self, decoded: Decoded, measure: Callable[[Decoded, list[SpanRecord], bool], None],
                       *, alone: bool = False) -> Answer | str | None:
         """Hands the request's spans to the writer a slice at a time, each decoded once the writer has
-        taken the one before into the group it is gathering (``alone``: once it has committed it), so
-        that a large request's decoded form is never in memory whole; ``None`` once every slice is
+        taken the one before into the group it is gathering (``alone``, or dense in objects: once it
+        has committed it), so that a large request's decoded form is never in memory whole; ``None`` once every slice is
         stored, ``_REGROUP`` if a transaction that other requests shared failed (send it again,
         ``alone``), else the answer. Each slice is ``measure``d before the writer gets it, which sizes
         the next slice and raises ``_Busy`` to refuse the request (it may before any slice is sent).
@@ -626,7 +627,11 @@ class Collector:
                 self.stats.count(refused_busy=1)
                 return self.refuse(503, "the collector's writer is behind; retry shortly", {"Retry-After": "1"})
             jobs.append((job, count))
-            if not self._wait(job, job.done if alone else job.taken, _ACK_TIMEOUT_S):
+            # A request dense in objects, whose slices ``measure`` made smaller, decodes its next slice
+            # only once the one before has committed, as its charge assumes: its rows held meanwhile
+            # took the process past 500 MB (RESULTS §62).
+            ahead = not alone and decoded.slice_bytes >= SLICE_BYTES
+            if not self._wait(job, job.taken if ahead else job.done, _ACK_TIMEOUT_S):
                 return self._not_stored(decoded, jobs, "the write timed out")
             if job.done.is_set() and job.error is not None and not job.final:
                 break  # the store's trouble: the slices after it would fare no better
@@ -809,7 +814,7 @@ class Collector:
                 if not taken.retained:
                     taken.records = []
                 taken.taken.set()
-                self._unblock(taken)
+                self._unblock(taken, taken.taken)
                 taken, last = None, time.monotonic()
             if taken is not None or broken is not None or spans >= _GROUP_SPANS or size >= _GROUP_BYTES:
                 break

@@ -202,19 +202,29 @@ def test_a_request_is_charged_by_the_objects_it_decodes_to_as_well_as_by_its_byt
     assert charges["dense"] > 2 * charges["realistic"] > 0
 
 
-def test_a_dense_request_is_written_in_smaller_slices_than_a_realistic_one(tmp_path, monkeypatch, good):
+def test_a_dense_request_is_written_in_smaller_slices_than_a_realistic_one_each_committed_before_the_next(
+        tmp_path, monkeypatch, good):
     # Slices of a few KiB: by bytes alone, two or more of these dense spans (1.2 KB each) would share one.
     monkeypatch.setattr("tracer._collector.SLICE_BYTES", 4096)
+    monkeypatch.setattr("tracer._collector._GATHER_MAX_S", 600.0)  # a group ends when its request waits, only
+    monkeypatch.setattr("tracer._collector._GROUP_AGE_S", 600.0)
     body = dense(len(good))
     with Collector(str(tmp_path / "s.duckdb"), port=0) as collector:
         slices: dict[str, list[int]] = {"realistic": [], "dense": []}
-        real = collector.submit
+        writes: dict[str, list[int]] = {"realistic": [], "dense": []}
+        submit, write = collector.submit, collector.store.write
         for shape, sent in (("realistic", good), ("dense", body)):
             monkeypatch.setattr(collector, "submit", lambda records, shape=shape, **kwargs: (
-                slices[shape].append(len(records)), real(records, **kwargs))[1])
+                slices[shape].append(len(records)), submit(records, **kwargs))[1])
+            monkeypatch.setattr(collector.store, "write", lambda batch, shape=shape: (
+                writes[shape].append(len(batch.spans)), write(batch)))
             assert post(collector.url, sent)[0] == 200
     assert max(slices["realistic"]) > 1 and set(slices["dense"]) == {1}
     assert sum(slices["dense"]) == span_count(body) and len(body) / span_count(body) < 4096 / 3
+    # A realistic request's slices are ingested as they come and committed together; a dense one's
+    # next slice is decoded only once the one before has committed, as its charge assumes.
+    assert len(slices["realistic"]) > 1 and writes["realistic"] == [sum(slices["realistic"])]
+    assert writes["dense"] == slices["dense"]
 
 
 def test_a_dense_request_whose_charge_does_not_fit_gets_503_and_is_served_alone(tmp_path, monkeypatch, good):
