@@ -604,9 +604,9 @@ class Collector:
                       *, alone: bool = False) -> Answer | str | None:
         """Hands the request's spans to the writer a slice at a time, each decoded once the writer has
         taken the one before into the group it is gathering (``alone``, or dense in objects: once it
-        has committed it), so that a large request's decoded form is never in memory whole; ``None`` once every slice is
-        stored, ``_REGROUP`` if a transaction that other requests shared failed (send it again,
-        ``alone``), else the answer. Each slice is ``measure``d before the writer gets it, which sizes
+        has committed it), so that a large request's decoded form is never in memory whole; ``None``
+        once every slice is stored, ``_REGROUP`` if a transaction that other requests shared failed
+        (send it again, ``alone``), else the answer. Each slice is ``measure``d before the writer gets it, which sizes
         the next slice and raises ``_Busy`` to refuse the request (it may before any slice is sent).
 
         A slice that fails for the store's sake gets the request a 503: the client's retry is safe,
