@@ -175,7 +175,8 @@ class SessionDelta:
     cost_usd: float = 0.0
     sums: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SESSION_SUMS, 0))
     marks: SessionMarks | None = None
-    """Origin, route and tags from the session's root span (``tracer._origin``); ``None``: none seen yet."""
+    """Origin, route and tags from the session's root span (``tracer._origin``), completed by the route and
+    tags other instrumentation puts on any span or on its resource; ``None``: none seen yet."""
 
 
 @dataclass
@@ -281,6 +282,8 @@ class Ingestor:
                 unseen.append(r)
         records = [r for r in unseen if not _outcome(batch, r)]
         resource_json: dict[int, str] = {}
+        resource_labels: dict[int, SessionMarks | None] = {}
+        labels: dict[str, SessionMarks] = {}  # route and tags of sessions that other instrumentation names
         sessions = self._sessions(records, batch)
         # In start order: a foreign tool call then meets the LLM calls that came before it, whatever
         # order the instrumentation scopes of a request list them in.
@@ -305,11 +308,20 @@ class Ingestor:
                 delta.start_ns = min(delta.start_ns, r.start_ns)
                 delta.end_ns = max(delta.end_ns, r.end_ns)
             op = attrs.get(A.OPERATION)
+            marks = marks_of(attrs)
             # A turn or chat span of flightrec's carries its session's origin, and ends before the root.
-            if r.parent_span_id is None or op == "invoke_agent" or own:
-                marks = marks_of(attrs)
-                if marks is not None:
-                    delta.marks = marks if delta.marks is None else delta.marks.merged(marks)
+            if marks is not None and (r.parent_span_id is None or op == "invoke_agent" or own):
+                delta.marks = marks if delta.marks is None else delta.marks.merged(marks)
+            elif not own:
+                # Other instrumentation may name a route or tags on any span, or on its process's
+                # resource: they fill in what the session's root span does not say.
+                if rkey not in resource_labels:
+                    resource_labels[rkey] = _labels(marks_of(r.resource))
+                label, on_resource = _labels(marks), resource_labels[rkey]
+                if on_resource is not None:
+                    label = on_resource if label is None else label.merged(on_resource)
+                if label is not None:
+                    labels[session_id] = label if session_id not in labels else labels[session_id].merged(label)
             if r.parent_span_id is None and (not own or A.CONVERSATION_ID not in attrs):
                 # The root span of another instrumentation's trace (or of a trace with no session)
                 # ends its session; a later trace of the same conversation carries it on.
@@ -345,6 +357,9 @@ class Ingestor:
                 delta.sums["turns"] += 1
             elif found is not None:
                 self._foreign(batch, r, session_id, delta, found)
+        for session_id, label in labels.items():  # after the spans: what a root span names wins
+            delta = batch.sessions[session_id]
+            delta.marks = label if delta.marks is None else delta.marks.merged(label)
         for child, parent in self._handoffs.items():  # after the spans: a parent the child's root names wins
             delta = batch.sessions[child]
             handed = SessionMarks(parent_session_id=parent)
@@ -663,6 +678,14 @@ def _outcome(batch: Batch, r: SpanRecord) -> bool:
                            None if score is None else float(score), attrs.get(A.OUTCOME_NOTE),
                            attrs.get(A.OUTCOME_SOURCE) or "otlp", None))
     return True
+
+
+def _labels(marks: SessionMarks | None) -> SessionMarks | None:
+    """The route and tags of ``marks`` alone: a span below the root, or a resource, does not say where
+    the session comes from."""
+    if marks is None or (marks.route is None and marks.tags is None):
+        return None
+    return SessionMarks(route=marks.route, tags=marks.tags)
 
 
 def _llm_call_row(**values: Any) -> tuple[Any, ...]:

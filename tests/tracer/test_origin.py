@@ -141,3 +141,27 @@ def test_migration_10_fills_in_the_origin_of_an_older_store(tmp_path):
         con.execute("DELETE FROM schema_migrations WHERE version >= 10")
     with tracer.Store(db) as store:
         _check(store, ids)
+
+
+def test_other_instrumentation_names_the_route_and_tags_on_any_span_or_its_resource(tmp_path):
+    from tests.tracer.test_foreign_shapes import Producer, genai_chat
+
+    def conversation(p: Producer, name: str, root: dict, child: dict) -> None:
+        top = p.open("app", "workflow", 0, {"gen_ai.conversation.id": name, **root})
+        p.span("sdk", "chat", 1, 5, {**genai_chat("c", "stop"), **child}, parent=top)
+        top.end(end_time=top.start_time + 10 * 1_000_000)
+
+    labelled = Producer({"flightrec.route": "from-resource", "flightrec.tags": "fleet"})
+    conversation(labelled, "on-resource", {}, {})
+    conversation(labelled, "on-root", {"flightrec.route": "from-root"}, {"flightrec.route": "from-child"})
+    plain = Producer()
+    conversation(plain, "on-child", {}, {"flightrec.route": "from-child", "flightrec.tags": ["a", "b"],
+                                         "flightrec.eval.run_id": "not-the-sessions"})
+    with tracer.Store(str(tmp_path / "labels.duckdb")) as store:
+        store.write(Ingestor().build([from_readable(s) for s in labelled.take() + plain.take()], Batch()))
+        rows = store.sql("SELECT session_id, origin, route, tags FROM sessions ORDER BY session_id")
+    assert rows == [
+        ("on-child", "production", "from-child", ["a", "b"]),  # a child span names no origin
+        ("on-resource", "production", "from-resource", ["fleet"]),
+        ("on-root", "production", "from-root", ["fleet"]),  # the root's route wins; the resource adds tags
+    ]
