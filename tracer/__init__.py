@@ -35,7 +35,7 @@ from ._errors import (
     validation_problems,
 )
 from ._export import ExportStats, StoreSpanProcessor
-from ._format import clip_text, format_ms, format_tokens, format_usd
+from ._format import clip_text, format_ms, format_tokens, format_usd, format_wait
 from ._ingest import Ingestor, SpanRecord
 from ._lake import is_lake
 from ._loops import (
@@ -182,6 +182,7 @@ __all__ = [
     "format_ms",
     "format_tokens",
     "format_usd",
+    "format_wait",
     "import_target",
     "normalise_outcome",
     "outcome_key",

@@ -12,6 +12,16 @@ def format_ms(value: float | None) -> str:
     return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"
 
 
+def format_wait(seconds: float | None) -> str:
+    """How long something has waited, as a person reads a wait: ``5 min`` under an hour, ``25.0 h``
+    under two days, ``3.5 d`` from two; ``–`` when unknown (``None`` or NaN)."""
+    if seconds is None or seconds != seconds:
+        return "–"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"  # whole minutes: 59.9 is not yet an hour
+    return f"{seconds / 3600:.1f} h" if seconds < 2 * 86_400 else f"{seconds / 86_400:.1f} d"
+
+
 def format_tokens(value: float | None) -> str:
     """A token count: ``8,192`` under ten thousand, ``12.3k`` under a hundred thousand, ``200k`` under
     a million (a context window), ``1.25M`` from one; ``–`` when unknown (``None`` or NaN)."""

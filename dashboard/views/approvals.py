@@ -30,13 +30,10 @@ def _pending() -> pd.DataFrame:
 
 
 def _age(since: float | None, now: float) -> str:
-    """How long since ``since`` (epoch seconds), as a lead reads a wait: "5 min", "3.2 h", "2.0 d"."""
+    """How long since ``since`` (epoch seconds), as a lead reads a wait: "5 min", "3.2 h", "2.5 d"."""
     if since is None or pd.isna(since):
         return "–"
-    waited = max(now - since, 0.0)  # a clock behind the agent's is no negative wait
-    if waited < 3600:
-        return f"{waited / 60:.0f} min"
-    return f"{waited / 3600:.1f} h" if waited < 86_400 else f"{waited / 86_400:.1f} d"
+    return tracer.format_wait(max(now - since, 0.0))  # a clock behind the agent's is no negative wait
 
 
 def _list(rows: pd.DataFrame) -> None:

@@ -49,8 +49,8 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
         turn = p.turn if p.turn is not None else p.last_turn
         out.append(Finding(
             "approval.waiting", severity,
-            f"{tracer.clip_text(what, 80)} has waited {_hours(waited_s)} for a person's decision "
-            f"(alert at {_hours(a.wait_warning_s)})" + (", past its deadline with nothing expiring it"
+            f"{tracer.clip_text(what, 80)} has waited {tracer.format_wait(waited_s)} for a person's decision "
+            f"(alert at {tracer.format_wait(a.wait_warning_s)})" + (", past its deadline with nothing expiring it"
                                                          if overdue else ""),
             p.agent, p.route, p.session_id, approval_id or p.session_id, now_ns, [turn] if turn is not None else [],
             {"approval_id": approval_id, "tool": request.get("tool"), "summary": what, "waited_s": round(waited_s),
@@ -62,10 +62,6 @@ def waiting(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
                        "agent's own way"},
             observation=f"{approval_id or p.session_id}:{severity}"))
     return out
-
-
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def expired(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
@@ -83,8 +79,8 @@ def expired(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
             waited = float(at.get("waited_s") or 0.0)
             out.append(Finding(
                 "approval.expired", "warning",
-                f"an approval of {tool} expired after {_hours(waited)} with no decision; the agent went on to "
-                f"{at.get('outcome') or 'its fallback'}", agent, route, sid, tool, seen, [turn],
+                f"an approval of {tool} expired after {tracer.format_wait(waited)} with no decision; the agent went "
+                f"on to {at.get('outcome') or 'its fallback'}", agent, route, sid, tool, seen, [turn],
                 {"approval_id": at.get("approval_id"), "tool": tool, "waited_s": waited,
                  "timeout_s": at.get("timeout_s"), "outcome": at.get("outcome")},
                 observation=f"{sid}:{at.get('approval_id')}"))

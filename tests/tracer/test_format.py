@@ -41,6 +41,14 @@ def test_durations_read_in_milliseconds_below_ten_seconds(value, shown):
 
 
 @pytest.mark.parametrize(("value", "shown"), [
+    (0, "0 min"), (300, "5 min"), (3599, "59 min"), (3600, "1.0 h"), (25 * 3600, "25.0 h"), (48 * 3600, "2.0 d"),
+    (84 * 3600, "3.5 d"), (None, "–"), (float("nan"), "–"),
+])
+def test_waits_read_in_minutes_then_hours_then_days_from_two(value, shown):
+    assert tracer.format_wait(value) == shown
+
+
+@pytest.mark.parametrize(("value", "shown"), [
     (8192, "8,192"), (12_345, "12.3k"), (200_000, "200k"), (1_250_000, "1.25M"), (None, "–"), (float("nan"), "–"),
 ])
 def test_token_counts_shorten_from_ten_thousand(value, shown):
