@@ -151,11 +151,12 @@ def test_an_id_nothing_the_model_was_given_contains_and_that_is_not_found_is_inv
 
 def test_another_instrumentation_s_schema_errors_count_without_the_tools_offered_on_record():
     # A LangChain-style agent: no tools offered on record, its validation errors named its own way.
-    insert_session("lc-1", "langchain", "refund", T0)
-    insert_calls("lc-1", T0, [("lookup", "ok", None, None)] * 2 + [
-        ("refund_order", "error", "ToolException", "1 validation error for RefundArgs\namount\n  field required"),
-        ("refund_order", "error", "ToolException", "1 validation error for RefundArgs\namount\n  field required"),
-        ("notify", "error", "ToolException", "SMTP server unavailable")])
+    with tracer.Store(db()) as store:
+        insert_session(store, "lc-1", "langchain", "refund", T0)
+        insert_calls(store, "lc-1", T0, [("lookup", "ok", None, None)] * 2 + [
+            ("refund_order", "error", "ToolException", "1 validation error for RefundArgs\namount\n  field required"),
+            ("refund_order", "error", "ToolException", "1 validation error for RefundArgs\namount\n  field required"),
+            ("notify", "error", "ToolException", "SMTP server unavailable")])
     (alert,) = alerts("tools.hallucinated")
     assert alert.agent == "langchain" and alert.evidence["tool"] == "refund_order"
     assert alert.severity == "warning" and alert.evidence["made_up_in_session"] == 2
@@ -164,41 +165,42 @@ def test_another_instrumentation_s_schema_errors_count_without_the_tools_offered
 # -- rows as another instrumentation leaves them ------------------------------------------------------
 
 
-def insert_session(sid: str, agent: str, route: str | None, end_ns: int, *, status: str = "ok",
-                   start_ns: int | None = None) -> None:
-    with tracer.Store(db()) as store:
-        store.sql("""INSERT INTO sessions (session_id, agent, route, start_ns, end_ns, ended, status, turns, llm_calls,
-                                           llm_errors, tool_calls, tool_errors, input_tokens, output_tokens,
-                                           cache_read_tokens, cache_write_tokens, cost_usd, unpriced_calls, origin)
-                     VALUES (?, ?, ?, ?, ?, true, ?, 1, 1, 0, 0, 0, 100, 10, 0, 0, 0.001, 0, 'production')""",
-                  [sid, agent, route, end_ns - 300 * SECOND if start_ns is None else start_ns, end_ns, status])
+def insert_session(store: tracer.Store, sid: str, agent: str, route: str | None, end_ns: int, *,
+                   status: str = "ok", start_ns: int | None = None) -> None:
+    # The callers open the store once for all their rows: opening and closing it for each row made this
+    # file's tests the slowest of the suite (~40 ms a row).
+    store.sql("""INSERT INTO sessions (session_id, agent, route, start_ns, end_ns, ended, status, turns, llm_calls,
+                                       llm_errors, tool_calls, tool_errors, input_tokens, output_tokens,
+                                       cache_read_tokens, cache_write_tokens, cost_usd, unpriced_calls, origin)
+                 VALUES (?, ?, ?, ?, ?, true, ?, 1, 1, 0, 0, 0, 100, 10, 0, 0, 0.001, 0, 'production')""",
+              [sid, agent, route, end_ns - 300 * SECOND if start_ns is None else start_ns, end_ns, status])
 
 
-def insert_calls(sid: str, at_ns: int, calls: list[tuple[str, str, str | None, str | None]], *,
+def insert_calls(store: tracer.Store, sid: str, at_ns: int, calls: list[tuple[str, str, str | None, str | None]], *,
                  offered: list[str] | None = None, args: dict | None = None) -> None:
     """Tool calls (tool, status, error type, error message), each after a decision that offered
     ``offered`` (no decision on record when None), one second apart from ``at_ns``."""
-    with tracer.Store(db()) as store:
-        for i, (tool, status, etype, message) in enumerate(calls):
-            t = at_ns + i * SECOND
-            if offered is not None:
-                store.sql("""INSERT INTO llm_calls (span_id, trace_id, session_id, turn_index, attempt, start_ns,
-                                                    end_ns, status, stream, tools_available, tools_chosen, action)
-                             VALUES (?, 't', ?, ?, 0, ?, ?, 'ok', false, ?, ?, 'tool_use')""",
-                          [f"{sid}-d{i}", sid, i + 1, t, t + 100, offered, [tool]])
-            arguments = json.dumps(args if args is not None else {"i": i})
-            store.sql("""INSERT INTO tool_calls (span_id, trace_id, session_id, turn_index, tool_name, start_ns, end_ns,
-                                                 status, error_type, error_message, arguments, result, args_key)
-                         VALUES (?, 't', ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', md5(? || ?))""",
-                      [f"{sid}-c{i}", sid, i + 1, tool, t + 200, t + 300, status, etype, message, arguments, tool,
-                       arguments])
+    for i, (tool, status, etype, message) in enumerate(calls):
+        t = at_ns + i * SECOND
+        if offered is not None:
+            store.sql("""INSERT INTO llm_calls (span_id, trace_id, session_id, turn_index, attempt, start_ns,
+                                                end_ns, status, stream, tools_available, tools_chosen, action)
+                         VALUES (?, 't', ?, ?, 0, ?, ?, 'ok', false, ?, ?, 'tool_use')""",
+                      [f"{sid}-d{i}", sid, i + 1, t, t + 100, offered, [tool]])
+        arguments = json.dumps(args if args is not None else {"i": i})
+        store.sql("""INSERT INTO tool_calls (span_id, trace_id, session_id, turn_index, tool_name, start_ns, end_ns,
+                                             status, error_type, error_message, arguments, result, args_key)
+                     VALUES (?, 't', ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', md5(? || ?))""",
+                  [f"{sid}-c{i}", sid, i + 1, tool, t + 200, t + 300, status, etype, message, arguments, tool,
+                   arguments])
 
 
 def test_a_tool_that_ran_though_its_decision_was_not_offered_it_is_made_up():
     # Recorded by another instrumentation: the decision offered two tools, the agent ran a third, and it worked.
-    insert_session("other-1", "router", "triage", T0)
-    insert_calls("other-1", T0 - 60 * SECOND, [("lookup", "ok", None, None), ("delete_all", "ok", None, None)],
-                 offered=["lookup", "search"])
+    with tracer.Store(db()) as store:
+        insert_session(store, "other-1", "router", "triage", T0)
+        insert_calls(store, "other-1", T0 - 60 * SECOND,
+                     [("lookup", "ok", None, None), ("delete_all", "ok", None, None)], offered=["lookup", "search"])
     (alert,) = alerts("tools.hallucinated")
     assert alert.evidence["kind"] == "unknown_tool" and alert.evidence["calls"][0]["error"] is None
     assert alert.title.startswith("delete_all called but not among the 2 tools offered")
@@ -212,25 +214,28 @@ def many(n: int) -> list[str]:
 
 
 def test_forty_tools_with_accurate_choices_raise_nothing():
-    for i in range(30):
-        insert_session(f"wide-{i:02d}", "wide", "ops", T0 + i * HOUR)
-        insert_calls(f"wide-{i:02d}", T0 + i * HOUR - 60 * SECOND,
-                     [(f"tool_{(i + j) % 40:02d}", "ok", None, None) for j in range(3)], offered=many(40))
+    with tracer.Store(db()) as store:
+        for i in range(30):
+            insert_session(store, f"wide-{i:02d}", "wide", "ops", T0 + i * HOUR)
+            insert_calls(store, f"wide-{i:02d}", T0 + i * HOUR - 60 * SECOND,
+                         [(f"tool_{(i + j) % 40:02d}", "ok", None, None) for j in range(3)], offered=many(40))
     assert alerts("tools.overload") == []
 
 
 def test_many_tools_that_spoil_the_agent_s_choices_alert_with_both_rates():
     # 40 tools: a third of the decisions pick a tool that is not there or ask for what does not exist;
     # with 5 tools the same agent chooses well.
-    for i in range(30):
-        insert_session(f"few-{i:02d}", "crowded", "small", T0 + i * HOUR)
-        insert_calls(f"few-{i:02d}", T0 + i * HOUR - 60 * SECOND, [("tool_01", "ok", None, None)] * 3,
-                     offered=many(5))
-    for i in range(30):
-        sid = f"crowd-{i:02d}"
-        insert_session(sid, "crowded", "big", T0 + (40 + i) * HOUR)
-        bad = ("tool_99", "error", "not_found", "no such record") if i % 3 == 0 else ("tool_02", "ok", None, None)
-        insert_calls(sid, T0 + (40 + i) * HOUR - 60 * SECOND, [bad, ("tool_03", "ok", None, None)], offered=many(40))
+    with tracer.Store(db()) as store:
+        for i in range(30):
+            insert_session(store, f"few-{i:02d}", "crowded", "small", T0 + i * HOUR)
+            insert_calls(store, f"few-{i:02d}", T0 + i * HOUR - 60 * SECOND, [("tool_01", "ok", None, None)] * 3,
+                         offered=many(5))
+        for i in range(30):
+            sid = f"crowd-{i:02d}"
+            insert_session(store, sid, "crowded", "big", T0 + (40 + i) * HOUR)
+            bad = ("tool_99", "error", "not_found", "no such record") if i % 3 == 0 else ("tool_02", "ok", None, None)
+            insert_calls(store, sid, T0 + (40 + i) * HOUR - 60 * SECOND, [bad, ("tool_03", "ok", None, None)],
+                         offered=many(40))
     found = alerts("tools.overload")
     assert found and {a.route for a in found} == {"big"}
     (alert,) = found
@@ -244,12 +249,13 @@ def test_many_tools_that_spoil_the_agent_s_choices_alert_with_both_rates():
 
 def route_sessions(agent: str, route: str, tool_sets: list[list[str]], *, at: int = 0) -> list[str]:
     ids = []
-    for i, used in enumerate(tool_sets):
-        sid = f"{agent}-{route}-{at + i:03d}"
-        end = T0 + (at + i) * HOUR
-        insert_session(sid, agent, route, end)
-        insert_calls(sid, end - 60 * SECOND, [(t, "ok", None, None) for t in used])
-        ids.append(sid)
+    with tracer.Store(db()) as store:
+        for i, used in enumerate(tool_sets):
+            sid = f"{agent}-{route}-{at + i:03d}"
+            end = T0 + (at + i) * HOUR
+            insert_session(store, sid, agent, route, end)
+            insert_calls(store, sid, end - 60 * SECOND, [(t, "ok", None, None) for t in used])
+            ids.append(sid)
     return ids
 
 
@@ -368,8 +374,8 @@ def test_a_duplicate_is_found_online_as_the_session_ends():
 
 
 def parked(sid: str, end_ns: int, events: list[dict[str, Any]], *, agent: str = "support") -> None:
-    insert_session(sid, agent, "refund", end_ns, status="waiting_human")
     with tracer.Store(db()) as store:
+        insert_session(store, sid, agent, "refund", end_ns, status="waiting_human")
         store.sql("INSERT INTO turns VALUES (?, 1, 't', ?, ?, ?, ?)",
                   [sid, f"{sid}-turn", end_ns - SECOND, end_ns, json.dumps(events)])
 
@@ -419,8 +425,8 @@ def test_the_reference_agent_s_held_refund_alerts_hours_later_on_its_own_clock()
 
 
 def test_an_expired_approval_alerts_once_per_expiry():
-    insert_session("s-exp", "support", "refund", T0)
     with tracer.Store(db()) as store:
+        insert_session(store, "s-exp", "support", "refund", T0)
         store.sql("INSERT INTO turns VALUES ('s-exp', 3, 't', 'x', ?, ?, ?)", [T0 - SECOND, T0, json.dumps([
             {"name": "approval_expired", "time_ns": T0, "attributes": {
                 "approval_id": "apr_9", "tool": "issue_refund", "waited_s": 90000.0, "timeout_s": 86400,
