@@ -76,6 +76,12 @@ IDLE_CHECKPOINT_S = 1.0
 """Seconds with nothing to write after which the writer checkpoints a log of ``IDLE_CHECKPOINT_BYTES`` or more."""
 IDLE_CHECKPOINT_BYTES = 16 * 1024 * 1024
 """Smaller logs are left for later: a checkpoint's cost is mostly fixed, and a short log replays fast."""
+PRESSURE_BYTES = 64 * 1024 * 1024
+"""Within this of ``max_resident_bytes``, the writer checkpoints after each commit a log of
+``IDLE_CHECKPOINT_BYTES`` or more. DuckDB holds the rows a checkpoint has not written yet in memory
+(up to ``_DUCKDB_MEMORY``), and they are what grows in the process as it stores: with one-byte
+attributes, the process's memory rose with them from 443 to 510 MB between two checkpoints
+(benchmarks/RESULTS.md §64), past the 500 MB it must stay under."""
 MAX_PENDING_BYTES = 128 * 1024 * 1024
 """Bytes that requests in flight may hold (bodies, decompressed, decoded, waiting for the writer);
 more are refused with 503 until some are answered. Four 14 MB requests at once (each charged its
@@ -99,10 +105,11 @@ MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 """The resident memory past which ``flightrec serve --no-dashboard`` takes a request only when no other is in flight
 (503 with ``Retry-After`` meanwhile): a bound on what the byte budget's estimates miss, with room
 under 500 MB for the one request it always takes (benchmarks/RESULTS.md §39)."""
-_DUCKDB_MEMORY = "96MB"
+_DUCKDB_MEMORY = "48MB"
 """What DuckDB may hold in a process bounded by ``max_resident_bytes``: it keeps the rows of the
 write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL``: 126 MB of them for 112 MB of
-spans of one-byte attributes), and spills to a temporary file past this instead."""
+spans of one-byte attributes), and spills to a temporary file past this instead. A checkpoint takes
+what it is let: at 96 MB it held 90 MB of rows, and the process went past 500 MB (benchmarks/RESULTS.md §64)."""
 MAX_CONNECTIONS = 1000
 """Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
 HEADER_TIMEOUT_S = 5.0
@@ -787,6 +794,7 @@ class Collector:
                 self._run(job)
                 continue
             pending = self._gather(job)
+            self._relieve()
             next_idle_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
             job = None  # let the group's spans go now, not when the next request comes
 
@@ -852,6 +860,12 @@ class Collector:
         except FlightrecError as exc:  # DuckDB checkpoints on its own at _CHECKPOINT_WAL; spans keep being taken
             log.info("flightrec collector: %s", exc)
             return False
+
+    def _relieve(self) -> bool:
+        """Checkpoints when the process is within ``PRESSURE_BYTES`` of its resident limit (see there);
+        returns whether it did."""
+        limit = self.budget.resident_limit
+        return limit is not None and resident_bytes() > limit - PRESSURE_BYTES and self.idle_checkpoint()
 
     def _commit(self, group: list[_Job], batch: Batch | None, spans: int, broken: tuple[str, bool] | None) -> None:
         """Commits ``batch``, into which ``group`` is ingested (``None``: a job alone, ingested now), and

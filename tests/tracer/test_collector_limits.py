@@ -309,3 +309,23 @@ def test_a_collector_bounded_by_resident_memory_bounds_duckdbs_too(tmp_path):
         return float(value) * {"MiB": 2**20, "GiB": 2**30}[unit]
 
     assert duckdb_limit(max_resident_bytes=400 * 2**20) < 100 * 2**20 < duckdb_limit()
+
+
+def test_near_its_resident_bound_the_writer_checkpoints_after_each_commit(tmp_path, monkeypatch, good):
+    # DuckDB holds the rows a checkpoint has not written in memory: near the bound, each commit's log is
+    # written out at once rather than left to grow to the usual checkpoint size.
+    import tracer._collector as collector_module
+
+    limit = 400 * 2**20
+    resident = {"bytes": limit - collector_module.PRESSURE_BYTES - 2**20}
+    monkeypatch.setattr(collector_module, "resident_bytes", lambda: resident["bytes"])
+    monkeypatch.setattr(collector_module, "IDLE_CHECKPOINT_BYTES", 1)
+    monkeypatch.setattr(collector_module, "IDLE_CHECKPOINT_S", 3600.0)  # no checkpoint for being idle meanwhile
+    with Collector(str(tmp_path / "p.duckdb"), port=0, max_resident_bytes=limit) as collector:
+        checkpointed = threading.Event()
+        real = collector.store.checkpoint
+        monkeypatch.setattr(collector.store, "checkpoint", lambda: (checkpointed.set(), real())[1])
+        assert not collector._relieve() and not checkpointed.is_set()  # far enough from the bound: nothing
+        resident["bytes"] = limit - 2**20
+        assert post(collector.url, good)[0] == 200
+        assert checkpointed.wait(30)
