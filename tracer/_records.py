@@ -411,7 +411,8 @@ class EvalResultRecord(BaseModel):
     score: float
     """The weighted mean of the scores, 0..1."""
     scores: list[dict[str, Any]]
-    """Each scorer's result: scorer, value, passed, weight, reason."""
+    """Each scorer's result: scorer, value, passed, weight, reason, cost_usd, turn (the turn it judged; no
+    such key in results stored before scores carried it)."""
     error: str | None
     """Why the trial could not run or be scored, when it could not."""
     status: str | None
