@@ -240,6 +240,8 @@ class CallOutline(BaseModel):
     """The HTTP status the attempt got, when it got one (a timeout gets none)."""
     error_type: str | None = None
     """Why a failed attempt failed (``overloaded_error``, ``APITimeoutError`` …)."""
+    betas: list[str] | None = None
+    """The ``anthropic-beta`` values it was sent with, which a re-run sends again; ``None`` when none."""
 
 
 class ToolCallRecord(BaseModel):
