@@ -204,6 +204,7 @@ _LINK_TABLE_CSS = """<style>
   border-bottom:1px solid rgba(128,132,149,0.3)}
 .fr-table td{border-bottom:1px solid rgba(128,132,149,0.15);padding:4px 8px;white-space:nowrap}
 .fr-table .num{text-align:right;font-variant-numeric:tabular-nums}
+.fr-table a{color:inherit}
 </style>"""
 
 
