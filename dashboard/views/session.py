@@ -565,7 +565,7 @@ def _context_diff_view(session_id: str, turns: list[int], current: int) -> None:
 
 def _eval_box(session_id: str) -> None:
     """Which eval run and case this session was a trial of, and why the trial failed, with links to
-    the run and to the decision the failure names: the first thing to read when an eval failure
+    the run and to the decision the failure judged: the first thing to read when an eval failure
     brought you here."""
     for run, r in _eval_trials(session_id):
         labels = f" ({', '.join(run.labels)})" if run.labels else ""
