@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -195,6 +196,50 @@ def table(data: pd.DataFrame, *, key: str, opens: Callable[[pd.Series], Target |
     page, query = target
     st.switch_page(PAGES[page], query_params={k: str(v) for k, v in query.items() if v is not None})
     return None
+
+
+_LINK_TABLE_CSS = """<style>
+.fr-table{border-collapse:collapse;width:100%;font-size:0.875rem}
+.fr-table th{text-align:left;font-weight:400;color:#808495;padding:4px 8px;
+  border-bottom:1px solid rgba(128,132,149,0.3)}
+.fr-table td{border-bottom:1px solid rgba(128,132,149,0.15);padding:4px 8px;white-space:nowrap}
+.fr-table .num{text-align:right;font-variant-numeric:tabular-nums}
+.fr-table a{color:inherit}
+</style>"""
+
+
+def link_table(rows: Sequence[dict[str, str]], *, links: Sequence[str | None], numeric: Sequence[str] = (),
+               indent: Sequence[int] | None = None, tips: dict[str, str] | None = None) -> None:
+    """A short table drawn as one HTML element, each row's first cell a link that opens its page in
+    this tab. For a handful of rows in a fixed order: ``st.dataframe``'s grid costs the browser
+    ~0.6 s of main-thread time on every load of a page it is on (``benchmarks/RESULTS.md`` §63),
+    more than the rest of such a page; this has no sorting and no scrolling, and a click loads the
+    page anew instead of rerunning this one.
+
+    Args:
+        rows: The cells, already written as shown; the first row's keys are the headers.
+        links: Each row's target (``url``), or ``None`` for a row that opens nothing.
+        numeric: Columns aligned right.
+        indent: Each row's depth in a tree, drawn as the first cell's indent.
+        tips: A header's tooltip, by column.
+    """
+    if not rows:
+        return
+    tips = tips or {}
+    cols = list(rows[0])
+
+    def cell(col: str, value: str, k: int) -> str:
+        text = html.escape(value)
+        if col == cols[0]:
+            pad = f' style="padding-left:{0.5 + 1.2 * indent[k]:.1f}em"' if indent else ""
+            text = f'<a href="{html.escape(links[k])}">{text}</a>' if links[k] else text
+            return f"<td{pad}>{text}</td>"
+        return f'<td class="num">{text}</td>' if col in numeric else f"<td>{text}</td>"
+
+    head = "".join(f'<th{" class=num" if c in numeric else ""} title="{html.escape(tips.get(c, ""))}">'
+                   f"{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(cell(c, row[c], k) for c in cols) + "</tr>" for k, row in enumerate(rows))
+    st.html(f'{_LINK_TABLE_CSS}<table class="fr-table"><tr>{head}</tr>{body}</table>')
 
 
 def url(page: str, **query: Any) -> str:

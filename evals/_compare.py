@@ -49,7 +49,8 @@ COLLAPSE_TRIALS = 3
 2/2 → 0/2 is one or two coin flips, and only the tests judge it."""
 
 _TURN = re.compile(r"\bturns? (\d+)")
-"""How scorers' reasons name a turn: "at turn 3", "(turn 2)", "at turns 2, 5"."""
+"""How the built-in scorers' reasons named a turn before scores carried it ("at turn 3", "(turn 2)",
+"at turns 2, 5"): read only for scores stored without a ``turn`` key."""
 
 
 class CaseComparison(BaseModel):
@@ -243,16 +244,25 @@ def collapsed(baseline: Sequence[bool], candidate: Sequence[bool]) -> bool:
 
 
 def failing_turn(result: tracer.EvalResultRecord) -> int | None:
-    """The decision to open for a failed trial: the first turn its first failing scorer's reason
-    names ("issue_refund was called at turn 3 without asking …"), else its last turn, since a
-    reason that names no turn judged how the session ended (its final answer, status or budget).
-    ``None`` for a trial that passed or took no turn."""
+    """The decision to open for a failed trial: the turn its first failing scorer judged (the
+    score's ``turn``), else its last turn, since a score without one judged how the session ended
+    (its final answer, status or budget). ``None`` for a trial that passed or took no turn."""
     if result.passed:
         return None
     for score in result.scores:
-        if not score.get("passed") and (m := _TURN.search(score.get("reason") or "")):
-            return int(m.group(1))
+        if score.get("passed"):
+            continue
+        # Scores stored before they carried a turn have no "turn" key at all; for them the turn
+        # their reason names in words is the best there is. A stored ``None`` means no one turn.
+        turn = score["turn"] if "turn" in score else _turn_named(score.get("reason") or "")
+        if turn is not None:
+            return turn
     return result.turns or None
+
+
+def _turn_named(reason: str) -> int | None:
+    m = _TURN.search(reason)
+    return int(m.group(1)) if m else None
 
 
 def _count(trials: Sequence[bool]) -> str:

@@ -98,7 +98,7 @@ def decisions(store: Store, session_id: str) -> tuple[str, dict[int, Decision]]:
             tool_uses=[{"name": b.get("name"), "input": b.get("input")} for b in blocks if b.get("type") == "tool_use"],
             input_tokens=c.input_tokens, output_tokens=c.output_tokens, cost_usd=c.cost_usd, latency_ms=c.latency_ms,
             request_sha256=c.request_sha256, content_mode=c.content_mode, not_rebuildable=c.not_rebuildable,
-            content_pruned_ns=c.content_pruned_ns,
+            content_pruned_ns=c.content_pruned_ns, betas=c.betas,
         )
     return sid, out
 
@@ -154,16 +154,6 @@ def rebuild(store: Store, decision: Decision) -> dict[str, Any]:
         raise NoContentError(f"{exc} Record the session with content='full' to replay it.") from None
 
 
-def recorded_betas(store: Store, decision: Decision) -> list[str] | None:
-    """The ``anthropic-beta`` values the decision's call was sent with (``llm_calls.betas``), from its
-    ``LlmCall`` record (``CallOutline``, which ``decisions`` reads, does not carry them)."""
-    for t in store.session_account(decision.session_id).turns:
-        for c in t.llm_calls:
-            if c.span_id == decision.span_id:
-                return c.betas or None
-    return None
-
-
 def reconstruct_in(store: Store, session_id: str, turn: int) -> Reconstruction:
     """``reconstruct`` on an open store."""
     decision = decision_at(store, session_id, turn)
@@ -173,13 +163,13 @@ def reconstruct_in(store: Store, session_id: str, turn: int) -> Reconstruction:
         return Reconstruction(session_id=decision.session_id, turn=turn, span_id=decision.span_id, request=s.body,
                               sha256=sha256_hex(canonical_json(s.body)), recorded_sha256=None, exact=False,
                               decision=decision, origin=origin, reconstructed_from=s.convention.label,
-                              notes=s.notes, missing=s.missing, betas=s.betas or recorded_betas(store, decision))
+                              notes=s.notes, missing=s.missing, betas=s.betas or decision.betas)
     body = rebuild(store, decision)
     digest = sha256_hex(canonical_json(body))
     exact = digest == decision.request_sha256
     return Reconstruction(session_id=decision.session_id, turn=turn, span_id=decision.span_id, request=body,
                           sha256=digest, recorded_sha256=decision.request_sha256, exact=exact, decision=decision,
-                          origin=origin, betas=recorded_betas(store, decision),
+                          origin=origin, betas=decision.betas,
                           notes=[REDACTED_NOTE] if decision.content_mode == "redacted" and not exact else [])
 
 

@@ -77,6 +77,8 @@ class Decision(BaseModel):
     """Why its exact request cannot be rebuilt, for a call recorded by other instrumentation."""
     content_pruned_ns: int | None = None
     """When retention removed its content (tokens, cost and the decision stay), if it did."""
+    betas: list[str] | None = None
+    """The ``anthropic-beta`` values the call was sent with (``llm_calls.betas``), which a re-run sends again."""
 
     def choice(self) -> tuple[str | None, list[tuple[str, str]]]:
         """What counts as "the same decision": the action and the tool calls with their arguments."""

@@ -240,6 +240,8 @@ class CallOutline(BaseModel):
     """The HTTP status the attempt got, when it got one (a timeout gets none)."""
     error_type: str | None = None
     """Why a failed attempt failed (``overloaded_error``, ``APITimeoutError`` …)."""
+    betas: list[str] | None = None
+    """The ``anthropic-beta`` values it was sent with, which a re-run sends again; ``None`` when none."""
 
 
 class ToolCallRecord(BaseModel):
@@ -411,7 +413,8 @@ class EvalResultRecord(BaseModel):
     score: float
     """The weighted mean of the scores, 0..1."""
     scores: list[dict[str, Any]]
-    """Each scorer's result: scorer, value, passed, weight, reason."""
+    """Each scorer's result: scorer, value, passed, weight, reason, cost_usd, turn (the turn it judged; no
+    such key in results stored before scores carried it)."""
     error: str | None
     """Why the trial could not run or be scored, when it could not."""
     status: str | None

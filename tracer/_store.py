@@ -1065,7 +1065,7 @@ class Store:
         sql = """SELECT span_id, trace_id, turn_index, start_ns, status, model, action, stop_reason,
                       coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0),
                       coalesce(output_tokens, 0), cost_usd, (end_ns - start_ns) / 1e6, request_sha256, content_mode,
-                      response_body, not_rebuildable, content_pruned_ns, http_status, error_type
+                      response_body, not_rebuildable, content_pruned_ns, http_status, error_type, betas
                FROM llm_calls WHERE session_id = ? ORDER BY start_ns"""
         rows = self._query(sql, [session_id])
         if not rows:  # a prefix, or no such session: resolve (or raise) the usual way
@@ -1074,7 +1074,7 @@ class Store:
                             action=r[6], stop_reason=r[7], input_tokens=r[8], output_tokens=r[9], cost_usd=r[10],
                             latency_ms=r[11], request_sha256=r[12], content_mode=r[13],
                             response=json.loads(r[14]) if r[14] else None, not_rebuildable=r[15],
-                            content_pruned_ns=r[16], http_status=r[17], error_type=r[18])
+                            content_pruned_ns=r[16], http_status=r[17], error_type=r[18], betas=r[19] or None)
                 for r in rows]
 
     # -- eval runs -----------------------------------------------------------------------------

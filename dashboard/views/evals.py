@@ -67,7 +67,7 @@ def _run_list(runs: list[tracer.EvalRunRecord]) -> None:
 
 
 def _opens_session(row: pd.Series) -> _ui.Target | None:
-    """A trial's session, at the decision its failure names (``evals.failing_turn``)."""
+    """A trial's session, at the decision its failing score judged (``evals.failing_turn``)."""
     if not isinstance(row["session_id"], str):
         return None  # the agent failed before a session started
     return "session", {"id": row["session_id"], "turn": None if pd.isna(row["turn"]) else int(row["turn"])}

@@ -565,7 +565,7 @@ def _context_diff_view(session_id: str, turns: list[int], current: int) -> None:
 
 def _eval_box(session_id: str) -> None:
     """Which eval run and case this session was a trial of, and why the trial failed, with links to
-    the run and to the decision the failure names: the first thing to read when an eval failure
+    the run and to the decision the failure judged: the first thing to read when an eval failure
     brought you here."""
     for run, r in _eval_trials(session_id):
         labels = f" ({', '.join(run.labels)})" if run.labels else ""
@@ -625,20 +625,15 @@ def _task_box(s: tracer.SessionSummary, tree: tracer.SessionTree) -> None:
         tree.root.subtree_cost_usd_known_part
     st.subheader("Sessions of this task", help="A session that a sub-agent or a handoff started is a child of the "
                  "session that started it (flightrec.parent_session_id); its cost rolls up into its parent's.")
-    st.caption(f"{len(tree.nodes)} sessions, {_ui.usd(total)} in all. Click a row to open its session.")
-    rows = pd.DataFrame([{
-        # The grid trims leading spaces: the depth is drawn with dots.
-        "session": "· " * n.depth + n.session_id[:13] + ("  (this one)" if n.session_id == s.session_id else ""),
-        "agent": n.agent or "–", "status": n.status, "cost_usd": n.cost_usd, "subtree_cost_usd": n.subtree_cost_usd,
-        "llm_calls": n.llm_calls, "tokens": n.tokens, "session_id": n.session_id} for n in tree.nodes])
-    # A key per session: the row clicked here must not open again on the page it opens.
-    _ui.table(rows, key=f"session_tree_{s.session_id}",
-              opens=lambda row: None if row["session_id"] == s.session_id else ("session", {"id": row["session_id"]}),
-              column_config={
-                  "cost_usd": st.column_config.NumberColumn("own cost", format="$%.4f"),
-                  "subtree_cost_usd": st.column_config.NumberColumn(
-                      "with sub-agents", format="$%.4f", help="Its cost and that of every session under it."),
-                  "llm_calls": st.column_config.NumberColumn("LLM calls"), "session_id": None})
+    st.caption(f"{len(tree.nodes)} sessions, {_ui.usd(total)} in all. Click a session to open it.")
+    _ui.link_table(
+        [{"session": n.session_id[:13] + (" (this one)" if n.session_id == s.session_id else ""),
+          "agent": n.agent or "–", "status": n.status, "own cost": _ui.usd(n.cost_usd),
+          "with sub-agents": _ui.usd(n.subtree_cost_usd), "LLM calls": f"{n.llm_calls:,}", "tokens": f"{n.tokens:,}"}
+         for n in tree.nodes],
+        links=[None if n.session_id == s.session_id else _ui.url("session", id=n.session_id) for n in tree.nodes],
+        indent=[n.depth for n in tree.nodes], numeric=("own cost", "with sub-agents", "LLM calls", "tokens"),
+        tips={"with sub-agents": "Its cost and that of every session under it."})
 
 
 def _pick_session() -> None:

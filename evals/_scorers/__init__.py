@@ -32,12 +32,12 @@ Custom scorers are plain functions, named by a spec of type ``python``::
     def polite(trajectory: Trajectory, **params) -> Score | float | bool: ...
 
 The function gets the trajectory and the spec's ``params`` as keyword arguments. It returns a
-``Score`` (its ``value``, ``passed`` and ``reason`` are kept; the label and weight come from the
-spec), a float 0..1 (passed when it is >= the spec's ``threshold``, default 1.0), or a bool
-(1.0 or 0.0). A custom scorer that raises, or returns anything else, gives a *failed* score whose
-reason says what it raised ("raised KeyError: 'order'"): one bad case must not end a run of
-hundreds. A spec whose function cannot be imported, or does not take its params, raises
-``ScorerError`` at build time.
+``Score`` (its ``value``, ``passed``, ``reason`` and ``turn`` are kept, the label and weight come
+from the spec; a failure's ``turn`` is the decision the dashboard opens for it), a float 0..1
+(passed when it is >= the spec's ``threshold``, default 1.0), or a bool (1.0 or 0.0). A custom
+scorer that raises, or returns anything else, gives a *failed* score whose reason says what it
+raised ("raised KeyError: 'order'"): one bad case must not end a run of hundreds. A spec whose
+function cannot be imported, or does not take its params, raises ``ScorerError`` at build time.
 
 Built-in scorers never raise while scoring, except ``judge``: a judge model that cannot be
 reached raises ``ScorerError``, since every other case would fail alike.

@@ -29,6 +29,9 @@ class Score(BaseModel):
     """Why it passed or failed, with the evidence ("issue_refund was called at turn 2 ...")."""
     cost_usd: float | None = None
     """What scoring cost, when it called a model (a judge); ``None`` otherwise or when the price is unknown."""
+    turn: int | None = Field(default=None, ge=1)
+    """The turn whose decision the verdict rests on (for a failure, the first offending one: the decision
+    to open); ``None`` when it judged the session as a whole (its final answer, status or budgets)."""
 
 
 Scorer = Callable[[Trajectory], Score]
@@ -57,9 +60,9 @@ class Spec(BaseModel):
     def label(self) -> str:
         return self.name or self.kind
 
-    def score(self, value: float, passed: bool, reason: str) -> Score:
+    def score(self, value: float, passed: bool, reason: str, *, turn: int | None = None) -> Score:
         return Score(scorer=self.label(), value=max(0.0, min(1.0, value)), passed=passed, weight=self.weight,
-                     reason=reason)
+                     reason=reason, turn=turn)
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,8 @@ def _tools_forbidden(p: _ToolsForbidden) -> Scorer:
         if not called:
             return p.score(1.0, True, f"never called {' or '.join(p.tools)}")
         where = "; ".join(f"{x} was called at {_turns(c.turn for c in t.tool_calls if c.name == x)}" for x in called)
-        return p.score(1 - len(called) / len(p.tools), False, where)
+        return p.score(1 - len(called) / len(p.tools), False, where,
+                       turn=min(c.turn for c in t.tool_calls if c.name in called))
 
     return score
 
@@ -175,10 +176,11 @@ def _tool_order(p: _ToolOrder) -> Scorer:
                 return p.score(1.0, True, f"called exactly {want}")
             same = next((i for i, (a, b) in enumerate(zip(names, p.tools)) if a != b), min(len(names), len(p.tools)))
             expected = p.tools[same] if same < len(p.tools) else "nothing more"
-            got = f"{names[same]} (turn {t.tool_calls[same].turn})" if same < len(names) else "nothing more"
+            wrong = t.tool_calls[same] if same < len(names) else None
+            got = f"{wrong.name} (turn {wrong.turn})" if wrong else "nothing more"
             return p.score(same / max(len(names), len(p.tools)), False,
                            f"expected exactly {want}; got {' → '.join(names) or 'no tool calls'}: call {same + 1} "
-                           f"was {got}, expected {expected}")
+                           f"was {got}, expected {expected}", turn=wrong.turn if wrong else None)
         matched: list[int] = []
         for k, name in enumerate(names):
             if len(matched) < len(p.tools) and name == p.tools[len(matched)]:
@@ -187,6 +189,7 @@ def _tool_order(p: _ToolOrder) -> Scorer:
             return p.score(1.0, True, f"called {want} in that order, at "
                                       f"{', '.join(f'turn {t.tool_calls[k].turn}' for k in matched)}")
         nxt = p.tools[len(matched)]
+        last = None
         if matched:
             last = t.tool_calls[matched[-1]]
             reason = f"called {' → '.join(p.tools[:len(matched)])} (last at turn {last.turn}), then no {nxt}"
@@ -195,7 +198,9 @@ def _tool_order(p: _ToolOrder) -> Scorer:
                 reason += f" ({nxt} was called only before that, at {_turns(earlier)})"
         else:
             reason = f"never called {nxt}"
-        return p.score(len(matched) / len(p.tools), False, f"expected {want}: {reason}; {_calls_made(t)}")
+        # The decision after which the next tool was due and never came.
+        return p.score(len(matched) / len(p.tools), False, f"expected {want}: {reason}; {_calls_made(t)}",
+                       turn=last.turn if last else None)
 
     return score
 
@@ -215,8 +220,9 @@ def _tool_args(p: _ToolArgs) -> Scorer:
         if p.call == "first":
             c, f = calls[0], failures[0]
             if not f:
-                return p.score(1.0, True, f"the first {p.tool} call (turn {c.turn}) matches: {_args(c)}")
-            return p.score(share[0], False, f"the first {p.tool} call (turn {c.turn}): {'; '.join(f)}{hint}")
+                return p.score(1.0, True, f"the first {p.tool} call (turn {c.turn}) matches: {_args(c)}", turn=c.turn)
+            return p.score(share[0], False, f"the first {p.tool} call (turn {c.turn}): {'; '.join(f)}{hint}",
+                           turn=c.turn)
         good = [c for c, f in zip(calls, failures) if not f]
         if p.call == "all":
             if len(good) == len(calls):
@@ -225,12 +231,14 @@ def _tool_args(p: _ToolArgs) -> Scorer:
             k, f = next((k, f) for k, f in enumerate(failures) if f)
             return p.score(len(good) / len(calls), False, f"{len(calls) - len(good)} of {len(calls)} {p.tool} "
                                                           f"call(s) do not match; at turn {calls[k].turn}: "
-                                                          f"{'; '.join(f)}{hint}")
+                                                          f"{'; '.join(f)}{hint}", turn=calls[k].turn)
         if good:
-            return p.score(1.0, True, f"the {p.tool} call at turn {good[0].turn} matches: {_args(good[0])}")
+            return p.score(1.0, True, f"the {p.tool} call at turn {good[0].turn} matches: {_args(good[0])}",
+                           turn=good[0].turn)
         best = max(range(len(calls)), key=lambda k: share[k])
         return p.score(share[best], False, f"no {p.tool} call matches ({len(calls)} made); the closest, at turn "
-                                           f"{calls[best].turn}: {'; '.join(failures[best])}{hint}")
+                                           f"{calls[best].turn}: {'; '.join(failures[best])}{hint}",
+                       turn=calls[best].turn)
 
     return score
 
@@ -251,7 +259,8 @@ def _no_redundant_calls(p: _NoRedundantCalls) -> Scorer:
         worst = max(over, key=len)
         return p.score(1 - redundant / total, False,
                        f"{redundant} of {total} calls are redundant: {worst[0].name}({_args(worst[0])}) was called "
-                       f"{len(worst)} times (at {_turns(c.turn for c in worst)}), more than {p.max_repeats}")
+                       f"{len(worst)} times (at {_turns(c.turn for c in worst)}), more than {p.max_repeats}",
+                       turn=min(g[p.max_repeats].turn for g in over))  # the first call that was one too many
 
     return score
 
@@ -272,7 +281,7 @@ def _recovers_after_error(p: _RecoversAfterError) -> Scorer:
         errors = [k for k, c in enumerate(t.tool_calls) if c.is_error]
         if not errors:
             return p.score(1.0, True, "no tool call errored, so there was nothing to recover from")
-        unrecovered: list[str] = []
+        unrecovered: list[ToolStep] = []
         for k in errors:
             bad = t.tool_calls[k]
             later = t.tool_calls[k + 1:]
@@ -280,12 +289,14 @@ def _recovers_after_error(p: _RecoversAfterError) -> Scorer:
             fallback = next((c for c in later if c.name in p.fallback_tools and not c.is_error), None)
             final = next((d for d in t.decisions if d.start_ns > bad.start_ns and d.action == "final"), None)
             if not (retry or fallback or final):
-                unrecovered.append(f"{bad.name} failed at turn {bad.turn} and was followed by no successful "
-                                   f"{bad.name}, no {' or '.join(p.fallback_tools)} and no final answer")
+                unrecovered.append(bad)
         if not unrecovered:
             return p.score(1.0, True, f"recovered from all {len(errors)} failed tool call(s), at "
                                       f"{_turns(t.tool_calls[k].turn for k in errors)}")
-        return p.score(1 - len(unrecovered) / len(errors), False, "; ".join(unrecovered))
+        return p.score(1 - len(unrecovered) / len(errors), False,
+                       "; ".join(f"{c.name} failed at turn {c.turn} and was followed by no successful {c.name}, no "
+                                 f"{' or '.join(p.fallback_tools)} and no final answer" for c in unrecovered),
+                       turn=unrecovered[0].turn)
 
     return score
 

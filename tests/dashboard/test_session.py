@@ -10,7 +10,7 @@ import pytest
 import replay
 import tracer
 from dashboard import _ui
-from tests.dashboard.conftest import app, click, no_exceptions
+from tests.dashboard.conftest import app, no_exceptions
 
 
 def _html(at) -> str:
@@ -265,6 +265,14 @@ def test_a_guard_that_fired_before_the_turns_model_call_is_shown_on_its_turn(sto
     assert ">guard</span> guard_fired: guard=time_limit" in _html(at)
 
 
+def _task_rows(at) -> list[tuple[str | None, str, str]]:
+    """The task table's rows: the first cell's link (``None``: none), its text, and the agent."""
+    table = next(h.proto.body for h in at.html if "fr-table" in h.proto.body)
+    row = r'<tr><td[^>]*>(?:<a href="([^"]*)">)?([^<]*)(?:</a>)?</td><td>([^<]*)</td>'
+    return [(html.unescape(href) if href else None, html.unescape(text), html.unescape(agent))
+            for href, text, agent in re.findall(row, table)]
+
+
 def test_a_session_with_sub_agents_shows_the_tree_of_its_task_and_what_it_cost_in_all(store):
     with tracer.Store(str(store), read_only=True) as s:
         [(parent, child)] = s.sql("SELECT parent_session_id, session_id FROM sessions WHERE agent = 'researcher' "
@@ -286,20 +294,18 @@ def test_a_session_with_sub_agents_shows_the_tree_of_its_task_and_what_it_cost_i
     assert f"<small>cost with sub-agents</small><b>{_ui.usd(tree.root.subtree_cost_usd)}</b>" in _html(at)
     assert f"<small>cost</small><b>{_ui.usd(tree.root.cost_usd)}</b>" in _html(at)
     assert "Sessions of this task" in [h.value for h in at.subheader]
-    rows = at.dataframe[0].value
-    assert rows["session"].tolist() == [f"{parent[:13]}  (this one)", f"· {child[:13]}", f"· · {grandchild.id[:13]}"]
-    assert rows["agent"].tolist() == ["support", "researcher", "checker"]
-    assert rows["subtree_cost_usd"].iloc[0] == pytest.approx(tree.root.subtree_cost_usd)
-    at = click(at, f"session_tree_{parent}", 1, "session")  # opens the child, in this tab
-    no_exceptions(at)
-    assert at.query_params["id"] == child and at.title[0].value.startswith(f"Session `{child[:13]}")
+    # Each row's session opens its page in this tab (a plain link: no target); the one shown opens nothing.
+    assert _task_rows(at) == [(None, f"{parent[:13]} (this one)", "support"),
+                              (f"/session?id={child}", child[:13], "researcher"),
+                              (f"/session?id={grandchild.id}", grandchild.id[:13], "checker")]
+    assert f'<td class="num">{_ui.usd(tree.root.subtree_cost_usd)}</td>' in _html(at)
+    at = app("session", id=child)  # where the link leads
 
     # On the child: a link to its parent, and the same tree, itself marked.
-    at = app("session", id=child)
     no_exceptions(at)
     link = next(p for p in at.get("page_link") if "parent session" in p.proto.label)
     assert f"id={parent}" in link.proto.query_string and "support" in link.proto.label
-    assert at.dataframe[0].value["session"].tolist()[1] == f"· {child[:13]}  (this one)"
+    assert _task_rows(at)[1] == (None, f"{child[:13]} (this one)", "researcher")
 
     # A session no other started, and that started none, has no tree to show.
     at = app("session", id=alone)

@@ -102,12 +102,42 @@ def test_other_changes_are_flaky_not_regressions(before, after, status):
     assert c.verdict == "no regression" and c.regressions == [] and "x" in c.flaky + c.flips_to_fail
 
 
-def test_the_failing_turn_is_the_one_the_reason_names_else_the_last():
+@pytest.fixture
+def stored(tmp_path):
+    """Saves a failed trial of 7 turns with the given scores and reads it back, as the dashboard reads it."""
+    with tracer.Store(str(tmp_path / "t.duckdb")) as store:
+        def save(scores: list[dict], passed: bool = False) -> tracer.EvalResultRecord:
+            record, (trial,) = run(f"r{len(store.eval_runs())}", {"c": [passed]})
+            store.save_eval_run(record, [trial.model_copy(update={"scores": scores, "turns": 7})])
+            return store.eval_results(record.run_id)[0]
+
+        yield save
+
+
+def _trajectory() -> evals.Trajectory:
+    return evals.Trajectory(session_id="s", status="ok", status_reason=None, user_messages=["hi"], final_answer="ok",
+                            decisions=[], tool_calls=[], guards=[], events=[], turns=7, input_tokens=1,
+                            output_tokens=1, cost_usd=0.0, latency_ms=1.0)
+
+
+def test_the_failing_turn_is_the_one_the_failing_score_judged_whatever_its_reason_says(stored):
+    def german(t: evals.Trajectory) -> evals.Score:
+        return evals.Score(scorer="x", value=0.0, passed=False, reason="Erstattung ohne Rückfrage", turn=4)
+
+    passing = evals.build_scorer({"type": "status", "equals": "ok"})
+    *_, scores = evals.score_trial([passing, german], _trajectory())
+    assert evals.failing_turn(stored([s.model_dump() for s in scores])) == 4
+
+
+def test_a_failing_score_that_judged_no_one_turn_opens_the_last_though_its_reason_names_one(stored):
+    score = evals.Score(scorer="final", value=0.0, passed=False, reason="the answer quotes turn 2 of the policy")
+    assert evals.failing_turn(stored([score.model_dump()])) == 7
+
+
+def test_scores_stored_before_they_carried_a_turn_open_the_turn_their_reason_names(stored):
     def result(reasons: list[str], passed: bool = False) -> tracer.EvalResultRecord:
-        return tracer.EvalResultRecord(
-            run_id="r", case_id="c", trial=0, session_id="s", tags=[], passed=passed, score=0.0, error=None,
-            scores=[{"scorer": f"s{i}", "passed": False, "value": 0.0, "weight": 1.0, "reason": r}
-                    for i, r in enumerate(reasons)], status="ok", turns=7, cost_usd=None, latency_ms=None)
+        return stored([{"scorer": f"s{i}", "passed": False, "value": 0.0, "weight": 1.0, "reason": r}
+                       for i, r in enumerate(reasons)], passed)
 
     assert evals.failing_turn(result(["issue_refund was called at turn 3 without asking the customer"])) == 3
     assert evals.failing_turn(result(["12 turns, over the limit of 5", "the first get_order call (turn 2): x"])) == 2

@@ -183,8 +183,12 @@ def test_tools_required_and_forbidden():
     assert not missing.passed and missing.value == 0.5
     assert missing.reason == ("never called escalate_to_human; the calls were: get_order → search_kb → "
                               "issue_refund")
+    assert missing.turn is None  # no decision to point at: the whole session left it out
     forbidden = run({"type": "tools_forbidden", "tools": ["issue_refund", "delete_account"]}, t)
     assert not forbidden.passed and forbidden.reason == "issue_refund was called at turn 3"
+    assert forbidden.turn == 3
+    both = run({"type": "tools_forbidden", "tools": ["issue_refund", "search_kb"]}, t)
+    assert both.reason.startswith("issue_refund was called at turn 3") and both.turn == 2  # the first offence
     assert run({"type": "tools_forbidden", "tools": ["delete_account"]}, t).passed
 
 
@@ -194,10 +198,11 @@ def test_tool_order_subsequence_and_exact():
     backwards = run({"type": "tool_order", "tools": ["search_kb", "get_order"]}, t)
     assert not backwards.passed and backwards.value == 0.5
     assert "then no get_order (get_order was called only before that, at turn 1)" in backwards.reason
+    assert backwards.turn == 2  # search_kb's turn, after which get_order never came
     exact = {"type": "tool_order", "tools": ["get_order", "issue_refund"], "mode": "exact"}
     off = run(exact, t)
     assert not off.passed
-    assert "call 2 was search_kb (turn 2), expected issue_refund" in off.reason
+    assert "call 2 was search_kb (turn 2), expected issue_refund" in off.reason and off.turn == 2
     assert run({**exact, "tools": ["get_order", "search_kb", "issue_refund"]}, t).passed
 
 
@@ -211,12 +216,12 @@ def test_tool_args_predicates():
     assert args({"order_id": {"regex": r"^A-\d+$"}, "reason": {"contains": "dam"}}).passed
     assert args({"amount": {"lte": "45.5"}}).passed
     over = args({"amount": {"lte": 25}})
-    assert not over.passed and "amount is 40.0, above 25" in over.reason
+    assert not over.passed and "amount is 40.0, above 25" in over.reason and over.turn == 3
     assert args({"order_id": "A-1001", "customer": "c-1"}).reason.endswith("at turn 3: customer is missing")
     assert args({"order_id": "A-1001", "customer": "c-1"}).value == 0.5
     assert not args({"amount": {"equals": True}}).passed  # a bool is not the number 1
     never = run({"type": "tool_args", "tool": "escalate_to_human", "args": {"priority": "high"}}, t)
-    assert not never.passed and never.reason.startswith("escalate_to_human was never called")
+    assert not never.passed and never.reason.startswith("escalate_to_human was never called") and never.turn is None
 
 
 def test_tool_args_call_selects_any_all_or_first():
@@ -226,7 +231,9 @@ def test_tool_args_call_selects_any_all_or_first():
     all_ = run({**spec, "call": "all"}, t)
     assert not all_.passed and all_.value == 0.5
     assert all_.reason == '1 of 2 get_order call(s) do not match; at turn 1: order_id is "a-1001", expected "A-1001"'
-    assert not run({**spec, "call": "first"}, t).passed
+    assert all_.turn == 1
+    first = run({**spec, "call": "first"}, t)
+    assert not first.passed and first.turn == 1
 
 
 def test_tool_args_says_when_no_arguments_were_recorded():
@@ -243,6 +250,7 @@ def test_no_redundant_calls():
     assert not looped.passed and looped.value == 0.5
     assert looped.reason == ('2 of 4 calls are redundant: get_order({"order_id":"A-1001"}) was called 3 times '
                              '(at turns 1, 2, 3), more than 1')
+    assert looped.turn == 2  # the first call one too many, not the first of the three
     assert run({**spec, "max_repeats": 3}, t).passed
     assert run(spec, traj()).reason == "no tool calls, so none redundant"
 
@@ -269,6 +277,7 @@ def test_recovers_after_error():
     assert not failed.passed and failed.value == 0.0
     assert failed.reason.startswith("get_order failed at turn 1 and was followed by no successful get_order, no "
                                     "escalate_to_human and no final answer")
+    assert failed.turn == 1
     custom = {**spec, "fallback_tools": ["transfer_to_billing"]}
     assert not run(custom, escalated).passed
 
@@ -353,7 +362,7 @@ def custom(tmp_path, monkeypatch):
             return len(trajectory.final_answer or "") <= limit
 
         def full(trajectory):
-            return Score(scorer="mine", value=0.25, passed=False, weight=9, reason="a quarter of the way")
+            return Score(scorer="mine", value=0.25, passed=False, weight=9, reason="a quarter of the way", turn=2)
 
         def broken(trajectory):
             return trajectory.tool_calls[0].arguments["order_id"]
@@ -381,7 +390,8 @@ def test_custom_scorer_results(custom):
                    t).passed
     assert run({"type": "python", "function": "my_scorers:short", "params": {"limit": 10}}, t).value == 0.0
     full = run({"type": "python", "function": "my_scorers:full", "weight": 3, "name": "custom"}, t)
-    assert (full.scorer, full.weight, full.value, full.reason) == ("custom", 3.0, 0.25, "a quarter of the way")
+    assert (full.scorer, full.weight, full.value, full.reason, full.turn) == ("custom", 3.0, 0.25,
+                                                                              "a quarter of the way", 2)
 
 
 def test_a_custom_scorer_that_raises_or_misbehaves_fails_its_case_only(custom):
