@@ -49,8 +49,8 @@ COLLAPSE_TRIALS = 3
 2/2 → 0/2 is one or two coin flips, and only the tests judge it."""
 
 _TURN = re.compile(r"\bturns? (\d+)")
-"""How the built-in scorers' reasons named a turn before scores carried it ("at turn 3", "(turn 2)",
-"at turns 2, 5"): read only for scores stored without a ``turn`` key."""
+"""How scorers' reasons name a turn ("at turn 3", "(turn 2)", "at turns 2, 5"): read only for a failing
+score that does not give its ``turn``."""
 
 
 class CaseComparison(BaseModel):
@@ -245,16 +245,17 @@ def collapsed(baseline: Sequence[bool], candidate: Sequence[bool]) -> bool:
 
 def failing_turn(result: tracer.EvalResultRecord) -> int | None:
     """The decision to open for a failed trial: the turn its first failing scorer judged (the
-    score's ``turn``), else its last turn, since a score without one judged how the session ended
-    (its final answer, status or budget). ``None`` for a trial that passed or took no turn."""
+    score's ``turn``, else the first its reason names), else its last turn, since a score with
+    neither judged how the session ended (its final answer, status or budget). ``None`` for a trial
+    that passed or took no turn."""
     if result.passed:
         return None
     for score in result.scores:
         if score.get("passed"):
             continue
-        # Scores stored before they carried a turn have no "turn" key at all; for them the turn
-        # their reason names in words is the best there is. A stored ``None`` means no one turn.
-        turn = score["turn"] if "turn" in score else _turn_named(score.get("reason") or "")
+        # A score without a turn (stored before scores carried one, or from a custom scorer that does
+        # not set it, as the bundled suite's did) may still name one in words: the best there is.
+        turn = score.get("turn") or _turn_named(score.get("reason") or "")
         if turn is not None:
             return turn
     return result.turns or None

@@ -32,6 +32,19 @@ def test_evals_lists_runs_and_compares_baseline_with_latest(store):
     assert at.query_params["a"] == runs[1].run_id
 
 
+def test_an_eval_failure_opens_the_decision_its_failing_scorer_judged(store):
+    # The demo's regressed run fails its refund cases on the bundled suite's own scorer, which names the
+    # turn of the refund; the link must open that decision, not the session's last.
+    with tracer.Store(str(store), read_only=True) as s:
+        failed = [r for run in s.eval_runs() for r in s.eval_results(run.run_id) if not r.passed]
+    judged = [(r, score) for r in failed for score in [next(x for x in r.scores if not x["passed"])]
+              if score.get("turn")]
+    assert any("without asking the customer to confirm" in score["reason"] for _, score in judged)
+    for r, score in judged:
+        assert evals.failing_turn(r) == score["turn"] and f"turn {score['turn']}" in score["reason"]
+    assert any(score["turn"] < r.turns for r, score in judged)  # else the last turn would pass for it
+
+
 def test_evals_one_run_shows_each_case_with_its_session(store):
     with tracer.Store(str(store), read_only=True) as s:
         run = s.find_eval_run("baseline")

@@ -129,9 +129,12 @@ def test_the_failing_turn_is_the_one_the_failing_score_judged_whatever_its_reaso
     assert evals.failing_turn(stored([s.model_dump() for s in scores])) == 4
 
 
-def test_a_failing_score_that_judged_no_one_turn_opens_the_last_though_its_reason_names_one(stored):
-    score = evals.Score(scorer="final", value=0.0, passed=False, reason="the answer quotes turn 2 of the policy")
-    assert evals.failing_turn(stored([score.model_dump()])) == 7
+def test_a_failing_score_without_a_turn_opens_the_turn_its_reason_names_else_the_last(stored):
+    # A custom scorer written before scores carried a turn still sends the user to the decision it names.
+    named = evals.Score(scorer="mine", value=0.0, passed=False, reason="refunded at turn 5 without asking")
+    assert evals.failing_turn(stored([named.model_dump()])) == 5
+    whole = evals.Score(scorer="final", value=0.0, passed=False, reason="the final answer is wrong")
+    assert evals.failing_turn(stored([whole.model_dump()])) == 7
 
 
 def test_scores_stored_before_they_carried_a_turn_open_the_turn_their_reason_names(stored):
