@@ -37,8 +37,8 @@ def test_an_eval_failure_opens_the_decision_its_failing_scorer_judged(store):
     # turn of the refund; the link must open that decision, not the session's last.
     with tracer.Store(str(store), read_only=True) as s:
         failed = [r for run in s.eval_runs() for r in s.eval_results(run.run_id) if not r.passed]
-    judged = [(r, score) for r in failed for score in [next(x for x in r.scores if not x["passed"])]
-              if score.get("turn")]
+    judged = [(r, score) for r in failed for score in [next((x for x in r.scores if not x["passed"]), {})]
+              if score.get("turn")]  # a trial that could not run has no score
     assert any("without asking the customer to confirm" in score["reason"] for _, score in judged)
     for r, score in judged:
         assert evals.failing_turn(r) == score["turn"] and f"turn {score['turn']}" in score["reason"]
