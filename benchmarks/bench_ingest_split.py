@@ -68,8 +68,12 @@ def _run(mode: str, groups: list[list[bytes]], db: str) -> tuple[int, float]:
         parent.send_bytes(pickle.dumps([]))  # the child's imports, before the clock starts
         parent.recv_bytes()
         began = time.perf_counter()
-        feeder = threading.Thread(target=lambda: [parent.send_bytes(m) for m in
-                                                  (*(pickle.dumps(g) for g in groups), b"")])
+        def feed() -> None:
+            for group in groups:
+                parent.send_bytes(pickle.dumps(group))
+            parent.send_bytes(b"")
+
+        feeder = threading.Thread(target=feed)
         feeder.start()
         while True:
             message = parent.recv_bytes()
@@ -82,19 +86,21 @@ def _run(mode: str, groups: list[list[bytes]], db: str) -> tuple[int, float]:
         child.join()
     else:
         ingestor = Ingestor()
-        began = time.perf_counter()
         batches: queue.Queue = queue.Queue(maxsize=1)
-        committer = threading.Thread(target=lambda: [store.write(b) for b in iter(batches.get, None)])
+
+        def commit() -> None:
+            for batch in iter(batches.get, None):
+                store.write(batch)
+
+        committer = threading.Thread(target=commit)
+        write = batches.put if mode == "committer" else store.write
+        began = time.perf_counter()
         if mode == "committer":
             committer.start()
         for group in groups:
             records = [r for body in group for r in decode_request(body, PROTOBUF)[0]]
-            batch = ingestor.build(records, Batch())
+            write(ingestor.build(records, Batch()))
             spans += len(records)
-            if mode == "committer":
-                batches.put(batch)
-            else:
-                store.write(batch)
         if mode == "committer":
             batches.put(None)
             committer.join()
