@@ -11,7 +11,7 @@ import pytest
 import tracer
 from dashboard import _ui
 from dashboard._source import DB_ENV, MODE_ENV
-from tests.dashboard.conftest import app, click, no_exceptions
+from tests.dashboard.conftest import app, click, link_tables, no_exceptions
 
 
 def _metrics(at) -> dict[str, str]:
@@ -60,7 +60,7 @@ def test_the_origin_switch_shows_eval_sessions_and_the_rest(store):
     at = app("sessions", origin="evals")
     no_exceptions(at)
     assert any(c.value.startswith(f"{evals_count:,} eval sessions match") for c in at.caption)
-    assert at.dataframe[0].value["origin"].str.startswith("eval ").all()
+    assert all(o.startswith("eval ") for o in link_tables(at)[0].column("origin"))
     at = app("sessions")
     assert any(c.value.startswith(f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,} production sessions match")
                for c in at.caption)
@@ -103,7 +103,7 @@ def test_an_eval_run_links_to_its_sessions(store):
     no_exceptions(at)
     assert any(c.value.startswith(f"{trials:,} eval sessions match") for c in at.caption), \
         [c.value for c in at.caption]
-    assert at.dataframe[0].value["origin"].str.startswith(f"eval {run_id[:8]}").all()
+    assert all(o.startswith(f"eval {run_id[:8]}") for o in link_tables(at)[0].column("origin"))
 
 
 def test_overview_range_is_a_deep_link(store):
