@@ -200,11 +200,11 @@ def table(data: pd.DataFrame, *, key: str, opens: Callable[[pd.Series], Target |
 
 _LINK_TABLE_CSS = """<style>
 .fr-scroll{overflow-x:auto}
-.fr-table{border-collapse:collapse;width:100%;font-size:0.875rem}
-.fr-table th{text-align:left;font-weight:400;color:#808495;padding:4px 8px;white-space:nowrap;
+.fr-table{border-collapse:collapse;width:100%;font-size:0.8125rem}
+.fr-table th{text-align:left;font-weight:400;color:#808495;padding:4px 6px;vertical-align:bottom;
   border-bottom:1px solid rgba(128,132,149,0.3)}
-.fr-table td{border-bottom:1px solid rgba(128,132,149,0.15);padding:4px 8px;white-space:nowrap}
-.fr-table td.wrap{white-space:normal;min-width:16em}
+.fr-table td{border-bottom:1px solid rgba(128,132,149,0.15);padding:4px 6px;white-space:nowrap}
+.fr-table td.wrap{white-space:normal;min-width:10em}
 .fr-table .num{text-align:right;font-variant-numeric:tabular-nums}
 .fr-table a{color:inherit}
 .fr-table tr{position:relative}

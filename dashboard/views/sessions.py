@@ -18,7 +18,7 @@ _PAGE_SIZE = 100
 _SORTS = {
     "status": ("status", "s.status", False),
     "agent": ("agent", "s.agent", False),
-    "started": ("started", "s.start_ns", True),
+    "started": ("started (UTC)", "s.start_ns", True),
     "turns": ("turns", "s.turns", True),
     "tool_calls": ("tool calls", "s.tool_calls", True),
     "tool_errors": ("tool errors", "s.tool_errors", True),
@@ -76,7 +76,7 @@ def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], o
                 FROM (SELECT unnest(session_ids) AS sid FROM alerts WHERE status <> 'resolved') GROUP BY 1)
             SELECT s.session_id, s.status, coalesce(s.status_reason, '') AS status_reason,
                    {_ORIGIN if with_origin else ""} coalesce(s.agent, '–') AS agent,
-                   strftime(make_timestamp(s.start_ns // 1000), '%Y-%m-%d %H:%M:%S UTC') AS started,
+                   strftime(make_timestamp(s.start_ns // 1000), '%Y-%m-%d %H:%M:%S') AS started,
                    s.turns, s.tool_calls, s.tool_errors,
                    s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens AS tokens,
                    CASE WHEN s.unpriced_calls > 0 THEN NULL ELSE s.cost_usd END AS cost_usd,
@@ -89,7 +89,7 @@ def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], o
     # Why a session ended is what a reader scans for: next to its status, in view at 1440 px.
     shown = [{"session": r.session_id[:13], "status": r.status,
               "why it ended": tracer.clip_text(r.status_reason, _REASON_CHARS),
-              **({"origin": r.origin} if with_origin else {}), "agent": r.agent, "started": r.started,
+              **({"origin": r.origin} if with_origin else {}), "agent": r.agent, "started (UTC)": r.started,
               "turns": _count(r.turns), "tool calls": _count(r.tool_calls), "tool errors": _count(r.tool_errors),
               "tokens": _count(r.tokens), "cost": _ui.usd(r.cost_usd), "duration": _ui.ms(r.duration_ms),
               "alerts": _count(r.alerts)} for r in rows.itertuples()]
