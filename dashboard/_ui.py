@@ -262,6 +262,17 @@ def link_table(rows: Sequence[dict[str, str]], *, links: Sequence[str | None], n
     st.html(f'{_LINK_TABLE_CSS}<div class="fr-scroll"><table class="fr-table"><tr>{head}</tr>{body}</table></div>')
 
 
+def scroll_to(key: str) -> None:
+    """Scrolls the page to the container made with ``st.container(key=key)`` once it is drawn.
+    Streamlit has no scroll API (and drops a URL's ``#anchor`` as it writes the query); its keyed
+    containers carry the class ``st-key-KEY``. Call it once per cause: a rerun would scroll again."""
+    st.html(f"""<script>(function go(tries) {{
+        const el = window.parent.document.querySelector(".st-key-{key}") || document.querySelector(".st-key-{key}");
+        if (el) el.scrollIntoView({{behavior: "smooth", block: "start"}});
+        else if (tries > 0) setTimeout(() => go(tries - 1), 100);
+    }})(20);</script>""", unsafe_allow_javascript=True, width="content")
+
+
 def url(page: str, /, **query: Any) -> str:
     """The relative URL of a page with its query, for links in tables; a list value repeats its
     parameter (``agent=a&agent=b``), as ``st.query_params.get_all`` reads it back."""

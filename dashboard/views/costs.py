@@ -17,6 +17,7 @@ from dashboard import _ui
 _PER_TOKEN = 1e-6
 _GROUPS = ("model", "agent", "route", "tag", "time")
 _TOP_SESSIONS = 20
+_TOP_KEY = "costs_top_sessions"  # the top sessions' container, scrolled to when a group's row opens the page
 _FIRST = {"time": "from (UTC)"}  # a breakdown's first column, where its group's name is not the header
 _ROUTE_LINES = 8  # routes drawn in the cost-per-session chart; the others are summed into one line
 # What every breakdown sums over its calls. (A page script's bare strings would be drawn: comments here.)
@@ -267,6 +268,16 @@ def _breakdown(span: _ui.TimeRange, view: str, step: tuple[int, str]) -> tuple[s
 
 
 def _top(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
+    with st.container(key=_TOP_KEY):
+        _top_body(span, view, group)
+    # A group's row loads the page anew, at its top, far above the sessions it asked for: scrolled to
+    # them once (a live page reruns every few seconds, and the reader may have scrolled away since).
+    if group is not None and st.session_state.get(_TOP_KEY + "_scrolled") != group:
+        st.session_state[_TOP_KEY + "_scrolled"] = group
+        _ui.scroll_to(_TOP_KEY)
+
+
+def _top_body(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
     if group is None:
         st.subheader("Most expensive sessions")
     else:

@@ -362,16 +362,11 @@ def _stale(done: dict[str, Any], edits: replay.Edits | None, what: str) -> None:
 
 def _scroll_here(key: str) -> None:
     """Brings the result a button has just produced into view, once: it is drawn below the
-    buttons, where the user is not looking. Streamlit has no scroll API; its keyed containers
-    carry the class ``st-key-KEY``."""
+    buttons, where the user is not looking."""
     if st.session_state.get(_SCROLL) != key:
         return
     del st.session_state[_SCROLL]
-    st.html(f"""<script>(function go(tries) {{
-        const el = window.parent.document.querySelector(".st-key-{key}") || document.querySelector(".st-key-{key}");
-        if (el) el.scrollIntoView({{behavior: "smooth", block: "start"}});
-        else if (tries > 0) setTimeout(() => go(tries - 1), 100);
-    }})(20);</script>""", unsafe_allow_javascript=True, width="content")
+    _ui.scroll_to(key)
 
 
 def _run_result(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:

@@ -201,6 +201,7 @@ def test_top_sessions_by_cost_open_the_session_page(store):
 def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):
     at = app("costs", by="route", range="all")
     no_exceptions(at)
+    assert not any("scrollIntoView" in h.proto.body for h in at.html)  # no route picked: nothing to scroll to
     routes = link_tables(at)[0]
     route = routes.column("route")[0]  # the most expensive route first
     assert routes.links[0] == _ui.url("costs", range="all", origin="production", by="route", route=route)
@@ -208,6 +209,10 @@ def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):
     no_exceptions(at)
     assert at.query_params["route"] == route
     assert f"Most expensive sessions of route {route}" in [h.value for h in at.subheader]
+    # The page loaded anew at its top: it scrolls to the route's sessions, once.
+    assert any("st-key-costs_top_sessions" in h.proto.body and "scrollIntoView" in h.proto.body for h in at.html)
+    at.run()
+    assert not any("scrollIntoView" in h.proto.body for h in at.html)
     shown = link_tables(at)[1]
     expected = tracer.Store(str(store), read_only=True).sql(
         f"SELECT session_id {_PRODUCTION} AND coalesce(route, '(none)') = ?", [route])
