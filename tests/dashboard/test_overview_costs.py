@@ -147,7 +147,7 @@ def test_costs_by_route_sum_to_the_total(store):
     no_exceptions(at)
     by_route = link_tables(at)[0]
     with tracer.Store(str(store), read_only=True) as s:
-        routes = s.sql(f"SELECT coalesce(s.route, '(none)') AS r, count(*), sum(c.cost_usd) FROM llm_calls c "
+        routes = s.sql("SELECT coalesce(s.route, '(none)') AS r, count(*), sum(c.cost_usd) FROM llm_calls c "
                        "JOIN sessions s USING (session_id) WHERE s.origin = 'production' GROUP BY r "
                        "ORDER BY 3 DESC")
     assert len(routes) > 1
