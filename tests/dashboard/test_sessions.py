@@ -98,6 +98,12 @@ def test_more_sessions_than_a_page_get_page_links_and_a_count_of_those_shown(sto
     oldest = _sql(store, "SELECT session_id FROM sessions ORDER BY start_ns DESC, session_id LIMIT 100 OFFSET 100")
     assert table.links == [f"/session?id={sid}" for (sid,) in oldest]
     assert at.caption[0].value.startswith(f"{total:,} sessions match; showing 101–")
+    # A sort or a new filter starts again from the first page: page 2 of the old order means nothing.
+    [table] = link_tables(at)
+    assert "page" not in table.sort_link("cost")
+    at.multiselect(key="sessions_status").set_value(["ok"]).run()
+    no_exceptions(at)
+    assert "page" not in at.query_params and "showing 1–" in at.caption[0].value
 
 
 def test_search_finds_a_session_by_id_prefix_and_by_what_its_tools_returned(store):
