@@ -56,8 +56,8 @@ from dashboard.testing import Browser, chromium, served  # noqa: E402
 TARGET_RATIO = 1.3
 """Issue 17: every page within this multiple of the floor's page-ready time, cold and warm."""
 PAGES = ("overview", "sessions", "session", "replay", "evals", "alerts", "costs", "audit")
-# A page is ready when this exists too: the table Sessions is for.
-_CONTENT = {"sessions": '[data-testid="stDataFrame"]'}
+# A page is ready when this exists too: the table Sessions is for (a grid before RESULTS §65, HTML since).
+_CONTENT = {"sessions": '[data-testid="stDataFrame"], table.fr-table'}
 _FLOOR_APP = """import streamlit as st
 st.set_page_config(layout="wide")
 st.navigation([st.Page(lambda: st.title("Floor"), title="Floor", url_path="floor")]).run()

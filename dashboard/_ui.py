@@ -199,33 +199,45 @@ def table(data: pd.DataFrame, *, key: str, opens: Callable[[pd.Series], Target |
 
 
 _LINK_TABLE_CSS = """<style>
-.fr-table{border-collapse:collapse;width:100%;font-size:0.875rem}
-.fr-table th{text-align:left;font-weight:400;color:#808495;padding:4px 8px;
+.fr-scroll{overflow-x:auto}
+.fr-table{border-collapse:collapse;width:100%;font-size:0.8125rem}
+.fr-table th{text-align:left;font-weight:400;color:#808495;padding:4px 6px;vertical-align:bottom;
   border-bottom:1px solid rgba(128,132,149,0.3)}
-.fr-table td{border-bottom:1px solid rgba(128,132,149,0.15);padding:4px 8px;white-space:nowrap}
+.fr-table td{border-bottom:1px solid rgba(128,132,149,0.15);padding:4px 6px;white-space:nowrap}
+.fr-table td.wrap{white-space:normal;min-width:10em}
 .fr-table .num{text-align:right;font-variant-numeric:tabular-nums}
 .fr-table a{color:inherit}
+.fr-table tr{position:relative}
+.fr-table td:first-child a::after{content:"";position:absolute;inset:0}
+.fr-table tr:has(td:first-child a):hover td{background:rgba(128,132,149,0.1)}
+.fr-table th a{text-decoration:underline dotted}
 </style>"""
 
 
 def link_table(rows: Sequence[dict[str, str]], *, links: Sequence[str | None], numeric: Sequence[str] = (),
-               indent: Sequence[int] | None = None, tips: dict[str, str] | None = None) -> None:
-    """A short table drawn as one HTML element, each row's first cell a link that opens its page in
-    this tab. For a handful of rows in a fixed order: ``st.dataframe``'s grid costs the browser
-    ~0.6 s of main-thread time on every load of a page it is on (``benchmarks/RESULTS.md`` §63),
-    more than the rest of such a page; this has no sorting and no scrolling, and a click loads the
-    page anew instead of rerunning this one.
+               wrap: Sequence[str] = (), indent: Sequence[int] | None = None, tips: dict[str, str] | None = None,
+               sorts: dict[str, str] | None = None, sorted_by: tuple[str, bool] | None = None) -> None:
+    """A table drawn as one HTML element, each row's first cell a link that opens its page in this
+    tab; the link covers its row, so a click anywhere on the row opens it. ``st.dataframe``'s grid
+    costs the browser ~0.35–0.6 s of main-thread time on every load of a page it is on
+    (``benchmarks/RESULTS.md`` §61, §63, §65), more than the rest of such a page; this costs next to
+    nothing for a hundred rows, but every row is drawn: page or cap the rows (a few hundred at most).
+    A click loads the page anew instead of rerunning this one, so whatever the target needs must be
+    in the link's query; sorting is the caller's, by header links (``sorts``).
 
     Args:
         rows: The cells, already written as shown; the first row's keys are the headers.
         links: Each row's target (``url``), or ``None`` for a row that opens nothing.
         numeric: Columns aligned right.
+        wrap: Columns of long text, wrapped onto more lines; the others stay on one line.
         indent: Each row's depth in a tree, drawn as the first cell's indent.
         tips: A header's tooltip, by column.
+        sorts: A header's link, by column: the page sorted by that column.
+        sorted_by: The column the rows are sorted by and whether descending, marked with an arrow.
     """
     if not rows:
         return
-    tips = tips or {}
+    tips, sorts = tips or {}, sorts or {}
     cols = list(rows[0])
 
     def cell(col: str, value: str, k: int) -> str:
@@ -234,19 +246,39 @@ def link_table(rows: Sequence[dict[str, str]], *, links: Sequence[str | None], n
             pad = f' style="padding-left:{0.5 + 1.2 * indent[k]:.1f}em"' if indent else ""
             text = f'<a href="{html.escape(links[k])}">{text}</a>' if links[k] else text
             return f"<td{pad}>{text}</td>"
-        return f'<td class="num">{text}</td>' if col in numeric else f"<td>{text}</td>"
+        kind = "num" if col in numeric else "wrap" if col in wrap else ""
+        return f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>"
 
-    head = "".join(f'<th{" class=num" if c in numeric else ""} title="{html.escape(tips.get(c, ""))}">'
-                   f"{html.escape(c)}</th>" for c in cols)
+    def header(col: str) -> str:
+        text = html.escape(col)
+        if sorted_by is not None and sorted_by[0] == col:
+            text += " ↓" if sorted_by[1] else " ↑"
+        if col in sorts:
+            text = f'<a href="{html.escape(sorts[col])}">{text}</a>'
+        return f'<th{" class=num" if col in numeric else ""} title="{html.escape(tips.get(col, ""))}">{text}</th>'
+
+    head = "".join(header(c) for c in cols)
     body = "".join("<tr>" + "".join(cell(c, row[c], k) for c in cols) + "</tr>" for k, row in enumerate(rows))
-    st.html(f'{_LINK_TABLE_CSS}<table class="fr-table"><tr>{head}</tr>{body}</table>')
+    st.html(f'{_LINK_TABLE_CSS}<div class="fr-scroll"><table class="fr-table"><tr>{head}</tr>{body}</table></div>')
 
 
-def url(page: str, **query: Any) -> str:
-    """The relative URL of a page with its query, for link columns in tables."""
+def scroll_to(key: str) -> None:
+    """Scrolls the page to the container made with ``st.container(key=key)`` once it is drawn.
+    Streamlit has no scroll API (and drops a URL's ``#anchor`` as it writes the query); its keyed
+    containers carry the class ``st-key-KEY``. Call it once per cause: a rerun would scroll again."""
+    st.html(f"""<script>(function go(tries) {{
+        const el = window.parent.document.querySelector(".st-key-{key}") || document.querySelector(".st-key-{key}");
+        if (el) el.scrollIntoView({{behavior: "smooth", block: "start"}});
+        else if (tries > 0) setTimeout(() => go(tries - 1), 100);
+    }})(20);</script>""", unsafe_allow_javascript=True, width="content")
+
+
+def url(page: str, /, **query: Any) -> str:
+    """The relative URL of a page with its query, for links in tables; a list value repeats its
+    parameter (``agent=a&agent=b``), as ``st.query_params.get_all`` reads it back."""
     from urllib.parse import urlencode
 
-    q = urlencode({k: v for k, v in query.items() if v is not None})
+    q = urlencode({k: v for k, v in query.items() if v is not None and v != []}, doseq=True)
     return f"/{page}?{q}" if q else f"/{page}"
 
 

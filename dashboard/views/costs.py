@@ -17,6 +17,8 @@ from dashboard import _ui
 _PER_TOKEN = 1e-6
 _GROUPS = ("model", "agent", "route", "tag", "time")
 _TOP_SESSIONS = 20
+_TOP_KEY = "costs_top_sessions"  # the top sessions' container, scrolled to when a group's row opens the page
+_FIRST = {"time": "from (UTC)"}  # a breakdown's first column, where its group's name is not the header
 _ROUTE_LINES = 8  # routes drawn in the cost-per-session chart; the others are summed into one line
 # What every breakdown sums over its calls. (A page script's bare strings would be drawn: comments here.)
 _SUMS = """count(*) AS calls,
@@ -123,8 +125,9 @@ def _sessions_where(lo: int, hi: int, view: str, group: tuple[str, str] | None =
 
 
 @_ui.cached
-def _top_sessions(lo: int, hi: int, view: str, group: tuple[str, str] | None) -> pd.DataFrame:
-    """The most expensive sessions, as their table shows them (shaped here, once per query)."""
+def _top_sessions(lo: int, hi: int, view: str,
+                  group: tuple[str, str] | None) -> tuple[list[dict[str, str]], list[str]]:
+    """The most expensive sessions, as their table shows them (shaped here, once per query), and their ids."""
     where, params = _sessions_where(lo, hi, view, group)
     # A session's cost with its sub-agents' (the sessions under it, ``parent_session_id``): the edges are
     # only the child sessions, so the recursion is as small as the store's sub-agent sessions.
@@ -142,21 +145,22 @@ def _top_sessions(lo: int, hi: int, view: str, group: tuple[str, str] | None) ->
                        sum(e.cost_usd) AS sub_cost, sum(e.unpriced_calls) AS sub_unpriced
                 FROM (SELECT DISTINCT top, session_id FROM under) u JOIN edges e USING (session_id) GROUP BY u.top
             )
-            SELECT session_id, agent, coalesce(route, '(none)') AS route, start_ns, status, turns, llm_calls,
+            SELECT session_id, coalesce(agent, '–') AS agent, coalesce(route, '(none)') AS route, start_ns, status,
+                   turns, llm_calls,
                    cost_usd, unpriced_calls, input_tokens + output_tokens + cache_read_tokens + cache_write_tokens
                    AS tokens, coalesce(r.sub_sessions, 0) AS sub_sessions,
                    cost_usd + coalesce(r.sub_cost, 0) AS tree_cost_usd, coalesce(r.sub_unpriced, 0) AS sub_unpriced
             FROM sessions s LEFT JOIN rolled r USING (session_id) WHERE start_ns >= ? AND start_ns < ?{where}
             ORDER BY tree_cost_usd DESC, start_ns DESC LIMIT {_TOP_SESSIONS}""", params)
-    return top.assign(
-        session=top["session_id"].str[:13],
-        started=[_ui.when(ns) for ns in top["start_ns"]],
-        # A session with unpriced calls cost at least this much: shown, and flagged in its own column.
-        cost_usd=top["cost_usd"].where(top["unpriced_calls"] < top["llm_calls"]),
-        tree_cost_usd=top["tree_cost_usd"].where(top["sub_sessions"] > 0),
-        unpriced_calls=top["unpriced_calls"] + top["sub_unpriced"],
-    )[["session", "tree_cost_usd", "cost_usd", "route", "agent", "started", "status", "turns", "llm_calls", "tokens",
-       "sub_sessions", "unpriced_calls", "session_id"]]
+    # A session with unpriced calls cost at least its priced calls: shown, and flagged in its own column.
+    return [{"session": r.session_id[:13],
+             "with sub-agents": _ui.usd(r.tree_cost_usd) if r.sub_sessions > 0 else "–",
+             "cost": _ui.usd(r.cost_usd if r.unpriced_calls < r.llm_calls else None), "route": r.route,
+             "agent": r.agent, "started": _ui.when(r.start_ns), "status": r.status, "turns": f"{r.turns:,}",
+             "LLM calls": f"{r.llm_calls:,}", "tokens": _ui.tokens(r.tokens),
+             "sub-agent sessions": f"{int(r.sub_sessions):,}",
+             "unpriced calls": f"{int(r.unpriced_calls + r.sub_unpriced):,}"} for r in top.itertuples()], \
+        top["session_id"].tolist()
 
 
 @_ui.cached
@@ -178,9 +182,11 @@ def _per_session(lo: int, hi: int, view: str, step_ns: int) -> pd.DataFrame:
 
 
 @_ui.cached
-def _breakdown_rows(lo: int, hi: int, view: str, by: str, step_ns: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A breakdown's rows as its table shows them, and its chart's points (each group's cost and cache
-    savings), shaped here once per query so that a rerun of the page does no pandas work."""
+def _breakdown_rows(lo: int, hi: int, view: str, by: str,
+                    step_ns: int) -> tuple[list[dict[str, str]], list[str], pd.DataFrame]:
+    """A breakdown's rows as its table shows them, each row's group (for its link), and its chart's
+    points (each group's cost and cache savings), shaped here once per query so that a rerun of the
+    page does no pandas work."""
     if by == "tag":
         rows = _by_tag(lo, hi, view)
     elif by == "time":
@@ -189,12 +195,16 @@ def _breakdown_rows(lo: int, hi: int, view: str, by: str, step_ns: int) -> tuple
         costs = _costs(lo, hi, view)
         rows = costs[costs["grp"] == by]
     # A group made only of unpriced calls has no cost at all; one with some is a lower bound.
-    shown = rows.assign(cost_usd=rows["cost_usd"].where(rows["unpriced_calls"] < rows["calls"]))[
-        [by, "calls", "cost_usd", "unpriced_calls", "input_tokens", "output_tokens", "cache_read_tokens",
-         "cache_write_tokens", "saved_usd"]].reset_index(drop=True)
+    groups = [t.strftime("%Y-%m-%d %H:%M:%S") for t in rows["time"]] if by == "time" else rows[by].tolist()
+    shown = [{_FIRST.get(by, by): group, "calls": f"{r.calls:,}",
+              "cost": _ui.usd(r.cost_usd if r.unpriced_calls < r.calls else None),
+              "unpriced calls": f"{r.unpriced_calls:,}", "input (uncached)": _ui.tokens(r.input_tokens),
+              "output": _ui.tokens(r.output_tokens), "cache read": _ui.tokens(r.cache_read_tokens),
+              "cache write": _ui.tokens(r.cache_write_tokens), "cache savings": _ui.usd(r.saved_usd)}
+             for group, r in zip(groups, rows.itertuples(), strict=True)]
     points = (rows[[by, "cost_usd", "saved_usd"]].rename(columns={"cost_usd": "cost", "saved_usd": "cache savings"})
               .fillna(0.0).melt(by, var_name="series", value_name="value"))
-    return shown, points
+    return shown, groups, points
 
 
 def _headline(total: pd.Series) -> None:
@@ -214,24 +224,19 @@ def _headline(total: pd.Series) -> None:
                    "like tracer/prices.json) and record again.", icon=":material/price_change:")
 
 
-def _table(shown: pd.DataFrame, by: str) -> pd.Series | None:
-    """The breakdown's rows; a click on a group's row (not a time bucket's) returns it."""
+def _table(shown: list[dict[str, str]], groups: list[str], by: str) -> None:
+    """The breakdown's rows; a group's row (not a time bucket's) links to this page with the group
+    picked, which lists its most expensive sessions below."""
     if by != "time":
         st.caption(f"Click a row to list the most expensive sessions of that {by} below.")
-    return _ui.table(
-        shown,
-        key=f"costs_{by}",
-        column_config={
-            "time": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-            "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
-            "unpriced_calls": st.column_config.NumberColumn("unpriced calls",
-                                                            help="Calls with no known price (cost unknown)."),
-            "input_tokens": st.column_config.NumberColumn("input (uncached)"),
-            "output_tokens": st.column_config.NumberColumn("output"),
-            "cache_read_tokens": st.column_config.NumberColumn("cache read"),
-            "cache_write_tokens": st.column_config.NumberColumn("cache write"),
-            "saved_usd": st.column_config.NumberColumn("cache savings", format="$%.4f"),
-        })
+    here = _ui.shared_query()
+    _ui.link_table(shown, links=[_ui.url("costs", **here, by=by, **{by: g}) if by in _IN_GROUP else None
+                                 for g in groups],
+                   numeric=("calls", "cost", "unpriced calls", "input (uncached)", "output", "cache read",
+                            "cache write", "cache savings"),
+                   tips={"unpriced calls": "Calls with no known price (cost unknown).",
+                         "cache savings": "What the cache reads would have cost at the model's input price, minus "
+                                          "what they cost."})
 
 
 def _breakdown(span: _ui.TimeRange, view: str, step: tuple[int, str]) -> tuple[str, str] | None:
@@ -245,52 +250,54 @@ def _breakdown(span: _ui.TimeRange, view: str, step: tuple[int, str]) -> tuple[s
     by = st.segmented_control("Break down by", list(_GROUPS), default=asked, key="costs_by",
                               format_func=lambda g: f"time ({step[1]})" if g == "time" else g) or asked
     st.query_params["by"] = by
-    shown, points = _breakdown_rows(span.lo, span.hi, view, by, step[0])
+    shown, groups, points = _breakdown_rows(span.lo, span.hi, view, by, step[0])
     across = by != "time"
     # Bars across, one group per row in the rows' order (most expensive first), each tall enough to read
     # its label; cost and cache savings side by side, since the savings are not part of the cost.
     _ui.chart(points, "bar", x=by, across=across, order=["cost", "cache savings"], stack=False, title="USD",
               height=min(max(200, 30 * len(shown) + 60), 900) if across else 260, width=960)
-    picked = _table(shown, by)
+    _table(shown, groups, by)
     if by == "tag":
         st.caption("A session with several tags counts under each, so the tags add up to more than the total.")
     st.caption("Cache savings count what reading from the prompt cache saved against the model's input price; "
                "cache writes cost more than plain input and are priced in the cost column.")
     for other in _IN_GROUP.keys() - {by}:  # a group of another breakdown no longer applies
         st.query_params.pop(other, None)
-    if picked is not None and by in _IN_GROUP:
-        st.query_params[by] = str(picked[by])
     value = _ui.param(by) if by in _IN_GROUP else None
     return (by, value) if value is not None else None
 
 
 def _top(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
+    with st.container(key=_TOP_KEY):
+        _top_body(span, view, group)
+    # A group's row loads the page anew, at its top, far above the sessions it asked for: scrolled to
+    # them once (a live page reruns every few seconds, and the reader may have scrolled away since).
+    if group is not None and st.session_state.get(_TOP_KEY + "_scrolled") != group:
+        st.session_state[_TOP_KEY + "_scrolled"] = group
+        _ui.scroll_to(_TOP_KEY)
+
+
+def _top_body(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
     if group is None:
         st.subheader("Most expensive sessions")
     else:
         st.subheader(f"Most expensive sessions of {group[0]} {group[1]}")
         if st.button(f"All sessions, of every {group[0]}", key="costs_all_groups"):
             st.query_params.pop(group[0], None)
-            st.session_state.pop(f"costs_{group[0]}", None)  # else the row still picked would pick it again
             st.rerun()
-    table = _top_sessions(span.lo, span.hi, view, group)
-    if table.empty:
+    rows, ids = _top_sessions(span.lo, span.hi, view, group)
+    if not rows:
         st.caption("No session started in this range." if group is None else
                    f"No session of {group[0]} {group[1]} started in this range.")
         return
     st.caption("Click a row to open its session.")
-    _ui.table(table, key="costs_top", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
-        "session": st.column_config.TextColumn("session", help="The session id's first characters.", width="small"),
-        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f", help="The session's own calls."),
-        "tree_cost_usd": st.column_config.NumberColumn(
-            "with sub-agents", format="$%.4f",
-            help="Its cost and that of the sessions its sub-agents ran (their own rows too); empty: it started none."),
-        "sub_sessions": st.column_config.NumberColumn("sub-agent sessions"),
-        "llm_calls": st.column_config.NumberColumn("LLM calls"),
-        "unpriced_calls": st.column_config.NumberColumn("unpriced calls",
-                                                        help="Calls with no known price: the cost is a lower bound."),
-        "session_id": None,
-    })
+    _ui.link_table(rows, links=[_ui.url("session", id=sid) for sid in ids],
+                   numeric=("with sub-agents", "cost", "turns", "LLM calls", "tokens", "sub-agent sessions",
+                            "unpriced calls"),
+                   tips={"session": "The session id's first characters.", "cost": "The session's own calls.",
+                         "with sub-agents": "Its cost and that of the sessions its sub-agents ran (their own rows "
+                                            "too); –: it started none.",
+                         "unpriced calls": "Calls with no known price: the cost is a lower bound."})
 
 
 def _per_route(span: _ui.TimeRange, view: str, first_ns: int, last_ns: int) -> None:

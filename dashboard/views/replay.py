@@ -1,5 +1,6 @@
 """Replay: rebuild one decision's exact request, edit it, re-run it (once or K trials) or fork the
-session from there, and compare the outcomes.
+session from there, and compare the outcomes. The editor and the run and fork controls open on a click
+(``?edit=1``); the recorded decision and its rebuilt request are shown at once.
 
 Every step is a call to the replay package (``reconstruct``, ``apply_edits``, ``run``, ``fork``,
 ``diff``); this page only turns widgets into ``replay.Edits`` and shows the records it gets back.
@@ -361,16 +362,11 @@ def _stale(done: dict[str, Any], edits: replay.Edits | None, what: str) -> None:
 
 def _scroll_here(key: str) -> None:
     """Brings the result a button has just produced into view, once: it is drawn below the
-    buttons, where the user is not looking. Streamlit has no scroll API; its keyed containers
-    carry the class ``st-key-KEY``."""
+    buttons, where the user is not looking."""
     if st.session_state.get(_SCROLL) != key:
         return
     del st.session_state[_SCROLL]
-    st.html(f"""<script>(function go(tries) {{
-        const el = window.parent.document.querySelector(".st-key-{key}") || document.querySelector(".st-key-{key}");
-        if (el) el.scrollIntoView({{behavior: "smooth", block: "start"}});
-        else if (tries > 0) setTimeout(() => go(tries - 1), 100);
-    }})(20);</script>""", unsafe_allow_javascript=True, width="content")
+    _ui.scroll_to(key)
 
 
 def _run_result(rec: replay.Reconstruction, edits: replay.Edits | None) -> None:
@@ -493,6 +489,15 @@ def render() -> None:
     with request.container(border=True):
         _request(rec)
 
+    if _ui.param("edit") != "1":
+        # The edit tabs and the run and fork controls are a dozen kinds of widget, which cost the browser
+        # more than the rest of the page on every load (benchmarks/RESULTS.md §63, §65): drawn once asked
+        # for, and kept open by the URL (``?edit=1``).
+        if st.button("Edit and re-run", icon=":material/edit:", key="replay_open_edit",
+                     help="Edit the request, then re-run this decision or fork the session from this turn."):
+            st.query_params["edit"] = "1"
+            st.rerun()
+        return
     st.subheader("Edit the request")
     edits: replay.Edits | None = None
     try:

@@ -5,21 +5,31 @@ Production sessions by default (the origin switch shows eval trials, replays and
 the sessions of one route (the Evals page's run beside production links to them).
 """
 
+import html
+
 import streamlit as st
 
+import tracer
 from dashboard import _ui
 
 _PAGE_SIZE = 100
+# What a header sorts by (its ``?sort=`` value, the column shown, the SQL) and which way first: text
+# from A, times and counts from the most. Ties fall to the newest, so a page boundary is stable.
 _SORTS = {
-    "newest": "s.start_ns DESC",
-    "oldest": "s.start_ns ASC",
-    "cost": "s.cost_usd DESC NULLS LAST",
-    "turns": "s.turns DESC",
-    "tool calls": "s.tool_calls DESC",
-    "duration": "duration_ms DESC",
-    "tokens": "tokens DESC",
-    "alerts": "alerts DESC, s.start_ns DESC",
+    "status": ("status", "s.status", False),
+    "agent": ("agent", "s.agent", False),
+    "started": ("started (UTC)", "s.start_ns", True),
+    "turns": ("turns", "s.turns", True),
+    "tool_calls": ("tool calls", "s.tool_calls", True),
+    "tool_errors": ("tool errors", "s.tool_errors", True),
+    "tokens": ("tokens", "tokens", True),
+    "cost": ("cost", "CASE WHEN s.unpriced_calls > 0 THEN NULL ELSE s.cost_usd END", True),
+    "duration": ("duration", "duration_ms", True),
+    "alerts": ("alerts", "alerts", True),
 }
+_DEFAULT_SORT = "started"
+_NUMERIC = ("turns", "tool calls", "tool errors", "tokens", "cost", "duration", "alerts")
+_REASON_CHARS = 160  # why a session ended, clipped so that a row stays a line or two
 
 
 @_ui.cached
@@ -44,7 +54,7 @@ def _where(search: str, agents: list[str], statuses: list[str], origins: list[st
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-# The table as shown, built by the store: formatting rows in pandas (a per-row apply, a column
+# The origin as shown, built by the store: formatting rows in pandas (a per-row apply, a column
 # rebuilt in Python) was most of the page's script run (benchmarks/RESULTS.md).
 _ORIGIN = """CASE WHEN s.origin = 'eval' THEN 'eval ' || left(coalesce(s.eval_run_id, ''), 8) || ' · '
                       || coalesce(s.eval_case_id, '')
@@ -55,25 +65,64 @@ _ORIGIN = """CASE WHEN s.origin = 'eval' THEN 'eval ' || left(coalesce(s.eval_ru
 
 @_ui.cached
 def _sessions(search: str, agents: tuple[str, ...], statuses: tuple[str, ...], origins: tuple[str, ...],
-              run: str | None, route: str | None, sort: str, page: int, with_origin: bool):
+              run: str | None, route: str | None, sort: str, desc: bool, page: int,
+              with_origin: bool) -> tuple[int, list[dict[str, str]], list[str]]:
+    """How many sessions match, and one page of them: each row's cells as the table shows them, and its session id."""
     where, params = _where(search, list(agents), list(statuses), list(origins), run, route)
     total = int(_ui.frame(f"SELECT count(*) AS n FROM sessions s {where}", params)["n"].iloc[0])
-    # Why a session ended is what a reader scans for: next to its status, in view at 1440 px.
     rows = _ui.frame(
         f"""WITH open_alerts AS (
                 SELECT sid AS session_id, count(*) AS alerts
                 FROM (SELECT unnest(session_ids) AS sid FROM alerts WHERE status <> 'resolved') GROUP BY 1)
-            SELECT left(s.session_id, 13) AS session, s.status, s.status_reason, {_ORIGIN if with_origin else ""}
-                   s.agent, strftime(make_timestamp(s.start_ns // 1000), '%Y-%m-%d %H:%M:%S UTC') AS started,
+            SELECT s.session_id, s.status, coalesce(s.status_reason, '') AS status_reason,
+                   {_ORIGIN if with_origin else ""} coalesce(s.agent, '–') AS agent,
+                   strftime(make_timestamp(s.start_ns // 1000), '%Y-%m-%d %H:%M:%S') AS started,
                    s.turns, s.tool_calls, s.tool_errors,
                    s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens AS tokens,
                    CASE WHEN s.unpriced_calls > 0 THEN NULL ELSE s.cost_usd END AS cost_usd,
-                   (s.end_ns - s.start_ns) / 1e6 AS duration_ms, coalesce(a.alerts, 0) AS alerts, s.session_id
+                   (s.end_ns - s.start_ns) / 1e6 AS duration_ms, coalesce(a.alerts, 0) AS alerts
             FROM sessions s LEFT JOIN open_alerts a USING (session_id) {where}
-            ORDER BY {_SORTS[sort]} LIMIT ? OFFSET ?""",
+            ORDER BY {_SORTS[sort][1]} {"DESC" if desc else "ASC"} NULLS LAST, s.start_ns DESC, s.session_id
+            LIMIT ? OFFSET ?""",
         [*params, _PAGE_SIZE, page * _PAGE_SIZE],
     )
-    return total, rows
+    # Why a session ended is what a reader scans for: next to its status, in view at 1440 px.
+    shown = [{"session": r.session_id[:13], "status": r.status,
+              "why it ended": tracer.clip_text(r.status_reason, _REASON_CHARS),
+              **({"origin": r.origin} if with_origin else {}), "agent": r.agent, "started (UTC)": r.started,
+              "turns": _count(r.turns), "tool calls": _count(r.tool_calls), "tool errors": _count(r.tool_errors),
+              "tokens": _count(r.tokens), "cost": _ui.usd(r.cost_usd), "duration": _ui.ms(r.duration_ms),
+              "alerts": _count(r.alerts)} for r in rows.itertuples()]
+    return total, shown, rows["session_id"].tolist()
+
+
+def _count(n: float) -> str:
+    # A column with a missing value comes out of the frame as floats.
+    return "–" if n != n else f"{int(n):,}"
+
+
+def _sort() -> tuple[str, bool]:
+    """The URL's sort (``?sort=cost&desc=0``), else the newest first."""
+    sort = _ui.param("sort") or _DEFAULT_SORT
+    if sort not in _SORTS:
+        st.warning(f"`sort={sort}` in the URL is not one of {', '.join(_SORTS)}; sorted by {_DEFAULT_SORT}.")
+        sort = _DEFAULT_SORT
+    desc = _ui.param("desc")
+    return sort, _SORTS[sort][2] if desc is None else desc != "0"
+
+
+def _picked(name: str, options: list[str]) -> list[str]:
+    """A filter's values from the URL (``?status=ok&status=error``), those the store has."""
+    asked = st.query_params.get_all(name)
+    unknown = [v for v in asked if v not in options]
+    if unknown:
+        st.warning(f"`{name}={', '.join(unknown)}` in the URL: no session has it; it was ignored.")
+    return [v for v in asked if v in options]
+
+
+def _first_page() -> None:
+    """A filter changed: the page number of the old list means nothing in the new one."""
+    st.query_params.pop("page", None)
 
 
 def render() -> None:
@@ -86,35 +135,61 @@ def render() -> None:
         left.caption(f"The sessions of eval run `{run}`." if run else f"The sessions of route `{route}`.")
         with right:
             _ui.link("sessions", "All sessions", origin=view)
-    c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
+    # The filters live in the URL as well as in their widgets: a header's sort link and the page links
+    # load the page anew, and they carry the filters with them.
+    c1, c2, c3 = st.columns([3, 2, 2])
     search = c1.text_input("Search", value=_ui.param("q") or "", placeholder="a session id, or text the agent "
-                           "or its tools said", key="sessions_q").strip()
-    chosen_agents = c2.multiselect("Agent", agents, key="sessions_agents")
-    chosen_status = c3.multiselect("Status", statuses, key="sessions_status")
-    sort = c4.selectbox("Sort by", list(_SORTS), key="sessions_sort")
-    # Every session of the production view is production's: no origin column to read.
-    total, rows = _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)), run,
-                            route, sort, st.session_state.get("sessions_page", 1) - 1, view != "production")
+                           "or its tools said", key="sessions_q", on_change=_first_page).strip()
+    chosen_agents = c2.multiselect("Agent", agents, default=_picked("agent", agents), key="sessions_agents",
+                                   on_change=_first_page)
+    chosen_status = c3.multiselect("Status", statuses, default=_picked("status", statuses), key="sessions_status",
+                                   on_change=_first_page)
+    sort, desc = _sort()
+    query = {"origin": view, "run": run, "route": route, "q": search or None, "agent": chosen_agents,
+             "status": chosen_status}
+    for name, value in query.items():
+        if value:
+            st.query_params[name] = value
+        else:
+            st.query_params.pop(name, None)
+    page = max(1, _ui.int_param("page") or 1)
+    total, rows, ids = _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)),
+                                 run, route, sort, desc, page - 1, view != "production")
     pages = max(1, -(-total // _PAGE_SIZE))
-    left, right = st.columns([4, 1])
-    right.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="sessions_page")
-    left.caption(f"{total:,} {_ui.ORIGIN_VIEWS[view].sessions} match"
-                 + (f"; showing {len(rows):,}" if total > len(rows) else ""))
-    if rows.empty:
+    if page > pages:  # an old link, or fewer sessions than when it was made: the last page
+        page = pages
+        total, rows, ids = _sessions(search, tuple(chosen_agents), tuple(chosen_status),
+                                     tuple(_ui.origin_values(view)), run, route, sort, desc, page - 1,
+                                     view != "production")
+    first = (page - 1) * _PAGE_SIZE
+    st.caption(f"{total:,} {_ui.ORIGIN_VIEWS[view].sessions} match"
+               + (f"; showing {first + 1:,}–{first + len(rows):,}" if total > len(rows) else "")
+               + ". Click a session to open it, a column's header to sort by it.")
+    if not rows:
         shown = "" if view == "all" else f" (of the {_ui.ORIGIN_VIEWS[view].sessions}: pick **all** above to " \
             "search every session)"
         st.info(f"No session matches{shown}. Clear the search or the filters, or record some sessions (`make demo`, "
                 "or point an agent at this store).")
         return
-    st.caption("Click a row to open its session.")
-    _ui.table(rows, key="sessions_table", opens=lambda row: ("session", {"id": row["session_id"]}), column_config={
-        "session": st.column_config.TextColumn("session", help="The session id's first characters.", width="small"),
-        "tool_calls": st.column_config.NumberColumn("tool calls"),
-        "tool_errors": st.column_config.NumberColumn("tool errors"),
-        "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
-        "duration_ms": st.column_config.NumberColumn("duration", format="%.0f ms"),
-        "status_reason": st.column_config.TextColumn("why it ended", width="large"),
-        "session_id": None,
-    })
+    sorted_col = _SORTS[sort][0]
+    # A header sorts by its column, its own way first; the one sorted by turns the order round.
+    sorts = {col: _ui.url("sessions", **query, sort=key, desc=int(not desc if col == sorted_col else first_desc))
+             for key, (col, _, first_desc) in _SORTS.items()}
+    _ui.link_table(rows, links=[_ui.url("session", id=sid) for sid in ids], numeric=_NUMERIC, wrap=("why it ended",),
+                   sorts=sorts, sorted_by=(sorted_col, desc),
+                   tips={"session": "The session id's first characters.",
+                         "cost": "Unknown: a call has no known price."})
+    if pages > 1:
+        _pager(query | {"sort": sort, "desc": int(desc)}, page, pages)
+
+
+def _pager(query: dict[str, object], page: int, pages: int) -> None:
+    """Links to the first, previous, next and last pages, with the page shown."""
+    def to(n: int, label: str) -> str:
+        return f'<a href="{html.escape(_ui.url("sessions", **query, page=n))}">{label}</a>' if n != page else label
+
+    st.html(f'<div style="font-size:0.875rem">{to(1, "« first")} · {to(max(1, page - 1), "‹ previous")} · '
+            f"page {page:,} of {pages:,} · {to(min(pages, page + 1), 'next ›')} · {to(pages, 'last »')}</div>")
+
 
 _ui.guarded(render, live=True)

@@ -4,7 +4,10 @@ its sessions, its alerts and its two eval runs."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -24,7 +27,7 @@ def store(demo_store, tmp_path, monkeypatch) -> Path:
     return db
 
 
-def app(page: str | None = None, **query: str) -> AppTest:
+def app(page: str | None = None, /, **query: str) -> AppTest:
     """The dashboard as a browser opens it: ``app("session", id=…)`` is ``/session?id=…``."""
     at = AppTest.from_file(APP, default_timeout=60)
     for k, v in query.items():
@@ -48,3 +51,66 @@ def click(at: AppTest, key: str, row: int, column: str) -> AppTest:
     """Clicks a cell of the table ``key`` (``_ui.table``), as the browser reports it, and reruns."""
     at.session_state[key] = {"selection": {"rows": [], "columns": [], "cells": [(row, column)]}}
     return at.run()
+
+
+@dataclass
+class Table:
+    """An HTML table of ``_ui.link_table`` as the browser gets it: the text of each cell, and the links."""
+
+    headers: list[str]
+    """As shown, with the sorted column's arrow."""
+    header_links: list[str | None]
+    rows: list[dict[str, str]]
+    """Each row's cells by header (without the arrow)."""
+    links: list[str | None]
+    """Each row's first cell's link."""
+
+    def column(self, name: str) -> list[str]:
+        return [row[name] for row in self.rows]
+
+    def sort_link(self, name: str) -> dict[str, list[str]]:
+        """The query of the header ``name``'s link."""
+        link = self.header_links[[h.rstrip(" ↑↓") for h in self.headers].index(name)]
+        assert link is not None, f"{name} is not a sort link"
+        return parse_qs(urlsplit(link).query)
+
+
+class _TableParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[tuple[str, str | None]]]] = []
+        self._cell: list[str] | None = None
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and ("class", "fr-table") in attrs:
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th") and self.tables:
+            self._cell, self._href = [], None
+        elif tag == "a" and self._cell is not None:
+            self._href = dict(attrs).get("href")
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(("".join(self._cell), self._href))
+            self._cell = None
+
+
+def link_tables(at: AppTest) -> list[Table]:
+    """Every ``_ui.link_table`` on the page, in order."""
+    parser = _TableParser()
+    for element in at.get("html"):
+        parser.feed(element.proto.body)
+    tables = []
+    for head, *body in parser.tables:
+        names = [text.rstrip(" ↑↓") for text, _ in head]
+        tables.append(Table([text for text, _ in head], [href for _, href in head],
+                            [dict(zip(names, (text for text, _ in row), strict=True)) for row in body],
+                            [row[0][1] for row in body]))
+    return tables

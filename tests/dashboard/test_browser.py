@@ -167,6 +167,9 @@ def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_promp
     # 2. that decision -> replay with an edited system prompt -> the diff
     browser.click("a", text="Replay this turn")
     _step(browser, screenshots, "2-replay", "location.pathname === '/replay' && "
+                                            "document.body.innerText.includes('Rebuilt request')")
+    browser.click("button", text="Edit and re-run")  # the editor opens on a click
+    _step(browser, screenshots, "2-editor", "location.search.includes('edit=1') && "
                                             "document.querySelector('textarea[aria-label=\"System prompt\"]')")
     browser.click('textarea[aria-label="System prompt"]')
     browser.evaluate("(() => { const t = document.querySelector('textarea[aria-label=\"System prompt\"]'); "
@@ -221,20 +224,14 @@ def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard
             "AND coalesce(route, '(none)') = ?)", [route, route]).fetchall()}
     _sidebar(browser, dashboard, screenshots, "costs", "true")
     browser.click("button", text="route")
-    _step(browser, screenshots, "4-by-route", "location.search.includes('by=route')")
-    browser.click_row(0, 0)  # the breakdown is sorted by cost: the most expensive route first
-    # The URL changes as the script starts its run: wait for the top sessions it then draws.
+    _step(browser, screenshots, "4-by-route", "location.search.includes('by=route') && "
+                                              "document.querySelector('.fr-table a[href*=\"by=route\"]')")
+    # The breakdown is sorted by cost: the most expensive route first. Its link loads the page anew.
+    browser.click('.fr-table a[href*="by=route"]')
     heading = json.dumps("sessions of route " + route)
     _step(browser, screenshots, "4-route",
           f"location.search.includes('route=') && document.body.innerText.includes({heading})")
-    # Its top sessions, most expensive first. A table just scrolled into view from the page's foot
-    # can drop a synthetic click (about one run in two on a loaded machine): one more try.
-    for attempt in range(2):
-        browser.click_row(1, 0)
-        try:
-            _step(browser, screenshots, "4-top-session", "location.pathname === '/session'", timeout_s=15)
-            break
-        except TimeoutError:
-            if attempt:
-                raise
+    # Its top sessions, most expensive first: a click anywhere on the row (here its start time) opens it.
+    browser.click('.fr-table tr:has(a[href^="/session"]) td:nth-child(6)')
+    _step(browser, screenshots, "4-top-session", "location.pathname === '/session'")
     assert browser.evaluate("new URLSearchParams(location.search).get('id')") in top

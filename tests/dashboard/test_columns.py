@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dashboard.conftest import app, no_exceptions
+from tests.dashboard.conftest import app, link_tables, no_exceptions
+
+
+@pytest.mark.parametrize("origin", ["production", "all"])  # "all" adds an origin column
+def test_why_a_session_ended_comes_first_on_sessions(store, origin):
+    at = app("sessions", origin=origin)
+    no_exceptions(at)
+    headers = link_tables(at)[0].headers
+    assert headers.index("why it ended") <= 4, headers
 
 
 @pytest.mark.parametrize(("page", "table", "key_columns"), [
-    ("sessions", 0, ["status_reason"]),  # why it ended
     ("alerts", 0, ["title", "last_seen"]),  # what happened, last seen
     ("evals", -1, ["why"]),  # why the candidate failed, in the comparison of two runs
 ])

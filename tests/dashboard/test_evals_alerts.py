@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import evals
 import tracer
-from tests.dashboard.conftest import app, click, no_exceptions
+from tests.dashboard.conftest import app, click, link_tables, no_exceptions
 
 
 def _metrics(at) -> dict[str, str]:
@@ -85,7 +85,7 @@ def test_a_run_beside_production_route_by_route_opens_a_routes_sessions(store):
     with tracer.Store(str(store), read_only=True) as s:
         (n,), = s.sql("SELECT count(*) FROM sessions WHERE origin = 'production' AND route = ?",
                       [expected.routes[row].route])
-    assert len(at.dataframe[0].value) == n
+    assert len(link_tables(at)[0].rows) == n
 
 
 def test_evals_unknown_run_is_a_clear_error(store):

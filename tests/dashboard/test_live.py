@@ -9,7 +9,7 @@ import replay
 import tracer
 from dashboard import Source
 from dashboard._source import DB_ENV, MODE_ENV
-from tests.dashboard.conftest import app, no_exceptions
+from tests.dashboard.conftest import app, link_tables, no_exceptions
 from tests.tracer.fakes import FakeAPI, run_agent
 from tracer._collector import Collector
 
@@ -40,7 +40,7 @@ def test_sessions_sent_to_the_collector_show_up_on_the_next_refresh(served):
     sid = _send(collector.url)
     at.text_input(key="sessions_q").input(sid[:13]).run()  # a new query: nothing cached answers it
     no_exceptions(at)
-    assert at.dataframe[0].value["agent"].tolist() == ["remote"]
+    assert link_tables(at)[0].column("agent") == ["remote"]
 
 
 def test_the_dashboard_records_a_replay_beside_the_running_collector(served):

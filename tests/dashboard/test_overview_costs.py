@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 
 import duckdb
-import pandas as pd
 import pytest
 
 import tracer
 from dashboard import _ui
 from dashboard._source import DB_ENV, MODE_ENV
-from tests.dashboard.conftest import app, click, no_exceptions
+from tests.dashboard.conftest import app, link_tables, no_exceptions
 
 
 def _metrics(at) -> dict[str, str]:
@@ -60,7 +59,7 @@ def test_the_origin_switch_shows_eval_sessions_and_the_rest(store):
     at = app("sessions", origin="evals")
     no_exceptions(at)
     assert any(c.value.startswith(f"{evals_count:,} eval sessions match") for c in at.caption)
-    assert at.dataframe[0].value["origin"].str.startswith("eval ").all()
+    assert all(o.startswith("eval ") for o in link_tables(at)[0].column("origin"))
     at = app("sessions")
     assert any(c.value.startswith(f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,} production sessions match")
                for c in at.caption)
@@ -103,7 +102,7 @@ def test_an_eval_run_links_to_its_sessions(store):
     no_exceptions(at)
     assert any(c.value.startswith(f"{trials:,} eval sessions match") for c in at.caption), \
         [c.value for c in at.caption]
-    assert at.dataframe[0].value["origin"].str.startswith(f"eval {run_id[:8]}").all()
+    assert all(o.startswith(f"eval {run_id[:8]}") for o in link_tables(at)[0].column("origin"))
 
 
 def test_overview_range_is_a_deep_link(store):
@@ -113,6 +112,18 @@ def test_overview_range_is_a_deep_link(store):
     at = app("overview", range="1h")
     no_exceptions(at)
     assert _metrics(at)["Sessions"] == f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,}"
+
+
+def _open(link: str):
+    """The page a table's link leads to, as the browser loads it."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(link)
+    return app(parts.path.strip("/"), **dict(parse_qsl(parts.query)))
+
+
+def _calls(count: str) -> int:
+    return int(count.replace(",", ""))
 
 
 def test_costs_total_and_cache_savings_match_the_store(store):
@@ -126,32 +137,37 @@ def test_costs_total_and_cache_savings_match_the_store(store):
                             f"sum(llm_calls.cache_read_tokens) {_PRODUCTION_CALLS} GROUP BY 1"))
     savings = sum(reads * (table.lookup(m).input - table.lookup(m).cache_read) / 1e6 for m, reads in models.items())
     assert shown["Cache savings"] == _ui.usd(savings)
-    by_model = at.dataframe[0].value
-    assert sorted(by_model["model"]) == sorted(models) and len(models) == 2
-    assert by_model["calls"].sum() == _one(store, f"SELECT count(*) {_PRODUCTION_CALLS}")
+    by_model = link_tables(at)[0]
+    assert sorted(by_model.column("model")) == sorted(models) and len(models) == 2
+    assert sum(map(_calls, by_model.column("calls"))) == _one(store, f"SELECT count(*) {_PRODUCTION_CALLS}")
 
 
 def test_costs_by_route_sum_to_the_total(store):
     at = app("costs", by="route")
     no_exceptions(at)
-    by_route = at.dataframe[0].value
-    routes = tracer.Store(str(store), read_only=True).sql(
-        f"SELECT DISTINCT coalesce(route, '(none)') {_PRODUCTION}")
-    assert sorted(by_route["route"]) == sorted(r for (r,) in routes) and len(by_route) > 1
-    total = _one(store, f"SELECT sum(llm_calls.cost_usd) {_PRODUCTION_CALLS}")
-    assert by_route["cost_usd"].sum() == pytest.approx(total)
-    assert by_route["calls"].sum() == _one(store, f"SELECT count(*) {_PRODUCTION_CALLS}")
+    by_route = link_tables(at)[0]
+    with tracer.Store(str(store), read_only=True) as s:
+        routes = s.sql("SELECT coalesce(s.route, '(none)') AS r, count(*), sum(c.cost_usd) FROM llm_calls c "
+                       "JOIN sessions s USING (session_id) WHERE s.origin = 'production' GROUP BY r "
+                       "ORDER BY 3 DESC")
+    assert len(routes) > 1
+    # Most expensive first, each with its calls and cost; the routes' calls add up to every call.
+    assert [(r["route"], _calls(r["calls"]), r["cost"]) for r in by_route.rows] == \
+        [(route, calls, _ui.usd(cost)) for route, calls, cost in routes]
+    assert sum(calls for _, calls, _ in routes) == _one(store, f"SELECT count(*) {_PRODUCTION_CALLS}")
     # Tags: the reference agent tags how a session ran; a session counts under each of its tags.
     at = app("costs", by="tag")
     no_exceptions(at)
-    assert {"stream", "(none)"} <= set(at.dataframe[0].value["tag"])
+    assert {"stream", "(none)"} <= set(link_tables(at)[0].column("tag"))
 
 
 def test_costs_over_time_are_bucketed_from_the_range_and_the_range_is_shared(store):
     at = app("costs", by="day")  # an older link's by=day is the time view
     no_exceptions(at)
     assert at.query_params["by"] == "time"
-    assert len(at.dataframe[0].value) > 1  # a minute-long demo gets buckets of seconds, not one bar a day
+    by_time = link_tables(at)[0]
+    assert len(by_time.rows) > 1  # a minute-long demo gets buckets of seconds, not one bar a day
+    assert by_time.links == [None] * len(by_time.rows)  # a bucket lists no sessions of its own
     at = app("costs", range="custom", **{"from": "2001-01-01", "to": "2001-01-31"})
     no_exceptions(at)
     assert "in 2001-01-01 to 2001-01-31" in at.info[0].value
@@ -164,7 +180,7 @@ def test_costs_over_time_are_bucketed_from_the_range_and_the_range_is_shared(sto
 def test_top_sessions_by_cost_open_the_session_page(store):
     at = app("costs")
     no_exceptions(at)
-    top = at.dataframe[1].value
+    top = link_tables(at)[1]
     # Ranked by cost with the sub-agents' sessions (delegated_research's parent starts one).
     with tracer.Store(str(store), read_only=True) as s:
         rolled = {sid: (s.session_tree(sid).node(sid).subtree_cost_usd_known_part, start)
@@ -172,33 +188,37 @@ def test_top_sessions_by_cost_open_the_session_page(store):
         parents = dict(s.sql(f"SELECT parent_session_id, count(*) {_PRODUCTION} AND parent_session_id IS NOT NULL "
                              "GROUP BY 1"))
     expected = sorted(rolled, key=lambda sid: (-rolled[sid][0], -rolled[sid][1]))[:20]
-    assert top["session_id"].tolist() == expected
+    assert top.links == [f"/session?id={sid}" for sid in expected]
     assert parents, "the demo has a session with a sub-agent"
-    for row in top.itertuples():
-        assert row.tree_cost_usd == pytest.approx(rolled[row.session_id][0]) if row.session_id in parents \
-            else pd.isna(row.tree_cost_usd)
-        assert row.sub_sessions == parents.get(row.session_id, 0)
-    click(at, "costs_top", 0, "cost_usd")
+    for sid, row in zip(expected, top.rows, strict=True):
+        assert row["with sub-agents"] == (_ui.usd(rolled[sid][0]) if sid in parents else "–")
+        assert row["sub-agent sessions"] == str(parents.get(sid, 0))
+    at = _open(top.links[0])
     no_exceptions(at)
-    assert at.query_params["id"] == expected[0]
     assert at.title[0].value.startswith(f"Session `{expected[0][:13]}")
 
 
 def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):
-    at = app("costs", by="route")
+    at = app("costs", by="route", range="all")
     no_exceptions(at)
-    routes = at.dataframe[0].value
-    route = routes["route"].iloc[0]
-    assert routes["cost_usd"].iloc[0] == routes["cost_usd"].max()  # the most expensive route first
-    click(at, "costs_route", 0, "route")
+    assert not any("scrollIntoView" in h.proto.body for h in at.html)  # no route picked: nothing to scroll to
+    routes = link_tables(at)[0]
+    route = routes.column("route")[0]  # the most expensive route first
+    assert routes.links[0] == _ui.url("costs", range="all", origin="production", by="route", route=route)
+    at = _open(routes.links[0])
     no_exceptions(at)
     assert at.query_params["route"] == route
     assert f"Most expensive sessions of route {route}" in [h.value for h in at.subheader]
-    shown = at.dataframe[1].value
+    # The page loaded anew at its top: it scrolls to the route's sessions, once.
+    assert any("st-key-costs_top_sessions" in h.proto.body and "scrollIntoView" in h.proto.body for h in at.html)
+    at.run()
+    assert not any("scrollIntoView" in h.proto.body for h in at.html)
+    shown = link_tables(at)[1]
     expected = tracer.Store(str(store), read_only=True).sql(
         f"SELECT session_id {_PRODUCTION} AND coalesce(route, '(none)') = ?", [route])
-    assert set(shown["session_id"]) <= {sid for (sid,) in expected} and len(shown) == min(20, len(expected))
-    assert shown["tree_cost_usd"].fillna(shown["cost_usd"]).is_monotonic_decreasing
+    assert {link.split("id=")[1] for link in shown.links} <= {sid for (sid,) in expected}
+    assert len(shown.rows) == min(20, len(expected))
+    assert set(shown.column("route")) == {route}
     # Another breakdown drops the route; the button lists every session again.
     at.button(key="costs_all_groups").click().run()
     no_exceptions(at)
@@ -215,10 +235,10 @@ def test_costs_flags_calls_with_no_known_price(store):
     at = app("costs")
     assert not at.exception
     assert "1 successful call uses a model with no known price" in at.warning[0].value
-    by_model = at.dataframe[0].value.set_index("model")
+    mystery = next(r for r in link_tables(at)[0].rows if r["model"] == "mystery-model")
     # Unknown, not $0: the row has no cost and no savings, and says how many calls it could not price.
-    assert by_model.loc["mystery-model", "unpriced_calls"] == 1
-    assert by_model.loc["mystery-model"][["cost_usd", "saved_usd"]].isna().all()
+    assert mystery["unpriced calls"] == "1"
+    assert (mystery["cost"], mystery["cache savings"]) == ("unknown", "unknown")
 
 
 @pytest.mark.parametrize("page", ["overview", "costs", "evals", "alerts", "review"])

@@ -57,11 +57,19 @@ def test_a_deep_link_shows_the_recorded_decision_and_its_rebuilt_request(store, 
     assert any("Shall I go ahead?" in t.value for t in at.text)
     assert any("matches the hash recorded with the call" in c.value for c in at.caption)
     assert _links(at)["Open this session"] == session_id
+    # The editor and the run and fork controls wait for a click: a dozen kinds of widget the browser draws.
+    assert not at.text_area and not [b for b in at.button if b.key in ("replay_run", "replay_fork")]
+    at.button(key="replay_open_edit").click().run()
+    no_exceptions(at)
+    assert at.query_params["edit"] == "1"  # kept in the URL: a reload or a link opens it again
+    assert [t.label for t in at.text_area] == ["System prompt"]
+    assert not at.button(key="replay_run").disabled and not at.button(key="replay_fork").disabled
+    assert not [b for b in at.button if b.key == "replay_open_edit"]
 
 
 def test_without_the_approval_rule_the_rerun_refunds_at_once(store, asks_to_confirm):
     session_id, turn = asks_to_confirm
-    at = app("replay", id=session_id, turn=str(turn))
+    at = app("replay", id=session_id, turn=str(turn), edit="1")
     _drop_the_approval_rule(at)
     at.button(key="replay_run").click().run()
     no_exceptions(at)
@@ -84,7 +92,7 @@ def test_without_the_approval_rule_the_rerun_refunds_at_once(store, asks_to_conf
 
 def test_trials_are_counted(store, asks_to_confirm):
     session_id, turn = asks_to_confirm
-    at = app("replay", id=session_id, turn=str(turn))
+    at = app("replay", id=session_id, turn=str(turn), edit="1")
     _drop_the_approval_rule(at)
     at.number_input(key="replay_trials").set_value(3)
     at.button(key="replay_run").click().run()
@@ -95,7 +103,7 @@ def test_trials_are_counted(store, asks_to_confirm):
 
 def test_a_fork_without_the_rule_diverges_at_the_edited_turn(store, asks_to_confirm):
     session_id, turn = asks_to_confirm
-    at = app("replay", id=session_id, turn=str(turn))
+    at = app("replay", id=session_id, turn=str(turn), edit="1")
     _drop_the_approval_rule(at)
     at.button(key="replay_fork").click().run()
     no_exceptions(at)
@@ -125,7 +133,7 @@ def test_a_fork_of_a_looping_session_stops_at_the_agents_loop_guard(store):
     with tracer.Store(str(store), read_only=True) as s:
         session_id, reason = s.sql("SELECT session_id, status_reason FROM sessions WHERE status = 'guard:loop' "
                                    "ORDER BY session_id LIMIT 1")[0]
-    at = app("replay", id=session_id, turn="1")
+    at = app("replay", id=session_id, turn="1", edit="1")
     at.button(key="replay_fork").click().run()
     no_exceptions(at)
     ended = next(m.value for m in at.markdown if m.value.startswith("Ended "))
@@ -137,7 +145,7 @@ def test_an_unknown_session_is_a_clear_error(store):
     at = app("replay", id="no-such-session", turn="1")
     assert not at.exception
     assert "no session 'no-such-session'" in at.error[0].value
-    assert not [b for b in at.button if b.key == "replay_run"]  # nothing to run
+    assert not [b for b in at.button if b.key in ("replay_run", "replay_open_edit")]  # nothing to run
 
 
 def test_a_turn_past_the_end_is_a_clear_error(store, asks_to_confirm):
@@ -149,7 +157,7 @@ def test_a_turn_past_the_end_is_a_clear_error(store, asks_to_confirm):
 
 def test_only_the_open_edit_tab_is_drawn_and_edits_in_closed_tabs_are_kept(store, asks_to_confirm):
     session_id, turn = asks_to_confirm
-    at = app("replay", id=session_id, turn=str(turn))
+    at = app("replay", id=session_id, turn=str(turn), edit="1")
     no_exceptions(at)
     # The first tab's editor only: no tool-result editor, no table of messages or tools.
     assert [t.label for t in at.text_area] == ["System prompt"]
@@ -174,7 +182,7 @@ def test_only_the_open_edit_tab_is_drawn_and_edits_in_closed_tabs_are_kept(store
 
 def test_an_edit_that_does_not_parse_says_so_and_cannot_run(store, asks_to_confirm):
     session_id, turn = asks_to_confirm
-    at = app("replay", id=session_id, turn=str(turn))
+    at = app("replay", id=session_id, turn=str(turn), edit="1")
     _open_tab(at, "Tools")
     tool = next(t for t in at.text_area if t.label.startswith("Offer another tool"))
     tool.set_value("{not json").run()
@@ -196,7 +204,7 @@ def test_a_custom_agents_session_asks_for_a_model_and_uses_the_one_named(tmp_pat
         recorder.shutdown()
     monkeypatch.setenv(DB_ENV, str(db))
     monkeypatch.setenv(MODE_ENV, "read_only")
-    at = app("replay", id=session_id, turn="2")
+    at = app("replay", id=session_id, turn="2", edit="1")
     at.button(key="replay_run").click().run()
     assert not at.exception
     assert at.error[0].value.startswith("no model to ask: the session was recorded by agent 'invoice-clerk'")

@@ -10,7 +10,7 @@ import pytest
 import replay
 import tracer
 from dashboard import _ui
-from tests.dashboard.conftest import app, no_exceptions
+from tests.dashboard.conftest import app, link_tables, no_exceptions
 
 
 def _html(at) -> str:
@@ -267,10 +267,8 @@ def test_a_guard_that_fired_before_the_turns_model_call_is_shown_on_its_turn(sto
 
 def _task_rows(at) -> list[tuple[str | None, str, str]]:
     """The task table's rows: the first cell's link (``None``: none), its text, and the agent."""
-    table = next(h.proto.body for h in at.html if "fr-table" in h.proto.body)
-    row = r'<tr><td[^>]*>(?:<a href="([^"]*)">)?([^<]*)(?:</a>)?</td><td>([^<]*)</td>'
-    return [(html.unescape(href) if href else None, html.unescape(text), html.unescape(agent))
-            for href, text, agent in re.findall(row, table)]
+    [table] = link_tables(at)
+    return [(link, row["session"], row["agent"]) for link, row in zip(table.links, table.rows, strict=True)]
 
 
 def test_a_session_with_sub_agents_shows_the_tree_of_its_task_and_what_it_cost_in_all(store):

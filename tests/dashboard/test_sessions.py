@@ -2,62 +2,120 @@
 
 from __future__ import annotations
 
-import pytest
+from urllib.parse import parse_qs, urlsplit
 
 import tracer
-from tests.dashboard.conftest import app, click, no_exceptions
+from dashboard import _ui
+from tests.dashboard.conftest import app, link_tables, no_exceptions
 
 
-def test_sessions_lists_every_production_session_with_links(store):
-    at = app("sessions")
-    no_exceptions(at)
-    table = at.dataframe[0].value
+def _sql(store, sql: str, params: list | None = None) -> list[tuple]:
     with tracer.Store(str(store), read_only=True) as s:
-        total = s.sql("SELECT count(*) FROM sessions WHERE origin = 'production'")[0][0]
-    assert len(table) == min(total, 100)
-    assert table["session"].iloc[0] == table["session_id"].iloc[0][:13]
-    assert f"{total:,} production sessions match" in at.caption[0].value
-
-
-def test_a_click_on_a_row_opens_its_session_in_the_same_tab(store):
-    at = app("sessions")
-    sid = at.dataframe[0].value["session_id"].iloc[3]
-    click(at, "sessions_table", 3, "status")
-    no_exceptions(at)
-    assert at.query_params["id"] == sid
-    assert at.title[0].value.startswith(f"Session `{sid[:13]}")
+        return s.sql(sql, params or [])
 
 
 def _count(at) -> int:
     return int(at.caption[0].value.split()[0].replace(",", ""))
 
 
-def test_filters_and_sorting_match_the_store(store):
-    with tracer.Store(str(store), read_only=True) as s:
-        loops = s.sql("SELECT count(*) FROM sessions WHERE status = 'guard:loop' AND origin = 'production'")[0][0]
-        costs = [c for (c,) in s.sql("SELECT cost_usd FROM sessions WHERE unpriced_calls = 0 AND origin = 'production' "
-                                     "ORDER BY cost_usd DESC LIMIT 5")]
+def _open(link: str):
+    """The page a link of the table leads to, as the browser loads it."""
+    parts = urlsplit(link)
+    query = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(parts.query).items()}
+    return app(parts.path.strip("/"), **query), query
+
+
+def test_sessions_lists_the_newest_production_sessions_first_each_a_link_to_its_page(store):
+    at = app("sessions")
+    no_exceptions(at)
+    [table] = link_tables(at)
+    newest = [sid for (sid,) in _sql(store, "SELECT session_id FROM sessions WHERE origin = 'production' "
+                                            "ORDER BY start_ns DESC, session_id LIMIT 100")]
+    total = _sql(store, "SELECT count(*) FROM sessions WHERE origin = 'production'")[0][0]
+    assert f"{total:,} production sessions match" in at.caption[0].value
+    assert table.links == [f"/session?id={sid}" for sid in newest]
+    assert table.column("session") == [sid[:13] for sid in newest]
+    assert table.headers[:3] == ["session", "status", "why it ended"]  # in view at 1440 px, before the numbers
+    assert "origin" not in table.headers  # every session of the production view is production's
+    assert "started (UTC) ↓" in table.headers  # sorted newest first, and marked so
+
+
+def test_a_row_opens_its_session_in_the_same_tab(store):
+    [table] = link_tables(app("sessions"))
+    at, query = _open(table.links[3])
+    no_exceptions(at)
+    assert at.title[0].value.startswith(f"Session `{query['id'][:13]}")
+
+
+def test_a_header_sorts_by_its_column_and_again_the_other_way(store):
+    costs = [c for (c,) in _sql(store, "SELECT cost_usd FROM sessions WHERE unpriced_calls = 0 AND origin = "
+                                       "'production' ORDER BY cost_usd DESC LIMIT 5")]
+    [table] = link_tables(app("sessions"))
+    query = table.sort_link("cost")
+    assert query["sort"] == ["cost"] and query["desc"] == ["1"]  # dearest first
+    at, _ = _open(table.header_links[table.headers.index("cost")])
+    no_exceptions(at)
+    [table] = link_tables(at)
+    assert table.column("cost")[:5] == [_ui.usd(c) for c in costs]
+    assert "cost ↓" in table.headers
+    at, _ = _open(table.header_links[table.headers.index("cost ↓")])  # the same header again: cheapest first
+    [table] = link_tables(at)
+    cheapest = _sql(store, "SELECT min(cost_usd) FROM sessions WHERE unpriced_calls = 0 AND origin = 'production'")
+    assert table.column("cost")[0] == _ui.usd(cheapest[0][0]) and "cost ↑" in table.headers
+
+
+def test_filters_are_kept_in_the_url_and_by_the_sort_and_page_links(store):
+    loops = _sql(store, "SELECT count(*) FROM sessions WHERE status = 'guard:loop' AND origin = 'production'")[0][0]
     assert loops > 0
     at = app("sessions")
     at.multiselect(key="sessions_status").set_value(["guard:loop"]).run()
     no_exceptions(at)
     assert _count(at) == loops
-    assert set(at.dataframe[0].value["status"]) == {"guard:loop"}
-    at.multiselect(key="sessions_status").set_value([]).run()
-    at.selectbox(key="sessions_sort").set_value("cost").run()
-    assert at.dataframe[0].value["cost_usd"].head(5).tolist() == pytest.approx(costs)  # sessions can tie
+    [table] = link_tables(at)
+    assert set(table.column("status")) == {"guard:loop"}
+    assert at.query_params["status"] == "guard:loop"
+    assert table.sort_link("turns")["status"] == ["guard:loop"]  # a sort keeps the filter
+    # Opened from the URL, as a header link loads it.
+    at = app("sessions", status="guard:loop", sort="turns")
+    no_exceptions(at)
+    [table] = link_tables(at)
+    assert set(table.column("status")) == {"guard:loop"} and _count(at) == loops
+    turns = [int(t) for t in table.column("turns")]
+    assert turns == sorted(turns, reverse=True)
+
+
+def test_more_sessions_than_a_page_get_page_links_and_a_count_of_those_shown(store):
+    at = app("sessions", origin="all")
+    total = _sql(store, "SELECT count(*) FROM sessions")[0][0]
+    assert total > 100, "the demo has more sessions than a page"
+    assert at.caption[0].value.startswith(f"{total:,} sessions match; showing 1–100")
+    pager = next(h.proto.body for h in at.get("html") if "next ›" in h.proto.body)
+    assert f"page 1 of {-(-total // 100)}" in pager
+    link = next(a for a in pager.split('"') if "page=2" in a)
+    at, _ = _open(link.replace("&amp;", "&"))
+    no_exceptions(at)
+    [table] = link_tables(at)
+    oldest = _sql(store, "SELECT session_id FROM sessions ORDER BY start_ns DESC, session_id LIMIT 100 OFFSET 100")
+    assert table.links == [f"/session?id={sid}" for (sid,) in oldest]
+    assert at.caption[0].value.startswith(f"{total:,} sessions match; showing 101–")
+    # A sort or a new filter starts again from the first page: page 2 of the old order means nothing.
+    [table] = link_tables(at)
+    assert "page" not in table.sort_link("cost")
+    at.multiselect(key="sessions_status").set_value(["ok"]).run()
+    no_exceptions(at)
+    assert "page" not in at.query_params and "showing 1–" in at.caption[0].value
 
 
 def test_search_finds_a_session_by_id_prefix_and_by_what_its_tools_returned(store):
-    with tracer.Store(str(store), read_only=True) as s:
-        sid = s.sql("SELECT session_id FROM sessions WHERE origin = 'production' ORDER BY start_ns LIMIT 1")[0][0]
-        hits = s.sql("SELECT count(DISTINCT session_id) FROM tool_calls JOIN sessions USING (session_id) "
-                     "WHERE result ILIKE '%Standing desk%' AND origin = 'production'")[0][0]
+    sid = _sql(store, "SELECT session_id FROM sessions WHERE origin = 'production' ORDER BY start_ns LIMIT 1")[0][0]
+    hits = _sql(store, "SELECT count(DISTINCT session_id) FROM tool_calls JOIN sessions USING (session_id) "
+                       "WHERE result ILIKE '%Standing desk%' AND origin = 'production'")[0][0]
     at = app("sessions", q=sid[:23])  # 13 characters are the millisecond, which two demo sessions can share
     no_exceptions(at)
-    assert at.dataframe[0].value["session_id"].tolist() == [sid]
+    assert link_tables(at)[0].links == [f"/session?id={sid}"]
     at.text_input(key="sessions_q").input("Standing desk").run()
     assert _count(at) >= hits > 0
+    assert at.query_params["q"] == "Standing desk"
     at.text_input(key="sessions_q").input("no session says this").run()
     no_exceptions(at)
     assert any("No session matches" in i.value for i in at.info)
