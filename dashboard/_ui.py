@@ -268,7 +268,7 @@ def scroll_to(key: str) -> None:
     containers carry the class ``st-key-KEY``. Call it once per cause: a rerun would scroll again."""
     st.html(f"""<script>(function go(tries) {{
         const el = window.parent.document.querySelector(".st-key-{key}") || document.querySelector(".st-key-{key}");
-        if (el) el.scrollIntoView({{behavior: "smooth", block: "start"}});
+        if (el) el.scrollIntoView({{block: "start"}});
         else if (tries > 0) setTimeout(() => go(tries - 1), 100);
     }})(20);</script>""", unsafe_allow_javascript=True, width="content")
 

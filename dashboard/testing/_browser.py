@@ -46,7 +46,7 @@ _PROBE = """(() => {
     running: q('[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"]').length > 0,
     skeleton: q('[data-testid="stAppSkeleton"], [data-testid="stSkeleton"]').length > 0,
     title: h1 ? h1.innerText.trim() : null,
-    content: %s,
+    content: (() => { try { return %s; } catch (e) { return false; } })(),  // mid-navigation: no body yet
     errors: q('[data-testid="stException"], [data-testid="stAlertContentError"], [role="dialog"]')
       .map(e => e.innerText.slice(0, 800)),
     nav: q('[data-testid="stSidebarNavLink"]').map(e => e.innerText.trim().split('\\n').pop()),
