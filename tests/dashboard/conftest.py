@@ -41,6 +41,14 @@ def app(page: str | None = None, /, **query: str) -> AppTest:
     return at
 
 
+def follow(link: str) -> AppTest:
+    """The page a link of the dashboard's leads to (``_ui.url``, as parsed or as raw HTML with ``&amp;``),
+    as the browser loads it; a parameter given twice (``status=ok&status=error``) is a list."""
+    parts = urlsplit(link.replace("&amp;", "&"))
+    query = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(parts.query).items()}
+    return app(parts.path.strip("/"), **query)
+
+
 def no_exceptions(at: AppTest) -> None:
     """Asserts the page rendered without an exception or an error box."""
     assert not at.exception, [e.value for e in at.exception]

@@ -10,7 +10,7 @@ import pytest
 import tracer
 from dashboard import _ui
 from dashboard._source import DB_ENV, MODE_ENV
-from tests.dashboard.conftest import app, link_tables, no_exceptions
+from tests.dashboard.conftest import app, follow, link_tables, no_exceptions
 
 
 def _metrics(at) -> dict[str, str]:
@@ -114,14 +114,6 @@ def test_overview_range_is_a_deep_link(store):
     assert _metrics(at)["Sessions"] == f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,}"
 
 
-def _open(link: str):
-    """The page a table's link leads to, as the browser loads it."""
-    from urllib.parse import parse_qsl, urlsplit
-
-    parts = urlsplit(link)
-    return app(parts.path.strip("/"), **dict(parse_qsl(parts.query)))
-
-
 def _calls(count: str) -> int:
     return int(count.replace(",", ""))
 
@@ -193,7 +185,7 @@ def test_top_sessions_by_cost_open_the_session_page(store):
     for sid, row in zip(expected, top.rows, strict=True):
         assert row["with sub-agents"] == (_ui.usd(rolled[sid][0]) if sid in parents else "–")
         assert row["sub-agent sessions"] == str(parents.get(sid, 0))
-    at = _open(top.links[0])
+    at = follow(top.links[0])
     no_exceptions(at)
     assert at.title[0].value.startswith(f"Session `{expected[0][:13]}")
 
@@ -205,7 +197,7 @@ def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):
     routes = link_tables(at)[0]
     route = routes.column("route")[0]  # the most expensive route first
     assert routes.links[0] == _ui.url("costs", range="all", origin="production", by="route", route=route)
-    at = _open(routes.links[0])
+    at = follow(routes.links[0])
     no_exceptions(at)
     assert at.query_params["route"] == route
     assert f"Most expensive sessions of route {route}" in [h.value for h in at.subheader]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
-
 import tracer
 from dashboard import _ui
-from tests.dashboard.conftest import app, link_tables, no_exceptions
+from tests.dashboard.conftest import app, follow, link_tables, no_exceptions
 
 
 def _sql(store, sql: str, params: list | None = None) -> list[tuple]:
@@ -16,13 +14,6 @@ def _sql(store, sql: str, params: list | None = None) -> list[tuple]:
 
 def _count(at) -> int:
     return int(at.caption[0].value.split()[0].replace(",", ""))
-
-
-def _open(link: str):
-    """The page a link of the table leads to, as the browser loads it."""
-    parts = urlsplit(link)
-    query = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(parts.query).items()}
-    return app(parts.path.strip("/"), **query), query
 
 
 def test_sessions_lists_the_newest_production_sessions_first_each_a_link_to_its_page(store):
@@ -42,9 +33,9 @@ def test_sessions_lists_the_newest_production_sessions_first_each_a_link_to_its_
 
 def test_a_row_opens_its_session_in_the_same_tab(store):
     [table] = link_tables(app("sessions"))
-    at, query = _open(table.links[3])
+    at = follow(table.links[3])
     no_exceptions(at)
-    assert at.title[0].value.startswith(f"Session `{query['id'][:13]}")
+    assert at.title[0].value.startswith(f"Session `{at.query_params['id'][:13]}")
 
 
 def test_a_header_sorts_by_its_column_and_again_the_other_way(store):
@@ -53,12 +44,12 @@ def test_a_header_sorts_by_its_column_and_again_the_other_way(store):
     [table] = link_tables(app("sessions"))
     query = table.sort_link("cost")
     assert query["sort"] == ["cost"] and query["desc"] == ["1"]  # dearest first
-    at, _ = _open(table.header_links[table.headers.index("cost")])
+    at = follow(table.header_links[table.headers.index("cost")])
     no_exceptions(at)
     [table] = link_tables(at)
     assert table.column("cost")[:5] == [_ui.usd(c) for c in costs]
     assert "cost ↓" in table.headers
-    at, _ = _open(table.header_links[table.headers.index("cost ↓")])  # the same header again: cheapest first
+    at = follow(table.header_links[table.headers.index("cost ↓")])  # the same header again: cheapest first
     [table] = link_tables(at)
     cheapest = _sql(store, "SELECT min(cost_usd) FROM sessions WHERE unpriced_calls = 0 AND origin = 'production'")
     assert table.column("cost")[0] == _ui.usd(cheapest[0][0]) and "cost ↑" in table.headers
@@ -92,7 +83,7 @@ def test_more_sessions_than_a_page_get_page_links_and_a_count_of_those_shown(sto
     pager = next(h.proto.body for h in at.get("html") if "next ›" in h.proto.body)
     assert f"page 1 of {-(-total // 100)}" in pager
     link = next(a for a in pager.split('"') if "page=2" in a)
-    at, _ = _open(link.replace("&amp;", "&"))
+    at = follow(link)
     no_exceptions(at)
     [table] = link_tables(at)
     oldest = _sql(store, "SELECT session_id FROM sessions ORDER BY start_ns DESC, session_id LIMIT 100 OFFSET 100")
