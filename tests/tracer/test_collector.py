@@ -356,8 +356,11 @@ def test_the_writer_waits_for_a_request_under_way_and_commits_it_with_the_others
                                                                                  slow_sender_finishes):
     # A commit's cost is mostly fixed: the writer holds a slice back while another request's body is
     # still arriving, and commits the two at once. Here it would wait as long as the test lasts, so a
-    # request that ends without sending its slice must end the wait too.
+    # request that ends without sending its slice must end the wait too. The writer never polls here:
+    # the request that leaves every request waiting (or the slow one, as it ends) wakes it.
     monkeypatch.setattr("tracer._collector._GATHER_MAX_S", 600.0)
+    monkeypatch.setattr("tracer._collector._GATHER_POLL_S", 600.0)
+    monkeypatch.setattr("tracer._collector._GROUP_AGE_S", 600.0)
     spans = agent_spans()
     a, b = renamed(encode_spans(spans), 1), renamed(encode_spans(spans), 2)
     db = str(tmp_path / "gathered.duckdb")
