@@ -190,7 +190,7 @@ class _Job:
 
 _EVERYONE_WAITS = "everyone waits"
 """Put on the writer's queue by the request whose wait, or end, leaves every request under way waiting for the
-writer: a gathering writer commits at once instead of at its next poll (~2.5 ms a round, RESULTS §67)."""
+writer: a gathering writer commits at once instead of at its next poll (``_GATHER_POLL_S``, RESULTS §67)."""
 
 _REGROUP = "the transaction it shared with other requests failed"
 """A job's error when its group failed and its records were not retained: its request sends it again alone."""
