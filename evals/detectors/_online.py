@@ -16,12 +16,19 @@ from ._scope import Scope
 from ._sinks import ConsoleSink, Dispatcher
 
 
+RUN_SESSIONS = 1_000
+"""At most this many sessions a run: ended sessions come in bursts (a sweep that closes the inactive
+ones, a fleet that ends many short sessions at once), and the detectors' queries over 50,000 sessions
+at once took ``flightrec serve --no-dashboard`` from about 360 to 480–570 MB (benchmarks/RESULTS.md §69)."""
+
+
 class SessionWorker:
     """Work on sessions as they end, on a thread of its own, beside the store's writer: the
     detectors (``OnlineDetector``) and online scoring (``evals.OnlineScorer``) share it.
 
     It never blocks the writer: ids wait in a bounded queue; past it, they are dropped and counted
-    (``dropped``). Ended sessions gather for ``interval_s`` so that one run covers many. A run that
+    (``dropped``). Ended sessions gather for ``interval_s`` so that one run covers many (up to
+    ``RUN_SESSIONS``; more are run in parts, one after the other). A run that
     raises is logged and counted (``errors``), never passed on: the worker must not take the agent
     down with it. ``cpu_share`` below 1 makes it rest after each run in proportion to the CPU the run
     took, since its Python holds the GIL the writer needs.
@@ -63,10 +70,8 @@ class SessionWorker:
                     self._busy += 1
 
     def _loop(self) -> None:
-        import logging
         import queue
 
-        log = logging.getLogger("flightrec")
         store: tracer.Store | None = None
         try:
             while not self._closed.is_set() or not self._pending.empty():
@@ -85,22 +90,32 @@ class SessionWorker:
                         ids.append(self._pending.get_nowait())
                     except queue.Empty:
                         break
-                started = time.thread_time()
-                try:
-                    store = store or tracer.Store(self.db_path)
-                    self.run(store, list(dict.fromkeys(ids)))
-                except Exception:
-                    self.errors += 1
-                    log.warning("flightrec: %s failed for %d sessions", self.what, len(ids), exc_info=True)
-                finally:
-                    with self._idle:
-                        self._busy -= len(ids)
-                        self._idle.notify_all()
-                if self._cpu_share < 1.0:
-                    self._closed.wait((time.thread_time() - started) * (1 / self._cpu_share - 1))
+                unique = list(dict.fromkeys(ids))
+                for first in range(0, len(unique), RUN_SESSIONS):
+                    store = self._run_part(store, unique[first:first + RUN_SESSIONS])
+                with self._idle:
+                    self._busy -= len(ids)
+                    self._idle.notify_all()
         finally:
             if store is not None:
                 store.close()
+
+    def _run_part(self, store: tracer.Store | None, session_ids: list[str]) -> tracer.Store | None:
+        """``run`` over some of the sessions gathered, then the rest ``cpu_share`` asks for; returns the
+        store, opened on the first call."""
+        import logging
+
+        started = time.thread_time()
+        try:
+            store = store or tracer.Store(self.db_path)
+            self.run(store, session_ids)
+        except Exception:
+            self.errors += 1
+            logging.getLogger("flightrec").warning("flightrec: %s failed for %d sessions", self.what,
+                                                   len(session_ids), exc_info=True)
+        if self._cpu_share < 1.0:
+            self._closed.wait((time.thread_time() - started) * (1 / self._cpu_share - 1))
+        return store
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Waits until every session handed over so far has been looked at; false on timeout."""

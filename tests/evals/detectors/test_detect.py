@@ -288,6 +288,31 @@ def test_online_detection_gathers_sessions_for_its_interval_and_closing_does_not
     assert [a.detector for a in got] == ["loop.guard"] and got[0].count == 2
 
 
+def test_a_burst_of_ended_sessions_is_judged_in_runs_of_bounded_size(monkeypatch):
+    # A sweep or a fleet ends thousands of sessions at once: one run over all of them took serve
+    # 100 MB past its memory bound, so a run covers RUN_SESSIONS at most, and every session still
+    # gets judged.
+    from evals.detectors import _online
+
+    monkeypatch.setattr(_online, "RUN_SESSIONS", 2)
+    sessions = play(*[("stuck_tracking", {"seed": seed}) for seed in range(5)])
+    runs: list[list[str]] = []
+    got: list[tracer.AlertRecord] = []
+
+    class Counting(D.OnlineDetector):
+        def run(self, store: tracer.Store, session_ids: list[str]) -> None:
+            runs.append(session_ids)
+            super().run(store, session_ids)
+
+    online = Counting(db(), publish=got.extend, interval_s=3600)
+    online([*sessions, sessions[0]])  # one handed over twice is judged once
+    online.close(timeout_s=30)
+    assert [len(ids) for ids in runs] == [2, 2, 1] and [s for ids in runs for s in ids] == sessions
+    # Each run publishes the alert it added to (one alert for the five), seen in all five by the last.
+    assert online.errors == 0 and {(a.alert_id, a.detector) for a in got} == {(got[0].alert_id, "loop.guard")}
+    assert [a.count for a in got] == [2, 4, 5]
+
+
 def test_config_files_and_their_errors(tmp_path):
     good = tmp_path / "detect.yaml"
     good.write_text("loops: {repeat: 6}\ndisabled: [cost]\n")
