@@ -144,6 +144,7 @@ FROM _batch b WHERE sessions.session_id = b.session_id
 RETURNING session_id
 """
 _SESSION_FILTER_IDS = 256
+"""The most session ids the sessions UPDATE passes to its scan of ``sessions`` as a filter (``_upsert_sessions``)."""
 _SESSION_INSERT = (f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)}) "
                    "SELECT * REPLACE (coalesce(origin, 'production') AS origin) FROM _batch")
 _MERGED_TABLES = ("spans", "llm_calls", "tool_calls", "turns", "message_chain")
@@ -638,9 +639,9 @@ class Store:
         # The UPDATE's hash join passes the batch's ids down to the scan of ``sessions`` as a filter of
         # those ids only up to DuckDB's ``dynamic_or_filter_threshold`` (50); past it, only their least
         # and greatest, which prune nothing when ids are spread over the table (random conversation ids,
-        # sessions keyed by their trace id): the UPDATE then read every stored session, 68 ms for 100 at
-        # 1,000,000 stored, against 9 with the filter. Up to _SESSION_FILTER_IDS ids it costs no more on a
-        # small store; more cost more there than the scan they save (benchmarks/RESULTS.md §69).
+        # sessions keyed by their trace id): the UPDATE then read every stored session, 68.6 ms for 100 at
+        # 1,000,000 stored, against 11.0 with the filter. Up to _SESSION_FILTER_IDS ids the filter costs no
+        # more on a small store; 500 cost 4 ms more there, 2,000 20 ms (benchmarks/RESULTS.md §69).
         con.execute(f"SET dynamic_or_filter_threshold = {_SESSION_FILTER_IDS}")
         try:
             updated = pa.array([r[0] for r in _over(con, sessions, _SESSION_UPDATE).fetchall()], pa.string())

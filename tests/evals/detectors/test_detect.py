@@ -290,8 +290,7 @@ def test_online_detection_gathers_sessions_for_its_interval_and_closing_does_not
 
 def test_a_burst_of_ended_sessions_is_judged_in_runs_of_bounded_size(monkeypatch):
     # A sweep or a fleet ends thousands of sessions at once: one run over all of them took serve
-    # 100 MB past its memory bound, so a run covers RUN_SESSIONS at most, and every session still
-    # gets judged.
+    # past its 500 MB bound, so a run covers RUN_SESSIONS at most, and every session still gets judged.
     from evals.detectors import _online
 
     monkeypatch.setattr(_online, "RUN_SESSIONS", 2)
