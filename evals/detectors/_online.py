@@ -16,10 +16,12 @@ from ._scope import Scope
 from ._sinks import ConsoleSink, Dispatcher
 
 
-RUN_SESSIONS = 1_000
+RUN_SESSIONS = 2_000
 """At most this many sessions a run: ended sessions come in bursts (a sweep that closes the inactive
 ones, a fleet that ends many short sessions at once), and the detectors' queries over 50,000 sessions
-at once took ``flightrec serve --no-dashboard`` from about 360 to 480–570 MB (benchmarks/RESULTS.md §69)."""
+at once took ``flightrec serve --no-dashboard`` from about 360 to 470–570 MB. A run also costs ~0.6 s
+of CPU however few sessions it covers, so runs of 1,000 cost twice the CPU of one run, and of 2,000
+1.4 times, for the same memory (benchmarks/RESULTS.md §69)."""
 
 
 class SessionWorker:
