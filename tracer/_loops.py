@@ -144,8 +144,8 @@ def outcome_key_sql(result: str, error_type: str, error_message: str, status: st
         head = f"left({text}, {_MAX_TEXT})"
         expr = head
         for pattern, replacement in VOLATILE_PATTERNS:
-            expr = f"regexp_replace({expr}, {quoted(pattern)}, '{replacement}', 'g')"
-        expr = f"regexp_replace({expr}, '{_SQL_SPACE}', ' ', 'g')"
+            expr = f"regexp_replace({expr}, {quoted(pattern)}, {quoted(replacement)}, 'g')"
+        expr = f"regexp_replace({expr}, {quoted(_SQL_SPACE)}, ' ', 'g')"
         # A text that no pattern matches is its own normal form: one search of it instead of eight
         # rewrites. The search costs ~40% of the rewrites, so this pays while fewer than ~2 results in 3
         # hold a date, an id or the like (RESULTS §67).
