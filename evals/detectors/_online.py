@@ -15,7 +15,6 @@ from ._detect import detect
 from ._scope import Scope
 from ._sinks import ConsoleSink, Dispatcher
 
-
 RUN_SESSIONS = 2_000
 """At most this many sessions a run: ended sessions come in bursts (a sweep that closes the inactive
 ones, a fleet that ends many short sessions at once), and the detectors' queries over 50,000 sessions
