@@ -91,10 +91,15 @@ _COLUMNS = {
 }
 _STORED_SPANS = """
 SELECT b.trace_id, b.span_id FROM _batch b
-SEMI JOIN (SELECT trace_id, span_id FROM spans WHERE start_ns BETWEEN $lo AND $hi) s USING (trace_id, span_id)
+SEMI JOIN (SELECT trace_id, span_id FROM spans WHERE {ranges}) s USING (trace_id, span_id)
 """
-"""The spans of a batch already in the store. A retry repeats a span's start time, and spans arrive
-roughly in time order, so the range lets DuckDB skip all but the newest row groups."""
+"""The spans of a batch already in the store. A retry repeats a span's start time, and the batch's
+start times lie in a few ranges (``_start_ranges``), so DuckDB skips the row groups of every other
+time."""
+_RANGE_GAP_NS = 1_000_000_000
+"""A gap between a batch's start times wider than this splits them into two ranges."""
+_MOST_RANGES = 32
+"""At most this many ranges a check: past it, the narrowest gaps are not split."""
 _LLM = {c: i for i, c in enumerate(_COLUMNS["llm_calls"])}
 _SESSION_COLUMNS = (
     "session_id", "trace_id", "agent", "start_ns", "end_ns", "ended", "status", "status_reason", "content_mode",
@@ -360,6 +365,24 @@ def _over(con: duckdb.DuckDBPyConnection, table: pa.Table, sql: str,
     """
     _batch = table  # noqa: F841 - read by the SQL, through DuckDB's replacement scan
     return con.execute(sql, params)
+
+
+def _start_ranges(starts: list[int]) -> list[tuple[int, int]]:
+    """The ranges that hold every start time of ``starts`` (not empty), split at its gaps wider than
+    ``_RANGE_GAP_NS``, at most ``_MOST_RANGES`` of them (the widest gaps split first).
+
+    One range from the earliest start to the latest is not enough: a session's root span starts when
+    the session began and is sent when it ends, so a batch holding the root of a ten-minute session
+    made the check read every span stored in those ten minutes (benchmarks/RESULTS.md §71).
+    """
+    lo, hi = min(starts), max(starts)
+    if hi - lo <= _RANGE_GAP_NS:  # the usual batch: every span of the last moment
+        return [(lo, hi)]
+    times = sorted(set(starts))
+    gaps = [i for i in range(1, len(times)) if times[i] - times[i - 1] > _RANGE_GAP_NS]
+    cuts = sorted(sorted(gaps, key=lambda i: times[i] - times[i - 1])[-(_MOST_RANGES - 1):]) if gaps else []
+    bounds = [0, *cuts, len(times)]
+    return [(times[a], times[b - 1]) for a, b in zip(bounds, bounds[1:])]
 
 
 def _column(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
@@ -655,9 +678,10 @@ class Store:
     def _stored_spans(self, batch: Batch, spans: pa.Table) -> set[tuple[str, str]] | None:
         """The (trace id, span id) of the batch's spans that the store has already, or ``None`` when
         there are none and no span comes twice in the batch (the usual case: nothing to drop)."""
-        bounds = pc.min_max(spans.column("start_ns"))
-        stored = {tuple(r) for r in _over(self._con, spans, _STORED_SPANS,
-                                          {"lo": bounds["min"].as_py(), "hi": bounds["max"].as_py()}).fetchall()}
+        ranges = _start_ranges(spans.column("start_ns").to_pylist())
+        where = " OR ".join(f"start_ns BETWEEN $lo{i} AND $hi{i}" for i in range(len(ranges)))
+        params = {f"{end}{i}": ns for i, r in enumerate(ranges) for end, ns in zip(("lo", "hi"), r)}
+        stored = {tuple(r) for r in _over(self._con, spans, _STORED_SPANS.format(ranges=where), params).fetchall()}
         if not stored and len({(r[0], r[1]) for r in batch.spans}) == len(batch.spans):
             return None
         return stored

@@ -3,12 +3,15 @@ for its answer) is stored once: its spans, calls and turns, and its session's co
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import tracer
 from tests.tracer.test_collector import agent_spans, dump, post
 from tracer._collector import Collector
 from tracer._ingest import Ingestor, from_readable
+from tracer._store import _MOST_RANGES, _start_ranges
 
 COUNTS = """SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM llm_calls), (SELECT count(*) FROM tool_calls),
                    (SELECT count(*) FROM turns)"""
@@ -92,3 +95,34 @@ def test_a_failed_write_is_forgotten_so_that_its_retry_is_stored(tmp_path):
     with tracer.Store(db) as store:
         store.write(ingestor.build([from_readable(s) for s in spans]))
     assert dump(db) == dump(once)
+
+
+def test_a_retry_of_spans_started_hours_apart_is_found_in_every_range_the_check_reads(tmp_path):
+    # A long session's root started hours before the rest of its request; and far more time clusters than
+    # the check reads ranges, so that some ranges hold several clusters. A new ingestor each time: only the
+    # store's check can find the spans it has.
+    hour = 3600 * 10**9
+    records = [from_readable(s) for s in agent_spans()]
+    early = [replace(r, start_ns=r.start_ns - (k + 1) * hour, end_ns=r.end_ns - (k + 1) * hour)
+             for k, r in enumerate(records[: _MOST_RANGES + 8])]
+    spread = [*early, *records[len(early):]]
+    once, twice = str(tmp_path / "once.duckdb"), str(tmp_path / "twice.duckdb")
+    for db, times in ((once, 1), (twice, 2)):
+        for _ in range(times):
+            with tracer.Store(db) as store:
+                store.write(Ingestor().build([replace(r) for r in spread]))
+    assert dump(twice) == dump(once)
+    assert stored(twice)[0][0][0] == len(spread)
+
+
+def test_the_check_reads_the_times_of_the_batch_and_not_the_gaps_between_them():
+    minute = 60 * 10**9
+    root, now = 10 * 60 * minute, 11 * 60 * minute  # a root started an hour before the rest of its batch
+    starts = [root, *(now + k * 1_000_000 for k in range(500))]
+    assert _start_ranges(starts) == [(root, root), (now, now + 499 * 1_000_000)]
+    # Past the most ranges a check reads, the widest gaps are the ones split; every start stays in a range.
+    many = [k * k * minute for k in range(100)]
+    ranges = _start_ranges(many)
+    assert len(ranges) == _MOST_RANGES
+    assert all(any(lo <= t <= hi for lo, hi in ranges) for t in many)
+    assert ranges[-1] == (99 * 99 * minute, 99 * 99 * minute)  # the widest gap, before the last start, is split
