@@ -2,7 +2,8 @@
 processes to ``flightrec serve``, which acknowledges each request only after committing it.
 
     python benchmarks/bench_collector.py [--senders 4] [--sessions 300] [--turns 8] [--batch 512]
-                                         [--transport http|grpc] [--stages] [--content full|redacted|none]
+                                         [--transport http|grpc] [--no-dashboard] [--stages]
+                                         [--content full|redacted|none]
 
 Each sender first records ``--sessions`` sessions of ``--turns`` LLM calls with the real
 capture path (``_workload.Agent``: instrumented anthropic client, tools, content included) into
@@ -14,8 +15,10 @@ second over the whole load (first send to last acknowledgement), the p50 and p99
 acknowledgement, the collector process's CPU time per span over the load (less sensitive than
 throughput to what else runs on a shared machine), the same from the load's start to the
 process's exit after SIGTERM (``..._to_exit``: it adds what the load left to do, the online
-detectors' last run and the final checkpoint), and the file's size per span once serve has
-exited (its last checkpoint done). Target: ≥ 10,000 spans/s with 4 senders.
+detectors' last run and the final checkpoint), the process's peak resident memory by the load's
+end, and the file's size per span once serve has exited (its last checkpoint done). Target:
+≥ 10,000 spans/s with 4 senders. Serve runs with its dashboard (no browser on it) unless
+``--no-dashboard``, which bounds its memory (RESULTS §71: the two differ in speed and memory).
 
 ``--stages`` runs no server: it takes the same requests in one process and reports the process
 CPU per span of each stage of the collector's path, with the writer's transactions as the load
@@ -120,6 +123,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _peak_rss_mb(pid: int) -> int:
+    """A process's peak resident memory so far (VmHWM), from /proc (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) // 1024
+
+
 def _process_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -186,6 +195,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--transport", choices=("http", "grpc"), default="http")
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="serve --no-dashboard: the collector alone, with its memory bounds (DuckDB's 48 MB)")
     parser.add_argument("--stages", action="store_true", help="no server: the CPU of each stage, in process")
     parser.add_argument("--content", choices=("full", "redacted", "none"), default="full",
                         help="the collector's content policy (serve --content)")
@@ -201,8 +212,9 @@ def main() -> None:
         port, grpc_port, dashboard_port = _free_port(), _free_port(), _free_port()
         flightrec = Path(sys.executable).with_name("flightrec")
         grpc_args = ["--grpc-port", str(grpc_port)] if args.transport == "grpc" else ["--no-grpc"]
+        dashboard_args = ["--no-dashboard"] if args.no_dashboard else ["--dashboard-port", str(dashboard_port)]
         server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), *grpc_args,
-                                   "--dashboard-port", str(dashboard_port), "--content", args.content,
+                                   *dashboard_args, "--content", args.content,
                                    *(["--score-sample", str(args.score_sample)] if args.score_sample is not None
                                      else [])],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -222,6 +234,7 @@ def main() -> None:
             if failures:
                 raise SystemExit("; ".join(failures))
             cpu = _cpu_s(server.pid) - cpu
+            peak_rss = _peak_rss_mb(server.pid)
             for p in procs:
                 p.join(60)
         finally:
@@ -252,6 +265,7 @@ def main() -> None:
                       "ack_p99_ms": round(p(0.99), 1), "ack_mean_ms": round(statistics.mean(latencies) * 1e3, 1),
                       "server_cpu_us_per_span": round(cpu / stored * 1e6),
                       "server_cpu_us_per_span_to_exit": round(cpu_to_exit / stored * 1e6),
+                      "server_peak_rss_mb": peak_rss,
                       "bytes_per_span": round(size / stored)},
                      indent=2))
 
