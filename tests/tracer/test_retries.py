@@ -110,7 +110,7 @@ def test_a_retry_of_spans_started_hours_apart_is_found_in_every_range_the_check_
     for db, times in ((once, 1), (twice, 2)):
         for _ in range(times):
             with tracer.Store(db) as store:
-                store.write(Ingestor().build([replace(r) for r in spread]))
+                store.write(Ingestor().build(spread))
     assert dump(twice) == dump(once)
     assert stored(twice)[0][0][0] == len(spread)
 
