@@ -93,11 +93,13 @@ _STORED_SPANS = """
 SELECT b.trace_id, b.span_id FROM _batch b
 SEMI JOIN (SELECT trace_id, span_id FROM spans WHERE {ranges}) s USING (trace_id, span_id)
 """
-"""The spans of a batch already in the store. A retry repeats a span's start time, and the batch's
-start times lie in a few ranges (``_start_ranges``), so DuckDB skips the row groups of every other
-time."""
+"""The spans of a batch already in the store. A retry repeats a span's end time. Spans are sent when
+they end, so the stored rows are about in order of their end, and a batch's ends lie in a few ranges
+(``_time_ranges``): DuckDB skips the row groups of every other time by their least and greatest end.
+Not by start: a session's root span starts when the session began, so the start times of a batch,
+and of every row group, reach back as far as its longest session (benchmarks/RESULTS.md §71)."""
 _RANGE_GAP_NS = 1_000_000_000
-"""A gap between a batch's start times wider than this splits them into two ranges."""
+"""A gap between a batch's end times wider than this splits them into two ranges."""
 _MOST_RANGES = 32
 """At most this many ranges a check: past it, the narrowest gaps are not split."""
 _LLM = {c: i for i, c in enumerate(_COLUMNS["llm_calls"])}
@@ -367,18 +369,15 @@ def _over(con: duckdb.DuckDBPyConnection, table: pa.Table, sql: str,
     return con.execute(sql, params)
 
 
-def _start_ranges(starts: list[int]) -> list[tuple[int, int]]:
-    """The ranges that hold every start time of ``starts`` (not empty), split at its gaps wider than
-    ``_RANGE_GAP_NS``, at most ``_MOST_RANGES`` of them (the widest gaps split first).
-
-    One range from the earliest start to the latest is not enough: a session's root span starts when
-    the session began and is sent when it ends, so a batch holding the root of a ten-minute session
-    made the check read every span stored in those ten minutes (benchmarks/RESULTS.md §71).
-    """
-    lo, hi = min(starts), max(starts)
+def _time_ranges(ns: list[int]) -> list[tuple[int, int]]:
+    """The ranges that hold every time of ``ns`` (not empty), split at its gaps wider than
+    ``_RANGE_GAP_NS``, at most ``_MOST_RANGES`` of them (the widest gaps split first): a batch's
+    spans mostly ended in the last moment, but some come late (a process's spill file sent at its
+    next start, a client's retries after an outage), and one range would read everything between."""
+    lo, hi = min(ns), max(ns)
     if hi - lo <= _RANGE_GAP_NS:  # the usual batch: every span of the last moment
         return [(lo, hi)]
-    times = sorted(set(starts))
+    times = sorted(set(ns))
     gaps = [i for i in range(1, len(times)) if times[i] - times[i - 1] > _RANGE_GAP_NS]
     cuts = sorted(sorted(gaps, key=lambda i: times[i] - times[i - 1])[-(_MOST_RANGES - 1):]) if gaps else []
     bounds = [0, *cuts, len(times)]
@@ -678,8 +677,8 @@ class Store:
     def _stored_spans(self, batch: Batch, spans: pa.Table) -> set[tuple[str, str]] | None:
         """The (trace id, span id) of the batch's spans that the store has already, or ``None`` when
         there are none and no span comes twice in the batch (the usual case: nothing to drop)."""
-        ranges = _start_ranges(spans.column("start_ns").to_pylist())
-        where = " OR ".join(f"start_ns BETWEEN $lo{i} AND $hi{i}" for i in range(len(ranges)))
+        ranges = _time_ranges(spans.column("end_ns").to_pylist())
+        where = " OR ".join(f"end_ns BETWEEN $lo{i} AND $hi{i}" for i in range(len(ranges)))
         params = {f"{end}{i}": ns for i, r in enumerate(ranges) for end, ns in zip(("lo", "hi"), r)}
         stored = {tuple(r) for r in _over(self._con, spans, _STORED_SPANS.format(ranges=where), params).fetchall()}
         if not stored and len({(r[0], r[1]) for r in batch.spans}) == len(batch.spans):

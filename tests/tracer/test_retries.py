@@ -11,7 +11,7 @@ import tracer
 from tests.tracer.test_collector import agent_spans, dump, post
 from tracer._collector import Collector
 from tracer._ingest import Ingestor, from_readable
-from tracer._store import _MOST_RANGES, _start_ranges
+from tracer._store import _MOST_RANGES, _time_ranges
 
 COUNTS = """SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM llm_calls), (SELECT count(*) FROM tool_calls),
                    (SELECT count(*) FROM turns)"""
@@ -97,10 +97,10 @@ def test_a_failed_write_is_forgotten_so_that_its_retry_is_stored(tmp_path):
     assert dump(db) == dump(once)
 
 
-def test_a_retry_of_spans_started_hours_apart_is_found_in_every_range_the_check_reads(tmp_path):
-    # A long session's root started hours before the rest of its request; and far more time clusters than
-    # the check reads ranges, so that some ranges hold several clusters. A new ingestor each time: only the
-    # store's check can find the spans it has.
+def test_a_retry_of_spans_that_ended_hours_apart_is_found_in_every_range_the_check_reads(tmp_path):
+    # Spans that come late (a spill file sent at the next start) ended hours before the rest of their
+    # request; and far more time clusters than the check reads ranges, so that some ranges hold several
+    # clusters. A new ingestor each time: only the store's check can find the spans it has.
     hour = 3600 * 10**9
     records = [from_readable(s) for s in agent_spans()]
     early = [replace(r, start_ns=r.start_ns - (k + 1) * hour, end_ns=r.end_ns - (k + 1) * hour)
@@ -117,12 +117,12 @@ def test_a_retry_of_spans_started_hours_apart_is_found_in_every_range_the_check_
 
 def test_the_check_reads_the_times_of_the_batch_and_not_the_gaps_between_them():
     minute = 60 * 10**9
-    root, now = 10 * 60 * minute, 11 * 60 * minute  # a root started an hour before the rest of its batch
-    starts = [root, *(now + k * 1_000_000 for k in range(500))]
-    assert _start_ranges(starts) == [(root, root), (now, now + 499 * 1_000_000)]
+    late, now = 10 * 60 * minute, 11 * 60 * minute  # a span that ended an hour before the rest of its batch
+    ends = [late, *(now + k * 1_000_000 for k in range(500))]
+    assert _time_ranges(ends) == [(late, late), (now, now + 499 * 1_000_000)]
     # Past the most ranges a check reads, the widest gaps are the ones split; every start stays in a range.
     many = [k * k * minute for k in range(100)]
-    ranges = _start_ranges(many)
+    ranges = _time_ranges(many)
     assert len(ranges) == _MOST_RANGES
     assert all(any(lo <= t <= hi for lo, hi in ranges) for t in many)
     assert ranges[-1] == (99 * 99 * minute, 99 * 99 * minute)  # the widest gap, before the last start, is split
