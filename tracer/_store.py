@@ -679,7 +679,7 @@ class Store:
         there are none and no span comes twice in the batch (the usual case: nothing to drop)."""
         ranges = _time_ranges(spans.column("end_ns").to_pylist())
         where = " OR ".join(f"end_ns BETWEEN $lo{i} AND $hi{i}" for i in range(len(ranges)))
-        params = {f"{end}{i}": ns for i, r in enumerate(ranges) for end, ns in zip(("lo", "hi"), r)}
+        params = {f"{bound}{i}": ns for i, r in enumerate(ranges) for bound, ns in zip(("lo", "hi"), r)}
         stored = {tuple(r) for r in _over(self._con, spans, _STORED_SPANS.format(ranges=where), params).fetchall()}
         if not stored and len({(r[0], r[1]) for r in batch.spans}) == len(batch.spans):
             return None
