@@ -3,6 +3,7 @@ process that writes the store (an embedded recorder, or ``flightrec serve`` thro
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from ._detect import detect
 from ._scope import Scope
 from ._sinks import ConsoleSink, Dispatcher
 
+log = logging.getLogger("flightrec")
 RUN_SESSIONS = 2_000
 """At most this many sessions a run: ended sessions come in bursts (a sweep that closes the inactive
 ones, a fleet that ends many short sessions at once), and the detectors' queries over 50,000 sessions
@@ -104,16 +106,13 @@ class SessionWorker:
     def _run_part(self, store: tracer.Store | None, session_ids: list[str]) -> tracer.Store | None:
         """``run`` over some of the sessions gathered, then the rest ``cpu_share`` asks for; returns the
         store, opened on the first call."""
-        import logging
-
         started = time.thread_time()
         try:
             store = store or tracer.Store(self.db_path)
             self.run(store, session_ids)
         except Exception:
             self.errors += 1
-            logging.getLogger("flightrec").warning("flightrec: %s failed for %d sessions", self.what,
-                                                   len(session_ids), exc_info=True)
+            log.warning("flightrec: %s failed for %d sessions", self.what, len(session_ids), exc_info=True)
         if self._cpu_share < 1.0:
             self._closed.wait((time.thread_time() - started) * (1 / self._cpu_share - 1))
         return store

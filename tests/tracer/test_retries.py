@@ -120,9 +120,9 @@ def test_the_check_reads_the_times_of_the_batch_and_not_the_gaps_between_them():
     late, now = 10 * 60 * minute, 11 * 60 * minute  # a span that ended an hour before the rest of its batch
     ends = [late, *(now + k * 1_000_000 for k in range(500))]
     assert _time_ranges(ends) == [(late, late), (now, now + 499 * 1_000_000)]
-    # Past the most ranges a check reads, the widest gaps are the ones split; every start stays in a range.
+    # Past the most ranges a check reads, the widest gaps are the ones split; every time stays in a range.
     many = [k * k * minute for k in range(100)]
     ranges = _time_ranges(many)
     assert len(ranges) == _MOST_RANGES
     assert all(any(lo <= t <= hi for lo, hi in ranges) for t in many)
-    assert ranges[-1] == (99 * 99 * minute, 99 * 99 * minute)  # the widest gap, before the last start, is split
+    assert ranges[-1] == (99 * 99 * minute, 99 * 99 * minute)  # the widest gap, before the last time, is split
