@@ -187,7 +187,7 @@ class Browser:
                 return reply.get("result", {})
 
     def evaluate(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
             raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -239,15 +239,23 @@ class Browser:
     def find(self, selector: str, *, text: str | None = None, index: int = 0) -> dict[str, float] | None:
         """The on-screen box (x, y, width, height) of the ``index``-th element matching ``selector``
         with a line of text that starts with ``text`` (an icon's name is a line of its own), scrolled
-        into view first; ``None`` when there is none."""
-        return self.evaluate(f"""(() => {{
+        into view first and still for a frame (a click at a box a scroll or a late layout then moves
+        lands on something else); ``None`` when there is none."""
+        return self.evaluate(f"""(async () => {{
           const text = {json.dumps(text)};
           const e = Array.from(document.querySelectorAll({json.dumps(selector)}))
             .filter(e => text === null || e.innerText.split('\\n').some(l => l.trim().startsWith(text)))[{index}];
           if (!e) return null;
           e.scrollIntoView({{block: 'center'}});
-          const r = e.getBoundingClientRect();
-          return {{x: r.x, y: r.y, width: r.width, height: r.height}};
+          const box = () => {{ const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }};
+          let last = box();
+          for (let frames = 0; frames < 120; frames++) {{
+            await new Promise(done => requestAnimationFrame(done));
+            const now = box();
+            if (now.every((v, i) => v === last[i])) break;
+            last = now;
+          }}
+          return {{x: last[0], y: last[1], width: last[2], height: last[3]}};
         }})()""")
 
     def click_at(self, x: float, y: float) -> None:
