@@ -103,11 +103,16 @@ def scope_head(scope: Scope) -> tuple[str, list[Any]]:
     Joining a whole table on session id costs as much as the table, however few sessions a run
     covers; the constant bound on ``start_ns`` (rows are stored about in time order) lets DuckDB
     skip the older row groups and segments by their min/max, so a run's cost follows its sessions.
+    That bound is the earliest start in the run, and a session that began long ago (or lasts long)
+    puts it far back; so the rows are first found by their session id alone, reading that column
+    only, and then read whole by ``rowid``, which DuckDB fetches from the row groups that hold them
+    (benchmarks/RESULTS.md §72). One query, so the row ids cannot move in between.
     """
     where, params = scope.where()
     ctes = [TARGET.format(where=where)]
-    ctes += [f"{t} AS (SELECT * FROM main.{t} WHERE start_ns >= {int(scope.rows_from_ns)} "
-             "AND session_id IN (SELECT session_id FROM target))" for t in _PER_SESSION_TABLES]
+    ctes += [f"{t} AS (SELECT * FROM main.{t} WHERE rowid IN (SELECT rowid FROM main.{t} "
+             f"WHERE start_ns >= {int(scope.rows_from_ns)} AND session_id IN (SELECT session_id FROM target)))"
+             for t in _PER_SESSION_TABLES]
     return "WITH " + ",\n".join(ctes), params
 
 
