@@ -14,7 +14,7 @@ from typing import Any
 import tracer
 
 from ._config import BaselineLimits, DetectConfig
-from ._scope import TARGET, Finding, Scope, route_label
+from ._scope import NAMED, TARGET, Finding, Scope, route_history, route_label
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,8 @@ _METRICS = (
 )
 
 _WORK = """work AS (
-    SELECT t.session_id, count(DISTINCT coalesce(t.shape_key, t.span_id)) AS steps
-    FROM tool_calls t JOIN sessions s USING (session_id) WHERE s.agent IN (SELECT agent FROM target)
-    GROUP BY t.session_id)"""
+    SELECT session_id, count(DISTINCT coalesce(shape_key, span_id)) AS steps
+    FROM tool_calls WHERE session_id IN (SELECT session_id FROM history) GROUP BY session_id)"""
 """The distinct things a session's tools were asked: its call shapes. A hundred pages of one
 listing are one, a poll is one, five parcels are five; repeating one call is a loop's business."""
 
@@ -63,8 +62,7 @@ _JUMPS = """jumps AS (
         SELECT c.session_id, coalesce(c.input_tokens, 0) + coalesce(c.cache_read_tokens, 0)
                              + coalesce(c.cache_write_tokens, 0) AS tin, coalesce(c.output_tokens, 0) AS tout,
                lag(tin) OVER (PARTITION BY c.session_id ORDER BY c.end_ns) AS prev
-        FROM llm_calls c JOIN sessions s USING (session_id)
-        WHERE c.status = 'ok' AND s.agent IN (SELECT agent FROM target))
+        FROM llm_calls c WHERE c.status = 'ok' AND c.session_id IN (SELECT session_id FROM history))
     GROUP BY session_id)"""
 """The most tokens one model call added to the session: its input's growth over the call before it
 (a huge tool result, a document pasted in) plus its output (a runaway generation)."""
@@ -78,8 +76,8 @@ def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
     and the 90th percentile; each session's distance from its own route's median (``d``), pooled
     over the agent's sessions and over the store's, gives the spread that a young route borrows
     (their median, so that the costly sessions the detectors exist for do not widen it). (The pooled spreads take
-    the whole history, not only the sessions before: they describe how much an agent's sessions vary
-    around their routes, which one session more or less hardly moves.)
+    each route's newest ``pool`` sessions (``route_history``), not only the sessions before: they describe how much
+    an agent's sessions vary around their routes, which one session more or less hardly moves.)
     """
     b = config.baseline
     where, params = scope.where()
@@ -95,16 +93,16 @@ def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
     pooled = ", ".join(f"count(d{i}) AS n{i}, median(d{i}) AS m{i}" for i in k)
     cols = ", ".join(f"p.v{i}, p.n{i}, p.q{i}[1], p.mad{i}, p.q{i}[2], a.n{i}, a.m{i}, g.n{i}, g.m{i}" for i in k)
     return f"""WITH {TARGET.format(where=where)},
-        {_JUMPS}, {_WORK},
+        {route_history(scope, b.window, newest=b.pool, which=NAMED)}, {_JUMPS}, {_WORK},
         hist AS (
-            SELECT s.session_id, s.agent, coalesce(s.route, '') AS route, s.end_ns, {values}
-            FROM sessions s LEFT JOIN jumps j USING (session_id) LEFT JOIN work w USING (session_id)
-            WHERE s.ended AND s.agent IN (SELECT agent FROM target) AND {scope.of_origins()}),
+            SELECT s.session_id, s.agent, h.route, s.end_ns, h.newest AS pooled, {values}
+            FROM history h JOIN sessions s USING (session_id) LEFT JOIN jumps j USING (session_id)
+            LEFT JOIN work w USING (session_id)),
         logged AS (SELECT *, {xs} FROM hist),
         own AS (SELECT *, {own} FROM logged WINDOW rw AS (PARTITION BY agent, route ORDER BY end_ns {frame})),
         dev AS (SELECT *, {devs} FROM own),
-        by_agent AS (SELECT agent, {pooled} FROM dev GROUP BY agent),
-        by_store AS (SELECT {pooled} FROM dev)
+        by_agent AS (SELECT agent, {pooled} FROM dev WHERE pooled GROUP BY agent),
+        by_store AS (SELECT {pooled} FROM dev WHERE pooled)
         SELECT p.session_id, p.agent, nullif(p.route, ''), p.end_ns, {cols}
         FROM dev p JOIN target t USING (session_id) JOIN by_agent a ON a.agent = p.agent
         CROSS JOIN by_store g""", params

@@ -41,6 +41,11 @@ class BaselineLimits(_Section):
 
     window: int = Field(default=200, ge=5)
     """The most previous sessions of the route a baseline uses (the trailing window)."""
+    pool: int = Field(default=2_000, ge=1)
+    """The newest sessions of each route whose spread around their route is pooled (below), and the
+    most sessions of each route before those judged that ``reliability.latency_drift``'s baseline
+    takes: a run reads no older ones than these and than its windows need, so that its cost does
+    not grow with the store's history."""
     min_sessions: int = Field(default=3, ge=1)
     """Previous sessions of the route needed before its sessions are judged at all (the centre is their median)."""
     history: int = Field(default=20, ge=3)
@@ -127,7 +132,8 @@ class ReliabilityLimits(_Section):
     latency_min_s: float = Field(default=30.0, ge=0)
     """... and at least this many seconds longer."""
     latency_drift: float = Field(default=1.5, gt=1)
-    """reliability.latency_drift: model-call p95 over the baseline's p95, at least ..."""
+    """reliability.latency_drift: model-call p95 over the baseline's p95 (the agent's calls before the run's,
+    of at most ``baseline.pool`` sessions of each route), at least ..."""
     latency_drift_min_ms: float = Field(default=500.0, ge=0)
     """... and at least this many milliseconds more ..."""
     latency_min_calls: int = Field(default=50, ge=5)

@@ -12,7 +12,17 @@ import tracer
 
 from ._alerts import Severity
 from ._config import Budget, DetectConfig
-from ._scope import TARGET, Finding, Scope, guard_stops, recent_and_reference, route_label, scope_head
+from ._scope import (
+    NAMED,
+    TARGET,
+    Finding,
+    Scope,
+    guard_stops,
+    recent_and_reference,
+    route_history,
+    route_label,
+    scope_head,
+)
 
 
 def _budget_for(budgets: list[Budget], agent: str | None, route: str | None) -> Budget | None:
@@ -62,6 +72,10 @@ def cost_guard(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
             for sid, agent, route, turns, seen, fired in guard_stops(store, scope, "token_budget")]
 
 
+_PRICED = "s.unpriced_calls = 0 AND s.cost_usd > 0"
+"""Sessions whose cost is known: ``cost.drift`` compares only those."""
+
+
 def cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     """A route whose recent sessions cost several times what it cost before: a slow drift, or a
     step change, that no single session stands out in. The whole recent window must have risen
@@ -71,10 +85,9 @@ def cost_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[
     c = config.cost
     where, params = scope.where()
     rows = store.sql(f"""WITH {TARGET.format(where=where)},
-        hist AS (SELECT s.session_id, s.agent, coalesce(s.route, '') AS route, s.end_ns, ln(s.cost_usd) AS x
-                 FROM sessions s
-                 WHERE s.ended AND s.agent IN (SELECT agent FROM target) AND s.unpriced_calls = 0 AND s.cost_usd > 0
-                   AND {scope.of_origins()}),
+        {route_history(scope, c.drift_recent + c.drift_reference + 1, which=f"{NAMED} AND {_PRICED}")},
+        hist AS (SELECT h.session_id, h.agent, h.route, h.end_ns, ln(s.cost_usd) AS x
+                 FROM history h JOIN sessions s USING (session_id)),
         windows AS (
             SELECT *, count(*) OVER rec AS n_rec, quantile_cont(x, [0.2, 0.5]) OVER rec AS q_rec,
                    count(*) OVER ref AS n_ref, median(x) OVER ref AS med_ref

@@ -10,7 +10,7 @@ import json
 import tracer
 
 from ._config import DetectConfig
-from ._scope import TARGET, Finding, Scope, scope_head
+from ._scope import TARGET, Finding, Scope, route_history, scope_head
 
 
 def tool_errors(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
@@ -74,11 +74,11 @@ def retry_storm(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
 def latency_drift(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Finding]:
     r = config.reliability
     where, params = scope.where()
-    rows = store.sql(f"""WITH {TARGET.format(where=where)},
-        calls AS (SELECT s.agent, c.model, (c.end_ns - c.start_ns) / 1e6 AS ms, c.end_ns,
+    pool = config.baseline.pool
+    rows = store.sql(f"""WITH {TARGET.format(where=where)}, {route_history(scope, pool, newest=pool)},
+        calls AS (SELECT h.agent, c.model, (c.end_ns - c.start_ns) / 1e6 AS ms, c.end_ns,
                          c.session_id IN (SELECT session_id FROM target) AS recent
-                  FROM llm_calls c JOIN sessions s USING (session_id)
-                  WHERE c.status = 'ok' AND s.ended AND {scope.of_origins()})
+                  FROM llm_calls c JOIN history h USING (session_id) WHERE c.status = 'ok')
         SELECT agent, model, count(*) FILTER (WHERE recent), quantile_cont(ms, 0.95) FILTER (WHERE recent),
                count(*) FILTER (WHERE NOT recent AND end_ns < (SELECT min(end_ns) FROM target)),
                quantile_cont(ms, 0.95) FILTER (WHERE NOT recent AND end_ns < (SELECT min(end_ns) FROM target)),

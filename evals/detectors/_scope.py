@@ -116,6 +116,41 @@ def scope_head(scope: Scope) -> tuple[str, list[Any]]:
     return "WITH " + ",\n".join(ctes), params
 
 
+NAMED = "s.agent IS NOT NULL"
+"""``route_history``'s ``which`` for a detector that judges a session by its route's: sessions that name
+no agent are every unnamed agent's mixed, and their routes too. With the detector corpus's agents'
+and routes' names removed, judging those as one group made ``cost.drift`` and ``tools.diversity``
+flag 33 of its 1,775 clean sessions, and find none of its costly ones (benchmarks/RESULTS.md §72)."""
+
+
+def route_history(scope: Scope, before: int, *, newest: int = 0, which: str = "true") -> str:
+    """Two CTEs after ``target``, for a detector that judges a session against the sessions before it
+    on its agent and route: ``ranked``, and ``history``, the sessions it reads of that history.
+
+    Those are the ended sessions of the scope's origins that meet ``which`` (SQL on ``sessions s``),
+    on the agents in scope (sessions that name none, as plain GenAI instrumentation records them,
+    count as one agent; ``NAMED`` leaves them out): the ones judged, the ``before`` sessions before
+    each of those on its route (by end time: a detector's windows, and the session before for a
+    "held" rule), and each route's ``newest`` with the ``before`` before them (``history.newest``
+    marks the newest).
+    So a run's cost follows the sessions it judges, not the store's history; a run over the whole
+    history reads it all, as it must (benchmarks/RESULTS.md §72).
+    """
+    return f"""ranked AS (
+        SELECT s.session_id, s.agent, coalesce(s.route, '') AS route, s.end_ns,
+               s.session_id IN (SELECT session_id FROM target) AS judged,
+               row_number() OVER (PARTITION BY s.agent, coalesce(s.route, '') ORDER BY s.end_ns DESC) AS back
+        FROM sessions s
+        WHERE s.ended AND coalesce(s.agent, '') IN (SELECT coalesce(agent, '') FROM target) AND {scope.of_origins()}
+          AND {which}),
+    history AS (
+        SELECT session_id, agent, route, end_ns, back <= {int(newest)} AS newest FROM (
+            SELECT *, bool_or(judged) OVER (PARTITION BY agent, route ORDER BY back
+                                            ROWS BETWEEN {int(before)} PRECEDING AND CURRENT ROW) AS needed
+            FROM ranked)
+        WHERE needed OR back <= {int(newest) + int(before)})"""
+
+
 def json_value(text: str | None) -> Any:
     try:
         return json.loads(text) if text else None

@@ -19,7 +19,17 @@ from typing import Any
 import tracer
 
 from ._config import DetectConfig, ToolLimits
-from ._scope import TARGET, Finding, Scope, json_value, recent_and_reference, route_label, scope_head
+from ._scope import (
+    NAMED,
+    TARGET,
+    Finding,
+    Scope,
+    json_value,
+    recent_and_reference,
+    route_history,
+    route_label,
+    scope_head,
+)
 
 _UNKNOWN_TYPES = ("unknown_tool", "tool_not_found", "unknowntoolerror", "toolnotfounderror")
 _NOT_FOUND = r"(?i)\b(not found|does not exist|doesn't exist|no such)\b"
@@ -316,16 +326,15 @@ def diversity(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[F
     where, params = scope.where()
     keep = 1 - t.diversity_drop
     rows = store.sql(f"""WITH {TARGET.format(where=where)},
+        {route_history(scope, t.diversity_recent + t.diversity_reference + 1, which=NAMED)},
         used AS (
             SELECT session_id, count(DISTINCT tool_name) AS tools, max(n) / sum(n) AS top
-            FROM (SELECT c.session_id, c.tool_name, count(*) AS n FROM tool_calls c JOIN sessions s USING (session_id)
-                  WHERE s.agent IN (SELECT agent FROM target) GROUP BY ALL)
+            FROM (SELECT session_id, tool_name, count(*) AS n FROM tool_calls
+                  WHERE session_id IN (SELECT session_id FROM history) GROUP BY ALL)
             GROUP BY session_id),
         hist AS (
-            SELECT s.session_id, s.agent, coalesce(s.route, '') AS route, s.end_ns, coalesce(u.tools, 0) AS tools,
-                   u.top
-            FROM sessions s LEFT JOIN used u USING (session_id)
-            WHERE s.ended AND s.agent IN (SELECT agent FROM target) AND {scope.of_origins()}),
+            SELECT h.session_id, h.agent, h.route, h.end_ns, coalesce(u.tools, 0) AS tools, u.top
+            FROM history h LEFT JOIN used u USING (session_id)),
         windows AS (
             SELECT *, count(*) OVER rec AS n_rec, median(tools) OVER rec AS tools_rec, median(top) OVER rec AS top_rec,
                    count(*) OVER ref AS n_ref, median(tools) OVER ref AS tools_ref, median(top) OVER ref AS top_ref

@@ -178,6 +178,33 @@ def test_a_new_route_borrows_a_wider_band_and_its_fourth_session_is_judged():
     assert normal[-1] not in {a.session_id for a in found.get("cost.anomaly", [])}
 
 
+def test_a_route_detector_reads_the_sessions_its_run_judges_need_not_the_whole_history():
+    sids = costly("support", "long", [0.01] * 60)  # sids[-1] ended last
+    scope = D.Scope(session_ids=(sids[30],))
+    head = "WITH " + D._scope.TARGET.format(where=scope.where()[0])
+    with tracer.Store(db()) as store:
+        read = {r[0] for r in store.sql(f"{head}, {D._scope.route_history(scope, 5, newest=10)} "
+                                        "SELECT session_id FROM history", scope.where()[1])}
+    # The route's newest 10 and the 5 before them; the session judged and the 5 before it.
+    assert read == set(sids[45:]) | set(sids[25:31])
+
+
+def test_a_session_judged_long_after_it_ended_meets_the_baseline_it_would_have_met_then():
+    rng = random.Random(5)
+    usd = [0.01 * rng.lognormvariate(0, 0.2) for _ in range(100)]
+    usd[40] = 0.2
+    sids = costly("support", "long", usd)
+    found = []
+    for pool in (5, 10_000):  # a run reads the route's newest 5 (and 20 before them), or all of it
+        config = D.DetectConfig(baseline=D.BaselineLimits(window=20, pool=pool))
+        (alert,) = by_detector(run(config, scope=D.Scope(session_ids=(sids[40],))))["cost.anomaly"]
+        found.append(alert.evidence)
+        with tracer.Store(db()) as store:
+            store.sql("DELETE FROM alert_observations")
+            store.sql("DELETE FROM alerts")
+    assert found[0] == found[1] and found[0]["baseline"]["sessions"] == 20
+
+
 def test_a_slow_drift_is_caught_on_its_route():
     base = costly("support", "drifting", [0.01] * 30)
     drift = costly("support", "drifting", [0.01 * 1.05 ** i for i in range(1, 41)])
