@@ -43,6 +43,7 @@ find the sessions worth a look; the patterns are written in the syntax both engi
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import re
@@ -382,6 +383,10 @@ def find_loops(calls: Sequence[LoopCall], rules: LoopRules | None = None, *,
                 before[i], wasted[i] = j, True
                 break
         last_shape[p.shape] = last_same[p.identity] = i
+    first: list[int | None] = []  # the informative call each wasted call repeats: the start of its chain
+    for j in before:
+        first.append(None if j is None else j if first[j] is None else first[j])
+    calls_of = _Positions(prepared)
     loops: list[Loop] = []
     i = 0
     while i < len(prepared):
@@ -391,16 +396,39 @@ def find_loops(calls: Sequence[LoopCall], rules: LoopRules | None = None, *,
         end = i
         while end + 1 < len(prepared) and wasted[end + 1]:
             end += 1
-        loops += _judge(prepared, before, range(i, end + 1), rules, final)
+        loops += _judge(prepared, before, first, range(i, end + 1), rules, final, calls_of)
         i = end + 1
     covered = {k for loop in loops for k in loop.calls}
-    loops += _asked_again(prepared, rules, final, covered)
-    loops += _over_budget(prepared, rules)
+    loops += _asked_again(prepared, rules, final, covered, calls_of)
+    loops += _over_budget(prepared, rules, calls_of)
     return sorted(loops, key=lambda loop: loop.calls[0])
 
 
-def _judge(prepared: list[_Prepared], before: list[int | None], stall: range,
-           rules: LoopRules, final: bool) -> list[Loop]:
+class _Positions:
+    """Where each call (identity) and each shape was made, in order: so that a question about the
+    calls after a stall, or within a run, reads those calls only, and a session of thousands of
+    calls costs about its length, not its square."""
+
+    def __init__(self, prepared: list[_Prepared]) -> None:
+        self.call: dict[str, list[int]] = {}
+        self.shape: dict[str, list[int]] = {}
+        for i, p in enumerate(prepared):
+            self.call.setdefault(p.identity, []).append(i)
+            self.shape.setdefault(p.shape, []).append(i)
+
+    @staticmethod
+    def after(positions: list[int], k: int) -> list[int]:
+        """The positions later than ``k``."""
+        return positions[bisect.bisect_right(positions, k):]
+
+    @staticmethod
+    def within(positions: list[int], first: int, last: int) -> list[int]:
+        """The positions from ``first`` to ``last``."""
+        return positions[bisect.bisect_left(positions, first):bisect.bisect_right(positions, last)]
+
+
+def _judge(prepared: list[_Prepared], before: list[int | None], first: list[int | None], stall: range,
+           rules: LoopRules, final: bool, calls_of: _Positions) -> list[Loop]:
     per_shape: dict[str, int] = {}
     per_call: dict[str, int] = {}  # wasted calls per call asked again, or per shape asked a little differently
     for k in stall:
@@ -408,17 +436,21 @@ def _judge(prepared: list[_Prepared], before: list[int | None], stall: range,
         same = prepared[k].identity == prepared[before[k]].identity  # type: ignore[index]
         key = prepared[k].identity if same else prepared[k].shape
         per_call[key] = per_call.get(key, 0) + 1
-    members = sorted({k for k in stall} | {b for k in stall if (b := _first(before, k)) is not None})
-    # Progress is the same call answering differently (the job finished, the retry worked), or a
-    # scan reaching an answer (the next day had a free slot); an agent that moves on to another
-    # query has given up, not progressed.
-    stalled = {prepared[k].identity: prepared[k] for k in stall}
-    scan = len(per_shape) == 1 and _scans([prepared[k] for k in members])
-    progressed = any(not _same_answer(was, prepared[k]) for k in range(stall.stop, len(prepared))
-                     if (was := stalled.get(prepared[k].identity)
-                         or (prepared[stall[-1]] if scan and prepared[k].shape in per_shape else None)) is not None)
     repeats = max(per_call.values()) + 1
     failed = all(prepared[k].failed for k in stall)
+    if repeats <= (rules.retries if failed else rules.wait_polls) and len(stall) < rules.repeat - 1:
+        return []  # not a loop whether or not progress followed
+    members = sorted({k for k in stall} | {b for k in stall if (b := first[k]) is not None})
+    # Progress is the same call answering differently (the job finished, the retry worked), or a
+    # scan reaching an answer (the next day had a free slot); an agent that moves on to another
+    # query has given up, not progressed. A call has one shape, so a scan's later calls of its
+    # shape hold the stalled calls' own.
+    stalled = {prepared[k].identity: prepared[k] for k in stall}
+    scan = len(per_shape) == 1 and _scans([prepared[k] for k in members])
+    later = (calls_of.after(calls_of.shape[next(iter(per_shape))], stall[-1]) if scan else
+             [k for identity in stalled for k in calls_of.after(calls_of.call[identity], stall[-1])])
+    progressed = any(not _same_answer(stalled.get(prepared[k].identity) or prepared[stall[-1]], prepared[k])
+                     for k in later)
     if progressed or not final:
         if repeats <= (rules.retries if failed else rules.wait_polls):
             return []
@@ -465,31 +497,25 @@ def _order_key(value: Any) -> float | str | None:
     return None
 
 
-def _first(before: list[int | None], k: int) -> int | None:
-    """The informative call a wasted call repeats (the start of its chain)."""
-    j = before[k]
-    while j is not None and before[j] is not None:
-        j = before[j]
-    return j
-
-
-def _asked_again(prepared: list[_Prepared], rules: LoopRules, final: bool, covered: set[int]) -> list[Loop]:
+def _asked_again(prepared: list[_Prepared], rules: LoopRules, final: bool, covered: set[int],
+                 calls_of: _Positions) -> list[Loop]:
     """One call asked ``repeat + 1`` times with the same answer, with other calls in between (a
     search re-run between page reads that differ a little): a loop no stall shows."""
-    by_call: dict[str, list[int]] = {}
-    for i, p in enumerate(prepared):
-        by_call.setdefault(p.identity, []).append(i)
     out = []
-    for calls in by_call.values():
+    for calls in calls_of.call.values():
         start = 0
         for end in range(1, len(calls) + 1):
             if end < len(calls) and _same_answer(prepared[calls[start]], prepared[calls[end]]):
                 continue
             run = calls[start:end]
             failed = prepared[run[0]].failed
-            progressed = end < len(calls) or _waited(prepared, by_call, run)
-            budget = (rules.retries if failed else rules.wait_polls) if progressed or not final else rules.repeat
-            if len(run) > budget and not set(run) <= covered:
+            waiting = rules.retries if failed else rules.wait_polls
+            if len(run) <= min(waiting, rules.repeat) or set(run) <= covered:
+                start = end  # within every budget that could apply
+                continue
+            progressed = end < len(calls) or _waited(prepared, calls_of, run)
+            budget = waiting if progressed or not final else rules.repeat
+            if len(run) > budget:
                 tool = prepared[run[0]].tool
                 out.append(Loop("failure" if failed else "repeat", tuple(run), (tool,), len(run) - 1, len(run),
                                 progressed, f"{tool} asked {len(run)} times with the same arguments and "
@@ -498,25 +524,24 @@ def _asked_again(prepared: list[_Prepared], rules: LoopRules, final: bool, cover
     return out
 
 
-def _waited(prepared: list[_Prepared], by_call: dict[str, list[int]], run: list[int]) -> bool:
+def _waited(prepared: list[_Prepared], calls_of: _Positions, run: list[int]) -> bool:
     """Whether, while ``run`` repeated itself, another call was stuck on one answer that then
     changed: ``sleep`` between the polls of a job that ended up done was waiting, not looping."""
-    for calls in by_call.values():
-        inside = [k for k in calls if run[0] <= k <= run[-1]]
+    for identity in {prepared[k].identity for k in range(run[0], run[-1] + 1)}:
+        calls = calls_of.call[identity]
+        inside = calls_of.within(calls, run[0], run[-1])
         stuck = any(_same_answer(prepared[a], prepared[b]) for a, b in zip(inside, inside[1:]))
-        if stuck and any(not _same_answer(prepared[inside[-1]], prepared[k]) for k in calls if k > inside[-1]):
+        if stuck and any(not _same_answer(prepared[inside[-1]], prepared[k])
+                         for k in calls_of.after(calls, inside[-1])):
             return True
     return False
 
 
-def _over_budget(prepared: list[_Prepared], rules: LoopRules) -> list[Loop]:
-    seen: dict[str, list[int]] = {}
-    for i, p in enumerate(prepared):
-        seen.setdefault(p.identity, []).append(i)
+def _over_budget(prepared: list[_Prepared], rules: LoopRules, calls_of: _Positions) -> list[Loop]:
     return [Loop("polling", tuple(calls), (prepared[calls[0]].tool,), sum(1 for _ in calls) - 1, len(calls), False,
                  f"{prepared[calls[0]].tool} called {len(calls)} times with the same arguments, over the polling "
                  f"budget of {rules.poll_budget}")
-            for calls in seen.values() if len(calls) > rules.poll_budget]
+            for calls in calls_of.call.values() if len(calls) > rules.poll_budget]
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,28 @@ def test_a_wait_past_its_budget_is_a_loop_even_when_the_answer_then_changes():
     assert tracer.find_loops(calls, tracer.LoopRules(wait_polls=12)) == []
 
 
+def test_a_long_session_costs_about_its_length_not_its_square(monkeypatch):
+    # A job polled 3,000 times, a sleep of a new length between polls: every poll after the first
+    # is a stall of its own. Each used to look at every later poll for progress (4.5 million
+    # comparisons); none can be a loop on its own, so none is asked.
+    import tracer._loops as loops
+
+    compared = 0
+    same_answer = loops._same_answer
+
+    def counting(a, b):
+        nonlocal compared
+        compared += 1
+        return same_answer(a, b)
+
+    monkeypatch.setattr(loops, "_same_answer", counting)
+    calls = [c for i in range(3_000) for c in (C("job_status", {"job": "J-1"}, "running"),
+                                               C("sleep", {"seconds": i}, f"slept {i} s"))]
+    found = tracer.find_loops(calls)
+    assert [(f.kind, len(f.calls)) for f in found] == [("repeat", 3_000), ("polling", 3_000)]
+    assert compared < 10 * len(calls)
+
+
 def test_unknown_results_count_as_the_same_only_for_the_same_arguments():
     same = [C("search", {"q": "x"})] * 4
     assert [loop.kind for loop in tracer.find_loops(same)] == ["repeat"]
