@@ -3,7 +3,7 @@ processes to ``flightrec serve``, which acknowledges each request only after com
 
     python benchmarks/bench_collector.py [--senders 4] [--sessions 300] [--turns 8] [--batch 512]
                                          [--transport http|grpc] [--no-dashboard] [--stages]
-                                         [--content full|redacted|none]
+                                         [--content full|redacted|none] [--store PATH]
 
 Each sender first records ``--sessions`` sessions of ``--turns`` LLM calls with the real
 capture path (``_workload.Agent``: instrumented anthropic client, tools, content included) into
@@ -19,6 +19,8 @@ detectors' last run and the final checkpoint), the process's peak resident memor
 end, and the file's size per span once serve has exited (its last checkpoint done). Target:
 ≥ 10,000 spans/s with 4 senders. Serve runs with its dashboard (no browser on it) unless
 ``--no-dashboard``, which bounds its memory (RESULTS §71: the two differ in speed and memory).
+``--store`` serves a copy of a store instead of an empty one, as a collector that has run for a while
+(its online detectors judge each new session against that history); the figures count the new spans only.
 
 ``--stages`` runs no server: it takes the same requests in one process and reports the process
 CPU per span of each stage of the collector's path, with the writer's transactions as the load
@@ -37,6 +39,7 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -47,6 +50,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -202,12 +207,19 @@ def main() -> None:
                         help="the collector's content policy (serve --content)")
     parser.add_argument("--score-sample", type=float, default=None, metavar="RATE",
                         help="online scoring on, with the default policy at this rate (serve --score-sample)")
+    parser.add_argument("--store", metavar="PATH",
+                        help="serve a copy of this store: a collector with a history (its online detectors read it)")
     args = parser.parse_args()
     if args.stages:
         _stages(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "collector.duckdb")
+        held = (0, 0)
+        if args.store:
+            shutil.copyfile(args.store, db)
+            with duckdb.connect(db, read_only=True) as con:
+                held = con.execute("SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM sessions)").fetchone()
         # Free ports, not 8501 and 4317: another serve may run on this machine.
         port, grpc_port, dashboard_port = _free_port(), _free_port(), _free_port()
         flightrec = Path(sys.executable).with_name("flightrec")
@@ -245,11 +257,9 @@ def main() -> None:
             server.returncode = 0
         cpu_to_exit = usage.ru_utime + usage.ru_stime - cpu_at_start
         size = os.path.getsize(db)  # serve checkpoints on exit: the log is in the file
-        import duckdb
-
         con = duckdb.connect(db, read_only=True)
-        stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]
-        sessions = con.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        stored = con.execute("SELECT count(*) FROM spans").fetchone()[0] - held[0]
+        sessions = con.execute("SELECT count(*) FROM sessions").fetchone()[0] - held[1]
         scored = con.execute("SELECT count(DISTINCT session_id) FROM session_scores").fetchone()[0]
         con.close()
     first = min(d[2] for d in done)
@@ -266,7 +276,8 @@ def main() -> None:
                       "server_cpu_us_per_span": round(cpu / stored * 1e6),
                       "server_cpu_us_per_span_to_exit": round(cpu_to_exit / stored * 1e6),
                       "server_peak_rss_mb": peak_rss,
-                      "bytes_per_span": round(size / stored)},
+                      "bytes_per_span": None if args.store else round(size / stored),
+                      "store_held_spans": held[0]},
                      indent=2))
 
 

@@ -305,7 +305,7 @@ def build(path: str, n: int, child_spans: bool) -> dict[str, float]:
     step("sessions", """
         INSERT INTO sessions (session_id, trace_id, agent, start_ns, end_ns, ended, status, status_reason,
             content_mode, turns, llm_calls, llm_errors, tool_calls, tool_errors, input_tokens, output_tokens,
-            cache_read_tokens, cache_write_tokens, cost_usd, unpriced_calls)
+            cache_read_tokens, cache_write_tokens, cost_usd, unpriced_calls, route)
         WITH l AS (SELECT session_id, count(*) AS calls, count(*) FILTER (WHERE status <> 'ok') AS errors,
                           sum(coalesce(input_tokens, 0)) AS tin, sum(coalesce(output_tokens, 0)) AS tout,
                           sum(coalesce(cache_read_tokens, 0)) AS tread, sum(coalesce(cache_write_tokens, 0)) AS twrite,
@@ -320,7 +320,7 @@ def build(path: str, n: int, child_spans: bool) -> dict[str, float]:
                            WHEN 'guard_budget' THEN 'the session used 151234 tokens of its 150000 token budget'
                            ELSE 'the customer has nothing more to ask' END,
                'full', p.t, l.calls, l.errors, coalesce(c.calls, 0), coalesce(c.errors, 0), l.tin, l.tout, l.tread,
-               l.twrite, l.cost, 0
+               l.twrite, l.cost, 0, p.route
         FROM plan p JOIN l ON l.session_id = p.sid LEFT JOIN c ON c.session_id = p.sid""")
 
     # -- spans ----------------------------------------------------------------------------------------
@@ -414,9 +414,7 @@ def main() -> None:
         roots = store.sql("SELECT count(*) FROM spans WHERE parent_span_id IS NULL")[0][0]
         shape = store.sql("""SELECT count(DISTINCT agent), avg(llm_calls), avg(tool_calls), avg(turns),
                                     median(cost_usd), max(cost_usd) FROM sessions""")[0]
-        routes = store.sql("""SELECT count(DISTINCT coalesce(json_extract_string(attributes, '$."flightrec.route"'),
-                                                           json_extract_string(attributes, '$."flightrec.scenario"')))
-                              FROM spans WHERE parent_span_id IS NULL""")[0][0]
+        routes = store.sql("SELECT count(DISTINCT route) FROM sessions")[0][0]  # what the detectors group by
         for i in range(args.runs):
             store._con.execute("DELETE FROM alert_observations; DELETE FROM alerts; CHECKPOINT")
             result = detect(store)
