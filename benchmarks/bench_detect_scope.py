@@ -1,6 +1,6 @@
 """An online detection run when one of the sessions it judges is old, or long.
 
-    python benchmarks/bench_detect_scope.py --db STORE [--newest 100] [--spread-every 500] [--reps 5]
+    python benchmarks/bench_detect_scope.py --db STORE [--newest 100] [--spread-every 20000] [--reps 5]
 
 The online detector judges the sessions that have just ended (``Scope(session_ids=…)``). Each
 per-session detector reads only those sessions' rows (``scope_head``), from the earliest start
@@ -33,15 +33,15 @@ from _workload import machine_header, table  # noqa: E402
 
 import tracer  # noqa: E402
 from evals.detectors import Scope, detect  # noqa: E402
-
-_PER_SESSION_TABLES = ("spans", "llm_calls", "tool_calls", "turns")
+from evals.detectors._scope import _PER_SESSION_TABLES  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", required=True, help="a store to copy, for example benchmarks/out/queries-1m.duckdb")
     ap.add_argument("--newest", type=int, default=100)
-    ap.add_argument("--spread-every", type=int, default=500)
+    ap.add_argument("--spread-every", type=int, default=20_000,
+                    help="one row in this many goes to the spread session (20,000: one every 2 s at 10,000 spans/s)")
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
     print(machine_header("An online detection run when one of its sessions is old, or long"))
@@ -70,6 +70,7 @@ def main() -> None:
                 for det, s in result.by_detector.items():
                     each[name].setdefault(det, []).append(s)
         store.close()
+
     def grew(det: str) -> float:
         return statistics.median(each["+ spread"][det]) - statistics.median(each["newest"].get(det, [0.0]))
 

@@ -132,9 +132,8 @@ def route_history(scope: Scope, before: int, *, newest: int = 0, which: str = "t
     count as one agent; ``NAMED`` leaves them out): the ones judged, the ``before`` sessions before
     each of those on its route (by end time: a detector's windows, and the session before for a
     "held" rule), and each route's ``newest`` with the ``before`` before them (``history.newest``
-    marks the newest).
-    So a run's cost follows the sessions it judges, not the store's history; a run over the whole
-    history reads it all, as it must (benchmarks/RESULTS.md §72).
+    marks the newest). So a run's cost follows the sessions it judges, not the store's history; a
+    run over the whole history reads it all, as it must (benchmarks/RESULTS.md §72).
     """
     return f"""ranked AS (
         SELECT s.session_id, s.agent, coalesce(s.route, '') AS route, s.end_ns,
