@@ -3,7 +3,7 @@ processes to ``flightrec serve``, which acknowledges each request only after com
 
     python benchmarks/bench_collector.py [--senders 4] [--sessions 300] [--turns 8] [--batch 512]
                                          [--transport http|grpc] [--no-dashboard] [--stages]
-                                         [--content full|redacted|none] [--store PATH]
+                                         [--content full|redacted|none] [--store PATH] [--retry]
 
 Each sender first records ``--sessions`` sessions of ``--turns`` LLM calls with the real
 capture path (``_workload.Agent``: instrumented anthropic client, tools, content included) into
@@ -19,7 +19,9 @@ detectors' last run and the final checkpoint), the process's peak resident memor
 end, and the file's size per span once serve has exited (its last checkpoint done). Target:
 ≥ 10,000 spans/s with 4 senders. Serve runs with its dashboard (no browser on it) unless
 ``--no-dashboard``, which bounds its memory (RESULTS §71: the two differ in speed and memory).
-``--store`` serves a copy of a store instead of an empty one, as a collector that has run for a while
+A 503 fails the run, unless ``--retry``: then a sender waits as the answer's ``Retry-After`` says and
+sends again, as OTLP exporters do (a load that outgrows serve's memory bound), and the acknowledgement's
+latency counts the wait. ``--store`` serves a copy of a store instead of an empty one, as a collector that has run for a while
 (its online detectors judge each new session against that history); the figures count the new spans only.
 
 ``--stages`` runs no server: it takes the same requests in one process and reports the process
@@ -76,24 +78,32 @@ def _sender(k: int, args: argparse.Namespace, port: int, tmp: str, start: mp.Eve
     out.put(("ready", k))
     start.wait()
     send = _grpc_send(port) if args.transport == "grpc" else _http_send(port)
-    latencies, first = [], time.perf_counter()
+    latencies, first, busy = [], time.perf_counter(), 0
     for body in bodies:
         t0 = time.perf_counter()
-        failed = send(body)
+        while True:
+            failed = send(body)
+            if not (args.retry and isinstance(failed, float)):
+                break
+            busy += 1
+            time.sleep(failed)  # as an OTLP exporter does: the server said when to come back
         if failed:  # said on the queue: the parent stops at once instead of waiting for this sender's "done"
-            out.put(("failed", k, failed))
+            out.put(("failed", k, f"HTTP 503, Retry-After {failed} s" if isinstance(failed, float) else failed))
             return
         latencies.append(time.perf_counter() - t0)
-    out.put(("done", k, first, time.perf_counter(), latencies))
+    out.put(("done", k, first, time.perf_counter(), latencies, busy))
 
 
-def _http_send(port: int) -> Callable[[bytes], str | None]:
+def _http_send(port: int) -> Callable[[bytes], str | float | None]:
+    """A request's failure, as text, or the seconds its 503 says to wait."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
-    def send(body: bytes) -> str | None:
+    def send(body: bytes) -> str | float | None:
         conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
         response = conn.getresponse()
         response.read()
+        if response.status == 503:
+            return float(response.getheader("Retry-After") or 1)
         return None if response.status == 200 else f"HTTP {response.status}"
 
     return send
@@ -207,6 +217,9 @@ def main() -> None:
                         help="the collector's content policy (serve --content)")
     parser.add_argument("--score-sample", type=float, default=None, metavar="RATE",
                         help="online scoring on, with the default policy at this rate (serve --score-sample)")
+    parser.add_argument("--retry", action="store_true",
+                        help="a sender waits out a 503 as its Retry-After says and sends again, as OTLP exporters "
+                             "do, instead of failing the run (OTLP/HTTP); an acknowledgement's latency then counts it")
     parser.add_argument("--store", metavar="PATH",
                         help="serve a copy of this store: a collector with a history (its online detectors read it)")
     args = parser.parse_args()
@@ -270,6 +283,7 @@ def main() -> None:
     print(json.dumps({"transport": args.transport, "senders": args.senders, "spans_committed": stored,
                       "sessions": sessions, "sessions_scored": scored, "score_sample": args.score_sample,
                       "requests": len(latencies), "spans_per_request": args.batch,
+                      "answered_503": sum(d[5] for d in done),
                       "seconds": round(last - first, 2),
                       "spans_per_s": round(stored / (last - first)), "ack_p50_ms": round(p(0.5), 1),
                       "ack_p99_ms": round(p(0.99), 1), "ack_mean_ms": round(statistics.mean(latencies) * 1e3, 1),
