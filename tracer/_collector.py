@@ -5,7 +5,10 @@ request is decoded (``_otlp.py``) on a worker thread a slice at a time, each sli
 writer thread, which groups whatever is waiting into one transaction (group commit), and the next
 slice decoded once it has committed. A request is answered only after the transaction holding its
 last slice has committed, so an acknowledged span survives a ``kill -9``: DuckDB's write-ahead log
-has it.
+has it. While DuckDB checkpoints that log, which takes a second or more and lets no commit through
+(``_CHECKPOINT_WAL_BYTES``), the writer appends the slices it takes to the spill (``_spill.py``), syncs
+it and answers them from there, and commits them once the checkpoint is over: a restart after a kill
+stores what the spill holds.
 
 One client cannot hurt the others: memory is bounded by bytes (``max_pending_bytes``: bodies,
 decompressed, decoded and queued, a decoded slice charged by its bytes or, when denser, by its
@@ -44,6 +47,7 @@ from ._ingest import Batch, Ingestor, SpanRecord
 from ._lake import COMMIT_INTERVAL_S
 from ._otlp import MAX_BODY, SLICE_BYTES, Decoded, OtlpError, decode_slices, encode_response, is_compressed
 from ._redact import ContentPolicy
+from ._spill import Segment, Spill, spill_dir
 from ._store import Store, default_db_path
 
 log = logging.getLogger("flightrec.collector")
@@ -68,12 +72,21 @@ _GROUP_AGE_S = 0.5
 _GATHER_POLL_S = 0.005
 """How often a gathering writer looks again whether every request under way waits: a safety net, since the
 request that completes that state wakes it (``_EVERYONE_WAITS``)."""
-_CHECKPOINT_WAL = "256MB"
-"""Write-ahead log the writer lets grow before DuckDB checkpoints it (its default is 16MB): fewer,
-larger checkpoints cost the writer less CPU per span (benchmarks/RESULTS.md §12), and a restart
-after a crash replays about this much log at most. Under a load with pauses, the writer checkpoints
-sooner, while idle (``IDLE_CHECKPOINT_S``): a commit that waits for a checkpoint is what sets the
-acknowledgement's p99 (§34)."""
+_CHECKPOINT_WAL_BYTES = 224 * 1024 * 1024
+"""Write-ahead log past which the writer checkpoints it, on a thread of its own (DuckDB's default is
+16MB): fewer, larger checkpoints cost less CPU per span (benchmarks/RESULTS.md §12) and fewer bytes on
+disk (§74: with one every 64MB of log, files were 15% larger), and a restart after a crash replays
+about this much log at most. One takes 1.0-1.7 s at this size, and DuckDB 2.0 lets no commit
+through meanwhile, into any table (§74): the writer answers from the spill until it is over
+(``_hold``). Under a load with pauses, the writer checkpoints sooner, while idle
+(``IDLE_CHECKPOINT_S``). Not in a process bounded by ``max_resident_bytes`` (``_checkpoint_due``)."""
+_DUCKDB_CHECKPOINT_WAL = "256MB"
+"""DuckDB's own checkpoint, which the commit that passes it runs, and its requests wait for: the only
+one under a steady load in a process bounded by ``max_resident_bytes``, a safety net otherwise."""
+_HELD_BYTES = 8 * 8 * 1024 * 1024
+"""Payload bytes of the slices the writer answers from the spill and holds in memory during one
+checkpoint, at most (a second and a half at 10,000 spans a second of the benchmark's spans); past
+it, the writer waits for the checkpoint, and the requests for their commit."""
 IDLE_CHECKPOINT_S = 1.0
 """Seconds with nothing to write after which the writer checkpoints a log of ``IDLE_CHECKPOINT_BYTES`` or more."""
 IDLE_CHECKPOINT_BYTES = 16 * 1024 * 1024
@@ -109,7 +122,7 @@ MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 under 500 MB for the one request it always takes (benchmarks/RESULTS.md §39)."""
 _DUCKDB_MEMORY = "48MB"
 """What DuckDB may hold in a process bounded by ``max_resident_bytes``: it keeps the rows of the
-write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL``: 126 MB of them for 112 MB of
+write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL_BYTES``: 126 MB of them for 112 MB of
 spans of one-byte attributes), and spills to a temporary file past this instead. A checkpoint takes
 what it is let: at 96 MB it held 90 MB of rows, and the process went past 500 MB (benchmarks/RESULTS.md §64)."""
 MAX_CONNECTIONS = 1000
@@ -192,6 +205,9 @@ _EVERYONE_WAITS = "everyone waits"
 """Put on the writer's queue by the request whose wait, or end, leaves every request under way waiting for the
 writer: a gathering writer commits at once instead of at its next poll (``_GATHER_POLL_S``, RESULTS §67)."""
 
+_CHECKPOINTED = "checkpointed"
+"""Put on the writer's queue by the checkpoint's thread as it ends: the writer commits what it held meanwhile."""
+
 _REGROUP = "the transaction it shared with other requests failed"
 """A job's error when its group failed and its records were not retained: its request sends it again alone."""
 
@@ -237,6 +253,8 @@ class CollectorStats:
     bad_requests: int = 0
     """Requests answered 4xx."""
     transactions: int = 0
+    spans_held: int = 0
+    """Spans answered from the spill while a checkpoint ran, and committed after it."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, **counts: int) -> None:
@@ -365,7 +383,7 @@ class Collector:
         except BaseException:
             self._socket.close()
             raise
-        self.store.defer_checkpoints(_CHECKPOINT_WAL)
+        self.store.defer_checkpoints(_DUCKDB_CHECKPOINT_WAL)
         # A lake's commit writes a Parquet file a table: requests are gathered for up to seconds, not
         # taken at once (RESULTS §52).
         self._gather_s = COMMIT_INTERVAL_S if self.store.lake else 0.0
@@ -393,6 +411,13 @@ class Collector:
         self._last_commit_s = _GATHER_MAX_S  # until a commit is timed
         self._lock = threading.Lock()
         self._ingestor = Ingestor()
+        self._spill = None if self.store.lake else Spill(spill_dir(self.store.path))
+        """Where the writer keeps the slices it answers during a checkpoint (a lake has no checkpoint to wait for)."""
+        self._checkpointer: threading.Thread | None = None
+        """The checkpoint under way, until the writer has committed what it held meanwhile (``_end_checkpoint``)."""
+        self._held: list[tuple[Batch, int, dict[Segment, int]]] = []
+        """Batches answered from the spill during the checkpoint: each with its spans and their segments."""
+        self._held_bytes = 0
         self._writer = threading.Thread(target=self._write_loop, name="flightrec-collector-writer", daemon=True)
         self._writer.start()
 
@@ -443,6 +468,8 @@ class Collector:
         self._app.pool.shutdown(wait=True)
         self._jobs.put(None)
         self._writer.join(_ACK_TIMEOUT_S)
+        if self._spill is not None:
+            self._spill.close()  # what a failed commit left in it, the next open stores
         self.store.close()
         self._stopped.set()
 
@@ -785,31 +812,39 @@ class Collector:
         pending: _Task | None = None  # taken from the queue while gathering a group; run next
         next_idle_checkpoint: float | None = None  # set by a commit: a checkpoint is due if nothing follows it
         while True:
-            if next_idle_checkpoint is not None and time.monotonic() >= next_idle_checkpoint:
+            # Sweeps, retention steps and idle checkpoints write: they wait for a checkpoint under way,
+            # whose end wakes the writer (``_CHECKPOINTED``).
+            free = self._checkpointer is None
+            if free and next_idle_checkpoint is not None and time.monotonic() >= next_idle_checkpoint:
                 next_idle_checkpoint = None
                 self.idle_checkpoint()
-            if next_sweep is not None and time.monotonic() >= next_sweep:
+            if free and next_sweep is not None and time.monotonic() >= next_sweep:
                 self._sweep()
                 next_sweep = time.monotonic() + (sweep_every or 0)
-            if next_retain is not None and time.monotonic() >= next_retain:
+            if free and next_retain is not None and time.monotonic() >= next_retain:
                 next_retain = time.monotonic() + (0 if self._retain() else RETAIN_EVERY_S)
             if pending is not None:
                 job, pending = pending, None
             else:
-                due = [t for t in (next_sweep, next_retain, next_idle_checkpoint) if t is not None]
+                due = [t for t in (next_sweep, next_retain, next_idle_checkpoint) if t is not None and free]
                 try:
                     job = self._jobs.get(timeout=max(min(due) - time.monotonic(), 0) if due else None)
                 except queue.Empty:  # nothing to write: time for a sweep, a retention step or a checkpoint
                     continue
             if job is None:
+                self._end_checkpoint()
                 return
             if job is _EVERYONE_WAITS:  # heard after its group was committed
                 continue
+            if job is _CHECKPOINTED:
+                self._end_checkpoint()
+                continue
             if isinstance(job, _Task):
+                self._end_checkpoint()
                 self._run(job)
                 continue
             pending = self._gather(job)
-            self._relieve()
+            self._checkpoint_due()
             next_idle_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
             job = None  # let the group's spans go now, not when the next request comes
 
@@ -821,6 +856,8 @@ class Collector:
         next; the end of the queue (``None``) is put back."""
         group: list[_Job] = []
         batch, spans, size, broken = Batch(), 0, 0, None
+        # A checkpoint under way lets no commit through: the group is answered from the spill instead.
+        holding, spilled = self._holding(), {}
         idle_s = self._gather_s or min(_GATHER_MAX_S, self._last_commit_s)
         closes = time.monotonic() + max(self._gather_s, _GROUP_AGE_S)
         taken: _Job | _Task | str | None = job
@@ -834,6 +871,8 @@ class Collector:
                     self._ingestor.build(taken.records, batch)
                 except Exception as exc:  # spans that ingest cannot take: theirs, not the store's
                     broken = self._failure(exc, len(taken.records))
+                if holding and broken is None:
+                    holding = self._spilled(taken.records, spilled)
                 if not taken.retained:
                     taken.records = []
                 taken.taken.set()
@@ -855,14 +894,105 @@ class Collector:
                 break
             if taken is _EVERYONE_WAITS:
                 taken = None  # look again at once
-        if group:
+        if group and holding and broken is None:
+            self._hold(group, batch, spans, size, spilled)
+        elif group:
+            if spilled:  # not answered from the spill after all: the commit does
+                self._spill.release(spilled)
+            self._end_checkpoint()
             began = time.monotonic()
             self._commit(group, batch, spans, broken)
             self._last_commit_s = time.monotonic() - began
         if isinstance(taken, _Job):  # sent alone, after its group failed
+            self._end_checkpoint()
             self._commit([taken], None, len(taken.records), None)
             return None
         return taken
+
+    # -- checkpoints: the writer answers from the spill while one runs ---------------------------
+
+    def _checkpoint_due(self) -> None:
+        """After a group: starts a checkpoint on a thread of its own when the log holds
+        ``_CHECKPOINT_WAL_BYTES``. A process bounded by ``max_resident_bytes`` checkpoints on the writer's
+        thread instead, when within ``PRESSURE_BYTES`` of its bound: with DuckDB held to ``_DUCKDB_MEMORY``
+        and the online detectors reading, a commit beside a checkpoint's thread failed for memory in 4 of
+        7 runs of the sustained load, and DuckDB then refused the file until a restart (benchmarks/RESULTS.md
+        §74); without that thread it never did, in 5 runs."""
+        limit = self.budget.resident_limit
+        if limit is not None:
+            if resident_bytes() > limit - PRESSURE_BYTES:
+                self.idle_checkpoint()
+            return
+        if self._checkpointer is not None or self._spill is None:
+            return
+        try:
+            wal = os.path.getsize(f"{self.store.path}.wal")
+        except OSError:  # no log: nothing to checkpoint
+            return
+        if wal >= _CHECKPOINT_WAL_BYTES:
+            self._checkpointer = threading.Thread(target=self._checkpoint, name="flightrec-collector-checkpoint",
+                                                  daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoint(self) -> None:
+        try:
+            if not self.store.checkpoint():
+                log.info("flightrec collector: a checkpoint waits for a read under way; the next commit tries again")
+        except FlightrecError as exc:  # the next commit's check tries again; spans keep being taken
+            log.warning("flightrec collector: %s", exc)
+        finally:
+            self._jobs.put(_CHECKPOINTED)
+
+    def _holding(self) -> bool:
+        """Whether the group the writer gathers now is answered from the spill: a checkpoint runs, and
+        what was held during it is below ``_HELD_BYTES``."""
+        return (self._checkpointer is not None and self._checkpointer.is_alive()
+                and self._held_bytes < _HELD_BYTES)
+
+    def _spilled(self, records: list[SpanRecord], segments: dict[Segment, int]) -> bool:
+        """Appends ``records`` to the spill, counting them in ``segments``; whether it could."""
+        spill = self._spill
+        if spill is None:
+            return False
+        with spill.lock:
+            for r in records:
+                segment = spill.append(r)
+                if segment is None:
+                    return False
+                segments[segment] = segments.get(segment, 0) + 1
+        return True
+
+    def _hold(self, group: list[_Job], batch: Batch, spans: int, size: int, segments: dict[Segment, int]) -> None:
+        """Answers ``group`` from the spill once it is synced, and keeps ``batch`` to commit after the
+        checkpoint; the group is committed now instead if the spill cannot be synced."""
+        with self._spill.lock:
+            synced = self._spill.sync()
+        if not synced:
+            self._end_checkpoint()
+            self._commit(group, batch, spans, None)
+            return
+        self._held.append((batch, spans, segments))
+        self._held_bytes += size
+        self.stats.count(spans_held=spans)
+        self._answer(group, spans, [None] * len(group))
+
+    def _end_checkpoint(self) -> None:
+        """Waits for the checkpoint under way, if any, then commits what the writer held meanwhile, in
+        the order it came, and frees its spill. A batch that fails now stays in the spill, which the
+        next start of serve stores (its requests were answered)."""
+        if self._checkpointer is None:
+            return
+        self._checkpointer.join()
+        self._checkpointer = None
+        held, self._held, self._held_bytes = self._held, [], 0
+        for batch, spans, segments in held:
+            failed = self._write(batch, spans)
+            if failed is None:
+                self._spill.release(segments)
+            else:
+                log.warning("flightrec collector: %d spans answered during a checkpoint cannot be stored now (%s); "
+                            "the spill beside the store keeps them, and the next start of serve stores them",
+                            spans, failed[0])
 
     def idle_checkpoint(self) -> bool:
         """Checkpoints when the write-ahead log holds ``IDLE_CHECKPOINT_BYTES`` or more; the writer
@@ -874,15 +1004,9 @@ class Collector:
             return False
         try:
             return self.store.checkpoint()
-        except FlightrecError as exc:  # DuckDB checkpoints on its own at _CHECKPOINT_WAL; spans keep being taken
+        except FlightrecError as exc:  # the next commit's check tries again; spans keep being taken
             log.info("flightrec collector: %s", exc)
             return False
-
-    def _relieve(self) -> bool:
-        """Checkpoints when the process is within ``PRESSURE_BYTES`` of its resident limit (see there);
-        returns whether it did."""
-        limit = self.budget.resident_limit
-        return limit is not None and resident_bytes() > limit - PRESSURE_BYTES and self.idle_checkpoint()
 
     def _commit(self, group: list[_Job], batch: Batch | None, spans: int, broken: tuple[str, bool] | None) -> None:
         """Commits ``batch``, into which ``group`` is ingested (``None``: a job alone, ingested now), and
@@ -897,6 +1021,10 @@ class Collector:
             # leave its records here sends them again itself.
             outcomes = [self._write(self._built(job.records), len(job.records)) if job.retained
                         else (_REGROUP, False) for job in group]
+        self._answer(group, spans, outcomes)
+
+    def _answer(self, group: list[_Job], spans: int, outcomes: list[tuple[str, bool] | None]) -> None:
+        """Lets the requests of ``group`` go on, each with its outcome."""
         with self._lock:
             self._pending -= spans
         for job, failed in zip(group, outcomes):

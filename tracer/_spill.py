@@ -7,6 +7,9 @@ the operating system's page cache, which outlives the process (not the machine: 
 kernel crash can lose what was not yet on disk). The next process that opens the store for writing
 (a ``Recorder``, ``flightrec serve``, a CLI command that writes) stores what a dead process spilled.
 
+``flightrec serve`` uses it too, only while DuckDB checkpoints (``_collector.py``): it acknowledges
+what it takes meanwhile once appended and synced (``Spill.sync``), and commits it after the checkpoint.
+
 Layout: a directory ``<db>.spill/`` (mode 0700: spans carry prompts) with segment files
 ``<pid>-<token>-<n>.spill``. A segment starts with a header (the format's magic line, then the
 ``SpanRecord`` field names, pickled), then one record per span: its length (4 bytes, little endian)
@@ -131,6 +134,8 @@ class Spill:
         self._segments: list[Segment] = []
         self._made = 0
         """Segments made so far: the next one's number in its name."""
+        self._synced_made = 0
+        """``_made`` at the last ``sync``."""
         self._off = fcntl is None
 
     def append(self, record: SpanRecord) -> Segment | None:
@@ -154,6 +159,26 @@ class Spill:
         segment.size += written
         segment.pending += 1
         return segment
+
+    def sync(self) -> bool:
+        """Flushes what was appended to the disk (``fsync``), for an appender that answers for the spans
+        once it returns (the collector); whether the spill holds them. Hold ``lock``."""
+        if self._off:
+            return False
+        try:
+            for segment in self._segments:
+                os.fsync(segment.fd)
+            if self._made != self._synced_made:  # a new segment's name too, which a machine crash could lose
+                fd = os.open(self.directory, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._synced_made = self._made
+        except OSError as exc:
+            self._turn_off(exc)
+            return False
+        return True
 
     def undo(self, segment: Segment) -> None:
         """Takes back the span ``append`` just wrote to ``segment``; hold ``lock`` from one to the other."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from tests.tracer.fakes import FakeAPI, run_agent
 from tracer._collector import Collector, wait_until_serving
 from tracer._errors import StoreError, UnstorableError
 from tracer._ingest import Batch, Ingestor, from_readable
+from tracer._spill import read_segment, spill_dir
 
 PROTOBUF = "application/x-protobuf"
 
@@ -313,6 +315,44 @@ def test_a_request_is_decoded_a_slice_at_a_time_committed_at_once_and_answered_a
         sender.join(30)
     assert answers == [200] and slices == [1] * len(spans) and writes == [len(spans)]
     assert dump(db) == embedded_dump(spans, str(tmp_path / "embedded.duckdb"))
+
+
+def test_during_a_checkpoint_requests_are_answered_from_the_spill_and_committed_after_it(tmp_path, monkeypatch):
+    # DuckDB lets no commit through while it checkpoints (a second or more at serve's log size): the writer
+    # answers once the spans are synced to the spill, and commits them when the checkpoint is over.
+    monkeypatch.setattr("tracer._collector._CHECKPOINT_WAL_BYTES", 1)  # the first commit starts a checkpoint
+    monkeypatch.setattr("tracer._collector.IDLE_CHECKPOINT_S", 3600.0)
+    spans = agent_spans()
+    half = len(spans) // 2
+    db = str(tmp_path / "held.duckdb")
+    with Collector(db, port=0) as collector:
+        checkpointing, release = threading.Event(), threading.Event()
+        real_checkpoint = collector.store.checkpoint
+
+        def checkpoint() -> bool:
+            checkpointing.set()
+            release.wait(30)
+            return real_checkpoint()
+
+        monkeypatch.setattr(collector.store, "checkpoint", checkpoint)
+        assert post(collector.url, encode_spans(spans[:half]).SerializeToString())[0] == 200
+        assert checkpointing.wait(30)
+        assert post(collector.url, encode_spans(spans[half:]).SerializeToString())[0] == 200
+        assert collector.stats.spans_held == len(spans) - half
+        assert collector.store.sql("SELECT count(*) FROM spans") == [(half,)]  # not committed yet
+        # What a kill -9 now would leave: the file, its log and the spill; the next open stores the rest.
+        crashed = tmp_path / "crashed"
+        crashed.mkdir()
+        for path in (Path(db), Path(f"{db}.wal"), spill_dir(db)):
+            (shutil.copytree if path.is_dir() else shutil.copy)(path, crashed / path.name)
+        tracer.Store(str(crashed / "held.duckdb")).close()  # a restart: opened for writing, it recovers
+        assert dump(str(crashed / "held.duckdb")) == embedded_dump(spans, str(tmp_path / "embedded.duckdb"))
+        release.set()
+        until(lambda: collector.store.sql("SELECT count(*) FROM spans") == [(len(spans),)], "the held commit")
+        until(lambda: not any(next(read_segment(p.read_bytes()), None) for p in spill_dir(db).glob("*.spill")),
+              "the spill emptied")
+    assert not spill_dir(db).exists()  # emptied, then removed at close
+    assert dump(db) == embedded_dump(spans, str(tmp_path / "embedded2.duckdb"))
 
 
 def until(condition, what: str) -> None:

@@ -322,10 +322,15 @@ def test_near_its_resident_bound_the_writer_checkpoints_after_each_commit(tmp_pa
     monkeypatch.setattr(collector_module, "IDLE_CHECKPOINT_BYTES", 1)
     monkeypatch.setattr(collector_module, "IDLE_CHECKPOINT_S", 3600.0)  # no checkpoint for being idle meanwhile
     with Collector(str(tmp_path / "p.duckdb"), port=0, max_resident_bytes=limit) as collector:
-        checkpointed = threading.Event()
+        checkpointed, at = threading.Event(), []
         real = collector.store.checkpoint
-        monkeypatch.setattr(collector.store, "checkpoint", lambda: (checkpointed.set(), real())[1])
-        assert not collector._relieve() and not checkpointed.is_set()  # far enough from the bound: nothing
-        resident["bytes"] = limit - 2**20
+        monkeypatch.setattr(collector.store, "checkpoint", lambda: (at.append(resident["bytes"]), checkpointed.set(),
+                                                                    real())[2])
+        far = resident["bytes"]
+        assert post(collector.url, good)[0] == 200
+        # The writer checks after it answers: the second request's answer comes after the first's check.
+        assert post(collector.url, good)[0] == 200  # a retry: committed again, stored once
+        resident["bytes"] = near = limit - 2**20
         assert post(collector.url, good)[0] == 200
         assert checkpointed.wait(30)
+        assert far not in at and near in at  # far enough from the bound, no checkpoint
