@@ -21,8 +21,10 @@ end, and the file's size per span once serve has exited (its last checkpoint don
 ``--no-dashboard``, which bounds its memory (RESULTS §71: the two differ in speed and memory).
 A 503 fails the run, unless ``--retry``: then a sender waits as the answer's ``Retry-After`` says and
 sends again, as OTLP exporters do (a load that outgrows serve's memory bound), and the acknowledgement's
-latency counts the wait. ``--store`` serves a copy of a store instead of an empty one, as a collector that has run for a while
-(its online detectors judge each new session against that history); the figures count the new spans only.
+latency counts the wait. ``--store`` serves a copy of a store instead of an empty one, as a collector
+that has run for a while (its online detectors judge each new session against that history); the
+figures count the new spans only. ``--sessions 1800`` passes the log size at which serve checkpoints
+(RESULTS §74); the default load does not.
 
 ``--stages`` runs no server: it takes the same requests in one process and reports the process
 CPU per span of each stage of the collector's path, with the writer's transactions as the load

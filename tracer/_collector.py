@@ -914,10 +914,10 @@ class Collector:
     def _checkpoint_due(self) -> None:
         """After a group: starts a checkpoint on a thread of its own when the log holds
         ``_CHECKPOINT_WAL_BYTES``. A process bounded by ``max_resident_bytes`` checkpoints on the writer's
-        thread instead, when within ``PRESSURE_BYTES`` of its bound: with DuckDB held to ``_DUCKDB_MEMORY``
-        and the online detectors reading, a commit beside a checkpoint's thread failed for memory in 4 of
-        7 runs of the sustained load, and DuckDB then refused the file until a restart (benchmarks/RESULTS.md
-        §74); without that thread it never did, in 5 runs."""
+        thread instead, when within ``PRESSURE_BYTES`` of its bound, and leaves the rest to DuckDB's own: with
+        DuckDB held to ``_DUCKDB_MEMORY`` and this way on, a commit failed for memory in 3 of 7 runs of the
+        sustained load, and DuckDB then refused the file until a restart; the old way never did, in 5 runs.
+        The cause is not known (benchmarks/RESULTS.md §74)."""
         limit = self.budget.resident_limit
         if limit is not None:
             if resident_bytes() > limit - PRESSURE_BYTES:
