@@ -1004,7 +1004,7 @@ class Collector:
             return False
         try:
             return self.store.checkpoint()
-        except FlightrecError as exc:  # the next commit's check tries again; spans keep being taken
+        except FlightrecError as exc:  # DuckDB checkpoints on its own at _DUCKDB_CHECKPOINT_WAL; spans keep being taken
             log.info("flightrec collector: %s", exc)
             return False
 
