@@ -894,9 +894,7 @@ class Collector:
                 break
             if taken is _EVERYONE_WAITS:
                 taken = None  # look again at once
-        if group and holding and broken is None:
-            self._hold(group, batch, spans, size, spilled)
-        elif group:
+        if group and not (holding and broken is None and self._hold(group, batch, spans, size, spilled)):
             if spilled:  # not answered from the spill after all: the commit does
                 self._spill.release(spilled)
             self._end_checkpoint()
@@ -962,19 +960,17 @@ class Collector:
                 segments[segment] = segments.get(segment, 0) + 1
         return True
 
-    def _hold(self, group: list[_Job], batch: Batch, spans: int, size: int, segments: dict[Segment, int]) -> None:
+    def _hold(self, group: list[_Job], batch: Batch, spans: int, size: int, segments: dict[Segment, int]) -> bool:
         """Answers ``group`` from the spill once it is synced, and keeps ``batch`` to commit after the
-        checkpoint; the group is committed now instead if the spill cannot be synced."""
+        checkpoint; false, doing nothing, if the spill cannot be synced (the caller commits the group)."""
         with self._spill.lock:
-            synced = self._spill.sync()
-        if not synced:
-            self._end_checkpoint()
-            self._commit(group, batch, spans, None)
-            return
+            if not self._spill.sync():
+                return False
         self._held.append((batch, spans, segments))
         self._held_bytes += size
         self.stats.count(spans_held=spans)
         self._answer(group, spans, [None] * len(group))
+        return True
 
     def _end_checkpoint(self) -> None:
         """Waits for the checkpoint under way, if any, then commits what the writer held meanwhile, in
