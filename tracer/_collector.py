@@ -94,7 +94,7 @@ IDLE_CHECKPOINT_BYTES = 16 * 1024 * 1024
 PRESSURE_BYTES = 64 * 1024 * 1024
 """Within this of ``max_resident_bytes``, the writer checkpoints after each commit a log of
 ``IDLE_CHECKPOINT_BYTES`` or more. DuckDB holds the rows a checkpoint has not written yet in memory
-(up to ``_DUCKDB_MEMORY``), and they are what grows in the process as it stores: with one-byte
+(up to ``_DUCKDB_MEMORY_MB``), and they are what grows in the process as it stores: with one-byte
 attributes, the process's memory rose with them from 443 to 510 MB between two checkpoints
 (benchmarks/RESULTS.md §64), past the 500 MB it must stay under."""
 MAX_PENDING_BYTES = 128 * 1024 * 1024
@@ -120,7 +120,7 @@ MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 """The resident memory past which ``flightrec serve --no-dashboard`` takes a request only when no other is in flight
 (503 with ``Retry-After`` meanwhile): a bound on what the byte budget's estimates miss, with room
 under 500 MB for the one request it always takes (benchmarks/RESULTS.md §39)."""
-_DUCKDB_MEMORY = "48MB"
+_DUCKDB_MEMORY_MB = 48
 """What DuckDB may hold in a process bounded by ``max_resident_bytes``: it keeps the rows of the
 write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL_BYTES``: 126 MB of them for 112 MB of
 spans of one-byte attributes), and spills to a temporary file past this instead. A checkpoint takes
@@ -323,7 +323,7 @@ class Collector:
             ``Content-Length``, their decompressed size and what their spans take once decoded.
         max_resident_bytes: The process's resident memory past which (with the bytes held) a
             request is refused unless none other is in flight, DuckDB's memory then limited to
-            ``_DUCKDB_MEMORY``; for a process that is the collector's own (``flightrec serve
+            ``_DUCKDB_MEMORY_MB``; for a process that is the collector's own (``flightrec serve
             --no-dashboard`` passes ``MAX_RESIDENT_BYTES``). ``None`` bounds requests by
             ``max_pending_bytes`` alone.
         max_connections: Connections and requests in progress at once (uvicorn's
@@ -388,7 +388,7 @@ class Collector:
         # taken at once (RESULTS §52).
         self._gather_s = COMMIT_INTERVAL_S if self.store.lake else 0.0
         if max_resident_bytes is not None:  # else DuckDB keeps every row the log holds in memory too, up to 256 MB
-            self.store.limit_memory(_DUCKDB_MEMORY)
+            self.store.limit_memory(_DUCKDB_MEMORY_MB)
         self.token = token
         self.max_body = max_body
         self.max_pending_spans = max_pending_spans
@@ -912,25 +912,27 @@ class Collector:
     def _checkpoint_due(self) -> None:
         """After a group: starts a checkpoint on a thread of its own when the log holds
         ``_CHECKPOINT_WAL_BYTES``. A process bounded by ``max_resident_bytes`` checkpoints on the writer's
-        thread instead, when within ``PRESSURE_BYTES`` of its bound, and leaves the rest to DuckDB's own: with
-        DuckDB held to ``_DUCKDB_MEMORY`` and this way on, a commit failed for memory in 3 of 7 runs of the
-        sustained load, and DuckDB then refused the file until a restart; the old way never did, in 5 runs.
-        The cause is not known (benchmarks/RESULTS.md §74)."""
-        limit = self.budget.resident_limit
-        if limit is not None:
-            if resident_bytes() > limit - PRESSURE_BYTES:
+        thread instead, at that size too or when within ``PRESSURE_BYTES`` of its bound: with DuckDB held
+        to ``_DUCKDB_MEMORY_MB`` and the spill's way on, a commit failed for memory in 3 of 7 runs of the
+        sustained load, and DuckDB then refused the file until a restart; this way never did, in 5 runs.
+        The cause is not known (benchmarks/RESULTS.md §74). Either way the checkpoint waits while a read
+        is under way or memory is lent (``Store.checkpoint``); DuckDB's own at ``_DUCKDB_CHECKPOINT_WAL``
+        waits for neither, and one during which lent memory was taken back left the file 50% larger (§75)."""
+        wal = self._wal_bytes()
+        if self.budget.resident_limit is not None:
+            if wal >= _CHECKPOINT_WAL_BYTES or resident_bytes() > self.budget.resident_limit - PRESSURE_BYTES:
                 self.idle_checkpoint()
             return
-        if self._checkpointer is not None or self._spill is None:
-            return
-        try:
-            wal = os.path.getsize(f"{self.store.path}.wal")
-        except OSError:  # no log: nothing to checkpoint
-            return
-        if wal >= _CHECKPOINT_WAL_BYTES:
+        if self._checkpointer is None and self._spill is not None and wal >= _CHECKPOINT_WAL_BYTES:
             self._checkpointer = threading.Thread(target=self._checkpoint, name="flightrec-collector-checkpoint",
                                                   daemon=True)
             self._checkpointer.start()
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(f"{self.store.path}.wal")
+        except OSError:  # no log: nothing to checkpoint
+            return 0
 
     def _checkpoint(self) -> None:
         try:
@@ -993,10 +995,7 @@ class Collector:
     def idle_checkpoint(self) -> bool:
         """Checkpoints when the write-ahead log holds ``IDLE_CHECKPOINT_BYTES`` or more; the writer
         calls it once nothing was written for ``IDLE_CHECKPOINT_S``. Returns whether it checkpointed."""
-        try:
-            if os.path.getsize(f"{self.store.path}.wal") < IDLE_CHECKPOINT_BYTES:
-                return False
-        except OSError:  # no log: nothing to checkpoint
+        if self._wal_bytes() < IDLE_CHECKPOINT_BYTES:
             return False
         try:
             return self.store.checkpoint()

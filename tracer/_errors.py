@@ -51,6 +51,11 @@ class StoreLockedError(StoreError):
         """The ``flightrec serve`` that holds it, when one does (``tracer.connect`` reads through it)."""
 
 
+class StoreMemoryError(StoreError):
+    """A read ran out of the memory DuckDB is let (``Store.limit_memory``): beside a writer, whose rows
+    share that memory, the same read may pass once a checkpoint has written them out."""
+
+
 class SchemaTooNewError(StoreError):
     """The store was written by a newer flightrec than this one."""
 

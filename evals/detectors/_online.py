@@ -23,6 +23,12 @@ ones, a fleet that ends many short sessions at once), and the detectors' queries
 at once took ``flightrec serve --no-dashboard`` from about 360 to 470–570 MB. A run also costs ~0.6 s
 of CPU however few sessions it covers, so runs of 1,000 cost twice the CPU of one run, and of 2,000
 1.4 times, for the same memory (benchmarks/RESULTS.md §69)."""
+RUN_MEMORY_MB = 96
+"""DuckDB memory a run may use (``Store.lend_memory``) in a process that holds DuckDB to less, as
+``flightrec serve --no-dashboard`` does (48 MB): the detectors' queries over 2,000 sessions needed up to
+64 MB on the 1M-span store, and beside a sustained load every run failed at 48 MB and 64 MB. At 96 MB
+1 run in about 24 failed (``SessionWorker`` tries those once more); at 128 MB none did, but the
+process's peak memory was 416–440 MB against 394–413, at its 440 MB bound (benchmarks/RESULTS.md §75)."""
 
 
 class SessionWorker:
@@ -105,17 +111,33 @@ class SessionWorker:
 
     def _run_part(self, store: tracer.Store | None, session_ids: list[str]) -> tracer.Store | None:
         """``run`` over some of the sessions gathered, then the rest ``cpu_share`` asks for; returns the
-        store, opened on the first call."""
+        store, opened on the first call. A run that runs out of DuckDB's memory is tried once more: beside
+        a sustained load, 1 run in about 24 failed so at ``RUN_MEMORY_MB``, the writer's rows filling what
+        was lent (benchmarks/RESULTS.md §75)."""
         started = time.thread_time()
-        try:
-            store = store or tracer.Store(self.db_path)
-            self.run(store, session_ids)
-        except Exception:
-            self.errors += 1
-            log.warning("flightrec: %s failed for %d sessions", self.what, len(session_ids), exc_info=True)
+        for last_try in (False, True):
+            try:
+                store = store or tracer.Store(self.db_path)
+                with store.lend_memory(RUN_MEMORY_MB):
+                    self.run(store, session_ids)
+            except tracer.StoreMemoryError:
+                if last_try:
+                    self._failed(session_ids)
+                    break
+                log.info("flightrec: %s ran out of memory for %d sessions; trying once more", self.what,
+                         len(session_ids))
+            except Exception:
+                self._failed(session_ids)
+                break
+            else:
+                break
         if self._cpu_share < 1.0:
             self._closed.wait((time.thread_time() - started) * (1 / self._cpu_share - 1))
         return store
+
+    def _failed(self, session_ids: list[str]) -> None:
+        self.errors += 1
+        log.warning("flightrec: %s failed for %d sessions", self.what, len(session_ids), exc_info=True)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Waits until every session handed over so far has been looked at; false on timeout."""

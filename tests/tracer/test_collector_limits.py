@@ -311,6 +311,24 @@ def test_a_collector_bounded_by_resident_memory_bounds_duckdbs_too(tmp_path):
     assert duckdb_limit(max_resident_bytes=400 * 2**20) < 100 * 2**20 < duckdb_limit()
 
 
+def test_a_bounded_writer_checkpoints_a_long_log_itself_not_leaving_it_to_duckdb(tmp_path, monkeypatch, good):
+    # DuckDB's own checkpoint does not wait for a read under way, and one beside the online detectors'
+    # reads left the file up to 70% larger: the writer checkpoints first, through Store.checkpoint,
+    # which waits for reads (RESULTS §75).
+    import tracer._collector as collector_module
+
+    monkeypatch.setattr(collector_module, "resident_bytes", lambda: 0)  # far from the bound
+    monkeypatch.setattr(collector_module, "_CHECKPOINT_WAL_BYTES", 1)
+    monkeypatch.setattr(collector_module, "IDLE_CHECKPOINT_BYTES", 1)
+    monkeypatch.setattr(collector_module, "IDLE_CHECKPOINT_S", 3600.0)  # no checkpoint for being idle meanwhile
+    with Collector(str(tmp_path / "w.duckdb"), port=0, max_resident_bytes=400 * 2**20) as collector:
+        checkpointed = threading.Event()
+        real = collector.store.checkpoint
+        monkeypatch.setattr(collector.store, "checkpoint", lambda: (checkpointed.set(), real())[1])
+        assert post(collector.url, good)[0] == 200
+        assert checkpointed.wait(30) and collector._checkpointer is None  # on the writer's thread
+
+
 def test_near_its_resident_bound_the_writer_checkpoints_after_each_commit(tmp_path, monkeypatch, good):
     # DuckDB holds the rows a checkpoint has not written in memory: near the bound, each commit's log is
     # written out at once rather than left to grow to the usual checkpoint size.

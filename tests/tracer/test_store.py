@@ -99,3 +99,33 @@ def test_a_file_from_a_newer_duckdb_says_how_to_read_or_import_it():
         "IO Error: Trying to read a database file with version number 999, but we can only read versions between 64 "
         "and 68.\nThe database file was created with an newer version of DuckDB."))
     assert "written by a newer DuckDB" in str(error) and "A file from a newer duckdb" in str(error)
+
+
+def test_lent_memory_lifts_the_databases_bound_for_every_handle_until_the_last_lender_leaves(tmp_path):
+    path = str(tmp_path / "m.duckdb")
+    with tracer.Store(path) as writer, tracer.Store(path) as reader:
+        def mb() -> float:
+            value, unit = writer.sql("SELECT current_setting('memory_limit')")[0][0].split()
+            return float(value) * {"MiB": 1.0, "GiB": 1024.0}[unit] * 2**20 / 10**6
+
+        unbounded = mb()
+        with reader.lend_memory(64):  # no bound set: nothing to lend
+            assert mb() == unbounded
+        writer.limit_memory(8)
+        assert round(mb()) == 8
+        with reader.lend_memory(64):  # the setting is the database's: the writer's handle sees it too
+            assert round(mb()) == 64
+            with writer.lend_memory(32):  # less than is lent already: no change
+                assert round(mb()) == 64
+            assert round(mb()) == 64  # a lender is still inside
+            # A checkpoint during which the memory was taken back left the file 50% larger (RESULTS §75).
+            assert not writer.checkpoint()
+        assert round(mb()) == 8 and writer.checkpoint()
+
+
+def test_a_read_out_of_memory_is_told_apart(tmp_path):
+    # Beside a writer whose rows share DuckDB's memory, such a read may pass when tried again.
+    with tracer.Store(str(tmp_path / "o.duckdb")) as store:
+        store.limit_memory(1)
+        with pytest.raises(tracer.StoreMemoryError, match="reading the trace store .* Out of Memory"):
+            store.sql("SELECT list(range) FROM range(1000000) GROUP BY range % 100000")
