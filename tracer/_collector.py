@@ -917,7 +917,8 @@ class Collector:
         sustained load, and DuckDB then refused the file until a restart; this way never did, in 5 runs.
         The cause is not known (benchmarks/RESULTS.md §74). Either way the checkpoint waits while a read
         is under way or memory is lent (``Store.checkpoint``); DuckDB's own at ``_DUCKDB_CHECKPOINT_WAL``
-        waits for neither, and one during which lent memory was taken back left the file 50% larger (§75)."""
+        waits for neither, and one during which lent memory was taken back left the file up to 70%
+        larger (§75)."""
         wal = self._wal_bytes()
         if self.budget.resident_limit is not None:
             if wal >= _CHECKPOINT_WAL_BYTES or resident_bytes() > self.budget.resident_limit - PRESSURE_BYTES:

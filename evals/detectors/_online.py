@@ -27,7 +27,7 @@ RUN_MEMORY_MB = 96
 """DuckDB memory a run may use (``Store.lend_memory``) in a process that holds DuckDB to less, as
 ``flightrec serve --no-dashboard`` does (48 MB): the detectors' queries over 2,000 sessions needed up to
 64 MB on the 1M-span store, and beside a sustained load every run failed at 48 MB and 64 MB. At 96 MB
-1 run in about 24 failed (``SessionWorker`` tries those once more); at 128 MB none did, but the
+1 run in about 30 failed (``SessionWorker`` tries those once more); at 128 MB none did, but the
 process's peak memory was 416–440 MB against 394–413, at its 440 MB bound (benchmarks/RESULTS.md §75)."""
 
 
@@ -112,7 +112,7 @@ class SessionWorker:
     def _run_part(self, store: tracer.Store | None, session_ids: list[str]) -> tracer.Store | None:
         """``run`` over some of the sessions gathered, then the rest ``cpu_share`` asks for; returns the
         store, opened on the first call. A run that runs out of DuckDB's memory is tried once more: beside
-        a sustained load, 1 run in about 24 failed so at ``RUN_MEMORY_MB``, the writer's rows filling what
+        a sustained load, 1 run in about 30 failed so at ``RUN_MEMORY_MB``, the writer's rows filling what
         was lent (benchmarks/RESULTS.md §75)."""
         started = time.thread_time()
         for last_try in (False, True):
