@@ -53,7 +53,7 @@ class StoreLockedError(StoreError):
 
 class StoreMemoryError(StoreError):
     """A read ran out of the memory DuckDB is let (``Store.limit_memory``): beside a writer, whose rows
-    share that memory, the same read may pass once a checkpoint has written them out."""
+    share that memory, the same read may pass when tried again."""
 
 
 class SchemaTooNewError(StoreError):

@@ -312,9 +312,9 @@ def test_a_collector_bounded_by_resident_memory_bounds_duckdbs_too(tmp_path):
 
 
 def test_a_bounded_writer_checkpoints_a_long_log_itself_not_leaving_it_to_duckdb(tmp_path, monkeypatch, good):
-    # DuckDB's own checkpoint does not wait for a read under way, and one beside the online detectors'
-    # reads left the file up to 70% larger: the writer checkpoints first, through Store.checkpoint,
-    # which waits for reads (RESULTS §75).
+    # DuckDB's own checkpoint waits neither for a read under way nor for lent memory, and one during
+    # which lent memory was taken back left the file up to 70% larger: the writer checkpoints first,
+    # through Store.checkpoint, which waits for both (RESULTS §75).
     import tracer._collector as collector_module
 
     monkeypatch.setattr(collector_module, "resident_bytes", lambda: 0)  # far from the bound
