@@ -575,7 +575,7 @@ class Store:
         """
         with _memory_bounds_lock:
             self._set_memory(mb)
-            _memory_bounds[self._key] = _MemoryBound(mb, self._memory_setting())
+            _memory_bounds[self._key] = _MemoryBound(mb, self._setting("memory_limit"))
 
     @contextmanager
     def lend_memory(self, mb: int) -> Iterator[None]:
@@ -590,7 +590,7 @@ class Store:
         """
         with _memory_bounds_lock:
             bound = _memory_bounds.get(self._key)
-            if bound is not None and not bound.lenders and self._memory_setting() != bound.shown:
+            if bound is not None and not bound.lenders and self._setting("memory_limit") != bound.shown:
                 del _memory_bounds[self._key]  # every handle closed, and the file opened again: unbounded
                 bound = None
             if bound is not None:
@@ -620,9 +620,10 @@ class Store:
             return f":memory:{id(self)}"
         return self.path if self.lake else os.path.abspath(self.path)
 
-    def _memory_setting(self) -> str:
+    def _setting(self, name: str) -> Any:
+        """A DuckDB setting's value (the database's, for most), as ``current_setting`` shows it."""
         with self._lock:
-            return self._con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+            return self._con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]
 
     def _set_memory(self, mb: int) -> None:
         with self._lock:
@@ -638,7 +639,7 @@ class Store:
         (a dashboard's, say) gets it too, until it is set back."""
         with self._lock:
             try:
-                before = self._con.execute("SELECT current_setting('threads')").fetchall()[0][0]
+                before = self._setting("threads")
                 self._con.execute(f"SET threads = {int(n)}")
             except duckdb.Error as exc:
                 raise StoreError(f"setting the trace store {self.path}'s threads failed: {exc}") from None

@@ -115,22 +115,20 @@ class SessionWorker:
         a sustained load, 1 run in about 30 failed so at ``RUN_MEMORY_MB``, the writer's rows filling what
         was lent (benchmarks/RESULTS.md §75)."""
         started = time.thread_time()
-        for last_try in (False, True):
+        for tries_left in (1, 0):
             try:
                 store = store or tracer.Store(self.db_path)
                 with store.lend_memory(RUN_MEMORY_MB):
                     self.run(store, session_ids)
             except tracer.StoreMemoryError:
-                if last_try:
-                    self._failed(session_ids)
-                    break
-                log.info("flightrec: %s ran out of memory for %d sessions; trying once more", self.what,
-                         len(session_ids))
+                if tries_left:
+                    log.info("flightrec: %s ran out of memory for %d sessions; trying once more", self.what,
+                             len(session_ids))
+                    continue
+                self._failed(session_ids)
             except Exception:
                 self._failed(session_ids)
-                break
-            else:
-                break
+            break
         if self._cpu_share < 1.0:
             self._closed.wait((time.thread_time() - started) * (1 / self._cpu_share - 1))
         return store
