@@ -27,7 +27,7 @@ def tool_errors(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
                                      OVER (PARTITION BY t.session_id, t.tool_name), 0) <= t.start_ns AS failed
             FROM tool_calls t JOIN target USING (session_id))
         SELECT m.session_id, any_value(s.agent), any_value(s.route), count(*) FILTER (WHERE m.failed) AS failed,
-               count(*), max(m.end_ns), list(DISTINCT m.tool_name) FILTER (WHERE m.failed) AS tools
+               count(*), max(m.end_ns), list(DISTINCT m.tool_name ORDER BY m.tool_name) FILTER (WHERE m.failed) AS tools
         FROM marked m JOIN target s USING (session_id)
         GROUP BY m.session_id HAVING count(*) >= ? AND failed >= ? * count(*) AND failed > 0""",
                      [*params, *r.tool_error_ignore, r.tool_error_min_calls, r.tool_error_rate])
@@ -42,7 +42,7 @@ def breaker(store: tracer.Store, scope: Scope, config: DetectConfig) -> list[Fin
     head, params = scope_head(scope)
     rows = store.sql(f"""{head}
         SELECT u.session_id, any_value(t.agent), any_value(t.route), list(u.turn_index ORDER BY u.turn_index),
-               max(u.end_ns), list(u.events)
+               max(u.end_ns), list(u.events ORDER BY u.turn_index)
         FROM turns u JOIN target t USING (session_id)
         WHERE u.events LIKE '%guard_fired%' AND u.events LIKE '%circuit_breaker%' GROUP BY u.session_id""", params)
     out = []
@@ -61,8 +61,9 @@ def retry_storm(store: tracer.Store, scope: Scope, config: DetectConfig) -> list
     n = config.reliability.retry_storm
     head, params = scope_head(scope)
     rows = store.sql(f"""{head}
-        SELECT c.session_id, any_value(t.agent), any_value(t.route), count(*), list(DISTINCT c.error_type),
-               list(DISTINCT c.turn_index ORDER BY c.turn_index), max(c.end_ns)
+        SELECT c.session_id, any_value(t.agent), any_value(t.route), count(*),
+               list(DISTINCT c.error_type ORDER BY c.error_type), list(DISTINCT c.turn_index ORDER BY c.turn_index),
+               max(c.end_ns)
         FROM llm_calls c JOIN target t USING (session_id)
         WHERE c.status <> 'ok' GROUP BY c.session_id HAVING count(*) >= ?""", [*params, n])
     return [Finding("reliability.retry_storm", "warning",

@@ -161,8 +161,8 @@ def guard_stops(store: tracer.Store, scope: Scope, guard: str) -> list[tuple[Any
     """Sessions in which the agent's own ``guard`` fired: (session, agent, route, turns, seen, the event)."""
     head, params = scope_head(scope)
     rows = store.sql(f"""{head}
-        SELECT u.session_id, any_value(t.agent), any_value(t.route), list(u.turn_index), max(u.end_ns),
-               list(u.events)
+        SELECT u.session_id, any_value(t.agent), any_value(t.route), list(u.turn_index ORDER BY u.turn_index),
+               max(u.end_ns), list(u.events ORDER BY u.turn_index)
         FROM turns u JOIN target t USING (session_id)
         WHERE u.events LIKE '%guard_fired%' AND contains(u.events, ?) GROUP BY u.session_id""",
                      [*params, f'"{guard}"'])

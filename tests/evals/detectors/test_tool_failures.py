@@ -448,3 +448,16 @@ def test_the_new_settings_load_from_yaml_and_a_bad_pattern_is_named(tmp_path):
     bad.write_text("tools: {bad_argument_patterns: ['(']}\n")
     with pytest.raises(tracer.ConfigError, match=r"tools.bad_argument_patterns: '\(' is not a regular expression"):
         D.load_config(bad)
+
+
+# -- the same alert reads the same on every run ------------------------------------------------------
+
+
+def test_tools_that_failed_are_named_in_order_whatever_order_they_failed_in():
+    # DuckDB's ``list(DISTINCT …)`` keeps no order: the title and evidence changed from run to run.
+    names = ["zap", "mend", "audit", "quote", "bill", "ship", "fetch", "pack"]
+    broken = {n: flaky for n in names}
+    scripted("ops", names, [[(n, {"order_id": "A1"})] for n in names], broken)
+    (alert,) = alerts("reliability.tool_errors")
+    assert alert.title == f"8 of 8 tool calls failed for good ({', '.join(sorted(names))})"
+    assert alert.evidence["tools"] == sorted(names)
