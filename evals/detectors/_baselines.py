@@ -76,8 +76,10 @@ def _baseline_sql(scope: Scope, config: DetectConfig) -> tuple[str, list[Any]]:
     and the 90th percentile; each session's distance from its own route's median (``d``), pooled
     over the agent's sessions and over the store's, gives the spread that a young route borrows
     (their median, so that the costly sessions the detectors exist for do not widen it). (The pooled spreads take
-    each route's newest ``pool`` sessions (``route_history``), not only the sessions before: they describe how much
-    an agent's sessions vary around their routes, which one session more or less hardly moves.)
+    the agent's newest ``pool`` sessions (``route_history``), not only the sessions before: they describe how much
+    an agent's sessions vary around their routes, which one session more or less hardly moves. Each is measured
+    against its route's sessions before it among those read, so the sessions read do not grow with the agent's
+    routes: a whole window for each of them would read ``window`` more sessions a route.)
     """
     b = config.baseline
     where, params = scope.where()

@@ -42,10 +42,11 @@ class BaselineLimits(_Section):
     window: int = Field(default=200, ge=5)
     """The most previous sessions of the route a baseline uses (the trailing window)."""
     pool: int = Field(default=2_000, ge=1)
-    """The newest sessions of each route whose spread around their route is pooled (below), and the
-    most sessions of each route before those judged that ``reliability.latency_drift``'s baseline
-    takes: a run reads no older ones than these and than its windows need, so that its cost does
-    not grow with the store's history."""
+    """The agent's newest sessions, on any of its routes, whose spread around their routes is pooled
+    (below), and the most sessions of each route before those judged that
+    ``reliability.latency_drift``'s baseline takes: a run reads no older ones than these and than
+    its windows need, so that its cost grows neither with the store's history nor with the agent's
+    routes."""
     min_sessions: int = Field(default=3, ge=1)
     """Previous sessions of the route needed before its sessions are judged at all (the centre is their median)."""
     history: int = Field(default=20, ge=3)
@@ -133,7 +134,7 @@ class ReliabilityLimits(_Section):
     """... and at least this many seconds longer."""
     latency_drift: float = Field(default=1.5, gt=1)
     """reliability.latency_drift: model-call p95 over the baseline's p95 (the agent's calls before the run's,
-    of at most ``baseline.pool`` sessions of each route), at least ..."""
+    of at most ``baseline.pool`` sessions of each route it judges and its newest as many), at least ..."""
     latency_drift_min_ms: float = Field(default=500.0, ge=0)
     """... and at least this many milliseconds more ..."""
     latency_min_calls: int = Field(default=50, ge=5)

@@ -124,41 +124,48 @@ flag 33 of its 1,775 clean sessions, and find none of its costly ones (benchmark
 
 
 def route_history(scope: Scope, before: int, *, newest: int = 0, which: str = "true") -> str:
-    """Four CTEs after ``target``, for a detector that judges a session against the sessions before it
-    on its agent and route; the last, ``history``, holds the sessions it reads of that history, with
-    ``history.newest`` marking each route's ``newest``.
+    """CTEs after ``target``, for a detector that judges a session against the sessions before it on
+    its agent and route; the last, ``history``, holds the sessions it reads of that history, with
+    ``history.newest`` marking the agent's ``newest``.
 
     Those are the ended sessions of the scope's origins that meet ``which`` (SQL on ``sessions s``),
     on the agents in scope (sessions that name none, as plain GenAI instrumentation records them,
-    count as one agent; ``NAMED`` leaves them out), of each route from a cut-off on: the earliest of
-    its first judged session, the ``before`` sessions before that one (by end time: a detector's
-    windows, and the session before for a "held" rule), and its newest ``newest + before``. So every
-    judged session's window is whole, and a run's cost follows the sessions it judges, not the
-    store's history; a run over the whole history reads it all, as it must (benchmarks/RESULTS.md §72).
+    count as one agent; ``NAMED`` leaves them out): on each route of a judged session, every session
+    from the ``before`` sessions before its first judged one on (by end time: a detector's windows,
+    and the session before for a "held" rule), so that every judged session's window is whole; and
+    the agent's ``newest`` sessions, on any route. So a run's cost follows the sessions it judges,
+    not the store's history nor the agent's routes; a run over the whole history reads it all, as
+    it must (benchmarks/RESULTS.md §72, §76).
 
-    The cut-offs come from a top-N per route (``max(end_ns, n)``, a heap of n a route), not from
-    ranking every session of the agents: that sort grew with the store, 0.45-0.78 s and 56-64 MB a
-    detector on a store of 1,000,000 sessions (§76).
+    The cut-offs come from a top-N per route and per agent (``max(end_ns, n)``, a heap of n), not
+    from ranking every session of the agents: that sort grew with the store, 0.45-0.78 s and 56-64 MB
+    a detector on a store of 1,000,000 sessions (§76).
     """
-    same = "c.agent IS NOT DISTINCT FROM p.agent AND c.route = p.route"
-    return f"""pool AS NOT MATERIALIZED (
+    same = "c.agent IS NOT DISTINCT FROM e.agent AND c.route = e.route"
+    ctes = f"""eligible AS NOT MATERIALIZED (
         SELECT s.session_id, s.agent, coalesce(s.route, '') AS route, s.end_ns
         FROM sessions s
         WHERE s.ended AND coalesce(s.agent, '') IN (SELECT coalesce(agent, '') FROM target) AND {scope.of_origins()}
           AND {which}),
     firsts AS (
-        SELECT agent, route, min(end_ns) AS first_ns FROM pool WHERE session_id IN (SELECT session_id FROM target)
-        GROUP BY agent, route),
+        SELECT agent, route, min(end_ns) AS first_ns FROM eligible
+        WHERE session_id IN (SELECT session_id FROM target) GROUP BY agent, route),
     cutoffs AS (
-        SELECT p.agent, p.route,
+        SELECT e.agent, e.route,
                least(any_value(c.first_ns),
-                     list_min(max(p.end_ns, {int(before)}) FILTER (WHERE p.end_ns < c.first_ns)),
-                     list_min(max(p.end_ns, {int(newest) + int(before)}))) AS cutoff_ns
-        FROM pool p LEFT JOIN firsts c ON {same} GROUP BY p.agent, p.route),
+                     list_min(max(e.end_ns, {int(before)}) FILTER (WHERE e.end_ns < c.first_ns))) AS from_ns
+        FROM eligible e JOIN firsts c ON {same} GROUP BY e.agent, e.route)"""
+    if newest <= 0:
+        return f"""{ctes},
     history AS (
-        SELECT p.session_id, p.agent, p.route, p.end_ns,
-               row_number() OVER (PARTITION BY p.agent, p.route ORDER BY p.end_ns DESC) <= {int(newest)} AS newest
-        FROM pool p JOIN cutoffs c ON {same} WHERE p.end_ns >= c.cutoff_ns)"""
+        SELECT e.session_id, e.agent, e.route, e.end_ns, FALSE AS newest
+        FROM eligible e JOIN cutoffs c ON {same} WHERE e.end_ns >= c.from_ns)"""
+    return f"""{ctes},
+    newest AS (SELECT agent, list_min(max(end_ns, {int(newest)})) AS from_ns FROM eligible GROUP BY agent),
+    history AS (
+        SELECT e.session_id, e.agent, e.route, e.end_ns, e.end_ns >= n.from_ns AS newest
+        FROM eligible e LEFT JOIN cutoffs c ON {same} JOIN newest n ON n.agent IS NOT DISTINCT FROM e.agent
+        WHERE e.end_ns >= c.from_ns OR e.end_ns >= n.from_ns)"""
 
 
 def json_value(text: str | None) -> Any:

@@ -179,7 +179,8 @@ def test_a_new_route_borrows_a_wider_band_and_its_fourth_session_is_judged():
 
 
 def test_a_route_detector_reads_the_sessions_its_run_judges_need_not_the_whole_history():
-    sids = costly("support", "long", [0.01] * 60)  # sids[-1] ended last
+    sids = costly("support", "long", [0.01] * 60)
+    other = costly("support", "short", [0.01] * 30)  # other[-1] ended last
 
     def read(judged: str) -> set[str]:
         scope = D.Scope(session_ids=(judged,))
@@ -188,10 +189,10 @@ def test_a_route_detector_reads_the_sessions_its_run_judges_need_not_the_whole_h
             return {r[0] for r in store.sql(f"{head}, {D._scope.route_history(scope, 5, newest=10)} "
                                             "SELECT session_id FROM history", scope.where()[1])}
 
-    # The newest judged: the route's newest 10 and the 5 before them.
-    assert read(sids[-1]) == set(sids[45:])
+    # The session judged and the 5 before it; the agent's newest 10, whatever their route.
+    assert read(sids[-1]) == set(sids[54:]) | set(other[20:])
     # One judged long ago: from the 5 before it on, so that every window between is whole.
-    assert read(sids[30]) == set(sids[25:])
+    assert read(sids[30]) == set(sids[25:]) | set(other[20:])
 
 
 def test_a_session_judged_long_after_it_ended_meets_the_baseline_it_would_have_met_then():
