@@ -24,7 +24,9 @@ sends again, as OTLP exporters do (a load that outgrows serve's memory bound), a
 latency counts the wait. ``--store`` serves a copy of a store instead of an empty one, as a collector
 that has run for a while (its online detectors judge each new session against that history); the
 figures count the new spans only. ``--sessions 1800`` passes the log size at which serve checkpoints
-(RESULTS §74); the default load does not.
+(RESULTS §74); the default load does not. ``online_runs_failed`` counts the online detection and scoring
+runs that serve's log says failed (their sessions are never judged), and ``online_failures`` the
+errors they failed with.
 
 ``--stages`` runs no server: it takes the same requests in one process and reports the process
 CPU per span of each stage of the collector's path, with the writer's transactions as the load
@@ -42,6 +44,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
 import shutil
 import signal
@@ -240,11 +243,13 @@ def main() -> None:
         flightrec = Path(sys.executable).with_name("flightrec")
         grpc_args = ["--grpc-port", str(grpc_port)] if args.transport == "grpc" else ["--no-grpc"]
         dashboard_args = ["--no-dashboard"] if args.no_dashboard else ["--dashboard-port", str(dashboard_port)]
+        # Serve's log says which online detection and scoring runs failed (evals/detectors/_online.py).
+        log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 - closed once serve has exited
         server = subprocess.Popen([str(flightrec), "serve", "--db", db, "--port", str(port), *grpc_args,
                                    *dashboard_args, "--content", args.content,
                                    *(["--score-sample", str(args.score_sample)] if args.score_sample is not None
                                      else [])],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=log)
         try:
             wait_until_serving(f"http://127.0.0.1:{port}", 30)
             start, out = mp.Event(), mp.Queue()
@@ -271,6 +276,8 @@ def main() -> None:
             _, _, usage = os.wait4(server.pid, 0)
             server.returncode = 0
         cpu_to_exit = usage.ru_utime + usage.ru_stime - cpu_at_start
+        log.close()
+        logged = (Path(tmp) / "serve.log").read_text(errors="replace")
         size = os.path.getsize(db)  # serve checkpoints on exit: the log is in the file
         con = duckdb.connect(db, read_only=True)
         stored = con.execute("SELECT count(*) FROM spans").fetchone()[0] - held[0]
@@ -286,6 +293,9 @@ def main() -> None:
                       "sessions": sessions, "sessions_scored": scored, "score_sample": args.score_sample,
                       "requests": len(latencies), "spans_per_request": args.batch,
                       "answered_503": sum(d[5] for d in done),
+                      "online_runs_failed": len(re.findall(r"^flightrec: .* failed for \d+ sessions", logged, re.M)),
+                      "online_failures": sorted({m[:160] for m in re.findall(
+                          r"^[\w.]+(?:Error|Exception): .*", logged, re.M)}),
                       "seconds": round(last - first, 2),
                       "spans_per_s": round(stored / (last - first)), "ack_p50_ms": round(p(0.5), 1),
                       "ack_p99_ms": round(p(0.99), 1), "ack_mean_ms": round(statistics.mean(latencies) * 1e3, 1),
