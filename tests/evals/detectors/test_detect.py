@@ -195,6 +195,23 @@ def test_a_route_detector_reads_the_sessions_its_run_judges_need_not_the_whole_h
     assert read(sids[30]) == set(sids[25:]) | set(other[20:])
 
 
+def test_a_run_over_many_sessions_passes_their_ids_as_one_list_and_judges_the_same(monkeypatch):
+    usd = [0.01] * 25 + [0.2]
+    sids = costly("support", "long", usd) + [tools("lookup", [("fetch_order", {"order": "A1"}, "not found")] * 8)]
+    scope = D.Scope(session_ids=tuple(sids))
+    found = []
+    for listed in (D._scope.LISTED_IDS, 0):  # values, then one list parameter
+        monkeypatch.setattr(D._scope, "LISTED_IDS", listed)
+        sql, params = scope.where()
+        assert ("unnest" in sql) == (listed == 0) and len(params) == (2 if listed == 0 else 1 + len(sids))
+        found.append(sorted((a.detector, a.session_id) for a in run(scope=scope).alerts))
+        with tracer.Store(db()) as store:
+            store.sql("DELETE FROM alert_observations")
+            store.sql("DELETE FROM alerts")
+    assert found[0] == found[1]
+    assert ("cost.anomaly", sids[25]) in found[0] and ("loop.calls", sids[-1]) in found[0]
+
+
 def test_a_session_judged_long_after_it_ended_meets_the_baseline_it_would_have_met_then():
     rng = random.Random(5)
     usd = [0.01 * rng.lognormvariate(0, 0.2) for _ in range(100)]
