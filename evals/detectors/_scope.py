@@ -57,7 +57,7 @@ class Scope:
 
         Up to ``LISTED_IDS`` session ids go in as a list of values; more, as one list parameter that
         DuckDB joins on: with 2,000 ids the values cost each query ~45 ms, and a whole run over
-        2,000 sessions 1.64-1.74 s against 0.79-1.02 (benchmarks/RESULTS.md §76). With 100 ids the
+        2,000 sessions 1.36-1.51 s against 0.67-0.83 (benchmarks/RESULTS.md §76). With 100 ids the
         values are as fast, and faster on a store of many sessions."""
         sql, params = f"{alias}.ended AND {alias}.end_ns >= ? AND {self.of_origins(alias)}", [self.since_ns]
         if self.session_ids is not None and len(self.session_ids) > LISTED_IDS:
