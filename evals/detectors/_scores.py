@@ -121,16 +121,20 @@ def _findings(store: tracer.Store, scope: Scope, hits: list[tuple], config: Dete
     q = config.scores
     wanted = {(h[1], h[2] or "", h[4], h[5]) for h in hits}
     sessions: dict[tuple, list[tuple]] = {}
-    versions = sorted({k[3] for k in wanted})
-    marks = ", ".join("?" * len(versions))
+    # The hits' routes and versions narrow the rows read; the exact (agent, route, scorer, version) is
+    # checked below. Without the routes, a hit read every route's scores of its days: 0.25 s of a run
+    # on a store of 552,000 scores over 240 routes.
+    versions, routes = sorted({k[3] for k in wanted}), sorted({k[1] for k in wanted})
     for agent, route, scorer, version, sid, end_ns, value, passed, reason in store.sql(
             f"""SELECT s.agent, coalesce(s.route, ''), c.scorer, c.version, c.session_id, s.end_ns, c.value,
                        c.passed, c.reason
                 FROM session_scores c JOIN sessions s USING (session_id)
                 WHERE c.value IS NOT NULL AND c.chosen_by <> 'alert' AND s.ended AND {scope.of_origins()}
-                  AND c.version IN ({marks})
+                  AND c.version IN ({", ".join("?" * len(versions))})
+                  AND coalesce(s.route, '') IN ({", ".join("?" * len(routes))})
                   AND s.end_ns BETWEEN ? AND ?
-                ORDER BY s.end_ns, c.session_id""", [*versions, min(h[9] for h in hits), max(h[3] for h in hits)]):
+                ORDER BY s.end_ns, c.session_id""",
+            [*versions, *routes, min(h[9] for h in hits), max(h[3] for h in hits)]):
         if (agent, route, scorer, version) in wanted:
             sessions.setdefault((agent, route, scorer, version), []).append((sid, end_ns, value, passed, reason))
     rule = (f"the mean of the newest {q.window} scored sessions, or of the newest {q.long_window}, at least "
