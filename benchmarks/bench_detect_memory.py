@@ -2,6 +2,7 @@
 least DuckDB memory each of its queries runs in.
 
     python benchmarks/bench_detect_memory.py --db STORE [--newest 100 2000] [--reps 3] [--history 10]
+                                             [--detectors NAME ...]
 
 A bounded collector (``serve --no-dashboard``) holds DuckDB to 48 MB and lends a run 96 MB
 (``evals.detectors._online.RUN_MEMORY_MB``); DuckDB's ``memory_limit`` is the database's, so a
@@ -15,8 +16,9 @@ the least it passes at three times running is its need. The table gives each det
 store's span and given new ids: a store of K times the sessions whose older ones keep only their
 ``sessions`` row, as after ``flightrec prune``. What a run reads of a route's history shows there.
 
-Stores: ``bench_detect_scale.py --db PATH`` builds a routed store of 100,000 sessions (3 agents,
-10 routes).
+``--detectors`` runs only those (``score.drop``, say). Stores: ``bench_detect_scale.py --db PATH`` builds
+a routed store of 100,000 sessions (3 agents, 10 routes); ``bench_score_drop.py --routes 240 --db PATH``
+one of 552,342 scored sessions.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def least_memory(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], tr
     return float("inf")
 
 
-def measure(path: str, newest: int, reps: int) -> tuple[float, dict[str, float]]:
+def measure(path: str, newest: int, reps: int, detectors: list[str] | None) -> tuple[float, dict[str, float]]:
     """The run's median seconds, and each caller's largest need in MB."""
     sent: list[tuple[str, str, list[Any]]] = []
     seconds = []
@@ -99,7 +101,7 @@ def measure(path: str, newest: int, reps: int) -> tuple[float, dict[str, float]]
             store.sql("DELETE FROM alert_observations")
             store.sql("DELETE FROM alerts")
             start = time.perf_counter()
-            D.detect(store, scope=D.Scope(session_ids=ids))
+            D.detect(store, scope=D.Scope(session_ids=ids), detectors=detectors)
             seconds.append(time.perf_counter() - start)
     con = duckdb.connect(path, read_only=True)
     needs: dict[str, float] = collections.defaultdict(float)
@@ -116,6 +118,7 @@ def main() -> None:
     ap.add_argument("--newest", type=int, nargs="+", default=[100, 2000])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--history", type=int, default=1, help="the store's sessions this many times over (see above)")
+    ap.add_argument("--detectors", nargs="+", metavar="NAME", help="only these detectors (default: all)")
     args = ap.parse_args()
     print(machine_header("What an online detection run needs: seconds, and DuckDB memory a query"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +131,7 @@ def main() -> None:
         print(f"store: {args.db} ({sessions:,} sessions, {routes} agent routes)\n")
         rows = []
         for newest in args.newest:
-            seconds, needs = measure(path, newest, args.reps)
+            seconds, needs = measure(path, newest, args.reps, args.detectors)
             worst = sorted(needs.items(), key=lambda kv: -kv[1])[:4]
             shown = [f"{mb:.0f}" if mb < float("inf") else f">{LIMITS_MB[-1]}" for _, mb in worst]
             rows.append((f"{newest:,}", f"{seconds:.2f}", shown[0],

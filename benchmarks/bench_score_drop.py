@@ -1,7 +1,7 @@
 """score.drop on a synthetic corpus of online scores: recall on injected drops, by size, and false
 alarms per route-day.
 
-    python benchmarks/bench_score_drop.py [--routes 60] [--days 21] [--seed 0] [--sweep]
+    python benchmarks/bench_score_drop.py [--routes 60] [--days 21] [--seed 0] [--sweep] [--db PATH]
 
 Each route (agent ``a0``..``a2``, route ``rN``) is scored by one scorer for ``--days`` days, at a
 rate drawn from 10 to 400 scored sessions a day (a 10% sample of a busy route, every session of
@@ -140,9 +140,12 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=21)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true", help="also try a grid of min_drop and z")
+    parser.add_argument("--db", metavar="PATH", help="write the store here and keep it (for bench_detect_memory.py)")
     args = parser.parse_args()
+    if args.db and Path(args.db).exists():
+        raise SystemExit(f"--db {args.db}: it exists; give a new path, or remove it first.")
     print(machine_header("score.drop on synthetic online scores"))
-    with tempfile.TemporaryDirectory() as tmp, tracer.Store(Path(tmp) / "scores.duckdb") as store:
+    with tempfile.TemporaryDirectory() as tmp, tracer.Store(args.db or Path(tmp) / "scores.duckdb") as store:
         progress(f"writing {args.routes} routes × {args.days} days (seed {args.seed})")
         routes = corpus(store, random.Random(args.seed), args.routes, args.days)
         scored = sum(r.sessions for r in routes)
