@@ -381,7 +381,7 @@ def test_a_run_in_a_store_held_to_little_memory_borrows_what_it_needs_and_gives_
 
 @pytest.mark.parametrize("failures, runs, errors", [(1, 2, 0), (2, 2, 1)])
 def test_a_run_out_of_memory_is_tried_once_more(failures, runs, errors):
-    # Beside the writer, whose rows fill the memory a run is lent, 1 run in 20 ran out of it (RESULTS §75).
+    # Beside the writer, whose rows fill the memory a run is lent, 1 run in about 30 ran out of it (RESULTS §75).
     calls: list[list[str]] = []
 
     class Failing(D.SessionWorker):
