@@ -349,6 +349,65 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        12,
+        "the text columns that hold most of a store's bytes are compressed with zstd",
+        # DuckDB compresses strings by dictionary and FSST by default (DICT_FSST in 2.0), which suits
+        # ids and repeated names, but content, bodies, tool results and span attributes are long and
+        # unlike each other: zstd stores the collector's benchmark payload in 451 bytes a span
+        # against 701, and checkpoints its log 27% faster; a point read of one body takes ~1 ms
+        # against ~0.4 (benchmarks/RESULTS.md §77). DuckDB sets a column's compression only as the
+        # table is created, so each table is rebuilt in its column order, with its rows in their
+        # order (a session's rows stay together, for the row groups' zone maps).
+        """
+        CREATE TABLE spans_v12 (
+            trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, parent_span_id VARCHAR, session_id VARCHAR,
+            name VARCHAR NOT NULL, kind VARCHAR NOT NULL, start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL,
+            status_code VARCHAR NOT NULL, status_message VARCHAR,
+            attributes VARCHAR USING COMPRESSION zstd NOT NULL,
+            events VARCHAR, links VARCHAR, resource VARCHAR, scope VARCHAR
+        );
+        INSERT INTO spans_v12 SELECT * FROM spans;
+        DROP TABLE spans;
+        ALTER TABLE spans_v12 RENAME TO spans;
+        COMMENT ON COLUMN spans.attributes IS 'a flightrec chat span keeps only what its llm_calls row does not hold';
+        CREATE TABLE content_v12 (
+            hash VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, body VARCHAR USING COMPRESSION zstd NOT NULL
+        );
+        INSERT INTO content_v12 SELECT * FROM content;
+        DROP TABLE content;
+        ALTER TABLE content_v12 RENAME TO content;
+        COMMENT ON COLUMN content.hash IS 'the first 128 bits of the SHA-256 of body, in hex (64 digits before v9)';
+        CREATE TABLE llm_calls_v12 (
+            span_id VARCHAR NOT NULL, trace_id VARCHAR NOT NULL, session_id VARCHAR, turn_index INTEGER,
+            attempt INTEGER NOT NULL, start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL, status VARCHAR NOT NULL,
+            error_type VARCHAR, http_status INTEGER, stream BOOLEAN NOT NULL, ttft_ms DOUBLE, model VARCHAR,
+            response_model VARCHAR, response_id VARCHAR, stop_reason VARCHAR, action VARCHAR,
+            tools_available VARCHAR[], tools_chosen VARCHAR[], reasoning VARCHAR USING COMPRESSION zstd,
+            input_tokens BIGINT, output_tokens BIGINT, cache_read_tokens BIGINT, cache_write_tokens BIGINT,
+            cost_usd DOUBLE, ctx_system_tokens INTEGER, ctx_tools_tokens INTEGER, ctx_history_tokens INTEGER,
+            ctx_tool_results_tokens INTEGER, ctx_retrieved_tokens INTEGER, ctx_window INTEGER,
+            ctx_utilisation DOUBLE, content_mode VARCHAR, request_sha256 VARCHAR, request_params VARCHAR,
+            system_ref VARCHAR, messages_ref VARCHAR, message_count INTEGER, tool_refs VARCHAR[],
+            response_body VARCHAR USING COMPRESSION zstd, not_rebuildable VARCHAR, betas VARCHAR[],
+            content_pruned_ns BIGINT
+        );
+        INSERT INTO llm_calls_v12 SELECT * FROM llm_calls;
+        DROP TABLE llm_calls;
+        ALTER TABLE llm_calls_v12 RENAME TO llm_calls;
+        CREATE TABLE tool_calls_v12 (
+            span_id VARCHAR NOT NULL, trace_id VARCHAR NOT NULL, session_id VARCHAR, turn_index INTEGER,
+            tool_name VARCHAR NOT NULL, tool_call_id VARCHAR, start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL,
+            status VARCHAR NOT NULL, error_type VARCHAR, error_message VARCHAR,
+            arguments VARCHAR USING COMPRESSION zstd, result VARCHAR USING COMPRESSION zstd,
+            idempotency_key VARCHAR, retries INTEGER, circuit_state VARCHAR, args_key VARCHAR, shape_key VARCHAR,
+            outcome_key VARCHAR
+        );
+        INSERT INTO tool_calls_v12 SELECT * FROM tool_calls;
+        DROP TABLE tool_calls;
+        ALTER TABLE tool_calls_v12 RENAME TO tool_calls;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 import tracer
-from tracer._migrations import LATEST
+from tracer._migrations import LATEST, MIGRATIONS
 
 
 def test_migrations_are_recorded_once(tmp_path):
@@ -20,6 +20,53 @@ def test_migrations_are_recorded_once(tmp_path):
     with tracer.Store(path) as store:  # re-opening applies nothing twice
         assert store._query("SELECT count(*) FROM schema_migrations")[0][0] == LATEST
 
+
+_ZSTD = {("spans", "attributes"), ("content", "body"), ("llm_calls", "reasoning"), ("llm_calls", "response_body"),
+         ("tool_calls", "arguments"), ("tool_calls", "result")}
+"""The long text columns migration 12 stores with zstd."""
+_COLUMNS = ("SELECT table_name, column_index, column_name, data_type, column_default, is_nullable FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND NOT internal ORDER BY ALL")
+
+
+def test_migration_12_rebuilds_the_tables_of_long_text_with_every_row_in_its_order_and_zstd(tmp_path, caplog):
+    from tests.tracer.test_retention import record
+
+    recorded = tmp_path / "recorded.duckdb"
+    rec = tracer.Recorder(recorded)
+    ids = record(rec, "where is my order?", "I want a refund", "where is my order?")
+    rec.shutdown()
+    tables = ("spans", "content", "llm_calls", "tool_calls")
+    with duckdb.connect(str(recorded), read_only=True) as con:
+        rows = {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+    assert all(rows.values())
+    # The same rows in a store as flightrec wrote it at schema version 11.
+    old = tmp_path / "old.duckdb"
+    with duckdb.connect(str(old)) as con:
+        con.execute("CREATE TABLE schema_migrations "
+                    "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
+        for m in MIGRATIONS[:-1]:
+            con.execute(m.sql)
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [m.version, m.name])
+        con.execute(f"ATTACH '{recorded}' AS recorded (READ_ONLY)")
+        for (table,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'recorded' "
+                                    "AND table_name <> 'schema_migrations'").fetchall():
+            con.execute(f"INSERT INTO main.{table} SELECT * FROM recorded.{table} ORDER BY rowid")
+        assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'old' "
+                               "AND sql LIKE '%COMPRESSION%'").fetchone()[0]
+        columns = con.execute(_COLUMNS).fetchall()
+    with tracer.Store(old) as store:
+        assert "upgrading the trace store" in caplog.text and "from schema version 11 to 12" in caplog.text
+        assert store.schema_version() == 12
+        assert store.sql(_COLUMNS) == columns  # each column where it was, as it was
+        assert {t: store.sql(f"SELECT * FROM {t} ORDER BY rowid") for t in tables} == rows
+        assert store.sql("SELECT table_name, column_name FROM duckdb_columns() WHERE comment IS NOT NULL "
+                         "ORDER BY 1") == [("content", "hash"), ("spans", "attributes")]
+        assert store.checkpoint()
+        assert {(t, c) for t in tables for (c,) in store.sql(
+            f"SELECT DISTINCT column_name FROM pragma_storage_info('{t}') WHERE compression = 'ZSTD'")} == _ZSTD
+        verified = store.verify_requests()
+        assert (verified.exact, verified.failures) == (verified.total, []) and verified.total >= 3
+        assert store.get_session(ids[1]).session_id == ids[1]
 
 def test_newer_schema_is_refused(tmp_path):
     path = tmp_path / "s.duckdb"
