@@ -351,14 +351,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         12,
-        "the text columns that hold most of a store's bytes are compressed with zstd",
+        "span attributes, responses, reasoning, tool arguments and results are compressed with zstd",
         # DuckDB compresses strings by dictionary and FSST by default (DICT_FSST in 2.0), which suits
-        # ids and repeated names, but content, bodies, tool results and span attributes are long and
-        # unlike each other: zstd stores the collector's benchmark payload in 451 bytes a span
-        # against 701, and checkpoints its log 27% faster; a point read of one body takes ~1 ms
-        # against ~0.4 (benchmarks/RESULTS.md §77). DuckDB sets a column's compression only as the
-        # table is created, so each table is rebuilt in its column order, with its rows in their
-        # order (a session's rows stay together, for the row groups' zone maps).
+        # ids and repeated names, not long text unlike its neighbours: zstd stores the collector's
+        # benchmark payload in about 20% fewer bytes a span, and checkpoints it faster (benchmarks/
+        # RESULTS.md §77). Not content.body: a session's messages are found by hash all over that
+        # table, and zstd decompresses a vector of rows to read one (a session's account took 86 ms
+        # against 51 at 1M spans); the other columns are read a session's rows at a time. DuckDB sets
+        # a column's compression only as the table is created, so each table is rebuilt in its
+        # column order, with its rows in their order (a session's rows stay together, for the row
+        # groups' zone maps).
         """
         CREATE TABLE spans_v12 (
             trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, parent_span_id VARCHAR, session_id VARCHAR,
@@ -371,13 +373,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         DROP TABLE spans;
         ALTER TABLE spans_v12 RENAME TO spans;
         COMMENT ON COLUMN spans.attributes IS 'a flightrec chat span keeps only what its llm_calls row does not hold';
-        CREATE TABLE content_v12 (
-            hash VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, body VARCHAR USING COMPRESSION zstd NOT NULL
-        );
-        INSERT INTO content_v12 SELECT * FROM content;
-        DROP TABLE content;
-        ALTER TABLE content_v12 RENAME TO content;
-        COMMENT ON COLUMN content.hash IS 'the first 128 bits of the SHA-256 of body, in hex (64 digits before v9)';
         CREATE TABLE llm_calls_v12 (
             span_id VARCHAR NOT NULL, trace_id VARCHAR NOT NULL, session_id VARCHAR, turn_index INTEGER,
             attempt INTEGER NOT NULL, start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL, status VARCHAR NOT NULL,

@@ -252,6 +252,9 @@ def compact(path: str) -> tuple[int, int]:
     before = os.path.getsize(path)
     con = duckdb.connect()
     try:
+        # A copy of a large store takes seconds, and DuckDB would draw its progress bar on stdout,
+        # into `prune --compact --json`'s output.
+        con.execute("SET enable_progress_bar = false")
         # A literal: DuckDB before 2.0 takes no parameter in ATTACH.
         con.execute(f"ATTACH {_sql_string(path)} AS old")  # for writing: no other process may hold it meanwhile
         con.execute(f"ATTACH {_sql_string(fresh)} AS fresh")
