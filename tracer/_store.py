@@ -527,7 +527,7 @@ class Store:
                 f"the trace store {self.path} needs schema migrations {applied + 1}..{LATEST}, and it is open "
                 "read-only. Open it once for writing (run any recording with this --db), then retry."
             )
-        if applied:  # said, since a migration may rewrite tables (12 does: about 7 s a million spans)
+        if applied:  # said, since a migration may rewrite tables (12 does: about 5 s a million spans)
             log.warning("flightrec: upgrading the trace store %s from schema version %d to %d, once; a store of "
                         "millions of spans takes a while", self.path, applied, LATEST)
         try:

@@ -68,6 +68,7 @@ def test_migration_12_rebuilds_the_tables_of_long_text_with_every_row_in_its_ord
         assert (verified.exact, verified.failures) == (verified.total, []) and verified.total >= 3
         assert store.get_session(ids[1]).session_id == ids[1]
 
+
 def test_newer_schema_is_refused(tmp_path):
     path = tmp_path / "s.duckdb"
     tracer.Store(path).close()
