@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +14,8 @@ import streamlit as st
 
 import tracer
 
-from . import _chart, _source
+from . import _chart, _html, _source
+from ._html import url as url  # pages build links with it, as with the rest of _ui
 
 T = TypeVar("T")
 
@@ -198,68 +198,21 @@ def table(data: pd.DataFrame, *, key: str, opens: Callable[[pd.Series], Target |
     return None
 
 
-_LINK_TABLE_CSS = """<style>
-.fr-scroll{overflow-x:auto}
-.fr-table{border-collapse:collapse;width:100%;font-size:0.8125rem}
-.fr-table th{text-align:left;font-weight:400;color:#808495;padding:4px 6px;vertical-align:bottom;
-  border-bottom:1px solid rgba(128,132,149,0.3)}
-.fr-table td{border-bottom:1px solid rgba(128,132,149,0.15);padding:4px 6px;white-space:nowrap}
-.fr-table td.wrap{white-space:normal;min-width:10em}
-.fr-table .num{text-align:right;font-variant-numeric:tabular-nums}
-.fr-table a{color:inherit}
-.fr-table tr{position:relative}
-.fr-table td:first-child a::after{content:"";position:absolute;inset:0}
-.fr-table tr:has(td:first-child a):hover td{background:rgba(128,132,149,0.1)}
-.fr-table th a{text-decoration:underline dotted}
-</style>"""
+def draw(*parts: str) -> None:
+    """HTML parts (``_html``'s) drawn together, as one element with their style."""
+    st.html(_html.STYLE + "".join(parts))
 
 
-def link_table(rows: Sequence[dict[str, str]], *, links: Sequence[str | None], numeric: Sequence[str] = (),
-               wrap: Sequence[str] = (), indent: Sequence[int] | None = None, tips: dict[str, str] | None = None,
-               sorts: dict[str, str] | None = None, sorted_by: tuple[str, bool] | None = None) -> None:
-    """A table drawn as one HTML element, each row's first cell a link that opens its page in this
-    tab; the link covers its row, so a click anywhere on the row opens it. ``st.dataframe``'s grid
-    costs the browser ~0.35–0.6 s of main-thread time on every load of a page it is on
-    (``benchmarks/RESULTS.md`` §61, §63, §65), more than the rest of such a page; this costs next to
-    nothing for a hundred rows, but every row is drawn: page or cap the rows (a few hundred at most).
-    A click loads the page anew instead of rerunning this one, so whatever the target needs must be
-    in the link's query; sorting is the caller's, by header links (``sorts``).
+def link_table(rows: Sequence[dict[str, str]], **kw: Any) -> None:
+    """``_html.table``'s table, drawn by itself; no rows, nothing."""
+    if rows:
+        draw(_html.table(rows, **kw))
 
-    Args:
-        rows: The cells, already written as shown; the first row's keys are the headers.
-        links: Each row's target (``url``), or ``None`` for a row that opens nothing.
-        numeric: Columns aligned right.
-        wrap: Columns of long text, wrapped onto more lines; the others stay on one line.
-        indent: Each row's depth in a tree, drawn as the first cell's indent.
-        tips: A header's tooltip, by column.
-        sorts: A header's link, by column: the page sorted by that column.
-        sorted_by: The column the rows are sorted by and whether descending, marked with an arrow.
-    """
-    if not rows:
-        return
-    tips, sorts = tips or {}, sorts or {}
-    cols = list(rows[0])
 
-    def cell(col: str, value: str, k: int) -> str:
-        text = html.escape(value)
-        if col == cols[0]:
-            pad = f' style="padding-left:{0.5 + 1.2 * indent[k]:.1f}em"' if indent else ""
-            text = f'<a href="{html.escape(links[k])}">{text}</a>' if links[k] else text
-            return f"<td{pad}>{text}</td>"
-        kind = "num" if col in numeric else "wrap" if col in wrap else ""
-        return f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>"
-
-    def header(col: str) -> str:
-        text = html.escape(col)
-        if sorted_by is not None and sorted_by[0] == col:
-            text += " ↓" if sorted_by[1] else " ↑"
-        if col in sorts:
-            text = f'<a href="{html.escape(sorts[col])}">{text}</a>'
-        return f'<th{" class=num" if col in numeric else ""} title="{html.escape(tips.get(col, ""))}">{text}</th>'
-
-    head = "".join(header(c) for c in cols)
-    body = "".join("<tr>" + "".join(cell(c, row[c], k) for c in cols) + "</tr>" for k, row in enumerate(rows))
-    st.html(f'{_LINK_TABLE_CSS}<div class="fr-scroll"><table class="fr-table"><tr>{head}</tr>{body}</table></div>')
+def here() -> dict[str, Any]:
+    """The page's URL query now, for links that change one choice and keep the others: a parameter
+    given more than once is a list."""
+    return {k: v[0] if len(v) == 1 else v for k in st.query_params if (v := st.query_params.get_all(k))}
 
 
 def scroll_to(key: str) -> None:
@@ -273,19 +226,10 @@ def scroll_to(key: str) -> None:
     }})(20);</script>""", unsafe_allow_javascript=True, width="content")
 
 
-def url(page: str, /, **query: Any) -> str:
-    """The relative URL of a page with its query, for links in tables; a list value repeats its
-    parameter (``agent=a&agent=b``), as ``st.query_params.get_all`` reads it back."""
-    from urllib.parse import urlencode
-
-    q = urlencode({k: v for k, v in query.items() if v is not None and v != []}, doseq=True)
-    return f"/{page}?{q}" if q else f"/{page}"
-
-
-def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", across: bool = False,
-          series: str = "series", order: Sequence[str] | None = None, colors: Sequence[str] | None = None,
-          stack: bool = True, height: int = 220, title: str | None = None, points: bool = False,
-          width: int = 480) -> None:
+def chart_html(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", across: bool = False,
+               series: str = "series", order: Sequence[str] | None = None, colors: Sequence[str] | None = None,
+               stack: bool = True, height: int = 220, title: str | None = None, points: bool = False,
+               width: int = 480) -> str:
     """A chart of ``data`` in long form, one point a row (``x``, ``series``, ``value``), drawn here as an
     SVG image (``_chart``): a Vega-Lite chart costs the browser its chart library on every load
     (``benchmarks/RESULTS.md`` §61). Hovering a bucket or a group shows its values.
@@ -302,8 +246,13 @@ def chart(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", 
         title: The value axis' title.
         points: Mark each point of a line.
     """
-    st.html(_chart.html_chart(data, mark, x=x, across=across, series=series, order=order, colors=colors, stack=stack,
-                              height=height, title=title, points=points, width=width))
+    return _chart.html_chart(data, mark, x=x, across=across, series=series, order=order, colors=colors, stack=stack,
+                             height=height, title=title, points=points, width=width)
+
+
+def chart(data: pd.DataFrame, mark: Literal["bar", "line"], **kw: Any) -> None:
+    """``chart_html``'s chart, drawn by itself."""
+    draw(chart_html(data, mark, **kw))
 
 
 # -- the time range and the origin switch, shared by Overview, Sessions and Costs ------------------
@@ -329,22 +278,20 @@ class TimeRange:
 
 
 def time_range(key: str) -> TimeRange:
-    """The range picker (``?range=`` 1h, 24h, 7d, 30d, all, or custom with ``&from=&to=`` dates in
-    UTC): the URL's range, written back as the user changes it, so a link keeps it. ``key`` keeps
-    each page's widget state apart; the URL parameter is the same on every page."""
+    """The range the URL asks for (``?range=`` 1h, 24h, 7d, 30d, all, or custom with ``&from=&to=`` dates
+    in UTC; ``switches`` draws its links), with a date picker for a custom range, whose dates it writes
+    back to the URL, so a link keeps them. ``key`` keeps each page's picker apart; the URL parameters
+    are the same on every page."""
     choice = param("range") or _DEFAULT_RANGE
     if choice not in _RANGES:
         st.warning(f"`range={choice}` in the URL is not one of {', '.join(_RANGES)}; showing all.")
         choice = _DEFAULT_RANGE
-    left, right = st.columns([3, 2])
-    picked_key = left.segmented_control("Range", list(_RANGES), format_func=lambda k: _RANGES[k][0], default=choice,
-                                        key=f"{key}_range") or choice
     now = time.time_ns()
-    st.query_params["range"] = picked_key
-    if picked_key == "custom":
+    st.query_params["range"] = choice
+    if choice == "custom":
         today = dt.datetime.now(dt.UTC).date()
-        picked = right.date_input("From – to (UTC)", value=(_date(param("from"), today - dt.timedelta(days=7)),
-                                                             _date(param("to"), today)), key=f"{key}_dates")
+        picked = st.date_input("From – to (UTC)", value=(_date(param("from"), today - dt.timedelta(days=7)),
+                                                         _date(param("to"), today)), key=f"{key}_dates", width=300)
         start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (today, today)
         st.query_params.update({"from": start.isoformat(), "to": end.isoformat()})
         lo = int(dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()) * _NS
@@ -352,11 +299,11 @@ def time_range(key: str) -> TimeRange:
         return TimeRange(lo, hi, f"{start} to {end}")
     for stale in ("from", "to"):
         st.query_params.pop(stale, None)
-    seconds = _RANGES[picked_key][1]
+    seconds = _RANGES[choice][1]
     # "all" also reaches past now: a collector's clock may run ahead of the dashboard's.
     if seconds is None:
         return TimeRange(0, 2**63 - 1, "all time")
-    return TimeRange(now - seconds * _NS, now, f"the {_RANGES[picked_key][0]}")
+    return TimeRange(now - seconds * _NS, now, f"the {_RANGES[choice][0]}")
 
 
 def _date(text: str | None, default: dt.date) -> dt.date:
@@ -403,20 +350,31 @@ ORIGIN_VIEWS = {
 """The origin switch's choices, by their URL value."""
 
 
-def origin_view(key: str, *, default: str = "production") -> str:
-    """The origin switch (``?origin=`` production, evals, replays, all): production by default, so
-    that eval trials, replays and forks do not count as traffic; written back to the URL."""
+def origin_view(*, default: str = "production") -> str:
+    """The sessions the URL asks for (``?origin=`` production, evals, replays, all; ``switches`` draws
+    its links): production by default, so that eval trials, replays and forks do not count as traffic;
+    written back to the URL."""
     choice = param("origin") or default
     if choice not in ORIGIN_VIEWS:
         st.warning(f"`origin={choice}` in the URL is not one of {', '.join(ORIGIN_VIEWS)}; showing {default}.")
         choice = default
-    picked = st.segmented_control(
-        "Sessions from", list(ORIGIN_VIEWS), format_func=lambda k: ORIGIN_VIEWS[k].label, default=choice,
-        key=f"{key}_origin",
-        help="Production is live traffic; evals are the trials of eval runs; replays and forks are made from "
-             "recorded sessions on the Replay page or with `flightrec replay`.") or choice
-    st.query_params["origin"] = picked
-    return picked
+    st.query_params["origin"] = choice
+    return choice
+
+
+_ORIGIN_HELP = ("Production is live traffic; evals are the trials of eval runs; replays and forks are made from "
+               "recorded sessions on the Replay page or with flightrec replay.")
+
+
+def range_switch() -> _html.Switch:
+    """The range's row of ``_html.switches``, at the URL's range (``time_range`` warns of one it does not know)."""
+    current = param("range") if param("range") in _RANGES else _DEFAULT_RANGE
+    return _html.Switch("Range", "range", {k: label for k, (label, _) in _RANGES.items()}, current)
+
+
+def origin_switch(view: str) -> _html.Switch:
+    """The origin's row of ``_html.switches``, at ``view`` (``origin_view``'s)."""
+    return _html.Switch("Sessions from", "origin", {k: v.label for k, v in ORIGIN_VIEWS.items()}, view, _ORIGIN_HELP)
 
 
 def origin_values(view: str) -> list[str]:

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 import tracer
-from dashboard import _ui
+from dashboard import _html, _ui
 
 _STATUSES = ("open", "acknowledged", "resolved")
 _SEVERITIES = ("critical", "warning", "info")
@@ -54,7 +54,8 @@ def _chosen(name: str, options: tuple[str, ...] | list[str], default: list[str])
 
 def _alert_list() -> None:
     families = _families()
-    view = _ui.origin_view("alerts")
+    view = _ui.origin_view()
+    _ui.draw(_html.switches("alerts", _ui.here(), _ui.origin_switch(view)))
     c1, c2, c3 = st.columns(3)
     statuses = c1.multiselect("Status", _STATUSES, default=_chosen("status", _STATUSES, ["open", "acknowledged"]),
                               key="alerts_status")

@@ -8,11 +8,13 @@ A sub-agent's session (``parent_session_id``) is a session of its own here, with
 cost; the top sessions also rank each session by its cost with its sub-agents' ("with sub-agents").
 """
 
+import html
+
 import pandas as pd
 import streamlit as st
 
 import tracer
-from dashboard import _ui
+from dashboard import _html, _ui
 
 _PER_TOKEN = 1e-6
 _GROUPS = ("model", "agent", "route", "tag", "time")
@@ -208,15 +210,15 @@ def _breakdown_rows(lo: int, hi: int, view: str, by: str,
 
 
 def _headline(total: pd.Series) -> None:
-    cols = st.columns(4)
     unpriced = int(total["unpriced_calls"])
-    cols[0].metric("Known cost", _ui.usd(total["cost_usd"]),
-                   help="The calls whose model has a price. Calls without one are not counted as 0.")
-    cols[1].metric("LLM calls", f"{int(total['calls']):,}")
-    cols[2].metric("Cache reads", _ui.tokens(total["cache_read_tokens"]),
-                   help="Input tokens read from the prompt cache instead of being sent at full price.")
-    cols[3].metric("Cache savings", _ui.usd(total["saved_usd"] or 0.0),
-                   help="What the cache reads would have cost at the model's input price, minus what they cost.")
+    _ui.draw(_html.metrics([
+        _html.Metric("Known cost", _ui.usd(total["cost_usd"]),
+                     help="The calls whose model has a price. Calls without one are not counted as 0."),
+        _html.Metric("LLM calls", f"{int(total['calls']):,}"),
+        _html.Metric("Cache reads", _ui.tokens(total["cache_read_tokens"]),
+                     help="Input tokens read from the prompt cache instead of being sent at full price."),
+        _html.Metric("Cache savings", _ui.usd(total["saved_usd"] or 0.0),
+                     help="What the cache reads would have cost at the model's input price, minus what they cost.")]))
     if unpriced:
         calls = "call uses" if unpriced == 1 else "calls use"
         st.warning(f"{unpriced:,} successful {calls} a model with no known price: their cost is unknown, so "
@@ -224,52 +226,52 @@ def _headline(total: pd.Series) -> None:
                    "like tracer/prices.json) and record again.", icon=":material/price_change:")
 
 
-def _table(shown: list[dict[str, str]], groups: list[str], by: str) -> None:
+def _table(shown: list[dict[str, str]], groups: list[str], by: str) -> str:
     """The breakdown's rows; a group's row (not a time bucket's) links to this page with the group
     picked, which lists its most expensive sessions below."""
-    if by != "time":
-        st.caption(f"Click a row to list the most expensive sessions of that {by} below.")
     here = _ui.shared_query()
-    _ui.link_table(shown, links=[_ui.url("costs", **here, by=by, **{by: g}) if by in _IN_GROUP else None
-                                 for g in groups],
-                   numeric=("calls", "cost", "unpriced calls", "input (uncached)", "output", "cache read",
-                            "cache write", "cache savings"),
-                   tips={"unpriced calls": "Calls with no known price (cost unknown).",
-                         "cache savings": "What the cache reads would have cost at the model's input price, minus "
-                                          "what they cost."})
+    return ((_html.note(f"Click a row to list the most expensive sessions of that {by} below.") if by != "time" else "")
+            + _html.table(shown, links=[_ui.url("costs", **here, by=by, **{by: g}) if by in _IN_GROUP else None
+                                        for g in groups],
+                          numeric=("calls", "cost", "unpriced calls", "input (uncached)", "output", "cache read",
+                                   "cache write", "cache savings"),
+                          tips={"unpriced calls": "Calls with no known price (cost unknown).",
+                                "cache savings": "What the cache reads would have cost at the model's input price, "
+                                                 "minus what they cost."}))
 
 
 def _breakdown(span: _ui.TimeRange, view: str, step: tuple[int, str]) -> tuple[str, str] | None:
-    """The breakdown the URL or the control asks for; returns the group whose row was picked (kept in
-    the URL as ``?route=…``, ``?agent=…``: a link to the page keeps it)."""
-    asked = _ui.param("by") or "model"
-    asked = "time" if asked == "day" else asked  # links made when the only time view was by day
-    if asked not in _GROUPS:
-        st.warning(f"`by={asked}` in the URL is not one of {', '.join(_GROUPS)}; showing by model.")
-        asked = "model"
-    by = st.segmented_control("Break down by", list(_GROUPS), default=asked, key="costs_by",
-                              format_func=lambda g: f"time ({step[1]})" if g == "time" else g) or asked
+    """The breakdown the URL asks for (its switch's links set it); returns the group whose row was picked
+    (kept in the URL as ``?route=…``, ``?agent=…``: a link to the page keeps it)."""
+    by = _ui.param("by") or "model"
+    by = "time" if by == "day" else by  # links made when the only time view was by day
+    if by not in _GROUPS:
+        st.warning(f"`by={by}` in the URL is not one of {', '.join(_GROUPS)}; showing by model.")
+        by = "model"
     st.query_params["by"] = by
+    for other in _IN_GROUP.keys() - {by}:  # a group of another breakdown no longer applies
+        st.query_params.pop(other, None)
     shown, groups, points = _breakdown_rows(span.lo, span.hi, view, by, step[0])
     across = by != "time"
     # Bars across, one group per row in the rows' order (most expensive first), each tall enough to read
     # its label; cost and cache savings side by side, since the savings are not part of the cost.
-    _ui.chart(points, "bar", x=by, across=across, order=["cost", "cache savings"], stack=False, title="USD",
-              height=min(max(200, 30 * len(shown) + 60), 900) if across else 260, width=960)
-    _table(shown, groups, by)
-    if by == "tag":
-        st.caption("A session with several tags counts under each, so the tags add up to more than the total.")
-    st.caption("Cache savings count what reading from the prompt cache saved against the model's input price; "
-               "cache writes cost more than plain input and are priced in the cost column.")
-    for other in _IN_GROUP.keys() - {by}:  # a group of another breakdown no longer applies
-        st.query_params.pop(other, None)
+    _ui.draw(
+        _html.switches("costs", _ui.here(), _html.Switch(
+            "Break down by", "by", {g: f"time ({step[1]})" if g == "time" else g for g in _GROUPS}, by)),
+        _ui.chart_html(points, "bar", x=by, across=across, order=["cost", "cache savings"], stack=False, title="USD",
+                       height=min(max(200, 30 * len(shown) + 60), 900) if across else 260, width=960),
+        _table(shown, groups, by),
+        _html.note("A session with several tags counts under each, so the tags add up to more than the total.")
+        if by == "tag" else "",
+        _html.note("Cache savings count what reading from the prompt cache saved against the model's input price; "
+                   "cache writes cost more than plain input and are priced in the cost column."))
     value = _ui.param(by) if by in _IN_GROUP else None
     return (by, value) if value is not None else None
 
 
 def _top(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
     with st.container(key=_TOP_KEY):
-        _top_body(span, view, group)
+        _ui.draw(_top_sessions_html(span, view, group))
     # A group's row loads the page anew, at its top, far above the sessions it asked for: scrolled to
     # them once (a live page reruns every few seconds, and the reader may have scrolled away since).
     if group is not None and st.session_state.get(_TOP_KEY + "_scrolled") != group:
@@ -277,44 +279,42 @@ def _top(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
         _ui.scroll_to(_TOP_KEY)
 
 
-def _top_body(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
+def _top_sessions_html(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> str:
     if group is None:
-        st.subheader("Most expensive sessions")
+        head = _html.heading("Most expensive sessions")
     else:
-        st.subheader(f"Most expensive sessions of {group[0]} {group[1]}")
-        if st.button(f"All sessions, of every {group[0]}", key="costs_all_groups"):
-            st.query_params.pop(group[0], None)
-            st.rerun()
+        every = _ui.url("costs", **{k: v for k, v in _ui.here().items() if k != group[0]})
+        head = (_html.heading(f"Most expensive sessions of {group[0]} {group[1]}")
+                + f'<p><a href="{html.escape(every)}">All sessions, of every {group[0]}</a></p>')
     rows, ids = _top_sessions(span.lo, span.hi, view, group)
     if not rows:
-        st.caption("No session started in this range." if group is None else
-                   f"No session of {group[0]} {group[1]} started in this range.")
-        return
-    st.caption("Click a row to open its session.")
-    _ui.link_table(rows, links=[_ui.url("session", id=sid) for sid in ids],
-                   numeric=("with sub-agents", "cost", "turns", "LLM calls", "tokens", "sub-agent sessions",
-                            "unpriced calls"),
-                   tips={"session": "The session id's first characters.", "cost": "The session's own calls.",
-                         "with sub-agents": "Its cost and that of the sessions its sub-agents ran (their own rows "
-                                            "too); –: it started none.",
-                         "unpriced calls": "Calls with no known price: the cost is a lower bound."})
+        return head + _html.note("No session started in this range." if group is None else
+                                 f"No session of {group[0]} {group[1]} started in this range.")
+    return head + _html.note("Click a row to open its session.") + _html.table(
+        rows, links=[_ui.url("session", id=sid) for sid in ids],
+        numeric=("with sub-agents", "cost", "turns", "LLM calls", "tokens", "sub-agent sessions", "unpriced calls"),
+        tips={"session": "The session id's first characters.", "cost": "The session's own calls.",
+              "with sub-agents": "Its cost and that of the sessions its sub-agents ran (their own rows too); –: it "
+                                 "started none.",
+              "unpriced calls": "Calls with no known price: the cost is a lower bound."})
 
 
 def _per_route(span: _ui.TimeRange, view: str, first_ns: int, last_ns: int) -> None:
     step_ns, step = _ui.bucket(first_ns, last_ns, most=20)
-    st.subheader(f"Cost per session by route (per {step})")
+    head = _html.heading(f"Cost per session by route (per {step})")
     per = _per_session(span.lo, span.hi, view, step_ns)
     if per.empty:
-        st.caption("No session started in this range.")
+        _ui.draw(head, _html.note("No session started in this range."))
         return
-    _ui.chart(per, "line", series="route", title="USD per session", height=300, width=960)
-    st.caption("Each point is the mean cost of the sessions of that route that started in the bucket.")
+    _ui.draw(head, _ui.chart_html(per, "line", series="route", title="USD per session", height=300, width=960),
+             _html.note("Each point is the mean cost of the sessions of that route that started in the bucket."))
 
 
 def render() -> None:
     st.title("Costs")
+    view = _ui.origin_view()
+    _ui.draw(_html.switches("costs", _ui.here(), _ui.range_switch(), _ui.origin_switch(view)))
     span = _ui.time_range("costs")
-    view = _ui.origin_view("costs")
     costs = _costs(span.lo, span.hi, view)
     total = costs[costs["grp"] == "total"]
     if total.empty or int(total["calls"].iloc[0]) == 0:

@@ -7,7 +7,7 @@ Every number is aggregated in DuckDB; the page only draws what comes back (one r
 import pandas as pd
 import streamlit as st
 
-from dashboard import _ui
+from dashboard import _html, _ui
 
 
 def _of(view: str) -> tuple[str, list[object]]:
@@ -117,73 +117,65 @@ def _series(lo: int, hi: int, step_ns: int, view: str) -> dict[str, pd.DataFrame
     return charts
 
 
-def _metrics(t: pd.Series) -> None:
+def _metrics(t: pd.Series) -> str:
     outcomes = int(t["with_outcome"])
-    row1 = st.columns(6 if outcomes else 5)
-    row1[0].metric("Sessions", f"{int(t['sessions']):,}")
-    row1[1].metric("Completion rate", f"{t['ok'] / t['ended']:.1%}" if t["ended"] else "–",
+    unpriced = int(t["unpriced_calls"] or 0)
+    row1 = [
+        _html.Metric("Sessions", f"{int(t['sessions']):,}"),
+        _html.Metric("Completion rate", f"{t['ok'] / t['ended']:.1%}" if t["ended"] else "–",
                    help="Sessions that ended with status `ok`, over all that ended (running ones are left out). It "
                         "says the agent finished, not that the customer's problem was solved: that is the "
-                        "resolution rate, where outcomes are recorded.")
-    if outcomes:
-        _resolution(row1.pop(2), t, outcomes)
-    unpriced = int(t["unpriced_calls"] or 0)
-    row1[2].metric("Cost", _ui.usd(t["cost_usd"] or 0.0) + (" +?" if unpriced else ""),
+                        "resolution rate, where outcomes are recorded."),
+        *([_resolution(t, outcomes)] if outcomes else []),
+        _html.Metric("Cost", _ui.usd(t["cost_usd"] or 0.0) + (" +?" if unpriced else ""),
                    help=f"{unpriced:,} calls have no known price and are not counted; see Costs." if unpriced
-                   else "Every call's model has a known price.")
-    row1[3].metric("Tokens", _ui.tokens(t["tokens"]), help="Input (cached or not) and output tokens.")
-    row1[4].metric("Open alerts", f"{int(t['open_alerts']):,}",
-                   help="Open alerts last seen in this range, raised on these sessions.")
-    row2 = st.columns(5)
-    row2[0].metric("LLM call p50", _ui.ms(t["llm_p50"]), help="Latency of every LLM call attempt, retries included.")
-    row2[1].metric("LLM call p95", _ui.ms(t["llm_p95"]))
-    row2[2].metric("Session p50", _ui.ms(t["session_p50"]), help="Wall time of the sessions that ended.")
-    row2[3].metric("Session p95", _ui.ms(t["session_p95"]))
-    with row2[4]:
-        _ui.link("alerts", "See the alerts", status="open", origin=_ui.param("origin"))
-        _ui.link("costs", "Where the money goes", **_ui.shared_query())
+                   else "Every call's model has a known price."),
+        _html.Metric("Tokens", _ui.tokens(t["tokens"]), help="Input (cached or not) and output tokens."),
+        _html.Metric("Open alerts", f"{int(t['open_alerts']):,}",
+                   help="Open alerts last seen in this range, raised on these sessions."),
+    ]
+    row2 = [
+        _html.Metric("LLM call p50", _ui.ms(t["llm_p50"]), help="Latency of every LLM call attempt, retries included."),
+        _html.Metric("LLM call p95", _ui.ms(t["llm_p95"])),
+        _html.Metric("Session p50", _ui.ms(t["session_p50"]), help="Wall time of the sessions that ended."),
+        _html.Metric("Session p95", _ui.ms(t["session_p95"])),
+        [("See the alerts", _ui.url("alerts", status="open", origin=_ui.param("origin"))),
+         ("Where the money goes", _ui.url("costs", **_ui.shared_query()))],
+    ]
+    return _html.metrics(row1, row2)
 
 
-def _resolution(column, t: pd.Series, outcomes: int) -> None:
+def _resolution(t: pd.Series, outcomes: int) -> _html.Metric:
     """The share of sessions with an outcome whose outcome says resolved, beside the completion rate."""
     said = int(t["says_resolved"])
-    column.metric(
+    return _html.Metric(
         "Resolution rate", f"{t['resolved'] / said:.1%}" if said else "–",
-        delta=f"of {said:,} with an outcome" if said == outcomes else f"of {said:,} ({outcomes:,} with an outcome)",
-        delta_color="off", delta_arrow="off",
+        note=f"of {said:,} with an outcome" if said == outcomes else f"of {said:,} ({outcomes:,} with an outcome)",
         help=f"Sessions whose outcome (the newest recorded: `flightrec outcome`, `Recorder.outcome` or an outcome "
              f"span) says the customer's problem was resolved, over the {said:,} whose outcome says whether it "
              "was" + (f"; {outcomes - said:,} more have only a score" if outcomes > said else "")
              + ". Sessions with no outcome are left out.")
 
 
-def _charts(charts: dict[str, pd.DataFrame], step: str) -> None:
-    left, right = st.columns(2)
-    with left:
-        st.subheader(f"Sessions per {step}")
-        _ui.chart(charts["sessions"], "bar", order=["ok", "other"], colors=["#2e7d32", "#c62828"])
-        st.subheader("Cost (USD)")
-        _ui.chart(charts["cost"], "bar", order=["cost"])
-        st.subheader("LLM call latency (ms)")
-        _ui.chart(charts["llm_latency"], "line", order=["p50", "p95"])
-        st.subheader("Alerts raised")
-        if "alerts" not in charts:
-            st.caption("No alert observed in this range.")
-        else:
-            _ui.chart(charts["alerts"], "bar", order=charts["alerts"]["series"].unique().tolist())
-    with right:
-        st.subheader("Completion rate")
-        _ui.chart(charts["success"], "line", order=["success"], title="ok / ended")
-        st.subheader("Tokens")
-        _ui.chart(charts["tokens"], "bar", order=["input_tokens", "output_tokens"])
-        st.subheader("Session duration (ms)")
-        _ui.chart(charts["duration"], "line", order=["p50", "p95"])
+def _charts(charts: dict[str, pd.DataFrame], step: str) -> str:
+    alerts = (_html.note("No alert observed in this range.") if "alerts" not in charts else
+              _ui.chart_html(charts["alerts"], "bar", order=charts["alerts"]["series"].unique().tolist()))
+    return _html.panels(
+        [(f"Sessions per {step}", _ui.chart_html(charts["sessions"], "bar", order=["ok", "other"],
+                                                 colors=["#2e7d32", "#c62828"])),
+         ("Cost (USD)", _ui.chart_html(charts["cost"], "bar", order=["cost"])),
+         ("LLM call latency (ms)", _ui.chart_html(charts["llm_latency"], "line", order=["p50", "p95"])),
+         ("Alerts raised", alerts)],
+        [("Completion rate", _ui.chart_html(charts["success"], "line", order=["success"], title="ok / ended")),
+         ("Tokens", _ui.chart_html(charts["tokens"], "bar", order=["input_tokens", "output_tokens"])),
+         ("Session duration (ms)", _ui.chart_html(charts["duration"], "line", order=["p50", "p95"]))])
 
 
 def render() -> None:
     st.title("Overview")
+    view = _ui.origin_view()
+    _ui.draw(_html.switches("overview", _ui.here(), _ui.range_switch(), _ui.origin_switch(view)))
     span = _ui.time_range("overview")
-    view = _ui.origin_view("overview")
     shown = _ui.ORIGIN_VIEWS[view].sessions
     n, first, last = _extent(span.lo, span.hi, view)
     if n == 0:
@@ -194,10 +186,10 @@ def render() -> None:
             st.info(f"No {shown} started in {span.label}. Pick a wider range, **all**, or other sessions above.")
         return
     step_ns, step = _ui.bucket(first, last)
-    _metrics(_totals(span.lo, span.hi, view))
-    st.caption(f"{span.label.capitalize()}, {shown}: from {_ui.when(first)} to {_ui.when(last)}, "
-               f"in buckets of {step}.")
-    _charts(_series(span.lo, span.hi, step_ns, view), step)
+    _ui.draw(_metrics(_totals(span.lo, span.hi, view)),
+             _html.note(f"{span.label.capitalize()}, {shown}: from {_ui.when(first)} to {_ui.when(last)}, "
+                        f"in buckets of {step}."),
+             _charts(_series(span.lo, span.hi, step_ns, view), step))
 
 
 _ui.guarded(render, live=True)

@@ -10,7 +10,7 @@ import html
 import streamlit as st
 
 import tracer
-from dashboard import _ui
+from dashboard import _html, _ui
 
 _PAGE_SIZE = 100
 # What a header sorts by (its ``?sort=`` value, the column shown, the SQL) and which way first: text
@@ -120,30 +120,20 @@ def _picked(name: str, options: list[str]) -> list[str]:
     return [v for v in asked if v in options]
 
 
-def _first_page() -> None:
-    """A filter changed: the page number of the old list means nothing in the new one."""
-    st.query_params.pop("page", None)
-
-
 def render() -> None:
     st.title("Sessions")
     agents, statuses = _facets()
     run, route = _ui.param("run"), _ui.param("route")
-    view = _ui.origin_view("sessions", default="evals" if run else "production")
+    view = _ui.origin_view(default="evals" if run else "production")
     if run or route:
         left, right = st.columns([4, 1])
         left.caption(f"The sessions of eval run `{run}`." if run else f"The sessions of route `{route}`.")
         with right:
             _ui.link("sessions", "All sessions", origin=view)
-    # The filters live in the URL as well as in their widgets: a header's sort link and the page links
-    # load the page anew, and they carry the filters with them.
-    c1, c2, c3 = st.columns([3, 2, 2])
-    search = c1.text_input("Search", value=_ui.param("q") or "", placeholder="a session id, or text the agent "
-                           "or its tools said", key="sessions_q", on_change=_first_page).strip()
-    chosen_agents = c2.multiselect("Agent", agents, default=_picked("agent", agents), key="sessions_agents",
-                                   on_change=_first_page)
-    chosen_status = c3.multiselect("Status", statuses, default=_picked("status", statuses), key="sessions_status",
-                                   on_change=_first_page)
+    # Every choice lives in the URL: the filters' form, the origin's links, a header's sort link and the
+    # page links load the page anew, each carrying the others.
+    search = (_ui.param("q") or "").strip()
+    chosen_agents, chosen_status = _picked("agent", agents), _picked("status", statuses)
     sort, desc = _sort()
     query = {"origin": view, "run": run, "route": route, "q": search or None, "agent": chosen_agents,
              "status": chosen_status}
@@ -152,6 +142,11 @@ def render() -> None:
             st.query_params[name] = value
         else:
             st.query_params.pop(name, None)
+    kept = {"origin": view, "run": run, "route": route, "sort": sort, "desc": int(desc)}
+    _ui.draw(_html.switches("sessions", _ui.here(), _ui.origin_switch(view)),
+             _html.filters("sessions", kept=kept, clear=bool(search or chosen_agents or chosen_status),
+                           search=("q", search, "Search: a session id, or text the agent or its tools said"),
+                           boxes=[("agent", agents, chosen_agents), ("status", statuses, chosen_status)]))
     page = max(1, _ui.int_param("page") or 1)
     total, rows, ids = _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)),
                                  run, route, sort, desc, page - 1, view != "production")
@@ -162,10 +157,11 @@ def render() -> None:
                                      tuple(_ui.origin_values(view)), run, route, sort, desc, page - 1,
                                      view != "production")
     first = (page - 1) * _PAGE_SIZE
-    st.caption(f"{total:,} {_ui.ORIGIN_VIEWS[view].sessions} match"
-               + (f"; showing {first + 1:,}–{first + len(rows):,}" if total > len(rows) else "")
-               + ". Click a session to open it, a column's header to sort by it.")
+    count = _html.note(f"{total:,} {_ui.ORIGIN_VIEWS[view].sessions} match"
+                       + (f"; showing {first + 1:,}–{first + len(rows):,}" if total > len(rows) else "")
+                       + ". Click a session to open it, a column's header to sort by it.")
     if not rows:
+        _ui.draw(count)
         shown = "" if view == "all" else f" (of the {_ui.ORIGIN_VIEWS[view].sessions}: pick **all** above to " \
             "search every session)"
         st.info(f"No session matches{shown}. Clear the search or the filters, or record some sessions (`make demo`, "
@@ -175,21 +171,21 @@ def render() -> None:
     # A header sorts by its column, its own way first; the one sorted by turns the order round.
     sorts = {col: _ui.url("sessions", **query, sort=key, desc=int(not desc if col == sorted_col else first_desc))
              for key, (col, _, first_desc) in _SORTS.items()}
-    _ui.link_table(rows, links=[_ui.url("session", id=sid) for sid in ids], numeric=_NUMERIC, wrap=("why it ended",),
-                   sorts=sorts, sorted_by=(sorted_col, desc),
-                   tips={"session": "The session id's first characters.",
-                         "cost": "Unknown: a call has no known price."})
-    if pages > 1:
-        _pager(query | {"sort": sort, "desc": int(desc)}, page, pages)
+    _ui.draw(count,
+             _html.table(rows, links=[_ui.url("session", id=sid) for sid in ids], numeric=_NUMERIC,
+                         wrap=("why it ended",), sorts=sorts, sorted_by=(sorted_col, desc),
+                         tips={"session": "The session id's first characters.",
+                               "cost": "Unknown: a call has no known price."}),
+             _pager(query | {"sort": sort, "desc": int(desc)}, page, pages) if pages > 1 else "")
 
 
-def _pager(query: dict[str, object], page: int, pages: int) -> None:
+def _pager(query: dict[str, object], page: int, pages: int) -> str:
     """Links to the first, previous, next and last pages, with the page shown."""
     def to(n: int, label: str) -> str:
         return f'<a href="{html.escape(_ui.url("sessions", **query, page=n))}">{label}</a>' if n != page else label
 
-    st.html(f'<div style="font-size:0.875rem">{to(1, "« first")} · {to(max(1, page - 1), "‹ previous")} · '
-            f"page {page:,} of {pages:,} · {to(min(pages, page + 1), 'next ›')} · {to(pages, 'last »')}</div>")
+    return (f'<p class="fr-note">{to(1, "« first")} · {to(max(1, page - 1), "‹ previous")} · '
+            f"page {page:,} of {pages:,} · {to(min(pages, page + 1), 'next ›')} · {to(pages, 'last »')}</p>")
 
 
 _ui.guarded(render, live=True)

@@ -7,12 +7,12 @@ import shutil
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import APP
+from dashboard import APP, _html
 from dashboard._source import DB_ENV, MODE_ENV
 
 
@@ -122,3 +122,138 @@ def link_tables(at: AppTest) -> list[Table]:
                             [dict(zip(names, (text for text, _ in row), strict=True)) for row in body],
                             [row[0][1] for row in body]))
     return tables
+
+
+class _MetricParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: list[dict[str, str]] = []
+        self._part: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        if "fr-metric" in classes:
+            self.metrics.append({})
+        for part in ("fr-ml", "fr-mv", "fr-mn"):
+            if part in classes and self.metrics:
+                self._part = part
+                if part == "fr-ml" and dict(attrs).get("title"):
+                    self.metrics[-1]["help"] = dict(attrs)["title"] or ""
+                if part == "fr-mn":
+                    self.metrics[-1]["tone"] = next((c for c in classes if c in ("good", "bad")), "")
+
+    def handle_data(self, data: str) -> None:
+        if self._part is not None:
+            self.metrics[-1][self._part] = self.metrics[-1].get(self._part, "") + data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "div":
+            self._part = None
+
+
+def metrics(at: AppTest) -> dict[str, _html.Metric]:
+    """Every ``_html.metrics`` number on the page, by label, as the browser gets it."""
+    parser = _MetricParser()
+    for element in at.get("html"):
+        parser.feed(element.proto.body)
+    return {m["fr-ml"]: _html.Metric(m["fr-ml"], m["fr-mv"], m.get("help"), m.get("fr-mn"), m.get("tone") or None)
+            for m in parser.metrics}
+
+
+class _LinkParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: dict[str, str] = {}
+        self._href: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href, self._text = dict(attrs).get("href"), []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            self.links["".join(self._text)] = self._href
+            self._href = None
+
+
+def html_links(at: AppTest) -> dict[str, str]:
+    """The links drawn in the page's HTML elements, as their text to their target."""
+    parser = _LinkParser()
+    for element in at.get("html"):
+        parser.feed(element.proto.body)
+    return parser.links
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "form" and self.action is None:
+            assert dict(attrs).get("method") == "get", "the dashboard's forms answer with a page's URL"
+            self.action = dict(attrs)["action"]
+        elif tag == "input" and self.action is not None:
+            self.fields.append(dict(attrs))
+
+
+def submit(at: AppTest, **fields: str | list[str]) -> AppTest:
+    """Submits the page's form as the browser does (a GET form: its fields become the URL's query) with
+    ``fields`` set, a text input's to its text and a set of checkboxes to the values ticked (a list),
+    and opens the page it leads to. A field or a value the form does not have fails the test."""
+    parser = _FormParser()
+    for element in at.get("html"):
+        parser.feed(element.proto.body)
+    assert parser.action is not None, "no form on the page"
+    pairs: list[tuple[str, str]] = []
+    for f in parser.fields:
+        name, value = f["name"] or "", f.get("value") or ""
+        if f.get("type") == "checkbox":
+            if (value in fields[name]) if name in fields else "checked" in f:
+                pairs.append((name, value))
+        elif f.get("type") != "hidden" and name in fields:
+            pairs.append((name, str(fields[name])))
+        elif value:
+            pairs.append((name, value))
+    for name, wanted in fields.items():
+        offered = [f.get("value") for f in parser.fields if f["name"] == name]
+        assert offered, f"the form has no field {name}"
+        if isinstance(wanted, list):
+            assert set(wanted) <= set(offered), f"the form offers {offered} for {name}"
+    return follow(f"{parser.action}?{urlencode(pairs)}")
+
+
+class _TextParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self._skip = False
+
+    # A block's text is apart from the next one's, as the browser lays them out; inline tags split words
+    # the same way, which the tests' phrases do not cross.
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._skip = tag in ("style", "script")
+        self.text.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skip = False
+        self.text.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.text.append(data)
+
+
+def drawn(at: AppTest) -> str:
+    """The text the page's HTML elements show (``_ui.draw``'s), as one line."""
+    parser = _TextParser()
+    for element in at.get("html"):
+        parser.feed(element.proto.body)
+        parser.text.append(" ")
+    return " ".join("".join(parser.text).split())

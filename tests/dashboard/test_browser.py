@@ -223,7 +223,7 @@ def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard
             "AND cost_usd = (SELECT max(cost_usd) FROM sessions WHERE origin = 'production' "
             "AND coalesce(route, '(none)') = ?)", [route, route]).fetchall()}
     _sidebar(browser, dashboard, screenshots, "costs", "true")
-    browser.click("button", text="route")
+    browser.click(".fr-switch a", text="route")  # the breakdown's switch: a link
     _step(browser, screenshots, "4-by-route", "location.search.includes('by=route') && "
                                               "document.querySelector('.fr-table a[href*=\"by=route\"]')")
     # The breakdown is sorted by cost: the most expensive route first. Its link loads the page anew.
@@ -235,3 +235,35 @@ def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard
     browser.click('.fr-table tr:has(a[href^="/session"]) td:nth-child(6)')
     _step(browser, screenshots, "4-top-session", "location.pathname === '/session'")
     assert browser.evaluate("new URLSearchParams(location.search).get('id')") in top
+
+
+def test_sessions_filtered_by_their_form_then_searched_by_typing(browser, dashboard, served_store, screenshots):
+    # The filters are an HTML form whose answer is the page's URL: ticked boxes and a typed search,
+    # submitted by a click and by the Enter key, as a person does.
+    with duckdb.connect(str(served_store), read_only=True) as con:
+        loops = con.execute("SELECT count(*) FROM sessions WHERE origin = 'production' AND status = 'guard:loop'"
+                            ).fetchone()[0]
+        sid = con.execute("SELECT session_id FROM sessions WHERE origin = 'production' AND status = 'guard:loop' "
+                          "ORDER BY start_ns LIMIT 1").fetchone()[0]
+    assert loops > 0
+    _sidebar(browser, dashboard, screenshots, "sessions", "document.querySelector('.fr-table') !== null")
+    browser.click(".fr-form summary", text="Status")
+    browser.click(".fr-form label", text="guard:loop")
+    browser.click(".fr-form button", text="Filter")
+    _step(browser, screenshots, "5-status", "location.search.includes('status=guard%3Aloop') && "
+                                            "document.querySelector('.fr-table') !== null")
+    shown = browser.evaluate("Array.from(document.querySelectorAll('.fr-table td:nth-child(2)')).map(e => e.innerText)")
+    assert shown and set(shown) == {"guard:loop"}
+    assert f"{loops:,} production sessions match" in browser.text()
+    browser.click(".fr-form input[type=search]")
+    browser.send("Input.insertText", text=sid[:23])  # 13 characters are a millisecond, which two can share
+    browser.send("Input.dispatchKeyEvent", type="keyDown", key="Enter", code="Enter", text="\r",
+                 windowsVirtualKeyCode=13)
+    browser.send("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
+    _step(browser, screenshots, "5-search", "location.search.includes('q=') && "
+                                            "document.querySelector('.fr-table') !== null")
+    # The box ticked before is kept: the search is within the looping sessions.
+    assert "status=guard%3Aloop" in browser.evaluate("location.search")
+    links = browser.evaluate("Array.from(document.querySelectorAll('.fr-table td:first-child a')).map(a => "
+                             "a.getAttribute('href'))")
+    assert links == [f"/session?id={sid}"]

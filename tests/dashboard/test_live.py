@@ -9,7 +9,7 @@ import replay
 import tracer
 from dashboard import Source
 from dashboard._source import DB_ENV, MODE_ENV
-from tests.dashboard.conftest import app, link_tables, no_exceptions
+from tests.dashboard.conftest import app, link_tables, no_exceptions, submit
 from tests.tracer.fakes import FakeAPI, run_agent
 from tracer._collector import Collector
 
@@ -38,7 +38,7 @@ def test_sessions_sent_to_the_collector_show_up_on_the_next_refresh(served):
     assert any("No session matches" in i.value for i in at.info)
     assert at.toggle(key="live").value  # serve mode re-reads the store by itself
     sid = _send(collector.url)
-    at.text_input(key="sessions_q").input(sid[:13]).run()  # a new query: nothing cached answers it
+    at = submit(at, q=sid[:13])  # a new query: nothing cached answers it
     no_exceptions(at)
     assert link_tables(at)[0].column("agent") == ["remote"]
 

@@ -10,11 +10,11 @@ import pytest
 import tracer
 from dashboard import _ui
 from dashboard._source import DB_ENV, MODE_ENV
-from tests.dashboard.conftest import app, follow, link_tables, no_exceptions
+from tests.dashboard.conftest import app, drawn, follow, html_links, link_tables, metrics, no_exceptions
 
 
 def _metrics(at) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+    return {label: m.value for label, m in metrics(at).items()}
 
 
 def _one(store, sql: str):
@@ -43,14 +43,13 @@ def test_overview_shows_production_by_default_and_its_counts_match_the_store(sto
     assert shown["Completion rate"] == f"{ok:.1%}"
     assert at.query_params["origin"] == "production"
     # The demo is recorded in about a minute: its charts get buckets of seconds, not one bar a day.
-    assert any(re.search(r"in buckets of \d+ s\.", c.value) for c in at.caption), [c.value for c in at.caption]
+    assert re.search(r"in buckets of \d+ s\.", drawn(at)), drawn(at)
 
 
 def test_the_origin_switch_shows_eval_sessions_and_the_rest(store):
-    at = app("overview")
-    switch = next(w for w in at.segmented_control if w.label == "Sessions from")
-    switch.set_value("evals").run()
+    at = follow(html_links(app("overview", range="30d"))["evals"])
     no_exceptions(at)
+    assert at.query_params["range"] == "30d"  # the switch keeps the other choices
     evals_count = _one(store, "SELECT count(*) FROM sessions WHERE origin = 'eval'")
     assert _metrics(at)["Sessions"] == f"{evals_count:,}"
     assert at.query_params["origin"] == "evals"  # kept in the URL, so a link shows the same sessions
@@ -58,11 +57,10 @@ def test_the_origin_switch_shows_eval_sessions_and_the_rest(store):
     assert _metrics(at)["Sessions"] == f"{_one(store, 'SELECT count(*) FROM sessions'):,}"
     at = app("sessions", origin="evals")
     no_exceptions(at)
-    assert any(c.value.startswith(f"{evals_count:,} eval sessions match") for c in at.caption)
+    assert f"{evals_count:,} eval sessions match" in drawn(at)
     assert all(o.startswith("eval ") for o in link_tables(at)[0].column("origin"))
     at = app("sessions")
-    assert any(c.value.startswith(f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,} production sessions match")
-               for c in at.caption)
+    assert f"{_one(store, f'SELECT count(*) {_PRODUCTION}'):,} production sessions match" in drawn(at)
 
 
 def test_open_alerts_and_the_alert_chart_follow_the_origin_switch(store):
@@ -81,9 +79,9 @@ def test_open_alerts_and_the_alert_chart_follow_the_origin_switch(store):
     assert _metrics(app("overview", origin="all"))["Open alerts"] == str(production + 2)
     at = app("overview", origin="evals")
     no_exceptions(at)
-    assert not any("No alert" in c.value for c in at.caption)  # the chart has the trial's alert
-    link = next(p for p in at.get("page_link") if "See the alerts" in p.proto.label)
-    assert "origin=evals" in link.proto.query_string
+    drawn = "".join(e.proto.body for e in at.get("html"))
+    assert "No alert observed" not in drawn  # the chart has the trial's alert
+    assert "origin=evals" in html_links(at)["See the alerts"]
     # The Alerts page follows the same switch.
     listed = {view: app("alerts", origin=view).dataframe[0].value["alert_id"].tolist() for view in ("evals", "all")}
     assert listed["evals"] == ["on-a-trial"] and {"on-a-trial", "on-no-sess"} <= set(listed["all"])
@@ -100,8 +98,7 @@ def test_an_eval_run_links_to_its_sessions(store):
     assert f"run={run_id}" in link.proto.query_string and "origin=evals" in link.proto.query_string
     at = app("sessions", run=run_id, origin="evals")
     no_exceptions(at)
-    assert any(c.value.startswith(f"{trials:,} eval sessions match") for c in at.caption), \
-        [c.value for c in at.caption]
+    assert f"{trials:,} eval sessions match" in drawn(at), drawn(at)
     assert all(o.startswith(f"eval {run_id[:8]}") for o in link_tables(at)[0].column("origin"))
 
 
@@ -165,8 +162,8 @@ def test_costs_over_time_are_bucketed_from_the_range_and_the_range_is_shared(sto
     assert "in 2001-01-01 to 2001-01-31" in at.info[0].value
     # The Overview's link to Costs keeps its range and sessions.
     at = app("overview", range="7d", origin="evals")
-    link = next(p for p in at.get("page_link") if "money" in p.proto.label)
-    assert "range=7d" in link.proto.query_string and "origin=evals" in link.proto.query_string
+    link = html_links(at)["Where the money goes"]
+    assert link.startswith("/costs?") and "range=7d" in link and "origin=evals" in link
 
 
 def test_top_sessions_by_cost_open_the_session_page(store):
@@ -200,7 +197,7 @@ def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):
     at = follow(routes.links[0])
     no_exceptions(at)
     assert at.query_params["route"] == route
-    assert f"Most expensive sessions of route {route}" in [h.value for h in at.subheader]
+    assert f"Most expensive sessions of route {route}" in drawn(at)
     # The page loaded anew at its top: it scrolls to the route's sessions, once.
     assert any("st-key-costs_top_sessions" in h.proto.body and "scrollIntoView" in h.proto.body for h in at.html)
     at.run()
@@ -211,11 +208,11 @@ def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):
     assert {link.split("id=")[1] for link in shown.links} <= {sid for (sid,) in expected}
     assert len(shown.rows) == min(20, len(expected))
     assert set(shown.column("route")) == {route}
-    # Another breakdown drops the route; the button lists every session again.
-    at.button(key="costs_all_groups").click().run()
+    # Another breakdown drops the route; a link lists every session again.
+    at = follow(html_links(at)["All sessions, of every route"])
     no_exceptions(at)
-    assert "route" not in at.query_params
-    assert "Most expensive sessions" in [h.value for h in at.subheader]
+    assert "route" not in at.query_params and at.query_params["by"] == "route"
+    assert "Most expensive sessions Click" in drawn(at)
 
 
 def test_costs_flags_calls_with_no_known_price(store):

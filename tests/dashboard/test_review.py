@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import evals
 import tracer
 from dashboard import _source
-from tests.dashboard.conftest import app, click, no_exceptions
+from tests.dashboard.conftest import app, click, metrics, no_exceptions
 from tracer._cli import main
 
 
@@ -42,7 +42,7 @@ def test_overview_shows_the_resolution_rate_only_where_outcomes_exist(store):
         con.execute("DELETE FROM session_outcomes")  # the demo's survey answers
     at = app("overview")
     no_exceptions(at)
-    assert "Resolution rate" not in _metrics(at) and "Completion rate" in _metrics(at)
+    assert "Resolution rate" not in metrics(at) and "Completion rate" in metrics(at)
     ids = _production(store, 5)
     with _write() as s:
         s.record_outcome(ids[0], resolved=False)
@@ -54,14 +54,14 @@ def test_overview_shows_the_resolution_rate_only_where_outcomes_exist(store):
         s.record_outcome(eval_session, resolved=False)  # not production: not counted
     at = app("overview")
     no_exceptions(at)
-    metric = next(m for m in at.metric if m.label == "Resolution rate")
+    metric = metrics(at)["Resolution rate"]
     assert metric.value == f"{2 / 3:.1%}"
-    assert metric.proto.delta == "of 3 (4 with an outcome)"
-    assert "Completion rate" in _metrics(at)
+    assert metric.note == "of 3 (4 with an outcome)"
+    assert "Completion rate" in metrics(at)
     at = app("overview", origin="evals")
     no_exceptions(at)
-    metric = next(m for m in at.metric if m.label == "Resolution rate")
-    assert (metric.value, metric.proto.delta) == ("0.0%", "of 1 with an outcome")
+    metric = metrics(at)["Resolution rate"]
+    assert (metric.value, metric.note) == ("0.0%", "of 1 with an outcome")
 
 
 def _button(at, label: str):

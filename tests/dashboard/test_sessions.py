@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import tracer
 from dashboard import _ui
-from tests.dashboard.conftest import app, follow, link_tables, no_exceptions
+from tests.dashboard.conftest import app, drawn, follow, link_tables, no_exceptions, submit
 
 
 def _sql(store, sql: str, params: list | None = None) -> list[tuple]:
@@ -13,7 +15,7 @@ def _sql(store, sql: str, params: list | None = None) -> list[tuple]:
 
 
 def _count(at) -> int:
-    return int(at.caption[0].value.split()[0].replace(",", ""))
+    return int(re.search(r"([\d,]+) [a-z ]*sessions match", drawn(at))[1].replace(",", ""))
 
 
 def test_sessions_lists_the_newest_production_sessions_first_each_a_link_to_its_page(store):
@@ -23,7 +25,7 @@ def test_sessions_lists_the_newest_production_sessions_first_each_a_link_to_its_
     newest = [sid for (sid,) in _sql(store, "SELECT session_id FROM sessions WHERE origin = 'production' "
                                             "ORDER BY start_ns DESC, session_id LIMIT 100")]
     total = _sql(store, "SELECT count(*) FROM sessions WHERE origin = 'production'")[0][0]
-    assert f"{total:,} production sessions match" in at.caption[0].value
+    assert f"{total:,} production sessions match" in drawn(at)
     assert table.links == [f"/session?id={sid}" for sid in newest]
     assert table.column("session") == [sid[:13] for sid in newest]
     assert table.headers[:3] == ["session", "status", "why it ended"]  # in view at 1440 px, before the numbers
@@ -58,8 +60,7 @@ def test_a_header_sorts_by_its_column_and_again_the_other_way(store):
 def test_filters_are_kept_in_the_url_and_by_the_sort_and_page_links(store):
     loops = _sql(store, "SELECT count(*) FROM sessions WHERE status = 'guard:loop' AND origin = 'production'")[0][0]
     assert loops > 0
-    at = app("sessions")
-    at.multiselect(key="sessions_status").set_value(["guard:loop"]).run()
+    at = submit(app("sessions"), status=["guard:loop"])
     no_exceptions(at)
     assert _count(at) == loops
     [table] = link_tables(at)
@@ -79,7 +80,7 @@ def test_more_sessions_than_a_page_get_page_links_and_a_count_of_those_shown(sto
     at = app("sessions", origin="all")
     total = _sql(store, "SELECT count(*) FROM sessions")[0][0]
     assert total > 100, "the demo has more sessions than a page"
-    assert at.caption[0].value.startswith(f"{total:,} sessions match; showing 1–100")
+    assert f"{total:,} sessions match; showing 1–100" in drawn(at)
     pager = next(h.proto.body for h in at.get("html") if "next ›" in h.proto.body)
     assert f"page 1 of {-(-total // 100)}" in pager
     link = next(a for a in pager.split('"') if "page=2" in a)
@@ -88,13 +89,13 @@ def test_more_sessions_than_a_page_get_page_links_and_a_count_of_those_shown(sto
     [table] = link_tables(at)
     oldest = _sql(store, "SELECT session_id FROM sessions ORDER BY start_ns DESC, session_id LIMIT 100 OFFSET 100")
     assert table.links == [f"/session?id={sid}" for (sid,) in oldest]
-    assert at.caption[0].value.startswith(f"{total:,} sessions match; showing 101–")
+    assert f"{total:,} sessions match; showing 101–" in drawn(at)
     # A sort or a new filter starts again from the first page: page 2 of the old order means nothing.
     [table] = link_tables(at)
     assert "page" not in table.sort_link("cost")
-    at.multiselect(key="sessions_status").set_value(["ok"]).run()
+    at = submit(at, status=["ok"])
     no_exceptions(at)
-    assert "page" not in at.query_params and "showing 1–" in at.caption[0].value
+    assert "page" not in at.query_params and "showing 1–" in drawn(at)
 
 
 def test_search_finds_a_session_by_id_prefix_and_by_what_its_tools_returned(store):
@@ -104,9 +105,9 @@ def test_search_finds_a_session_by_id_prefix_and_by_what_its_tools_returned(stor
     at = app("sessions", q=sid[:23])  # 13 characters are the millisecond, which two demo sessions can share
     no_exceptions(at)
     assert link_tables(at)[0].links == [f"/session?id={sid}"]
-    at.text_input(key="sessions_q").input("Standing desk").run()
+    at = submit(at, q="Standing desk")
     assert _count(at) >= hits > 0
     assert at.query_params["q"] == "Standing desk"
-    at.text_input(key="sessions_q").input("no session says this").run()
+    at = submit(at, q="no session says this")
     no_exceptions(at)
     assert any("No session matches" in i.value for i in at.info)

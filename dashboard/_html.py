@@ -1,0 +1,228 @@
+"""A page's parts as HTML, for ``st.html``: tables, headline numbers, rows of choices, titled panels.
+
+What a Streamlit element costs a page is the browser drawing it (React, its styles, then layout), on
+every load, and about as much for a number or a label as for a table: a page of thirty elements
+missed Streamlit's floor by half again (``benchmarks/RESULTS.md`` §68, §78). So the parts a reader
+only reads, or clicks as links, are written here as HTML and drawn together, a few elements a page
+(``_ui.draw``). Choices live in the URL: a link or a GET form loads the page anew with them, and a
+page is a deep link to what it shows. Nothing here imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+STYLE = """<style>
+.fr-scroll{overflow-x:auto}
+.fr-table{border-collapse:collapse;width:100%;font-size:0.8125rem}
+.fr-table th{text-align:left;font-weight:400;color:#808495;padding:4px 6px;vertical-align:bottom;
+  border-bottom:1px solid rgba(128,132,149,0.3)}
+.fr-table td{border-bottom:1px solid rgba(128,132,149,0.15);padding:4px 6px;white-space:nowrap}
+.fr-table td.wrap{white-space:normal;min-width:10em}
+.fr-table .num{text-align:right;font-variant-numeric:tabular-nums}
+.fr-table a{color:inherit}
+.fr-table tr{position:relative}
+.fr-table td:first-child a::after{content:"";position:absolute;inset:0}
+.fr-table tr:has(td:first-child a):hover td{background:rgba(128,132,149,0.1)}
+.fr-table th a{text-decoration:underline dotted}
+.fr-metrics{display:grid;gap:0.5rem 1rem;margin-bottom:0.5rem}
+.fr-metric{min-width:0}
+.fr-ml{font-size:0.875rem;line-height:1.6;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.fr-mv{font-size:2.25rem;line-height:1.3;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.fr-mn{font-size:0.875rem;color:#808495}
+.fr-mn.good{color:#09ab3b}
+.fr-mn.bad{color:#ff2b2b}
+.fr-links{display:flex;flex-direction:column;justify-content:center;gap:0.25rem;font-size:0.875rem}
+.fr-panels{display:grid;gap:1rem}
+.fr-h{font-size:1.5rem;font-weight:600;margin:1rem 0 0.5rem;padding:0}
+.fr-note{font-size:0.875rem;color:#808495;margin:0.25rem 0 0.75rem}
+.fr-switch{display:flex;flex-wrap:wrap;align-items:center;gap:0.25rem 0;margin:0 0 0.5rem;font-size:0.875rem}
+.fr-sl{min-width:7.5rem;margin-right:0.5rem}
+.fr-switch a,.fr-switch b{padding:0.3rem 0.75rem;border:1px solid rgba(128,132,149,0.4);margin-left:-1px;
+  text-decoration:none;color:inherit;font-weight:400;line-height:1.4}
+.fr-switch :is(a,b):nth-child(2){border-radius:0.5rem 0 0 0.5rem}
+.fr-switch :is(a,b):last-child{border-radius:0 0.5rem 0.5rem 0}
+.fr-switch b{border-color:#ff4b4b;color:#ff4b4b;background:rgba(255,75,75,0.08);position:relative}
+.fr-switch a:hover{color:#ff4b4b}
+.fr-form{display:flex;flex-wrap:wrap;align-items:flex-start;gap:0.5rem 1rem;margin-bottom:0.5rem;font-size:0.875rem}
+.fr-form input[type=search]{width:28rem;max-width:100%;padding:0.4rem 0.6rem;font:inherit;color:inherit;
+  border:1px solid rgba(128,132,149,0.4);border-radius:0.5rem;background:transparent}
+.fr-form details{border:1px solid rgba(128,132,149,0.4);border-radius:0.5rem;padding:0.35rem 0.6rem;min-width:9rem}
+.fr-form summary{cursor:pointer}
+.fr-form details label{display:block;white-space:nowrap;margin-top:0.2rem}
+.fr-form button{padding:0.4rem 0.9rem;font:inherit;color:inherit;border:1px solid rgba(128,132,149,0.4);
+  border-radius:0.5rem;background:transparent;cursor:pointer}
+.fr-form button:hover{border-color:#ff4b4b;color:#ff4b4b}
+.fr-form a{align-self:center}
+[title].fr-ml,[title].fr-sl{text-decoration:underline dotted rgba(128,132,149,0.6);cursor:help}
+</style>"""
+"""Every part's style, once in each element that draws parts."""
+
+
+def url(page: str, /, **query: Any) -> str:
+    """The relative URL of a page with its query, for links in tables; a list value repeats its
+    parameter (``agent=a&agent=b``), as ``st.query_params.get_all`` reads it back."""
+    q = urlencode({k: v for k, v in query.items() if v is not None and v != []}, doseq=True)
+    return f"/{page}?{q}" if q else f"/{page}"
+
+
+def _tip(text: str | None) -> str:
+    # A tooltip is plain text: the markdown of a help text's code spans would show as backticks.
+    return f' title="{html.escape(text.replace("`", ""))}"' if text else ""
+
+
+def heading(text: str) -> str:
+    """A section's title, as ``st.subheader`` writes it."""
+    return f'<h3 class="fr-h">{html.escape(text)}</h3>'
+
+
+def note(text: str) -> str:
+    """A line of grey text, as ``st.caption`` writes it (plain text, not markdown)."""
+    return f'<p class="fr-note">{html.escape(text)}</p>'
+
+
+def table(rows: Sequence[Mapping[str, str]], *, links: Sequence[str | None], numeric: Sequence[str] = (),
+          wrap: Sequence[str] = (), indent: Sequence[int] | None = None, tips: Mapping[str, str] | None = None,
+          sorts: Mapping[str, str] | None = None, sorted_by: tuple[str, bool] | None = None) -> str:
+    """A table, each row's first cell a link that opens its page in this tab; the link covers its
+    row, so a click anywhere on the row opens it. ``st.dataframe``'s grid costs the browser ~0.35–0.6 s
+    of main-thread time on every load of a page it is on (``benchmarks/RESULTS.md`` §61, §63, §65);
+    this costs next to nothing for a hundred rows, but every row is drawn: page or cap the rows (a few
+    hundred at most). A click loads the page anew, so whatever the target needs must be in the link's
+    query; sorting is the caller's, by header links (``sorts``). No rows: no table.
+
+    Args:
+        rows: The cells, already written as shown; the first row's keys are the headers.
+        links: Each row's target (``url``), or ``None`` for a row that opens nothing.
+        numeric: Columns aligned right.
+        wrap: Columns of long text, wrapped onto more lines; the others stay on one line.
+        indent: Each row's depth in a tree, drawn as the first cell's indent.
+        tips: A header's tooltip, by column.
+        sorts: A header's link, by column: the page sorted by that column.
+        sorted_by: The column the rows are sorted by and whether descending, marked with an arrow.
+    """
+    if not rows:
+        return ""
+    tips, sorts = tips or {}, sorts or {}
+    cols = list(rows[0])
+
+    def cell(col: str, value: str, k: int) -> str:
+        text = html.escape(value)
+        if col == cols[0]:
+            pad = f' style="padding-left:{0.5 + 1.2 * indent[k]:.1f}em"' if indent else ""
+            text = f'<a href="{html.escape(links[k])}">{text}</a>' if links[k] else text
+            return f"<td{pad}>{text}</td>"
+        kind = "num" if col in numeric else "wrap" if col in wrap else ""
+        return f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>"
+
+    def header(col: str) -> str:
+        text = html.escape(col)
+        if sorted_by is not None and sorted_by[0] == col:
+            text += " ↓" if sorted_by[1] else " ↑"
+        if col in sorts:
+            text = f'<a href="{html.escape(sorts[col])}">{text}</a>'
+        return f'<th{" class=num" if col in numeric else ""} title="{html.escape(tips.get(col, ""))}">{text}</th>'
+
+    head = "".join(header(c) for c in cols)
+    body = "".join("<tr>" + "".join(cell(c, row[c], k) for c in cols) + "</tr>" for k, row in enumerate(rows))
+    return f'<div class="fr-scroll"><table class="fr-table"><tr>{head}</tr>{body}</table></div>'
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A headline number as ``metrics`` shows it."""
+
+    label: str
+    value: str
+    help: str | None = None
+    """What the number means: the label's tooltip."""
+    note: str | None = None
+    """A line under the value (a change, or what it is out of)."""
+    tone: Literal["good", "bad"] | None = None
+    """The note's colour: green, red, or grey."""
+
+
+Links = Sequence[tuple[str, str]]
+"""Links (label, ``url``) stacked in a cell of a row of ``metrics``."""
+
+
+def metrics(*rows: Sequence[Metric | Links]) -> str:
+    """Rows of headline numbers, looking like ``st.metric``'s; the rows are as wide as the widest, its
+    items side by side."""
+    def item(m: Metric | Links) -> str:
+        if not isinstance(m, Metric):
+            return '<div class="fr-links">' + "".join(f'<a href="{html.escape(href)}">{html.escape(label)}</a>'
+                                                      for label, href in m) + "</div>"
+        below = f'<div class="fr-mn {m.tone or ""}">{html.escape(m.note)}</div>' if m.note else ""
+        return (f'<div class="fr-metric"><div class="fr-ml"{_tip(m.help)}>{html.escape(m.label)}</div>'
+                f'<div class="fr-mv">{html.escape(m.value)}</div>{below}</div>')
+
+    width = max(len(r) for r in rows)
+    return "".join(f'<div class="fr-metrics" style="grid-template-columns:repeat({width},minmax(0,1fr))">'
+                   + "".join(item(m) for m in r) + "</div>" for r in rows)
+
+
+def panels(*columns: Sequence[tuple[str, str]]) -> str:
+    """Titled panels (a title, as ``st.subheader`` writes it, over its HTML: a chart, a ``note``) in
+    side-by-side columns."""
+    body = "".join("<div>" + "".join(heading(title) + inner for title, inner in col) + "</div>" for col in columns)
+    return f'<div class="fr-panels" style="grid-template-columns:repeat({len(columns)},minmax(0,1fr))">{body}</div>'
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A row of ``switches``: a URL parameter and its choices (value to label), one of them current."""
+
+    label: str
+    param: str
+    choices: Mapping[str, str]
+    current: str
+    help: str | None = None
+
+
+def switches(page: str, here: Mapping[str, Any], *rows: Switch) -> str:
+    """Rows of choices (a range, which sessions, a breakdown), looking like ``st.segmented_control``,
+    each choice a link: ``page`` with the query ``here`` (the page's URL now) but the row's parameter
+    set to it and no page number. The current one is marked and links nowhere."""
+    def choice(row: Switch, value: str, label: str) -> str:
+        if value == row.current:
+            return f"<b>{html.escape(label)}</b>"
+        target = url(page, **({k: v for k, v in here.items() if k != "page"} | {row.param: value}))
+        return f'<a href="{html.escape(target)}">{html.escape(label)}</a>'
+
+    return "".join(f'<div class="fr-switch"><span class="fr-sl"{_tip(r.help)}>{html.escape(r.label)}</span>'
+                   + "".join(choice(r, v, label) for v, label in r.choices.items()) + "</div>" for r in rows)
+
+
+def filters(page: str, *, kept: Mapping[str, Any], search: tuple[str, str, str] | None = None,
+            boxes: Sequence[tuple[str, Sequence[str], Sequence[str]]] = (), clear: bool = False) -> str:
+    """A search box and sets of checkboxes as a GET form: submitting it loads ``page`` with them in its
+    query, as the URL's own choices are read (``?q=…&status=ok&status=error``).
+
+    Args:
+        page: The page the form loads.
+        kept: Other choices of the URL that the form carries along (hidden fields).
+        search: The search box's parameter, its text now, and its placeholder.
+        boxes: Each set of checkboxes: its parameter, the values offered, and those ticked now.
+        clear: Add a link that loads ``page`` with ``kept`` alone, the filters cleared.
+    """
+    hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(str(v))}">'
+                     for k, v in kept.items() if v not in (None, "", []))
+    parts = [hidden]
+    if search is not None:
+        name, text, hint = search
+        parts.append(f'<input type="search" name="{html.escape(name)}" value="{html.escape(text)}" '
+                     f'aria-label="Search" placeholder="{html.escape(hint)}">')
+    for name, offered, ticked in boxes:
+        shown = f"{name.capitalize()}: " + (", ".join(ticked) if ticked else "any")
+        parts.append(f"<details><summary>{html.escape(shown)}</summary>" + "".join(
+            f'<label><input type="checkbox" name="{html.escape(name)}" value="{html.escape(v)}"'
+            f'{" checked" if v in ticked else ""}> {html.escape(v)}</label>' for v in offered) + "</details>")
+    parts.append('<button type="submit">Filter</button>')
+    if clear:
+        parts.append(f'<a href="{html.escape(url(page, **kept))}">Clear the filters</a>')
+    return f'<form class="fr-form" method="get" action="/{page}" role="search">{"".join(parts)}</form>'
