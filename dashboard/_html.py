@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -48,6 +48,8 @@ STYLE = """<style>
 .fr-switch :is(a,b):last-child{border-radius:0 0.5rem 0.5rem 0}
 .fr-switch b{border-color:#ff4b4b;color:#ff4b4b;background:rgba(255,75,75,0.08);position:relative}
 .fr-switch a:hover{color:#ff4b4b}
+.fr-switch .bad{box-shadow:inset 0 -3px #ff2b2b}
+.fr-switch .warn{box-shadow:inset 0 -3px #ffa421}
 .fr-form{display:flex;flex-wrap:wrap;align-items:flex-start;gap:0.5rem 1rem;margin-bottom:0.5rem;font-size:0.875rem}
 .fr-form input[type=search]{width:28rem;max-width:100%;padding:0.4rem 0.6rem;font:inherit;color:inherit;
   border:1px solid rgba(128,132,149,0.4);border-radius:0.5rem;background:transparent}
@@ -58,7 +60,7 @@ STYLE = """<style>
   border-radius:0.5rem;background:transparent;cursor:pointer}
 .fr-form button:hover{border-color:#ff4b4b;color:#ff4b4b}
 .fr-form a{align-self:center}
-[title].fr-ml,[title].fr-sl{text-decoration:underline dotted rgba(128,132,149,0.6);cursor:help}
+[title].fr-ml,[title].fr-sl,[title].fr-h{text-decoration:underline dotted rgba(128,132,149,0.6);cursor:help}
 </style>"""
 """Every part's style, once in each element that draws parts."""
 
@@ -75,9 +77,9 @@ def _tip(text: str | None) -> str:
     return f' title="{html.escape(text.replace("`", ""))}"' if text else ""
 
 
-def heading(text: str) -> str:
-    """A section's title, as ``st.subheader`` writes it."""
-    return f'<h3 class="fr-h">{html.escape(text)}</h3>'
+def heading(text: str, *, help: str | None = None) -> str:
+    """A section's title, as ``st.subheader`` writes it; ``help`` is its tooltip."""
+    return f'<h3 class="fr-h"{_tip(help)}>{html.escape(text)}</h3>'
 
 
 def note(text: str) -> str:
@@ -182,6 +184,10 @@ class Switch:
     choices: Mapping[str, str]
     current: str
     help: str | None = None
+    tips: Mapping[str, str] = field(default_factory=dict)
+    """A choice's tooltip, by value."""
+    marks: Mapping[str, Literal["bad", "warn"]] = field(default_factory=dict)
+    """A choice underlined red (something failed there) or orange (something to look at), by value."""
 
 
 def switches(page: str, here: Mapping[str, Any], *rows: Switch) -> str:
@@ -189,10 +195,11 @@ def switches(page: str, here: Mapping[str, Any], *rows: Switch) -> str:
     each choice a link: ``page`` with the query ``here`` (the page's URL now) but the row's parameter
     set to it and no page number. The current one is marked and links nowhere."""
     def choice(row: Switch, value: str, label: str) -> str:
+        attrs = _tip(row.tips.get(value)) + (f' class="{row.marks[value]}"' if value in row.marks else "")
         if value == row.current:
-            return f"<b>{html.escape(label)}</b>"
+            return f"<b{attrs}>{html.escape(label)}</b>"
         target = url(page, **({k: v for k, v in here.items() if k != "page"} | {row.param: value}))
-        return f'<a href="{html.escape(target)}">{html.escape(label)}</a>'
+        return f'<a href="{html.escape(target)}"{attrs}>{html.escape(label)}</a>'
 
     return "".join(f'<div class="fr-switch"><span class="fr-sl"{_tip(r.help)}>{html.escape(r.label)}</span>'
                    + "".join(choice(r, v, label) for v, label in r.choices.items()) + "</div>" for r in rows)

@@ -17,7 +17,7 @@ import streamlit as st
 import evals
 import replay
 import tracer
-from dashboard import _ui
+from dashboard import _html, _ui
 
 _VIEWS = {"decision": "Decision", "chat": "Conversation", "trace": "Trace", "context": "Context diff"}
 _SEGMENTS = ("system", "tools", "history", "tool_results", "retrieved")
@@ -128,7 +128,7 @@ def _marks(account: tracer.SessionAccount, alerts: pd.DataFrame) -> dict[int, li
 
 def _decision_label(turn: tracer.Turn, marks: list[tuple[str, str]]) -> str:
     call = _decision(turn)
-    # A select box shows plain text: the marks are bracketed words, which every font can draw.
+    # A tooltip shows plain text: the marks are bracketed words, which every font can draw.
     flags = "".join(f"  [{text}]" for text, _ in marks)
     if call is None:
         return f"turn {turn.index}{flags}"
@@ -614,26 +614,40 @@ def _after_deploy_box(session_id: str) -> None:
 
 def _task_box(s: tracer.SessionSummary, tree: tracer.SessionTree) -> None:
     """The sessions of the task this one is part of: the root, the sub-agents' sessions it started,
-    theirs, and so on, each with its own cost and the cost with its sub-agents; a row opens its session."""
-    if s.parent_session_id:
-        parent = tree.node(s.parent_session_id)
-        _ui.link("session", f"Open the parent session ({parent.agent if parent else 'not in this store'} · "
-                            f"{s.parent_session_id[:13]})", id=s.parent_session_id)
+    theirs, and so on, each with its own cost and the cost with its sub-agents; a row opens its session.
+    Drawn as one element, as is all a page load shows but for a few controls (``_html``)."""
     if len(tree.nodes) < 2:
         return
     total = tree.root.subtree_cost_usd if tree.root.subtree_cost_usd is not None else \
         tree.root.subtree_cost_usd_known_part
-    st.subheader("Sessions of this task", help="A session that a sub-agent or a handoff started is a child of the "
-                 "session that started it (flightrec.parent_session_id); its cost rolls up into its parent's.")
-    st.caption(f"{len(tree.nodes)} sessions, {_ui.usd(total)} in all. Click a session to open it.")
-    _ui.link_table(
+    _ui.draw(
+        _html.heading("Sessions of this task", help="A session that a sub-agent or a handoff started is a child of "
+                      "the session that started it (flightrec.parent_session_id); its cost rolls up into its "
+                      "parent's."),
+        _html.note(f"{len(tree.nodes)} sessions, {_ui.usd(total)} in all. Click a session to open it."),
+        _html.table(
         [{"session": n.session_id[:13] + (" (this one)" if n.session_id == s.session_id else ""),
           "agent": n.agent or "–", "status": n.status, "own cost": _ui.usd(n.cost_usd),
           "with sub-agents": _ui.usd(n.subtree_cost_usd), "LLM calls": f"{n.llm_calls:,}", "tokens": f"{n.tokens:,}"}
          for n in tree.nodes],
         links=[None if n.session_id == s.session_id else _ui.url("session", id=n.session_id) for n in tree.nodes],
         indent=[n.depth for n in tree.nodes], numeric=("own cost", "with sub-agents", "LLM calls", "tokens"),
-        tips={"with sub-agents": "Its cost and that of every session under it."})
+        tips={"with sub-agents": "Its cost and that of every session under it."}))
+
+
+def _pickers(indexes: list[int], by_index: dict[int, tracer.Turn], marks: dict[int, list[tuple[str, str]]],
+             current: int, view: str) -> None:
+    """Every decision as a link, numbered by turn: a turn where something went wrong is underlined (red:
+    a guard fired or a tool failed; orange: an alert, a fallback, a compaction), and its tooltip says
+    what it decided and what went wrong; the decision shown is written out below. Then the view."""
+    worst = {i: "bad" if any(kind == "bad" for _, kind in m) else "warn" for i, m in marks.items() if i in by_index}
+    label = _decision_label(by_index[current], [])
+    _ui.draw(_CSS, _html.switches("session", _ui.here(), _html.Switch(
+                 "Decision", "turn", {str(i): str(i) for i in indexes}, str(current),
+                 tips={str(i): _decision_label(by_index[i], marks.get(i, [])) for i in indexes},
+                 marks={str(i): kind for i, kind in worst.items()})),
+             f'<p class="fr-note">{_esc(label)} {_badges(marks.get(current, []))}</p>',
+             _html.switches("session", _ui.here(), _html.Switch("View", "view", _VIEWS, view)))
 
 
 def _pick_session() -> None:
@@ -672,18 +686,21 @@ def render() -> None:
     here = tree.node(s.session_id)
     if here is not None and any(n.parent_session_id == s.session_id for n in tree.nodes):
         totals.insert(4, ("cost with sub-agents", _ui.usd(here.subtree_cost_usd)))
+    alerts = _related(s.session_id)
+    # Where to go from here: what it waits for, the session that started it, the alerts it raised.
+    links = [("Approve or reject what it waits for", _ui.url("approvals", id=s.session_id))] \
+        if s.status == "waiting_human" else []
+    if s.parent_session_id:
+        parent = tree.node(s.parent_session_id)
+        links.append((f"Open the parent session ({parent.agent if parent else 'not in this store'} · "
+                      f"{s.parent_session_id[:13]})", _ui.url("session", id=s.parent_session_id)))
+    links += [(f"{a.severity}: {a.title[:60]}", _ui.url("alerts", alert=a.alert_id)) for a in alerts.itertuples()]
     st.html(_CSS + f'<div class="fr"><div>{said}</div><div class="grid" style="grid-template-columns:'
             f'repeat({len(totals)},1fr)">' + "".join(f"<div><small>{k}</small><b>{v}</b></div>" for k, v in totals)
-            + "</div></div>")
-    if s.status == "waiting_human":
-        _ui.link("approvals", "Approve or reject what it waits for", id=s.session_id)
+            + "</div>" + ("<p>" + " · ".join(f'<a href="{_esc(u)}">{_esc(label)}</a>' for label, u in links) + "</p>"
+                          if links else "") + "</div>")
     _task_box(s, tree)
     _after_deploy_box(s.session_id)
-    alerts = _related(s.session_id)
-    if not alerts.empty:
-        with st.container(horizontal=True):
-            for a in alerts.itertuples():
-                _ui.link("alerts", f"{a.severity}: {a.title[:60]}", alert=a.alert_id)
     turns = [t for t in account.turns if t.llm_calls or t.tool_calls or t.events]
     if not turns:
         st.info("This session has no decisions recorded yet." + (" It is still running." if s.status == "running"
@@ -695,17 +712,12 @@ def render() -> None:
         st.warning(f"This session has no turn {wanted}; it has turns {min(by_index)}–{max(by_index)}.")
     indexes = list(by_index)
     marks = _marks(account, alerts)
-    current = st.selectbox("Decision", indexes, index=indexes.index(wanted) if wanted in by_index else 0,
-                           format_func=lambda i: _decision_label(by_index[i], marks.get(i, [])),
-                           key=f"turn_{s.session_id}")
-    if str(current) != _ui.param("turn"):
-        st.query_params["turn"] = str(current)  # keeps the URL a deep link to what is on screen
+    current = wanted if wanted in by_index else indexes[0]
+    st.query_params["turn"] = str(current)  # keeps the URL a deep link to what is on screen
     # One view at a time: tabs would compute all three on every run.
-    view = st.segmented_control("View", list(_VIEWS), default=_ui.param("view") if _ui.param("view") in _VIEWS
-                                else "decision", format_func=_VIEWS.get, key="session_view",
-                                label_visibility="collapsed") or "decision"
-    if view != (_ui.param("view") or "decision"):
-        st.query_params["view"] = view
+    view = _ui.param("view") if _ui.param("view") in _VIEWS else "decision"
+    st.query_params["view"] = view
+    _pickers(indexes, by_index, marks, current, view)
     if view == "trace":
         _trace(s.session_id, marks)
     elif view == "chat":

@@ -257,3 +257,67 @@ def drawn(at: AppTest) -> str:
         parser.feed(element.proto.body)
         parser.text.append(" ")
     return " ".join("".join(parser.text).split())
+
+
+@dataclass
+class Choice:
+    """A choice of a row of ``_html.switches`` as the browser gets it."""
+
+    text: str
+    tip: str | None
+    link: str | None
+    """``None``: the current choice, which links nowhere."""
+    mark: str | None
+    """``bad`` or ``warn`` when it is marked so."""
+
+
+class _SwitchParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, list[Choice]] = {}
+        self._row: str | None = None
+        self._in: str | None = None  # "label" or "choice"
+        self._text: list[str] = []
+        self._attrs: dict[str, str | None] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "div" and a.get("class") == "fr-switch":
+            self._row = ""
+        elif self._row is not None and tag == "span" and a.get("class") == "fr-sl":
+            self._in, self._text = "label", []
+        elif self._row is not None and tag in ("a", "b"):
+            self._in, self._text, self._attrs = "choice", [], a
+
+    def handle_data(self, data: str) -> None:
+        if self._in is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._in == "label" and tag == "span":
+            self._row = "".join(self._text)
+            self.rows[self._row] = []
+        elif self._in == "choice" and tag in ("a", "b") and self._row is not None:
+            self.rows[self._row].append(Choice("".join(self._text), self._attrs.get("title"),
+                                               self._attrs.get("href") if tag == "a" else None,
+                                               self._attrs.get("class")))
+        elif tag == "div":
+            self._row = None
+        if tag in ("span", "a", "b"):
+            self._in = None
+
+
+def switches(at: AppTest) -> dict[str, list[Choice]]:
+    """Every row of ``_html.switches`` on the page, by its label, its choices in order."""
+    parser = _SwitchParser()
+    for element in at.get("html"):
+        parser.feed(element.proto.body)
+    return parser.rows
+
+
+def choose(at: AppTest, row: str, text: str) -> AppTest:
+    """Clicks the choice ``text`` of the switch ``row``, and opens the page it leads to."""
+    choice = next((c for c in switches(at)[row] if c.text == text), None)
+    assert choice is not None, f"{row} has no choice {text!r}: {[c.text for c in switches(at)[row]]}"
+    assert choice.link is not None, f"{text!r} is {row}'s current choice already"
+    return follow(choice.link)

@@ -123,13 +123,14 @@ def _sidebar(browser: Browser, dashboard: str, screenshots: Path, page: str, unt
     return _step(browser, screenshots, page, f"location.pathname === '/{page}' && {until}")
 
 
-def _selected(browser: Browser, label: str) -> str:
-    """What the select box labelled ``label`` shows."""
-    return browser.evaluate(f"""(() => {{
-      const box = Array.from(document.querySelectorAll('[data-testid="stSelectbox"]'))
-        .find(e => e.querySelector('label')?.innerText.trim() === {json.dumps(label)});
-      return box ? (box.querySelector('input')?.value || box.innerText.split('\\n').pop()) : '';
-    }})()""")
+def _shown_decision(browser: Browser) -> str:
+    """The turn the Session page's decision picker marks as shown, and the line that says what it decided."""
+    return browser.evaluate("""(() => {
+      const row = Array.from(document.querySelectorAll('.fr-switch'))
+        .find(r => r.querySelector('.fr-sl')?.innerText.trim() === 'Decision');
+      const line = row?.closest('.stHtml, [data-testid="stHtml"]')?.querySelector('.fr-note');
+      return row ? row.querySelector('b').innerText + ' | ' + (line ? line.innerText : '') : '';
+    })()""")
 
 
 _TABLES = 'document.querySelectorAll(\'[data-testid="stDataFrame"]\').length'
@@ -162,7 +163,7 @@ def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_promp
     browser.click("a", text=f"turn {turns[0]} of that session")
     loaded = _step(browser, screenshots, "1-looping-decision",
                    f"location.pathname === '/session' && location.search.includes('turn={turns[0]}')")
-    assert re.match(rf"turn {turns[0]}\b", _selected(browser, "Decision")), loaded.probe
+    assert re.match(rf"{turns[0]} \| turn {turns[0]}\b", _shown_decision(browser)), loaded.probe
 
     # 2. that decision -> replay with an edited system prompt -> the diff
     browser.click("a", text="Replay this turn")
@@ -210,7 +211,7 @@ def test_evals_comparison_to_the_failing_decision(browser, dashboard, served_sto
           f"location.pathname === '/session' && location.search.includes('turn={turn}')")
     text = browser.text()
     assert "Eval trial" in text and case.case_id in text and "failed" in text
-    assert re.match(rf"turn {turn}\b", _selected(browser, "Decision"))
+    assert re.match(rf"{turn} \| turn {turn}\b", _shown_decision(browser))
 
 
 def test_costs_to_the_most_expensive_route_to_its_top_session(browser, dashboard, served_store, screenshots):

@@ -8,7 +8,7 @@ import re
 import evals
 import replay
 import tracer
-from tests.dashboard.conftest import app, click, no_exceptions
+from tests.dashboard.conftest import app, click, no_exceptions, switches
 from tests.evals.test_compare import NOISY, STABLE, run
 
 
@@ -18,7 +18,10 @@ def _comparison(store) -> evals.Comparison:
 
 
 def _decision(at, session_id: str) -> int:
-    return at.selectbox(key=f"turn_{session_id}").value
+    """The decision the Session page of ``session_id`` shows: its picker's current choice."""
+    assert at.query_params["id"] == session_id
+    [current] = [c for c in switches(at)["Decision"] if c.link is None]
+    return int(current.text)
 
 
 def test_an_eval_failure_in_the_comparison_opens_the_turn_its_reason_names(store):

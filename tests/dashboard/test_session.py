@@ -10,12 +10,27 @@ import pytest
 import replay
 import tracer
 from dashboard import _ui
-from tests.dashboard.conftest import app, link_tables, no_exceptions
+from tests.dashboard.conftest import app, choose, html_links, link_tables, no_exceptions, switches
 
 
 def _html(at) -> str:
     """Everything the page drew as HTML (the decision view is HTML, to keep the page light)."""
     return "\n".join(h.proto.body for h in at.html)
+
+
+def _labels(at) -> dict[int, str]:
+    """The decision picker's turns, each with its tooltip: what it decided, and what went wrong."""
+    return {int(c.text): c.tip for c in switches(at)["Decision"]}
+
+
+def _marks(at) -> dict[int, str | None]:
+    return {int(c.text): c.mark for c in switches(at)["Decision"]}
+
+
+def _shown_turn(at) -> int:
+    """The decision the page shows: the picker's current choice."""
+    [current] = [c for c in switches(at)["Decision"] if c.link is None]
+    return int(current.text)
 
 
 def _longest(store, where: str = "TRUE") -> tracer.SessionAccount:
@@ -34,7 +49,7 @@ def test_a_deep_link_opens_that_decision_with_what_the_model_saw_picked_and_paid
     page = _html(at)
     assert f"<small>turns</small><b>{account.session.turns}</b>" in page
     assert f"<small>tool calls</small><b>{account.session.tool_calls}" in page
-    assert at.selectbox(key=f"turn_{account.session.session_id}").value == 2
+    assert _shown_turn(at) == 2
     for name in call.tools_available:  # every candidate tool, the chosen ones marked
         assert f'<span class="badge ">{name}</span>' in page or f">{name} (chosen)</span>" in page
     for name in call.tools_chosen:
@@ -102,10 +117,11 @@ def test_guards_failed_tools_and_alerts_mark_their_turns(store):
         alert_turns = {t for (turns,) in s.sql("SELECT turns FROM alerts WHERE session_id = ?", [sid]) for t in turns}
     at = app("session", id=sid)
     no_exceptions(at)
-    labels = at.selectbox(key=f"turn_{sid}").options
-    assert "[guard: loop]" in labels[[t.index for t in account.turns if t.llm_calls or t.tool_calls].index(guarded)]
+    labels = _labels(at)
+    assert "[guard: loop]" in labels[guarded]
+    assert _marks(at)[guarded] == "bad"  # underlined red in the picker
     for t in alert_turns:
-        assert any(o.startswith(f"turn {t} ") and "[alert: " in o for o in labels)
+        assert "[alert: " in labels[t] and _marks(at)[t] in ("bad", "warn")
     at = app("session", id=sid, view="trace")
     no_exceptions(at)
     spans = at.dataframe[0].value["span"]
@@ -115,8 +131,7 @@ def test_guards_failed_tools_and_alerts_mark_their_turns(store):
     at = app("session", id=failed.session.session_id)
     no_exceptions(at)
     bad = next(t.index for t in failed.turns if any(c.status != "ok" for c in t.tool_calls))
-    assert any(o.startswith(f"turn {bad} ") and "[tool failed: " in o
-               for o in at.selectbox(key=f"turn_{failed.session.session_id}").options)
+    assert "[tool failed: " in _labels(at)[bad] and _marks(at)[bad] == "bad"
 
 
 def test_a_span_of_the_trace_shows_its_details(store):
@@ -151,7 +166,7 @@ def test_status_marks_are_words_and_colours_not_emoji(store, view):
     account = _session(store, "status = 'guard:loop'")
     at = app("session", id=account.session.session_id, view=view, turn="4")
     no_exceptions(at)
-    drawn = _html(at) + "".join(m.value for m in at.markdown) + "".join(at.selectbox[0].options)
+    drawn = _html(at) + "".join(m.value for m in at.markdown)
     assert not _EMOJI.findall(drawn)
 
 
@@ -160,9 +175,10 @@ def test_choosing_another_decision_updates_the_view_and_the_url(store):
     at = app("session", id=account.session.session_id)
     no_exceptions(at)
     last = max(t.index for t in account.turns if t.llm_calls)
-    at.selectbox(key=f"turn_{account.session.session_id}").set_value(last).run()
+    at = choose(at, "Decision", str(last))
     no_exceptions(at)
-    assert at.query_params["turn"] == str(last)
+    assert at.query_params["turn"] == str(last) and _shown_turn(at) == last
+    assert f"turn {last} ·" in _html(at)  # the decision shown is written out under the picker
 
 
 def test_a_compacted_session_is_marked_in_the_decision_picker_and_the_conversation_view(store):
@@ -170,7 +186,7 @@ def test_a_compacted_session_is_marked_in_the_decision_picker_and_the_conversati
     turn = next(t.index for t in account.turns for e in t.events if e["name"] == "context_compacted")
     at = app("session", id=account.session.session_id)
     no_exceptions(at)
-    label = next(o for o in at.selectbox[0].options if o.startswith(f"turn {turn} "))
+    label = _labels(at)[turn]
     assert "[context compacted:" in label and "messages dropped]" in label
     at = app("session", id=account.session.session_id, view="chat")
     no_exceptions(at)
@@ -182,7 +198,7 @@ def test_a_model_fallback_is_marked_in_the_decision_picker(store):
     turn = next(t.index for t in account.turns for e in t.events if e["name"] == "model_fallback")
     at = app("session", id=account.session.session_id)
     no_exceptions(at)
-    assert any(o.startswith(f"turn {turn} ") and "[fallback: claude-haiku-4-5]" in o for o in at.selectbox[0].options)
+    assert "[fallback: claude-haiku-4-5]" in _labels(at)[turn]
 
 
 def test_the_context_diff_shows_what_was_added_between_two_decisions(store):
@@ -214,8 +230,8 @@ def test_the_trace_view_draws_every_span_of_the_session(store):
     with tracer.Store(str(store), read_only=True) as s:
         spans = s.sql("SELECT count(*) FROM spans WHERE session_id = ?", [account.session.session_id])[0][0]
     assert len(at.dataframe[0].value) == spans
-    at.segmented_control(key="session_view").set_value("decision").run()
-    assert at.query_params["view"] == "decision"
+    at = choose(at, "View", "Decision")
+    assert at.query_params["view"] == "decision" and at.query_params["turn"]  # the decision is kept
 
 
 def test_redacted_parts_of_the_conversation_are_marked(store):
@@ -260,7 +276,7 @@ def test_a_guard_that_fired_before_the_turns_model_call_is_shown_on_its_turn(sto
         recorder.shutdown()
     at = app("session", id=session.id, turn="2")
     no_exceptions(at)
-    assert at.selectbox(key=f"turn_{session.id}").options[-1] == "turn 2  [guard: time_limit]"
+    assert _labels(at)[2] == "turn 2  [guard: time_limit]"
     assert "This turn made no LLM call." in at.info[0].value
     assert ">guard</span> guard_fired: guard=time_limit" in _html(at)
 
@@ -291,7 +307,7 @@ def test_a_session_with_sub_agents_shows_the_tree_of_its_task_and_what_it_cost_i
     no_exceptions(at)
     assert f"<small>cost with sub-agents</small><b>{_ui.usd(tree.root.subtree_cost_usd)}</b>" in _html(at)
     assert f"<small>cost</small><b>{_ui.usd(tree.root.cost_usd)}</b>" in _html(at)
-    assert "Sessions of this task" in [h.value for h in at.subheader]
+    assert "Sessions of this task" in _html(at)
     # Each row's session opens its page in this tab (a plain link: no target); the one shown opens nothing.
     assert _task_rows(at) == [(None, f"{parent[:13]} (this one)", "support"),
                               (f"/session?id={child}", child[:13], "researcher"),
@@ -301,12 +317,12 @@ def test_a_session_with_sub_agents_shows_the_tree_of_its_task_and_what_it_cost_i
 
     # On the child: a link to its parent, and the same tree, itself marked.
     no_exceptions(at)
-    link = next(p for p in at.get("page_link") if "parent session" in p.proto.label)
-    assert f"id={parent}" in link.proto.query_string and "support" in link.proto.label
+    label, link = next((label, link) for label, link in html_links(at).items() if "parent session" in label)
+    assert link == f"/session?id={parent}" and "support" in label
     assert _task_rows(at)[1] == (None, f"{child[:13]} (this one)", "researcher")
 
     # A session no other started, and that started none, has no tree to show.
     at = app("session", id=alone)
     no_exceptions(at)
-    assert "Sessions of this task" not in [h.value for h in at.subheader]
+    assert "Sessions of this task" not in _html(at)
     assert "cost with sub-agents" not in _html(at)
