@@ -146,6 +146,7 @@ def _decision(turn: tracer.Turn) -> tracer.LlmCall | None:
 # element costs the browser tens of milliseconds to lay out, and the page must be ready in a second.
 _CSS = """<style>
 .fr{font-size:0.92rem;line-height:1.5}
+.fr.cols{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:2.5rem}
 .fr h4{margin:0.9rem 0 0.3rem 0;font-size:0.95rem}
 .fr code,.fr pre{font-size:0.8rem}
 .fr pre{white-space:pre-wrap;word-break:break-word;background:rgba(128,132,149,0.08);padding:8px 10px;
@@ -183,20 +184,19 @@ def _badges(marks: list[tuple[str, str]]) -> str:
     return "".join(_badge(text, kind) for text, kind in marks)
 
 
-def _fold(count: int, key: str) -> range:
+def _fold(count: int) -> range:
     """The messages of a long conversation to leave out: the middle, so that the customer's first
     message (what the session is about) and the newest ones (what the model weighed most) stay in
-    view. Empty when the user asks for all of them, or there are few."""
-    if count <= _SHOWN:
+    view. Empty when the URL asks for all of them (``?messages=all``, the fold's link), or there are few."""
+    if count <= _SHOWN or _ui.param("messages") == "all":
         return range(0)
-    hidden = count - _SHOWN
-    if st.toggle(f"Show all {count} messages ({hidden} in the middle are hidden)", key=key):
-        return range(0)
-    return range(1, 1 + hidden)
+    return range(1, 1 + count - _SHOWN)
 
 
 def _folded(hidden: range) -> str:
-    return f'<div class="fold">{len(hidden)} messages hidden ({hidden.start}–{hidden.stop - 1})</div>'
+    every = _ui.url("session", **(_ui.here() | {"messages": "all"}))
+    return (f'<div class="fold">{len(hidden)} messages hidden ({hidden.start}–{hidden.stop - 1}) · '
+            f'<a href="{_esc(every)}">show them</a></div>')
 
 
 def _text(value: str) -> str:
@@ -240,9 +240,9 @@ def _blocks(content: Any) -> str:
     return "".join(out)
 
 
-def _conversation(request: dict[str, Any], cut: int) -> None:
+def _conversation(request: dict[str, Any], cut: int) -> str:
     messages = request.get("messages") or []
-    hidden = _fold(len(messages), "all_messages")
+    hidden = _fold(len(messages))
     parts = []
     system = request.get("system")
     if system:
@@ -258,7 +258,7 @@ def _conversation(request: dict[str, Any], cut: int) -> None:
         role = message.get("role", "user")
         parts.append(f'<div class="msg {_esc(role)}"><div class="muted">message {i} · {_esc(role)}</div>'
                      f"{_blocks(message.get('content'))}</div>")
-    st.html(_CSS + f'<div class="fr">{"".join(parts)}</div>')
+    return "".join(parts)
 
 
 def _system_text(system: Any) -> str:
@@ -333,7 +333,7 @@ def _decision_card(call: tracer.LlmCall, turn: tracer.Turn) -> str:
                        f'{_esc(f.error_type or "error")}' + (f" (HTTP {f.http_status})" if f.http_status else "")
                        + f" after {_ui.ms(f.latency_ms)}</div>")
     out.append(_events(turn))
-    return _CSS + f'<div class="fr">{"".join(out)}</div>'
+    return "".join(out)
 
 
 def _events(turn: tracer.Turn) -> str:
@@ -380,19 +380,17 @@ def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
         if turn.events:  # a guard that stopped the session before the turn's model call
             st.html(_CSS + f'<div class="fr">{_events(turn)}</div>')
         return
-    left, right = st.columns([3, 2], gap="large")
-    with right:
-        st.html(_decision_card(call, turn))
-        _ui.link("replay", "Replay this turn", id=sid, turn=turn.index)
-    with left:
-        # One block for what it did and the heading below it: each element costs the browser its own layout.
-        st.html(_CSS + f'<div class="fr">{_what_it_did(call, turn)}<h4>What the model saw '
-                f'<span class="muted">({call.message_count or 0} messages)</span></h4></div>')
-        request = _request(sid, turn.index)
-        if isinstance(request, str):
-            st.info(request, icon=":material/visibility_off:")
-            return
-        _conversation(request, _messages_cut(account, turn, call))
+    request = _request(sid, turn.index)
+    seen = "" if isinstance(request, str) else _conversation(request, _messages_cut(account, turn, call))
+    replay_it = f'<p><a href="{_esc(_ui.url("replay", id=sid, turn=turn.index))}">Replay this turn</a></p>'
+    # One element for the whole decision, its two columns side by side: each element costs the
+    # browser its own drawing on every load (``_html``).
+    st.html(_CSS + f'<div class="fr cols"><div>{_what_it_did(call, turn)}<h4>What the model saw <span class="muted">'
+            f'({call.message_count or 0} messages)</span></h4>{seen}</div><div>{_decision_card(call, turn)}'
+            f"{replay_it}</div></div>")
+    if isinstance(request, str):
+        st.info(request, icon=":material/visibility_off:")
+    else:
         _ui.raw_json("the exact request (JSON)", request)
 
 
@@ -430,7 +428,7 @@ def _chat(account: tracer.SessionAccount, marks: dict[int, list[tuple[str, str]]
     if system:
         with st.expander("System prompt", expanded=False):
             st.html(_CSS + f'<div class="fr">{_text(_system_text(system))}</div>')
-    hidden = _fold(len(messages), "all_chat")
+    hidden = _fold(len(messages))
     for i, message in enumerate(messages):
         if i in hidden:
             if i == hidden.start:
@@ -598,8 +596,12 @@ def _after_deploy_box(session_id: str) -> None:
              else "rated") if after.outcomes else "no outcome",
             "not reviewed" if after.review is None else "waiting for review" if after.review.verdict is None
             else f"reviewed {after.review.verdict}"]
-    with st.expander("After it ended: " + " · ".join(told), expanded=False, key="session_after"):
-        _ui.show_after_deploy(after)
+    # Its body is sent only once it is opened (as ``_ui.raw_json`` does): a collapsed expander's
+    # elements are drawn all the same, on every load of the page.
+    box = st.expander("After it ended: " + " · ".join(told), expanded=False, key="session_after", on_change="rerun")
+    if box.open:
+        with box:
+            _ui.show_after_deploy(after)
     with st.container(horizontal=True):
         if after.review is not None:
             _ui.link("review", "Open it on the Review page", id=session_id)

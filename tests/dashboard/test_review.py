@@ -171,6 +171,9 @@ def test_the_session_page_shows_scores_and_outcome_and_queues_by_hand(store):
     at = app("session", id=sid)
     no_exceptions(at)
     assert "not reviewed" in next(e.label for e in at.expander if e.label.startswith("After it ended"))
+    assert not any(m.value.startswith("**Outcome**") for m in at.markdown)  # sent once the box is opened
+    at.session_state["session_after"] = True
+    at.run()
     shown = "\n".join(m.value for m in at.markdown)
     assert all(f"**{x.scorer}** {x.value:.2f}: {x.reason.split()[0]}" in shown for x in scores)
     assert "**Outcome**: :green-badge[resolved] · “customer thanked us” · support-lead via api" in shown

@@ -10,7 +10,7 @@ import pytest
 import replay
 import tracer
 from dashboard import _ui
-from tests.dashboard.conftest import app, choose, html_links, link_tables, no_exceptions, switches
+from tests.dashboard.conftest import app, choose, follow, html_links, link_tables, no_exceptions, switches
 
 
 def _html(at) -> str:
@@ -74,8 +74,9 @@ def test_a_long_conversation_hides_its_middle_not_the_customers_first_message(st
     assert "message 1 ·" not in page and f"message {total - 8} ·" not in page
     assert f"message {total - 7} ·" in page and f"message {total - 1} ·" in page
     assert f"{total - 8} messages hidden (1–{total - 8})" in page
-    at.toggle(key="all_messages").set_value(True).run()
+    at = follow(html_links(at)["show them"])
     no_exceptions(at)
+    assert at.query_params["turn"] == str(last)
     assert _html(at).count('<div class="msg ') == total
 
 
@@ -88,10 +89,9 @@ def _session(store, where: str) -> tracer.SessionAccount:
 def test_the_conversation_view_shows_the_whole_session_turn_by_turn(store):
     account = _longest(store, "route IS DISTINCT FROM 'context_overflow'")  # a compacted one shows its last context
     sid = account.session.session_id
-    at = app("session", id=sid, view="chat")
+    at = follow(html_links(app("session", id=sid, view="chat"))["show them"])
     no_exceptions(at)
-    at.toggle(key="all_chat").set_value(True).run()
-    no_exceptions(at)
+    assert at.query_params["view"] == "chat"
     chat = at.get("chat_message")
     first = account.turns[0]
     request = replay.reconstruct(sid, first.index, db=str(store)).request
