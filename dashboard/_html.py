@@ -60,6 +60,12 @@ STYLE = """<style>
   border-radius:0.5rem;background:transparent;cursor:pointer}
 .fr-form button:hover{border-color:#ff4b4b;color:#ff4b4b}
 .fr-form a{align-self:center}
+.fr-pair{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:1rem;margin:0.5rem 0 1rem}
+.fr-box{border:1px solid rgba(128,132,149,0.3);border-radius:0.5rem;padding:0.5rem 1rem;font-size:0.9rem;min-width:0}
+.fr-box p{margin:0.4rem 0}
+.fr-box code{font-size:0.8rem}
+.fr-box pre{white-space:pre-wrap;word-break:break-word;background:rgba(128,132,149,0.08);padding:8px 10px;
+  border-radius:0.4rem;font-size:0.8rem}
 [title].fr-ml,[title].fr-sl,[title].fr-h{text-decoration:underline dotted rgba(128,132,149,0.6);cursor:help}
 </style>"""
 """Every part's style, once in each element that draws parts."""
@@ -205,31 +211,43 @@ def switches(page: str, here: Mapping[str, Any], *rows: Switch) -> str:
                    + "".join(choice(r, v, label) for v, label in r.choices.items()) + "</div>" for r in rows)
 
 
-def filters(page: str, *, kept: Mapping[str, Any], search: tuple[str, str, str] | None = None,
-            boxes: Sequence[tuple[str, Sequence[str], Sequence[str]]] = (), clear: bool = False) -> str:
-    """A search box and sets of checkboxes as a GET form: submitting it loads ``page`` with them in its
-    query, as the URL's own choices are read (``?q=…&status=ok&status=error``).
+def search_field(name: str, text: str, hint: str, *, label: str = "Search",
+                 suggestions: Sequence[tuple[str, str]] = ()) -> str:
+    """A text box of ``filters``: its parameter, its text now, its placeholder; ``suggestions`` (value,
+    what it is) are offered as the user types, as the browser lists a ``datalist``."""
+    listed = ""
+    if suggestions:
+        listed = f'<datalist id="fr-{html.escape(name)}-list">' + "".join(
+            f'<option value="{html.escape(v)}">{html.escape(said)}</option>' for v, said in suggestions) + "</datalist>"
+    source = f' list="fr-{html.escape(name)}-list"' if suggestions else ""
+    return (f'<input type="search" name="{html.escape(name)}" value="{html.escape(text)}" '
+            f'aria-label="{html.escape(label)}" placeholder="{html.escape(hint)}"{source}>{listed}')
+
+
+def boxes_field(name: str, offered: Sequence[str], ticked: Sequence[str]) -> str:
+    """A set of checkboxes of ``filters``, folded under a line that says which are ticked: its
+    parameter, the values offered, and those ticked now."""
+    shown = f"{name.capitalize()}: " + (", ".join(ticked) if ticked else "any")
+    return f"<details><summary>{html.escape(shown)}</summary>" + "".join(
+        f'<label><input type="checkbox" name="{html.escape(name)}" value="{html.escape(v)}"'
+        f'{" checked" if v in ticked else ""}> {html.escape(v)}</label>' for v in offered) + "</details>"
+
+
+def filters(page: str, *, kept: Mapping[str, Any], fields: Sequence[str], submit: str = "Filter",
+            clear: bool = False) -> str:
+    """Fields (``search_field``, ``boxes_field``) as a GET form: submitting it loads ``page`` with them in
+    its query, as the URL's own choices are read (``?q=…&status=ok&status=error``).
 
     Args:
         page: The page the form loads.
         kept: Other choices of the URL that the form carries along (hidden fields).
-        search: The search box's parameter, its text now, and its placeholder.
-        boxes: Each set of checkboxes: its parameter, the values offered, and those ticked now.
-        clear: Add a link that loads ``page`` with ``kept`` alone, the filters cleared.
+        fields: The form's fields, in order.
+        submit: The button's label.
+        clear: Add a link that loads ``page`` with ``kept`` alone, the fields cleared.
     """
     hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(str(v))}">'
                      for k, v in kept.items() if v not in (None, "", []))
-    parts = [hidden]
-    if search is not None:
-        name, text, hint = search
-        parts.append(f'<input type="search" name="{html.escape(name)}" value="{html.escape(text)}" '
-                     f'aria-label="Search" placeholder="{html.escape(hint)}">')
-    for name, offered, ticked in boxes:
-        shown = f"{name.capitalize()}: " + (", ".join(ticked) if ticked else "any")
-        parts.append(f"<details><summary>{html.escape(shown)}</summary>" + "".join(
-            f'<label><input type="checkbox" name="{html.escape(name)}" value="{html.escape(v)}"'
-            f'{" checked" if v in ticked else ""}> {html.escape(v)}</label>' for v in offered) + "</details>")
-    parts.append('<button type="submit">Filter</button>')
-    if clear:
-        parts.append(f'<a href="{html.escape(url(page, **kept))}">Clear the filters</a>')
-    return f'<form class="fr-form" method="get" action="/{page}" role="search">{"".join(parts)}</form>'
+    button = f'<button type="submit">{html.escape(submit)}</button>'
+    reset = f'<a href="{html.escape(url(page, **kept))}">Clear the filters</a>' if clear else ""
+    return (f'<form class="fr-form" method="get" action="/{page}" role="search">{hidden}{"".join(fields)}'
+            f"{button}{reset}</form>")

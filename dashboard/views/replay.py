@@ -6,6 +6,7 @@ Every step is a call to the replay package (``reconstruct``, ``apply_edits``, ``
 ``diff``); this page only turns widgets into ``replay.Edits`` and shows the records it gets back.
 """
 
+import html
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 import replay
 import tracer
-from dashboard import _ui
+from dashboard import _html, _ui
 
 T = TypeVar("T")
 
@@ -59,28 +60,31 @@ def _reconstruct(session_id: str, turn: int) -> replay.Reconstruction:
 
 
 def _pick() -> tuple[str | None, int]:
-    """The session and turn: from the URL (``?id=…&turn=…``), else the newest session; written back
-    to the URL so that the page stays a deep link."""
+    """The session and turn: from the URL (``?id=…&turn=…``), else the newest session and its first
+    decision; written back to the URL so that the page stays a deep link. The form that picks another
+    session (a recent one, or any id pasted) and the turn links (``_turn_links``) load the page anew."""
     recent = _recent()
-    labels = {r.session_id: f"{r.session_id} · {r.agent} · {r.status} · {r.turns} turns · {_ui.when(r.start_ns)}"
-              for r in recent.itertuples()}
-    ids = list(labels)
-    wanted = _ui.param("id")
-    if wanted and wanted not in labels:
-        ids.insert(0, wanted)  # an older session, or a wrong id: the replay API says which
-    left, right = st.columns([5, 1])
-    session_id = left.selectbox(
-        "Session", ids, index=ids.index(wanted) if wanted else (0 if ids else None),
-        format_func=lambda sid: labels.get(sid, sid), accept_new_options=True, key="replay_session",
-        placeholder="pick a recent session, or paste a session id")
+    session_id = _ui.param("id") or (recent["session_id"].iloc[0] if not recent.empty else None)
+    suggestions = [(r.session_id, f"{r.agent} · {r.status} · {r.turns} turns · {_ui.when(r.start_ns)}")
+                   for r in recent.itertuples()]
+    _ui.draw(_html.filters("replay", kept={}, submit="Open", fields=[_html.search_field(
+        "id", session_id or "", "pick a recent session, or paste a session id", label="Session",
+        suggestions=suggestions)]))
     # Without a turn in the URL (the sidebar's entry), the session's first decision: a fork's turns
     # are numbered on from the turn it forked at, so it has no turn 1.
     first = _turns(session_id)["turn"].min() if session_id else None
-    default = _ui.int_param("turn") or (1 if first is None or pd.isna(first) else int(first))
-    turn = int(right.number_input("Turn", min_value=1, value=max(1, default), step=1, key="replay_turn"))
+    turn = max(1, _ui.int_param("turn") or (1 if first is None or pd.isna(first) else int(first)))
     if session_id:
         st.query_params.update(id=session_id, turn=str(turn))
     return session_id, turn
+
+
+def _turn_links(session_id: str, turn: int, turns: pd.DataFrame) -> str:
+    """Every decision of the session as a link, its tooltip what it decided."""
+    said = {str(t.turn): f"turn {t.turn}: {t.action}" + (f" {t.tools}" if isinstance(t.tools, str) else "")
+            for t in turns.itertuples()}
+    return _html.switches("replay", {"id": session_id}, _html.Switch("Turn", "turn", {k: k for k in said}, str(turn),
+                                                                     tips=said))
 
 
 def _system_text(system: Any) -> str:
@@ -96,16 +100,19 @@ def _json(text: str, what: str) -> Any:
         raise replay.EditError(f"{what} is not valid JSON ({exc}). Fix it in the editor above.") from None
 
 
-def _decision(d: replay.Decision) -> None:
-    st.markdown(f"**{d.action or 'failed call'}** · stop reason `{d.stop_reason}` · model `{d.model}`")
-    for use in d.tool_uses:
-        st.markdown(f"calls `{use['name']}` with")
-        st.json(use["input"])
-    if d.text:
-        # Plain text, not st.code: the browser's syntax highlighter took ~0.5 s for a few hundred characters.
-        st.text(d.text)
-    st.caption(f"{_ui.tokens(d.input_tokens)} input + {_ui.tokens(d.output_tokens)} output tokens · "
-               f"{_ui.usd(d.cost_usd)} · {_ui.ms(d.latency_ms)}")
+def _decision(d: replay.Decision, title: str) -> str:
+    """A decision, in a box headed ``title``: what it did, the tools it called with what, what it said,
+    and what it cost."""
+    calls = "".join(f"<p>calls <code>{html.escape(use['name'])}</code> with</p>"
+                    f"<pre>{html.escape(json.dumps(use['input'], indent=2, ensure_ascii=False))}</pre>"
+                    for use in d.tool_uses)
+    # Plain text, not st.code: the browser's syntax highlighter took ~0.5 s for a few hundred characters.
+    said = f"<pre>{html.escape(d.text)}</pre>" if d.text else ""
+    return (f'<div class="fr-box"><p>{title}</p><p><b>{html.escape(d.action or "failed call")}</b> · stop reason '
+            f"<code>{html.escape(str(d.stop_reason))}</code> · model <code>{html.escape(str(d.model))}</code></p>"
+            f"{calls}{said}" + _html.note(f"{_ui.tokens(d.input_tokens)} input + {_ui.tokens(d.output_tokens)} "
+                                          f"output tokens · {_ui.usd(d.cost_usd)} · {_ui.ms(d.latency_ms)}")
+            + "</div>")
 
 
 def _decision_diff(d: replay.DecisionDiff) -> None:
@@ -138,25 +145,28 @@ def _delta(where: DeltaGenerator, label: str, value: str, delta: float | None, s
                  delta_arrow="off" if not delta else "auto")
 
 
-def _request(rec: replay.Reconstruction) -> None:
+def _request(rec: replay.Reconstruction) -> tuple[str, Callable[[], None]]:
+    """The rebuilt request's box, and what to say below it: a warning when it is not the request as
+    recorded, byte for byte."""
     body = rec.request
-    st.markdown(f"**Rebuilt request** · model `{body.get('model')}` · {len(body.get('messages') or [])} messages · "
-                f"{len(body.get('tools') or [])} tools")
+    head = (f'<div class="fr-box"><p><b>Rebuilt request</b> · model <code>{html.escape(str(body.get("model")))}</code>'
+            f" · {len(body.get('messages') or [])} messages · {len(body.get('tools') or [])} tools</p>")
     if rec.reconstructed_from is not None:
         said = "\n".join(f"- {n}" for n in rec.notes)
         lacking = "".join(f"\n- **{m}** was not recorded; the Messages API requires it: set it under Model parameters "
                           "before a run." for m in rec.missing)
-        st.warning(f"**Reconstructed from semantic conventions** ({rec.reconstructed_from}): other instrumentation "
-                   "recorded this call and kept no exact request, so this is its account of what was sent, "
-                   f"normalised to the Messages API. There is no recorded hash to verify it by.\n{said}{lacking}",
-                   icon=":material/construction:")
-    elif rec.exact:
-        st.caption(f":material/verified: sha256 `{rec.sha256}` matches the hash recorded with the call.")
-    else:
-        st.warning(f"The rebuilt request's sha256 `{rec.sha256}` differs from the recorded "
-                   f"`{rec.recorded_sha256 or 'none'}`, so a re-run does not start from exactly what the model saw. "
-                   "`flightrec replay verify` lists the calls that cannot be rebuilt and why.")
-    _ui.raw_json("Request JSON", body)
+        return head + _html.note("Not verified: reconstructed, see below.") + "</div>", lambda: st.warning(
+            f"**Reconstructed from semantic conventions** ({rec.reconstructed_from}): other instrumentation "
+            "recorded this call and kept no exact request, so this is its account of what was sent, "
+            f"normalised to the Messages API. There is no recorded hash to verify it by.\n{said}{lacking}",
+            icon=":material/construction:")
+    if rec.exact:
+        return head + _html.note(f"✓ sha256 {rec.sha256} matches the hash recorded with the call.") + "</div>", \
+            lambda: None
+    return head + _html.note("Not verified: its hash differs, see below.") + "</div>", lambda: st.warning(
+        f"The rebuilt request's sha256 `{rec.sha256}` differs from the recorded `{rec.recorded_sha256 or 'none'}`, "
+        "so a re-run does not start from exactly what the model saw. `flightrec replay verify` lists the calls "
+        "that cannot be rebuilt and why.")
 
 
 def _kept(shown: bool, widget: Callable[..., T], default: T, *args: Any, key: str, **kwargs: Any) -> T:
@@ -399,13 +409,8 @@ def _run_body(rec: replay.Reconstruction, edits: replay.Edits | None, done: dict
         shown = st.selectbox("Compare trial", range(1, n + 1), index=first_changed - 1,
                              format_func=lambda k: f"trial {k} ({'same' if diffs[k - 1].same else 'changed'})",
                              key=f"replay_trial_{result.replay_session_id}")
-    left, right = st.columns(2)
-    with left.container(border=True):
-        st.markdown(f"**Recorded** · turn {rec.turn}")
-        _decision(result.origin)
-    with right.container(border=True):
-        st.markdown(f"**Replayed** · trial {shown}")
-        _decision(result.trials[shown - 1])
+    _ui.draw(f'<div class="fr-pair">{_decision(result.origin, f"<b>Recorded</b> · turn {rec.turn}")}'
+             f'{_decision(result.trials[shown - 1], f"<b>Replayed</b> · trial {shown}")}</div>')
     _decision_diff(diffs[shown - 1])
 
 
@@ -467,27 +472,24 @@ def render() -> None:
         st.info("No sessions yet. Record some (`make demo`, or point an agent at this store), then pick one here.")
         return
     turns = _turns(session_id)
-    if not turns.empty:
-        st.caption("Turns: " + " · ".join(f"{t.turn} {t.action}" + (f" {t.tools}" if isinstance(t.tools, str) else "")
-                                          for t in turns.itertuples()))
+    strip = _turn_links(session_id, turn, turns) if not turns.empty else ""
     try:
         rec = _reconstruct(session_id, turn)
     except tracer.FlightrecError as exc:
+        _ui.draw(strip)
         _ui.show_error(exc)
-        st.caption("Pick another session or turn above, or find the session on the Sessions page.")
-        _ui.link("sessions", "Sessions", q=session_id)
+        _ui.draw(_html.note("Pick another session or turn above, or find the session on the Sessions page: ")
+                 + f'<p><a href="{html.escape(_ui.url("sessions", q=session_id))}">Sessions</a></p>')
         return
-    if rec.origin.replay_session:
-        st.caption(f"This session is a {rec.origin.replay_kind} of session {rec.origin.replay_session}, "
-                   f"turn {rec.origin.replay_turn}.")
-    _ui.link("session", "Open this session", id=rec.session_id, turn=turn)
-
-    recorded, request = st.columns(2)
-    with recorded.container(border=True):
-        st.markdown(f"**Recorded decision** · turn {turn}")
-        _decision(rec.decision)
-    with request.container(border=True):
-        _request(rec)
+    origin = _html.note(f"This session is a {rec.origin.replay_kind} of session {rec.origin.replay_session}, "
+                        f"turn {rec.origin.replay_turn}.") if rec.origin.replay_session else ""
+    box, warn = _request(rec)
+    # The recorded decision and the request that made it, side by side, as one element (``_html``).
+    _ui.draw(strip, origin,
+             f'<p><a href="{html.escape(_ui.url("session", id=rec.session_id, turn=turn))}">Open this session</a></p>',
+             f'<div class="fr-pair">{_decision(rec.decision, f"<b>Recorded decision</b> · turn {turn}")}{box}</div>')
+    warn()
+    _ui.raw_json("Request JSON", rec.request)
 
     if _ui.param("edit") != "1":
         # The edit tabs and the run and fork controls are a dozen kinds of widget, which cost the browser

@@ -144,9 +144,10 @@ def render() -> None:
             st.query_params.pop(name, None)
     kept = {"origin": view, "run": run, "route": route, "sort": sort, "desc": int(desc)}
     _ui.draw(_html.switches("sessions", _ui.here(), _ui.origin_switch(view)),
-             _html.filters("sessions", kept=kept, clear=bool(search or chosen_agents or chosen_status),
-                           search=("q", search, "Search: a session id, or text the agent or its tools said"),
-                           boxes=[("agent", agents, chosen_agents), ("status", statuses, chosen_status)]))
+             _html.filters("sessions", kept=kept, clear=bool(search or chosen_agents or chosen_status), fields=[
+                 _html.search_field("q", search, "Search: a session id, or text the agent or its tools said"),
+                 _html.boxes_field("agent", agents, chosen_agents),
+                 _html.boxes_field("status", statuses, chosen_status)]))
     page = max(1, _ui.int_param("page") or 1)
     total, rows, ids = _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)),
                                  run, route, sort, desc, page - 1, view != "production")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import replay
 import tracer
-from tests.dashboard.conftest import app, no_exceptions
+from tests.dashboard.conftest import app, drawn, html_links, no_exceptions, switches
 from tests.replay.conftest import RULE_2
 
 
@@ -33,8 +33,10 @@ def asks_to_confirm(demo_store) -> tuple[str, int]:
 
 
 def _links(at: AppTest) -> dict[str, str]:
-    """Each page link's label -> the session id it opens."""
-    return {link.proto.label: parse_qs(link.proto.query_string).get("id", [""])[0] for link in at.get("page_link")}
+    """Each link's label -> the session id it opens (page links, and links in the page's HTML)."""
+    drawn = {label: parse_qs(urlsplit(link).query).get("id", [""])[0] for label, link in html_links(at).items()}
+    return drawn | {link.proto.label: parse_qs(link.proto.query_string).get("id", [""])[0]
+                    for link in at.get("page_link")}
 
 
 def _open_tab(at: AppTest, label: str) -> None:
@@ -53,9 +55,13 @@ def test_a_deep_link_shows_the_recorded_decision_and_its_rebuilt_request(store, 
     session_id, turn = asks_to_confirm
     at = app("replay", id=session_id, turn=str(turn))
     no_exceptions(at)
-    assert any(m.value.startswith("**final**") for m in at.markdown)
-    assert any("Shall I go ahead?" in t.value for t in at.text)
-    assert any("matches the hash recorded with the call" in c.value for c in at.caption)
+    shown = drawn(at)
+    assert "Recorded decision · turn" in shown and "final · stop reason" in shown
+    assert "Shall I go ahead?" in shown
+    assert "matches the hash recorded with the call" in shown
+    turns = switches(at)["Turn"]  # every decision a click away, the one shown marked
+    assert [c.text for c in turns if c.link is None] == [str(turn)]
+    assert all(parse_qs(urlsplit(c.link).query)["id"] == [session_id] for c in turns if c.link)
     assert _links(at)["Open this session"] == session_id
     # The editor and the run and fork controls wait for a click: a dozen kinds of widget the browser draws.
     assert not at.text_area and not [b for b in at.button if b.key in ("replay_run", "replay_fork")]
@@ -75,7 +81,7 @@ def test_without_the_approval_rule_the_rerun_refunds_at_once(store, asks_to_conf
     no_exceptions(at)
     assert "The decision changed" in at.warning[0].value
     assert "**1 of 1 trial** decided differently" in "\n".join(m.value for m in at.markdown)
-    assert "calls `issue_refund` with" in [m.value for m in at.markdown]
+    assert "Replayed · trial 1" in drawn(at) and "calls issue_refund with" in drawn(at)
     assert any("st-key-replay_run_out" in h.proto.body and "scrollIntoView" in h.proto.body for h in at.html)
 
     replay_id = next(sid for label, sid in _links(at).items() if label.startswith("Open the replay session"))
