@@ -66,6 +66,9 @@ STYLE = """<style>
 .fr-box code{font-size:0.8rem}
 .fr-box pre{white-space:pre-wrap;word-break:break-word;background:rgba(128,132,149,0.08);padding:8px 10px;
   border-radius:0.4rem;font-size:0.8rem}
+.fr-warn{background:rgba(255,189,69,0.15);color:rgb(146,108,5);border-radius:0.5rem;padding:0.6rem 0.9rem;
+  margin:0.5rem 0;font-size:0.875rem;overflow-wrap:anywhere}
+.fr-warn ul{margin:0.3rem 0 0 1.2rem;padding:0}
 [title].fr-ml,[title].fr-sl,[title].fr-h{text-decoration:underline dotted rgba(128,132,149,0.6);cursor:help}
 </style>"""
 """Every part's style, once in each element that draws parts."""
@@ -91,6 +94,11 @@ def heading(text: str, *, help: str | None = None) -> str:
 def note(text: str) -> str:
     """A line of grey text, as ``st.caption`` writes it (plain text, not markdown)."""
     return f'<p class="fr-note">{html.escape(text)}</p>'
+
+
+def warning(inner: str) -> str:
+    """A warning box, as ``st.warning`` draws one, around HTML (escaped by the caller)."""
+    return f'<div class="fr-warn">{inner}</div>'
 
 
 def table(rows: Sequence[Mapping[str, str]], *, links: Sequence[str | None], numeric: Sequence[str] = (),

@@ -279,7 +279,7 @@ class TimeRange:
 
 def time_range(key: str) -> TimeRange:
     """The range the URL asks for (``?range=`` 1h, 24h, 7d, 30d, all, or custom with ``&from=&to=`` dates
-    in UTC; ``switches`` draws its links), with a date picker for a custom range, whose dates it writes
+    in UTC; ``range_switch`` is its row of links), with a date picker for a custom range, whose dates it writes
     back to the URL, so a link keeps them. ``key`` keeps each page's picker apart; the URL parameters
     are the same on every page."""
     choice = param("range") or _DEFAULT_RANGE
@@ -351,8 +351,8 @@ ORIGIN_VIEWS = {
 
 
 def origin_view(*, default: str = "production") -> str:
-    """The sessions the URL asks for (``?origin=`` production, evals, replays, all; ``switches`` draws
-    its links): production by default, so that eval trials, replays and forks do not count as traffic;
+    """The sessions the URL asks for (``?origin=`` production, evals, replays, all; ``origin_switch`` is
+    its row of links): production by default, so that eval trials, replays and forks do not count as traffic;
     written back to the URL."""
     choice = param("origin") or default
     if choice not in ORIGIN_VIEWS:
@@ -363,7 +363,7 @@ def origin_view(*, default: str = "production") -> str:
 
 
 _ORIGIN_HELP = ("Production is live traffic; evals are the trials of eval runs; replays and forks are made from "
-               "recorded sessions on the Replay page or with flightrec replay.")
+                "recorded sessions on the Replay page or with flightrec replay.")
 
 
 def range_switch() -> _html.Switch:

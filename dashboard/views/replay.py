@@ -145,28 +145,27 @@ def _delta(where: DeltaGenerator, label: str, value: str, delta: float | None, s
                  delta_arrow="off" if not delta else "auto")
 
 
-def _request(rec: replay.Reconstruction) -> tuple[str, Callable[[], None]]:
-    """The rebuilt request's box, and what to say below it: a warning when it is not the request as
-    recorded, byte for byte."""
+def _request(rec: replay.Reconstruction) -> str:
+    """The rebuilt request's box: whether it is the request as recorded, byte for byte, and a warning
+    when it is not."""
     body = rec.request
     head = (f'<div class="fr-box"><p><b>Rebuilt request</b> · model <code>{html.escape(str(body.get("model")))}</code>'
             f" · {len(body.get('messages') or [])} messages · {len(body.get('tools') or [])} tools</p>")
     if rec.reconstructed_from is not None:
-        said = "\n".join(f"- {n}" for n in rec.notes)
-        lacking = "".join(f"\n- **{m}** was not recorded; the Messages API requires it: set it under Model parameters "
-                          "before a run." for m in rec.missing)
-        return head + _html.note("Not verified: reconstructed, see below.") + "</div>", lambda: st.warning(
-            f"**Reconstructed from semantic conventions** ({rec.reconstructed_from}): other instrumentation "
-            "recorded this call and kept no exact request, so this is its account of what was sent, "
-            f"normalised to the Messages API. There is no recorded hash to verify it by.\n{said}{lacking}",
-            icon=":material/construction:")
+        said = "".join(f"<li>{html.escape(n)}</li>" for n in rec.notes)
+        said += "".join(f"<li><b>{html.escape(m)}</b> was not recorded; the Messages API requires it: set it under "
+                        "Model parameters before a run.</li>" for m in rec.missing)
+        return head + _html.warning(
+            f"<b>Reconstructed from semantic conventions</b> ({html.escape(rec.reconstructed_from)}): other "
+            "instrumentation recorded this call and kept no exact request, so this is its account of what was sent, "
+            f"normalised to the Messages API. There is no recorded hash to verify it by.<ul>{said}</ul>") + "</div>"
     if rec.exact:
-        return head + _html.note(f"✓ sha256 {rec.sha256} matches the hash recorded with the call.") + "</div>", \
-            lambda: None
-    return head + _html.note("Not verified: its hash differs, see below.") + "</div>", lambda: st.warning(
-        f"The rebuilt request's sha256 `{rec.sha256}` differs from the recorded `{rec.recorded_sha256 or 'none'}`, "
-        "so a re-run does not start from exactly what the model saw. `flightrec replay verify` lists the calls "
-        "that cannot be rebuilt and why.")
+        return head + _html.note(f"✓ sha256 {rec.sha256} matches the hash recorded with the call.") + "</div>"
+    return head + _html.warning(
+        f"The rebuilt request's sha256 <code>{rec.sha256}</code> differs from the recorded "
+        f"<code>{html.escape(rec.recorded_sha256 or 'none')}</code>, so a re-run does not start from exactly "
+        "what the model saw. <code>flightrec replay verify</code> lists the calls that cannot be rebuilt and why."
+    ) + "</div>"
 
 
 def _kept(shown: bool, widget: Callable[..., T], default: T, *args: Any, key: str, **kwargs: Any) -> T:
@@ -483,12 +482,11 @@ def render() -> None:
         return
     origin = _html.note(f"This session is a {rec.origin.replay_kind} of session {rec.origin.replay_session}, "
                         f"turn {rec.origin.replay_turn}.") if rec.origin.replay_session else ""
-    box, warn = _request(rec)
     # The recorded decision and the request that made it, side by side, as one element (``_html``).
     _ui.draw(strip, origin,
              f'<p><a href="{html.escape(_ui.url("session", id=rec.session_id, turn=turn))}">Open this session</a></p>',
-             f'<div class="fr-pair">{_decision(rec.decision, f"<b>Recorded decision</b> · turn {turn}")}{box}</div>')
-    warn()
+             f'<div class="fr-pair">{_decision(rec.decision, f"<b>Recorded decision</b> · turn {turn}")}'
+             f"{_request(rec)}</div>")
     _ui.raw_json("Request JSON", rec.request)
 
     if _ui.param("edit") != "1":

@@ -12,7 +12,7 @@ import streamlit as st
 import tracer
 from dashboard import _html, _ui
 
-_PAGE_SIZE = 100
+_PAGE_SIZE = 50  # every row is drawn on each load: a hundred were 0.03 s more of it (benchmarks/RESULTS.md §78)
 # What a header sorts by (its ``?sort=`` value, the column shown, the SQL) and which way first: text
 # from A, times and counts from the most. Ties fall to the newest, so a page boundary is stable.
 _SORTS = {

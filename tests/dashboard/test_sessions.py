@@ -8,6 +8,8 @@ import tracer
 from dashboard import _ui
 from tests.dashboard.conftest import app, drawn, follow, link_tables, no_exceptions, submit
 
+_PAGE = 50  # sessions a page
+
 
 def _sql(store, sql: str, params: list | None = None) -> list[tuple]:
     with tracer.Store(str(store), read_only=True) as s:
@@ -23,7 +25,7 @@ def test_sessions_lists_the_newest_production_sessions_first_each_a_link_to_its_
     no_exceptions(at)
     [table] = link_tables(at)
     newest = [sid for (sid,) in _sql(store, "SELECT session_id FROM sessions WHERE origin = 'production' "
-                                            "ORDER BY start_ns DESC, session_id LIMIT 100")]
+                                            f"ORDER BY start_ns DESC, session_id LIMIT {_PAGE}")]
     total = _sql(store, "SELECT count(*) FROM sessions WHERE origin = 'production'")[0][0]
     assert f"{total:,} production sessions match" in drawn(at)
     assert table.links == [f"/session?id={sid}" for sid in newest]
@@ -79,17 +81,18 @@ def test_filters_are_kept_in_the_url_and_by_the_sort_and_page_links(store):
 def test_more_sessions_than_a_page_get_page_links_and_a_count_of_those_shown(store):
     at = app("sessions", origin="all")
     total = _sql(store, "SELECT count(*) FROM sessions")[0][0]
-    assert total > 100, "the demo has more sessions than a page"
-    assert f"{total:,} sessions match; showing 1–100" in drawn(at)
+    assert total > _PAGE, "the demo has more sessions than a page"
+    assert f"{total:,} sessions match; showing 1–{_PAGE}" in drawn(at)
     pager = next(h.proto.body for h in at.get("html") if "next ›" in h.proto.body)
-    assert f"page 1 of {-(-total // 100)}" in pager
+    assert f"page 1 of {-(-total // _PAGE)}" in pager
     link = next(a for a in pager.split('"') if "page=2" in a)
     at = follow(link)
     no_exceptions(at)
     [table] = link_tables(at)
-    oldest = _sql(store, "SELECT session_id FROM sessions ORDER BY start_ns DESC, session_id LIMIT 100 OFFSET 100")
+    oldest = _sql(store, f"SELECT session_id FROM sessions ORDER BY start_ns DESC, session_id "
+                         f"LIMIT {_PAGE} OFFSET {_PAGE}")
     assert table.links == [f"/session?id={sid}" for (sid,) in oldest]
-    assert f"{total:,} sessions match; showing 101–" in drawn(at)
+    assert f"{total:,} sessions match; showing {_PAGE + 1}–" in drawn(at)
     # A sort or a new filter starts again from the first page: page 2 of the old order means nothing.
     [table] = link_tables(at)
     assert "page" not in table.sort_link("cost")

@@ -415,17 +415,18 @@ def test_verify_lists_reconstructed_calls_apart_without_failing(memory, db):
 
 def test_the_replay_page_marks_a_reconstructed_request_and_what_it_lacks(db, monkeypatch):
     from dashboard._source import DB_ENV, MODE_ENV
-    from tests.dashboard.conftest import app, no_exceptions
+    from tests.dashboard.conftest import app, drawn, no_exceptions
 
     genai_otlp_json(db, max_tokens=False)
     monkeypatch.setenv(DB_ENV, db)
     monkeypatch.setenv(MODE_ENV, "read_only")
     at = app("replay", id="go-1", turn="1")
     no_exceptions(at)
-    [marked] = [w.value for w in at.warning if "Reconstructed from semantic conventions" in w.value]
-    assert "(the OpenTelemetry GenAI conventions)" in marked and "no recorded hash to verify" in marked
-    assert "**max_tokens** was not recorded" in marked and "OpenAI function shape" in marked
-    assert not any("matches the hash recorded" in c.value for c in at.caption)
+    marked = drawn(at)
+    assert "Reconstructed from semantic conventions (the OpenTelemetry GenAI conventions)" in marked
+    assert "no recorded hash to verify" in marked
+    assert "max_tokens was not recorded" in marked and "OpenAI function shape" in marked
+    assert "matches the hash recorded" not in marked
 
 
 def test_a_foreign_call_is_reconstructed_through_the_serve_that_holds_the_store(tmp_path):
