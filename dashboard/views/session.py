@@ -586,8 +586,9 @@ _after = _ui.cached(_ui.after_deploy)
 
 
 def _after_deploy_box(session_id: str) -> None:
-    """Its online scores, outcome and review, folded (one line says what is in it), and the button that
-    queues it for review."""
+    """Its online scores, outcome and review: one line says what there is, and a link (``?after=1``)
+    shows them in full; then the button that queues it for review, or the link to its review. An
+    expander's body, collapsed, was drawn all the same on every load of the page."""
     after = _after(session_id)
     if st.session_state.pop("session_queued", None) == session_id:
         st.success("Queued for review: it waits on the Review page.", icon=":material/check:")
@@ -596,22 +597,23 @@ def _after_deploy_box(session_id: str) -> None:
              else "rated") if after.outcomes else "no outcome",
             "not reviewed" if after.review is None else "waiting for review" if after.review.verdict is None
             else f"reviewed {after.review.verdict}"]
-    # Its body is sent only once it is opened (as ``_ui.raw_json`` does): a collapsed expander's
-    # elements are drawn all the same, on every load of the page.
-    box = st.expander("After it ended: " + " · ".join(told), expanded=False, key="session_after", on_change="rerun")
-    if box.open:
-        with box:
-            _ui.show_after_deploy(after)
-    with st.container(horizontal=True):
-        if after.review is not None:
-            _ui.link("review", "Open it on the Review page", id=session_id)
-        # A plain button, not on_click: a failed write must raise inside the page body, as an error box.
-        elif st.button("Queue for review", key="session_queue_review", icon=":material/rate_review:",
-                       help="Puts it in the review queue (why: hand), for someone to give it a verdict."):
-            with _ui.source().writing() as store:
-                store.queue_reviews([session_id], "hand")
-            st.session_state["session_queued"] = session_id
-            st.rerun()
+    shown = _ui.param("after") == "1"
+    kept = {k: v for k, v in _ui.here().items() if k != "after"}
+    toggle = _ui.url("session", **kept, **({} if shown else {"after": 1}))
+    review = (f' · <a href="{_esc(_ui.url("review", id=session_id))}">Open it on the Review page</a>'
+              if after.review is not None else "")
+    _ui.draw(f'<p class="fr-note">After it ended: {_esc(" · ".join(told))} · '
+             f'<a href="{_esc(toggle)}">{"hide" if shown else "show"} the scores, outcome and review</a>{review}</p>')
+    if shown:
+        _ui.show_after_deploy(after)
+    # A plain button, not on_click: a failed write must raise inside the page body, as an error box.
+    if after.review is None and st.button(
+            "Queue for review", key="session_queue_review", icon=":material/rate_review:",
+            help="Puts it in the review queue (why: hand), for someone to give it a verdict."):
+        with _ui.source().writing() as store:
+            store.queue_reviews([session_id], "hand")
+        st.session_state["session_queued"] = session_id
+        st.rerun()
 
 
 def _task_box(s: tracer.SessionSummary, tree: tracer.SessionTree) -> None:

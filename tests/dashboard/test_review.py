@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import evals
 import tracer
 from dashboard import _source
-from tests.dashboard.conftest import app, click, metrics, no_exceptions
+from tests.dashboard.conftest import app, click, drawn, follow, html_links, metrics, no_exceptions
 from tracer._cli import main
 
 
@@ -170,10 +170,10 @@ def test_the_session_page_shows_scores_and_outcome_and_queues_by_hand(store):
         scores = s.session_scores(sid)
     at = app("session", id=sid)
     no_exceptions(at)
-    assert "not reviewed" in next(e.label for e in at.expander if e.label.startswith("After it ended"))
-    assert not any(m.value.startswith("**Outcome**") for m in at.markdown)  # sent once the box is opened
-    at.session_state["session_after"] = True
-    at.run()
+    assert "After it ended: " in drawn(at) and "not reviewed" in drawn(at)
+    assert not any(m.value.startswith("**Outcome**") for m in at.markdown)  # shown once asked for
+    at = follow(html_links(at)["show the scores, outcome and review"])
+    no_exceptions(at)
     shown = "\n".join(m.value for m in at.markdown)
     assert all(f"**{x.scorer}** {x.value:.2f}: {x.reason.split()[0]}" in shown for x in scores)
     assert "**Outcome**: :green-badge[resolved] · “customer thanked us” · support-lead via api" in shown
@@ -184,6 +184,7 @@ def test_the_session_page_shows_scores_and_outcome_and_queues_by_hand(store):
         assert [(r.session_id, r.queued_by) for r in s.reviews(pending=True, limit=1000) if r.session_id == sid] == [
             (sid, "hand")]
     assert not [b for b in at.button if b.label == "Queue for review"]
+    assert html_links(at)["Open it on the Review page"] == f"/review?id={sid}"
 
 
 def test_the_judges_agreement_with_reviewers_is_its_own_number(store):
