@@ -123,16 +123,16 @@ def _metrics(t: pd.Series) -> str:
     row1 = [
         _html.Metric("Sessions", f"{int(t['sessions']):,}"),
         _html.Metric("Completion rate", f"{t['ok'] / t['ended']:.1%}" if t["ended"] else "–",
-                   help="Sessions that ended with status `ok`, over all that ended (running ones are left out). It "
-                        "says the agent finished, not that the customer's problem was solved: that is the "
-                        "resolution rate, where outcomes are recorded."),
+                     help="Sessions that ended with status `ok`, over all that ended (running ones are left out). It "
+                          "says the agent finished, not that the customer's problem was solved: that is the "
+                          "resolution rate, where outcomes are recorded."),
         *([_resolution(t, outcomes)] if outcomes else []),
         _html.Metric("Cost", _ui.usd(t["cost_usd"] or 0.0) + (" +?" if unpriced else ""),
-                   help=f"{unpriced:,} calls have no known price and are not counted; see Costs." if unpriced
-                   else "Every call's model has a known price."),
+                     help=f"{unpriced:,} calls have no known price and are not counted; see Costs." if unpriced
+                     else "Every call's model has a known price."),
         _html.Metric("Tokens", _ui.tokens(t["tokens"]), help="Input (cached or not) and output tokens."),
         _html.Metric("Open alerts", f"{int(t['open_alerts']):,}",
-                   help="Open alerts last seen in this range, raised on these sessions."),
+                     help="Open alerts last seen in this range, raised on these sessions."),
     ]
     row2 = [
         _html.Metric("LLM call p50", _ui.ms(t["llm_p50"]), help="Latency of every LLM call attempt, retries included."),

@@ -630,13 +630,13 @@ def _task_box(s: tracer.SessionSummary, tree: tracer.SessionTree) -> None:
                       "parent's."),
         _html.note(f"{len(tree.nodes)} sessions, {_ui.usd(total)} in all. Click a session to open it."),
         _html.table(
-        [{"session": n.session_id[:13] + (" (this one)" if n.session_id == s.session_id else ""),
-          "agent": n.agent or "–", "status": n.status, "own cost": _ui.usd(n.cost_usd),
-          "with sub-agents": _ui.usd(n.subtree_cost_usd), "LLM calls": f"{n.llm_calls:,}", "tokens": f"{n.tokens:,}"}
-         for n in tree.nodes],
-        links=[None if n.session_id == s.session_id else _ui.url("session", id=n.session_id) for n in tree.nodes],
-        indent=[n.depth for n in tree.nodes], numeric=("own cost", "with sub-agents", "LLM calls", "tokens"),
-        tips={"with sub-agents": "Its cost and that of every session under it."}))
+            [{"session": n.session_id[:13] + (" (this one)" if n.session_id == s.session_id else ""),
+              "agent": n.agent or "–", "status": n.status, "own cost": _ui.usd(n.cost_usd),
+              "with sub-agents": _ui.usd(n.subtree_cost_usd), "LLM calls": f"{n.llm_calls:,}",
+              "tokens": f"{n.tokens:,}"} for n in tree.nodes],
+            links=[None if n.session_id == s.session_id else _ui.url("session", id=n.session_id) for n in tree.nodes],
+            indent=[n.depth for n in tree.nodes], numeric=("own cost", "with sub-agents", "LLM calls", "tokens"),
+            tips={"with sub-agents": "Its cost and that of every session under it."}))
 
 
 def _pickers(indexes: list[int], by_index: dict[int, tracer.Turn], marks: dict[int, list[tuple[str, str]]],
@@ -650,7 +650,7 @@ def _pickers(indexes: list[int], by_index: dict[int, tracer.Turn], marks: dict[i
                  "Decision", "turn", {str(i): str(i) for i in indexes}, str(current),
                  tips={str(i): _decision_label(by_index[i], marks.get(i, [])) for i in indexes},
                  marks={str(i): kind for i, kind in worst.items()})),
-             f'<p class="fr-note">{_esc(label)} {_badges(marks.get(current, []))}</p>',
+             f'<div class="fr"><p class="fr-note">{_esc(label)} {_badges(marks.get(current, []))}</p></div>',
              _html.switches("session", _ui.here(), _html.Switch("View", "view", _VIEWS, view)))
 
 
