@@ -6,12 +6,14 @@ import pytest
 from click.testing import CliRunner
 
 import tracer
+from dashboard.testing import free_port
 from tests.tracer.test_store import locked_store  # noqa: F401  (fixture)
 from tracer._cli import main
 
 
 def test_dashboard_on_a_missing_store_says_how_to_make_one(tmp_path):
-    result = CliRunner().invoke(main, ["dashboard", "--db", str(tmp_path / "nope.duckdb")])
+    # A free port, not the default: a dashboard already on 8501 (`make demo`) must not decide this test.
+    result = CliRunner().invoke(main, ["dashboard", "--db", str(tmp_path / "nope.duckdb"), "--port", str(free_port())])
     assert result.exit_code == 2
     assert "no trace store at" in result.output and "make demo" in result.output
     assert "Traceback" not in result.output and "http://" not in result.output
@@ -19,7 +21,7 @@ def test_dashboard_on_a_missing_store_says_how_to_make_one(tmp_path):
 
 def test_dashboard_on_a_store_another_process_writes_names_it_and_points_at_serve(locked_store):  # noqa: F811
     path, pid = locked_store
-    result = CliRunner().invoke(main, ["dashboard", "--db", str(path)])
+    result = CliRunner().invoke(main, ["dashboard", "--db", str(path), "--port", str(free_port())])
     assert result.exit_code == 2
     assert "Traceback" not in result.output and "http://" not in result.output
     assert f"process {pid}" in result.output and "flightrec serve" in result.output
