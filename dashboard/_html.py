@@ -34,8 +34,6 @@ STYLE = """<style>
 .fr-ml{font-size:0.875rem;line-height:1.6;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .fr-mv{font-size:2.25rem;line-height:1.3;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .fr-mn{font-size:0.875rem;color:#808495}
-.fr-mn.good{color:#09ab3b}
-.fr-mn.bad{color:#ff2b2b}
 .fr-links{display:flex;flex-direction:column;justify-content:center;gap:0.25rem;font-size:0.875rem}
 .fr-panels{display:grid;gap:1rem}
 .fr-h{font-size:1.5rem;font-weight:600;margin:1rem 0 0.5rem;padding:0}
@@ -107,9 +105,10 @@ def table(rows: Sequence[Mapping[str, str]], *, links: Sequence[str | None], num
     """A table, each row's first cell a link that opens its page in this tab; the link covers its
     row, so a click anywhere on the row opens it. ``st.dataframe``'s grid costs the browser ~0.35–0.6 s
     of main-thread time on every load of a page it is on (``benchmarks/RESULTS.md`` §61, §63, §65);
-    this costs next to nothing for a hundred rows, but every row is drawn: page or cap the rows (a few
-    hundred at most). A click loads the page anew, so whatever the target needs must be in the link's
-    query; sorting is the caller's, by header links (``sorts``). No rows: no table.
+    this costs far less, but every row is still drawn and sanitised (a hundred rows of a dozen cells:
+    0.03–0.05 s of a warm load, §78): page or cap the rows. A click loads the page anew, so whatever
+    the target needs must be in the link's query; sorting is the caller's, by header links (``sorts``).
+    No rows: no table.
 
     Args:
         rows: The cells, already written as shown; the first row's keys are the headers.
@@ -157,9 +156,7 @@ class Metric:
     help: str | None = None
     """What the number means: the label's tooltip."""
     note: str | None = None
-    """A line under the value (a change, or what it is out of)."""
-    tone: Literal["good", "bad"] | None = None
-    """The note's colour: green, red, or grey."""
+    """A grey line under the value (what it is out of)."""
 
 
 Links = Sequence[tuple[str, str]]
@@ -173,7 +170,7 @@ def metrics(*rows: Sequence[Metric | Links]) -> str:
         if not isinstance(m, Metric):
             return '<div class="fr-links">' + "".join(f'<a href="{html.escape(href)}">{html.escape(label)}</a>'
                                                       for label, href in m) + "</div>"
-        below = f'<div class="fr-mn {m.tone or ""}">{html.escape(m.note)}</div>' if m.note else ""
+        below = f'<div class="fr-mn">{html.escape(m.note)}</div>' if m.note else ""
         return (f'<div class="fr-metric"><div class="fr-ml"{_tip(m.help)}>{html.escape(m.label)}</div>'
                 f'<div class="fr-mv">{html.escape(m.value)}</div>{below}</div>')
 

@@ -139,8 +139,6 @@ class _MetricParser(HTMLParser):
                 self._part = part
                 if part == "fr-ml" and dict(attrs).get("title"):
                     self.metrics[-1]["help"] = dict(attrs)["title"] or ""
-                if part == "fr-mn":
-                    self.metrics[-1]["tone"] = next((c for c in classes if c in ("good", "bad")), "")
 
     def handle_data(self, data: str) -> None:
         if self._part is not None:
@@ -156,7 +154,7 @@ def metrics(at: AppTest) -> dict[str, _html.Metric]:
     parser = _MetricParser()
     for element in at.get("html"):
         parser.feed(element.proto.body)
-    return {m["fr-ml"]: _html.Metric(m["fr-ml"], m["fr-mv"], m.get("help"), m.get("fr-mn"), m.get("tone") or None)
+    return {m["fr-ml"]: _html.Metric(m["fr-ml"], m["fr-mv"], m.get("help"), m.get("fr-mn"))
             for m in parser.metrics}
 
 
