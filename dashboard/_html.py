@@ -147,6 +147,15 @@ def table(rows: Sequence[Mapping[str, str]], *, links: Sequence[str | None], num
     return f'<div class="fr-scroll"><table class="fr-table"><tr>{head}</tr>{body}</table></div>'
 
 
+def pager(page_name: str, query: Mapping[str, Any], page: int, pages: int) -> str:
+    """Links to the first, previous, next and last pages of a list, with the page shown (``?page=N``)."""
+    def to(n: int, label: str) -> str:
+        return f'<a href="{html.escape(url(page_name, **query, page=n))}">{label}</a>' if n != page else label
+
+    return (f'<p class="fr-note">{to(1, "« first")} · {to(max(1, page - 1), "‹ previous")} · '
+            f"page {page:,} of {pages:,} · {to(min(pages, page + 1), 'next ›')} · {to(pages, 'last »')}</p>")
+
+
 @dataclass(frozen=True)
 class Metric:
     """A headline number as ``metrics`` shows it."""

@@ -15,7 +15,7 @@ from dashboard import _html, _ui
 
 _STATUSES = ("open", "acknowledged", "resolved")
 _SEVERITIES = ("critical", "warning", "info")
-_LIST_LIMIT = 500
+_PAGE_SIZE = 50  # every row is drawn on each load (_html.table)
 _SEVERITY_COLORS = {"critical": "red", "warning": "orange", "info": "blue"}
 
 
@@ -25,7 +25,7 @@ def _families() -> list[str]:
 
 
 @_ui.cached
-def _alerts(statuses: tuple[str, ...], severities: tuple[str, ...], families: tuple[str, ...], view: str):
+def _alerts(statuses: tuple[str, ...], severities: tuple[str, ...], families: tuple[str, ...], view: str, page: int):
     clauses, params = _ui.where_in({"status": statuses, "severity": severities, "family": families})
     seen, seen_params = _ui.alerts_in(view)
     if seen:
@@ -37,7 +37,7 @@ def _alerts(statuses: tuple[str, ...], severities: tuple[str, ...], families: tu
             FROM alerts a {where}
             ORDER BY CASE status WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END,
                      CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, last_seen_ns DESC
-            LIMIT ?""", [*params, _LIST_LIMIT])
+            LIMIT ? OFFSET ?""", [*params, _PAGE_SIZE, page * _PAGE_SIZE])
     return total, rows
 
 
@@ -47,45 +47,56 @@ def _alert(alert_id: str) -> tracer.AlertRecord:
 
 
 def _chosen(name: str, options: tuple[str, ...] | list[str], default: list[str]) -> list[str]:
-    """A filter's starting value: the URL's (``?status=open,acknowledged``), else ``default``."""
-    asked = _ui.param(name)
-    return [v for v in asked.split(",") if v in options] if asked else default
+    """A filter's values: the URL's (``?status=open&status=acknowledged``, or an older link's
+    ``?status=open,acknowledged``), else ``default``. A submitted form (``filtered=1``) with none ticked
+    filters nothing."""
+    asked = [v for value in st.query_params.get_all(name) for v in value.split(",")]
+    if not asked:
+        return [] if _ui.param("filtered") else default
+    return [v for v in asked if v in options]
 
 
 def _alert_list() -> None:
     families = _families()
     view = _ui.origin_view()
-    _ui.draw(_html.switches("alerts", _ui.here(), _ui.origin_switch(view)))
-    c1, c2, c3 = st.columns(3)
-    statuses = c1.multiselect("Status", _STATUSES, default=_chosen("status", _STATUSES, ["open", "acknowledged"]),
-                              key="alerts_status")
-    severities = c2.multiselect("Severity", _SEVERITIES, default=_chosen("severity", _SEVERITIES, []),
-                                key="alerts_severity")
-    chosen_families = c3.multiselect("Detector family", families, default=_chosen("family", families, []),
-                                     key="alerts_family")
+    statuses = _chosen("status", _STATUSES, ["open", "acknowledged"])
+    severities = _chosen("severity", _SEVERITIES, [])
+    chosen_families = _chosen("family", families, [])
     for name, values in (("status", statuses), ("severity", severities), ("family", chosen_families)):
         if values:
-            st.query_params[name] = ",".join(values)
+            st.query_params[name] = values
         else:
             st.query_params.pop(name, None)
-    total, rows = _alerts(tuple(statuses), tuple(severities), tuple(chosen_families), view)
-    st.caption(f"{total:,} alerts match" + (f"; showing the first {len(rows):,}" if total > len(rows) else ""))
+    kept = {"origin": view, "filtered": 1}
+    _ui.draw(_html.switches("alerts", _ui.here(), _ui.origin_switch(view)),
+             _html.filters("alerts", kept=kept, fields=[_html.boxes_field("status", _STATUSES, statuses),
+                                                         _html.boxes_field("severity", _SEVERITIES, severities),
+                                                         _html.boxes_field("family", families, chosen_families)]))
+    page = max(1, _ui.int_param("page") or 1)
+    total, rows = _alerts(tuple(statuses), tuple(severities), tuple(chosen_families), view, page - 1)
+    pages = max(1, -(-total // _PAGE_SIZE))
+    if page > pages:  # an old link, or fewer alerts than when it was made: the last page
+        page = pages
+        total, rows = _alerts(tuple(statuses), tuple(severities), tuple(chosen_families), view, page - 1)
+    first = (page - 1) * _PAGE_SIZE
+    count = _html.note(f"{total:,} alerts match" + (f"; showing {first + 1:,}–{first + len(rows):,}"
+                                                    if total > len(rows) else "")
+                       + ". Click a row to open its alert: its evidence and the sessions it points at.")
     if rows.empty:
+        _ui.draw(count)
         # The detectors judge production only unless asked (`flightrec detect --origin`).
         st.info("No alert matches. Widen the filters (resolved alerts are hidden by default), or run the "
                 "detectors with `flightrec detect`" + ("." if view in ("production", "all") else
                                                        f" (`--origin` for {_ui.ORIGIN_VIEWS[view].sessions})."))
         return
     # The key columns (what happened, last seen) first, in view at 1440 px.
-    table = rows.assign(last_seen=[_ui.when(ns) for ns in rows["last_seen_ns"]])[
-        ["severity", "status", "title", "last_seen", "count", "detector", "route", "alert_id"]]
-    st.caption("Click a row to open its alert: its evidence and the sessions it points at.")
-    _ui.table(table, key="alerts_table", opens=lambda row: ("alerts", {"alert": row["alert_id"]}), column_config={
-        "title": st.column_config.TextColumn("what happened", width="large"),
-        "count": st.column_config.NumberColumn("seen", format="%d×"),
-        "last_seen": st.column_config.TextColumn("last seen"),
-        "alert_id": st.column_config.TextColumn("alert", width="small"),
-    })
+    shown = [{"severity": r.severity, "status": r.status, "what happened": r.title,
+              "last seen": _ui.when(r.last_seen_ns), "seen": f"{int(r.count):,}×", "detector": r.detector,
+              "route": r.route or "–", "alert": r.alert_id} for r in rows.itertuples()]
+    query = {**kept, "status": statuses, "severity": severities, "family": chosen_families}
+    _ui.draw(count, _html.table(shown, links=[_ui.url("alerts", alert=a) for a in rows["alert_id"]],
+                                numeric=("seen",), wrap=("what happened",)),
+             _html.pager("alerts", query, page, pages) if pages > 1 else "")
 
 
 def _label(key: str) -> str:

@@ -5,7 +5,6 @@ Production sessions by default (the origin switch shows eval trials, replays and
 the sessions of one route (the Evals page's run beside production links to them).
 """
 
-import html
 
 import streamlit as st
 
@@ -177,16 +176,7 @@ def render() -> None:
                          wrap=("why it ended",), sorts=sorts, sorted_by=(sorted_col, desc),
                          tips={"session": "The session id's first characters.",
                                "cost": "Unknown: a call has no known price."}),
-             _pager(query | {"sort": sort, "desc": int(desc)}, page, pages) if pages > 1 else "")
-
-
-def _pager(query: dict[str, object], page: int, pages: int) -> str:
-    """Links to the first, previous, next and last pages, with the page shown."""
-    def to(n: int, label: str) -> str:
-        return f'<a href="{html.escape(_ui.url("sessions", **query, page=n))}">{label}</a>' if n != page else label
-
-    return (f'<p class="fr-note">{to(1, "« first")} · {to(max(1, page - 1), "‹ previous")} · '
-            f"page {page:,} of {pages:,} · {to(min(pages, page + 1), 'next ›')} · {to(pages, 'last »')}</p>")
+             _html.pager("sessions", query | {"sort": sort, "desc": int(desc)}, page, pages) if pages > 1 else "")
 
 
 _ui.guarded(render, live=True)

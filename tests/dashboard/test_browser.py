@@ -153,10 +153,10 @@ def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_promp
     # A loop guard's alert points at the turn where the guard stopped the loop; else any loop alert's first turn.
     loops = [(k, r) for k, r in enumerate(rows[:10]) if r[1].startswith("loop.") and r[2]]
     row, (alert_id, _, turns) = next((x for x in loops if x[1][1] == "loop.guard"), loops[0])
-    _sidebar(browser, dashboard, screenshots, "alerts", f"{_TABLES} > 0")
+    _sidebar(browser, dashboard, screenshots, "alerts", "document.querySelector('.fr-table') !== null")
 
-    # 1. alert -> session -> the looping decision
-    browser.click_row(0, row)
+    # 1. alert -> session -> the looping decision: a click on the row's text, not its link
+    browser.click(".fr-table tr:has(td:first-child a) td:nth-child(3)", index=row)
     # The URL changes as the script starts its run: wait for the alert's links it then draws.
     _step(browser, screenshots, "1-alert", f"location.search.includes('alert={alert_id}') && "
                                            f"document.body.innerText.includes('turn {turns[0]} of that session')")

@@ -16,8 +16,14 @@ def test_why_a_session_ended_comes_first_on_sessions(store, origin):
     assert headers.index("why it ended") <= 4, headers
 
 
+def test_what_happened_and_when_come_first_on_alerts(store):
+    at = app("alerts")
+    no_exceptions(at)
+    headers = link_tables(at)[0].headers
+    assert headers.index("what happened") <= 4 and headers.index("last seen") <= 4, headers
+
+
 @pytest.mark.parametrize(("page", "table", "key_columns"), [
-    ("alerts", 0, ["title", "last_seen"]),  # what happened, last seen
     ("evals", -1, ["why"]),  # why the candidate failed, in the comparison of two runs
 ])
 def test_key_columns_come_first(store, page, table, key_columns):

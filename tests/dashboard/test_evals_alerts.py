@@ -3,9 +3,11 @@ detectors' alerts)."""
 
 from __future__ import annotations
 
+import duckdb
+
 import evals
 import tracer
-from tests.dashboard.conftest import app, click, link_tables, no_exceptions
+from tests.dashboard.conftest import app, click, drawn, follow, link_tables, no_exceptions, submit
 
 
 def _metrics(at) -> dict[str, str]:
@@ -98,17 +100,26 @@ def test_evals_unknown_run_is_a_clear_error(store):
 
 
 def test_alerts_lists_open_and_acknowledged_alerts(store):
+    with duckdb.connect(str(store)) as con:  # one resolved alert, which the default filter hides
+        con.execute("UPDATE alerts SET status = 'resolved' WHERE alert_id = (SELECT min(alert_id) FROM alerts)")
     with tracer.Store(str(store), read_only=True) as s:
-        active = [a for a in s.alerts(limit=1000) if a.status != "resolved"]
+        all_alerts = s.alerts(limit=1000)
+        active = [a for a in all_alerts if a.status != "resolved"]
         critical = [a for a in active if a.severity == "critical"]
     at = app("alerts")
     no_exceptions(at)
-    assert at.caption[0].value == f"{len(active):,} alerts match"
-    assert len(at.dataframe[0].value) == len(active)
-    at = app("alerts", severity="critical")
+    shown = min(50, len(active))  # a page
+    assert f"{len(active):,} alerts match" + (f"; showing 1–{shown}." if len(active) > shown else ".") in drawn(at)
+    assert len(link_tables(at)[0].rows) == shown
+    # The form ticked with no status lists every status, resolved ones too.
+    everything = submit(app("alerts"), status=[])
+    assert f"{len(all_alerts):,} alerts match" in drawn(everything) and len(all_alerts) > len(active)
+    at = submit(at, severity=["critical"])
     no_exceptions(at)
-    assert at.dataframe[0].value["alert_id"].tolist() == [a.alert_id for a in critical]
-    click(at, "alerts_table", 0, "title")
+    [table] = link_tables(at)
+    assert table.column("alert") == [a.alert_id for a in critical][:50]
+    assert at.query_params["status"] == ["open", "acknowledged"]  # the default, kept by the form
+    at = follow(table.links[0])
     no_exceptions(at)
     assert at.query_params["alert"] == critical[0].alert_id and at.subheader[0].value.endswith(critical[0].title)
 

@@ -83,9 +83,9 @@ def test_open_alerts_and_the_alert_chart_follow_the_origin_switch(store):
     assert "No alert observed" not in drawn  # the chart has the trial's alert
     assert "origin=evals" in html_links(at)["See the alerts"]
     # The Alerts page follows the same switch.
-    listed = {view: app("alerts", origin=view).dataframe[0].value["alert_id"].tolist() for view in ("evals", "all")}
+    listed = {view: link_tables(app("alerts", origin=view))[0].column("alert") for view in ("evals", "all")}
     assert listed["evals"] == ["on-a-trial"] and {"on-a-trial", "on-no-sess"} <= set(listed["all"])
-    production = app("alerts").dataframe[0].value["alert_id"].tolist()
+    production = link_tables(app("alerts"))[0].column("alert")
     assert "on-no-sess" in production and "on-a-trial" not in production
 
 
