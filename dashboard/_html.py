@@ -84,6 +84,11 @@ def _tip(text: str | None) -> str:
     return f' title="{html.escape(text.replace("`", ""))}"' if text else ""
 
 
+def link(text: str, href: str) -> str:
+    """A link to ``href`` (``url``'s) in this tab, reading ``text``."""
+    return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
+
+
 def heading(text: str, *, help: str | None = None) -> str:
     """A section's title, as ``st.subheader`` writes it; ``help`` is its tooltip."""
     return f'<h3 class="fr-h"{_tip(help)}>{html.escape(text)}</h3>'
@@ -177,8 +182,7 @@ def metrics(*rows: Sequence[Metric | Links]) -> str:
     items side by side."""
     def item(m: Metric | Links) -> str:
         if not isinstance(m, Metric):
-            return '<div class="fr-links">' + "".join(f'<a href="{html.escape(href)}">{html.escape(label)}</a>'
-                                                      for label, href in m) + "</div>"
+            return '<div class="fr-links">' + "".join(link(label, href) for label, href in m) + "</div>"
         below = f'<div class="fr-mn">{html.escape(m.note)}</div>' if m.note else ""
         return (f'<div class="fr-metric"><div class="fr-ml"{_tip(m.help)}>{html.escape(m.label)}</div>'
                 f'<div class="fr-mv">{html.escape(m.value)}</div>{below}</div>')
@@ -262,6 +266,6 @@ def filters(page: str, *, kept: Mapping[str, Any], fields: Sequence[str], submit
     hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(str(v))}">'
                      for k, v in kept.items() if v not in (None, "", []))
     button = f'<button type="submit">{html.escape(submit)}</button>'
-    reset = f'<a href="{html.escape(url(page, **kept))}">Clear the filters</a>' if clear else ""
+    reset = link("Clear the filters", url(page, **kept)) if clear else ""
     return (f'<form class="fr-form" method="get" action="/{page}" role="search">{hidden}{"".join(fields)}'
             f"{button}{reset}</form>")

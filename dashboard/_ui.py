@@ -209,6 +209,36 @@ def link_table(rows: Sequence[dict[str, str]], **kw: Any) -> None:
         draw(_html.table(rows, **kw))
 
 
+R = TypeVar("R", bound=tuple)
+
+
+def paged(fetch: Callable[[int], R], size: int) -> tuple[int, int, R]:
+    """A list's page from the URL (``?page=N``, 1 first): the page, the count of pages, and
+    ``fetch(index)``'s answer for it, a tuple whose first item is how many rows match. A page past the
+    last (an old link, or fewer rows than when it was made) is the last."""
+    page = max(1, int_param("page") or 1)
+    got = fetch(page - 1)
+    pages = max(1, -(-got[0] // size))
+    if page > pages:
+        page = pages
+        got = fetch(page - 1)
+    return page, pages, got
+
+
+def matching(total: int, what: str, first: int, shown: int) -> str:
+    """How many of ``what`` match, and which are shown when not all are: "120 alerts match; showing 51–100"."""
+    return f"{total:,} {what} match" + (f"; showing {first + 1:,}–{first + shown:,}" if total > shown else "")
+
+
+def to_url(choices: dict[str, Any]) -> None:
+    """Writes a page's choices back to its URL, so that it stays a deep link; an empty one is left out."""
+    for name, value in choices.items():
+        if value:
+            st.query_params[name] = value
+        else:
+            st.query_params.pop(name, None)
+
+
 def here() -> dict[str, Any]:
     """The page's URL query now, for links that change one choice and keep the others: a parameter
     given more than once is a list."""

@@ -62,25 +62,15 @@ def _alert_list() -> None:
     statuses = _chosen("status", _STATUSES, ["open", "acknowledged"])
     severities = _chosen("severity", _SEVERITIES, [])
     chosen_families = _chosen("family", families, [])
-    for name, values in (("status", statuses), ("severity", severities), ("family", chosen_families)):
-        if values:
-            st.query_params[name] = values
-        else:
-            st.query_params.pop(name, None)
+    _ui.to_url({"status": statuses, "severity": severities, "family": chosen_families})
     kept = {"origin": view, "filtered": 1}
     _ui.draw(_html.switches("alerts", _ui.here(), _ui.origin_switch(view)),
              _html.filters("alerts", kept=kept, fields=[_html.boxes_field("status", _STATUSES, statuses),
                                                          _html.boxes_field("severity", _SEVERITIES, severities),
                                                          _html.boxes_field("family", families, chosen_families)]))
-    page = max(1, _ui.int_param("page") or 1)
-    total, rows = _alerts(tuple(statuses), tuple(severities), tuple(chosen_families), view, page - 1)
-    pages = max(1, -(-total // _PAGE_SIZE))
-    if page > pages:  # an old link, or fewer alerts than when it was made: the last page
-        page = pages
-        total, rows = _alerts(tuple(statuses), tuple(severities), tuple(chosen_families), view, page - 1)
-    first = (page - 1) * _PAGE_SIZE
-    count = _html.note(f"{total:,} alerts match" + (f"; showing {first + 1:,}–{first + len(rows):,}"
-                                                    if total > len(rows) else "")
+    page, pages, (total, rows) = _ui.paged(
+        lambda index: _alerts(tuple(statuses), tuple(severities), tuple(chosen_families), view, index), _PAGE_SIZE)
+    count = _html.note(_ui.matching(total, "alerts", (page - 1) * _PAGE_SIZE, len(rows))
                        + ". Click a row to open its alert: its evidence and the sessions it points at.")
     if rows.empty:
         _ui.draw(count)

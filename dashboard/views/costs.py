@@ -8,7 +8,6 @@ A sub-agent's session (``parent_session_id``) is a session of its own here, with
 cost; the top sessions also rank each session by its cost with its sub-agents' ("with sub-agents").
 """
 
-import html
 
 import pandas as pd
 import streamlit as st
@@ -285,7 +284,7 @@ def _top_sessions_html(span: _ui.TimeRange, view: str, group: tuple[str, str] | 
     else:
         every = _ui.url("costs", **{k: v for k, v in _ui.here().items() if k != group[0]})
         head = (_html.heading(f"Most expensive sessions of {group[0]} {group[1]}")
-                + f'<p><a href="{html.escape(every)}">All sessions, of every {group[0]}</a></p>')
+                + f"<p>{_html.link(f'All sessions, of every {group[0]}', every)}</p>")
     rows, ids = _top_sessions(span.lo, span.hi, view, group)
     if not rows:
         return head + _html.note("No session started in this range." if group is None else

@@ -80,7 +80,8 @@ def _pick() -> tuple[str | None, int]:
 
 
 def _turn_links(session_id: str, turn: int, turns: pd.DataFrame) -> str:
-    """Every decision of the session as a link, its tooltip what it decided."""
+    """Every decision of the session as a link, its tooltip what it decided. A link keeps the session
+    alone: an open editor (``edit=1``) holds one turn's edits, which mean nothing for another turn."""
     said = {str(t.turn): f"turn {t.turn}: {t.action}" + (f" {t.tools}" if isinstance(t.tools, str) else "")
             for t in turns.itertuples()}
     return _html.switches("replay", {"id": session_id}, _html.Switch("Turn", "turn", {k: k for k in said}, str(turn),
@@ -478,13 +479,13 @@ def render() -> None:
         _ui.draw(strip)
         _ui.show_error(exc)
         _ui.draw(_html.note("Pick another session or turn above, or find the session on the Sessions page: ")
-                 + f'<p><a href="{html.escape(_ui.url("sessions", q=session_id))}">Sessions</a></p>')
+                 + f"<p>{_html.link('Sessions', _ui.url('sessions', q=session_id))}</p>")
         return
     origin = _html.note(f"This session is a {rec.origin.replay_kind} of session {rec.origin.replay_session}, "
                         f"turn {rec.origin.replay_turn}.") if rec.origin.replay_session else ""
     # The recorded decision and the request that made it, side by side, as one element (``_html``).
     _ui.draw(strip, origin,
-             f'<p><a href="{html.escape(_ui.url("session", id=rec.session_id, turn=turn))}">Open this session</a></p>',
+             f"<p>{_html.link('Open this session', _ui.url('session', id=rec.session_id, turn=turn))}</p>",
              f'<div class="fr-pair">{_decision(rec.decision, f"<b>Recorded decision</b> · turn {turn}")}'
              f"{_request(rec)}</div>")
     _ui.raw_json("Request JSON", rec.request)

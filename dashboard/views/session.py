@@ -196,7 +196,7 @@ def _fold(count: int) -> range:
 def _folded(hidden: range) -> str:
     every = _ui.url("session", **(_ui.here() | {"messages": "all"}))
     return (f'<div class="fold">{len(hidden)} messages hidden ({hidden.start}–{hidden.stop - 1}) · '
-            f'<a href="{_esc(every)}">show them</a></div>')
+            f"{_html.link('show them', every)}</div>")
 
 
 def _text(value: str) -> str:
@@ -382,7 +382,7 @@ def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
         return
     request = _request(sid, turn.index)
     seen = "" if isinstance(request, str) else _conversation(request, _messages_cut(account, turn, call))
-    replay_it = f'<p><a href="{_esc(_ui.url("replay", id=sid, turn=turn.index))}">Replay this turn</a></p>'
+    replay_it = f"<p>{_html.link('Replay this turn', _ui.url('replay', id=sid, turn=turn.index))}</p>"
     # One element for the whole decision, its two columns side by side: each element costs the
     # browser its own drawing on every load (``_html``).
     st.html(_CSS + f'<div class="fr cols"><div>{_what_it_did(call, turn)}<h4>What the model saw <span class="muted">'
@@ -600,10 +600,10 @@ def _after_deploy_box(session_id: str) -> None:
     shown = _ui.param("after") == "1"
     kept = {k: v for k, v in _ui.here().items() if k != "after"}
     toggle = _ui.url("session", **kept, **({} if shown else {"after": 1}))
-    review = (f' · <a href="{_esc(_ui.url("review", id=session_id))}">Open it on the Review page</a>'
+    review = (" · " + _html.link("Open it on the Review page", _ui.url("review", id=session_id))
               if after.review is not None else "")
     _ui.draw(f'<p class="fr-note">After it ended: {_esc(" · ".join(told))} · '
-             f'<a href="{_esc(toggle)}">{"hide" if shown else "show"} the scores, outcome and review</a>{review}</p>')
+             + _html.link(f"{'hide' if shown else 'show'} the scores, outcome and review", toggle) + f"{review}</p>")
     if shown:
         _ui.show_after_deploy(after)
     # A plain button, not on_click: a failed write must raise inside the page body, as an error box.
@@ -701,7 +701,7 @@ def render() -> None:
     links += [(f"{a.severity}: {a.title[:60]}", _ui.url("alerts", alert=a.alert_id)) for a in alerts.itertuples()]
     st.html(_CSS + f'<div class="fr"><div>{said}</div><div class="grid" style="grid-template-columns:'
             f'repeat({len(totals)},1fr)">' + "".join(f"<div><small>{k}</small><b>{v}</b></div>" for k, v in totals)
-            + "</div>" + ("<p>" + " · ".join(f'<a href="{_esc(u)}">{_esc(label)}</a>' for label, u in links) + "</p>"
+            + "</div>" + ("<p>" + " · ".join(_html.link(label, u) for label, u in links) + "</p>"
                           if links else "") + "</div>")
     _task_box(s, tree)
     _after_deploy_box(s.session_id)

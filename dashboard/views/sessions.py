@@ -136,29 +136,17 @@ def render() -> None:
     sort, desc = _sort()
     query = {"origin": view, "run": run, "route": route, "q": search or None, "agent": chosen_agents,
              "status": chosen_status}
-    for name, value in query.items():
-        if value:
-            st.query_params[name] = value
-        else:
-            st.query_params.pop(name, None)
+    _ui.to_url(query)
     kept = {"origin": view, "run": run, "route": route, "sort": sort, "desc": int(desc)}
     _ui.draw(_html.switches("sessions", _ui.here(), _ui.origin_switch(view)),
              _html.filters("sessions", kept=kept, clear=bool(search or chosen_agents or chosen_status), fields=[
                  _html.search_field("q", search, "Search: a session id, or text the agent or its tools said"),
                  _html.boxes_field("agent", agents, chosen_agents),
                  _html.boxes_field("status", statuses, chosen_status)]))
-    page = max(1, _ui.int_param("page") or 1)
-    total, rows, ids = _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)),
-                                 run, route, sort, desc, page - 1, view != "production")
-    pages = max(1, -(-total // _PAGE_SIZE))
-    if page > pages:  # an old link, or fewer sessions than when it was made: the last page
-        page = pages
-        total, rows, ids = _sessions(search, tuple(chosen_agents), tuple(chosen_status),
-                                     tuple(_ui.origin_values(view)), run, route, sort, desc, page - 1,
-                                     view != "production")
-    first = (page - 1) * _PAGE_SIZE
-    count = _html.note(f"{total:,} {_ui.ORIGIN_VIEWS[view].sessions} match"
-                       + (f"; showing {first + 1:,}–{first + len(rows):,}" if total > len(rows) else "")
+    page, pages, (total, rows, ids) = _ui.paged(
+        lambda index: _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)),
+                                run, route, sort, desc, index, view != "production"), _PAGE_SIZE)
+    count = _html.note(_ui.matching(total, _ui.ORIGIN_VIEWS[view].sessions, (page - 1) * _PAGE_SIZE, len(rows))
                        + ". Click a session to open it, a column's header to sort by it.")
     if not rows:
         _ui.draw(count)

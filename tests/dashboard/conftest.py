@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -61,6 +62,17 @@ def click(at: AppTest, key: str, row: int, column: str) -> AppTest:
     return at.run()
 
 
+P = TypeVar("P", bound=HTMLParser)
+
+
+def _parsed(at: AppTest, parser: P) -> P:
+    """``parser`` fed every HTML element of the page, in order."""
+    for element in at.get("html"):
+        parser.feed(element.proto.body)
+        parser.feed(" ")  # elements are blocks: one's last word is not the next one's first
+    return parser
+
+
 @dataclass
 class Table:
     """An HTML table of ``_ui.link_table`` as the browser gets it: the text of each cell, and the links."""
@@ -112,9 +124,7 @@ class _TableParser(HTMLParser):
 
 def link_tables(at: AppTest) -> list[Table]:
     """Every ``_ui.link_table`` on the page, in order."""
-    parser = _TableParser()
-    for element in at.get("html"):
-        parser.feed(element.proto.body)
+    parser = _parsed(at, _TableParser())
     tables = []
     for head, *body in parser.tables:
         names = [text.rstrip(" ↑↓") for text, _ in head]
@@ -151,9 +161,7 @@ class _MetricParser(HTMLParser):
 
 def metrics(at: AppTest) -> dict[str, _html.Metric]:
     """Every ``_html.metrics`` number on the page, by label, as the browser gets it."""
-    parser = _MetricParser()
-    for element in at.get("html"):
-        parser.feed(element.proto.body)
+    parser = _parsed(at, _MetricParser())
     return {m["fr-ml"]: _html.Metric(m["fr-ml"], m["fr-mv"], m.get("help"), m.get("fr-mn"))
             for m in parser.metrics}
 
@@ -181,9 +189,7 @@ class _LinkParser(HTMLParser):
 
 def html_links(at: AppTest) -> dict[str, str]:
     """The links drawn in the page's HTML elements, as their text to their target."""
-    parser = _LinkParser()
-    for element in at.get("html"):
-        parser.feed(element.proto.body)
+    parser = _parsed(at, _LinkParser())
     return parser.links
 
 
@@ -205,9 +211,7 @@ def submit(at: AppTest, **fields: str | list[str]) -> AppTest:
     """Submits the page's form as the browser does (a GET form: its fields become the URL's query) with
     ``fields`` set, a text input's to its text and a set of checkboxes to the values ticked (a list),
     and opens the page it leads to. A field or a value the form does not have fails the test."""
-    parser = _FormParser()
-    for element in at.get("html"):
-        parser.feed(element.proto.body)
+    parser = _parsed(at, _FormParser())
     assert parser.action is not None, "no form on the page"
     pairs: list[tuple[str, str]] = []
     for f in parser.fields:
@@ -250,10 +254,7 @@ class _TextParser(HTMLParser):
 
 def drawn(at: AppTest) -> str:
     """The text the page's HTML elements show (``_ui.draw``'s), as one line."""
-    parser = _TextParser()
-    for element in at.get("html"):
-        parser.feed(element.proto.body)
-        parser.text.append(" ")
+    parser = _parsed(at, _TextParser())
     return " ".join("".join(parser.text).split())
 
 
@@ -307,9 +308,7 @@ class _SwitchParser(HTMLParser):
 
 def switches(at: AppTest) -> dict[str, list[Choice]]:
     """Every row of ``_html.switches`` on the page, by its label, its choices in order."""
-    parser = _SwitchParser()
-    for element in at.get("html"):
-        parser.feed(element.proto.body)
+    parser = _parsed(at, _SwitchParser())
     return parser.rows
 
 

@@ -99,6 +99,12 @@ def test_more_sessions_than_a_page_get_page_links_and_a_count_of_those_shown(sto
     at = submit(at, status=["ok"])
     no_exceptions(at)
     assert "page" not in at.query_params and "showing 1–" in drawn(at)
+    # A page past the last (an old link, or fewer sessions since) shows the last page.
+    pages = -(-total // _PAGE)
+    at = app("sessions", origin="all", page="999")
+    no_exceptions(at)
+    assert f"{total:,} sessions match; showing {(pages - 1) * _PAGE + 1:,}–{total:,}" in drawn(at)
+    assert f"page {pages:,} of {pages:,}" in drawn(at)
 
 
 def test_search_finds_a_session_by_id_prefix_and_by_what_its_tools_returned(store):
