@@ -49,6 +49,10 @@ STYLE = """<style>
 .fr-switch .bad{box-shadow:inset 0 -3px #ff2b2b}
 .fr-switch .warn{box-shadow:inset 0 -3px #ffa421}
 .fr-form{display:flex;flex-wrap:wrap;align-items:flex-start;gap:0.5rem 1rem;margin-bottom:0.5rem;font-size:0.875rem}
+.fr-form select{max-width:100%;padding:0.4rem 0.6rem;font:inherit;color:inherit;
+  border:1px solid rgba(128,132,149,0.4);border-radius:0.5rem;background:transparent}
+.fr-form label.fr-pick{display:flex;flex-direction:column;gap:0.2rem;flex:1 1 18rem;min-width:0}
+.fr-form .fr-pick~button{align-self:flex-end}
 .fr-form input[type=search]{width:28rem;max-width:100%;padding:0.4rem 0.6rem;font:inherit;color:inherit;
   border:1px solid rgba(128,132,149,0.4);border-radius:0.5rem;background:transparent}
 .fr-form details{border:1px solid rgba(128,132,149,0.4);border-radius:0.5rem;padding:0.35rem 0.6rem;min-width:9rem}
@@ -64,9 +68,11 @@ STYLE = """<style>
 .fr-box code{font-size:0.8rem}
 .fr-box pre{white-space:pre-wrap;word-break:break-word;background:rgba(128,132,149,0.08);padding:8px 10px;
   border-radius:0.4rem;font-size:0.8rem}
-.fr-warn{background:rgba(255,189,69,0.15);color:rgb(146,108,5);border-radius:0.5rem;padding:0.6rem 0.9rem;
-  margin:0.5rem 0;font-size:0.875rem;overflow-wrap:anywhere}
-.fr-warn ul{margin:0.3rem 0 0 1.2rem;padding:0}
+.fr-call{border-radius:0.5rem;padding:0.6rem 0.9rem;margin:0.5rem 0;font-size:0.875rem;overflow-wrap:anywhere}
+.fr-call ul{margin:0.3rem 0 0 1.2rem;padding:0}
+.fr-warning{background:rgba(255,189,69,0.15);color:rgb(146,108,5)}
+.fr-success{background:rgba(33,195,84,0.1);color:rgb(23,114,51)}
+.fr-info{background:rgba(28,131,225,0.1);color:rgb(0,66,128)}
 [title].fr-ml,[title].fr-sl,[title].fr-h{text-decoration:underline dotted rgba(128,132,149,0.6);cursor:help}
 </style>"""
 """Every part's style, once in each element that draws parts."""
@@ -99,9 +105,10 @@ def note(text: str) -> str:
     return f'<p class="fr-note">{html.escape(text)}</p>'
 
 
-def warning(inner: str) -> str:
-    """A warning box, as ``st.warning`` draws one, around HTML (escaped by the caller)."""
-    return f'<div class="fr-warn">{inner}</div>'
+def callout(inner: str, tone: Literal["warning", "success", "info"] = "warning") -> str:
+    """A coloured box, as ``st.warning``, ``st.success`` or ``st.info`` draws one, around HTML (escaped
+    by the caller)."""
+    return f'<div class="fr-call fr-{tone}">{inner}</div>'
 
 
 def table(rows: Sequence[Mapping[str, str]], *, links: Sequence[str | None], numeric: Sequence[str] = (),
@@ -152,10 +159,12 @@ def table(rows: Sequence[Mapping[str, str]], *, links: Sequence[str | None], num
     return f'<div class="fr-scroll"><table class="fr-table"><tr>{head}</tr>{body}</table></div>'
 
 
-def pager(page_name: str, query: Mapping[str, Any], page: int, pages: int) -> str:
-    """Links to the first, previous, next and last pages of a list, with the page shown (``?page=N``)."""
+def pager(page_name: str, query: Mapping[str, Any], page: int, pages: int, *, name: str = "page") -> str:
+    """Links to the first, previous, next and last pages of a list, with the page shown (``?page=N``;
+    ``name`` is the parameter)."""
     def to(n: int, label: str) -> str:
-        return f'<a href="{html.escape(url(page_name, **query, page=n))}">{label}</a>' if n != page else label
+        target = url(page_name, **(dict(query) | {name: n}))
+        return f'<a href="{html.escape(target)}">{label}</a>' if n != page else label
 
     return (f'<p class="fr-note">{to(1, "« first")} · {to(max(1, page - 1), "‹ previous")} · '
             f"page {page:,} of {pages:,} · {to(min(pages, page + 1), 'next ›')} · {to(pages, 'last »')}</p>")
@@ -242,6 +251,15 @@ def search_field(name: str, text: str, hint: str, *, label: str = "Search",
             f'aria-label="{html.escape(label)}" placeholder="{html.escape(hint)}"{source}>{listed}')
 
 
+def select_field(name: str, label: str, options: Sequence[tuple[str, str]], current: str) -> str:
+    """A drop-down of ``filters`` under its label: its parameter, the options (value, what it reads) and
+    the value chosen now."""
+    listed = "".join(f'<option value="{html.escape(v)}"{" selected" if v == current else ""}>{html.escape(said)}'
+                     "</option>" for v, said in options)
+    return (f'<label class="fr-pick">{html.escape(label)}<select name="{html.escape(name)}">{listed}</select>'
+            "</label>")
+
+
 def boxes_field(name: str, offered: Sequence[str], ticked: Sequence[str]) -> str:
     """A set of checkboxes of ``filters``, folded under a line that says which are ticked: its
     parameter, the values offered, and those ticked now."""
@@ -253,8 +271,8 @@ def boxes_field(name: str, offered: Sequence[str], ticked: Sequence[str]) -> str
 
 def filters(page: str, *, kept: Mapping[str, Any], fields: Sequence[str], submit: str = "Filter",
             clear: bool = False) -> str:
-    """Fields (``search_field``, ``boxes_field``) as a GET form: submitting it loads ``page`` with them in
-    its query, as the URL's own choices are read (``?q=…&status=ok&status=error``).
+    """Fields (``search_field``, ``select_field``, ``boxes_field``) as a GET form: submitting it loads
+    ``page`` with them in its query, as the URL's own choices are read (``?q=…&status=ok&status=error``).
 
     Args:
         page: The page the form loads.

@@ -212,11 +212,12 @@ def link_table(rows: Sequence[dict[str, str]], **kw: Any) -> None:
 R = TypeVar("R", bound=tuple)
 
 
-def paged(fetch: Callable[[int], R], size: int) -> tuple[int, int, R]:
-    """A list's page from the URL (``?page=N``, 1 first): the page, the count of pages, and
-    ``fetch(index)``'s answer for it, a tuple whose first item is how many rows match. A page past the
-    last (an old link, or fewer rows than when it was made) is the last."""
-    page = max(1, int_param("page") or 1)
+def paged(fetch: Callable[[int], R], size: int, *, name: str = "page") -> tuple[int, int, R]:
+    """A list's page from the URL (``?page=N``, 1 first; ``name`` is the parameter, for a second list on
+    the page): the page, the count of pages, and ``fetch(index)``'s answer for it, a tuple whose first
+    item is how many rows match. A page past the last (an old link, or fewer rows than when it was made)
+    is the last."""
+    page = max(1, int_param(name) or 1)
     got = fetch(page - 1)
     pages = max(1, -(-got[0] // size))
     if page > pages:

@@ -27,7 +27,6 @@ from typing import Any
 
 FLIGHTREC = str(Path(sys.executable).with_name("flightrec"))
 WINDOW = (1440, 900)
-_HEADER_PX, _ROW_PX = 36, 35  # Streamlit's table header and row heights at the default font size
 
 # Whether the page's script run has finished, and what it shows. Streamlit marks the app root with
 # the script's run state ("initial" before the first run, then "running" / "notRunning"); the test
@@ -259,7 +258,7 @@ class Browser:
         }})()""")
 
     def click_at(self, x: float, y: float) -> None:
-        """A left click with the mouse, as a person makes it (canvas tables see only these)."""
+        """A left click with the mouse, as a person makes it."""
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
@@ -269,25 +268,6 @@ class Browser:
         if box is None:
             raise AssertionError(f"nothing on the page matches {selector!r} with text {text!r} (#{index})")
         self.click_at(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-
-    def click_row(self, table: int, row: int) -> None:
-        """Clicks a row (0-based, as drawn) of the ``table``-th table on the page. Streamlit draws
-        tables on a canvas, so the row is found by its height under the header."""
-        box = self.find('[data-testid="stDataFrame"]', index=table)
-        if box is None:
-            raise AssertionError(f"the page has no table #{table}")
-        y = box["y"] + _HEADER_PX + (row + 0.5) * _ROW_PX
-        if y > box["y"] + box["height"]:
-            raise AssertionError(f"row {row} of table #{table} is scrolled out of sight")
-        self.click_at(box["x"] + 60, y)
-
-    def click_first_header(self, table: int) -> None:
-        """Clicks the first column's header in the ``table``-th table, which sorts by that column
-        (ascending first). Drawn on the canvas too: found where ``click_row`` finds rows."""
-        box = self.find('[data-testid="stDataFrame"]', index=table)
-        if box is None:
-            raise AssertionError(f"the page has no table #{table}")
-        self.click_at(box["x"] + 60, box["y"] + _HEADER_PX / 2)
 
     def text(self) -> str:
         """What the page's main area says."""

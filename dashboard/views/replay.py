@@ -156,13 +156,13 @@ def _request(rec: replay.Reconstruction) -> str:
         said = "".join(f"<li>{html.escape(n)}</li>" for n in rec.notes)
         said += "".join(f"<li><b>{html.escape(m)}</b> was not recorded; the Messages API requires it: set it under "
                         "Model parameters before a run.</li>" for m in rec.missing)
-        return head + _html.warning(
+        return head + _html.callout(
             f"<b>Reconstructed from semantic conventions</b> ({html.escape(rec.reconstructed_from)}): other "
             "instrumentation recorded this call and kept no exact request, so this is its account of what was sent, "
             f"normalised to the Messages API. There is no recorded hash to verify it by.<ul>{said}</ul>") + "</div>"
     if rec.exact:
         return head + _html.note(f"✓ sha256 {rec.sha256} matches the hash recorded with the call.") + "</div>"
-    return head + _html.warning(
+    return head + _html.callout(
         f"The rebuilt request's sha256 <code>{rec.sha256}</code> differs from the recorded "
         f"<code>{html.escape(rec.recorded_sha256 or 'none')}</code>, so a re-run does not start from exactly "
         "what the model saw. <code>flightrec replay verify</code> lists the calls that cannot be rebuilt and why."

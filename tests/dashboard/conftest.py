@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -197,20 +197,28 @@ class _FormParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.action: str | None = None
-        self.fields: list[dict[str, str | None]] = []
+        self.fields: list[dict[str, Any]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
         if tag == "form" and self.action is None:
-            assert dict(attrs).get("method") == "get", "the dashboard's forms answer with a page's URL"
-            self.action = dict(attrs)["action"]
+            assert a.get("method") == "get", "the dashboard's forms answer with a page's URL"
+            self.action = a["action"]
         elif tag == "input" and self.action is not None:
-            self.fields.append(dict(attrs))
+            self.fields.append(a)
+        elif tag == "select" and self.action is not None:
+            self.fields.append({"name": a["name"], "type": "select", "options": []})
+        elif tag == "option" and self.fields and self.fields[-1].get("type") == "select":
+            self.fields[-1]["options"].append(a["value"])
+            if "selected" in a:
+                self.fields[-1]["value"] = a["value"]
 
 
 def submit(at: AppTest, **fields: str | list[str]) -> AppTest:
     """Submits the page's form as the browser does (a GET form: its fields become the URL's query) with
-    ``fields`` set, a text input's to its text and a set of checkboxes to the values ticked (a list),
-    and opens the page it leads to. A field or a value the form does not have fails the test."""
+    ``fields`` set, a text input's to its text, a drop-down's to the value picked and a set of checkboxes
+    to the values ticked (a list), and opens the page it leads to. A field or a value the form does not
+    have fails the test."""
     parser = _parsed(at, _FormParser())
     assert parser.action is not None, "no form on the page"
     pairs: list[tuple[str, str]] = []
@@ -219,15 +227,18 @@ def submit(at: AppTest, **fields: str | list[str]) -> AppTest:
         if f.get("type") == "checkbox":
             if (value in fields[name]) if name in fields else "checked" in f:
                 pairs.append((name, value))
+        elif f.get("type") == "select":
+            pairs.append((name, str(fields.get(name, value or f["options"][0]))))
         elif f.get("type") != "hidden" and name in fields:
             pairs.append((name, str(fields[name])))
         elif value:
             pairs.append((name, value))
     for name, wanted in fields.items():
-        offered = [f.get("value") for f in parser.fields if f["name"] == name]
+        offered = [v for f in parser.fields if f["name"] == name for v in f.get("options", [f.get("value")])]
         assert offered, f"the form has no field {name}"
-        if isinstance(wanted, list):
-            assert set(wanted) <= set(offered), f"the form offers {offered} for {name}"
+        if isinstance(wanted, list) or any(f.get("type") == "select" for f in parser.fields if f["name"] == name):
+            assert set(wanted if isinstance(wanted, list) else [wanted]) <= set(offered), \
+                f"the form offers {offered} for {name}"
     return follow(f"{parser.action}?{urlencode(pairs)}")
 
 

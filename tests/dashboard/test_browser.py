@@ -101,8 +101,8 @@ def test_deep_links_get_the_apps_navigation(browser, dashboard):
 # -- the four jobs, clicked through ------------------------------------------------------------------
 #
 # Each starts at the app's root and goes on by clicks only: the sidebar, table rows and links. The
-# rows to click are found from the store, in the order the page sorts them (tables are drawn on a
-# canvas, so the browser cannot be asked which row says what).
+# rows to click are found from the store, in the order the page sorts them, and clicked by a cell that
+# is not their link.
 
 
 def _clean(loaded: Loaded, shot: Path) -> None:
@@ -133,7 +133,9 @@ def _shown_decision(browser: Browser) -> str:
     })()""")
 
 
-_TABLES = 'document.querySelectorAll(\'[data-testid="stDataFrame"]\').length'
+_TABLES = "document.querySelectorAll('.fr-table').length"
+_ROW_TEXT = ".fr-table tr:has(td:first-child a) td:nth-child(3)"
+"""A cell of a row that is not its link: a click there must open the row all the same."""
 
 
 def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_prompt(browser, dashboard, served_store,
@@ -156,7 +158,7 @@ def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_promp
     _sidebar(browser, dashboard, screenshots, "alerts", "document.querySelector('.fr-table') !== null")
 
     # 1. alert -> session -> the looping decision: a click on the row's text, not its link
-    browser.click(".fr-table tr:has(td:first-child a) td:nth-child(3)", index=row)
+    browser.click(_ROW_TEXT, index=row)
     # The URL changes as the script starts its run: wait for the alert's links it then draws.
     _step(browser, screenshots, "1-alert", f"location.search.includes('alert={alert_id}') && "
                                            f"document.body.innerText.includes('turn {turns[0]} of that session')")
@@ -202,11 +204,12 @@ def test_evals_comparison_to_the_failing_decision(browser, dashboard, served_sto
     trial = failed[case.case_id]
     turn = evals.failing_turn(trial)
     _sidebar(browser, dashboard, screenshots, "evals", f"{_TABLES} >= 2")
-    browser.click_first_header(1)  # by case, in the browser: the click must still open the case clicked
-    browser.screenshot(screenshots / "3-sorted.png")
-    browser.click_row(1, row)
+    browser.click(".fr-table th a", text="case")  # the comparison's header: sorted by case
+    _step(browser, screenshots, "3-sorted", f"location.search.includes('sort=case') && {_TABLES} >= 2")
+    browser.click(_ROW_TEXT, index=len(runs) + row)  # under the runs' rows
     _step(browser, screenshots, "3-case", f"location.search.includes('case={case.case_id}') && {_TABLES} >= 4")
-    browser.click_row(3, [r.trial for r in results if r.case_id == case.case_id].index(trial.trial))
+    candidate = [r.trial for r in results if r.case_id == case.case_id].index(trial.trial)
+    browser.click(f".fr-pair > div:nth-child(2) {_ROW_TEXT}", index=candidate)
     _step(browser, screenshots, "3-failing-decision",
           f"location.pathname === '/session' && location.search.includes('turn={turn}')")
     text = browser.text()

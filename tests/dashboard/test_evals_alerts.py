@@ -7,11 +7,7 @@ import duckdb
 
 import evals
 import tracer
-from tests.dashboard.conftest import app, click, drawn, follow, link_tables, no_exceptions, submit
-
-
-def _metrics(at) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+from tests.dashboard.conftest import app, choose, drawn, follow, html_links, link_tables, metrics, no_exceptions, submit
 
 
 def test_evals_lists_runs_and_compares_baseline_with_latest(store):
@@ -20,18 +16,47 @@ def test_evals_lists_runs_and_compares_baseline_with_latest(store):
         expected = evals.compare_stored(s, "baseline", runs[0].run_id)
     at = app("evals")
     no_exceptions(at)
-    table = at.dataframe[0].value
-    assert len(table) == len(runs)
-    assert table["labels"].tolist().count("baseline") == 1
+    listed = link_tables(at)[0]
+    assert len(listed.rows) == len(runs)
+    assert listed.column("labels").count("baseline") == 1
     # Baseline against the newest run by default: the demo's variant is a caught regression.
-    assert at.warning[0].value.startswith("**REGRESSION**")
-    assert _metrics(at)["Pass rate"] == f"{expected.candidate.pass_rate:.1%}"
-    flips = next(m.value for m in at.markdown if m.value.startswith("**pass → fail**"))
-    assert f"({len(expected.flips_to_fail)})" in flips
-    assert all(f"`{case}`" in flips for case in expected.flips_to_fail)
-    regressed = next(m.value for m in at.markdown if m.value.startswith("**regressed**"))
-    assert expected.regressions and all(f"`{case}`" in regressed for case in expected.regressions)
+    assert f"REGRESSION : {expected.verdict_reason}" in drawn(at)
+    shown = metrics(at)
+    assert shown["Pass rate"].value == f"{expected.candidate.pass_rate:.1%}"
+    assert shown["pass → fail"].value == str(len(expected.flips_to_fail))
+    assert shown["pass → fail"].note == ", ".join(expected.flips_to_fail)
+    assert expected.regressions and shown["regressed"].note == ", ".join(expected.regressions)
     assert at.query_params["a"] == runs[1].run_id
+
+
+def test_the_pickers_compare_any_two_runs(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        runs = s.eval_runs()
+        expected = evals.compare_stored(s, runs[0].run_id, runs[1].run_id)
+    at = submit(app("evals"), a=runs[0].run_id, b=runs[1].run_id)  # the other way round
+    no_exceptions(at)
+    assert (at.query_params["a"], at.query_params["b"]) == (runs[0].run_id, runs[1].run_id)
+    assert metrics(at)["Pass rate"].value == f"{expected.candidate.pass_rate:.1%}"
+    assert f"{expected.verdict.upper()} : {expected.verdict_reason}" in drawn(at)
+
+
+def test_the_comparison_sorts_by_a_header_and_lists_every_case_on_demand(store):
+    with tracer.Store(str(store), read_only=True) as s:
+        c = evals.compare_stored(s, "baseline", s.eval_runs()[0].run_id)
+    at = app("evals")
+    compared = link_tables(at)[1]
+    # The cases whose pass rate changed, the biggest drop first.
+    changed = [k for k in c.cases if k.delta]
+    assert sorted(compared.column("case")) == sorted(k.case_id for k in changed)
+    deltas = [float(d.removesuffix(" pts")) for d in compared.column("Δ")]
+    assert deltas == sorted(deltas) and deltas[0] < 0
+    at = follow(compared.header_links[compared.headers.index("case")])
+    assert link_tables(at)[1].column("case") == sorted(k.case_id for k in changed)
+    at = follow(link_tables(at)[1].header_links[0])  # the same header again: the other way
+    assert link_tables(at)[1].column("case") == sorted((k.case_id for k in changed), reverse=True)
+    at = choose(at, "Cases", "all")
+    assert sorted(link_tables(at)[1].column("case"), reverse=True) == link_tables(at)[1].column("case")
+    assert len(link_tables(at)[1].rows) == len(c.cases) > len(changed)
 
 
 def test_an_eval_failure_opens_the_decision_its_failing_scorer_judged(store):
@@ -53,41 +78,24 @@ def test_evals_one_run_shows_each_case_with_its_session(store):
         results = s.eval_results(run.run_id)
     at = app("evals", run=run.run_id[:8])
     no_exceptions(at)
-    assert _metrics(at)["Pass rate"] == f"{run.passed_trials / run.total_trials:.1%}"
-    cases = at.dataframe[0].value.set_index("case")
-    assert len(cases) == run.cases
-    flaky = next(c for c in cases.index if cases.loc[c, "status"] != "pass")
+    assert metrics(at)["Pass rate"].value == f"{run.passed_trials / run.total_trials:.1%}"
+    listed = link_tables(at)[0]
+    assert f"{run.cases} cases match" in drawn(at)
+    rows = {r["case"]: (r, link) for r, link in zip(listed.rows, listed.links, strict=True)}
+    flaky = next(c for c, (r, _) in rows.items() if r["status"] != "pass")
     trials = [r for r in results if r.case_id == flaky]
-    assert cases.loc[flaky, "pass_rate"] == sum(r.passed for r in trials) / len(trials)
+    row, link = rows[flaky]
+    assert row["passed"] == f"{sum(r.passed for r in trials)}/{len(trials)}"
     failing = next(r for r in trials if not r.passed)
-    assert (cases.loc[flaky, "session_id"], cases.loc[flaky, "turn"]) == (failing.session_id,
-                                                                          evals.failing_turn(failing))
-    # Every trial is listed under an expander, sent to the browser only once it is opened.
-    assert [d.key for d in at.dataframe] == ["evals_cases", "evals_vs_production"]
-    at.session_state["evals_all_trials"] = True
-    at.run()
-    assert len(next(d for d in at.dataframe if d.key == "evals_trials").value) == len(results)
-
-
-def test_a_run_beside_production_route_by_route_opens_a_routes_sessions(store):
-    with tracer.Store(str(store), read_only=True) as s:
-        expected = evals.suite_vs_production(s, "baseline")
-    at = app("evals", run="baseline")
-    no_exceptions(at)
-    assert any(c.value == expected.summary() for c in at.caption)
-    table = next(d for d in at.dataframe if d.key == "evals_vs_production").value
-    assert [k if isinstance(k, str) else None for k in table["route_key"]] == [r.route for r in expected.routes]
-    assert table["production_n"].sum() == sum(r.production.sessions for r in expected.routes) > 0
-    assert table["outcomes"].sum() == sum(r.outcomes for r in expected.routes) > 0
-    row = next(i for i, r in enumerate(expected.routes) if r.route and r.production.sessions)
-    click(at, "evals_vs_production", row, "route")
-    assert at.query_params["route"] == expected.routes[row].route
-    at.switch_page("views/sessions.py").run()
-    no_exceptions(at)
-    with tracer.Store(str(store), read_only=True) as s:
-        (n,), = s.sql("SELECT count(*) FROM sessions WHERE origin = 'production' AND route = ?",
-                      [expected.routes[row].route])
-    assert len(link_tables(at)[0].rows) == n
+    assert link == f"/session?id={failing.session_id}&turn={evals.failing_turn(failing)}"
+    # Only the cases that did not pass every trial, then every trial of the run, a page at a time.
+    at = choose(at, "Which", "not passing every trial")
+    not_passing = {r.case_id for r in results if not r.passed}
+    assert sorted(link_tables(at)[0].column("case")) == sorted(not_passing)
+    at = choose(choose(at, "Which", "all"), "Show", "every trial")
+    assert f"{len(results)} trials match; showing 1–50" in drawn(at)
+    at = follow(html_links(at)["last »"])
+    assert len(link_tables(at)[0].rows) == len(results) - 50 * (len(results) // 50)
 
 
 def test_evals_unknown_run_is_a_clear_error(store):

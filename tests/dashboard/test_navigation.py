@@ -8,7 +8,7 @@ import re
 import evals
 import replay
 import tracer
-from tests.dashboard.conftest import app, click, no_exceptions, switches
+from tests.dashboard.conftest import app, drawn, follow, link_tables, metrics, no_exceptions, switches
 from tests.evals.test_compare import NOISY, STABLE, run
 
 
@@ -32,15 +32,15 @@ def test_an_eval_failure_in_the_comparison_opens_the_turn_its_reason_names(store
     turn = evals.failing_turn(failed)
     assert turn is not None and turn > 1 and f"turn {turn}" in failed.scores[-1]["reason"] + str(failed.scores)
     at = app("evals")
-    compared = at.dataframe[1].value
-    key = f"evals_cases_compared:{at.query_params['a']}:{at.query_params['b']}:True"
-    click(at, key, compared["case"].tolist().index(case.case_id), "why")
+    compared = link_tables(at)[1]
+    at = follow(compared.links[compared.column("case").index(case.case_id)])
     no_exceptions(at)
     assert at.query_params["case"] == case.case_id
     # The case in both runs, trial by trial.
-    assert at.dataframe[2].value["passed"].tolist() == case.baseline
-    assert at.dataframe[3].value["passed"].tolist() == case.candidate
-    click(at, "evals_case_candidate", at.dataframe[3].value["trial"].tolist().index(failed.trial), "why")
+    baseline, candidate = link_tables(at)[2:]
+    assert baseline.column("passed") == ["pass" if p else "fail" for p in case.baseline]
+    assert candidate.column("passed") == ["pass" if p else "fail" for p in case.candidate]
+    at = follow(candidate.links[candidate.column("trial").index(str(failed.trial))])
     no_exceptions(at)
     assert (at.query_params["id"], at.query_params["turn"]) == (failed.session_id, str(turn))
     assert _decision(at, failed.session_id) == turn
@@ -62,8 +62,8 @@ def test_a_failing_case_of_one_run_opens_its_failing_decision_not_turn_1(store):
     failed = next(r for r in first_failures.values()
                   if not re.search(r"\bturns? \d", " ".join(x["reason"] for x in r.scores if not x["passed"])))
     at = app("evals", run=c.candidate.run_id)
-    pos = at.dataframe[0].value["case"].tolist().index(failed.case_id)
-    click(at, "evals_cases", pos, "case")
+    cases = link_tables(at)[0]
+    at = follow(cases.links[cases.column("case").index(failed.case_id)])
     no_exceptions(at)
     assert at.query_params["id"] == failed.session_id
     assert _decision(at, failed.session_id) == failed.turns > 1
@@ -72,10 +72,11 @@ def test_a_failing_case_of_one_run_opens_its_failing_decision_not_turn_1(store):
 def test_the_runs_table_opens_a_run(store):
     c = _comparison(store)
     at = app("evals")
-    click(at, "evals_runs", at.dataframe[0].value["run_id"].tolist().index(c.baseline.run_id), "dataset")
+    runs = link_tables(at)[0]
+    at = follow(runs.links[runs.column("run").index(c.baseline.run_id[:8])])
     no_exceptions(at)
     assert at.query_params["run"] == c.baseline.run_id
-    assert at.subheader[0].value.startswith(f"Run {c.baseline.run_id[:8]}")
+    assert f"Run {c.baseline.run_id[:8]} (baseline)" in drawn(at)
 
 
 def test_the_comparison_lists_a_case_that_fell_from_4_of_5_to_0_of_5_as_regressed(store):
@@ -87,11 +88,12 @@ def test_the_comparison_lists_a_case_that_fell_from_4_of_5_to_0_of_5_as_regresse
             s.save_eval_run(*run(name, {**STABLE, **NOISY[side], "x": x}))
     at = app("evals", a="nav-baseline", b="nav-candidate")
     no_exceptions(at)
-    regressed = next(m.value for m in at.markdown if m.value.startswith("**regressed**"))
-    flaky = next(m.value for m in at.markdown if m.value.startswith("**flaky**"))
-    assert "`x`" in regressed and "`x`" not in flaky and "`n1`" in flaky
-    assert at.dataframe[1].value.set_index("case").loc["x", "gate"] == "regression"
-    assert at.warning[0].value.startswith("**REGRESSION**")
+    shown = metrics(at)
+    regressed, flaky = shown["regressed"].note.split(", "), shown["flaky"].note.split(", ")
+    assert "x" in regressed and "x" not in flaky and "n1" in flaky
+    compared = link_tables(at)[1]
+    assert compared.rows[compared.column("case").index("x")]["gate"] == "regression"
+    assert "REGRESSION : " in drawn(at)
 
 
 def test_the_sidebar_replay_entry_opens_on_a_fork_at_its_first_turn(store):

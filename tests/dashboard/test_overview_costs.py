@@ -94,9 +94,9 @@ def test_an_eval_run_links_to_its_sessions(store):
         "SELECT run_id, total_trials FROM eval_runs ORDER BY started_ns LIMIT 1")[0]
     at = app("evals", run=run_id)
     no_exceptions(at)
-    link = next(p for p in at.get("page_link") if "trial sessions" in p.proto.label)
-    assert f"run={run_id}" in link.proto.query_string and "origin=evals" in link.proto.query_string
-    at = app("sessions", run=run_id, origin="evals")
+    link = html_links(at)[f"Its {trials} trial sessions, in Sessions"]
+    assert f"run={run_id}" in link and "origin=evals" in link
+    at = follow(link)
     no_exceptions(at)
     assert f"{trials:,} eval sessions match" in drawn(at), drawn(at)
     assert all(o.startswith(f"eval {run_id[:8]}") for o in link_tables(at)[0].column("origin"))
