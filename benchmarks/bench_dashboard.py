@@ -20,13 +20,17 @@ It is polled every 20 ms and confirmed by a second poll.
 
 Each cold run starts its own server, for every page and for the floor, in an order that turns
 round from run to run, so that a machine shared with other work loads them all alike; each page's
-ratio is to the floor's median of the same run. The Session page shows a 30-turn session, Replay its
-last decision (the longest request). Then ``--profile`` runs each page once in-process
-(``streamlit.testing`` AppTest, fresh process state) and times every store statement it issues,
-to name the slow query.
+ratio is to the floor's median of the same run. The Session page shows a 30-turn session (on another
+store, one of the nearest length), Replay its last decision (the longest request). Then ``--profile``
+runs each page once in-process (``streamlit.testing`` AppTest, fresh process state) and times every
+store statement it issues, to name the slow query.
 
     .venv/bin/python benchmarks/bench_dashboard.py [--db FILE] [--runs 5] [--warm 5] [--pages overview,replay]
         [--profile]
+
+The 1M-span store has no alert, eval run, review queue or held approval, so Alerts, Evals, Review and
+Approvals show little on it: measure them again on a store that has them, such as a copy of ``make
+demo``'s (``--db COPY --spans 0``).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from dashboard.testing import Browser, chromium, served  # noqa: E402
 
 TARGET_RATIO = 1.3
 """Issue 17: every page within this multiple of the floor's page-ready time, cold and warm."""
-PAGES = ("overview", "sessions", "session", "replay", "evals", "alerts", "costs", "audit")
+PAGES = ("overview", "sessions", "session", "replay", "evals", "alerts", "review", "approvals", "costs", "audit")
 # A page is ready when this exists too: the table Sessions is for (a grid before RESULTS §65, HTML since).
 _CONTENT = {"sessions": '[data-testid="stDataFrame"], table.fr-table'}
 _FLOOR_APP = """import streamlit as st
@@ -106,10 +110,12 @@ def _store(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             "llm_calls": con.execute("SELECT count(*) FROM llm_calls").fetchone()[0],
             "bytes": os.path.getsize(path),
         }
-        # The same session bench_store.py's query benchmark shows: a 30-turn one from the middle.
+        # The same session bench_store.py's query benchmark shows: a 30-turn one from the middle (on
+        # another store, such as make demo's, one of the length nearest to it).
+        facts["turns"] = con.execute("SELECT turns FROM sessions ORDER BY abs(turns - 30), turns LIMIT 1").fetchone()[0]
         facts["session"] = con.execute(
-            "SELECT session_id FROM sessions WHERE turns = 30 ORDER BY start_ns LIMIT 1 OFFSET "
-            "(SELECT count(*) // 2 FROM sessions WHERE turns = 30)").fetchone()[0]
+            "SELECT session_id FROM sessions WHERE turns = $1 ORDER BY start_ns LIMIT 1 OFFSET "
+            "(SELECT count(*) // 2 FROM sessions WHERE turns = $1)", [facts["turns"]]).fetchone()[0]
         facts["last_turn"] = con.execute("SELECT max(turn_index) FROM llm_calls WHERE session_id = ?",
                                          [facts["session"]]).fetchone()[0]
     finally:
@@ -221,7 +227,7 @@ def main() -> None:
     shots.mkdir(parents=True, exist_ok=True)
     every = {"overview": "/", "sessions": "/sessions", "session": f"/session?id={facts['session']}",
              "replay": f"/replay?id={facts['session']}&turn={facts['last_turn']}", "evals": "/evals",
-             "alerts": "/alerts", "costs": "/costs", "audit": "/audit"}
+             "alerts": "/alerts", "review": "/review", "approvals": "/approvals", "costs": "/costs", "audit": "/audit"}
     unknown = set(args.pages) - set(every)
     if unknown:
         sys.exit(f"--pages: no page {', '.join(sorted(unknown))}; the pages are {', '.join(PAGES)}")
@@ -235,7 +241,7 @@ def main() -> None:
           f"{'with uncommitted changes (pages being written)' if pages_dirty else 'as committed'}")
     print(f"- store `{os.path.relpath(path, HERE.parent)}` ({facts['bytes'] / 2**30:.1f} GiB): {facts['spans']:,} "
           f"spans, {facts['llm_calls']:,} LLM calls, {facts['sessions']:,} sessions; session shown "
-          f"`{facts['session']}` (30 turns), Replay at its turn {facts['last_turn']}\n")
+          f"`{facts['session']}` ({facts['turns']} turns), Replay at its turn {facts['last_turn']}\n")
     floor = {kind: median(times["floor"][kind]) for kind in ("cold", "warm")}
     rows = []
     missed = []

@@ -162,42 +162,6 @@ def link(page: str, label: str, **query: Any) -> None:
     st.page_link(PAGES[page], label=label, query_params={k: str(v) for k, v in query.items() if v is not None})
 
 
-Target = tuple[str, dict[str, Any]]
-"""What a table row opens: a key of ``PAGES`` and the query that makes it a deep link."""
-
-
-def table(data: pd.DataFrame, *, key: str, opens: Callable[[pd.Series], Target | None] | None = None,
-          column_config: dict[str, Any] | None = None) -> pd.Series | None:
-    """A table whose rows open their page in this tab when clicked.
-
-    A click on any cell picks its row: Streamlit's row selection is made only through a checkbox
-    column, and its link columns open a new tab. The row handed on is the one clicked, whatever
-    order the browser sorted the table into (Streamlit reports positions in ``data``).
-
-    Args:
-        data: The rows, as shown.
-        key: The widget key; the click is kept under it until the page changes.
-        opens: The page and query a row opens (``None`` from it: the row opens nothing). Without
-            it, the clicked row is returned for the page to show in place.
-        column_config: As ``st.dataframe`` takes it.
-
-    Returns:
-        The clicked row, when ``opens`` is not given; else ``None`` (a row that opens a page leaves this one).
-    """
-    event = st.dataframe(data, key=key, hide_index=True, width="stretch", on_select="rerun",
-                         selection_mode="single-cell", column_config=column_config)
-    cells = event.selection.cells if event else []
-    if not cells:
-        return None
-    row = data.iloc[cells[0][0]]
-    target = opens(row) if opens is not None else None
-    if target is None:
-        return row if opens is None else None
-    page, query = target
-    st.switch_page(PAGES[page], query_params={k: str(v) for k, v in query.items() if v is not None})
-    return None
-
-
 def draw(*parts: str) -> None:
     """HTML parts (``_html``'s) drawn together, as one element with their style."""
     st.html(_html.STYLE + "".join(parts))

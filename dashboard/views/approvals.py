@@ -14,7 +14,9 @@ import streamlit as st
 
 import replay
 import tracer
-from dashboard import _ui
+from dashboard import _html, _ui
+
+_PAGE_SIZE = 50  # every row is drawn on each load (_html.table)
 
 
 @_ui.cached
@@ -37,25 +39,27 @@ def _age(since: float | None, now: float) -> str:
 
 
 def _list(rows: pd.DataFrame) -> None:
-    st.subheader(f"Waiting for a decision ({len(rows):,})")
-    if rows.empty:
+    page, pages, (total, shown) = _ui.paged(
+        lambda i: (len(rows), rows.iloc[i * _PAGE_SIZE:(i + 1) * _PAGE_SIZE]), _PAGE_SIZE)
+    head = _html.heading(f"Waiting for a decision ({total:,})")
+    if shown.empty:
+        _ui.draw(head)
         st.info("No action waits for approval. An agent holds one when its policy says a person must decide (the "
                 "reference agent: a refund above its threshold, an e-mail to an address not on record).")
         return
     now = time.time()
-    table = pd.DataFrame({"waiting": [_age(r, now) for r in rows["requested_at"]], "agent": rows["agent"],
-                          "approval": rows["approval"], "what": rows["what"], "tool": rows["tool"],
-                          "deadline": [_ui.when(d * 1e9) if d is not None and not pd.isna(d) else "–"
-                                       for d in rows["deadline"]],
-                          "session_id": rows["session_id"]})
-    st.caption("Oldest first. Click a row to approve or reject it.")
-    _ui.table(table, key="approvals_list", opens=lambda row: ("approvals", {"id": row["session_id"]}), column_config={
-        "waiting": st.column_config.TextColumn(help="Since the agent asked."),
-        "what": st.column_config.TextColumn(width="large", help="The action held, with its amount or recipient."),
-        "deadline": st.column_config.TextColumn(help="Past it, the approval expires and the agent goes on as its "
-                                                "settings say (a hand-over or a refusal)."),
-        "session_id": st.column_config.TextColumn("session", width="small"),
-    })
+    cells = [{"waiting": _age(r.requested_at, now), "agent": r.agent or "–", "approval": r.approval or "–",
+              "what": r.what or "–", "tool": r.tool or "–",
+              "deadline": _ui.when(r.deadline * 1e9) if r.deadline is not None and not pd.isna(r.deadline) else "–",
+              "session": r.session_id[:13]} for r in shown.itertuples()]
+    _ui.draw(head, _html.note(_ui.matching(total, "actions", (page - 1) * _PAGE_SIZE, len(cells))
+                              + ". Oldest first. Click a row to approve or reject it."),
+             _html.table(cells, links=[_ui.url("approvals", id=sid) for sid in shown["session_id"]], wrap=("what",),
+                         tips={"waiting": "Since the agent asked.",
+                               "what": "The action held, with its amount or recipient.",
+                               "deadline": "Past it, the approval expires and the agent goes on as its settings say "
+                                           "(a hand-over or a refusal)."}),
+             _html.pager("approvals", _ui.here(), page, pages) if pages > 1 else "")
 
 
 @_ui.cached

@@ -13,9 +13,9 @@ import streamlit as st
 
 import evals
 import tracer
-from dashboard import _ui
+from dashboard import _html, _ui
 
-_LIST_LIMIT = 500
+_PAGE_SIZE = 50  # every row is drawn on each load (_html.table)
 _DAY_NS = 86_400 * 1_000_000_000
 _DEFAULT_DATASET = "evals/suites/reviewed.yaml"
 # A transcript's lines shown: its start (the customer's problem) and its end (how it ended), each clipped.
@@ -23,12 +23,14 @@ _HEAD_LINES, _TAIL_LINES, _LINE_CHARS = 12, 48, 600
 
 
 @_ui.cached
-def _queue() -> tuple[int, pd.DataFrame]:
+def _queue(page: int = 0) -> tuple[int, pd.DataFrame]:
+    """How many sessions wait for review, and a page of them, the oldest first."""
     total = int(_ui.frame("SELECT count(*) AS n FROM reviews WHERE verdict IS NULL")["n"].iloc[0])
     rows = _ui.frame(
         f"""SELECT r.session_id, r.queued_by, r.queued_ns, s.agent, s.route, s.status, sc.score, sc.failing
             FROM reviews r LEFT JOIN sessions s USING (session_id) LEFT JOIN {_ui.SCORED} sc USING (session_id)
-            WHERE r.verdict IS NULL ORDER BY r.queued_ns, r.session_id LIMIT ?""", [_LIST_LIMIT])
+            WHERE r.verdict IS NULL ORDER BY r.queued_ns, r.session_id LIMIT ? OFFSET ?""",
+        [_PAGE_SIZE, page * _PAGE_SIZE])
     return total, rows
 
 
@@ -109,80 +111,78 @@ def _trends() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return at(by_route), at(by_scorer), scorers
 
 
-def _queue_list() -> None:
-    total, rows = _queue()
-    st.subheader(f"Waiting for review ({total:,})")
+def _text(value: object) -> str:
+    return "–" if value is None or pd.isna(value) else str(value)
+
+
+def _queue_list() -> str:
+    page, pages, (total, rows) = _ui.paged(_queue, _PAGE_SIZE)
+    head = _html.heading(f"Waiting for review ({total:,})")
     if rows.empty:
-        st.info("No session waits for review. Online scoring queues them (`flightrec serve --scoring`, or `flightrec "
-                "eval score` after the fact): a sample, every session a scorer failed and every one that raised an "
-                "alert. Queue one by hand with **Queue for review** on the Session page.")
-        return
-    if total > len(rows):
-        st.caption(f"The oldest {len(rows):,} of {total:,}.")
-    table = rows.assign(queued=[_ui.when(ns) for ns in rows["queued_ns"]], failing=rows["failing"].fillna(""))[
-        ["queued", "queued_by", "agent", "route", "status", "score", "failing", "session_id"]]
-    st.caption("Oldest first. Click a row to review its session.")
-    _ui.table(table, key="review_queue", opens=lambda row: ("review", {"id": row["session_id"]}), column_config={
-        "queued_by": st.column_config.TextColumn("why", help="sample: the policy's review share; alert: it raised "
-                                                 "one; score: a scorer failed it; hand: someone queued it."),
-        "score": st.column_config.NumberColumn("online score", format="%.2f",
-                                               help="Its scorers' mean, by their weights."),
-        "failing": st.column_config.TextColumn("failed scorers"),
-        "session_id": st.column_config.TextColumn("session", width="small"),
-    })
+        return head + _html.callout(
+            "No session waits for review. Online scoring queues them (<code>flightrec serve --scoring</code>, or "
+            "<code>flightrec eval score</code> after the fact): a sample, every session a scorer failed and every "
+            "one that raised an alert. Queue one by hand with <b>Queue for review</b> on the Session page.", "info")
+    shown = [{"queued (UTC)": _ui.when(r.queued_ns).removesuffix(" UTC"), "why": r.queued_by, "agent": _text(r.agent),
+              "route": _text(r.route), "status": _text(r.status),
+              "online score": "–" if pd.isna(r.score) else f"{r.score:.2f}",
+              "failed scorers": "" if pd.isna(r.failing) else r.failing, "session": r.session_id[:13]}
+             for r in rows.itertuples()]
+    return (head + _html.note(_ui.matching(total, "sessions", (page - 1) * _PAGE_SIZE, len(shown))
+                              + ". Oldest first. Click a row to review its session.")
+            + _html.table(shown, links=[_ui.url("review", id=sid) for sid in rows["session_id"]],
+                          numeric=("online score",), wrap=("failed scorers",), tips={
+                              "why": "sample: the policy's review share; alert: it raised one; score: a scorer "
+                                     "failed it; hand: someone queued it.",
+                              "online score": "Its scorers' mean, by their weights."})
+            + (_html.pager("review", _ui.here(), page, pages) if pages > 1 else ""))
 
 
-def _agreement_view() -> None:
-    st.subheader(f"Scorers against reviewers ({_reviewed():,} sessions reviewed)")
+def _agreement_view() -> str:
+    head = _html.heading(f"Scorers against reviewers ({_reviewed():,} sessions reviewed)")
     rows = _agreement()
     if rows.empty:
-        st.caption("No reviewed session has online scores yet: agreement shows once some are reviewed.")
-        return
+        return head + _html.note("No reviewed session has online scores yet: agreement shows once some are reviewed.")
     judge = rows[rows["scorer"].str.contains("judge", case=False)]
     if judge.empty:
-        st.caption("No LLM judge scored a reviewed session (add a `type: judge` scorer to the scoring policy); "
-                   "the rule-based scorers' agreement is below.")
+        said = _html.note("No LLM judge scored a reviewed session (add a scorer of type judge to the scoring "
+                          "policy); the rule-based scorers' agreement is below.")
     else:
-        st.metric("Judge agrees with reviewers", f"{judge['agree'].sum() / judge['reviewed'].sum():.1%}",
-                  help=f"Of {int(judge['reviewed'].sum()):,} reviewed sessions a judge scored: the judge passed "
-                       "the ones reviewed good and failed the ones reviewed bad.")
-    st.dataframe(rows, hide_index=True, width="stretch", column_config={
-        "reviewed": st.column_config.NumberColumn("reviewed sessions"),
-        "agree": st.column_config.NumberColumn("agreed"),
-        "agreement": st.column_config.ProgressColumn("agreement", format="percent", min_value=0, max_value=1,
-                                                     help="Passed and reviewed good, or failed and reviewed bad."),
-    })
+        said = _html.metrics([_html.Metric(
+            "Judge agrees with reviewers", f"{judge['agree'].sum() / judge['reviewed'].sum():.1%}",
+            help=f"Of {int(judge['reviewed'].sum()):,} reviewed sessions a judge scored: the judge passed the ones "
+                 "reviewed good and failed the ones reviewed bad.")])
+    shown = [{"scorer": r.scorer, "reviewed sessions": f"{r.reviewed:,}", "agreed": f"{r.agree:,}",
+              "agreement": f"{r.agreement:.0%}"} for r in rows.itertuples()]
+    return head + said + _html.table(shown, links=[None] * len(shown), numeric=("reviewed sessions", "agreed",
+                                                                                "agreement"),
+                                     tips={"agreement": "Passed and reviewed good, or failed and reviewed bad."})
 
 
-def _trends_view() -> None:
-    st.subheader("Online scores of production, by day")
+def _trends_view() -> str:
+    head = _html.heading("Online scores of production, by day")
     by_route, by_scorer, scorers = _trends()
     if scorers.empty:
-        st.caption("No production session has online scores yet (`flightrec serve --scoring`, `flightrec eval "
-                   "score`).")
-        return
-    st.caption("The policy's sample only: a session scored because it raised an alert is not a random pick of its "
-               "route, and would pull the trend down (the score.drop alert leaves those out too).")
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Mean score by agent · route**")
-        if by_route.empty:
-            st.caption("Every score was skipped.")
-        else:
-            _ui.chart(by_route, "line", series="series", order=sorted(by_route["series"].unique()), points=True,
-                      title="mean score")
-    with right:
-        st.markdown("**Pass rate by scorer**")
-        if not by_scorer.empty:
-            _ui.chart(by_scorer, "line", series="series", order=sorted(by_scorer["series"].unique()), points=True,
-                      title="passed")
-    st.dataframe(scorers, hide_index=True, width="stretch", column_config={
-        "scored": st.column_config.NumberColumn("sessions scored"),
-        "skipped": st.column_config.NumberColumn(help="A judge over its hourly budget."),
-        "pass_rate": st.column_config.ProgressColumn("pass rate", format="percent", min_value=0, max_value=1),
-        "mean_score": st.column_config.NumberColumn("mean score", format="%.2f"),
-        "versions": st.column_config.TextColumn(help="A changed spec is a new version."),
-    })
+        return head + _html.note("No production session has online scores yet (flightrec serve --scoring, "
+                                 "flightrec eval score).")
+
+    def line(data: pd.DataFrame, title: str) -> str:
+        return _ui.chart_html(data, "line", series="series", order=sorted(data["series"].unique()), points=True,
+                              title=title) if not data.empty else _html.note("Every score was skipped.")
+
+    shown = [{"scorer": r.scorer, "sessions scored": f"{r.scored:,}", "skipped": f"{r.skipped:,}",
+              "pass rate": "–" if pd.isna(r.pass_rate) else f"{r.pass_rate:.0%}",
+              "mean score": "–" if pd.isna(r.mean_score) else f"{r.mean_score:.2f}", "versions": _text(r.versions)}
+             for r in scorers.itertuples()]
+    return (head + _html.note("The policy's sample only: a session scored because it raised an alert is not a random "
+                              "pick of its route, and would pull the trend down (the score.drop alert leaves those "
+                              "out too).")
+            + _html.panels([("Mean score by agent · route", line(by_route, "mean score"))],
+                           [("Pass rate by scorer", line(by_scorer, "passed"))])
+            + _html.table(shown, links=[None] * len(shown), numeric=("sessions scored", "skipped", "pass rate",
+                                                                     "mean score"),
+                          tips={"skipped": "A judge over its hourly budget.",
+                                "versions": "A changed spec is a new version."}))
 
 
 def _submit(session_id: str, verdict: str | None, category: str | None, note: str, reviewer: str,
@@ -302,9 +302,7 @@ def render() -> None:
         _ui.link("review", "The review queue")
         _one(session_id)
         return
-    _queue_list()
-    _agreement_view()
-    _trends_view()
+    _ui.draw(_queue_list(), _agreement_view(), _trends_view())
 
 
 _ui.guarded(render)

@@ -56,12 +56,6 @@ def no_exceptions(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-def click(at: AppTest, key: str, row: int, column: str) -> AppTest:
-    """Clicks a cell of the table ``key`` (``_ui.table``), as the browser reports it, and reruns."""
-    at.session_state[key] = {"selection": {"rows": [], "columns": [], "cells": [(row, column)]}}
-    return at.run()
-
-
 P = TypeVar("P", bound=HTMLParser)
 
 

@@ -10,7 +10,7 @@ import pytest
 import tracer
 from dashboard._source import COLLECTOR_ENV, DB_ENV, MODE_ENV
 from reference_agent import Agent, World, default_world_path, get_scenario
-from tests.dashboard.conftest import app, no_exceptions
+from tests.dashboard.conftest import app, follow, link_tables, no_exceptions
 from tracer._collector import Collector
 from tracer.testing import FakeClock
 
@@ -57,9 +57,12 @@ def test_the_list_shows_what_waits_and_a_click_opens_it(waiting):
     assert any("not a production session (it is from eval)" in i.value for i in at.info)
     at = app("approvals")
     no_exceptions(at)
-    listed = at.dataframe[0].value
-    assert listed["session_id"].tolist() == [sid] and listed["approval"].tolist() == ["AP-0001"]
-    assert listed["what"].iloc[0].startswith("refund $549.00 on A-1003") and listed["tool"].iloc[0] == "issue_refund"
+    [listed] = link_tables(at)
+    assert listed.links == [f"/approvals?id={sid}"] and listed.column("approval") == ["AP-0001"]
+    assert listed.rows[0]["what"].startswith("refund $549.00 on A-1003") and listed.column("tool") == ["issue_refund"]
+    at = follow(listed.links[0])
+    no_exceptions(at)
+    assert at.query_params["id"] == sid and any(b.label == "Approve" for b in at.button)
 
 
 def test_approve_from_the_page_pays_the_refund_and_audits_who(waiting):
@@ -148,7 +151,7 @@ def test_a_session_of_an_agent_that_cannot_decide_says_so(tmp_path, monkeypatch)
     monkeypatch.setenv(DB_ENV, str(db))
     monkeypatch.setenv(MODE_ENV, "read_only")
     at = app("approvals")
-    assert at.dataframe[0].value["what"].tolist() == ["book a $900 flight needs approval"]
+    assert link_tables(at)[0].column("what") == ["book a $900 flight needs approval"]
     at = _decide(app("approvals", id=session.id), session.id, "Approve", actor="dana")
     (error,) = at.error
     assert "'trip-planner'" in error.value and "is not registered" in error.value

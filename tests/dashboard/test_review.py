@@ -11,12 +11,14 @@ from click.testing import CliRunner
 import evals
 import tracer
 from dashboard import _source
-from tests.dashboard.conftest import app, click, drawn, follow, html_links, metrics, no_exceptions
+from tests.dashboard.conftest import app, drawn, follow, html_links, link_tables, metrics, no_exceptions
 from tracer._cli import main
 
 
-def _metrics(at) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+def _table(at, header: str) -> dict[str, dict[str, str]]:
+    """The page's table that has the column ``header``, its rows by their first cell."""
+    table = next(t for t in link_tables(at) if header in t.headers)
+    return {row[table.headers[0]]: row for row in table.rows}
 
 
 def _production(store, n: int) -> list[str]:
@@ -76,14 +78,15 @@ def test_a_queued_session_is_reviewed_and_added_to_a_dataset(store, tmp_path, mo
     assert {r.queued_by for r in pending} <= set(tracer.QUEUED_BY)
     at = app("review")
     no_exceptions(at)
-    queue = at.dataframe[0].value
-    assert queue["session_id"].tolist() == [r.session_id for r in pending]  # oldest first
-    assert queue["queued_by"].tolist() == [r.queued_by for r in pending]
+    queue = link_tables(at)[0]
+    first = pending[:50]  # oldest first, a page at a time
+    assert queue.links == [f"/review?id={r.session_id}" for r in first]
+    assert queue.column("why") == [r.queued_by for r in first]
     sid, why = pending[0].session_id, pending[0].queued_by
     with tracer.Store(str(store), read_only=True) as s:
         failed = [x.scorer for x in s.session_scores(sid) if x.passed is False]
-    assert queue["failing"].iloc[0] == ", ".join(failed)
-    click(at, "review_queue", 0, "status")
+    assert queue.rows[0]["failed scorers"] == ", ".join(failed)
+    at = follow(queue.links[0])
     no_exceptions(at)
     assert at.query_params["id"] == sid
     assert "CUSTOMER:" in at.code[0].value  # what happened, as the judge reads it
@@ -146,18 +149,18 @@ def test_agreement_and_trends_match_the_store(store):
                         "WHERE origin = 'production' AND passed IS NOT NULL GROUP BY 1 ORDER BY 1")
     at = app("review")
     no_exceptions(at)
-    agreement = at.dataframe[1].value.set_index("scorer")
+    agreement = _table(at, "agreement")
     # Queued because a scorer failed them: a bad verdict agrees with every scorer that failed it.
     every = [all(x.passed for x in scores[sid] if x.passed is not None) for sid in (good, bad)]
-    assert agreement.loc["every scorer", "reviewed"] == 2
-    assert agreement.loc["every scorer", "agree"] == (every[0] is True) + (every[1] is False)
+    assert agreement["every scorer"]["reviewed sessions"] == "2"
+    assert agreement["every scorer"]["agreed"] == str((every[0] is True) + (every[1] is False))
     for name in {x.scorer for v in scores.values() for x in v}:
         said = [(x.passed, sid == good) for sid in (good, bad) for x in scores[sid] if x.scorer == name]
-        assert agreement.loc[name, "agree"] == sum(p == g for p, g in said)
-    assert any("No LLM judge scored a reviewed session" in c.value for c in at.caption)
-    table = at.dataframe[2].value.set_index("scorer")
-    assert {k: round(v, 6) for k, v in table["pass_rate"].items()} == {k: round(v, 6) for k, v in scorers}
-    assert sum("data:image/svg+xml" in h.proto.body for h in at.get("html")) == 2
+        assert agreement[name]["agreed"] == str(sum(p == g for p, g in said))
+    assert "No LLM judge scored a reviewed session" in drawn(at)
+    table = _table(at, "sessions scored")
+    assert {k: row["pass rate"] for k, row in table.items()} == {k: f"{v:.0%}" for k, v in scorers}
+    assert sum(h.proto.body.count("data:image/svg+xml") for h in at.get("html")) == 2
 
 
 def test_the_session_page_shows_scores_and_outcome_and_queues_by_hand(store):
@@ -196,9 +199,8 @@ def test_the_judges_agreement_with_reviewers_is_its_own_number(store):
             s.review_session(sid, verdict, category=None if verdict == "good" else "tone")
     at = app("review")
     no_exceptions(at)
-    assert _metrics(at)["Judge agrees with reviewers"] == f"{1 / 3:.1%}"  # only the first: passed and good
-    agreement = next(d.value for d in at.dataframe if "agree" in d.value.columns)
-    assert agreement.set_index("scorer").loc["judge", "reviewed"] == 3
+    assert metrics(at)["Judge agrees with reviewers"].value == f"{1 / 3:.1%}"  # only the first: passed and good
+    assert _table(at, "agreement")["judge"]["reviewed sessions"] == "3"
 
 
 def test_a_reviewed_case_runs_as_an_eval(store, tmp_path):
