@@ -190,9 +190,11 @@ def paged(fetch: Callable[[int], R], size: int, *, name: str = "page") -> tuple[
     return page, pages, got
 
 
-def matching(total: int, what: str, first: int, shown: int) -> str:
-    """How many of ``what`` match, and which are shown when not all are: "120 alerts match; showing 51–100"."""
-    return f"{total:,} {what} match" + (f"; showing {first + 1:,}–{first + shown:,}" if total > shown else "")
+def matching(total: int, what: str, first: int, shown: int, *, one: str) -> str:
+    """How many of ``what`` match (``one`` of them: "1 alert matches"), and which are shown when not all
+    are: "120 alerts match; showing 51–100"."""
+    said = f"1 {one} matches" if total == 1 else f"{total:,} {what} match"
+    return said + (f"; showing {first + 1:,}–{first + shown:,}" if total > shown else "")
 
 
 def to_url(choices: dict[str, Any]) -> None:
@@ -332,15 +334,17 @@ class OriginView:
     label: str
     sessions: str
     """What its sessions are called in a sentence ("eval sessions")."""
+    session: str
+    """And one of them ("eval session")."""
     origins: tuple[str, ...]
     """The ``sessions.origin`` values it shows."""
 
 
 ORIGIN_VIEWS = {
-    "production": OriginView("production", "production sessions", ("production",)),
-    "evals": OriginView("evals", "eval sessions", ("eval",)),
-    "replays": OriginView("replays & forks", "replays and forks", ("replay", "fork")),
-    "all": OriginView("all", "sessions", tracer.ORIGINS),
+    "production": OriginView("production", "production sessions", "production session", ("production",)),
+    "evals": OriginView("evals", "eval sessions", "eval session", ("eval",)),
+    "replays": OriginView("replays & forks", "replays and forks", "replay or fork", ("replay", "fork")),
+    "all": OriginView("all", "sessions", "session", tracer.ORIGINS),
 }
 """The origin switch's choices, by their URL value."""
 

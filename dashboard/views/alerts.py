@@ -70,7 +70,7 @@ def _alert_list() -> None:
                                                          _html.boxes_field("family", families, chosen_families)]))
     page, pages, (total, rows) = _ui.paged(
         lambda index: _alerts(tuple(statuses), tuple(severities), tuple(chosen_families), view, index), _PAGE_SIZE)
-    count = _html.note(_ui.matching(total, "alerts", (page - 1) * _PAGE_SIZE, len(rows))
+    count = _html.note(_ui.matching(total, "alerts", (page - 1) * _PAGE_SIZE, len(rows), one="alert")
                        + ". Click a row to open its alert: its evidence and the sessions it points at.")
     if rows.empty:
         _ui.draw(count)

@@ -52,7 +52,7 @@ def _list(rows: pd.DataFrame) -> None:
               "what": r.what or "–", "tool": r.tool or "–",
               "deadline": _ui.when(r.deadline * 1e9) if r.deadline is not None and not pd.isna(r.deadline) else "–",
               "session": r.session_id[:13]} for r in shown.itertuples()]
-    _ui.draw(head, _html.note(_ui.matching(total, "actions", (page - 1) * _PAGE_SIZE, len(cells))
+    _ui.draw(head, _html.note(_ui.matching(total, "actions", (page - 1) * _PAGE_SIZE, len(cells), one="action")
                               + ". Oldest first. Click a row to approve or reject it."),
              _html.table(cells, links=[_ui.url("approvals", id=sid) for sid in shown["session_id"]], wrap=("what",),
                          tips={"waiting": "Since the agent asked.",

@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 import tracer
-from dashboard import _ui
+from dashboard import _html, _ui
 
-_LIST_LIMIT = 1000
+_PAGE_SIZE = 50  # every row is drawn on each load (_html.table)
 _SESSION_ACTIONS = ("replay", "fork", "export", "delete")
 _ALERT_ACTIONS = ("acknowledge", "resolve", "reopen")
 
@@ -21,12 +21,14 @@ def _seen(column: str) -> list[str]:
 
 
 @_ui.cached
-def _entries(actions: tuple[str, ...], actors: tuple[str, ...], vias: tuple[str, ...]) -> tuple[int, pd.DataFrame]:
+def _entries(actions: tuple[str, ...], actors: tuple[str, ...], vias: tuple[str, ...],
+             page: int) -> tuple[int, pd.DataFrame]:
+    """How many entries match, and a page of them, the newest first."""
     clauses, params = _ui.where_in({"action": actions, "actor": actors, "via": vias})
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     total = int(_ui.frame(f"SELECT count(*) AS n FROM audit_log {where}", params)["n"].iloc[0])
     rows = _ui.frame(f"SELECT at_ns, actor, action, target, via, detail FROM audit_log {where} "
-                     "ORDER BY at_ns DESC LIMIT ?", [*params, _LIST_LIMIT])
+                     "ORDER BY at_ns DESC, target LIMIT ? OFFSET ?", [*params, _PAGE_SIZE, page * _PAGE_SIZE])
     return total, rows
 
 
@@ -45,39 +47,48 @@ def _detail(text: str) -> str:
     return " · ".join(f"{k} {v}" for k, v in json.loads(text).items() if v is not None)
 
 
+def _picked(name: str, offered: list[str] | tuple[str, ...]) -> list[str]:
+    """A filter's values from the URL (``?action=fork&action=replay``), those it offers."""
+    asked = st.query_params.get_all(name)
+    unknown = [v for v in asked if v not in offered]
+    if unknown:
+        st.warning(f"`{name}={', '.join(unknown)}` in the URL is not one of {', '.join(offered)}; it was ignored.")
+    return [v for v in asked if v in offered]
+
+
 def render() -> None:
     st.title("Audit")
-    st.caption("Actions people took on the recorded data, newest first. The log is append-only: nothing in "
-               "flightrec changes or removes an entry, and pruning leaves it alone. The dashboard has no login, so "
-               f"actions taken here are recorded as **{_ui.actor()}** (`$FLIGHTREC_ACTOR` of the process serving "
-               "it, else its OS user).")
+    intro = _html.note(
+        "Actions people took on the recorded data, newest first. The log is append-only: nothing in flightrec "
+        "changes or removes an entry, and pruning leaves it alone. The dashboard has no login, so actions taken "
+        f"here are recorded as {_ui.actor()} ($FLIGHTREC_ACTOR of the process serving it, else its OS user).")
     if not _seen("action"):
+        _ui.draw(intro)
         st.info("No entries yet. Acknowledging or resolving an alert, labelling an eval run, replaying, forking or "
                 "exporting a session (here or with `flightrec`) records one; `flightrec audit list` shows them too.")
         return
-    c1, c2, c3 = st.columns(3)
-    actions = c1.multiselect("Action", tracer.AUDIT_ACTIONS, key="audit_action")
-    actors = c2.multiselect("Actor", _seen("actor"), key="audit_actor")
-    vias = c3.multiselect("From", tracer.AUDIT_VIAS, key="audit_via")
-    total, rows = _entries(tuple(actions), tuple(actors), tuple(vias))
-    st.caption(f"{total:,} {'entry matches' if total == 1 else 'entries match'}"
-               + (f"; showing the newest {len(rows):,}" if total > len(rows) else ""))
+    actors = _seen("actor")
+    actions, who, vias = (_picked("action", tracer.AUDIT_ACTIONS), _picked("actor", actors),
+                          _picked("via", tracer.AUDIT_VIAS))
+    query = {"action": actions, "actor": who, "via": vias}
+    _ui.to_url(query)
+    form = _html.filters("audit", kept={}, clear=bool(actions or who or vias), fields=[
+        _html.boxes_field("action", tracer.AUDIT_ACTIONS, actions), _html.boxes_field("actor", actors, who),
+        _html.boxes_field("via", tracer.AUDIT_VIAS, vias)])
+    page, pages, (total, rows) = _ui.paged(
+        lambda index: _entries(tuple(actions), tuple(who), tuple(vias), index), _PAGE_SIZE)
+    count = _html.note(_ui.matching(total, "entries", (page - 1) * _PAGE_SIZE, len(rows), one="entry")
+                       + (". Click an entry to open what it names." if total else "."))
     if rows.empty:
-        st.info("No entry matches these filters.")
+        _ui.draw(intro, form, count)
+        st.info("No entry matches these filters. Clear them, or tick other values.")
         return
-    table = pd.DataFrame({
-        "when": [_ui.when(ns) for ns in rows["at_ns"]],
-        "actor": rows["actor"],
-        "action": rows["action"],
-        "target": rows["target"],
-        "open": [_link(a, t) for a, t in zip(rows["action"], rows["target"])],
-        "from": rows["via"],
-        "detail": [_detail(d) for d in rows["detail"]],
-    })
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "open": st.column_config.LinkColumn("open", display_text="open", width="small"),
-        "detail": st.column_config.TextColumn("detail", width="large"),
-    })
+    shown = [{"when": _ui.when(r.at_ns), "actor": r.actor, "action": r.action, "target": r.target, "from": r.via,
+              "detail": _detail(r.detail)} for r in rows.itertuples()]
+    _ui.draw(intro, form, count,
+             _html.table(shown, links=[_link(a, t) for a, t in zip(rows["action"], rows["target"], strict=True)],
+                         wrap=("detail",)),
+             _html.pager("audit", query, page, pages) if pages > 1 else "")
 
 
 _ui.guarded(render, live=True)

@@ -181,7 +181,7 @@ def _one_run(ref: str) -> None:
     if shows.current == "cases":
         page, pages, (total, shown) = _ui.paged(
             lambda i: (len(cases), cases[i * _PAGE_SIZE:(i + 1) * _PAGE_SIZE]), _PAGE_SIZE)
-        listed = (_html.note(_ui.matching(total, "cases", (page - 1) * _PAGE_SIZE, len(shown))
+        listed = (_html.note(_ui.matching(total, "cases", (page - 1) * _PAGE_SIZE, len(shown), one="case")
                              + ". Click a case to open its first failing trial's session at the decision that failed.")
                   + _html.table([c.row() for c in shown], links=[_session_link(c.opens) for c in shown],
                                 wrap=("why it failed",), numeric=("pass rate", "passed", "mean score", "cost",
@@ -190,7 +190,7 @@ def _one_run(ref: str) -> None:
         trials = [r for c in cases for r in c.trials]
         page, pages, (total, shown) = _ui.paged(
             lambda i: (len(trials), trials[i * _PAGE_SIZE:(i + 1) * _PAGE_SIZE]), _PAGE_SIZE)
-        listed = (_html.note(_ui.matching(total, "trials", (page - 1) * _PAGE_SIZE, len(shown))
+        listed = (_html.note(_ui.matching(total, "trials", (page - 1) * _PAGE_SIZE, len(shown), one="trial")
                              + ". Click a trial to open its session at the decision that failed.")
                   + _trial_table(shown, with_case=True))
     _ui.draw(*head, _html.switches("evals", _ui.here(), shows, which), listed,

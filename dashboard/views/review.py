@@ -128,7 +128,7 @@ def _queue_list() -> str:
               "online score": "–" if pd.isna(r.score) else f"{r.score:.2f}",
               "failed scorers": "" if pd.isna(r.failing) else r.failing, "session": r.session_id[:13]}
              for r in rows.itertuples()]
-    return (head + _html.note(_ui.matching(total, "sessions", (page - 1) * _PAGE_SIZE, len(shown))
+    return (head + _html.note(_ui.matching(total, "sessions", (page - 1) * _PAGE_SIZE, len(shown), one="session")
                               + ". Oldest first. Click a row to review its session.")
             + _html.table(shown, links=[_ui.url("review", id=sid) for sid in rows["session_id"]],
                           numeric=("online score",), wrap=("failed scorers",), tips={

@@ -146,7 +146,8 @@ def render() -> None:
     page, pages, (total, rows, ids) = _ui.paged(
         lambda index: _sessions(search, tuple(chosen_agents), tuple(chosen_status), tuple(_ui.origin_values(view)),
                                 run, route, sort, desc, index, view != "production"), _PAGE_SIZE)
-    count = _html.note(_ui.matching(total, _ui.ORIGIN_VIEWS[view].sessions, (page - 1) * _PAGE_SIZE, len(rows))
+    count = _html.note(_ui.matching(total, _ui.ORIGIN_VIEWS[view].sessions, (page - 1) * _PAGE_SIZE, len(rows),
+                                     one=_ui.ORIGIN_VIEWS[view].session)
                        + ". Click a session to open it, a column's header to sort by it.")
     if not rows:
         _ui.draw(count)
