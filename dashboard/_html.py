@@ -62,6 +62,9 @@ STYLE = """<style>
   border-radius:0.5rem;background:transparent;cursor:pointer}
 .fr-form button:hover{border-color:#ff4b4b;color:#ff4b4b}
 .fr-form a{align-self:center}
+a.fr-btn{display:inline-block;padding:0.4rem 0.9rem;border:1px solid rgba(128,132,149,0.4);border-radius:0.5rem;
+  text-decoration:none;color:inherit;margin:0.25rem 0}
+a.fr-btn:hover{border-color:#ff4b4b;color:#ff4b4b}
 .fr-pair{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:1rem;margin:0.5rem 0 1rem}
 .fr-box{border:1px solid rgba(128,132,149,0.3);border-radius:0.5rem;padding:0.5rem 1rem;font-size:0.9rem;min-width:0}
 .fr-box p{margin:0.4rem 0}
@@ -93,6 +96,12 @@ def _tip(text: str | None) -> str:
 def link(text: str, href: str) -> str:
     """A link to ``href`` (``url``'s) in this tab, reading ``text``."""
     return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
+
+
+def button_link(text: str, href: str, *, help: str | None = None) -> str:
+    """A link that looks like ``st.button``'s button, for a choice that opens more of the page (``?edit=1``)
+    rather than writes."""
+    return f'<p><a class="fr-btn" href="{html.escape(href)}"{_tip(help)}>{html.escape(text)}</a></p>'
 
 
 def heading(text: str, *, help: str | None = None) -> str:

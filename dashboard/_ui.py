@@ -143,11 +143,36 @@ def when(ns: int | None) -> str:
 def raw_json(label: str, value: Any) -> None:
     """Raw JSON, collapsed until asked for, and only sent to the browser then: a collapsed
     expander's elements are drawn all the same, and a rebuilt request's tree was 1,464 of the
-    Replay page's 2,553 DOM elements (``benchmarks/RESULTS.md``). Opening it reruns the page."""
+    Replay page's 2,553 DOM elements (``benchmarks/RESULTS.md``). Opening it reruns the page, keeping
+    what its widgets hold; on a page drawn as HTML, ``json_link`` costs less."""
     box = st.expander(label, expanded=False, on_change="rerun", key=f"raw_json_{label}")
     if box.open:
         with box:
             st.json(value if not isinstance(value, str) else _maybe_json(value), expanded=2)
+
+
+def json_link(page: str, label: str, name: str) -> str:
+    """A link, for a page's HTML (``draw``), that shows the raw JSON ``json_view`` draws as ``name``
+    (``?json=name``), or hides it. An expander (``raw_json``) is an element of its own, which costs the
+    browser its drawing on every load, open or not (``benchmarks/RESULTS.md`` §79); a link in an element
+    the page draws anyway costs nothing, and loads the page anew."""
+    shown = param("json") == name
+    query = {k: v for k, v in here().items() if k != "json"} | ({} if shown else {"json": name})
+    return _html.link(f"{'Hide' if shown else 'Show'} {label}", url(page, **query))
+
+
+def json_view(label: str, name: str, value: Any) -> None:
+    """The raw JSON ``json_link`` shows, under its ``label``, when the URL asks for it; scrolled into
+    view once a page load (a rerun of the page's widgets leaves the scroll alone)."""
+    if param("json") != name:
+        return
+    key = f"json_{name}"
+    with st.container(key=key):
+        st.markdown(f"**{label}**")
+        st.json(value if not isinstance(value, str) else _maybe_json(value), expanded=2)
+    if not st.session_state.get(f"{key}_scrolled"):
+        st.session_state[f"{key}_scrolled"] = True
+        scroll_to(key)
 
 
 def _maybe_json(text: str) -> Any:

@@ -194,8 +194,9 @@ def _one_run(ref: str) -> None:
                              + ". Click a trial to open its session at the decision that failed.")
                   + _trial_table(shown, with_case=True))
     _ui.draw(*head, _html.switches("evals", _ui.here(), shows, which), listed,
-             _html.pager("evals", _ui.here(), page, pages) if pages > 1 else "", _beside_production(run))
-    _ui.raw_json("Raw run record (JSON)", run.model_dump())
+             _html.pager("evals", _ui.here(), page, pages) if pages > 1 else "", _beside_production(run),
+             f"<p>{_ui.json_link('evals', 'the raw run record (JSON)', 'run')}</p>")
+    _ui.json_view("The raw run record (JSON)", "run", run.model_dump())
 
 
 def _beside_production(run: tracer.EvalRunRecord) -> str:
@@ -358,12 +359,13 @@ def _compare(runs: list[tracer.EvalRunRecord]) -> None:
                              numeric=("Δ", "baseline", "candidate", "p (worse)"), wrap=("why the candidate failed",),
                              sorts=sorts, sorted_by=(header, desc),
                              tips={h: col.help for h, col in _COLUMNS.items() if col.help}))
+    parts.append(f"<p>{_ui.json_link('evals', 'the raw comparison (JSON)', 'comparison')}</p>")
     _ui.draw(*parts)
     if case is not None:
         with st.container(key=_CASE_KEY):
             _ui.draw(_case_in_both(a_run, b_run, case))
         _ui.scroll_to(_CASE_KEY)  # a click on a row loads the page at its top; the case is below the table
-    _ui.raw_json("Raw comparison (JSON)", c.model_dump())
+    _ui.json_view("The raw comparison (JSON)", "comparison", c.model_dump())
 
 
 def _case_in_both(a: tracer.EvalRunRecord, b: tracer.EvalRunRecord, case: str) -> str:

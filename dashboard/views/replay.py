@@ -29,6 +29,7 @@ _MAX_TRIALS = 50
 _RUN, _FORK = "replay_run_result", "replay_fork_result"
 # The result a button has just produced, to scroll to once: it is drawn below the buttons, out of sight.
 _SCROLL = "replay_scroll_to"
+_EDITOR_KEY = "replay_editor"
 # A fork's spend next to its origin's from the fork point on: what the fork changed in cost.
 _SPEND = """SELECT count(DISTINCT turn_index) AS decisions,
                    sum(coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_write_tokens, 0))
@@ -483,22 +484,31 @@ def render() -> None:
         return
     origin = _html.note(f"This session is a {rec.origin.replay_kind} of session {rec.origin.replay_session}, "
                         f"turn {rec.origin.replay_turn}.") if rec.origin.replay_session else ""
+    editing = _ui.param("edit") == "1"
+    # The edit tabs and the run and fork controls are a dozen kinds of widget, which cost the browser
+    # more than the rest of the page on every load (benchmarks/RESULTS.md §63, §65): drawn once asked
+    # for, and kept open by the URL (``?edit=1``).
+    edit = "" if editing else _html.button_link(
+        "Edit and re-run", _ui.url("replay", **(_ui.here() | {"edit": 1})),
+        help="Edit the request, then re-run this decision or fork the session from this turn.")
     # The recorded decision and the request that made it, side by side, as one element (``_html``).
-    _ui.draw(strip, origin,
-             f"<p>{_html.link('Open this session', _ui.url('session', id=rec.session_id, turn=turn))}</p>",
+    links = [_html.link("Open this session", _ui.url("session", id=rec.session_id, turn=turn)),
+             _ui.json_link("replay", "the request as JSON", "request")]
+    _ui.draw(strip, origin, f"<p>{' · '.join(links)}</p>",
              f'<div class="fr-pair">{_decision(rec.decision, f"<b>Recorded decision</b> · turn {turn}")}'
-             f"{_request(rec)}</div>")
-    _ui.raw_json("Request JSON", rec.request)
-
-    if _ui.param("edit") != "1":
-        # The edit tabs and the run and fork controls are a dozen kinds of widget, which cost the browser
-        # more than the rest of the page on every load (benchmarks/RESULTS.md §63, §65): drawn once asked
-        # for, and kept open by the URL (``?edit=1``).
-        if st.button("Edit and re-run", icon=":material/edit:", key="replay_open_edit",
-                     help="Edit the request, then re-run this decision or fork the session from this turn."):
-            st.query_params["edit"] = "1"
-            st.rerun()
+             f"{_request(rec)}</div>", edit)
+    _ui.json_view("The request as JSON", "request", rec.request)
+    if not editing:
         return
+    with st.container(key=_EDITOR_KEY):
+        _editor(rec)
+    if not st.session_state.get("replay_editor_scrolled"):  # once a page load: its widgets rerun it
+        st.session_state["replay_editor_scrolled"] = True
+        _ui.scroll_to(_EDITOR_KEY)
+
+
+def _editor(rec: replay.Reconstruction) -> None:
+    """The request's editor, with its run and fork controls and their results."""
     st.subheader("Edit the request")
     edits: replay.Edits | None = None
     try:

@@ -382,16 +382,18 @@ def _decision_view(account: tracer.SessionAccount, turn: tracer.Turn) -> None:
         return
     request = _request(sid, turn.index)
     seen = "" if isinstance(request, str) else _conversation(request, _messages_cut(account, turn, call))
-    replay_it = f"<p>{_html.link('Replay this turn', _ui.url('replay', id=sid, turn=turn.index))}</p>"
+    links = [_html.link("Replay this turn", _ui.url("replay", id=sid, turn=turn.index))]
+    if not isinstance(request, str):
+        links.append(_ui.json_link("session", "the exact request (JSON)", "request"))
     # One element for the whole decision, its two columns side by side: each element costs the
     # browser its own drawing on every load (``_html``).
     st.html(_CSS + f'<div class="fr cols"><div>{_what_it_did(call, turn)}<h4>What the model saw <span class="muted">'
             f'({call.message_count or 0} messages)</span></h4>{seen}</div><div>{_decision_card(call, turn)}'
-            f"{replay_it}</div></div>")
+            f"<p>{' · '.join(links)}</p></div></div>")
     if isinstance(request, str):
         st.info(request, icon=":material/visibility_off:")
     else:
-        _ui.raw_json("the exact request (JSON)", request)
+        _ui.json_view("The exact request (JSON)", "request", request)
 
 
 def _chat(account: tracer.SessionAccount, marks: dict[int, list[tuple[str, str]]]) -> None:
@@ -586,8 +588,8 @@ _after = _ui.cached(_ui.after_deploy)
 
 
 def _after_deploy_box(session_id: str) -> None:
-    """Its online scores, outcome and review: one line says what there is, and a link (``?after=1``)
-    shows them in full; then the button that queues it for review, or the link to its review. An
+    """Its online scores, outcome and review: one line says what there is, with the link to its review,
+    and a link (``?after=1``) shows them in full, with the button that queues it for review. An
     expander's body, collapsed, was drawn all the same on every load of the page."""
     after = _after(session_id)
     if st.session_state.pop("session_queued", None) == session_id:
@@ -604,9 +606,11 @@ def _after_deploy_box(session_id: str) -> None:
               if after.review is not None else "")
     _ui.draw(f'<p class="fr-note">After it ended: {_esc(" · ".join(told))} · '
              + _html.link(f"{'hide' if shown else 'show'} the scores, outcome and review", toggle) + f"{review}</p>")
-    if shown:
-        _ui.show_after_deploy(after)
-    # A plain button, not on_click: a failed write must raise inside the page body, as an error box.
+    if not shown:
+        return
+    _ui.show_after_deploy(after)
+    # A plain button, not on_click: a failed write must raise inside the page body, as an error box. Shown
+    # with the review it would start, not on every load: an element costs the browser its drawing.
     if after.review is None and st.button(
             "Queue for review", key="session_queue_review", icon=":material/rate_review:",
             help="Puts it in the review queue (why: hand), for someone to give it a verdict."):
@@ -676,11 +680,12 @@ def render() -> None:
         return
     account = _account(sid)
     s = account.session
-    st.title(f"Session `{s.session_id[:13]}…`", help=s.session_id)
+    # Plain text: a title's code span and help icon cost the browser more than the title (RESULTS §79).
+    st.title(f"Session {s.session_id[:13]}…")
     _eval_box(s.session_id)
     kind = "ok" if s.status == "ok" else "" if s.status in ("running", "waiting_human") else "bad"
-    said = f"agent <b>{_esc(s.agent or '–')}</b> · {_badge(s.status, kind)}" + (f" {_esc(s.status_reason)}"
-                                                                              if s.status_reason else "")
+    said = (f"<code>{_esc(s.session_id)}</code> · agent <b>{_esc(s.agent or '–')}</b> · {_badge(s.status, kind)}"
+            + (f" {_esc(s.status_reason)}" if s.status_reason else ""))
     totals = [("turns", f"{s.turns}"),
               ("tool calls", f"{s.tool_calls}" + (f' <span class="red">({s.tool_errors} failed)</span>'
                                                   if s.tool_errors else "")),

@@ -171,7 +171,7 @@ def test_alert_to_its_looping_decision_then_replayed_with_an_edited_system_promp
     browser.click("a", text="Replay this turn")
     _step(browser, screenshots, "2-replay", "location.pathname === '/replay' && "
                                             "document.body.innerText.includes('Rebuilt request')")
-    browser.click("button", text="Edit and re-run")  # the editor opens on a click
+    browser.click("a.fr-btn", text="Edit and re-run")  # the editor opens on a click
     _step(browser, screenshots, "2-editor", "location.search.includes('edit=1') && "
                                             "document.querySelector('textarea[aria-label=\"System prompt\"]')")
     browser.click('textarea[aria-label="System prompt"]')

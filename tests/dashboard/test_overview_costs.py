@@ -184,7 +184,7 @@ def test_top_sessions_by_cost_open_the_session_page(store):
         assert row["sub-agent sessions"] == str(parents.get(sid, 0))
     at = follow(top.links[0])
     no_exceptions(at)
-    assert at.title[0].value.startswith(f"Session `{expected[0][:13]}")
+    assert at.title[0].value.startswith(f"Session {expected[0][:13]}")
 
 
 def test_a_route_clicked_in_costs_lists_its_most_expensive_sessions(store):

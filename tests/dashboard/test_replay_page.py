@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -9,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 import replay
 import tracer
-from tests.dashboard.conftest import app, drawn, html_links, no_exceptions, switches
+from tests.dashboard.conftest import app, drawn, follow, html_links, no_exceptions, switches
 from tests.replay.conftest import RULE_2
 
 
@@ -65,12 +66,18 @@ def test_a_deep_link_shows_the_recorded_decision_and_its_rebuilt_request(store, 
     assert _links(at)["Open this session"] == session_id
     # The editor and the run and fork controls wait for a click: a dozen kinds of widget the browser draws.
     assert not at.text_area and not [b for b in at.button if b.key in ("replay_run", "replay_fork")]
-    at.button(key="replay_open_edit").click().run()
+    # The request as JSON, once asked for: a link, sent to the browser only then.
+    assert not at.json
+    at = follow(html_links(at)["Show the request as JSON"])
+    no_exceptions(at)
+    assert json.loads(at.json[0].value) == replay.reconstruct(session_id, turn, db=str(store)).request
+    assert "Hide the request as JSON" in html_links(at)
+    at = follow(html_links(at)["Edit and re-run"])
     no_exceptions(at)
     assert at.query_params["edit"] == "1"  # kept in the URL: a reload or a link opens it again
     assert [t.label for t in at.text_area] == ["System prompt"]
     assert not at.button(key="replay_run").disabled and not at.button(key="replay_fork").disabled
-    assert not [b for b in at.button if b.key == "replay_open_edit"]
+    assert "Edit and re-run" not in html_links(at)
 
 
 def test_without_the_approval_rule_the_rerun_refunds_at_once(store, asks_to_confirm):
@@ -151,7 +158,7 @@ def test_an_unknown_session_is_a_clear_error(store):
     at = app("replay", id="no-such-session", turn="1")
     assert not at.exception
     assert "no session 'no-such-session'" in at.error[0].value
-    assert not [b for b in at.button if b.key in ("replay_run", "replay_open_edit")]  # nothing to run
+    assert not [b for b in at.button if b.key == "replay_run"] and "Edit and re-run" not in html_links(at)
 
 
 def test_a_turn_past_the_end_is_a_clear_error(store, asks_to_confirm):

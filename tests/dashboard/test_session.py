@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 
 import pytest
@@ -60,6 +61,13 @@ def test_a_deep_link_opens_that_decision_with_what_the_model_saw_picked_and_paid
     assert f"What the model saw <span class=\"muted\">({call.message_count} messages)</span>" in page
     assert page.count('<div class="msg ') == min(call.message_count, 8)  # the newest messages, one by one
     assert at.query_params["turn"] == "2"
+    # The exact request, once asked for: a link, its JSON sent to the browser only then.
+    assert not at.json
+    at = follow(html_links(at)["Show the exact request (JSON)"])
+    no_exceptions(at)
+    request = replay.reconstruct(account.session.session_id, 2, db=str(store)).request
+    assert json.loads(at.json[0].value)["messages"] == request["messages"]
+    assert at.query_params["turn"] == "2" and "Hide the exact request (JSON)" in html_links(at)
 
 
 def test_a_long_conversation_hides_its_middle_not_the_customers_first_message(store):
