@@ -28,6 +28,7 @@ STYLE = """<style>
 .fr-table tr{position:relative}
 .fr-table td:first-child a::after{content:"";position:absolute;inset:0}
 .fr-table tr:has(td:first-child a):hover td{background:rgba(128,132,149,0.1)}
+.fr-table tr.on td{background:rgba(255,75,75,0.08);font-weight:600}
 .fr-table th a{text-decoration:underline dotted}
 .fr-metrics{display:grid;gap:0.5rem 1rem;margin-bottom:0.5rem}
 .fr-metric{min-width:0}
@@ -122,7 +123,8 @@ def callout(inner: str, tone: Literal["warning", "success", "info"] = "warning")
 
 def table(rows: Sequence[Mapping[str, str]], *, links: Sequence[str | None], numeric: Sequence[str] = (),
           wrap: Sequence[str] = (), indent: Sequence[int] | None = None, tips: Mapping[str, str] | None = None,
-          sorts: Mapping[str, str] | None = None, sorted_by: tuple[str, bool] | None = None) -> str:
+          sorts: Mapping[str, str] | None = None, sorted_by: tuple[str, bool] | None = None,
+          chosen: int | None = None) -> str:
     """A table, each row's first cell a link that opens its page in this tab; the link covers its
     row, so a click anywhere on the row opens it. ``st.dataframe``'s grid costs the browser ~0.35–0.6 s
     of main-thread time on every load of a page it is on (``benchmarks/RESULTS.md`` §61, §63, §65);
@@ -140,6 +142,7 @@ def table(rows: Sequence[Mapping[str, str]], *, links: Sequence[str | None], num
         tips: A header's tooltip, by column.
         sorts: A header's link, by column: the page sorted by that column.
         sorted_by: The column the rows are sorted by and whether descending, marked with an arrow.
+        chosen: The row whose details the page shows below the table, marked.
     """
     if not rows:
         return ""
@@ -164,7 +167,8 @@ def table(rows: Sequence[Mapping[str, str]], *, links: Sequence[str | None], num
         return f'<th{" class=num" if col in numeric else ""} title="{html.escape(tips.get(col, ""))}">{text}</th>'
 
     head = "".join(header(c) for c in cols)
-    body = "".join("<tr>" + "".join(cell(c, row[c], k) for c in cols) + "</tr>" for k, row in enumerate(rows))
+    body = "".join(("<tr class=on>" if k == chosen else "<tr>") + "".join(cell(c, row[c], k) for c in cols) + "</tr>"
+                   for k, row in enumerate(rows))
     return f'<div class="fr-scroll"><table class="fr-table"><tr>{head}</tr>{body}</table></div>'
 
 

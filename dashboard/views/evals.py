@@ -358,7 +358,8 @@ def _compare(runs: list[tracer.EvalRunRecord]) -> None:
                                                                       for k in cases],
                              numeric=("Δ", "baseline", "candidate", "p (worse)"), wrap=("why the candidate failed",),
                              sorts=sorts, sorted_by=(header, desc),
-                             tips={h: col.help for h, col in _COLUMNS.items() if col.help}))
+                             tips={h: col.help for h, col in _COLUMNS.items() if col.help},
+                             chosen=next((n for n, k in enumerate(cases) if k.case_id == case), None)))
     parts.append(f"<p>{_ui.json_link('evals', 'the raw comparison (JSON)', 'comparison')}</p>")
     _ui.draw(*parts)
     if case is not None:

@@ -78,6 +78,8 @@ class Table:
     """Each row's cells by header (without the arrow)."""
     links: list[str | None]
     """Each row's first cell's link."""
+    chosen: list[int]
+    """The rows marked as the one the page shows below the table (``_html.table``'s ``chosen``)."""
 
     def column(self, name: str) -> list[str]:
         return [row[name] for row in self.rows]
@@ -93,13 +95,17 @@ class _TableParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tables: list[list[list[tuple[str, str | None]]]] = []
+        self.marked: list[list[int]] = []
         self._cell: list[str] | None = None
         self._href: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "table" and ("class", "fr-table") in attrs:
             self.tables.append([])
+            self.marked.append([])
         elif tag == "tr" and self.tables:
+            if ("class", "on") in attrs:
+                self.marked[-1].append(len(self.tables[-1]) - 1)  # a row of the body: the header is row 0
             self.tables[-1].append([])
         elif tag in ("td", "th") and self.tables:
             self._cell, self._href = [], None
@@ -120,11 +126,11 @@ def link_tables(at: AppTest) -> list[Table]:
     """Every ``_ui.link_table`` on the page, in order."""
     parser = _parsed(at, _TableParser())
     tables = []
-    for head, *body in parser.tables:
+    for (head, *body), marked in zip(parser.tables, parser.marked, strict=True):
         names = [text.rstrip(" ↑↓") for text, _ in head]
         tables.append(Table([text for text, _ in head], [href for _, href in head],
                             [dict(zip(names, (text for text, _ in row), strict=True)) for row in body],
-                            [row[0][1] for row in body]))
+                            [row[0][1] for row in body], marked))
     return tables
 
 

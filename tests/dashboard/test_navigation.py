@@ -33,9 +33,12 @@ def test_an_eval_failure_in_the_comparison_opens_the_turn_its_reason_names(store
     assert turn is not None and turn > 1 and f"turn {turn}" in failed.scores[-1]["reason"] + str(failed.scores)
     at = app("evals")
     compared = link_tables(at)[1]
+    assert compared.chosen == []
     at = follow(compared.links[compared.column("case").index(case.case_id)])
     no_exceptions(at)
     assert at.query_params["case"] == case.case_id
+    compared = link_tables(at)[1]  # the case shown below is marked in the comparison
+    assert compared.chosen == [compared.column("case").index(case.case_id)]
     # The case in both runs, trial by trial.
     baseline, candidate = link_tables(at)[2:]
     assert baseline.column("passed") == ["pass" if p else "fail" for p in case.baseline]
