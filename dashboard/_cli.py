@@ -120,11 +120,16 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
                f"tracer.configure(endpoint=\"{collector.url}\")")
     if receiver is not None:
         click.echo(f"or over gRPC: OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT={receiver.url}")
+    def serve_then_stop() -> None:  # beside the dashboard: a collector that stops on its own stops Streamlit too
+        collector.serve_forever()
+        if collector.fatal is not None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
     try:
         if no_dashboard:
             collector.serve_forever()
         else:
-            threading.Thread(target=collector.serve_forever, name="flightrec-collector", daemon=True).start()
+            threading.Thread(target=serve_then_stop, name="flightrec-collector", daemon=True).start()
             if token:  # the dashboard's own agent runs (an approval's decision) send to the collector with it
                 os.environ["FLIGHTREC_TOKEN"] = token
             run(db_path, host=dashboard_host, port=dashboard_port, mode="read_only" if read_api is None else "shared",
@@ -139,3 +144,6 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
         collector.close()
         for hook in hooks:
             getattr(hook, "close", lambda: None)()
+    if collector.fatal is not None:  # for a supervisor to start it again: the next open replays the log
+        raise click.ClickException(f"{collector.fatal}. Start flightrec serve again: every acknowledged span is in "
+                                   "the store's log, which the next start replays.")

@@ -42,7 +42,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ._config import content_mode
-from ._errors import ConfigError, FlightrecError, StoreError, UnstorableError
+from ._errors import ConfigError, FlightrecError, StoreError, StoreInvalidatedError, UnstorableError
 from ._ingest import Batch, Ingestor, SpanRecord
 from ._lake import COMMIT_INTERVAL_S
 from ._otlp import MAX_BODY, SLICE_BYTES, Decoded, OtlpError, decode_slices, encode_response, is_compressed
@@ -432,6 +432,8 @@ class Collector:
         self._server = _Server(config)
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self.fatal: StoreInvalidatedError | None = None
+        """Why the collector stopped on its own: DuckDB invalidated the store (``_invalidated``)."""
         self._closed = False
 
     @property
@@ -738,8 +740,22 @@ class Collector:
     def _sweep(self) -> None:
         try:
             self.close_inactive_sessions()
+        except StoreInvalidatedError as exc:
+            self._invalidated(exc)
         except FlightrecError as exc:  # the next sweep tries again; spans keep being taken meanwhile
             log.warning("flightrec collector: closing inactive sessions failed: %s", exc)
+
+    def _invalidated(self, exc: StoreInvalidatedError) -> None:
+        """Stops serving once DuckDB has invalidated the store: every commit would fail from then on, and
+        the clients, answered 503, would retry for ever (benchmarks/RESULTS.md §80). ``serve_forever``
+        returns, and ``flightrec serve`` exits with an error, for its supervisor to start it again: the
+        next open replays the log, which holds every acknowledged span."""
+        if self.fatal is not None:
+            return
+        self.fatal = exc
+        log.error("flightrec collector: %s. It stops: start it again (every acknowledged span is in the store's "
+                  "log, which the next start replays)", exc)
+        self._stopped.set()
 
     def maintain(self, fn: Callable[[Store], Any]) -> Any:
         """Runs ``fn(store)`` on the writer's thread between two commits and returns its result (or
@@ -939,6 +955,8 @@ class Collector:
         try:
             if not self.store.checkpoint():
                 log.info("flightrec collector: a checkpoint waits for a read under way; the next commit tries again")
+        except StoreInvalidatedError as exc:
+            self._invalidated(exc)
         except FlightrecError as exc:  # the next commit's check tries again; spans keep being taken
             log.warning("flightrec collector: %s", exc)
         finally:
@@ -1000,6 +1018,9 @@ class Collector:
             return False
         try:
             return self.store.checkpoint()
+        except StoreInvalidatedError as exc:
+            self._invalidated(exc)
+            return False
         except FlightrecError as exc:  # DuckDB checkpoints on its own at _DUCKDB_CHECKPOINT_WAL; spans keep being taken
             log.info("flightrec collector: %s", exc)
             return False
@@ -1066,9 +1087,11 @@ class Collector:
         self._sessions_ended([d.session_id for d in batch.sessions.values() if d.ended])
         return None
 
-    @staticmethod
-    def _failure(exc: Exception, spans: int) -> tuple[str, bool]:
+    def _failure(self, exc: Exception, spans: int) -> tuple[str, bool]:
         """Why ``spans`` were not stored, and whether that is final (theirs) or worth a retry (the store's)."""
+        if isinstance(exc, StoreInvalidatedError):  # worth a retry, once serve has started again
+            self._invalidated(exc)
+            return str(exc), False
         if isinstance(exc, UnstorableError):  # _validate let through a value the schema refuses: a bug to fix there
             log.warning("flightrec collector: %d spans hold a value the store's schema refuses", spans)
             log.debug("flightrec collector: %s", exc)  # the message may quote content: never above DEBUG

@@ -51,6 +51,12 @@ class StoreLockedError(StoreError):
         """The ``flightrec serve`` that holds it, when one does (``tracer.connect`` reads through it)."""
 
 
+class StoreInvalidatedError(StoreError):
+    """DuckDB invalidated the store after a fatal error (a checkpoint or a commit that ran out of the
+    memory it is let, a failing disk): the process can write nothing more to it until it opens the file
+    again, which replays the log. What was committed is in that log."""
+
+
 class StoreMemoryError(StoreError):
     """A read ran out of the memory DuckDB is let (``Store.limit_memory``): beside a writer, whose rows
     share that memory, the same read may pass when tried again."""

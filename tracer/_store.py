@@ -39,6 +39,7 @@ from ._errors import (
     NotRebuildableError,
     SchemaTooNewError,
     StoreError,
+    StoreInvalidatedError,
     StoreLockedError,
     StoreMemoryError,
     UnknownAlertError,
@@ -455,6 +456,16 @@ FROM sessions s WHERE NOT ended AND end_ns < $before
 _LAKE_INACTIVE = "SELECT session_id FROM sessions WHERE NOT ended AND end_ns < $before"
 
 
+def _failed(doing: str, exc: duckdb.Error) -> StoreError:
+    """The error to raise for DuckDB's ``exc`` while ``doing`` ("writing to the trace store X"). A fatal one
+    means DuckDB has invalidated the database: nothing more can be written through any handle of this
+    process until the file is opened again (``StoreInvalidatedError``)."""
+    if isinstance(exc, duckdb.FatalException):
+        return StoreInvalidatedError(f"{doing} failed, and DuckDB has invalidated the store until it is opened "
+                                     f"again: {exc}")
+    return StoreError(f"{doing} failed: {exc}")
+
+
 class Store:
     """A flightrec trace store in one DuckDB file.
 
@@ -736,7 +747,7 @@ class Store:
                 if isinstance(exc, (duckdb.DataError, duckdb.IntegrityError)):  # conversions, ranges, NOT NULL
                     raise UnstorableError(f"the trace store {self.path} cannot take these spans: {exc}") from None
                 if isinstance(exc, duckdb.Error):
-                    raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
+                    raise _failed(f"writing to the trace store {self.path}", exc) from None
                 raise
 
     def _upsert_sessions(self, sessions: pa.Table) -> None:
@@ -804,7 +815,7 @@ class Store:
             except duckdb.Error as exc:
                 if self.lake:
                     _lake.rollback(self._con)
-                raise StoreError(f"writing to the trace store {self.path} failed: {exc}") from None
+                raise _failed(f"writing to the trace store {self.path}", exc) from None
         return [r[0] for r in rows]
 
     # -- retention (_retention.py) ----------------------------------------------------------
@@ -925,7 +936,7 @@ class Store:
                 except duckdb.TransactionException:
                     return False
                 except duckdb.Error as exc:
-                    raise StoreError(f"checkpointing the trace store {self.path} failed: {exc}") from None
+                    raise _failed(f"checkpointing the trace store {self.path}", exc) from None
         finally:
             if bound is not None:
                 with _memory_bounds_lock:

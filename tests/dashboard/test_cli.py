@@ -123,3 +123,33 @@ def test_serve_with_a_bad_content_mode_in_the_environment_says_where_it_came_fro
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "content mode 'partial' (from $FLIGHTREC_CONTENT) is not one of full, redacted, none" in result.output
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_serve_whose_store_duckdb_invalidated_exits_with_an_error_for_its_supervisor(tmp_path, monkeypatch):
+    # Serving on would answer 503 for ever (RESULTS §80); exiting lets a supervisor start it again, and
+    # the next start replays the log, which holds every acknowledged span.
+    import signal
+    from types import SimpleNamespace
+
+    import tracer.collector
+    from tracer._errors import StoreInvalidatedError
+
+    class Invalidated:  # a collector whose store DuckDB invalidates as soon as it serves
+        def __init__(self, db: str, **_: object) -> None:
+            self.store = SimpleNamespace(lake=True, shown=db)  # a lake: no read API to start beside it
+            self.url, self.policy, self.fatal = "http://127.0.0.1:1", SimpleNamespace(mode="full"), None
+
+        def serve_forever(self) -> None:
+            self.fatal = StoreInvalidatedError("writing to the trace store s.duckdb failed, and DuckDB has "
+                                               "invalidated the store until it is opened again: FATAL Error")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(tracer.collector, "Collector", Invalidated)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # serve's SIGTERM handler is not this test's
+    result = CliRunner().invoke(main, ["serve", "--db", str(tmp_path / "s.duckdb"), "--port", "0", "--no-grpc",
+                                       "--no-dashboard"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "DuckDB has invalidated the store" in result.output
+    assert "Start flightrec serve again: every acknowledged span is in the store's log" in result.output

@@ -352,3 +352,29 @@ def test_near_its_resident_bound_the_writer_checkpoints_after_each_commit(tmp_pa
         assert post(collector.url, good)[0] == 200
         assert checkpointed.wait(30)
         assert far not in at and near in at  # far enough from the bound, no checkpoint
+
+
+def test_a_store_duckdb_invalidated_stops_the_collector_instead_of_answering_503_for_ever(tmp_path, monkeypatch,
+                                                                                          good, caplog):
+    # A checkpoint that ran DuckDB out of its memory invalidated the database: every later commit failed,
+    # and serve answered 503 to every request, for minutes, logging nothing (RESULTS §80).
+    import duckdb
+
+    from tracer._errors import StoreInvalidatedError
+    from tracer._store import _failed
+
+    fatal = _failed("writing to the trace store x", duckdb.FatalException("database has been invalidated"))
+    assert isinstance(fatal, StoreInvalidatedError) and "invalidated the store" in str(fatal)
+    assert not isinstance(_failed("writing to the trace store x", duckdb.IOException("disk full")),
+                          StoreInvalidatedError)
+    with Collector(str(tmp_path / "i.duckdb"), port=0) as collector:
+        assert post(collector.url, good)[0] == 200
+
+        def invalidated(batch: object) -> None:
+            raise fatal
+
+        monkeypatch.setattr(collector.store, "write", invalidated)
+        status, _ = post(collector.url, good)
+        assert status == 503  # a retry, once serve has started again, is stored
+        assert collector._stopped.wait(30) and collector.fatal is fatal
+    assert any(r.levelname == "ERROR" and "start it again" in r.getMessage() for r in caplog.records)
