@@ -120,6 +120,7 @@ def serve(db: str | None, host: str, port: int, grpc_port: int, no_grpc: bool, t
                f"tracer.configure(endpoint=\"{collector.url}\")")
     if receiver is not None:
         click.echo(f"or over gRPC: OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT={receiver.url}")
+
     def serve_then_stop() -> None:  # beside the dashboard: a collector that stops on its own stops Streamlit too
         collector.serve_forever()
         if collector.fatal is not None:
