@@ -170,9 +170,7 @@ def json_view(label: str, name: str, value: Any) -> None:
     with st.container(key=key):
         st.markdown(f"**{label}**")
         st.json(value if not isinstance(value, str) else _maybe_json(value), expanded=2)
-    if not st.session_state.get(f"{key}_scrolled"):
-        st.session_state[f"{key}_scrolled"] = True
-        scroll_to(key)
+    scroll_once(key)
 
 
 def _maybe_json(text: str) -> Any:
@@ -215,6 +213,26 @@ def paged(fetch: Callable[[int], R], size: int, *, name: str = "page") -> tuple[
     return page, pages, got
 
 
+S = TypeVar("S", bound=Sequence)
+
+
+def paged_rows(rows: S, size: int, *, name: str = "page") -> tuple[int, int, S]:
+    """``paged`` over rows already at hand (a cached list or frame): the page, the count of pages, and
+    that page's rows."""
+    page, pages, (_, shown) = paged(lambda index: (len(rows), rows[index * size:(index + 1) * size]), size,
+                                    name=name)
+    return page, pages, shown
+
+
+def picked(name: str, offered: Sequence[str]) -> list[str]:
+    """A filter's values from the URL (``?status=ok&status=error``), those it offers; a warning names the others."""
+    asked = st.query_params.get_all(name)
+    unknown = [v for v in asked if v not in offered]
+    if unknown:
+        st.warning(f"`{name}={', '.join(unknown)}` in the URL is not one of {', '.join(offered)}; it was ignored.")
+    return [v for v in asked if v in offered]
+
+
 def matching(total: int, what: str, first: int, shown: int, *, one: str) -> str:
     """How many of ``what`` match (``one`` of them: "1 alert matches"), and which are shown when not all
     are: "120 alerts match; showing 51–100"."""
@@ -246,6 +264,15 @@ def scroll_to(key: str) -> None:
         if (el) el.scrollIntoView({{block: "start"}});
         else if (tries > 0) setTimeout(() => go(tries - 1), 100);
     }})(20);</script>""", unsafe_allow_javascript=True, width="content")
+
+
+def scroll_once(key: str, cause: Any = True) -> None:
+    """``scroll_to`` the container ``key`` when ``cause`` (what asked for it: a group picked, a view opened)
+    is new to this browser session: a rerun of the page (its widgets', a live page's) then leaves the
+    reader's scroll where it is."""
+    if st.session_state.get(f"{key}_scrolled") != cause:
+        st.session_state[f"{key}_scrolled"] = cause
+        scroll_to(key)
 
 
 def chart_html(data: pd.DataFrame, mark: Literal["bar", "line"], *, x: str = "time", across: bool = False,

@@ -39,8 +39,8 @@ def _age(since: float | None, now: float) -> str:
 
 
 def _list(rows: pd.DataFrame) -> None:
-    page, pages, (total, shown) = _ui.paged(
-        lambda i: (len(rows), rows.iloc[i * _PAGE_SIZE:(i + 1) * _PAGE_SIZE]), _PAGE_SIZE)
+    page, pages, shown = _ui.paged_rows(rows, _PAGE_SIZE)
+    total = len(rows)
     head = _html.heading(f"Waiting for a decision ({total:,})")
     if shown.empty:
         _ui.draw(head)

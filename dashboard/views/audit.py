@@ -47,15 +47,6 @@ def _detail(text: str) -> str:
     return " · ".join(f"{k} {v}" for k, v in json.loads(text).items() if v is not None)
 
 
-def _picked(name: str, offered: list[str] | tuple[str, ...]) -> list[str]:
-    """A filter's values from the URL (``?action=fork&action=replay``), those it offers."""
-    asked = st.query_params.get_all(name)
-    unknown = [v for v in asked if v not in offered]
-    if unknown:
-        st.warning(f"`{name}={', '.join(unknown)}` in the URL is not one of {', '.join(offered)}; it was ignored.")
-    return [v for v in asked if v in offered]
-
-
 def render() -> None:
     st.title("Audit")
     intro = _html.note(
@@ -68,8 +59,8 @@ def render() -> None:
                 "exporting a session (here or with `flightrec`) records one; `flightrec audit list` shows them too.")
         return
     actors = _seen("actor")
-    actions, who, vias = (_picked("action", tracer.AUDIT_ACTIONS), _picked("actor", actors),
-                          _picked("via", tracer.AUDIT_VIAS))
+    actions, who, vias = (_ui.picked("action", tracer.AUDIT_ACTIONS), _ui.picked("actor", actors),
+                          _ui.picked("via", tracer.AUDIT_VIAS))
     query = {"action": actions, "actor": who, "via": vias}
     _ui.to_url(query)
     form = _html.filters("audit", kept={}, clear=bool(actions or who or vias), fields=[

@@ -273,9 +273,8 @@ def _top(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> None:
         _ui.draw(_top_sessions_html(span, view, group))
     # A group's row loads the page anew, at its top, far above the sessions it asked for: scrolled to
     # them once (a live page reruns every few seconds, and the reader may have scrolled away since).
-    if group is not None and st.session_state.get(_TOP_KEY + "_scrolled") != group:
-        st.session_state[_TOP_KEY + "_scrolled"] = group
-        _ui.scroll_to(_TOP_KEY)
+    if group is not None:
+        _ui.scroll_once(_TOP_KEY, group)
 
 
 def _top_sessions_html(span: _ui.TimeRange, view: str, group: tuple[str, str] | None) -> str:

@@ -98,8 +98,8 @@ def _trial_table(results: Sequence[tracer.EvalResultRecord], *, with_case: bool)
 # -- the runs -------------------------------------------------------------------------------------
 
 def _run_list(runs: list[tracer.EvalRunRecord]) -> str:
-    page, pages, (total, shown) = _ui.paged(
-        lambda i: (len(runs), runs[i * _PAGE_SIZE:(i + 1) * _PAGE_SIZE]), _PAGE_SIZE, name="runs_page")
+    page, pages, shown = _ui.paged_rows(runs, _PAGE_SIZE, name="runs_page")
+    total = len(runs)
     rows = [{"run": r.run_id[:8], "labels": ", ".join(r.labels), "dataset": r.dataset,
              "started (UTC)": _ui.when(r.started_ns).removesuffix(" UTC"), "settings": _settings(r),
              "cases": f"{r.cases:,}", "trials / case": str(r.trials),
@@ -179,18 +179,16 @@ def _one_run(ref: str) -> None:
     which = _switch("Which", "cases", {"all": "all", "failing": "not passing every trial"}, "all")
     cases = [c for c in _cases(ref) if which.current == "all" or c.passed < len(c.trials)]
     if shows.current == "cases":
-        page, pages, (total, shown) = _ui.paged(
-            lambda i: (len(cases), cases[i * _PAGE_SIZE:(i + 1) * _PAGE_SIZE]), _PAGE_SIZE)
-        listed = (_html.note(_ui.matching(total, "cases", (page - 1) * _PAGE_SIZE, len(shown), one="case")
+        page, pages, shown = _ui.paged_rows(cases, _PAGE_SIZE)
+        listed = (_html.note(_ui.matching(len(cases), "cases", (page - 1) * _PAGE_SIZE, len(shown), one="case")
                              + ". Click a case to open its first failing trial's session at the decision that failed.")
                   + _html.table([c.row() for c in shown], links=[_session_link(c.opens) for c in shown],
                                 wrap=("why it failed",), numeric=("pass rate", "passed", "mean score", "cost",
                                                                   "median latency")))
     else:
         trials = [r for c in cases for r in c.trials]
-        page, pages, (total, shown) = _ui.paged(
-            lambda i: (len(trials), trials[i * _PAGE_SIZE:(i + 1) * _PAGE_SIZE]), _PAGE_SIZE)
-        listed = (_html.note(_ui.matching(total, "trials", (page - 1) * _PAGE_SIZE, len(shown), one="trial")
+        page, pages, shown = _ui.paged_rows(trials, _PAGE_SIZE)
+        listed = (_html.note(_ui.matching(len(trials), "trials", (page - 1) * _PAGE_SIZE, len(shown), one="trial")
                              + ". Click a trial to open its session at the decision that failed.")
                   + _trial_table(shown, with_case=True))
     _ui.draw(*head, _html.switches("evals", _ui.here(), shows, which), listed,
@@ -365,7 +363,7 @@ def _compare(runs: list[tracer.EvalRunRecord]) -> None:
     if case is not None:
         with st.container(key=_CASE_KEY):
             _ui.draw(_case_in_both(a_run, b_run, case))
-        _ui.scroll_to(_CASE_KEY)  # a click on a row loads the page at its top; the case is below the table
+        _ui.scroll_once(_CASE_KEY, case)  # a click on a row loads the page at its top; the case is below the table
     _ui.json_view("The raw comparison (JSON)", "comparison", c.model_dump())
 
 

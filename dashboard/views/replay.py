@@ -502,9 +502,7 @@ def render() -> None:
         return
     with st.container(key=_EDITOR_KEY):
         _editor(rec)
-    if not st.session_state.get("replay_editor_scrolled"):  # once a page load: its widgets rerun it
-        st.session_state["replay_editor_scrolled"] = True
-        _ui.scroll_to(_EDITOR_KEY)
+    _ui.scroll_once(_EDITOR_KEY)  # its widgets rerun the page
 
 
 def _editor(rec: replay.Reconstruction) -> None:

@@ -110,15 +110,6 @@ def _sort() -> tuple[str, bool]:
     return sort, _SORTS[sort][2] if desc is None else desc != "0"
 
 
-def _picked(name: str, options: list[str]) -> list[str]:
-    """A filter's values from the URL (``?status=ok&status=error``), those the store has."""
-    asked = st.query_params.get_all(name)
-    unknown = [v for v in asked if v not in options]
-    if unknown:
-        st.warning(f"`{name}={', '.join(unknown)}` in the URL: no session has it; it was ignored.")
-    return [v for v in asked if v in options]
-
-
 def render() -> None:
     st.title("Sessions")
     agents, statuses = _facets()
@@ -132,7 +123,7 @@ def render() -> None:
     # Every choice lives in the URL: the filters' form, the origin's links, a header's sort link and the
     # page links load the page anew, each carrying the others.
     search = (_ui.param("q") or "").strip()
-    chosen_agents, chosen_status = _picked("agent", agents), _picked("status", statuses)
+    chosen_agents, chosen_status = _ui.picked("agent", agents), _ui.picked("status", statuses)
     sort, desc = _sort()
     query = {"origin": view, "run": run, "route": route, "q": search or None, "agent": chosen_agents,
              "status": chosen_status}

@@ -120,3 +120,14 @@ def test_search_finds_a_session_by_id_prefix_and_by_what_its_tools_returned(stor
     at = submit(at, q="no session says this")
     no_exceptions(at)
     assert any("No session matches" in i.value for i in at.info)
+
+
+def test_a_filter_value_the_store_does_not_have_is_named_and_ignored(store):
+    at = app("sessions", status=["ok", "no-such-status"])
+    assert not at.exception
+    [warning] = at.warning
+    assert warning.value.startswith("`status=no-such-status` in the URL is not one of ") and "ok" in warning.value
+    def count(page) -> str:
+        return re.search(r"([\d,]+) production sessions? match", drawn(page)).group(1)
+
+    assert count(at) == count(app("sessions", status="ok")) != count(app("sessions"))  # filtered by ok alone
