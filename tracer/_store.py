@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,19 +117,31 @@ _SESSION_COLUMNS = (
 _SESSION_MARKS = ("eval_run_id", "eval_case_id", "source_session_id", "route", "tags", "parent_session_id")
 
 
+_KEY_BYTES = 80
+"""Memory DuckDB holds for each row of a table with a primary key, once the table is written to: it
+loads the key's index (an adaptive radix tree) whole on the first insert after the file is opened or
+checkpointed, and neither spills nor frees it until the next checkpoint. 74.5 bytes a key measured, for
+414,792 keys of 32-character content hashes, chain nodes and session ids (benchmarks/RESULTS.md §81)."""
+
+
 @dataclasses.dataclass
 class _MemoryBound:
     """The memory a process holds a database's DuckDB to (``Store.limit_memory``), and what is lent."""
 
-    mb: int
-    shown: str
-    """DuckDB's ``memory_limit`` once held to ``mb``: another means the database was opened anew since."""
+    working: int
+    """Megabytes for everything but the keys' indexes: rows awaiting a checkpoint, cached blocks, queries."""
+    keys: int
+    """Bytes the keys' indexes take once loaded, about (``_KEY_BYTES`` a row of a keyed table)."""
+    shown: str = ""
+    """DuckDB's ``memory_limit`` as last set to ``mb``: another means the database was opened anew since."""
     lent: int = 0
+    """Megabytes DuckDB is let now: ``mb``, or more while memory is lent."""
     lenders: int = 0
     checkpointing: bool = False
 
-    def __post_init__(self) -> None:
-        self.lent = self.mb
+    @property
+    def mb(self) -> int:
+        return self.working + -(-self.keys // 10**6)  # DuckDB's MB
 
 
 _memory_bounds: dict[str, _MemoryBound] = {}
@@ -433,6 +445,8 @@ _INSERTS = (
                  "USING (outcome_id)"),
 )
 """What ``write`` runs for each table of a batch, in this order."""
+_KEYED_INSERTS = ("content", "chain", "sessions", "outcomes")
+"""The tables of a batch whose rows a primary key indexes (``_KEY_BYTES``)."""
 _LAKE_INSERTS = (
     *((name, sql) for name, sql in _INSERTS if name not in ("content", "chain", "outcomes")),
     # Content-addressed rows are appended: another collector may have stored one too, and the views
@@ -582,22 +596,65 @@ class Store:
             self._con.execute(f"SET checkpoint_threshold = '{wal_size}'")
 
     def limit_memory(self, mb: int) -> None:
-        """Bounds the memory DuckDB holds to ``mb`` megabytes: rows committed but not yet checkpointed,
-        cached blocks, and what queries work in. Past it, DuckDB spills to a directory beside the file
-        (``<db>.tmp``, removed on close) instead of growing. The setting is the database's: every handle
-        this process has on the file gets it (``lend_memory`` lifts it for a while).
+        """Bounds the memory DuckDB holds to ``mb`` megabytes, and what the primary keys' indexes take
+        besides: rows committed but not yet checkpointed, cached blocks, and what queries work in. Past
+        it, DuckDB spills to a directory beside the file (``<db>.tmp``, removed on close) instead of
+        growing. The indexes cannot spill: DuckDB loads one whole on the first insert into its table, so
+        they are counted apart and the bound grows with them as the store does (``key_bytes``). Held to
+        ``mb`` alone, a store of about 380,000 realistic spans no longer took a commit within 48 MB
+        (benchmarks/RESULTS.md §81). The setting is the database's: every handle this process has on the
+        file gets it (``lend_memory`` lifts it for a while).
         """
         with _memory_bounds_lock:
-            self._set_memory(mb)
-            _memory_bounds[self._key] = _MemoryBound(mb, self._setting("memory_limit"))
+            bound = _memory_bounds[self._key] = _MemoryBound(mb, self._counted_key_bytes())
+            self._hold(bound)
+
+    def key_bytes(self) -> int:
+        """What the indexes of the store's primary keys take in memory once loaded, about: as ``limit_memory``
+        counts them (0 on a lake, which has no keys)."""
+        with _memory_bounds_lock:
+            bound = _memory_bounds.get(self._key)
+            return bound.keys if bound is not None else self._counted_key_bytes()
+
+    def _counted_key_bytes(self) -> int:
+        if self.lake:
+            return 0
+        with self._lock:
+            tables = [t for t, in self._con.execute(
+                "SELECT DISTINCT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+                "AND database_name = current_database()").fetchall()]
+            counts = " + ".join(f"(SELECT count(*) FROM {t})" for t in tables)
+            rows = self._con.execute(f"SELECT {counts}").fetchone()[0]
+        return int(rows) * _KEY_BYTES
+
+    def _hold(self, bound: _MemoryBound) -> None:
+        """Sets DuckDB's limit to ``bound.mb``, unless memory lent now covers it (the last lender sets
+        it); under ``_memory_bounds_lock``."""
+        if bound.lenders and bound.lent >= bound.mb:
+            return
+        self._set_memory(bound.mb)
+        bound.lent, bound.shown = bound.mb, self._setting("memory_limit")
+
+    def _keys_added(self, rows: int) -> None:
+        """Raises the bound for ``rows`` rows just committed into keyed tables (an overcount, for
+        rows an insert ignored or an update matched: the next checkpoint counts them again)."""
+        with _memory_bounds_lock:
+            bound = _memory_bounds.get(self._key)
+            if bound is None or not rows:
+                return
+            before = bound.mb
+            bound.keys += rows * _KEY_BYTES
+            if bound.mb > before:
+                self._hold(bound)
 
     @contextmanager
     def lend_memory(self, mb: int) -> Iterator[None]:
-        """Lets DuckDB hold up to ``mb`` megabytes while inside, if ``limit_memory`` holds the database
-        to less: for work whose queries need more than the bound, such as the online detectors' run
-        beside the collector's writes (benchmarks/RESULTS.md §75). The writer's rows share what is
-        lent meanwhile. The bound is set back when the last lender leaves; if DuckDB cannot free enough
-        then (it keeps what queries under way pin), the next lender's leaving tries again.
+        """Lets DuckDB hold up to ``mb`` megabytes while inside, and the keys' indexes besides, if
+        ``limit_memory`` holds the database to less: for work whose queries need more than the bound,
+        such as the online detectors' run beside the collector's writes (benchmarks/RESULTS.md §75). The
+        writer's rows share what is lent meanwhile. The bound is set back when the last lender leaves;
+        if DuckDB cannot free enough then (it keeps what queries under way pin), the next lender's
+        leaving tries again.
 
         Lending and ``checkpoint`` take turns: a checkpoint during which the memory was taken back
         wrote ~97 MB for a 23 MB log, and left the file up to 70% larger (§75).
@@ -609,9 +666,10 @@ class Store:
                 bound = None
             if bound is not None:
                 _memory_bounds_lock.wait_for(lambda: not bound.checkpointing)
-                if mb > bound.lent:
-                    self._set_memory(mb)
-                    bound.lent = mb
+                lent = bound.mb - bound.working + mb
+                if lent > bound.lent:
+                    self._set_memory(lent)
+                    bound.lent = lent
                 bound.lenders += 1
         try:
             yield
@@ -621,8 +679,7 @@ class Store:
                     bound.lenders -= 1
                     if not bound.lenders and bound.lent > bound.mb:
                         try:
-                            self._set_memory(bound.mb)
-                            bound.lent = bound.mb
+                            self._hold(bound)
                         except StoreError as exc:
                             log.warning("flightrec: %s; DuckDB keeps %d MB until later", exc, bound.lent)
 
@@ -749,6 +806,14 @@ class Store:
                 if isinstance(exc, duckdb.Error):
                     raise _failed(f"writing to the trace store {self.path}", exc) from None
                 raise
+            finally:
+                # Set by _upsert_sessions, and kept by a rollback. An invalidated database refuses it too:
+                # the error raised then says so.
+                if "sessions" in tables and not self.lake:
+                    with suppress(duckdb.Error):
+                        con.execute("RESET dynamic_or_filter_threshold")
+        if not self.lake:  # outside the store's lock, which lend_memory takes after the bounds' lock
+            self._keys_added(sum(tables[n].num_rows for n in _KEYED_INSERTS if n in tables))
 
     def _upsert_sessions(self, sessions: pa.Table) -> None:
         """Adds the batch's session rows into the stored ones and inserts the rest (in the caller's transaction)."""
@@ -759,11 +824,8 @@ class Store:
         # sessions keyed by their trace id): the UPDATE then read every stored session, 68.6 ms for 100 at
         # 1,000,000 stored, against 11.0 with the filter. Up to _SESSION_FILTER_IDS ids the filter costs no
         # more on a small store; 500 cost 4 ms more there, 2,000 20 ms (benchmarks/RESULTS.md §69).
-        con.execute(f"SET dynamic_or_filter_threshold = {_SESSION_FILTER_IDS}")
-        try:
-            updated = pa.array([r[0] for r in _over(con, sessions, _SESSION_UPDATE).fetchall()], pa.string())
-        finally:
-            con.execute("RESET dynamic_or_filter_threshold")
+        con.execute(f"SET dynamic_or_filter_threshold = {_SESSION_FILTER_IDS}")  # ``write`` resets it
+        updated = pa.array([r[0] for r in _over(con, sessions, _SESSION_UPDATE).fetchall()], pa.string())
         new = sessions if not len(updated) else sessions.filter(
             pc.invert(pc.is_in(sessions.column("session_id"), value_set=updated)))
         if new.num_rows:
@@ -916,7 +978,8 @@ class Store:
         """Writes the log into the file (``CHECKPOINT``), so that the blocks removed rows held are
         free for new data; the file does not shrink (see ``_retention.compact``). Returns False
         when another connection's transaction is open (a read under way in serve), or memory is lent
-        (``lend_memory``): DuckDB's next automatic checkpoint then frees them.
+        (``lend_memory``): DuckDB's next automatic checkpoint then frees them. A database held to a
+        bound counts its keys anew after, for the rows removed and the rows an insert ignored (``limit_memory``).
 
         Raises:
             StoreError: the checkpoint failed otherwise (disk full …).
@@ -942,6 +1005,13 @@ class Store:
                 with _memory_bounds_lock:
                     bound.checkpointing = False
                     _memory_bounds_lock.notify_all()
+        if bound is not None:  # the indexes are written out and unloaded: count their keys anew
+            with _memory_bounds_lock:
+                bound.keys = self._counted_key_bytes()
+                try:
+                    self._hold(bound)
+                except StoreError as exc:
+                    log.warning("flightrec: %s; DuckDB keeps %d MB until later", exc, bound.lent)
         return True
 
     # -- reading -----------------------------------------------------------------------------
