@@ -125,6 +125,12 @@ _DUCKDB_MEMORY_MB = 48
 write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL_BYTES``: 126 MB of them for 112 MB of
 spans of one-byte attributes), and spills to a temporary file past this instead. A checkpoint takes
 what it is let: at 96 MB it held 90 MB of rows, and the process went past 500 MB (benchmarks/RESULTS.md §64)."""
+BOUNDED_KNOWN_HASHES = 100_000
+"""Content hashes and chain nodes the ingestor of a process bounded by ``max_resident_bytes`` remembers having
+sent, so as not to send them again (the store's key would ignore them): 15 MB, against 73 MB for the
+500,000 it remembers otherwise (benchmarks/RESULTS.md §80, §81)."""
+KEYS_WARN_SHARE = 0.25
+"""Share of ``max_resident_bytes`` past which serve warns that the store's keys crowd out its requests."""
 MAX_CONNECTIONS = 1000
 """Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
 HEADER_TIMEOUT_S = 5.0
@@ -389,6 +395,7 @@ class Collector:
         self._gather_s = COMMIT_INTERVAL_S if self.store.lake else 0.0
         if max_resident_bytes is not None:  # else DuckDB keeps every row the log holds in memory too, up to 256 MB
             self.store.limit_memory(_DUCKDB_MEMORY_MB)
+        self._keys_warned = False
         self.token = token
         self.max_body = max_body
         self.max_pending_spans = max_pending_spans
@@ -410,7 +417,7 @@ class Collector:
         are receiving their body or decoding a slice: the writer waits for it before it commits."""
         self._last_commit_s = _GATHER_MAX_S  # until a commit is timed
         self._lock = threading.Lock()
-        self._ingestor = Ingestor()
+        self._ingestor = Ingestor() if max_resident_bytes is None else Ingestor(BOUNDED_KNOWN_HASHES)
         self._spill = None if self.store.lake else Spill(spill_dir(self.store.path))
         """Where the writer keeps the slices it answers during a checkpoint (a lake has no checkpoint to wait for)."""
         self._checkpointer: threading.Thread | None = None
@@ -418,6 +425,7 @@ class Collector:
         self._held: list[tuple[Batch, int, dict[Segment, int]]] = []
         """Batches answered from the spill during the checkpoint: each with its spans and their segments."""
         self._held_bytes = 0
+        self._note_keys()
         self._writer = threading.Thread(target=self._write_loop, name="flightrec-collector-writer", daemon=True)
         self._writer.start()
 
@@ -1011,13 +1019,31 @@ class Collector:
                             "the spill beside the store keeps them, and the next start of serve stores them",
                             spans, failed[0])
 
+    def _note_keys(self) -> None:
+        """Warns, once, when the indexes of the store's primary keys take more than ``KEYS_WARN_SHARE`` of
+        the memory a bounded process holds itself to: they grow with the store, and DuckDB holds them
+        whole (``Store.limit_memory``), so that less and less is left for requests."""
+        limit = self.budget.resident_limit
+        if limit is None or self._keys_warned:
+            return
+        keys = self.store.key_bytes()
+        if keys > limit * KEYS_WARN_SHARE:
+            self._keys_warned = True
+            log.warning("flightrec collector: the store's keys take about %d MB of the %d MB this process holds "
+                        "itself to, and grow with the store (DuckDB holds their indexes in memory whole). As they "
+                        "grow, more requests are answered 503 to wait. Remove old sessions (flightrec serve "
+                        "--retain 30d, or flightrec prune), or move to a lake (the README's \"Scale out\")",
+                        keys >> 20, limit >> 20)
+
     def idle_checkpoint(self) -> bool:
         """Checkpoints when the write-ahead log holds ``IDLE_CHECKPOINT_BYTES`` or more; the writer
         calls it once nothing was written for ``IDLE_CHECKPOINT_S``. Returns whether it checkpointed."""
         if self._wal_bytes() < IDLE_CHECKPOINT_BYTES:
             return False
         try:
-            return self.store.checkpoint()
+            done = self.store.checkpoint()
+            self._note_keys()
+            return done
         except StoreInvalidatedError as exc:
             self._invalidated(exc)
             return False
@@ -1097,6 +1123,8 @@ class Collector:
             log.debug("flightrec collector: %s", exc)  # the message may quote content: never above DEBUG
             return str(exc), True
         if isinstance(exc, FlightrecError):  # the store's own trouble (disk full, lock): worth a retry
+            log.warning("flightrec collector: %d spans were not stored, and are answered 503 for a retry: %s",
+                        spans, exc)
             return str(exc), False
         # Spans that ingest or the store's types cannot take: theirs, not the store's.
         log.warning("flightrec collector: %d spans cannot be stored (%s)", spans, type(exc).__name__)

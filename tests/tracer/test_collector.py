@@ -441,7 +441,8 @@ def fail_writes_of(span: tuple[str, str], collector: Collector, monkeypatch, err
     monkeypatch.setattr(collector.store, "write", write)
 
 
-def test_a_request_whose_second_slice_fails_gets_a_503_and_its_retry_stores_every_span_once(tmp_path, monkeypatch):
+def test_a_request_whose_second_slice_fails_gets_a_503_and_its_retry_stores_every_span_once(tmp_path, monkeypatch,
+                                                                                             caplog):
     monkeypatch.setattr("tracer._collector.SLICE_BYTES", 1)
     spans = agent_spans()
     body = encode_spans(spans).SerializeToString()
@@ -452,6 +453,9 @@ def test_a_request_whose_second_slice_fails_gets_a_503_and_its_retry_stores_ever
         status, text = post(collector.url, body)
         assert status == 503
         assert b"1 of its spans were stored, the rest not stored: the disk is full (a test); retry" in text
+        # The failure is in serve's log too, not only in the client's answer.
+        assert any(r.levelname == "WARNING" and "answered 503 for a retry: the disk is full (a test)" in r.getMessage()
+                   for r in caplog.records)
         assert post(collector.url, body)[0] == 200  # the exporter's retry
     with tracer.Store(db, read_only=True) as store:
         assert store.sql("SELECT count(*), count(DISTINCT span_id) FROM spans") == [(len(spans), len(spans))]

@@ -378,3 +378,17 @@ def test_a_store_duckdb_invalidated_stops_the_collector_instead_of_answering_503
         assert status == 503  # a retry, once serve has started again, is stored
         assert collector._stopped.wait(30) and collector.fatal is fatal
     assert any(r.levelname == "ERROR" and "start it again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bounded_collector_warns_once_when_the_stores_keys_crowd_its_memory(tmp_path, monkeypatch, caplog):
+    # DuckDB holds the indexes of the store's primary keys whole, and they grow with the store: past a
+    # share of the bound, less and less is left for requests, which then wait (RESULTS §81).
+    db = str(tmp_path / "k.duckdb")
+    with Collector(db, port=0, max_resident_bytes=1 << 40):
+        pass
+    assert "the store's keys take" not in caplog.text
+    monkeypatch.setattr("tracer._collector.KEYS_WARN_SHARE", 1e-12)  # as if the keys took a quarter
+    with Collector(db, port=0, max_resident_bytes=1 << 40) as collector:
+        collector._note_keys()
+    warned = [r.getMessage() for r in caplog.records if "the store's keys take" in r.getMessage()]
+    assert len(warned) == 1 and "--retain" in warned[0] and "lake" in warned[0]
