@@ -119,7 +119,9 @@ slices of a request dense in objects are made smaller, each to hold about what t
 MAX_RESIDENT_BYTES = 440 * 1024 * 1024
 """The resident memory past which ``flightrec serve --no-dashboard`` takes a request only when no other is in flight
 (503 with ``Retry-After`` meanwhile): a bound on what the byte budget's estimates miss, with room
-under 500 MB for the one request it always takes (benchmarks/RESULTS.md §39)."""
+under 500 MB for the one request it always takes (benchmarks/RESULTS.md §39). On top of what the
+store's keys take (``Store.key_bytes``), which grows with the store and which no checkpoint frees for
+long: counted in, on a store of 1M spans the bound passed for them alone halved serve's speed (§81)."""
 _DUCKDB_MEMORY_MB = 48
 """What DuckDB may hold in a process bounded by ``max_resident_bytes``: it keeps the rows of the
 write-ahead log in memory until a checkpoint (``_CHECKPOINT_WAL_BYTES``: 126 MB of them for 112 MB of
@@ -130,7 +132,7 @@ BOUNDED_KNOWN_HASHES = 100_000
 sent, so as not to send them again (the store's key would ignore them): 15 MB, against 73 MB for the
 500,000 it remembers otherwise (benchmarks/RESULTS.md §80, §81)."""
 KEYS_WARN_SHARE = 0.25
-"""Share of ``max_resident_bytes`` past which serve warns that the store's keys crowd out its requests."""
+"""Share of ``max_resident_bytes`` past which serve warns that the store's keys, on top of it, grow its memory."""
 MAX_CONNECTIONS = 1000
 """Connections and requests in progress at once; a request past it is answered 503 by uvicorn."""
 HEADER_TIMEOUT_S = 5.0
@@ -400,6 +402,8 @@ class Collector:
         self.max_body = max_body
         self.max_pending_spans = max_pending_spans
         self.budget = _Budget(max_pending_bytes, max_resident_bytes)
+        if max_resident_bytes is not None:
+            self.budget.keys = self.store.key_bytes()
         self.stats = CollectorStats()
         self._on_sessions_ended = on_sessions_ended
         self.session_timeout_s = session_timeout_s
@@ -945,7 +949,8 @@ class Collector:
         larger (§75)."""
         wal = self._wal_bytes()
         if self.budget.resident_limit is not None:
-            if wal >= _CHECKPOINT_WAL_BYTES or resident_bytes() > self.budget.resident_limit - PRESSURE_BYTES:
+            self.budget.keys = self.store.key_bytes()
+            if wal >= _CHECKPOINT_WAL_BYTES or self.budget.resident() > self.budget.resident_limit - PRESSURE_BYTES:
                 self.idle_checkpoint()
             return
         if self._checkpointer is None and self._spill is not None and wal >= _CHECKPOINT_WAL_BYTES:
@@ -1021,17 +1026,17 @@ class Collector:
 
     def _note_keys(self) -> None:
         """Warns, once, when the indexes of the store's primary keys take more than ``KEYS_WARN_SHARE`` of
-        the memory a bounded process holds itself to: they grow with the store, and DuckDB holds them
-        whole (``Store.limit_memory``), so that less and less is left for requests."""
+        the memory a bounded process holds itself to: DuckDB holds them whole (``Store.limit_memory``),
+        on top of that bound, and they grow with the store."""
         limit = self.budget.resident_limit
         if limit is None or self._keys_warned:
             return
         keys = self.store.key_bytes()
         if keys > limit * KEYS_WARN_SHARE:
             self._keys_warned = True
-            log.warning("flightrec collector: the store's keys take about %d MB of the %d MB this process holds "
-                        "itself to, and grow with the store (DuckDB holds their indexes in memory whole). As they "
-                        "grow, more requests are answered 503 to wait. Remove old sessions (flightrec serve "
+            log.warning("flightrec collector: the store's keys take about %d MB of memory on top of the %d MB this "
+                        "process holds itself to, and grow with the store (DuckDB holds their indexes in memory "
+                        "whole). To keep the process's memory in bounds, remove old sessions (flightrec serve "
                         "--retain 30d, or flightrec prune), or move to a lake (the README's \"Scale out\")",
                         keys >> 20, limit >> 20)
 
@@ -1154,13 +1159,20 @@ class _Budget:
     def __init__(self, limit: int, resident_limit: int | None = None) -> None:
         self.limit = limit
         self.resident_limit = resident_limit
+        self.keys = 0
+        """What the store's keys take (``Store.key_bytes``), which ``resident_limit`` is on top of: they
+        grow with the store, and no checkpoint frees them for long."""
         self.held = 0
         self._lock = threading.Lock()
+
+    def resident(self) -> int:
+        """The process's resident memory less the store's keys: what ``resident_limit`` bounds."""
+        return resident_bytes() - self.keys
 
     def take(self, n: int, own: int = 0, *, force: bool = False) -> bool:
         with self._lock:
             if not force and self.held > own and (self.held + n > self.limit or (
-                    self.resident_limit is not None and resident_bytes() + self.held + n > self.resident_limit)):
+                    self.resident_limit is not None and self.resident() + self.held + n > self.resident_limit)):
                 return False
             self.held += n
             return True

@@ -380,9 +380,31 @@ def test_a_store_duckdb_invalidated_stops_the_collector_instead_of_answering_503
     assert any(r.levelname == "ERROR" and "start it again" in r.getMessage() for r in caplog.records)
 
 
-def test_a_bounded_collector_warns_once_when_the_stores_keys_crowd_its_memory(tmp_path, monkeypatch, caplog):
-    # DuckDB holds the indexes of the store's primary keys whole, and they grow with the store: past a
-    # share of the bound, less and less is left for requests, which then wait (RESULTS §81).
+def test_the_resident_bound_is_on_top_of_what_the_stores_keys_take(tmp_path, monkeypatch, good):
+    # DuckDB holds the indexes of the store's keys whole, and no checkpoint frees them for long: counted
+    # in the bound, on a store of 1M spans they left so little for requests that serve ran at half speed,
+    # with 112 answers of 503 where 4 were given once they were not (RESULTS §81).
+    import tracer._collector as collector_module
+    from tracer._collector import _Budget
+
+    monkeypatch.setattr(collector_module, "resident_bytes", lambda: 500 * 2**20)
+    budget = _Budget(1 << 30, 440 * 2**20)
+    assert budget.take(1)  # the only request in flight is always taken
+    assert not budget.take(2**20)
+    budget.keys = 100 * 2**20
+    assert budget.take(2**20)
+    with Collector(str(tmp_path / "k.duckdb"), port=0, max_resident_bytes=440 * 2**20) as collector:
+        before = collector.budget.keys
+        assert before == collector.store.key_bytes() > 0
+        assert post(collector.url, good)[0] == 200
+        # The writer counts after it answers: a retry's answer (it stores nothing) comes after the first's count.
+        assert post(collector.url, good)[0] == 200
+        assert collector.budget.keys == collector.store.key_bytes() > before
+
+
+def test_a_bounded_collector_warns_once_when_the_stores_keys_grow_large(tmp_path, monkeypatch, caplog):
+    # DuckDB holds the indexes of the store's primary keys whole, on top of the bound, and they grow
+    # with the store (RESULTS §81).
     db = str(tmp_path / "k.duckdb")
     with Collector(db, port=0, max_resident_bytes=1 << 40):
         pass
