@@ -601,7 +601,7 @@ class Store:
         it, DuckDB spills to a directory beside the file (``<db>.tmp``, removed on close) instead of
         growing. The indexes cannot spill: DuckDB loads one whole on the first insert into its table, so
         they are counted apart and the bound grows with them as the store does (``key_bytes``). Held to
-        ``mb`` alone, a store of about 380,000 realistic spans no longer took a commit within 48 MB
+        ``mb`` alone, a store of about 350,000 realistic spans no longer took a commit within 48 MB
         (benchmarks/RESULTS.md §81). The setting is the database's: every handle this process has on the
         file gets it (``lend_memory`` lifts it for a while).
         """
