@@ -402,9 +402,7 @@ class Collector:
         self.token = token
         self.max_body = max_body
         self.max_pending_spans = max_pending_spans
-        self.budget = _Budget(max_pending_bytes, max_resident_bytes)
-        if max_resident_bytes is not None:
-            self.budget.keys = self.store.key_bytes()
+        self.budget = _Budget(max_pending_bytes, max_resident_bytes, self.store.key_bytes)
         self.stats = CollectorStats()
         self._on_sessions_ended = on_sessions_ended
         self.session_timeout_s = session_timeout_s
@@ -953,7 +951,6 @@ class Collector:
         left the file up to 70% larger (§75)."""
         wal = self._wal_bytes()
         if self.budget.resident_limit is not None:
-            self.budget.keys = self.store.key_bytes()
             if wal >= _CHECKPOINT_WAL_BYTES or self.budget.resident() > self.budget.resident_limit - PRESSURE_BYTES:
                 self.idle_checkpoint()
             return
@@ -1160,10 +1157,10 @@ class _Budget:
     refusing it then would waste what was stored.
     """
 
-    def __init__(self, limit: int, resident_limit: int | None = None) -> None:
+    def __init__(self, limit: int, resident_limit: int | None = None, keys: Callable[[], int] = lambda: 0) -> None:
         self.limit = limit
         self.resident_limit = resident_limit
-        self.keys = 0
+        self.keys = keys
         """What the store's keys take (``Store.key_bytes``), which ``resident_limit`` is on top of: they
         grow with the store, and no checkpoint frees them for long."""
         self.held = 0
@@ -1171,7 +1168,7 @@ class _Budget:
 
     def resident(self) -> int:
         """The process's resident memory less the store's keys: what ``resident_limit`` bounds."""
-        return resident_bytes() - self.keys
+        return resident_bytes() - self.keys()
 
     def take(self, n: int, own: int = 0, *, force: bool = False) -> bool:
         with self._lock:

@@ -121,7 +121,9 @@ _KEY_BYTES = 80
 """Memory DuckDB holds for each row of a table with a primary key, once the table is written to: it
 loads the key's index (an adaptive radix tree) whole on the first insert after the file is opened or
 checkpointed, and neither spills nor frees it until the next checkpoint. 74.5 bytes a key measured, for
-414,792 keys of 32-character content hashes, chain nodes and session ids (benchmarks/RESULTS.md §81)."""
+414,792 keys of 32-character content hashes, chain nodes and session ids, 73.7 for 1,201,589; on six
+agents of other shapes, about 72 a key and a few MB for the indexes' first blocks, which the working
+memory covers (benchmarks/RESULTS.md §81)."""
 
 
 @dataclasses.dataclass
