@@ -167,6 +167,32 @@ def test_a_legitimate_costly_mode_is_not_an_anomaly_once_the_route_has_seen_it()
     assert not flagged & set(sids[20:])
 
 
+def test_a_route_whose_sessions_cost_nothing_is_judged_online_without_dividing_by_zero():
+    # Issue 15, item 8: a route's median cost of $0 (calls that used no tokens, a model priced at 0).
+    got: list[tracer.AlertRecord] = []
+    online = D.OnlineDetector(db(), publish=got.extend, interval_s=0.05)
+    recorder = tracer.Recorder(db(), on_sessions_ended=online)
+    free = message([{"type": "text", "text": "done"}], "end_turn", input_tokens=0, output_tokens=0)
+    client = recorder.instrument(FakeAPI(lambda _: free).client())
+    for _ in range(25):
+        with recorder.session("cheap", **{"flightrec.route": "free"}):
+            client.messages.create(model="claude-haiku-4-5", max_tokens=10,
+                                   messages=[{"role": "user", "content": "hi"}])
+    recorder.flush()
+    assert online.flush(10)
+    costly("cheap", "free", [0.5])  # then a session that costs something, judged against the route's $0
+    with tracer.Store(db()) as store:
+        rows = store.sql("SELECT session_id, cost_usd FROM sessions WHERE route = 'free'")
+    assert len(rows) == 26 and max(cost for _, cost in rows) == pytest.approx(0.5, rel=1e-3)
+    online([sid for sid, _ in rows])
+    assert online.flush(10)
+    online.close()
+    recorder.shutdown()
+    # Costs are judged on a log scale, where $0 has no place: the route has no cost history to divide by,
+    # and its first priced session is a new route's first (too little history to judge), not infinitely costlier.
+    assert online.errors == 0 and online.runs >= 2 and got == []
+
+
 def test_a_new_route_borrows_a_wider_band_and_its_fourth_session_is_judged():
     costly("support", "known", [0.01 * (1 + 0.1 * (i % 5)) for i in range(30)])
     run()
