@@ -6,6 +6,7 @@ import gc
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import tracer
 
@@ -88,8 +89,49 @@ def run(db: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", po
         "global_developmentMode": False,
         "client_toolbarMode": "viewer",
     })
+    _connect_at_once()
     try:
         bootstrap.run(APP, False, [], {})
     finally:
         if mode == "read_only":
             _source.current().close()
+
+
+def _connect_at_once() -> None:
+    """Tells Streamlit's front end where its server is, so that a page opened at its own URL connects at once.
+
+    Opened at ``/sessions``, the front end cannot tell a page's path from the path the app is served
+    under: it asks ``/sessions/_stcore/health`` first, gets a 404, waits out its retry delay, and only
+    then asks ``/_stcore/health``. That was 0.09 s of every page's load but Overview's, a fifth of a warm
+    one (benchmarks/RESULTS.md §84). The page Streamlit serves now sets what Streamlit's own hosts set
+    in it, ``window.__streamlit.BACKEND_BASE_URL``: its URL without the page's name, so that a prefix
+    (``server.baseUrlPath``, or a proxy's) is kept. Left as it is on a Streamlit whose server this does
+    not know: it is only slower."""
+    try:
+        from starlette.responses import FileResponse, HTMLResponse
+        from streamlit.web.server.starlette import starlette_static_routes as routes
+    except ImportError:
+        return
+    from ._ui import PAGES
+
+    page_name = r"\/(" + "|".join(PAGES) + ")$"
+    script = ("<script>window.__streamlit = {BACKEND_BASE_URL: window.location.origin + "
+              f"window.location.pathname.replace(/\\/+$/, '').replace(/{page_name}/, '')}}</script>")
+    make = routes.create_streamlit_static_handler
+
+    def create(directory: str, base_url: str | None) -> Any:
+        handler = make(directory, base_url)
+        page = Path(directory, "index.html").read_text(encoding="utf-8").replace("<head>", "<head>" + script, 1)
+        served = handler.get_response
+
+        async def get_response(path: str, scope: Any) -> Any:
+            response = await served(path, scope)
+            if (scope["method"] == "GET" and isinstance(response, FileResponse)
+                    and Path(response.path).name == "index.html"):
+                return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+            return response
+
+        handler.get_response = get_response
+        return handler
+
+    routes.create_streamlit_static_handler = create

@@ -98,6 +98,15 @@ def test_deep_links_get_the_apps_navigation(browser, dashboard):
     assert [label.lower() for label in loaded.nav] == PAGES, loaded.nav
 
 
+def test_a_page_opened_at_its_own_url_connects_to_the_server_at_once(browser, dashboard):
+    # Else Streamlit's front end asks /sessions/_stcore/health first, and waits out a retry delay after its 404.
+    browser.load(f"{dashboard}/sessions")
+    asked = browser.evaluate("performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)")
+    assert "/_stcore/health" in asked and not [p for p in asked if p.startswith("/sessions/")], asked
+    # Told the server's URL: the page's without its name (a proxy's prefix would stay).
+    assert browser.evaluate("window.__streamlit.BACKEND_BASE_URL") == dashboard
+
+
 # -- the four jobs, clicked through ------------------------------------------------------------------
 #
 # Each starts at the app's root and goes on by clicks only: the sidebar, table rows and links. The
