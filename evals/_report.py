@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import tracer
+from tracer.cli import command_name
 
 from ._compare import CaseComparison, Comparison, power_note
 from ._stats import case_status
@@ -55,7 +56,7 @@ def run_text(run: tracer.EvalRunRecord, results: Sequence[tracer.EvalResultRecor
         lines += [f"          - {reason}" for reason in _reasons(rs)]
         failed = [r.session_id for r in rs if not r.passed and r.session_id]
         if failed:
-            lines.append(f"          open: flightrec traces show {failed[0]}")
+            lines.append(f"          open: {command_name()} traces show {failed[0]}")
     return "\n".join(lines)
 
 
@@ -127,7 +128,7 @@ def comparison_text(c: Comparison) -> str:
             lines.append(f"  {_label(case):<10} {case.case_id}: {_counts(case)} ({_significance(case)})")
             lines += [f"          - {r}" for r in case.reasons[:1]]
             if case.failing_sessions:
-                lines.append(f"          open: flightrec traces show {case.failing_sessions[0]}")
+                lines.append(f"          open: {command_name()} traces show {case.failing_sessions[0]}")
     lines.append(f"power     {c.power}")
     lines.append(f"verdict   {c.verdict.upper()}: {c.verdict_reason}")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
@@ -206,7 +207,7 @@ def test_list_says_when_there_are_no_runs_then_lists_them(tiny):
     assert rows[2].split() == [first[:8], "baseline", "tiny", "3", "1", "100%", "-"]
 
 
-def test_show_prints_a_run_and_its_failing_cases(tiny):
+def test_show_prints_a_run_and_its_failing_cases(tiny, monkeypatch):
     candidate = run_id(flightrec("run", tiny, "--trials", "2", "--seed", "1",
                                  "--set", "variant=no-refund-confirmation"))
     result = flightrec("show", candidate[:8])
@@ -216,6 +217,9 @@ def test_show_prints_a_run_and_its_failing_cases(tiny):
     assert "without asking the customer to confirm first" in result.stdout
     assert "open: flightrec traces show " in result.stdout
     assert "order-status" not in result.stdout  # cases that passed every trial are left out
+    # Run by a path, as `make demo` runs it, the hint runs as printed.
+    monkeypatch.setattr(sys, "argv", [os.path.join("venv", "bin", "flightrec")])
+    assert f"open: {os.path.join('venv', 'bin', 'flightrec')} traces show " in flightrec("show", candidate).stdout
     as_json = json.loads(flightrec("show", candidate, "--json").stdout)
     assert as_json["run"]["run_id"] == candidate and len(as_json["results"]) == 6
 
