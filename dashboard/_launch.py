@@ -104,20 +104,21 @@ def _connect_at_once() -> None:
     under: it asks ``/sessions/_stcore/health`` first, gets a 404, waits out its retry delay, and only
     then asks ``/_stcore/health``. That was 0.09 s of every page's load but Overview's, a fifth of a warm
     one (benchmarks/RESULTS.md §84). The page Streamlit serves now sets what Streamlit's own hosts set
-    in it, ``window.__streamlit.BACKEND_BASE_URL``: its URL without the page's name, so that a prefix
-    (``server.baseUrlPath``, or a proxy's) is kept. Left as it is on a Streamlit whose server this does
-    not know: it is only slower."""
+    in it, ``window.__streamlit.BACKEND_BASE_URL``: its URL without the page's name, so that a proxy's
+    prefix is kept. Left as it is on a Streamlit whose server this does not know: it is only slower."""
     try:
         from starlette.responses import FileResponse, HTMLResponse
         from streamlit.web.server.starlette import starlette_static_routes as routes
     except ImportError:
+        return
+    make = getattr(routes, "create_streamlit_static_handler", None)
+    if make is None:
         return
     from ._ui import PAGES
 
     page_name = r"\/(" + "|".join(PAGES) + ")$"
     script = ("<script>window.__streamlit = {BACKEND_BASE_URL: window.location.origin + "
               f"window.location.pathname.replace(/\\/+$/, '').replace(/{page_name}/, '')}}</script>")
-    make = routes.create_streamlit_static_handler
 
     def create(directory: str, base_url: str | None) -> Any:
         handler = make(directory, base_url)
