@@ -637,6 +637,14 @@ class Store:
         self._set_memory(bound.mb)
         bound.lent, bound.shown = bound.mb, self._setting("memory_limit")
 
+    def _hold_or_later(self, bound: _MemoryBound) -> None:
+        """``_hold`` for a lower bound, which DuckDB cannot take while queries under way pin more than it:
+        it keeps what it holds, and the next lender's leaving or checkpoint tries again."""
+        try:
+            self._hold(bound)
+        except StoreError as exc:
+            log.warning("flightrec: %s; DuckDB keeps %d MB until later", exc, bound.lent)
+
     def _keys_added(self, rows: int) -> None:
         """Raises the bound for ``rows`` rows just committed into keyed tables (an overcount, for
         rows an insert ignored or an update matched: the next checkpoint counts them again)."""
@@ -680,10 +688,7 @@ class Store:
                 with _memory_bounds_lock:
                     bound.lenders -= 1
                     if not bound.lenders and bound.lent > bound.mb:
-                        try:
-                            self._hold(bound)
-                        except StoreError as exc:
-                            log.warning("flightrec: %s; DuckDB keeps %d MB until later", exc, bound.lent)
+                        self._hold_or_later(bound)
 
     @property
     def _key(self) -> str:
@@ -1010,10 +1015,7 @@ class Store:
         if bound is not None:  # the indexes are written out and unloaded: count their keys anew
             with _memory_bounds_lock:
                 bound.keys = self._counted_key_bytes()
-                try:
-                    self._hold(bound)
-                except StoreError as exc:
-                    log.warning("flightrec: %s; DuckDB keeps %d MB until later", exc, bound.lent)
+                self._hold_or_later(bound)
         return True
 
     # -- reading -----------------------------------------------------------------------------
